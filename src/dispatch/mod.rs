@@ -1,0 +1,252 @@
+//! The transport seam: a [`Dispatcher`] sends one built request and reports what came back.
+//!
+//! The core never names an HTTP client. Backends live beside this file behind features
+//! (`hyper`, `ureq`), and a dialer can plug in its own by implementing [`Dispatcher`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+
+use crate::error::BoxError;
+
+/// How many bytes of a response body a backend keeps, by default.
+pub const DEFAULT_BODY_PREFIX_LIMIT: usize = 4 * 1024;
+
+/// Sends one webhook request. Small, object-safe, and the crate's extension point.
+///
+/// An implementation must not follow redirects: a 3xx is returned as the response. It reads at
+/// most a bounded prefix of the response body and honours an [`AttemptTimeout`] extension on the
+/// request when one is present.
+#[async_trait::async_trait]
+pub trait Dispatcher: Send + Sync + 'static {
+    /// Sends `request` once and returns the response, or what kind of transport failure stopped it.
+    async fn dispatch(&self, request: Request<Bytes>) -> Result<Response, TransportError>;
+}
+
+#[async_trait::async_trait]
+impl<D: Dispatcher + ?Sized> Dispatcher for Arc<D> {
+    async fn dispatch(&self, request: Request<Bytes>) -> Result<Response, TransportError> {
+        (**self).dispatch(request).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<D: Dispatcher + ?Sized> Dispatcher for Box<D> {
+    async fn dispatch(&self, request: Request<Bytes>) -> Result<Response, TransportError> {
+        (**self).dispatch(request).await
+    }
+}
+
+/// The synchronous twin of [`Dispatcher`], for dialers with no async runtime.
+///
+/// Same rules: no redirects, a bounded body prefix, [`AttemptTimeout`] honoured.
+pub trait BlockingDispatcher: Send + Sync + 'static {
+    /// Sends `request` once, blocking the calling thread until the outcome is known.
+    fn dispatch_blocking(&self, request: Request<Bytes>) -> Result<Response, TransportError>;
+}
+
+impl<D: BlockingDispatcher + ?Sized> BlockingDispatcher for Arc<D> {
+    fn dispatch_blocking(&self, request: Request<Bytes>) -> Result<Response, TransportError> {
+        (**self).dispatch_blocking(request)
+    }
+}
+
+impl<D: BlockingDispatcher + ?Sized> BlockingDispatcher for Box<D> {
+    fn dispatch_blocking(&self, request: Request<Bytes>) -> Result<Response, TransportError> {
+        (**self).dispatch_blocking(request)
+    }
+}
+
+/// A request extension: the whole-attempt time limit for this one request.
+///
+/// Backends use it in place of their configured default when present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptTimeout(pub Duration);
+
+/// What the receiver answered: status, headers and at most a bounded prefix of the body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    status: StatusCode,
+    headers: HeaderMap,
+    body_prefix: Bytes,
+}
+
+impl Response {
+    /// A response with the given parts; `body_prefix` should already be capped by the backend.
+    pub fn new(status: StatusCode, headers: HeaderMap, body_prefix: Bytes) -> Self {
+        Response {
+            status,
+            headers,
+            body_prefix,
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The response headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The first bytes of the body (bounded by the backend's limit).
+    pub fn body_prefix(&self) -> &Bytes {
+        &self.body_prefix
+    }
+}
+
+/// What kind of transport failure happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportErrorKind {
+    /// DNS resolution failed.
+    Dns,
+    /// The TCP connection could not be made (refused, unreachable, connect timeout).
+    Connect,
+    /// The attempt ran past its time limit.
+    Timeout,
+    /// The TLS handshake or certificate validation failed.
+    Tls,
+    /// Reading or writing failed after the connection was made (reset, closed early).
+    Io,
+    /// The URL or a resolved address was refused by the address policy; retrying cannot help.
+    Refused,
+    /// The request could not be sent as built (bad URI for this backend, for example).
+    InvalidRequest,
+    /// Anything else.
+    Other,
+}
+
+impl TransportErrorKind {
+    /// Whether another attempt could succeed where this one failed.
+    pub fn is_retryable(self) -> bool {
+        !matches!(
+            self,
+            TransportErrorKind::Refused | TransportErrorKind::InvalidRequest
+        )
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            TransportErrorKind::Dns => "DNS resolution failed",
+            TransportErrorKind::Connect => "connect failed",
+            TransportErrorKind::Timeout => "timed out",
+            TransportErrorKind::Tls => "TLS failed",
+            TransportErrorKind::Io => "I/O error",
+            TransportErrorKind::Refused => "refused by address policy",
+            TransportErrorKind::InvalidRequest => "invalid request",
+            TransportErrorKind::Other => "transport error",
+        }
+    }
+}
+
+impl fmt::Display for TransportErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure to get an HTTP response, with its kind and the backend's cause behind `source()`.
+#[derive(Debug)]
+pub struct TransportError {
+    kind: TransportErrorKind,
+    source: Option<BoxError>,
+}
+
+impl TransportError {
+    /// A transport error of `kind` caused by `source`.
+    pub fn new(kind: TransportErrorKind, source: impl Into<BoxError>) -> Self {
+        TransportError {
+            kind,
+            source: Some(source.into()),
+        }
+    }
+
+    /// A transport error of `kind` with no further cause.
+    pub fn from_kind(kind: TransportErrorKind) -> Self {
+        TransportError { kind, source: None }
+    }
+
+    /// What kind of failure this was.
+    pub fn kind(&self) -> TransportErrorKind {
+        self.kind
+    }
+
+    /// The address-policy refusal behind a [`TransportErrorKind::Refused`] error, if any.
+    pub fn policy_refusal(&self) -> Option<&crate::Error> {
+        self.source.as_deref()?.downcast_ref::<crate::Error>()
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(source) => write!(f, "{}: {}", self.kind, source),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<crate::Error> for TransportError {
+    /// A policy refusal (or other crate error) surfaced from inside a backend.
+    fn from(err: crate::Error) -> Self {
+        let kind = match err {
+            crate::Error::AddressRefused { .. } | crate::Error::InvalidUrl { .. } => {
+                TransportErrorKind::Refused
+            }
+            _ => TransportErrorKind::Other,
+        };
+        TransportError::new(kind, err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Always(StatusCode);
+
+    #[async_trait::async_trait]
+    impl Dispatcher for Always {
+        async fn dispatch(&self, _: Request<Bytes>) -> Result<Response, TransportError> {
+            Ok(Response::new(self.0, HeaderMap::new(), Bytes::new()))
+        }
+    }
+
+    fn assert_object_safe(_: &dyn Dispatcher) {}
+
+    #[test]
+    fn dispatcher_is_object_safe_and_wraps() {
+        let d: Arc<dyn Dispatcher> = Arc::new(Always(StatusCode::NO_CONTENT));
+        assert_object_safe(&d);
+        let boxed: Box<dyn Dispatcher> = Box::new(d.clone());
+        assert_object_safe(&boxed);
+    }
+
+    #[test]
+    fn refused_is_not_retryable() {
+        assert!(!TransportErrorKind::Refused.is_retryable());
+        assert!(TransportErrorKind::Timeout.is_retryable());
+        assert!(TransportErrorKind::Io.is_retryable());
+    }
+
+    #[test]
+    fn display_chains_kind_and_cause() {
+        let err = TransportError::new(TransportErrorKind::Connect, "connection refused");
+        assert_eq!(err.to_string(), "connect failed: connection refused");
+        assert!(std::error::Error::source(&err).is_some());
+    }
+}

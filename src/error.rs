@@ -1,0 +1,144 @@
+//! The crate's one error type.
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// A boxed error from a backend, a store or a parser, kept out of our semver surface.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result<T, call_result_webhook::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in this crate.
+///
+/// No variant ever carries a password, a signing secret or an Authorization value: fields are
+/// named, their values are not.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is invalid; `field` names it, its value is never repeated.
+    #[error("invalid {field}: {reason}")]
+    InvalidConfig {
+        /// The field that was rejected, for example `username` or `time_zone`.
+        field: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// The webhook URL is not acceptable (syntax, scheme, userinfo, length).
+    #[error("invalid webhook URL: {reason}")]
+    InvalidUrl {
+        /// Why the URL was rejected. Never includes query or userinfo.
+        reason: String,
+    },
+
+    /// A call result field is invalid or over its size cap.
+    #[error("invalid call result field {field}: {reason}")]
+    InvalidCallResult {
+        /// The payload key, for example `ResultNotes`.
+        field: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// The encoded body is larger than the configured cap; nothing was stored or sent.
+    #[error("call result body is {size} bytes, over the cap of {limit} bytes")]
+    BodyTooLarge {
+        /// The encoded size in bytes.
+        size: usize,
+        /// The cap in bytes.
+        limit: usize,
+    },
+
+    /// The principal lacks full administrative permission for this change; nothing changed.
+    #[error("permission denied: {principal} may not {action}")]
+    PermissionDenied {
+        /// Who asked.
+        principal: String,
+        /// What they tried to do.
+        action: &'static str,
+    },
+
+    /// The account has no webhook URL configured.
+    #[error("account {account} has no webhook URL configured")]
+    NotConfigured {
+        /// The account in question.
+        account: String,
+    },
+
+    /// No account with this id is known.
+    #[error("unknown account {0}")]
+    UnknownAccount(String),
+
+    /// No delivery with this id is known.
+    #[error("unknown delivery {0}")]
+    UnknownDelivery(String),
+
+    /// The destination address is refused by the address policy; no connection was attempted.
+    #[error("address {addr} of host {host} refused: {rule}")]
+    AddressRefused {
+        /// The host name (or literal) from the URL.
+        host: String,
+        /// The address that was refused.
+        addr: IpAddr,
+        /// The rule that refused it, for example `loopback` or `private (RFC 1918)`.
+        rule: &'static str,
+    },
+
+    /// Sending failed at the transport level (no HTTP response).
+    #[error(transparent)]
+    Transport(#[from] crate::dispatch::TransportError),
+
+    /// The outbox could not take or return data.
+    #[error("store: {message}")]
+    Store {
+        /// What the store was doing.
+        message: String,
+        /// The underlying cause.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// The outbox is full; the call result was not accepted.
+    #[error("outbox is full ({capacity} pending deliveries)")]
+    StoreFull {
+        /// The configured capacity.
+        capacity: usize,
+    },
+
+    /// A signature, secret or verification problem.
+    #[error("signature: {0}")]
+    Signature(String),
+
+    /// The worker has shut down and takes no more work.
+    #[error("the webhook worker has shut down")]
+    Shutdown,
+
+    /// No HTTP backend was compiled in: enable the `hyper` or `ureq` feature, or pass your own
+    /// `Dispatcher`.
+    #[error("no HTTP backend: enable the `hyper` or `ureq` feature, or provide a Dispatcher")]
+    NoBackend,
+}
+
+impl Error {
+    pub(crate) fn config(field: &'static str, reason: impl fmt::Display) -> Self {
+        Error::InvalidConfig {
+            field,
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn url(reason: impl fmt::Display) -> Self {
+        Error::InvalidUrl {
+            reason: reason.to_string(),
+        }
+    }
+
+    /// A store error with a message and a cause.
+    pub fn store(message: impl fmt::Display, source: impl Into<BoxError>) -> Self {
+        Error::Store {
+            message: message.to_string(),
+            source: Some(source.into()),
+        }
+    }
+}
