@@ -1,0 +1,307 @@
+//! One customer account: its webhook preferences, its campaigns' switches, and the audit log of
+//! changes to both.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+
+use crate::campaign::{SendDecision, WebhookIndicator, decide};
+use crate::error::{Error, Result};
+use crate::ids::{AccountId, CampaignId};
+use crate::preferences::{
+    AuditRecord, Preferences, PreferencesUpdate, Principal, StoredPreferences,
+};
+
+/// How many audit records an account keeps in memory (the oldest are dropped first).
+pub const AUDIT_LOG_CAPACITY: usize = 256;
+
+/// A customer account's webhook settings: preferences, campaign switches and audit log.
+///
+/// Every change takes the [`Principal`] asking for it; only a full administrator may make one,
+/// anyone else gets [`Error::PermissionDenied`] and nothing changes.
+///
+/// # Examples
+///
+/// ```
+/// use call_result_webhook::{Account, PreferencesUpdate, Principal, SendDecision, OffReason};
+///
+/// let admin = Principal::administrator("alice");
+/// let mut account = Account::new("acme");
+/// account.update_preferences(&admin, PreferencesUpdate::new().enabled(true).url("https://crm.example/hook"))?;
+/// account.set_campaign_webhook(&admin, "winter-sale", true)?;
+///
+/// assert_eq!(account.decide(&"winter-sale".into()), SendDecision::Send);
+/// assert_eq!(account.decide(&"spring".into()), SendDecision::Skip(OffReason::CampaignDisabled));
+///
+/// let agent = Principal::user("bob");
+/// assert!(account.update_preferences(&agent, PreferencesUpdate::new().enabled(false)).is_err());
+/// assert!(account.preferences().enabled());
+/// # Ok::<(), call_result_webhook::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Account {
+    id: AccountId,
+    preferences: Preferences,
+    campaigns: BTreeMap<CampaignId, bool>,
+    audit: Vec<AuditRecord>,
+}
+
+impl Account {
+    /// A new account: webhook off, no URL, no campaign switched on.
+    pub fn new(id: impl Into<AccountId>) -> Self {
+        Account {
+            id: id.into(),
+            preferences: Preferences::default(),
+            campaigns: BTreeMap::new(),
+            audit: Vec::new(),
+        }
+    }
+
+    /// The account's id.
+    pub fn id(&self) -> &AccountId {
+        &self.id
+    }
+
+    /// The account's preferences (the password is never shown).
+    pub fn preferences(&self) -> &Preferences {
+        &self.preferences
+    }
+
+    /// Applies `update` if `who` is a full administrator and every value is valid; records who
+    /// changed which fields, and when. On any error nothing changes.
+    pub fn update_preferences(
+        &mut self,
+        who: &Principal,
+        update: PreferencesUpdate,
+    ) -> Result<AuditRecord> {
+        self.update_preferences_at(who, update, Timestamp::now())
+    }
+
+    pub(crate) fn update_preferences_at(
+        &mut self,
+        who: &Principal,
+        update: PreferencesUpdate,
+        at: Timestamp,
+    ) -> Result<AuditRecord> {
+        who.require_admin("change webhook preferences")?;
+        let (next, changed) = self.preferences.with_update(update)?;
+        self.preferences = next;
+        Ok(self.record(who, at, changed.into_iter().map(str::to_owned).collect()))
+    }
+
+    /// Switches "Enable WebHook" on or off for one campaign (full administrators only).
+    pub fn set_campaign_webhook(
+        &mut self,
+        who: &Principal,
+        campaign: impl Into<CampaignId>,
+        enabled: bool,
+    ) -> Result<AuditRecord> {
+        self.set_campaign_webhook_at(who, campaign.into(), enabled, Timestamp::now())
+    }
+
+    pub(crate) fn set_campaign_webhook_at(
+        &mut self,
+        who: &Principal,
+        campaign: CampaignId,
+        enabled: bool,
+        at: Timestamp,
+    ) -> Result<AuditRecord> {
+        who.require_admin("change a campaign's webhook switch")?;
+        let field = format!("campaign:{campaign}");
+        self.campaigns.insert(campaign, enabled);
+        Ok(self.record(who, at, vec![field]))
+    }
+
+    /// Whether the campaign's own switch is on.
+    pub fn campaign_webhook_enabled(&self, campaign: &CampaignId) -> bool {
+        self.campaigns.get(campaign).copied().unwrap_or(false)
+    }
+
+    /// The campaigns whose switch has been set, with its state.
+    pub fn campaigns(&self) -> impl Iterator<Item = (&CampaignId, bool)> {
+        self.campaigns.iter().map(|(id, on)| (id, *on))
+    }
+
+    /// Whether a call result of `campaign` is to be sent now: account enabled, URL set, campaign
+    /// switched on.
+    pub fn decide(&self, campaign: &CampaignId) -> SendDecision {
+        decide(
+            self.preferences.enabled(),
+            self.preferences.is_configured(),
+            self.campaign_webhook_enabled(campaign),
+        )
+    }
+
+    /// The campaign's indicator from the switches alone (`Active` or `Off` with a reason);
+    /// delivery status refines `Active` into `Failing` or `Paused`.
+    pub fn indicator(&self, campaign: &CampaignId) -> WebhookIndicator {
+        self.decide(campaign).into()
+    }
+
+    /// The most recent changes, oldest first.
+    pub fn audit_log(&self) -> &[AuditRecord] {
+        &self.audit
+    }
+
+    fn record(&mut self, who: &Principal, at: Timestamp, fields: Vec<String>) -> AuditRecord {
+        let record = AuditRecord {
+            principal: who.name().to_owned(),
+            at,
+            fields,
+        };
+        if self.audit.len() == AUDIT_LOG_CAPACITY {
+            self.audit.remove(0);
+        }
+        self.audit.push(record.clone());
+        record
+    }
+
+    /// Serializes the account for storage, **password included**. This is the one explicit way
+    /// a password leaves the crate; the outbox uses it to keep preferences across restarts.
+    pub fn to_storage_json(&self) -> String {
+        let stored = StoredAccount {
+            id: self.id.clone(),
+            preferences: self.preferences.to_stored(),
+            campaigns: self.campaigns.clone(),
+            audit: self.audit.clone(),
+        };
+        serde_json::to_string(&stored).expect("account always serializes")
+    }
+
+    /// Reads an account back from [`Account::to_storage_json`], checking every value again.
+    pub fn from_storage_json(json: &str) -> Result<Account> {
+        let stored: StoredAccount = serde_json::from_str(json)
+            .map_err(|e| Error::store("stored account is not valid", e))?;
+        Ok(Account {
+            preferences: Preferences::from_stored(&stored.preferences)?,
+            id: stored.id,
+            campaigns: stored.campaigns,
+            audit: stored.audit,
+        })
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredAccount {
+    id: AccountId,
+    preferences: StoredPreferences,
+    campaigns: BTreeMap<CampaignId, bool>,
+    audit: Vec<AuditRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::OffReason;
+
+    fn configured() -> (Account, Principal) {
+        let admin = Principal::administrator("alice");
+        let mut a = Account::new("acme");
+        a.update_preferences(
+            &admin,
+            PreferencesUpdate::new()
+                .enabled(true)
+                .url("https://crm.example/hook")
+                .credentials("dialer", "pa55-w0rd!"),
+        )
+        .unwrap();
+        (a, admin)
+    }
+
+    #[test]
+    fn non_administrator_is_denied_and_nothing_changes() {
+        let (mut a, _) = configured();
+        let before = format!("{:?}", a.preferences());
+        let audit_len = a.audit_log().len();
+        let bob = Principal::user("bob");
+        let err = a
+            .update_preferences(
+                &bob,
+                PreferencesUpdate::new()
+                    .enabled(false)
+                    .url("https://evil.example/")
+                    .credentials("x", "y"),
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::PermissionDenied { ref principal, .. } if principal == "bob"));
+        assert!(matches!(
+            a.set_campaign_webhook(&bob, "c1", true),
+            Err(Error::PermissionDenied { .. })
+        ));
+        assert_eq!(format!("{:?}", a.preferences()), before);
+        assert!(!a.campaign_webhook_enabled(&"c1".into()));
+        assert_eq!(a.audit_log().len(), audit_len);
+    }
+
+    #[test]
+    fn audit_records_who_when_which_and_never_the_password() {
+        let (mut a, admin) = configured();
+        let at = Timestamp::from_second(1_700_000_000).unwrap();
+        let rec = a
+            .update_preferences_at(
+                &admin,
+                PreferencesUpdate::new().credentials("dialer", "n3w-Secret"),
+                at,
+            )
+            .unwrap();
+        assert_eq!(rec.principal, "alice");
+        assert_eq!(rec.at, at);
+        assert_eq!(rec.fields, ["password"]);
+        let everything = format!("{:?} {:?}", a, a.audit_log());
+        assert!(!everything.contains("n3w-Secret") && !everything.contains("pa55-w0rd!"));
+    }
+
+    #[test]
+    fn both_switches_decide() {
+        let (mut a, admin) = configured();
+        let c: CampaignId = "winter".into();
+        assert_eq!(
+            a.decide(&c),
+            SendDecision::Skip(OffReason::CampaignDisabled)
+        );
+        a.set_campaign_webhook(&admin, c.clone(), true).unwrap();
+        assert_eq!(a.decide(&c), SendDecision::Send);
+        assert_eq!(a.indicator(&c), WebhookIndicator::Active);
+        a.update_preferences(&admin, PreferencesUpdate::new().enabled(false))
+            .unwrap();
+        assert_eq!(
+            a.indicator(&c),
+            WebhookIndicator::Off(OffReason::AccountDisabled)
+        );
+        a.update_preferences(&admin, PreferencesUpdate::new().enabled(true).clear_url())
+            .unwrap();
+        assert_eq!(
+            a.decide(&c),
+            SendDecision::Skip(OffReason::AccountNotConfigured)
+        );
+    }
+
+    #[test]
+    fn storage_round_trip_keeps_settings_and_is_the_only_place_the_password_appears() {
+        let (mut a, admin) = configured();
+        a.set_campaign_webhook(&admin, "winter", true).unwrap();
+        let json = a.to_storage_json();
+        assert!(json.contains("pa55-w0rd!"));
+        let back = Account::from_storage_json(&json).unwrap();
+        assert_eq!(format!("{a:?}"), format!("{back:?}"));
+        assert_eq!(
+            back.preferences().authorization(),
+            a.preferences().authorization()
+        );
+        assert!(back.campaign_webhook_enabled(&"winter".into()));
+    }
+
+    #[test]
+    fn audit_log_is_bounded() {
+        let (mut a, admin) = configured();
+        for i in 0..(AUDIT_LOG_CAPACITY + 10) {
+            a.set_campaign_webhook(&admin, format!("c{i}"), true)
+                .unwrap();
+        }
+        assert_eq!(a.audit_log().len(), AUDIT_LOG_CAPACITY);
+        assert_eq!(
+            a.audit_log().last().unwrap().fields,
+            [format!("campaign:c{}", AUDIT_LOG_CAPACITY + 9)]
+        );
+    }
+}

@@ -1,0 +1,568 @@
+//! The call result: the ten keys of the product page, and the page's two time formats.
+
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
+
+use jiff::Timestamp;
+use jiff::civil::DateTime;
+use jiff::tz::TimeZone;
+
+use crate::error::{Error, Result};
+
+/// The ten payload keys, exactly as the product page spells them, in the order they are sent.
+pub const PAYLOAD_KEYS: [&str; 10] = [
+    "CampaignName",
+    "LogDateTime",
+    "CallStart",
+    "CallEnd",
+    "PhoneCalled",
+    "Reference",
+    "Result",
+    "ResultNotes",
+    "WrapUpByName",
+    "WrapUpReasonName",
+];
+
+/// The result of one call, as the dialer hands it in: instants and strings.
+///
+/// Every key is always sent. A value left unset is unknown: an empty string in a form body and
+/// `null` in JSON. Times are instants; the crate formats `LogDateTime` in UTC and
+/// `CallStart`/`CallEnd` in the account's time zone when the body is encoded.
+///
+/// `Debug` masks `PhoneCalled` and leaves out the text of `ResultNotes`, so a call result can be
+/// logged without spilling the contact's details.
+///
+/// # Examples
+///
+/// ```
+/// use call_result_webhook::CallResult;
+/// use jiff::Timestamp;
+///
+/// let call = CallResult::builder()
+///     .campaign_name("Winter Sale")
+///     .logged_at("2019-06-19T16:11:07Z".parse::<Timestamp>()?)
+///     .call_start("2019-06-19T15:01:00Z".parse::<Timestamp>()?)
+///     .call_end("2019-06-19T15:03:00Z".parse::<Timestamp>()?)
+///     .phone_called("0731051xxx")
+///     .reference("123")
+///     .result("Connected")
+///     .wrap_up_by_name("agent@pinetree.net.au")
+///     .wrap_up_reason_name("Payment Taken")
+///     .build();
+/// assert_eq!(call.reference(), Some("123"));
+/// assert_eq!(call.result_notes(), None); // unknown: sent empty (form) or null (JSON)
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct CallResult {
+    campaign_name: Option<String>,
+    log_date_time: Timestamp,
+    call_start: Option<Timestamp>,
+    call_end: Option<Timestamp>,
+    phone_called: Option<String>,
+    reference: Option<String>,
+    result: Option<String>,
+    result_notes: Option<String>,
+    wrap_up_by_name: Option<String>,
+    wrap_up_reason_name: Option<String>,
+}
+
+impl CallResult {
+    /// Starts a call result; every field is unknown until set, and `LogDateTime` defaults to the
+    /// moment `build` is called.
+    pub fn builder() -> CallResultBuilder {
+        CallResultBuilder::default()
+    }
+
+    /// `CampaignName`: the campaign's name.
+    pub fn campaign_name(&self) -> Option<&str> {
+        self.campaign_name.as_deref()
+    }
+    /// `LogDateTime`: when the result was logged.
+    pub fn logged_at(&self) -> Timestamp {
+        self.log_date_time
+    }
+    /// `CallStart`: when the call started, if known.
+    pub fn call_start(&self) -> Option<Timestamp> {
+        self.call_start
+    }
+    /// `CallEnd`: when the call ended, if known.
+    pub fn call_end(&self) -> Option<Timestamp> {
+        self.call_end
+    }
+    /// `PhoneCalled`: the number dialled, exactly as dialled.
+    pub fn phone_called(&self) -> Option<&str> {
+        self.phone_called.as_deref()
+    }
+    /// `Reference`: the customer's own reference for the contact.
+    pub fn reference(&self) -> Option<&str> {
+        self.reference.as_deref()
+    }
+    /// `Result`: the dial result (an open set: `Connected`, `Temporarily Unavailable`, ...).
+    pub fn result(&self) -> Option<&str> {
+        self.result.as_deref()
+    }
+    /// `ResultNotes`: the agent's notes.
+    pub fn result_notes(&self) -> Option<&str> {
+        self.result_notes.as_deref()
+    }
+    /// `WrapUpByName`: the agent who wrapped the call up.
+    pub fn wrap_up_by_name(&self) -> Option<&str> {
+        self.wrap_up_by_name.as_deref()
+    }
+    /// `WrapUpReasonName`: the wrap-up reason the agent chose.
+    pub fn wrap_up_reason_name(&self) -> Option<&str> {
+        self.wrap_up_reason_name.as_deref()
+    }
+
+    /// The ten values as they go on the wire, in [`PAYLOAD_KEYS`] order: `LogDateTime` in UTC,
+    /// `CallStart` and `CallEnd` in `time_zone`, `None` where unknown.
+    pub fn fields(&self, time_zone: &TimeZone) -> Fields<'_> {
+        let local = |t: Option<Timestamp>| {
+            t.map(|t| Cow::Owned(format_call_time(time_zone.to_datetime(t))))
+        };
+        Fields {
+            values: [
+                self.campaign_name.as_deref().map(Cow::Borrowed),
+                Some(Cow::Owned(format_log_time(self.log_date_time))),
+                local(self.call_start),
+                local(self.call_end),
+                self.phone_called.as_deref().map(Cow::Borrowed),
+                self.reference.as_deref().map(Cow::Borrowed),
+                self.result.as_deref().map(Cow::Borrowed),
+                self.result_notes.as_deref().map(Cow::Borrowed),
+                self.wrap_up_by_name.as_deref().map(Cow::Borrowed),
+                self.wrap_up_reason_name.as_deref().map(Cow::Borrowed),
+            ],
+        }
+    }
+
+    /// Reads a call result written in the page's own shape: one JSON object with the ten keys,
+    /// `LogDateTime` as `YYYY-MM-DDTHH:MM:SS` (UTC) and `CallStart`/`CallEnd` as
+    /// `YYYY-MM-DD HH:MM:SS` in `time_zone`.
+    ///
+    /// A missing key or `null` is unknown; `LogDateTime` is required. Unknown keys are refused
+    /// (a misspelt key would otherwise vanish). Formatting the result with the same `time_zone`
+    /// gives back exactly the strings that were read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use call_result_webhook::CallResult;
+    /// use jiff::tz::TimeZone;
+    ///
+    /// let brisbane = TimeZone::get("Australia/Brisbane")?;
+    /// let call = CallResult::from_page_json(
+    ///     r#"{"LogDateTime": "2019-06-19T16:11:07", "CallStart": "2019-06-20 01:01:00"}"#,
+    ///     &brisbane,
+    /// )?;
+    /// let fields = call.fields(&brisbane);
+    /// assert_eq!(fields.get("CallStart"), Some("2019-06-20 01:01:00"));
+    /// assert_eq!(fields.get("LogDateTime"), Some("2019-06-19T16:11:07"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_page_json(json: &str, time_zone: &TimeZone) -> Result<CallResult> {
+        let page: PageRecord =
+            serde_json::from_str(json).map_err(|e| Error::InvalidCallResult {
+                field: "(record)",
+                reason: e.to_string(),
+            })?;
+        let log = page.log_date_time.ok_or(Error::InvalidCallResult {
+            field: "LogDateTime",
+            reason: "missing".into(),
+        })?;
+        let local = |field, value: Option<String>| -> Result<Option<Timestamp>> {
+            match value.as_deref() {
+                None | Some("") => Ok(None),
+                Some(s) => parse_call_time(field, s, time_zone).map(Some),
+            }
+        };
+        Ok(CallResult {
+            campaign_name: page.campaign_name,
+            log_date_time: parse_log_time(&log)?,
+            call_start: local("CallStart", page.call_start)?,
+            call_end: local("CallEnd", page.call_end)?,
+            phone_called: page.phone_called,
+            reference: page.reference,
+            result: page.result,
+            result_notes: page.result_notes,
+            wrap_up_by_name: page.wrap_up_by_name,
+            wrap_up_reason_name: page.wrap_up_reason_name,
+        })
+    }
+}
+
+impl fmt::Debug for CallResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallResult")
+            .field("campaign_name", &self.campaign_name)
+            .field("log_date_time", &self.log_date_time)
+            .field("call_start", &self.call_start)
+            .field("call_end", &self.call_end)
+            .field(
+                "phone_called",
+                &self.phone_called.as_deref().map(mask_phone),
+            )
+            .field("reference", &self.reference)
+            .field("result", &self.result)
+            .field(
+                "result_notes",
+                &self
+                    .result_notes
+                    .as_ref()
+                    .map(|n| format!("<{} chars>", n.chars().count())),
+            )
+            .field("wrap_up_by_name", &self.wrap_up_by_name)
+            .field("wrap_up_reason_name", &self.wrap_up_reason_name)
+            .finish()
+    }
+}
+
+/// Builds a [`CallResult`]; every setter is optional.
+#[derive(Debug, Clone)]
+pub struct CallResultBuilder {
+    call: CallResult,
+    logged_at: Option<Timestamp>,
+}
+
+impl Default for CallResultBuilder {
+    fn default() -> Self {
+        CallResultBuilder {
+            call: CallResult {
+                campaign_name: None,
+                log_date_time: Timestamp::UNIX_EPOCH,
+                call_start: None,
+                call_end: None,
+                phone_called: None,
+                reference: None,
+                result: None,
+                result_notes: None,
+                wrap_up_by_name: None,
+                wrap_up_reason_name: None,
+            },
+            logged_at: None,
+        }
+    }
+}
+
+macro_rules! text_setter {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: impl Into<String>) -> Self {
+            self.slot().$name = Some(value.into());
+            self
+        }
+    };
+}
+
+impl CallResultBuilder {
+    fn slot(&mut self) -> &mut CallResult {
+        &mut self.call
+    }
+
+    text_setter!(
+        /// Sets `CampaignName`.
+        campaign_name
+    );
+    text_setter!(
+        /// Sets `PhoneCalled`, sent exactly as given.
+        phone_called
+    );
+    text_setter!(
+        /// Sets `Reference`.
+        reference
+    );
+    text_setter!(
+        /// Sets `Result`.
+        result
+    );
+    text_setter!(
+        /// Sets `ResultNotes` (any Unicode, newlines included).
+        result_notes
+    );
+    text_setter!(
+        /// Sets `WrapUpByName`.
+        wrap_up_by_name
+    );
+    text_setter!(
+        /// Sets `WrapUpReasonName`.
+        wrap_up_reason_name
+    );
+
+    /// Sets `LogDateTime`; without it, `build` uses the current time.
+    pub fn logged_at(mut self, at: Timestamp) -> Self {
+        self.logged_at = Some(at);
+        self
+    }
+
+    /// Sets `CallStart`.
+    pub fn call_start(mut self, at: Timestamp) -> Self {
+        self.slot().call_start = Some(at);
+        self
+    }
+
+    /// Sets `CallEnd`.
+    pub fn call_end(mut self, at: Timestamp) -> Self {
+        self.slot().call_end = Some(at);
+        self
+    }
+
+    /// Finishes the call result.
+    pub fn build(mut self) -> CallResult {
+        self.call.log_date_time = self.logged_at.unwrap_or_else(Timestamp::now);
+        self.call
+    }
+}
+
+/// The ten wire values of one call result, in [`PAYLOAD_KEYS`] order; `None` is unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fields<'a> {
+    values: [Option<Cow<'a, str>>; 10],
+}
+
+impl Fields<'_> {
+    /// `(key, value)` pairs in wire order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, Option<&str>)> + '_ {
+        PAYLOAD_KEYS
+            .iter()
+            .zip(self.values.iter())
+            .map(|(k, v)| (*k, v.as_deref()))
+    }
+
+    /// The value of `key`, if the key exists and the value is known.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| *k == key).and_then(|(_, v)| v)
+    }
+}
+
+/// Formats `LogDateTime`: `YYYY-MM-DDTHH:MM:SS` in UTC, no zone suffix, no fraction.
+pub fn format_log_time(at: Timestamp) -> String {
+    format_civil(TimeZone::UTC.to_datetime(at), 'T')
+}
+
+/// Formats `CallStart`/`CallEnd`: `YYYY-MM-DD HH:MM:SS` in the given civil time, no suffix.
+fn format_call_time(dt: DateTime) -> String {
+    format_civil(dt, ' ')
+}
+
+fn format_civil(dt: DateTime, sep: char) -> String {
+    let mut s = String::with_capacity(19);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        s,
+        "{:04}-{:02}-{:02}{}{:02}:{:02}:{:02}",
+        dt.year(),
+        dt.month(),
+        dt.day(),
+        sep,
+        dt.hour(),
+        dt.minute(),
+        dt.second()
+    );
+    s
+}
+
+fn parse_log_time(s: &str) -> Result<Timestamp> {
+    let dt = DateTime::strptime("%Y-%m-%dT%H:%M:%S", s).map_err(|e| Error::InvalidCallResult {
+        field: "LogDateTime",
+        reason: format!("expected YYYY-MM-DDTHH:MM:SS: {e}"),
+    })?;
+    TimeZone::UTC
+        .to_timestamp(dt)
+        .map_err(|e| Error::InvalidCallResult {
+            field: "LogDateTime",
+            reason: e.to_string(),
+        })
+}
+
+fn parse_call_time(field: &'static str, s: &str, tz: &TimeZone) -> Result<Timestamp> {
+    let bad = |reason: String| Error::InvalidCallResult { field, reason };
+    let dt = DateTime::strptime("%Y-%m-%d %H:%M:%S", s)
+        .map_err(|e| bad(format!("expected YYYY-MM-DD HH:MM:SS: {e}")))?;
+    let at = tz
+        .to_ambiguous_timestamp(dt)
+        .compatible()
+        .map_err(|e| bad(e.to_string()))?;
+    // A local time inside a daylight-saving gap does not exist; refusing it keeps the promise
+    // that what is read is exactly what is sent.
+    if tz.to_datetime(at) != dt {
+        return Err(bad(format!("{s} does not exist in this time zone")));
+    }
+    Ok(at)
+}
+
+/// Masks a phone number for logs and events: all but the last three characters become `*`.
+pub fn mask_phone(phone: &str) -> String {
+    let n = phone.chars().count();
+    phone
+        .chars()
+        .enumerate()
+        .map(|(i, c)| if i + 3 < n { '*' } else { c })
+        .collect()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageRecord {
+    #[serde(rename = "CampaignName")]
+    campaign_name: Option<String>,
+    #[serde(rename = "LogDateTime")]
+    log_date_time: Option<String>,
+    #[serde(rename = "CallStart")]
+    call_start: Option<String>,
+    #[serde(rename = "CallEnd")]
+    call_end: Option<String>,
+    #[serde(rename = "PhoneCalled")]
+    phone_called: Option<String>,
+    #[serde(rename = "Reference")]
+    reference: Option<String>,
+    #[serde(rename = "Result")]
+    result: Option<String>,
+    #[serde(rename = "ResultNotes")]
+    result_notes: Option<String>,
+    #[serde(rename = "WrapUpByName")]
+    wrap_up_by_name: Option<String>,
+    #[serde(rename = "WrapUpReasonName")]
+    wrap_up_reason_name: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn page_sample() -> CallResult {
+        CallResult::builder()
+            .campaign_name("Winter Sale")
+            .logged_at(ts("2019-06-19T16:11:07Z"))
+            .call_start(ts("2019-06-19T15:01:00Z"))
+            .call_end(ts("2019-06-19T15:03:00Z"))
+            .phone_called("0731051xxx")
+            .reference("123")
+            .result("Connected")
+            .wrap_up_by_name("agent@pinetree.net.au")
+            .wrap_up_reason_name("Payment Taken")
+            .build()
+    }
+
+    #[test]
+    fn formats_the_page_sample_in_brisbane() {
+        // The page's sample: LogDateTime in UTC on the 19th, calls at 01:01 local on the 20th.
+        let tz = TimeZone::get("Australia/Brisbane").unwrap();
+        let call = page_sample();
+        let fields = call.fields(&tz);
+        assert_eq!(fields.get("LogDateTime"), Some("2019-06-19T16:11:07"));
+        assert_eq!(fields.get("CallStart"), Some("2019-06-20 01:01:00"));
+        assert_eq!(fields.get("CallEnd"), Some("2019-06-20 01:03:00"));
+        let keys: Vec<_> = fields.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, PAYLOAD_KEYS);
+    }
+
+    #[test]
+    fn utc_is_the_default_reading_and_fractions_are_dropped() {
+        let call = CallResult::builder()
+            .logged_at(ts("2024-02-29T23:59:59.987Z"))
+            .call_start(ts("2024-02-29T23:59:59.5Z"))
+            .build();
+        let fields = call.fields(&TimeZone::UTC);
+        assert_eq!(fields.get("LogDateTime"), Some("2024-02-29T23:59:59"));
+        assert_eq!(fields.get("CallStart"), Some("2024-02-29 23:59:59"));
+    }
+
+    #[test]
+    fn unknown_fields_stay_unknown() {
+        let call = CallResult::builder()
+            .logged_at(Timestamp::UNIX_EPOCH)
+            .build();
+        let fields = call.fields(&TimeZone::UTC);
+        assert_eq!(fields.iter().filter(|(_, v)| v.is_none()).count(), 9);
+        assert_eq!(fields.get("LogDateTime"), Some("1970-01-01T00:00:00"));
+    }
+
+    #[test]
+    fn time_zone_database_is_bundled() {
+        // Works without /usr/share/zoneinfo because the database is compiled in.
+        for name in [
+            "Australia/Sydney",
+            "America/New_York",
+            "Europe/London",
+            "Asia/Kolkata",
+        ] {
+            TimeZone::get(name).unwrap();
+        }
+    }
+
+    #[test]
+    fn page_json_round_trips_exactly() {
+        let tz = TimeZone::get("Australia/Sydney").unwrap();
+        let json = r#"{"CampaignName":"Winter Sale","LogDateTime":"2019-06-19T16:11:07",
+            "CallStart":"2019-06-20 01:01:00","CallEnd":"2019-06-20 01:03:00",
+            "PhoneCalled":"0731051xxx","Reference":"123","Result":"Connected",
+            "ResultNotes":"line one\nline two","WrapUpByName":"agent@pinetree.net.au",
+            "WrapUpReasonName":"Payment Taken"}"#;
+        let call = CallResult::from_page_json(json, &tz).unwrap();
+        let fields = call.fields(&tz);
+        let back: serde_json::Value = serde_json::from_str(json).unwrap();
+        for (k, v) in fields.iter() {
+            assert_eq!(back[k].as_str(), v, "{k}");
+        }
+    }
+
+    #[test]
+    fn page_json_refuses_bad_input_naming_the_field() {
+        let tz = TimeZone::UTC;
+        let cases = [
+            (r#"{"CallStart":"2019-06-20 01:01:00"}"#, "LogDateTime"),
+            (r#"{"LogDateTime":"2019-06-19 16:11:07"}"#, "LogDateTime"),
+            (
+                r#"{"LogDateTime":"2019-06-19T16:11:07","CallEnd":"2019-06-20T01:03:00"}"#,
+                "CallEnd",
+            ),
+            (
+                r#"{"LogDateTime":"2019-06-19T16:11:07","Phone":"1"}"#,
+                "(record)",
+            ),
+        ];
+        for (json, field) in cases {
+            match CallResult::from_page_json(json, &tz) {
+                Err(Error::InvalidCallResult { field: f, .. }) => assert_eq!(f, field, "{json}"),
+                other => panic!("{json}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn local_time_in_a_dst_gap_is_refused() {
+        let tz = TimeZone::get("Australia/Sydney").unwrap();
+        let json = r#"{"LogDateTime":"2024-10-06T00:00:00","CallStart":"2024-10-06 02:30:00"}"#;
+        assert!(matches!(
+            CallResult::from_page_json(json, &tz),
+            Err(Error::InvalidCallResult {
+                field: "CallStart",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn debug_masks_phone_and_hides_notes() {
+        let call = CallResult::builder()
+            .phone_called("0731051234")
+            .result_notes("customer's card 4111 1111")
+            .build();
+        let shown = format!("{call:?}");
+        assert!(!shown.contains("0731051234"), "{shown}");
+        assert!(shown.contains("*******234"), "{shown}");
+        assert!(!shown.contains("4111"), "{shown}");
+    }
+
+    #[test]
+    fn mask_phone_keeps_last_three() {
+        assert_eq!(mask_phone("0731051xxx"), "*******xxx");
+        assert_eq!(mask_phone("12"), "12");
+        assert_eq!(mask_phone(""), "");
+    }
+}

@@ -1,0 +1,627 @@
+//! Account-wide webhook preferences ("Settings > Preferences > WebHook"), who may change them,
+//! and the audit record of every change.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::HeaderValue;
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+use crate::auth::{AuthScheme, Credentials};
+use crate::encoding::Encoding;
+use crate::error::{Error, Result};
+
+/// The longest webhook URL accepted, in bytes.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// The default whole-attempt time limit.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The receiver's URL: parsed and checked when set (http or https, a host, no user name or
+/// password inside it, no fragment, at most [`MAX_URL_LEN`] bytes).
+///
+/// Which schemes and addresses are acceptable to *connect* to is decided later, where the
+/// connection is made, by the deployment's URL policy.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookUrl(url::Url);
+
+impl WebhookUrl {
+    /// Parses and checks a webhook URL. Errors never repeat the URL (it may hold a token).
+    pub fn parse(input: &str) -> Result<Self> {
+        if input.len() > MAX_URL_LEN {
+            return Err(Error::url(format!("longer than {MAX_URL_LEN} bytes")));
+        }
+        let url = url::Url::parse(input.trim()).map_err(|e| Error::url(e.to_string()))?;
+        match url.scheme() {
+            "http" | "https" => {}
+            other => {
+                return Err(Error::url(format!(
+                    "scheme `{other}` is not allowed: use http or https"
+                )));
+            }
+        }
+        if url.host().is_none() {
+            return Err(Error::url("no host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(Error::url(
+                "user name or password in the URL: set them as the account's credentials",
+            ));
+        }
+        if url.fragment().is_some() {
+            return Err(Error::url("a fragment (#...) is never sent; remove it"));
+        }
+        Ok(WebhookUrl(url))
+    }
+
+    /// The URL as text.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The parsed URL (host, port, scheme...).
+    pub fn as_url(&self) -> &url::Url {
+        &self.0
+    }
+
+    /// The host as written after normalisation (`http://2130706433/` has host `127.0.0.1`).
+    pub fn host_str(&self) -> &str {
+        self.0.host_str().unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for WebhookUrl {
+    /// Shows scheme, host, port and path; the query may carry a token and is left out.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let u = &self.0;
+        write!(f, "{}://{}", u.scheme(), u.host_str().unwrap_or_default())?;
+        if let Some(port) = u.port() {
+            write!(f, ":{port}")?;
+        }
+        f.write_str(u.path())?;
+        if u.query().is_some() {
+            f.write_str("?[redacted]")?;
+        }
+        Ok(())
+    }
+}
+
+/// Who is asking for a change. Only a principal with full administrative permission may change
+/// webhook settings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Principal {
+    name: String,
+    full_admin: bool,
+}
+
+impl Principal {
+    /// A user with full administrative permission.
+    pub fn administrator(name: impl Into<String>) -> Self {
+        Principal {
+            name: name.into(),
+            full_admin: true,
+        }
+    }
+
+    /// A user without full administrative permission (supervisor, agent, API key...).
+    pub fn user(name: impl Into<String>) -> Self {
+        Principal {
+            name: name.into(),
+            full_admin: false,
+        }
+    }
+
+    /// The principal's name, as recorded in the audit log.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the principal has full administrative permission.
+    pub fn is_administrator(&self) -> bool {
+        self.full_admin
+    }
+
+    pub(crate) fn require_admin(&self, action: &'static str) -> Result<()> {
+        if self.full_admin {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied {
+                principal: self.name.clone(),
+                action,
+            })
+        }
+    }
+}
+
+/// One account's webhook preferences. Reading them back never shows the password.
+#[derive(Clone)]
+pub struct Preferences {
+    enabled: bool,
+    url: Option<WebhookUrl>,
+    credentials: Option<Credentials>,
+    auth_scheme: AuthScheme,
+    encoding: Encoding,
+    time_zone: TimeZone,
+    attempt_timeout: Duration,
+    /// Derived from credentials + scheme when they change, so each request only clones it.
+    authorization: Option<HeaderValue>,
+}
+
+impl Default for Preferences {
+    fn default() -> Self {
+        Preferences {
+            enabled: false,
+            url: None,
+            credentials: None,
+            auth_scheme: AuthScheme::default(),
+            encoding: Encoding::default(),
+            time_zone: TimeZone::UTC,
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            authorization: None,
+        }
+    }
+}
+
+impl Preferences {
+    /// "Enable Web Hook".
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+    /// The receiver's URL, if set.
+    pub fn url(&self) -> Option<&WebhookUrl> {
+        self.url.as_ref()
+    }
+    /// The user name sent, if credentials are set.
+    pub fn username(&self) -> Option<&str> {
+        self.credentials.as_ref().map(Credentials::username)
+    }
+    /// Whether a password is set (its value is never shown).
+    pub fn has_password(&self) -> bool {
+        self.credentials
+            .as_ref()
+            .is_some_and(|c| !c.password().is_empty())
+    }
+    /// How credentials become the Authorization header.
+    pub fn auth_scheme(&self) -> AuthScheme {
+        self.auth_scheme
+    }
+    /// The body encoding.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+    /// The account's time zone, used for `CallStart` and `CallEnd`.
+    pub fn time_zone(&self) -> &TimeZone {
+        &self.time_zone
+    }
+    /// The IANA name of the account's time zone.
+    pub fn time_zone_name(&self) -> &str {
+        self.time_zone.iana_name().unwrap_or("UTC")
+    }
+    /// The whole-attempt time limit (1 to 30 s, default 15 s).
+    pub fn attempt_timeout(&self) -> Duration {
+        self.attempt_timeout
+    }
+    /// Whether a URL is set, i.e. there is somewhere to send to.
+    pub fn is_configured(&self) -> bool {
+        self.url.is_some()
+    }
+
+    pub(crate) fn authorization(&self) -> Option<&HeaderValue> {
+        self.authorization.as_ref()
+    }
+
+    /// The preferences after `update`, and the names of the fields it changed. `self` is left
+    /// as it was whatever happens.
+    pub(crate) fn with_update(
+        &self,
+        update: PreferencesUpdate,
+    ) -> Result<(Preferences, Vec<&'static str>)> {
+        if let Some(err) = update.error {
+            return Err(err);
+        }
+        let mut next = self.clone();
+        let mut changed = Vec::new();
+        if let Some(v) = update.enabled {
+            if next.enabled != v {
+                changed.push("enabled");
+            }
+            next.enabled = v;
+        }
+        if let Some(v) = update.url {
+            if next.url != v {
+                changed.push("url");
+            }
+            next.url = v;
+        }
+        if let Some(v) = update.credentials {
+            if next.username() != v.as_ref().map(Credentials::username) {
+                changed.push("username");
+            }
+            let old_pw = next.credentials.as_ref().map(Credentials::password);
+            if old_pw != v.as_ref().map(Credentials::password) {
+                changed.push("password");
+            }
+            next.credentials = v;
+        }
+        if let Some(v) = update.auth_scheme {
+            if next.auth_scheme != v {
+                changed.push("auth_scheme");
+            }
+            next.auth_scheme = v;
+        }
+        if let Some(v) = update.encoding {
+            if next.encoding != v {
+                changed.push("encoding");
+            }
+            next.encoding = v;
+        }
+        if let Some(v) = update.time_zone {
+            if next.time_zone != v {
+                changed.push("time_zone");
+            }
+            next.time_zone = v;
+        }
+        if let Some(v) = update.attempt_timeout {
+            if next.attempt_timeout != v {
+                changed.push("attempt_timeout");
+            }
+            next.attempt_timeout = v;
+        }
+        // Validated as a whole, so the order of the setters never matters.
+        next.authorization = next
+            .credentials
+            .as_ref()
+            .map(|c| c.authorization(next.auth_scheme))
+            .transpose()?;
+        Ok((next, changed))
+    }
+
+    pub(crate) fn to_stored(&self) -> StoredPreferences {
+        StoredPreferences {
+            enabled: self.enabled,
+            url: self.url.as_ref().map(|u| u.as_str().to_owned()),
+            username: self.username().map(str::to_owned),
+            password: self
+                .credentials
+                .as_ref()
+                .map(|c| c.password().expose_secret().to_owned()),
+            auth_scheme: self.auth_scheme,
+            encoding: self.encoding,
+            time_zone: self.time_zone_name().to_owned(),
+            attempt_timeout_ms: self.attempt_timeout.as_millis() as u64,
+        }
+    }
+
+    pub(crate) fn from_stored(stored: &StoredPreferences) -> Result<Preferences> {
+        let mut update = PreferencesUpdate::new()
+            .enabled(stored.enabled)
+            .auth_scheme(stored.auth_scheme)
+            .encoding(stored.encoding)
+            .time_zone(&stored.time_zone)
+            .attempt_timeout(Duration::from_millis(stored.attempt_timeout_ms));
+        if let Some(url) = &stored.url {
+            update = update.url(url);
+        }
+        if stored.username.is_some() || stored.password.is_some() {
+            update = update.credentials(
+                stored.username.clone().unwrap_or_default(),
+                stored.password.clone().unwrap_or_default(),
+            );
+        }
+        Ok(Preferences::default().with_update(update)?.0)
+    }
+}
+
+impl fmt::Debug for Preferences {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Preferences")
+            .field("enabled", &self.enabled)
+            .field("url", &self.url)
+            .field("username", &self.username())
+            .field("password", &self.has_password().then_some("[redacted]"))
+            .field("auth_scheme", &self.auth_scheme)
+            .field("encoding", &self.encoding)
+            .field("time_zone", &self.time_zone_name())
+            .field("attempt_timeout", &self.attempt_timeout)
+            .finish()
+    }
+}
+
+/// The stored form of preferences, password included: only made by an explicit call.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredPreferences {
+    enabled: bool,
+    url: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    auth_scheme: AuthScheme,
+    encoding: Encoding,
+    time_zone: String,
+    attempt_timeout_ms: u64,
+}
+
+impl Drop for StoredPreferences {
+    fn drop(&mut self) {
+        if let Some(pw) = self.password.as_mut() {
+            zeroize::Zeroize::zeroize(pw);
+        }
+    }
+}
+
+/// A change to an account's preferences. Set only what changes; the first invalid value is
+/// kept and returned when the change is applied, and then nothing changes.
+///
+/// # Examples
+///
+/// ```
+/// use call_result_webhook::{Account, AuthScheme, Encoding, PreferencesUpdate, Principal};
+///
+/// let mut account = Account::new("acme");
+/// let admin = Principal::administrator("alice@acme.example");
+/// account.update_preferences(
+///     &admin,
+///     PreferencesUpdate::new()
+///         .enabled(true)
+///         .url("https://crm.acme.example/hooks/calls")
+///         .credentials("dialer", "correct horse")
+///         .auth_scheme(AuthScheme::Basic)
+///         .encoding(Encoding::Form)
+///         .time_zone("Australia/Brisbane"),
+/// )?;
+/// assert!(account.preferences().has_password());
+/// assert!(!format!("{:?}", account.preferences()).contains("correct horse"));
+/// # Ok::<(), call_result_webhook::Error>(())
+/// ```
+#[derive(Debug, Default)]
+#[must_use = "an update does nothing until it is applied"]
+pub struct PreferencesUpdate {
+    enabled: Option<bool>,
+    url: Option<Option<WebhookUrl>>,
+    credentials: Option<Option<Credentials>>,
+    auth_scheme: Option<AuthScheme>,
+    encoding: Option<Encoding>,
+    time_zone: Option<TimeZone>,
+    attempt_timeout: Option<Duration>,
+    error: Option<Error>,
+}
+
+impl PreferencesUpdate {
+    /// An empty change.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn keep<T>(&mut self, result: Result<T>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.error.get_or_insert(e);
+                None
+            }
+        }
+    }
+
+    /// Switches the webhook on or off for the whole account.
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = Some(enabled);
+        self
+    }
+
+    /// Sets the receiver's URL (see [`WebhookUrl::parse`] for what is accepted).
+    pub fn url(mut self, url: &str) -> Self {
+        if let Some(u) = self.keep(WebhookUrl::parse(url)) {
+            self.url = Some(Some(u));
+        }
+        self
+    }
+
+    /// Removes the URL: the account becomes "not configured".
+    pub fn clear_url(mut self) -> Self {
+        self.url = Some(None);
+        self
+    }
+
+    /// Sets user name and password. Both empty means no Authorization header.
+    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        let (username, password) = (username.into(), password.into());
+        if username.is_empty() && password.is_empty() {
+            self.credentials = Some(None);
+        } else if let Some(c) = self.keep(Credentials::new(username, password)) {
+            self.credentials = Some(Some(c));
+        }
+        self
+    }
+
+    /// Removes the credentials: no Authorization header is sent.
+    pub fn clear_credentials(mut self) -> Self {
+        self.credentials = Some(None);
+        self
+    }
+
+    /// Chooses how the credentials are sent.
+    pub fn auth_scheme(mut self, scheme: AuthScheme) -> Self {
+        self.auth_scheme = Some(scheme);
+        self
+    }
+
+    /// Chooses the body encoding.
+    pub fn encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = Some(encoding);
+        self
+    }
+
+    /// Sets the account's IANA time zone (for example `Australia/Brisbane`), from the bundled
+    /// time-zone database.
+    pub fn time_zone(mut self, name: &str) -> Self {
+        let tz = TimeZone::get(name)
+            .map_err(|_| Error::config("time_zone", format!("unknown IANA time zone `{name}`")));
+        if let Some(tz) = self.keep(tz) {
+            self.time_zone = Some(tz);
+        }
+        self
+    }
+
+    /// Sets the whole-attempt time limit: 1 to 30 seconds.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        let checked = if (Duration::from_secs(1)..=Duration::from_secs(30)).contains(&timeout) {
+            Ok(timeout)
+        } else {
+            Err(Error::config("attempt_timeout", "must be 1 to 30 seconds"))
+        };
+        if let Some(t) = self.keep(checked) {
+            self.attempt_timeout = Some(t);
+        }
+        self
+    }
+}
+
+/// One change to an account's webhook settings, for audit: who, when, which fields. Never the
+/// values, so never a password.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditRecord {
+    /// Who made the change.
+    pub principal: String,
+    /// When it was made.
+    pub at: Timestamp,
+    /// What changed: preference field names, or `campaign:<id>` for a campaign switch.
+    pub fields: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(p: &Preferences, u: PreferencesUpdate) -> Result<Preferences> {
+        p.with_update(u).map(|(p, _)| p)
+    }
+
+    #[test]
+    fn url_rules() {
+        assert!(WebhookUrl::parse("https://example.com/hook").is_ok());
+        assert!(WebhookUrl::parse("http://example.com:8080/hook?x=1").is_ok());
+        for bad in [
+            "ftp://example.com/",
+            "file:///etc/passwd",
+            "javascript:alert(1)",
+            "https://",
+            "not a url",
+            "https://example.com/#frag",
+        ] {
+            assert!(
+                matches!(WebhookUrl::parse(bad), Err(Error::InvalidUrl { .. })),
+                "{bad}"
+            );
+        }
+        let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
+        assert!(WebhookUrl::parse(&long).is_err());
+    }
+
+    #[test]
+    fn userinfo_in_url_is_refused_without_echo() {
+        let err = WebhookUrl::parse("https://admin:hunter2@example.com/").unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn debug_of_url_hides_query() {
+        let u = WebhookUrl::parse("https://hooks.example.com/catch/123?token=abc").unwrap();
+        let shown = format!("{u:?}");
+        assert_eq!(shown, "https://hooks.example.com/catch/123?[redacted]");
+    }
+
+    #[test]
+    fn scheme_and_credentials_are_checked_together_in_any_order() {
+        let p = Preferences::default();
+        let u = PreferencesUpdate::new()
+            .credentials("a:b", "pw")
+            .auth_scheme(AuthScheme::Slash);
+        assert!(apply(&p, u).is_ok());
+        let u = PreferencesUpdate::new().credentials("a:b", "pw");
+        assert!(matches!(
+            apply(&p, u),
+            Err(Error::InvalidConfig {
+                field: "username",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn first_error_is_kept_and_nothing_changes() {
+        let p = Preferences::default();
+        let u = PreferencesUpdate::new()
+            .enabled(true)
+            .time_zone("Mars/Olympus")
+            .url("gopher://x");
+        assert!(matches!(
+            p.with_update(u),
+            Err(Error::InvalidConfig {
+                field: "time_zone",
+                ..
+            })
+        ));
+        assert!(!p.enabled());
+    }
+
+    #[test]
+    fn empty_credentials_mean_no_header() {
+        let p = apply(
+            &Preferences::default(),
+            PreferencesUpdate::new().credentials("", ""),
+        )
+        .unwrap();
+        assert!(p.authorization().is_none());
+        assert!(!p.has_password());
+    }
+
+    #[test]
+    fn changed_fields_are_named_and_password_value_is_not() {
+        let p = Preferences::default();
+        let (p, changed) = p
+            .with_update(
+                PreferencesUpdate::new()
+                    .enabled(true)
+                    .credentials("u", "topsecret"),
+            )
+            .unwrap();
+        assert_eq!(changed, ["enabled", "username", "password"]);
+        let (_, changed) = p
+            .with_update(PreferencesUpdate::new().credentials("u", "othersecret"))
+            .unwrap();
+        assert_eq!(changed, ["password"]);
+    }
+
+    #[test]
+    fn stored_round_trip_keeps_everything() {
+        let (p, _) = Preferences::default()
+            .with_update(
+                PreferencesUpdate::new()
+                    .enabled(true)
+                    .url("https://example.com/h")
+                    .credentials("u", "pw")
+                    .auth_scheme(AuthScheme::Slash)
+                    .encoding(Encoding::Json)
+                    .time_zone("Australia/Perth")
+                    .attempt_timeout(Duration::from_secs(7)),
+            )
+            .unwrap();
+        let back = Preferences::from_stored(&p.to_stored()).unwrap();
+        assert_eq!(format!("{p:?}"), format!("{back:?}"));
+        assert_eq!(back.authorization(), p.authorization());
+    }
+
+    #[test]
+    fn attempt_timeout_bounds() {
+        let p = Preferences::default();
+        for bad in [Duration::from_millis(999), Duration::from_secs(31)] {
+            assert!(apply(&p, PreferencesUpdate::new().attempt_timeout(bad)).is_err());
+        }
+        let ok = apply(
+            &p,
+            PreferencesUpdate::new().attempt_timeout(Duration::from_secs(30)),
+        )
+        .unwrap();
+        assert_eq!(ok.attempt_timeout(), Duration::from_secs(30));
+    }
+}
