@@ -34,6 +34,7 @@ mod ids;
 mod payload;
 mod preferences;
 mod request;
+mod store;
 
 pub use account::{AUDIT_LOG_CAPACITY, Account};
 pub use auth::{AuthScheme, Credentials, Secret};
@@ -51,6 +52,10 @@ pub use payload::{
 pub use preferences::{
     AuditRecord, DEFAULT_ATTEMPT_TIMEOUT, MAX_URL_LEN, Preferences, PreferencesUpdate, Principal,
     WebhookUrl,
+};
+pub use store::{
+    AttemptRecord, Delivery, DeliveryFilter, DeliveryState, DeliveryStats, NewDelivery, NextStep,
+    Store,
 };
 pub use request::{
     EncodedBody, MAX_BODY_BYTES, MAX_FIELD_BYTES, MAX_NOTES_BYTES, USER_AGENT, build_request,

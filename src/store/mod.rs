@@ -1,0 +1,279 @@
+//! The outbox: where accepted call results wait until a receiver answers 2xx or an administrator
+//! gives up on them.
+//!
+//! [`Store`] is synchronous and object-safe. The crate keeps it as `Arc<dyn Store>`; the delivery
+//! worker calls it from its own threads (or `spawn_blocking`), never from the dialer's call path
+//! except for [`Store::insert`], which must return only once the delivery is durable.
+
+use jiff::Timestamp;
+
+use crate::encoding::Encoding;
+use crate::error::Result;
+use crate::ids::{AccountId, CampaignId, DeliveryId};
+use crate::request::EncodedBody;
+
+/// A delivery as it is first stored, at submit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// The id sent as `webhook-id` on every attempt.
+    pub id: DeliveryId,
+    /// The account whose preferences (URL, credentials) each attempt uses.
+    pub account: AccountId,
+    /// The campaign the call belonged to.
+    pub campaign: CampaignId,
+    /// The exact bytes every attempt sends, fixed at submit.
+    pub body: EncodedBody,
+    /// When the dialer submitted it.
+    pub created_at: Timestamp,
+    /// When the first attempt is due (normally `created_at`).
+    pub next_attempt_at: Timestamp,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum DeliveryState {
+    /// Waiting for its next attempt (held while the account is off or its endpoint paused).
+    Pending,
+    /// A receiver answered 2xx.
+    Delivered,
+    /// Failed for good (permanent 4xx, refused address, schedule exhausted): kept for replay.
+    Failed,
+}
+
+impl DeliveryState {
+    /// The state's name as stored: `pending`, `delivered`, `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+}
+
+/// A stored delivery with its progress so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The id sent as `webhook-id`.
+    pub id: DeliveryId,
+    /// The owning account.
+    pub account: AccountId,
+    /// The campaign.
+    pub campaign: CampaignId,
+    /// The exact bytes to send.
+    pub body: EncodedBody,
+    /// When it was submitted.
+    pub created_at: Timestamp,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due (meaningful while pending).
+    pub next_attempt_at: Timestamp,
+    /// Where it stands.
+    pub state: DeliveryState,
+    /// The HTTP status of the last attempt, if it got one.
+    pub last_status: Option<u16>,
+    /// Why the last attempt failed, if it did (never a secret, never a body).
+    pub last_error: Option<String>,
+    /// When the last attempt was made.
+    pub last_attempt_at: Option<Timestamp>,
+}
+
+/// What the worker learned from one attempt, and what happens next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// When the attempt finished.
+    pub at: Timestamp,
+    /// The HTTP status, if a response came back.
+    pub status: Option<u16>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// The delivery's next step.
+    pub next: NextStep,
+}
+
+/// A delivery's next step after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    /// Delivered: count it and stop.
+    Delivered,
+    /// Try again at this time.
+    RetryAt(Timestamp),
+    /// Failed for good: keep it as a dead letter.
+    Failed,
+}
+
+/// Which deliveries an administrator's list, replay or removal applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    /// The account (always required: one account never sees another's deliveries).
+    pub account: AccountId,
+    /// One campaign only, if set.
+    pub campaign: Option<CampaignId>,
+    /// One delivery only, if set.
+    pub id: Option<DeliveryId>,
+    /// Only deliveries in this state, if set.
+    pub state: Option<DeliveryState>,
+}
+
+impl DeliveryFilter {
+    /// Every delivery of `account`.
+    pub fn account(account: impl Into<AccountId>) -> Self {
+        DeliveryFilter {
+            account: account.into(),
+            campaign: None,
+            id: None,
+            state: None,
+        }
+    }
+
+    /// Narrows to one campaign.
+    pub fn campaign(mut self, campaign: impl Into<CampaignId>) -> Self {
+        self.campaign = Some(campaign.into());
+        self
+    }
+
+    /// Narrows to one delivery.
+    pub fn id(mut self, id: DeliveryId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// Narrows to one state.
+    pub fn state(mut self, state: DeliveryState) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// Whether `d` matches.
+    pub fn matches(&self, d: &Delivery) -> bool {
+        d.account == self.account
+            && self.campaign.as_ref().is_none_or(|c| *c == d.campaign)
+            && self.id.as_ref().is_none_or(|i| *i == d.id)
+            && self.state.is_none_or(|s| s == d.state)
+    }
+}
+
+/// Counts and last outcomes for one account, or one campaign of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveryStats {
+    /// Deliveries waiting for an attempt.
+    pub pending: u64,
+    /// Deliveries answered 2xx.
+    pub delivered: u64,
+    /// Deliveries failed for good (dead letters).
+    pub failed: u64,
+    /// When a delivery last succeeded.
+    pub last_success_at: Option<Timestamp>,
+    /// When an attempt last failed.
+    pub last_failure_at: Option<Timestamp>,
+    /// Why it failed (never a secret, never a body).
+    pub last_failure_reason: Option<String>,
+}
+
+/// The outbox's storage. Implementations: [`MemoryStore`](crate::MemoryStore) and, with the
+/// `sqlite` feature, `SqliteStore`.
+///
+/// Contract:
+/// - [`insert`](Store::insert) returns only once the delivery survives a crash of the process
+///   (for a durable store); an error means it was **not** accepted.
+/// - A delivery's body bytes never change after insert.
+/// - A delivered delivery may be forgotten (only counted) right away; a failed one is kept until
+///   an administrator replays or removes it.
+pub trait Store: Send + Sync + 'static {
+    /// Stores new deliveries durably, all or none.
+    fn insert(&self, deliveries: &[NewDelivery]) -> Result<()>;
+
+    /// Pending deliveries of `account` due at or before `now`, earliest due first, at most
+    /// `limit`, leaving out those whose ids are in `skip` (already in flight).
+    fn due(
+        &self,
+        account: &AccountId,
+        now: Timestamp,
+        limit: usize,
+        skip: &[DeliveryId],
+    ) -> Result<Vec<Delivery>>;
+
+    /// Every account with pending deliveries, with the earliest next-attempt time of each.
+    fn pending_accounts(&self) -> Result<Vec<(AccountId, Timestamp)>>;
+
+    /// Records one attempt's outcome and moves the delivery to its next step.
+    fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord) -> Result<()>;
+
+    /// Deliveries matching `filter`, oldest first, at most `limit`.
+    fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>>;
+
+    /// Puts failed deliveries matching `filter` back to pending, due at `now`, keeping their
+    /// ids and bodies. Returns how many.
+    fn requeue_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64>;
+
+    /// Removes deliveries matching `filter` (an administrator's explicit action). Returns how
+    /// many.
+    fn remove(&self, filter: &DeliveryFilter) -> Result<u64>;
+
+    /// Counts and last outcomes for `account`, or for one campaign of it.
+    fn stats(&self, account: &AccountId, campaign: Option<&CampaignId>) -> Result<DeliveryStats>;
+
+    /// Saves an account's settings (from [`Account::to_storage_json`](crate::Account::to_storage_json))
+    /// durably, replacing what was there.
+    fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()>;
+
+    /// Every saved account's settings.
+    fn load_accounts(&self) -> Result<Vec<String>>;
+
+    /// Saves an account endpoint's health (JSON) so a pause outlives a restart.
+    fn save_health(&self, account: &AccountId, health_json: &str) -> Result<()>;
+
+    /// Every saved endpoint health record, by account.
+    fn load_health(&self) -> Result<Vec<(AccountId, String)>>;
+}
+
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn insert(&self, deliveries: &[NewDelivery]) -> Result<()> {
+        (**self).insert(deliveries)
+    }
+    fn due(
+        &self,
+        account: &AccountId,
+        now: Timestamp,
+        limit: usize,
+        skip: &[DeliveryId],
+    ) -> Result<Vec<Delivery>> {
+        (**self).due(account, now, limit, skip)
+    }
+    fn pending_accounts(&self) -> Result<Vec<(AccountId, Timestamp)>> {
+        (**self).pending_accounts()
+    }
+    fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord) -> Result<()> {
+        (**self).record_attempt(id, record)
+    }
+    fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>> {
+        (**self).list(filter, limit)
+    }
+    fn requeue_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {
+        (**self).requeue_failed(filter, now)
+    }
+    fn remove(&self, filter: &DeliveryFilter) -> Result<u64> {
+        (**self).remove(filter)
+    }
+    fn stats(&self, account: &AccountId, campaign: Option<&CampaignId>) -> Result<DeliveryStats> {
+        (**self).stats(account, campaign)
+    }
+    fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()> {
+        (**self).save_account(account, settings_json)
+    }
+    fn load_accounts(&self) -> Result<Vec<String>> {
+        (**self).load_accounts()
+    }
+    fn save_health(&self, account: &AccountId, health_json: &str) -> Result<()> {
+        (**self).save_health(account, health_json)
+    }
+    fn load_health(&self) -> Result<Vec<(AccountId, String)>> {
+        (**self).load_health()
+    }
+}
+
+/// Stored form of an encoding, shared by the stores.
+pub(crate) fn encoding_from_str(s: &str) -> Result<Encoding> {
+    s.parse()
+}
