@@ -6,8 +6,16 @@
 
 mod dispatch;
 mod error;
+#[cfg(feature = "signing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
+mod signing;
 
 pub use dispatch::{
     AttemptTimeout, BlockingDispatcher, Dispatcher, Response, TransportError, TransportErrorKind,
 };
 pub use error::{BoxError, Error, Result};
+#[cfg(feature = "signing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
+pub use signing::{
+    DEFAULT_SIGNATURE_TOLERANCE, SigningSecret, sign, sign_headers, verify, verify_now,
+};
