@@ -34,6 +34,9 @@ mod ids;
 mod payload;
 mod preferences;
 mod request;
+#[cfg(feature = "signing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
+mod signing;
 mod store;
 
 pub use account::{AUDIT_LOG_CAPACITY, Account};
@@ -63,3 +66,8 @@ pub use store::{
 
 /// The time types the crate's API takes: re-exported so the dialer uses the same version.
 pub use jiff;
+#[cfg(feature = "signing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
+pub use signing::{
+    DEFAULT_SIGNATURE_TOLERANCE, SigningSecret, sign, sign_headers, verify, verify_now,
+};
