@@ -6,8 +6,10 @@
 
 mod dispatch;
 mod error;
+mod policy;
 
 pub use dispatch::{
     AttemptTimeout, BlockingDispatcher, Dispatcher, Response, TransportError, TransportErrorKind,
 };
 pub use error::{BoxError, Error, Result};
+pub use policy::UrlPolicy;
