@@ -32,6 +32,7 @@ mod encoding;
 mod error;
 mod ids;
 mod payload;
+mod policy;
 mod preferences;
 mod request;
 #[cfg(feature = "signing")]
@@ -52,6 +53,7 @@ pub use ids::{AccountId, CampaignId, DeliveryId};
 pub use payload::{
     CallResult, CallResultBuilder, Fields, PAYLOAD_KEYS, format_log_time, mask_phone,
 };
+pub use policy::UrlPolicy;
 pub use preferences::{
     AuditRecord, DEFAULT_ATTEMPT_TIMEOUT, MAX_URL_LEN, Preferences, PreferencesUpdate, Principal,
     WebhookUrl,
