@@ -73,3 +73,8 @@ pub use jiff;
 pub use signing::{
     DEFAULT_SIGNATURE_TOLERANCE, SigningSecret, sign, sign_headers, verify, verify_now,
 };
+
+/// The README's code, compiled and run as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
