@@ -27,6 +27,7 @@
 mod account;
 mod auth;
 mod campaign;
+mod delivery;
 mod dispatch;
 mod encoding;
 mod error;
@@ -43,6 +44,7 @@ mod store;
 pub use account::{AUDIT_LOG_CAPACITY, Account};
 pub use auth::{AuthScheme, Credentials, Secret};
 pub use campaign::{OffReason, SendDecision, WebhookIndicator};
+pub use delivery::{MAX_RETRIES, MAX_RETRY_DELAY, RETRY_AFTER_CAP, RETRY_JITTER, RetrySchedule};
 pub use dispatch::{
     AttemptTimeout, BlockingDispatcher, DEFAULT_BODY_PREFIX_LIMIT, Dispatcher, Response,
     TransportError, TransportErrorKind,
