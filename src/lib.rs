@@ -44,7 +44,11 @@ mod store;
 pub use account::{AUDIT_LOG_CAPACITY, Account};
 pub use auth::{AuthScheme, Credentials, Secret};
 pub use campaign::{OffReason, SendDecision, WebhookIndicator};
-pub use delivery::{MAX_RETRIES, MAX_RETRY_DELAY, RETRY_AFTER_CAP, RETRY_JITTER, RetrySchedule};
+pub use delivery::{
+    Clock, ClockWaker, DEFAULT_PAUSE_AFTER, DeadLetter, EndpointHealth, Event, FailureKind,
+    MAX_RETRIES, MAX_RETRY_DELAY, ManualClock, Pause, PauseReason, RETRY_AFTER_CAP, RETRY_JITTER,
+    RetrySchedule, Status, SystemClock,
+};
 pub use dispatch::{
     AttemptTimeout, BlockingDispatcher, DEFAULT_BODY_PREFIX_LIMIT, Dispatcher, Response,
     TransportError, TransportErrorKind,
