@@ -8,13 +8,38 @@
 //! The core knows nothing of HTTP clients: it builds an [`http::Request`] and hands it to a
 //! [`Dispatcher`]. Backends plug in behind features.
 //!
+//! # Delivery
+//!
+//! [`Webhooks`] is the facade the dialer holds. [`Webhooks::submit`] checks both switches,
+//! fixes the body bytes, stores the delivery durably in the outbox ([`Store`]) and returns
+//! without waiting for any receiver. A [`Worker`] delivers in the background, on plain threads
+//! ([`Webhooks::start_threads`]) or on the dialer's tokio runtime (`Webhooks::start_tokio`, feature `tokio`):
+//!
+//! - **At least once**, with the same `webhook-id` and the same bytes on every attempt, so a
+//!   receiver drops duplicates by `webhook-id`. The URL, credentials and timeout are the
+//!   account's current ones at each attempt.
+//! - **Classification**: 2xx is delivered. Network errors, timeouts, 408, 425, 429 and 5xx are
+//!   retried on the account's [`RetrySchedule`] (at once, then 5 s, 5 min, 30 min, 2 h, 5 h,
+//!   10 h, 14 h, 20 h, 24 h, each ±20%), honouring `Retry-After` up to 24 h. A 3xx (never
+//!   followed) and other 4xx fail the delivery for good; it is kept as a dead letter for
+//!   replay. A 410 pauses the endpoint. A destination refused by the [`UrlPolicy`] fails for
+//!   good.
+//! - **Isolation**: a bound on attempts in flight overall and per account endpoint, so one
+//!   customer's slow or dead endpoint ties up only its own share.
+//! - **Held, never dropped**: deliveries of an account switched off, or of a paused endpoint,
+//!   wait; only an administrator's [`Webhooks::remove`] drops them.
+//! - **Health and status**: an endpoint failing every attempt for 5 days (configurable) is
+//!   paused until an administrator resumes it; [`Webhooks::status`] gives the UI its
+//!   indicator, counts and last outcomes; [`Event`]s tell the dialer what happened.
+//!
 //! # Features
 //!
 //! - `hyper` (default): async backend on hyper 1 + hyper-util, tokio, rustls with webpki roots.
 //! - `ureq`: blocking backend on ureq 3, for dialers with no async runtime.
 //! - `sqlite` (default): the durable outbox in one SQLite file (SQLite bundled).
 //! - `signing`: Standard Webhooks signatures and the receiver-side `verify`.
-//! - `tokio`: the delivery worker on tokio (enabled by `hyper`).
+//! - `tokio`: the delivery worker on tokio, `Webhooks::start_tokio` and `Webhooks::submit_async`
+//!   (enabled by `hyper`).
 //!
 //! # Minimum supported Rust version
 //!
@@ -27,6 +52,7 @@
 mod account;
 mod auth;
 mod campaign;
+mod delivery;
 mod dispatch;
 mod encoding;
 mod error;
@@ -39,10 +65,16 @@ mod request;
 #[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
 mod signing;
 mod store;
+mod webhooks;
 
 pub use account::{AUDIT_LOG_CAPACITY, Account};
 pub use auth::{AuthScheme, Credentials, Secret};
 pub use campaign::{OffReason, SendDecision, WebhookIndicator};
+pub use delivery::{
+    Clock, ClockWaker, DEFAULT_PAUSE_AFTER, DeadLetter, EndpointHealth, Event, FailureKind,
+    MAX_RETRIES, MAX_RETRY_DELAY, ManualClock, Pause, PauseReason, RETRY_AFTER_CAP, RETRY_JITTER,
+    RetrySchedule, ShutdownReport, Status, SystemClock, Worker,
+};
 pub use dispatch::{
     AttemptTimeout, BlockingDispatcher, DEFAULT_BODY_PREFIX_LIMIT, Dispatcher, Response,
     TransportError, TransportErrorKind,
@@ -64,6 +96,9 @@ pub use request::{
 pub use store::{
     AttemptRecord, Delivery, DeliveryFilter, DeliveryState, DeliveryStats, MemoryStore,
     NewDelivery, NextStep, Store,
+};
+pub use webhooks::{
+    DEFAULT_MAX_CONCURRENCY, DEFAULT_PER_ENDPOINT_CONCURRENCY, Submitted, Webhooks, WebhooksBuilder,
 };
 
 /// The time types the crate's API takes: re-exported so the dialer uses the same version.

@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use crate::auth::{AuthScheme, Credentials};
+use crate::delivery::RetrySchedule;
 use crate::encoding::Encoding;
 use crate::error::{Error, Result};
 
@@ -144,6 +145,7 @@ pub struct Preferences {
     encoding: Encoding,
     time_zone: TimeZone,
     attempt_timeout: Duration,
+    retry_schedule: RetrySchedule,
     /// Derived from credentials + scheme when they change, so each request only clones it.
     authorization: Option<HeaderValue>,
 }
@@ -158,6 +160,7 @@ impl Default for Preferences {
             encoding: Encoding::default(),
             time_zone: TimeZone::UTC,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            retry_schedule: RetrySchedule::default(),
             authorization: None,
         }
     }
@@ -201,6 +204,10 @@ impl Preferences {
     /// The whole-attempt time limit (1 to 30 s, default 15 s).
     pub fn attempt_timeout(&self) -> Duration {
         self.attempt_timeout
+    }
+    /// When failed deliveries are tried again (the default: ten attempts over about three days).
+    pub fn retry_schedule(&self) -> &RetrySchedule {
+        &self.retry_schedule
     }
     /// Whether a URL is set, i.e. there is somewhere to send to.
     pub fn is_configured(&self) -> bool {
@@ -268,6 +275,12 @@ impl Preferences {
             }
             next.attempt_timeout = v;
         }
+        if let Some(v) = update.retry_schedule {
+            if next.retry_schedule != v {
+                changed.push("retry_schedule");
+            }
+            next.retry_schedule = v;
+        }
         // Validated as a whole, so the order of the setters never matters.
         next.authorization = next
             .credentials
@@ -290,6 +303,8 @@ impl Preferences {
             encoding: self.encoding,
             time_zone: self.time_zone_name().to_owned(),
             attempt_timeout_ms: self.attempt_timeout.as_millis() as u64,
+            retry_delays_ms: (self.retry_schedule != RetrySchedule::default())
+                .then(|| self.retry_schedule.to_millis()),
         }
     }
 
@@ -302,6 +317,9 @@ impl Preferences {
             .attempt_timeout(Duration::from_millis(stored.attempt_timeout_ms));
         if let Some(url) = &stored.url {
             update = update.url(url);
+        }
+        if let Some(ms) = &stored.retry_delays_ms {
+            update = update.retry_schedule(RetrySchedule::from_millis(ms)?);
         }
         if stored.username.is_some() || stored.password.is_some() {
             update = update.credentials(
@@ -324,6 +342,7 @@ impl fmt::Debug for Preferences {
             .field("encoding", &self.encoding)
             .field("time_zone", &self.time_zone_name())
             .field("attempt_timeout", &self.attempt_timeout)
+            .field("retry_schedule", &self.retry_schedule)
             .finish()
     }
 }
@@ -339,6 +358,9 @@ pub(crate) struct StoredPreferences {
     encoding: Encoding,
     time_zone: String,
     attempt_timeout_ms: u64,
+    /// Absent (stored before schedules were configurable, or the default): the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry_delays_ms: Option<Vec<u64>>,
 }
 
 impl Drop for StoredPreferences {
@@ -383,6 +405,7 @@ pub struct PreferencesUpdate {
     encoding: Option<Encoding>,
     time_zone: Option<TimeZone>,
     attempt_timeout: Option<Duration>,
+    retry_schedule: Option<RetrySchedule>,
     error: Option<Error>,
 }
 
@@ -472,6 +495,13 @@ impl PreferencesUpdate {
         if let Some(t) = self.keep(checked) {
             self.attempt_timeout = Some(t);
         }
+        self
+    }
+
+    /// Sets when failed deliveries are tried again (see [`RetrySchedule`]). Applies to
+    /// deliveries already pending from their next failure on.
+    pub fn retry_schedule(mut self, schedule: RetrySchedule) -> Self {
+        self.retry_schedule = Some(schedule);
         self
     }
 }
@@ -603,11 +633,13 @@ mod tests {
                     .auth_scheme(AuthScheme::Slash)
                     .encoding(Encoding::Json)
                     .time_zone("Australia/Perth")
-                    .attempt_timeout(Duration::from_secs(7)),
+                    .attempt_timeout(Duration::from_secs(7))
+                    .retry_schedule(RetrySchedule::from_millis(&[50, 100, 200]).unwrap()),
             )
             .unwrap();
         let back = Preferences::from_stored(&p.to_stored()).unwrap();
         assert_eq!(format!("{p:?}"), format!("{back:?}"));
+        assert_eq!(back.retry_schedule().to_millis(), [50, 100, 200]);
         assert_eq!(back.authorization(), p.authorization());
     }
 
@@ -623,5 +655,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.attempt_timeout(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn preferences_stored_before_retry_schedules_still_load() {
+        let old = r#"{"enabled":true,"url":"https://example.com/h","username":null,"password":null,
+            "auth_scheme":"basic","encoding":"form","time_zone":"UTC","attempt_timeout_ms":15000}"#;
+        let stored: StoredPreferences = serde_json::from_str(old).unwrap();
+        let p = Preferences::from_stored(&stored).unwrap();
+        assert_eq!(p.retry_schedule(), &RetrySchedule::default());
+        // The default is not written, so the stored form stays what older readers know.
+        let json = serde_json::to_string(&p.to_stored()).unwrap();
+        assert!(!json.contains("retry_delays_ms"));
+    }
+
+    #[test]
+    fn retry_schedule_change_is_named() {
+        let (_, changed) = Preferences::default()
+            .with_update(
+                PreferencesUpdate::new()
+                    .retry_schedule(RetrySchedule::new([Duration::from_secs(1)]).unwrap()),
+            )
+            .unwrap();
+        assert_eq!(changed, ["retry_schedule"]);
     }
 }

@@ -1,0 +1,245 @@
+//! What one attempt's outcome means: delivered, try again, give up, or pause the endpoint.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use http::header::RETRY_AFTER;
+use jiff::Timestamp;
+
+use crate::delivery::events::FailureKind;
+use crate::delivery::schedule::parse_retry_after;
+use crate::dispatch::{Response, TransportError};
+
+/// The meaning of one attempt's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// 2xx: done.
+    Delivered { status: u16 },
+    /// Network error, timeout, 408, 425, 429, 5xx: try again on the schedule.
+    Retry {
+        status: Option<u16>,
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// 3xx, other 4xx, refused destination: failed for good, kept for replay.
+    Fail {
+        status: Option<u16>,
+        reason: String,
+        kind: FailureKind,
+    },
+    /// 410 Gone: pause the endpoint; the delivery stays pending.
+    Gone { reason: String },
+}
+
+impl Verdict {
+    pub(crate) fn status(&self) -> Option<u16> {
+        match self {
+            Verdict::Delivered { status } => Some(*status),
+            Verdict::Retry { status, .. } | Verdict::Fail { status, .. } => *status,
+            Verdict::Gone { .. } => Some(410),
+        }
+    }
+}
+
+/// Classifies an attempt's outcome, per the rules the crate documents:
+///
+/// - 2xx: delivered.
+/// - 408, 425, 429, 5xx, and every transport failure except a refused destination: retried,
+///   honouring `Retry-After` (read against `now`).
+/// - 410: the endpoint is paused; the delivery waits.
+/// - 3xx (never followed) and every other 4xx: failed for good, kept for replay.
+/// - A destination refused by the address policy, or a request that cannot be sent: failed
+///   for good.
+/// - 1xx (no final answer): retried.
+pub(crate) fn classify(outcome: &Result<Response, TransportError>, now: Timestamp) -> Verdict {
+    match outcome {
+        Ok(response) => classify_response(response, now),
+        Err(err) => classify_transport(err),
+    }
+}
+
+fn classify_response(response: &Response, now: Timestamp) -> Verdict {
+    let status = response.status();
+    let code = status.as_u16();
+    if status.is_success() {
+        return Verdict::Delivered { status: code };
+    }
+    let reason = describe(status);
+    match code {
+        410 => Verdict::Gone { reason },
+        408 | 425 | 429 | 500..=599 | 100..=199 => Verdict::Retry {
+            status: Some(code),
+            retry_after: response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| parse_retry_after(v, now)),
+            reason,
+        },
+        300..=399 => Verdict::Fail {
+            status: Some(code),
+            reason: format!("{reason} (redirects are not followed)"),
+            kind: FailureKind::Rejected,
+        },
+        _ => Verdict::Fail {
+            status: Some(code),
+            reason,
+            kind: FailureKind::Rejected,
+        },
+    }
+}
+
+fn classify_transport(err: &TransportError) -> Verdict {
+    let kind = err.kind();
+    // Only the kind, and a policy refusal's own message (host, address, rule): a backend's
+    // cause may quote the URL, whose query can hold a token.
+    let reason = match err.policy_refusal() {
+        Some(refusal) => format!("{kind}: {refusal}"),
+        None => kind.to_string(),
+    };
+    if kind.is_retryable() {
+        Verdict::Retry {
+            status: None,
+            reason,
+            retry_after: None,
+        }
+    } else {
+        Verdict::Fail {
+            status: None,
+            reason,
+            kind: FailureKind::Refused,
+        }
+    }
+}
+
+fn describe(status: StatusCode) -> String {
+    match status.canonical_reason() {
+        Some(text) => format!("HTTP {} {text}", status.as_u16()),
+        None => format!("HTTP {}", status.as_u16()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::TransportErrorKind;
+    use bytes::Bytes;
+    use http::HeaderMap;
+
+    fn now() -> Timestamp {
+        "2024-03-01T00:00:00Z".parse().unwrap()
+    }
+
+    fn answer(code: u16, retry_after: Option<&'static str>) -> Verdict {
+        let mut headers = HeaderMap::new();
+        if let Some(v) = retry_after {
+            headers.insert(RETRY_AFTER, v.parse().unwrap());
+        }
+        let r = Response::new(StatusCode::from_u16(code).unwrap(), headers, Bytes::new());
+        classify(&Ok(r), now())
+    }
+
+    #[test]
+    fn every_status_class() {
+        for code in [200, 201, 202, 204, 299] {
+            assert_eq!(answer(code, None), Verdict::Delivered { status: code });
+        }
+        for code in [408, 425, 429, 500, 502, 503, 504, 599, 102] {
+            assert!(
+                matches!(answer(code, None), Verdict::Retry { status: Some(c), .. } if c == code),
+                "{code}"
+            );
+        }
+        for code in [300, 301, 302, 303, 307, 308] {
+            let v = answer(code, None);
+            assert!(
+                matches!(&v, Verdict::Fail { kind: FailureKind::Rejected, reason, .. } if reason.contains("not followed")),
+                "{code}: {v:?}"
+            );
+        }
+        for code in [400, 401, 403, 404, 405, 409, 413, 422, 451, 499] {
+            assert!(
+                matches!(answer(code, None), Verdict::Fail { kind: FailureKind::Rejected, status: Some(c), .. } if c == code),
+                "{code}"
+            );
+        }
+        assert_eq!(
+            answer(410, None),
+            Verdict::Gone {
+                reason: "HTTP 410 Gone".into()
+            }
+        );
+        assert!(
+            matches!(answer(404, None), Verdict::Fail { reason, .. } if reason == "HTTP 404 Not Found")
+        );
+    }
+
+    #[test]
+    fn retry_after_is_read_on_retried_answers() {
+        let ra = |v: Verdict| match v {
+            Verdict::Retry { retry_after, .. } => retry_after,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(ra(answer(429, Some("2"))), Some(Duration::from_secs(2)));
+        assert_eq!(
+            ra(answer(503, Some("Fri, 01 Mar 2024 00:00:30 GMT"))),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(ra(answer(503, Some("later"))), None);
+        assert_eq!(ra(answer(503, None)), None);
+    }
+
+    #[test]
+    fn transport_failures() {
+        for kind in [
+            TransportErrorKind::Dns,
+            TransportErrorKind::Connect,
+            TransportErrorKind::Timeout,
+            TransportErrorKind::Tls,
+            TransportErrorKind::Io,
+            TransportErrorKind::Other,
+        ] {
+            let v = classify(&Err(TransportError::from_kind(kind)), now());
+            assert_eq!(
+                v,
+                Verdict::Retry {
+                    status: None,
+                    reason: kind.to_string(),
+                    retry_after: None
+                }
+            );
+        }
+        let refused = crate::Error::AddressRefused {
+            host: "intranet.example".into(),
+            addr: "10.0.0.7".parse().unwrap(),
+            rule: "private (RFC 1918)",
+        };
+        let v = classify(&Err(TransportError::from(refused)), now());
+        assert!(
+            matches!(&v, Verdict::Fail { kind: FailureKind::Refused, reason, status: None } if reason.contains("10.0.0.7") && reason.contains("private")),
+            "{v:?}"
+        );
+        let v = classify(
+            &Err(TransportError::from_kind(
+                TransportErrorKind::InvalidRequest,
+            )),
+            now(),
+        );
+        assert!(matches!(
+            v,
+            Verdict::Fail {
+                kind: FailureKind::Refused,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_backend_cause_is_never_repeated() {
+        let err = TransportError::new(
+            TransportErrorKind::Connect,
+            "error sending request for url (https://crm.example/h?token=s3cret)",
+        );
+        let v = classify(&Err(err), now());
+        assert!(!format!("{v:?}").contains("s3cret"));
+    }
+}

@@ -1,0 +1,219 @@
+//! Where the scheduler reads the time: the system clock, or a manual clock for tests.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+/// The time source of the delivery scheduler.
+///
+/// Only [`now`](Clock::now) must be written. A clock whose time does not follow real time (like
+/// [`ManualClock`]) also answers [`sleep_hint`](Clock::sleep_hint) with `None` and calls the
+/// wakers given to [`watch`](Clock::watch) whenever its time moves, so the scheduler sleeps
+/// until then instead of for a real duration.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+
+    /// How long, in real time, the scheduler may sleep before `until` is reached on this
+    /// clock; `None` when only a call to a watcher's [`ClockWaker::wake`] can tell.
+    ///
+    /// The default follows real time: the time from [`now`](Clock::now) to `until`.
+    fn sleep_hint(&self, until: Timestamp) -> Option<Duration> {
+        Some(Duration::try_from(until.duration_since(self.now())).unwrap_or(Duration::ZERO))
+    }
+
+    /// Asks the clock to call `waker` whenever its time moves other than in real time. The
+    /// default does nothing.
+    fn watch(&self, waker: ClockWaker) {
+        let _ = waker;
+    }
+}
+
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now(&self) -> Timestamp {
+        (**self).now()
+    }
+    fn sleep_hint(&self, until: Timestamp) -> Option<Duration> {
+        (**self).sleep_hint(until)
+    }
+    fn watch(&self, waker: ClockWaker) {
+        (**self).watch(waker)
+    }
+}
+
+impl<C: Clock + ?Sized> Clock for Box<C> {
+    fn now(&self) -> Timestamp {
+        (**self).now()
+    }
+    fn sleep_hint(&self, until: Timestamp) -> Option<Duration> {
+        (**self).sleep_hint(until)
+    }
+    fn watch(&self, waker: ClockWaker) {
+        (**self).watch(waker)
+    }
+}
+
+/// Wakes a scheduler when a [`Clock`]'s time moves. Holding one does not keep the scheduler
+/// alive.
+#[derive(Clone)]
+pub struct ClockWaker(Weak<dyn Fn() + Send + Sync>);
+
+impl ClockWaker {
+    pub(crate) fn new(wake: &Arc<dyn Fn() + Send + Sync>) -> Self {
+        ClockWaker(Arc::downgrade(wake))
+    }
+
+    /// Wakes the scheduler. Returns `false` once the scheduler is gone: the waker can then be
+    /// dropped.
+    pub fn wake(&self) -> bool {
+        match self.0.upgrade() {
+            Some(wake) => {
+                wake();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl fmt::Debug for ClockWaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClockWaker")
+            .field("alive", &(self.0.strong_count() > 0))
+            .finish()
+    }
+}
+
+/// The real time, from the operating system. The default clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that moves only when told to: **for tests**.
+///
+/// Hand the scheduler an `Arc<ManualClock>` and keep a clone; every [`advance`](Self::advance)
+/// or [`set`](Self::set) wakes the scheduler, which then makes the attempts that have become
+/// due. A three-day retry schedule runs in milliseconds of real time.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use call_result_webhook::{Clock, ManualClock};
+///
+/// let clock = ManualClock::new("2024-03-01T09:00:00Z".parse()?);
+/// clock.advance(Duration::from_secs(90));
+/// assert_eq!(clock.now().to_string(), "2024-03-01T09:01:30Z");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ManualClock {
+    now: Mutex<Timestamp>,
+    watchers: Mutex<Vec<ClockWaker>>,
+}
+
+impl ManualClock {
+    /// A clock stopped at `start`.
+    pub fn new(start: Timestamp) -> Self {
+        ManualClock {
+            now: Mutex::new(start),
+            watchers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Moves the clock forward by `by` and wakes the schedulers watching it.
+    pub fn advance(&self, by: Duration) {
+        {
+            let mut now = lock(&self.now);
+            *now = crate::delivery::schedule::add(*now, by);
+        }
+        self.wake_all();
+    }
+
+    /// Sets the clock to `to` (forward or back) and wakes the schedulers watching it.
+    pub fn set(&self, to: Timestamp) {
+        *lock(&self.now) = to;
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
+        let watchers = lock(&self.watchers).clone();
+        let alive: Vec<bool> = watchers.iter().map(ClockWaker::wake).collect();
+        if alive.contains(&false) {
+            lock(&self.watchers).retain(|w| w.0.strong_count() > 0);
+        }
+    }
+}
+
+impl fmt::Debug for ManualClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManualClock")
+            .field("now", &*lock(&self.now))
+            .finish()
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *lock(&self.now)
+    }
+
+    fn sleep_hint(&self, until: Timestamp) -> Option<Duration> {
+        (until <= self.now()).then_some(Duration::ZERO)
+    }
+
+    fn watch(&self, waker: ClockWaker) {
+        lock(&self.watchers).push(waker);
+    }
+}
+
+/// Locks a mutex, carrying on with the data if a panic poisoned it (it holds plain values).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn manual_clock_moves_only_when_told_and_wakes_watchers() {
+        let start: Timestamp = "2024-03-01T00:00:00Z".parse().unwrap();
+        let clock = ManualClock::new(start);
+        let woken = Arc::new(AtomicUsize::new(0));
+        let counter = woken.clone();
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        clock.watch(ClockWaker::new(&wake));
+        assert_eq!(clock.now(), start);
+        assert_eq!(clock.sleep_hint(start), Some(Duration::ZERO));
+        assert_eq!(
+            clock.sleep_hint(start + jiff::SignedDuration::from_secs(1)),
+            None
+        );
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(clock.now(), start + jiff::SignedDuration::from_secs(5));
+        clock.set(start);
+        assert_eq!(woken.load(Ordering::SeqCst), 2);
+        drop(wake);
+        clock.advance(Duration::from_secs(1));
+        assert!(lock(&clock.watchers).is_empty());
+    }
+
+    #[test]
+    fn system_clock_hint_follows_real_time() {
+        let c = SystemClock;
+        let later = c.now() + jiff::SignedDuration::from_secs(10);
+        let hint = c.sleep_hint(later).unwrap();
+        assert!(hint <= Duration::from_secs(10) && hint > Duration::from_secs(9));
+        assert_eq!(c.sleep_hint(Timestamp::UNIX_EPOCH), Some(Duration::ZERO));
+    }
+}

@@ -1,0 +1,532 @@
+//! The shared core of delivery: accounts, endpoint health, the store, the clock and the event
+//! callback, and what happens when an attempt is prepared and when it completes.
+//!
+//! No runtime here: the scheduler ([`crate::delivery::worker`]) calls in from its own thread,
+//! and runners report completions through [`Signal`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use jiff::Timestamp;
+
+use crate::account::Account;
+use crate::campaign::SendDecision;
+use crate::delivery::classify::{Verdict, classify};
+use crate::delivery::clock::{Clock, lock};
+use crate::delivery::events::{Event, FailureKind, PauseReason};
+use crate::delivery::health::EndpointHealth;
+use crate::delivery::schedule::random_unit;
+use crate::delivery::status::account_on;
+use crate::dispatch::{Response, TransportError};
+use crate::error::Error;
+use crate::ids::{AccountId, CampaignId, DeliveryId};
+use crate::policy::UrlPolicy;
+use crate::request::build_request;
+use crate::store::{AttemptRecord, Delivery, NextStep, Store};
+
+/// The event callback.
+pub(crate) type EventSink = Arc<dyn Fn(&Event) + Send + Sync + 'static>;
+
+/// Limits chosen at build time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_concurrency: usize,
+    pub(crate) per_endpoint: usize,
+    pub(crate) pause_after: Duration,
+}
+
+/// Everything the facade, the scheduler and the runners share.
+pub(crate) struct Engine {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) policy: UrlPolicy,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) on_event: Option<EventSink>,
+    pub(crate) limits: Limits,
+    accounts: RwLock<HashMap<AccountId, Account>>,
+    pub(crate) health: Mutex<HashMap<AccountId, EndpointHealth>>,
+    /// Serialises administrative changes: read, change, save, publish.
+    pub(crate) admin: Mutex<()>,
+    pub(crate) signal: Arc<Signal>,
+    /// Kept alive here; the clock holds only a weak reference.
+    _clock_wake: Arc<dyn Fn() + Send + Sync>,
+    pub(crate) worker_running: AtomicBool,
+    pub(crate) in_flight: AtomicUsize,
+}
+
+impl Engine {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        policy: UrlPolicy,
+        clock: Arc<dyn Clock>,
+        on_event: Option<EventSink>,
+        limits: Limits,
+        accounts: HashMap<AccountId, Account>,
+        health: HashMap<AccountId, EndpointHealth>,
+    ) -> Self {
+        let signal = Arc::new(Signal::default());
+        let woken = signal.clone();
+        let clock_wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || woken.clock_moved());
+        clock.watch(crate::delivery::clock::ClockWaker::new(&clock_wake));
+        Engine {
+            store,
+            policy,
+            clock,
+            on_event,
+            limits,
+            accounts: RwLock::new(accounts),
+            health: Mutex::new(health),
+            admin: Mutex::new(()),
+            signal,
+            _clock_wake: clock_wake,
+            worker_running: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn accounts(&self) -> RwLockReadGuard<'_, HashMap<AccountId, Account>> {
+        self.accounts.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn accounts_mut(&self) -> RwLockWriteGuard<'_, HashMap<AccountId, Account>> {
+        self.accounts.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn health_of(&self, account: &AccountId) -> EndpointHealth {
+        lock(&self.health).get(account).cloned().unwrap_or_default()
+    }
+
+    /// Hands `event` to the dialer's callback. A panicking callback is contained: it must not
+    /// stop deliveries.
+    pub(crate) fn emit(&self, event: Event) {
+        if let Some(sink) = &self.on_event {
+            let call = std::panic::AssertUnwindSafe(|| sink(&event));
+            if std::panic::catch_unwind(call).is_err() {
+                tracing::error!("the webhook event callback panicked");
+            }
+        }
+    }
+
+    /// Whether the account's pending deliveries may be attempted now: webhook on, URL set,
+    /// endpoint not paused. Otherwise they are held.
+    pub(crate) fn lane_open(&self, account: &AccountId) -> bool {
+        let on = account_on(self.accounts().get(account)) == SendDecision::Send;
+        on && !lock(&self.health)
+            .get(account)
+            .is_some_and(EndpointHealth::is_paused)
+    }
+
+    /// The request for one attempt, built from the account's *current* preferences; or, when
+    /// the URL is refused by the policy or the request cannot be built, the failure to record
+    /// without sending anything.
+    pub(crate) fn prepare(&self, d: &Delivery) -> Result<Request<Bytes>, Verdict> {
+        let accounts = self.accounts();
+        let refuse = |reason: String| Verdict::Fail {
+            status: None,
+            reason,
+            kind: FailureKind::Refused,
+        };
+        let Some(account) = accounts.get(&d.account) else {
+            return Err(refuse("the account is unknown".into()));
+        };
+        let prefs = account.preferences();
+        if let Some(url) = prefs.url()
+            && let Err(e) = self.policy.check_url(url.as_url())
+        {
+            return Err(refuse(format!("refused by address policy: {e}")));
+        }
+        build_request(prefs, &d.id, &d.body).map_err(|e| refuse(e.to_string()))
+    }
+
+    /// Records an attempt's outcome, updates the endpoint's health and tells the dialer. Returns
+    /// what the scheduler needs to know.
+    pub(crate) fn complete(&self, c: &Completion) -> Completed {
+        let now = self.clock.now();
+        let verdict = match &c.outcome {
+            Outcome::Sent(result) => classify(result, now),
+            Outcome::NotSent(verdict) => verdict.clone(),
+        };
+        self.finish(c, verdict, now)
+    }
+
+    fn finish(&self, c: &Completion, verdict: Verdict, now: Timestamp) -> Completed {
+        let a = &c.attempt;
+        let schedule = self
+            .accounts()
+            .get(&a.account)
+            .map(|acc| acc.preferences().retry_schedule().clone())
+            .unwrap_or_default();
+        let mut failed_for_good = None;
+        let (next, error) = match &verdict {
+            Verdict::Delivered { .. } => (NextStep::Delivered, None),
+            Verdict::Retry {
+                reason,
+                retry_after,
+                ..
+            } => match schedule.next_attempt_at(a.number, now, *retry_after, random_unit()) {
+                Some(at) => (NextStep::RetryAt(at), Some(reason.clone())),
+                None => {
+                    let reason = format!("{reason}; no retries left");
+                    failed_for_good = Some((FailureKind::Expired, reason.clone()));
+                    (NextStep::Failed, Some(reason))
+                }
+            },
+            Verdict::Fail { reason, kind, .. } => {
+                failed_for_good = Some((*kind, reason.clone()));
+                (NextStep::Failed, Some(reason.clone()))
+            }
+            // The delivery waits, due at once, for the endpoint to be resumed.
+            Verdict::Gone { reason } => (NextStep::RetryAt(now), Some(reason.clone())),
+        };
+        let record = AttemptRecord {
+            at: now,
+            status: verdict.status(),
+            error: error.clone(),
+            next,
+        };
+        let span = &a.span;
+        span.record("status", verdict.status());
+        span.record("latency_ms", c.latency.as_millis() as u64);
+        match self.store.record_attempt(&a.delivery, &record) {
+            Ok(()) => {}
+            Err(Error::UnknownDelivery(_)) => {
+                tracing::debug!(parent: span, "delivery removed while in flight");
+                return Completed::Forgotten;
+            }
+            Err(e) => {
+                tracing::error!(parent: span, error = %e, "could not record the attempt; it will be made again");
+                return Completed::NotRecorded;
+            }
+        }
+
+        let paused = self.update_health(&a.account, &verdict, now);
+
+        match &verdict {
+            Verdict::Delivered { status } => {
+                tracing::info!(parent: span, outcome = "delivered", "webhook delivered");
+                self.emit(Event::AttemptSucceeded {
+                    delivery: a.delivery.clone(),
+                    account: a.account.clone(),
+                    campaign: a.campaign.clone(),
+                    attempt: a.number,
+                    status: *status,
+                    latency: c.latency,
+                });
+            }
+            _ => {
+                let next_attempt_at = match next {
+                    NextStep::RetryAt(at) if !matches!(verdict, Verdict::Gone { .. }) => Some(at),
+                    _ => None,
+                };
+                let reason = error.clone().unwrap_or_default();
+                tracing::warn!(parent: span, outcome = "failed", reason = %reason, next_attempt_at = ?next_attempt_at, "webhook attempt failed");
+                self.emit(Event::AttemptFailed {
+                    delivery: a.delivery.clone(),
+                    account: a.account.clone(),
+                    campaign: a.campaign.clone(),
+                    attempt: a.number,
+                    status: verdict.status(),
+                    reason,
+                    next_attempt_at,
+                });
+            }
+        }
+        if let Some((kind, reason)) = failed_for_good {
+            tracing::warn!(parent: span, kind = kind.as_str(), "webhook delivery failed for good");
+            self.emit(Event::DeliveryFailed {
+                delivery: a.delivery.clone(),
+                account: a.account.clone(),
+                campaign: a.campaign.clone(),
+                attempts: a.number,
+                kind,
+                reason,
+            });
+        }
+        if let Some(reason) = paused {
+            tracing::warn!(account = %a.account, reason = reason.describe(), "webhook endpoint paused");
+            self.emit(Event::EndpointPaused {
+                account: a.account.clone(),
+                reason,
+                at: now,
+            });
+        }
+        match next {
+            NextStep::RetryAt(at) => Completed::RetryAt(at),
+            _ => Completed::Done,
+        }
+    }
+
+    /// Updates the endpoint's health with an attempt's outcome and saves it when that matters.
+    /// Returns the reason if this outcome paused the endpoint.
+    fn update_health(
+        &self,
+        account: &AccountId,
+        verdict: &Verdict,
+        now: Timestamp,
+    ) -> Option<PauseReason> {
+        let (change, json) = {
+            let mut all = lock(&self.health);
+            let health = all.entry(account.clone()).or_default();
+            let change = match verdict {
+                Verdict::Delivered { .. } => health.on_success(),
+                Verdict::Gone { .. } => {
+                    health.on_failure(now, self.limits.pause_after);
+                    health.pause(now, PauseReason::Gone)
+                }
+                _ => health.on_failure(now, self.limits.pause_after),
+            };
+            (change, change.persist.then(|| health.to_json()))
+        };
+        if let Some(json) = json
+            && let Err(e) = self.store.save_health(account, &json)
+        {
+            tracing::error!(account = %account, error = %e, "could not save endpoint health");
+        }
+        change.paused
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("accounts", &self.accounts().len())
+            .field("limits", &self.limits)
+            .field("policy", &self.policy)
+            .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// One attempt in flight: who it is for and its tracing span.
+#[derive(Debug)]
+pub(crate) struct Attempt {
+    pub(crate) delivery: DeliveryId,
+    pub(crate) account: AccountId,
+    pub(crate) campaign: CampaignId,
+    /// Counting from 1 over the delivery's life.
+    pub(crate) number: u32,
+    pub(crate) span: tracing::Span,
+}
+
+impl Attempt {
+    pub(crate) fn new(d: &Delivery) -> Self {
+        let number = d.attempts.saturating_add(1);
+        let span = tracing::info_span!(
+            "webhook_attempt",
+            delivery_id = %d.id,
+            account = %d.account,
+            campaign = %d.campaign,
+            attempt = number,
+            status = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        );
+        Attempt {
+            delivery: d.id.clone(),
+            account: d.account.clone(),
+            campaign: d.campaign.clone(),
+            number,
+            span,
+        }
+    }
+}
+
+/// What came of an attempt.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Sent: the receiver's answer or the transport failure.
+    Sent(Result<Response, TransportError>),
+    /// Not sent: refused before sending.
+    NotSent(Verdict),
+}
+
+/// An attempt and its outcome, reported by a runner.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    pub(crate) attempt: Attempt,
+    pub(crate) outcome: Outcome,
+    pub(crate) latency: Duration,
+}
+
+/// What the scheduler learns from a completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Completed {
+    /// Delivered or failed for good.
+    Done,
+    /// Pending again, due at this time.
+    RetryAt(Timestamp),
+    /// Removed by an administrator meanwhile.
+    Forgotten,
+    /// The store could not record it: it is still pending as before.
+    NotRecorded,
+}
+
+/// How the facade, runners and the clock wake the scheduler, and how the scheduler tells
+/// waiters it made progress.
+#[derive(Debug, Default)]
+pub(crate) struct Signal {
+    state: Mutex<SignalState>,
+    /// The scheduler waits here for work.
+    work: Condvar,
+    /// `wait_idle` and tests wait here for the scheduler's progress.
+    progress: Condvar,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SignalState {
+    /// Accounts with new work (a submit): look in the store.
+    pub(crate) touched: HashSet<AccountId>,
+    /// Accounts changed by an administrator: drop what was fetched and look again.
+    pub(crate) reset: HashSet<AccountId>,
+    pub(crate) completions: Vec<Completion>,
+    pub(crate) clock_moved: bool,
+    pub(crate) shutdown: Option<Instant>,
+    /// Settle requests made and answered.
+    pub(crate) requested: u64,
+    pub(crate) answered: u64,
+    /// Bumped at the end of every pass of the scheduler.
+    pub(crate) passes: u64,
+    pub(crate) running: bool,
+}
+
+impl SignalState {
+    fn has_work(&self) -> bool {
+        !self.touched.is_empty()
+            || !self.reset.is_empty()
+            || !self.completions.is_empty()
+            || self.clock_moved
+            || self.shutdown.is_some()
+            || self.requested > self.answered
+    }
+}
+
+/// Everything taken from the signal in one pass.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub(crate) touched: HashSet<AccountId>,
+    pub(crate) reset: HashSet<AccountId>,
+    pub(crate) completions: Vec<Completion>,
+    pub(crate) shutdown: Option<Instant>,
+    pub(crate) requested: u64,
+}
+
+impl Signal {
+    fn with<R>(&self, f: impl FnOnce(&mut SignalState) -> R) -> R {
+        let r = f(&mut lock(&self.state));
+        self.work.notify_all();
+        r
+    }
+
+    pub(crate) fn touch(&self, account: &AccountId) {
+        self.with(|s| {
+            s.touched.insert(account.clone());
+        });
+    }
+
+    pub(crate) fn reset(&self, account: &AccountId) {
+        self.with(|s| {
+            s.reset.insert(account.clone());
+        });
+    }
+
+    pub(crate) fn complete(&self, c: Completion) {
+        self.with(|s| s.completions.push(c));
+    }
+
+    pub(crate) fn clock_moved(&self) {
+        self.with(|s| s.clock_moved = true);
+    }
+
+    pub(crate) fn shutdown(&self, deadline: Instant) {
+        self.with(|s| {
+            s.shutdown = Some(s.shutdown.map_or(deadline, |d| d.min(deadline)));
+        });
+    }
+
+    /// The scheduler starts: a fresh state (completions of a previous worker are kept).
+    pub(crate) fn start(&self) {
+        self.with(|s| {
+            s.running = true;
+            s.shutdown = None;
+        });
+    }
+
+    /// Waits at most `wait` (for ever if `None`) for something to do and takes it.
+    pub(crate) fn take(&self, wait: Option<Duration>) -> Batch {
+        let mut s = lock(&self.state);
+        let until = wait.map(|w| Instant::now() + w);
+        while !s.has_work() {
+            match until {
+                None => s = self.work.wait(s).unwrap_or_else(|p| p.into_inner()),
+                Some(until) => {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    s = self
+                        .work
+                        .wait_timeout(s, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+        s.clock_moved = false;
+        Batch {
+            touched: std::mem::take(&mut s.touched),
+            reset: std::mem::take(&mut s.reset),
+            completions: std::mem::take(&mut s.completions),
+            shutdown: s.shutdown.take(),
+            requested: s.requested,
+        }
+    }
+
+    /// The scheduler finished a pass, having handled every request up to `requested`.
+    pub(crate) fn pass_done(&self, requested: u64) {
+        let mut s = lock(&self.state);
+        s.answered = s.answered.max(requested);
+        s.passes = s.passes.wrapping_add(1);
+        drop(s);
+        self.progress.notify_all();
+    }
+
+    /// The scheduler stopped.
+    pub(crate) fn stopped(&self) {
+        let mut s = lock(&self.state);
+        s.running = false;
+        s.shutdown = None;
+        drop(s);
+        self.progress.notify_all();
+    }
+
+    /// The count of finished passes, to wait for the next with [`Signal::wait_pass`].
+    pub(crate) fn passes(&self) -> (u64, bool) {
+        let s = lock(&self.state);
+        (s.passes, s.running)
+    }
+
+    /// Waits until a pass after `seen` finishes or the scheduler stops, at most `timeout`.
+    pub(crate) fn wait_pass(&self, seen: u64, timeout: Duration) {
+        let s = lock(&self.state);
+        let _ = self
+            .progress
+            .wait_timeout_while(s, timeout, |s| s.passes == seen && s.running);
+    }
+
+    /// Waits until the scheduler has handled everything signalled before this call (or has
+    /// stopped). Returns whether it is running.
+    #[cfg(test)]
+    pub(crate) fn settle(&self) -> bool {
+        let mut s = lock(&self.state);
+        s.requested += 1;
+        let target = s.requested;
+        self.work.notify_all();
+        let s = self
+            .progress
+            .wait_while(s, |s| s.answered < target && s.running)
+            .unwrap_or_else(|p| p.into_inner());
+        s.running
+    }
+}

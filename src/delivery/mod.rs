@@ -1,0 +1,31 @@
+//! Reliable delivery: the retry schedule, outcome classification, endpoint health, events,
+//! status, the injectable clock, and the worker that ties them to a store and a dispatcher.
+//!
+//! The core is runtime-free: one scheduler thread per [`Worker`] does every store call and
+//! decides what is due; a runner (plain threads, or tokio tasks with the `tokio` feature) only
+//! sends.
+
+mod classify;
+pub(crate) mod clock;
+pub(crate) mod engine;
+mod events;
+mod health;
+mod runner;
+pub(crate) mod schedule;
+mod status;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+pub use clock::{Clock, ClockWaker, ManualClock, SystemClock};
+pub use events::{Event, FailureKind, PauseReason};
+pub use health::{DEFAULT_PAUSE_AFTER, EndpointHealth, Pause};
+pub use schedule::{MAX_RETRIES, MAX_RETRY_DELAY, RETRY_AFTER_CAP, RETRY_JITTER, RetrySchedule};
+pub use status::{DeadLetter, Status};
+pub use worker::{ShutdownReport, Worker};
+
+pub(crate) use runner::ThreadRunner;
+#[cfg(feature = "tokio")]
+pub(crate) use runner::TokioRunner;
+pub(crate) use status::{account_on, indicator};
