@@ -39,6 +39,9 @@ mod store;
 pub use account::{AUDIT_LOG_CAPACITY, Account};
 pub use auth::{AuthScheme, Credentials, Secret};
 pub use campaign::{OffReason, SendDecision, WebhookIndicator};
+#[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
+pub use dispatch::hyper::{HyperDispatcher, HyperDispatcherBuilder};
 pub use dispatch::{
     AttemptTimeout, BlockingDispatcher, DEFAULT_BODY_PREFIX_LIMIT, Dispatcher, Response,
     TransportError, TransportErrorKind,
