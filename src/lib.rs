@@ -42,6 +42,9 @@ pub use campaign::{OffReason, SendDecision, WebhookIndicator};
 #[cfg(feature = "hyper")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub use dispatch::hyper::{HyperDispatcher, HyperDispatcherBuilder};
+#[cfg(feature = "ureq")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ureq")))]
+pub use dispatch::ureq::{UreqDispatcher, UreqDispatcherBuilder};
 pub use dispatch::{
     AttemptTimeout, BlockingDispatcher, DEFAULT_BODY_PREFIX_LIMIT, Dispatcher, Response,
     TransportError, TransportErrorKind,
