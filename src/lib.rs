@@ -59,12 +59,12 @@ pub use preferences::{
     AuditRecord, DEFAULT_ATTEMPT_TIMEOUT, MAX_URL_LEN, Preferences, PreferencesUpdate, Principal,
     WebhookUrl,
 };
+pub use request::{
+    EncodedBody, MAX_BODY_BYTES, MAX_FIELD_BYTES, MAX_NOTES_BYTES, USER_AGENT, build_request,
+};
 pub use store::{
     AttemptRecord, Delivery, DeliveryFilter, DeliveryState, DeliveryStats, NewDelivery, NextStep,
     Store,
-};
-pub use request::{
-    EncodedBody, MAX_BODY_BYTES, MAX_FIELD_BYTES, MAX_NOTES_BYTES, USER_AGENT, build_request,
 };
 
 /// The time types the crate's API takes: re-exported so the dialer uses the same version.
