@@ -32,8 +32,12 @@ mod encoding;
 mod error;
 mod ids;
 mod payload;
+mod policy;
 mod preferences;
 mod request;
+#[cfg(feature = "signing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
+mod signing;
 mod store;
 
 pub use account::{AUDIT_LOG_CAPACITY, Account};
@@ -55,6 +59,7 @@ pub use ids::{AccountId, CampaignId, DeliveryId};
 pub use payload::{
     CallResult, CallResultBuilder, Fields, PAYLOAD_KEYS, format_log_time, mask_phone,
 };
+pub use policy::UrlPolicy;
 pub use preferences::{
     AuditRecord, DEFAULT_ATTEMPT_TIMEOUT, MAX_URL_LEN, Preferences, PreferencesUpdate, Principal,
     WebhookUrl,
@@ -63,9 +68,19 @@ pub use request::{
     EncodedBody, MAX_BODY_BYTES, MAX_FIELD_BYTES, MAX_NOTES_BYTES, USER_AGENT, build_request,
 };
 pub use store::{
-    AttemptRecord, Delivery, DeliveryFilter, DeliveryState, DeliveryStats, NewDelivery, NextStep,
-    Store,
+    AttemptRecord, Delivery, DeliveryFilter, DeliveryState, DeliveryStats, MemoryStore,
+    NewDelivery, NextStep, Store,
 };
 
 /// The time types the crate's API takes: re-exported so the dialer uses the same version.
 pub use jiff;
+#[cfg(feature = "signing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
+pub use signing::{
+    DEFAULT_SIGNATURE_TOLERANCE, SigningSecret, sign, sign_headers, verify, verify_now,
+};
+
+/// The README's code, compiled and run as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -5,9 +5,14 @@
 //! worker calls it from its own threads (or `spawn_blocking`), never from the dialer's call path
 //! except for [`Store::insert`], which must return only once the delivery is durable.
 
+#[cfg(test)]
+pub(crate) mod conformance;
+mod memory;
+
+pub use memory::MemoryStore;
+
 use jiff::Timestamp;
 
-use crate::encoding::Encoding;
 use crate::error::Result;
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::request::EncodedBody;
@@ -271,9 +276,4 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn load_health(&self) -> Result<Vec<(AccountId, String)>> {
         (**self).load_health()
     }
-}
-
-/// Stored form of an encoding, shared by the stores.
-pub(crate) fn encoding_from_str(s: &str) -> Result<Encoding> {
-    s.parse()
 }

@@ -1,0 +1,1190 @@
+//! Standard Webhooks signatures: HMAC-SHA256 over `"{msg_id}.{timestamp}.{body}"`.
+//!
+//! The sender adds three headers to every request:
+//!
+//! - `webhook-id`: the call result's delivery id, the same on every retry;
+//! - `webhook-timestamp`: the attempt's time in Unix seconds;
+//! - `webhook-signature`: `v1,<base64 of the HMAC-SHA256>` once per secret, space-separated, so
+//!   that during a rotation both the old and the new secret sign and either one verifies.
+//!
+//! The signature covers the exact body bytes that are sent. [`verify`] is the receiver's side of
+//! the same scheme: for customers whose receiving server is written in Rust, and for our tests.
+//!
+//! Secrets are written `whsec_` + standard base64 of 24 to 64 random bytes. A [`SigningSecret`]
+//! keeps its key bytes in memory that is zeroed when dropped, and never prints them.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The delivery's id, stable across retries, for de-duplication.
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+/// The attempt's time in Unix seconds.
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+/// Space-separated `v1,<base64>` signatures.
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+
+/// The tolerance the Standard Webhooks reference libraries use: five minutes either way.
+pub const DEFAULT_SIGNATURE_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+
+/// The text every serialized secret starts with.
+const PREFIX: &str = "whsec_";
+/// The only signature version this module produces and checks (symmetric HMAC-SHA256).
+const VERSION: &str = "v1";
+/// Fewest key bytes a secret may have (192 bits, as the spec requires).
+const MIN_KEY_LEN: usize = 24;
+/// Most key bytes a secret may have (512 bits, as the spec allows).
+const MAX_KEY_LEN: usize = 64;
+/// Key bytes in a secret made by [`SigningSecret::generate`].
+const GENERATED_KEY_LEN: usize = 32;
+/// Bytes in an HMAC-SHA256 tag.
+const TAG_LEN: usize = 32;
+
+fn error(message: impl Into<String>) -> Error {
+    Error::Signature(message.into())
+}
+
+/// A Standard Webhooks signing secret: `whsec_` + base64 of 24 to 64 key bytes.
+///
+/// Parse one with [`str::parse`] or make a new one with [`SigningSecret::generate`]. The key bytes
+/// are zeroed when the value is dropped. `Debug` and `Display` print `whsec_[redacted]`; the only
+/// way to get the text back, for storage or to show an administrator once, is
+/// [`SigningSecret::to_whsec`].
+///
+/// # Examples
+///
+/// ```
+/// use call_result_webhook::SigningSecret;
+///
+/// let secret: SigningSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".parse()?;
+/// assert_eq!(secret.to_string(), "whsec_[redacted]");
+/// assert_eq!(secret.to_whsec(), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+///
+/// assert!("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".parse::<SigningSecret>().is_err());
+/// # Ok::<(), call_result_webhook::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct SigningSecret {
+    key: Zeroizing<Vec<u8>>,
+}
+
+impl SigningSecret {
+    /// Makes a new secret from 32 bytes of the operating system's random source.
+    ///
+    /// Fails only if that source fails, with an [`Error::Signature`].
+    pub fn generate() -> Result<Self> {
+        let mut key = Zeroizing::new(vec![0u8; GENERATED_KEY_LEN]);
+        getrandom::fill(&mut key)
+            .map_err(|e| error(format!("the system random source failed: {e}")))?;
+        Ok(SigningSecret { key })
+    }
+
+    /// The secret's text, `whsec_` + base64 of its key bytes, for storage.
+    ///
+    /// This is the one way to read the secret back out. The returned `String` is an ordinary,
+    /// unzeroed copy: keep it no longer than needed.
+    pub fn to_whsec(&self) -> String {
+        let mut text = String::with_capacity(PREFIX.len() + self.key.len().div_ceil(3) * 4);
+        text.push_str(PREFIX);
+        STANDARD.encode_string(&*self.key, &mut text);
+        text
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        // HMAC takes a key of any length; `new_from_slice` fails only for fixed-size-key MACs.
+        <HmacSha256 as Mac>::new_from_slice(&self.key).expect("HMAC accepts keys of any length")
+    }
+}
+
+impl FromStr for SigningSecret {
+    type Err = Error;
+
+    /// Parses `whsec_` + standard base64 (with padding) of 24 to 64 bytes. Whitespace around the
+    /// text, as left by a copy and paste, is ignored. The error never repeats the input.
+    fn from_str(text: &str) -> Result<Self> {
+        let encoded = text
+            .trim()
+            .strip_prefix(PREFIX)
+            .ok_or_else(|| error("a signing secret must start with `whsec_`"))?;
+        let mut key = Zeroizing::new(Vec::with_capacity(encoded.len() / 4 * 3 + 3));
+        // The decode error is dropped on purpose: it can name an offending character of the secret.
+        STANDARD
+            .decode_vec(encoded, &mut key)
+            .map_err(|_| error("a signing secret must be `whsec_` followed by standard base64"))?;
+        if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&key.len()) {
+            return Err(error(format!(
+                "a signing secret must hold {MIN_KEY_LEN} to {MAX_KEY_LEN} bytes, this one holds {}",
+                key.len()
+            )));
+        }
+        Ok(SigningSecret { key })
+    }
+}
+
+impl fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("whsec_[redacted]")
+    }
+}
+
+impl fmt::Display for SigningSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("whsec_[redacted]")
+    }
+}
+
+/// An HMAC-SHA256 state that has absorbed `"{msg_id}.{timestamp}.{body}"`.
+fn signed_content(
+    secret: &SigningSecret,
+    msg_id: &str,
+    timestamp: &str,
+    body: &[u8],
+) -> HmacSha256 {
+    let mut mac = secret.mac();
+    mac.update(msg_id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac
+}
+
+/// The `webhook-signature` value for one message: `v1,<base64>` once per secret, space-separated.
+///
+/// The signature is HMAC-SHA256 over `"{msg_id}.{timestamp}.{body}"`, with `timestamp` in Unix
+/// seconds written in decimal and `body` the exact bytes that are sent. Pass two secrets during a
+/// rotation and the value carries both signatures; a receiver holding either secret accepts it.
+/// With no secrets the value is empty.
+///
+/// `sign` checks nothing about its inputs. The id must not contain `.` (a `.` would let another
+/// id, timestamp and body produce the same signed text); [`sign_headers`] checks that and the
+/// other header rules, and is what a sender should call.
+///
+/// # Examples
+///
+/// The example from the Standard Webhooks reference test suite:
+///
+/// ```
+/// use call_result_webhook::{SigningSecret, sign};
+///
+/// let secret: SigningSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".parse()?;
+/// let value = sign(
+///     "msg_p5jXN8AQM9LWM0D4loKWxJek",
+///     1614265330,
+///     br#"{"test": 2432232314}"#,
+///     &[secret],
+/// );
+/// assert_eq!(value, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+/// # Ok::<(), call_result_webhook::Error>(())
+/// ```
+pub fn sign(msg_id: &str, timestamp: i64, body: &[u8], secrets: &[SigningSecret]) -> HeaderValue {
+    let timestamp = timestamp.to_string();
+    let mut value = String::with_capacity(secrets.len() * (VERSION.len() + 2 + 44));
+    for (i, secret) in secrets.iter().enumerate() {
+        if i > 0 {
+            value.push(' ');
+        }
+        let tag = signed_content(secret, msg_id, &timestamp, body)
+            .finalize()
+            .into_bytes();
+        value.push_str(VERSION);
+        value.push(',');
+        STANDARD.encode_string(tag, &mut value);
+    }
+    // `v1`, `,`, spaces and the base64 alphabet are all valid header bytes.
+    HeaderValue::try_from(value).expect("a signature header is visible ASCII")
+}
+
+/// Sets `webhook-id`, `webhook-timestamp` and `webhook-signature` on `headers`, replacing any
+/// already there.
+///
+/// Fails with [`Error::Signature`], leaving `headers` untouched, when `secrets` is empty, when
+/// `msg_id` is empty or holds anything but visible ASCII other than `.`, or when `timestamp` is
+/// negative.
+///
+/// # Examples
+///
+/// ```
+/// use call_result_webhook::{SigningSecret, sign_headers};
+/// use http::HeaderMap;
+///
+/// let secret = SigningSecret::generate()?;
+/// let mut headers = HeaderMap::new();
+/// sign_headers(&mut headers, "msg_1", 1_700_000_000, b"Result=Connected", &[secret])?;
+/// assert_eq!(headers["webhook-id"], "msg_1");
+/// assert_eq!(headers["webhook-timestamp"], "1700000000");
+/// assert!(headers["webhook-signature"].to_str().unwrap().starts_with("v1,"));
+/// # Ok::<(), call_result_webhook::Error>(())
+/// ```
+pub fn sign_headers(
+    headers: &mut HeaderMap,
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+    secrets: &[SigningSecret],
+) -> Result<()> {
+    if secrets.is_empty() {
+        return Err(error("no signing secret to sign with"));
+    }
+    if msg_id.is_empty() {
+        return Err(error("the webhook id is empty"));
+    }
+    if !msg_id.bytes().all(|b| b.is_ascii_graphic() && b != b'.') {
+        return Err(error(
+            "the webhook id must be visible ASCII without spaces or `.`",
+        ));
+    }
+    if timestamp < 0 {
+        return Err(error("the webhook timestamp is before 1970"));
+    }
+    let id = HeaderValue::from_str(msg_id)
+        .map_err(|_| error("the webhook id is not a valid header value"))?;
+    let signature = sign(msg_id, timestamp, body, secrets);
+    headers.insert(WEBHOOK_ID, id);
+    headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
+    headers.insert(WEBHOOK_SIGNATURE, signature);
+    Ok(())
+}
+
+/// The one value of a header that must appear exactly once, as text.
+fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<&'h str> {
+    let mut values = headers.get_all(name).iter();
+    let value = values
+        .next()
+        .ok_or_else(|| error(format!("missing {name} header")))?;
+    if values.next().is_some() {
+        return Err(error(format!("more than one {name} header")));
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| error(format!("{name} header is not visible ASCII")))?;
+    if text.is_empty() {
+        return Err(error(format!("{name} header is empty")));
+    }
+    Ok(text)
+}
+
+/// Checks a request's Standard Webhooks headers against its body: the receiver's side of [`sign`].
+///
+/// It passes when all of these hold:
+///
+/// - `webhook-id` and `webhook-timestamp` are each present once, and the timestamp is a decimal
+///   number of Unix seconds;
+/// - the timestamp is no more than `tolerance` (whole seconds) before or after `now` (Unix
+///   seconds), so a captured request cannot be replayed later;
+/// - at least one `v1,` signature in `webhook-signature` is the HMAC-SHA256 of
+///   `"{id}.{timestamp}.{body}"` under one of `secrets`. Signatures of other versions are ignored,
+///   and comparisons take constant time.
+///
+/// Otherwise it fails with an [`Error::Signature`] that says which check failed. A timestamp too
+/// old and one too far in the future give different messages. No message holds a secret or the
+/// expected signature. `body` must be the raw bytes received, before any parsing.
+///
+/// Use [`verify_now`] to check against the system clock.
+///
+/// # Examples
+///
+/// ```
+/// use call_result_webhook::{DEFAULT_SIGNATURE_TOLERANCE, SigningSecret, sign_headers, verify};
+/// use http::HeaderMap;
+///
+/// let secret: SigningSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".parse()?;
+/// let body = b"CampaignName=Winter+Sale&Result=Connected";
+/// let mut headers = HeaderMap::new();
+/// sign_headers(&mut headers, "msg_2", 1_700_000_000, body, &[secret.clone()])?;
+///
+/// // A receiver one minute later accepts it...
+/// verify(&headers, body, &[secret.clone()], DEFAULT_SIGNATURE_TOLERANCE, 1_700_000_060)?;
+/// // ...but not a changed body, nor the same request replayed an hour later.
+/// assert!(verify(&headers, b"Result=Busy", &[secret.clone()], DEFAULT_SIGNATURE_TOLERANCE, 1_700_000_060).is_err());
+/// assert!(verify(&headers, body, &[secret], DEFAULT_SIGNATURE_TOLERANCE, 1_700_003_600).is_err());
+/// # Ok::<(), call_result_webhook::Error>(())
+/// ```
+pub fn verify(
+    headers: &HeaderMap,
+    body: &[u8],
+    secrets: &[SigningSecret],
+    tolerance: Duration,
+    now: i64,
+) -> Result<()> {
+    if secrets.is_empty() {
+        return Err(error("no signing secret to verify with"));
+    }
+    let msg_id = single(headers, &WEBHOOK_ID)?;
+    let timestamp_text = single(headers, &WEBHOOK_TIMESTAMP)?;
+
+    // Digits only: no sign, no spaces, no exponent. The signed text is the header as received.
+    if !timestamp_text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(error(
+            "webhook-timestamp header is not a whole number of Unix seconds",
+        ));
+    }
+    let timestamp: i64 = timestamp_text
+        .parse()
+        .map_err(|_| error("webhook-timestamp header is out of range"))?;
+    let age = i128::from(now) - i128::from(timestamp);
+    let tolerance_secs = i128::from(tolerance.as_secs());
+    if age > tolerance_secs {
+        return Err(error(format!(
+            "webhook-timestamp is too old: {age} s before now, the tolerance is {tolerance_secs} s"
+        )));
+    }
+    if -age > tolerance_secs {
+        return Err(error(format!(
+            "webhook-timestamp is too new: {} s after now, the tolerance is {tolerance_secs} s",
+            -age
+        )));
+    }
+
+    let mut saw_signature_header = false;
+    let mut saw_v1 = false;
+    let mut candidates: Vec<Vec<u8>> = Vec::new();
+    for value in headers.get_all(&WEBHOOK_SIGNATURE) {
+        saw_signature_header = true;
+        let text = value
+            .to_str()
+            .map_err(|_| error("webhook-signature header is not visible ASCII"))?;
+        for entry in text.split_ascii_whitespace() {
+            let Some((version, encoded)) = entry.split_once(',') else {
+                continue;
+            };
+            if version != VERSION {
+                continue;
+            }
+            saw_v1 = true;
+            // A v1 entry that is not base64 of a whole tag cannot match anything: skip it.
+            match STANDARD.decode(encoded) {
+                Ok(tag) if tag.len() == TAG_LEN => candidates.push(tag),
+                _ => {}
+            }
+        }
+    }
+    if !saw_signature_header {
+        return Err(error("missing webhook-signature header"));
+    }
+    if !saw_v1 {
+        return Err(error("webhook-signature header has no `v1,` signature"));
+    }
+
+    for secret in secrets {
+        let mac = signed_content(secret, msg_id, timestamp_text, body);
+        for candidate in &candidates {
+            // `verify_slice` compares in constant time (and fails at once on a wrong length).
+            if mac.clone().verify_slice(candidate).is_ok() {
+                return Ok(());
+            }
+        }
+    }
+    Err(error("no v1 signature matches any of the signing secrets"))
+}
+
+/// [`verify`] against the system clock.
+///
+/// # Examples
+///
+/// ```
+/// use call_result_webhook::{DEFAULT_SIGNATURE_TOLERANCE, SigningSecret, sign_headers, verify_now};
+/// use http::HeaderMap;
+///
+/// let secret = SigningSecret::generate()?;
+/// let now = std::time::SystemTime::now()
+///     .duration_since(std::time::UNIX_EPOCH)
+///     .unwrap()
+///     .as_secs() as i64;
+/// let mut headers = HeaderMap::new();
+/// sign_headers(&mut headers, "msg_3", now, b"{}", &[secret.clone()])?;
+/// verify_now(&headers, b"{}", &[secret], DEFAULT_SIGNATURE_TOLERANCE)?;
+/// # Ok::<(), call_result_webhook::Error>(())
+/// ```
+pub fn verify_now(
+    headers: &HeaderMap,
+    body: &[u8],
+    secrets: &[SigningSecret],
+    tolerance: Duration,
+) -> Result<()> {
+    verify(
+        headers,
+        body,
+        secrets,
+        tolerance,
+        jiff::Timestamp::now().as_second(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    // The reference example of the Standard Webhooks project: repository
+    // `standard-webhooks/standard-webhooks`, file `libraries/javascript/src/webhook.test.ts`,
+    // test "sign function works" (secret, id, timestamp, payload and expected signature). The
+    // scheme itself is in `spec/standard-webhooks.md` of the same repository.
+    const SPEC_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const SPEC_SECRET_BASE64: &str = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const SPEC_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    const SPEC_TIMESTAMP: i64 = 1614265330;
+    const SPEC_BODY: &[u8] = br#"{"test": 2432232314}"#;
+    const SPEC_SIGNATURE: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+    const TOLERANCE: Duration = DEFAULT_SIGNATURE_TOLERANCE;
+
+    fn spec_secret() -> SigningSecret {
+        SPEC_SECRET.parse().unwrap()
+    }
+
+    fn secret_of_len(len: usize, fill: u8) -> (String, Result<SigningSecret>) {
+        let text = format!("whsec_{}", STANDARD.encode(vec![fill; len]));
+        let parsed = text.parse();
+        (text, parsed)
+    }
+
+    fn secret(fill: u8) -> SigningSecret {
+        secret_of_len(32, fill).1.unwrap()
+    }
+
+    fn spec_headers() -> HeaderMap {
+        headers(SPEC_ID, &SPEC_TIMESTAMP.to_string(), SPEC_SIGNATURE)
+    }
+
+    fn headers(id: &str, timestamp: &str, signature: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("webhook-id", HeaderValue::from_str(id).unwrap());
+        headers.insert(
+            "webhook-timestamp",
+            HeaderValue::from_str(timestamp).unwrap(),
+        );
+        headers.insert(
+            "webhook-signature",
+            HeaderValue::from_str(signature).unwrap(),
+        );
+        headers
+    }
+
+    fn err_text(result: Result<()>) -> String {
+        match result {
+            Err(Error::Signature(message)) => message,
+            other => panic!("expected a signature error, got {other:?}"),
+        }
+    }
+
+    fn signed(body: &[u8], secrets: &[SigningSecret], timestamp: i64) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        sign_headers(&mut headers, "msg_round_trip", timestamp, body, secrets).unwrap();
+        headers
+    }
+
+    // --- the spec's vectors ---
+
+    #[test]
+    fn spec_vector_signs() {
+        let value = sign(SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY, &[spec_secret()]);
+        assert_eq!(value, SPEC_SIGNATURE);
+    }
+
+    #[test]
+    fn spec_vector_verifies() {
+        verify(
+            &spec_headers(),
+            SPEC_BODY,
+            &[spec_secret()],
+            TOLERANCE,
+            SPEC_TIMESTAMP,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn spec_vector_through_sign_headers() {
+        let mut headers = HeaderMap::new();
+        sign_headers(
+            &mut headers,
+            SPEC_ID,
+            SPEC_TIMESTAMP,
+            SPEC_BODY,
+            &[spec_secret()],
+        )
+        .unwrap();
+        assert_eq!(headers, spec_headers());
+    }
+
+    #[test]
+    fn spec_multi_signature_header_verifies() {
+        // As the reference suite's "multi sig payload is valid": wrong v1, unknown v2, the valid one.
+        let signature = format!(
+            "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= \
+             v2,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= \
+             {SPEC_SIGNATURE} \
+             v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc="
+        );
+        let headers = headers(SPEC_ID, &SPEC_TIMESTAMP.to_string(), &signature);
+        verify(
+            &headers,
+            SPEC_BODY,
+            &[spec_secret()],
+            TOLERANCE,
+            SPEC_TIMESTAMP,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn spec_partial_signatures_fail() {
+        for partial in [&SPEC_SIGNATURE[..8], "v1,", "v1,dawfeoifkpqwoekfpqoekf"] {
+            let headers = headers(SPEC_ID, &SPEC_TIMESTAMP.to_string(), partial);
+            let message = err_text(verify(
+                &headers,
+                SPEC_BODY,
+                &[spec_secret()],
+                TOLERANCE,
+                SPEC_TIMESTAMP,
+            ));
+            assert!(message.contains("no v1 signature matches"), "{message}");
+        }
+    }
+
+    // --- round trips and tampering ---
+
+    #[test]
+    fn round_trip() {
+        let key = secret(7);
+        let headers = signed(
+            b"Result=Connected",
+            std::slice::from_ref(&key),
+            1_700_000_000,
+        );
+        verify(
+            &headers,
+            b"Result=Connected",
+            &[key],
+            TOLERANCE,
+            1_700_000_000,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn empty_body_round_trips() {
+        let key = secret(7);
+        let headers = signed(b"", std::slice::from_ref(&key), 1_700_000_000);
+        verify(&headers, b"", &[key], TOLERANCE, 1_700_000_000).unwrap();
+    }
+
+    #[test]
+    fn tampered_body_fails() {
+        let message = err_text(verify(
+            &spec_headers(),
+            br#"{"test": 2432232315}"#,
+            &[spec_secret()],
+            TOLERANCE,
+            SPEC_TIMESTAMP,
+        ));
+        assert!(message.contains("no v1 signature matches"), "{message}");
+        // One trailing byte is enough.
+        assert!(
+            verify(
+                &spec_headers(),
+                b"{\"test\": 2432232314}\n",
+                &[spec_secret()],
+                TOLERANCE,
+                SPEC_TIMESTAMP
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn tampered_id_fails() {
+        let headers = headers(
+            "msg_p5jXN8AQM9LWM0D4loKWxJel",
+            &SPEC_TIMESTAMP.to_string(),
+            SPEC_SIGNATURE,
+        );
+        let message = err_text(verify(
+            &headers,
+            SPEC_BODY,
+            &[spec_secret()],
+            TOLERANCE,
+            SPEC_TIMESTAMP,
+        ));
+        assert!(message.contains("no v1 signature matches"), "{message}");
+    }
+
+    #[test]
+    fn tampered_timestamp_fails() {
+        // One second later is well inside the tolerance, so only the signature can catch it.
+        let headers = headers(SPEC_ID, &(SPEC_TIMESTAMP + 1).to_string(), SPEC_SIGNATURE);
+        let message = err_text(verify(
+            &headers,
+            SPEC_BODY,
+            &[spec_secret()],
+            TOLERANCE,
+            SPEC_TIMESTAMP,
+        ));
+        assert!(message.contains("no v1 signature matches"), "{message}");
+    }
+
+    #[test]
+    fn timestamp_is_signed_as_received() {
+        // A leading zero parses to the same number but is different signed text.
+        let headers = headers(SPEC_ID, &format!("0{SPEC_TIMESTAMP}"), SPEC_SIGNATURE);
+        assert!(
+            verify(
+                &headers,
+                SPEC_BODY,
+                &[spec_secret()],
+                TOLERANCE,
+                SPEC_TIMESTAMP
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn wrong_secret_fails() {
+        let message = err_text(verify(
+            &spec_headers(),
+            SPEC_BODY,
+            &[secret(1)],
+            TOLERANCE,
+            SPEC_TIMESTAMP,
+        ));
+        assert!(message.contains("no v1 signature matches"), "{message}");
+    }
+
+    // --- rotation ---
+
+    #[test]
+    fn rotation_sends_both_and_either_verifies() {
+        let (old, new, other) = (secret(1), secret(2), secret(3));
+        let both = [old.clone(), new.clone()];
+        let value = sign("msg_rot", 1_700_000_000, b"body", &both);
+        let expected = format!(
+            "{} {}",
+            sign(
+                "msg_rot",
+                1_700_000_000,
+                b"body",
+                std::slice::from_ref(&old)
+            )
+            .to_str()
+            .unwrap(),
+            sign(
+                "msg_rot",
+                1_700_000_000,
+                b"body",
+                std::slice::from_ref(&new)
+            )
+            .to_str()
+            .unwrap(),
+        );
+        assert_eq!(value, expected.as_str());
+
+        let headers = headers("msg_rot", "1700000000", value.to_str().unwrap());
+        verify(
+            &headers,
+            b"body",
+            std::slice::from_ref(&old),
+            TOLERANCE,
+            1_700_000_000,
+        )
+        .unwrap();
+        verify(
+            &headers,
+            b"body",
+            std::slice::from_ref(&new),
+            TOLERANCE,
+            1_700_000_000,
+        )
+        .unwrap();
+        verify(
+            &headers,
+            b"body",
+            &[other.clone(), new],
+            TOLERANCE,
+            1_700_000_000,
+        )
+        .unwrap();
+        assert!(verify(&headers, b"body", &[other], TOLERANCE, 1_700_000_000).is_err());
+    }
+
+    #[test]
+    fn signature_split_over_two_headers_verifies() {
+        let mut headers = spec_headers();
+        headers.insert("webhook-signature", HeaderValue::from_static("v1,AAAA"));
+        headers.append(
+            "webhook-signature",
+            HeaderValue::from_static(SPEC_SIGNATURE),
+        );
+        verify(
+            &headers,
+            SPEC_BODY,
+            &[spec_secret()],
+            TOLERANCE,
+            SPEC_TIMESTAMP,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn no_secrets() {
+        assert_eq!(sign(SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY, &[]), "");
+        let message = err_text(verify(
+            &spec_headers(),
+            SPEC_BODY,
+            &[],
+            TOLERANCE,
+            SPEC_TIMESTAMP,
+        ));
+        assert!(message.contains("no signing secret"), "{message}");
+        let mut headers = HeaderMap::new();
+        let message = err_text(sign_headers(
+            &mut headers,
+            SPEC_ID,
+            SPEC_TIMESTAMP,
+            SPEC_BODY,
+            &[],
+        ));
+        assert!(message.contains("no signing secret"), "{message}");
+        assert!(headers.is_empty());
+    }
+
+    // --- tolerance ---
+
+    #[test]
+    fn tolerance_edges() {
+        let check = |now: i64| verify(&spec_headers(), SPEC_BODY, &[spec_secret()], TOLERANCE, now);
+        let tolerance = TOLERANCE.as_secs() as i64;
+        check(SPEC_TIMESTAMP + tolerance).unwrap();
+        check(SPEC_TIMESTAMP - tolerance).unwrap();
+
+        let old = err_text(check(SPEC_TIMESTAMP + tolerance + 1));
+        assert!(
+            old.contains("too old") && old.contains("301 s before now"),
+            "{old}"
+        );
+        let new = err_text(check(SPEC_TIMESTAMP - tolerance - 1));
+        assert!(
+            new.contains("too new") && new.contains("301 s after now"),
+            "{new}"
+        );
+    }
+
+    #[test]
+    fn zero_tolerance_accepts_only_the_same_second() {
+        let check = |now: i64| {
+            verify(
+                &spec_headers(),
+                SPEC_BODY,
+                &[spec_secret()],
+                Duration::ZERO,
+                now,
+            )
+        };
+        check(SPEC_TIMESTAMP).unwrap();
+        assert!(err_text(check(SPEC_TIMESTAMP + 1)).contains("too old"));
+        assert!(err_text(check(SPEC_TIMESTAMP - 1)).contains("too new"));
+    }
+
+    #[test]
+    fn tolerance_counts_whole_seconds() {
+        let tolerance = Duration::from_millis(1_999);
+        let check = |now: i64| verify(&spec_headers(), SPEC_BODY, &[spec_secret()], tolerance, now);
+        check(SPEC_TIMESTAMP + 1).unwrap();
+        assert!(check(SPEC_TIMESTAMP + 2).is_err());
+    }
+
+    #[test]
+    fn extreme_clocks_do_not_overflow() {
+        let check = |now: i64| {
+            verify(
+                &spec_headers(),
+                SPEC_BODY,
+                &[spec_secret()],
+                Duration::MAX,
+                now,
+            )
+        };
+        check(i64::MAX).unwrap();
+        check(i64::MIN).unwrap();
+        let check = |now: i64| verify(&spec_headers(), SPEC_BODY, &[spec_secret()], TOLERANCE, now);
+        assert!(err_text(check(i64::MAX)).contains("too old"));
+        assert!(err_text(check(i64::MIN)).contains("too new"));
+    }
+
+    #[test]
+    fn verify_now_reads_the_clock() {
+        let key = secret(9);
+        let now = jiff::Timestamp::now().as_second();
+        let headers = signed(b"x", std::slice::from_ref(&key), now);
+        verify_now(&headers, b"x", std::slice::from_ref(&key), TOLERANCE).unwrap();
+        let stale = signed(b"x", std::slice::from_ref(&key), now - 3_600);
+        assert!(err_text(verify_now(&stale, b"x", &[key], TOLERANCE)).contains("too old"));
+    }
+
+    // --- malformed headers ---
+
+    #[test]
+    fn missing_headers_are_named() {
+        for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+            let mut headers = spec_headers();
+            headers.remove(name);
+            let message = err_text(verify(
+                &headers,
+                SPEC_BODY,
+                &[spec_secret()],
+                TOLERANCE,
+                SPEC_TIMESTAMP,
+            ));
+            assert_eq!(message, format!("missing {name} header"));
+        }
+    }
+
+    #[test]
+    fn repeated_id_or_timestamp_is_refused() {
+        for name in ["webhook-id", "webhook-timestamp"] {
+            let mut headers = spec_headers();
+            let value = headers[name].clone();
+            headers.append(name, value);
+            let message = err_text(verify(
+                &headers,
+                SPEC_BODY,
+                &[spec_secret()],
+                TOLERANCE,
+                SPEC_TIMESTAMP,
+            ));
+            assert_eq!(message, format!("more than one {name} header"));
+        }
+    }
+
+    #[test]
+    fn empty_or_non_ascii_headers_are_refused() {
+        let mut headers = spec_headers();
+        headers.insert("webhook-id", HeaderValue::from_static(""));
+        let message = err_text(verify(
+            &headers,
+            SPEC_BODY,
+            &[spec_secret()],
+            TOLERANCE,
+            SPEC_TIMESTAMP,
+        ));
+        assert_eq!(message, "webhook-id header is empty");
+
+        for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+            let mut headers = spec_headers();
+            headers.insert(name, HeaderValue::from_bytes("msg_ü".as_bytes()).unwrap());
+            let message = err_text(verify(
+                &headers,
+                SPEC_BODY,
+                &[spec_secret()],
+                TOLERANCE,
+                SPEC_TIMESTAMP,
+            ));
+            assert_eq!(message, format!("{name} header is not visible ASCII"));
+        }
+    }
+
+    #[test]
+    fn malformed_timestamps_are_refused() {
+        for bad in [
+            "hello",
+            "-1614265330",
+            "+1614265330",
+            " 1614265330",
+            "1614265330.0",
+            "1.6e9",
+            "",
+        ] {
+            let mut headers = spec_headers();
+            headers.insert("webhook-timestamp", HeaderValue::from_str(bad).unwrap());
+            let message = err_text(verify(
+                &headers,
+                SPEC_BODY,
+                &[spec_secret()],
+                TOLERANCE,
+                SPEC_TIMESTAMP,
+            ));
+            assert!(
+                message.starts_with("webhook-timestamp header is"),
+                "{bad:?}: {message}"
+            );
+        }
+        let headers = headers(SPEC_ID, "99999999999999999999", SPEC_SIGNATURE);
+        let message = err_text(verify(
+            &headers,
+            SPEC_BODY,
+            &[spec_secret()],
+            TOLERANCE,
+            SPEC_TIMESTAMP,
+        ));
+        assert_eq!(message, "webhook-timestamp header is out of range");
+    }
+
+    #[test]
+    fn signature_without_v1_is_refused() {
+        for bad in [
+            "",
+            "   ",
+            "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+            "v1a,abc",
+            "nocomma",
+            "V1,abc",
+        ] {
+            let headers = headers(SPEC_ID, &SPEC_TIMESTAMP.to_string(), bad);
+            let message = err_text(verify(
+                &headers,
+                SPEC_BODY,
+                &[spec_secret()],
+                TOLERANCE,
+                SPEC_TIMESTAMP,
+            ));
+            assert_eq!(
+                message, "webhook-signature header has no `v1,` signature",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_versions_beside_a_valid_v1_are_ignored() {
+        let signature = format!("v1a,bm90IGVkMjU1MTk= {SPEC_SIGNATURE} v2,whatever");
+        let headers = headers(SPEC_ID, &SPEC_TIMESTAMP.to_string(), &signature);
+        verify(
+            &headers,
+            SPEC_BODY,
+            &[spec_secret()],
+            TOLERANCE,
+            SPEC_TIMESTAMP,
+        )
+        .unwrap();
+    }
+
+    // --- sign_headers' input rules ---
+
+    #[test]
+    fn sign_headers_refuses_bad_ids_and_times() {
+        let key = [secret(4)];
+        for (id, expected) in [
+            ("", "the webhook id is empty"),
+            (
+                "msg.1",
+                "the webhook id must be visible ASCII without spaces or `.`",
+            ),
+            (
+                "msg 1",
+                "the webhook id must be visible ASCII without spaces or `.`",
+            ),
+            (
+                "msg_ü",
+                "the webhook id must be visible ASCII without spaces or `.`",
+            ),
+            (
+                "msg\n1",
+                "the webhook id must be visible ASCII without spaces or `.`",
+            ),
+        ] {
+            let mut headers = HeaderMap::new();
+            assert_eq!(
+                err_text(sign_headers(&mut headers, id, 1, b"", &key)),
+                expected
+            );
+            assert!(headers.is_empty());
+        }
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            err_text(sign_headers(&mut headers, "msg_1", -1, b"", &key)),
+            "the webhook timestamp is before 1970"
+        );
+    }
+
+    #[test]
+    fn sign_headers_replaces_earlier_values() {
+        let key = secret(5);
+        let mut headers = HeaderMap::new();
+        sign_headers(&mut headers, "msg_a", 1, b"a", std::slice::from_ref(&key)).unwrap();
+        sign_headers(&mut headers, "msg_b", 2, b"b", std::slice::from_ref(&key)).unwrap();
+        assert_eq!(headers.len(), 3);
+        assert_eq!(headers["webhook-id"], "msg_b");
+        assert_eq!(headers["webhook-timestamp"], "2");
+        verify(&headers, b"b", &[key], TOLERANCE, 2).unwrap();
+    }
+
+    // --- secrets ---
+
+    #[test]
+    fn secret_parsing_bounds() {
+        for len in [MIN_KEY_LEN, 32, MAX_KEY_LEN] {
+            let (text, parsed) = secret_of_len(len, 0xA5);
+            assert_eq!(parsed.unwrap().to_whsec(), text, "{len} bytes");
+        }
+        for len in [0, 1, MIN_KEY_LEN - 1, MAX_KEY_LEN + 1, 128] {
+            let (_, parsed) = secret_of_len(len, 0xA5);
+            let Err(Error::Signature(message)) = parsed else {
+                panic!("{len} bytes should be refused");
+            };
+            assert_eq!(
+                message,
+                format!("a signing secret must hold 24 to 64 bytes, this one holds {len}")
+            );
+        }
+    }
+
+    #[test]
+    fn secret_parsing_refuses_wrong_prefix() {
+        for bad in [
+            SPEC_SECRET_BASE64,
+            "whsk_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "WHSEC_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "",
+        ] {
+            let Err(Error::Signature(message)) = bad.parse::<SigningSecret>() else {
+                panic!("{bad:?} should be refused");
+            };
+            assert_eq!(message, "a signing secret must start with `whsec_`");
+        }
+    }
+
+    #[test]
+    fn secret_parsing_refuses_bad_base64() {
+        for bad in [
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS!",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw=",
+            "whsec_MfKQ9r8G KYqrTwjUPD8ILPZIo2LaLaSw",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw-_",
+        ] {
+            let Err(Error::Signature(message)) = bad.parse::<SigningSecret>() else {
+                panic!("{bad:?} should be refused");
+            };
+            assert_eq!(
+                message,
+                "a signing secret must be `whsec_` followed by standard base64"
+            );
+        }
+    }
+
+    #[test]
+    fn secret_parsing_trims_surrounding_whitespace() {
+        let parsed: SigningSecret = format!("  {SPEC_SECRET}\n").parse().unwrap();
+        assert_eq!(parsed.to_whsec(), SPEC_SECRET);
+    }
+
+    #[test]
+    fn generated_secrets_are_32_random_bytes() {
+        let a = SigningSecret::generate().unwrap();
+        let b = SigningSecret::generate().unwrap();
+        assert_eq!(a.key.len(), 32);
+        assert_ne!(a.to_whsec(), b.to_whsec());
+        let again: SigningSecret = a.to_whsec().parse().unwrap();
+        assert_eq!(again.to_whsec(), a.to_whsec());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let generated = SigningSecret::generate().unwrap();
+        for (key, text) in [
+            (spec_secret(), SPEC_SECRET.to_owned()),
+            (generated.clone(), generated.to_whsec()),
+        ] {
+            let base64 = text.strip_prefix("whsec_").unwrap();
+            for shown in [
+                format!("{key:?}"),
+                format!("{key}"),
+                format!("{key:#?}"),
+                format!("{:?}", std::slice::from_ref(&key)),
+            ] {
+                assert!(!shown.contains(base64), "{shown}");
+            }
+            assert_eq!(format!("{key:?}"), "whsec_[redacted]");
+            assert_eq!(format!("{key}"), "whsec_[redacted]");
+        }
+    }
+
+    #[test]
+    fn errors_never_print_the_secret() {
+        let mut errors = Vec::new();
+        // Parsing errors, with inputs built around the real secret's text.
+        for bad in [
+            SPEC_SECRET_BASE64.to_owned(),
+            format!("whsk_{SPEC_SECRET_BASE64}"),
+            format!("{SPEC_SECRET}!"),
+            format!("{SPEC_SECRET}{}", "A".repeat(60)), // 69 bytes,
+            format!("whsec_{}", &SPEC_SECRET_BASE64[..28]),
+        ] {
+            errors.push(bad.parse::<SigningSecret>().unwrap_err());
+        }
+        // Verification errors of every kind, with the spec secret in hand.
+        let key = [spec_secret()];
+        let now = SPEC_TIMESTAMP;
+        errors.push(verify(&spec_headers(), b"tampered", &key, TOLERANCE, now).unwrap_err());
+        errors.push(verify(&spec_headers(), SPEC_BODY, &key, TOLERANCE, now + 1_000).unwrap_err());
+        errors.push(verify(&spec_headers(), SPEC_BODY, &key, TOLERANCE, now - 1_000).unwrap_err());
+        errors.push(verify(&HeaderMap::new(), SPEC_BODY, &key, TOLERANCE, now).unwrap_err());
+        errors.push(
+            verify(
+                &headers(SPEC_ID, "x", "v1,"),
+                SPEC_BODY,
+                &key,
+                TOLERANCE,
+                now,
+            )
+            .unwrap_err(),
+        );
+        errors.push(sign_headers(&mut HeaderMap::new(), "a.b", now, SPEC_BODY, &key).unwrap_err());
+
+        let expected_tag = SPEC_SIGNATURE.strip_prefix("v1,").unwrap();
+        let tampered_tag = sign(SPEC_ID, SPEC_TIMESTAMP, b"tampered", &key);
+        let tampered_tag = tampered_tag.to_str().unwrap().strip_prefix("v1,").unwrap();
+        for error in errors {
+            for shown in [format!("{error}"), format!("{error:?}")] {
+                assert!(!shown.contains(SPEC_SECRET_BASE64), "{shown}");
+                assert!(!shown.contains(&SPEC_SECRET_BASE64[..16]), "{shown}");
+                // Nor the signature a forger would need.
+                assert!(!shown.contains(expected_tag), "{shown}");
+                assert!(!shown.contains(tampered_tag), "{shown}");
+            }
+        }
+    }
+
+    // --- properties ---
+
+    proptest! {
+        #[test]
+        fn sign_then_verify_holds(
+            id in "[!-~&&[^.]]{1,64}",
+            body in proptest::collection::vec(any::<u8>(), 0..2048),
+            timestamp in 0i64..=4_102_444_800,
+            key in proptest::collection::vec(any::<u8>(), MIN_KEY_LEN..=MAX_KEY_LEN),
+            skew in -300i64..=300,
+        ) {
+            let key: SigningSecret = format!("whsec_{}", STANDARD.encode(&key)).parse().unwrap();
+            let mut headers = HeaderMap::new();
+            sign_headers(&mut headers, &id, timestamp, &body, std::slice::from_ref(&key)).unwrap();
+            prop_assert!(verify(&headers, &body, std::slice::from_ref(&key), TOLERANCE, timestamp + skew).is_ok());
+        }
+
+        #[test]
+        fn any_changed_body_byte_fails(
+            body in proptest::collection::vec(any::<u8>(), 1..512),
+            index in any::<prop::sample::Index>(),
+            flip in 1u8..=255,
+        ) {
+            let key = secret(0x42);
+            let headers = signed(&body, std::slice::from_ref(&key), 1_700_000_000);
+            let mut changed = body.clone();
+            changed[index.index(body.len())] ^= flip;
+            prop_assert!(verify(&headers, &changed, &[key], TOLERANCE, 1_700_000_000).is_err());
+        }
+    }
+}
