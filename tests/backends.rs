@@ -12,7 +12,7 @@ use bytes::Bytes;
 use call_result_webhook::{
     Account, AttemptTimeout, AuthScheme, CallResult, DeliveryId, EncodedBody, Encoding,
     PAYLOAD_KEYS, PreferencesUpdate, Principal, Response, TransportError, TransportErrorKind,
-    USER_AGENT, build_request,
+    USER_AGENT, UrlPolicy, build_request,
 };
 use http::Request;
 use support::{Receiver, Reply, unused_url};
@@ -51,12 +51,24 @@ struct Harness {
     ureq: UreqDispatcher,
 }
 
+/// The receivers in these tests are plain http on loopback, which the default policy refuses.
+fn loopback_policy() -> UrlPolicy {
+    UrlPolicy::new().allow_http(true).allow_private()
+}
+
 impl Harness {
     fn new() -> Harness {
-        Harness::with_prefix_limit(call_result_webhook::DEFAULT_BODY_PREFIX_LIMIT)
+        Harness::with(
+            loopback_policy(),
+            call_result_webhook::DEFAULT_BODY_PREFIX_LIMIT,
+        )
     }
 
     fn with_prefix_limit(limit: usize) -> Harness {
+        Harness::with(loopback_policy(), limit)
+    }
+
+    fn with(policy: UrlPolicy, limit: usize) -> Harness {
         Harness {
             rt: tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -64,9 +76,15 @@ impl Harness {
                 .build()
                 .unwrap(),
             #[cfg(feature = "hyper")]
-            hyper: HyperDispatcher::builder().body_prefix_limit(limit).build(),
+            hyper: HyperDispatcher::builder()
+                .body_prefix_limit(limit)
+                .policy(policy.clone())
+                .build(),
             #[cfg(feature = "ureq")]
-            ureq: UreqDispatcher::builder().body_prefix_limit(limit).build(),
+            ureq: UreqDispatcher::builder()
+                .body_prefix_limit(limit)
+                .policy(policy)
+                .build(),
         }
     }
 
@@ -362,6 +380,7 @@ fn the_builder_timeout_applies_when_the_request_carries_none() {
         receiver.set_default(Reply::hang());
         let d = HyperDispatcher::builder()
             .timeout(Duration::from_millis(300))
+            .policy(loopback_policy())
             .build();
         let mut request = simple_request(&receiver.url());
         request.extensions_mut().clear();
@@ -377,6 +396,7 @@ fn the_builder_timeout_applies_when_the_request_carries_none() {
         receiver.set_default(Reply::hang());
         let d = UreqDispatcher::builder()
             .timeout(Duration::from_millis(300))
+            .policy(loopback_policy())
             .build();
         let mut request = simple_request(&receiver.url());
         request.extensions_mut().clear();
@@ -534,10 +554,84 @@ fn errors_never_show_the_password() {
     }
 }
 
+#[test]
+fn the_default_policy_refuses_http_and_internal_addresses_before_connecting() {
+    let h = Harness::with(UrlPolicy::default(), 1024);
+    for &backend in BACKENDS {
+        let receiver = Receiver::start();
+        // Plain http: https is required.
+        let err = expect_err(h.send(backend, simple_request(&receiver.url())), backend);
+        assert_eq!(err.kind(), TransportErrorKind::Refused, "{backend:?}");
+        assert!(
+            matches!(
+                err.policy_refusal(),
+                Some(call_result_webhook::Error::InvalidUrl { .. })
+            ),
+            "{backend:?}: {err}"
+        );
+        // https to a loopback literal: the address is refused.
+        let url = format!("https://{}/", receiver.addr());
+        let err = expect_err(h.send(backend, simple_request(&url)), backend);
+        assert_eq!(err.kind(), TransportErrorKind::Refused, "{backend:?}");
+        assert!(
+            matches!(
+                err.policy_refusal(),
+                Some(call_result_webhook::Error::AddressRefused {
+                    rule: "loopback",
+                    ..
+                })
+            ),
+            "{backend:?}: {err}"
+        );
+        assert!(!err.kind().is_retryable());
+        assert_eq!(receiver.connections(), 0, "{backend:?}");
+    }
+}
+
+#[test]
+fn a_name_that_resolves_to_a_refused_address_is_never_connected_to() {
+    // http allowed, loopback not: `localhost` passes the URL check and is refused once resolved.
+    let h = Harness::with(UrlPolicy::new().allow_http(true), 1024);
+    for &backend in BACKENDS {
+        let receiver = Receiver::start();
+        let url = format!("http://localhost:{}/", receiver.addr().port());
+        let err = expect_err(h.send(backend, simple_request(&url)), backend);
+        assert_eq!(
+            err.kind(),
+            TransportErrorKind::Refused,
+            "{backend:?}: {err}"
+        );
+        match err.policy_refusal() {
+            Some(call_result_webhook::Error::AddressRefused { host, addr, rule }) => {
+                assert_eq!(host, "localhost");
+                assert!(addr.is_loopback(), "{addr}");
+                assert_eq!(*rule, "loopback");
+            }
+            other => panic!("{backend:?}: {other:?}"),
+        }
+        assert_eq!(receiver.connections(), 0, "{backend:?}");
+    }
+}
+
+#[test]
+fn an_allowlisted_address_is_connected_to() {
+    let policy = UrlPolicy::new()
+        .allow_http(true)
+        .allow_net("127.0.0.1/32".parse().unwrap());
+    let h = Harness::with(policy, 1024);
+    for &backend in BACKENDS {
+        let receiver = Receiver::start();
+        // `localhost` may also resolve to ::1, which is not allowlisted: only 127.0.0.1 is used.
+        let url = format!("http://localhost:{}/", receiver.addr().port());
+        let r = h.send(backend, simple_request(&url)).unwrap();
+        assert_eq!(r.status(), 200, "{backend:?}");
+    }
+}
+
 #[cfg(feature = "hyper")]
 #[test]
 fn hyper_is_built_outside_a_runtime_and_used_inside_one() {
-    let dispatcher = HyperDispatcher::new();
+    let dispatcher = HyperDispatcher::builder().policy(loopback_policy()).build();
     let receiver = Receiver::start();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -568,7 +662,7 @@ async fn the_ureq_async_path_does_not_block_a_current_thread_runtime() {
             }
         }
     });
-    let dispatcher = UreqDispatcher::new();
+    let dispatcher = UreqDispatcher::builder().policy(loopback_policy()).build();
     let response = dispatcher
         .dispatch(simple_request(&receiver.url()))
         .await
@@ -586,7 +680,9 @@ async fn the_ureq_async_path_does_not_block_a_current_thread_runtime() {
 #[test]
 fn ureq_needs_no_runtime_at_all() {
     let receiver = Receiver::start();
-    let r = UreqDispatcher::new()
+    let r = UreqDispatcher::builder()
+        .policy(loopback_policy())
+        .build()
         .dispatch_blocking(simple_request(&receiver.url()))
         .unwrap();
     assert_eq!(r.status(), 200);

@@ -6,10 +6,13 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use http::Uri;
+use url::Url;
 
 use crate::dispatch::{TransportError, TransportErrorKind};
+use crate::policy::UrlPolicy;
 
 /// The request must name an `http` or `https` URL with a host; anything else is not ours to send.
 pub(crate) fn check_target(uri: &Uri) -> Result<(), TransportError> {
@@ -32,20 +35,37 @@ pub(crate) fn check_target(uri: &Uri) -> Result<(), TransportError> {
     Ok(())
 }
 
-/// The check point every destination passes before a connection is made.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Guard {}
+/// The check point every destination passes before a connection is made: the dispatcher's
+/// [`UrlPolicy`], shared cheaply by the resolver, the connector and the dispatcher.
+#[derive(Debug, Clone)]
+pub(crate) struct Guard {
+    policy: Arc<UrlPolicy>,
+}
 
 impl Guard {
-    /// Checks the request's URL as a whole.
-    pub(crate) fn check_uri(&self, _uri: &Uri) -> Result<(), crate::Error> {
-        Ok(())
+    pub(crate) fn new(policy: UrlPolicy) -> Self {
+        Guard {
+            policy: Arc::new(policy),
+        }
     }
 
-    /// Checks one address the connection is about to use. `host` is the URL's host without
-    /// brackets.
-    pub(crate) fn check_addr(&self, _host: &str, _addr: IpAddr) -> Result<(), crate::Error> {
-        Ok(())
+    /// The policy being enforced.
+    pub(crate) fn policy(&self) -> &UrlPolicy {
+        &self.policy
+    }
+
+    /// Checks the request's URL as a whole ([`UrlPolicy::check_url`]) before each attempt.
+    pub(crate) fn check_uri(&self, uri: &Uri) -> Result<(), crate::Error> {
+        let url = Url::parse(&uri.to_string()).map_err(|e| crate::Error::InvalidUrl {
+            reason: e.to_string(),
+        })?;
+        self.policy.check_url(&url)
+    }
+
+    /// Checks one address the connection is about to use ([`UrlPolicy::check_addr`]). `host`
+    /// is the URL's host without brackets.
+    pub(crate) fn check_addr(&self, host: &str, addr: IpAddr) -> Result<(), crate::Error> {
+        self.policy.check_addr(host, addr)
     }
 
     /// Keeps the admissible addresses, in order; refuses the lookup when none is.
@@ -201,6 +221,45 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_guard_keeps_admitted_addresses_and_refuses_when_none_is_left() {
+        let guard = Guard::new(UrlPolicy::new().allow_net("127.0.0.0/8".parse().unwrap()));
+        let loopback6: SocketAddr = "[::1]:80".parse().unwrap();
+        let loopback4: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let private: SocketAddr = "10.1.2.3:80".parse().unwrap();
+        assert_eq!(
+            guard.filter("localhost", [loopback6, loopback4]).unwrap(),
+            [loopback4]
+        );
+        match guard.filter("internal", [private, loopback6]) {
+            Err(crate::Error::AddressRefused { host, addr, .. }) => {
+                assert_eq!(host, "internal");
+                assert_eq!(addr, private.ip());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_guard_checks_the_whole_url() {
+        let guard = Guard::new(UrlPolicy::default());
+        let http: Uri = "http://crm.example/hook".parse().unwrap();
+        assert!(matches!(
+            guard.check_uri(&http),
+            Err(crate::Error::InvalidUrl { .. })
+        ));
+        let literal: Uri = "https://10.0.0.1/hook".parse().unwrap();
+        assert!(matches!(
+            guard.check_uri(&literal),
+            Err(crate::Error::AddressRefused { .. })
+        ));
+        assert!(
+            guard
+                .check_uri(&"https://crm.example/".parse().unwrap())
+                .is_ok()
+        );
     }
 
     #[test]

@@ -34,6 +34,7 @@ use crate::dispatch::{
     TransportErrorKind,
 };
 use crate::error::BoxError;
+use crate::policy::UrlPolicy;
 use crate::preferences::DEFAULT_ATTEMPT_TIMEOUT;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,6 +50,10 @@ type HttpsClient = Client<HttpsConnector<GuardedConnector>, Full<Bytes>>;
 /// - A connect timeout (default 5 s) and a whole-attempt timeout (default 15 s) that covers
 ///   connecting, sending, the response head and the bounded body read. An [`AttemptTimeout`]
 ///   extension on the request replaces the whole-attempt default for that request.
+/// - Every attempt is held to the builder's [`UrlPolicy`](crate::UrlPolicy) (by default `https`
+///   only and no internal addresses): the URL before the attempt, and each address, resolved or
+///   literal, before it is connected to. Names are resolved once, through the system resolver on
+///   tokio's blocking pool, and only the admitted addresses are connected to.
 /// - Redirects are never followed: a 3xx comes back as the [`Response`].
 /// - At most `body_prefix_limit` bytes of the response body are read (default
 ///   [`DEFAULT_BODY_PREFIX_LIMIT`]); the rest is never read.
@@ -112,6 +117,7 @@ impl HyperDispatcher {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_ATTEMPT_TIMEOUT,
             body_prefix_limit: DEFAULT_BODY_PREFIX_LIMIT,
+            policy: UrlPolicy::default(),
         }
     }
 
@@ -143,7 +149,7 @@ impl fmt::Debug for HyperDispatcher {
             .field("connect_timeout", &self.inner.connect_timeout)
             .field("timeout", &self.inner.timeout)
             .field("body_prefix_limit", &self.inner.body_prefix_limit)
-            .field("guard", &self.inner.guard)
+            .field("policy", self.inner.guard.policy())
             .finish_non_exhaustive()
     }
 }
@@ -174,6 +180,7 @@ pub struct HyperDispatcherBuilder {
     connect_timeout: Duration,
     timeout: Duration,
     body_prefix_limit: usize,
+    policy: UrlPolicy,
 }
 
 impl HyperDispatcherBuilder {
@@ -196,9 +203,20 @@ impl HyperDispatcherBuilder {
         self
     }
 
+    /// The address policy every attempt is held to (default [`UrlPolicy::default`]: `https`
+    /// only, no internal addresses). The URL is checked before each attempt, and every address
+    /// the connection may use, resolved or written as an IP literal, is checked before it is
+    /// connected to; a refusal is a [`TransportErrorKind::Refused`] error whose
+    /// [`TransportError::policy_refusal`] is the [`crate::Error::AddressRefused`] or
+    /// [`crate::Error::InvalidUrl`].
+    pub fn policy(mut self, policy: UrlPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
     /// Builds the dispatcher. Needs no runtime; the first request must be made inside one.
     pub fn build(self) -> HyperDispatcher {
-        let guard = Guard::default();
+        let guard = Guard::new(self.policy);
         let mut http = HttpConnector::new_with_resolver(GuardedResolver {
             guard: guard.clone(),
         });
@@ -417,5 +435,63 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    fn refusal(err: BoxError) -> crate::Error {
+        match err.downcast::<crate::Error>() {
+            Ok(e) => *e,
+            Err(other) => panic!("not a policy refusal: {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ip_literal_is_refused_by_the_connector_before_any_connection() {
+        let guard = Guard::new(UrlPolicy::new().allow_http(true));
+        let mut connector = GuardedConnector {
+            http: HttpConnector::new_with_resolver(GuardedResolver {
+                guard: guard.clone(),
+            }),
+            guard,
+        };
+        for uri in [
+            "http://127.0.0.1:9/",
+            "http://[::1]:9/",
+            "https://10.0.0.1/",
+        ] {
+            let err = connector.call(uri.parse().unwrap()).await.unwrap_err();
+            assert!(
+                matches!(refusal(err), crate::Error::AddressRefused { .. }),
+                "{uri}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_is_refused_by_the_resolver_when_every_address_is() {
+        let mut resolver = GuardedResolver {
+            guard: Guard::new(UrlPolicy::new()),
+        };
+        let err = resolver
+            .call("localhost".parse().unwrap())
+            .await
+            .unwrap_err();
+        match refusal(err) {
+            crate::Error::AddressRefused { host, rule, .. } => {
+                assert_eq!(host, "localhost");
+                assert_eq!(rule, "loopback");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let mut admitting = GuardedResolver {
+            guard: Guard::new(UrlPolicy::new().allow_net("127.0.0.0/8".parse().unwrap())),
+        };
+        let addrs: Vec<SocketAddr> = admitting
+            .call("localhost".parse().unwrap())
+            .await
+            .unwrap()
+            .collect();
+        assert!(!addrs.is_empty());
+        assert!(addrs.iter().all(|a| a.ip() == IpAddr::from([127, 0, 0, 1])));
     }
 }

@@ -26,6 +26,7 @@ use crate::dispatch::{
     AttemptTimeout, BlockingDispatcher, DEFAULT_BODY_PREFIX_LIMIT, Dispatcher, Response,
     TransportError, TransportErrorKind,
 };
+use crate::policy::UrlPolicy;
 use crate::preferences::DEFAULT_ATTEMPT_TIMEOUT;
 use crate::request::USER_AGENT;
 
@@ -41,6 +42,9 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// - A connect timeout (default 5 s) and a whole-attempt timeout (default 15 s) that covers
 ///   resolving, connecting, sending, the response head and the bounded body read. An
 ///   [`AttemptTimeout`] extension on the request replaces the whole-attempt default.
+/// - Every attempt is held to the builder's [`UrlPolicy`](crate::UrlPolicy) (by default `https`
+///   only and no internal addresses): the URL before the attempt, and each address, resolved or
+///   literal, inside ureq's resolver, so only admitted addresses are ever connected to.
 /// - Redirects are never followed and status codes are never errors: a 3xx, 4xx or 5xx comes
 ///   back as the [`Response`].
 /// - At most `body_prefix_limit` bytes of the response body are read (default
@@ -101,6 +105,7 @@ impl UreqDispatcher {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_ATTEMPT_TIMEOUT,
             body_prefix_limit: DEFAULT_BODY_PREFIX_LIMIT,
+            policy: UrlPolicy::default(),
         }
     }
 }
@@ -117,7 +122,7 @@ impl fmt::Debug for UreqDispatcher {
             .field("connect_timeout", &self.inner.connect_timeout)
             .field("timeout", &self.inner.timeout)
             .field("body_prefix_limit", &self.inner.body_prefix_limit)
-            .field("guard", &self.inner.guard)
+            .field("policy", self.inner.guard.policy())
             .finish_non_exhaustive()
     }
 }
@@ -183,6 +188,7 @@ pub struct UreqDispatcherBuilder {
     connect_timeout: Duration,
     timeout: Duration,
     body_prefix_limit: usize,
+    policy: UrlPolicy,
 }
 
 impl UreqDispatcherBuilder {
@@ -205,9 +211,20 @@ impl UreqDispatcherBuilder {
         self
     }
 
+    /// The address policy every attempt is held to (default [`UrlPolicy::default`]: `https`
+    /// only, no internal addresses). The URL is checked before each attempt, and every address
+    /// the connection may use, resolved or written as an IP literal, is checked before it is
+    /// connected to; a refusal is a [`TransportErrorKind::Refused`] error whose
+    /// [`TransportError::policy_refusal`] is the [`crate::Error::AddressRefused`] or
+    /// [`crate::Error::InvalidUrl`].
+    pub fn policy(mut self, policy: UrlPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
     /// Builds the dispatcher.
     pub fn build(self) -> UreqDispatcher {
-        let guard = Guard::default();
+        let guard = Guard::new(self.policy);
         let config = Config::builder()
             // Status codes are the caller's to classify; 3xx is never followed.
             .http_status_as_error(false)
@@ -465,5 +482,52 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(rt.block_on(rx), Err(oneshot::Closed));
+    }
+
+    #[test]
+    fn the_resolver_checks_literals_and_names_alike() {
+        let resolver = GuardedResolver {
+            guard: Guard::new(UrlPolicy::new().allow_http(true)),
+            system: DefaultResolver::default(),
+        };
+        let config = Config::default();
+        for uri in [
+            "http://127.0.0.1:9/",
+            "http://[::1]:9/",
+            "http://localhost:9/",
+        ] {
+            let err = resolver
+                .resolve(&uri.parse().unwrap(), &config, NextTimeout::default())
+                .unwrap_err();
+            let err = classify(err);
+            assert_eq!(err.kind(), TransportErrorKind::Refused, "{uri}");
+            assert!(
+                matches!(
+                    err.policy_refusal(),
+                    Some(crate::Error::AddressRefused {
+                        rule: "loopback",
+                        ..
+                    })
+                ),
+                "{uri}"
+            );
+        }
+        let admitting = GuardedResolver {
+            guard: Guard::new(UrlPolicy::new().allow_net("127.0.0.0/8".parse().unwrap())),
+            system: DefaultResolver::default(),
+        };
+        let addrs = admitting
+            .resolve(
+                &"http://localhost:9/".parse().unwrap(),
+                &config,
+                NextTimeout::default(),
+            )
+            .unwrap();
+        assert!(!addrs.is_empty());
+        assert!(
+            addrs
+                .iter()
+                .all(|a| a.ip() == std::net::IpAddr::from([127, 0, 0, 1]))
+        );
     }
 }
