@@ -184,7 +184,8 @@ pub struct HyperDispatcherBuilder {
 }
 
 impl HyperDispatcherBuilder {
-    /// The time limit for opening the TCP connection to one address (default 5 s).
+    /// The time limit for opening the TCP connection (default 5 s); when a name resolves to
+    /// several addresses, it is shared among them.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self

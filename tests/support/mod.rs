@@ -362,6 +362,8 @@ pub fn unused_url() -> String {
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors, for example: wait rather than spin.
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let connection = shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
