@@ -75,6 +75,12 @@ pub use delivery::{
     MAX_RETRIES, MAX_RETRY_DELAY, ManualClock, Pause, PauseReason, RETRY_AFTER_CAP, RETRY_JITTER,
     RetrySchedule, ShutdownReport, Status, SystemClock, Worker,
 };
+#[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
+pub use dispatch::hyper::{HyperDispatcher, HyperDispatcherBuilder};
+#[cfg(feature = "ureq")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ureq")))]
+pub use dispatch::ureq::{UreqDispatcher, UreqDispatcherBuilder};
 pub use dispatch::{
     AttemptTimeout, BlockingDispatcher, DEFAULT_BODY_PREFIX_LIMIT, Dispatcher, Response,
     TransportError, TransportErrorKind,

@@ -12,6 +12,13 @@ use http::{HeaderMap, Request, StatusCode};
 
 use crate::error::BoxError;
 
+#[cfg(any(feature = "hyper", feature = "ureq"))]
+mod guard;
+#[cfg(feature = "hyper")]
+pub(crate) mod hyper;
+#[cfg(feature = "ureq")]
+pub(crate) mod ureq;
+
 /// How many bytes of a response body a backend keeps, by default.
 pub const DEFAULT_BODY_PREFIX_LIMIT: usize = 4 * 1024;
 

@@ -1,0 +1,110 @@
+//! Sending one call result from a tokio program, with the hyper backend.
+//!
+//! ```sh
+//! cargo run --example hyper
+//! ```
+//!
+//! A tiny receiver on 127.0.0.1 stands in for the customer's server. The account is configured
+//! as its administrator would in Settings > Preferences > WebHook, and one call result is sent.
+
+use std::time::Instant;
+
+use call_result_webhook::{
+    Account, CallResult, DeliveryId, Dispatcher, EncodedBody, HyperDispatcher, PreferencesUpdate,
+    Principal, UrlPolicy, build_request,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let url = start_receiver().await?;
+
+    // The account's webhook preferences, changed by a full administrator.
+    let mut account = Account::new("acme");
+    account.update_preferences(
+        &Principal::administrator("alice@acme.example"),
+        PreferencesUpdate::new()
+            .enabled(true)
+            .url(&url)
+            .credentials("dialer", "s3cret")
+            .time_zone("Australia/Brisbane"),
+    )?;
+
+    // A finished call, as the dialer knows it: instants and strings.
+    let call = CallResult::builder()
+        .campaign_name("Winter Sale")
+        .logged_at("2019-06-19T16:11:07Z".parse()?)
+        .call_start("2019-06-19T15:01:00Z".parse()?)
+        .call_end("2019-06-19T15:03:00Z".parse()?)
+        .phone_called("0731051xxx")
+        .reference("123")
+        .result("Connected")
+        .wrap_up_by_name("agent@pinetree.net.au")
+        .wrap_up_reason_name("Payment Taken")
+        .build();
+
+    // The exact bytes every attempt sends, and the request for this attempt.
+    let body = EncodedBody::encode(&call, account.preferences())?;
+    let id = DeliveryId::generate();
+    let request = build_request(account.preferences(), &id, &body)?;
+
+    // One dispatcher for the whole dialer: clones share its connection pool. The default policy
+    // accepts only https to public addresses; this example's receiver is http on loopback.
+    let dispatcher = HyperDispatcher::builder()
+        .policy(UrlPolicy::new().allow_http(true).allow_private())
+        .build();
+
+    let started = Instant::now();
+    match dispatcher.dispatch(request).await {
+        Ok(response) => println!(
+            "{id}: {} in {} ms, body {:?}",
+            response.status(),
+            started.elapsed().as_millis(),
+            String::from_utf8_lossy(response.body_prefix()),
+        ),
+        Err(e) => println!("{id}: not delivered ({}): {e}", e.kind()),
+    }
+    Ok(())
+}
+
+/// A receiver on 127.0.0.1 that prints each request's head line and body and answers `200 OK`.
+async fn start_receiver() -> std::io::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/calls", listener.local_addr()?);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut received = Vec::new();
+            let mut chunk = [0; 4096];
+            while !complete(&received) {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => received.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&received);
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            println!("receiver got: {}", head.lines().next().unwrap_or(""));
+            println!("receiver got: {body}");
+            let reply =
+                "HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\n\r\nthank you";
+            let _ = stream.write_all(reply.as_bytes()).await;
+        }
+    });
+    Ok(url)
+}
+
+/// Whether `received` holds a whole request: the head and `Content-Length` bytes of body.
+fn complete(received: &[u8]) -> bool {
+    let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&received[..end]);
+    let length = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    received.len() - (end + 4) >= length
+}

@@ -1,0 +1,355 @@
+//! Sends one call result to a webhook URL, exactly as the crate sends it, and says what came back.
+//!
+//! ```sh
+//! cargo run --example send --features ureq -- --url https://crm.example/hook \
+//!     --username dialer --password 's3cret' [--auth basic|slash] [--encoding form|json] \
+//!     [--result call.json] [--time-zone Australia/Brisbane] [--timeout-ms 5000] [--json]
+//! ```
+//!
+//! Run `send --help` for every option. Exit status: 0 when the receiver answered 2xx, 1 for any
+//! other outcome (another status, or no response at all), 2 when the arguments, the URL, the
+//! credentials or the result file are not acceptable (then nothing is sent). The password is
+//! never printed.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use call_result_webhook::{
+    Account, AttemptTimeout, AuthScheme, BlockingDispatcher, CallResult, DeliveryId, EncodedBody,
+    Encoding, PreferencesUpdate, Principal, UreqDispatcher, UrlPolicy, build_request,
+};
+
+const USAGE: &str = "\
+send: POST one call result to a webhook URL, as the Call Result Webhook sends it
+
+USAGE:
+    send --url URL [OPTIONS]
+
+OPTIONS:
+    --url URL              the receiver's URL (http or https)
+    --username U           the account's webhook user name
+    --password P           the account's webhook password (never printed; note that
+                           other local users can see command lines)
+    --auth basic|slash     Authorization header: RFC 7617 Basic (default), or
+                           base64(username/password) with no scheme word
+    --encoding form|json   body encoding (default form)
+    --result FILE.json     the call result: one JSON object with the ten keys in the
+                           page's formats (LogDateTime YYYY-MM-DDTHH:MM:SS in UTC,
+                           CallStart/CallEnd YYYY-MM-DD HH:MM:SS in --time-zone);
+                           without it, the page's sample is sent
+    --time-zone ZONE       the account's IANA time zone (default UTC)
+    --timeout-ms N         whole-attempt time limit, 1 to 30000 ms (default 15000)
+    --allow-http           accept an http:// URL (https is required otherwise)
+    --allow-private        accept loopback and private addresses (10/8, 172.16/12,
+                           192.168/16, fc00::/7), for receivers on your own network
+    --json                 print one JSON object instead of text
+    -h, --help             print this help
+
+EXIT STATUS:
+    0  the receiver answered 2xx
+    1  any other outcome: another status, or no response (the error says why)
+    2  bad arguments, URL, credentials or result file: nothing was sent
+";
+
+/// The page's sample values, plus a campaign name and a result.
+const SAMPLE: &str = r#"{
+    "CampaignName": "Winter Sale",
+    "LogDateTime": "2019-06-19T16:11:07",
+    "CallStart": "2019-06-20 01:01:00",
+    "CallEnd": "2019-06-20 01:03:00",
+    "PhoneCalled": "0731051xxx",
+    "Reference": "123",
+    "Result": "Connected",
+    "WrapUpByName": "agent@pinetree.net.au",
+    "WrapUpReasonName": "Payment Taken"
+}"#;
+
+/// One command-line option: its name and whether it takes a value (`--name VALUE` or
+/// `--name=VALUE`). Add a line to `OPTIONS` (and to `USAGE`) to add an option, then read it in
+/// `plan`. No message ever repeats an option's value: some are secrets.
+struct Opt {
+    name: &'static str,
+    value: bool,
+}
+
+#[rustfmt::skip]
+const OPTIONS: &[Opt] = &[
+    Opt { name: "--url",           value: true },
+    Opt { name: "--username",      value: true },
+    Opt { name: "--password",      value: true },
+    Opt { name: "--auth",          value: true },
+    Opt { name: "--encoding",      value: true },
+    Opt { name: "--result",        value: true },
+    Opt { name: "--time-zone",     value: true },
+    Opt { name: "--timeout-ms",    value: true },
+    Opt { name: "--allow-http",    value: false },
+    Opt { name: "--allow-private", value: false },
+    Opt { name: "--json",          value: false },
+];
+
+/// The options given: name to value (`""` for a flag).
+#[derive(Default)]
+struct Given(BTreeMap<&'static str, String>);
+
+impl Given {
+    fn value(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+}
+
+enum Parsed {
+    Help,
+    Run(Given),
+}
+
+/// A problem with the arguments: said on stderr, exit status 2, nothing sent.
+struct Usage(String);
+
+fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Usage> {
+    let mut given = Given::default();
+    let mut args = args.into_iter().enumerate();
+    while let Some((position, arg)) = args.next() {
+        let Some(arg) = arg.to_str() else {
+            return Err(Usage(format!(
+                "argument {} is not valid UTF-8",
+                position + 1
+            )));
+        };
+        if arg == "-h" || arg == "--help" {
+            return Ok(Parsed::Help);
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (arg, None),
+        };
+        let Some(opt) = OPTIONS.iter().find(|o| o.name == name) else {
+            // Never repeat a stray argument: it may be a password that lost its option.
+            return Err(Usage(if name.starts_with("--") && name.len() <= 40 {
+                format!("unknown option `{name}` (see --help)")
+            } else {
+                format!("unexpected argument {} (see --help)", position + 1)
+            }));
+        };
+        let value = match (opt.value, inline) {
+            (true, Some(v)) => v.to_owned(),
+            (true, None) => match args.next() {
+                Some((_, v)) => v
+                    .into_string()
+                    .map_err(|_| Usage(format!("the value of {name} is not valid UTF-8")))?,
+                None => return Err(Usage(format!("{name} needs a value"))),
+            },
+            (false, Some(_)) => return Err(Usage(format!("{name} takes no value"))),
+            (false, None) => String::new(),
+        };
+        if given.0.insert(opt.name, value).is_some() {
+            return Err(Usage(format!("{name} given more than once")));
+        }
+    }
+    if given.value("--url").is_none() {
+        return Err(Usage("--url is required (see --help)".into()));
+    }
+    Ok(Parsed::Run(given))
+}
+
+/// Everything checked, ready to send.
+struct Plan {
+    dispatcher: UreqDispatcher,
+    request: http::Request<bytes::Bytes>,
+    id: DeliveryId,
+    json: bool,
+}
+
+fn plan(given: &Given) -> Result<Plan, Usage> {
+    let mut policy = UrlPolicy::new();
+    if given.flag("--allow-http") {
+        policy = policy.allow_http(true);
+    }
+    if given.flag("--allow-private") {
+        policy = policy.allow_private();
+    }
+
+    // The URL passes the account's own checks and the policy before anything else happens.
+    let url = given.value("--url").unwrap_or_default();
+    let mut update = PreferencesUpdate::new().enabled(true).url(url);
+    let username = given.value("--username");
+    let password = given.value("--password");
+    if username.is_some() || password.is_some() {
+        update = update.credentials(username.unwrap_or(""), password.unwrap_or(""));
+    }
+    if let Some(auth) = given.value("--auth") {
+        let scheme: AuthScheme = auth
+            .parse()
+            .map_err(|_| Usage("--auth must be `basic` or `slash`".into()))?;
+        update = update.auth_scheme(scheme);
+    }
+    if let Some(encoding) = given.value("--encoding") {
+        let encoding: Encoding = encoding
+            .parse()
+            .map_err(|_| Usage("--encoding must be `form` or `json`".into()))?;
+        update = update.encoding(encoding);
+    }
+    if let Some(zone) = given.value("--time-zone") {
+        update = update.time_zone(zone);
+    }
+    let timeout = match given.value("--timeout-ms") {
+        None => None,
+        Some(ms) => match ms.parse::<u64>() {
+            Ok(ms @ 1..=30_000) => Some(Duration::from_millis(ms)),
+            _ => {
+                return Err(Usage(
+                    "--timeout-ms must be a whole number from 1 to 30000".into(),
+                ));
+            }
+        },
+    };
+
+    // Configured as the account's administrator would, in Settings > Preferences > WebHook.
+    let mut account = Account::new("send");
+    account
+        .update_preferences(&Principal::administrator("send"), update)
+        .map_err(|e| Usage(e.to_string()))?;
+    let preferences = account.preferences();
+    let webhook_url = preferences.url().expect("the URL was just set");
+    policy
+        .check_url(webhook_url.as_url())
+        .map_err(|e| Usage(format!("{e}{}", policy_hint(given))))?;
+
+    let call = match given.value("--result") {
+        None => CallResult::from_page_json(SAMPLE, preferences.time_zone())
+            .expect("the sample is a valid call result"),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Usage(format!("cannot read {path}: {e}")))?;
+            CallResult::from_page_json(&text, preferences.time_zone())
+                .map_err(|e| Usage(format!("{path}: {e}")))?
+        }
+    };
+
+    let body = EncodedBody::encode(&call, preferences).map_err(|e| Usage(e.to_string()))?;
+    let id = DeliveryId::generate();
+    let mut request = build_request(preferences, &id, &body).map_err(|e| Usage(e.to_string()))?;
+    if let Some(timeout) = timeout {
+        request.extensions_mut().insert(AttemptTimeout(timeout));
+    }
+    let dispatcher = UreqDispatcher::builder().policy(policy).build();
+    Ok(Plan {
+        dispatcher,
+        request,
+        id,
+        json: given.flag("--json"),
+    })
+}
+
+/// What to try when the policy refused the URL.
+fn policy_hint(given: &Given) -> &'static str {
+    match (given.flag("--allow-http"), given.flag("--allow-private")) {
+        (false, false) => " (--allow-http and --allow-private relax the policy)",
+        (false, true) => " (--allow-http accepts http URLs)",
+        (true, false) => " (--allow-private accepts loopback and private addresses)",
+        (true, true) => "",
+    }
+}
+
+/// The first line of a response body, safe to print on a terminal.
+fn first_line(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}
+
+fn send(plan: Plan) -> ExitCode {
+    let Plan {
+        dispatcher,
+        request,
+        id,
+        json,
+    } = plan;
+    let started = Instant::now();
+    let outcome = dispatcher.dispatch_blocking(request);
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+
+    let (delivered, status, error, kind, body) = match &outcome {
+        Ok(response) => {
+            let status = response.status();
+            let delivered = status.is_success();
+            let error = (!delivered).then(|| format!("the receiver answered {status}, not 2xx"));
+            (
+                delivered,
+                Some(status),
+                error,
+                None,
+                first_line(response.body_prefix()),
+            )
+        }
+        Err(e) => (
+            false,
+            None,
+            Some(e.to_string()),
+            Some(e.kind()),
+            String::new(),
+        ),
+    };
+
+    if json {
+        let report = serde_json::json!({
+            "delivered": delivered,
+            "status": status.map(|s| s.as_u16()),
+            "error": error,
+            "error_kind": kind.map(|k| format!("{k:?}").to_lowercase()),
+            "elapsed_ms": elapsed_ms,
+            "webhook_id": id.as_str(),
+            "body_first_line": body,
+        });
+        println!("{report}");
+    } else {
+        match status {
+            Some(status) => println!("status: {status}"),
+            None => println!("status: no response"),
+        }
+        println!("time: {elapsed_ms} ms");
+        println!("webhook-id: {id}");
+        if status.is_some() {
+            println!("body: {body}");
+        }
+        if let Some(error) = &error {
+            println!("not delivered: {error}");
+        }
+    }
+    if delivered {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn main() -> ExitCode {
+    let given = match parse(std::env::args_os().skip(1)) {
+        Ok(Parsed::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Run(given)) => given,
+        Err(Usage(message)) => {
+            eprintln!("send: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match plan(&given) {
+        Ok(plan) => send(plan),
+        Err(Usage(message)) => {
+            eprintln!("send: {message}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! What the backends share: the check point every destination passes before a connection is
+//! made, the check that a request is one we can send at all, and the reading of a backend's error
+//! chain that finds a refusal or a failed lookup inside it.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::Uri;
+use url::Url;
+
+use crate::dispatch::{TransportError, TransportErrorKind};
+use crate::policy::UrlPolicy;
+
+/// The request must name an `http` or `https` URL with a host; anything else is not ours to send.
+pub(crate) fn check_target(uri: &Uri) -> Result<(), TransportError> {
+    let scheme_ok = matches!(
+        uri.scheme_str(),
+        Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https")
+    );
+    if !scheme_ok {
+        return Err(TransportError::new(
+            TransportErrorKind::InvalidRequest,
+            "the request URI must be an absolute http or https URL",
+        ));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(TransportError::new(
+            TransportErrorKind::InvalidRequest,
+            "the request URI has no host",
+        ));
+    }
+    Ok(())
+}
+
+/// The check point every destination passes before a connection is made: the dispatcher's
+/// [`UrlPolicy`], shared cheaply by the resolver, the connector and the dispatcher.
+#[derive(Debug, Clone)]
+pub(crate) struct Guard {
+    policy: Arc<UrlPolicy>,
+}
+
+impl Guard {
+    pub(crate) fn new(policy: UrlPolicy) -> Self {
+        Guard {
+            policy: Arc::new(policy),
+        }
+    }
+
+    /// The policy being enforced.
+    pub(crate) fn policy(&self) -> &UrlPolicy {
+        &self.policy
+    }
+
+    /// Checks the request's URL as a whole ([`UrlPolicy::check_url`]) before each attempt.
+    pub(crate) fn check_uri(&self, uri: &Uri) -> Result<(), crate::Error> {
+        let url = Url::parse(&uri.to_string()).map_err(|e| crate::Error::InvalidUrl {
+            reason: e.to_string(),
+        })?;
+        self.policy.check_url(&url)
+    }
+
+    /// Checks one address the connection is about to use ([`UrlPolicy::check_addr`]). `host`
+    /// is the URL's host without brackets.
+    pub(crate) fn check_addr(&self, host: &str, addr: IpAddr) -> Result<(), crate::Error> {
+        self.policy.check_addr(host, addr)
+    }
+
+    /// Keeps the admissible addresses, in order; refuses the lookup when none is.
+    pub(crate) fn filter(
+        &self,
+        host: &str,
+        addrs: impl IntoIterator<Item = SocketAddr>,
+    ) -> Result<Vec<SocketAddr>, crate::Error> {
+        let mut kept = Vec::new();
+        let mut refusal = None;
+        for addr in addrs {
+            match self.check_addr(host, addr.ip()) {
+                Ok(()) => kept.push(addr),
+                Err(e) => {
+                    tracing::debug!(host, addr = %addr.ip(), error = %e, "address refused");
+                    refusal.get_or_insert(e);
+                }
+            }
+        }
+        match refusal {
+            Some(e) if kept.is_empty() => Err(e),
+            _ => Ok(kept),
+        }
+    }
+}
+
+/// `host` without the brackets of an IPv6 literal.
+pub(crate) fn bare_host(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// Name resolution failed. Shows the host name, nothing else from the URL.
+#[derive(Debug)]
+pub(crate) struct DnsError {
+    host: String,
+    source: io::Error,
+}
+
+impl DnsError {
+    pub(crate) fn new(host: &str, source: io::Error) -> Self {
+        DnsError {
+            host: host.to_owned(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for DnsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "could not resolve `{}`", self.host)
+    }
+}
+
+impl StdError for DnsError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// The error and its causes, looking inside `io::Error`s too (an `io::Error`'s `source()` skips
+/// the error it wraps).
+pub(crate) fn error_chain<'a>(
+    err: &'a (dyn StdError + 'static),
+) -> Vec<&'a (dyn StdError + 'static)> {
+    let mut chain = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if chain.len() == 32 {
+            break;
+        }
+        chain.push(e);
+        next = match e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => e.source(),
+        };
+    }
+    chain
+}
+
+/// The guard's refusal found somewhere in a backend's error chain, rebuilt as a
+/// [`TransportError`] of kind `Refused` whose source is the refusal itself.
+pub(crate) fn refusal_in(chain: &[&(dyn StdError + 'static)]) -> Option<TransportError> {
+    let refusal = match chain
+        .iter()
+        .find_map(|e| e.downcast_ref::<crate::Error>())?
+    {
+        crate::Error::AddressRefused { host, addr, rule } => crate::Error::AddressRefused {
+            host: host.clone(),
+            addr: *addr,
+            rule,
+        },
+        crate::Error::InvalidUrl { reason } => crate::Error::InvalidUrl {
+            reason: reason.clone(),
+        },
+        _ => return None,
+    };
+    Some(TransportError::from(refusal))
+}
+
+/// Whether a failed lookup or a TLS failure is somewhere in the chain.
+pub(crate) fn is_dns(chain: &[&(dyn StdError + 'static)]) -> bool {
+    chain.iter().any(|e| e.is::<DnsError>())
+}
+
+/// Whether rustls reported the failure.
+pub(crate) fn is_tls(chain: &[&(dyn StdError + 'static)]) -> bool {
+    chain.iter().any(|e| e.is::<rustls::Error>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_must_be_absolute_http_or_https() {
+        for bad in ["/relative", "ftp://example.com/", "mailto:a@b"] {
+            let uri: Uri = bad.parse().unwrap();
+            let err = check_target(&uri).unwrap_err();
+            assert_eq!(err.kind(), TransportErrorKind::InvalidRequest, "{bad}");
+        }
+        for good in ["http://example.com/", "HTTPS://example.com:8443/x?y=1"] {
+            assert!(check_target(&good.parse().unwrap()).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn chain_looks_inside_io_errors() {
+        let tls = rustls::Error::General("bad record".into());
+        let wrapped = io::Error::other(io::Error::new(io::ErrorKind::InvalidData, tls));
+        assert!(is_tls(&error_chain(&wrapped)));
+
+        let dns = io::Error::other(DnsError::new("nowhere.invalid", io::Error::other("x")));
+        let chain = error_chain(&dns);
+        assert!(is_dns(&chain) && !is_tls(&chain));
+    }
+
+    #[test]
+    fn a_refusal_deep_in_the_chain_becomes_refused_with_the_refusal_as_source() {
+        let refusal = crate::Error::AddressRefused {
+            host: "internal.example".into(),
+            addr: "10.0.0.1".parse().unwrap(),
+            rule: "private",
+        };
+        let wrapped = io::Error::other(io::Error::other(refusal));
+        let err = refusal_in(&error_chain(&wrapped)).unwrap();
+        assert_eq!(err.kind(), TransportErrorKind::Refused);
+        assert!(matches!(
+            err.policy_refusal(),
+            Some(crate::Error::AddressRefused {
+                rule: "private",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_guard_keeps_admitted_addresses_and_refuses_when_none_is_left() {
+        let guard = Guard::new(UrlPolicy::new().allow_net("127.0.0.0/8".parse().unwrap()));
+        let loopback6: SocketAddr = "[::1]:80".parse().unwrap();
+        let loopback4: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let private: SocketAddr = "10.1.2.3:80".parse().unwrap();
+        assert_eq!(
+            guard.filter("localhost", [loopback6, loopback4]).unwrap(),
+            [loopback4]
+        );
+        match guard.filter("internal", [private, loopback6]) {
+            Err(crate::Error::AddressRefused { host, addr, .. }) => {
+                assert_eq!(host, "internal");
+                assert_eq!(addr, private.ip());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_guard_checks_the_whole_url() {
+        let guard = Guard::new(UrlPolicy::default());
+        let http: Uri = "http://crm.example/hook".parse().unwrap();
+        assert!(matches!(
+            guard.check_uri(&http),
+            Err(crate::Error::InvalidUrl { .. })
+        ));
+        let literal: Uri = "https://10.0.0.1/hook".parse().unwrap();
+        assert!(matches!(
+            guard.check_uri(&literal),
+            Err(crate::Error::AddressRefused { .. })
+        ));
+        assert!(
+            guard
+                .check_uri(&"https://crm.example/".parse().unwrap())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn bare_host_strips_ipv6_brackets_only() {
+        assert_eq!(bare_host("[::1]"), "::1");
+        assert_eq!(bare_host("example.com"), "example.com");
+    }
+}

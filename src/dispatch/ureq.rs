@@ -1,0 +1,533 @@
+//! The blocking backend: ureq 3 with rustls, usable with no runtime at all, and from async code
+//! through a thread of its own per request.
+//!
+//! Every address the connection may use, resolved or literal, passes [`GuardedResolver`] before
+//! it is connected to: ureq asks its resolver for IP literals too.
+
+use std::fmt;
+use std::future::Future;
+use std::io::{self, Read as _};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use ::ureq::config::Config;
+use ::ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ::ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ::ureq::{Agent, Timeout};
+use bytes::Bytes;
+use http::{Request, Uri};
+
+use crate::dispatch::guard::{
+    DnsError, Guard, bare_host, check_target, error_chain, is_dns, is_tls, refusal_in,
+};
+use crate::dispatch::{
+    AttemptTimeout, BlockingDispatcher, DEFAULT_BODY_PREFIX_LIMIT, Dispatcher, Response,
+    TransportError, TransportErrorKind,
+};
+use crate::policy::UrlPolicy;
+use crate::preferences::DEFAULT_ATTEMPT_TIMEOUT;
+use crate::request::USER_AGENT;
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends webhook requests with ureq 3 (feature `ureq`): blocking, no async runtime needed.
+///
+/// - [`BlockingDispatcher::dispatch_blocking`] sends on the calling thread.
+/// - [`Dispatcher::dispatch`] sends on a thread of its own and awaits the result, so an async
+///   executor's threads are never blocked; it works on any executor.
+/// - Connections are pooled per receiver; TLS is rustls with the `ring` provider and the Mozilla
+///   (webpki) roots. Proxy settings from the environment are ignored.
+/// - A connect timeout (default 5 s) and a whole-attempt timeout (default 15 s) that covers
+///   resolving, connecting, sending, the response head and the bounded body read. An
+///   [`AttemptTimeout`] extension on the request replaces the whole-attempt default.
+/// - Every attempt is held to the builder's [`UrlPolicy`](crate::UrlPolicy) (by default `https`
+///   only and no internal addresses): the URL before the attempt, and each address, resolved or
+///   literal, inside ureq's resolver, so only admitted addresses are ever connected to.
+/// - Redirects are never followed and status codes are never errors: a 3xx, 4xx or 5xx comes
+///   back as the [`Response`].
+/// - At most `body_prefix_limit` bytes of the response body are read (default
+///   [`DEFAULT_BODY_PREFIX_LIMIT`]); a body that breaks off before that is a
+///   [`TransportErrorKind::Io`] error.
+///
+/// Cloning is cheap and clones share the connection pool.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use call_result_webhook::{
+///     build_request, Account, BlockingDispatcher, CallResult, DeliveryId, EncodedBody,
+///     PreferencesUpdate, Principal, UreqDispatcher,
+/// };
+///
+/// let dispatcher = UreqDispatcher::builder()
+///     .connect_timeout(Duration::from_secs(5))
+///     .timeout(Duration::from_secs(15))
+///     .build();
+///
+/// let mut account = Account::new("acme");
+/// account.update_preferences(
+///     &Principal::administrator("alice"),
+///     PreferencesUpdate::new().enabled(true).url("https://crm.example/hook").credentials("user", "passwd"),
+/// )?;
+/// let call = CallResult::builder().reference("123").build();
+/// let body = EncodedBody::encode(&call, account.preferences())?;
+/// let request = build_request(account.preferences(), &DeliveryId::generate(), &body)?;
+///
+/// let response = dispatcher.dispatch_blocking(request)?;
+/// println!("{}", response.status());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct UreqDispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    agent: Agent,
+    guard: Guard,
+    connect_timeout: Duration,
+    timeout: Duration,
+    body_prefix_limit: usize,
+}
+
+impl UreqDispatcher {
+    /// A dispatcher with the default settings.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// Starts configuring a dispatcher.
+    pub fn builder() -> UreqDispatcherBuilder {
+        UreqDispatcherBuilder {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            body_prefix_limit: DEFAULT_BODY_PREFIX_LIMIT,
+            policy: UrlPolicy::default(),
+        }
+    }
+}
+
+impl Default for UreqDispatcher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for UreqDispatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UreqDispatcher")
+            .field("connect_timeout", &self.inner.connect_timeout)
+            .field("timeout", &self.inner.timeout)
+            .field("body_prefix_limit", &self.inner.body_prefix_limit)
+            .field("policy", self.inner.guard.policy())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlockingDispatcher for UreqDispatcher {
+    fn dispatch_blocking(&self, request: Request<Bytes>) -> Result<Response, TransportError> {
+        let inner = &*self.inner;
+        let limit = request
+            .extensions()
+            .get::<AttemptTimeout>()
+            .map_or(inner.timeout, |t| t.0);
+        check_target(request.uri())?;
+        inner.guard.check_uri(request.uri())?;
+
+        let (parts, body) = request.into_parts();
+        let request = Request::from_parts(parts, &body[..]);
+        let request = inner
+            .agent
+            .configure_request(request)
+            .timeout_global(Some(limit))
+            .build();
+        let response = inner.agent.run(request).map_err(classify)?;
+
+        let (parts, body) = response.into_parts();
+        let mut prefix = Vec::with_capacity(inner.body_prefix_limit.min(8 * 1024));
+        body.into_reader()
+            .take(inner.body_prefix_limit as u64)
+            .read_to_end(&mut prefix)
+            .map_err(|e| classify(::ureq::Error::from(e)))?;
+        Ok(Response::new(
+            parts.status,
+            parts.headers,
+            Bytes::from(prefix),
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl Dispatcher for UreqDispatcher {
+    /// Sends on a new thread and awaits the outcome without blocking the executor. If the
+    /// future is dropped, the thread still finishes the attempt (within its time limit) and the
+    /// outcome is discarded.
+    async fn dispatch(&self, request: Request<Bytes>) -> Result<Response, TransportError> {
+        let (tx, rx) = oneshot::channel();
+        let this = self.clone();
+        std::thread::Builder::new()
+            .name("call-result-webhook-ureq".into())
+            .spawn(move || tx.send(this.dispatch_blocking(request)))
+            .map_err(|e| TransportError::new(TransportErrorKind::Other, e))?;
+        rx.await.unwrap_or_else(|oneshot::Closed| {
+            Err(TransportError::new(
+                TransportErrorKind::Other,
+                "the sending thread ended without an outcome",
+            ))
+        })
+    }
+}
+
+/// Configures a [`UreqDispatcher`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct UreqDispatcherBuilder {
+    connect_timeout: Duration,
+    timeout: Duration,
+    body_prefix_limit: usize,
+    policy: UrlPolicy,
+}
+
+impl UreqDispatcherBuilder {
+    /// The time limit for opening the connection, TLS included (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The whole-attempt time limit used when a request carries no [`AttemptTimeout`]
+    /// (default 15 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How many bytes of a response body are kept (default [`DEFAULT_BODY_PREFIX_LIMIT`]).
+    pub fn body_prefix_limit(mut self, bytes: usize) -> Self {
+        self.body_prefix_limit = bytes;
+        self
+    }
+
+    /// The address policy every attempt is held to (default [`UrlPolicy::default`]: `https`
+    /// only, no internal addresses). The URL is checked before each attempt, and every address
+    /// the connection may use, resolved or written as an IP literal, is checked before it is
+    /// connected to; a refusal is a [`TransportErrorKind::Refused`] error whose
+    /// [`TransportError::policy_refusal`] is the [`crate::Error::AddressRefused`] or
+    /// [`crate::Error::InvalidUrl`].
+    pub fn policy(mut self, policy: UrlPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Builds the dispatcher.
+    pub fn build(self) -> UreqDispatcher {
+        let guard = Guard::new(self.policy);
+        let config = Config::builder()
+            // Status codes are the caller's to classify; 3xx is never followed.
+            .http_status_as_error(false)
+            .max_redirects(0)
+            // Only the URL the account chose, never a proxy from the environment.
+            .proxy(None)
+            // Send what the request carries and nothing of ureq's own.
+            .accept("")
+            .accept_encoding("")
+            .user_agent(USER_AGENT)
+            .timeout_connect(Some(self.connect_timeout))
+            .timeout_global(Some(self.timeout))
+            .build();
+        let resolver = GuardedResolver {
+            guard: guard.clone(),
+            system: DefaultResolver::default(),
+        };
+        let agent = Agent::with_parts(config, DefaultConnector::default(), resolver);
+        UreqDispatcher {
+            inner: Arc::new(Inner {
+                agent,
+                guard,
+                connect_timeout: self.connect_timeout,
+                timeout: self.timeout,
+                body_prefix_limit: self.body_prefix_limit,
+            }),
+        }
+    }
+}
+
+/// ureq's system resolver, then the guard on every address it returns (IP literals included).
+#[derive(Debug)]
+struct GuardedResolver {
+    guard: Guard,
+    system: DefaultResolver,
+}
+
+impl Resolver for GuardedResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ::ureq::Error> {
+        let host = bare_host(uri.host().unwrap_or_default());
+        let resolved = self
+            .system
+            .resolve(uri, config, timeout)
+            .map_err(|e| match e {
+                ::ureq::Error::Io(io) => ::ureq::Error::Other(Box::new(DnsError::new(host, io))),
+                other => other,
+            })?;
+        let kept = self
+            .guard
+            .filter(host, resolved.iter().copied())
+            .map_err(|refusal| ::ureq::Error::Other(Box::new(refusal)))?;
+        let mut addrs = self.empty();
+        for addr in kept {
+            addrs.push(addr);
+        }
+        Ok(addrs)
+    }
+}
+
+/// Sorts a ureq failure into a [`TransportErrorKind`], keeping the original behind `source()`.
+fn classify(err: ::ureq::Error) -> TransportError {
+    use ::ureq::Error as E;
+    // ureq's error reports no `source()`: start from what it wraps.
+    let mut chain = vec![&err as &(dyn std::error::Error + 'static)];
+    match &err {
+        E::Io(io) => chain.extend(error_chain(io)),
+        E::Other(inner) => chain.extend(error_chain(&**inner)),
+        _ => {}
+    }
+    if let Some(refused) = refusal_in(&chain) {
+        return refused;
+    }
+    let kind = match &err {
+        E::HostNotFound => TransportErrorKind::Dns,
+        E::Timeout(Timeout::Connect) => TransportErrorKind::Connect,
+        E::Timeout(_) => TransportErrorKind::Timeout,
+        E::Tls(_) | E::Rustls(_) | E::Pem(_) | E::TlsRequired => TransportErrorKind::Tls,
+        E::ConnectionFailed => TransportErrorKind::Connect,
+        E::BadUri(_) | E::Http(_) | E::RequireHttpsOnly(_) | E::BodyExceedsLimit(_) => {
+            TransportErrorKind::InvalidRequest
+        }
+        E::Protocol(_) | E::LargeResponseHeader(..) => TransportErrorKind::Other,
+        _ if is_dns(&chain) => TransportErrorKind::Dns,
+        _ if is_tls(&chain) => TransportErrorKind::Tls,
+        E::Io(io) => match io.kind() {
+            io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::AddrNotAvailable => TransportErrorKind::Connect,
+            io::ErrorKind::TimedOut => TransportErrorKind::Timeout,
+            _ => TransportErrorKind::Io,
+        },
+        _ if chain.iter().any(|e| e.is::<io::Error>()) => TransportErrorKind::Io,
+        _ => TransportErrorKind::Other,
+    };
+    TransportError::new(kind, err)
+}
+
+/// A one-shot channel from the sending thread to the awaiting task: no runtime needed.
+mod oneshot {
+    use super::*;
+
+    struct State<T> {
+        value: Option<T>,
+        waker: Option<Waker>,
+        closed: bool,
+    }
+
+    type Shared<T> = Arc<Mutex<State<T>>>;
+
+    fn lock<T>(shared: &Shared<T>) -> std::sync::MutexGuard<'_, State<T>> {
+        shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The sending half; dropping it without sending closes the channel.
+    pub(super) struct Sender<T>(Shared<T>);
+
+    /// The receiving half: a future of the value, or [`Closed`].
+    pub(super) struct Receiver<T>(Shared<T>);
+
+    /// The sender went away without sending.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(super) struct Closed;
+
+    pub(super) fn channel<T>() -> (Sender<T>, Receiver<T>) {
+        let shared = Arc::new(Mutex::new(State {
+            value: None,
+            waker: None,
+            closed: false,
+        }));
+        (Sender(shared.clone()), Receiver(shared))
+    }
+
+    impl<T> Sender<T> {
+        pub(super) fn send(self, value: T) {
+            lock(&self.0).value = Some(value);
+            // Drop closes the channel and wakes the receiver.
+        }
+    }
+
+    impl<T> Drop for Sender<T> {
+        fn drop(&mut self) {
+            let waker = {
+                let mut state = lock(&self.0);
+                state.closed = true;
+                state.waker.take()
+            };
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+
+    impl<T> Future for Receiver<T> {
+        type Output = Result<T, Closed>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let mut state = lock(&self.0);
+            if let Some(value) = state.value.take() {
+                return Poll::Ready(Ok(value));
+            }
+            if state.closed {
+                return Poll::Ready(Err(Closed));
+            }
+            match &state.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => state.waker = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_settings() {
+        let d = UreqDispatcher::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(3))
+            .body_prefix_limit(10)
+            .build();
+        let shown = format!("{d:?}");
+        assert!(shown.contains("connect_timeout: 2s"), "{shown}");
+        assert!(shown.contains("timeout: 3s"), "{shown}");
+        assert!(shown.contains("body_prefix_limit: 10"), "{shown}");
+    }
+
+    #[test]
+    fn failures_are_sorted_by_kind() {
+        let kind = |e| classify(e).kind();
+        assert_eq!(kind(::ureq::Error::HostNotFound), TransportErrorKind::Dns);
+        assert_eq!(
+            kind(::ureq::Error::Timeout(Timeout::Global)),
+            TransportErrorKind::Timeout
+        );
+        assert_eq!(
+            kind(::ureq::Error::Timeout(Timeout::Connect)),
+            TransportErrorKind::Connect
+        );
+        let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(
+            kind(::ureq::Error::Io(refused)),
+            TransportErrorKind::Connect
+        );
+        let reset = io::Error::new(io::ErrorKind::ConnectionReset, "reset");
+        assert_eq!(kind(::ureq::Error::Io(reset)), TransportErrorKind::Io);
+        let tls = rustls::Error::General("bad".into());
+        let wrapped = io::Error::new(io::ErrorKind::InvalidData, tls);
+        assert_eq!(kind(::ureq::Error::Io(wrapped)), TransportErrorKind::Tls);
+        let dns = DnsError::new("nowhere.invalid", io::Error::other("x"));
+        assert_eq!(
+            kind(::ureq::Error::Other(Box::new(dns))),
+            TransportErrorKind::Dns
+        );
+    }
+
+    #[test]
+    fn a_refusal_from_the_resolver_is_refused() {
+        let refusal = crate::Error::AddressRefused {
+            host: "internal.example".into(),
+            addr: "10.0.0.1".parse().unwrap(),
+            rule: "private",
+        };
+        let err = classify(::ureq::Error::Other(Box::new(refusal)));
+        assert_eq!(err.kind(), TransportErrorKind::Refused);
+        assert!(err.policy_refusal().is_some());
+    }
+
+    #[test]
+    fn oneshot_delivers_across_threads() {
+        let (tx, rx) = oneshot::channel();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            tx.send(7);
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(rx), Ok(7));
+    }
+
+    #[test]
+    fn oneshot_reports_a_sender_that_went_away() {
+        let (tx, rx) = oneshot::channel::<u8>();
+        std::thread::spawn(move || drop(tx));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(rx), Err(oneshot::Closed));
+    }
+
+    #[test]
+    fn the_resolver_checks_literals_and_names_alike() {
+        let resolver = GuardedResolver {
+            guard: Guard::new(UrlPolicy::new().allow_http(true)),
+            system: DefaultResolver::default(),
+        };
+        let config = Config::default();
+        for uri in [
+            "http://127.0.0.1:9/",
+            "http://[::1]:9/",
+            "http://localhost:9/",
+        ] {
+            let err = resolver
+                .resolve(&uri.parse().unwrap(), &config, NextTimeout::default())
+                .unwrap_err();
+            let err = classify(err);
+            assert_eq!(err.kind(), TransportErrorKind::Refused, "{uri}");
+            assert!(
+                matches!(
+                    err.policy_refusal(),
+                    Some(crate::Error::AddressRefused {
+                        rule: "loopback",
+                        ..
+                    })
+                ),
+                "{uri}"
+            );
+        }
+        let admitting = GuardedResolver {
+            guard: Guard::new(UrlPolicy::new().allow_net("127.0.0.0/8".parse().unwrap())),
+            system: DefaultResolver::default(),
+        };
+        let addrs = admitting
+            .resolve(
+                &"http://localhost:9/".parse().unwrap(),
+                &config,
+                NextTimeout::default(),
+            )
+            .unwrap();
+        assert!(!addrs.is_empty());
+        assert!(
+            addrs
+                .iter()
+                .all(|a| a.ip() == std::net::IpAddr::from([127, 0, 0, 1]))
+        );
+    }
+}

@@ -1,0 +1,689 @@
+//! Both HTTP backends against a real receiver on 127.0.0.1: what goes on the wire, what comes
+//! back, and how failures are sorted.
+#![cfg(any(feature = "hyper", feature = "ureq"))]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use call_result_webhook::{
+    Account, AttemptTimeout, AuthScheme, CallResult, DeliveryId, EncodedBody, Encoding,
+    PAYLOAD_KEYS, PreferencesUpdate, Principal, Response, TransportError, TransportErrorKind,
+    USER_AGENT, UrlPolicy, build_request,
+};
+use http::Request;
+use support::{Receiver, Reply, unused_url};
+
+#[cfg(feature = "hyper")]
+use call_result_webhook::HyperDispatcher;
+#[cfg(feature = "ureq")]
+use call_result_webhook::{BlockingDispatcher, Dispatcher as _, UreqDispatcher};
+
+/// Every way a request can be sent in this build.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    #[cfg(feature = "hyper")]
+    Hyper,
+    #[cfg(feature = "ureq")]
+    UreqBlocking,
+    #[cfg(feature = "ureq")]
+    UreqAsync,
+}
+
+const BACKENDS: &[Backend] = &[
+    #[cfg(feature = "hyper")]
+    Backend::Hyper,
+    #[cfg(feature = "ureq")]
+    Backend::UreqBlocking,
+    #[cfg(feature = "ureq")]
+    Backend::UreqAsync,
+];
+
+/// One dispatcher of each kind and a runtime to drive the async ones.
+struct Harness {
+    rt: tokio::runtime::Runtime,
+    #[cfg(feature = "hyper")]
+    hyper: HyperDispatcher,
+    #[cfg(feature = "ureq")]
+    ureq: UreqDispatcher,
+}
+
+/// The receivers in these tests are plain http on loopback, which the default policy refuses.
+fn loopback_policy() -> UrlPolicy {
+    UrlPolicy::new().allow_http(true).allow_private()
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::with(
+            loopback_policy(),
+            call_result_webhook::DEFAULT_BODY_PREFIX_LIMIT,
+        )
+    }
+
+    fn with_prefix_limit(limit: usize) -> Harness {
+        Harness::with(loopback_policy(), limit)
+    }
+
+    fn with(policy: UrlPolicy, limit: usize) -> Harness {
+        Harness {
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+            #[cfg(feature = "hyper")]
+            hyper: HyperDispatcher::builder()
+                .body_prefix_limit(limit)
+                .policy(policy.clone())
+                .build(),
+            #[cfg(feature = "ureq")]
+            ureq: UreqDispatcher::builder()
+                .body_prefix_limit(limit)
+                .policy(policy)
+                .build(),
+        }
+    }
+
+    fn send(&self, backend: Backend, request: Request<Bytes>) -> Result<Response, TransportError> {
+        match backend {
+            #[cfg(feature = "hyper")]
+            Backend::Hyper => {
+                use call_result_webhook::Dispatcher as _;
+                self.rt.block_on(self.hyper.dispatch(request))
+            }
+            #[cfg(feature = "ureq")]
+            Backend::UreqBlocking => self.ureq.dispatch_blocking(request),
+            #[cfg(feature = "ureq")]
+            Backend::UreqAsync => self.rt.block_on(self.ureq.dispatch(request)),
+        }
+    }
+}
+
+fn ts(s: &str) -> jiff::Timestamp {
+    s.parse().unwrap()
+}
+
+/// A call result whose values exercise the encoders: reserved characters, non-ASCII, newlines.
+fn tricky_call() -> CallResult {
+    CallResult::builder()
+        .campaign_name("Winter Sale & Co = 100% + more")
+        .logged_at(ts("2019-06-19T16:11:07Z"))
+        .call_start(ts("2019-06-19T15:01:00Z"))
+        .call_end(ts("2019-06-19T15:03:00Z"))
+        .phone_called("+61 7 3105 1xxx")
+        .reference("ref/123?x=1#frag")
+        .result("Temporarily Unavailable")
+        .result_notes("Line one\nLine two\r\nÜnïcödé ✓ 日本語 a+b=c&d;e")
+        .wrap_up_by_name("agent@pinetree.net.au")
+        .wrap_up_reason_name("Payment Taken")
+        .build()
+}
+
+/// What `tricky_call` must decode to for an account in Australia/Brisbane (UTC+10).
+const TRICKY_EXPECTED: [(&str, &str); 10] = [
+    ("CampaignName", "Winter Sale & Co = 100% + more"),
+    ("LogDateTime", "2019-06-19T16:11:07"),
+    ("CallStart", "2019-06-20 01:01:00"),
+    ("CallEnd", "2019-06-20 01:03:00"),
+    ("PhoneCalled", "+61 7 3105 1xxx"),
+    ("Reference", "ref/123?x=1#frag"),
+    ("Result", "Temporarily Unavailable"),
+    (
+        "ResultNotes",
+        "Line one\nLine two\r\nÜnïcödé ✓ 日本語 a+b=c&d;e",
+    ),
+    ("WrapUpByName", "agent@pinetree.net.au"),
+    ("WrapUpReasonName", "Payment Taken"),
+];
+
+fn account(update: PreferencesUpdate) -> Account {
+    let mut account = Account::new("acme");
+    account
+        .update_preferences(&Principal::administrator("alice"), update)
+        .unwrap();
+    account
+}
+
+/// The request for `call` to `url` under `update`, with delivery id `id`.
+fn request_to(url: &str, update: PreferencesUpdate, id: &str) -> Request<Bytes> {
+    let account = account(
+        update
+            .enabled(true)
+            .url(url)
+            .time_zone("Australia/Brisbane"),
+    );
+    let body = EncodedBody::encode(&tricky_call(), account.preferences()).unwrap();
+    build_request(account.preferences(), &DeliveryId::new(id).unwrap(), &body).unwrap()
+}
+
+fn simple_request(url: &str) -> Request<Bytes> {
+    request_to(url, PreferencesUpdate::new(), "msg_simple")
+}
+
+fn with_timeout(mut request: Request<Bytes>, timeout: Duration) -> Request<Bytes> {
+    request.extensions_mut().insert(AttemptTimeout(timeout));
+    request
+}
+
+fn expect_err(outcome: Result<Response, TransportError>, backend: Backend) -> TransportError {
+    match outcome {
+        Ok(r) => panic!(
+            "{backend:?}: expected a transport error, got status {}",
+            r.status()
+        ),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn form_body_basic_auth_and_every_header_exactly() {
+    let h = Harness::new();
+    for &backend in BACKENDS {
+        let receiver = Receiver::start();
+        let request = request_to(
+            &receiver.url_for("/calls/in?account=7&x=a%20b"),
+            PreferencesUpdate::new().credentials("dialer", "pässwörd✓ & =+/:"),
+            "msg_form_1",
+        );
+        let sent_len = request.body().len();
+        let response = h.send(backend, request).unwrap();
+        assert_eq!(response.status(), 200, "{backend:?}");
+
+        let seen = receiver.wait_for(1, Duration::from_secs(5));
+        assert_eq!(seen.len(), 1, "{backend:?}");
+        let r = &seen[0];
+        assert_eq!(r.method, "POST", "{backend:?}");
+        assert_eq!(r.target, "/calls/in?account=7&x=a%20b", "{backend:?}");
+        assert_eq!(
+            r.header_names(),
+            [
+                "authorization",
+                "content-length",
+                "content-type",
+                "host",
+                "user-agent",
+                "webhook-id"
+            ],
+            "{backend:?}"
+        );
+        let expected_auth = format!("Basic {}", STANDARD.encode("dialer:pässwörd✓ & =+/:"));
+        assert_eq!(
+            r.header("authorization"),
+            Some(&*expected_auth),
+            "{backend:?}"
+        );
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/x-www-form-urlencoded"),
+            "{backend:?}"
+        );
+        assert_eq!(r.header("content-length"), Some(&*sent_len.to_string()));
+        assert_eq!(r.header("host"), Some(&*receiver.addr().to_string()));
+        assert_eq!(r.header("user-agent"), Some(USER_AGENT), "{backend:?}");
+        assert_eq!(r.header("webhook-id"), Some("msg_form_1"), "{backend:?}");
+
+        let form = r.form();
+        let expected: Vec<(String, String)> = TRICKY_EXPECTED
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(form, expected, "{backend:?}");
+    }
+}
+
+#[test]
+fn json_body_slash_auth() {
+    let h = Harness::new();
+    for &backend in BACKENDS {
+        let receiver = Receiver::start();
+        let request = request_to(
+            &receiver.url_for("/hook"),
+            PreferencesUpdate::new()
+                .credentials("user", "passwd")
+                .auth_scheme(AuthScheme::Slash)
+                .encoding(Encoding::Json),
+            "msg_json_1",
+        );
+        h.send(backend, request).unwrap();
+
+        let r = &receiver.wait_for(1, Duration::from_secs(5))[0];
+        // The page taken literally: base64 of "user/passwd", no scheme word.
+        assert_eq!(
+            r.header("authorization"),
+            Some("dXNlci9wYXNzd2Q="),
+            "{backend:?}"
+        );
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let json = r.json();
+        let object = json.as_object().unwrap();
+        assert_eq!(object.len(), 10, "{backend:?}");
+        for (key, value) in TRICKY_EXPECTED {
+            assert_eq!(object[key], value, "{backend:?} {key}");
+        }
+        // Wire order, read from the raw text.
+        let text = r.text();
+        let positions: Vec<usize> = PAYLOAD_KEYS
+            .iter()
+            .map(|k| text.find(&format!("\"{k}\":")).unwrap())
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{backend:?}");
+    }
+}
+
+#[test]
+fn no_credentials_no_authorization_header() {
+    let h = Harness::new();
+    for &backend in BACKENDS {
+        let receiver = Receiver::start();
+        h.send(backend, simple_request(&receiver.url())).unwrap();
+        let r = &receiver.wait_for(1, Duration::from_secs(5))[0];
+        assert!(r.headers.get("authorization").is_none(), "{backend:?}");
+        assert_eq!(
+            r.header_names(),
+            [
+                "content-length",
+                "content-type",
+                "host",
+                "user-agent",
+                "webhook-id"
+            ],
+            "{backend:?}"
+        );
+    }
+}
+
+#[test]
+fn a_redirect_is_returned_and_never_followed() {
+    let h = Harness::new();
+    for &backend in BACKENDS {
+        for code in [301, 302, 303, 307, 308] {
+            let target = Receiver::start();
+            let receiver = Receiver::start();
+            receiver.script([Reply::redirect(code, &target.url_for("/elsewhere"))]);
+            let response = h.send(backend, simple_request(&receiver.url())).unwrap();
+            assert_eq!(response.status(), code, "{backend:?}");
+            assert_eq!(
+                response.headers()["location"],
+                target.url_for("/elsewhere").as_str()
+            );
+            assert_eq!(receiver.requests().len(), 1, "{backend:?}");
+            assert!(
+                target.requests().is_empty(),
+                "{backend:?} followed a {code}"
+            );
+        }
+    }
+}
+
+#[test]
+fn status_codes_come_back_as_responses_with_headers_and_body() {
+    let h = Harness::new();
+    for &backend in BACKENDS {
+        let receiver = Receiver::start();
+        receiver.script([
+            Reply::status(404).body("no such hook\nsecond line"),
+            Reply::status(410),
+            Reply::status(503).header("retry-after", "120"),
+            Reply::status(429).header("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT"),
+            Reply::status(500),
+            Reply::status(204),
+        ]);
+        let mut statuses = Vec::new();
+        let mut responses = Vec::new();
+        for _ in 0..6 {
+            let r = h.send(backend, simple_request(&receiver.url())).unwrap();
+            statuses.push(r.status().as_u16());
+            responses.push(r);
+        }
+        assert_eq!(statuses, [404, 410, 503, 429, 500, 204], "{backend:?}");
+        assert_eq!(
+            &responses[0].body_prefix()[..],
+            b"no such hook\nsecond line"
+        );
+        assert_eq!(responses[2].headers()["retry-after"], "120");
+        assert_eq!(
+            responses[3].headers()["retry-after"],
+            "Wed, 21 Oct 2015 07:28:00 GMT"
+        );
+    }
+}
+
+#[test]
+fn a_receiver_that_never_answers_hits_the_attempt_timeout() {
+    let h = Harness::new();
+    for &backend in BACKENDS {
+        let receiver = Receiver::start();
+        receiver.set_default(Reply::hang());
+        let started = Instant::now();
+        let request = with_timeout(simple_request(&receiver.url()), Duration::from_millis(300));
+        let err = expect_err(h.send(backend, request), backend);
+        assert_eq!(
+            err.kind(),
+            TransportErrorKind::Timeout,
+            "{backend:?}: {err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{backend:?}");
+        assert_eq!(receiver.requests().len(), 1, "{backend:?}");
+    }
+}
+
+#[test]
+fn the_builder_timeout_applies_when_the_request_carries_none() {
+    #[cfg(feature = "hyper")]
+    {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let receiver = Receiver::start();
+        receiver.set_default(Reply::hang());
+        let d = HyperDispatcher::builder()
+            .timeout(Duration::from_millis(300))
+            .policy(loopback_policy())
+            .build();
+        let mut request = simple_request(&receiver.url());
+        request.extensions_mut().clear();
+        let started = Instant::now();
+        use call_result_webhook::Dispatcher as _;
+        let err = rt.block_on(d.dispatch(request)).unwrap_err();
+        assert_eq!(err.kind(), TransportErrorKind::Timeout);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    #[cfg(feature = "ureq")]
+    {
+        let receiver = Receiver::start();
+        receiver.set_default(Reply::hang());
+        let d = UreqDispatcher::builder()
+            .timeout(Duration::from_millis(300))
+            .policy(loopback_policy())
+            .build();
+        let mut request = simple_request(&receiver.url());
+        request.extensions_mut().clear();
+        let started = Instant::now();
+        let err = d.dispatch_blocking(request).unwrap_err();
+        assert_eq!(err.kind(), TransportErrorKind::Timeout);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}
+
+#[test]
+fn a_slow_body_counts_against_the_attempt_timeout() {
+    let h = Harness::new();
+    for &backend in BACKENDS {
+        let receiver = Receiver::start();
+        // The head arrives at once; the body never completes.
+        receiver.set_default(Reply::stall_mid_body());
+        let request = with_timeout(simple_request(&receiver.url()), Duration::from_millis(300));
+        let started = Instant::now();
+        let err = expect_err(h.send(backend, request), backend);
+        assert_eq!(err.kind(), TransportErrorKind::Timeout, "{backend:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{backend:?}");
+    }
+}
+
+#[test]
+fn connection_refused_is_connect() {
+    let h = Harness::new();
+    let url = unused_url();
+    for &backend in BACKENDS {
+        let err = expect_err(h.send(backend, simple_request(&url)), backend);
+        assert_eq!(
+            err.kind(),
+            TransportErrorKind::Connect,
+            "{backend:?}: {err}"
+        );
+        assert!(err.kind().is_retryable());
+    }
+}
+
+#[test]
+fn a_reset_is_io() {
+    let h = Harness::new();
+    for &backend in BACKENDS {
+        for reply in [Reply::reset(), Reply::reset_mid_body()] {
+            let receiver = Receiver::start();
+            receiver.script([reply.clone()]);
+            let err = expect_err(h.send(backend, simple_request(&receiver.url())), backend);
+            assert_eq!(
+                err.kind(),
+                TransportErrorKind::Io,
+                "{backend:?} {reply:?}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn https_to_a_plain_http_receiver_is_tls() {
+    let h = Harness::new();
+    for &backend in BACKENDS {
+        let receiver = Receiver::start();
+        let url = format!("https://{}/", receiver.addr());
+        let request = with_timeout(simple_request(&url), Duration::from_secs(5));
+        let err = expect_err(h.send(backend, request), backend);
+        assert_eq!(err.kind(), TransportErrorKind::Tls, "{backend:?}: {err}");
+    }
+}
+
+#[test]
+fn the_body_prefix_is_capped() {
+    let long: Vec<u8> = (0..20_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let h = Harness::with_prefix_limit(100);
+    let default = Harness::new();
+    for &backend in BACKENDS {
+        let receiver = Receiver::start();
+        receiver.set_default(Reply::status(500).body(long.clone()));
+        let r = h.send(backend, simple_request(&receiver.url())).unwrap();
+        assert_eq!(r.status(), 500);
+        assert_eq!(&r.body_prefix()[..], &long[..100], "{backend:?}");
+
+        let r = default
+            .send(backend, simple_request(&receiver.url()))
+            .unwrap();
+        let limit = call_result_webhook::DEFAULT_BODY_PREFIX_LIMIT;
+        assert_eq!(&r.body_prefix()[..], &long[..limit], "{backend:?}");
+    }
+}
+
+#[test]
+fn connections_are_reused() {
+    let h = Harness::new();
+    for &backend in BACKENDS {
+        let receiver = Receiver::start();
+        receiver.set_default(Reply::status(200).body("ok"));
+        for _ in 0..3 {
+            h.send(backend, simple_request(&receiver.url())).unwrap();
+            // A finished connection goes back to hyper-util's pool from its own task; a
+            // request made before that opens a new one.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let seen = receiver.wait_for(3, Duration::from_secs(5));
+        let first = seen[0].connection;
+        assert!(seen.iter().all(|r| r.connection == first), "{backend:?}");
+    }
+}
+
+#[test]
+fn a_host_name_goes_through_the_resolver() {
+    let h = Harness::new();
+    for &backend in BACKENDS {
+        let receiver = Receiver::start();
+        let url = format!("http://localhost:{}/by-name", receiver.addr().port());
+        let r = h.send(backend, simple_request(&url)).unwrap();
+        assert_eq!(r.status(), 200, "{backend:?}");
+        let seen = receiver.wait_for(1, Duration::from_secs(5));
+        assert_eq!(seen[0].target, "/by-name");
+    }
+}
+
+#[test]
+fn a_request_that_is_not_an_absolute_http_url_is_invalid() {
+    let h = Harness::new();
+    for &backend in BACKENDS {
+        let mut request = simple_request("http://127.0.0.1:9/");
+        *request.uri_mut() = "/relative/only".parse().unwrap();
+        let err = expect_err(h.send(backend, request), backend);
+        assert_eq!(
+            err.kind(),
+            TransportErrorKind::InvalidRequest,
+            "{backend:?}"
+        );
+        assert!(!err.kind().is_retryable());
+    }
+}
+
+#[test]
+fn errors_never_show_the_password() {
+    let h = Harness::new();
+    let url = unused_url();
+    for &backend in BACKENDS {
+        let request = request_to(
+            &url,
+            PreferencesUpdate::new().credentials("dialer", "s3cr3t-Pa55"),
+            "msg_secret",
+        );
+        let auth = request.headers()["authorization"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let err = expect_err(h.send(backend, request), backend);
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("s3cr3t-Pa55"), "{backend:?}: {shown}");
+        assert!(!shown.contains(&auth[6..]), "{backend:?}: {shown}");
+    }
+}
+
+#[test]
+fn the_default_policy_refuses_http_and_internal_addresses_before_connecting() {
+    let h = Harness::with(UrlPolicy::default(), 1024);
+    for &backend in BACKENDS {
+        let receiver = Receiver::start();
+        // Plain http: https is required.
+        let err = expect_err(h.send(backend, simple_request(&receiver.url())), backend);
+        assert_eq!(err.kind(), TransportErrorKind::Refused, "{backend:?}");
+        assert!(
+            matches!(
+                err.policy_refusal(),
+                Some(call_result_webhook::Error::InvalidUrl { .. })
+            ),
+            "{backend:?}: {err}"
+        );
+        // https to a loopback literal: the address is refused.
+        let url = format!("https://{}/", receiver.addr());
+        let err = expect_err(h.send(backend, simple_request(&url)), backend);
+        assert_eq!(err.kind(), TransportErrorKind::Refused, "{backend:?}");
+        assert!(
+            matches!(
+                err.policy_refusal(),
+                Some(call_result_webhook::Error::AddressRefused {
+                    rule: "loopback",
+                    ..
+                })
+            ),
+            "{backend:?}: {err}"
+        );
+        assert!(!err.kind().is_retryable());
+        assert_eq!(receiver.connections(), 0, "{backend:?}");
+    }
+}
+
+#[test]
+fn a_name_that_resolves_to_a_refused_address_is_never_connected_to() {
+    // http allowed, loopback not: `localhost` passes the URL check and is refused once resolved.
+    let h = Harness::with(UrlPolicy::new().allow_http(true), 1024);
+    for &backend in BACKENDS {
+        let receiver = Receiver::start();
+        let url = format!("http://localhost:{}/", receiver.addr().port());
+        let err = expect_err(h.send(backend, simple_request(&url)), backend);
+        assert_eq!(
+            err.kind(),
+            TransportErrorKind::Refused,
+            "{backend:?}: {err}"
+        );
+        match err.policy_refusal() {
+            Some(call_result_webhook::Error::AddressRefused { host, addr, rule }) => {
+                assert_eq!(host, "localhost");
+                assert!(addr.is_loopback(), "{addr}");
+                assert_eq!(*rule, "loopback");
+            }
+            other => panic!("{backend:?}: {other:?}"),
+        }
+        assert_eq!(receiver.connections(), 0, "{backend:?}");
+    }
+}
+
+#[test]
+fn an_allowlisted_address_is_connected_to() {
+    let policy = UrlPolicy::new()
+        .allow_http(true)
+        .allow_net("127.0.0.1/32".parse().unwrap());
+    let h = Harness::with(policy, 1024);
+    for &backend in BACKENDS {
+        let receiver = Receiver::start();
+        // `localhost` may also resolve to ::1, which is not allowlisted: only 127.0.0.1 is used.
+        let url = format!("http://localhost:{}/", receiver.addr().port());
+        let r = h.send(backend, simple_request(&url)).unwrap();
+        assert_eq!(r.status(), 200, "{backend:?}");
+    }
+}
+
+#[cfg(feature = "hyper")]
+#[test]
+fn hyper_is_built_outside_a_runtime_and_used_inside_one() {
+    let dispatcher = HyperDispatcher::builder().policy(loopback_policy()).build();
+    let receiver = Receiver::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    use call_result_webhook::Dispatcher as _;
+    let r = rt
+        .block_on(dispatcher.dispatch(simple_request(&receiver.url())))
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[cfg(feature = "ureq")]
+#[tokio::test(flavor = "current_thread")]
+async fn the_ureq_async_path_does_not_block_a_current_thread_runtime() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let receiver = Receiver::start();
+    receiver.set_default(Reply::ok().delay(Duration::from_millis(600)));
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let ticker = tokio::spawn({
+        let ticks = ticks.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                ticks.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    let dispatcher = UreqDispatcher::builder().policy(loopback_policy()).build();
+    let response = dispatcher
+        .dispatch(simple_request(&receiver.url()))
+        .await
+        .unwrap();
+    ticker.abort();
+    assert_eq!(response.status(), 200);
+    // Blocked, the ticker could not have run at all while the request was in flight.
+    let ticked = ticks.load(Ordering::SeqCst);
+    assert!(ticked >= 5, "the timer ticked only {ticked} times");
+    let seen = receiver.wait_for_async(1, Duration::from_secs(5)).await;
+    assert_eq!(seen.len(), 1);
+}
+
+#[cfg(feature = "ureq")]
+#[test]
+fn ureq_needs_no_runtime_at_all() {
+    let receiver = Receiver::start();
+    let r = UreqDispatcher::builder()
+        .policy(loopback_policy())
+        .build()
+        .dispatch_blocking(simple_request(&receiver.url()))
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

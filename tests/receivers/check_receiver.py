@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""A standard webhook receiver that checks what the Call Result Webhook sends.
+
+Built on Python's standard library only (http.server, base64, urllib.parse.parse_qsl, json), the
+way a customer's own small receiver would decode the request, so it checks the crate against
+independent parsers.
+
+It listens on a free port of 127.0.0.1 (written to --port-file), takes --requests requests
+(default 1), checks each, answers --status when every check passed and 400 listing the
+mismatches otherwise, and exits 0 only if every request passed. With --requests 0 it waits
+--idle seconds and exits 0 only if nothing arrived.
+
+Checks: method POST; the path and query; Content-Type for --encoding; Authorization exactly
+`Basic base64(user:password)` (--auth basic), exactly `base64(user/password)` with no scheme word
+(--auth slash), or absent (--auth none), with the password compared after decoding as UTF-8;
+webhook-id shaped like a generated id; User-Agent; and the body decoded to the ten keys, in
+order, with exactly the values of --expect (a JSON file in the page's formats, or `sample`).
+The password is never printed.
+"""
+
+import argparse
+import base64
+import http.server
+import json
+import os
+import re
+import sys
+import time
+from urllib.parse import parse_qsl
+
+KEYS = [
+    "CampaignName",
+    "LogDateTime",
+    "CallStart",
+    "CallEnd",
+    "PhoneCalled",
+    "Reference",
+    "Result",
+    "ResultNotes",
+    "WrapUpByName",
+    "WrapUpReasonName",
+]
+
+# What `send` sends without --result: the page's sample, plus a campaign name and a result.
+SAMPLE = {
+    "CampaignName": "Winter Sale",
+    "LogDateTime": "2019-06-19T16:11:07",
+    "CallStart": "2019-06-20 01:01:00",
+    "CallEnd": "2019-06-20 01:03:00",
+    "PhoneCalled": "0731051xxx",
+    "Reference": "123",
+    "Result": "Connected",
+    "WrapUpByName": "agent@pinetree.net.au",
+    "WrapUpReasonName": "Payment Taken",
+}
+
+CONTENT_TYPES = {
+    "form": "application/x-www-form-urlencoded",
+    "json": "application/json",
+}
+
+
+def check_authorization(header, args):
+    """Mismatches in the Authorization header; never repeats the password."""
+    if args.auth == "none":
+        return [] if header is None else ["an Authorization header was sent without credentials"]
+    if header is None:
+        return ["no Authorization header"]
+    if args.auth == "basic":
+        if not header.startswith("Basic "):
+            return ["Authorization does not use the Basic scheme"]
+        encoded, separator = header[len("Basic "):], ":"
+    else:
+        if " " in header:
+            return ["Authorization has a scheme word; slash auth sends base64 alone"]
+        encoded, separator = header, "/"
+    try:
+        decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
+    except ValueError:
+        return ["Authorization is not base64 of UTF-8 text"]
+    if args.auth == "basic":
+        # RFC 7617: the user name ends at the first colon.
+        user, _, password = decoded.partition(separator)
+        problems = []
+        if user != args.username:
+            problems.append("Basic user name %r, expected %r" % (user, args.username))
+        if password != args.password:
+            problems.append("Basic password differs")
+        expected = "%s:%s" % (args.username, args.password)
+        if header != "Basic " + base64.b64encode(expected.encode("utf-8")).decode("ascii"):
+            problems.append("Basic Authorization is not exactly Basic base64(username:password)")
+        return problems
+    expected = "%s/%s" % (args.username, args.password)
+    expected_header = base64.b64encode(expected.encode("utf-8")).decode("ascii")
+    if header != expected_header:
+        return ["slash Authorization is not exactly base64(username/password)"]
+    if decoded != expected:
+        return ["slash Authorization decodes to something else"]
+    return []
+
+
+def check_body(body, content_type, args, expected):
+    if args.encoding == "form":
+        try:
+            pairs = parse_qsl(
+                body.decode("ascii"),
+                keep_blank_values=True,
+                strict_parsing=True,
+                encoding="utf-8",
+                errors="strict",
+            )
+        except (UnicodeDecodeError, ValueError) as e:
+            return ["the form body does not parse: %s" % e]
+        want = [(k, expected.get(k) or "") for k in KEYS]
+    else:
+        try:
+            pairs = json.loads(body.decode("utf-8"), object_pairs_hook=list)
+        except ValueError as e:
+            return ["the JSON body does not parse: %s" % e]
+        if not isinstance(pairs, list):
+            return ["the JSON body is not an object"]
+        want = [(k, expected.get(k)) for k in KEYS]
+    problems = []
+    keys = [k for k, _ in pairs]
+    if keys != KEYS:
+        problems.append("keys %r, expected the ten in order" % keys)
+    for (key, value), (_, wanted) in zip(pairs, want):
+        if value != wanted:
+            problems.append("%s is %r, expected %r" % (key, value, wanted))
+    return problems
+
+
+def make_handler(args, expected, results):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length", "0"))
+            body = self.rfile.read(length)
+            problems = []
+            if self.path != args.path:
+                problems.append("path %r, expected %r" % (self.path, args.path))
+            content_type = self.headers.get("Content-Type")
+            if content_type != CONTENT_TYPES[args.encoding]:
+                problems.append("Content-Type %r" % content_type)
+            problems += check_authorization(self.headers.get("Authorization"), args)
+            webhook_id = self.headers.get("webhook-id") or ""
+            if not re.fullmatch(r"msg_[0-9A-HJKMNP-TV-Z]{26}", webhook_id):
+                problems.append("webhook-id %r is not a generated id" % webhook_id)
+            agent = self.headers.get("User-Agent") or ""
+            if not agent.startswith("call-result-webhook/"):
+                problems.append("User-Agent %r" % agent)
+            problems += check_body(body, content_type, args, expected)
+            results.append(problems)
+            if args.delay:
+                time.sleep(args.delay)
+            status = args.status if not problems else 400
+            reply = ("ok\n" if not problems else "\n".join(problems) + "\n").encode("utf-8")
+            try:
+                self.send_response(status)
+                if args.location:
+                    self.send_header("Location", args.location)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the sender gave up (a timeout test)
+
+        def do_GET(self):
+            results.append(["method GET, expected POST"])
+            self.send_error(405)
+
+        def log_message(self, fmt, *log_args):
+            sys.stderr.write("receiver: %s\n" % (fmt % log_args))
+
+    return Handler
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--port-file", required=True)
+    parser.add_argument("--auth", choices=["basic", "slash", "none"], default="none")
+    parser.add_argument("--username", default="")
+    parser.add_argument("--password", default="")
+    parser.add_argument("--encoding", choices=["form", "json"], default="form")
+    parser.add_argument("--expect", default="sample", help="FILE.json or `sample`")
+    parser.add_argument("--path", default="/hook?x=1")
+    parser.add_argument("--status", type=int, default=200)
+    parser.add_argument("--location", default=None)
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--requests", type=int, default=1)
+    parser.add_argument("--idle", type=float, default=30.0, help="seconds to wait for a request")
+    args = parser.parse_args()
+
+    if args.expect == "sample":
+        expected = SAMPLE
+    else:
+        with open(args.expect, encoding="utf-8") as f:
+            expected = json.load(f)
+
+    results = []
+    server = http.server.HTTPServer(("127.0.0.1", 0), make_handler(args, expected, results))
+    server.timeout = args.idle
+    with open(args.port_file + ".tmp", "w") as f:
+        f.write(str(server.server_address[1]))
+    # Renamed into place so a reader never sees a half-written port.
+    os.replace(args.port_file + ".tmp", args.port_file)
+
+    if args.requests == 0:
+        server.handle_request()
+        if results:
+            print("a request arrived, but nothing should have been sent")
+            return 1
+        return 0
+    for _ in range(args.requests):
+        before = len(results)
+        server.handle_request()
+        if len(results) == before:
+            print("no request arrived within %s s" % args.idle)
+            return 1
+    failed = [p for p in results if p]
+    for problems in failed:
+        for problem in problems:
+            print("mismatch: %s" % problem)
+    if not failed:
+        print("all %d request(s) as expected" % len(results))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,528 @@
+//! A real HTTP/1.1 receiver on 127.0.0.1 for tests: the customer's server, played by hyper.
+//!
+//! It runs on a thread of its own with its own tokio runtime, so sync tests, current-thread
+//! async tests and multi-thread async tests can all use it. It records every request and
+//! answers from a script.
+//!
+//! ```ignore
+//! mod support;
+//! use support::{Receiver, Reply};
+//!
+//! let receiver = Receiver::start();
+//! receiver.script([Reply::status(503).header("retry-after", "2"), Reply::status(204)]);
+//! // ... send two requests to receiver.url_for("/hook") ...
+//! let seen = receiver.wait_for(2, Duration::from_secs(5));
+//! assert_eq!(seen[0].target, "/hook");
+//! ```
+//!
+//! - Replies are taken from the script in order of arrival; once it is empty, the default reply
+//!   ([`Reply::ok`] unless [`Receiver::set_default`] says otherwise) answers.
+//! - A reply can wait before answering ([`Reply::delay`]), never answer ([`Reply::hang`]),
+//!   reset the connection part-way through its body ([`Reply::reset_mid_body`]) or before any
+//!   response ([`Reply::reset`]), or redirect ([`Reply::redirect`]).
+//! - A request is recorded once its body has arrived, before it is answered, so a request that
+//!   is never answered is still seen.
+//!
+//! Dropping the receiver stops it and closes every connection.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpSocket};
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The request method.
+    pub method: Method,
+    /// Path and query, exactly as sent (`/hook?x=1`).
+    pub target: String,
+    /// Every header, names lowercased.
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+    /// When the request head arrived.
+    pub at: Instant,
+    /// Which connection carried it: 1 for the first accepted, 2 for the next, ...
+    pub connection: u64,
+}
+
+impl Recorded {
+    /// The header's value as text, if present (and the only one of its name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let mut values = self.headers.get_all(name).iter();
+        let first = values.next()?;
+        assert!(
+            values.next().is_none(),
+            "header {name} appears more than once"
+        );
+        Some(first.to_str().expect("header value is not visible ASCII"))
+    }
+
+    /// The header names present, sorted.
+    pub fn header_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.headers.keys().map(|k| k.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    /// The body as UTF-8 text.
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).expect("body is not UTF-8")
+    }
+
+    /// The body decoded as `application/x-www-form-urlencoded`, pairs in order.
+    pub fn form(&self) -> Vec<(String, String)> {
+        form_urlencoded::parse(&self.body).into_owned().collect()
+    }
+
+    /// The body parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("body is not JSON")
+    }
+}
+
+/// How the receiver answers one request.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    status: StatusCode,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
+    delay: Duration,
+    action: Action,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Respond,
+    Hang,
+    ResetBeforeResponse,
+    ResetMidBody,
+    StallMidBody,
+}
+
+impl Reply {
+    /// `200 OK`, empty body.
+    pub fn ok() -> Reply {
+        Reply::status(200)
+    }
+
+    /// This status, empty body.
+    pub fn status(code: u16) -> Reply {
+        Reply {
+            status: StatusCode::from_u16(code).expect("a valid status code"),
+            headers: Vec::new(),
+            body: Bytes::new(),
+            delay: Duration::ZERO,
+            action: Action::Respond,
+        }
+    }
+
+    /// A redirect: `code` (301, 302, 307, 308...) with `Location: location`.
+    pub fn redirect(code: u16, location: &str) -> Reply {
+        Reply::status(code).header("location", location)
+    }
+
+    /// Takes the request and never answers, holding the connection open.
+    pub fn hang() -> Reply {
+        Reply {
+            action: Action::Hang,
+            ..Reply::ok()
+        }
+    }
+
+    /// Takes the request and resets the connection without answering.
+    pub fn reset() -> Reply {
+        Reply {
+            action: Action::ResetBeforeResponse,
+            ..Reply::ok()
+        }
+    }
+
+    /// Sends `200`, a `Content-Length` of 1024 and 16 bytes of body, then resets the connection.
+    pub fn reset_mid_body() -> Reply {
+        Reply {
+            action: Action::ResetMidBody,
+            body: Bytes::from_static(b"partial response"),
+            ..Reply::ok()
+        }
+    }
+
+    /// Sends `200`, a `Content-Length` of 1024 and 16 bytes of body, then nothing more, holding
+    /// the connection open: the head arrives, the body never completes.
+    pub fn stall_mid_body() -> Reply {
+        Reply {
+            action: Action::StallMidBody,
+            body: Bytes::from_static(b"partial response"),
+            ..Reply::ok()
+        }
+    }
+
+    /// Adds a response header.
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((
+            HeaderName::from_bytes(name.as_bytes()).expect("a valid header name"),
+            HeaderValue::from_str(value).expect("a valid header value"),
+        ));
+        self
+    }
+
+    /// Sets the response body.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Reply {
+        self.body = body.into();
+        self
+    }
+
+    /// Waits this long after the request arrived before answering (or resetting).
+    pub fn delay(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+/// A receiver listening on `127.0.0.1`, on a port the system chose.
+pub struct Receiver {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    arrived: Condvar,
+    connections: AtomicU64,
+}
+
+struct State {
+    script: VecDeque<Reply>,
+    default: Reply,
+    requests: Vec<Recorded>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Receiver {
+    /// Starts a receiver answering `200 OK` to everything until told otherwise.
+    pub fn start() -> Receiver {
+        let listener = StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener.set_nonblocking(true).expect("set_nonblocking");
+        let addr = listener.local_addr().expect("local_addr");
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                script: VecDeque::new(),
+                default: Reply::ok(),
+                requests: Vec::new(),
+            }),
+            arrived: Condvar::new(),
+            connections: AtomicU64::new(0),
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let serving = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("receiver-{}", addr.port()))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("receiver runtime");
+                rt.block_on(async move {
+                    let listener = TcpListener::from_std(listener).expect("tokio listener");
+                    tokio::select! {
+                        _ = accept_loop(listener, serving) => {}
+                        _ = stopped => {}
+                    }
+                });
+                // Dropping the runtime cancels every connection task.
+            })
+            .expect("spawn receiver thread");
+        Receiver {
+            addr,
+            shared,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// The socket address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        self.url_for("/")
+    }
+
+    /// `http://127.0.0.1:PORT` followed by `path_and_query`, which starts with `/`.
+    pub fn url_for(&self, path_and_query: &str) -> String {
+        assert!(path_and_query.starts_with('/'), "path must start with /");
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    /// Queues replies, answered in order of arrival after any already queued.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) -> &Self {
+        self.shared.lock().script.extend(replies);
+        self
+    }
+
+    /// The reply used once the script is empty (initially [`Reply::ok`]).
+    pub fn set_default(&self, reply: Reply) -> &Self {
+        self.shared.lock().default = reply;
+        self
+    }
+
+    /// Every request recorded so far, in order of arrival.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// How many connections have been accepted.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Blocks until at least `n` requests are recorded and returns them all; panics after
+    /// `timeout`. Meant for sync tests; async tests use [`Receiver::wait_for_async`].
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.lock();
+        while state.requests.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "waited {timeout:?} for {n} requests, got {}",
+                state.requests.len()
+            );
+            state = self
+                .shared
+                .arrived
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        state.requests.clone()
+    }
+
+    /// [`Receiver::wait_for`] without blocking the calling task's thread (tokio, timer enabled).
+    pub async fn wait_for_async(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let requests = self.requests();
+            if requests.len() >= n {
+                return requests;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {timeout:?} for {n} requests, got {}",
+                requests.len()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A `http://127.0.0.1:PORT/` URL where nothing listens: connecting to it is refused.
+pub fn unused_url() -> String {
+    let listener = StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local_addr");
+    drop(listener);
+    format!("http://{addr}/")
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors, for example: wait rather than spin.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let connection = shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
+        // A second handle on the same socket, so a reply can make the close a reset.
+        let Ok(std_stream) = stream.into_std() else {
+            continue;
+        };
+        let Ok(dup) = std_stream.try_clone() else {
+            continue;
+        };
+        let Ok(stream) = tokio::net::TcpStream::from_std(std_stream) else {
+            continue;
+        };
+        let abort = Abort(Arc::new(Mutex::new(Some(TcpSocket::from_std_stream(dup)))));
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn({
+                let abort = abort.clone();
+                move |request| answer(request, shared.clone(), connection, abort.clone())
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            drop(abort);
+        });
+    }
+}
+
+/// Turns the connection's eventual close into a reset.
+#[derive(Clone)]
+struct Abort(Arc<Mutex<Option<TcpSocket>>>);
+
+impl Abort {
+    fn arm(&self) {
+        let taken = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(socket) = taken {
+            let _ = socket.set_zero_linger();
+        }
+    }
+}
+
+async fn answer(
+    request: hyper::Request<Incoming>,
+    shared: Arc<Shared>,
+    connection: u64,
+    abort: Abort,
+) -> Result<hyper::Response<ReplyBody>, io::Error> {
+    let at = Instant::now();
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
+    let reply = {
+        let mut state = shared.lock();
+        state.requests.push(Recorded {
+            method: parts.method,
+            target: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| parts.uri.to_string(), |pq| pq.as_str().to_owned()),
+            headers: parts.headers,
+            body,
+            at,
+            connection,
+        });
+        shared.arrived.notify_all();
+        let default = state.default.clone();
+        state.script.pop_front().unwrap_or(default)
+    };
+    if reply.action == Action::Hang {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(reply.delay).await;
+    if reply.action == Action::ResetBeforeResponse {
+        abort.arm();
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "reset by script",
+        ));
+    }
+    let mut response = hyper::Response::builder().status(reply.status);
+    for (name, value) in &reply.headers {
+        response = response.header(name, value);
+    }
+    let body = if matches!(reply.action, Action::ResetMidBody | Action::StallMidBody) {
+        response = response.header("content-length", "1024");
+        ReplyBody::Partial {
+            chunk: Some(reply.body),
+            pause: None,
+            abort: (reply.action == Action::ResetMidBody).then_some(abort),
+        }
+    } else {
+        ReplyBody::Full(Some(reply.body))
+    };
+    Ok(response.body(body).expect("a valid response"))
+}
+
+/// A whole body, or a first chunk followed by a reset (or by nothing, when there is no abort).
+enum ReplyBody {
+    Full(Option<Bytes>),
+    Partial {
+        chunk: Option<Bytes>,
+        pause: Option<Pin<Box<tokio::time::Sleep>>>,
+        abort: Option<Abort>,
+    },
+}
+
+impl Body for ReplyBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.get_mut() {
+            ReplyBody::Full(body) => Poll::Ready(
+                body.take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+            ReplyBody::Partial {
+                chunk,
+                pause,
+                abort,
+            } => {
+                if let Some(chunk) = chunk.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+                let Some(abort) = abort else {
+                    return Poll::Pending;
+                };
+                // Give the first chunk time to reach the client, then reset.
+                let pause = pause
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(50))));
+                match pause.as_mut().poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(()) => {
+                        abort.arm();
+                        Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::ConnectionReset,
+                            "reset by script",
+                        ))))
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, ReplyBody::Full(None))
+            || matches!(self, ReplyBody::Full(Some(b)) if b.is_empty())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReplyBody::Full(body) => {
+                SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            // The announced Content-Length is longer than what will be sent.
+            ReplyBody::Partial { .. } => SizeHint::default(),
+        }
+    }
+}
