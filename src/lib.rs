@@ -35,7 +35,7 @@
 //! # Features
 //!
 //! - `hyper` (default): async backend on hyper 1 + hyper-util, tokio, rustls with webpki roots.
-//! - `ureq`: blocking backend on ureq 3, for dialers with no async runtime.
+//! - `ureq` (default): blocking backend on ureq 3, for dialers with no async runtime.
 //! - `sqlite` (default): the durable outbox in one SQLite file (SQLite bundled).
 //! - `signing`: Standard Webhooks signatures and the receiver-side `verify`.
 //! - `tokio`: the delivery worker on tokio, `Webhooks::start_tokio` and `Webhooks::submit_async`
