@@ -65,6 +65,9 @@ pub use store::{
     AttemptRecord, Delivery, DeliveryFilter, DeliveryState, DeliveryStats, MemoryStore,
     NewDelivery, NextStep, Store,
 };
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use store::{CommitMode, SqliteStore, SqliteStoreBuilder};
 
 /// The time types the crate's API takes: re-exported so the dialer uses the same version.
 pub use jiff;
