@@ -156,8 +156,9 @@ const STATS_CAMPAIGN: &str = "SELECT pending, delivered, failed, last_success_at
 #[non_exhaustive]
 pub enum CommitMode {
     /// Group commit (the default): the writer takes every write that is queued, up to
-    /// `max_batch`, and commits them in one transaction with one fsync. When fewer than
-    /// `max_batch` are queued it waits at most `max_wait` for more to arrive.
+    /// `max_batch`, and commits them in one transaction with one fsync. When fewer are
+    /// queued than went into the previous batch (about as many as write concurrently), it
+    /// waits at most `max_wait` for more to arrive, so a lone caller is not kept waiting.
     Group {
         /// The most writes committed in one transaction (at least 1).
         max_batch: usize,
@@ -394,6 +395,7 @@ impl SqliteStore {
             max_wait,
             wake_checkpointer: wake_tx,
             since_checkpoint: 0,
+            expected: max_batch,
             commits: Arc::clone(&commits),
         };
         let writer = std::thread::Builder::new()
@@ -655,6 +657,8 @@ struct Writer {
     max_wait: Duration,
     wake_checkpointer: SyncSender<()>,
     since_checkpoint: u32,
+    /// The size of the last batch: how many writes the next one waits for.
+    expected: usize,
     commits: Arc<AtomicU64>,
 }
 
@@ -666,6 +670,7 @@ impl Writer {
         while let Ok(first) = jobs.recv() {
             batch.push(first);
             self.gather(&jobs, &mut batch);
+            self.expected = batch.len();
             self.commit_batch(&batch, &mut results);
             for (job, result) in batch.drain(..).zip(results.drain(..)) {
                 // The caller always waits for its answer; nothing to do if it is gone.
@@ -674,8 +679,12 @@ impl Writer {
         }
     }
 
-    /// Adds what is already queued to `batch`, then waits up to `max_wait` for more while
-    /// the batch is not full.
+    /// Adds what is already queued to `batch`; then, while the batch is smaller than the last
+    /// one, waits up to `max_wait` for more.
+    ///
+    /// The last batch's size stands for how many callers write at once: waiting for that many
+    /// fills the batch without idling once they have all arrived, and a lone caller does not
+    /// wait. A batch cut short by the deadline lowers the target for the next one.
     fn gather(&self, jobs: &Receiver<Job>, batch: &mut Vec<Job>) {
         while batch.len() < self.max_batch {
             match jobs.try_recv() {
@@ -684,11 +693,12 @@ impl Writer {
                 Err(TryRecvError::Disconnected) => return,
             }
         }
-        if batch.len() >= self.max_batch || self.max_wait.is_zero() {
+        let target = self.expected.clamp(1, self.max_batch);
+        if batch.len() >= target || self.max_wait.is_zero() {
             return;
         }
         let deadline = Instant::now() + self.max_wait;
-        while batch.len() < self.max_batch {
+        while batch.len() < target {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -1526,6 +1536,29 @@ mod tests {
                 .len(),
             1 + 2 * THREADS
         );
+    }
+
+    #[test]
+    fn a_lone_caller_is_not_kept_waiting_for_company() {
+        let max_wait = Duration::from_millis(300);
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::builder(in_dir(&dir))
+            .commit(CommitMode::Group {
+                max_batch: 64,
+                max_wait,
+            })
+            .open()
+            .unwrap();
+        let batch = new_deliveries("acme", "c1", 11);
+        // The first write may wait for company; after a batch of one, the next ones do not.
+        store.insert(&batch[..1]).unwrap();
+        let started = Instant::now();
+        for d in &batch[1..] {
+            store.insert(std::slice::from_ref(d)).unwrap();
+        }
+        let took = started.elapsed();
+        assert!(took < max_wait * 10 / 2, "10 lone writes took {took:?}");
+        assert_eq!(store.transactions_committed(), 11);
     }
 
     #[test]
