@@ -1,0 +1,990 @@
+//! The load figures: each one a ratio to a baseline measured in the same run, or a count from
+//! the same run, so that a shared, noisy machine still gives figures worth comparing.
+//!
+//! ```sh
+//! cargo bench --bench load              # the full run (a few minutes)
+//! cargo bench --bench load -- --quick   # fewer results per figure, no p6; about a minute
+//! ```
+//!
+//! Every receiver is a hyper server on 127.0.0.1 started by this program (`support`); nothing
+//! leaves the machine. Where a figure has a baseline, ours and the baseline alternate, three
+//! rounds each, and the figure is the median of the rounds. Details of every round go to
+//! stderr; the figures, one `name: value` line each, go to stdout at the end.
+//!
+//! Outbox files are written under Cargo's bench scratch directory (`target/tmp`), on the same
+//! disk a dialer's outbox would be on, and removed afterwards.
+
+mod support;
+
+use std::hint::black_box;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use call_result_webhook::jiff::Timestamp;
+use call_result_webhook::{
+    AccountId, BlockingDispatcher, CallResult, CampaignId, CommitMode, DeliveryId, Dispatcher,
+    EncodedBody, Event, HyperDispatcher, MemoryStore, NewDelivery, PreferencesUpdate, Principal,
+    SqliteStore, Store, UreqDispatcher, UrlPolicy, Webhooks, build_request,
+};
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use support::{Behaviour, Receivers};
+
+/// Rounds of ours and of the baseline, alternating.
+const ROUNDS: usize = 3;
+/// Concurrent senders (p2) and submitters (p3, p4).
+const CONCURRENCY: usize = 16;
+/// Accounts in the isolation run (p5).
+const ACCOUNTS: usize = 100;
+/// Pending results held in the outbox for the memory figure (p6).
+const P6_PENDING: usize = 1_000_000;
+
+/// How much work each figure does: the full run, or `--quick`.
+#[derive(Debug, Clone, Copy)]
+struct Scale {
+    quick: bool,
+    /// Requests built per round (p1).
+    builds: usize,
+    /// Requests sent per round (p2).
+    sends: usize,
+    /// Submits per round, at most (p3), and how long a round may run.
+    submits: usize,
+    submit_time: Duration,
+    /// Results submitted and delivered end to end (p4), and the most time it may take.
+    end_to_end: usize,
+    end_to_end_time: Duration,
+    /// Results per account in the isolation run (p5), and the most time a round may take.
+    per_account: usize,
+    isolation_time: Duration,
+    /// How long the worker runs over a million pending results (p6).
+    p6_worker_time: Duration,
+}
+
+impl Scale {
+    fn full() -> Scale {
+        Scale {
+            quick: false,
+            builds: 200_000,
+            sends: 20_000,
+            submits: 40_000,
+            submit_time: Duration::from_secs(5),
+            end_to_end: 100_000,
+            end_to_end_time: Duration::from_secs(180),
+            per_account: 200,
+            isolation_time: Duration::from_secs(60),
+            p6_worker_time: Duration::from_secs(20),
+        }
+    }
+
+    fn quick() -> Scale {
+        Scale {
+            quick: true,
+            builds: 50_000,
+            sends: 4_000,
+            submits: 10_000,
+            submit_time: Duration::from_millis(1500),
+            end_to_end: 10_000,
+            end_to_end_time: Duration::from_secs(20),
+            per_account: 40,
+            isolation_time: Duration::from_secs(8),
+            p6_worker_time: Duration::ZERO,
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(at) = args.iter().position(|a| a == "--p6-child") {
+        p6_child(&args[at + 1..]);
+        return;
+    }
+    let scale = if args.iter().any(|a| a == "--quick") {
+        Scale::quick()
+    } else {
+        Scale::full()
+    };
+    let scratch = Scratch::new();
+    let started = Instant::now();
+    eprintln!(
+        "load: {} run, {} CPUs seen, started {}",
+        if scale.quick { "quick" } else { "full" },
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        Timestamp::now()
+            .round(call_result_webhook::jiff::Unit::Second)
+            .unwrap_or(Timestamp::UNIX_EPOCH),
+    );
+
+    let mut figures: Vec<(&str, String)> = Vec::new();
+    let p1 = p1_build(scale);
+    figures.push(("p1_build_vs_serde_urlencoded", format!("{p1:.2}")));
+
+    // Receivers for p2 and p4: one healthy listener is enough.
+    let receivers = Receivers::start(&[Behaviour::Answer], 2);
+    let p2h = p2_hyper(&receivers, scale);
+    figures.push(("p2_hyper_vs_raw", format!("{p2h:.2}")));
+    let p2u = p2_ureq(&receivers, scale);
+    figures.push(("p2_ureq_vs_raw", format!("{p2u:.2}")));
+
+    let (group, per_submit) = p3_sqlite(&scratch, scale);
+    figures.push((
+        "p3_sqlite_group_commit_per_s",
+        format!("{:.0}", group.per_s),
+    ));
+    figures.push((
+        "p3_sqlite_group_commit_p99_ms",
+        format!("{:.2}", group.p99_ms()),
+    ));
+    figures.push((
+        "p3_sqlite_per_submit_per_s",
+        format!("{:.0}", per_submit.per_s),
+    ));
+    figures.push((
+        "p3_sqlite_per_submit_p99_ms",
+        format!("{:.2}", per_submit.p99_ms()),
+    ));
+    let memory = p3_memory(scale);
+    figures.push(("p3_memory_submit_p99_us", format!("{:.1}", memory.p99_us())));
+
+    let p4 = p4_end_to_end(&scratch, &receivers, scale);
+    figures.push(("p4_end_to_end_per_s", format!("{p4:.0}")));
+    drop(receivers);
+
+    let p5 = p5_isolation(&scratch, scale);
+    figures.push(("p5_isolation_ratio", format!("{p5:.2}")));
+
+    let p6 = if scale.quick {
+        "skipped".to_owned()
+    } else {
+        format!("{:.1}", p6_rss(&scratch, scale))
+    };
+    figures.push(("p6_rss_mib_1m_pending", p6));
+
+    eprintln!("load: done in {:.1} s", started.elapsed().as_secs_f64());
+    for (name, value) in figures {
+        println!("{name}: {value}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared pieces
+
+/// Loopback receivers only: http allowed, and 127/8 admitted past the address policy.
+fn loopback_policy() -> UrlPolicy {
+    UrlPolicy::new()
+        .allow_http(true)
+        .allow_net("127.0.0.0/8".parse().expect("a CIDR"))
+}
+
+fn admin() -> Principal {
+    Principal::administrator("bench")
+}
+
+/// The product page's sample call, with its reference numbered.
+fn sample_call(n: usize) -> CallResult {
+    CallResult::builder()
+        .campaign_name("Winter Sale")
+        .logged_at("2019-06-19T16:11:07Z".parse().expect("a timestamp"))
+        .call_start("2019-06-19T15:01:00Z".parse().expect("a timestamp"))
+        .call_end("2019-06-19T15:03:00Z".parse().expect("a timestamp"))
+        .phone_called("0731051xxx")
+        .reference(n.to_string())
+        .result("Connected")
+        .wrap_up_by_name("agent@pinetree.net.au")
+        .wrap_up_reason_name("Payment Taken")
+        .build()
+}
+
+/// The preferences every bench account gets: on, the given URL, Basic credentials, Brisbane.
+fn account_settings(url: &str) -> PreferencesUpdate {
+    PreferencesUpdate::new()
+        .enabled(true)
+        .url(url)
+        .credentials("dialer", "s3cret")
+        .time_zone("Australia/Brisbane")
+}
+
+const CAMPAIGN: &str = "winter-sale";
+
+/// Sets up `account` on `webhooks` to send to `url`, with the campaign switched on.
+fn configure(webhooks: &Webhooks, account: &AccountId, url: &str) {
+    webhooks
+        .update_preferences(&admin(), account, account_settings(url))
+        .expect("preferences");
+    webhooks
+        .set_campaign_webhook(&admin(), account, CAMPAIGN, true)
+        .expect("campaign switch");
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// The `q` quantile (nearest rank) of `values`, which it sorts.
+fn quantile(values: &mut [Duration], q: f64) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    values.sort_unstable();
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}
+
+/// A directory for outbox files under Cargo's bench scratch directory, removed on drop.
+struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the scratch directory");
+        Scratch { dir }
+    }
+
+    /// A fresh outbox path (nothing there yet).
+    fn outbox(&self, name: &str) -> PathBuf {
+        let path = self.dir.join(format!("{name}.db"));
+        remove_outbox(&path);
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn remove_outbox(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+fn runtime(threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("bench-client")
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+// ---------------------------------------------------------------------------------------------
+// p1: building a request
+
+/// The same ten values as [`sample_call`] formats them, already text.
+#[derive(serde::Serialize)]
+#[allow(non_snake_case)]
+struct PlainPage {
+    CampaignName: String,
+    LogDateTime: String,
+    CallStart: String,
+    CallEnd: String,
+    PhoneCalled: String,
+    Reference: String,
+    Result: String,
+    ResultNotes: String,
+    WrapUpByName: String,
+    WrapUpReasonName: String,
+}
+
+fn p1_build(scale: Scale) -> f64 {
+    let mut account = call_result_webhook::Account::new("acme");
+    account
+        .update_preferences(
+            &admin(),
+            account_settings("https://crm.acme.example/hooks/calls"),
+        )
+        .expect("preferences");
+    let prefs = account.preferences();
+    let call = sample_call(123);
+    let id = DeliveryId::new("msg_01J9Z3K7Q8X4N2M5P6R7S8T9VW").expect("an id");
+    let page = PlainPage {
+        CampaignName: "Winter Sale".into(),
+        LogDateTime: "2019-06-19T16:11:07".into(),
+        CallStart: "2019-06-20 01:01:00".into(),
+        CallEnd: "2019-06-20 01:03:00".into(),
+        PhoneCalled: "0731051xxx".into(),
+        Reference: "123".into(),
+        Result: "Connected".into(),
+        ResultNotes: String::new(),
+        WrapUpByName: "agent@pinetree.net.au".into(),
+        WrapUpReasonName: "Payment Taken".into(),
+    };
+    let ours_body = EncodedBody::encode(&call, prefs).expect("encodes");
+    let baseline_body = serde_urlencoded::to_string(&page).expect("encodes");
+    assert_eq!(
+        ours_body.bytes().as_ref(),
+        baseline_body.as_bytes(),
+        "ours and the baseline must encode the same bytes"
+    );
+
+    let ours = || {
+        let body = EncodedBody::encode(black_box(&call), prefs).expect("encodes");
+        black_box(build_request(prefs, black_box(&id), &body).expect("builds"));
+    };
+    let baseline = || {
+        black_box(serde_urlencoded::to_string(black_box(&page)).expect("encodes"));
+    };
+    // Warm up both.
+    for _ in 0..scale.builds / 10 {
+        ours();
+        baseline();
+    }
+    let time = |f: &dyn Fn()| {
+        let start = Instant::now();
+        for _ in 0..scale.builds {
+            f();
+        }
+        start.elapsed().as_nanos() as f64 / scale.builds as f64
+    };
+    let mut ratios = Vec::new();
+    for round in 1..=ROUNDS {
+        let o = time(&ours);
+        let b = time(&baseline);
+        eprintln!(
+            "p1 round {round}: ours {o:.0} ns/request, serde_urlencoded {b:.0} ns/request, ratio {:.2}",
+            o / b
+        );
+        ratios.push(o / b);
+    }
+    median(&ratios)
+}
+
+// ---------------------------------------------------------------------------------------------
+// p2: sending through our dispatchers against the raw clients
+
+/// `count` copies of one request to `url`, built the way the worker builds them.
+fn prebuilt(url: &str, count: usize) -> Vec<Request<Bytes>> {
+    let mut account = call_result_webhook::Account::new("acme");
+    account
+        .update_preferences(&admin(), account_settings(url))
+        .expect("preferences");
+    let prefs = account.preferences();
+    let body = EncodedBody::encode(&sample_call(1), prefs).expect("encodes");
+    (0..count)
+        .map(|_| build_request(prefs, &DeliveryId::generate(), &body).expect("builds"))
+        .collect()
+}
+
+/// Deals `requests` out to `n` senders, round robin.
+fn deal(requests: Vec<Request<Bytes>>, n: usize) -> Vec<Vec<Request<Bytes>>> {
+    let mut hands: Vec<Vec<Request<Bytes>>> = (0..n).map(|_| Vec::new()).collect();
+    for (i, r) in requests.into_iter().enumerate() {
+        hands[i % n].push(r);
+    }
+    hands
+}
+
+#[derive(Clone)]
+enum AsyncSender {
+    Ours(HyperDispatcher),
+    Raw(Client<HttpConnector, Full<Bytes>>),
+}
+
+impl AsyncSender {
+    async fn send(&self, request: Request<Bytes>) -> bool {
+        match self {
+            AsyncSender::Ours(d) => d
+                .dispatch(request)
+                .await
+                .is_ok_and(|r| r.status().is_success()),
+            AsyncSender::Raw(client) => match client.request(request.map(Full::new)).await {
+                Ok(response) => {
+                    let ok = response.status().is_success();
+                    ok && response.into_body().collect().await.is_ok()
+                }
+                Err(_) => false,
+            },
+        }
+    }
+}
+
+/// Sends every request, `CONCURRENCY` at a time; returns deliveries per second.
+fn send_async(
+    rt: &tokio::runtime::Runtime,
+    sender: &AsyncSender,
+    requests: Vec<Request<Bytes>>,
+) -> f64 {
+    let total = requests.len();
+    let hands = deal(requests, CONCURRENCY);
+    let failures = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    rt.block_on(async {
+        let tasks: Vec<_> = hands
+            .into_iter()
+            .map(|hand| {
+                let sender = sender.clone();
+                let failures = failures.clone();
+                tokio::spawn(async move {
+                    for request in hand {
+                        if !sender.send(request).await {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("a sender task");
+        }
+    });
+    let elapsed = start.elapsed();
+    let failed = failures.load(Ordering::Relaxed);
+    assert_eq!(failed, 0, "{failed} of {total} requests failed");
+    total as f64 / elapsed.as_secs_f64()
+}
+
+fn p2_hyper(receivers: &Receivers, scale: Scale) -> f64 {
+    let rt = runtime(2);
+    let ours = AsyncSender::Ours(HyperDispatcher::builder().policy(loopback_policy()).build());
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    let raw = AsyncSender::Raw(
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_timer(TokioTimer::new())
+            .build(http),
+    );
+    let url = receivers.url(0);
+    // Warm up: open the pooled connections of both.
+    send_async(&rt, &ours, prebuilt(&url, CONCURRENCY * 20));
+    send_async(&rt, &raw, prebuilt(&url, CONCURRENCY * 20));
+    let mut ratios = Vec::new();
+    for round in 1..=ROUNDS {
+        let o = send_async(&rt, &ours, prebuilt(&url, scale.sends));
+        let r = send_async(&rt, &raw, prebuilt(&url, scale.sends));
+        eprintln!(
+            "p2 hyper round {round}: ours {o:.0}/s, raw hyper-util {r:.0}/s, ratio {:.2}",
+            o / r
+        );
+        ratios.push(o / r);
+    }
+    median(&ratios)
+}
+
+#[derive(Clone)]
+enum BlockingSender {
+    Ours(UreqDispatcher),
+    Raw(ureq::Agent),
+}
+
+impl BlockingSender {
+    fn send(&self, request: Request<Bytes>) -> bool {
+        match self {
+            BlockingSender::Ours(d) => d
+                .dispatch_blocking(request)
+                .is_ok_and(|r| r.status().is_success()),
+            BlockingSender::Raw(agent) => {
+                let (parts, body) = request.into_parts();
+                match agent.run(Request::from_parts(parts, &body[..])) {
+                    Ok(response) => {
+                        let ok = response.status().is_success();
+                        let mut sink = Vec::new();
+                        ok && response
+                            .into_body()
+                            .into_reader()
+                            .read_to_end(&mut sink)
+                            .is_ok()
+                    }
+                    Err(_) => false,
+                }
+            }
+        }
+    }
+}
+
+/// Sends every request from `CONCURRENCY` threads; returns deliveries per second.
+fn send_blocking(sender: &BlockingSender, requests: Vec<Request<Bytes>>) -> f64 {
+    let total = requests.len();
+    let hands = deal(requests, CONCURRENCY);
+    let failures = AtomicU64::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for hand in hands {
+            let failures = &failures;
+            s.spawn(move || {
+                for request in hand {
+                    if !sender.send(request) {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let elapsed = start.elapsed();
+    let failed = failures.load(Ordering::Relaxed);
+    assert_eq!(failed, 0, "{failed} of {total} requests failed");
+    total as f64 / elapsed.as_secs_f64()
+}
+
+fn p2_ureq(receivers: &Receivers, scale: Scale) -> f64 {
+    let ours = BlockingSender::Ours(UreqDispatcher::builder().policy(loopback_policy()).build());
+    let raw = BlockingSender::Raw(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent(),
+    );
+    let url = receivers.url(0);
+    send_blocking(&ours, prebuilt(&url, CONCURRENCY * 20));
+    send_blocking(&raw, prebuilt(&url, CONCURRENCY * 20));
+    let mut ratios = Vec::new();
+    for round in 1..=ROUNDS {
+        let o = send_blocking(&ours, prebuilt(&url, scale.sends));
+        let r = send_blocking(&raw, prebuilt(&url, scale.sends));
+        eprintln!(
+            "p2 ureq round {round}: ours {o:.0}/s, raw ureq {r:.0}/s, ratio {:.2}",
+            o / r
+        );
+        ratios.push(o / r);
+    }
+    median(&ratios)
+}
+
+// ---------------------------------------------------------------------------------------------
+// p3: submitting into the outbox
+
+/// What one round of submits measured.
+#[derive(Debug, Clone, Copy, Default)]
+struct SubmitRound {
+    submitted: usize,
+    per_s: f64,
+    p99: Duration,
+}
+
+impl SubmitRound {
+    fn p99_ms(&self) -> f64 {
+        self.p99.as_secs_f64() * 1e3
+    }
+    fn p99_us(&self) -> f64 {
+        self.p99.as_secs_f64() * 1e6
+    }
+}
+
+/// Submits up to `count` call results from `CONCURRENCY` threads, for at most `limit`, timing
+/// each submit. Returns the rate and the 99th percentile of one submit's latency.
+fn submit_round(
+    webhooks: &Webhooks,
+    accounts: &[AccountId],
+    count: usize,
+    limit: Duration,
+) -> SubmitRound {
+    let campaign = CampaignId::new(CAMPAIGN);
+    let barrier = Barrier::new(CONCURRENCY + 1);
+    let per_thread = count.div_ceil(CONCURRENCY);
+    let mut latencies = Vec::with_capacity(count);
+    let elapsed = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..CONCURRENCY)
+            .map(|t| {
+                let barrier = &barrier;
+                let campaign = &campaign;
+                s.spawn(move || {
+                    let calls: Vec<CallResult> = (0..per_thread)
+                        .map(|i| sample_call(t * per_thread + i))
+                        .collect();
+                    let mut took = Vec::with_capacity(per_thread);
+                    barrier.wait();
+                    let deadline = Instant::now() + limit;
+                    for (i, call) in calls.into_iter().enumerate() {
+                        let account = &accounts[(t + i) % accounts.len()];
+                        let began = Instant::now();
+                        let submitted = webhooks.submit(account, campaign, call).expect("submit");
+                        took.push(began.elapsed());
+                        assert!(submitted.is_accepted(), "every switch is on");
+                        if Instant::now() >= deadline {
+                            break;
+                        }
+                    }
+                    took
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for t in threads {
+            latencies.extend(t.join().expect("a submitter"));
+        }
+        start.elapsed()
+    });
+    SubmitRound {
+        submitted: latencies.len(),
+        per_s: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p99: quantile(&mut latencies, 0.99),
+    }
+}
+
+fn sqlite_webhooks(path: &Path, commit: CommitMode) -> (Webhooks, AccountId) {
+    let store = SqliteStore::builder(path)
+        .commit(commit)
+        .open()
+        .expect("open the outbox");
+    let webhooks = Webhooks::builder()
+        .store(store)
+        .policy(loopback_policy())
+        .build()
+        .expect("webhooks");
+    let account = AccountId::new("acme");
+    configure(&webhooks, &account, "http://127.0.0.1:9/calls");
+    (webhooks, account)
+}
+
+/// Group commit against one fsync per submit, alternating; the median round of each.
+fn p3_sqlite(scratch: &Scratch, scale: Scale) -> (SubmitRound, SubmitRound) {
+    let modes = [
+        ("group commit", CommitMode::default()),
+        ("per submit", CommitMode::PerSubmit),
+    ];
+    let mut rounds: [Vec<SubmitRound>; 2] = [Vec::new(), Vec::new()];
+    for round in 1..=ROUNDS {
+        for (m, (name, mode)) in modes.iter().enumerate() {
+            let path = scratch.outbox("p3");
+            let (webhooks, account) = sqlite_webhooks(&path, *mode);
+            let r = submit_round(&webhooks, &[account], scale.submits, scale.submit_time);
+            drop(webhooks);
+            remove_outbox(&path);
+            eprintln!(
+                "p3 sqlite {name} round {round}: {:.0} submits/s, p99 {:.2} ms",
+                r.per_s,
+                r.p99_ms()
+            );
+            rounds[m].push(r);
+        }
+    }
+    let pick = |rs: &[SubmitRound]| SubmitRound {
+        submitted: rs.iter().map(|r| r.submitted).sum(),
+        per_s: median(&rs.iter().map(|r| r.per_s).collect::<Vec<_>>()),
+        p99: Duration::from_secs_f64(median(
+            &rs.iter().map(|r| r.p99.as_secs_f64()).collect::<Vec<_>>(),
+        )),
+    };
+    (pick(&rounds[0]), pick(&rounds[1]))
+}
+
+fn p3_memory(scale: Scale) -> SubmitRound {
+    let mut rounds = Vec::new();
+    for round in 1..=ROUNDS {
+        let webhooks = Webhooks::builder()
+            .store(MemoryStore::new())
+            .policy(loopback_policy())
+            .build()
+            .expect("webhooks");
+        let account = AccountId::new("acme");
+        configure(&webhooks, &account, "http://127.0.0.1:9/calls");
+        let r = submit_round(&webhooks, &[account], scale.submits, scale.submit_time);
+        eprintln!(
+            "p3 memory round {round}: {:.0} submits/s, p99 {:.1} us",
+            r.per_s,
+            r.p99_us()
+        );
+        rounds.push(r);
+    }
+    SubmitRound {
+        submitted: rounds.iter().map(|r| r.submitted).sum(),
+        per_s: median(&rounds.iter().map(|r| r.per_s).collect::<Vec<_>>()),
+        p99: Duration::from_secs_f64(median(
+            &rounds
+                .iter()
+                .map(|r| r.p99.as_secs_f64())
+                .collect::<Vec<_>>(),
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// p4: end to end
+
+/// Counts `AttemptSucceeded` events, optionally leaving out one account.
+#[derive(Clone, Default)]
+struct Delivered {
+    count: Arc<AtomicU64>,
+}
+
+impl Delivered {
+    fn sink(&self, except: Option<AccountId>) -> impl Fn(&Event) + Send + Sync + 'static {
+        let count = self.count.clone();
+        move |event| {
+            if let Event::AttemptSucceeded { account, .. } = event
+                && except.as_ref() != Some(account)
+            {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn get(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` are counted or `limit` has passed; returns when the last one was seen
+    /// (or the limit).
+    fn wait_for(&self, n: u64, limit: Duration) -> Instant {
+        let deadline = Instant::now() + limit;
+        while self.get() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Instant::now()
+    }
+}
+
+fn p4_end_to_end(scratch: &Scratch, receivers: &Receivers, scale: Scale) -> f64 {
+    let path = scratch.outbox("p4");
+    let delivered = Delivered::default();
+    let store = SqliteStore::builder(&path).open().expect("open the outbox");
+    let webhooks = Webhooks::builder()
+        .store(store)
+        .policy(loopback_policy())
+        .on_event(delivered.sink(None))
+        .build()
+        .expect("webhooks");
+    let account = AccountId::new("acme");
+    configure(&webhooks, &account, &receivers.url(0));
+    let before = receivers.total();
+
+    let rt = runtime(2);
+    let dispatcher = HyperDispatcher::builder().policy(loopback_policy()).build();
+    let worker = webhooks
+        .start_tokio(dispatcher, rt.handle())
+        .expect("start the worker");
+    let n = scale.end_to_end;
+    let start = Instant::now();
+    let submitting = submit_round(
+        &webhooks,
+        std::slice::from_ref(&account),
+        n,
+        scale.end_to_end_time,
+    );
+    let end = delivered.wait_for(
+        n as u64,
+        scale.end_to_end_time.saturating_sub(start.elapsed()),
+    );
+    let elapsed = end.duration_since(start);
+    let got = delivered.get();
+    let report = worker.shutdown(Duration::from_secs(5));
+    drop(webhooks);
+    remove_outbox(&path);
+    eprintln!(
+        "p4: {got} of {n} delivered in {:.2} s ({} submitted at {:.0}/s; \
+         receiver read {}; shutdown {report:?})",
+        elapsed.as_secs_f64(),
+        submitting.submitted,
+        submitting.per_s,
+        receivers.total() - before,
+    );
+    got as f64 / elapsed.as_secs_f64()
+}
+
+// ---------------------------------------------------------------------------------------------
+// p5: one endpoint that never answers among a hundred
+
+/// Stores `per_account` pending results for each account straight into the outbox, in one
+/// transaction per account, so that a round starts with the work already waiting.
+fn fill(store: &dyn Store, accounts: &[AccountId], per_account: usize, body: &EncodedBody) {
+    let now = Timestamp::now();
+    for account in accounts {
+        let batch: Vec<NewDelivery> = (0..per_account)
+            .map(|_| NewDelivery {
+                id: DeliveryId::generate(),
+                account: account.clone(),
+                campaign: CampaignId::new(CAMPAIGN),
+                body: body.clone(),
+                created_at: now,
+                next_attempt_at: now,
+            })
+            .collect();
+        store.insert(&batch).expect("fill the outbox");
+    }
+}
+
+fn sample_body() -> EncodedBody {
+    let mut account = call_result_webhook::Account::new("acme");
+    account
+        .update_preferences(&admin(), account_settings("https://crm.acme.example/calls"))
+        .expect("preferences");
+    EncodedBody::encode(&sample_call(1), account.preferences()).expect("encodes")
+}
+
+/// One isolation round: deliveries per second of accounts `0..99` while account 99 sends to
+/// `last_url`.
+fn isolation_round(
+    scratch: &Scratch,
+    receivers: &Receivers,
+    last_listener: usize,
+    scale: Scale,
+) -> f64 {
+    let path = scratch.outbox("p5");
+    let store = Arc::new(SqliteStore::builder(&path).open().expect("open the outbox"));
+    let delivered = Delivered::default();
+    let last = AccountId::new(format!("account-{:03}", ACCOUNTS - 1));
+    let webhooks = Webhooks::builder()
+        .store(store.clone())
+        .policy(loopback_policy())
+        .on_event(delivered.sink(Some(last.clone())))
+        .build()
+        .expect("webhooks");
+    let accounts: Vec<AccountId> = (0..ACCOUNTS)
+        .map(|i| AccountId::new(format!("account-{i:03}")))
+        .collect();
+    for (i, account) in accounts.iter().enumerate() {
+        let listener = if i == ACCOUNTS - 1 { last_listener } else { i };
+        configure(&webhooks, account, &receivers.url(listener));
+    }
+    fill(&*store, &accounts, scale.per_account, &sample_body());
+    let want = ((ACCOUNTS - 1) * scale.per_account) as u64;
+
+    let rt = runtime(2);
+    let dispatcher = HyperDispatcher::builder().policy(loopback_policy()).build();
+    let start = Instant::now();
+    let worker = webhooks
+        .start_tokio(dispatcher, rt.handle())
+        .expect("start the worker");
+    let end = delivered.wait_for(want, scale.isolation_time);
+    let got = delivered.get();
+    let elapsed = end.duration_since(start);
+    worker.shutdown(Duration::ZERO);
+    drop(webhooks);
+    drop(store);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    remove_outbox(&path);
+    if got < want {
+        eprintln!(
+            "p5: only {got} of {want} delivered within {:?}",
+            scale.isolation_time
+        );
+    }
+    got as f64 / elapsed.as_secs_f64()
+}
+
+fn p5_isolation(scratch: &Scratch, scale: Scale) -> f64 {
+    // Listeners 0..100 answer at once; listener 100 accepts, reads and never answers. Every
+    // account has its own port; account 99 uses port 99 in the healthy run and the hanging
+    // port in the faulty one.
+    let mut behaviours = vec![Behaviour::Answer; ACCOUNTS];
+    behaviours.push(Behaviour::Hang);
+    let receivers = Receivers::start(&behaviours, 2);
+    let hang = ACCOUNTS;
+    let mut ratios = Vec::new();
+    for round in 1..=ROUNDS {
+        let faulty = isolation_round(scratch, &receivers, hang, scale);
+        let healthy = isolation_round(scratch, &receivers, ACCOUNTS - 1, scale);
+        eprintln!(
+            "p5 round {round}: 99 accounts {faulty:.0}/s beside one that never answers, \
+             {healthy:.0}/s beside a healthy one, ratio {:.2}",
+            faulty / healthy
+        );
+        ratios.push(faulty / healthy);
+    }
+    eprintln!(
+        "p5: the never-answering listener read {} requests",
+        receivers.count(hang)
+    );
+    median(&ratios)
+}
+
+// ---------------------------------------------------------------------------------------------
+// p6: memory with a million pending results
+
+fn p6_rss(scratch: &Scratch, scale: Scale) -> f64 {
+    let receivers = Receivers::start(&[Behaviour::Answer; ACCOUNTS], 2);
+    let path = scratch.outbox("p6");
+    let filled = Instant::now();
+    {
+        let store = Arc::new(SqliteStore::builder(&path).open().expect("open the outbox"));
+        let webhooks = Webhooks::builder()
+            .store(store.clone())
+            .policy(loopback_policy())
+            .build()
+            .expect("webhooks");
+        let accounts: Vec<AccountId> = (0..ACCOUNTS)
+            .map(|i| AccountId::new(format!("account-{i:03}")))
+            .collect();
+        for (i, account) in accounts.iter().enumerate() {
+            configure(&webhooks, account, &receivers.url(i));
+        }
+        let body = sample_body();
+        let per_round = 10;
+        for _ in 0..P6_PENDING / (ACCOUNTS * per_round) {
+            fill(&*store, &accounts, per_round, &body);
+        }
+        let stats: u64 = accounts
+            .iter()
+            .map(|a| webhooks.status(a, None).expect("status").stats.pending)
+            .sum();
+        assert_eq!(stats, P6_PENDING as u64);
+    }
+    eprintln!(
+        "p6: {P6_PENDING} pending results stored in {:.1} s; running the worker in a child for {:?}",
+        filled.elapsed().as_secs_f64(),
+        scale.p6_worker_time
+    );
+    let exe = std::env::current_exe().expect("the bench binary");
+    let output = std::process::Command::new(exe)
+        .arg("--p6-child")
+        .arg(&path)
+        .arg(scale.p6_worker_time.as_secs().to_string())
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the p6 child failed: {stdout}");
+    remove_outbox(&path);
+    let field = |name: &str| -> f64 {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the child printed no {name}: {stdout}"))
+    };
+    let peak_kib = field("vmhwm_kib:");
+    eprintln!(
+        "p6: child delivered {} while holding the rest; peak RSS {:.1} MiB",
+        field("delivered:"),
+        peak_kib / 1024.0
+    );
+    peak_kib / 1024.0
+}
+
+/// The child: opens the outbox, runs the worker for the given seconds, prints its peak RSS.
+fn p6_child(args: &[String]) {
+    let path = PathBuf::from(&args[0]);
+    let secs: u64 = args[1].parse().expect("seconds");
+    let delivered = Delivered::default();
+    let store = SqliteStore::builder(&path).open().expect("open the outbox");
+    let webhooks = Webhooks::builder()
+        .store(store)
+        .policy(loopback_policy())
+        .on_event(delivered.sink(None))
+        .build()
+        .expect("webhooks");
+    let rt = runtime(2);
+    let dispatcher = HyperDispatcher::builder().policy(loopback_policy()).build();
+    let worker = webhooks
+        .start_tokio(dispatcher, rt.handle())
+        .expect("start the worker");
+    std::thread::sleep(Duration::from_secs(secs));
+    worker.shutdown(Duration::from_secs(5));
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM in /proc/self/status");
+    println!("vmhwm_kib: {hwm}");
+    println!("delivered: {}", delivered.get());
+}
