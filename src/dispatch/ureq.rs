@@ -7,6 +7,7 @@
 use std::fmt;
 use std::future::Future;
 use std::io::{self, Read as _};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -270,16 +271,28 @@ impl Resolver for GuardedResolver {
         timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ::ureq::Error> {
         let host = bare_host(uri.host().unwrap_or_default());
-        let resolved = self
-            .system
-            .resolve(uri, config, timeout)
-            .map_err(|e| match e {
-                ::ureq::Error::Io(io) => ::ureq::Error::Other(Box::new(DnsError::new(host, io))),
-                other => other,
-            })?;
+        // An IP literal needs no lookup; the system resolver would start a thread for one on
+        // every request, since a time limit is set.
+        let resolved: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => {
+                let https = uri.scheme_str() == Some("https");
+                let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+                vec![SocketAddr::new(ip, port)]
+            }
+            Err(_) => self
+                .system
+                .resolve(uri, config, timeout)
+                .map_err(|e| match e {
+                    ::ureq::Error::Io(io) => {
+                        ::ureq::Error::Other(Box::new(DnsError::new(host, io)))
+                    }
+                    other => other,
+                })?
+                .to_vec(),
+        };
         let kept = self
             .guard
-            .filter(host, resolved.iter().copied())
+            .filter(host, resolved)
             .map_err(|refusal| ::ureq::Error::Other(Box::new(refusal)))?;
         let mut addrs = self.empty();
         for addr in kept {
@@ -529,5 +542,31 @@ mod tests {
                 .iter()
                 .all(|a| a.ip() == std::net::IpAddr::from([127, 0, 0, 1]))
         );
+    }
+
+    #[test]
+    fn an_ip_literal_resolves_to_itself_with_the_schemes_port() {
+        let admitting = GuardedResolver {
+            guard: Guard::new(
+                UrlPolicy::new()
+                    .allow_http(true)
+                    .allow_net("127.0.0.0/8".parse().unwrap())
+                    .allow_net("::1/128".parse().unwrap()),
+            ),
+            system: DefaultResolver::default(),
+        };
+        let config = Config::default();
+        for (uri, want) in [
+            ("http://127.0.0.1/", "127.0.0.1:80"),
+            ("https://127.0.0.1/", "127.0.0.1:443"),
+            ("http://127.0.0.2:8080/", "127.0.0.2:8080"),
+            ("https://[::1]:9443/", "[::1]:9443"),
+        ] {
+            let addrs = admitting
+                .resolve(&uri.parse().unwrap(), &config, NextTimeout::default())
+                .unwrap();
+            let want: SocketAddr = want.parse().unwrap();
+            assert_eq!(addrs.iter().copied().collect::<Vec<_>>(), [want], "{uri}");
+        }
     }
 }
