@@ -111,6 +111,13 @@ fn main() {
     } else {
         Scale::full()
     };
+    // `--only p2,p4` runs just those figures, for working on one of them.
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|at| args.get(at + 1))
+        .map(|list| list.split(',').map(str::to_owned).collect());
+    let wanted = |figure: &str| only.as_ref().is_none_or(|o| o.iter().any(|w| w == figure));
     let scratch = Scratch::new();
     let started = Instant::now();
     eprintln!(
@@ -123,49 +130,63 @@ fn main() {
     );
 
     let mut figures: Vec<(&str, String)> = Vec::new();
-    let p1 = p1_build(scale);
-    figures.push(("p1_build_vs_serde_urlencoded", format!("{p1:.2}")));
+    if wanted("p1") {
+        let p1 = p1_build(scale);
+        figures.push(("p1_build_vs_serde_urlencoded", format!("{p1:.2}")));
+    }
 
     // Receivers for p2 and p4: one healthy listener is enough.
     let receivers = Receivers::start(&[Behaviour::Answer], 2);
-    let p2h = p2_hyper(&receivers, scale);
-    figures.push(("p2_hyper_vs_raw", format!("{p2h:.2}")));
-    let p2u = p2_ureq(&receivers, scale);
-    figures.push(("p2_ureq_vs_raw", format!("{p2u:.2}")));
+    if wanted("p2") {
+        let hyper = p2_hyper(&receivers, scale);
+        figures.push(("p2_hyper_vs_raw", format!("{hyper:.2}")));
+        let ureq = p2_ureq(&receivers, scale);
+        figures.push(("p2_ureq_vs_raw", format!("{ureq:.2}")));
+    }
 
-    let (group, per_submit) = p3_sqlite(&scratch, scale);
-    figures.push((
-        "p3_sqlite_group_commit_per_s",
-        format!("{:.0}", group.per_s),
-    ));
-    figures.push((
-        "p3_sqlite_group_commit_p99_ms",
-        format!("{:.2}", group.p99_ms()),
-    ));
-    figures.push((
-        "p3_sqlite_per_submit_per_s",
-        format!("{:.0}", per_submit.per_s),
-    ));
-    figures.push((
-        "p3_sqlite_per_submit_p99_ms",
-        format!("{:.2}", per_submit.p99_ms()),
-    ));
-    let memory = p3_memory(scale);
-    figures.push(("p3_memory_submit_p99_us", format!("{:.1}", memory.p99_us())));
+    if wanted("p3") {
+        let (group, per_submit) = p3_sqlite(&scratch, scale);
+        let memory = p3_memory(scale);
+        figures.extend([
+            (
+                "p3_sqlite_group_commit_per_s",
+                format!("{:.0}", group.per_s),
+            ),
+            (
+                "p3_sqlite_group_commit_p99_ms",
+                format!("{:.2}", group.p99_ms()),
+            ),
+            (
+                "p3_sqlite_per_submit_per_s",
+                format!("{:.0}", per_submit.per_s),
+            ),
+            (
+                "p3_sqlite_per_submit_p99_ms",
+                format!("{:.2}", per_submit.p99_ms()),
+            ),
+            ("p3_memory_submit_p99_us", format!("{:.1}", memory.p99_us())),
+        ]);
+    }
 
-    let p4 = p4_end_to_end(&scratch, &receivers, scale);
-    figures.push(("p4_end_to_end_per_s", format!("{p4:.0}")));
+    if wanted("p4") {
+        let p4 = p4_end_to_end(&scratch, &receivers, scale);
+        figures.push(("p4_end_to_end_per_s", format!("{p4:.0}")));
+    }
     drop(receivers);
 
-    let p5 = p5_isolation(&scratch, scale);
-    figures.push(("p5_isolation_ratio", format!("{p5:.2}")));
+    if wanted("p5") {
+        let p5 = p5_isolation(&scratch, scale);
+        figures.push(("p5_isolation_ratio", format!("{p5:.2}")));
+    }
 
-    let p6 = if scale.quick {
-        "skipped".to_owned()
-    } else {
-        format!("{:.1}", p6_rss(&scratch, scale))
-    };
-    figures.push(("p6_rss_mib_1m_pending", p6));
+    if wanted("p6") {
+        let p6 = if scale.quick {
+            "skipped".to_owned()
+        } else {
+            format!("{:.1}", p6_rss(&scratch, scale))
+        };
+        figures.push(("p6_rss_mib_1m_pending", p6));
+    }
 
     eprintln!("load: done in {:.1} s", started.elapsed().as_secs_f64());
     for (name, value) in figures {
@@ -347,17 +368,26 @@ fn p1_build(scale: Scale) -> f64 {
         ours();
         baseline();
     }
+    // Each round interleaves short slices of the two, so that a burst of load from elsewhere on
+    // the machine falls on both alike.
+    const SLICES: usize = 20;
+    let per_slice = scale.builds / SLICES;
     let time = |f: &dyn Fn()| {
         let start = Instant::now();
-        for _ in 0..scale.builds {
+        for _ in 0..per_slice {
             f();
         }
-        start.elapsed().as_nanos() as f64 / scale.builds as f64
+        start.elapsed()
     };
     let mut ratios = Vec::new();
     for round in 1..=ROUNDS {
-        let o = time(&ours);
-        let b = time(&baseline);
+        let (mut o, mut b) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..SLICES {
+            o += time(&ours);
+            b += time(&baseline);
+        }
+        let per = |d: Duration| d.as_nanos() as f64 / (per_slice * SLICES) as f64;
+        let (o, b) = (per(o), per(b));
         eprintln!(
             "p1 round {round}: ours {o:.0} ns/request, serde_urlencoded {b:.0} ns/request, ratio {:.2}",
             o / b
@@ -468,10 +498,15 @@ fn p2_hyper(receivers: &Receivers, scale: Scale) -> f64 {
     send_async(&rt, &raw, prebuilt(&url, CONCURRENCY * 20));
     let mut ratios = Vec::new();
     for round in 1..=ROUNDS {
+        let opened = receivers.connections();
         let o = send_async(&rt, &ours, prebuilt(&url, scale.sends));
+        let between = receivers.connections();
         let r = send_async(&rt, &raw, prebuilt(&url, scale.sends));
         eprintln!(
-            "p2 hyper round {round}: ours {o:.0}/s, raw hyper-util {r:.0}/s, ratio {:.2}",
+            "p2 hyper round {round}: ours {o:.0}/s ({} connections), raw hyper-util {r:.0}/s \
+             ({} connections), ratio {:.2}",
+            between - opened,
+            receivers.connections() - between,
             o / r
         );
         ratios.push(o / r);
@@ -547,10 +582,15 @@ fn p2_ureq(receivers: &Receivers, scale: Scale) -> f64 {
     send_blocking(&raw, prebuilt(&url, CONCURRENCY * 20));
     let mut ratios = Vec::new();
     for round in 1..=ROUNDS {
+        let opened = receivers.connections();
         let o = send_blocking(&ours, prebuilt(&url, scale.sends));
+        let between = receivers.connections();
         let r = send_blocking(&raw, prebuilt(&url, scale.sends));
         eprintln!(
-            "p2 ureq round {round}: ours {o:.0}/s, raw ureq {r:.0}/s, ratio {:.2}",
+            "p2 ureq round {round}: ours {o:.0}/s ({} connections), raw ureq {r:.0}/s ({} \
+             connections), ratio {:.2}",
+            between - opened,
+            receivers.connections() - between,
             o / r
         );
         ratios.push(o / r);

@@ -31,6 +31,7 @@ pub enum Behaviour {
 pub struct Receivers {
     addrs: Vec<SocketAddr>,
     counts: Vec<Arc<AtomicU64>>,
+    connections: Arc<AtomicU64>,
     stop: Option<tokio::sync::watch::Sender<bool>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -49,6 +50,8 @@ impl Receivers {
             counts.push(Arc::new(AtomicU64::new(0)));
             listeners.push(listener);
         }
+        let connections = Arc::new(AtomicU64::new(0));
+        let accepted = connections.clone();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let serving: Vec<_> = listeners
             .into_iter()
@@ -68,7 +71,8 @@ impl Receivers {
                     for ((listener, behaviour), count) in serving {
                         let listener = TcpListener::from_std(listener).expect("tokio listener");
                         let stopped = stopped.clone();
-                        tokio::spawn(accept_loop(listener, behaviour, count, stopped));
+                        let accepted = accepted.clone();
+                        tokio::spawn(accept_loop(listener, behaviour, count, accepted, stopped));
                     }
                     let mut stopped = stopped;
                     let _ = stopped.wait_for(|s| *s).await;
@@ -80,6 +84,7 @@ impl Receivers {
         Receivers {
             addrs,
             counts,
+            connections,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -93,6 +98,11 @@ impl Receivers {
     /// Requests read so far by listener `i`.
     pub fn count(&self, i: usize) -> u64 {
         self.counts[i].load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted so far by every listener.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Requests read so far by every listener.
@@ -116,6 +126,7 @@ async fn accept_loop(
     listener: TcpListener,
     behaviour: Behaviour,
     count: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -128,6 +139,7 @@ async fn accept_loop(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
+        connections.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let count = count.clone();
         tokio::spawn(async move {
