@@ -1,7 +1,6 @@
 //! The call result: the ten keys of the product page, and the page's two time formats.
 
-use std::borrow::Cow;
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use jiff::Timestamp;
 use jiff::civil::DateTime;
@@ -118,21 +117,29 @@ impl CallResult {
     /// The ten values as they go on the wire, in [`PAYLOAD_KEYS`] order: `LogDateTime` in UTC,
     /// `CallStart` and `CallEnd` in `time_zone`, `None` where unknown.
     pub fn fields(&self, time_zone: &TimeZone) -> Fields<'_> {
+        fn text(v: &Option<String>) -> Value<'_> {
+            v.as_deref().map_or(Value::Unknown, Value::Text)
+        }
         let local = |t: Option<Timestamp>| {
-            t.map(|t| Cow::Owned(format_call_time(time_zone.to_datetime(t))))
+            t.map_or(Value::Unknown, |t| {
+                Value::Time(CivilText::new(time_zone.to_datetime(t), b' '))
+            })
         };
         Fields {
             values: [
-                self.campaign_name.as_deref().map(Cow::Borrowed),
-                Some(Cow::Owned(format_log_time(self.log_date_time))),
+                text(&self.campaign_name),
+                Value::Time(CivilText::new(
+                    TimeZone::UTC.to_datetime(self.log_date_time),
+                    b'T',
+                )),
                 local(self.call_start),
                 local(self.call_end),
-                self.phone_called.as_deref().map(Cow::Borrowed),
-                self.reference.as_deref().map(Cow::Borrowed),
-                self.result.as_deref().map(Cow::Borrowed),
-                self.result_notes.as_deref().map(Cow::Borrowed),
-                self.wrap_up_by_name.as_deref().map(Cow::Borrowed),
-                self.wrap_up_reason_name.as_deref().map(Cow::Borrowed),
+                text(&self.phone_called),
+                text(&self.reference),
+                text(&self.result),
+                text(&self.result_notes),
+                text(&self.wrap_up_by_name),
+                text(&self.wrap_up_reason_name),
             ],
         }
     }
@@ -315,9 +322,38 @@ impl CallResultBuilder {
 }
 
 /// The ten wire values of one call result, in [`PAYLOAD_KEYS`] order; `None` is unknown.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Text values are borrowed from the call result and the three times are formatted in place,
+/// so making one allocates nothing.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Fields<'a> {
-    values: [Option<Cow<'a, str>>; 10],
+    values: [Value<'a>; 10],
+}
+
+/// One wire value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Value<'a> {
+    Unknown,
+    Text(&'a str),
+    Time(CivilText),
+}
+
+impl Value<'_> {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Unknown => None,
+            Value::Text(s) => Some(s),
+            Value::Time(t) => Some(t.as_str()),
+        }
+    }
+
+    fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Value::Unknown => None,
+            Value::Text(s) => Some(s.as_bytes()),
+            Value::Time(t) => Some(t.as_bytes()),
+        }
+    }
 }
 
 impl Fields<'_> {
@@ -326,40 +362,81 @@ impl Fields<'_> {
         PAYLOAD_KEYS
             .iter()
             .zip(self.values.iter())
-            .map(|(k, v)| (*k, v.as_deref()))
+            .map(|(k, v)| (*k, v.as_str()))
     }
 
     /// The value of `key`, if the key exists and the value is known.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.iter().find(|(k, _)| *k == key).and_then(|(_, v)| v)
     }
+
+    /// The values' UTF-8 bytes in wire order, for encoders that work on bytes.
+    pub(crate) fn bytes(&self) -> impl Iterator<Item = Option<&[u8]>> + '_ {
+        self.values.iter().map(Value::as_bytes)
+    }
+}
+
+impl fmt::Debug for Fields<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
 }
 
 /// Formats `LogDateTime`: `YYYY-MM-DDTHH:MM:SS` in UTC, no zone suffix, no fraction.
 pub fn format_log_time(at: Timestamp) -> String {
-    format_civil(TimeZone::UTC.to_datetime(at), 'T')
+    CivilText::new(TimeZone::UTC.to_datetime(at), b'T')
+        .as_str()
+        .to_owned()
 }
 
-/// Formats `CallStart`/`CallEnd`: `YYYY-MM-DD HH:MM:SS` in the given civil time, no suffix.
-fn format_call_time(dt: DateTime) -> String {
-    format_civil(dt, ' ')
+/// A civil time as the page writes it, `YYYY-MM-DD?HH:MM:SS` with `?` the separator, held in
+/// place: 19 bytes, 20 for a year before -999.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct CivilText {
+    bytes: [u8; 20],
+    len: u8,
 }
 
-fn format_civil(dt: DateTime, sep: char) -> String {
-    let mut s = String::with_capacity(19);
-    // Writing to a String cannot fail.
-    let _ = write!(
-        s,
-        "{:04}-{:02}-{:02}{}{:02}:{:02}:{:02}",
-        dt.year(),
-        dt.month(),
-        dt.day(),
-        sep,
-        dt.hour(),
-        dt.minute(),
-        dt.second()
-    );
-    s
+impl CivilText {
+    fn new(dt: DateTime, sep: u8) -> Self {
+        let two = |n: i8| [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
+        let [mo0, mo1] = two(dt.month());
+        let [d0, d1] = two(dt.day());
+        let [h0, h1] = two(dt.hour());
+        let [mi0, mi1] = two(dt.minute());
+        let [s0, s1] = two(dt.second());
+        let rest = [
+            b'-', mo0, mo1, b'-', d0, d1, sep, h0, h1, b':', mi0, mi1, b':', s0, s1,
+        ];
+        let mut bytes = [0u8; 20];
+        let year = dt.year();
+        let year_len = if (0..=9999).contains(&year) {
+            let [y0, y1] = two((year / 100) as i8);
+            let [y2, y3] = two((year % 100) as i8);
+            bytes[..4].copy_from_slice(&[y0, y1, y2, y3]);
+            4
+        } else {
+            // A negative year, as `{:04}` writes it: the sign counts towards the width.
+            let mut cursor = std::io::Cursor::new(&mut bytes[..]);
+            // Twenty bytes hold any i16 padded to four.
+            let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{year:04}"));
+            cursor.position() as usize
+        };
+        bytes[year_len..year_len + rest.len()].copy_from_slice(&rest);
+        CivilText {
+            bytes,
+            len: (year_len + rest.len()) as u8,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII digits, '-', ':' and the ASCII separator are ever pushed.
+        std::str::from_utf8(self.as_bytes()).expect("ASCII")
+    }
 }
 
 fn parse_log_time(s: &str) -> Result<Timestamp> {
@@ -557,6 +634,44 @@ mod tests {
         assert!(!shown.contains("0731051234"), "{shown}");
         assert!(shown.contains("*******234"), "{shown}");
         assert!(!shown.contains("4111"), "{shown}");
+    }
+
+    /// The page's format as `std::fmt` writes it: what `CivilText` must reproduce.
+    fn formatted(dt: DateTime, sep: char) -> String {
+        format!(
+            "{:04}-{:02}-{:02}{sep}{:02}:{:02}:{:02}",
+            dt.year(),
+            dt.month(),
+            dt.day(),
+            dt.hour(),
+            dt.minute(),
+            dt.second()
+        )
+    }
+
+    #[test]
+    fn civil_text_at_the_ends_of_the_range() {
+        for at in [Timestamp::MIN, Timestamp::MAX, Timestamp::UNIX_EPOCH] {
+            let dt = TimeZone::UTC.to_datetime(at);
+            assert_eq!(CivilText::new(dt, b'T').as_str(), formatted(dt, 'T'));
+        }
+        let dt = TimeZone::UTC.to_datetime(Timestamp::MIN);
+        assert!(CivilText::new(dt, b' ').as_str().starts_with("-9999-"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn civil_text_matches_the_standard_formatter(
+            secs in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+            local in proptest::bool::ANY,
+        ) {
+            let at = Timestamp::from_second(secs).unwrap();
+            let tz = if local { TimeZone::get("Australia/Sydney").unwrap() } else { TimeZone::UTC };
+            let dt = tz.to_datetime(at);
+            let (local_text, log_text) = (CivilText::new(dt, b' '), CivilText::new(dt, b'T'));
+            proptest::prop_assert_eq!(local_text.as_str(), formatted(dt, ' '));
+            proptest::prop_assert_eq!(log_text.as_str(), formatted(dt, 'T'));
+        }
     }
 
     #[test]
