@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use serde::ser::{SerializeMap, Serializer};
 
-use crate::payload::Fields;
+use crate::payload::{Fields, PAYLOAD_KEYS};
 
 /// How the ten keys are put into the body. Chosen per account.
 #[derive(
@@ -33,16 +33,17 @@ impl Encoding {
     /// Encodes the ten fields, in order, into the exact bytes every attempt will send.
     pub fn encode(self, fields: &Fields<'_>) -> Bytes {
         match self {
-            Encoding::Form => {
-                let pairs: Vec<(&str, &str)> =
-                    fields.iter().map(|(k, v)| (k, v.unwrap_or(""))).collect();
-                // Serializing a sequence of string pairs cannot fail.
-                let body =
-                    serde_urlencoded::to_string(pairs).expect("string pairs always form-encode");
-                Bytes::from(body)
-            }
+            Encoding::Form => Bytes::from(form_encode(fields)),
             Encoding::Json => {
-                let body = serde_json::to_vec(&JsonFields(fields))
+                // Room for every key and value as they are, plus quotes and separators; only
+                // values that need escaping make it grow.
+                let room = fields
+                    .iter()
+                    .map(|(k, v)| k.len() + v.map_or(4, str::len) + 6)
+                    .sum::<usize>()
+                    + 2;
+                let mut body = Vec::with_capacity(room);
+                serde_json::to_writer(&mut body, &JsonFields(fields))
                     .expect("string fields always JSON-encode");
                 Bytes::from(body)
             }
@@ -73,6 +74,68 @@ impl std::str::FromStr for Encoding {
     }
 }
 
+/// `key=value` pairs joined by `&`, each byte serialized as the URL Standard's
+/// `application/x-www-form-urlencoded` serializer does: `*-._` and ASCII alphanumerics as they
+/// are, space as `+`, every other byte as `%XX` (upper-case hex). Unknown values are empty.
+///
+/// The exact size is counted first, so the body is written into one allocation of its final
+/// size. The keys need no escaping (a test holds them to that).
+fn form_encode(fields: &Fields<'_>) -> Vec<u8> {
+    let mut len = PAYLOAD_KEYS.iter().map(|k| k.len() + 1).sum::<usize>() + PAYLOAD_KEYS.len() - 1;
+    for value in fields.bytes().flatten() {
+        len += value
+            .iter()
+            .map(|&b| usize::from(FORM_BYTE[usize::from(b)]))
+            .sum::<usize>();
+    }
+    let mut out = Vec::with_capacity(len);
+    for (i, (key, value)) in PAYLOAD_KEYS.iter().zip(fields.bytes()).enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
+        out.extend_from_slice(key.as_bytes());
+        out.push(b'=');
+        if let Some(value) = value {
+            push_form_encoded(&mut out, value);
+        }
+    }
+    debug_assert_eq!(out.len(), len);
+    out
+}
+
+/// How many bytes the form serializer writes for each byte: 1 for `*-._`, ASCII alphanumerics
+/// and space (`+`), 3 for every other byte (`%XX`).
+static FORM_BYTE: [u8; 256] = {
+    let mut table = [3u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || matches!(c, b'*' | b'-' | b'.' | b'_' | b' ') {
+            table[b] = 1;
+        }
+        b += 1;
+    }
+    table
+};
+
+fn push_form_encoded(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if FORM_BYTE[usize::from(b)] == 1 && b != b' ' {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        if b == b' ' {
+            out.push(b'+');
+        } else {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
 /// Serializes as a JSON object in wire order (serde_json's own map would sort the keys).
 struct JsonFields<'a, 'b>(&'a Fields<'b>);
 
@@ -89,7 +152,7 @@ impl serde::Serialize for JsonFields<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payload::{CallResult, PAYLOAD_KEYS};
+    use crate::payload::CallResult;
     use jiff::Timestamp;
     use jiff::tz::TimeZone;
     use proptest::prelude::*;
@@ -125,6 +188,13 @@ mod tests {
             let at = text.find(&format!("\"{key}\"")).unwrap();
             assert!(at >= last, "{key} out of order");
             last = at;
+        }
+    }
+
+    #[test]
+    fn payload_keys_need_no_form_escaping() {
+        for key in PAYLOAD_KEYS {
+            assert!(key.bytes().all(|b| b.is_ascii_alphanumeric()), "{key}");
         }
     }
 
@@ -219,6 +289,16 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.unwrap_or("").to_string()))
                 .collect();
             prop_assert_eq!(decoded, expected);
+        }
+
+        #[test]
+        fn form_body_is_what_serde_urlencoded_writes(call in arbitrary_call()) {
+            let fields = call.fields(&TimeZone::UTC);
+            let pairs: Vec<(&str, &str)> =
+                fields.iter().map(|(k, v)| (k, v.unwrap_or(""))).collect();
+            let expected = serde_urlencoded::to_string(pairs).unwrap();
+            let body = Encoding::Form.encode(&fields);
+            prop_assert_eq!(std::str::from_utf8(&body).unwrap(), expected);
         }
 
         #[test]
