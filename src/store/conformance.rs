@@ -48,6 +48,7 @@ pub(crate) fn run_all<S: Store>(make: &dyn Fn() -> S) {
     insert_is_all_or_nothing(&make());
     settings_and_health_are_replaced(&make());
     unknown_delivery_is_an_error(&make());
+    attempts_recorded_together_answer_each(&make());
 }
 
 fn due_order_limit_and_skip(store: &dyn Store) {
@@ -211,4 +212,29 @@ fn unknown_delivery_is_an_error(store: &dyn Store) {
         .record_attempt(&id, &record(t(0), Some(200), NextStep::Delivered))
         .unwrap_err();
     assert!(matches!(err, Error::UnknownDelivery(_)), "{err:?}");
+}
+
+fn attempts_recorded_together_answer_each(store: &dyn Store) {
+    store.insert(&new_deliveries("acme", "c1", 3)).unwrap();
+    let acme: AccountId = "acme".into();
+    let [a, b, c] = &store.due(&acme, t(5), 10, &[]).unwrap()[..] else {
+        panic!("three due");
+    };
+    let missing = DeliveryId::new("msg_missing").unwrap();
+    let answers = store.record_attempts(&[
+        (a.id.clone(), record(t(10), Some(204), NextStep::Delivered)),
+        (missing, record(t(10), Some(204), NextStep::Delivered)),
+        (
+            b.id.clone(),
+            record(t(11), Some(503), NextStep::RetryAt(t(100))),
+        ),
+        (c.id.clone(), record(t(12), Some(404), NextStep::Failed)),
+    ]);
+    assert_eq!(answers.len(), 4);
+    assert!(answers[0].is_ok() && answers[2].is_ok() && answers[3].is_ok());
+    assert!(matches!(answers[1], Err(Error::UnknownDelivery(_))));
+    let stats = store.stats(&acme, None).unwrap();
+    assert_eq!((stats.pending, stats.delivered, stats.failed), (1, 1, 1));
+    assert_eq!(store.due(&acme, t(100), 10, &[]).unwrap()[0].id, b.id);
+    assert!(store.record_attempts(&[]).is_empty());
 }

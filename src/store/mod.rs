@@ -211,6 +211,18 @@ pub trait Store: Send + Sync + 'static {
     /// Records one attempt's outcome and moves the delivery to its next step.
     fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord) -> Result<()>;
 
+    /// Records several attempts' outcomes, each as [`record_attempt`](Store::record_attempt)
+    /// would, and answers for each in order: one failing (an unknown delivery, say) leaves the
+    /// others recorded. The delivery worker hands over every outcome it has at once, so that a
+    /// durable store can make them durable together, with one write to disk rather than one
+    /// each. The default records them one by one.
+    fn record_attempts(&self, attempts: &[(DeliveryId, AttemptRecord)]) -> Vec<Result<()>> {
+        attempts
+            .iter()
+            .map(|(id, record)| self.record_attempt(id, record))
+            .collect()
+    }
+
     /// Deliveries matching `filter`, oldest first, at most `limit`.
     fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>>;
 
@@ -257,6 +269,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord) -> Result<()> {
         (**self).record_attempt(id, record)
+    }
+    fn record_attempts(&self, attempts: &[(DeliveryId, AttemptRecord)]) -> Vec<Result<()>> {
+        (**self).record_attempts(attempts)
     }
     fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>> {
         (**self).list(filter, limit)
