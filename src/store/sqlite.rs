@@ -418,10 +418,15 @@ impl SqliteStore {
     /// Sends one write to the writer and waits for its own answer, which comes only after the
     /// transaction holding it has committed (or the write failed alone).
     fn write(&self, op: Op) -> Result<u64> {
+        self.queue(op)?.recv().map_err(|_| writer_stopped())?
+    }
+
+    /// Sends one write to the writer without waiting; its own answer comes on the receiver.
+    fn queue(&self, op: Op) -> Result<Receiver<Result<u64>>> {
         let (reply, answer) = mpsc::sync_channel(1);
         let jobs = self.jobs.as_ref().ok_or_else(writer_stopped)?;
         jobs.send(Job { op, reply }).map_err(|_| writer_stopped())?;
-        answer.recv().map_err(|_| writer_stopped())?
+        Ok(answer)
     }
 
     fn idle_readers(&self) -> MutexGuard<'_, Vec<Connection>> {
@@ -530,6 +535,25 @@ impl Store for SqliteStore {
             to_nanos(at)?;
         }
         self.write(Op::Record(id.clone(), record.clone())).map(drop)
+    }
+
+    /// Queues every record before waiting for any, so the writer takes them into one batch:
+    /// one transaction and one fsync for the lot, each still in its own savepoint.
+    fn record_attempts(&self, attempts: &[(DeliveryId, AttemptRecord)]) -> Vec<Result<()>> {
+        let queued: Vec<Result<Receiver<Result<u64>>>> = attempts
+            .iter()
+            .map(|(id, record)| {
+                to_nanos(record.at)?;
+                if let NextStep::RetryAt(at) = record.next {
+                    to_nanos(at)?;
+                }
+                self.queue(Op::Record(id.clone(), record.clone()))
+            })
+            .collect();
+        queued
+            .into_iter()
+            .map(|answer| answer?.recv().map_err(|_| writer_stopped())?.map(drop))
+            .collect()
     }
 
     fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>> {
@@ -1461,6 +1485,38 @@ mod tests {
             commits < (THREADS * EACH) as u64,
             "{commits} commits: no write shared one"
         );
+    }
+
+    #[test]
+    fn attempts_recorded_together_share_commits() {
+        const N: usize = 64;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(in_dir(&dir)).unwrap();
+        store.insert(&new_deliveries("acme", "c1", N)).unwrap();
+        let due = store.due(&"acme".into(), t(1_000_000), N, &[]).unwrap();
+        let records: Vec<_> = due
+            .iter()
+            .map(|d| {
+                let record = AttemptRecord {
+                    at: t(2_000),
+                    status: Some(204),
+                    error: None,
+                    next: NextStep::Delivered,
+                };
+                (d.id.clone(), record)
+            })
+            .collect();
+        let before = store.transactions_committed();
+        let answers = store.record_attempts(&records);
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        let commits = store.transactions_committed() - before;
+        // All are queued before the first answer is awaited: the writer takes them in batches.
+        assert!(
+            commits < (N / 2) as u64,
+            "{commits} commits for {N} records"
+        );
+        let stats = store.stats(&"acme".into(), None).unwrap();
+        assert_eq!((stats.pending, stats.delivered), (0, N as u64));
     }
 
     #[test]
