@@ -141,19 +141,45 @@ impl Engine {
         build_request(prefs, &d.id, &d.body).map_err(|e| refuse(e.to_string()))
     }
 
-    /// Records an attempt's outcome, updates the endpoint's health and tells the dialer. Returns
-    /// what the scheduler needs to know.
-    pub(crate) fn complete(&self, c: &Completion) -> Completed {
+    /// Records the outcomes of `completions` in one store call, so that a durable store makes
+    /// them durable together, then, in order, updates each endpoint's health and tells the
+    /// dialer. Returns, for each completion, what the scheduler needs to know.
+    pub(crate) fn complete_all(&self, completions: &[Completion]) -> Vec<Completed> {
+        if completions.is_empty() {
+            return Vec::new();
+        }
         let now = self.clock.now();
+        let decided: Vec<Decided> = completions.iter().map(|c| self.decide(c, now)).collect();
+        let writes: Vec<(DeliveryId, AttemptRecord)> = completions
+            .iter()
+            .zip(&decided)
+            .map(|(c, d)| (c.attempt.delivery.clone(), d.record.clone()))
+            .collect();
+        let mut recorded = self.store.record_attempts(&writes);
+        // A store answers once per attempt; one that does not has recorded nothing it did not
+        // answer for.
+        recorded.truncate(completions.len());
+        recorded.resize_with(completions.len(), || {
+            Err(Error::Store {
+                message: "the store gave no answer for this attempt".into(),
+                source: None,
+            })
+        });
+        completions
+            .iter()
+            .zip(decided)
+            .zip(recorded)
+            .map(|((c, d), r)| self.finish(c, d, r, now))
+            .collect()
+    }
+
+    /// What an attempt's outcome means: the verdict, and the record to store.
+    fn decide(&self, c: &Completion, now: Timestamp) -> Decided {
+        let a = &c.attempt;
         let verdict = match &c.outcome {
             Outcome::Sent(result) => classify(result, now),
             Outcome::NotSent(verdict) => verdict.clone(),
         };
-        self.finish(c, verdict, now)
-    }
-
-    fn finish(&self, c: &Completion, verdict: Verdict, now: Timestamp) -> Completed {
-        let a = &c.attempt;
         let schedule = self
             .accounts()
             .get(&a.account)
@@ -184,13 +210,36 @@ impl Engine {
         let record = AttemptRecord {
             at: now,
             status: verdict.status(),
-            error: error.clone(),
+            error,
             next,
         };
+        a.span.record("status", verdict.status());
+        a.span.record("latency_ms", c.latency.as_millis() as u64);
+        Decided {
+            verdict,
+            record,
+            failed_for_good,
+        }
+    }
+
+    /// After the store's answer: the endpoint's health, the events, and the scheduler's next
+    /// step.
+    fn finish(
+        &self,
+        c: &Completion,
+        decided: Decided,
+        recorded: crate::error::Result<()>,
+        now: Timestamp,
+    ) -> Completed {
+        let a = &c.attempt;
         let span = &a.span;
-        span.record("status", verdict.status());
-        span.record("latency_ms", c.latency.as_millis() as u64);
-        match self.store.record_attempt(&a.delivery, &record) {
+        let Decided {
+            verdict,
+            record,
+            failed_for_good,
+        } = decided;
+        let (next, error) = (record.next, record.error);
+        match recorded {
             Ok(()) => {}
             Err(Error::UnknownDelivery(_)) => {
                 tracing::debug!(parent: span, "delivery removed while in flight");
@@ -361,6 +410,13 @@ pub(crate) enum Completed {
     Forgotten,
     /// The store could not record it: it is still pending as before.
     NotRecorded,
+}
+
+/// An attempt's outcome, decided and not yet recorded.
+struct Decided {
+    verdict: Verdict,
+    record: AttemptRecord,
+    failed_for_good: Option<(FailureKind, String)>,
 }
 
 /// How the facade, runners and the clock wake the scheduler, and how the scheduler tells

@@ -308,8 +308,10 @@ impl Scheduler {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            for c in batch.completions {
-                self.completed(c);
+            // Recorded together: a durable store makes them durable in one write.
+            let outcomes = self.engine.complete_all(&batch.completions);
+            for (c, outcome) in batch.completions.into_iter().zip(outcomes) {
+                self.completed(c, outcome);
                 if deadline.is_some() {
                     report.finished += 1;
                 }
@@ -443,10 +445,10 @@ impl Scheduler {
         }
     }
 
-    fn completed(&mut self, c: Completion) {
+    /// Frees the attempt's place once its outcome is recorded.
+    fn completed(&mut self, c: Completion, result: Completed) {
         let account = c.attempt.account.clone();
         let id = c.attempt.delivery.clone();
-        let result = self.engine.complete(&c);
         self.runner.finished(&id);
         let lane = self.lanes.entry(account).or_default();
         if lane.in_flight.remove(&id) {
