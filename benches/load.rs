@@ -783,13 +783,23 @@ impl Delivered {
     }
 }
 
+/// The per-endpoint bound for p4: one account's endpoint may use half the default overall
+/// bound of 64, the most one endpoint is ever given. The default of 4 is meant for many
+/// accounts sharing the worker.
+const P4_PER_ENDPOINT: usize = 32;
+
 fn p4_end_to_end(scratch: &Scratch, receivers: &Receivers, scale: Scale) -> f64 {
+    let per_endpoint: usize = std::env::var("P4_PER_ENDPOINT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(P4_PER_ENDPOINT);
     let path = scratch.outbox("p4");
     let delivered = Delivered::default();
     let store = SqliteStore::builder(&path).open().expect("open the outbox");
     let webhooks = Webhooks::builder()
         .store(store)
         .policy(loopback_policy())
+        .per_endpoint_concurrency(per_endpoint)
         .on_event(delivered.sink(None))
         .build()
         .expect("webhooks");
@@ -820,7 +830,7 @@ fn p4_end_to_end(scratch: &Scratch, receivers: &Receivers, scale: Scale) -> f64 
     drop(webhooks);
     remove_outbox(&path);
     eprintln!(
-        "p4: {got} of {n} delivered in {:.2} s ({} submitted at {:.0}/s; \
+        "p4: {got} of {n} delivered in {:.2} s, {per_endpoint} in flight at most ({} submitted at {:.0}/s; \
          receiver read {}; shutdown {report:?})",
         elapsed.as_secs_f64(),
         submitting.submitted,
