@@ -1,7 +1,7 @@
 //! An in-memory outbox: for tests and for dialers that accept losing pending results on a crash.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use jiff::Timestamp;
 
@@ -24,11 +24,17 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    deliveries: HashMap<DeliveryId, Delivery>,
+    /// Every delivery kept, by id. A B-tree rather than a hash map: it grows a node at a time,
+    /// where a hash map would now and then move every entry to a table twice the size while
+    /// `insert` holds the lock, stalling every submitter for milliseconds. Each delivery is
+    /// made (and its memory first touched) before the lock is taken, and read copies are made
+    /// after it is released.
+    deliveries: BTreeMap<DeliveryId, Arc<Delivery>>,
     /// Pending deliveries by account, ordered by when they are due.
     due: HashMap<AccountId, BTreeSet<(Timestamp, DeliveryId)>>,
-    /// Counts and last outcomes by (account, campaign); delivered deliveries are only counted.
-    stats: HashMap<(AccountId, CampaignId), DeliveryStats>,
+    /// Counts and last outcomes by account, then campaign; delivered deliveries are only
+    /// counted. Nested so that a lookup needs no owned key.
+    stats: HashMap<AccountId, HashMap<CampaignId, DeliveryStats>>,
     accounts: HashMap<AccountId, String>,
     health: HashMap<AccountId, String>,
     pending: usize,
@@ -65,9 +71,14 @@ impl Default for MemoryStore {
 
 impl Inner {
     fn stats_mut(&mut self, d: &Delivery) -> &mut DeliveryStats {
-        self.stats
-            .entry((d.account.clone(), d.campaign.clone()))
-            .or_default()
+        if !self.stats.contains_key(&d.account) {
+            self.stats.insert(d.account.clone(), HashMap::new());
+        }
+        let campaigns = self.stats.get_mut(&d.account).expect("inserted above");
+        if !campaigns.contains_key(&d.campaign) {
+            campaigns.insert(d.campaign.clone(), DeliveryStats::default());
+        }
+        campaigns.get_mut(&d.campaign).expect("inserted above")
     }
 
     fn unqueue(&mut self, d: &Delivery) {
@@ -80,16 +91,24 @@ impl Inner {
     }
 
     fn enqueue(&mut self, d: &Delivery) {
-        self.due
-            .entry(d.account.clone())
-            .or_default()
-            .insert((d.next_attempt_at, d.id.clone()));
+        self.enqueue_key(&d.account, (d.next_attempt_at, d.id.clone()));
+    }
+
+    fn enqueue_key(&mut self, account: &AccountId, key: (Timestamp, DeliveryId)) {
+        match self.due.get_mut(account) {
+            Some(queue) => {
+                queue.insert(key);
+            }
+            None => {
+                self.due.insert(account.clone(), BTreeSet::from([key]));
+            }
+        }
     }
 
     fn matching(&self, filter: &DeliveryFilter) -> Vec<DeliveryId> {
         let mut found: Vec<&Delivery> = match &filter.id {
-            Some(id) => self.deliveries.get(id).into_iter().collect(),
-            None => self.deliveries.values().collect(),
+            Some(id) => self.deliveries.get(id).map(|d| &**d).into_iter().collect(),
+            None => self.deliveries.values().map(|d| &**d).collect(),
         };
         found.retain(|d| filter.matches(d));
         found.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
@@ -99,6 +118,28 @@ impl Inner {
 
 impl Store for MemoryStore {
     fn insert(&self, deliveries: &[NewDelivery]) -> Result<()> {
+        // Everything that allocates is done before the lock is taken: a submitter holds it
+        // only to update the maps, so concurrent submitters rarely have to wait for it.
+        let prepared: Vec<(DeliveryId, Arc<Delivery>, (Timestamp, DeliveryId))> = deliveries
+            .iter()
+            .map(|new| {
+                let d = Delivery {
+                    id: new.id.clone(),
+                    account: new.account.clone(),
+                    campaign: new.campaign.clone(),
+                    body: new.body.clone(),
+                    created_at: new.created_at,
+                    attempts: 0,
+                    next_attempt_at: new.next_attempt_at,
+                    state: DeliveryState::Pending,
+                    last_status: None,
+                    last_error: None,
+                    last_attempt_at: None,
+                };
+                let key = (new.next_attempt_at, new.id.clone());
+                (new.id.clone(), Arc::new(d), key)
+            })
+            .collect();
         let mut inner = self.lock();
         if inner.pending + deliveries.len() > self.capacity {
             return Err(Error::StoreFull {
@@ -114,24 +155,11 @@ impl Store for MemoryStore {
                 source: None,
             });
         }
-        for new in deliveries {
-            let d = Delivery {
-                id: new.id.clone(),
-                account: new.account.clone(),
-                campaign: new.campaign.clone(),
-                body: new.body.clone(),
-                created_at: new.created_at,
-                attempts: 0,
-                next_attempt_at: new.next_attempt_at,
-                state: DeliveryState::Pending,
-                last_status: None,
-                last_error: None,
-                last_attempt_at: None,
-            };
-            inner.enqueue(&d);
+        for (id, d, key) in prepared {
+            inner.enqueue_key(&d.account, key);
             inner.stats_mut(&d).pending += 1;
             inner.pending += 1;
-            inner.deliveries.insert(d.id.clone(), d);
+            inner.deliveries.insert(id, d);
         }
         Ok(())
     }
@@ -143,17 +171,20 @@ impl Store for MemoryStore {
         limit: usize,
         skip: &[DeliveryId],
     ) -> Result<Vec<Delivery>> {
-        let inner = self.lock();
-        let Some(queue) = inner.due.get(account) else {
-            return Ok(Vec::new());
+        let found: Vec<Arc<Delivery>> = {
+            let inner = self.lock();
+            let Some(queue) = inner.due.get(account) else {
+                return Ok(Vec::new());
+            };
+            queue
+                .iter()
+                .take_while(|(at, _)| *at <= now)
+                .filter(|(_, id)| !skip.contains(id))
+                .take(limit)
+                .filter_map(|(_, id)| inner.deliveries.get(id).cloned())
+                .collect()
         };
-        Ok(queue
-            .iter()
-            .take_while(|(at, _)| *at <= now)
-            .filter(|(_, id)| !skip.contains(id))
-            .take(limit)
-            .filter_map(|(_, id)| inner.deliveries.get(id).cloned())
-            .collect())
+        Ok(found.iter().map(|d| Delivery::clone(d)).collect())
     }
 
     fn pending_accounts(&self) -> Result<Vec<(AccountId, Timestamp)>> {
@@ -167,17 +198,19 @@ impl Store for MemoryStore {
 
     fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord) -> Result<()> {
         let mut inner = self.lock();
-        let Some(mut d) = inner.deliveries.remove(id) else {
+        let Some(mut shared) = inner.deliveries.remove(id) else {
             return Err(Error::UnknownDelivery(id.to_string()));
         };
+        // A copy only if a reader still holds this one.
+        let d = Arc::make_mut(&mut shared);
         // Leave the old state...
         match d.state {
             DeliveryState::Pending => {
-                inner.unqueue(&d);
-                inner.stats_mut(&d).pending -= 1;
+                inner.unqueue(d);
+                inner.stats_mut(d).pending -= 1;
                 inner.pending -= 1;
             }
-            DeliveryState::Failed => inner.stats_mut(&d).failed -= 1,
+            DeliveryState::Failed => inner.stats_mut(d).failed -= 1,
             DeliveryState::Delivered => {}
         }
         d.attempts += 1;
@@ -185,14 +218,14 @@ impl Store for MemoryStore {
         d.last_error = record.error.clone();
         d.last_attempt_at = Some(record.at);
         if record.error.is_some() {
-            let stats = inner.stats_mut(&d);
+            let stats = inner.stats_mut(d);
             stats.last_failure_at = Some(record.at);
             stats.last_failure_reason = record.error.clone();
         }
         // ...and enter the new one.
         match record.next {
             NextStep::Delivered => {
-                let stats = inner.stats_mut(&d);
+                let stats = inner.stats_mut(d);
                 stats.delivered += 1;
                 stats.last_success_at = Some(record.at);
                 // Delivered deliveries are only counted, not kept.
@@ -200,28 +233,31 @@ impl Store for MemoryStore {
             NextStep::RetryAt(at) => {
                 d.next_attempt_at = at;
                 d.state = DeliveryState::Pending;
-                inner.stats_mut(&d).pending += 1;
+                inner.stats_mut(d).pending += 1;
                 inner.pending += 1;
-                inner.enqueue(&d);
-                inner.deliveries.insert(d.id.clone(), d);
+                inner.enqueue(d);
+                inner.deliveries.insert(id.clone(), shared);
             }
             NextStep::Failed => {
                 d.state = DeliveryState::Failed;
-                inner.stats_mut(&d).failed += 1;
-                inner.deliveries.insert(d.id.clone(), d);
+                inner.stats_mut(d).failed += 1;
+                inner.deliveries.insert(id.clone(), shared);
             }
         }
         Ok(())
     }
 
     fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>> {
-        let inner = self.lock();
-        Ok(inner
-            .matching(filter)
-            .into_iter()
-            .take(limit)
-            .filter_map(|id| inner.deliveries.get(&id).cloned())
-            .collect())
+        let found: Vec<Arc<Delivery>> = {
+            let inner = self.lock();
+            inner
+                .matching(filter)
+                .into_iter()
+                .take(limit)
+                .filter_map(|id| inner.deliveries.get(&id).cloned())
+                .collect()
+        };
+        Ok(found.iter().map(|d| Delivery::clone(d)).collect())
     }
 
     fn requeue_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {
@@ -232,17 +268,18 @@ impl Store for MemoryStore {
         };
         let ids = inner.matching(&filter);
         for id in &ids {
-            let Some(mut d) = inner.deliveries.remove(id) else {
+            let Some(mut shared) = inner.deliveries.remove(id) else {
                 continue;
             };
+            let d = Arc::make_mut(&mut shared);
             d.state = DeliveryState::Pending;
             d.next_attempt_at = now;
-            let stats = inner.stats_mut(&d);
+            let stats = inner.stats_mut(d);
             stats.failed -= 1;
             stats.pending += 1;
             inner.pending += 1;
-            inner.enqueue(&d);
-            inner.deliveries.insert(d.id.clone(), d);
+            inner.enqueue(d);
+            inner.deliveries.insert(id.clone(), shared);
         }
         Ok(ids.len() as u64)
     }
@@ -270,8 +307,9 @@ impl Store for MemoryStore {
     fn stats(&self, account: &AccountId, campaign: Option<&CampaignId>) -> Result<DeliveryStats> {
         let inner = self.lock();
         let mut total = DeliveryStats::default();
-        for ((a, c), s) in &inner.stats {
-            if a != account || campaign.is_some_and(|want| want != c) {
+        let campaigns = inner.stats.get(account).into_iter().flatten();
+        for (c, s) in campaigns {
+            if campaign.is_some_and(|want| want != c) {
                 continue;
             }
             total.pending += s.pending;
