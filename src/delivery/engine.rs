@@ -475,10 +475,16 @@ impl Signal {
         r
     }
 
+    /// A submit for `account`. While the account waits in `touched` the scheduler has already
+    /// been woken for it, so only the first submit of a pass wakes it (and clones the id).
     pub(crate) fn touch(&self, account: &AccountId) {
-        self.with(|s| {
-            s.touched.insert(account.clone());
-        });
+        let mut s = lock(&self.state);
+        if s.touched.contains(account) {
+            return;
+        }
+        s.touched.insert(account.clone());
+        drop(s);
+        self.work.notify_all();
     }
 
     pub(crate) fn reset(&self, account: &AccountId) {
