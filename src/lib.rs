@@ -103,6 +103,9 @@ pub use store::{
     AttemptRecord, Delivery, DeliveryFilter, DeliveryState, DeliveryStats, MemoryStore,
     NewDelivery, NextStep, Store,
 };
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use store::{CommitMode, SqliteStore, SqliteStoreBuilder};
 pub use webhooks::{
     DEFAULT_MAX_CONCURRENCY, DEFAULT_PER_ENDPOINT_CONCURRENCY, Submitted, Webhooks, WebhooksBuilder,
 };

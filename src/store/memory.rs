@@ -170,9 +170,15 @@ impl Store for MemoryStore {
         let Some(mut d) = inner.deliveries.remove(id) else {
             return Err(Error::UnknownDelivery(id.to_string()));
         };
-        let was_pending = d.state == DeliveryState::Pending;
-        if was_pending {
-            inner.unqueue(&d);
+        // Leave the old state...
+        match d.state {
+            DeliveryState::Pending => {
+                inner.unqueue(&d);
+                inner.stats_mut(&d).pending -= 1;
+                inner.pending -= 1;
+            }
+            DeliveryState::Failed => inner.stats_mut(&d).failed -= 1,
+            DeliveryState::Delivered => {}
         }
         d.attempts += 1;
         d.last_status = record.status;
@@ -183,35 +189,25 @@ impl Store for MemoryStore {
             stats.last_failure_at = Some(record.at);
             stats.last_failure_reason = record.error.clone();
         }
+        // ...and enter the new one.
         match record.next {
             NextStep::Delivered => {
                 let stats = inner.stats_mut(&d);
                 stats.delivered += 1;
                 stats.last_success_at = Some(record.at);
-                if was_pending {
-                    stats.pending -= 1;
-                    inner.pending -= 1;
-                }
                 // Delivered deliveries are only counted, not kept.
             }
             NextStep::RetryAt(at) => {
                 d.next_attempt_at = at;
                 d.state = DeliveryState::Pending;
-                if !was_pending {
-                    inner.stats_mut(&d).pending += 1;
-                    inner.pending += 1;
-                }
+                inner.stats_mut(&d).pending += 1;
+                inner.pending += 1;
                 inner.enqueue(&d);
                 inner.deliveries.insert(d.id.clone(), d);
             }
             NextStep::Failed => {
                 d.state = DeliveryState::Failed;
-                let stats = inner.stats_mut(&d);
-                stats.failed += 1;
-                if was_pending {
-                    stats.pending -= 1;
-                    inner.pending -= 1;
-                }
+                inner.stats_mut(&d).failed += 1;
                 inner.deliveries.insert(d.id.clone(), d);
             }
         }

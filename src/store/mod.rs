@@ -8,8 +8,14 @@
 #[cfg(test)]
 pub(crate) mod conformance;
 mod memory;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use sqlite::{CommitMode, SqliteStore, SqliteStoreBuilder};
 
 use jiff::Timestamp;
 
