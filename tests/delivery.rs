@@ -1,6 +1,7 @@
 //! Reliable delivery from outside: `Webhooks` with a real worker and a real backend, against
 //! receivers on 127.0.0.1 that script their answers (503s, 429 with `Retry-After`, silence,
-//! resets, 404, 410).
+//! resets, 404, 410), one account's dead endpoint beside a healthy one, and a graceful shutdown
+//! followed by a restart on the same SQLite outbox file.
 //!
 //! Every scenario runs through the hyper backend on tokio and through ureq on plain threads.
 //! Accounts use short retry schedules so real time stays short; waits have generous upper
@@ -157,9 +158,12 @@ struct Harness {
 impl Harness {
     /// `Webhooks` on a fresh in-memory outbox, delivering through `backend`.
     fn start(backend: Backend) -> Harness {
-        Harness::on_store(backend, MemoryStore::new())
+        let mut harness = Harness::on_store(backend, MemoryStore::new());
+        harness.start_worker();
+        harness
     }
 
+    /// `Webhooks` on `store`, with no worker yet.
     fn on_store(backend: Backend, store: impl Store) -> Harness {
         let events = Arc::new(Events::default());
         let sink = events.clone();
@@ -169,15 +173,13 @@ impl Harness {
             .on_event(move |e| sink.push(e))
             .build()
             .expect("webhooks build");
-        let mut harness = Harness {
+        Harness {
             backend,
             webhooks,
             events,
             worker: None,
             runtime: None,
-        };
-        harness.start_worker();
-        harness
+        }
     }
 
     fn start_worker(&mut self) {
@@ -260,6 +262,15 @@ impl Harness {
             "deliveries still pending after {PATIENCE:?}"
         );
     }
+
+    /// Stops the worker with `deadline` and the runtime with it.
+    fn stop(&mut self, deadline: Duration) -> call_result_webhook::ShutdownReport {
+        let report = self.worker.take().expect("running").shutdown(deadline);
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(5));
+        }
+        report
+    }
 }
 
 impl Drop for Harness {
@@ -275,14 +286,14 @@ impl Drop for Harness {
 /// Runs each named scenario once per backend, as `hyper_on_tokio::NAME` and
 /// `ureq_on_threads::NAME`.
 macro_rules! on_every_backend {
-    ($($name:ident),* $(,)?) => {
+    ($($(#[$attr:meta])* $name:ident),* $(,)?) => {
         #[cfg(feature = "hyper")]
         mod hyper_on_tokio {
-            $(#[test] fn $name() { super::$name(super::Backend::HyperOnTokio) })*
+            $($(#[$attr])* #[test] fn $name() { super::$name(super::Backend::HyperOnTokio) })*
         }
         #[cfg(feature = "ureq")]
         mod ureq_on_threads {
-            $(#[test] fn $name() { super::$name(super::Backend::UreqOnThreads) })*
+            $($(#[$attr])* #[test] fn $name() { super::$name(super::Backend::UreqOnThreads) })*
         }
     };
 }
@@ -295,6 +306,8 @@ on_every_backend!(
     a_404_fails_after_one_attempt_and_an_administrator_replays_it_with_the_same_id,
     a_410_pauses_the_endpoint_until_an_administrator_resumes_it,
     a_dead_endpoint_never_delays_another_accounts_deliveries,
+    #[cfg(feature = "sqlite")]
+    in_flight_deliveries_survive_a_graceful_shutdown_and_a_restart_on_the_same_file,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -671,4 +684,70 @@ fn a_dead_endpoint_never_delays_another_accounts_deliveries(backend: Backend) {
             stuck_requests.len()
         );
     }
+}
+
+/// The dialer stops while the receiver is still answering: a graceful shutdown with a short
+/// deadline releases the attempts in flight, and a new process (a new store on the same SQLite
+/// file, new `Webhooks`, new worker) sends them again with the same `webhook-id` and bytes.
+#[cfg(feature = "sqlite")]
+fn in_flight_deliveries_survive_a_graceful_shutdown_and_a_restart_on_the_same_file(
+    backend: Backend,
+) {
+    use call_result_webhook::SqliteStore;
+
+    // No more than one endpoint's share of the worker (2 with the ureq threads here), so every
+    // delivery is in flight at once.
+    const IN_FLIGHT: usize = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.sqlite");
+    let receiver = Receiver::start();
+    receiver.script(std::iter::repeat_n(
+        Reply::ok().delay(Duration::from_secs(5)),
+        IN_FLIGHT,
+    ));
+
+    let mut before = Harness::on_store(backend, SqliteStore::open(&path).unwrap());
+    before.start_worker();
+    let acme = before.account("acme", &receiver.url(), &[100]);
+    let ids: Vec<DeliveryId> = (0..IN_FLIGHT)
+        .map(|n| before.submit(&acme, &format!("ref-shutdown-{n}")))
+        .collect();
+    let first = receiver.wait_for(IN_FLIGHT, PATIENCE);
+    eventually("every attempt to be in flight", || {
+        before.worker().in_flight() == IN_FLIGHT
+    });
+
+    let report = before.stop(Duration::from_millis(200));
+    assert_eq!((report.finished, report.released), (0, IN_FLIGHT));
+    assert_eq!(before.status(&acme).stats.pending, IN_FLIGHT as u64);
+    drop(before);
+
+    // The restart: the account's preferences and the pending deliveries come from the file.
+    let mut after = Harness::on_store(backend, SqliteStore::open(&path).unwrap());
+    let status = after.status(&acme);
+    assert_eq!(status.indicator, WebhookIndicator::Active);
+    assert_eq!(
+        (status.stats.pending, status.stats.delivered),
+        (IN_FLIGHT as u64, 0)
+    );
+    after.start_worker();
+    let all = receiver.wait_for(2 * IN_FLIGHT, PATIENCE);
+    after.wait_idle();
+
+    let again = &all[IN_FLIGHT..];
+    for id in &ids {
+        let sent = |requests: &[Recorded]| -> Recorded {
+            requests
+                .iter()
+                .find(|r| r.header("webhook-id") == Some(id.as_str()))
+                .unwrap_or_else(|| panic!("{id} was not sent"))
+                .clone()
+        };
+        assert_eq!(sent(again).body, sent(&first).body, "{id} sent other bytes");
+    }
+    let status = after.status(&acme);
+    assert_eq!(
+        (status.stats.pending, status.stats.delivered),
+        (0, IN_FLIGHT as u64)
+    );
 }
