@@ -264,6 +264,7 @@ impl Harness {
     }
 
     /// Stops the worker with `deadline` and the runtime with it.
+    #[cfg(feature = "sqlite")]
     fn stop(&mut self, deadline: Duration) -> call_result_webhook::ShutdownReport {
         let report = self.worker.take().expect("running").shutdown(deadline);
         if let Some(runtime) = self.runtime.take() {
