@@ -6,6 +6,7 @@
 //! own mask arithmetic.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::LazyLock;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -53,10 +54,16 @@ const PRIVATE: &[&str] = &[
     "fc00::/7",
 ];
 
-fn nets(list: &'static [&'static str]) -> impl Iterator<Item = IpNet> {
+fn nets(list: &[&str]) -> Vec<IpNet> {
     list.iter()
         .map(|s| s.parse().expect("oracle tables hold valid networks"))
+        .collect()
 }
+
+static REFUSED_V4_NETS: LazyLock<Vec<IpNet>> = LazyLock::new(|| nets(REFUSED_V4));
+static REFUSED_V6_NETS: LazyLock<Vec<IpNet>> = LazyLock::new(|| nets(REFUSED_V6));
+static GLOBAL_UNICAST: LazyLock<Ipv6Net> =
+    LazyLock::new(|| "2000::/3".parse().expect("valid network"));
 
 /// The IPv4 address an IPv6 address carries, in the four forms the policy judges by their IPv4:
 /// IPv4-mapped `::ffff:0:0/96`, IPv4-compatible `::/96` (not `::` or `::1`), NAT64
@@ -83,16 +90,15 @@ pub fn embedded_v4(addr: Ipv6Addr) -> Option<Ipv4Addr> {
 /// Whether the default policy must refuse `addr`.
 pub fn refused(addr: IpAddr) -> bool {
     match addr {
-        IpAddr::V4(v4) => nets(REFUSED_V4).any(|n| n.contains(&IpAddr::V4(v4))),
+        IpAddr::V4(v4) => REFUSED_V4_NETS.iter().any(|n| n.contains(&IpAddr::V4(v4))),
         IpAddr::V6(v6) => {
-            if nets(REFUSED_V6).any(|n| n.contains(&IpAddr::V6(v6))) {
+            if REFUSED_V6_NETS.iter().any(|n| n.contains(&IpAddr::V6(v6))) {
                 return true;
             }
             if let Some(v4) = embedded_v4(v6) {
                 return refused(IpAddr::V4(v4));
             }
-            let global: Ipv6Net = "2000::/3".parse().expect("valid");
-            !global.contains(&v6)
+            !GLOBAL_UNICAST.contains(&v6)
         }
     }
 }
@@ -113,7 +119,7 @@ pub fn admitted(addr: IpAddr, allowed: &[IpNet]) -> bool {
 
 /// The allowlist `UrlPolicy::allow_private` adds.
 pub fn private_nets() -> Vec<IpNet> {
-    nets(PRIVATE).collect()
+    nets(PRIVATE)
 }
 
 /// The four IPv6 forms that carry `v4`, with `tail` filling the 80 bits 6to4 leaves free.
