@@ -10,8 +10,8 @@
 //! - whatever it signs verifies, within the tolerance either way, with the secret alone or among
 //!   others, and with either secret of a rotation pair;
 //! - a single changed byte anywhere in the body never verifies, nor a byte added or removed, nor
-//!   a changed id or timestamp, nor the wrong secret; and those errors never show the key or the
-//!   expected signature.
+//!   a changed id or timestamp, nor the wrong secret, nor the signed text split at other dots
+//!   (an id holding a `.`); and those errors never show the key or the expected signature.
 #![no_main]
 
 use std::time::Duration;
@@ -267,6 +267,37 @@ fn sign_then_verify(
         let mut changed = headers.clone();
         changed.insert("webhook-id", HeaderValue::from_bytes(&id_bytes).unwrap());
         refused("changed id", ok(&changed, body, std::slice::from_ref(key)));
+    }
+
+    // The signed text `id.timestamp.body` read with its dots elsewhere: when the body starts
+    // with digits and a `.`, the same signature also covers id `id.timestamp`, that number as
+    // the timestamp, and the rest of the body. sign_headers refuses a `.` in the id for this
+    // reason (see `sign`); verify must not accept one either, or a captured message outlives
+    // its tolerance window.
+    if let Some((digits, rest)) =
+        body.split_at_checked(body.iter().position(|&b| b == b'.').unwrap_or(usize::MAX))
+        && !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && let Ok(later) = std::str::from_utf8(digits).unwrap().parse::<i64>()
+        && !cfg!(feature = "tolerate-known-bugs")
+    {
+        let mut resplit = headers.clone();
+        let id_ts = format!("{id}.{}", input.timestamp);
+        resplit.insert("webhook-id", HeaderValue::from_str(&id_ts).unwrap());
+        resplit.insert(
+            "webhook-timestamp",
+            HeaderValue::from_bytes(digits).unwrap(),
+        );
+        refused(
+            "id with a `.`",
+            verify(
+                &resplit,
+                &rest[1..],
+                std::slice::from_ref(key),
+                tolerance,
+                later,
+            ),
+        );
     }
 
     // The same instant written another way (a leading zero) is another signed text.
