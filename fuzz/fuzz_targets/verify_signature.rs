@@ -279,7 +279,6 @@ fn sign_then_verify(
         && !digits.is_empty()
         && digits.iter().all(u8::is_ascii_digit)
         && let Ok(later) = std::str::from_utf8(digits).unwrap().parse::<i64>()
-        && !cfg!(feature = "tolerate-known-bugs")
     {
         let mut resplit = headers.clone();
         let id_ts = format!("{id}.{}", input.timestamp);
