@@ -30,6 +30,9 @@ const KILLS: usize = 6;
 /// A killed run lives this long at least, and at most this plus `KILL_SPREAD`.
 const KILL_AFTER_MIN: Duration = Duration::from_millis(150);
 const KILL_SPREAD_MS: u64 = 900;
+/// The feeder's pause between lines, so that input spans several kills and kills land while
+/// results are being submitted as well as while they are delivered.
+const FEED_PAUSE: Duration = Duration::from_millis(3);
 /// The last run must finish within this (generous: the machine may be loaded).
 const FINISH_WITHIN: Duration = Duration::from_secs(40);
 /// How many attempts of one delivery the receiver fails at most before it answers 200.
@@ -164,6 +167,7 @@ impl Run {
                 if stdin.write_all(line.as_bytes()).is_err() {
                     return;
                 }
+                std::thread::sleep(FEED_PAUSE);
             }
             let _ = stdin.flush();
             if !close_stdin {
