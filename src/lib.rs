@@ -85,6 +85,9 @@ pub use dispatch::{
     AttemptTimeout, BlockingDispatcher, DEFAULT_BODY_PREFIX_LIMIT, Dispatcher, Response,
     TransportError, TransportErrorKind,
 };
+#[cfg(any(feature = "hyper", feature = "ureq"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "hyper", feature = "ureq"))))]
+pub use dispatch::{Certificate, Resolve, SystemResolver};
 pub use encoding::Encoding;
 pub use error::{BoxError, Error, Result};
 pub use ids::{AccountId, CampaignId, DeliveryId};
