@@ -101,6 +101,7 @@ pub use preferences::{
 };
 pub use request::{
     EncodedBody, MAX_BODY_BYTES, MAX_FIELD_BYTES, MAX_NOTES_BYTES, USER_AGENT, build_request,
+    build_request_at,
 };
 pub use store::{
     AttemptRecord, Delivery, DeliveryFilter, DeliveryState, DeliveryStats, MemoryStore,
