@@ -83,6 +83,7 @@ pub(crate) struct SharedResolver {
 }
 
 impl SharedResolver {
+    #[cfg(any(feature = "hyper", test))]
     pub(crate) fn system() -> Self {
         SharedResolver {
             inner: Arc::new(SystemResolver),
