@@ -37,7 +37,8 @@
 //! - `hyper` (default): async backend on hyper 1 + hyper-util, tokio, rustls with webpki roots.
 //! - `ureq` (default): blocking backend on ureq 3, for dialers with no async runtime.
 //! - `sqlite` (default): the durable outbox in one SQLite file (SQLite bundled).
-//! - `signing`: Standard Webhooks signatures and the receiver-side `verify`.
+//! - `signing`: Standard Webhooks signatures with per-account secrets and rotation
+//!   (`PreferencesUpdate::signing_secret`), and the receiver-side `verify`.
 //! - `tokio`: the delivery worker on tokio, `Webhooks::start_tokio` and `Webhooks::submit_async`
 //!   (enabled by `hyper`).
 //!
