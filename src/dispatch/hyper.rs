@@ -508,24 +508,23 @@ mod tests {
 
     #[tokio::test]
     async fn only_admitted_addresses_are_connected_to() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        // The resolver offers a refused address first: it is dropped, never tried.
-        let mut admitting = connector(
-            UrlPolicy::new().allow_net("127.0.0.1/32".parse().unwrap()),
-            SharedResolver::custom(|_: &str, port: u16| {
-                Ok(vec![
-                    SocketAddr::from(([10, 0, 0, 1], port)),
-                    SocketAddr::from(([127, 0, 0, 1], port)),
-                ])
-            }),
+        let admitted = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let refused = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+        let (admitted, refused) = (
+            admitted.local_addr().unwrap(),
+            refused.local_addr().unwrap(),
         );
-        let stream = admitting
-            .call(format!("http://receiver.test:{port}/").parse().unwrap())
+        // The resolver offers a refused (but listening) address first: it is dropped, never
+        // tried, and the admitted one is connected to.
+        let mut connector = connector(
+            UrlPolicy::new().allow_net("127.0.0.1/32".parse().unwrap()),
+            SharedResolver::custom(move |_: &str, _: u16| Ok(vec![refused, admitted])),
+        );
+        let stream = connector
+            .call("http://receiver.test/".parse().unwrap())
             .await
             .unwrap();
-        let peer = stream.into_inner().peer_addr().unwrap();
-        assert_eq!(peer, SocketAddr::from(([127, 0, 0, 1], port)));
+        assert_eq!(stream.into_inner().peer_addr().unwrap(), admitted);
     }
 
     #[tokio::test]
