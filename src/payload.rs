@@ -333,6 +333,18 @@ impl Fields<'_> {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.iter().find(|(k, _)| *k == key).and_then(|(_, v)| v)
     }
+
+    /// Replaces the value of `key` (`None`: unknown). Returns whether the key exists; an unknown
+    /// key changes nothing.
+    pub(crate) fn set(&mut self, key: &str, value: Option<String>) -> bool {
+        match PAYLOAD_KEYS.iter().position(|k| *k == key) {
+            Some(i) => {
+                self.values[i] = value.map(Cow::Owned);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Formats `LogDateTime`: `YYYY-MM-DDTHH:MM:SS` in UTC, no zone suffix, no fraction.
@@ -639,6 +651,19 @@ mod tests {
         assert!(!shown.contains("0731051234"), "{shown}");
         assert!(shown.contains("*******234"), "{shown}");
         assert!(!shown.contains("4111"), "{shown}");
+    }
+
+    #[test]
+    fn fields_can_be_replaced_by_key() {
+        let call = page_sample();
+        let mut fields = call.fields(&TimeZone::UTC);
+        assert!(fields.set("PhoneCalled", Some("*******xxx".into())));
+        assert!(fields.set("Reference", None));
+        assert!(!fields.set("Phone", Some("1".into())));
+        assert_eq!(fields.get("PhoneCalled"), Some("*******xxx"));
+        assert_eq!(fields.get("Reference"), None);
+        assert_eq!(fields.get("Result"), Some("Connected"));
+        assert_eq!(fields.iter().count(), 10);
     }
 
     #[test]

@@ -107,6 +107,21 @@ impl SigningSecret {
     }
 }
 
+impl PartialEq for SigningSecret {
+    /// Compares the key bytes in time that depends only on their length.
+    fn eq(&self, other: &Self) -> bool {
+        self.key.len() == other.key.len()
+            && self
+                .key
+                .iter()
+                .zip(other.key.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+impl Eq for SigningSecret {}
+
 impl FromStr for SigningSecret {
     type Err = Error;
 
