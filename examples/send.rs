@@ -3,13 +3,14 @@
 //! ```sh
 //! cargo run --example send --features ureq -- --url https://crm.example/hook \
 //!     --username dialer --password 's3cret' [--auth basic|slash] [--encoding form|json] \
-//!     [--result call.json] [--time-zone Australia/Brisbane] [--timeout-ms 5000] [--json]
+//!     [--result call.json] [--time-zone Australia/Brisbane] [--timeout-ms 5000] [--json] \
+//!     [--signing-secret whsec_... [--signing-secret whsec_...]]   # with --features signing
 //! ```
 //!
 //! Run `send --help` for every option. Exit status: 0 when the receiver answered 2xx, 1 for any
 //! other outcome (another status, or no response at all), 2 when the arguments, the URL, the
-//! credentials or the result file are not acceptable (then nothing is sent). The password is
-//! never printed.
+//! credentials or the result file are not acceptable (then nothing is sent). The password and the
+//! signing secrets are never printed.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -44,6 +45,10 @@ OPTIONS:
     --allow-http           accept an http:// URL (https is required otherwise)
     --allow-private        accept loopback and private addresses (10/8, 172.16/12,
                            192.168/16, fc00::/7), for receivers on your own network
+    --signing-secret S     sign the request (Standard Webhooks: webhook-timestamp and
+                           webhook-signature) with the whsec_ secret S; give it twice
+                           during a rotation and both signatures are sent (never
+                           printed; needs the `signing` feature)
     --json                 print one JSON object instead of text
     -h, --help             print this help
 
@@ -66,36 +71,43 @@ const SAMPLE: &str = r#"{
     "WrapUpReasonName": "Payment Taken"
 }"#;
 
-/// One command-line option: its name and whether it takes a value (`--name VALUE` or
-/// `--name=VALUE`). Add a line to `OPTIONS` (and to `USAGE`) to add an option, then read it in
-/// `plan`. No message ever repeats an option's value: some are secrets.
+/// One command-line option: its name, whether it takes a value (`--name VALUE` or
+/// `--name=VALUE`), and how many times it may be given. Add a line to `OPTIONS` (and to
+/// `USAGE`) to add an option, then read it in `plan`. No message ever repeats an option's
+/// value: some are secrets.
 struct Opt {
     name: &'static str,
     value: bool,
+    max: usize,
 }
 
 #[rustfmt::skip]
 const OPTIONS: &[Opt] = &[
-    Opt { name: "--url",           value: true },
-    Opt { name: "--username",      value: true },
-    Opt { name: "--password",      value: true },
-    Opt { name: "--auth",          value: true },
-    Opt { name: "--encoding",      value: true },
-    Opt { name: "--result",        value: true },
-    Opt { name: "--time-zone",     value: true },
-    Opt { name: "--timeout-ms",    value: true },
-    Opt { name: "--allow-http",    value: false },
-    Opt { name: "--allow-private", value: false },
-    Opt { name: "--json",          value: false },
+    Opt { name: "--url",            value: true,  max: 1 },
+    Opt { name: "--username",       value: true,  max: 1 },
+    Opt { name: "--password",       value: true,  max: 1 },
+    Opt { name: "--auth",           value: true,  max: 1 },
+    Opt { name: "--encoding",       value: true,  max: 1 },
+    Opt { name: "--result",         value: true,  max: 1 },
+    Opt { name: "--time-zone",      value: true,  max: 1 },
+    Opt { name: "--timeout-ms",     value: true,  max: 1 },
+    Opt { name: "--allow-http",     value: false, max: 1 },
+    Opt { name: "--allow-private",  value: false, max: 1 },
+    Opt { name: "--signing-secret", value: true,  max: 2 },
+    Opt { name: "--json",           value: false, max: 1 },
 ];
 
-/// The options given: name to value (`""` for a flag).
+/// The options given: name to values in order (`""` for a flag).
 #[derive(Default)]
-struct Given(BTreeMap<&'static str, String>);
+struct Given(BTreeMap<&'static str, Vec<String>>);
 
 impl Given {
     fn value(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        self.values(name).first().map(String::as_str)
+    }
+
+    fn values(&self, name: &str) -> &[String] {
+        self.0.get(name).map_or(&[], Vec::as_slice)
     }
 
     fn flag(&self, name: &str) -> bool {
@@ -147,9 +159,14 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Usage> {
             (false, Some(_)) => return Err(Usage(format!("{name} takes no value"))),
             (false, None) => String::new(),
         };
-        if given.0.insert(opt.name, value).is_some() {
-            return Err(Usage(format!("{name} given more than once")));
+        let values = given.0.entry(opt.name).or_default();
+        if values.len() == opt.max {
+            return Err(Usage(match opt.max {
+                1 => format!("{name} given more than once"),
+                n => format!("{name} given more than {n} times"),
+            }));
         }
+        values.push(value);
     }
     if given.value("--url").is_none() {
         return Err(Usage("--url is required (see --help)".into()));
@@ -197,6 +214,7 @@ fn plan(given: &Given) -> Result<Plan, Usage> {
     if let Some(zone) = given.value("--time-zone") {
         update = update.time_zone(zone);
     }
+    update = signing(given, update)?;
     let timeout = match given.value("--timeout-ms") {
         None => None,
         Some(ms) => match ms.parse::<u64>() {
@@ -244,6 +262,41 @@ fn plan(given: &Given) -> Result<Plan, Usage> {
         id,
         json: given.flag("--json"),
     })
+}
+
+/// Adds the `--signing-secret`s: the first signs, a second is kept beside it as during a
+/// rotation, so both signatures are sent.
+#[cfg(feature = "signing")]
+fn signing(given: &Given, mut update: PreferencesUpdate) -> Result<PreferencesUpdate, Usage> {
+    use call_result_webhook::SigningSecret;
+    // The parse error never repeats the secret.
+    let parse = |text: &String| {
+        text.parse::<SigningSecret>()
+            .map_err(|e| Usage(format!("--signing-secret: {e}")))
+    };
+    let secrets = given
+        .values("--signing-secret")
+        .iter()
+        .map(parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, secret) in secrets.into_iter().rev().enumerate() {
+        update = if i == 0 {
+            update.signing_secret(secret)
+        } else {
+            update.rotate_signing_secret(secret)
+        };
+    }
+    Ok(update)
+}
+
+#[cfg(not(feature = "signing"))]
+fn signing(given: &Given, update: PreferencesUpdate) -> Result<PreferencesUpdate, Usage> {
+    if given.flag("--signing-secret") {
+        return Err(Usage(
+            "--signing-secret needs the `signing` feature: cargo run --features signing ...".into(),
+        ));
+    }
+    Ok(update)
 }
 
 /// What to try when the policy refused the URL.

@@ -86,7 +86,8 @@ impl Account {
         who.require_admin("change webhook preferences")?;
         let (next, changed) = self.preferences.with_update(update)?;
         self.preferences = next;
-        Ok(self.record(who, at, changed.into_iter().map(str::to_owned).collect()))
+        let fields = changed.into_iter().map(str::to_owned).collect();
+        Ok(self.record(who, at, fields))
     }
 
     /// Switches "Enable WebHook" on or off for one campaign (full administrators only).
@@ -149,6 +150,10 @@ impl Account {
             at,
             fields,
         };
+        // An update that changed nothing (the same values set again) is not a change to audit.
+        if record.fields.is_empty() {
+            return record;
+        }
         if self.audit.len() == AUDIT_LOG_CAPACITY {
             self.audit.remove(0);
         }
@@ -289,6 +294,23 @@ mod tests {
             a.preferences().authorization()
         );
         assert!(back.campaign_webhook_enabled(&"winter".into()));
+    }
+
+    #[test]
+    fn setting_the_same_values_again_is_not_audited() {
+        let (mut a, admin) = configured();
+        let before = a.audit_log().len();
+        let rec = a
+            .update_preferences(
+                &admin,
+                PreferencesUpdate::new()
+                    .enabled(true)
+                    .url("https://crm.example/hook")
+                    .credentials("dialer", "pa55-w0rd!"),
+            )
+            .unwrap();
+        assert!(rec.fields.is_empty());
+        assert_eq!(a.audit_log().len(), before);
     }
 
     #[test]

@@ -37,7 +37,8 @@
 //! - `hyper` (default): async backend on hyper 1 + hyper-util, tokio, rustls with webpki roots.
 //! - `ureq` (default): blocking backend on ureq 3, for dialers with no async runtime.
 //! - `sqlite` (default): the durable outbox in one SQLite file (SQLite bundled).
-//! - `signing`: Standard Webhooks signatures and the receiver-side `verify`.
+//! - `signing`: Standard Webhooks signatures with per-account secrets and rotation
+//!   (`PreferencesUpdate::signing_secret`), and the receiver-side `verify`.
 //! - `tokio`: the delivery worker on tokio, `Webhooks::start_tokio` and `Webhooks::submit_async`
 //!   (enabled by `hyper`).
 //!
@@ -85,6 +86,9 @@ pub use dispatch::{
     AttemptTimeout, BlockingDispatcher, DEFAULT_BODY_PREFIX_LIMIT, Dispatcher, Response,
     TransportError, TransportErrorKind,
 };
+#[cfg(any(feature = "hyper", feature = "ureq"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "hyper", feature = "ureq"))))]
+pub use dispatch::{Certificate, Resolve, SystemResolver};
 pub use encoding::Encoding;
 pub use error::{BoxError, Error, Result};
 pub use ids::{AccountId, CampaignId, DeliveryId};
@@ -98,6 +102,7 @@ pub use preferences::{
 };
 pub use request::{
     EncodedBody, MAX_BODY_BYTES, MAX_FIELD_BYTES, MAX_NOTES_BYTES, USER_AGENT, build_request,
+    build_request_at,
 };
 pub use store::{
     AttemptRecord, Delivery, DeliveryFilter, DeliveryState, DeliveryStats, MemoryStore,

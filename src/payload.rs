@@ -331,11 +331,13 @@ pub struct Fields<'a> {
 }
 
 /// One wire value.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum Value<'a> {
     Unknown,
     Text(&'a str),
     Time(CivilText),
+    /// A value replaced after the fact (a masked phone number, say).
+    Owned(String),
 }
 
 impl Value<'_> {
@@ -344,6 +346,7 @@ impl Value<'_> {
             Value::Unknown => None,
             Value::Text(s) => Some(s),
             Value::Time(t) => Some(t.as_str()),
+            Value::Owned(s) => Some(s),
         }
     }
 
@@ -352,6 +355,7 @@ impl Value<'_> {
             Value::Unknown => None,
             Value::Text(s) => Some(s.as_bytes()),
             Value::Time(t) => Some(t.as_bytes()),
+            Value::Owned(s) => Some(s.as_bytes()),
         }
     }
 }
@@ -373,6 +377,18 @@ impl Fields<'_> {
     /// The values' UTF-8 bytes in wire order, for encoders that work on bytes.
     pub(crate) fn bytes(&self) -> impl Iterator<Item = Option<&[u8]>> + '_ {
         self.values.iter().map(Value::as_bytes)
+    }
+
+    /// Replaces the value of `key` (`None`: unknown). Returns whether the key exists; an unknown
+    /// key changes nothing.
+    pub(crate) fn set(&mut self, key: &str, value: Option<String>) -> bool {
+        match PAYLOAD_KEYS.iter().position(|k| *k == key) {
+            Some(i) => {
+                self.values[i] = value.map_or(Value::Unknown, Value::Owned);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -440,22 +456,19 @@ impl CivilText {
 }
 
 fn parse_log_time(s: &str) -> Result<Timestamp> {
-    let dt = DateTime::strptime("%Y-%m-%dT%H:%M:%S", s).map_err(|e| Error::InvalidCallResult {
-        field: "LogDateTime",
-        reason: format!("expected YYYY-MM-DDTHH:MM:SS: {e}"),
-    })?;
+    let field = "LogDateTime";
+    let dt = parse_page_time(field, s, 'T')?;
     TimeZone::UTC
         .to_timestamp(dt)
         .map_err(|e| Error::InvalidCallResult {
-            field: "LogDateTime",
+            field,
             reason: e.to_string(),
         })
 }
 
 fn parse_call_time(field: &'static str, s: &str, tz: &TimeZone) -> Result<Timestamp> {
     let bad = |reason: String| Error::InvalidCallResult { field, reason };
-    let dt = DateTime::strptime("%Y-%m-%d %H:%M:%S", s)
-        .map_err(|e| bad(format!("expected YYYY-MM-DD HH:MM:SS: {e}")))?;
+    let dt = parse_page_time(field, s, ' ')?;
     let at = tz
         .to_ambiguous_timestamp(dt)
         .compatible()
@@ -466,6 +479,39 @@ fn parse_call_time(field: &'static str, s: &str, tz: &TimeZone) -> Result<Timest
         return Err(bad(format!("{s} does not exist in this time zone")));
     }
     Ok(at)
+}
+
+/// Reads exactly `YYYY-MM-DD<sep>HH:MM:SS`: fixed width, ASCII digits, a real date and time (no
+/// leap second), so that formatting the result gives back the very same text.
+fn parse_page_time(field: &'static str, s: &str, sep: char) -> Result<DateTime> {
+    let expected = if sep == 'T' {
+        "expected YYYY-MM-DDTHH:MM:SS"
+    } else {
+        "expected YYYY-MM-DD HH:MM:SS"
+    };
+    let bad = |detail: &str| Error::InvalidCallResult {
+        field,
+        reason: format!("{expected}{detail}"),
+    };
+    let b = s.as_bytes();
+    let shape_ok = b.len() == 19
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == sep as u8,
+            13 | 16 => *c == b':',
+            _ => c.is_ascii_digit(),
+        });
+    if !shape_ok {
+        return Err(bad(""));
+    }
+    let num = |from: usize, to: usize| -> i16 {
+        b[from..to]
+            .iter()
+            .fold(0i16, |n, d| n * 10 + i16::from(d - b'0'))
+    };
+    let (year, month, day) = (num(0, 4), num(5, 7) as i8, num(8, 10) as i8);
+    let (hour, minute, second) = (num(11, 13) as i8, num(14, 16) as i8, num(17, 19) as i8);
+    DateTime::new(year, month, day, hour, minute, second, 0).map_err(|e| bad(&format!(": {e}")))
 }
 
 /// Masks a phone number for logs and events: all but the last three characters become `*`.
@@ -612,6 +658,58 @@ mod tests {
     }
 
     #[test]
+    fn page_times_must_be_written_exactly_as_the_page_writes_them() {
+        // Each of these was once accepted and then sent back changed (found by fuzzing).
+        let tz = TimeZone::UTC;
+        for log in [
+            "2019-6-9T6:1:7",
+            "2016-12-31T23:59:60",
+            " 2019-06-19T16:11:07",
+            "+2019-06-19T16:11:07",
+            "-0001-06-19T16:11:07",
+            "99-06-19T16:11:07",
+            "2019-06-19T16:11:07Z",
+            "2019-02-30T16:11:07",
+            "２０１９-06-19T16:11:07",
+        ] {
+            let json = format!(r#"{{"LogDateTime":"{log}"}}"#);
+            assert!(
+                matches!(
+                    CallResult::from_page_json(&json, &tz),
+                    Err(Error::InvalidCallResult {
+                        field: "LogDateTime",
+                        ..
+                    })
+                ),
+                "{log:?}"
+            );
+        }
+        for start in [
+            "2019-06-20 01:01: 0",
+            "2019-06-20 1:01:00",
+            "2019-06-20T01:01:00",
+        ] {
+            let json = format!(r#"{{"LogDateTime":"2019-06-19T16:11:07","CallStart":"{start}"}}"#);
+            assert!(
+                matches!(
+                    CallResult::from_page_json(&json, &tz),
+                    Err(Error::InvalidCallResult {
+                        field: "CallStart",
+                        ..
+                    })
+                ),
+                "{start:?}"
+            );
+        }
+        let ok =
+            CallResult::from_page_json(r#"{"LogDateTime":"0001-01-01T00:00:00"}"#, &tz).unwrap();
+        assert_eq!(
+            ok.fields(&tz).get("LogDateTime"),
+            Some("0001-01-01T00:00:00")
+        );
+    }
+
+    #[test]
     fn local_time_in_a_dst_gap_is_refused() {
         let tz = TimeZone::get("Australia/Sydney").unwrap();
         let json = r#"{"LogDateTime":"2024-10-06T00:00:00","CallStart":"2024-10-06 02:30:00"}"#;
@@ -672,6 +770,19 @@ mod tests {
             proptest::prop_assert_eq!(local_text.as_str(), formatted(dt, ' '));
             proptest::prop_assert_eq!(log_text.as_str(), formatted(dt, 'T'));
         }
+    }
+
+    #[test]
+    fn fields_can_be_replaced_by_key() {
+        let call = page_sample();
+        let mut fields = call.fields(&TimeZone::UTC);
+        assert!(fields.set("PhoneCalled", Some("*******xxx".into())));
+        assert!(fields.set("Reference", None));
+        assert!(!fields.set("Phone", Some("1".into())));
+        assert_eq!(fields.get("PhoneCalled"), Some("*******xxx"));
+        assert_eq!(fields.get("Reference"), None);
+        assert_eq!(fields.get("Result"), Some("Connected"));
+        assert_eq!(fields.iter().count(), 10);
     }
 
     #[test]

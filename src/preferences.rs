@@ -12,6 +12,37 @@ use crate::auth::{AuthScheme, Credentials};
 use crate::delivery::RetrySchedule;
 use crate::encoding::Encoding;
 use crate::error::{Error, Result};
+#[cfg(feature = "signing")]
+use crate::signing::SigningSecret;
+
+/// The most signing secrets an account holds: the current one and, during a rotation, the
+/// previous one.
+const MAX_SIGNING_SECRETS: usize = 2;
+
+/// A signing secret as the account holds it. Without the `signing` feature the stored text is
+/// kept as it was read, so saving the account again never loses it, but nothing is signed.
+#[cfg(feature = "signing")]
+type HeldSecret = SigningSecret;
+#[cfg(not(feature = "signing"))]
+type HeldSecret = crate::auth::Secret;
+
+#[cfg(feature = "signing")]
+fn secret_to_text(secret: &HeldSecret) -> String {
+    secret.to_whsec()
+}
+#[cfg(not(feature = "signing"))]
+fn secret_to_text(secret: &HeldSecret) -> String {
+    secret.expose_secret().to_owned()
+}
+
+#[cfg(feature = "signing")]
+fn secret_from_text(text: &str) -> Result<HeldSecret> {
+    text.parse()
+}
+#[cfg(not(feature = "signing"))]
+fn secret_from_text(text: &str) -> Result<HeldSecret> {
+    Ok(crate::auth::Secret::new(text))
+}
 
 /// The longest webhook URL accepted, in bytes.
 pub const MAX_URL_LEN: usize = 2048;
@@ -135,7 +166,20 @@ impl Principal {
     }
 }
 
-/// One account's webhook preferences. Reading them back never shows the password.
+/// One account's webhook preferences. Reading them back never shows the password or a signing
+/// secret.
+///
+/// # Personal data in the payload
+///
+/// The product page promises every key with its value, so by default `PhoneCalled` is sent
+/// exactly as dialled and `ResultNotes` in full. An account that does not want the contact's
+/// number or the agent's notes to leave the dialer can ask for less
+/// ([`PreferencesUpdate::mask_phone`], [`PreferencesUpdate::omit_result_notes`]): the number is
+/// then sent masked like [`mask_phone`](crate::mask_phone) (all but the last three characters
+/// become `*`), and the notes as unknown (empty in a form body, `null` in JSON). Both apply to
+/// call results submitted after the change; a body already accepted is sent as it was fixed.
+/// Whatever these say, `PhoneCalled` never appears unmasked in a log line, an event or a
+/// `Debug` output of the crate.
 #[derive(Clone)]
 pub struct Preferences {
     enabled: bool,
@@ -146,6 +190,10 @@ pub struct Preferences {
     time_zone: TimeZone,
     attempt_timeout: Duration,
     retry_schedule: RetrySchedule,
+    /// Newest first; at most [`MAX_SIGNING_SECRETS`].
+    signing_secrets: Vec<HeldSecret>,
+    mask_phone: bool,
+    omit_result_notes: bool,
     /// Derived from credentials + scheme when they change, so each request only clones it.
     authorization: Option<HeaderValue>,
 }
@@ -161,6 +209,9 @@ impl Default for Preferences {
             time_zone: TimeZone::UTC,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
             retry_schedule: RetrySchedule::default(),
+            signing_secrets: Vec::new(),
+            mask_phone: false,
+            omit_result_notes: false,
             authorization: None,
         }
     }
@@ -213,9 +264,30 @@ impl Preferences {
     pub fn is_configured(&self) -> bool {
         self.url.is_some()
     }
+    /// How many signing secrets are set: 0 (requests are not signed), 1, or 2 during a rotation
+    /// (both signatures are sent). The secrets themselves are never shown.
+    ///
+    /// Requests are signed only when the crate is built with the `signing` feature.
+    pub fn signing_secret_count(&self) -> usize {
+        self.signing_secrets.len()
+    }
+    /// Whether `PhoneCalled` is sent masked (all but the last three characters as `*`).
+    /// Off by default.
+    pub fn mask_phone(&self) -> bool {
+        self.mask_phone
+    }
+    /// Whether `ResultNotes` is left out (sent as unknown). Off by default.
+    pub fn omit_result_notes(&self) -> bool {
+        self.omit_result_notes
+    }
 
     pub(crate) fn authorization(&self) -> Option<&HeaderValue> {
         self.authorization.as_ref()
+    }
+
+    #[cfg(feature = "signing")]
+    pub(crate) fn signing_secrets(&self) -> &[SigningSecret] {
+        &self.signing_secrets
     }
 
     /// The preferences after `update`, and the names of the fields it changed. `self` is left
@@ -281,6 +353,35 @@ impl Preferences {
             }
             next.retry_schedule = v;
         }
+        #[cfg(feature = "signing")]
+        {
+            let before = next.signing_secrets.clone();
+            for change in update.signing {
+                match change {
+                    SigningChange::Set(secret) => next.signing_secrets = vec![secret],
+                    SigningChange::Rotate(secret) => {
+                        next.signing_secrets.insert(0, secret);
+                        next.signing_secrets.truncate(MAX_SIGNING_SECRETS);
+                    }
+                    SigningChange::Clear => next.signing_secrets.clear(),
+                }
+            }
+            if next.signing_secrets != before {
+                changed.push("signing_secret");
+            }
+        }
+        if let Some(v) = update.mask_phone {
+            if next.mask_phone != v {
+                changed.push("mask_phone");
+            }
+            next.mask_phone = v;
+        }
+        if let Some(v) = update.omit_result_notes {
+            if next.omit_result_notes != v {
+                changed.push("omit_result_notes");
+            }
+            next.omit_result_notes = v;
+        }
         // Validated as a whole, so the order of the setters never matters.
         next.authorization = next
             .credentials
@@ -305,6 +406,9 @@ impl Preferences {
             attempt_timeout_ms: self.attempt_timeout.as_millis() as u64,
             retry_delays_ms: (self.retry_schedule != RetrySchedule::default())
                 .then(|| self.retry_schedule.to_millis()),
+            signing_secrets: self.signing_secrets.iter().map(secret_to_text).collect(),
+            mask_phone: self.mask_phone,
+            omit_result_notes: self.omit_result_notes,
         }
     }
 
@@ -314,7 +418,9 @@ impl Preferences {
             .auth_scheme(stored.auth_scheme)
             .encoding(stored.encoding)
             .time_zone(&stored.time_zone)
-            .attempt_timeout(Duration::from_millis(stored.attempt_timeout_ms));
+            .attempt_timeout(Duration::from_millis(stored.attempt_timeout_ms))
+            .mask_phone(stored.mask_phone)
+            .omit_result_notes(stored.omit_result_notes);
         if let Some(url) = &stored.url {
             update = update.url(url);
         }
@@ -327,7 +433,19 @@ impl Preferences {
                 stored.password.clone().unwrap_or_default(),
             );
         }
-        Ok(Preferences::default().with_update(update)?.0)
+        let mut preferences = Preferences::default().with_update(update)?.0;
+        if stored.signing_secrets.len() > MAX_SIGNING_SECRETS {
+            return Err(Error::config(
+                "signing_secret",
+                format!("at most {MAX_SIGNING_SECRETS} signing secrets can be stored"),
+            ));
+        }
+        preferences.signing_secrets = stored
+            .signing_secrets
+            .iter()
+            .map(|text| secret_from_text(text))
+            .collect::<Result<_>>()?;
+        Ok(preferences)
     }
 }
 
@@ -343,11 +461,16 @@ impl fmt::Debug for Preferences {
             .field("time_zone", &self.time_zone_name())
             .field("attempt_timeout", &self.attempt_timeout)
             .field("retry_schedule", &self.retry_schedule)
+            .field("signing_secrets", &self.signing_secrets.len())
+            .field("mask_phone", &self.mask_phone)
+            .field("omit_result_notes", &self.omit_result_notes)
             .finish()
     }
 }
 
-/// The stored form of preferences, password included: only made by an explicit call.
+/// The stored form of preferences, password and signing secrets included: only made by an
+/// explicit call. Fields added later are optional, so older stored forms still load, and are left
+/// out at their default, so the stored form of an account that never used them is unchanged.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct StoredPreferences {
     enabled: bool,
@@ -361,6 +484,17 @@ pub(crate) struct StoredPreferences {
     /// Absent (stored before schedules were configurable, or the default): the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     retry_delays_ms: Option<Vec<u64>>,
+    /// `whsec_` texts, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    signing_secrets: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    mask_phone: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    omit_result_notes: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Drop for StoredPreferences {
@@ -368,7 +502,19 @@ impl Drop for StoredPreferences {
         if let Some(pw) = self.password.as_mut() {
             zeroize::Zeroize::zeroize(pw);
         }
+        for secret in &mut self.signing_secrets {
+            zeroize::Zeroize::zeroize(secret);
+        }
     }
+}
+
+/// A change to the signing secrets, applied in the order given.
+#[cfg(feature = "signing")]
+#[derive(Debug)]
+enum SigningChange {
+    Set(SigningSecret),
+    Rotate(SigningSecret),
+    Clear,
 }
 
 /// A change to an account's preferences. Set only what changes; the first invalid value is
@@ -406,6 +552,10 @@ pub struct PreferencesUpdate {
     time_zone: Option<TimeZone>,
     attempt_timeout: Option<Duration>,
     retry_schedule: Option<RetrySchedule>,
+    #[cfg(feature = "signing")]
+    signing: Vec<SigningChange>,
+    mask_phone: Option<bool>,
+    omit_result_notes: Option<bool>,
     error: Option<Error>,
 }
 
@@ -502,6 +652,71 @@ impl PreferencesUpdate {
     /// deliveries already pending from their next failure on.
     pub fn retry_schedule(mut self, schedule: RetrySchedule) -> Self {
         self.retry_schedule = Some(schedule);
+        self
+    }
+
+    /// Signs every request with `secret` (Standard Webhooks: `webhook-timestamp` and
+    /// `webhook-signature`), replacing any secret set before. Applies to pending deliveries from
+    /// their next attempt on. The audit names the field `signing_secret`, never the value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use call_result_webhook::{Account, PreferencesUpdate, Principal, SigningSecret};
+    ///
+    /// let mut account = Account::new("acme");
+    /// let admin = Principal::administrator("alice");
+    /// let first = SigningSecret::generate()?;
+    /// account.update_preferences(&admin, PreferencesUpdate::new().signing_secret(first))?;
+    ///
+    /// // Rotation: the new secret signs, and so does the previous one until it is cleared, so
+    /// // the receiver can switch over at its own pace.
+    /// let second = SigningSecret::generate()?;
+    /// let record = account.update_preferences(&admin, PreferencesUpdate::new().rotate_signing_secret(second))?;
+    /// assert_eq!(record.fields, ["signing_secret"]);
+    /// assert_eq!(account.preferences().signing_secret_count(), 2);
+    /// # Ok::<(), call_result_webhook::Error>(())
+    /// ```
+    #[cfg(feature = "signing")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
+    pub fn signing_secret(mut self, secret: SigningSecret) -> Self {
+        self.signing.push(SigningChange::Set(secret));
+        self
+    }
+
+    /// Starts a rotation: `secret` becomes the current signing secret and the current one is
+    /// kept as the previous, so every request carries both signatures and a receiver holding
+    /// either accepts it. At most two are kept: an older previous secret is dropped. With no
+    /// secret set, this is [`signing_secret`](Self::signing_secret).
+    #[cfg(feature = "signing")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
+    pub fn rotate_signing_secret(mut self, secret: SigningSecret) -> Self {
+        self.signing.push(SigningChange::Rotate(secret));
+        self
+    }
+
+    /// Removes every signing secret: requests are no longer signed. To end a rotation, call
+    /// this and then [`signing_secret`](Self::signing_secret) with the new secret.
+    #[cfg(feature = "signing")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
+    pub fn clear_signing_secrets(mut self) -> Self {
+        self.signing.push(SigningChange::Clear);
+        self
+    }
+
+    /// Sends `PhoneCalled` masked, all but its last three characters as `*`
+    /// (`0731051234` becomes `*******234`), for call results submitted from now on. Off by
+    /// default: the product page promises the number as dialled.
+    pub fn mask_phone(mut self, mask: bool) -> Self {
+        self.mask_phone = Some(mask);
+        self
+    }
+
+    /// Leaves `ResultNotes` out of the payload (sent as unknown: empty in a form body, `null` in
+    /// JSON), for call results submitted from now on. Off by default: the product page
+    /// promises the notes.
+    pub fn omit_result_notes(mut self, omit: bool) -> Self {
+        self.omit_result_notes = Some(omit);
         self
     }
 }
@@ -678,5 +893,145 @@ mod tests {
             )
             .unwrap();
         assert_eq!(changed, ["retry_schedule"]);
+    }
+
+    #[test]
+    fn pii_options_are_off_by_default_named_in_the_audit_and_stored() {
+        let p = Preferences::default();
+        assert!(!p.mask_phone() && !p.omit_result_notes());
+        let (p, changed) = p
+            .with_update(
+                PreferencesUpdate::new()
+                    .mask_phone(true)
+                    .omit_result_notes(true),
+            )
+            .unwrap();
+        assert_eq!(changed, ["mask_phone", "omit_result_notes"]);
+        let back = Preferences::from_stored(&p.to_stored()).unwrap();
+        assert!(back.mask_phone() && back.omit_result_notes());
+        let (_, unchanged) = back
+            .with_update(PreferencesUpdate::new().mask_phone(true))
+            .unwrap();
+        assert!(unchanged.is_empty());
+        // At their defaults they are not written: the stored form is what it was before.
+        let json = serde_json::to_string(&Preferences::default().to_stored()).unwrap();
+        assert!(!json.contains("mask_phone") && !json.contains("omit_result_notes"));
+        assert!(!json.contains("signing_secrets"));
+    }
+
+    #[cfg(feature = "signing")]
+    mod signing {
+        use super::*;
+
+        fn secret(fill: u8) -> SigningSecret {
+            use base64::Engine as _;
+            let text = base64::engine::general_purpose::STANDARD.encode([fill; 32]);
+            format!("whsec_{text}").parse().unwrap()
+        }
+
+        fn held(p: &Preferences) -> Vec<String> {
+            p.signing_secrets()
+                .iter()
+                .map(SigningSecret::to_whsec)
+                .collect()
+        }
+
+        #[test]
+        fn set_rotate_and_clear_keep_at_most_two_newest_first() {
+            let (a, b, c) = (secret(1), secret(2), secret(3));
+            let p = Preferences::default();
+            let (p, changed) = p
+                .with_update(PreferencesUpdate::new().signing_secret(a.clone()))
+                .unwrap();
+            assert_eq!(changed, ["signing_secret"]);
+            assert_eq!(held(&p), [a.to_whsec()]);
+
+            let (p, changed) = p
+                .with_update(PreferencesUpdate::new().rotate_signing_secret(b.clone()))
+                .unwrap();
+            assert_eq!(changed, ["signing_secret"]);
+            assert_eq!(held(&p), [b.to_whsec(), a.to_whsec()]);
+            assert_eq!(p.signing_secret_count(), 2);
+
+            let (p, _) = p
+                .with_update(PreferencesUpdate::new().rotate_signing_secret(c.clone()))
+                .unwrap();
+            assert_eq!(held(&p), [c.to_whsec(), b.to_whsec()]);
+
+            // Setting one alone drops the previous; setting the same again is no change.
+            let (same, changed) = p
+                .with_update(PreferencesUpdate::new().signing_secret(c.clone()))
+                .unwrap();
+            assert_eq!(held(&same), [c.to_whsec()]);
+            assert_eq!(changed, ["signing_secret"]);
+            let (_, changed) = same
+                .with_update(PreferencesUpdate::new().signing_secret(c.clone()))
+                .unwrap();
+            assert!(changed.is_empty());
+
+            // Ending a rotation: clear, then the new one alone.
+            let (p, _) = p
+                .with_update(
+                    PreferencesUpdate::new()
+                        .clear_signing_secrets()
+                        .signing_secret(c.clone()),
+                )
+                .unwrap();
+            assert_eq!(held(&p), [c.to_whsec()]);
+            let (p, changed) = p
+                .with_update(PreferencesUpdate::new().clear_signing_secrets())
+                .unwrap();
+            assert_eq!(changed, ["signing_secret"]);
+            assert_eq!(p.signing_secret_count(), 0);
+
+            // Rotating with none set just sets.
+            let (p, _) = p
+                .with_update(PreferencesUpdate::new().rotate_signing_secret(a.clone()))
+                .unwrap();
+            assert_eq!(held(&p), [a.to_whsec()]);
+        }
+
+        #[test]
+        fn secrets_are_stored_in_order_and_never_shown() {
+            let (a, b) = (secret(7), secret(8));
+            let (p, _) = Preferences::default()
+                .with_update(
+                    PreferencesUpdate::new()
+                        .signing_secret(a.clone())
+                        .rotate_signing_secret(b.clone()),
+                )
+                .unwrap();
+            let back = Preferences::from_stored(&p.to_stored()).unwrap();
+            assert_eq!(held(&back), [b.to_whsec(), a.to_whsec()]);
+            let update = PreferencesUpdate::new().signing_secret(a.clone());
+            let shown = format!("{p:?} {back:?} {update:?}");
+            for text in [a.to_whsec(), b.to_whsec()] {
+                assert!(!shown.contains(&text[6..]), "{shown}");
+            }
+            assert!(shown.contains("signing_secrets: 2"), "{shown}");
+        }
+
+        #[test]
+        fn preferences_stored_before_signing_still_load_and_bad_stored_secrets_do_not() {
+            let old = r#"{"enabled":true,"url":"https://example.com/h","username":null,"password":null,
+                "auth_scheme":"basic","encoding":"form","time_zone":"UTC","attempt_timeout_ms":15000}"#;
+            let stored: StoredPreferences = serde_json::from_str(old).unwrap();
+            let p = Preferences::from_stored(&stored).unwrap();
+            assert_eq!(p.signing_secret_count(), 0);
+            assert!(!p.mask_phone() && !p.omit_result_notes());
+
+            let bad = old.replace("15000}", r#"15000,"signing_secrets":["not-a-secret"]}"#);
+            let stored: StoredPreferences = serde_json::from_str(&bad).unwrap();
+            let err = Preferences::from_stored(&stored).unwrap_err();
+            assert!(!err.to_string().contains("not-a-secret"), "{err}");
+
+            let s = secret(9).to_whsec();
+            let three = old.replace(
+                "15000}",
+                &format!(r#"15000,"signing_secrets":["{s}","{s}","{s}"]}}"#),
+            );
+            let stored: StoredPreferences = serde_json::from_str(&three).unwrap();
+            assert!(Preferences::from_stored(&stored).is_err());
+        }
     }
 }

@@ -1,15 +1,26 @@
 //! Preferences + call result + delivery id -> the exact `http::Request` to send. No I/O: the same
 //! inputs give the same bytes.
+//!
+//! # Limits
+//!
+//! Every call result is checked when it is encoded, that is when it is submitted, so an
+//! oversized one is refused with a clear error before anything is stored or sent: each text
+//! field at most [`MAX_FIELD_BYTES`] (1 KiB) of UTF-8, `ResultNotes` at most [`MAX_NOTES_BYTES`]
+//! (32 KiB), and the whole encoded body at most [`MAX_BODY_BYTES`] (64 KiB; percent-encoding can
+//! triple a field). Header values are built only from checked inputs: credentials refuse CR, LF
+//! and NUL, a [`DeliveryId`] holds only `A-Z a-z 0-9 _ - .`, the timestamp is a number and the
+//! signature is base64, so no value the crate builds can split or end a header.
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT as USER_AGENT_HEADER};
 use http::{HeaderName, HeaderValue, Method, Request};
+use jiff::Timestamp;
 
 use crate::dispatch::AttemptTimeout;
 use crate::encoding::Encoding;
 use crate::error::{Error, Result};
 use crate::ids::DeliveryId;
-use crate::payload::{CallResult, PAYLOAD_KEYS};
+use crate::payload::{CallResult, PAYLOAD_KEYS, mask_phone};
 use crate::preferences::Preferences;
 
 /// The `User-Agent` every request carries: `call-result-webhook/<version>`.
@@ -34,11 +45,22 @@ pub struct EncodedBody {
 }
 
 impl EncodedBody {
-    /// Encodes `call` under the account's encoding and time zone, after checking each field
-    /// against its cap ([`MAX_FIELD_BYTES`], [`MAX_NOTES_BYTES`]) and the whole body against
-    /// [`MAX_BODY_BYTES`].
+    /// Encodes `call` under the account's encoding, time zone and personal-data options
+    /// (`PhoneCalled` masked and `ResultNotes` left out when the account asks, see
+    /// [`Preferences`]), after checking each field as it will be sent against its cap
+    /// ([`MAX_FIELD_BYTES`], [`MAX_NOTES_BYTES`]) and the whole body against [`MAX_BODY_BYTES`].
+    ///
+    /// Over a cap: [`Error::InvalidCallResult`] naming the field, or [`Error::BodyTooLarge`].
     pub fn encode(call: &CallResult, preferences: &Preferences) -> Result<EncodedBody> {
-        let fields = call.fields(preferences.time_zone());
+        let mut fields = call.fields(preferences.time_zone());
+        if preferences.mask_phone()
+            && let Some(masked) = fields.get("PhoneCalled").map(mask_phone)
+        {
+            fields.set("PhoneCalled", Some(masked));
+        }
+        if preferences.omit_result_notes() {
+            fields.set("ResultNotes", None);
+        }
         // Only lengths matter here: the bytes, not the text, so nothing is validated twice.
         for (&field, value) in PAYLOAD_KEYS.iter().zip(fields.bytes()) {
             let cap = if field == "ResultNotes" {
@@ -80,11 +102,8 @@ impl EncodedBody {
     }
 }
 
-/// Builds the request for one attempt: `POST` to the account's current URL, with
-/// `Content-Type` for the body's encoding, `Authorization` from the account's current
-/// credentials (none if there are none), `webhook-id`, and `User-Agent`.
-///
-/// The account's attempt timeout travels as an [`AttemptTimeout`] extension for the backend.
+/// Builds the request for one attempt made now, by the system clock: [`build_request_at`] with
+/// [`Timestamp::now`].
 ///
 /// # Examples
 ///
@@ -114,6 +133,53 @@ pub fn build_request(
     id: &DeliveryId,
     body: &EncodedBody,
 ) -> Result<Request<Bytes>> {
+    build_request_at(preferences, id, body, Timestamp::now())
+}
+
+/// Builds the request for one attempt made at `now`: `POST` to the account's current URL, with
+/// `Content-Type` for the body's encoding, `Authorization` from the account's current
+/// credentials (none if there are none), `webhook-id`, and `User-Agent`.
+///
+/// When the account has signing secrets (feature `signing`), it also carries
+/// `webhook-timestamp` (`now` in Unix seconds) and `webhook-signature`: one `v1,` signature per
+/// secret over `webhook-id`, the timestamp and the exact body bytes, as Standard Webhooks
+/// specifies. The delivery worker passes its own clock's time, so the timestamp is the
+/// attempt's. ([`DeliveryId`] admits no `.`, so every id signs unambiguously.)
+///
+/// The account's attempt timeout travels as an [`AttemptTimeout`] extension for the backend.
+#[cfg_attr(
+    feature = "signing",
+    doc = r#"
+# Examples
+
+```
+use call_result_webhook::{build_request_at, verify, Account, CallResult, DeliveryId,
+    EncodedBody, PreferencesUpdate, Principal, SigningSecret, DEFAULT_SIGNATURE_TOLERANCE};
+use jiff::Timestamp;
+
+let secret = SigningSecret::generate()?;
+let mut account = Account::new("acme");
+account.update_preferences(
+    &Principal::administrator("alice"),
+    PreferencesUpdate::new().url("https://crm.example/hook").signing_secret(secret.clone()),
+)?;
+let body = EncodedBody::encode(&CallResult::builder().build(), account.preferences())?;
+let at = Timestamp::from_second(1_700_000_000)?;
+let request = build_request_at(account.preferences(), &DeliveryId::new("msg_1")?, &body, at)?;
+
+assert_eq!(request.headers()["webhook-timestamp"], "1700000000");
+// The receiver's side: the headers and the raw body verify with the same secret.
+verify(request.headers(), request.body(), &[secret], DEFAULT_SIGNATURE_TOLERANCE, 1_700_000_030)?;
+# Ok::<(), Box<dyn std::error::Error>>(())
+```
+"#
+)]
+pub fn build_request_at(
+    preferences: &Preferences,
+    id: &DeliveryId,
+    body: &EncodedBody,
+    now: Timestamp,
+) -> Result<Request<Bytes>> {
     let url = preferences.url().ok_or_else(|| Error::NotConfigured {
         account: String::from("(this account)"),
     })?;
@@ -137,6 +203,18 @@ pub fn build_request(
     if let Some(auth) = preferences.authorization() {
         headers.insert(AUTHORIZATION, auth.clone());
     }
+    #[cfg(feature = "signing")]
+    if !preferences.signing_secrets().is_empty() {
+        crate::signing::sign_headers(
+            headers,
+            id.as_str(),
+            now.as_second(),
+            &body.bytes,
+            preferences.signing_secrets(),
+        )?;
+    }
+    #[cfg(not(feature = "signing"))]
+    let _ = now;
     request
         .extensions_mut()
         .insert(AttemptTimeout(preferences.attempt_timeout()));
@@ -253,5 +331,102 @@ mod tests {
             EncodedBody::encode(&notes, a.preferences()),
             Err(Error::BodyTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn pii_options_mask_the_phone_and_leave_the_notes_out() {
+        let call = CallResult::builder()
+            .phone_called("0731051234")
+            .result_notes("card 4111 1111")
+            .reference("123")
+            .logged_at("2019-06-19T16:11:07Z".parse().unwrap())
+            .build();
+        let plain = account(PreferencesUpdate::new().url("https://crm.example/"));
+        let body = EncodedBody::encode(&call, plain.preferences()).unwrap();
+        let text = std::str::from_utf8(body.bytes()).unwrap();
+        assert!(text.contains("PhoneCalled=0731051234&"), "{text}");
+        assert!(text.contains("ResultNotes=card+4111+1111&"), "{text}");
+
+        let private = account(
+            PreferencesUpdate::new()
+                .url("https://crm.example/")
+                .mask_phone(true)
+                .omit_result_notes(true),
+        );
+        let body = EncodedBody::encode(&call, private.preferences()).unwrap();
+        let text = std::str::from_utf8(body.bytes()).unwrap();
+        assert!(text.contains("PhoneCalled=*******234&"), "{text}");
+        assert!(text.contains("&ResultNotes=&"), "{text}");
+        assert!(
+            !text.contains("4111") && !text.contains("0731051"),
+            "{text}"
+        );
+
+        let json = account(
+            PreferencesUpdate::new()
+                .url("https://crm.example/")
+                .encoding(Encoding::Json)
+                .omit_result_notes(true),
+        );
+        let body = EncodedBody::encode(&call, json.preferences()).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(body.bytes()).unwrap();
+        assert_eq!(value["ResultNotes"], serde_json::Value::Null);
+        assert_eq!(value["PhoneCalled"], "0731051234");
+    }
+
+    #[test]
+    fn left_out_notes_are_not_held_to_their_cap() {
+        let call = CallResult::builder()
+            .result_notes("n".repeat(MAX_NOTES_BYTES + 1))
+            .build();
+        let a = account(PreferencesUpdate::new().url("https://crm.example/"));
+        assert!(EncodedBody::encode(&call, a.preferences()).is_err());
+        let omitting = account(
+            PreferencesUpdate::new()
+                .url("https://crm.example/")
+                .omit_result_notes(true),
+        );
+        assert!(EncodedBody::encode(&call, omitting.preferences()).is_ok());
+    }
+
+    #[cfg(feature = "signing")]
+    mod signing {
+        use super::*;
+        use crate::signing::{DEFAULT_SIGNATURE_TOLERANCE, SigningSecret, verify};
+
+        const AT: i64 = 1_700_000_000;
+
+        fn at() -> Timestamp {
+            Timestamp::from_second(AT).unwrap()
+        }
+
+        #[test]
+        fn unsigned_without_secrets_signed_with_them_at_the_given_time() {
+            let plain = account(PreferencesUpdate::new().url("https://crm.example/"));
+            let body = EncodedBody::encode(&call(), plain.preferences()).unwrap();
+            let id = DeliveryId::new("msg_1").unwrap();
+            let r = build_request_at(plain.preferences(), &id, &body, at()).unwrap();
+            assert!(r.headers().get("webhook-signature").is_none());
+            assert!(r.headers().get("webhook-timestamp").is_none());
+
+            let secret = SigningSecret::generate().unwrap();
+            let signed = account(
+                PreferencesUpdate::new()
+                    .url("https://crm.example/")
+                    .signing_secret(secret.clone()),
+            );
+            let r = build_request_at(signed.preferences(), &id, &body, at()).unwrap();
+            assert_eq!(r.headers()["webhook-timestamp"], "1700000000");
+            assert_eq!(r.headers()["webhook-id"], "msg_1");
+            assert_eq!(r.headers().get_all("webhook-id").iter().count(), 1);
+            verify(
+                r.headers(),
+                r.body(),
+                &[secret],
+                DEFAULT_SIGNATURE_TOLERANCE,
+                AT,
+            )
+            .unwrap();
+        }
     }
 }

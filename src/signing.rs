@@ -107,6 +107,21 @@ impl SigningSecret {
     }
 }
 
+impl PartialEq for SigningSecret {
+    /// Compares the key bytes in time that depends only on their length.
+    fn eq(&self, other: &Self) -> bool {
+        self.key.len() == other.key.len()
+            && self
+                .key
+                .iter()
+                .zip(other.key.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+impl Eq for SigningSecret {}
+
 impl FromStr for SigningSecret {
     type Err = Error;
 
@@ -237,14 +252,7 @@ pub fn sign_headers(
     if secrets.is_empty() {
         return Err(error("no signing secret to sign with"));
     }
-    if msg_id.is_empty() {
-        return Err(error("the webhook id is empty"));
-    }
-    if !msg_id.bytes().all(|b| b.is_ascii_graphic() && b != b'.') {
-        return Err(error(
-            "the webhook id must be visible ASCII without spaces or `.`",
-        ));
-    }
+    check_msg_id(msg_id)?;
     if timestamp < 0 {
         return Err(error("the webhook timestamp is before 1970"));
     }
@@ -254,6 +262,21 @@ pub fn sign_headers(
     headers.insert(WEBHOOK_ID, id);
     headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
     headers.insert(WEBHOOK_SIGNATURE, signature);
+    Ok(())
+}
+
+/// A webhook id both sides accept: non-empty visible ASCII without spaces or `.`. A `.` would
+/// make the signed text `id.timestamp.body` ambiguous: an id of `msg.1700000000` and a body
+/// starting `1700000600.` could be re-split to pass with a fresh timestamp.
+fn check_msg_id(msg_id: &str) -> Result<()> {
+    if msg_id.is_empty() {
+        return Err(error("the webhook id is empty"));
+    }
+    if !msg_id.bytes().all(|b| b.is_ascii_graphic() && b != b'.') {
+        return Err(error(
+            "the webhook id must be visible ASCII without spaces or `.`",
+        ));
+    }
     Ok(())
 }
 
@@ -322,6 +345,7 @@ pub fn verify(
         return Err(error("no signing secret to verify with"));
     }
     let msg_id = single(headers, &WEBHOOK_ID)?;
+    check_msg_id(msg_id)?;
     let timestamp_text = single(headers, &WEBHOOK_TIMESTAMP)?;
 
     // Digits only: no sign, no spaces, no exponent. The signed text is the header as received.
@@ -483,6 +507,28 @@ mod tests {
         let mut headers = HeaderMap::new();
         sign_headers(&mut headers, "msg_round_trip", timestamp, body, secrets).unwrap();
         headers
+    }
+
+    #[test]
+    fn an_id_with_a_dot_cannot_re_split_an_old_message() {
+        // Found by fuzzing: the id `msg_1.1700000000` with timestamp 1700000600 and body `rest`
+        // signs the same text as the id `msg_1`, timestamp 1700000000, body `1700000600.rest`.
+        let key = spec_secret();
+        let sig = sign(
+            "msg_1",
+            1_700_000_000,
+            b"1700000600.rest",
+            std::slice::from_ref(&key),
+        );
+        let replayed = headers("msg_1.1700000000", "1700000600", sig.to_str().unwrap());
+        let err = err_text(verify(
+            &replayed,
+            b"rest",
+            &[key],
+            Duration::from_secs(300),
+            1_700_000_600,
+        ));
+        assert!(err.contains("webhook id"), "{err}");
     }
 
     // --- the spec's vectors ---

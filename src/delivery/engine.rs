@@ -25,7 +25,7 @@ use crate::dispatch::{Response, TransportError};
 use crate::error::Error;
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::policy::UrlPolicy;
-use crate::request::build_request;
+use crate::request::build_request_at;
 use crate::store::{AttemptRecord, Delivery, NextStep, Store};
 
 /// The event callback.
@@ -119,7 +119,8 @@ impl Engine {
             .is_some_and(EndpointHealth::is_paused)
     }
 
-    /// The request for one attempt, built from the account's *current* preferences; or, when
+    /// The request for one attempt, built from the account's *current* preferences at the
+    /// clock's current time; or, when
     /// the URL is refused by the policy or the request cannot be built, the failure to record
     /// without sending anything.
     pub(crate) fn prepare(&self, d: &Delivery) -> Result<Request<Bytes>, Verdict> {
@@ -138,7 +139,8 @@ impl Engine {
         {
             return Err(refuse(format!("refused by address policy: {e}")));
         }
-        build_request(prefs, &d.id, &d.body).map_err(|e| refuse(e.to_string()))
+        // The attempt's time comes from the engine's clock: it is the signed webhook-timestamp.
+        build_request_at(prefs, &d.id, &d.body, self.clock.now()).map_err(|e| refuse(e.to_string()))
     }
 
     /// Records the outcomes of `completions` in one store call, so that a durable store makes

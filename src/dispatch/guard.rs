@@ -11,6 +11,7 @@ use std::sync::Arc;
 use http::Uri;
 use url::Url;
 
+use crate::dispatch::resolve::SharedResolver;
 use crate::dispatch::{TransportError, TransportErrorKind};
 use crate::policy::UrlPolicy;
 
@@ -90,6 +91,40 @@ impl Guard {
             _ => Ok(kept),
         }
     }
+}
+
+/// The addresses a connection to `host:port` may use: the address itself when `host` is an IP
+/// literal (never resolved), otherwise the resolver's answer. Nothing is checked here: every
+/// address still goes through [`Guard::filter`] before it is connected to. `host` is bare.
+pub(crate) fn candidates(
+    resolver: &SharedResolver,
+    host: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, DnsError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let addrs = resolver
+        .resolve(host, port)
+        .map_err(|e| DnsError::new(host, e))?;
+    if addrs.is_empty() {
+        return Err(DnsError::new(host, io::Error::other("no addresses")));
+    }
+    Ok(addrs)
+}
+
+/// The port a connection to `uri` uses: the URI's own, or the scheme's default.
+pub(crate) fn port_of(uri: &Uri) -> u16 {
+    uri.port_u16().unwrap_or_else(|| {
+        if uri
+            .scheme_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("https"))
+        {
+            443
+        } else {
+            80
+        }
+    })
 }
 
 /// `host` without the brackets of an IPv6 literal.
@@ -260,6 +295,42 @@ mod tests {
                 .check_uri(&"https://crm.example/".parse().unwrap())
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn literals_are_never_resolved_and_names_are() {
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = asked.clone();
+        let resolver = SharedResolver::custom(move |host: &str, port: u16| {
+            log.lock().unwrap().push(format!("{host}:{port}"));
+            Ok(vec![SocketAddr::from(([192, 0, 2, 7], port))])
+        });
+        assert_eq!(
+            candidates(&resolver, "10.0.0.1", 8080).unwrap(),
+            ["10.0.0.1:8080".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            candidates(&resolver, "::1", 443).unwrap(),
+            ["[::1]:443".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            candidates(&resolver, "crm.test", 443).unwrap(),
+            ["192.0.2.7:443".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(*asked.lock().unwrap(), ["crm.test:443"]);
+
+        let nothing = SharedResolver::custom(|_: &str, _: u16| Ok(Vec::new()));
+        let err = candidates(&nothing, "void.test", 80).unwrap_err();
+        assert_eq!(err.to_string(), "could not resolve `void.test`");
+        let failing = SharedResolver::custom(|_: &str, _: u16| Err(io::Error::other("SERVFAIL")));
+        assert!(candidates(&failing, "void.test", 80).is_err());
+    }
+
+    #[test]
+    fn ports_default_by_scheme() {
+        assert_eq!(port_of(&"https://a.test/".parse().unwrap()), 443);
+        assert_eq!(port_of(&"HTTP://a.test/".parse().unwrap()), 80);
+        assert_eq!(port_of(&"https://a.test:8443/".parse().unwrap()), 8443);
     }
 
     #[test]

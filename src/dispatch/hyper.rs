@@ -1,14 +1,15 @@
 //! The async backend: hyper 1 and hyper-util's pooled client on tokio, TLS through rustls.
 //!
 //! Every address the connection may use passes one check point of ours before it is connected
-//! to: names go through [`GuardedResolver`], IP literals through [`GuardedConnector`]. What is
-//! checked is exactly what is connected to; nothing is looked up twice.
+//! to: [`GuardedConnector`] resolves names (through the builder's [`Resolve`]), checks every
+//! address, resolved or literal, and connects only to the admitted ones. What is checked is
+//! exactly what is connected to; nothing is looked up twice.
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,15 +21,16 @@ use http::{Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tower_service::Service;
 
 use crate::dispatch::guard::{
-    DnsError, Guard, bare_host, check_target, error_chain, is_dns, is_tls, refusal_in,
+    DnsError, Guard, bare_host, candidates, check_target, error_chain, is_dns, is_tls, port_of,
+    refusal_in,
 };
+use crate::dispatch::resolve::{Resolve, SharedResolver};
+use crate::dispatch::tls::{Certificate, client_config};
 use crate::dispatch::{
     AttemptTimeout, DEFAULT_BODY_PREFIX_LIMIT, Dispatcher, Response, TransportError,
     TransportErrorKind,
@@ -45,15 +47,18 @@ type HttpsClient = Client<HttpsConnector<GuardedConnector>, Full<Bytes>>;
 
 /// Sends webhook requests with hyper 1 on a tokio runtime (feature `hyper`).
 ///
-/// - Connections are pooled and reused per receiver; TLS is rustls with the `ring` provider and
-///   the Mozilla (webpki) roots. Both `http` and `https` URLs can be connected to.
+/// - Connections are pooled and reused per receiver; TLS is rustls with the `ring` provider,
+///   certificates validated against the Mozilla (webpki) roots and any root added with
+///   [`add_root_certificate`](HyperDispatcherBuilder::add_root_certificate). Both `http` and
+///   `https` URLs can be connected to.
 /// - A connect timeout (default 5 s) and a whole-attempt timeout (default 15 s) that covers
 ///   connecting, sending, the response head and the bounded body read. An [`AttemptTimeout`]
 ///   extension on the request replaces the whole-attempt default for that request.
 /// - Every attempt is held to the builder's [`UrlPolicy`](crate::UrlPolicy) (by default `https`
 ///   only and no internal addresses): the URL before the attempt, and each address, resolved or
-///   literal, before it is connected to. Names are resolved once, through the system resolver on
-///   tokio's blocking pool, and only the admitted addresses are connected to.
+///   literal, before it is connected to. Names are resolved once per connection, through the
+///   builder's [`Resolve`] (the system resolver by default) on tokio's blocking pool, and only
+///   the admitted addresses are connected to.
 /// - Redirects are never followed: a 3xx comes back as the [`Response`].
 /// - At most `body_prefix_limit` bytes of the response body are read (default
 ///   [`DEFAULT_BODY_PREFIX_LIMIT`]); the rest is never read.
@@ -100,6 +105,8 @@ pub struct HyperDispatcher {
 struct Inner {
     client: HttpsClient,
     guard: Guard,
+    resolver: SharedResolver,
+    extra_roots: usize,
     connect_timeout: Duration,
     timeout: Duration,
     body_prefix_limit: usize,
@@ -118,6 +125,8 @@ impl HyperDispatcher {
             timeout: DEFAULT_ATTEMPT_TIMEOUT,
             body_prefix_limit: DEFAULT_BODY_PREFIX_LIMIT,
             policy: UrlPolicy::default(),
+            resolver: SharedResolver::system(),
+            roots: Vec::new(),
         }
     }
 
@@ -150,6 +159,8 @@ impl fmt::Debug for HyperDispatcher {
             .field("timeout", &self.inner.timeout)
             .field("body_prefix_limit", &self.inner.body_prefix_limit)
             .field("policy", self.inner.guard.policy())
+            .field("resolver", &self.inner.resolver)
+            .field("extra_roots", &self.inner.extra_roots)
             .finish_non_exhaustive()
     }
 }
@@ -181,6 +192,8 @@ pub struct HyperDispatcherBuilder {
     timeout: Duration,
     body_prefix_limit: usize,
     policy: UrlPolicy,
+    resolver: SharedResolver,
+    roots: Vec<Certificate>,
 }
 
 impl HyperDispatcherBuilder {
@@ -215,23 +228,32 @@ impl HyperDispatcherBuilder {
         self
     }
 
+    /// Resolves host names with `resolver` instead of the system resolver: for a dialer with
+    /// its own DNS, and for tests. Every address it answers is still checked against the
+    /// [`policy`](Self::policy) before it is connected to, so it cannot lead past it.
+    pub fn resolver(mut self, resolver: impl Resolve) -> Self {
+        self.resolver = SharedResolver::custom(resolver);
+        self
+    }
+
+    /// Trusts `root` besides the Mozilla roots, for on-premises receivers whose certificate a
+    /// private authority signed. Call once per root. Certificates are still fully validated.
+    pub fn add_root_certificate(mut self, root: Certificate) -> Self {
+        self.roots.push(root);
+        self
+    }
+
     /// Builds the dispatcher. Needs no runtime; the first request must be made inside one.
     pub fn build(self) -> HyperDispatcher {
         let guard = Guard::new(self.policy);
-        let mut http = HttpConnector::new_with_resolver(GuardedResolver {
-            guard: guard.clone(),
-        });
-        // The TLS layer above hands https URIs down to us.
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(self.connect_timeout));
-        http.set_nodelay(true);
         let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config())
+            .with_tls_config(Arc::unwrap_or_clone(client_config(&self.roots)))
             .https_or_http()
             .enable_http1()
             .wrap_connector(GuardedConnector {
-                http,
                 guard: guard.clone(),
+                resolver: self.resolver.clone(),
+                connect_timeout: self.connect_timeout,
             });
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
@@ -241,22 +263,14 @@ impl HyperDispatcherBuilder {
             inner: Arc::new(Inner {
                 client,
                 guard,
+                resolver: self.resolver,
+                extra_roots: self.roots.len(),
                 connect_timeout: self.connect_timeout,
                 timeout: self.timeout,
                 body_prefix_limit: self.body_prefix_limit,
             }),
         }
     }
-}
-
-/// rustls with the `ring` provider, its safe default protocol versions and the webpki roots.
-fn tls_config() -> rustls::ClientConfig {
-    let roots: rustls::RootCertStore = webpki_roots::TLS_SERVER_ROOTS.iter().cloned().collect();
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("the ring provider supports rustls' default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth()
 }
 
 /// Reads at most `limit` bytes of the body; whatever follows is never read.
@@ -277,50 +291,16 @@ async fn read_prefix(mut body: Incoming, limit: usize) -> Result<Bytes, Transpor
     Ok(prefix.freeze())
 }
 
-/// Name resolution through the system resolver (on tokio's blocking pool), then the guard.
-#[derive(Debug, Clone)]
-struct GuardedResolver {
-    guard: Guard,
-}
-
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
-impl Service<Name> for GuardedResolver {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = BoxError;
-    type Future = BoxFuture<Self::Response>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        let guard = self.guard.clone();
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let lookup = host.clone();
-            let resolved = tokio::task::spawn_blocking(move || {
-                (lookup.as_str(), 0)
-                    .to_socket_addrs()
-                    .map(Iterator::collect::<Vec<_>>)
-            })
-            .await
-            .map_err(|e| DnsError::new(&host, io::Error::other(e)))?
-            .map_err(|e| DnsError::new(&host, e))?;
-            if resolved.is_empty() {
-                return Err(DnsError::new(&host, io::Error::other("no addresses")).into());
-            }
-            Ok(guard.filter(&host, resolved)?.into_iter())
-        })
-    }
-}
-
-/// The TCP connector, with IP-literal hosts checked here: hyper-util connects to them without
-/// asking the resolver.
+/// The TCP connector, and the one check point of this backend: the URL's host is resolved
+/// (unless it is an IP literal), every address passes the guard, and only the admitted ones are
+/// connected to, in order, sharing the connect timeout. Nothing else resolves or connects.
 #[derive(Debug, Clone)]
 struct GuardedConnector {
-    http: HttpConnector<GuardedResolver>,
     guard: Guard,
+    resolver: SharedResolver,
+    connect_timeout: Duration,
 }
 
 impl Service<Uri> for GuardedConnector {
@@ -328,23 +308,59 @@ impl Service<Uri> for GuardedConnector {
     type Error = BoxError;
     type Future = BoxFuture<Self::Response>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.http.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
-        if let Some(host) = dst.host() {
-            // The same reading of the host that hyper-util uses to skip the resolver.
-            let bare = bare_host(host);
-            if let Ok(addr) = bare.parse::<IpAddr>()
-                && let Err(e) = self.guard.check_addr(bare, addr)
-            {
-                return Box::pin(async move { Err(e.into()) });
+        let this = self.clone();
+        Box::pin(async move { this.connect(dst).await })
+    }
+}
+
+impl GuardedConnector {
+    async fn connect(self, dst: Uri) -> Result<TokioIo<TcpStream>, BoxError> {
+        let host = bare_host(dst.host().unwrap_or_default()).to_owned();
+        let port = port_of(&dst);
+        let addrs = if host.parse::<IpAddr>().is_ok() {
+            candidates(&self.resolver, &host, port)?
+        } else {
+            // The resolver blocks: keep it off the runtime's worker threads.
+            let (resolver, name) = (self.resolver.clone(), host.clone());
+            tokio::task::spawn_blocking(move || candidates(&resolver, &name, port))
+                .await
+                .map_err(|e| DnsError::new(&host, io::Error::other(e)))??
+        };
+        let admitted = self.guard.filter(&host, addrs)?;
+        let stream = connect_in_turn(&admitted, self.connect_timeout).await?;
+        Ok(TokioIo::new(stream))
+    }
+}
+
+/// Connects to the first address that answers, trying them in order; each try gets an equal
+/// share of what is left of `timeout`.
+async fn connect_in_turn(addrs: &[SocketAddr], timeout: Duration) -> io::Result<TcpStream> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = None;
+    for (i, addr) in addrs.iter().enumerate() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let share = left / u32::try_from(addrs.len() - i).unwrap_or(u32::MAX);
+        match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                // Webhook requests are small: send them without waiting for more.
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => {
+                last = Some(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connecting to {addr} timed out"),
+                ))
             }
         }
-        let connecting = self.http.call(dst);
-        Box::pin(async move { connecting.await.map_err(Into::into) })
     }
+    Err(last.unwrap_or_else(|| io::Error::other("no address to connect to")))
 }
 
 /// Sorts a hyper, hyper-util, rustls or resolver failure into a [`TransportErrorKind`], keeping
@@ -445,15 +461,22 @@ mod tests {
         }
     }
 
+    fn connector(policy: UrlPolicy, resolver: SharedResolver) -> GuardedConnector {
+        GuardedConnector {
+            guard: Guard::new(policy),
+            resolver,
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+
     #[tokio::test]
     async fn an_ip_literal_is_refused_by_the_connector_before_any_connection() {
-        let guard = Guard::new(UrlPolicy::new().allow_http(true));
-        let mut connector = GuardedConnector {
-            http: HttpConnector::new_with_resolver(GuardedResolver {
-                guard: guard.clone(),
+        let mut connector = connector(
+            UrlPolicy::new().allow_http(true),
+            SharedResolver::custom(|_: &str, _: u16| -> io::Result<Vec<SocketAddr>> {
+                panic!("an IP literal is never resolved")
             }),
-            guard,
-        };
+        );
         for uri in [
             "http://127.0.0.1:9/",
             "http://[::1]:9/",
@@ -468,12 +491,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_name_is_refused_by_the_resolver_when_every_address_is() {
-        let mut resolver = GuardedResolver {
-            guard: Guard::new(UrlPolicy::new()),
-        };
-        let err = resolver
-            .call("localhost".parse().unwrap())
+    async fn a_name_is_refused_when_every_address_it_resolves_to_is() {
+        let mut refusing = connector(UrlPolicy::new(), SharedResolver::system());
+        let err = refusing
+            .call("http://localhost:9/".parse().unwrap())
             .await
             .unwrap_err();
         match refusal(err) {
@@ -483,16 +504,42 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
 
-        let mut admitting = GuardedResolver {
-            guard: Guard::new(UrlPolicy::new().allow_net("127.0.0.0/8".parse().unwrap())),
-        };
-        let addrs: Vec<SocketAddr> = admitting
-            .call("localhost".parse().unwrap())
+    #[tokio::test]
+    async fn only_admitted_addresses_are_connected_to() {
+        let admitted = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let refused = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+        let (admitted, refused) = (
+            admitted.local_addr().unwrap(),
+            refused.local_addr().unwrap(),
+        );
+        // The resolver offers a refused (but listening) address first: it is dropped, never
+        // tried, and the admitted one is connected to.
+        let mut connector = connector(
+            UrlPolicy::new().allow_net("127.0.0.1/32".parse().unwrap()),
+            SharedResolver::custom(move |_: &str, _: u16| Ok(vec![refused, admitted])),
+        );
+        let stream = connector
+            .call("http://receiver.test/".parse().unwrap())
             .await
-            .unwrap()
-            .collect();
-        assert!(!addrs.is_empty());
-        assert!(addrs.iter().all(|a| a.ip() == IpAddr::from([127, 0, 0, 1])));
+            .unwrap();
+        assert_eq!(stream.into_inner().peer_addr().unwrap(), admitted);
+    }
+
+    #[tokio::test]
+    async fn a_failed_lookup_is_dns() {
+        let mut failing = connector(
+            UrlPolicy::new(),
+            SharedResolver::custom(|_: &str, _: u16| Err(io::Error::other("SERVFAIL"))),
+        );
+        let err = failing
+            .call("https://void.test/".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            classify(io::Error::other(err), true).kind(),
+            TransportErrorKind::Dns
+        );
     }
 }

@@ -16,8 +16,17 @@ use crate::error::BoxError;
 mod guard;
 #[cfg(feature = "hyper")]
 pub(crate) mod hyper;
+#[cfg(any(feature = "hyper", feature = "ureq"))]
+mod resolve;
+#[cfg(any(feature = "hyper", feature = "ureq"))]
+mod tls;
 #[cfg(feature = "ureq")]
 pub(crate) mod ureq;
+
+#[cfg(any(feature = "hyper", feature = "ureq"))]
+pub use resolve::{Resolve, SystemResolver};
+#[cfg(any(feature = "hyper", feature = "ureq"))]
+pub use tls::Certificate;
 
 /// How many bytes of a response body a backend keeps, by default.
 pub const DEFAULT_BODY_PREFIX_LIMIT: usize = 4 * 1024;

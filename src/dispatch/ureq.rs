@@ -2,11 +2,13 @@
 //! through a thread of its own per request.
 //!
 //! Every address the connection may use, resolved or literal, passes [`GuardedResolver`] before
-//! it is connected to: ureq asks its resolver for IP literals too.
+//! it is connected to: ureq asks its resolver for IP literals too, and connects only to the
+//! addresses the resolver returns. TLS is our own rustls configuration ([`GuardedTls`]), the same
+//! as the hyper backend's.
 
 use std::fmt;
 use std::future::Future;
-use std::io::{self, Read as _};
+use std::io::{self, Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,14 +17,22 @@ use std::time::Duration;
 
 use ::ureq::config::Config;
 use ::ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ::ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ::ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, TcpConnector,
+    Transport, TransportAdapter,
+};
 use ::ureq::{Agent, Timeout};
 use bytes::Bytes;
 use http::{Request, Uri};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::dispatch::guard::{
-    DnsError, Guard, bare_host, check_target, error_chain, is_dns, is_tls, refusal_in,
+    DnsError, Guard, bare_host, candidates, check_target, error_chain, is_dns, is_tls, port_of,
+    refusal_in,
 };
+use crate::dispatch::resolve::{Resolve, SharedResolver};
+use crate::dispatch::tls::{Certificate, client_config};
 use crate::dispatch::{
     AttemptTimeout, BlockingDispatcher, DEFAULT_BODY_PREFIX_LIMIT, Dispatcher, Response,
     TransportError, TransportErrorKind,
@@ -38,14 +48,17 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// - [`BlockingDispatcher::dispatch_blocking`] sends on the calling thread.
 /// - [`Dispatcher::dispatch`] sends on a thread of its own and awaits the result, so an async
 ///   executor's threads are never blocked; it works on any executor.
-/// - Connections are pooled per receiver; TLS is rustls with the `ring` provider and the Mozilla
-///   (webpki) roots. Proxy settings from the environment are ignored.
+/// - Connections are pooled per receiver; TLS is rustls with the `ring` provider, certificates
+///   validated against the Mozilla (webpki) roots and any root added with
+///   [`add_root_certificate`](UreqDispatcherBuilder::add_root_certificate). Proxy settings from
+///   the environment are ignored.
 /// - A connect timeout (default 5 s) and a whole-attempt timeout (default 15 s) that covers
 ///   resolving, connecting, sending, the response head and the bounded body read. An
 ///   [`AttemptTimeout`] extension on the request replaces the whole-attempt default.
 /// - Every attempt is held to the builder's [`UrlPolicy`](crate::UrlPolicy) (by default `https`
 ///   only and no internal addresses): the URL before the attempt, and each address, resolved or
-///   literal, inside ureq's resolver, so only admitted addresses are ever connected to.
+///   literal, inside ureq's resolver, so only admitted addresses are ever connected to. Names
+///   are resolved by the builder's [`Resolve`] (the system resolver by default).
 /// - Redirects are never followed and status codes are never errors: a 3xx, 4xx or 5xx comes
 ///   back as the [`Response`].
 /// - At most `body_prefix_limit` bytes of the response body are read (default
@@ -89,6 +102,8 @@ pub struct UreqDispatcher {
 struct Inner {
     agent: Agent,
     guard: Guard,
+    resolver: Option<SharedResolver>,
+    extra_roots: usize,
     connect_timeout: Duration,
     timeout: Duration,
     body_prefix_limit: usize,
@@ -107,6 +122,8 @@ impl UreqDispatcher {
             timeout: DEFAULT_ATTEMPT_TIMEOUT,
             body_prefix_limit: DEFAULT_BODY_PREFIX_LIMIT,
             policy: UrlPolicy::default(),
+            resolver: None,
+            roots: Vec::new(),
         }
     }
 }
@@ -124,6 +141,11 @@ impl fmt::Debug for UreqDispatcher {
             .field("timeout", &self.inner.timeout)
             .field("body_prefix_limit", &self.inner.body_prefix_limit)
             .field("policy", self.inner.guard.policy())
+            .field(
+                "resolver",
+                &self.inner.resolver.as_ref().map_or("system", |_| "custom"),
+            )
+            .field("extra_roots", &self.inner.extra_roots)
             .finish_non_exhaustive()
     }
 }
@@ -190,6 +212,8 @@ pub struct UreqDispatcherBuilder {
     timeout: Duration,
     body_prefix_limit: usize,
     policy: UrlPolicy,
+    resolver: Option<SharedResolver>,
+    roots: Vec<Certificate>,
 }
 
 impl UreqDispatcherBuilder {
@@ -223,6 +247,22 @@ impl UreqDispatcherBuilder {
         self
     }
 
+    /// Resolves host names with `resolver` instead of the system resolver: for a dialer with
+    /// its own DNS, and for tests. Every address it answers is still checked against the
+    /// [`policy`](Self::policy) before it is connected to, so it cannot lead past it. It is
+    /// called on the sending thread and is not interrupted by the attempt's timeout.
+    pub fn resolver(mut self, resolver: impl Resolve) -> Self {
+        self.resolver = Some(SharedResolver::custom(resolver));
+        self
+    }
+
+    /// Trusts `root` besides the Mozilla roots, for on-premises receivers whose certificate a
+    /// private authority signed. Call once per root. Certificates are still fully validated.
+    pub fn add_root_certificate(mut self, root: Certificate) -> Self {
+        self.roots.push(root);
+        self
+    }
+
     /// Builds the dispatcher.
     pub fn build(self) -> UreqDispatcher {
         let guard = Guard::new(self.policy);
@@ -241,13 +281,20 @@ impl UreqDispatcherBuilder {
             .build();
         let resolver = GuardedResolver {
             guard: guard.clone(),
+            custom: self.resolver.clone(),
             system: DefaultResolver::default(),
         };
-        let agent = Agent::with_parts(config, DefaultConnector::default(), resolver);
+        // TCP to the addresses the resolver admitted, then our TLS: no proxy, no other TLS.
+        let connector = ().chain(TcpConnector::default()).chain(GuardedTls {
+            config: client_config(&self.roots),
+        });
+        let agent = Agent::with_parts(config, connector, resolver);
         UreqDispatcher {
             inner: Arc::new(Inner {
                 agent,
                 guard,
+                resolver: self.resolver,
+                extra_roots: self.roots.len(),
                 connect_timeout: self.connect_timeout,
                 timeout: self.timeout,
                 body_prefix_limit: self.body_prefix_limit,
@@ -256,10 +303,12 @@ impl UreqDispatcherBuilder {
     }
 }
 
-/// ureq's system resolver, then the guard on every address it returns (IP literals included).
+/// The resolver (ureq's system resolver, or the builder's [`Resolve`]), then the guard on every
+/// address it returns, IP literals included. ureq connects only to what this returns.
 #[derive(Debug)]
 struct GuardedResolver {
     guard: Guard,
+    custom: Option<SharedResolver>,
     system: DefaultResolver,
 }
 
@@ -271,34 +320,123 @@ impl Resolver for GuardedResolver {
         timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ::ureq::Error> {
         let host = bare_host(uri.host().unwrap_or_default());
-        // An IP literal needs no lookup; the system resolver would start a thread for one on
-        // every request, since a time limit is set.
-        let resolved: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-            Ok(ip) => {
-                let https = uri.scheme_str() == Some("https");
-                let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-                vec![SocketAddr::new(ip, port)]
-            }
-            Err(_) => self
+        let dns = |e: DnsError| ::ureq::Error::Other(Box::new(e));
+        let resolved: Vec<SocketAddr> = match (&self.custom, host.parse::<IpAddr>()) {
+            (Some(custom), _) => candidates(custom, host, port_of(uri)).map_err(dns)?,
+            // An IP literal needs no lookup; the system resolver would start a thread for one
+            // on every request, since a time limit is set.
+            (None, Ok(ip)) => vec![SocketAddr::new(ip, port_of(uri))],
+            (None, Err(_)) => self
                 .system
                 .resolve(uri, config, timeout)
                 .map_err(|e| match e {
-                    ::ureq::Error::Io(io) => {
-                        ::ureq::Error::Other(Box::new(DnsError::new(host, io)))
-                    }
+                    ::ureq::Error::Io(io) => dns(DnsError::new(host, io)),
                     other => other,
                 })?
-                .to_vec(),
+                .iter()
+                .copied()
+                .collect(),
         };
         let kept = self
             .guard
             .filter(host, resolved)
             .map_err(|refusal| ::ureq::Error::Other(Box::new(refusal)))?;
         let mut addrs = self.empty();
-        for addr in kept {
+        // ureq holds at most 16 addresses.
+        for addr in kept.into_iter().take(16) {
             addrs.push(addr);
         }
         Ok(addrs)
+    }
+}
+
+/// TLS with the crate's rustls configuration, over the TCP connection ureq made to an admitted
+/// address. Plain `http` passes through.
+struct GuardedTls {
+    config: Arc<ClientConfig>,
+}
+
+impl fmt::Debug for GuardedTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardedTls").finish_non_exhaustive()
+    }
+}
+
+impl<In: Transport> Connector<In> for GuardedTls {
+    type Out = Either<In, TlsTransport>;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails<'_>,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, ::ureq::Error> {
+        let Some(transport) = chained else {
+            return Ok(None);
+        };
+        if !details.needs_tls() || transport.is_tls() {
+            return Ok(Some(Either::A(transport)));
+        }
+        let host = bare_host(details.uri.host().unwrap_or_default());
+        let name = ServerName::try_from(host)
+            .map_err(|_| ::ureq::Error::Tls("the host is not a valid TLS server name"))?
+            .to_owned();
+        let mut conn = ClientConnection::new(self.config.clone(), name)?;
+        let mut sock = TransportAdapter::new(transport.boxed(), details.current_time.clone());
+        sock.set_timeout(details.timeout);
+        conn.complete_io(&mut sock)?;
+        let buffers = LazyBuffers::new(
+            details.config.input_buffer_size(),
+            details.config.output_buffer_size(),
+        );
+        Ok(Some(Either::B(TlsTransport {
+            buffers,
+            stream: StreamOwned { conn, sock },
+        })))
+    }
+}
+
+/// A TLS connection for ureq.
+struct TlsTransport {
+    buffers: LazyBuffers,
+    stream: StreamOwned<ClientConnection, TransportAdapter>,
+}
+
+impl fmt::Debug for TlsTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsTransport").finish_non_exhaustive()
+    }
+}
+
+impl Transport for TlsTransport {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        &mut self.buffers
+    }
+
+    fn transmit_output(
+        &mut self,
+        amount: usize,
+        timeout: NextTimeout,
+    ) -> Result<(), ::ureq::Error> {
+        self.stream.get_mut().set_timeout(timeout);
+        let output = &self.buffers.output()[..amount];
+        self.stream.write_all(output)?;
+        Ok(())
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ::ureq::Error> {
+        self.stream.get_mut().set_timeout(timeout);
+        let input = self.buffers.input_append_buf();
+        let amount = self.stream.read(input)?;
+        self.buffers.input_appended(amount);
+        Ok(amount > 0)
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.stream.get_mut().get_mut().is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        true
     }
 }
 
@@ -501,6 +639,7 @@ mod tests {
     fn the_resolver_checks_literals_and_names_alike() {
         let resolver = GuardedResolver {
             guard: Guard::new(UrlPolicy::new().allow_http(true)),
+            custom: None,
             system: DefaultResolver::default(),
         };
         let config = Config::default();
@@ -527,6 +666,7 @@ mod tests {
         }
         let admitting = GuardedResolver {
             guard: Guard::new(UrlPolicy::new().allow_net("127.0.0.0/8".parse().unwrap())),
+            custom: None,
             system: DefaultResolver::default(),
         };
         let addrs = admitting
@@ -545,6 +685,45 @@ mod tests {
     }
 
     #[test]
+    fn a_custom_resolver_proposes_and_the_guard_disposes() {
+        let resolver = GuardedResolver {
+            guard: Guard::new(
+                UrlPolicy::new()
+                    .allow_http(true)
+                    .allow_net("127.0.0.1/32".parse().unwrap()),
+            ),
+            custom: Some(SharedResolver::custom(|host: &str, port: u16| {
+                assert_ne!(host, "10.9.8.7", "an IP literal is never resolved");
+                Ok(vec![
+                    std::net::SocketAddr::from(([10, 0, 0, 1], port)),
+                    std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                ])
+            })),
+            system: DefaultResolver::default(),
+        };
+        let config = Config::default();
+        let addrs = resolver
+            .resolve(
+                &"http://receiver.test:8080/".parse().unwrap(),
+                &config,
+                NextTimeout::default(),
+            )
+            .unwrap();
+        assert_eq!(
+            addrs.iter().copied().collect::<Vec<_>>(),
+            [std::net::SocketAddr::from(([127, 0, 0, 1], 8080))]
+        );
+        let err = resolver
+            .resolve(
+                &"http://10.9.8.7/".parse().unwrap(),
+                &config,
+                NextTimeout::default(),
+            )
+            .unwrap_err();
+        assert_eq!(classify(err).kind(), TransportErrorKind::Refused);
+    }
+
+    #[test]
     fn an_ip_literal_resolves_to_itself_with_the_schemes_port() {
         let admitting = GuardedResolver {
             guard: Guard::new(
@@ -553,6 +732,7 @@ mod tests {
                     .allow_net("127.0.0.0/8".parse().unwrap())
                     .allow_net("::1/128".parse().unwrap()),
             ),
+            custom: None,
             system: DefaultResolver::default(),
         };
         let config = Config::default();

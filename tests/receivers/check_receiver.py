@@ -13,13 +13,18 @@ mismatches otherwise, and exits 0 only if every request passed. With --requests 
 Checks: method POST; the path and query; Content-Type for --encoding; Authorization exactly
 `Basic base64(user:password)` (--auth basic), exactly `base64(user/password)` with no scheme word
 (--auth slash), or absent (--auth none), with the password compared after decoding as UTF-8;
-webhook-id shaped like a generated id; User-Agent; and the body decoded to the ten keys, in
-order, with exactly the values of --expect (a JSON file in the page's formats, or `sample`).
-The password is never printed.
+webhook-id shaped like a generated id; User-Agent; the body decoded to the ten keys, in
+order, with exactly the values of --expect (a JSON file in the page's formats, or `sample`); and
+the Standard Webhooks signature, verified here with hmac and hashlib: with --signing-secret
+(repeatable), webhook-timestamp must be within five minutes of now and webhook-signature must
+hold a `v1,` HMAC-SHA256 of "id.timestamp.body" for every secret given; without it, the request
+must carry no signature. The password and the secrets are never printed.
 """
 
 import argparse
 import base64
+import hashlib
+import hmac
 import http.server
 import json
 import os
@@ -99,6 +104,37 @@ def check_authorization(header, args):
     return []
 
 
+def check_signature(headers, body, args):
+    """Mismatches in the Standard Webhooks headers; never repeats a secret."""
+    signature = headers.get("webhook-signature")
+    if not args.signing_secret:
+        if signature is not None or headers.get("webhook-timestamp") is not None:
+            return ["a signature was sent, but no signing secret was given"]
+        return []
+    if signature is None:
+        return ["no webhook-signature header"]
+    msg_id = headers.get("webhook-id") or ""
+    timestamp = headers.get("webhook-timestamp") or ""
+    if not re.fullmatch(r"[0-9]+", timestamp):
+        return ["webhook-timestamp %r is not Unix seconds" % timestamp]
+    if abs(time.time() - int(timestamp)) > 300:
+        return ["webhook-timestamp is more than five minutes from now"]
+    sent = [entry[len("v1,"):] for entry in signature.split(" ") if entry.startswith("v1,")]
+    signed = ("%s.%s." % (msg_id, timestamp)).encode("ascii") + body
+    problems = []
+    for i, secret in enumerate(args.signing_secret):
+        if not secret.startswith("whsec_"):
+            problems.append("signing secret %d does not start with whsec_" % (i + 1))
+            continue
+        key = base64.b64decode(secret[len("whsec_"):])
+        expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode("ascii")
+        if not any(hmac.compare_digest(expected, s) for s in sent):
+            problems.append("no v1 signature verifies with signing secret %d" % (i + 1))
+    if len(sent) != len(args.signing_secret):
+        problems.append("%d v1 signatures, expected %d" % (len(sent), len(args.signing_secret)))
+    return problems
+
+
 def check_body(body, content_type, args, expected):
     if args.encoding == "form":
         try:
@@ -151,6 +187,7 @@ def make_handler(args, expected, results):
             if not agent.startswith("call-result-webhook/"):
                 problems.append("User-Agent %r" % agent)
             problems += check_body(body, content_type, args, expected)
+            problems += check_signature(self.headers, body, args)
             results.append(problems)
             if args.delay:
                 time.sleep(args.delay)
@@ -191,6 +228,12 @@ def main():
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--requests", type=int, default=1)
     parser.add_argument("--idle", type=float, default=30.0, help="seconds to wait for a request")
+    parser.add_argument(
+        "--signing-secret",
+        action="append",
+        default=[],
+        help="whsec_ secret whose v1 signature must verify (repeatable)",
+    )
     args = parser.parse_args()
 
     if args.expect == "sample":

@@ -3,7 +3,7 @@
 # standard library only) on a free loopback port, in each mode, and checks exit codes, output and
 # what the receiver decoded. Exits non-zero on any mismatch.
 #
-# Build the example first:  cargo build --examples --features ureq   (or --all-features)
+# Build the example first:  cargo build --examples --features ureq,signing   (or --all-features)
 # Override the binary with SEND=/path/to/send.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 SEND="${SEND:-${CARGO_TARGET_DIR:-target}/debug/examples/send}"
 RECEIVER_PY=tests/receivers/check_receiver.py
 if [ ! -x "$SEND" ]; then
-  echo "send_smoke: $SEND not found; build it with: cargo build --examples --features ureq" >&2
+  echo "send_smoke: $SEND not found; build it with: cargo build --examples --features ureq,signing" >&2
   exit 2
 fi
 
@@ -26,6 +26,9 @@ trap cleanup EXIT
 passed=0
 failed=0
 PASSWORD='pässwörd✓ & =+/:'
+# Two Standard Webhooks secrets (24 and 32 bytes), for the signed cases.
+SECRET_NEW='whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
+SECRET_OLD='whsec_c2lnbmluZy1zZWNyZXQtb2YtdGhlLXNtb2tlLXRlc3Q='
 
 # A call result in the page's formats with values that test the encoders; CallStart and CallEnd
 # are Brisbane time (UTC+10, no daylight saving), as --time-zone Australia/Brisbane says.
@@ -83,6 +86,11 @@ run_case() {
   if grep -qF "$PASSWORD" "$tmp/send.out" "$tmp/send.err"; then
     problems+=("the password was printed")
   fi
+  for secret in "$SECRET_NEW" "$SECRET_OLD"; do
+    if grep -qF "${secret#whsec_}" "$tmp/send.out" "$tmp/send.err"; then
+      problems+=("a signing secret was printed")
+    fi
+  done
   if [ -n "${CHECK_JSON:-}" ]; then
     python3 -c "$CHECK_JSON" < "$tmp/send.out" || problems+=("--json output: $CHECK_JSON")
   fi
@@ -116,6 +124,19 @@ run_case "slash auth, non-ASCII password, JSON, result file in Brisbane time" 0 
 run_case "no credentials, no Authorization, form, result file" 0 \
   --auth none --encoding form --expect "$tmp/call.json" -- \
   --url @ "${LOOPBACK[@]}" --result "$tmp/call.json" --time-zone Australia/Brisbane
+
+run_case "signed: the receiver verifies the HMAC-SHA256 itself" 0 \
+  --auth basic --username dialer --password "$PASSWORD" --signing-secret "$SECRET_NEW" -- \
+  --url @ "${LOOPBACK[@]}" --username dialer --password "$PASSWORD" --signing-secret "$SECRET_NEW"
+
+run_case "signed during a rotation: both signatures sent, each verifies" 0 \
+  --encoding json --expect "$tmp/call.json" --signing-secret "$SECRET_NEW" --signing-secret "$SECRET_OLD" -- \
+  --url @ "${LOOPBACK[@]}" --encoding json --result "$tmp/call.json" --time-zone Australia/Brisbane \
+  --signing-secret "$SECRET_NEW" --signing-secret "$SECRET_OLD"
+
+run_case "a malformed signing secret sends nothing and is not echoed" 2 \
+  --requests 0 --idle 1 -- \
+  --url @ "${LOOPBACK[@]}" --signing-secret "${SECRET_NEW}!"
 
 CHECK_JSON='import json,re,sys; r=json.load(sys.stdin); assert r["delivered"] is True and r["status"] == 200 and r["error"] is None and isinstance(r["elapsed_ms"], int) and re.fullmatch(r"msg_[0-9A-Z]{26}", r["webhook_id"]), r' \
 run_case "--json on success" 0 \

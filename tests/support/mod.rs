@@ -22,6 +22,8 @@
 //!   response ([`Reply::reset`]), or redirect ([`Reply::redirect`]).
 //! - A request is recorded once its body has arrived, before it is answered, so a request that
 //!   is never answered is still seen.
+//! - [`Receiver::respond_with`] answers from a function of the request instead of the default
+//!   (after the script), for receivers that decide per request (per `webhook-id`, at random).
 //!
 //! Dropping the receiver stops it and closes every connection.
 #![allow(dead_code)]
@@ -208,9 +210,13 @@ struct Shared {
     connections: AtomicU64,
 }
 
+/// Chooses the reply to a request from the request itself.
+type Responder = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
+
 struct State {
     script: VecDeque<Reply>,
     default: Reply,
+    responder: Option<Responder>,
     requests: Vec<Recorded>,
 }
 
@@ -230,6 +236,7 @@ impl Receiver {
             state: Mutex::new(State {
                 script: VecDeque::new(),
                 default: Reply::ok(),
+                responder: None,
                 requests: Vec::new(),
             }),
             arrived: Condvar::new(),
@@ -288,6 +295,13 @@ impl Receiver {
     pub fn set_default(&self, reply: Reply) -> &Self {
         self.shared.lock().default = reply;
         self
+    }
+
+    /// Answers every request the script does not with `respond(request)` instead of the
+    /// default. It runs on the receiver's thread with its state locked: keep it quick, and
+    /// never call back into the receiver from it.
+    pub fn respond_with(&self, respond: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) {
+        self.shared.lock().responder = Some(Arc::new(respond));
     }
 
     /// Every request recorded so far, in order of arrival.
@@ -416,7 +430,7 @@ async fn answer(
     let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
     let reply = {
         let mut state = shared.lock();
-        state.requests.push(Recorded {
+        let recorded = Recorded {
             method: parts.method,
             target: parts
                 .uri
@@ -426,10 +440,15 @@ async fn answer(
             body,
             at,
             connection,
-        });
+        };
+        let reply = match (state.script.pop_front(), &state.responder) {
+            (Some(scripted), _) => scripted,
+            (None, Some(respond)) => respond(&recorded),
+            (None, None) => state.default.clone(),
+        };
+        state.requests.push(recorded);
         shared.arrived.notify_all();
-        let default = state.default.clone();
-        state.script.pop_front().unwrap_or(default)
+        reply
     };
     if reply.action == Action::Hang {
         std::future::pending::<()>().await;

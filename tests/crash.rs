@@ -1,0 +1,414 @@
+//! Crash safety from outside: the `dialer` example, fed call results on stdin while it delivers
+//! to a flaky receiver on 127.0.0.1, is killed with SIGKILL at random moments and started again
+//! on the same SQLite outbox, several times, then left to finish.
+//!
+//! Every call result the dialer acknowledged (`accepted <webhook-id> <Reference>` on stdout)
+//! must have been answered 2xx by the receiver at least once. A result may arrive more than
+//! once (an attempt in flight at a kill is made again), always with the same `webhook-id`.
+//!
+//! The moments are random: the seed is printed, and `CRASH_SEED=<seed>` repeats the same
+//! choices (the timing of a loaded machine still varies).
+#![cfg(all(unix, feature = "hyper", feature = "sqlite"))]
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use call_result_webhook::{SqliteStore, Store};
+use support::{Receiver, Recorded, Reply};
+
+/// Call results fed to the dialer, each with a unique Reference.
+const RESULTS: usize = 300;
+/// How many times the dialer is killed before it is left to finish.
+const KILLS: usize = 6;
+/// A killed run lives this long at least, and at most this plus `KILL_SPREAD`.
+const KILL_AFTER_MIN: Duration = Duration::from_millis(150);
+const KILL_SPREAD_MS: u64 = 900;
+/// The feeder's pause between lines, so that input spans several kills and kills land while
+/// results are being submitted as well as while they are delivered.
+const FEED_PAUSE: Duration = Duration::from_millis(3);
+/// The last run must finish within this (generous: the machine may be loaded).
+const FINISH_WITHIN: Duration = Duration::from_secs(40);
+/// How many attempts of one delivery the receiver fails at most before it answers 200.
+const FAILURES_PER_DELIVERY: u32 = 3;
+/// Enough retries that a delivery never runs out of them here.
+const RETRY_DELAYS_MS: &str = "50,50,100,100,150,150,200,200,200,200,200,200";
+const PASSWORD: &str = "crash-test-pässword";
+
+/// SplitMix64: a small, seedable random source, so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn seed() -> u64 {
+    match std::env::var("CRASH_SEED") {
+        Ok(seed) => seed.parse().expect("CRASH_SEED is a whole number"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
+    }
+}
+
+/// The `dialer` example, built by `cargo test` beside this test's binary:
+/// `target/<profile>/deps/crash-<hash>` -> `target/<profile>/examples/dialer`.
+fn dialer_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    let dialer = profile_dir
+        .join("examples")
+        .join(format!("dialer{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        dialer.is_file(),
+        "the dialer example is not built at {}: run `cargo test` (which builds the examples), \
+         or `cargo build --example dialer` before `cargo test --test crash`",
+        dialer.display()
+    );
+    dialer
+}
+
+/// One call result as a JSON line, in the page's formats.
+fn line(reference: &str) -> String {
+    let call = serde_json::json!({
+        "CampaignName": "Crash Test",
+        "LogDateTime": "2019-06-19T16:11:07",
+        "CallStart": "2019-06-20 01:01:00",
+        "CallEnd": "2019-06-20 01:03:00",
+        "PhoneCalled": "0731051xxx",
+        "Reference": reference,
+        "Result": "Connected",
+        "ResultNotes": "Paid in full.\nCall back at 3 pm ✓",
+        "WrapUpByName": "agent@pinetree.net.au",
+        "WrapUpReasonName": "Payment Taken",
+    });
+    format!("{call}\n")
+}
+
+/// The receiver's choices: fail some attempts of each delivery (503, reset before the
+/// answer, reset part-way through it), answer the rest 200 after a short delay. Counts the 2xx
+/// answers per `webhook-id`.
+struct Flaky {
+    rng: Rng,
+    failures: HashMap<String, u32>,
+    answered_2xx: HashMap<String, u32>,
+}
+
+impl Flaky {
+    fn reply(&mut self, request: &Recorded) -> Reply {
+        let id = request.header("webhook-id").unwrap_or_default().to_owned();
+        let failures = self.failures.entry(id.clone()).or_default();
+        let roll = self.rng.below(100);
+        let delay = Duration::from_millis(self.rng.below(40));
+        if *failures < FAILURES_PER_DELIVERY && roll < 45 {
+            *failures += 1;
+            return match roll % 3 {
+                0 => Reply::status(503).delay(delay),
+                1 => Reply::reset(),
+                _ => Reply::reset_mid_body(),
+            };
+        }
+        *self.answered_2xx.entry(id).or_default() += 1;
+        Reply::ok().delay(delay)
+    }
+}
+
+/// One run of the dialer: its stdin fed from a thread, its stdout and stderr read by others.
+struct Run {
+    child: Child,
+    hold_stdin: Option<mpsc::Sender<()>>,
+    feeder: Option<JoinHandle<()>>,
+    acks: Arc<Mutex<Vec<(String, String)>>>,
+    stdout: Option<JoinHandle<()>>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl Run {
+    /// Starts the dialer and feeds it `lines`; stdin is closed after them if `close_stdin`,
+    /// held open (so the input never ends) otherwise.
+    fn start(dialer: &Path, store: &Path, url: &str, lines: Vec<String>, close_stdin: bool) -> Run {
+        let mut child = Command::new(dialer)
+            .arg("--store")
+            .arg(store)
+            .args(["--url", url, "--username", "dialer", "--password", PASSWORD])
+            .args(["--retry-delays-ms", RETRY_DELAYS_MS])
+            .args(["--allow-http", "--allow-private"])
+            .args(["--time-zone", "Australia/Brisbane"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the dialer");
+
+        let mut stdin = child.stdin.take().expect("stdin");
+        let (hold_stdin, released) = mpsc::channel::<()>();
+        let feeder = std::thread::spawn(move || {
+            for line in &lines {
+                // Fails once the dialer is killed: the rest is fed to the next run.
+                if stdin.write_all(line.as_bytes()).is_err() {
+                    return;
+                }
+                std::thread::sleep(FEED_PAUSE);
+            }
+            let _ = stdin.flush();
+            if !close_stdin {
+                let _ = released.recv();
+            }
+        });
+
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let seen = acks.clone();
+        let stdout = std::thread::spawn(move || read_acks(stdout, &seen));
+        let mut stderr = child.stderr.take().expect("stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        Run {
+            child,
+            hold_stdin: Some(hold_stdin),
+            feeder: Some(feeder),
+            acks,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.acks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// SIGKILL, then everything it acknowledged and said.
+    fn kill(mut self) -> (Vec<(String, String)>, String) {
+        self.child.kill().expect("SIGKILL the dialer");
+        self.child.wait().expect("reap the dialer");
+        self.finish()
+    }
+
+    /// Waits for it to exit on its own, at most `limit`; kills it after that.
+    fn wait(mut self, limit: Duration) -> (Option<ExitStatus>, Vec<(String, String)>, String) {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("poll the dialer") {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let (acks, stderr) = self.finish();
+        (status, acks, stderr)
+    }
+
+    fn finish(&mut self) -> (Vec<(String, String)>, String) {
+        drop(self.hold_stdin.take());
+        for thread in [self.feeder.take(), self.stdout.take()]
+            .into_iter()
+            .flatten()
+        {
+            thread.join().expect("a reader thread panicked");
+        }
+        let stderr = self
+            .stderr
+            .take()
+            .map(|t| t.join().expect("the stderr reader panicked"))
+            .unwrap_or_default();
+        let acks = std::mem::take(&mut *self.acks.lock().unwrap_or_else(PoisonError::into_inner));
+        (acks, stderr)
+    }
+}
+
+/// Reads `accepted <webhook-id> <Reference>` lines; a line cut short by a kill is not an
+/// acknowledgement.
+fn read_acks(mut stdout: impl BufRead, acks: &Mutex<Vec<(String, String)>>) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match stdout.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) if !line.ends_with('\n') => return,
+            Ok(_) => {}
+        }
+        let text = line.trim_end_matches('\n');
+        let mut words = text.splitn(3, ' ');
+        match (words.next(), words.next(), words.next()) {
+            (Some("accepted"), Some(id), Some(reference)) => acks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((id.to_owned(), reference.to_owned())),
+            _ => panic!("unexpected line on the dialer's stdout: {text:?}"),
+        }
+    }
+}
+
+/// Adds a run's acknowledgements to `acked` (Reference -> webhook-id).
+fn record(acks: Vec<(String, String)>, acked: &mut BTreeMap<String, String>) {
+    for (id, reference) in acks {
+        let previous = acked.insert(reference.clone(), id);
+        assert!(previous.is_none(), "{reference} acknowledged twice");
+    }
+}
+
+#[test]
+fn every_acknowledged_result_is_delivered_across_sigkills_and_restarts() {
+    let started = Instant::now();
+    let dialer = dialer_binary();
+    let seed = seed();
+    println!("crash test seed: {seed} (CRASH_SEED={seed} repeats its choices)");
+    let mut rng = Rng(seed);
+
+    let receiver = Receiver::start();
+    let flaky = Arc::new(Mutex::new(Flaky {
+        rng: Rng(seed ^ 0x5EED),
+        failures: HashMap::new(),
+        answered_2xx: HashMap::new(),
+    }));
+    let choose = flaky.clone();
+    receiver.respond_with(move |request| {
+        choose
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reply(request)
+    });
+    let url = receiver.url_for("/calls");
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = dir.path().join("outbox.sqlite");
+    let references: Vec<String> = (0..RESULTS).map(|n| format!("crash-{n:04}")).collect();
+
+    // Reference -> webhook-id, for every acknowledgement.
+    let mut acked: BTreeMap<String, String> = BTreeMap::new();
+    let mut outputs = String::new();
+    let unacked_lines = |acked: &BTreeMap<String, String>| -> Vec<String> {
+        references
+            .iter()
+            .filter(|r| !acked.contains_key(*r))
+            .map(|r| line(r))
+            .collect()
+    };
+
+    for kill in 1..=KILLS {
+        let run = Run::start(&dialer, &store, &url, unacked_lines(&acked), false);
+        let lives = KILL_AFTER_MIN + Duration::from_millis(rng.below(KILL_SPREAD_MS));
+        std::thread::sleep(lives);
+        let acked_in_run = run.acked();
+        let (acks, stderr) = run.kill();
+        println!(
+            "kill {kill}: after {lives:?}, {} acknowledged in this run ({acked_in_run} when the signal was sent), {} requests so far",
+            acks.len(),
+            receiver.requests().len()
+        );
+        record(acks, &mut acked);
+        outputs.push_str(&stderr);
+    }
+
+    let run = Run::start(&dialer, &store, &url, unacked_lines(&acked), true);
+    let (status, acks, stderr) = run.wait(FINISH_WITHIN);
+    let acked_last = acks.len();
+    record(acks, &mut acked);
+    outputs.push_str(&stderr);
+    assert!(
+        status.is_some(),
+        "the last run did not finish within {FINISH_WITHIN:?}; its stderr:\n{stderr}"
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the last run exited with {status:?}; its stderr:\n{stderr}"
+    );
+    println!("last run: {acked_last} acknowledged, exited 0");
+
+    // Every call result was acknowledged once, and every acknowledged one answered 2xx.
+    assert_eq!(
+        acked.len(),
+        RESULTS,
+        "every line is acknowledged in the end"
+    );
+    let requests = receiver.requests();
+    let flaky = flaky.lock().unwrap_or_else(PoisonError::into_inner);
+    let undelivered: Vec<_> = acked
+        .iter()
+        .filter(|(_, id)| !flaky.answered_2xx.contains_key(*id))
+        .collect();
+    assert!(
+        undelivered.is_empty(),
+        "acknowledged but never answered 2xx: {undelivered:?}"
+    );
+
+    // Each acknowledged webhook-id always carried its own call result, with the same bytes.
+    let mut bodies: HashMap<&str, &[u8]> = HashMap::new();
+    for request in &requests {
+        let id = request.header("webhook-id").expect("a webhook-id");
+        let first = *bodies.entry(id).or_insert(&request.body);
+        assert_eq!(first, &request.body[..], "{id} sent other bytes");
+    }
+    for (reference, id) in &acked {
+        let body = bodies.get(id.as_str()).expect("sent");
+        let sent_reference = form_urlencoded::parse(body)
+            .find(|(k, _)| k == "Reference")
+            .map(|(_, v)| v.into_owned());
+        assert_eq!(sent_reference.as_deref(), Some(reference.as_str()));
+    }
+
+    // The outbox agrees: nothing pending, nothing failed.
+    let stats = SqliteStore::open(&store)
+        .expect("reopen the outbox")
+        .stats(&"dialer".into(), None)
+        .expect("stats");
+    assert_eq!((stats.pending, stats.failed), (0, 0), "{stats:?}");
+
+    // No secret in anything the dialer said.
+    assert!(!outputs.contains(PASSWORD), "the password was printed");
+
+    let acked_ids: HashSet<&str> = acked.values().map(String::as_str).collect();
+    let duplicates: u32 = acked_ids
+        .iter()
+        .map(|id| {
+            flaky
+                .answered_2xx
+                .get(*id)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(1)
+        })
+        .sum();
+    let unacknowledged = bodies.keys().filter(|id| !acked_ids.contains(*id)).count();
+    println!(
+        "crash test: {KILLS} kills, {} acknowledged, {} delivered (answered 2xx), {duplicates} duplicates \
+         (the same webhook-id answered 2xx again), {unacknowledged} stored but not acknowledged before a kill \
+         (fed again, under a new webhook-id), {} requests, {:.1} s",
+        acked.len(),
+        acked_ids
+            .iter()
+            .filter(|id| flaky.answered_2xx.contains_key(**id))
+            .count(),
+        requests.len(),
+        started.elapsed().as_secs_f64(),
+    );
+}

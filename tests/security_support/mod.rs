@@ -1,0 +1,696 @@
+//! What the security tests share: one dispatcher of each kind built the same way, an injected
+//! resolver so names never reach real DNS, a listener that only counts connections, and a TLS
+//! receiver on 127.0.0.1 with certificates made in the test.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use call_result_webhook::{
+    Account, CallResult, Certificate, DeliveryId, EncodedBody, PreferencesUpdate, Principal,
+    Response, TransportError, TransportErrorKind, UrlPolicy, build_request,
+};
+use http::Request;
+
+#[cfg(feature = "hyper")]
+use call_result_webhook::HyperDispatcher;
+#[cfg(feature = "ureq")]
+use call_result_webhook::{BlockingDispatcher, UreqDispatcher};
+
+/// Every way a request can be sent in this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    #[cfg(feature = "hyper")]
+    Hyper,
+    #[cfg(feature = "ureq")]
+    UreqBlocking,
+    #[cfg(feature = "ureq")]
+    UreqAsync,
+}
+
+pub const BACKENDS: &[Backend] = &[
+    #[cfg(feature = "hyper")]
+    Backend::Hyper,
+    #[cfg(feature = "ureq")]
+    Backend::UreqBlocking,
+    #[cfg(feature = "ureq")]
+    Backend::UreqAsync,
+];
+
+/// How to build the dispatchers: the same settings for both backends.
+#[derive(Clone)]
+pub struct Setup {
+    pub policy: UrlPolicy,
+    pub resolver: Option<Names>,
+    pub roots: Vec<Certificate>,
+    pub timeout: Duration,
+}
+
+impl Setup {
+    pub fn new(policy: UrlPolicy) -> Setup {
+        Setup {
+            policy,
+            resolver: None,
+            roots: Vec::new(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    pub fn resolver(mut self, names: &Names) -> Setup {
+        self.resolver = Some(names.clone());
+        self
+    }
+
+    pub fn root(mut self, root: Certificate) -> Setup {
+        self.roots.push(root);
+        self
+    }
+
+    pub fn build(&self) -> Dispatchers {
+        Dispatchers {
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+            #[cfg(feature = "hyper")]
+            hyper: self.hyper(),
+            #[cfg(feature = "ureq")]
+            ureq: self.ureq(),
+        }
+    }
+
+    #[cfg(feature = "hyper")]
+    pub fn hyper(&self) -> HyperDispatcher {
+        let mut b = HyperDispatcher::builder()
+            .timeout(self.timeout)
+            .policy(self.policy.clone());
+        if let Some(names) = &self.resolver {
+            b = b.resolver(names.clone());
+        }
+        for root in &self.roots {
+            b = b.add_root_certificate(root.clone());
+        }
+        b.build()
+    }
+
+    #[cfg(feature = "ureq")]
+    pub fn ureq(&self) -> UreqDispatcher {
+        let mut b = UreqDispatcher::builder()
+            .timeout(self.timeout)
+            .policy(self.policy.clone());
+        if let Some(names) = &self.resolver {
+            b = b.resolver(names.clone());
+        }
+        for root in &self.roots {
+            b = b.add_root_certificate(root.clone());
+        }
+        b.build()
+    }
+}
+
+/// One dispatcher of each kind and a runtime to drive the async ones.
+pub struct Dispatchers {
+    pub rt: tokio::runtime::Runtime,
+    #[cfg(feature = "hyper")]
+    pub hyper: HyperDispatcher,
+    #[cfg(feature = "ureq")]
+    pub ureq: UreqDispatcher,
+}
+
+impl Dispatchers {
+    pub fn send(
+        &self,
+        backend: Backend,
+        request: Request<Bytes>,
+    ) -> Result<Response, TransportError> {
+        match backend {
+            #[cfg(feature = "hyper")]
+            Backend::Hyper => {
+                use call_result_webhook::Dispatcher as _;
+                self.rt.block_on(self.hyper.dispatch(request))
+            }
+            #[cfg(feature = "ureq")]
+            Backend::UreqBlocking => self.ureq.dispatch_blocking(request),
+            #[cfg(feature = "ureq")]
+            Backend::UreqAsync => {
+                use call_result_webhook::Dispatcher as _;
+                self.rt.block_on(self.ureq.dispatch(request))
+            }
+        }
+    }
+}
+
+/// The addresses a name answers, each with its own port or the one asked for.
+type Answer = Vec<(IpAddr, Option<u16>)>;
+
+/// An injected resolver: a fixed table of names, each answering its addresses on the port it
+/// is asked for (or the port given with the address). A name not in the table is not found.
+/// It counts the questions, so a test can see that a name was resolved again.
+#[derive(Clone, Default)]
+pub struct Names {
+    table: Arc<Mutex<HashMap<String, Answer>>>,
+    asked: Arc<AtomicUsize>,
+}
+
+impl Names {
+    pub fn new() -> Names {
+        Names::default()
+    }
+
+    /// `name` answers `addrs`, on the port asked for.
+    pub fn add(&self, name: &str, addrs: &[&str]) -> &Names {
+        let parsed = addrs.iter().map(|a| (a.parse().unwrap(), None)).collect();
+        self.set(name, parsed);
+        self
+    }
+
+    /// `name` answers exactly `addrs` (addresses with their ports).
+    pub fn add_with_ports(&self, name: &str, addrs: &[SocketAddr]) -> &Names {
+        let parsed = addrs.iter().map(|a| (a.ip(), Some(a.port()))).collect();
+        self.set(name, parsed);
+        self
+    }
+
+    fn set(&self, name: &str, addrs: Answer) {
+        self.table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned(), addrs);
+    }
+
+    /// How many questions were asked.
+    pub fn asked(&self) -> usize {
+        self.asked.load(Ordering::SeqCst)
+    }
+}
+
+impl call_result_webhook::Resolve for Names {
+    fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        match table.get(host) {
+            Some(addrs) => Ok(addrs
+                .iter()
+                .map(|&(ip, p)| SocketAddr::new(ip, p.unwrap_or(port)))
+                .collect()),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{host} is not in the test's table"),
+            )),
+        }
+    }
+}
+
+/// A listener on a loopback address that answers nothing and only counts the connections made
+/// to it: where a refused delivery would have gone.
+pub struct Tap {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Tap {
+    /// Listens on `ip`, port chosen by the system.
+    pub fn on(ip: &str) -> Tap {
+        let listener = StdListener::bind((ip.parse::<IpAddr>().unwrap(), 0)).expect("bind tap");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let (accepted, stop) = (accepted.clone(), stop.clone());
+            move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok(_) => {
+                            accepted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+            }
+        });
+        Tap {
+            addr,
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Connections accepted so far (waits a moment for stragglers first).
+    pub fn connections(&self) -> usize {
+        std::thread::sleep(Duration::from_millis(20));
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An account configured by an administrator with `update` and the URL.
+pub fn account(url: &str, update: PreferencesUpdate) -> Account {
+    let mut account = Account::new("acme");
+    account
+        .update_preferences(
+            &Principal::administrator("alice"),
+            update.enabled(true).url(url),
+        )
+        .unwrap();
+    account
+}
+
+/// A call result with a little of everything.
+pub fn call() -> CallResult {
+    CallResult::builder()
+        .campaign_name("Winter Sale")
+        .logged_at("2019-06-19T16:11:07Z".parse().unwrap())
+        .phone_called("0731051234")
+        .reference("123")
+        .result("Connected")
+        .result_notes("Paid by card, call back Tuesday")
+        .build()
+}
+
+/// The request for [`call`] to `url`, as the crate builds it, with delivery id `msg_test`.
+pub fn request_to(url: &str) -> Request<Bytes> {
+    request_with(url, PreferencesUpdate::new())
+}
+
+/// The request for [`call`] to `url` under `update`.
+pub fn request_with(url: &str, update: PreferencesUpdate) -> Request<Bytes> {
+    let account = account(url, update);
+    let body = EncodedBody::encode(&call(), account.preferences()).unwrap();
+    build_request(
+        account.preferences(),
+        &DeliveryId::new("msg_test").unwrap(),
+        &body,
+    )
+    .unwrap()
+}
+
+/// The transport error, or a panic naming the status that came back instead.
+#[track_caller]
+pub fn expect_err(outcome: Result<Response, TransportError>, what: &str) -> TransportError {
+    match outcome {
+        Ok(r) => panic!(
+            "{what}: expected a transport error, got status {}",
+            r.status()
+        ),
+        Err(e) => e,
+    }
+}
+
+/// Asserts a refusal by the address policy naming `rule`; returns the refused host and address.
+#[track_caller]
+pub fn expect_refused(
+    outcome: Result<Response, TransportError>,
+    rule: &str,
+    what: &str,
+) -> (String, IpAddr) {
+    let err = expect_err(outcome, what);
+    assert_eq!(err.kind(), TransportErrorKind::Refused, "{what}: {err}");
+    assert!(!err.kind().is_retryable(), "{what}");
+    match err.policy_refusal() {
+        Some(call_result_webhook::Error::AddressRefused {
+            host,
+            addr,
+            rule: got,
+        }) => {
+            assert_eq!(*got, rule, "{what}: {err}");
+            (host.clone(), *addr)
+        }
+        other => panic!("{what}: expected AddressRefused ({rule}), got {other:?}"),
+    }
+}
+
+pub mod tls {
+    //! A TLS receiver on 127.0.0.1, and certificates made in the test with rcgen.
+
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    /// A certificate authority made for one test.
+    pub struct TestCa {
+        pub cert: rcgen::Certificate,
+        key: KeyPair,
+    }
+
+    impl TestCa {
+        pub fn new(name: &str) -> TestCa {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            let key = KeyPair::generate().unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            TestCa { cert, key }
+        }
+
+        /// The CA as the crate takes it.
+        pub fn certificate(&self) -> Certificate {
+            Certificate::from_der(self.cert.der()).unwrap()
+        }
+
+        /// A server certificate for `names` (DNS names or IP addresses) signed by this CA.
+        pub fn issue(&self, names: &[&str]) -> ServerCert {
+            self.issue_with(names, |_| {})
+        }
+
+        /// As [`TestCa::issue`], with the parameters adjusted first.
+        pub fn issue_with(
+            &self,
+            names: &[&str],
+            adjust: impl FnOnce(&mut CertificateParams),
+        ) -> ServerCert {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            let mut params = CertificateParams::new(names).unwrap();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "receiver");
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            params.use_authority_key_identifier_extension = true;
+            adjust(&mut params);
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+            ServerCert {
+                chain: vec![cert.der().clone()],
+                key: key.serialize_der(),
+            }
+        }
+    }
+
+    /// A server's certificate chain and private key.
+    pub struct ServerCert {
+        chain: Vec<CertificateDer<'static>>,
+        key: Vec<u8>,
+    }
+
+    impl ServerCert {
+        /// A self-signed certificate for `names`: no authority vouches for it.
+        pub fn self_signed(names: &[&str]) -> ServerCert {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            ServerCert {
+                chain: vec![cert.der().clone()],
+                key: key.serialize_der(),
+            }
+        }
+    }
+
+    /// What the TLS receiver saw.
+    #[derive(Default)]
+    struct Seen {
+        connections: AtomicUsize,
+        handshakes: AtomicUsize,
+        requests: Mutex<Vec<(String, Bytes)>>,
+    }
+
+    /// An https receiver on 127.0.0.1 answering 200 to every request.
+    pub struct TlsReceiver {
+        addr: SocketAddr,
+        seen: Arc<Seen>,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    impl TlsReceiver {
+        pub fn start(cert: &ServerCert) -> TlsReceiver {
+            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                cert.chain.clone(),
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key.clone())),
+            )
+            .unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            let listener = StdListener::bind("127.0.0.1:0").unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let seen = Arc::new(Seen::default());
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let serving = seen.clone();
+            let thread = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                    let accepting = async {
+                        loop {
+                            let Ok((tcp, _)) = listener.accept().await else {
+                                continue;
+                            };
+                            serving.connections.fetch_add(1, Ordering::SeqCst);
+                            let (acceptor, seen) = (acceptor.clone(), serving.clone());
+                            tokio::spawn(async move {
+                                let Ok(tls) = acceptor.accept(tcp).await else {
+                                    return;
+                                };
+                                seen.handshakes.fetch_add(1, Ordering::SeqCst);
+                                let service = hyper::service::service_fn(
+                                    move |req: hyper::Request<hyper::body::Incoming>| {
+                                        let seen = seen.clone();
+                                        async move {
+                                            let path = req.uri().path().to_owned();
+                                            let body = req.into_body().collect().await?.to_bytes();
+                                            seen.requests
+                                                .lock()
+                                                .unwrap_or_else(PoisonError::into_inner)
+                                                .push((path, body));
+                                            Ok::<_, hyper::Error>(hyper::Response::new(Full::new(
+                                                Bytes::from_static(b"ok"),
+                                            )))
+                                        }
+                                    },
+                                );
+                                let _ = hyper::server::conn::http1::Builder::new()
+                                    .serve_connection(TokioIo::new(tls), service)
+                                    .await;
+                            });
+                        }
+                    };
+                    tokio::select! {
+                        _ = accepting => {}
+                        _ = stopped => {}
+                    }
+                });
+            });
+            TlsReceiver {
+                addr,
+                seen,
+                stop: Some(stop),
+                thread: Some(thread),
+            }
+        }
+
+        pub fn port(&self) -> u16 {
+            self.addr.port()
+        }
+
+        /// TCP connections accepted.
+        pub fn connections(&self) -> usize {
+            self.seen.connections.load(Ordering::SeqCst)
+        }
+
+        /// TLS handshakes completed.
+        pub fn handshakes(&self) -> usize {
+            self.seen.handshakes.load(Ordering::SeqCst)
+        }
+
+        /// Requests received: path and body.
+        pub fn requests(&self) -> Vec<(String, Bytes)> {
+            self.seen
+                .requests
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        }
+    }
+
+    impl Drop for TlsReceiver {
+        fn drop(&mut self) {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+pub mod engine {
+    //! The `Webhooks` engine with a real backend: a worker per backend, events collected.
+
+    use std::sync::Condvar;
+    use std::time::Instant;
+
+    use call_result_webhook::{
+        AccountId, CallResult, Clock, Event, MemoryStore, Principal, Submitted, Webhooks, Worker,
+    };
+
+    use super::*;
+
+    /// Every event, with a way to wait for one.
+    #[derive(Clone, Default)]
+    pub struct Events(Arc<(Mutex<Vec<Event>>, Condvar)>);
+
+    impl Events {
+        fn push(&self, e: &Event) {
+            let (log, arrived) = &*self.0;
+            log.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(e.clone());
+            arrived.notify_all();
+        }
+
+        pub fn all(&self) -> Vec<Event> {
+            self.0
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        }
+
+        /// Waits (at most 10 s) until `n` events match and returns them.
+        #[track_caller]
+        pub fn wait(&self, n: usize, matches: impl Fn(&Event) -> bool) -> Vec<Event> {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let (log, arrived) = &*self.0;
+            let mut events = log.lock().unwrap_or_else(PoisonError::into_inner);
+            loop {
+                let found: Vec<Event> = events.iter().filter(|e| matches(e)).cloned().collect();
+                if found.len() >= n {
+                    return found;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                assert!(
+                    !left.is_zero(),
+                    "waited for {n} events, have {:#?}",
+                    *events
+                );
+                events = arrived
+                    .wait_timeout(events, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+        }
+    }
+
+    /// A `Webhooks` over a memory store, the events it emits, and the runtime its tokio
+    /// workers run on.
+    pub struct Engine {
+        pub webhooks: Webhooks,
+        pub store: Arc<MemoryStore>,
+        pub events: Events,
+        pub admin: Principal,
+        rt: tokio::runtime::Runtime,
+    }
+
+    impl Engine {
+        pub fn new(policy: UrlPolicy, clock: impl Clock) -> Engine {
+            let store = Arc::new(MemoryStore::new());
+            let events = Events::default();
+            let sink = events.clone();
+            let webhooks = Webhooks::builder()
+                .store(store.clone())
+                .policy(policy)
+                .clock(clock)
+                .on_event(move |e| sink.push(e))
+                .build()
+                .unwrap();
+            Engine {
+                webhooks,
+                store,
+                events,
+                admin: Principal::administrator("alice"),
+                rt: tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap(),
+            }
+        }
+
+        /// Account `account`: webhook on with `update` and `url`, campaign `winter` on.
+        pub fn configure(&self, account: &str, url: &str, update: PreferencesUpdate) {
+            let id: AccountId = account.into();
+            self.webhooks
+                .update_preferences(&self.admin, &id, update.enabled(true).url(url))
+                .unwrap();
+            self.webhooks
+                .set_campaign_webhook(&self.admin, &id, "winter", true)
+                .unwrap();
+        }
+
+        /// Submits `call` for campaign `winter`; panics unless it is accepted.
+        pub fn submit(&self, account: &str, call: CallResult) -> call_result_webhook::DeliveryId {
+            match self
+                .webhooks
+                .submit(&account.into(), &"winter".into(), call)
+                .unwrap()
+            {
+                Submitted::Accepted(id) => id,
+                other => panic!("not accepted: {other:?}"),
+            }
+        }
+
+        /// A worker sending through `backend`, built from `setup`.
+        pub fn start(&self, backend: Backend, setup: &Setup) -> Worker {
+            match backend {
+                #[cfg(feature = "hyper")]
+                Backend::Hyper => self
+                    .webhooks
+                    .start_tokio(setup.hyper(), self.rt.handle())
+                    .unwrap(),
+                #[cfg(feature = "ureq")]
+                Backend::UreqBlocking => self.webhooks.start_threads(setup.ureq(), 2).unwrap(),
+                #[cfg(all(feature = "ureq", feature = "tokio"))]
+                Backend::UreqAsync => self
+                    .webhooks
+                    .start_tokio(setup.ureq(), self.rt.handle())
+                    .unwrap(),
+                #[cfg(all(feature = "ureq", not(feature = "tokio")))]
+                Backend::UreqAsync => self.webhooks.start_threads(setup.ureq(), 2).unwrap(),
+            }
+        }
+    }
+}
