@@ -43,7 +43,7 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-type HttpsClient = Client<HttpsConnector<GuardedConnector>, Full<Bytes>>;
+type HttpsClient = Client<SharedConnector, Full<Bytes>>;
 
 /// Sends webhook requests with hyper 1 on a tokio runtime (feature `hyper`).
 ///
@@ -258,7 +258,7 @@ impl HyperDispatcherBuilder {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
-            .build(connector);
+            .build(SharedConnector(Arc::new(connector)));
         HyperDispatcher {
             inner: Arc::new(Inner {
                 client,
@@ -301,6 +301,27 @@ struct GuardedConnector {
     guard: Guard,
     resolver: SharedResolver,
     connect_timeout: Duration,
+}
+
+/// The connector behind one `Arc`. hyper-util clones its connector for every request, even one a
+/// pooled connection serves; this makes that clone one reference count rather than one per
+/// part (TLS configuration, name resolver, guard...). A real connect clones the parts.
+#[derive(Clone)]
+struct SharedConnector(Arc<HttpsConnector<GuardedConnector>>);
+
+impl Service<Uri> for SharedConnector {
+    type Response = <HttpsConnector<GuardedConnector> as Service<Uri>>::Response;
+    type Error = BoxError;
+    type Future = <HttpsConnector<GuardedConnector> as Service<Uri>>::Future;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Both layers are always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        HttpsConnector::clone(&self.0).call(dst)
+    }
 }
 
 impl Service<Uri> for GuardedConnector {
