@@ -109,24 +109,22 @@ fn build(c: &mut Criterion) {
     });
     #[cfg(feature = "signing")]
     {
+        // The account signs: build_request adds webhook-timestamp and webhook-signature.
         let secret: call_result_webhook::SigningSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
             .parse()
             .expect("a valid secret");
-        let secrets = [secret];
+        let mut signed = account(Encoding::Form);
+        signed
+            .update_preferences(
+                &Principal::administrator("alice"),
+                PreferencesUpdate::new().signing_secret(secret),
+            )
+            .expect("valid preferences");
         group.bench_function("form_signed", |b| {
             b.iter(|| {
-                let prefs = form.preferences();
+                let prefs = signed.preferences();
                 let body = EncodedBody::encode(black_box(&call), prefs).expect("encodes");
-                let mut request = build_request(prefs, black_box(&id), &body).expect("builds");
-                call_result_webhook::sign_headers(
-                    request.headers_mut(),
-                    id.as_str(),
-                    1_560_960_667,
-                    body.bytes(),
-                    &secrets,
-                )
-                .expect("signs");
-                request
+                build_request(prefs, black_box(&id), &body).expect("builds")
             })
         });
     }

@@ -80,7 +80,7 @@ impl Scale {
             end_to_end_time: Duration::from_secs(180),
             per_account: 200,
             isolation_time: Duration::from_secs(60),
-            p6_worker_time: Duration::from_secs(20),
+            p6_worker_time: Duration::from_secs(10),
         }
     }
 
@@ -1044,7 +1044,7 @@ fn p6_rss(scratch: &Scratch, scale: Scale) -> f64 {
             configure(&webhooks, account, &receivers.url(i));
         }
         let body = sample_body();
-        let per_round = 10;
+        let per_round = 1_000;
         for _ in 0..P6_PENDING / (ACCOUNTS * per_round) {
             fill(&*store, &accounts, per_round, &body);
         }
