@@ -42,6 +42,10 @@ use crate::preferences::DEFAULT_ATTEMPT_TIMEOUT;
 use crate::request::USER_AGENT;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle pooled connections kept per receiver: the worker's default bound on attempts in flight.
+const IDLE_PER_RECEIVER: usize = crate::webhooks::DEFAULT_MAX_CONCURRENCY;
+/// Idle pooled connections kept in all.
+const IDLE_IN_ALL: usize = 4 * crate::webhooks::DEFAULT_MAX_CONCURRENCY;
 
 /// Sends webhook requests with ureq 3 (feature `ureq`): blocking, no async runtime needed.
 ///
@@ -278,6 +282,11 @@ impl UreqDispatcherBuilder {
             .user_agent(USER_AGENT)
             .timeout_connect(Some(self.connect_timeout))
             .timeout_global(Some(self.timeout))
+            // Keep an idle connection for every attempt the worker has in flight by default,
+            // rather than ureq's 3 per receiver and 10 in all: with more sender threads or
+            // receivers than that, every request past them reconnected (and shook hands again).
+            .max_idle_connections_per_host(IDLE_PER_RECEIVER)
+            .max_idle_connections(IDLE_IN_ALL)
             .build();
         let resolver = GuardedResolver {
             guard: guard.clone(),
