@@ -573,9 +573,13 @@ fn send_blocking(sender: &BlockingSender, requests: Vec<Request<Bytes>>) -> f64 
 
 fn p2_ureq(receivers: &Receivers, scale: Scale) -> f64 {
     let ours = BlockingSender::Ours(UreqDispatcher::builder().policy(loopback_policy()).build());
+    // The same pool as ours (one idle connection per attempt in flight), so that only what
+    // our dispatcher adds is compared.
     let raw = BlockingSender::Raw(
         ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .max_idle_connections_per_host(call_result_webhook::DEFAULT_MAX_CONCURRENCY)
+            .max_idle_connections(4 * call_result_webhook::DEFAULT_MAX_CONCURRENCY)
             .build()
             .new_agent(),
     );
