@@ -105,6 +105,57 @@ impl Inner {
         }
     }
 
+    /// Records one attempt's outcome: [`Store::record_attempt`] under the lock.
+    fn record(&mut self, id: &DeliveryId, record: &AttemptRecord) -> Result<()> {
+        let Some(mut shared) = self.deliveries.remove(id) else {
+            return Err(Error::UnknownDelivery(id.to_string()));
+        };
+        // A copy only if a reader still holds this one.
+        let d = Arc::make_mut(&mut shared);
+        // Leave the old state...
+        match d.state {
+            DeliveryState::Pending => {
+                self.unqueue(d);
+                self.stats_mut(d).pending -= 1;
+                self.pending -= 1;
+            }
+            DeliveryState::Failed => self.stats_mut(d).failed -= 1,
+            DeliveryState::Delivered => {}
+        }
+        d.attempts += 1;
+        d.last_status = record.status;
+        d.last_error = record.error.clone();
+        d.last_attempt_at = Some(record.at);
+        if record.error.is_some() {
+            let stats = self.stats_mut(d);
+            stats.last_failure_at = Some(record.at);
+            stats.last_failure_reason = record.error.clone();
+        }
+        // ...and enter the new one.
+        match record.next {
+            NextStep::Delivered => {
+                let stats = self.stats_mut(d);
+                stats.delivered += 1;
+                stats.last_success_at = Some(record.at);
+                // Delivered deliveries are only counted, not kept.
+            }
+            NextStep::RetryAt(at) => {
+                d.next_attempt_at = at;
+                d.state = DeliveryState::Pending;
+                self.stats_mut(d).pending += 1;
+                self.pending += 1;
+                self.enqueue(d);
+                self.deliveries.insert(id.clone(), shared);
+            }
+            NextStep::Failed => {
+                d.state = DeliveryState::Failed;
+                self.stats_mut(d).failed += 1;
+                self.deliveries.insert(id.clone(), shared);
+            }
+        }
+        Ok(())
+    }
+
     fn matching(&self, filter: &DeliveryFilter) -> Vec<DeliveryId> {
         let mut found: Vec<&Delivery> = match &filter.id {
             Some(id) => self.deliveries.get(id).map(|d| &**d).into_iter().collect(),
@@ -197,54 +248,16 @@ impl Store for MemoryStore {
     }
 
     fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord) -> Result<()> {
+        self.lock().record(id, record)
+    }
+
+    /// Takes the lock once for the lot.
+    fn record_attempts(&self, attempts: &[(DeliveryId, AttemptRecord)]) -> Vec<Result<()>> {
         let mut inner = self.lock();
-        let Some(mut shared) = inner.deliveries.remove(id) else {
-            return Err(Error::UnknownDelivery(id.to_string()));
-        };
-        // A copy only if a reader still holds this one.
-        let d = Arc::make_mut(&mut shared);
-        // Leave the old state...
-        match d.state {
-            DeliveryState::Pending => {
-                inner.unqueue(d);
-                inner.stats_mut(d).pending -= 1;
-                inner.pending -= 1;
-            }
-            DeliveryState::Failed => inner.stats_mut(d).failed -= 1,
-            DeliveryState::Delivered => {}
-        }
-        d.attempts += 1;
-        d.last_status = record.status;
-        d.last_error = record.error.clone();
-        d.last_attempt_at = Some(record.at);
-        if record.error.is_some() {
-            let stats = inner.stats_mut(d);
-            stats.last_failure_at = Some(record.at);
-            stats.last_failure_reason = record.error.clone();
-        }
-        // ...and enter the new one.
-        match record.next {
-            NextStep::Delivered => {
-                let stats = inner.stats_mut(d);
-                stats.delivered += 1;
-                stats.last_success_at = Some(record.at);
-                // Delivered deliveries are only counted, not kept.
-            }
-            NextStep::RetryAt(at) => {
-                d.next_attempt_at = at;
-                d.state = DeliveryState::Pending;
-                inner.stats_mut(d).pending += 1;
-                inner.pending += 1;
-                inner.enqueue(d);
-                inner.deliveries.insert(id.clone(), shared);
-            }
-            NextStep::Failed => {
-                d.state = DeliveryState::Failed;
-                inner.stats_mut(d).failed += 1;
-                inner.deliveries.insert(id.clone(), shared);
-            }
-        }
-        Ok(())
+        attempts
+            .iter()
+            .map(|(id, record)| inner.record(id, record))
+            .collect()
     }
 
     fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>> {
