@@ -61,6 +61,7 @@ mod ids;
 mod payload;
 mod policy;
 mod preferences;
+mod receiver;
 mod request;
 #[cfg(feature = "signing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
@@ -100,6 +101,7 @@ pub use preferences::{
     AuditRecord, DEFAULT_ATTEMPT_TIMEOUT, MAX_URL_LEN, Preferences, PreferencesUpdate, Principal,
     WebhookUrl,
 };
+pub use receiver::ReceivedCallResult;
 pub use request::{
     EncodedBody, MAX_BODY_BYTES, MAX_FIELD_BYTES, MAX_NOTES_BYTES, USER_AGENT, build_request,
     build_request_at,
