@@ -1,4 +1,4 @@
-//! Oracles for the fuzz targets: the address rules of issue 4 written out again, on their own,
+//! Oracles for the fuzz targets: the address rules of the URL policy written out again, on their own,
 //! so a target can compare the crate's verdict with an independent one.
 //!
 //! Nothing here is copied from `src/policy.rs`; the tables are typed in from the issue and the
