@@ -12,6 +12,44 @@ use http::{HeaderMap, Request, StatusCode};
 
 use crate::error::BoxError;
 
+/// The builder setters the backends share word for word, so their docs and behaviour cannot
+/// drift apart. Each builder has the fields `timeout`, `body_prefix_limit`, `policy` and `roots`.
+#[cfg(any(feature = "hyper", feature = "ureq"))]
+macro_rules! shared_builder_setters {
+    () => {
+        /// The whole-attempt time limit used when a request carries no [`AttemptTimeout`]
+        /// (default 15 s).
+        pub fn timeout(mut self, timeout: Duration) -> Self {
+            self.timeout = timeout;
+            self
+        }
+
+        /// How many bytes of a response body are kept (default [`DEFAULT_BODY_PREFIX_LIMIT`]).
+        pub fn body_prefix_limit(mut self, bytes: usize) -> Self {
+            self.body_prefix_limit = bytes;
+            self
+        }
+
+        /// The address policy every attempt is held to (default [`UrlPolicy::default`]: `https`
+        /// only, no internal addresses). The URL is checked before each attempt, and every address
+        /// the connection may use, resolved or written as an IP literal, is checked before it is
+        /// connected to; a refusal is a [`TransportErrorKind::Refused`] error whose
+        /// [`TransportError::policy_refusal`] is the [`crate::Error::AddressRefused`] or
+        /// [`crate::Error::InvalidUrl`].
+        pub fn policy(mut self, policy: UrlPolicy) -> Self {
+            self.policy = policy;
+            self
+        }
+
+        /// Trusts `root` besides the Mozilla roots, for on-premises receivers whose certificate a
+        /// private authority signed. Call once per root. Certificates are still fully validated.
+        pub fn add_root_certificate(mut self, root: Certificate) -> Self {
+            self.roots.push(root);
+            self
+        }
+    };
+}
+
 #[cfg(any(feature = "hyper", feature = "ureq"))]
 mod guard;
 #[cfg(feature = "hyper")]

@@ -227,30 +227,6 @@ impl UreqDispatcherBuilder {
         self
     }
 
-    /// The whole-attempt time limit used when a request carries no [`AttemptTimeout`]
-    /// (default 15 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// How many bytes of a response body are kept (default [`DEFAULT_BODY_PREFIX_LIMIT`]).
-    pub fn body_prefix_limit(mut self, bytes: usize) -> Self {
-        self.body_prefix_limit = bytes;
-        self
-    }
-
-    /// The address policy every attempt is held to (default [`UrlPolicy::default`]: `https`
-    /// only, no internal addresses). The URL is checked before each attempt, and every address
-    /// the connection may use, resolved or written as an IP literal, is checked before it is
-    /// connected to; a refusal is a [`TransportErrorKind::Refused`] error whose
-    /// [`TransportError::policy_refusal`] is the [`crate::Error::AddressRefused`] or
-    /// [`crate::Error::InvalidUrl`].
-    pub fn policy(mut self, policy: UrlPolicy) -> Self {
-        self.policy = policy;
-        self
-    }
-
     /// Resolves host names with `resolver` instead of the system resolver: for a dialer with
     /// its own DNS, and for tests. Every address it answers is still checked against the
     /// [`policy`](Self::policy) before it is connected to, so it cannot lead past it. It is
@@ -260,12 +236,7 @@ impl UreqDispatcherBuilder {
         self
     }
 
-    /// Trusts `root` besides the Mozilla roots, for on-premises receivers whose certificate a
-    /// private authority signed. Call once per root. Certificates are still fully validated.
-    pub fn add_root_certificate(mut self, root: Certificate) -> Self {
-        self.roots.push(root);
-        self
-    }
+    shared_builder_setters!();
 
     /// Builds the dispatcher.
     pub fn build(self) -> UreqDispatcher {
