@@ -206,19 +206,10 @@ impl fmt::Debug for CallResult {
             .field("log_date_time", &self.log_date_time)
             .field("call_start", &self.call_start)
             .field("call_end", &self.call_end)
-            .field(
-                "phone_called",
-                &self.phone_called.as_deref().map(mask_phone),
-            )
+            .field("phone_called", &debug_phone(self.phone_called.as_deref()))
             .field("reference", &self.reference)
             .field("result", &self.result)
-            .field(
-                "result_notes",
-                &self
-                    .result_notes
-                    .as_ref()
-                    .map(|n| format!("<{} chars>", n.chars().count())),
-            )
+            .field("result_notes", &debug_notes(self.result_notes.as_deref()))
             .field("wrap_up_by_name", &self.wrap_up_by_name)
             .field("wrap_up_reason_name", &self.wrap_up_reason_name)
             .finish()
@@ -512,6 +503,16 @@ fn parse_page_time(field: &'static str, s: &str, sep: char) -> Result<DateTime> 
     let (year, month, day) = (num(0, 4), num(5, 7) as i8, num(8, 10) as i8);
     let (hour, minute, second) = (num(11, 13) as i8, num(14, 16) as i8, num(17, 19) as i8);
     DateTime::new(year, month, day, hour, minute, second, 0).map_err(|e| bad(&format!(": {e}")))
+}
+
+/// How `PhoneCalled` appears in `Debug` output: masked, as in logs and events.
+pub(crate) fn debug_phone(phone: Option<&str>) -> Option<String> {
+    phone.map(mask_phone)
+}
+
+/// How `ResultNotes` appear in `Debug` output: their length only, never their text.
+pub(crate) fn debug_notes(notes: Option<&str>) -> Option<String> {
+    notes.map(|n| format!("<{} chars>", n.chars().count()))
 }
 
 /// Masks a phone number for logs and events: all but the last three characters become `*`.

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::error::{Error, Result};
-use crate::payload::mask_phone;
+use crate::payload::{debug_notes, debug_phone};
 
 /// A call result as a receiver reads it: the ten keys as the text that was sent, `None` where the
 /// value was unknown (empty in a form body, `null` in JSON).
@@ -124,19 +124,10 @@ impl fmt::Debug for ReceivedCallResult {
             .field("log_date_time", &self.log_date_time)
             .field("call_start", &self.call_start)
             .field("call_end", &self.call_end)
-            .field(
-                "phone_called",
-                &self.phone_called.as_deref().map(mask_phone),
-            )
+            .field("phone_called", &debug_phone(self.phone_called.as_deref()))
             .field("reference", &self.reference)
             .field("result", &self.result)
-            .field(
-                "result_notes",
-                &self
-                    .result_notes
-                    .as_ref()
-                    .map(|n| format!("<{} chars>", n.chars().count())),
-            )
+            .field("result_notes", &debug_notes(self.result_notes.as_deref()))
             .field("wrap_up_by_name", &self.wrap_up_by_name)
             .field("wrap_up_reason_name", &self.wrap_up_reason_name)
             .finish()
