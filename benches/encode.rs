@@ -10,8 +10,10 @@
 use std::hint::black_box;
 
 use call_result_webhook::{
-    Account, CallResult, DeliveryId, EncodedBody, Encoding, PreferencesUpdate, Principal,
-    build_request,
+    CallResult, DeliveryId, PreferencesUpdate, Principal,
+    account::Account,
+    encoding::Encoding,
+    request::{EncodedBody, build_request},
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -110,9 +112,10 @@ fn build(c: &mut Criterion) {
     #[cfg(feature = "signing")]
     {
         // The account signs: build_request adds webhook-timestamp and webhook-signature.
-        let secret: call_result_webhook::SigningSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-            .parse()
-            .expect("a valid secret");
+        let secret: call_result_webhook::signing::SigningSecret =
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+                .parse()
+                .expect("a valid secret");
         let mut signed = account(Encoding::Form);
         signed
             .update_preferences(

@@ -26,9 +26,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use call_result_webhook::jiff::Timestamp;
 use call_result_webhook::{
-    AccountId, BlockingDispatcher, CallResult, CampaignId, CommitMode, DeliveryId, Dispatcher,
-    EncodedBody, Event, HyperDispatcher, MemoryStore, NewDelivery, PreferencesUpdate, Principal,
-    SqliteStore, Store, UreqDispatcher, UrlPolicy, Webhooks, build_request,
+    AccountId, BlockingDispatcher, CallResult, CampaignId, DeliveryId, Dispatcher, Event,
+    HyperDispatcher, MemoryStore, PreferencesUpdate, Principal, SqliteStore, UreqDispatcher,
+    UrlPolicy, Webhooks,
+    request::{EncodedBody, build_request},
+    store::{CommitMode, NewDelivery, Store},
 };
 use http::Request;
 use http_body_util::{BodyExt, Full};
@@ -328,7 +330,7 @@ struct PlainPage {
 }
 
 fn p1_build(scale: Scale) -> f64 {
-    let mut account = call_result_webhook::Account::new("acme");
+    let mut account = call_result_webhook::account::Account::new("acme");
     account
         .update_preferences(
             &admin(),
@@ -404,7 +406,7 @@ fn p1_build(scale: Scale) -> f64 {
 
 /// `count` copies of one request to `url`, built the way the worker builds them.
 fn prebuilt(url: &str, count: usize) -> Vec<Request<Bytes>> {
-    let mut account = call_result_webhook::Account::new("acme");
+    let mut account = call_result_webhook::account::Account::new("acme");
     account
         .update_preferences(&admin(), account_settings(url))
         .expect("preferences");
@@ -578,8 +580,8 @@ fn p2_ureq(receivers: &Receivers, scale: Scale) -> f64 {
     let raw = BlockingSender::Raw(
         ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .max_idle_connections_per_host(call_result_webhook::DEFAULT_MAX_CONCURRENCY)
-            .max_idle_connections(4 * call_result_webhook::DEFAULT_MAX_CONCURRENCY)
+            .max_idle_connections_per_host(call_result_webhook::limits::DEFAULT_MAX_CONCURRENCY)
+            .max_idle_connections(4 * call_result_webhook::limits::DEFAULT_MAX_CONCURRENCY)
             .build()
             .new_agent(),
     );
@@ -819,8 +821,11 @@ impl BlockingDispatcher for Accept {
     fn dispatch_blocking(
         &self,
         _: Request<Bytes>,
-    ) -> Result<call_result_webhook::Response, call_result_webhook::TransportError> {
-        Ok(call_result_webhook::Response::new(
+    ) -> Result<
+        call_result_webhook::dispatch::ReceiverResponse,
+        call_result_webhook::dispatch::TransportError,
+    > {
+        Ok(call_result_webhook::dispatch::ReceiverResponse::new(
             http::StatusCode::NO_CONTENT,
             http::HeaderMap::new(),
             Bytes::new(),
@@ -858,7 +863,7 @@ fn p3_memory(scale: Scale) -> SubmitRound {
         webhooks
             .remove(
                 &admin(),
-                &call_result_webhook::DeliveryFilter::account("acme"),
+                &call_result_webhook::store::DeliveryFilter::account("acme"),
             )
             .expect("remove")
     };
@@ -1018,7 +1023,7 @@ fn fill(store: &dyn Store, accounts: &[AccountId], per_account: usize, body: &En
 }
 
 fn sample_body() -> EncodedBody {
-    let mut account = call_result_webhook::Account::new("acme");
+    let mut account = call_result_webhook::account::Account::new("acme");
     account
         .update_preferences(&admin(), account_settings("https://crm.acme.example/calls"))
         .expect("preferences");

@@ -25,8 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use call_result_webhook::{
-    AccountId, AuthScheme, CallResult, CampaignId, Encoding, Error, Event, HyperDispatcher,
-    PreferencesUpdate, Principal, RetrySchedule, SqliteStore, Submitted, UrlPolicy, Webhooks,
+    AccountId, CallResult, CampaignId, Error, Event, HyperDispatcher, PreferencesUpdate, Principal,
+    SqliteStore, Submitted, UrlPolicy, Webhooks, auth::AuthScheme, delivery::RetrySchedule,
+    encoding::Encoding,
 };
 
 const USAGE: &str = "\

@@ -10,8 +10,9 @@
 use std::time::Instant;
 
 use call_result_webhook::{
-    Account, CallResult, DeliveryId, Dispatcher, EncodedBody, HyperDispatcher, PreferencesUpdate,
-    Principal, UrlPolicy, build_request,
+    CallResult, DeliveryId, Dispatcher, HyperDispatcher, PreferencesUpdate, Principal, UrlPolicy,
+    account::Account,
+    request::{EncodedBody, build_request},
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

@@ -22,7 +22,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use call_result_webhook::{
     AccountId, CallResult, CampaignId, Event, HyperDispatcher, PreferencesUpdate, Principal,
-    RetrySchedule, SqliteStore, Status, Submitted, UrlPolicy, WebhookIndicator, Webhooks,
+    SqliteStore, Status, Submitted, UrlPolicy, Webhooks, campaign::WebhookIndicator,
+    delivery::RetrySchedule,
 };
 
 const USER_NAME: &str = "dialer";

@@ -18,8 +18,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use call_result_webhook::{
-    Account, AttemptTimeout, AuthScheme, BlockingDispatcher, CallResult, DeliveryId, EncodedBody,
-    Encoding, PreferencesUpdate, Principal, UreqDispatcher, UrlPolicy, build_request,
+    BlockingDispatcher, CallResult, DeliveryId, PreferencesUpdate, Principal, UreqDispatcher,
+    UrlPolicy,
+    account::Account,
+    auth::AuthScheme,
+    dispatch::AttemptTimeout,
+    encoding::Encoding,
+    request::{EncodedBody, build_request},
 };
 
 const USAGE: &str = "\
@@ -268,7 +273,7 @@ fn plan(given: &Given) -> Result<Plan, Usage> {
 /// rotation, so both signatures are sent.
 #[cfg(feature = "signing")]
 fn signing(given: &Given, mut update: PreferencesUpdate) -> Result<PreferencesUpdate, Usage> {
-    use call_result_webhook::SigningSecret;
+    use call_result_webhook::signing::SigningSecret;
     // The parse error never repeats the secret.
     let parse = |text: &String| {
         text.parse::<SigningSecret>()

@@ -13,8 +13,10 @@ use std::net::TcpListener;
 use std::time::Instant;
 
 use call_result_webhook::{
-    Account, BlockingDispatcher, CallResult, DeliveryId, EncodedBody, PreferencesUpdate, Principal,
-    UreqDispatcher, UrlPolicy, build_request,
+    BlockingDispatcher, CallResult, DeliveryId, PreferencesUpdate, Principal, UreqDispatcher,
+    UrlPolicy,
+    account::Account,
+    request::{EncodedBody, build_request},
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,6 +1,7 @@
 //! One customer account: its webhook preferences, its campaigns' switches, and the audit log of
 //! changes to both.
 
+use crate::limits::AUDIT_LOG_CAPACITY;
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
@@ -12,9 +13,6 @@ use crate::preferences::{
     AuditRecord, Preferences, PreferencesUpdate, Principal, StoredPreferences,
 };
 
-/// How many audit records an account keeps in memory (the oldest are dropped first).
-pub const AUDIT_LOG_CAPACITY: usize = 256;
-
 /// A customer account's webhook settings: preferences, campaign switches and audit log.
 ///
 /// Every change takes the [`Principal`] asking for it; only a full administrator may make one,
@@ -23,7 +21,9 @@ pub const AUDIT_LOG_CAPACITY: usize = 256;
 /// # Examples
 ///
 /// ```
-/// use call_result_webhook::{Account, PreferencesUpdate, Principal, SendDecision, OffReason};
+/// use call_result_webhook::{
+///     PreferencesUpdate, Principal, account::Account, campaign::{OffReason, SendDecision},
+/// };
 ///
 /// let admin = Principal::administrator("alice");
 /// let mut account = Account::new("acme");

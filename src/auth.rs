@@ -79,7 +79,7 @@ impl Credentials {
     /// # Examples
     ///
     /// ```
-    /// use call_result_webhook::{AuthScheme, Credentials};
+    /// use call_result_webhook::auth::{AuthScheme, Credentials};
     ///
     /// let creds = Credentials::new("user", "passwd")?;
     /// let basic = creds.authorization(AuthScheme::Basic)?;

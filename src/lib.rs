@@ -11,7 +11,7 @@
 //! # Delivery
 //!
 //! [`Webhooks`] is the facade the dialer holds. [`Webhooks::submit`] checks both switches,
-//! fixes the body bytes, stores the delivery durably in the outbox ([`Store`]) and returns
+//! fixes the body bytes, stores the delivery durably in the outbox ([`Store`](store::Store)) and returns
 //! without waiting for any receiver. A [`Worker`] delivers in the background, on plain threads
 //! ([`Webhooks::start_threads`]) or on the dialer's tokio runtime (`Webhooks::start_tokio`, feature `tokio`):
 //!
@@ -19,7 +19,7 @@
 //!   receiver drops duplicates by `webhook-id`. The URL, credentials and timeout are the
 //!   account's current ones at each attempt.
 //! - **Classification**: 2xx is delivered. Network errors, timeouts, 408, 425, 429 and 5xx are
-//!   retried on the account's [`RetrySchedule`] (at once, then 5 s, 5 min, 30 min, 2 h, 5 h,
+//!   retried on the account's [`RetrySchedule`](delivery::RetrySchedule) (at once, then 5 s, 5 min, 30 min, 2 h, 5 h,
 //!   10 h, 14 h, 20 h, 24 h, each ±20%), honouring `Retry-After` up to 24 h. A 3xx (never
 //!   followed) and other 4xx fail the delivery for good; it is kept as a dead letter for
 //!   replay. A 410 pauses the endpoint. A destination refused by the [`UrlPolicy`] fails for
@@ -50,80 +50,49 @@
 #![warn(missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod account;
-mod auth;
-mod campaign;
-mod delivery;
-mod dispatch;
-mod encoding;
-mod error;
-mod ids;
-mod payload;
-mod policy;
-mod preferences;
-mod receiver;
-mod request;
+pub mod account;
+pub mod auth;
+pub mod campaign;
+pub mod delivery;
+pub mod dispatch;
+pub mod encoding;
+pub mod error;
+pub mod ids;
+pub mod limits;
+pub mod payload;
+pub mod policy;
+pub mod preferences;
+pub mod receiver;
+pub mod request;
 #[cfg(feature = "signing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
-mod signing;
-mod store;
+pub mod signing;
+pub mod store;
+mod sync;
 mod webhooks;
 
-pub use account::{AUDIT_LOG_CAPACITY, Account};
-pub use auth::{AuthScheme, Credentials, Secret};
-pub use campaign::{OffReason, SendDecision, WebhookIndicator};
-pub use delivery::{
-    Clock, ClockWaker, DEFAULT_PAUSE_AFTER, DeadLetter, EndpointHealth, Event, FailureKind,
-    MAX_RETRIES, MAX_RETRY_DELAY, ManualClock, Pause, PauseReason, RETRY_AFTER_CAP, RETRY_JITTER,
-    RetrySchedule, ShutdownReport, Status, SystemClock, Worker,
-};
+// The common path, at the root. Everything else lives in the module named for its concept.
+pub use delivery::{Event, Status, Worker};
 #[cfg(feature = "hyper")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
-pub use dispatch::hyper::{HyperDispatcher, HyperDispatcherBuilder};
+pub use dispatch::hyper::HyperDispatcher;
 #[cfg(feature = "ureq")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ureq")))]
-pub use dispatch::ureq::{UreqDispatcher, UreqDispatcherBuilder};
-pub use dispatch::{
-    AttemptTimeout, BlockingDispatcher, DEFAULT_BODY_PREFIX_LIMIT, Dispatcher, Response,
-    TransportError, TransportErrorKind,
-};
-#[cfg(any(feature = "hyper", feature = "ureq"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "hyper", feature = "ureq"))))]
-pub use dispatch::{Certificate, Resolve, SystemResolver};
-pub use encoding::Encoding;
-pub use error::{BoxError, Error, Result};
+pub use dispatch::ureq::UreqDispatcher;
+pub use dispatch::{BlockingDispatcher, Dispatcher};
+pub use error::{Error, Result};
 pub use ids::{AccountId, CampaignId, DeliveryId};
-pub use payload::{
-    CallResult, CallResultBuilder, Fields, PAYLOAD_KEYS, format_log_time, mask_phone,
-};
+pub use payload::CallResult;
 pub use policy::UrlPolicy;
-pub use preferences::{
-    AuditRecord, DEFAULT_ATTEMPT_TIMEOUT, MAX_URL_LEN, Preferences, PreferencesUpdate, Principal,
-    WebhookUrl,
-};
-pub use receiver::ReceivedCallResult;
-pub use request::{
-    EncodedBody, MAX_BODY_BYTES, MAX_FIELD_BYTES, MAX_NOTES_BYTES, USER_AGENT, build_request,
-    build_request_at,
-};
-pub use store::{
-    AttemptRecord, Delivery, DeliveryFilter, DeliveryState, DeliveryStats, MemoryStore,
-    NewDelivery, NextStep, Store,
-};
+pub use preferences::{PreferencesUpdate, Principal};
+pub use store::MemoryStore;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use store::{CommitMode, SqliteStore, SqliteStoreBuilder};
-pub use webhooks::{
-    DEFAULT_MAX_CONCURRENCY, DEFAULT_PER_ENDPOINT_CONCURRENCY, Submitted, Webhooks, WebhooksBuilder,
-};
+pub use store::SqliteStore;
+pub use webhooks::{Submitted, Webhooks, WebhooksBuilder};
 
 /// The time types the crate's API takes: re-exported so the dialer uses the same version.
 pub use jiff;
-#[cfg(feature = "signing")]
-#[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
-pub use signing::{
-    DEFAULT_SIGNATURE_TOLERANCE, SigningSecret, sign, sign_headers, verify, verify_now,
-};
 
 /// The README's code, compiled and run as a doctest so that it stays true.
 #[cfg(doctest)]

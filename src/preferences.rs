@@ -1,6 +1,7 @@
 //! Account-wide webhook preferences ("Settings > Preferences > WebHook"), who may change them,
 //! and the audit record of every change.
 
+use crate::limits::{DEFAULT_ATTEMPT_TIMEOUT, MAX_URL_LEN};
 use std::fmt;
 use std::time::Duration;
 
@@ -43,12 +44,6 @@ fn secret_from_text(text: &str) -> Result<HeldSecret> {
 fn secret_from_text(text: &str) -> Result<HeldSecret> {
     Ok(crate::auth::Secret::new(text))
 }
-
-/// The longest webhook URL accepted, in bytes.
-pub const MAX_URL_LEN: usize = 2048;
-
-/// The default whole-attempt time limit.
-pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The receiver's URL: parsed and checked when set (http or https, a host, no user name or
 /// password inside it, no fragment, at most [`MAX_URL_LEN`] bytes).
@@ -175,7 +170,7 @@ impl Principal {
 /// exactly as dialled and `ResultNotes` in full. An account that does not want the contact's
 /// number or the agent's notes to leave the dialer can ask for less
 /// ([`PreferencesUpdate::mask_phone`], [`PreferencesUpdate::omit_result_notes`]): the number is
-/// then sent masked like [`mask_phone`](crate::mask_phone) (all but the last three characters
+/// then sent masked like [`mask_phone`](crate::payload::mask_phone) (all but the last three characters
 /// become `*`), and the notes as unknown (empty in a form body, `null` in JSON). Both apply to
 /// call results submitted after the change; a body already accepted is sent as it was fixed.
 /// Whatever these say, `PhoneCalled` never appears unmasked in a log line, an event or a
@@ -523,7 +518,9 @@ enum SigningChange {
 /// # Examples
 ///
 /// ```
-/// use call_result_webhook::{Account, AuthScheme, Encoding, PreferencesUpdate, Principal};
+/// use call_result_webhook::{
+///     PreferencesUpdate, Principal, account::Account, auth::AuthScheme, encoding::Encoding,
+/// };
 ///
 /// let mut account = Account::new("acme");
 /// let admin = Principal::administrator("alice@acme.example");
@@ -662,7 +659,9 @@ impl PreferencesUpdate {
     /// # Examples
     ///
     /// ```
-    /// use call_result_webhook::{Account, PreferencesUpdate, Principal, SigningSecret};
+    /// use call_result_webhook::{
+    ///     PreferencesUpdate, Principal, account::Account, signing::SigningSecret,
+    /// };
     ///
     /// let mut account = Account::new("acme");
     /// let admin = Principal::administrator("alice");

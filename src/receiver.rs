@@ -1,5 +1,5 @@
 //! The receiving side: what a customer's server written in Rust uses to read the call result it
-//! was sent (beside [`verify`](crate::verify) for signatures).
+//! was sent (beside [`verify`](crate::signing::verify) for signatures).
 
 use std::fmt;
 
@@ -16,7 +16,7 @@ use crate::payload::{debug_notes, debug_phone};
 /// # Examples
 ///
 /// ```
-/// use call_result_webhook::ReceivedCallResult;
+/// use call_result_webhook::receiver::ReceivedCallResult;
 ///
 /// let body = b"CampaignName=Winter+Sale&LogDateTime=2019-06-19T16%3A11%3A07&CallStart=\
 ///     &CallEnd=&PhoneCalled=0731051xxx&Reference=123&Result=Connected&ResultNotes=\

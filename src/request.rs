@@ -11,6 +11,7 @@
 //! and NUL, a [`DeliveryId`] holds only `A-Z a-z 0-9 _ - .`, the timestamp is a number and the
 //! signature is base64, so no value the crate builds can split or end a header.
 
+use crate::limits::{MAX_BODY_BYTES, MAX_FIELD_BYTES, MAX_NOTES_BYTES};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT as USER_AGENT_HEADER};
 use http::{HeaderName, HeaderValue, Method, Request};
@@ -28,13 +29,6 @@ pub const USER_AGENT: &str = concat!("call-result-webhook/", env!("CARGO_PKG_VER
 
 /// The delivery's id, parsed once rather than on every request.
 const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
-
-/// The cap on `ResultNotes`, in bytes of UTF-8.
-pub const MAX_NOTES_BYTES: usize = 32 * 1024;
-/// The cap on every other text field, in bytes of UTF-8.
-pub const MAX_FIELD_BYTES: usize = 1024;
-/// The cap on the whole encoded body, in bytes.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The body of one delivery: the exact bytes every attempt sends, fixed when the call result
 /// is submitted, and the encoding that made them.
@@ -108,8 +102,10 @@ impl EncodedBody {
 /// # Examples
 ///
 /// ```
-/// use call_result_webhook::{build_request, Account, CallResult, DeliveryId, EncodedBody,
-///     PreferencesUpdate, Principal};
+/// use call_result_webhook::{
+///     CallResult, DeliveryId, PreferencesUpdate, Principal, account::Account,
+///     request::{EncodedBody, build_request},
+/// };
 ///
 /// let mut account = Account::new("acme");
 /// account.update_preferences(
@@ -153,8 +149,11 @@ pub fn build_request(
 # Examples
 
 ```
-use call_result_webhook::{build_request_at, verify, Account, CallResult, DeliveryId,
-    EncodedBody, PreferencesUpdate, Principal, SigningSecret, DEFAULT_SIGNATURE_TOLERANCE};
+use call_result_webhook::{
+    CallResult, DeliveryId, PreferencesUpdate, Principal, account::Account,
+    limits::DEFAULT_SIGNATURE_TOLERANCE, request::{EncodedBody, build_request_at},
+    signing::{SigningSecret, verify},
+};
 use jiff::Timestamp;
 
 let secret = SigningSecret::generate()?;
@@ -265,7 +264,7 @@ mod tests {
         assert_eq!(r1.headers()[USER_AGENT_HEADER], USER_AGENT);
         assert_eq!(
             r1.extensions().get::<AttemptTimeout>(),
-            Some(&AttemptTimeout(crate::preferences::DEFAULT_ATTEMPT_TIMEOUT))
+            Some(&AttemptTimeout(crate::limits::DEFAULT_ATTEMPT_TIMEOUT))
         );
     }
 
@@ -392,7 +391,8 @@ mod tests {
     #[cfg(feature = "signing")]
     mod signing {
         use super::*;
-        use crate::signing::{DEFAULT_SIGNATURE_TOLERANCE, SigningSecret, verify};
+        use crate::limits::DEFAULT_SIGNATURE_TOLERANCE;
+        use crate::signing::{SigningSecret, verify};
 
         const AT: i64 = 1_700_000_000;
 

@@ -35,9 +35,6 @@ const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp
 /// Space-separated `v1,<base64>` signatures.
 const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 
-/// The tolerance the Standard Webhooks reference libraries use: five minutes either way.
-pub const DEFAULT_SIGNATURE_TOLERANCE: Duration = Duration::from_secs(5 * 60);
-
 /// The text every serialized secret starts with.
 const PREFIX: &str = "whsec_";
 /// The only signature version this module produces and checks (symmetric HMAC-SHA256).
@@ -65,7 +62,7 @@ fn error(message: impl Into<String>) -> Error {
 /// # Examples
 ///
 /// ```
-/// use call_result_webhook::SigningSecret;
+/// use call_result_webhook::signing::SigningSecret;
 ///
 /// let secret: SigningSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".parse()?;
 /// assert_eq!(secret.to_string(), "whsec_[redacted]");
@@ -191,7 +188,7 @@ fn signed_content(
 /// The example from the Standard Webhooks reference test suite:
 ///
 /// ```
-/// use call_result_webhook::{SigningSecret, sign};
+/// use call_result_webhook::signing::{SigningSecret, sign};
 ///
 /// let secret: SigningSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".parse()?;
 /// let value = sign(
@@ -231,7 +228,7 @@ pub fn sign(msg_id: &str, timestamp: i64, body: &[u8], secrets: &[SigningSecret]
 /// # Examples
 ///
 /// ```
-/// use call_result_webhook::{SigningSecret, sign_headers};
+/// use call_result_webhook::signing::{SigningSecret, sign_headers};
 /// use http::HeaderMap;
 ///
 /// let secret = SigningSecret::generate()?;
@@ -319,7 +316,9 @@ fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<&'h str> {
 /// # Examples
 ///
 /// ```
-/// use call_result_webhook::{DEFAULT_SIGNATURE_TOLERANCE, SigningSecret, sign_headers, verify};
+/// use call_result_webhook::{
+///     limits::DEFAULT_SIGNATURE_TOLERANCE, signing::{SigningSecret, sign_headers, verify},
+/// };
 /// use http::HeaderMap;
 ///
 /// let secret: SigningSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".parse()?;
@@ -418,7 +417,9 @@ pub fn verify(
 /// # Examples
 ///
 /// ```
-/// use call_result_webhook::{DEFAULT_SIGNATURE_TOLERANCE, SigningSecret, sign_headers, verify_now};
+/// use call_result_webhook::{
+///     limits::DEFAULT_SIGNATURE_TOLERANCE, signing::{SigningSecret, sign_headers, verify_now},
+/// };
 /// use http::HeaderMap;
 ///
 /// let secret = SigningSecret::generate()?;
@@ -449,6 +450,7 @@ pub fn verify_now(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::DEFAULT_SIGNATURE_TOLERANCE;
     use proptest::prelude::*;
 
     // The reference example of the Standard Webhooks project: repository

@@ -1,6 +1,9 @@
 //! The facade the dialer holds: submit call results, run the worker, let administrators change
 //! settings, replay and remove, and show status.
 
+use crate::limits::{
+    DEFAULT_MAX_CONCURRENCY, DEFAULT_PAUSE_AFTER, DEFAULT_PER_ENDPOINT_CONCURRENCY,
+};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -8,11 +11,10 @@ use std::time::Duration;
 
 use crate::account::Account;
 use crate::campaign::{OffReason, SendDecision, WebhookIndicator, decide};
-use crate::delivery::clock::lock;
 use crate::delivery::engine::{Engine, EventSink, Limits};
 use crate::delivery::{
-    Clock, DEFAULT_PAUSE_AFTER, DeadLetter, EndpointHealth, Event, Status, SystemClock,
-    ThreadRunner, Worker, account_on, indicator,
+    Clock, DeadLetter, EndpointHealth, Event, Status, SystemClock, ThreadRunner, Worker,
+    account_on, indicator,
 };
 use crate::dispatch::BlockingDispatcher;
 use crate::error::{Error, Result};
@@ -22,12 +24,7 @@ use crate::policy::UrlPolicy;
 use crate::preferences::{AuditRecord, PreferencesUpdate, Principal};
 use crate::request::EncodedBody;
 use crate::store::{DeliveryFilter, DeliveryState, NewDelivery, Store};
-
-/// The default bound on attempts in flight at once, over all accounts.
-pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
-
-/// The default bound on attempts in flight at once to one account's endpoint.
-pub const DEFAULT_PER_ENDPOINT_CONCURRENCY: usize = 4;
+use crate::sync::lock;
 
 /// What [`Webhooks::submit`] did with a call result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +61,7 @@ impl Submitted {
 ///   receiver.
 /// - A [`Worker`] ([`start_threads`](Self::start_threads) or `start_tokio` with the `tokio` feature)
 ///   delivers in the background: at least once, the same `webhook-id` and bytes on every
-///   attempt, retried on the account's [`RetrySchedule`](crate::RetrySchedule), each account's
+///   attempt, retried on the account's [`RetrySchedule`](crate::delivery::RetrySchedule), each account's
 ///   endpoint within its own concurrency bound.
 /// - Administrators change preferences and campaign switches, resume paused endpoints, replay
 ///   and remove dead letters; every such change needs full administrative permission and is
@@ -82,16 +79,18 @@ impl Submitted {
 /// use std::time::Duration;
 /// use bytes::Bytes;
 /// use http::{HeaderMap, Request, StatusCode};
-/// use call_result_webhook::{BlockingDispatcher, CallResult, MemoryStore, PreferencesUpdate,
-///     Principal, Response, Submitted, TransportError, UrlPolicy, Webhooks, WebhookIndicator};
+/// use call_result_webhook::{
+///     BlockingDispatcher, CallResult, MemoryStore, PreferencesUpdate, Principal, Submitted,
+///     UrlPolicy, Webhooks, campaign::WebhookIndicator, dispatch::{ReceiverResponse, TransportError},
+/// };
 ///
 /// // An in-process receiver that answers 503 once, then 200.
 /// struct FlakyOnce(std::sync::atomic::AtomicBool);
 /// impl BlockingDispatcher for FlakyOnce {
-///     fn dispatch_blocking(&self, _: Request<Bytes>) -> Result<Response, TransportError> {
+///     fn dispatch_blocking(&self, _: Request<Bytes>) -> Result<ReceiverResponse, TransportError> {
 ///         let failed_before = self.0.swap(true, std::sync::atomic::Ordering::SeqCst);
 ///         let status = if failed_before { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-///         Ok(Response::new(status, HeaderMap::new(), Bytes::new()))
+///         Ok(ReceiverResponse::new(status, HeaderMap::new(), Bytes::new()))
 ///     }
 /// }
 ///
@@ -109,7 +108,7 @@ impl Submitted {
 ///     .url("https://crm.example/hooks/calls")
 ///     .credentials("dialer", "s3cret")
 ///     // Quick retries for the example; the default waits 5 s, 5 min, ... over three days.
-///     .retry_schedule(call_result_webhook::RetrySchedule::new([Duration::from_millis(10)])?))?;
+///     .retry_schedule(call_result_webhook::delivery::RetrySchedule::new([Duration::from_millis(10)])?))?;
 ///
 /// // The campaign's switch is off: nothing is stored.
 /// let call = CallResult::builder().reference("123").build();
@@ -178,7 +177,7 @@ impl WebhooksBuilder {
         self
     }
 
-    /// The clock (default: [`SystemClock`]). Tests pass a [`ManualClock`](crate::ManualClock).
+    /// The clock (default: [`SystemClock`]). Tests pass a [`ManualClock`](crate::delivery::ManualClock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self

@@ -10,9 +10,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use call_result_webhook::{
-    Account, AttemptTimeout, AuthScheme, CallResult, DeliveryId, EncodedBody, Encoding,
-    PAYLOAD_KEYS, PreferencesUpdate, Principal, Response, TransportError, TransportErrorKind,
-    USER_AGENT, UrlPolicy, build_request,
+    CallResult, DeliveryId, PreferencesUpdate, Principal, UrlPolicy,
+    account::Account,
+    auth::AuthScheme,
+    dispatch::{AttemptTimeout, ReceiverResponse, TransportError, TransportErrorKind},
+    encoding::Encoding,
+    payload::PAYLOAD_KEYS,
+    request::{EncodedBody, USER_AGENT, build_request},
 };
 use http::Request;
 use support::{Receiver, Reply, unused_url};
@@ -60,7 +64,7 @@ impl Harness {
     fn new() -> Harness {
         Harness::with(
             loopback_policy(),
-            call_result_webhook::DEFAULT_BODY_PREFIX_LIMIT,
+            call_result_webhook::limits::DEFAULT_BODY_PREFIX_LIMIT,
         )
     }
 
@@ -88,7 +92,11 @@ impl Harness {
         }
     }
 
-    fn send(&self, backend: Backend, request: Request<Bytes>) -> Result<Response, TransportError> {
+    fn send(
+        &self,
+        backend: Backend,
+        request: Request<Bytes>,
+    ) -> Result<ReceiverResponse, TransportError> {
         match backend {
             #[cfg(feature = "hyper")]
             Backend::Hyper => {
@@ -169,7 +177,10 @@ fn with_timeout(mut request: Request<Bytes>, timeout: Duration) -> Request<Bytes
     request
 }
 
-fn expect_err(outcome: Result<Response, TransportError>, backend: Backend) -> TransportError {
+fn expect_err(
+    outcome: Result<ReceiverResponse, TransportError>,
+    backend: Backend,
+) -> TransportError {
     match outcome {
         Ok(r) => panic!(
             "{backend:?}: expected a transport error, got status {}",
@@ -481,7 +492,7 @@ fn the_body_prefix_is_capped() {
         let r = default
             .send(backend, simple_request(&receiver.url()))
             .unwrap();
-        let limit = call_result_webhook::DEFAULT_BODY_PREFIX_LIMIT;
+        let limit = call_result_webhook::limits::DEFAULT_BODY_PREFIX_LIMIT;
         assert_eq!(&r.body_prefix()[..], &long[..limit], "{backend:?}");
     }
 }

@@ -14,9 +14,11 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use call_result_webhook::{
-    AccountId, CallResult, CampaignId, DeliveryFilter, DeliveryId, Error, Event, FailureKind,
-    MemoryStore, PauseReason, PreferencesUpdate, Principal, RetrySchedule, Status, Store,
-    Submitted, UrlPolicy, WebhookIndicator, Webhooks, Worker,
+    AccountId, CallResult, CampaignId, DeliveryId, Error, Event, MemoryStore, PreferencesUpdate,
+    Principal, Status, Submitted, UrlPolicy, Webhooks, Worker,
+    campaign::WebhookIndicator,
+    delivery::{FailureKind, PauseReason, RetrySchedule},
+    store::{DeliveryFilter, Store},
 };
 use support::{Receiver, Recorded, Reply};
 
@@ -265,7 +267,7 @@ impl Harness {
 
     /// Stops the worker with `deadline` and the runtime with it.
     #[cfg(feature = "sqlite")]
-    fn stop(&mut self, deadline: Duration) -> call_result_webhook::ShutdownReport {
+    fn stop(&mut self, deadline: Duration) -> call_result_webhook::delivery::ShutdownReport {
         let report = self.worker.take().expect("running").shutdown(deadline);
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_timeout(Duration::from_secs(5));
@@ -624,7 +626,7 @@ fn a_410_pauses_the_endpoint_until_an_administrator_resumes_it(backend: Backend)
 }
 
 fn a_dead_endpoint_never_delays_another_accounts_deliveries(backend: Backend) {
-    const STUCK: u64 = call_result_webhook::DEFAULT_MAX_CONCURRENCY as u64 + 6;
+    const STUCK: u64 = call_result_webhook::limits::DEFAULT_MAX_CONCURRENCY as u64 + 6;
     let dead = Receiver::start();
     dead.set_default(Reply::hang());
     let alive = Receiver::start();
@@ -670,7 +672,7 @@ fn a_dead_endpoint_never_delays_another_accounts_deliveries(backend: Backend) {
     assert_eq!((status.stats.delivered, status.stats.pending), (0, STUCK));
     let share = match backend {
         #[cfg(feature = "hyper")]
-        Backend::HyperOnTokio => call_result_webhook::DEFAULT_PER_ENDPOINT_CONCURRENCY,
+        Backend::HyperOnTokio => call_result_webhook::limits::DEFAULT_PER_ENDPOINT_CONCURRENCY,
         #[cfg(feature = "ureq")]
         Backend::UreqOnThreads => UREQ_THREADS / 2,
     };

@@ -14,7 +14,10 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use call_result_webhook::{Error, Response, TransportError, TransportErrorKind, UrlPolicy};
+use call_result_webhook::{
+    Error, UrlPolicy,
+    dispatch::{ReceiverResponse, TransportError, TransportErrorKind},
+};
 use security_support::{BACKENDS, Names, Setup, Tap, expect_refused, request_to};
 use support::{Receiver, Reply};
 
@@ -130,7 +133,7 @@ fn names() -> Names {
 /// Whether `outcome` is a refusal by `rule`, not retryable, naming the URL's host when it is a
 /// name (the address it resolved to is named too).
 fn refused_as(
-    outcome: Result<Response, TransportError>,
+    outcome: Result<ReceiverResponse, TransportError>,
     rule: &str,
     url: &str,
 ) -> Result<(), String> {

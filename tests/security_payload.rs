@@ -9,9 +9,13 @@ mod support;
 use std::time::Duration;
 
 use call_result_webhook::{
-    Account, AccountId, CallResult, Credentials, DeliveryFilter, DeliveryId, EncodedBody, Error,
-    Event, MAX_BODY_BYTES, MAX_FIELD_BYTES, MAX_NOTES_BYTES, PreferencesUpdate, Principal, Store,
-    SystemClock, UrlPolicy, build_request,
+    AccountId, CallResult, DeliveryId, Error, Event, PreferencesUpdate, Principal, UrlPolicy,
+    account::Account,
+    auth::Credentials,
+    delivery::SystemClock,
+    limits::{MAX_BODY_BYTES, MAX_FIELD_BYTES, MAX_NOTES_BYTES},
+    request::{EncodedBody, build_request},
+    store::{DeliveryFilter, Store},
 };
 use proptest::prelude::*;
 use security_support::engine::Engine;
@@ -97,7 +101,7 @@ fn cr_lf_and_nul_are_refused_in_delivery_ids() {
 #[cfg(feature = "signing")]
 #[test]
 fn cr_lf_and_nul_are_refused_in_every_signing_input() {
-    use call_result_webhook::{SigningSecret, sign_headers};
+    use call_result_webhook::signing::{SigningSecret, sign_headers};
     let secret = SigningSecret::generate().unwrap();
     let good = secret.to_whsec();
     for c in CONTROL {
@@ -165,9 +169,9 @@ proptest! {
         let update = PreferencesUpdate::new()
             .credentials(user.clone(), pass.clone())
             .auth_scheme(if slash {
-                call_result_webhook::AuthScheme::Slash
+                call_result_webhook::auth::AuthScheme::Slash
             } else {
-                call_result_webhook::AuthScheme::Basic
+                call_result_webhook::auth::AuthScheme::Basic
             });
         let mut acme = Account::new("acme");
         let applied = acme.update_preferences(

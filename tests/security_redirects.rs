@@ -9,7 +9,10 @@
 mod security_support;
 mod support;
 
-use call_result_webhook::{Event, FailureKind, PreferencesUpdate, SystemClock, UrlPolicy};
+use call_result_webhook::{
+    Event, PreferencesUpdate, UrlPolicy,
+    delivery::{FailureKind, SystemClock},
+};
 use security_support::engine::Engine;
 use security_support::{BACKENDS, Names, Setup, call, request_to};
 use support::{Receiver, Reply};
@@ -86,7 +89,7 @@ fn through_the_engine_a_redirect_fails_for_good_and_is_not_followed() {
             .webhooks
             .dead_letters(
                 &engine.admin,
-                &call_result_webhook::DeliveryFilter::account("acme"),
+                &call_result_webhook::store::DeliveryFilter::account("acme"),
                 10,
             )
             .unwrap();

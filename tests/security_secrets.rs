@@ -10,8 +10,10 @@ mod security_support;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use call_result_webhook::{
-    Account, AuthScheme, Credentials, Error, PreferencesUpdate, Principal, Secret, SystemClock,
-    UrlPolicy, Webhooks,
+    Error, PreferencesUpdate, Principal, UrlPolicy, Webhooks,
+    account::Account,
+    auth::{AuthScheme, Credentials, Secret},
+    delivery::SystemClock,
 };
 use security_support::engine::Engine;
 use security_support::{BACKENDS, Setup, expect_err, request_with};
@@ -43,8 +45,8 @@ fn forbidden() -> Vec<String> {
 
 #[cfg(feature = "signing")]
 fn signing_secrets() -> (
-    call_result_webhook::SigningSecret,
-    call_result_webhook::SigningSecret,
+    call_result_webhook::signing::SigningSecret,
+    call_result_webhook::signing::SigningSecret,
 ) {
     let previous = STANDARD.encode(b"the previous key, kept while rotating");
     (
@@ -124,8 +126,10 @@ fn no_public_type_that_holds_a_secret_shows_it() {
                 PreferencesUpdate::new().credentials(USER, PASSWORD),
             )
             .unwrap_err(),
-        call_result_webhook::WebhookUrl::parse(&format!("https://{USER}:{PASSWORD}@crm.example/"))
-            .unwrap_err(),
+        call_result_webhook::preferences::WebhookUrl::parse(&format!(
+            "https://{USER}:{PASSWORD}@crm.example/"
+        ))
+        .unwrap_err(),
         UrlPolicy::new()
             .check_url(
                 &url::Url::parse(&format!("https://{USER}:{PASSWORD}@crm.example/")).unwrap(),
@@ -139,17 +143,17 @@ fn no_public_type_that_holds_a_secret_shows_it() {
         let text = current.to_whsec();
         errors.push(
             format!("{text}!")
-                .parse::<call_result_webhook::SigningSecret>()
+                .parse::<call_result_webhook::signing::SigningSecret>()
                 .unwrap_err(),
         );
         errors.push(
             text[6..]
-                .parse::<call_result_webhook::SigningSecret>()
+                .parse::<call_result_webhook::signing::SigningSecret>()
                 .unwrap_err(),
         );
         errors.push(
             format!("whsec_{}", &text[6..20])
-                .parse::<call_result_webhook::SigningSecret>()
+                .parse::<call_result_webhook::signing::SigningSecret>()
                 .unwrap_err(),
         );
         errors

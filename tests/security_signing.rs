@@ -10,8 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use call_result_webhook::{
-    DEFAULT_SIGNATURE_TOLERANCE, DeliveryId, EncodedBody, Event, ManualClock, PreferencesUpdate,
-    SigningSecret, UrlPolicy, build_request, build_request_at, verify, verify_now,
+    DeliveryId, Event, PreferencesUpdate, UrlPolicy,
+    delivery::ManualClock,
+    limits::DEFAULT_SIGNATURE_TOLERANCE,
+    request::{EncodedBody, build_request, build_request_at},
+    signing::{SigningSecret, verify, verify_now},
 };
 use jiff::Timestamp;
 use security_support::engine::Engine;

@@ -5,7 +5,10 @@
 
 mod security_support;
 
-use call_result_webhook::{Certificate, TransportErrorKind, UrlPolicy};
+use call_result_webhook::{
+    UrlPolicy,
+    dispatch::{Certificate, TransportErrorKind},
+};
 use security_support::tls::{ServerCert, TestCa, TlsReceiver};
 use security_support::{BACKENDS, Names, Setup, expect_err, request_to};
 

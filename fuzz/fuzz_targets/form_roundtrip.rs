@@ -12,7 +12,11 @@ use std::fmt;
 use arbitrary::Arbitrary;
 use call_result_webhook::jiff::Timestamp;
 use call_result_webhook::jiff::tz::TimeZone;
-use call_result_webhook::{CallResult, Encoding, Fields, PAYLOAD_KEYS};
+use call_result_webhook::{
+    CallResult,
+    encoding::Encoding,
+    payload::{Fields, PAYLOAD_KEYS},
+};
 use libfuzzer_sys::fuzz_target;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 

@@ -9,7 +9,7 @@
 #![no_main]
 
 use call_result_webhook::jiff::tz::TimeZone;
-use call_result_webhook::{CallResult, Encoding, Error, PAYLOAD_KEYS};
+use call_result_webhook::{CallResult, Error, encoding::Encoding, payload::PAYLOAD_KEYS};
 use libfuzzer_sys::fuzz_target;
 
 const ZONES: &[&str] = &[
@@ -76,4 +76,3 @@ fn accepted(text: &str, call: &CallResult, tz: &TimeZone, zone: &str) {
         "[{zone}] JSON body reads back differently\n{body}"
     );
 }
-

@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use call_result_webhook::{Error, UrlPolicy, WebhookUrl};
+use call_result_webhook::{Error, UrlPolicy, preferences::WebhookUrl};
 use libfuzzer_sys::fuzz_target;
 use url::{Host, Url};
 

@@ -19,7 +19,10 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use call_result_webhook::{Error, SigningSecret, sign, sign_headers, verify};
+use call_result_webhook::{
+    Error,
+    signing::{SigningSecret, sign, sign_headers, verify},
+};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 

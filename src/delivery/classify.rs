@@ -8,7 +8,7 @@ use jiff::Timestamp;
 
 use crate::delivery::events::FailureKind;
 use crate::delivery::schedule::parse_retry_after;
-use crate::dispatch::{Response, TransportError};
+use crate::dispatch::{ReceiverResponse, TransportError};
 
 /// The meaning of one attempt's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,14 +51,17 @@ impl Verdict {
 /// - A destination refused by the address policy, or a request that cannot be sent: failed
 ///   for good.
 /// - 1xx (no final answer): retried.
-pub(crate) fn classify(outcome: &Result<Response, TransportError>, now: Timestamp) -> Verdict {
+pub(crate) fn classify(
+    outcome: &Result<ReceiverResponse, TransportError>,
+    now: Timestamp,
+) -> Verdict {
     match outcome {
         Ok(response) => classify_response(response, now),
         Err(err) => classify_transport(err),
     }
 }
 
-fn classify_response(response: &Response, now: Timestamp) -> Verdict {
+fn classify_response(response: &ReceiverResponse, now: Timestamp) -> Verdict {
     let status = response.status();
     let code = status.as_u16();
     if status.is_success() {
@@ -134,7 +137,7 @@ mod tests {
         if let Some(v) = retry_after {
             headers.insert(RETRY_AFTER, v.parse().unwrap());
         }
-        let r = Response::new(StatusCode::from_u16(code).unwrap(), headers, Bytes::new());
+        let r = ReceiverResponse::new(StatusCode::from_u16(code).unwrap(), headers, Bytes::new());
         classify(&Ok(r), now())
     }
 

@@ -1,10 +1,12 @@
 //! Where the scheduler reads the time: the system clock, or a manual clock for tests.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use jiff::Timestamp;
+
+use crate::sync::lock;
 
 /// The time source of the delivery scheduler.
 ///
@@ -106,7 +108,7 @@ impl Clock for SystemClock {
 ///
 /// ```
 /// use std::time::Duration;
-/// use call_result_webhook::{Clock, ManualClock};
+/// use call_result_webhook::delivery::{Clock, ManualClock};
 ///
 /// let clock = ManualClock::new("2024-03-01T09:00:00Z".parse()?);
 /// clock.advance(Duration::from_secs(90));
@@ -171,11 +173,6 @@ impl Clock for ManualClock {
     fn watch(&self, waker: ClockWaker) {
         lock(&self.watchers).push(waker);
     }
-}
-
-/// Locks a mutex, carrying on with the data if a panic poisoned it (it holds plain values).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

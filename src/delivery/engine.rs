@@ -16,17 +16,18 @@ use jiff::Timestamp;
 use crate::account::Account;
 use crate::campaign::SendDecision;
 use crate::delivery::classify::{Verdict, classify};
-use crate::delivery::clock::{Clock, lock};
+use crate::delivery::clock::Clock;
 use crate::delivery::events::{Event, FailureKind, PauseReason};
 use crate::delivery::health::EndpointHealth;
 use crate::delivery::schedule::random_unit;
 use crate::delivery::status::account_on;
-use crate::dispatch::{Response, TransportError};
+use crate::dispatch::{ReceiverResponse, TransportError};
 use crate::error::Error;
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::policy::UrlPolicy;
 use crate::request::build_request_at;
 use crate::store::{AttemptRecord, Delivery, NextStep, Store};
+use crate::sync::lock;
 
 /// The event callback.
 pub(crate) type EventSink = Arc<dyn Fn(&Event) + Send + Sync + 'static>;
@@ -88,11 +89,11 @@ impl Engine {
     }
 
     pub(crate) fn accounts(&self) -> RwLockReadGuard<'_, HashMap<AccountId, Account>> {
-        self.accounts.read().unwrap_or_else(|p| p.into_inner())
+        crate::sync::read(&self.accounts)
     }
 
     pub(crate) fn accounts_mut(&self) -> RwLockWriteGuard<'_, HashMap<AccountId, Account>> {
-        self.accounts.write().unwrap_or_else(|p| p.into_inner())
+        crate::sync::write(&self.accounts)
     }
 
     pub(crate) fn health_of(&self, account: &AccountId) -> EndpointHealth {
@@ -388,7 +389,7 @@ impl Attempt {
 #[derive(Debug)]
 pub(crate) enum Outcome {
     /// Sent: the receiver's answer or the transport failure.
-    Sent(Result<Response, TransportError>),
+    Sent(Result<ReceiverResponse, TransportError>),
     /// Not sent: refused before sending.
     NotSent(Verdict),
 }

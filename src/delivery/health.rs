@@ -7,9 +7,6 @@ use jiff::Timestamp;
 use crate::delivery::events::PauseReason;
 use crate::error::{Error, Result};
 
-/// How long an endpoint may fail every attempt before it is paused, by default: 5 days.
-pub const DEFAULT_PAUSE_AFTER: Duration = Duration::from_secs(5 * 24 * 60 * 60);
-
 /// The health of one account's endpoint, as the worker sees it.
 ///
 /// Every failed attempt (any status but 2xx, or no answer) adds to the streak; a 2xx ends it.
@@ -17,7 +14,7 @@ pub const DEFAULT_PAUSE_AFTER: Duration = Duration::from_secs(5 * 24 * 60 * 60);
 /// answered 410 Gone, it is paused: its deliveries stay pending and are not attempted until an
 /// administrator calls [`Webhooks::resume_endpoint`](crate::Webhooks::resume_endpoint).
 ///
-/// Stored (as JSON, through [`Store::save_health`](crate::Store::save_health)) when a streak
+/// Stored (as JSON, through [`Store::save_health`](crate::store::Store::save_health)) when a streak
 /// starts or ends and when the endpoint is paused or resumed, so a pause outlives a restart.
 /// The failure count in between is kept in memory only.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -128,6 +125,7 @@ impl EndpointHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::DEFAULT_PAUSE_AFTER;
 
     fn t(hours: i64) -> Timestamp {
         Timestamp::from_second(1_700_000_000 + hours * 3600).unwrap()

@@ -20,8 +20,8 @@ mod tests;
 
 pub use clock::{Clock, ClockWaker, ManualClock, SystemClock};
 pub use events::{Event, FailureKind, PauseReason};
-pub use health::{DEFAULT_PAUSE_AFTER, EndpointHealth, Pause};
-pub use schedule::{MAX_RETRIES, MAX_RETRY_DELAY, RETRY_AFTER_CAP, RETRY_JITTER, RetrySchedule};
+pub use health::{EndpointHealth, Pause};
+pub use schedule::RetrySchedule;
 pub use status::{DeadLetter, Status};
 pub use worker::{ShutdownReport, Worker};
 

@@ -8,10 +8,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::Request;
 
-use crate::delivery::clock::lock;
 use crate::delivery::engine::{Attempt, Completion, Engine, Outcome};
 use crate::delivery::worker::Runner;
 use crate::dispatch::BlockingDispatcher;
+use crate::sync::lock;
 
 /// Runs attempts on `threads` plain threads, each calling the blocking dispatcher.
 pub(crate) struct ThreadRunner {
@@ -122,11 +122,11 @@ mod tokio_runner {
     use http::Request;
     use tracing::Instrument;
 
-    use crate::delivery::clock::lock;
     use crate::delivery::engine::{Attempt, Completion, Engine, Outcome};
     use crate::delivery::worker::Runner;
     use crate::dispatch::Dispatcher;
     use crate::ids::DeliveryId;
+    use crate::sync::lock;
 
     /// Runs each attempt as a task on the dialer's tokio runtime.
     pub(crate) struct TokioRunner {

@@ -1,5 +1,6 @@
 //! When a failed delivery is tried again: the retry schedule, its jitter, and `Retry-After`.
 
+use crate::limits::{MAX_RETRIES, MAX_RETRY_DELAY, RETRY_AFTER_CAP, RETRY_JITTER};
 use std::fmt;
 use std::time::Duration;
 
@@ -7,21 +8,6 @@ use http::HeaderValue;
 use jiff::Timestamp;
 
 use crate::error::{Error, Result};
-
-/// How far each retry delay is spread, either way: ±20%.
-///
-/// Jitter keeps the retries of many deliveries that failed together (an endpoint that was down
-/// for a minute) from arriving together again.
-pub const RETRY_JITTER: f64 = 0.2;
-
-/// The longest `Retry-After` honoured. A receiver asking for more gets its retry after this.
-pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// The most retries a schedule may hold.
-pub const MAX_RETRIES: usize = 32;
-
-/// The longest single delay a schedule may hold: 7 days.
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 const MINUTE: u64 = 60;
 const HOUR: u64 = 60 * MINUTE;
@@ -67,7 +53,7 @@ const DEFAULT_DELAYS: [Duration; 9] = [
 ///
 /// ```
 /// use std::time::Duration;
-/// use call_result_webhook::RetrySchedule;
+/// use call_result_webhook::delivery::RetrySchedule;
 ///
 /// let schedule = RetrySchedule::default();
 /// assert_eq!(schedule.attempts(), 10);

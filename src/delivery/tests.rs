@@ -9,12 +9,14 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use jiff::Timestamp;
 
-use crate::delivery::clock::lock;
+use crate::sync::lock;
 use crate::{
-    BlockingDispatcher, CallResult, CampaignId, Clock, DeliveryFilter, DeliveryId, Dispatcher,
-    Error, Event, FailureKind, ManualClock, MemoryStore, OffReason, PauseReason, PreferencesUpdate,
-    Principal, Response, RetrySchedule, Store, Submitted, TransportError, TransportErrorKind,
-    UrlPolicy, WebhookIndicator, Webhooks, Worker,
+    BlockingDispatcher, CallResult, CampaignId, DeliveryId, Dispatcher, Error, Event, MemoryStore,
+    PreferencesUpdate, Principal, Submitted, UrlPolicy, Webhooks, Worker,
+    campaign::{OffReason, WebhookIndicator},
+    delivery::{Clock, FailureKind, ManualClock, PauseReason, RetrySchedule},
+    dispatch::{ReceiverResponse, TransportError, TransportErrorKind},
+    store::{DeliveryFilter, Store},
 };
 
 /// A generous bound for "this happens": only a hung test ever waits this long.
@@ -121,9 +123,9 @@ impl Receiver {
     }
 }
 
-fn respond(answer: Answer) -> Result<Response, TransportError> {
+fn respond(answer: Answer) -> Result<ReceiverResponse, TransportError> {
     match answer {
-        Answer::Status(code) => Ok(Response::new(
+        Answer::Status(code) => Ok(ReceiverResponse::new(
             StatusCode::from_u16(code).unwrap(),
             HeaderMap::new(),
             Bytes::new(),
@@ -131,7 +133,7 @@ fn respond(answer: Answer) -> Result<Response, TransportError> {
         Answer::RetryAfter(code, value) => {
             let mut headers = HeaderMap::new();
             headers.insert("retry-after", HeaderValue::from_str(&value).unwrap());
-            Ok(Response::new(
+            Ok(ReceiverResponse::new(
                 StatusCode::from_u16(code).unwrap(),
                 headers,
                 Bytes::new(),
@@ -148,7 +150,10 @@ fn respond(answer: Answer) -> Result<Response, TransportError> {
 }
 
 impl BlockingDispatcher for Receiver {
-    fn dispatch_blocking(&self, request: Request<Bytes>) -> Result<Response, TransportError> {
+    fn dispatch_blocking(
+        &self,
+        request: Request<Bytes>,
+    ) -> Result<ReceiverResponse, TransportError> {
         match self.answer(&request) {
             Answer::Hang => {
                 let released = lock(&self.released);
@@ -162,7 +167,7 @@ impl BlockingDispatcher for Receiver {
 
 #[async_trait::async_trait]
 impl Dispatcher for Receiver {
-    async fn dispatch(&self, request: Request<Bytes>) -> Result<Response, TransportError> {
+    async fn dispatch(&self, request: Request<Bytes>) -> Result<ReceiverResponse, TransportError> {
         match self.answer(&request) {
             Answer::Hang => std::future::pending().await,
             other => respond(other),
@@ -312,7 +317,7 @@ impl Harness {
         self.webhooks.start_threads(receiver.clone(), 8).unwrap()
     }
 
-    fn dead_letters(&self, account: &str) -> Vec<crate::DeadLetter> {
+    fn dead_letters(&self, account: &str) -> Vec<crate::delivery::DeadLetter> {
         self.webhooks
             .dead_letters(&self.admin, &DeliveryFilter::account(account), 100)
             .unwrap()
@@ -758,7 +763,7 @@ fn the_next_attempt_uses_the_new_url_and_credentials_with_the_same_bytes() {
                 .url("https://new.example/calls")
                 .credentials("dialer2", "n3w-pass")
                 // A new encoding applies to new call results only.
-                .encoding(crate::Encoding::Json),
+                .encoding(crate::encoding::Encoding::Json),
         )
         .unwrap();
     // Not before it is due.
@@ -991,7 +996,7 @@ fn a_black_holed_endpoint_never_delays_another_account_on_tokio() {
         .iter()
         .filter(|s| s.url.contains("stuck"))
         .count();
-    assert_eq!(stuck, crate::DEFAULT_PER_ENDPOINT_CONCURRENCY);
+    assert_eq!(stuck, crate::limits::DEFAULT_PER_ENDPOINT_CONCURRENCY);
     let status = h.webhooks.status(&"fine".into(), None).unwrap();
     assert_eq!((status.stats.pending, status.stats.delivered), (0, 10));
     assert_eq!(
@@ -1003,7 +1008,10 @@ fn a_black_holed_endpoint_never_delays_another_account_on_tokio() {
         10
     );
     let report = worker.shutdown(Duration::from_millis(50));
-    assert_eq!(report.released, crate::DEFAULT_PER_ENDPOINT_CONCURRENCY);
+    assert_eq!(
+        report.released,
+        crate::limits::DEFAULT_PER_ENDPOINT_CONCURRENCY
+    );
 }
 
 #[cfg(feature = "tokio")]
@@ -1407,7 +1415,7 @@ mod capture {
     use tracing::span::{Attributes, Id, Record};
     use tracing::{Metadata, Subscriber};
 
-    use crate::delivery::clock::lock;
+    use crate::sync::lock;
 
     #[derive(Default)]
     pub(super) struct Capture {

@@ -1,6 +1,6 @@
 //! The scheduler and the [`Worker`] handle.
 //!
-//! One scheduler thread per worker does every [`Store`](crate::Store) call of delivery, so no
+//! One scheduler thread per worker does every [`Store`](crate::store::Store) call of delivery, so no
 //! store call ever runs on an async executor thread. It keeps a *lane* per account: the ids in
 //! flight, a small backlog of due deliveries fetched with `Store::due`, and when the next one
 //! is due. It hands attempts to a [`Runner`] (tokio tasks, or plain threads) within the global
@@ -57,14 +57,16 @@ pub(crate) trait Runner: Send + Sync + 'static {
 /// use std::time::Duration;
 /// use bytes::Bytes;
 /// use http::{HeaderMap, Request, StatusCode};
-/// use call_result_webhook::{BlockingDispatcher, CallResult, MemoryStore, PreferencesUpdate,
-///     Principal, Response, TransportError, UrlPolicy, Webhooks};
+/// use call_result_webhook::{
+///     BlockingDispatcher, CallResult, MemoryStore, PreferencesUpdate, Principal, UrlPolicy,
+///     Webhooks, dispatch::{ReceiverResponse, TransportError},
+/// };
 ///
 /// // A receiver that accepts everything, in process.
 /// struct Accept;
 /// impl BlockingDispatcher for Accept {
-///     fn dispatch_blocking(&self, _: Request<Bytes>) -> Result<Response, TransportError> {
-///         Ok(Response::new(StatusCode::NO_CONTENT, HeaderMap::new(), Bytes::new()))
+///     fn dispatch_blocking(&self, _: Request<Bytes>) -> Result<ReceiverResponse, TransportError> {
+///         Ok(ReceiverResponse::new(StatusCode::NO_CONTENT, HeaderMap::new(), Bytes::new()))
 ///     }
 /// }
 ///

@@ -1,10 +1,11 @@
 //! The async backend: hyper 1 and hyper-util's pooled client on tokio, TLS through rustls.
 //!
 //! Every address the connection may use passes one check point of ours before it is connected
-//! to: [`GuardedConnector`] resolves names (through the builder's [`Resolve`]), checks every
+//! to: `GuardedConnector` resolves names (through the builder's [`Resolve`]), checks every
 //! address, resolved or literal, and connects only to the admitted ones. What is checked is
 //! exactly what is connected to; nothing is looked up twice.
 
+use crate::limits::{DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_BODY_PREFIX_LIMIT};
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
@@ -32,12 +33,10 @@ use crate::dispatch::guard::{
 use crate::dispatch::resolve::{Resolve, SharedResolver};
 use crate::dispatch::tls::{Certificate, client_config};
 use crate::dispatch::{
-    AttemptTimeout, DEFAULT_BODY_PREFIX_LIMIT, Dispatcher, Response, TransportError,
-    TransportErrorKind,
+    AttemptTimeout, Dispatcher, ReceiverResponse, TransportError, TransportErrorKind,
 };
 use crate::error::BoxError;
 use crate::policy::UrlPolicy;
-use crate::preferences::DEFAULT_ATTEMPT_TIMEOUT;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an idle pooled connection is kept.
@@ -54,12 +53,12 @@ type HttpsClient = Client<SharedConnector, Full<Bytes>>;
 /// - A connect timeout (default 5 s) and a whole-attempt timeout (default 15 s) that covers
 ///   connecting, sending, the response head and the bounded body read. An [`AttemptTimeout`]
 ///   extension on the request replaces the whole-attempt default for that request.
-/// - Every attempt is held to the builder's [`UrlPolicy`](crate::UrlPolicy) (by default `https`
+/// - Every attempt is held to the builder's [`UrlPolicy`] (by default `https`
 ///   only and no internal addresses): the URL before the attempt, and each address, resolved or
 ///   literal, before it is connected to. Names are resolved once per connection, through the
 ///   builder's [`Resolve`] (the system resolver by default) on tokio's blocking pool, and only
 ///   the admitted addresses are connected to.
-/// - Redirects are never followed: a 3xx comes back as the [`Response`].
+/// - Redirects are never followed: a 3xx comes back as the [`ReceiverResponse`].
 /// - At most `body_prefix_limit` bytes of the response body are read (default
 ///   [`DEFAULT_BODY_PREFIX_LIMIT`]); the rest is never read.
 /// - A response whose body breaks off before the prefix is read is a
@@ -73,8 +72,8 @@ type HttpsClient = Client<SharedConnector, Full<Bytes>>;
 /// ```no_run
 /// use std::time::Duration;
 /// use call_result_webhook::{
-///     build_request, Account, CallResult, DeliveryId, Dispatcher, EncodedBody, HyperDispatcher,
-///     PreferencesUpdate, Principal,
+///     CallResult, DeliveryId, Dispatcher, HyperDispatcher, PreferencesUpdate, Principal,
+///     account::Account, request::{EncodedBody, build_request},
 /// };
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -130,7 +129,7 @@ impl HyperDispatcher {
         }
     }
 
-    async fn attempt(&self, request: Request<Bytes>) -> Result<Response, TransportError> {
+    async fn attempt(&self, request: Request<Bytes>) -> Result<ReceiverResponse, TransportError> {
         let response = self
             .inner
             .client
@@ -142,7 +141,7 @@ impl HyperDispatcher {
             })?;
         let (parts, body) = response.into_parts();
         let prefix = read_prefix(body, self.inner.body_prefix_limit).await?;
-        Ok(Response::new(parts.status, parts.headers, prefix))
+        Ok(ReceiverResponse::new(parts.status, parts.headers, prefix))
     }
 }
 
@@ -167,7 +166,7 @@ impl fmt::Debug for HyperDispatcher {
 
 #[async_trait::async_trait]
 impl Dispatcher for HyperDispatcher {
-    async fn dispatch(&self, request: Request<Bytes>) -> Result<Response, TransportError> {
+    async fn dispatch(&self, request: Request<Bytes>) -> Result<ReceiverResponse, TransportError> {
         let limit = request
             .extensions()
             .get::<AttemptTimeout>()

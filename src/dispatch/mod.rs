@@ -53,21 +53,18 @@ macro_rules! shared_builder_setters {
 #[cfg(any(feature = "hyper", feature = "ureq"))]
 mod guard;
 #[cfg(feature = "hyper")]
-pub(crate) mod hyper;
+pub mod hyper;
 #[cfg(any(feature = "hyper", feature = "ureq"))]
 mod resolve;
 #[cfg(any(feature = "hyper", feature = "ureq"))]
 mod tls;
 #[cfg(feature = "ureq")]
-pub(crate) mod ureq;
+pub mod ureq;
 
 #[cfg(any(feature = "hyper", feature = "ureq"))]
 pub use resolve::{Resolve, SystemResolver};
 #[cfg(any(feature = "hyper", feature = "ureq"))]
 pub use tls::Certificate;
-
-/// How many bytes of a response body a backend keeps, by default.
-pub const DEFAULT_BODY_PREFIX_LIMIT: usize = 4 * 1024;
 
 /// Sends one webhook request. Small, object-safe, and the crate's extension point.
 ///
@@ -77,19 +74,19 @@ pub const DEFAULT_BODY_PREFIX_LIMIT: usize = 4 * 1024;
 #[async_trait::async_trait]
 pub trait Dispatcher: Send + Sync + 'static {
     /// Sends `request` once and returns the response, or what kind of transport failure stopped it.
-    async fn dispatch(&self, request: Request<Bytes>) -> Result<Response, TransportError>;
+    async fn dispatch(&self, request: Request<Bytes>) -> Result<ReceiverResponse, TransportError>;
 }
 
 #[async_trait::async_trait]
 impl<D: Dispatcher + ?Sized> Dispatcher for Arc<D> {
-    async fn dispatch(&self, request: Request<Bytes>) -> Result<Response, TransportError> {
+    async fn dispatch(&self, request: Request<Bytes>) -> Result<ReceiverResponse, TransportError> {
         (**self).dispatch(request).await
     }
 }
 
 #[async_trait::async_trait]
 impl<D: Dispatcher + ?Sized> Dispatcher for Box<D> {
-    async fn dispatch(&self, request: Request<Bytes>) -> Result<Response, TransportError> {
+    async fn dispatch(&self, request: Request<Bytes>) -> Result<ReceiverResponse, TransportError> {
         (**self).dispatch(request).await
     }
 }
@@ -99,17 +96,26 @@ impl<D: Dispatcher + ?Sized> Dispatcher for Box<D> {
 /// Same rules: no redirects, a bounded body prefix, [`AttemptTimeout`] honoured.
 pub trait BlockingDispatcher: Send + Sync + 'static {
     /// Sends `request` once, blocking the calling thread until the outcome is known.
-    fn dispatch_blocking(&self, request: Request<Bytes>) -> Result<Response, TransportError>;
+    fn dispatch_blocking(
+        &self,
+        request: Request<Bytes>,
+    ) -> Result<ReceiverResponse, TransportError>;
 }
 
 impl<D: BlockingDispatcher + ?Sized> BlockingDispatcher for Arc<D> {
-    fn dispatch_blocking(&self, request: Request<Bytes>) -> Result<Response, TransportError> {
+    fn dispatch_blocking(
+        &self,
+        request: Request<Bytes>,
+    ) -> Result<ReceiverResponse, TransportError> {
         (**self).dispatch_blocking(request)
     }
 }
 
 impl<D: BlockingDispatcher + ?Sized> BlockingDispatcher for Box<D> {
-    fn dispatch_blocking(&self, request: Request<Bytes>) -> Result<Response, TransportError> {
+    fn dispatch_blocking(
+        &self,
+        request: Request<Bytes>,
+    ) -> Result<ReceiverResponse, TransportError> {
         (**self).dispatch_blocking(request)
     }
 }
@@ -122,16 +128,16 @@ pub struct AttemptTimeout(pub Duration);
 
 /// What the receiver answered: status, headers and at most a bounded prefix of the body.
 #[derive(Debug, Clone)]
-pub struct Response {
+pub struct ReceiverResponse {
     status: StatusCode,
     headers: HeaderMap,
     body_prefix: Bytes,
 }
 
-impl Response {
+impl ReceiverResponse {
     /// A response with the given parts; `body_prefix` should already be capped by the backend.
     pub fn new(status: StatusCode, headers: HeaderMap, body_prefix: Bytes) -> Self {
-        Response {
+        ReceiverResponse {
             status,
             headers,
             body_prefix,
@@ -275,8 +281,12 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Dispatcher for Always {
-        async fn dispatch(&self, _: Request<Bytes>) -> Result<Response, TransportError> {
-            Ok(Response::new(self.0, HeaderMap::new(), Bytes::new()))
+        async fn dispatch(&self, _: Request<Bytes>) -> Result<ReceiverResponse, TransportError> {
+            Ok(ReceiverResponse::new(
+                self.0,
+                HeaderMap::new(),
+                Bytes::new(),
+            ))
         }
     }
 

@@ -24,15 +24,15 @@ use std::sync::Arc;
 ///
 /// Any `Fn(&str, u16) -> io::Result<Vec<SocketAddr>>` is a resolver.
 ///
-/// [`HyperDispatcherBuilder::resolver`]: crate::HyperDispatcherBuilder::resolver
-/// [`UreqDispatcherBuilder::resolver`]: crate::UreqDispatcherBuilder::resolver
+/// [`HyperDispatcherBuilder::resolver`]: crate::dispatch::hyper::HyperDispatcherBuilder::resolver
+/// [`UreqDispatcherBuilder::resolver`]: crate::dispatch::ureq::UreqDispatcherBuilder::resolver
 ///
 /// # Examples
 ///
 /// ```
 /// use std::io;
 /// use std::net::SocketAddr;
-/// use call_result_webhook::Resolve;
+/// use call_result_webhook::dispatch::Resolve;
 ///
 /// // The dialer's own directory of on-premises receivers.
 /// let directory = |host: &str, port: u16| -> io::Result<Vec<SocketAddr>> {
@@ -51,7 +51,7 @@ pub trait Resolve: Send + Sync + 'static {
     ///
     /// An empty list or an error is a failed lookup ([`TransportErrorKind::Dns`], retried).
     ///
-    /// [`TransportErrorKind::Dns`]: crate::TransportErrorKind::Dns
+    /// [`TransportErrorKind::Dns`]: crate::dispatch::TransportErrorKind::Dns
     fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>>;
 }
 

@@ -17,13 +17,13 @@ use crate::error::{Error, Result};
 /// [`UreqDispatcherBuilder::add_root_certificate`]. Certificates are still fully validated
 /// (chain, host name, validity period); the added authority is simply one more that may sign.
 ///
-/// [`HyperDispatcherBuilder::add_root_certificate`]: crate::HyperDispatcherBuilder::add_root_certificate
-/// [`UreqDispatcherBuilder::add_root_certificate`]: crate::UreqDispatcherBuilder::add_root_certificate
+/// [`HyperDispatcherBuilder::add_root_certificate`]: crate::dispatch::hyper::HyperDispatcherBuilder::add_root_certificate
+/// [`UreqDispatcherBuilder::add_root_certificate`]: crate::dispatch::ureq::UreqDispatcherBuilder::add_root_certificate
 ///
 /// # Examples
 ///
 /// ```no_run
-/// use call_result_webhook::{Certificate, UreqDispatcher, UrlPolicy};
+/// use call_result_webhook::{UreqDispatcher, UrlPolicy, dispatch::Certificate};
 ///
 /// let pem = std::fs::read("/etc/dialer/acme-ca.pem")?;
 /// let mut builder = UreqDispatcher::builder()

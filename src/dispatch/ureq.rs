@@ -1,11 +1,12 @@
 //! The blocking backend: ureq 3 with rustls, usable with no runtime at all, and from async code
 //! through a thread of its own per request.
 //!
-//! Every address the connection may use, resolved or literal, passes [`GuardedResolver`] before
+//! Every address the connection may use, resolved or literal, passes `GuardedResolver` before
 //! it is connected to: ureq asks its resolver for IP literals too, and connects only to the
-//! addresses the resolver returns. TLS is our own rustls configuration ([`GuardedTls`]), the same
+//! addresses the resolver returns. TLS is our own rustls configuration (`GuardedTls`), the same
 //! as the hyper backend's.
 
+use crate::limits::{DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_BODY_PREFIX_LIMIT, DEFAULT_MAX_CONCURRENCY};
 use std::fmt;
 use std::future::Future;
 use std::io::{self, Read as _, Write as _};
@@ -34,18 +35,17 @@ use crate::dispatch::guard::{
 use crate::dispatch::resolve::{Resolve, SharedResolver};
 use crate::dispatch::tls::{Certificate, client_config};
 use crate::dispatch::{
-    AttemptTimeout, BlockingDispatcher, DEFAULT_BODY_PREFIX_LIMIT, Dispatcher, Response,
-    TransportError, TransportErrorKind,
+    AttemptTimeout, BlockingDispatcher, Dispatcher, ReceiverResponse, TransportError,
+    TransportErrorKind,
 };
 use crate::policy::UrlPolicy;
-use crate::preferences::DEFAULT_ATTEMPT_TIMEOUT;
 use crate::request::USER_AGENT;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle pooled connections kept per receiver: the worker's default bound on attempts in flight.
-const IDLE_PER_RECEIVER: usize = crate::webhooks::DEFAULT_MAX_CONCURRENCY;
+const IDLE_PER_RECEIVER: usize = DEFAULT_MAX_CONCURRENCY;
 /// Idle pooled connections kept in all.
-const IDLE_IN_ALL: usize = 4 * crate::webhooks::DEFAULT_MAX_CONCURRENCY;
+const IDLE_IN_ALL: usize = 4 * DEFAULT_MAX_CONCURRENCY;
 
 /// Sends webhook requests with ureq 3 (feature `ureq`): blocking, no async runtime needed.
 ///
@@ -59,12 +59,12 @@ const IDLE_IN_ALL: usize = 4 * crate::webhooks::DEFAULT_MAX_CONCURRENCY;
 /// - A connect timeout (default 5 s) and a whole-attempt timeout (default 15 s) that covers
 ///   resolving, connecting, sending, the response head and the bounded body read. An
 ///   [`AttemptTimeout`] extension on the request replaces the whole-attempt default.
-/// - Every attempt is held to the builder's [`UrlPolicy`](crate::UrlPolicy) (by default `https`
+/// - Every attempt is held to the builder's [`UrlPolicy`] (by default `https`
 ///   only and no internal addresses): the URL before the attempt, and each address, resolved or
 ///   literal, inside ureq's resolver, so only admitted addresses are ever connected to. Names
 ///   are resolved by the builder's [`Resolve`] (the system resolver by default).
 /// - Redirects are never followed and status codes are never errors: a 3xx, 4xx or 5xx comes
-///   back as the [`Response`].
+///   back as the [`ReceiverResponse`].
 /// - At most `body_prefix_limit` bytes of the response body are read (default
 ///   [`DEFAULT_BODY_PREFIX_LIMIT`]); a body that breaks off before that is a
 ///   [`TransportErrorKind::Io`] error.
@@ -76,8 +76,8 @@ const IDLE_IN_ALL: usize = 4 * crate::webhooks::DEFAULT_MAX_CONCURRENCY;
 /// ```no_run
 /// use std::time::Duration;
 /// use call_result_webhook::{
-///     build_request, Account, BlockingDispatcher, CallResult, DeliveryId, EncodedBody,
-///     PreferencesUpdate, Principal, UreqDispatcher,
+///     BlockingDispatcher, CallResult, DeliveryId, PreferencesUpdate, Principal, UreqDispatcher,
+///     account::Account, request::{EncodedBody, build_request},
 /// };
 ///
 /// let dispatcher = UreqDispatcher::builder()
@@ -155,7 +155,10 @@ impl fmt::Debug for UreqDispatcher {
 }
 
 impl BlockingDispatcher for UreqDispatcher {
-    fn dispatch_blocking(&self, request: Request<Bytes>) -> Result<Response, TransportError> {
+    fn dispatch_blocking(
+        &self,
+        request: Request<Bytes>,
+    ) -> Result<ReceiverResponse, TransportError> {
         let inner = &*self.inner;
         let limit = request
             .extensions()
@@ -179,7 +182,7 @@ impl BlockingDispatcher for UreqDispatcher {
             .take(inner.body_prefix_limit as u64)
             .read_to_end(&mut prefix)
             .map_err(|e| classify(::ureq::Error::from(e)))?;
-        Ok(Response::new(
+        Ok(ReceiverResponse::new(
             parts.status,
             parts.headers,
             Bytes::from(prefix),
@@ -192,7 +195,7 @@ impl Dispatcher for UreqDispatcher {
     /// Sends on a new thread and awaits the outcome without blocking the executor. If the
     /// future is dropped, the thread still finishes the attempt (within its time limit) and the
     /// outcome is discarded.
-    async fn dispatch(&self, request: Request<Bytes>) -> Result<Response, TransportError> {
+    async fn dispatch(&self, request: Request<Bytes>) -> Result<ReceiverResponse, TransportError> {
         let (tx, rx) = oneshot::channel();
         let this = self.clone();
         std::thread::Builder::new()

@@ -182,7 +182,7 @@ pub struct DeliveryStats {
     pub last_failure_reason: Option<String>,
 }
 
-/// The outbox's storage. Implementations: [`MemoryStore`](crate::MemoryStore) and, with the
+/// The outbox's storage. Implementations: [`MemoryStore`] and, with the
 /// `sqlite` feature, `SqliteStore`.
 ///
 /// Contract:
@@ -237,7 +237,7 @@ pub trait Store: Send + Sync + 'static {
     /// Counts and last outcomes for `account`, or for one campaign of it.
     fn stats(&self, account: &AccountId, campaign: Option<&CampaignId>) -> Result<DeliveryStats>;
 
-    /// Saves an account's settings (from [`Account::to_storage_json`](crate::Account::to_storage_json))
+    /// Saves an account's settings (from [`Account::to_storage_json`](crate::account::Account::to_storage_json))
     /// durably, replacing what was there.
     fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()>;
 

@@ -246,7 +246,8 @@ impl SqliteStoreBuilder {
 /// ```
 /// use call_result_webhook::jiff::Timestamp;
 /// use call_result_webhook::{
-///     DeliveryId, EncodedBody, Encoding, NewDelivery, SqliteStore, Store,
+///     DeliveryId, SqliteStore, encoding::Encoding, request::EncodedBody,
+///     store::{NewDelivery, Store},
 /// };
 ///
 /// let path = std::env::temp_dir().join(format!("outbox-doctest-{}.db", std::process::id()));
@@ -431,7 +432,7 @@ impl SqliteStore {
 
     fn idle_readers(&self) -> MutexGuard<'_, Vec<Connection>> {
         // The pool holds plain connections; a panic elsewhere leaves them usable.
-        self.readers.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.readers)
     }
 
     /// Runs `read` on an idle read connection, opening one if none is idle.

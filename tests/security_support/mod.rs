@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use call_result_webhook::{
-    Account, CallResult, Certificate, DeliveryId, EncodedBody, PreferencesUpdate, Principal,
-    Response, TransportError, TransportErrorKind, UrlPolicy, build_request,
+    CallResult, DeliveryId, PreferencesUpdate, Principal, UrlPolicy,
+    account::Account,
+    dispatch::{Certificate, ReceiverResponse, TransportError, TransportErrorKind},
+    request::{EncodedBody, build_request},
 };
 use http::Request;
 
@@ -129,7 +131,7 @@ impl Dispatchers {
         &self,
         backend: Backend,
         request: Request<Bytes>,
-    ) -> Result<Response, TransportError> {
+    ) -> Result<ReceiverResponse, TransportError> {
         match backend {
             #[cfg(feature = "hyper")]
             Backend::Hyper => {
@@ -191,7 +193,7 @@ impl Names {
     }
 }
 
-impl call_result_webhook::Resolve for Names {
+impl call_result_webhook::dispatch::Resolve for Names {
     fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
         self.asked.fetch_add(1, Ordering::SeqCst);
         let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
@@ -313,7 +315,7 @@ pub fn request_with(url: &str, update: PreferencesUpdate) -> Request<Bytes> {
 
 /// The transport error, or a panic naming the status that came back instead.
 #[track_caller]
-pub fn expect_err(outcome: Result<Response, TransportError>, what: &str) -> TransportError {
+pub fn expect_err(outcome: Result<ReceiverResponse, TransportError>, what: &str) -> TransportError {
     match outcome {
         Ok(r) => panic!(
             "{what}: expected a transport error, got status {}",
@@ -326,7 +328,7 @@ pub fn expect_err(outcome: Result<Response, TransportError>, what: &str) -> Tran
 /// Asserts a refusal by the address policy naming `rule`; returns the refused host and address.
 #[track_caller]
 pub fn expect_refused(
-    outcome: Result<Response, TransportError>,
+    outcome: Result<ReceiverResponse, TransportError>,
     rule: &str,
     what: &str,
 ) -> (String, IpAddr) {
@@ -564,7 +566,8 @@ pub mod engine {
     use std::time::Instant;
 
     use call_result_webhook::{
-        AccountId, CallResult, Clock, Event, MemoryStore, Principal, Submitted, Webhooks, Worker,
+        AccountId, CallResult, Event, MemoryStore, Principal, Submitted, Webhooks, Worker,
+        delivery::Clock,
     };
 
     use super::*;

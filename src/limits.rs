@@ -1,0 +1,55 @@
+//! Every bound and default the crate applies, in one place: sizes a call result may have,
+//! concurrency, time limits, the retry schedule's bounds and the audit log's length.
+//!
+//! Each is the value used when nothing else is configured, or a hard cap that configuration
+//! cannot raise; the item's own line says which.
+
+use std::time::Duration;
+
+/// The longest webhook URL accepted, in bytes.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// The default whole-attempt time limit.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long an endpoint may fail every attempt before it is paused, by default: 5 days.
+pub const DEFAULT_PAUSE_AFTER: Duration = Duration::from_secs(5 * 24 * 60 * 60);
+
+/// How far each retry delay is spread, either way: ±20%.
+///
+/// Jitter keeps the retries of many deliveries that failed together (an endpoint that was down
+/// for a minute) from arriving together again.
+pub const RETRY_JITTER: f64 = 0.2;
+
+/// The longest `Retry-After` honoured. A receiver asking for more gets its retry after this.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The most retries a schedule may hold.
+pub const MAX_RETRIES: usize = 32;
+
+/// The longest single delay a schedule may hold: 7 days.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// The tolerance the Standard Webhooks reference libraries use: five minutes either way.
+pub const DEFAULT_SIGNATURE_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+
+/// How many audit records an account keeps in memory (the oldest are dropped first).
+pub const AUDIT_LOG_CAPACITY: usize = 256;
+
+/// The default bound on attempts in flight at once, over all accounts.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
+
+/// The default bound on attempts in flight at once to one account's endpoint.
+pub const DEFAULT_PER_ENDPOINT_CONCURRENCY: usize = 4;
+
+/// How many bytes of a response body a backend keeps, by default.
+pub const DEFAULT_BODY_PREFIX_LIMIT: usize = 4 * 1024;
+
+/// The cap on `ResultNotes`, in bytes of UTF-8.
+pub const MAX_NOTES_BYTES: usize = 32 * 1024;
+
+/// The cap on every other text field, in bytes of UTF-8.
+pub const MAX_FIELD_BYTES: usize = 1024;
+
+/// The cap on the whole encoded body, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
