@@ -74,6 +74,15 @@ pub enum Error {
     #[error("unknown delivery {0}")]
     UnknownDelivery(String),
 
+    /// A `webhook-id` given to [`Webhooks::submit_with_id`](crate::Webhooks::submit_with_id) is
+    /// already stored for a different call result (another account, campaign or body). A
+    /// resubmission of the *same* call result is not an error: it is stored once.
+    #[error("webhook-id {id} is already stored for a different call result")]
+    IdConflict {
+        /// The id.
+        id: String,
+    },
+
     /// The destination address is refused by the address policy; no connection was attempted.
     #[error("address {addr} of host {host} refused: {rule}")]
     AddressRefused {
