@@ -241,10 +241,10 @@ const CAMPAIGN: &str = "winter-sale";
 /// Sets up `account` on `webhooks` to send to `url`, with the campaign switched on.
 fn configure(webhooks: &Webhooks, account: &AccountId, url: &str) {
     webhooks
-        .update_preferences(&admin(), account, account_settings(url))
+        .update_preferences_blocking(&admin(), account, account_settings(url))
         .expect("preferences");
     webhooks
-        .set_campaign_webhook(&admin(), account, CAMPAIGN, true)
+        .set_campaign_webhook_blocking(&admin(), account, &CAMPAIGN.into(), true)
         .expect("campaign switch");
 }
 
@@ -673,7 +673,9 @@ fn submit_round_with(
                         }
                         let account = &accounts[(t + i) % accounts.len()];
                         let began = Instant::now();
-                        let submitted = webhooks.submit(account, campaign, call).expect("submit");
+                        let submitted = webhooks
+                            .submit_blocking(account, campaign, call)
+                            .expect("submit");
                         took.push(began.elapsed());
                         assert!(submitted.is_accepted(), "every switch is on");
                         if Instant::now() >= deadline {
@@ -861,7 +863,7 @@ fn p3_memory(scale: Scale) -> SubmitRound {
     let worker = webhooks.start_threads(Accept, 2).expect("start the worker");
     let clear = || {
         webhooks
-            .remove(
+            .remove_blocking(
                 &admin(),
                 &call_result_webhook::store::DeliveryFilter::account("acme"),
             )
@@ -893,7 +895,9 @@ fn p3_memory(scale: Scale) -> SubmitRound {
         );
         rounds.push(r);
     }
-    worker.shutdown(Duration::from_secs(5));
+    worker
+        .shutdown_blocking(Duration::from_secs(5))
+        .expect("shutdown");
     SubmitRound {
         submitted: rounds.iter().map(|r| r.submitted).sum(),
         per_s: median(&rounds.iter().map(|r| r.per_s).collect::<Vec<_>>()),
@@ -986,7 +990,9 @@ fn p4_end_to_end(scratch: &Scratch, receivers: &Receivers, scale: Scale) -> f64 
     );
     let elapsed = end.duration_since(start);
     let got = delivered.get();
-    let report = worker.shutdown(Duration::from_secs(5));
+    let report = worker
+        .shutdown_blocking(Duration::from_secs(5))
+        .expect("shutdown");
     drop(webhooks);
     remove_outbox(&path);
     eprintln!(
@@ -1067,7 +1073,7 @@ fn isolation_round(
     let end = delivered.wait_for(want, scale.isolation_time);
     let got = delivered.get();
     let elapsed = end.duration_since(start);
-    worker.shutdown(Duration::ZERO);
+    worker.shutdown_blocking(Duration::ZERO).expect("shutdown");
     drop(webhooks);
     drop(store);
     rt.shutdown_timeout(Duration::from_secs(1));
@@ -1134,7 +1140,13 @@ fn p6_rss(scratch: &Scratch, scale: Scale) -> f64 {
         }
         let stats: u64 = accounts
             .iter()
-            .map(|a| webhooks.status(a, None).expect("status").stats.pending)
+            .map(|a| {
+                webhooks
+                    .status_blocking(a, None)
+                    .expect("status")
+                    .stats
+                    .pending
+            })
             .sum();
         assert_eq!(stats, P6_PENDING as u64);
     }
@@ -1188,7 +1200,9 @@ fn p6_child(args: &[String]) {
         .start_tokio(dispatcher, rt.handle())
         .expect("start the worker");
     std::thread::sleep(Duration::from_secs(secs));
-    worker.shutdown(Duration::from_secs(5));
+    worker
+        .shutdown_blocking(Duration::from_secs(5))
+        .expect("shutdown");
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     let hwm = status
         .lines()

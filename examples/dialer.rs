@@ -333,7 +333,7 @@ fn read_and_submit(
             }
         };
         let reference = printable(call.reference());
-        match webhooks.submit(account, campaign, call) {
+        match webhooks.submit_blocking(account, campaign, call) {
             Ok(Submitted::Accepted(id)) => {
                 accepted += 1;
                 writeln!(stdout, "accepted {id} {reference}")
@@ -390,12 +390,19 @@ fn run(given: &Given) -> ExitCode {
     let account = AccountId::from(ACCOUNT);
     let campaign = CampaignId::from(CAMPAIGN);
     let configured = webhooks
-        .update_preferences(&administrator(), &account, update)
-        .and_then(|_| webhooks.set_campaign_webhook(&administrator(), &account, CAMPAIGN, true));
+        .update_preferences_blocking(&administrator(), &account, update)
+        .and_then(|_| {
+            webhooks.set_campaign_webhook_blocking(
+                &administrator(),
+                &account,
+                &CAMPAIGN.into(),
+                true,
+            )
+        });
     if let Err(e) = configured {
         return fail(e.to_string());
     }
-    match webhooks.status(&account, None) {
+    match webhooks.status_blocking(&account, None) {
         Ok(status) if status.stats.pending > 0 => eprintln!(
             "dialer: resuming {} pending deliveries from {path}",
             status.stats.pending
@@ -426,7 +433,7 @@ fn run(given: &Given) -> ExitCode {
                 Stop::Store => eprintln!("dialer: stopped reading: the outbox failed"),
                 Stop::Stdout(e) => eprintln!("dialer: stopped reading: stdout: {e}"),
             }
-            worker.shutdown(Duration::from_secs(5));
+            stop_worker(&worker);
             return ExitCode::from(1);
         }
     };
@@ -434,24 +441,27 @@ fn run(given: &Given) -> ExitCode {
     // End of input: wait until nothing is pending, unless what is pending is held.
     let mut held = false;
     loop {
-        match worker.wait_idle(Duration::from_secs(1)) {
+        match worker.wait_idle_blocking(Duration::from_secs(1)) {
             Ok(true) => break,
             Ok(false) => {}
             Err(e) => {
                 eprintln!("dialer: cannot read the outbox: {e}");
-                worker.shutdown(Duration::from_secs(5));
+                stop_worker(&worker);
                 return ExitCode::from(1);
             }
         }
-        if webhooks.status(&account, None).is_ok_and(|s| s.held) {
+        if webhooks
+            .status_blocking(&account, None)
+            .is_ok_and(|s| s.held)
+        {
             held = true;
             break;
         }
     }
-    worker.shutdown(Duration::from_secs(5));
+    stop_worker(&worker);
     drop(runtime);
 
-    let status = webhooks.status(&account, None).ok();
+    let status = webhooks.status_blocking(&account, None).ok();
     let pending = status.as_ref().map_or(0, |s| s.stats.pending);
     eprintln!(
         "dialer: end of input: {accepted} accepted, {bad} not accepted, {} delivered and {} failed for good in this run, {pending} pending",
@@ -476,5 +486,12 @@ fn main() -> ExitCode {
             eprintln!("dialer: {message}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Stops the worker within 5 s; whatever is still in flight then stays pending in the store.
+fn stop_worker(worker: &call_result_webhook::Worker) {
+    if let Err(e) = worker.shutdown_blocking(Duration::from_secs(5)) {
+        eprintln!("dialer: stopping the worker: {e}");
     }
 }

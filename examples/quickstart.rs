@@ -54,7 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let acme = AccountId::from("acme");
     let winter: CampaignId = "winter-sale".into();
     let spring: CampaignId = "spring-promo".into();
-    webhooks.update_preferences(
+    webhooks.update_preferences_blocking(
         &admin,
         &acme,
         PreferencesUpdate::new()
@@ -68,19 +68,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Duration::from_secs(1),
             ])?),
     )?;
-    webhooks.set_campaign_webhook(&admin, &acme, winter.clone(), true)?;
-    webhooks.set_campaign_webhook(&admin, &acme, spring.clone(), false)?;
+    webhooks.set_campaign_webhook_blocking(&admin, &acme, &winter, true)?;
+    webhooks.set_campaign_webhook_blocking(&admin, &acme, &spring, false)?;
     println!("   Enable Web Hook: on, URL {url}, user name {USER_NAME}, password set");
     println!("   time zone Australia/Brisbane, retries after 0.5 s and 1 s");
     println!("   campaign {winter}: Enable WebHook on; campaign {spring}: off");
     show_status(
         "   status before:",
-        &webhooks.status(&acme, Some(&winter))?,
+        &webhooks.status_blocking(&acme, Some(&winter))?,
         &winter,
     );
     show_status(
         "                 ",
-        &webhooks.status(&acme, Some(&spring))?,
+        &webhooks.status_blocking(&acme, Some(&spring))?,
         &spring,
     );
     println!();
@@ -104,7 +104,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .wrap_up_reason_name("Payment Taken")
             .build();
         // Durable in the outbox when this returns; it never waits for the receiver.
-        match webhooks.submit(&acme, campaign, call)? {
+        match webhooks.submit_blocking(&acme, campaign, call)? {
             Submitted::Accepted(id) => println!("   {campaign}: accepted, webhook-id {id}"),
             Submitted::Skipped(reason) => {
                 println!(
@@ -124,8 +124,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         HyperDispatcher::builder().policy(policy).build(),
         runtime.handle(),
     )?;
-    let idle = worker.wait_idle(Duration::from_secs(30))?;
-    worker.shutdown(Duration::from_secs(5));
+    let idle = worker.wait_idle_blocking(Duration::from_secs(30))?;
+    worker.shutdown_blocking(Duration::from_secs(5))?;
     println!(
         "   {}\n",
         if idle {
@@ -163,12 +163,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     show_status(
         "   status after: ",
-        &webhooks.status(&acme, Some(&winter))?,
+        &webhooks.status_blocking(&acme, Some(&winter))?,
         &winter,
     );
     show_status(
         "                 ",
-        &webhooks.status(&acme, Some(&spring))?,
+        &webhooks.status_blocking(&acme, Some(&spring))?,
         &spring,
     );
     Ok(())

@@ -66,10 +66,6 @@ pub enum Error {
         account: String,
     },
 
-    /// No account with this id is known.
-    #[error("unknown account {0}")]
-    UnknownAccount(String),
-
     /// No delivery with this id is known.
     #[error("unknown delivery {0}")]
     UnknownDelivery(String),
@@ -94,10 +90,6 @@ pub enum Error {
         rule: &'static str,
     },
 
-    /// Sending failed at the transport level (no HTTP response).
-    #[error(transparent)]
-    Transport(#[from] crate::dispatch::TransportError),
-
     /// The outbox could not take or return data.
     #[error("store: {message}")]
     Store {
@@ -119,14 +111,31 @@ pub enum Error {
     #[error("signature: {0}")]
     Signature(String),
 
-    /// The worker has shut down and takes no more work.
-    #[error("the webhook worker has shut down")]
-    Shutdown,
+    /// The delivery worker is not running: it stopped on its own, and `reason` says why (for
+    /// example, the tokio runtime its attempts ran on shut down). Submits are still accepted
+    /// and stored; start a worker again to deliver them.
+    #[error("the webhook worker is not running: {reason}")]
+    WorkerStopped {
+        /// Why it stopped.
+        reason: String,
+    },
 
-    /// No HTTP backend was compiled in: enable the `hyper` or `ureq` feature, or pass your own
-    /// `Dispatcher`.
-    #[error("no HTTP backend: enable the `hyper` or `ureq` feature, or provide a Dispatcher")]
-    NoBackend,
+    /// A blocking method that waits for the worker was called on a thread of the tokio runtime
+    /// the worker's attempts run on, where waiting would stall the very attempts it waits for.
+    /// Nothing was waited for; call the async method named in `instead`.
+    #[error(
+        "{method} was called on a thread of the runtime the webhook worker runs on, where it would stall deliveries; call {instead} instead"
+    )]
+    BlockingInRuntime {
+        /// The blocking method that was called.
+        method: &'static str,
+        /// The async method to call instead.
+        instead: &'static str,
+    },
+
+    /// The tokio runtime is shutting down, so the operation was not run.
+    #[error("the async runtime is shutting down; the operation was not run")]
+    RuntimeShuttingDown,
 }
 
 impl Error {

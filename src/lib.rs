@@ -52,6 +52,7 @@
 
 pub mod account;
 pub mod auth;
+mod blocking;
 pub mod campaign;
 pub mod delivery;
 pub mod dispatch;

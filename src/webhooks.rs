@@ -1,30 +1,28 @@
 //! The facade the dialer holds: submit call results, run the worker, let administrators change
 //! settings, replay and remove, and show status.
 
-use crate::limits::{
-    DEFAULT_MAX_CONCURRENCY, DEFAULT_PAUSE_AFTER, DEFAULT_PER_ENDPOINT_CONCURRENCY,
-};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::account::Account;
-use crate::campaign::{OffReason, SendDecision, WebhookIndicator, decide};
+use crate::blocking::unblock;
+use crate::campaign::{OffReason, WebhookIndicator};
 use crate::delivery::engine::{Engine, EventSink, Limits};
 use crate::delivery::{
     Clock, DeadLetter, EndpointHealth, Event, Status, SystemClock, ThreadRunner, Worker,
-    account_on, indicator,
 };
 use crate::dispatch::BlockingDispatcher;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
+use crate::limits::{
+    DEFAULT_MAX_CONCURRENCY, DEFAULT_PAUSE_AFTER, DEFAULT_PER_ENDPOINT_CONCURRENCY,
+};
 use crate::payload::CallResult;
 use crate::policy::UrlPolicy;
 use crate::preferences::{AuditRecord, PreferencesUpdate, Principal};
-use crate::request::EncodedBody;
-use crate::store::{DeliveryFilter, DeliveryState, NewDelivery, Store};
-use crate::sync::lock;
+use crate::store::{DeliveryFilter, Store};
 
 /// What [`Webhooks::submit`] did with a call result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,23 +52,35 @@ impl Submitted {
 /// Sends every call result to the URL its customer account chose, reliably.
 ///
 /// One `Webhooks` serves every account of the dialer. Clones are cheap handles to the same
-/// state; hand one to every thread that needs it.
+/// state; hand one to every task or thread that needs it.
 ///
 /// - The dialer calls [`submit`](Self::submit) once per finished call. It checks both switches,
 ///   fixes the body bytes, stores the delivery durably and returns; it never waits for a
 ///   receiver.
-/// - A [`Worker`] ([`start_threads`](Self::start_threads) or `start_tokio` with the `tokio` feature)
-///   delivers in the background: at least once, the same `webhook-id` and bytes on every
-///   attempt, retried on the account's [`RetrySchedule`](crate::delivery::RetrySchedule), each account's
-///   endpoint within its own concurrency bound.
+/// - A [`Worker`] ([`start_tokio`](Self::start_tokio) with the `tokio` feature, or
+///   [`start_threads`](Self::start_threads)) delivers in the background: at least once, the
+///   same `webhook-id` and bytes on every attempt, retried on the account's
+///   [`RetrySchedule`](crate::delivery::RetrySchedule), each account's endpoint within its own
+///   concurrency bound.
 /// - Administrators change preferences and campaign switches, resume paused endpoints, replay
 ///   and remove dead letters; every such change needs full administrative permission and is
 ///   saved in the store before it returns.
 /// - [`status`](Self::status) gives the UI its indicator and counts.
 ///
-/// Every method that touches the store is synchronous. An async dialer calls them from
-/// `tokio::task::spawn_blocking` or a thread of its own (or uses
-/// `submit_async` with the `tokio` feature).
+/// # Async and blocking
+///
+/// Every operation that touches the store is an `async fn` that never blocks the caller's
+/// runtime: the store's work runs on tokio's blocking pool (or, outside tokio, on a thread of
+/// its own). Beside each is its `_blocking` twin with the same arguments, for dialers without
+/// a runtime. Ids are always borrowed (`&AccountId`, `&CampaignId`); what the call consumes
+/// (a [`CallResult`], a [`PreferencesUpdate`]) is passed by value.
+///
+/// # Cancellation
+///
+/// Dropping one of these futures does not undo or stop the operation: it runs to its end on
+/// its blocking thread and only its answer is lost. Each method says what that means for it;
+/// for submits, [`submit_with_id`](Self::submit_with_id) is idempotent on the id, so retrying
+/// with the same id is always safe.
 ///
 /// # Examples
 ///
@@ -79,10 +89,11 @@ impl Submitted {
 /// use std::time::Duration;
 /// use bytes::Bytes;
 /// use http::{HeaderMap, Request, StatusCode};
-/// use call_result_webhook::{
-///     BlockingDispatcher, CallResult, MemoryStore, PreferencesUpdate, Principal, Submitted,
-///     UrlPolicy, Webhooks, campaign::WebhookIndicator, dispatch::{ReceiverResponse, TransportError},
-/// };
+/// use call_result_webhook::{BlockingDispatcher, CallResult, MemoryStore, PreferencesUpdate,
+///     Principal, Submitted, UrlPolicy, Webhooks};
+/// use call_result_webhook::campaign::WebhookIndicator;
+/// use call_result_webhook::delivery::RetrySchedule;
+/// use call_result_webhook::dispatch::{ReceiverResponse, TransportError};
 ///
 /// // An in-process receiver that answers 503 once, then 200.
 /// struct FlakyOnce(std::sync::atomic::AtomicBool);
@@ -94,42 +105,45 @@ impl Submitted {
 ///     }
 /// }
 ///
-/// let store = Arc::new(MemoryStore::new());
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> call_result_webhook::Result<()> {
 /// let webhooks = Webhooks::builder()
-///     .store(store.clone())
+///     .store(MemoryStore::new())
 ///     .policy(UrlPolicy::new())
 ///     .on_event(|event| println!("{event:?}"))
 ///     .build()?;
 ///
 /// let admin = Principal::administrator("alice");
-/// let acme = "acme".into();
+/// let (acme, winter) = ("acme".into(), "winter".into());
 /// webhooks.update_preferences(&admin, &acme, PreferencesUpdate::new()
 ///     .enabled(true)
 ///     .url("https://crm.example/hooks/calls")
 ///     .credentials("dialer", "s3cret")
 ///     // Quick retries for the example; the default waits 5 s, 5 min, ... over three days.
-///     .retry_schedule(call_result_webhook::delivery::RetrySchedule::new([Duration::from_millis(10)])?))?;
+///     .retry_schedule(RetrySchedule::new([Duration::from_millis(10)])?)).await?;
 ///
 /// // The campaign's switch is off: nothing is stored.
 /// let call = CallResult::builder().reference("123").build();
-/// let skipped = webhooks.submit(&acme, &"winter".into(), call.clone())?;
+/// let skipped = webhooks.submit(&acme, &winter, call.clone()).await?;
 /// assert!(!skipped.is_accepted());
 ///
-/// webhooks.set_campaign_webhook(&admin, &acme, "winter", true)?;
+/// webhooks.set_campaign_webhook(&admin, &acme, &winter, true).await?;
 /// let worker = webhooks.start_threads(FlakyOnce(Default::default()), 2)?;
-/// let Submitted::Accepted(id) = webhooks.submit(&acme, &"winter".into(), call)? else {
+/// let Submitted::Accepted(id) = webhooks.submit(&acme, &winter, call).await? else {
 ///     unreachable!("both switches are on")
 /// };
 /// println!("accepted {id}");
 ///
 /// // Failed once, retried, delivered.
-/// assert!(worker.wait_idle(Duration::from_secs(10))?);
-/// let status = webhooks.status(&acme, Some(&"winter".into()))?;
+/// assert!(worker.wait_idle(Duration::from_secs(10)).await?);
+/// let status = webhooks.status(&acme, Some(&winter)).await?;
 /// assert_eq!(status.indicator, WebhookIndicator::Active);
 /// assert_eq!((status.stats.pending, status.stats.delivered), (0, 1));
 /// assert!(status.stats.last_failure_reason.unwrap().contains("503"));
-/// worker.shutdown(Duration::from_secs(5));
-/// # Ok::<(), call_result_webhook::Error>(())
+/// assert!(!status.failure_is_current, "the 503 is history: the retry succeeded");
+/// worker.shutdown(Duration::from_secs(5)).await?;
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Clone)]
 pub struct Webhooks {
@@ -276,83 +290,106 @@ impl Webhooks {
         }
     }
 
-    /// Hands over one finished call's result.
+    /// Hands over one finished call's result, with a fresh `webhook-id`.
     ///
-    /// If the account's webhook is off, has no URL, or the campaign's switch is off, returns
-    /// [`Submitted::Skipped`] and stores nothing. Otherwise encodes the body once (the
-    /// account's current encoding and time zone: these bytes are what every attempt sends),
-    /// gives it a fresh `webhook-id`, stores it durably and returns [`Submitted::Accepted`]
-    /// without waiting for any receiver. An error (invalid field, body too large, store full or
-    /// broken) means the call result was **not** accepted.
+    /// If the account was never configured, its webhook is off or has no URL, or the
+    /// campaign's switch is off, returns [`Submitted::Skipped`] and stores nothing. Otherwise
+    /// encodes the body once (the account's current encoding and time zone: these bytes are
+    /// what every attempt sends), stores it durably and returns [`Submitted::Accepted`] without
+    /// waiting for any receiver.
     ///
-    /// Synchronous: with a durable store it waits for the data to reach the disk (a group commit
-    /// may share that wait with other submits). Async dialers call it from `spawn_blocking` or
-    /// a thread, or use `submit_async` (feature `tokio`).
-    pub fn submit(
+    /// The store's work runs on a blocking thread; with a durable store this waits for the data
+    /// to reach the disk (a group commit may share that wait with other submits).
+    ///
+    /// **Dropped before it completes**, the submit still runs to its end: the call result may
+    /// or may not be stored, and if it is, it will be delivered under an id the caller never
+    /// learned. A caller that retries after a timeout uses
+    /// [`submit_with_id`](Self::submit_with_id) with the same id each time, so that a retry never
+    /// creates a second delivery.
+    ///
+    /// # Errors
+    ///
+    /// The call result was **not** accepted when this returns an error:
+    /// [`Error::InvalidCallResult`] or [`Error::BodyTooLarge`] for the call result itself,
+    /// [`Error::StoreFull`] when the outbox holds its most pending deliveries,
+    /// [`Error::Store`] when the store failed, and [`Error::RuntimeShuttingDown`] when the
+    /// tokio runtime is shutting down.
+    pub async fn submit(
         &self,
         account: &AccountId,
         campaign: &CampaignId,
         call: CallResult,
     ) -> Result<Submitted> {
         self.submit_with_id(account, campaign, call, DeliveryId::generate())
+            .await
+    }
+
+    /// [`submit`](Self::submit) for callers without an async runtime: blocks the calling thread
+    /// until the delivery is stored.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit), but for [`Error::RuntimeShuttingDown`].
+    pub fn submit_blocking(
+        &self,
+        account: &AccountId,
+        campaign: &CampaignId,
+        call: CallResult,
+    ) -> Result<Submitted> {
+        self.engine
+            .submit(account, campaign, &call, DeliveryId::generate())
     }
 
     /// [`submit`](Self::submit) with the dialer's own `webhook-id` (for example one derived from
-    /// its call id, so a resubmission after a dialer crash is recognisably the same). An id
-    /// already stored is an error.
-    pub fn submit_with_id(
+    /// its call id).
+    ///
+    /// Idempotent on the id: submitting the same call result again under the same id (a retry
+    /// after a timeout, a dropped future, a dialer restarted mid-submit) stores it once and
+    /// answers [`Submitted::Accepted`] again, even after it was delivered (ids of delivered call
+    /// results are remembered for [`DELIVERED_ID_RETENTION`](crate::limits::DELIVERED_ID_RETENTION)).
+    ///
+    /// **Dropped before it completes**, the submit still runs to its end: the call result may
+    /// or may not be stored. Submit it again with the same id: either way it is delivered once.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit), and [`Error::IdConflict`] when the id is already stored
+    /// for a different call result (another account, campaign or body).
+    pub async fn submit_with_id(
         &self,
         account: &AccountId,
         campaign: &CampaignId,
         call: CallResult,
         id: DeliveryId,
     ) -> Result<Submitted> {
-        let body = {
-            let accounts = self.engine.accounts();
-            let Some(acc) = accounts.get(account) else {
-                return Ok(Submitted::Skipped(OffReason::AccountDisabled));
-            };
-            if let SendDecision::Skip(reason) = acc.decide(campaign) {
-                return Ok(Submitted::Skipped(reason));
-            }
-            EncodedBody::encode(&call, acc.preferences())?
-        };
-        let now = self.engine.clock.now();
-        self.engine.store.insert(&[NewDelivery {
-            id: id.clone(),
-            account: account.clone(),
-            campaign: campaign.clone(),
-            body,
-            created_at: now,
-            next_attempt_at: now,
-        }])?;
-        tracing::debug!(delivery_id = %id, account = %account, campaign = %campaign, "call result accepted");
-        self.engine.signal.touch(account);
-        Ok(Submitted::Accepted(id))
+        let (engine, account, campaign) = (self.engine.clone(), account.clone(), campaign.clone());
+        unblock(move || engine.submit(&account, &campaign, &call, id)).await?
     }
 
-    /// [`submit`](Self::submit) on tokio's blocking pool, for async dialers.
-    #[cfg(feature = "tokio")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-    pub async fn submit_async(
+    /// [`submit_with_id`](Self::submit_with_id) for callers without an async runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit_with_id`](Self::submit_with_id), but for [`Error::RuntimeShuttingDown`].
+    pub fn submit_with_id_blocking(
         &self,
-        account: AccountId,
-        campaign: CampaignId,
+        account: &AccountId,
+        campaign: &CampaignId,
         call: CallResult,
+        id: DeliveryId,
     ) -> Result<Submitted> {
-        let this = self.clone();
-        match tokio::task::spawn_blocking(move || this.submit(&account, &campaign, call)).await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(Error::Shutdown),
-        }
+        self.engine.submit(account, campaign, &call, id)
     }
 
     /// Starts delivering on `threads` plain threads that call `dispatcher`, with no async
     /// runtime. At most `threads` attempts are in flight at once (and at most the
     /// [`max_concurrency`](WebhooksBuilder::max_concurrency)).
     ///
-    /// One worker per `Webhooks` at a time: starting a second while one runs is an error.
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] when `threads` is 0, a thread cannot be started, a worker is
+    /// already running for these webhooks (one at a time), or the dispatcher was built with a
+    /// URL policy other than the one given to [`WebhooksBuilder::policy`].
     pub fn start_threads(
         &self,
         dispatcher: impl BlockingDispatcher,
@@ -361,17 +398,26 @@ impl Webhooks {
         if threads == 0 {
             return Err(Error::config("threads", "must be at least 1"));
         }
-        let global = threads.min(self.engine.limits.max_concurrency);
+        let global = threads.min(self.engine.limits().max_concurrency);
         let runner = ThreadRunner::start(Arc::new(dispatcher), global)
             .map_err(|e| Error::config("threads", format!("cannot start a thread: {e}")))?;
-        Worker::start(self.engine.clone(), Arc::new(runner), global)
+        Worker::start(self.engine.clone(), Arc::new(runner), global, None)
     }
 
     /// Starts delivering on the dialer's tokio runtime: each attempt is a task spawned on
     /// `handle` that awaits `dispatcher`. The scheduler itself (and every store call) runs on
     /// its own thread, never on the runtime's.
     ///
-    /// One worker per `Webhooks` at a time: starting a second while one runs is an error.
+    /// If that runtime shuts down while the worker runs, the worker notices at once, stops,
+    /// emits [`Event::WorkerStopped`](crate::Event::WorkerStopped), and its
+    /// [`wait_idle`](Worker::wait_idle) and [`shutdown`](Worker::shutdown) answer
+    /// [`Error::WorkerStopped`]. Nothing in flight is lost: it stays pending in the store.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] when a worker is already running for these webhooks (one at a
+    /// time), or the dispatcher was built with a URL policy other than the one given to
+    /// [`WebhooksBuilder::policy`].
     #[cfg(feature = "tokio")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn start_tokio(
@@ -383,14 +429,15 @@ impl Webhooks {
         Worker::start(
             self.engine.clone(),
             Arc::new(runner),
-            self.engine.limits.max_concurrency,
+            self.engine.limits().max_concurrency,
+            Some(handle.clone()),
         )
     }
 
-    /// A copy of the account's settings, if any were ever saved. Its `Debug` never shows the
-    /// password.
+    /// A copy of the account's settings, if any were ever saved (from memory, no I/O). Its
+    /// `Debug` never shows the password.
     pub fn account(&self, id: &AccountId) -> Option<Account> {
-        self.engine.accounts().get(id).cloned()
+        self.engine.account(id)
     }
 
     /// Changes an account's preferences (creating its settings on first use). Only a full
@@ -398,161 +445,219 @@ impl Webhooks {
     /// new URL is also checked against the [`UrlPolicy`]. The change is saved in the store
     /// before this returns, and applies to pending deliveries from their next attempt on (their
     /// bodies stay as they were).
-    pub fn update_preferences(
+    ///
+    /// **Dropped before it completes**, the change still runs to its end and may or may not be
+    /// saved; calling it again with the same update is harmless.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`] for a non-administrator; [`Error::InvalidConfig`] or
+    /// [`Error::InvalidUrl`] for an invalid setting (the first one found); an
+    /// [`Error::AddressRefused`] or [`Error::InvalidUrl`] from the URL policy; [`Error::Store`]
+    /// when it could not be saved; [`Error::RuntimeShuttingDown`]. Nothing changed on error.
+    pub async fn update_preferences(
         &self,
         who: &Principal,
         account: &AccountId,
         update: PreferencesUpdate,
     ) -> Result<AuditRecord> {
-        let _admin = lock(&self.engine.admin);
-        let mut next = self
-            .account(account)
-            .unwrap_or_else(|| Account::new(account.clone()));
-        let old_url = next.preferences().url().cloned();
-        let record = next.update_preferences_at(who, update, self.engine.clock.now())?;
-        let url_changed = next.preferences().url() != old_url.as_ref();
-        if url_changed && let Some(url) = next.preferences().url() {
-            self.engine.policy.check_url(url.as_url())?;
-        }
-        self.engine
-            .store
-            .save_account(account, &next.to_storage_json())?;
-        self.engine.accounts_mut().insert(account.clone(), next);
-        if url_changed {
-            self.end_failure_streak(account);
-        }
-        self.engine.signal.reset(account);
-        Ok(record)
+        let (engine, who, account) = (self.engine.clone(), who.clone(), account.clone());
+        unblock(move || engine.update_preferences(&who, &account, update)).await?
     }
 
-    /// A new URL is a new endpoint: the old one's failure streak no longer says anything.
-    fn end_failure_streak(&self, account: &AccountId) {
-        let mut all = lock(&self.engine.health);
-        if let Some(health) = all.get_mut(account)
-            && health.url_changed()
-            && let Err(e) = self.engine.store.save_health(account, &health.to_json())
-        {
-            tracing::error!(account = %account, error = %e, "could not save endpoint health");
-        }
+    /// [`update_preferences`](Self::update_preferences) for callers without an async runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`update_preferences`](Self::update_preferences), but for
+    /// [`Error::RuntimeShuttingDown`].
+    pub fn update_preferences_blocking(
+        &self,
+        who: &Principal,
+        account: &AccountId,
+        update: PreferencesUpdate,
+    ) -> Result<AuditRecord> {
+        self.engine.update_preferences(who, account, update)
     }
 
     /// Switches a campaign's "Enable WebHook" on or off (full administrators only; saved
     /// before this returns). It decides for call results submitted from now on; deliveries
     /// already accepted are still sent.
-    pub fn set_campaign_webhook(
+    ///
+    /// **Dropped before it completes**, the change still runs to its end and may or may not be
+    /// saved; calling it again is harmless.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`] when it could not
+    /// be saved, [`Error::RuntimeShuttingDown`]. Nothing changed on error.
+    pub async fn set_campaign_webhook(
         &self,
         who: &Principal,
         account: &AccountId,
-        campaign: impl Into<CampaignId>,
+        campaign: &CampaignId,
         enabled: bool,
     ) -> Result<AuditRecord> {
-        let _admin = lock(&self.engine.admin);
-        let mut next = self
-            .account(account)
-            .unwrap_or_else(|| Account::new(account.clone()));
-        let record =
-            next.set_campaign_webhook_at(who, campaign.into(), enabled, self.engine.clock.now())?;
+        let (engine, who) = (self.engine.clone(), who.clone());
+        let (account, campaign) = (account.clone(), campaign.clone());
+        unblock(move || engine.set_campaign_webhook(&who, &account, &campaign, enabled)).await?
+    }
+
+    /// [`set_campaign_webhook`](Self::set_campaign_webhook) for callers without an async
+    /// runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`set_campaign_webhook`](Self::set_campaign_webhook), but for
+    /// [`Error::RuntimeShuttingDown`].
+    pub fn set_campaign_webhook_blocking(
+        &self,
+        who: &Principal,
+        account: &AccountId,
+        campaign: &CampaignId,
+        enabled: bool,
+    ) -> Result<AuditRecord> {
         self.engine
-            .store
-            .save_account(account, &next.to_storage_json())?;
-        self.engine.accounts_mut().insert(account.clone(), next);
-        Ok(record)
+            .set_campaign_webhook(who, account, campaign, enabled)
     }
 
     /// Resumes a paused endpoint (full administrators only; saved before this returns): the
     /// deliveries that waited are sent. Returns whether it was paused.
-    pub fn resume_endpoint(&self, who: &Principal, account: &AccountId) -> Result<bool> {
-        who.require_admin("resume a webhook endpoint")?;
-        let was_paused = {
-            let mut all = lock(&self.engine.health);
-            let mut health = all.get(account).cloned().unwrap_or_default();
-            if health == EndpointHealth::default() {
-                return Ok(false);
-            }
-            let was_paused = health.resume();
-            self.engine.store.save_health(account, &health.to_json())?;
-            all.insert(account.clone(), health);
-            was_paused
-        };
-        if was_paused {
-            tracing::info!(account = %account, by = who.name(), "webhook endpoint resumed");
-            self.engine.emit(Event::EndpointResumed {
-                account: account.clone(),
-                by: who.name().to_owned(),
-                at: self.engine.clock.now(),
-            });
-        }
-        self.engine.signal.reset(account);
-        Ok(was_paused)
+    ///
+    /// **Dropped before it completes**, the resume still runs to its end.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`] when it could not
+    /// be saved (the endpoint stays paused), [`Error::RuntimeShuttingDown`].
+    pub async fn resume_endpoint(&self, who: &Principal, account: &AccountId) -> Result<bool> {
+        let (engine, who, account) = (self.engine.clone(), who.clone(), account.clone());
+        unblock(move || engine.resume_endpoint(&who, &account)).await?
+    }
+
+    /// [`resume_endpoint`](Self::resume_endpoint) for callers without an async runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`resume_endpoint`](Self::resume_endpoint), but for [`Error::RuntimeShuttingDown`].
+    pub fn resume_endpoint_blocking(&self, who: &Principal, account: &AccountId) -> Result<bool> {
+        self.engine.resume_endpoint(who, account)
     }
 
     /// Puts the failed deliveries matching `filter` back to pending, due now, with their
     /// `webhook-id` and bytes unchanged, and returns how many (full administrators only). One
     /// delivery ([`DeliveryFilter::id`]), a campaign's, or all of an account's.
-    pub fn replay(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64> {
-        who.require_admin("replay webhook deliveries")?;
-        let n = self
-            .engine
-            .store
-            .requeue_failed(filter, self.engine.clock.now())?;
-        self.engine.signal.reset(&filter.account);
-        Ok(n)
+    ///
+    /// **Dropped before it completes**, the replay still runs to its end; calling it again
+    /// finds nothing more to replay.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`],
+    /// [`Error::RuntimeShuttingDown`].
+    pub async fn replay(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64> {
+        let (engine, who, filter) = (self.engine.clone(), who.clone(), filter.clone());
+        unblock(move || engine.replay(&who, &filter)).await?
+    }
+
+    /// [`replay`](Self::replay) for callers without an async runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`replay`](Self::replay), but for [`Error::RuntimeShuttingDown`].
+    pub fn replay_blocking(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64> {
+        self.engine.replay(who, filter)
     }
 
     /// Removes the deliveries matching `filter`, pending or failed, and returns how many (full
     /// administrators only). This is the one way an accepted delivery is dropped.
-    pub fn remove(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64> {
-        who.require_admin("remove webhook deliveries")?;
-        let n = self.engine.store.remove(filter)?;
-        self.engine.signal.reset(&filter.account);
-        Ok(n)
+    ///
+    /// **Dropped before it completes**, the removal still runs to its end.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`],
+    /// [`Error::RuntimeShuttingDown`].
+    pub async fn remove(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64> {
+        let (engine, who, filter) = (self.engine.clone(), who.clone(), filter.clone());
+        unblock(move || engine.remove(&who, &filter)).await?
+    }
+
+    /// [`remove`](Self::remove) for callers without an async runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`remove`](Self::remove), but for [`Error::RuntimeShuttingDown`].
+    pub fn remove_blocking(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64> {
+        self.engine.remove(who, filter)
     }
 
     /// The deliveries that failed for good among those matching `filter`, oldest first, at most
-    /// `limit` (full administrators only). No bodies.
-    pub fn dead_letters(
+    /// `limit` (full administrators only). No bodies. Read only: dropping the future loses
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`],
+    /// [`Error::RuntimeShuttingDown`].
+    pub async fn dead_letters(
         &self,
         who: &Principal,
         filter: &DeliveryFilter,
         limit: usize,
     ) -> Result<Vec<DeadLetter>> {
-        who.require_admin("list failed webhook deliveries")?;
-        let filter = filter.clone().state(DeliveryState::Failed);
-        Ok(self
-            .engine
-            .store
-            .list(&filter, limit)?
-            .into_iter()
-            .map(DeadLetter::from)
-            .collect())
+        let (engine, who, filter) = (self.engine.clone(), who.clone(), filter.clone());
+        unblock(move || engine.dead_letters(&who, &filter, limit)).await?
+    }
+
+    /// [`dead_letters`](Self::dead_letters) for callers without an async runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`dead_letters`](Self::dead_letters), but for [`Error::RuntimeShuttingDown`].
+    pub fn dead_letters_blocking(
+        &self,
+        who: &Principal,
+        filter: &DeliveryFilter,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        self.engine.dead_letters(who, filter, limit)
     }
 
     /// The webhook's status for one campaign (`Some`) or the whole account (`None`): the
-    /// indicator, counts, last success and failure, whether deliveries are held, and the
-    /// endpoint's health. Reads the store.
-    pub fn status(&self, account: &AccountId, campaign: Option<&CampaignId>) -> Result<Status> {
-        let stats = self.engine.store.stats(account, campaign)?;
-        let endpoint = self.engine.health_of(account);
-        let accounts = self.engine.accounts();
-        let acc = accounts.get(account);
-        let indicator = indicator(acc, campaign, &endpoint);
-        let account_off = account_on(acc) != SendDecision::Send;
-        Ok(Status {
-            held: stats.pending > 0 && (account_off || endpoint.is_paused()),
-            indicator,
-            stats,
-            endpoint,
-        })
+    /// indicator, counts, last success and failure (and which came last), whether deliveries
+    /// are held, the endpoint's health, and whether the worker stopped on its own. Reads the
+    /// store; dropping the future loses nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the counts cannot be read, [`Error::RuntimeShuttingDown`].
+    pub async fn status(
+        &self,
+        account: &AccountId,
+        campaign: Option<&CampaignId>,
+    ) -> Result<Status> {
+        let (engine, account, campaign) = (self.engine.clone(), account.clone(), campaign.cloned());
+        unblock(move || engine.status(&account, campaign.as_ref())).await?
     }
 
-    /// The indicator alone, from memory (no store read): cheap enough for every row of a
-    /// campaign list.
+    /// [`status`](Self::status) for callers without an async runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`status`](Self::status), but for [`Error::RuntimeShuttingDown`].
+    pub fn status_blocking(
+        &self,
+        account: &AccountId,
+        campaign: Option<&CampaignId>,
+    ) -> Result<Status> {
+        self.engine.status(account, campaign)
+    }
+
+    /// The indicator alone, from memory (no store read, never blocks): cheap enough for every
+    /// row of a campaign list.
     pub fn indicator(&self, account: &AccountId, campaign: &CampaignId) -> WebhookIndicator {
-        let endpoint = self.engine.health_of(account);
-        match self.engine.accounts().get(account) {
-            Some(acc) => indicator(Some(acc), Some(campaign), &endpoint),
-            None => WebhookIndicator::from(decide(false, false, false)),
-        }
+        self.engine.indicator(account, campaign)
     }
 }
 
@@ -560,7 +665,7 @@ impl Webhooks {
 impl Webhooks {
     /// How many passes the scheduler has made, for tests that check it waits, not spins.
     pub(crate) fn scheduler_passes(&self) -> u64 {
-        self.engine.signal.passes().0
+        self.engine.signal().passes().0
     }
 }
 

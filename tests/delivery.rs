@@ -228,14 +228,14 @@ impl Harness {
                 .retry_schedule(schedule(delays_ms)),
         );
         self.webhooks
-            .set_campaign_webhook(&admin(), &id, CAMPAIGN, true)
+            .set_campaign_webhook_blocking(&admin(), &id, &CAMPAIGN.into(), true)
             .expect("campaign switch");
         id
     }
 
     fn update(&self, account: &AccountId, update: PreferencesUpdate) {
         self.webhooks
-            .update_preferences(&admin(), account, update)
+            .update_preferences_blocking(&admin(), account, update)
             .expect("preferences update");
     }
 
@@ -243,7 +243,7 @@ impl Harness {
     fn submit(&self, account: &AccountId, reference: &str) -> DeliveryId {
         match self
             .webhooks
-            .submit(account, &CampaignId::from(CAMPAIGN), call(reference))
+            .submit_blocking(account, &CampaignId::from(CAMPAIGN), call(reference))
             .expect("submit")
         {
             Submitted::Accepted(id) => id,
@@ -253,14 +253,16 @@ impl Harness {
 
     fn status(&self, account: &AccountId) -> Status {
         self.webhooks
-            .status(account, Some(&CampaignId::from(CAMPAIGN)))
+            .status_blocking(account, Some(&CampaignId::from(CAMPAIGN)))
             .expect("status")
     }
 
     /// Waits until nothing is pending in the outbox.
     fn wait_idle(&self) {
         assert!(
-            self.worker().wait_idle(PATIENCE).expect("wait_idle"),
+            self.worker()
+                .wait_idle_blocking(PATIENCE)
+                .expect("wait_idle"),
             "deliveries still pending after {PATIENCE:?}"
         );
     }
@@ -268,7 +270,12 @@ impl Harness {
     /// Stops the worker with `deadline` and the runtime with it.
     #[cfg(feature = "sqlite")]
     fn stop(&mut self, deadline: Duration) -> call_result_webhook::delivery::ShutdownReport {
-        let report = self.worker.take().expect("running").shutdown(deadline);
+        let report = self
+            .worker
+            .take()
+            .expect("running")
+            .shutdown_blocking(deadline)
+            .expect("shutdown");
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_timeout(Duration::from_secs(5));
         }
@@ -509,10 +516,13 @@ fn a_404_fails_after_one_attempt_and_an_administrator_replays_it_with_the_same_i
     let filter = DeliveryFilter::account(acme.clone());
     let clerk = Principal::user("bob@acme.example");
     assert!(matches!(
-        h.webhooks.dead_letters(&clerk, &filter, 10),
+        h.webhooks.dead_letters_blocking(&clerk, &filter, 10),
         Err(Error::PermissionDenied { .. })
     ));
-    let dead = h.webhooks.dead_letters(&admin(), &filter, 10).unwrap();
+    let dead = h
+        .webhooks
+        .dead_letters_blocking(&admin(), &filter, 10)
+        .unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].id, id);
     assert_eq!(dead[0].attempts, 1);
@@ -524,7 +534,8 @@ fn a_404_fails_after_one_attempt_and_an_administrator_replays_it_with_the_same_i
             .is_some_and(|e| e.contains("404"))
     );
     assert!(matches!(
-        h.webhooks.replay(&clerk, &filter.clone().id(id.clone())),
+        h.webhooks
+            .replay_blocking(&clerk, &filter.clone().id(id.clone())),
         Err(Error::PermissionDenied { .. })
     ));
     assert_eq!(receiver.requests().len(), 1);
@@ -532,7 +543,7 @@ fn a_404_fails_after_one_attempt_and_an_administrator_replays_it_with_the_same_i
     // The administrator fixed the receiver (it now answers 200) and replays the one delivery.
     let replayed = h
         .webhooks
-        .replay(&admin(), &filter.clone().id(id.clone()))
+        .replay_blocking(&admin(), &filter.clone().id(id.clone()))
         .unwrap();
     assert_eq!(replayed, 1);
     let requests = receiver.wait_for(2, PATIENCE);
@@ -549,7 +560,7 @@ fn a_404_fails_after_one_attempt_and_an_administrator_replays_it_with_the_same_i
     );
     assert!(
         h.webhooks
-            .dead_letters(&admin(), &filter, 10)
+            .dead_letters_blocking(&admin(), &filter, 10)
             .unwrap()
             .is_empty()
     );
@@ -592,12 +603,16 @@ fn a_410_pauses_the_endpoint_until_an_administrator_resumes_it(backend: Backend)
 
     let clerk = Principal::user("bob@acme.example");
     assert!(matches!(
-        h.webhooks.resume_endpoint(&clerk, &acme),
+        h.webhooks.resume_endpoint_blocking(&clerk, &acme),
         Err(Error::PermissionDenied { .. })
     ));
     assert_eq!(h.status(&acme).indicator, WebhookIndicator::Paused);
 
-    assert!(h.webhooks.resume_endpoint(&admin(), &acme).unwrap());
+    assert!(
+        h.webhooks
+            .resume_endpoint_blocking(&admin(), &acme)
+            .unwrap()
+    );
     let requests = receiver.wait_for(3, PATIENCE);
     h.wait_idle();
     assert_eq!(receiver.requests().len(), 3);

@@ -201,7 +201,7 @@ fn a_call_result_over_a_cap_is_refused_at_submit_and_nothing_is_stored() {
     let submit = |call: CallResult| {
         engine
             .webhooks
-            .submit(&"acme".into(), &"winter".into(), call)
+            .submit_blocking(&"acme".into(), &"winter".into(), call)
     };
 
     let over_field = CallResult::builder()
@@ -255,7 +255,7 @@ fn a_call_result_over_a_cap_is_refused_at_submit_and_nothing_is_stored() {
             .unwrap()
             .is_empty()
     );
-    let status = engine.webhooks.status(&acme, None).unwrap();
+    let status = engine.webhooks.status_blocking(&acme, None).unwrap();
     assert_eq!(
         status.stats.pending + status.stats.failed + status.stats.delivered,
         0
@@ -270,7 +270,9 @@ fn a_call_result_over_a_cap_is_refused_at_submit_and_nothing_is_stored() {
     engine
         .events
         .wait(1, |e| matches!(e, Event::AttemptSucceeded { .. }));
-    worker.shutdown(Duration::from_secs(5));
+    worker
+        .shutdown_blocking(Duration::from_secs(5))
+        .expect("shutdown");
     assert_eq!(receiver.requests().len(), 1);
 }
 
@@ -299,7 +301,9 @@ fn pii_options_change_exactly_what_the_account_asked_for() {
             engine
                 .events
                 .wait(1, |e| matches!(e, Event::AttemptSucceeded { .. }));
-            worker.shutdown(Duration::from_secs(5));
+            worker
+                .shutdown_blocking(Duration::from_secs(5))
+                .expect("shutdown");
             let form = receiver.requests()[0].form();
             let get = |key: &str| form.iter().find(|(k, _)| k == key).unwrap().1.clone();
             assert_eq!(get("PhoneCalled"), want_phone, "{backend:?} {what}");

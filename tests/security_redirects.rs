@@ -83,11 +83,13 @@ fn through_the_engine_a_redirect_fails_for_good_and_is_not_followed() {
             }
             other => panic!("{other:?}"),
         }
-        worker.shutdown(std::time::Duration::from_secs(5));
+        worker
+            .shutdown_blocking(std::time::Duration::from_secs(5))
+            .expect("shutdown");
         assert_eq!(receiver.requests().len(), 1, "{backend:?}");
         let dead = engine
             .webhooks
-            .dead_letters(
+            .dead_letters_blocking(
                 &engine.admin,
                 &call_result_webhook::store::DeliveryFilter::account("acme"),
                 10,

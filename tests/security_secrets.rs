@@ -171,7 +171,7 @@ fn no_public_type_that_holds_a_secret_shows_it() {
     let engine = Engine::new(UrlPolicy::new(), SystemClock);
     engine
         .webhooks
-        .update_preferences(&admin, &"acme".into(), secret_update())
+        .update_preferences_blocking(&admin, &"acme".into(), secret_update())
         .unwrap();
     let webhooks: &Webhooks = &engine.webhooks;
     shown.push(("Webhooks", format!("{webhooks:?} {webhooks:#?}")));

@@ -249,7 +249,7 @@ fn the_engine_signs_every_attempt_at_its_clock_time_with_the_current_secrets() {
         let second = SigningSecret::generate().unwrap();
         engine
             .webhooks
-            .update_preferences(
+            .update_preferences_blocking(
                 &engine.admin,
                 &"acme".into(),
                 PreferencesUpdate::new().rotate_signing_secret(second.clone()),
@@ -259,7 +259,9 @@ fn the_engine_signs_every_attempt_at_its_clock_time_with_the_current_secrets() {
         engine
             .events
             .wait(1, |e| matches!(e, Event::AttemptSucceeded { .. }));
-        worker.shutdown(Duration::from_secs(5));
+        worker
+            .shutdown_blocking(Duration::from_secs(5))
+            .expect("shutdown");
 
         let seen = receiver.requests();
         assert_eq!(seen.len(), 2, "{backend:?}");

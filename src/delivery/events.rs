@@ -81,6 +81,15 @@ pub enum Event {
         /// When.
         at: Timestamp,
     },
+    /// The delivery worker stopped on its own: nothing is delivered until a worker is started
+    /// again. Submits are still accepted and stored; attempts that were in flight stay pending
+    /// and are sent again, with the same `webhook-id`, by the next worker.
+    WorkerStopped {
+        /// Why, for example "the tokio runtime the worker's attempts ran on has shut down".
+        reason: String,
+        /// Attempts that were in flight and were released.
+        released: usize,
+    },
 }
 
 /// Why a delivery failed for good.

@@ -28,4 +28,3 @@ pub use worker::{ShutdownReport, Worker};
 pub(crate) use runner::ThreadRunner;
 #[cfg(feature = "tokio")]
 pub(crate) use runner::TokioRunner;
-pub(crate) use status::{account_on, indicator};

@@ -76,7 +76,7 @@ fn sender(queue: &Queue, dispatcher: &dyn BlockingDispatcher) {
         let result = attempt
             .span
             .in_scope(|| dispatcher.dispatch_blocking(request));
-        engine.signal.complete(Completion {
+        engine.signal().complete(Completion {
             attempt,
             outcome: Outcome::Sent(result),
             latency: started.elapsed(),
@@ -115,6 +115,7 @@ pub(crate) use tokio_runner::TokioRunner;
 #[cfg(feature = "tokio")]
 mod tokio_runner {
     use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::Instant;
 
@@ -133,6 +134,9 @@ mod tokio_runner {
         dispatcher: Arc<dyn Dispatcher>,
         handle: tokio::runtime::Handle,
         tasks: Mutex<HashMap<DeliveryId, tokio::task::AbortHandle>>,
+        /// A task that only waits, so that the runtime's end is noticed at once: a runtime
+        /// that shuts down drops every task, this one's guard included.
+        watch: Mutex<Option<(tokio::task::AbortHandle, Arc<AtomicBool>)>>,
     }
 
     impl TokioRunner {
@@ -141,11 +145,40 @@ mod tokio_runner {
                 dispatcher,
                 handle,
                 tasks: Mutex::new(HashMap::new()),
+                watch: Mutex::new(None),
+            }
+        }
+    }
+
+    /// Tells the scheduler the runtime is gone when dropped while armed.
+    struct RuntimeWatch {
+        engine: Arc<Engine>,
+        armed: Arc<AtomicBool>,
+    }
+
+    impl Drop for RuntimeWatch {
+        fn drop(&mut self) {
+            if self.armed.load(Ordering::SeqCst) {
+                self.engine.signal().runtime_gone();
             }
         }
     }
 
     impl Runner for TokioRunner {
+        fn started(&self, engine: &Arc<Engine>) {
+            let armed = Arc::new(AtomicBool::new(true));
+            let guard = RuntimeWatch {
+                engine: engine.clone(),
+                armed: armed.clone(),
+            };
+            // On a runtime already shut down the task is dropped at once, guard and all.
+            let task = self.handle.spawn(async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+            });
+            *lock(&self.watch) = Some((task.abort_handle(), armed));
+        }
+
         fn run(&self, engine: &Arc<Engine>, attempt: Attempt, request: Request<Bytes>) {
             let dispatcher = self.dispatcher.clone();
             let engine = engine.clone();
@@ -155,7 +188,7 @@ mod tokio_runner {
                 async move {
                     let started = Instant::now();
                     let result = dispatcher.dispatch(request).await;
-                    engine.signal.complete(Completion {
+                    engine.signal().complete(Completion {
                         attempt,
                         outcome: Outcome::Sent(result),
                         latency: started.elapsed(),
@@ -172,6 +205,10 @@ mod tokio_runner {
 
         /// Aborts the tasks still running: released, their deliveries stay pending.
         fn stop(&self) {
+            if let Some((watch, armed)) = lock(&self.watch).take() {
+                armed.store(false, Ordering::SeqCst);
+                watch.abort();
+            }
             for (_, task) in lock(&self.tasks).drain() {
                 task.abort();
             }

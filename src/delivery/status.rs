@@ -26,6 +26,38 @@ pub struct Status {
     pub held: bool,
     /// The endpoint's health: failure streak and pause.
     pub endpoint: EndpointHealth,
+    /// Whether the last failure is newer than the last success: `true` when the most recent
+    /// outcome was a failure. `false` with a `stats.last_failure_reason` means that failure is
+    /// history: a later attempt (a replay, say) succeeded.
+    pub failure_is_current: bool,
+    /// Why the delivery worker stopped on its own (for example, the async runtime it ran on
+    /// shut down), if it did. Nothing is delivered until a worker is started again;
+    /// submits are still accepted and stored.
+    pub worker_stopped: Option<String>,
+}
+
+impl Status {
+    pub(crate) fn new(
+        indicator: WebhookIndicator,
+        stats: DeliveryStats,
+        held: bool,
+        endpoint: EndpointHealth,
+        worker_stopped: Option<String>,
+    ) -> Self {
+        let failure_is_current = match (stats.last_failure_at, stats.last_success_at) {
+            (Some(failure), Some(success)) => failure > success,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        Status {
+            indicator,
+            stats,
+            held,
+            endpoint,
+            failure_is_current,
+            worker_stopped,
+        }
+    }
 }
 
 /// A delivery that failed for good, as an administrator sees it (no body).

@@ -282,7 +282,7 @@ impl Harness {
     fn configure(&self, account: &str, url: &str) {
         let id = account.into();
         self.webhooks
-            .update_preferences(
+            .update_preferences_blocking(
                 &self.admin,
                 &id,
                 PreferencesUpdate::new()
@@ -292,7 +292,7 @@ impl Harness {
             )
             .unwrap();
         self.webhooks
-            .set_campaign_webhook(&self.admin, &id, "winter", true)
+            .set_campaign_webhook_blocking(&self.admin, &id, &"winter".into(), true)
             .unwrap();
     }
 
@@ -305,7 +305,7 @@ impl Harness {
             .build();
         match self
             .webhooks
-            .submit(&account.into(), &"winter".into(), call)
+            .submit_blocking(&account.into(), &"winter".into(), call)
             .unwrap()
         {
             Submitted::Accepted(id) => id,
@@ -319,7 +319,7 @@ impl Harness {
 
     fn dead_letters(&self, account: &str) -> Vec<crate::delivery::DeadLetter> {
         self.webhooks
-            .dead_letters(&self.admin, &DeliveryFilter::account(account), 100)
+            .dead_letters_blocking(&self.admin, &DeliveryFilter::account(account), 100)
             .unwrap()
     }
 }
@@ -401,7 +401,7 @@ fn always_503_is_tried_ten_times_on_schedule_then_expires_and_replays_with_the_s
             .unwrap()
             .contains("no retries left")
     );
-    let status = h.webhooks.status(&"acme".into(), None).unwrap();
+    let status = h.webhooks.status_blocking(&"acme".into(), None).unwrap();
     assert_eq!((status.stats.pending, status.stats.failed), (0, 1));
     assert_eq!(status.indicator, WebhookIndicator::Failing);
 
@@ -409,18 +409,18 @@ fn always_503_is_tried_ten_times_on_schedule_then_expires_and_replays_with_the_s
     receiver.set_rule(|_, _| Answer::Status(200));
     let n = h
         .webhooks
-        .replay(&h.admin, &DeliveryFilter::account("acme").id(id.clone()))
+        .replay_blocking(&h.admin, &DeliveryFilter::account("acme").id(id.clone()))
         .unwrap();
     assert_eq!(n, 1);
     h.events.successes(1);
     let seen = receiver.seen();
     assert_eq!(seen.len(), 11);
     assert_eq!(seen[10], seen[0]);
-    let status = h.webhooks.status(&"acme".into(), None).unwrap();
+    let status = h.webhooks.status_blocking(&"acme".into(), None).unwrap();
     assert_eq!((status.stats.delivered, status.stats.failed), (1, 0));
     assert_eq!(status.indicator, WebhookIndicator::Active);
     assert!(h.dead_letters("acme").is_empty());
-    worker.shutdown(PATIENCE);
+    worker.shutdown_blocking(PATIENCE).unwrap();
 }
 
 #[test]
@@ -447,15 +447,19 @@ fn two_503s_then_200_is_delivered_on_the_third_attempt_with_the_same_id_and_byte
             .unwrap()
             .contains("Reference=123")
     );
-    let stats = h.webhooks.status(&"acme".into(), None).unwrap().stats;
+    let stats = h
+        .webhooks
+        .status_blocking(&"acme".into(), None)
+        .unwrap()
+        .stats;
     assert_eq!((stats.pending, stats.delivered, stats.failed), (0, 1, 0));
     assert!(stats.last_success_at.is_some());
     assert_eq!(
         stats.last_failure_reason.as_deref(),
         Some("HTTP 503 Service Unavailable")
     );
-    assert!(worker.wait_idle(PATIENCE).unwrap());
-    assert_eq!(worker.shutdown(PATIENCE).released, 0);
+    assert!(worker.wait_idle_blocking(PATIENCE).unwrap());
+    assert_eq!(worker.shutdown_blocking(PATIENCE).unwrap().released, 0);
 }
 
 #[test]
@@ -484,10 +488,12 @@ fn not_found_fails_after_one_attempt_and_only_an_administrator_replays_it() {
     let agent = Principal::user("bob");
     let all = DeliveryFilter::account("acme");
     for denied in [
-        h.webhooks.replay(&agent, &all).map(drop),
-        h.webhooks.remove(&agent, &all).map(drop),
-        h.webhooks.dead_letters(&agent, &all, 10).map(drop),
-        h.webhooks.resume_endpoint(&agent, &"acme".into()).map(drop),
+        h.webhooks.replay_blocking(&agent, &all).map(drop),
+        h.webhooks.remove_blocking(&agent, &all).map(drop),
+        h.webhooks.dead_letters_blocking(&agent, &all, 10).map(drop),
+        h.webhooks
+            .resume_endpoint_blocking(&agent, &"acme".into())
+            .map(drop),
     ] {
         assert!(
             matches!(denied, Err(Error::PermissionDenied { ref principal, .. }) if principal == "bob")
@@ -500,7 +506,7 @@ fn not_found_fails_after_one_attempt_and_only_an_administrator_replays_it() {
     receiver.set_rule(|_, _| Answer::Status(204));
     assert_eq!(
         h.webhooks
-            .replay(
+            .replay_blocking(
                 &h.admin,
                 &DeliveryFilter::account("acme").campaign("winter")
             )
@@ -512,7 +518,7 @@ fn not_found_fails_after_one_attempt_and_only_an_administrator_replays_it() {
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[1], seen[0]);
     assert_eq!(seen[1].id, id.as_str());
-    worker.shutdown(PATIENCE);
+    worker.shutdown_blocking(PATIENCE).unwrap();
 }
 
 #[test]
@@ -542,7 +548,7 @@ fn gone_pauses_the_endpoint_until_an_administrator_resumes_it() {
     assert_eq!(receiver.seen().len(), 1);
     let status = h
         .webhooks
-        .status(&"acme".into(), Some(&"winter".into()))
+        .status_blocking(&"acme".into(), Some(&"winter".into()))
         .unwrap();
     assert_eq!(status.indicator, WebhookIndicator::Paused);
     assert!(status.held);
@@ -555,7 +561,7 @@ fn gone_pauses_the_endpoint_until_an_administrator_resumes_it() {
 
     assert!(matches!(
         h.webhooks
-            .resume_endpoint(&Principal::user("bob"), &"acme".into()),
+            .resume_endpoint_blocking(&Principal::user("bob"), &"acme".into()),
         Err(Error::PermissionDenied { .. })
     ));
     worker.settle();
@@ -564,7 +570,7 @@ fn gone_pauses_the_endpoint_until_an_administrator_resumes_it() {
     receiver.set_rule(|_, _| Answer::Status(200));
     assert!(
         h.webhooks
-            .resume_endpoint(&h.admin, &"acme".into())
+            .resume_endpoint_blocking(&h.admin, &"acme".into())
             .unwrap()
     );
     h.events.wait(
@@ -574,15 +580,15 @@ fn gone_pauses_the_endpoint_until_an_administrator_resumes_it() {
     h.events.successes(2);
     let ids: HashSet<String> = receiver.seen()[1..].iter().map(|s| s.id.clone()).collect();
     assert_eq!(ids, HashSet::from([first.to_string(), second.to_string()]));
-    let status = h.webhooks.status(&"acme".into(), None).unwrap();
+    let status = h.webhooks.status_blocking(&"acme".into(), None).unwrap();
     assert_eq!(status.indicator, WebhookIndicator::Active);
     assert!(!status.held);
     assert!(
         !h.webhooks
-            .resume_endpoint(&h.admin, &"acme".into())
+            .resume_endpoint_blocking(&h.admin, &"acme".into())
             .unwrap()
     );
-    worker.shutdown(PATIENCE);
+    worker.shutdown_blocking(PATIENCE).unwrap();
 }
 
 #[test]
@@ -614,7 +620,11 @@ fn an_endpoint_failing_for_the_configured_time_is_paused() {
             ..
         }
     ));
-    let health = h.webhooks.status(&"acme".into(), None).unwrap().endpoint;
+    let health = h
+        .webhooks
+        .status_blocking(&"acme".into(), None)
+        .unwrap()
+        .endpoint;
     assert_eq!(health.consecutive_failures, 5);
     assert_eq!(health.failing_since, Some(t0()));
     // Still pending (its retry is scheduled), but held.
@@ -624,13 +634,13 @@ fn an_endpoint_failing_for_the_configured_time_is_paused() {
     assert_eq!(receiver.seen().len(), 5);
     assert_eq!(
         h.webhooks
-            .status(&"acme".into(), None)
+            .status_blocking(&"acme".into(), None)
             .unwrap()
             .stats
             .pending,
         1
     );
-    worker.shutdown(PATIENCE);
+    worker.shutdown_blocking(PATIENCE).unwrap();
 }
 
 #[test]
@@ -639,7 +649,7 @@ fn switching_the_account_off_holds_pending_deliveries_and_on_again_sends_them() 
     h.configure("acme", "https://crm.example/hook");
     let ids: Vec<DeliveryId> = (0..3).map(|i| h.submit("acme", &i.to_string())).collect();
     h.webhooks
-        .update_preferences(
+        .update_preferences_blocking(
             &h.admin,
             &"acme".into(),
             PreferencesUpdate::new().enabled(false),
@@ -655,7 +665,7 @@ fn switching_the_account_off_holds_pending_deliveries_and_on_again_sends_them() 
     assert_eq!(worker.in_flight(), 0);
     let status = h
         .webhooks
-        .status(&"acme".into(), Some(&"winter".into()))
+        .status_blocking(&"acme".into(), Some(&"winter".into()))
         .unwrap();
     assert_eq!(
         status.indicator,
@@ -663,18 +673,18 @@ fn switching_the_account_off_holds_pending_deliveries_and_on_again_sends_them() 
     );
     assert!(status.held);
     assert_eq!(status.stats.pending, 3);
-    assert!(!worker.wait_idle(Duration::from_millis(1)).unwrap());
+    assert!(!worker.wait_idle_blocking(Duration::from_millis(1)).unwrap());
 
     // Off at submit time: skipped, nothing stored.
     let call = CallResult::builder().reference("skipped").build();
     let skipped = h
         .webhooks
-        .submit(&"acme".into(), &"winter".into(), call)
+        .submit_blocking(&"acme".into(), &"winter".into(), call)
         .unwrap();
     assert_eq!(skipped, Submitted::Skipped(OffReason::AccountDisabled));
     assert_eq!(
         h.webhooks
-            .status(&"acme".into(), None)
+            .status_blocking(&"acme".into(), None)
             .unwrap()
             .stats
             .pending,
@@ -682,17 +692,17 @@ fn switching_the_account_off_holds_pending_deliveries_and_on_again_sends_them() 
     );
 
     h.webhooks
-        .update_preferences(
+        .update_preferences_blocking(
             &h.admin,
             &"acme".into(),
             PreferencesUpdate::new().enabled(true),
         )
         .unwrap();
     h.events.successes(3);
-    assert!(worker.wait_idle(PATIENCE).unwrap());
+    assert!(worker.wait_idle_blocking(PATIENCE).unwrap());
     let sent: HashSet<String> = receiver.seen().into_iter().map(|s| s.id).collect();
     assert_eq!(sent, ids.iter().map(ToString::to_string).collect());
-    worker.shutdown(PATIENCE);
+    worker.shutdown_blocking(PATIENCE).unwrap();
 }
 
 #[test]
@@ -702,20 +712,25 @@ fn a_campaign_switched_off_at_submit_time_stores_nothing() {
     let call = || CallResult::builder().reference("1").build();
     let acme = "acme".into();
     assert_eq!(
-        h.webhooks.submit(&acme, &"spring".into(), call()).unwrap(),
+        h.webhooks
+            .submit_blocking(&acme, &"spring".into(), call())
+            .unwrap(),
         Submitted::Skipped(OffReason::CampaignDisabled)
     );
     assert_eq!(
         h.webhooks
-            .submit(&"unknown".into(), &"winter".into(), call())
+            .submit_blocking(&"unknown".into(), &"winter".into(), call())
             .unwrap(),
-        Submitted::Skipped(OffReason::AccountDisabled)
+        Submitted::Skipped(OffReason::AccountNotConfigured),
+        "an account never configured says so, rather than 'disabled'"
     );
     h.webhooks
-        .update_preferences(&h.admin, &acme, PreferencesUpdate::new().clear_url())
+        .update_preferences_blocking(&h.admin, &acme, PreferencesUpdate::new().clear_url())
         .unwrap();
     assert_eq!(
-        h.webhooks.submit(&acme, &"winter".into(), call()).unwrap(),
+        h.webhooks
+            .submit_blocking(&acme, &"winter".into(), call())
+            .unwrap(),
         Submitted::Skipped(OffReason::AccountNotConfigured)
     );
     assert!(
@@ -733,12 +748,12 @@ fn a_campaign_switched_off_later_still_sends_what_was_accepted() {
     h.configure("acme", "https://crm.example/hook");
     h.submit("acme", "1");
     h.webhooks
-        .set_campaign_webhook(&h.admin, &"acme".into(), "winter", false)
+        .set_campaign_webhook_blocking(&h.admin, &"acme".into(), &"winter".into(), false)
         .unwrap();
     let receiver = Receiver::always(200);
     let worker = h.threads(&receiver);
     h.events.successes(1);
-    worker.shutdown(PATIENCE);
+    worker.shutdown_blocking(PATIENCE).unwrap();
 }
 
 #[test]
@@ -756,7 +771,7 @@ fn the_next_attempt_uses_the_new_url_and_credentials_with_the_same_bytes() {
     let id = h.submit("acme", "123");
     let next = next_attempt(&h.events.failures(1)[0]).unwrap();
     h.webhooks
-        .update_preferences(
+        .update_preferences_blocking(
             &h.admin,
             &"acme".into(),
             PreferencesUpdate::new()
@@ -786,10 +801,13 @@ fn the_next_attempt_uses_the_new_url_and_credentials_with_the_same_bytes() {
     );
     // A new URL ends the old endpoint's failure streak.
     assert_eq!(
-        h.webhooks.status(&"acme".into(), None).unwrap().indicator,
+        h.webhooks
+            .status_blocking(&"acme".into(), None)
+            .unwrap()
+            .indicator,
         WebhookIndicator::Active
     );
-    worker.shutdown(PATIENCE);
+    worker.shutdown_blocking(PATIENCE).unwrap();
 }
 
 #[test]
@@ -827,7 +845,7 @@ fn retry_after_in_seconds_and_as_a_date_is_honoured_within_the_cap() {
     assert_jittered(delay_between(at, next), Duration::from_secs(2 * 3600));
     h.clock.set(next);
     h.events.successes(1);
-    worker.shutdown(PATIENCE);
+    worker.shutdown_blocking(PATIENCE).unwrap();
 }
 
 #[test]
@@ -877,7 +895,7 @@ fn redirects_and_refused_addresses_fail_for_good_without_a_retry() {
     h.clock.advance(Duration::from_secs(86_400));
     worker.settle();
     assert_eq!(receiver.seen().len(), 2);
-    worker.shutdown(PATIENCE);
+    worker.shutdown_blocking(PATIENCE).unwrap();
 }
 
 #[test]
@@ -910,7 +928,7 @@ fn transport_failures_are_retried() {
         })
         .collect();
     assert_eq!(reasons, ["timed out", "I/O error"]);
-    worker.shutdown(PATIENCE);
+    worker.shutdown_blocking(PATIENCE).unwrap();
 }
 
 #[test]
@@ -946,14 +964,16 @@ fn a_black_holed_endpoint_ties_up_only_its_own_share_on_threads() {
     assert_eq!(worker.in_flight(), 2);
     // Waiting out the grace period for the hung attempts is a wait, not a spin.
     let passes = h.webhooks.scheduler_passes();
-    let report = worker.shutdown(Duration::from_millis(100));
+    let report = worker
+        .shutdown_blocking(Duration::from_millis(100))
+        .unwrap();
     assert_eq!((report.finished, report.released), (0, 2));
     assert!(
         h.webhooks.scheduler_passes() - passes < 50,
         "the scheduler spun while waiting"
     );
     receiver.release_hung();
-    let stuck = h.webhooks.status(&"stuck".into(), None).unwrap();
+    let stuck = h.webhooks.status_blocking(&"stuck".into(), None).unwrap();
     assert_eq!(stuck.stats.pending, 10);
 }
 
@@ -997,17 +1017,17 @@ fn a_black_holed_endpoint_never_delays_another_account_on_tokio() {
         .filter(|s| s.url.contains("stuck"))
         .count();
     assert_eq!(stuck, crate::limits::DEFAULT_PER_ENDPOINT_CONCURRENCY);
-    let status = h.webhooks.status(&"fine".into(), None).unwrap();
+    let status = h.webhooks.status_blocking(&"fine".into(), None).unwrap();
     assert_eq!((status.stats.pending, status.stats.delivered), (0, 10));
     assert_eq!(
         h.webhooks
-            .status(&"stuck".into(), None)
+            .status_blocking(&"stuck".into(), None)
             .unwrap()
             .stats
             .pending,
         10
     );
-    let report = worker.shutdown(Duration::from_millis(50));
+    let report = worker.shutdown_blocking(Duration::from_millis(50)).unwrap();
     assert_eq!(
         report.released,
         crate::limits::DEFAULT_PER_ENDPOINT_CONCURRENCY
@@ -1032,11 +1052,11 @@ fn a_graceful_shutdown_releases_what_did_not_finish_and_a_restart_sends_it_with_
         .collect();
     let in_flight: HashSet<String> = hanging.wait_seen(3).into_iter().map(|s| s.id).collect();
     assert_eq!(in_flight, ids);
-    let report = worker.shutdown(Duration::from_millis(20));
+    let report = worker.shutdown_blocking(Duration::from_millis(20)).unwrap();
     assert_eq!((report.finished, report.released), (0, 3));
     assert_eq!(
         h.webhooks
-            .status(&"acme".into(), None)
+            .status_blocking(&"acme".into(), None)
             .unwrap()
             .stats
             .pending,
@@ -1054,8 +1074,8 @@ fn a_graceful_shutdown_releases_what_did_not_finish_and_a_restart_sends_it_with_
     h.events.successes(3);
     let resent: HashSet<String> = receiver.seen().into_iter().map(|s| s.id).collect();
     assert_eq!(resent, ids);
-    assert!(worker.wait_idle(PATIENCE).unwrap());
-    worker.shutdown(PATIENCE);
+    assert!(worker.wait_idle_blocking(PATIENCE).unwrap());
+    worker.shutdown_blocking(PATIENCE).unwrap();
 }
 
 #[test]
@@ -1071,7 +1091,7 @@ fn a_graceful_shutdown_waits_for_attempts_that_finish_in_time() {
         let receiver = receiver.clone();
         std::thread::spawn(move || receiver.release_hung())
     };
-    let report = worker.shutdown(PATIENCE);
+    let report = worker.shutdown_blocking(PATIENCE).unwrap();
     release.join().unwrap();
     // Finished before or during the shutdown, never released.
     assert_eq!(report.released, 0);
@@ -1089,7 +1109,7 @@ fn a_restart_sees_accounts_switches_and_pauses() {
     h.configure("acme", "https://crm.example/hook");
     h.configure("other", "https://other.example/hook");
     h.webhooks
-        .update_preferences(
+        .update_preferences_blocking(
             &h.admin,
             &"acme".into(),
             PreferencesUpdate::new()
@@ -1101,7 +1121,7 @@ fn a_restart_sees_accounts_switches_and_pauses() {
     h.submit("acme", "1");
     h.events
         .wait(1, |e| matches!(e, Event::EndpointPaused { .. }));
-    worker.shutdown(PATIENCE);
+    worker.shutdown_blocking(PATIENCE).unwrap();
     let before = h.webhooks.account(&"acme".into()).unwrap();
     drop(h);
 
@@ -1116,7 +1136,7 @@ fn a_restart_sees_accounts_switches_and_pauses() {
     );
     let status = h
         .webhooks
-        .status(&"acme".into(), Some(&"winter".into()))
+        .status_blocking(&"acme".into(), Some(&"winter".into()))
         .unwrap();
     assert_eq!(status.indicator, WebhookIndicator::Paused);
     assert!(status.held);
@@ -1131,10 +1151,10 @@ fn a_restart_sees_accounts_switches_and_pauses() {
     assert_eq!(worker.in_flight(), 0);
     assert!(receiver.seen().is_empty());
     h.webhooks
-        .resume_endpoint(&h.admin, &"acme".into())
+        .resume_endpoint_blocking(&h.admin, &"acme".into())
         .unwrap();
     h.events.successes(1);
-    worker.shutdown(PATIENCE);
+    worker.shutdown_blocking(PATIENCE).unwrap();
 }
 
 #[test]
@@ -1144,7 +1164,7 @@ fn only_a_full_administrator_changes_settings_and_nothing_changes_otherwise() {
     let acme = "acme".into();
     let err = h
         .webhooks
-        .update_preferences(
+        .update_preferences_blocking(
             &bob,
             &acme,
             PreferencesUpdate::new()
@@ -1155,7 +1175,7 @@ fn only_a_full_administrator_changes_settings_and_nothing_changes_otherwise() {
     assert!(matches!(err, Error::PermissionDenied { .. }));
     assert!(
         h.webhooks
-            .set_campaign_webhook(&bob, &acme, "winter", true)
+            .set_campaign_webhook_blocking(&bob, &acme, &"winter".into(), true)
             .is_err()
     );
     assert!(h.webhooks.account(&acme).is_none());
@@ -1166,12 +1186,12 @@ fn only_a_full_administrator_changes_settings_and_nothing_changes_otherwise() {
     let saved = h.store.load_accounts().unwrap();
     assert!(
         h.webhooks
-            .update_preferences(&bob, &acme, PreferencesUpdate::new().enabled(false))
+            .update_preferences_blocking(&bob, &acme, PreferencesUpdate::new().enabled(false))
             .is_err()
     );
     assert!(
         h.webhooks
-            .set_campaign_webhook(&bob, &acme, "winter", false)
+            .set_campaign_webhook_blocking(&bob, &acme, &"winter".into(), false)
             .is_err()
     );
     assert_eq!(format!("{:?}", h.webhooks.account(&acme).unwrap()), before);
@@ -1187,7 +1207,7 @@ fn urls_are_checked_against_the_policy_when_set() {
     // https is required by this deployment's policy.
     let err = h
         .webhooks
-        .update_preferences(
+        .update_preferences_blocking(
             &h.admin,
             &acme,
             PreferencesUpdate::new().url("http://crm.example/hook"),
@@ -1196,7 +1216,7 @@ fn urls_are_checked_against_the_policy_when_set() {
     assert!(matches!(err, Error::InvalidUrl { .. }), "{err:?}");
     let err = h
         .webhooks
-        .update_preferences(
+        .update_preferences_blocking(
             &h.admin,
             &acme,
             PreferencesUpdate::new().url("https://10.0.0.5/hook"),
@@ -1222,7 +1242,7 @@ fn a_full_store_is_an_error_and_nothing_is_dropped_silently() {
     let call = CallResult::builder().reference("2").build();
     let err = h
         .webhooks
-        .submit(&"acme".into(), &"winter".into(), call)
+        .submit_blocking(&"acme".into(), &"winter".into(), call)
         .unwrap_err();
     assert!(matches!(err, Error::StoreFull { capacity: 1 }));
 }
@@ -1236,20 +1256,20 @@ fn a_caller_chosen_id_is_sent_and_a_duplicate_is_refused() {
     let (acme, winter): (crate::AccountId, CampaignId) = ("acme".into(), "winter".into());
     assert_eq!(
         h.webhooks
-            .submit_with_id(&acme, &winter, call(), id.clone())
+            .submit_with_id_blocking(&acme, &winter, call(), id.clone())
             .unwrap(),
         Submitted::Accepted(id.clone())
     );
     assert!(
         h.webhooks
-            .submit_with_id(&acme, &winter, call(), id.clone())
+            .submit_with_id_blocking(&acme, &winter, call(), id.clone())
             .is_err()
     );
     let receiver = Receiver::always(200);
     let worker = h.threads(&receiver);
     h.events.successes(1);
     assert_eq!(receiver.seen()[0].id, "call-42");
-    worker.shutdown(PATIENCE);
+    worker.shutdown_blocking(PATIENCE).unwrap();
 }
 
 #[test]
@@ -1260,17 +1280,17 @@ fn removal_is_explicit_and_for_administrators() {
     h.submit("acme", "2");
     assert_eq!(
         h.webhooks
-            .remove(&h.admin, &DeliveryFilter::account("acme"))
+            .remove_blocking(&h.admin, &DeliveryFilter::account("acme"))
             .unwrap(),
         2
     );
     let receiver = Receiver::always(200);
     let worker = h.threads(&receiver);
-    assert!(worker.wait_idle(PATIENCE).unwrap());
+    assert!(worker.wait_idle_blocking(PATIENCE).unwrap());
     worker.settle();
     assert_eq!(worker.in_flight(), 0);
     assert!(receiver.seen().is_empty());
-    worker.shutdown(PATIENCE);
+    worker.shutdown_blocking(PATIENCE).unwrap();
 }
 
 #[test]
@@ -1292,7 +1312,7 @@ fn one_worker_at_a_time_and_another_after_shutdown() {
             ..
         })
     ));
-    worker.shutdown(PATIENCE);
+    worker.shutdown_blocking(PATIENCE).unwrap();
     let again = h.threads(&receiver);
     drop(again);
     assert!(matches!(
@@ -1323,7 +1343,7 @@ fn a_panicking_event_callback_does_not_stop_deliveries() {
     let admin = Principal::administrator("alice");
     let acme = "acme".into();
     webhooks
-        .update_preferences(
+        .update_preferences_blocking(
             &admin,
             &acme,
             PreferencesUpdate::new()
@@ -1332,17 +1352,17 @@ fn a_panicking_event_callback_does_not_stop_deliveries() {
         )
         .unwrap();
     webhooks
-        .set_campaign_webhook(&admin, &acme, "c", true)
+        .set_campaign_webhook_blocking(&admin, &acme, &"c".into(), true)
         .unwrap();
     let receiver = Receiver::always(200);
     let worker = webhooks.start_threads(receiver.clone(), 2).unwrap();
     for i in 0..3 {
         let call = CallResult::builder().reference(i.to_string()).build();
-        let _ = webhooks.submit(&acme, &"c".into(), call).unwrap();
+        let _ = webhooks.submit_blocking(&acme, &"c".into(), call).unwrap();
     }
-    assert!(worker.wait_idle(PATIENCE).unwrap());
+    assert!(worker.wait_idle_blocking(PATIENCE).unwrap());
     assert_eq!(receiver.seen().len(), 3);
-    worker.shutdown(PATIENCE);
+    worker.shutdown_blocking(PATIENCE).unwrap();
 }
 
 #[test]
@@ -1359,7 +1379,7 @@ fn secrets_and_bodies_never_show_in_events_status_or_debug() {
         h.events.all(),
         h.webhooks,
         h.webhooks.account(&"acme".into()),
-        h.webhooks.status(&"acme".into(), None).unwrap(),
+        h.webhooks.status_blocking(&"acme".into(), None).unwrap(),
         h.dead_letters("acme"),
         worker,
     );
@@ -1369,9 +1389,10 @@ fn secrets_and_bodies_never_show_in_events_status_or_debug() {
             "{secret} leaked: {everything}"
         );
     }
-    let json = serde_json::to_string(&h.webhooks.status(&"acme".into(), None).unwrap()).unwrap();
+    let json =
+        serde_json::to_string(&h.webhooks.status_blocking(&"acme".into(), None).unwrap()).unwrap();
     assert!(!json.contains(PASSWORD));
-    worker.shutdown(PATIENCE);
+    worker.shutdown_blocking(PATIENCE).unwrap();
 }
 
 #[test]
@@ -1389,11 +1410,11 @@ fn many_accounts_many_deliveries_all_arrive_once_each() {
                 .to_string(),
         );
     }
-    assert!(worker.wait_idle(PATIENCE).unwrap());
+    assert!(worker.wait_idle_blocking(PATIENCE).unwrap());
     let seen: Vec<String> = receiver.seen().into_iter().map(|s| s.id).collect();
     assert_eq!(seen.len(), 40);
     assert_eq!(seen.into_iter().collect::<HashSet<_>>(), ids);
-    worker.shutdown(PATIENCE);
+    worker.shutdown_blocking(PATIENCE).unwrap();
 }
 
 #[test]
@@ -1523,7 +1544,7 @@ fn each_attempt_has_a_span_with_ids_status_and_latency_and_no_secret_is_traced()
     let next = next_attempt(&h.events.failures(1)[0]).unwrap();
     h.clock.set(next);
     h.events.successes(1);
-    worker.shutdown(PATIENCE);
+    worker.shutdown_blocking(PATIENCE).unwrap();
 
     let mut spans: Vec<String> = capture
         .spans()

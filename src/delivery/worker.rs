@@ -8,8 +8,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -17,11 +16,14 @@ use bytes::Bytes;
 use http::Request;
 use jiff::Timestamp;
 
+use crate::blocking::unblock;
 use crate::delivery::engine::{Attempt, Completed, Completion, Engine, Outcome};
+use crate::delivery::events::Event;
 use crate::delivery::schedule::add;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, DeliveryId};
 use crate::store::Delivery;
+use crate::sync::lock;
 
 /// How far ahead a fetch looks to learn when an account's next delivery is due. Longer than
 /// any single wait of a schedule (7 days at most).
@@ -36,6 +38,8 @@ const STORE_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Sends the attempts the scheduler hands it and reports each completion through the engine.
 pub(crate) trait Runner: Send + Sync + 'static {
+    /// The scheduler is starting: watch whatever the attempts depend on (the async runtime).
+    fn started(&self, _engine: &Arc<Engine>) {}
     /// Starts one attempt; its completion is reported with `Signal::complete`.
     fn run(&self, engine: &Arc<Engine>, attempt: Attempt, request: Request<Bytes>);
     /// The scheduler has taken this attempt's completion.
@@ -46,10 +50,16 @@ pub(crate) trait Runner: Send + Sync + 'static {
 
 /// A running delivery worker: the scheduler thread and its runner.
 ///
-/// Made by [`Webhooks::start_threads`](crate::Webhooks::start_threads) or
-/// `Webhooks::start_tokio` (feature `tokio`). Stop it with
-/// [`shutdown`](Worker::shutdown); dropping it stops it at once, releasing what is in flight
-/// (it stays pending in the store).
+/// Made by [`Webhooks::start_tokio`](crate::Webhooks::start_tokio) (feature `tokio`) or
+/// [`Webhooks::start_threads`](crate::Webhooks::start_threads). Clones are handles to the same
+/// worker: keep one in the dialer's state, hand others to whoever waits on it. Stop it with
+/// [`shutdown`](Worker::shutdown); when the last handle is dropped it stops at once,
+/// releasing what is in flight (it stays pending in the store).
+///
+/// Waiting methods come in pairs: `wait_idle(..).await` and `shutdown(..).await` for async
+/// callers, `wait_idle_blocking` and `shutdown_blocking` for threads. A blocking one called on
+/// a thread of the tokio runtime the worker's attempts run on would stall those very attempts,
+/// so it returns [`Error::BlockingInRuntime`] at once instead of waiting.
 ///
 /// # Examples
 ///
@@ -57,10 +67,9 @@ pub(crate) trait Runner: Send + Sync + 'static {
 /// use std::time::Duration;
 /// use bytes::Bytes;
 /// use http::{HeaderMap, Request, StatusCode};
-/// use call_result_webhook::{
-///     BlockingDispatcher, CallResult, MemoryStore, PreferencesUpdate, Principal, UrlPolicy,
-///     Webhooks, dispatch::{ReceiverResponse, TransportError},
-/// };
+/// use call_result_webhook::{BlockingDispatcher, CallResult, MemoryStore, PreferencesUpdate,
+///     Principal, UrlPolicy, Webhooks};
+/// use call_result_webhook::dispatch::{ReceiverResponse, TransportError};
 ///
 /// // A receiver that accepts everything, in process.
 /// struct Accept;
@@ -70,25 +79,48 @@ pub(crate) trait Runner: Send + Sync + 'static {
 ///     }
 /// }
 ///
+/// // A dialer with no async runtime: the `_blocking` forms throughout.
 /// let webhooks = Webhooks::builder().store(MemoryStore::new()).policy(UrlPolicy::new()).build()?;
 /// let admin = Principal::administrator("alice");
-/// let acme = "acme".into();
-/// webhooks.update_preferences(&admin, &acme,
+/// let (acme, winter) = ("acme".into(), "winter".into());
+/// webhooks.update_preferences_blocking(&admin, &acme,
 ///     PreferencesUpdate::new().enabled(true).url("https://crm.example/hook"))?;
-/// webhooks.set_campaign_webhook(&admin, &acme, "winter", true)?;
+/// webhooks.set_campaign_webhook_blocking(&admin, &acme, &winter, true)?;
 ///
 /// let worker = webhooks.start_threads(Accept, 4)?;
-/// webhooks.submit(&acme, &"winter".into(), CallResult::builder().reference("123").build())?;
-/// assert!(worker.wait_idle(Duration::from_secs(10))?);
-/// assert_eq!(webhooks.status(&acme, None)?.stats.delivered, 1);
+/// let call = CallResult::builder().reference("123").build();
+/// webhooks.submit_blocking(&acme, &winter, call)?;
+/// assert!(worker.wait_idle_blocking(Duration::from_secs(10))?);
+/// assert_eq!(webhooks.status_blocking(&acme, None)?.stats.delivered, 1);
 ///
-/// let report = worker.shutdown(Duration::from_secs(5));
+/// let report = worker.shutdown_blocking(Duration::from_secs(5))?;
 /// assert_eq!(report.released, 0);
 /// # Ok::<(), call_result_webhook::Error>(())
 /// ```
+#[derive(Clone)]
 pub struct Worker {
+    inner: Arc<WorkerInner>,
+}
+
+struct WorkerInner {
     engine: Arc<Engine>,
-    scheduler: Option<JoinHandle<ShutdownReport>>,
+    /// The scheduler thread until it is joined, then what it reported.
+    scheduler: Mutex<Scheduled>,
+    /// The runtime the attempts run on, where blocking waits are refused.
+    #[cfg(feature = "tokio")]
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+enum Scheduled {
+    Running(JoinHandle<Stopped>),
+    Joined(Stopped),
+}
+
+/// What the scheduler thread returns: its report, and why it stopped if not asked to.
+#[derive(Clone)]
+struct Stopped {
+    report: ShutdownReport,
+    because: Option<String>,
 }
 
 /// What a graceful shutdown did.
@@ -107,19 +139,17 @@ impl Worker {
         engine: Arc<Engine>,
         runner: Arc<dyn Runner>,
         global: usize,
+        #[cfg(feature = "tokio")] runtime: Option<tokio::runtime::Handle>,
+        #[cfg(not(feature = "tokio"))] _runtime: Option<std::convert::Infallible>,
     ) -> Result<Self> {
-        if engine
-            .worker_running
-            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
+        if !engine.claim_worker() {
             return Err(Error::config(
                 "worker",
                 "a worker is already running for these webhooks",
             ));
         }
-        engine.signal.start();
-        let per_endpoint = engine.limits.per_endpoint.min((global / 2).max(1));
+        engine.signal().start();
+        let per_endpoint = engine.limits().per_endpoint.min((global / 2).max(1));
         let scheduler = Scheduler {
             engine: engine.clone(),
             runner,
@@ -136,12 +166,16 @@ impl Worker {
             .spawn(move || scheduler.run());
         match spawned {
             Ok(handle) => Ok(Worker {
-                engine,
-                scheduler: Some(handle),
+                inner: Arc::new(WorkerInner {
+                    engine,
+                    scheduler: Mutex::new(Scheduled::Running(handle)),
+                    #[cfg(feature = "tokio")]
+                    runtime,
+                }),
             }),
             Err(e) => {
-                engine.signal.stopped();
-                engine.worker_running.store(false, Ordering::SeqCst);
+                engine.signal().stopped(None);
+                engine.release_worker();
                 Err(Error::config(
                     "worker",
                     format!("cannot start the scheduler thread: {e}"),
@@ -155,60 +189,165 @@ impl Worker {
     /// pending in the store and are sent again, with the same `webhook-id`, by the next worker
     /// (after a restart, on the same store). Nothing is lost.
     ///
-    /// Blocks the calling thread for at most about `deadline`. Call it from a thread, or from
-    /// `spawn_blocking`, not from an async task.
-    pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
-        self.engine.signal.shutdown(Instant::now() + deadline);
-        match self.scheduler.take().map(JoinHandle::join) {
-            Some(Ok(report)) => report,
-            Some(Err(panic)) => std::panic::resume_unwind(panic),
-            None => ShutdownReport::default(),
-        }
+    /// Every handle may call it; the first does the work, the others wait for it and get the
+    /// same report. Calling it again after the worker stopped returns that report at once.
+    ///
+    /// **Dropped before it completes**, the shutdown still goes on: the worker stops by the
+    /// deadline all the same.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WorkerStopped`] when the worker had already stopped on its own (its runtime
+    /// shut down; the reason says so): nothing was in flight to finish.
+    /// [`Error::RuntimeShuttingDown`] when the caller's runtime is shutting down.
+    pub async fn shutdown(&self, deadline: Duration) -> Result<ShutdownReport> {
+        let inner = self.inner.clone();
+        inner.engine.signal().shutdown(Instant::now() + deadline);
+        unblock(move || inner.join()).await?
+    }
+
+    /// [`shutdown`](Self::shutdown) for threads: blocks for at most about `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BlockingInRuntime`] at once, without stopping anything, when called on a thread
+    /// of the tokio runtime the worker's attempts run on (call `shutdown(..).await` there);
+    /// otherwise as [`shutdown`](Self::shutdown).
+    pub fn shutdown_blocking(&self, deadline: Duration) -> Result<ShutdownReport> {
+        self.inner
+            .refuse_blocking("Worker::shutdown_blocking", "Worker::shutdown(..).await")?;
+        self.inner
+            .engine
+            .signal()
+            .shutdown(Instant::now() + deadline);
+        self.inner.join()
     }
 
     /// Waits until no delivery is pending in the store, at most `timeout`. Returns `true` when
-    /// none is, `false` at the timeout.
+    /// none is, `false` at the timeout (or when the worker was shut down meanwhile).
     ///
     /// Deliveries that failed for good are not pending: they are reported by
     /// [`Event::DeliveryFailed`](crate::Event::DeliveryFailed), not waited on. Deliveries held
     /// because the account's webhook is off or its endpoint is paused are pending, and keep
-    /// this waiting until the timeout.
+    /// this waiting until the timeout. Read only: dropping the future loses nothing.
     ///
-    /// Reads the store: call it from a thread, not from an async task.
-    pub fn wait_idle(&self, timeout: Duration) -> Result<bool> {
+    /// # Errors
+    ///
+    /// [`Error::WorkerStopped`] as soon as the worker stops on its own (its runtime shut
+    /// down), since nothing pending would be delivered; [`Error::Store`] when the store cannot
+    /// be read; [`Error::RuntimeShuttingDown`].
+    pub async fn wait_idle(&self, timeout: Duration) -> Result<bool> {
+        let inner = self.inner.clone();
+        unblock(move || inner.wait_idle(timeout)).await?
+    }
+
+    /// [`wait_idle`](Self::wait_idle) for threads.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BlockingInRuntime`] at once when called on a thread of the tokio runtime the
+    /// worker's attempts run on (call `wait_idle(..).await` there); otherwise as
+    /// [`wait_idle`](Self::wait_idle).
+    pub fn wait_idle_blocking(&self, timeout: Duration) -> Result<bool> {
+        self.inner
+            .refuse_blocking("Worker::wait_idle_blocking", "Worker::wait_idle(..).await")?;
+        self.inner.wait_idle(timeout)
+    }
+
+    /// How many attempts are in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.engine.in_flight()
+    }
+
+    /// Whether the scheduler is running (not shut down, not stopped on its own).
+    pub fn is_running(&self) -> bool {
+        self.inner.engine.signal().passes().1
+    }
+
+    /// Waits until the scheduler has handled everything signalled so far.
+    #[cfg(test)]
+    pub(crate) fn settle(&self) {
+        assert!(
+            self.inner.engine.signal().settle(),
+            "the scheduler is not running"
+        );
+    }
+}
+
+impl WorkerInner {
+    fn refuse_blocking(&self, method: &'static str, instead: &'static str) -> Result<()> {
+        #[cfg(feature = "tokio")]
+        if self
+            .runtime
+            .as_ref()
+            .is_some_and(crate::blocking::on_runtime)
+        {
+            return Err(Error::BlockingInRuntime { method, instead });
+        }
+        let _ = (method, instead);
+        Ok(())
+    }
+
+    /// Joins the scheduler (once) and answers with what it reported.
+    fn join(&self) -> Result<ShutdownReport> {
+        let mut scheduled = lock(&self.scheduler);
+        let stopped = match std::mem::replace(
+            &mut *scheduled,
+            Scheduled::Joined(Stopped {
+                report: ShutdownReport::default(),
+                because: None,
+            }),
+        ) {
+            Scheduled::Running(handle) => match handle.join() {
+                Ok(stopped) => stopped,
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            Scheduled::Joined(stopped) => stopped,
+        };
+        *scheduled = Scheduled::Joined(stopped.clone());
+        match stopped.because {
+            Some(reason) => Err(Error::WorkerStopped { reason }),
+            None => Ok(stopped.report),
+        }
+    }
+
+    fn wait_idle(&self, timeout: Duration) -> Result<bool> {
+        let signal = self.engine.signal();
         let until = Instant::now() + timeout;
         loop {
-            let (seen, running) = self.engine.signal.passes();
-            if self.engine.store.pending_accounts()?.is_empty() {
+            let (seen, running) = signal.passes();
+            if let Some(reason) = signal.stopped_because() {
+                return Err(Error::WorkerStopped { reason });
+            }
+            if self.engine.store().pending_accounts()?.is_empty() {
                 return Ok(true);
             }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() || !running {
                 return Ok(false);
             }
-            self.engine.signal.wait_pass(seen, left);
+            signal.wait_pass(seen, left);
         }
-    }
-
-    /// How many attempts are in flight now.
-    pub fn in_flight(&self) -> usize {
-        self.engine.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// Waits until the scheduler has handled everything signalled so far.
-    #[cfg(test)]
-    pub(crate) fn settle(&self) {
-        assert!(self.engine.signal.settle(), "the scheduler is not running");
     }
 }
 
-impl Drop for Worker {
-    /// Stops at once, as `shutdown(Duration::ZERO)` would: what is in flight is released.
+impl Drop for WorkerInner {
+    /// The last handle is gone: stop at once, as `shutdown(Duration::ZERO)` would; what is in
+    /// flight is released.
     fn drop(&mut self) {
-        if let Some(scheduler) = self.scheduler.take() {
-            self.engine.signal.shutdown(Instant::now());
-            // The scheduler only finishes its current pass; a panic there was already reported.
-            let _ = scheduler.join();
+        let scheduled = self.scheduler.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Scheduled::Running(_) = scheduled {
+            self.engine.signal().shutdown(Instant::now());
+            if let Scheduled::Running(handle) = std::mem::replace(
+                scheduled,
+                Scheduled::Joined(Stopped {
+                    report: ShutdownReport::default(),
+                    because: None,
+                }),
+            ) {
+                // The scheduler only finishes its current pass; a panic there was reported.
+                let _ = handle.join();
+            }
         }
     }
 }
@@ -216,7 +355,7 @@ impl Drop for Worker {
 impl fmt::Debug for Worker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Worker")
-            .field("running", &self.scheduler.is_some())
+            .field("running", &self.is_running())
             .field("in_flight", &self.in_flight())
             .finish()
     }
@@ -264,8 +403,10 @@ struct Scheduler {
 }
 
 impl Scheduler {
-    fn run(mut self) -> ShutdownReport {
+    fn run(mut self) -> Stopped {
+        self.runner.started(&self.engine);
         let mut report = ShutdownReport::default();
+        let mut because = None;
         let mut deadline: Option<Instant> = None;
         let mut last_rescan: Option<Instant> = None;
         let mut requested = 0;
@@ -277,15 +418,13 @@ impl Scheduler {
                     last_rescan = Some(Instant::now());
                 }
             }
-            let now = self.engine.clock.now();
+            let now = self.engine.clock().now();
             if deadline.is_none() && !stalled {
                 self.dispatch_ready(now);
             }
             self.lanes.retain(|_, lane| !lane.is_empty());
-            self.engine
-                .in_flight
-                .store(self.in_flight, Ordering::Relaxed);
-            self.engine.signal.pass_done(requested);
+            self.engine.set_in_flight(self.in_flight);
+            self.engine.signal().pass_done(requested);
 
             let mut wait = self.wait(now, deadline.is_some());
             if let Some(rescan_at) = last_rescan.map(|t| t + RESCAN_EVERY) {
@@ -301,7 +440,7 @@ impl Scheduler {
                 wait = min_wait(wait, d.saturating_duration_since(Instant::now()));
             }
 
-            let batch = self.engine.signal.take(wait);
+            let batch = self.engine.signal().take(wait);
             requested = batch.requested;
             if deadline.is_none() && batch.shutdown.is_some() {
                 tracing::info!(in_flight = self.in_flight, "webhook worker shutting down");
@@ -326,24 +465,37 @@ impl Scheduler {
                 lane.backlog.clear();
                 lane.needs_fetch = true;
             }
+            if batch.runtime_gone {
+                because =
+                    Some("the tokio runtime the worker's attempts ran on has shut down".to_owned());
+                break;
+            }
         }
         report.released = self.in_flight;
         self.runner.stop();
-        self.engine.in_flight.store(0, Ordering::Relaxed);
-        self.engine.worker_running.store(false, Ordering::SeqCst);
-        self.engine.signal.stopped();
-        tracing::info!(
-            finished = report.finished,
-            released = report.released,
-            "webhook worker stopped"
-        );
-        report
+        self.engine.set_in_flight(0);
+        self.engine.release_worker();
+        if let Some(reason) = &because {
+            tracing::error!(reason = %reason, released = report.released, "webhook worker stopped on its own");
+            self.engine.emit(Event::WorkerStopped {
+                reason: reason.clone(),
+                released: report.released,
+            });
+        } else {
+            tracing::info!(
+                finished = report.finished,
+                released = report.released,
+                "webhook worker stopped"
+            );
+        }
+        self.engine.signal().stopped(because.clone());
+        Stopped { report, because }
     }
 
     /// Learns from the store which accounts have pending deliveries. Returns `false` if the
     /// store failed.
     fn rescan(&mut self) -> bool {
-        match self.engine.store.pending_accounts() {
+        match self.engine.store().pending_accounts() {
             Ok(accounts) => {
                 for (account, at) in accounts {
                     self.lanes.entry(account).or_default().due_sooner(at);
@@ -409,7 +561,7 @@ impl Scheduler {
         let skip: Vec<DeliveryId> = lane.in_flight.iter().cloned().collect();
         match self
             .engine
-            .store
+            .store()
             .due(account, add(now, LOOKAHEAD), self.backlog, &skip)
         {
             Ok(found) => {
@@ -439,7 +591,7 @@ impl Scheduler {
         let attempt = Attempt::new(&d);
         match self.engine.prepare(&d) {
             Ok(request) => self.runner.run(&self.engine, attempt, request),
-            Err(verdict) => self.engine.signal.complete(Completion {
+            Err(verdict) => self.engine.signal().complete(Completion {
                 attempt,
                 outcome: Outcome::NotSent(verdict),
                 latency: Duration::ZERO,
@@ -480,7 +632,7 @@ impl Scheduler {
             .filter(|(a, _)| self.engine.lane_open(a))
             .map(|(_, t)| t)
             .min()?;
-        self.engine.clock.sleep_hint(soonest)
+        self.engine.clock().sleep_hint(soonest)
     }
 }
 

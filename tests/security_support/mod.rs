@@ -657,10 +657,10 @@ pub mod engine {
         pub fn configure(&self, account: &str, url: &str, update: PreferencesUpdate) {
             let id: AccountId = account.into();
             self.webhooks
-                .update_preferences(&self.admin, &id, update.enabled(true).url(url))
+                .update_preferences_blocking(&self.admin, &id, update.enabled(true).url(url))
                 .unwrap();
             self.webhooks
-                .set_campaign_webhook(&self.admin, &id, "winter", true)
+                .set_campaign_webhook_blocking(&self.admin, &id, &"winter".into(), true)
                 .unwrap();
         }
 
@@ -668,7 +668,7 @@ pub mod engine {
         pub fn submit(&self, account: &str, call: CallResult) -> call_result_webhook::DeliveryId {
             match self
                 .webhooks
-                .submit(&account.into(), &"winter".into(), call)
+                .submit_blocking(&account.into(), &"winter".into(), call)
                 .unwrap()
             {
                 Submitted::Accepted(id) => id,

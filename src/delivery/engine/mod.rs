@@ -4,10 +4,13 @@
 //! No runtime here: the scheduler ([`crate::delivery::worker`]) calls in from its own thread,
 //! and runners report completions through [`Signal`].
 
-use std::collections::{HashMap, HashSet};
+mod operations;
+mod signal;
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
@@ -29,6 +32,8 @@ use crate::request::build_request_at;
 use crate::store::{AttemptRecord, Delivery, NextStep, Store};
 use crate::sync::lock;
 
+pub(crate) use signal::Signal;
+
 /// The event callback.
 pub(crate) type EventSink = Arc<dyn Fn(&Event) + Send + Sync + 'static>;
 
@@ -40,22 +45,23 @@ pub(crate) struct Limits {
     pub(crate) pause_after: Duration,
 }
 
-/// Everything the facade, the scheduler and the runners share.
+/// Everything the facade, the scheduler and the runners share. Its fields are its own: the
+/// facade calls the operations in `operations.rs`, the scheduler the accessors below.
 pub(crate) struct Engine {
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) policy: UrlPolicy,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) on_event: Option<EventSink>,
-    pub(crate) limits: Limits,
+    store: Arc<dyn Store>,
+    policy: UrlPolicy,
+    clock: Arc<dyn Clock>,
+    on_event: Option<EventSink>,
+    limits: Limits,
     accounts: RwLock<HashMap<AccountId, Account>>,
-    pub(crate) health: Mutex<HashMap<AccountId, EndpointHealth>>,
+    health: Mutex<HashMap<AccountId, EndpointHealth>>,
     /// Serialises administrative changes: read, change, save, publish.
-    pub(crate) admin: Mutex<()>,
-    pub(crate) signal: Arc<Signal>,
+    admin: Mutex<()>,
+    signal: Arc<Signal>,
     /// Kept alive here; the clock holds only a weak reference.
     _clock_wake: Arc<dyn Fn() + Send + Sync>,
-    pub(crate) worker_running: AtomicBool,
-    pub(crate) in_flight: AtomicUsize,
+    worker_running: AtomicBool,
+    in_flight: AtomicUsize,
 }
 
 impl Engine {
@@ -88,15 +94,55 @@ impl Engine {
         }
     }
 
-    pub(crate) fn accounts(&self) -> RwLockReadGuard<'_, HashMap<AccountId, Account>> {
+    pub(crate) fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+
+    pub(crate) fn policy(&self) -> &UrlPolicy {
+        &self.policy
+    }
+
+    pub(crate) fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub(crate) fn signal(&self) -> &Signal {
+        &self.signal
+    }
+
+    /// Attempts in flight, as the scheduler last published.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_in_flight(&self, n: usize) {
+        self.in_flight.store(n, Ordering::Relaxed);
+    }
+
+    /// Takes the one worker place; `false` if a worker is running already.
+    pub(crate) fn claim_worker(&self) -> bool {
+        self.worker_running
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    pub(crate) fn release_worker(&self) {
+        self.worker_running.store(false, Ordering::SeqCst);
+    }
+
+    fn accounts(&self) -> RwLockReadGuard<'_, HashMap<AccountId, Account>> {
         crate::sync::read(&self.accounts)
     }
 
-    pub(crate) fn accounts_mut(&self) -> RwLockWriteGuard<'_, HashMap<AccountId, Account>> {
+    fn accounts_mut(&self) -> RwLockWriteGuard<'_, HashMap<AccountId, Account>> {
         crate::sync::write(&self.accounts)
     }
 
-    pub(crate) fn health_of(&self, account: &AccountId) -> EndpointHealth {
+    fn health_of(&self, account: &AccountId) -> EndpointHealth {
         lock(&self.health).get(account).cloned().unwrap_or_default()
     }
 
@@ -420,178 +466,4 @@ struct Decided {
     verdict: Verdict,
     record: AttemptRecord,
     failed_for_good: Option<(FailureKind, String)>,
-}
-
-/// How the facade, runners and the clock wake the scheduler, and how the scheduler tells
-/// waiters it made progress.
-#[derive(Debug, Default)]
-pub(crate) struct Signal {
-    state: Mutex<SignalState>,
-    /// The scheduler waits here for work.
-    work: Condvar,
-    /// `wait_idle` and tests wait here for the scheduler's progress.
-    progress: Condvar,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct SignalState {
-    /// Accounts with new work (a submit): look in the store.
-    pub(crate) touched: HashSet<AccountId>,
-    /// Accounts changed by an administrator: drop what was fetched and look again.
-    pub(crate) reset: HashSet<AccountId>,
-    pub(crate) completions: Vec<Completion>,
-    pub(crate) clock_moved: bool,
-    pub(crate) shutdown: Option<Instant>,
-    /// Settle requests made and answered.
-    pub(crate) requested: u64,
-    pub(crate) answered: u64,
-    /// Bumped at the end of every pass of the scheduler.
-    pub(crate) passes: u64,
-    pub(crate) running: bool,
-}
-
-impl SignalState {
-    fn has_work(&self) -> bool {
-        !self.touched.is_empty()
-            || !self.reset.is_empty()
-            || !self.completions.is_empty()
-            || self.clock_moved
-            || self.shutdown.is_some()
-            || self.requested > self.answered
-    }
-}
-
-/// Everything taken from the signal in one pass.
-#[derive(Debug, Default)]
-pub(crate) struct Batch {
-    pub(crate) touched: HashSet<AccountId>,
-    pub(crate) reset: HashSet<AccountId>,
-    pub(crate) completions: Vec<Completion>,
-    pub(crate) shutdown: Option<Instant>,
-    pub(crate) requested: u64,
-}
-
-impl Signal {
-    fn with<R>(&self, f: impl FnOnce(&mut SignalState) -> R) -> R {
-        let r = f(&mut lock(&self.state));
-        self.work.notify_all();
-        r
-    }
-
-    /// A submit for `account`. While the account waits in `touched` the scheduler has already
-    /// been woken for it, so only the first submit of a pass wakes it (and clones the id).
-    pub(crate) fn touch(&self, account: &AccountId) {
-        let mut s = lock(&self.state);
-        if s.touched.contains(account) {
-            return;
-        }
-        s.touched.insert(account.clone());
-        drop(s);
-        self.work.notify_all();
-    }
-
-    pub(crate) fn reset(&self, account: &AccountId) {
-        self.with(|s| {
-            s.reset.insert(account.clone());
-        });
-    }
-
-    pub(crate) fn complete(&self, c: Completion) {
-        self.with(|s| s.completions.push(c));
-    }
-
-    pub(crate) fn clock_moved(&self) {
-        self.with(|s| s.clock_moved = true);
-    }
-
-    pub(crate) fn shutdown(&self, deadline: Instant) {
-        self.with(|s| {
-            s.shutdown = Some(s.shutdown.map_or(deadline, |d| d.min(deadline)));
-        });
-    }
-
-    /// The scheduler starts: a fresh state (completions of a previous worker are kept).
-    pub(crate) fn start(&self) {
-        self.with(|s| {
-            s.running = true;
-            s.shutdown = None;
-        });
-    }
-
-    /// Waits at most `wait` (for ever if `None`) for something to do and takes it.
-    pub(crate) fn take(&self, wait: Option<Duration>) -> Batch {
-        let mut s = lock(&self.state);
-        let until = wait.map(|w| Instant::now() + w);
-        while !s.has_work() {
-            match until {
-                None => s = self.work.wait(s).unwrap_or_else(|p| p.into_inner()),
-                Some(until) => {
-                    let left = until.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    s = self
-                        .work
-                        .wait_timeout(s, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
-        }
-        s.clock_moved = false;
-        Batch {
-            touched: std::mem::take(&mut s.touched),
-            reset: std::mem::take(&mut s.reset),
-            completions: std::mem::take(&mut s.completions),
-            shutdown: s.shutdown.take(),
-            requested: s.requested,
-        }
-    }
-
-    /// The scheduler finished a pass, having handled every request up to `requested`.
-    pub(crate) fn pass_done(&self, requested: u64) {
-        let mut s = lock(&self.state);
-        s.answered = s.answered.max(requested);
-        s.passes = s.passes.wrapping_add(1);
-        drop(s);
-        self.progress.notify_all();
-    }
-
-    /// The scheduler stopped.
-    pub(crate) fn stopped(&self) {
-        let mut s = lock(&self.state);
-        s.running = false;
-        s.shutdown = None;
-        drop(s);
-        self.progress.notify_all();
-    }
-
-    /// The count of finished passes, to wait for the next with [`Signal::wait_pass`].
-    pub(crate) fn passes(&self) -> (u64, bool) {
-        let s = lock(&self.state);
-        (s.passes, s.running)
-    }
-
-    /// Waits until a pass after `seen` finishes or the scheduler stops, at most `timeout`.
-    pub(crate) fn wait_pass(&self, seen: u64, timeout: Duration) {
-        let s = lock(&self.state);
-        let _ = self
-            .progress
-            .wait_timeout_while(s, timeout, |s| s.passes == seen && s.running);
-    }
-
-    /// Waits until the scheduler has handled everything signalled before this call (or has
-    /// stopped). Returns whether it is running.
-    #[cfg(test)]
-    pub(crate) fn settle(&self) -> bool {
-        let mut s = lock(&self.state);
-        s.requested += 1;
-        let target = s.requested;
-        self.work.notify_all();
-        let s = self
-            .progress
-            .wait_while(s, |s| s.answered < target && s.running)
-            .unwrap_or_else(|p| p.into_inner());
-        s.running
-    }
 }

@@ -1,0 +1,102 @@
+//! Blocking work for async callers, off their runtime's threads.
+//!
+//! Inside a tokio runtime (feature `tokio`) the work goes to that runtime's blocking pool;
+//! anywhere else (another executor, or no runtime at all) to a short-lived thread of its own.
+//! Either way the caller's executor thread only awaits.
+//!
+//! Dropping the returned future does not stop the work: it runs to its end on its thread, and
+//! only its outcome is lost. Every async method of the facade documents what that means for it.
+
+use crate::error::{Error, Result};
+
+/// Runs `work` on a blocking thread and awaits its result. A panic in `work` is resumed in
+/// the caller, as if `work` had run inline.
+pub(crate) async fn unblock<T, F>(work: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    #[cfg(feature = "tokio")]
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        return match handle.spawn_blocking(work).await {
+            Ok(value) => Ok(value),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(Error::RuntimeShuttingDown),
+        };
+    }
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("webhook-blocking".into())
+        .spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            // The caller may have stopped waiting; the work is done either way.
+            let _ = tx.send(outcome);
+        })
+        .map_err(|e| Error::config("thread", format!("cannot start a thread: {e}")))?;
+    match rx.await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        // The thread ended without sending: only a panic while sending could do that.
+        Err(_) => Err(Error::RuntimeShuttingDown),
+    }
+}
+
+/// Whether the calling thread belongs to the tokio runtime `runtime`: a blocking wait there
+/// would stall the tasks that runtime should be running.
+#[cfg(feature = "tokio")]
+pub(crate) fn on_runtime(runtime: &tokio::runtime::Handle) -> bool {
+    tokio::runtime::Handle::try_current().is_ok_and(|current| current.id() == runtime.id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poll_to_end<T>(fut: impl std::future::Future<Output = T>) -> T {
+        // A minimal executor: no runtime at all, so the thread path is taken.
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                return v;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn without_a_runtime_the_work_runs_on_a_thread_of_its_own() {
+        let caller = std::thread::current().id();
+        let worker = poll_to_end(unblock(|| std::thread::current().id())).unwrap();
+        assert_ne!(caller, worker);
+    }
+
+    #[test]
+    #[should_panic(expected = "boom")]
+    fn a_panic_reaches_the_caller() {
+        poll_to_end(unblock(|| -> u8 { panic!("boom") })).unwrap();
+    }
+
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn inside_tokio_the_blocking_pool_runs_it_and_the_runtime_is_recognised() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        let other = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(!on_runtime(&handle));
+        rt.block_on(async {
+            assert!(on_runtime(&handle));
+            assert!(!on_runtime(other.handle()));
+            let on_pool = unblock(move || on_runtime(&tokio::runtime::Handle::current()))
+                .await
+                .unwrap();
+            // The blocking pool's threads run in the runtime's context too.
+            assert!(on_pool);
+        });
+    }
+}
