@@ -29,7 +29,8 @@ use call_result_webhook::{
 const USER_NAME: &str = "dialer";
 const PASSWORD: &str = "s3cret";
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("1. The customer's server");
     let (url, received) = start_receiver()?;
     println!("   listening on {url}: it answers 503 to its first request, 200 after that\n");
@@ -41,11 +42,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("   {} (WAL, synchronous FULL)\n", path.display());
 
     // The default policy sends only to https URLs on public addresses; this receiver is plain
-    // http on loopback, so both the facade and the dispatcher are told to allow it.
+    // http on loopback, so the policy allows it. It is given once, here: the dispatcher the
+    // worker starts with adopts it.
     let policy = UrlPolicy::new().allow_http(true).allow_private();
     let webhooks = Webhooks::builder()
         .store(store)
-        .policy(policy.clone())
+        .policy(policy)
         .on_event(print_event)
         .build()?;
 
@@ -54,33 +56,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let acme = AccountId::from("acme");
     let winter: CampaignId = "winter-sale".into();
     let spring: CampaignId = "spring-promo".into();
-    webhooks.update_preferences_blocking(
-        &admin,
-        &acme,
-        PreferencesUpdate::new()
-            .enabled(true)
-            .url(&url)
-            .credentials(USER_NAME, PASSWORD)
-            .time_zone("Australia/Brisbane")
-            // Quick retries for the demo; the default waits 5 s, 5 min, 30 min, ... 24 h.
-            .retry_schedule(RetrySchedule::new([
-                Duration::from_millis(500),
-                Duration::from_secs(1),
-            ])?),
-    )?;
-    webhooks.set_campaign_webhook_blocking(&admin, &acme, &winter, true)?;
-    webhooks.set_campaign_webhook_blocking(&admin, &acme, &spring, false)?;
+    webhooks
+        .update_preferences(
+            &admin,
+            &acme,
+            PreferencesUpdate::new()
+                .enabled(true)
+                .url(&url)
+                .credentials(USER_NAME, PASSWORD)
+                .time_zone("Australia/Brisbane")
+                // Quick retries for the demo; the default waits 5 s, 5 min, 30 min, ... 24 h.
+                .retry_schedule(RetrySchedule::new([
+                    Duration::from_millis(500),
+                    Duration::from_secs(1),
+                ])?),
+        )
+        .await?;
+    webhooks
+        .set_campaign_webhook(&admin, &acme, &winter, true)
+        .await?;
+    webhooks
+        .set_campaign_webhook(&admin, &acme, &spring, false)
+        .await?;
     println!("   Enable Web Hook: on, URL {url}, user name {USER_NAME}, password set");
     println!("   time zone Australia/Brisbane, retries after 0.5 s and 1 s");
     println!("   campaign {winter}: Enable WebHook on; campaign {spring}: off");
     show_status(
         "   status before:",
-        &webhooks.status_blocking(&acme, Some(&winter))?,
+        &webhooks.status(&acme, Some(&winter)).await?,
         &winter,
     );
     show_status(
         "                 ",
-        &webhooks.status_blocking(&acme, Some(&spring))?,
+        &webhooks.status(&acme, Some(&spring)).await?,
         &spring,
     );
     println!();
@@ -104,7 +112,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .wrap_up_reason_name("Payment Taken")
             .build();
         // Durable in the outbox when this returns; it never waits for the receiver.
-        match webhooks.submit_blocking(&acme, campaign, call)? {
+        match webhooks.submit(&acme, campaign, call).await? {
             Submitted::Accepted(id) => println!("   {campaign}: accepted, webhook-id {id}"),
             Submitted::Skipped(reason) => {
                 println!(
@@ -117,15 +125,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!();
 
     println!("5. The worker delivers in the background");
-    // In a tokio program, pass your runtime's handle; here the example makes one. (A dialer
-    // with no async runtime uses `start_threads` with a `UreqDispatcher` instead.)
-    let runtime = tokio::runtime::Runtime::new()?;
+    // Attempts run as tasks on this program's runtime; every store call runs off it. (A dialer
+    // with no async runtime uses `start_threads` with a `UreqDispatcher` and the `_blocking`
+    // forms instead.)
     let worker = webhooks.start_tokio(
-        HyperDispatcher::builder().policy(policy).build(),
-        runtime.handle(),
+        HyperDispatcher::builder().build(),
+        &tokio::runtime::Handle::current(),
     )?;
-    let idle = worker.wait_idle_blocking(Duration::from_secs(30))?;
-    worker.shutdown_blocking(Duration::from_secs(5))?;
+    let idle = worker.wait_idle(Duration::from_secs(30)).await?;
+    worker.shutdown(Duration::from_secs(5)).await?;
     println!(
         "   {}\n",
         if idle {
@@ -163,12 +171,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     show_status(
         "   status after: ",
-        &webhooks.status_blocking(&acme, Some(&winter))?,
+        &webhooks.status(&acme, Some(&winter)).await?,
         &winter,
     );
     show_status(
         "                 ",
-        &webhooks.status_blocking(&acme, Some(&spring))?,
+        &webhooks.status(&acme, Some(&spring)).await?,
         &spring,
     );
     Ok(())
