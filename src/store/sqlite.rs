@@ -201,7 +201,7 @@ impl Default for CommitMode {
 pub struct SqliteStoreBuilder {
     path: PathBuf,
     commit: CommitMode,
-    capacity: usize,
+    max_pending: usize,
 }
 
 impl SqliteStoreBuilder {
@@ -211,10 +211,11 @@ impl SqliteStoreBuilder {
         self
     }
 
-    /// The most pending deliveries the file holds; [`SqliteStore::DEFAULT_CAPACITY`] unless
-    /// set. An insert that would go over it returns [`Error::StoreFull`] and stores nothing.
-    pub fn capacity(mut self, max_pending: usize) -> Self {
-        self.capacity = max_pending;
+    /// The most deliveries that may be pending at once in the file;
+    /// [`SqliteStore::DEFAULT_MAX_PENDING`] unless set. A submit beyond it is refused with
+    /// [`Error::StoreFull`] and nothing is stored. A hard limit, not a preallocation.
+    pub fn max_pending(mut self, max_pending: usize) -> Self {
+        self.max_pending = max_pending;
         self
     }
 
@@ -235,10 +236,11 @@ impl SqliteStoreBuilder {
 ///   write-ahead log (`journal_mode = WAL`, `synchronous = FULL`).
 /// - Group commit: concurrent writes share one transaction and one fsync (see
 ///   [`CommitMode`]); a write that fails (a duplicate id, an unknown delivery) fails alone.
-/// - Bounded: past its capacity, `insert` returns [`Error::StoreFull`] and stores nothing.
+/// - Bounded: past [`max_pending`](SqliteStore::max_pending) pending deliveries, `insert`
+///   returns [`Error::StoreFull`] and stores nothing.
 /// - Small in memory: pending deliveries stay in the file; reads fetch only what they return.
 ///
-/// Open one `SqliteStore` per file at a time: the capacity check counts in the process.
+/// Open one `SqliteStore` per file at a time: the `max_pending` check counts in the process.
 /// Dropping the store commits what was queued, stops its threads and closes the file.
 ///
 /// # Examples
@@ -276,7 +278,7 @@ impl SqliteStoreBuilder {
 pub struct SqliteStore {
     path: PathBuf,
     commit: CommitMode,
-    capacity: usize,
+    max_pending: usize,
     jobs: Option<Sender<Job>>,
     writer: Option<JoinHandle<()>>,
     checkpointer: Option<JoinHandle<()>>,
@@ -291,17 +293,18 @@ impl fmt::Debug for SqliteStore {
         f.debug_struct("SqliteStore")
             .field("path", &self.path)
             .field("commit", &self.commit)
-            .field("capacity", &self.capacity)
+            .field("max_pending", &self.max_pending)
             .finish_non_exhaustive()
     }
 }
 
 impl SqliteStore {
-    /// The default capacity: pending deliveries held before `insert` refuses more.
-    pub const DEFAULT_CAPACITY: usize = 1_000_000;
+    /// The default [`max_pending`](SqliteStore::max_pending): the most deliveries that may be
+    /// pending at once.
+    pub const DEFAULT_MAX_PENDING: usize = 1_000_000;
 
     /// Opens (or creates) the outbox file at `path` with group commit and the default
-    /// capacity. See [`SqliteStoreBuilder::open`].
+    /// [`max_pending`](SqliteStore::max_pending). See [`SqliteStoreBuilder::open`].
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
         Self::builder(path).open()
     }
@@ -311,7 +314,7 @@ impl SqliteStore {
         SqliteStoreBuilder {
             path: path.as_ref().to_path_buf(),
             commit: CommitMode::default(),
-            capacity: Self::DEFAULT_CAPACITY,
+            max_pending: Self::DEFAULT_MAX_PENDING,
         }
     }
 
@@ -320,9 +323,10 @@ impl SqliteStore {
         &self.path
     }
 
-    /// The most pending deliveries this store holds.
-    pub fn capacity(&self) -> usize {
-        self.capacity
+    /// The most deliveries that may be pending at once; a submit beyond it is refused with
+    /// [`Error::StoreFull`] and nothing is stored.
+    pub fn max_pending(&self) -> usize {
+        self.max_pending
     }
 
     /// How writes are committed.
@@ -340,7 +344,7 @@ impl SqliteStore {
         let SqliteStoreBuilder {
             path,
             commit,
-            capacity,
+            max_pending,
         } = options;
         let (max_batch, max_wait) = commit.limits();
         if max_batch == 0 {
@@ -390,7 +394,7 @@ impl SqliteStore {
         let (jobs_tx, jobs_rx) = mpsc::channel();
         let writer = Writer {
             conn,
-            capacity: capacity as u64,
+            max_pending: max_pending as u64,
             pending: pending.max(0) as u64,
             max_batch,
             max_wait,
@@ -407,7 +411,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path,
             commit,
-            capacity,
+            max_pending,
             jobs: Some(jobs_tx),
             writer: Some(writer),
             checkpointer: Some(checkpointer),
@@ -675,7 +679,7 @@ struct Job {
 /// The writer thread's state: the only write connection and the count of pending deliveries.
 struct Writer {
     conn: Connection,
-    capacity: u64,
+    max_pending: u64,
     /// Pending deliveries in the file, as of the last statement applied.
     pending: u64,
     max_batch: usize,
@@ -833,9 +837,9 @@ impl Writer {
 
     fn insert(&self, deliveries: &[NewDelivery]) -> Result<(u64, i64)> {
         let n = deliveries.len() as u64;
-        if self.pending.saturating_add(n) > self.capacity {
+        if self.pending.saturating_add(n) > self.max_pending {
             return Err(Error::StoreFull {
-                capacity: self.capacity as usize,
+                capacity: self.max_pending as usize,
             });
         }
         let failed = |e| Error::store("storing a delivery", e);
@@ -1622,7 +1626,7 @@ mod tests {
     fn full_store_refuses_and_keeps_what_it_has() {
         let dir = tempfile::tempdir().unwrap();
         let path = in_dir(&dir);
-        let store = SqliteStore::builder(&path).capacity(3).open().unwrap();
+        let store = SqliteStore::builder(&path).max_pending(3).open().unwrap();
         let batch = new_deliveries("acme", "c1", 5);
         store.insert(&batch[..2]).unwrap();
         assert!(matches!(
@@ -1653,7 +1657,7 @@ mod tests {
             .unwrap();
         store.insert(&batch[3..4]).unwrap();
         drop(store);
-        let store = SqliteStore::builder(&path).capacity(3).open().unwrap();
+        let store = SqliteStore::builder(&path).max_pending(3).open().unwrap();
         assert!(matches!(
             store.insert(&batch[4..]),
             Err(Error::StoreFull { .. })
