@@ -1233,7 +1233,7 @@ fn urls_are_checked_against_the_policy_when_set() {
 #[test]
 fn a_full_store_is_an_error_and_nothing_is_dropped_silently() {
     let h = Harness::on(
-        Arc::new(MemoryStore::with_capacity(1)),
+        Arc::new(MemoryStore::with_max_pending(1)),
         Arc::new(ManualClock::new(t0())),
         |b| b,
     );

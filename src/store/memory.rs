@@ -14,11 +14,12 @@ use crate::store::{
 
 /// Keeps the outbox in the process's memory. Nothing survives a restart.
 ///
-/// Bounded: once `capacity` deliveries are pending, `insert` returns [`Error::StoreFull`] and
-/// the call result is not accepted (nothing is dropped silently).
+/// Bounded: once [`max_pending`](MemoryStore::max_pending) deliveries are pending, `insert`
+/// returns [`Error::StoreFull`] and the call result is not accepted (nothing is dropped
+/// silently).
 #[derive(Debug)]
 pub struct MemoryStore {
-    capacity: usize,
+    max_pending: usize,
     inner: Mutex<Inner>,
 }
 
@@ -41,20 +42,29 @@ struct Inner {
 }
 
 impl MemoryStore {
-    /// The default capacity: pending deliveries held before `insert` refuses more.
-    pub const DEFAULT_CAPACITY: usize = 1_000_000;
+    /// The default [`max_pending`](MemoryStore::max_pending): the most deliveries that may be
+    /// pending at once.
+    pub const DEFAULT_MAX_PENDING: usize = 1_000_000;
 
-    /// An empty store with [`MemoryStore::DEFAULT_CAPACITY`].
+    /// An empty store with [`MemoryStore::DEFAULT_MAX_PENDING`].
     pub fn new() -> Self {
-        Self::with_capacity(Self::DEFAULT_CAPACITY)
+        Self::with_max_pending(Self::DEFAULT_MAX_PENDING)
     }
 
-    /// An empty store that holds at most `capacity` pending deliveries.
-    pub fn with_capacity(capacity: usize) -> Self {
+    /// An empty store that holds at most `max_pending` pending deliveries: the most deliveries
+    /// that may be pending at once. A submit beyond it is refused with [`Error::StoreFull`] and
+    /// nothing is stored. A hard limit, not a preallocation: nothing is reserved up front.
+    pub fn with_max_pending(max_pending: usize) -> Self {
         MemoryStore {
-            capacity,
+            max_pending,
             inner: Mutex::new(Inner::default()),
         }
+    }
+
+    /// The most deliveries that may be pending at once; a submit beyond it is refused with
+    /// [`Error::StoreFull`] and nothing is stored.
+    pub fn max_pending(&self) -> usize {
+        self.max_pending
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -192,9 +202,9 @@ impl Store for MemoryStore {
             })
             .collect();
         let mut inner = self.lock();
-        if inner.pending + deliveries.len() > self.capacity {
+        if inner.pending + deliveries.len() > self.max_pending {
             return Err(Error::StoreFull {
-                capacity: self.capacity,
+                capacity: self.max_pending,
             });
         }
         if let Some(dup) = deliveries
@@ -376,7 +386,7 @@ mod tests {
 
     #[test]
     fn full_store_refuses_and_keeps_what_it_has() {
-        let store = MemoryStore::with_capacity(2);
+        let store = MemoryStore::with_max_pending(2);
         let batch = crate::store::conformance::new_deliveries("acme", "c1", 3);
         assert!(matches!(
             store.insert(&batch),

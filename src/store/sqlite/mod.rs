@@ -1,0 +1,557 @@
+//! The durable outbox in one SQLite file (feature `sqlite`).
+//!
+//! One writer thread owns the only write connection. Every write ([`Store::insert`],
+//! [`Store::record_attempt`], ...) is sent to it over a channel; it takes what is queued, applies
+//! each operation inside its own savepoint, commits the lot in one transaction with one fsync
+//! (`synchronous = FULL` in WAL mode) and only then answers each caller with its own result.
+//! Reads use a small pool of separate connections, which WAL lets run beside the writer. A
+//! third connection checkpoints the WAL in the background, so commits never wait for one.
+
+mod rows;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rusqlite::{Connection, params};
+
+use crate::error::{Error, Result};
+use crate::ids::{AccountId, CampaignId, DeliveryId};
+use crate::store::{
+    AttemptRecord, Delivery, DeliveryFilter, DeliveryStats, NewDelivery, NextStep, Store,
+};
+
+use rows::{
+    DUE, PENDING_ACCOUNTS, SELECT_DELIVERIES, STATS_ACCOUNT, STATS_CAMPAIGN, bind_filter,
+    clamp_nanos, delivery_from_row, from_nanos, optional_time, push_filter, sql_limit,
+    stored_states, to_nanos,
+};
+use schema::{
+    JOURNAL_SIZE_LIMIT, MIGRATIONS, check_schema, create_private_file, migrate, open_connection,
+    open_reader,
+};
+use writer::{Job, Op, Writer, checkpoint_loop, writer_stopped};
+
+/// Read connections kept open between reads; more are opened under load and closed after.
+const MAX_IDLE_READERS: usize = 4;
+
+/// How the writer turns writes into transactions.
+///
+/// Both modes make every write durable (fsynced) before it returns; they differ in how many
+/// writes share one fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CommitMode {
+    /// Group commit (the default): the writer takes every write that is queued, up to
+    /// `max_batch`, and commits them in one transaction with one fsync. When fewer are
+    /// queued than went into the previous batch (about as many as write concurrently), it
+    /// waits at most `max_wait` for more to arrive, so a lone caller is not kept waiting.
+    Group {
+        /// The most writes committed in one transaction (at least 1).
+        max_batch: usize,
+        /// How long the writer waits for a batch to fill before committing what it has.
+        max_wait: Duration,
+    },
+    /// One transaction, and one fsync, per write. Slower under concurrency; there for
+    /// comparison.
+    PerSubmit,
+}
+
+impl CommitMode {
+    /// The default `max_batch` of [`CommitMode::Group`].
+    pub const DEFAULT_MAX_BATCH: usize = 512;
+    /// The default `max_wait` of [`CommitMode::Group`].
+    pub const DEFAULT_MAX_WAIT: Duration = Duration::from_micros(100);
+
+    fn limits(self) -> (usize, Duration) {
+        match self {
+            CommitMode::Group {
+                max_batch,
+                max_wait,
+            } => (max_batch, max_wait),
+            CommitMode::PerSubmit => (1, Duration::ZERO),
+        }
+    }
+}
+
+impl Default for CommitMode {
+    fn default() -> Self {
+        CommitMode::Group {
+            max_batch: Self::DEFAULT_MAX_BATCH,
+            max_wait: Self::DEFAULT_MAX_WAIT,
+        }
+    }
+}
+
+/// Options for opening a [`SqliteStore`]; made by [`SqliteStore::builder`].
+#[derive(Debug, Clone)]
+pub struct SqliteStoreBuilder {
+    path: PathBuf,
+    commit: CommitMode,
+    max_pending: usize,
+}
+
+impl SqliteStoreBuilder {
+    /// How writes are committed; [`CommitMode::Group`] with its defaults unless set.
+    pub fn commit(mut self, mode: CommitMode) -> Self {
+        self.commit = mode;
+        self
+    }
+
+    /// The most deliveries that may be pending at once in the file;
+    /// [`SqliteStore::DEFAULT_MAX_PENDING`] unless set. A submit beyond it is refused with
+    /// [`Error::StoreFull`] and nothing is stored. A hard limit, not a preallocation.
+    pub fn max_pending(mut self, max_pending: usize) -> Self {
+        self.max_pending = max_pending;
+        self
+    }
+
+    /// Opens (or creates) the file, migrates its schema to this version, and starts the
+    /// writer.
+    ///
+    /// A new file is created with mode `0600` on unix: it holds account passwords. An
+    /// existing file keeps its permissions. A file written by a newer version of this crate,
+    /// or a database that is not an outbox, is refused with [`Error::Store`].
+    pub fn open(self) -> Result<SqliteStore> {
+        SqliteStore::open_with(self)
+    }
+}
+
+/// The outbox in one SQLite file: survives crashes and restarts of the dialer.
+///
+/// - Durable: [`insert`](Store::insert) returns once the deliveries are fsynced to the file's
+///   write-ahead log (`journal_mode = WAL`, `synchronous = FULL`).
+/// - Group commit: concurrent writes share one transaction and one fsync (see
+///   [`CommitMode`]); a write that fails (a duplicate id, an unknown delivery) fails alone.
+/// - Bounded: past [`max_pending`](SqliteStore::max_pending) pending deliveries, `insert`
+///   returns [`Error::StoreFull`] and stores nothing.
+/// - Small in memory: pending deliveries stay in the file; reads fetch only what they return.
+///
+/// Open one `SqliteStore` per file at a time: the `max_pending` check counts in the process.
+/// Dropping the store commits what was queued, stops its threads and closes the file.
+///
+/// # Examples
+///
+/// ```
+/// use call_result_webhook::jiff::Timestamp;
+/// use call_result_webhook::{
+///     DeliveryId, SqliteStore, encoding::Encoding, request::EncodedBody,
+///     store::{NewDelivery, Store},
+/// };
+///
+/// let path = std::env::temp_dir().join(format!("outbox-doctest-{}.db", std::process::id()));
+/// let store = SqliteStore::open(&path)?;
+///
+/// let now = Timestamp::now();
+/// store.insert(&[NewDelivery {
+///     id: DeliveryId::generate(),
+///     account: "acme".into(),
+///     campaign: "winter-sale".into(),
+///     body: EncodedBody::from_parts("Reference=123".into(), Encoding::Form),
+///     created_at: now,
+///     next_attempt_at: now,
+/// }])?;
+///
+/// let due = store.due(&"acme".into(), now, 10, &[])?;
+/// assert_eq!(due[0].body.bytes().as_ref(), b"Reference=123");
+/// assert_eq!(store.stats(&"acme".into(), None)?.pending, 1);
+///
+/// drop(store);
+/// # for suffix in ["", "-wal", "-shm"] {
+/// #     let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+/// # }
+/// # Ok::<(), call_result_webhook::Error>(())
+/// ```
+pub struct SqliteStore {
+    path: PathBuf,
+    commit: CommitMode,
+    max_pending: usize,
+    jobs: Option<Sender<Job>>,
+    writer: Option<JoinHandle<()>>,
+    checkpointer: Option<JoinHandle<()>>,
+    readers: Mutex<Vec<Connection>>,
+    /// Transactions the writer has committed.
+    commits: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the accounts' settings: they hold passwords.
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("commit", &self.commit)
+            .field("max_pending", &self.max_pending)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// The default [`max_pending`](SqliteStore::max_pending): the most deliveries that may be
+    /// pending at once.
+    pub const DEFAULT_MAX_PENDING: usize = 1_000_000;
+
+    /// Opens (or creates) the outbox file at `path` with group commit and the default
+    /// [`max_pending`](SqliteStore::max_pending). See [`SqliteStoreBuilder::open`].
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
+        Self::builder(path).open()
+    }
+
+    /// Options for opening the outbox file at `path`.
+    pub fn builder(path: impl AsRef<Path>) -> SqliteStoreBuilder {
+        SqliteStoreBuilder {
+            path: path.as_ref().to_path_buf(),
+            commit: CommitMode::default(),
+            max_pending: Self::DEFAULT_MAX_PENDING,
+        }
+    }
+
+    /// The file this store keeps its deliveries in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The most deliveries that may be pending at once; a submit beyond it is refused with
+    /// [`Error::StoreFull`] and nothing is stored.
+    pub fn max_pending(&self) -> usize {
+        self.max_pending
+    }
+
+    /// How writes are committed.
+    pub fn commit_mode(&self) -> CommitMode {
+        self.commit
+    }
+
+    /// How many transactions (and so fsyncs of the log) the writer has committed since the
+    /// store was opened. Writes divided by this is the average group-commit batch.
+    pub fn transactions_committed(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    fn open_with(options: SqliteStoreBuilder) -> Result<SqliteStore> {
+        let SqliteStoreBuilder {
+            path,
+            commit,
+            max_pending,
+        } = options;
+        let (max_batch, max_wait) = commit.limits();
+        if max_batch == 0 {
+            return Err(Error::config("max_batch", "must be at least 1"));
+        }
+        // SQLite reads these as private, in-memory databases: nothing would be durable.
+        if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+            return Err(Error::config("path", "the outbox needs a file path"));
+        }
+        create_private_file(&path)?;
+
+        let mut conn = open_connection(&path, true)
+            .map_err(|e| Error::store(format!("opening outbox file {}", path.display()), e))?;
+        // Refuse a newer or foreign file before changing anything in it.
+        check_schema(&conn, &path, MIGRATIONS.len())?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(|e| Error::store("switching to WAL", e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Store {
+                message: format!("the file system refused WAL mode (journal_mode is {mode})"),
+                source: None,
+            });
+        }
+        // Checkpoints run on their own connection, off the commit path.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .and_then(|()| conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT))
+            .map_err(|e| Error::store("configuring the write connection", e))?;
+        migrate(&mut conn, &path, MIGRATIONS)?;
+        let pending: i64 = conn
+            .query_row("SELECT coalesce(sum(pending), 0) FROM stats", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| Error::store("counting pending deliveries", e))?;
+
+        let reader = open_reader(&path)?;
+        let checkpoint_conn = open_connection(&path, false)
+            .map_err(|e| Error::store("opening the checkpoint connection", e))?;
+
+        let (wake_tx, wake_rx) = mpsc::sync_channel(1);
+        let checkpointer = std::thread::Builder::new()
+            .name("outbox-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoint_conn, wake_rx))
+            .map_err(|e| Error::store("starting the checkpoint thread", e))?;
+
+        let commits = Arc::new(AtomicU64::new(0));
+        let (jobs_tx, jobs_rx) = mpsc::channel();
+        let writer = Writer {
+            conn,
+            max_pending: max_pending as u64,
+            pending: pending.max(0) as u64,
+            max_batch,
+            max_wait,
+            wake_checkpointer: wake_tx,
+            since_checkpoint: 0,
+            expected: max_batch,
+            commits: Arc::clone(&commits),
+        };
+        let writer = std::thread::Builder::new()
+            .name("outbox-writer".into())
+            .spawn(move || writer.run(jobs_rx))
+            .map_err(|e| Error::store("starting the writer thread", e))?;
+
+        Ok(SqliteStore {
+            path,
+            commit,
+            max_pending,
+            jobs: Some(jobs_tx),
+            writer: Some(writer),
+            checkpointer: Some(checkpointer),
+            readers: Mutex::new(vec![reader]),
+            commits,
+        })
+    }
+
+    /// Sends one write to the writer and waits for its own answer, which comes only after the
+    /// transaction holding it has committed (or the write failed alone).
+    fn write(&self, op: Op) -> Result<u64> {
+        self.queue(op)?.recv().map_err(|_| writer_stopped())?
+    }
+
+    /// Sends one write to the writer without waiting; its own answer comes on the receiver.
+    fn queue(&self, op: Op) -> Result<Receiver<Result<u64>>> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let jobs = self.jobs.as_ref().ok_or_else(writer_stopped)?;
+        jobs.send(Job { op, reply }).map_err(|_| writer_stopped())?;
+        Ok(answer)
+    }
+
+    fn idle_readers(&self) -> MutexGuard<'_, Vec<Connection>> {
+        // The pool holds plain connections; a panic elsewhere leaves them usable.
+        crate::sync::lock(&self.readers)
+    }
+
+    /// Runs `read` on an idle read connection, opening one if none is idle.
+    fn read<T>(
+        &self,
+        what: &'static str,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let idle = self.idle_readers().pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => open_reader(&self.path)?,
+        };
+        let out = read(&conn);
+        let mut idle = self.idle_readers();
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        out.map_err(|e| Error::store(what, e))
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer commit what is queued, then stop; the writer
+        // closes the checkpointer's channel in turn.
+        drop(self.jobs.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        if let Some(checkpointer) = self.checkpointer.take() {
+            let _ = checkpointer.join();
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn insert(&self, deliveries: &[NewDelivery]) -> Result<()> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        for d in deliveries {
+            to_nanos(d.created_at)?;
+            to_nanos(d.next_attempt_at)?;
+        }
+        self.write(Op::Insert(deliveries.to_vec())).map(drop)
+    }
+
+    fn due(
+        &self,
+        account: &AccountId,
+        now: Timestamp,
+        limit: usize,
+        skip: &[DeliveryId],
+    ) -> Result<Vec<Delivery>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // At most `skip.len()` of the earliest rows are in flight: fetch that many more.
+        let fetch = limit.saturating_add(skip.len());
+        self.read("reading due deliveries", |conn| {
+            let mut stmt = conn.prepare_cached(DUE)?;
+            let mut rows = stmt.query(params![
+                account.as_str(),
+                clamp_nanos(now),
+                sql_limit(fetch)
+            ])?;
+            let mut due = Vec::with_capacity(limit.min(1024));
+            while let Some(row) = rows.next()? {
+                if !skip.is_empty() {
+                    let id = row.get_ref(0)?.as_str()?;
+                    if skip.iter().any(|s| s.as_str() == id) {
+                        continue;
+                    }
+                }
+                due.push(delivery_from_row(row)?);
+                if due.len() == limit {
+                    break;
+                }
+            }
+            Ok(due)
+        })
+    }
+
+    fn pending_accounts(&self) -> Result<Vec<(AccountId, Timestamp)>> {
+        self.read("reading accounts with pending deliveries", |conn| {
+            let mut stmt = conn.prepare_cached(PENDING_ACCOUNTS)?;
+            let rows = stmt.query_map([], |row| {
+                Ok((
+                    AccountId::new(row.get::<_, String>(0)?),
+                    from_nanos(row.get(1)?, 1)?,
+                ))
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord) -> Result<()> {
+        to_nanos(record.at)?;
+        if let NextStep::RetryAt(at) = record.next {
+            to_nanos(at)?;
+        }
+        self.write(Op::Record(id.clone(), record.clone())).map(drop)
+    }
+
+    /// Queues every record before waiting for any, so the writer takes them into one batch:
+    /// one transaction and one fsync for the lot, each still in its own savepoint.
+    fn record_attempts(&self, attempts: &[(DeliveryId, AttemptRecord)]) -> Vec<Result<()>> {
+        let queued: Vec<Result<Receiver<Result<u64>>>> = attempts
+            .iter()
+            .map(|(id, record)| {
+                to_nanos(record.at)?;
+                if let NextStep::RetryAt(at) = record.next {
+                    to_nanos(at)?;
+                }
+                self.queue(Op::Record(id.clone(), record.clone()))
+            })
+            .collect();
+        queued
+            .into_iter()
+            .map(|answer| answer?.recv().map_err(|_| writer_stopped())?.map(drop))
+            .collect()
+    }
+
+    fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>> {
+        let states = stored_states(filter.state);
+        if states.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut sql = String::with_capacity(512);
+        for (i, state) in states.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(" UNION ALL ");
+            }
+            sql.push_str(SELECT_DELIVERIES);
+            push_filter(&mut sql, filter, *state);
+        }
+        sql.push_str(" ORDER BY created_at, id LIMIT ?4");
+        self.read("listing deliveries", |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            bind_filter(&mut stmt, filter)?;
+            stmt.raw_bind_parameter(4, sql_limit(limit))?;
+            let mut rows = stmt.raw_query();
+            let mut found = Vec::new();
+            while let Some(row) = rows.next()? {
+                found.push(delivery_from_row(row)?);
+            }
+            Ok(found)
+        })
+    }
+
+    fn requeue_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {
+        to_nanos(now)?;
+        self.write(Op::Requeue(filter.clone(), now))
+    }
+
+    fn remove(&self, filter: &DeliveryFilter) -> Result<u64> {
+        if stored_states(filter.state).is_empty() {
+            return Ok(0);
+        }
+        self.write(Op::Remove(filter.clone()))
+    }
+
+    fn stats(&self, account: &AccountId, campaign: Option<&CampaignId>) -> Result<DeliveryStats> {
+        self.read("reading delivery counts", |conn| {
+            let mut stmt;
+            let mut rows = match campaign {
+                None => {
+                    stmt = conn.prepare_cached(STATS_ACCOUNT)?;
+                    stmt.query(params![account.as_str()])?
+                }
+                Some(campaign) => {
+                    stmt = conn.prepare_cached(STATS_CAMPAIGN)?;
+                    stmt.query(params![account.as_str(), campaign.as_str()])?
+                }
+            };
+            let mut total = DeliveryStats::default();
+            while let Some(row) = rows.next()? {
+                total.pending += row.get::<_, u64>(0)?;
+                total.delivered += row.get::<_, u64>(1)?;
+                total.failed += row.get::<_, u64>(2)?;
+                let success = optional_time(row, 3)?;
+                total.last_success_at = total.last_success_at.max(success);
+                let failure = optional_time(row, 4)?;
+                if failure > total.last_failure_at {
+                    total.last_failure_at = failure;
+                    total.last_failure_reason = row.get(5)?;
+                }
+            }
+            Ok(total)
+        })
+    }
+
+    fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()> {
+        self.write(Op::SaveAccount(account.clone(), settings_json.to_owned()))
+            .map(drop)
+    }
+
+    fn load_accounts(&self) -> Result<Vec<String>> {
+        self.read("loading account settings", |conn| {
+            let mut stmt = conn.prepare_cached("SELECT settings FROM accounts ORDER BY id")?;
+            let rows = stmt.query_map([], |row| row.get(0))?;
+            rows.collect()
+        })
+    }
+
+    fn save_health(&self, account: &AccountId, health_json: &str) -> Result<()> {
+        self.write(Op::SaveHealth(account.clone(), health_json.to_owned()))
+            .map(drop)
+    }
+
+    fn load_health(&self) -> Result<Vec<(AccountId, String)>> {
+        self.read("loading endpoint health", |conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT account, health FROM health ORDER BY account")?;
+            let rows = stmt.query_map([], |row| {
+                Ok((AccountId::new(row.get::<_, String>(0)?), row.get(1)?))
+            })?;
+            rows.collect()
+        })
+    }
+}

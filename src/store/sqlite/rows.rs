@@ -1,0 +1,183 @@
+//! The SQL text of queries, and conversions between rows and the store's types.
+
+use bytes::Bytes;
+use jiff::Timestamp;
+use rusqlite::types::Type;
+use rusqlite::{Row, Statement};
+
+use crate::encoding::Encoding;
+use crate::error::{Error, Result};
+use crate::ids::{AccountId, CampaignId, DeliveryId};
+use crate::request::EncodedBody;
+use crate::store::{Delivery, DeliveryFilter, DeliveryState};
+
+macro_rules! delivery_columns {
+    () => {
+        "id, account, campaign, body, encoding, created_at, next_attempt_at, attempts, state, \
+         last_status, last_error, last_attempt_at"
+    };
+}
+
+pub(super) const INSERT_DELIVERY: &str = "INSERT INTO deliveries \
+    (id, account, campaign, body, encoding, created_at, next_attempt_at, attempts, state) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 'pending')";
+
+pub(super) const FIND_DELIVERY: &str =
+    "SELECT rowid, account, campaign, state FROM deliveries WHERE id = ?1";
+
+pub(super) const DELETE_BY_ROWID: &str = "DELETE FROM deliveries WHERE rowid = ?1";
+
+pub(super) const RECORD_ATTEMPT: &str = "UPDATE deliveries SET attempts = attempts + 1, last_status = ?2, \
+    last_error = ?3, last_attempt_at = ?4, state = ?5, \
+    next_attempt_at = coalesce(?6, next_attempt_at) WHERE rowid = ?1";
+
+pub(super) const BUMP_STATS: &str = "INSERT INTO stats (account, campaign, pending, delivered, failed, \
+    last_success_at, last_failure_at, last_failure_reason) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+    ON CONFLICT (account, campaign) DO UPDATE SET \
+    pending = pending + excluded.pending, \
+    delivered = delivered + excluded.delivered, \
+    failed = failed + excluded.failed, \
+    last_success_at = coalesce(excluded.last_success_at, last_success_at), \
+    last_failure_reason = CASE WHEN excluded.last_failure_at IS NULL \
+        THEN last_failure_reason ELSE excluded.last_failure_reason END, \
+    last_failure_at = coalesce(excluded.last_failure_at, last_failure_at)";
+
+pub(super) const SAVE_ACCOUNT: &str = "INSERT INTO accounts (id, settings) VALUES (?1, ?2) \
+    ON CONFLICT (id) DO UPDATE SET settings = excluded.settings";
+
+pub(super) const SAVE_HEALTH: &str = "INSERT INTO health (account, health) VALUES (?1, ?2) \
+    ON CONFLICT (account) DO UPDATE SET health = excluded.health";
+
+pub(super) const DUE: &str = concat!(
+    "SELECT ",
+    delivery_columns!(),
+    " FROM deliveries WHERE account = ?1 AND state = 'pending' AND next_attempt_at <= ?2 \
+     ORDER BY next_attempt_at, rowid LIMIT ?3"
+);
+
+/// One index seek per account (a "loose index scan"), never a pass over every pending row.
+pub(super) const PENDING_ACCOUNTS: &str = "WITH RECURSIVE a(account) AS ( \
+    SELECT (SELECT account FROM deliveries WHERE state = 'pending' ORDER BY account LIMIT 1) \
+    UNION ALL \
+    SELECT (SELECT d.account FROM deliveries AS d \
+            WHERE d.state = 'pending' AND d.account > a.account ORDER BY d.account LIMIT 1) \
+    FROM a WHERE a.account IS NOT NULL) \
+    SELECT account, (SELECT min(next_attempt_at) FROM deliveries \
+                     WHERE state = 'pending' AND account = a.account) \
+    FROM a WHERE account IS NOT NULL";
+
+pub(super) const STATS_ACCOUNT: &str = "SELECT pending, delivered, failed, last_success_at, \
+    last_failure_at, last_failure_reason FROM stats WHERE account = ?1";
+
+pub(super) const STATS_CAMPAIGN: &str = "SELECT pending, delivered, failed, last_success_at, \
+    last_failure_at, last_failure_reason FROM stats WHERE account = ?1 AND campaign = ?2";
+
+/// The start of every query that returns whole deliveries: [`delivery_from_row`] reads its rows.
+pub(super) const SELECT_DELIVERIES: &str =
+    concat!("SELECT ", delivery_columns!(), " FROM deliveries");
+
+/// The states a filter can match among stored rows (delivered ones are not kept).
+pub(super) fn stored_states(state: Option<DeliveryState>) -> &'static [DeliveryState] {
+    match state {
+        None => &[DeliveryState::Pending, DeliveryState::Failed],
+        Some(DeliveryState::Pending) => &[DeliveryState::Pending],
+        Some(DeliveryState::Failed) => &[DeliveryState::Failed],
+        Some(DeliveryState::Delivered) => &[],
+    }
+}
+
+/// Appends the `WHERE` clause for `filter` in one stored state: `?1` is the account, `?2` the
+/// campaign, `?3` the id. The literal state lets SQLite use that state's partial index.
+pub(super) fn push_filter(sql: &mut String, filter: &DeliveryFilter, state: DeliveryState) {
+    sql.push_str(" WHERE account = ?1 AND state = '");
+    sql.push_str(state.as_str());
+    sql.push('\'');
+    if filter.campaign.is_some() {
+        sql.push_str(" AND campaign = ?2");
+    }
+    if filter.id.is_some() {
+        sql.push_str(" AND id = ?3");
+    }
+}
+
+pub(super) fn bind_filter(
+    stmt: &mut Statement<'_>,
+    filter: &DeliveryFilter,
+) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(1, filter.account.as_str())?;
+    if let Some(campaign) = &filter.campaign {
+        stmt.raw_bind_parameter(2, campaign.as_str())?;
+    }
+    if let Some(id) = &filter.id {
+        stmt.raw_bind_parameter(3, id.as_str())?;
+    }
+    Ok(())
+}
+
+pub(super) fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// Times are stored as integer nanoseconds since the Unix epoch (years 1678 to 2261).
+pub(super) fn to_nanos(at: Timestamp) -> Result<i64> {
+    i64::try_from(at.as_nanosecond()).map_err(|_| Error::Store {
+        message: format!("time {at} is outside the years 1678 to 2261 that the outbox stores"),
+        source: None,
+    })
+}
+
+/// Like [`to_nanos`], for a bound in a query: a time past the range means "everything".
+pub(super) fn clamp_nanos(at: Timestamp) -> i64 {
+    let nanos = at.as_nanosecond();
+    nanos.clamp(i64::MIN.into(), i64::MAX.into()) as i64
+}
+
+pub(super) fn from_nanos(nanos: i64, column: usize) -> rusqlite::Result<Timestamp> {
+    Timestamp::from_nanosecond(nanos.into())
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, Type::Integer, e.into()))
+}
+
+pub(super) fn optional_time(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<Timestamp>> {
+    row.get::<_, Option<i64>>(column)?
+        .map(|nanos| from_nanos(nanos, column))
+        .transpose()
+}
+
+pub(super) fn state_from_sql(row: &Row<'_>, column: usize) -> rusqlite::Result<DeliveryState> {
+    match row.get_ref(column)?.as_str()? {
+        "pending" => Ok(DeliveryState::Pending),
+        "failed" => Ok(DeliveryState::Failed),
+        other => Err(rusqlite::Error::FromSqlConversionFailure(
+            column,
+            Type::Text,
+            format!("unknown delivery state {other:?}").into(),
+        )),
+    }
+}
+
+/// A row of [`delivery_columns!`].
+pub(super) fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
+    let conversion = |column, e: Error| {
+        rusqlite::Error::FromSqlConversionFailure(column, Type::Text, Box::new(e))
+    };
+    let id = DeliveryId::new(row.get::<_, String>(0)?).map_err(|e| conversion(0, e))?;
+    let encoding: Encoding = row
+        .get_ref(4)?
+        .as_str()?
+        .parse()
+        .map_err(|e| conversion(4, e))?;
+    Ok(Delivery {
+        id,
+        account: AccountId::new(row.get::<_, String>(1)?),
+        campaign: CampaignId::new(row.get::<_, String>(2)?),
+        body: EncodedBody::from_parts(Bytes::copy_from_slice(row.get_ref(3)?.as_blob()?), encoding),
+        created_at: from_nanos(row.get(5)?, 5)?,
+        next_attempt_at: from_nanos(row.get(6)?, 6)?,
+        attempts: row.get(7)?,
+        state: state_from_sql(row, 8)?,
+        last_status: row.get(9)?,
+        last_error: row.get(10)?,
+        last_attempt_at: optional_time(row, 11)?,
+    })
+}

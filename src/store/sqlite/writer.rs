@@ -1,0 +1,453 @@
+//! The writer thread, which owns the only write connection and commits writes in groups, and
+//! the checkpoint loop it wakes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use rusqlite::{Connection, OptionalExtension, ffi, params};
+
+use crate::error::{Error, Result};
+use crate::ids::{AccountId, DeliveryId};
+use crate::store::{AttemptRecord, DeliveryFilter, DeliveryState, NewDelivery, NextStep};
+
+use super::rows::{
+    BUMP_STATS, DELETE_BY_ROWID, FIND_DELIVERY, INSERT_DELIVERY, RECORD_ATTEMPT, SAVE_ACCOUNT,
+    SAVE_HEALTH, bind_filter, push_filter, state_from_sql, stored_states, to_nanos,
+};
+
+/// The writer wakes the checkpointer after this many commits.
+const CHECKPOINT_EVERY: u32 = 64;
+
+/// One write, owned so it can cross to the writer thread. No `Debug`: it may carry settings.
+pub(super) enum Op {
+    Insert(Vec<NewDelivery>),
+    Record(DeliveryId, AttemptRecord),
+    Requeue(DeliveryFilter, Timestamp),
+    Remove(DeliveryFilter),
+    SaveAccount(AccountId, String),
+    SaveHealth(AccountId, String),
+}
+
+/// A write and where its own answer goes.
+pub(super) struct Job {
+    pub(super) op: Op,
+    pub(super) reply: SyncSender<Result<u64>>,
+}
+
+/// The writer thread's state: the only write connection and the count of pending deliveries.
+pub(super) struct Writer {
+    pub(super) conn: Connection,
+    pub(super) max_pending: u64,
+    /// Pending deliveries in the file, as of the last statement applied.
+    pub(super) pending: u64,
+    pub(super) max_batch: usize,
+    pub(super) max_wait: Duration,
+    pub(super) wake_checkpointer: SyncSender<()>,
+    pub(super) since_checkpoint: u32,
+    /// The size of the last batch: how many writes the next one waits for.
+    pub(super) expected: usize,
+    pub(super) commits: Arc<AtomicU64>,
+}
+
+impl Writer {
+    pub(super) fn run(mut self, jobs: Receiver<Job>) {
+        let mut batch = Vec::with_capacity(self.max_batch.min(1024));
+        let mut results = Vec::with_capacity(self.max_batch.min(1024));
+        // `recv` fails only once the store is dropped and everything queued was taken.
+        while let Ok(first) = jobs.recv() {
+            batch.push(first);
+            self.gather(&jobs, &mut batch);
+            self.expected = batch.len();
+            self.commit_batch(&batch, &mut results);
+            for (job, result) in batch.drain(..).zip(results.drain(..)) {
+                // The caller always waits for its answer; nothing to do if it is gone.
+                let _ = job.reply.send(result);
+            }
+        }
+    }
+
+    /// Adds what is already queued to `batch`; then, while the batch is smaller than the last
+    /// one, waits up to `max_wait` for more.
+    ///
+    /// The last batch's size stands for how many callers write at once: waiting for that many
+    /// fills the batch without idling once they have all arrived, and a lone caller does not
+    /// wait. A batch cut short by the deadline lowers the target for the next one.
+    fn gather(&self, jobs: &Receiver<Job>, batch: &mut Vec<Job>) {
+        while batch.len() < self.max_batch {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        let target = self.expected.clamp(1, self.max_batch);
+        if batch.len() >= target || self.max_wait.is_zero() {
+            return;
+        }
+        let deadline = Instant::now() + self.max_wait;
+        while batch.len() < target {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match jobs.recv_timeout(left) {
+                Ok(job) => batch.push(job),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+
+    /// Applies each job in its own savepoint and commits them all in one transaction,
+    /// leaving one result per job in `results`.
+    fn commit_batch(&mut self, batch: &[Job], results: &mut Vec<Result<u64>>) {
+        let mut in_tx = false;
+        let mut tx_start = 0;
+        let mut pending_at_start = self.pending;
+        for (i, job) in batch.iter().enumerate() {
+            if !in_tx {
+                if let Err(e) = self.exec("BEGIN IMMEDIATE") {
+                    results.push(Err(Error::store("starting a transaction", e)));
+                    continue;
+                }
+                in_tx = true;
+                tx_start = i;
+                pending_at_start = self.pending;
+            }
+            let result = self.apply_alone(&job.op);
+            let aborted = result.is_err() && self.conn.is_autocommit();
+            results.push(result);
+            if aborted {
+                // SQLite rolled the whole transaction back (an I/O error, a full disk):
+                // the batch-mates applied before this one are not stored either.
+                let cause = results[i].as_ref().err().map(ToString::to_string);
+                abort(&mut results[tx_start..i], cause.as_deref().unwrap_or(""));
+                self.pending = pending_at_start;
+                in_tx = false;
+            }
+        }
+        if !in_tx {
+            return;
+        }
+        match self.exec("COMMIT") {
+            Ok(()) => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+                self.since_checkpoint += 1;
+                if self.since_checkpoint >= CHECKPOINT_EVERY {
+                    self.since_checkpoint = 0;
+                    // A wake-up already waiting is as good as a new one.
+                    let _ = self.wake_checkpointer.try_send(());
+                }
+            }
+            Err(e) => {
+                if !self.conn.is_autocommit() {
+                    let _ = self.exec("ROLLBACK");
+                }
+                abort(&mut results[tx_start..], &e.to_string());
+                self.pending = pending_at_start;
+            }
+        }
+    }
+
+    fn exec(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(drop)
+    }
+
+    /// Applies one job inside its own savepoint, so that its failure undoes only its own
+    /// changes.
+    fn apply_alone(&mut self, op: &Op) -> Result<u64> {
+        self.exec("SAVEPOINT op")
+            .map_err(|e| Error::store("starting a savepoint", e))?;
+        let applied = self.apply(op).and_then(|done| {
+            self.exec("RELEASE op")
+                .map_err(|e| Error::store("releasing a savepoint", e))?;
+            Ok(done)
+        });
+        match applied {
+            Ok((n, pending_delta)) => {
+                self.pending = self.pending.saturating_add_signed(pending_delta);
+                Ok(n)
+            }
+            Err(e) => {
+                if !self.conn.is_autocommit() {
+                    let _ = self.exec("ROLLBACK TO op");
+                    let _ = self.exec("RELEASE op");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies one write; returns its answer and how it changed the pending count.
+    fn apply(&self, op: &Op) -> Result<(u64, i64)> {
+        match op {
+            Op::Insert(deliveries) => self.insert(deliveries),
+            Op::Record(id, record) => self.record_attempt(id, record),
+            Op::Requeue(filter, now) => self.requeue_failed(filter, *now),
+            Op::Remove(filter) => self.remove(filter),
+            Op::SaveAccount(account, json) => {
+                self.upsert(SAVE_ACCOUNT, account, json, "saving account settings")
+            }
+            Op::SaveHealth(account, json) => {
+                self.upsert(SAVE_HEALTH, account, json, "saving endpoint health")
+            }
+        }
+    }
+
+    fn insert(&self, deliveries: &[NewDelivery]) -> Result<(u64, i64)> {
+        let n = deliveries.len() as u64;
+        if self.pending.saturating_add(n) > self.max_pending {
+            return Err(Error::StoreFull {
+                capacity: self.max_pending as usize,
+            });
+        }
+        let failed = |e| Error::store("storing a delivery", e);
+        let mut stmt = self.conn.prepare_cached(INSERT_DELIVERY).map_err(failed)?;
+        for d in deliveries {
+            stmt.execute(params![
+                d.id.as_str(),
+                d.account.as_str(),
+                d.campaign.as_str(),
+                d.body.bytes().as_ref(),
+                d.body.encoding().as_str(),
+                to_nanos(d.created_at)?,
+                to_nanos(d.next_attempt_at)?,
+            ])
+            .map_err(|e| {
+                let code = e.sqlite_error().map(|e| e.extended_code);
+                if code == Some(ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+                    || code == Some(ffi::SQLITE_CONSTRAINT_UNIQUE)
+                {
+                    Error::Store {
+                        message: format!("delivery {} already exists", d.id),
+                        source: Some(e.into()),
+                    }
+                } else {
+                    failed(e)
+                }
+            })?;
+        }
+        // One counter update per run of the same account and campaign.
+        for run in deliveries.chunk_by(|a, b| a.account == b.account && a.campaign == b.campaign) {
+            let delta = StatsDelta {
+                pending: run.len() as i64,
+                ..StatsDelta::default()
+            };
+            self.bump_stats(run[0].account.as_str(), run[0].campaign.as_str(), &delta)?;
+        }
+        Ok((n, n as i64))
+    }
+
+    fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord) -> Result<(u64, i64)> {
+        let failed = |e| Error::store("recording an attempt", e);
+        let found = self
+            .conn
+            .prepare_cached(FIND_DELIVERY)
+            .and_then(|mut stmt| {
+                stmt.query_row([id.as_str()], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        state_from_sql(row, 3)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(failed)?;
+        let Some((rowid, account, campaign, was)) = found else {
+            return Err(Error::UnknownDelivery(id.to_string()));
+        };
+        let at = to_nanos(record.at)?;
+        let mut delta = StatsDelta::default();
+        match was {
+            DeliveryState::Pending => delta.pending -= 1,
+            DeliveryState::Failed => delta.failed -= 1,
+            DeliveryState::Delivered => {}
+        }
+        if let Some(error) = &record.error {
+            delta.failure = Some((at, error.as_str()));
+        }
+        let (state, retry_at) = match record.next {
+            NextStep::Delivered => {
+                // Delivered deliveries are only counted, not kept.
+                self.conn
+                    .prepare_cached(DELETE_BY_ROWID)
+                    .and_then(|mut stmt| stmt.execute([rowid]))
+                    .map_err(failed)?;
+                delta.delivered += 1;
+                delta.success_at = Some(at);
+                (None, None)
+            }
+            NextStep::RetryAt(next) => {
+                delta.pending += 1;
+                (Some(DeliveryState::Pending), Some(to_nanos(next)?))
+            }
+            NextStep::Failed => {
+                delta.failed += 1;
+                (Some(DeliveryState::Failed), None)
+            }
+        };
+        if let Some(state) = state {
+            self.conn
+                .prepare_cached(RECORD_ATTEMPT)
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        rowid,
+                        record.status,
+                        record.error.as_deref(),
+                        at,
+                        state.as_str(),
+                        retry_at,
+                    ])
+                })
+                .map_err(failed)?;
+        }
+        self.bump_stats(&account, &campaign, &delta)?;
+        Ok((0, delta.pending))
+    }
+
+    fn requeue_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<(u64, i64)> {
+        let mut sql = String::from("UPDATE deliveries SET state = 'pending', next_attempt_at = ?4");
+        push_filter(&mut sql, filter, DeliveryState::Failed);
+        sql.push_str(" RETURNING campaign");
+        let now = to_nanos(now)?;
+        let campaigns = self
+            .changed_campaigns(&sql, filter, Some(now))
+            .map_err(|e| Error::store("replaying failed deliveries", e))?;
+        let mut total = 0;
+        for (campaign, n) in &campaigns {
+            let delta = StatsDelta {
+                pending: *n,
+                failed: -*n,
+                ..StatsDelta::default()
+            };
+            self.bump_stats(filter.account.as_str(), campaign, &delta)?;
+            total += *n;
+        }
+        Ok((total as u64, total))
+    }
+
+    fn remove(&self, filter: &DeliveryFilter) -> Result<(u64, i64)> {
+        let mut removed = 0;
+        let mut pending_delta = 0;
+        for state in stored_states(filter.state) {
+            let mut sql = String::from("DELETE FROM deliveries");
+            push_filter(&mut sql, filter, *state);
+            sql.push_str(" RETURNING campaign");
+            let campaigns = self
+                .changed_campaigns(&sql, filter, None)
+                .map_err(|e| Error::store("removing deliveries", e))?;
+            for (campaign, n) in &campaigns {
+                let mut delta = StatsDelta::default();
+                if *state == DeliveryState::Pending {
+                    delta.pending = -*n;
+                    pending_delta -= *n;
+                } else {
+                    delta.failed = -*n;
+                }
+                self.bump_stats(filter.account.as_str(), campaign, &delta)?;
+                removed += *n as u64;
+            }
+        }
+        Ok((removed, pending_delta))
+    }
+
+    /// Runs an `UPDATE`/`DELETE ... RETURNING campaign` over `filter` and counts the rows it
+    /// changed, by campaign.
+    fn changed_campaigns(
+        &self,
+        sql: &str,
+        filter: &DeliveryFilter,
+        now: Option<i64>,
+    ) -> rusqlite::Result<Vec<(String, i64)>> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        bind_filter(&mut stmt, filter)?;
+        if let Some(now) = now {
+            stmt.raw_bind_parameter(4, now)?;
+        }
+        let mut counts: Vec<(String, i64)> = Vec::new();
+        let mut rows = stmt.raw_query();
+        while let Some(row) = rows.next()? {
+            let campaign = row.get_ref(0)?.as_str()?;
+            match counts.iter_mut().find(|(c, _)| c == campaign) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((campaign.to_owned(), 1)),
+            }
+        }
+        Ok(counts)
+    }
+
+    fn upsert(
+        &self,
+        sql: &str,
+        account: &AccountId,
+        json: &str,
+        what: &'static str,
+    ) -> Result<(u64, i64)> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute(params![account.as_str(), json]))
+            .map_err(|e| Error::store(what, e))?;
+        Ok((0, 0))
+    }
+
+    fn bump_stats(&self, account: &str, campaign: &str, delta: &StatsDelta<'_>) -> Result<()> {
+        self.conn
+            .prepare_cached(BUMP_STATS)
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    account,
+                    campaign,
+                    delta.pending,
+                    delta.delivered,
+                    delta.failed,
+                    delta.success_at,
+                    delta.failure.map(|(at, _)| at),
+                    delta.failure.map(|(_, reason)| reason),
+                ])
+            })
+            .map_err(|e| Error::store("updating delivery counts", e))?;
+        Ok(())
+    }
+}
+
+/// Changes to one (account, campaign) row of `stats`.
+#[derive(Default)]
+struct StatsDelta<'a> {
+    pending: i64,
+    delivered: i64,
+    failed: i64,
+    success_at: Option<i64>,
+    failure: Option<(i64, &'a str)>,
+}
+
+/// Turns the answers of jobs whose work was rolled back into errors.
+fn abort(results: &mut [Result<u64>], cause: &str) {
+    for result in results.iter_mut().filter(|r| r.is_ok()) {
+        *result = Err(Error::Store {
+            message: format!("the transaction holding this write was rolled back: {cause}"),
+            source: None,
+        });
+    }
+}
+
+pub(super) fn checkpoint_loop(conn: Connection, wake: Receiver<()>) {
+    while wake.recv().is_ok() {
+        // PASSIVE never waits for the writer or readers; what it cannot copy now waits for
+        // the next one.
+        let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "outbox checkpoint failed; will retry");
+        }
+    }
+}
+
+pub(super) fn writer_stopped() -> Error {
+    Error::Store {
+        message: "the outbox writer has stopped".into(),
+        source: None,
+    }
+}
