@@ -37,8 +37,10 @@
 //! - `hyper` (default): async backend on hyper 1 + hyper-util, tokio, rustls with webpki roots.
 //! - `ureq` (default): blocking backend on ureq 3, for dialers with no async runtime.
 //! - `sqlite` (default): the durable outbox in one SQLite file (SQLite bundled).
-//! - `signing`: Standard Webhooks signatures with per-account secrets and rotation
-//!   (`PreferencesUpdate::signing_secret`), and the receiver-side `verify`.
+//! - `signing`: the receiver-side helpers `signing::verify` and `signing::verify_now`.
+//!   Outgoing Standard Webhooks signatures, with per-account secrets and rotation
+//!   (`PreferencesUpdate::signing_secret`), are in every build, so a stored signing secret is
+//!   never silently ignored.
 //! - `tokio`: the delivery worker on tokio, `Webhooks::start_tokio` and `Webhooks::submit_async`
 //!   (enabled by `hyper`).
 //!
@@ -65,8 +67,6 @@ pub mod policy;
 pub mod preferences;
 pub mod receiver;
 pub mod request;
-#[cfg(feature = "signing")]
-#[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
 pub mod signing;
 pub mod store;
 mod sync;

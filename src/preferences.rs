@@ -13,37 +13,11 @@ use crate::auth::{AuthScheme, Credentials};
 use crate::delivery::RetrySchedule;
 use crate::encoding::Encoding;
 use crate::error::{Error, Result};
-#[cfg(feature = "signing")]
 use crate::signing::SigningSecret;
 
 /// The most signing secrets an account holds: the current one and, during a rotation, the
 /// previous one.
 const MAX_SIGNING_SECRETS: usize = 2;
-
-/// A signing secret as the account holds it. Without the `signing` feature the stored text is
-/// kept as it was read, so saving the account again never loses it, but nothing is signed.
-#[cfg(feature = "signing")]
-type HeldSecret = SigningSecret;
-#[cfg(not(feature = "signing"))]
-type HeldSecret = crate::auth::Secret;
-
-#[cfg(feature = "signing")]
-fn secret_to_text(secret: &HeldSecret) -> String {
-    secret.to_whsec()
-}
-#[cfg(not(feature = "signing"))]
-fn secret_to_text(secret: &HeldSecret) -> String {
-    secret.expose_secret().to_owned()
-}
-
-#[cfg(feature = "signing")]
-fn secret_from_text(text: &str) -> Result<HeldSecret> {
-    text.parse()
-}
-#[cfg(not(feature = "signing"))]
-fn secret_from_text(text: &str) -> Result<HeldSecret> {
-    Ok(crate::auth::Secret::new(text))
-}
 
 /// The receiver's URL: parsed and checked when set (http or https, a host, no user name or
 /// password inside it, no fragment, at most [`MAX_URL_LEN`] bytes).
@@ -186,7 +160,7 @@ pub struct Preferences {
     attempt_timeout: Duration,
     retry_schedule: RetrySchedule,
     /// Newest first; at most [`MAX_SIGNING_SECRETS`].
-    signing_secrets: Vec<HeldSecret>,
+    signing_secrets: Vec<SigningSecret>,
     mask_phone: bool,
     omit_result_notes: bool,
     /// Derived from credentials + scheme when they change, so each request only clones it.
@@ -261,8 +235,6 @@ impl Preferences {
     }
     /// How many signing secrets are set: 0 (requests are not signed), 1, or 2 during a rotation
     /// (both signatures are sent). The secrets themselves are never shown.
-    ///
-    /// Requests are signed only when the crate is built with the `signing` feature.
     pub fn signing_secret_count(&self) -> usize {
         self.signing_secrets.len()
     }
@@ -280,7 +252,6 @@ impl Preferences {
         self.authorization.as_ref()
     }
 
-    #[cfg(feature = "signing")]
     pub(crate) fn signing_secrets(&self) -> &[SigningSecret] {
         &self.signing_secrets
     }
@@ -348,7 +319,6 @@ impl Preferences {
             }
             next.retry_schedule = v;
         }
-        #[cfg(feature = "signing")]
         {
             let before = next.signing_secrets.clone();
             for change in update.signing {
@@ -401,7 +371,11 @@ impl Preferences {
             attempt_timeout_ms: self.attempt_timeout.as_millis() as u64,
             retry_delays_ms: (self.retry_schedule != RetrySchedule::default())
                 .then(|| self.retry_schedule.to_millis()),
-            signing_secrets: self.signing_secrets.iter().map(secret_to_text).collect(),
+            signing_secrets: self
+                .signing_secrets
+                .iter()
+                .map(SigningSecret::to_whsec)
+                .collect(),
             mask_phone: self.mask_phone,
             omit_result_notes: self.omit_result_notes,
         }
@@ -438,7 +412,7 @@ impl Preferences {
         preferences.signing_secrets = stored
             .signing_secrets
             .iter()
-            .map(|text| secret_from_text(text))
+            .map(|text| text.parse::<SigningSecret>())
             .collect::<Result<_>>()?;
         Ok(preferences)
     }
@@ -504,7 +478,6 @@ impl Drop for StoredPreferences {
 }
 
 /// A change to the signing secrets, applied in the order given.
-#[cfg(feature = "signing")]
 #[derive(Debug)]
 enum SigningChange {
     Set(SigningSecret),
@@ -549,7 +522,6 @@ pub struct PreferencesUpdate {
     time_zone: Option<TimeZone>,
     attempt_timeout: Option<Duration>,
     retry_schedule: Option<RetrySchedule>,
-    #[cfg(feature = "signing")]
     signing: Vec<SigningChange>,
     mask_phone: Option<bool>,
     omit_result_notes: Option<bool>,
@@ -676,8 +648,6 @@ impl PreferencesUpdate {
     /// assert_eq!(account.preferences().signing_secret_count(), 2);
     /// # Ok::<(), call_result_webhook::Error>(())
     /// ```
-    #[cfg(feature = "signing")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
     pub fn signing_secret(mut self, secret: SigningSecret) -> Self {
         self.signing.push(SigningChange::Set(secret));
         self
@@ -687,8 +657,6 @@ impl PreferencesUpdate {
     /// kept as the previous, so every request carries both signatures and a receiver holding
     /// either accepts it. At most two are kept: an older previous secret is dropped. With no
     /// secret set, this is [`signing_secret`](Self::signing_secret).
-    #[cfg(feature = "signing")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
     pub fn rotate_signing_secret(mut self, secret: SigningSecret) -> Self {
         self.signing.push(SigningChange::Rotate(secret));
         self
@@ -696,8 +664,6 @@ impl PreferencesUpdate {
 
     /// Removes every signing secret: requests are no longer signed. To end a rotation, call
     /// this and then [`signing_secret`](Self::signing_secret) with the new secret.
-    #[cfg(feature = "signing")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
     pub fn clear_signing_secrets(mut self) -> Self {
         self.signing.push(SigningChange::Clear);
         self
@@ -918,7 +884,6 @@ mod tests {
         assert!(!json.contains("signing_secrets"));
     }
 
-    #[cfg(feature = "signing")]
     mod signing {
         use super::*;
 

@@ -14,7 +14,7 @@
 use crate::limits::{MAX_BODY_BYTES, MAX_FIELD_BYTES, MAX_NOTES_BYTES};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT as USER_AGENT_HEADER};
-use http::{HeaderName, HeaderValue, Method, Request};
+use http::{HeaderValue, Method, Request};
 use jiff::Timestamp;
 
 use crate::dispatch::AttemptTimeout;
@@ -23,12 +23,10 @@ use crate::error::{Error, Result};
 use crate::ids::DeliveryId;
 use crate::payload::{CallResult, PAYLOAD_KEYS, mask_phone};
 use crate::preferences::Preferences;
+use crate::signing::header::WEBHOOK_ID;
 
 /// The `User-Agent` every request carries: `call-result-webhook/<version>`.
 pub const USER_AGENT: &str = concat!("call-result-webhook/", env!("CARGO_PKG_VERSION"));
-
-/// The delivery's id, parsed once rather than on every request.
-const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 
 /// The body of one delivery: the exact bytes every attempt sends, fixed when the call result
 /// is submitted, and the encoding that made them.
@@ -44,7 +42,10 @@ impl EncodedBody {
     /// [`Preferences`]), after checking each field as it will be sent against its cap
     /// ([`MAX_FIELD_BYTES`], [`MAX_NOTES_BYTES`]) and the whole body against [`MAX_BODY_BYTES`].
     ///
-    /// Over a cap: [`Error::InvalidCallResult`] naming the field, or [`Error::BodyTooLarge`].
+    /// # Errors
+    ///
+    /// [`Error::InvalidCallResult`] naming the field when a field is over its cap, and
+    /// [`Error::BodyTooLarge`] when the encoded body is over [`MAX_BODY_BYTES`].
     pub fn encode(call: &CallResult, preferences: &Preferences) -> Result<EncodedBody> {
         let mut fields = call.fields(preferences.time_zone());
         if preferences.mask_phone()
@@ -99,6 +100,10 @@ impl EncodedBody {
 /// Builds the request for one attempt made now, by the system clock: [`build_request_at`] with
 /// [`Timestamp::now`].
 ///
+/// # Errors
+///
+/// As [`build_request_at`].
+///
 /// # Examples
 ///
 /// ```
@@ -136,13 +141,19 @@ pub fn build_request(
 /// `Content-Type` for the body's encoding, `Authorization` from the account's current
 /// credentials (none if there are none), `webhook-id`, and `User-Agent`.
 ///
-/// When the account has signing secrets (feature `signing`), it also carries
+/// When the account has signing secrets, it also carries
 /// `webhook-timestamp` (`now` in Unix seconds) and `webhook-signature`: one `v1,` signature per
 /// secret over `webhook-id`, the timestamp and the exact body bytes, as Standard Webhooks
 /// specifies. The delivery worker passes its own clock's time, so the timestamp is the
 /// attempt's. ([`DeliveryId`] admits no `.`, so every id signs unambiguously.)
 ///
 /// The account's attempt timeout travels as an [`AttemptTimeout`] extension for the backend.
+///
+/// # Errors
+///
+/// [`Error::NotConfigured`] when the account has no URL, [`Error::InvalidUrl`] when its URL
+/// cannot be sent as an HTTP request target, and [`Error::Signature`] when the request cannot
+/// be signed (for example a timestamp before 1970).
 #[cfg_attr(
     feature = "signing",
     doc = r#"
@@ -202,7 +213,6 @@ pub fn build_request_at(
     if let Some(auth) = preferences.authorization() {
         headers.insert(AUTHORIZATION, auth.clone());
     }
-    #[cfg(feature = "signing")]
     if !preferences.signing_secrets().is_empty() {
         crate::signing::sign_headers(
             headers,
@@ -212,8 +222,6 @@ pub fn build_request_at(
             preferences.signing_secrets(),
         )?;
     }
-    #[cfg(not(feature = "signing"))]
-    let _ = now;
     request
         .extensions_mut()
         .insert(AttemptTimeout(preferences.attempt_timeout()));
@@ -388,11 +396,9 @@ mod tests {
         assert!(EncodedBody::encode(&call, omitting.preferences()).is_ok());
     }
 
-    #[cfg(feature = "signing")]
     mod signing {
         use super::*;
-        use crate::limits::DEFAULT_SIGNATURE_TOLERANCE;
-        use crate::signing::{SigningSecret, verify};
+        use crate::signing::{SigningSecret, sign};
 
         const AT: i64 = 1_700_000_000;
 
@@ -400,8 +406,59 @@ mod tests {
             Timestamp::from_second(AT).unwrap()
         }
 
+        /// Runs in every build, `--no-default-features` included: a stored signing secret is
+        /// never silently ignored.
+        #[test]
+        fn a_secret_signs_the_request_without_the_signing_feature() {
+            let secret = SigningSecret::generate().unwrap();
+            let signed = account(
+                PreferencesUpdate::new()
+                    .url("https://crm.example/")
+                    .signing_secret(secret.clone()),
+            );
+            assert_eq!(signed.preferences().signing_secret_count(), 1);
+            let body = EncodedBody::encode(&call(), signed.preferences()).unwrap();
+            let id = DeliveryId::new("msg_1").unwrap();
+            let r = build_request_at(signed.preferences(), &id, &body, at()).unwrap();
+            assert_eq!(r.headers()["webhook-id"], "msg_1");
+            assert_eq!(r.headers()["webhook-timestamp"], "1700000000");
+            assert_eq!(
+                r.headers()["webhook-signature"],
+                sign("msg_1", AT, body.bytes(), &[secret])
+            );
+            assert!(
+                r.headers()["webhook-signature"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("v1,")
+            );
+        }
+
+        /// The preferences' stored form keeps the secret, and the restored account still signs.
+        #[test]
+        fn a_stored_secret_still_signs_after_a_restore() {
+            let secret = SigningSecret::generate().unwrap();
+            let signed = account(
+                PreferencesUpdate::new()
+                    .url("https://crm.example/")
+                    .signing_secret(secret.clone()),
+            );
+            let restored = Preferences::from_stored(&signed.preferences().to_stored()).unwrap();
+            let body = EncodedBody::encode(&call(), &restored).unwrap();
+            let id = DeliveryId::new("msg_2").unwrap();
+            let r = build_request_at(&restored, &id, &body, at()).unwrap();
+            assert_eq!(
+                r.headers()["webhook-signature"],
+                sign("msg_2", AT, body.bytes(), &[secret])
+            );
+        }
+
+        #[cfg(feature = "signing")]
         #[test]
         fn unsigned_without_secrets_signed_with_them_at_the_given_time() {
+            use crate::limits::DEFAULT_SIGNATURE_TOLERANCE;
+            use crate::signing::verify;
+
             let plain = account(PreferencesUpdate::new().url("https://crm.example/"));
             let body = EncodedBody::encode(&call(), plain.preferences()).unwrap();
             let id = DeliveryId::new("msg_1").unwrap();

@@ -7,33 +7,47 @@
 //! - `webhook-signature`: `v1,<base64 of the HMAC-SHA256>` once per secret, space-separated, so
 //!   that during a rotation both the old and the new secret sign and either one verifies.
 //!
-//! The signature covers the exact body bytes that are sent. [`verify`] is the receiver's side of
-//! the same scheme: for customers whose receiving server is written in Rust, and for our tests.
+//! The signature covers the exact body bytes that are sent. Signing is always compiled in, so an
+//! account's signing secret is never silently ignored. `verify` and `verify_now` (feature
+//! `signing`) are the receiver's side of the same scheme: for customers whose receiving server
+//! is written in Rust, and for our tests.
 //!
 //! Secrets are written `whsec_` + standard base64 of 24 to 64 random bytes. A [`SigningSecret`]
 //! keeps its key bytes in memory that is zeroed when dropped, and never prints them.
 
 use std::fmt;
 use std::str::FromStr;
+#[cfg(feature = "signing")]
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
-use http::{HeaderMap, HeaderName, HeaderValue};
+#[cfg(feature = "signing")]
+use http::HeaderName;
+use http::{HeaderMap, HeaderValue};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The delivery's id, stable across retries, for de-duplication.
-const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
-/// The attempt's time in Unix seconds.
-const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
-/// Space-separated `v1,<base64>` signatures.
-const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+/// The Standard Webhooks header names: defined here once, used by the signer, the verifier
+/// and the request builder.
+pub(crate) mod header {
+    use http::HeaderName;
+
+    /// The delivery's id, stable across retries, for de-duplication.
+    pub(crate) const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+    /// The attempt's time in Unix seconds.
+    pub(crate) const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+    /// Space-separated `v1,<base64>` signatures.
+    pub(crate) const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+}
+
+use header::{WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
 
 /// The text every serialized secret starts with.
 const PREFIX: &str = "whsec_";
@@ -46,6 +60,7 @@ const MAX_KEY_LEN: usize = 64;
 /// Key bytes in a secret made by [`SigningSecret::generate`].
 const GENERATED_KEY_LEN: usize = 32;
 /// Bytes in an HMAC-SHA256 tag.
+#[cfg(feature = "signing")]
 const TAG_LEN: usize = 32;
 
 fn error(message: impl Into<String>) -> Error {
@@ -79,7 +94,9 @@ pub struct SigningSecret {
 impl SigningSecret {
     /// Makes a new secret from 32 bytes of the operating system's random source.
     ///
-    /// Fails only if that source fails, with an [`Error::Signature`].
+    /// # Errors
+    ///
+    /// [`Error::Signature`] if the operating system's random source fails.
     pub fn generate() -> Result<Self> {
         let mut key = Zeroizing::new(vec![0u8; GENERATED_KEY_LEN]);
         getrandom::fill(&mut key)
@@ -107,13 +124,8 @@ impl SigningSecret {
 impl PartialEq for SigningSecret {
     /// Compares the key bytes in time that depends only on their length.
     fn eq(&self, other: &Self) -> bool {
-        self.key.len() == other.key.len()
-            && self
-                .key
-                .iter()
-                .zip(other.key.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        // `ct_eq` on slices is false at once for different lengths, as a length is not secret.
+        self.key.as_slice().ct_eq(other.key.as_slice()).into()
     }
 }
 
@@ -123,7 +135,12 @@ impl FromStr for SigningSecret {
     type Err = Error;
 
     /// Parses `whsec_` + standard base64 (with padding) of 24 to 64 bytes. Whitespace around the
-    /// text, as left by a copy and paste, is ignored. The error never repeats the input.
+    /// text, as left by a copy and paste, is ignored.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Signature`] when the prefix is missing, the rest is not standard base64, or the
+    /// key is shorter than 24 or longer than 64 bytes. The error never repeats the input.
     fn from_str(text: &str) -> Result<Self> {
         let encoded = text
             .trim()
@@ -221,9 +238,10 @@ pub fn sign(msg_id: &str, timestamp: i64, body: &[u8], secrets: &[SigningSecret]
 /// Sets `webhook-id`, `webhook-timestamp` and `webhook-signature` on `headers`, replacing any
 /// already there.
 ///
-/// Fails with [`Error::Signature`], leaving `headers` untouched, when `secrets` is empty, when
-/// `msg_id` is empty or holds anything but visible ASCII other than `.`, or when `timestamp` is
-/// negative.
+/// # Errors
+///
+/// [`Error::Signature`], leaving `headers` untouched, when `secrets` is empty, when `msg_id` is
+/// empty or holds anything but visible ASCII other than `.`, or when `timestamp` is negative.
 ///
 /// # Examples
 ///
@@ -278,6 +296,7 @@ fn check_msg_id(msg_id: &str) -> Result<()> {
 }
 
 /// The one value of a header that must appear exactly once, as text.
+#[cfg(feature = "signing")]
 fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<&'h str> {
     let mut values = headers.get_all(name).iter();
     let value = values
@@ -313,6 +332,11 @@ fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<&'h str> {
 ///
 /// Use [`verify_now`] to check against the system clock.
 ///
+/// # Errors
+///
+/// [`Error::Signature`] when `secrets` is empty, when a header is missing, repeated, empty or
+/// malformed, when the timestamp is outside `tolerance`, or when no signature matches.
+///
 /// # Examples
 ///
 /// ```
@@ -333,6 +357,8 @@ fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<&'h str> {
 /// assert!(verify(&headers, body, &[secret], DEFAULT_SIGNATURE_TOLERANCE, 1_700_003_600).is_err());
 /// # Ok::<(), call_result_webhook::Error>(())
 /// ```
+#[cfg(feature = "signing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
 pub fn verify(
     headers: &HeaderMap,
     body: &[u8],
@@ -414,6 +440,10 @@ pub fn verify(
 
 /// [`verify`] against the system clock.
 ///
+/// # Errors
+///
+/// As [`verify`]: [`Error::Signature`] naming the check that failed.
+///
 /// # Examples
 ///
 /// ```
@@ -432,6 +462,8 @@ pub fn verify(
 /// verify_now(&headers, b"{}", &[secret], DEFAULT_SIGNATURE_TOLERANCE)?;
 /// # Ok::<(), call_result_webhook::Error>(())
 /// ```
+#[cfg(feature = "signing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "signing")))]
 pub fn verify_now(
     headers: &HeaderMap,
     body: &[u8],
@@ -450,7 +482,9 @@ pub fn verify_now(
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "signing")]
     use crate::limits::DEFAULT_SIGNATURE_TOLERANCE;
+    #[cfg(feature = "signing")]
     use proptest::prelude::*;
 
     // The reference example of the Standard Webhooks project: repository
@@ -464,6 +498,7 @@ mod tests {
     const SPEC_BODY: &[u8] = br#"{"test": 2432232314}"#;
     const SPEC_SIGNATURE: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
 
+    #[cfg(feature = "signing")]
     const TOLERANCE: Duration = DEFAULT_SIGNATURE_TOLERANCE;
 
     fn spec_secret() -> SigningSecret {
@@ -505,12 +540,14 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "signing")]
     fn signed(body: &[u8], secrets: &[SigningSecret], timestamp: i64) -> HeaderMap {
         let mut headers = HeaderMap::new();
         sign_headers(&mut headers, "msg_round_trip", timestamp, body, secrets).unwrap();
         headers
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn an_id_with_a_dot_cannot_re_split_an_old_message() {
         // Found by fuzzing: the id `msg_1.1700000000` with timestamp 1700000600 and body `rest`
@@ -541,6 +578,7 @@ mod tests {
         assert_eq!(value, SPEC_SIGNATURE);
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn spec_vector_verifies() {
         verify(
@@ -567,6 +605,7 @@ mod tests {
         assert_eq!(headers, spec_headers());
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn spec_multi_signature_header_verifies() {
         // As the reference suite's "multi sig payload is valid": wrong v1, unknown v2, the valid one.
@@ -587,6 +626,7 @@ mod tests {
         .unwrap();
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn spec_partial_signatures_fail() {
         for partial in [&SPEC_SIGNATURE[..8], "v1,", "v1,dawfeoifkpqwoekfpqoekf"] {
@@ -604,6 +644,7 @@ mod tests {
 
     // --- round trips and tampering ---
 
+    #[cfg(feature = "signing")]
     #[test]
     fn round_trip() {
         let key = secret(7);
@@ -622,6 +663,7 @@ mod tests {
         .unwrap();
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn empty_body_round_trips() {
         let key = secret(7);
@@ -629,6 +671,7 @@ mod tests {
         verify(&headers, b"", &[key], TOLERANCE, 1_700_000_000).unwrap();
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn tampered_body_fails() {
         let message = err_text(verify(
@@ -652,6 +695,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn tampered_id_fails() {
         let headers = headers(
@@ -669,6 +713,7 @@ mod tests {
         assert!(message.contains("no v1 signature matches"), "{message}");
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn tampered_timestamp_fails() {
         // One second later is well inside the tolerance, so only the signature can catch it.
@@ -683,6 +728,7 @@ mod tests {
         assert!(message.contains("no v1 signature matches"), "{message}");
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn timestamp_is_signed_as_received() {
         // A leading zero parses to the same number but is different signed text.
@@ -699,6 +745,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn wrong_secret_fails() {
         let message = err_text(verify(
@@ -713,6 +760,7 @@ mod tests {
 
     // --- rotation ---
 
+    #[cfg(feature = "signing")]
     #[test]
     fn rotation_sends_both_and_either_verifies() {
         let (old, new, other) = (secret(1), secret(2), secret(3));
@@ -767,6 +815,7 @@ mod tests {
         assert!(verify(&headers, b"body", &[other], TOLERANCE, 1_700_000_000).is_err());
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn signature_split_over_two_headers_verifies() {
         let mut headers = spec_headers();
@@ -788,14 +837,17 @@ mod tests {
     #[test]
     fn no_secrets() {
         assert_eq!(sign(SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY, &[]), "");
-        let message = err_text(verify(
-            &spec_headers(),
-            SPEC_BODY,
-            &[],
-            TOLERANCE,
-            SPEC_TIMESTAMP,
-        ));
-        assert!(message.contains("no signing secret"), "{message}");
+        #[cfg(feature = "signing")]
+        {
+            let message = err_text(verify(
+                &spec_headers(),
+                SPEC_BODY,
+                &[],
+                TOLERANCE,
+                SPEC_TIMESTAMP,
+            ));
+            assert!(message.contains("no signing secret"), "{message}");
+        }
         let mut headers = HeaderMap::new();
         let message = err_text(sign_headers(
             &mut headers,
@@ -810,6 +862,7 @@ mod tests {
 
     // --- tolerance ---
 
+    #[cfg(feature = "signing")]
     #[test]
     fn tolerance_edges() {
         let check = |now: i64| verify(&spec_headers(), SPEC_BODY, &[spec_secret()], TOLERANCE, now);
@@ -829,6 +882,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn zero_tolerance_accepts_only_the_same_second() {
         let check = |now: i64| {
@@ -845,6 +899,7 @@ mod tests {
         assert!(err_text(check(SPEC_TIMESTAMP - 1)).contains("too new"));
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn tolerance_counts_whole_seconds() {
         let tolerance = Duration::from_millis(1_999);
@@ -853,6 +908,7 @@ mod tests {
         assert!(check(SPEC_TIMESTAMP + 2).is_err());
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn extreme_clocks_do_not_overflow() {
         let check = |now: i64| {
@@ -871,6 +927,7 @@ mod tests {
         assert!(err_text(check(i64::MIN)).contains("too new"));
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn verify_now_reads_the_clock() {
         let key = secret(9);
@@ -883,6 +940,7 @@ mod tests {
 
     // --- malformed headers ---
 
+    #[cfg(feature = "signing")]
     #[test]
     fn missing_headers_are_named() {
         for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
@@ -899,6 +957,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn repeated_id_or_timestamp_is_refused() {
         for name in ["webhook-id", "webhook-timestamp"] {
@@ -916,6 +975,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn empty_or_non_ascii_headers_are_refused() {
         let mut headers = spec_headers();
@@ -943,6 +1003,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn malformed_timestamps_are_refused() {
         for bad in [
@@ -979,6 +1040,7 @@ mod tests {
         assert_eq!(message, "webhook-timestamp header is out of range");
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn signature_without_v1_is_refused() {
         for bad in [
@@ -1004,6 +1066,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn unknown_versions_beside_a_valid_v1_are_ignored() {
         let signature = format!("v1a,bm90IGVkMjU1MTk= {SPEC_SIGNATURE} v2,whatever");
@@ -1056,6 +1119,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn sign_headers_replaces_earlier_values() {
         let key = secret(5);
@@ -1159,6 +1223,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "signing")]
     #[test]
     fn errors_never_print_the_secret() {
         let mut errors = Vec::new();
@@ -1207,6 +1272,7 @@ mod tests {
 
     // --- properties ---
 
+    #[cfg(feature = "signing")]
     proptest! {
         #[test]
         fn sign_then_verify_holds(

@@ -98,7 +98,6 @@ fn cr_lf_and_nul_are_refused_in_delivery_ids() {
     assert!(http::HeaderValue::from_str(id.as_str()).is_ok());
 }
 
-#[cfg(feature = "signing")]
 #[test]
 fn cr_lf_and_nul_are_refused_in_every_signing_input() {
     use call_result_webhook::signing::{SigningSecret, sign_headers};

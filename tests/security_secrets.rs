@@ -23,27 +23,21 @@ const USER: &str = "dialer";
 
 /// Every text that would give a secret away.
 fn forbidden() -> Vec<String> {
-    let all = vec![
+    let mut all = vec![
         PASSWORD.to_owned(),
         STANDARD.encode(format!("{USER}:{PASSWORD}")),
         STANDARD.encode(format!("{USER}/{PASSWORD}")),
     ];
-    #[cfg(feature = "signing")]
-    let all = {
-        let mut all = all;
-        let (current, previous) = signing_secrets();
-        for s in [current, previous] {
-            let text = s.to_whsec();
-            // The whole secret, and its key part alone.
-            all.push(text[6..].to_owned());
-            all.push(text);
-        }
-        all
-    };
+    let (current, previous) = signing_secrets();
+    for s in [current, previous] {
+        let text = s.to_whsec();
+        // The whole secret, and its key part alone.
+        all.push(text[6..].to_owned());
+        all.push(text);
+    }
     all
 }
 
-#[cfg(feature = "signing")]
 fn signing_secrets() -> (
     call_result_webhook::signing::SigningSecret,
     call_result_webhook::signing::SigningSecret,
@@ -57,18 +51,13 @@ fn signing_secrets() -> (
 
 /// An update setting every secret the crate holds.
 fn secret_update() -> PreferencesUpdate {
-    let update = PreferencesUpdate::new()
+    let (current, previous) = signing_secrets();
+    PreferencesUpdate::new()
         .enabled(true)
         .url("https://crm.example/hook?token=t0ken")
-        .credentials(USER, PASSWORD);
-    #[cfg(feature = "signing")]
-    let update = {
-        let (current, previous) = signing_secrets();
-        update
-            .signing_secret(previous)
-            .rotate_signing_secret(current)
-    };
-    update
+        .credentials(USER, PASSWORD)
+        .signing_secret(previous)
+        .rotate_signing_secret(current)
 }
 
 #[track_caller]
@@ -104,17 +93,14 @@ fn no_public_type_that_holds_a_secret_shows_it() {
             format!("{:?} {:#?}", secret_update(), secret_update()),
         ),
     ];
-    #[cfg(feature = "signing")]
-    {
-        let (current, previous) = signing_secrets();
-        shown.push((
-            "SigningSecret",
-            format!("{current:?} {current} {previous:#?}"),
-        ));
-    }
+    let (current, previous) = signing_secrets();
+    shown.push((
+        "SigningSecret",
+        format!("{current:?} {current} {previous:#?}"),
+    ));
 
     // Errors made from bad secrets: they name the field, never the value.
-    let errors: Vec<Error> = vec![
+    let mut errors: Vec<Error> = vec![
         Credentials::new(USER, format!("{PASSWORD}\r\n")).unwrap_err(),
         Credentials::new(format!("{USER}:x"), PASSWORD)
             .unwrap()
@@ -136,28 +122,22 @@ fn no_public_type_that_holds_a_secret_shows_it() {
             )
             .unwrap_err(),
     ];
-    #[cfg(feature = "signing")]
-    let errors = {
-        let mut errors = errors;
-        let (current, _) = signing_secrets();
-        let text = current.to_whsec();
-        errors.push(
-            format!("{text}!")
-                .parse::<call_result_webhook::signing::SigningSecret>()
-                .unwrap_err(),
-        );
-        errors.push(
-            text[6..]
-                .parse::<call_result_webhook::signing::SigningSecret>()
-                .unwrap_err(),
-        );
-        errors.push(
-            format!("whsec_{}", &text[6..20])
-                .parse::<call_result_webhook::signing::SigningSecret>()
-                .unwrap_err(),
-        );
-        errors
-    };
+    let text = signing_secrets().0.to_whsec();
+    errors.push(
+        format!("{text}!")
+            .parse::<call_result_webhook::signing::SigningSecret>()
+            .unwrap_err(),
+    );
+    errors.push(
+        text[6..]
+            .parse::<call_result_webhook::signing::SigningSecret>()
+            .unwrap_err(),
+    );
+    errors.push(
+        format!("whsec_{}", &text[6..20])
+            .parse::<call_result_webhook::signing::SigningSecret>()
+            .unwrap_err(),
+    );
     for err in &errors {
         shown.push(("Error", format!("{err} {err:?} {err:#?}")));
     }
@@ -192,7 +172,6 @@ fn no_public_type_that_holds_a_secret_shows_it() {
     // looked for text that is really there.
     let stored = account.to_storage_json();
     assert!(stored.contains(PASSWORD));
-    #[cfg(feature = "signing")]
     assert!(stored.contains(&signing_secrets().0.to_whsec()));
 }
 
