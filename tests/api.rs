@@ -134,7 +134,13 @@ fn blocking_waits_on_the_workers_runtime_refuse_at_once() {
                 &tokio::runtime::Handle::current(),
             )
             .unwrap();
-        webhooks.submit(&acme, &winter, call("1")).await.unwrap();
+        assert!(
+            webhooks
+                .submit(&acme, &winter, call("1"))
+                .await
+                .unwrap()
+                .is_accepted()
+        );
 
         let asked = Instant::now();
         let waited = worker.wait_idle_blocking(Duration::from_secs(30));
@@ -197,9 +203,8 @@ fn a_worker_whose_runtime_is_gone_says_so_and_submits_are_still_kept() {
         .start_tokio(HyperDispatcher::builder().build(), runtime.handle())
         .unwrap();
     for n in 0..4 {
-        webhooks
-            .submit_blocking(&acme, &winter, call(&n.to_string()))
-            .unwrap();
+        let submitted = webhooks.submit_blocking(&acme, &winter, call(&n.to_string()));
+        assert!(submitted.unwrap().is_accepted());
     }
     receiver.wait_for(4, Duration::from_secs(10));
     assert_eq!(worker.in_flight(), 4);
@@ -317,10 +322,8 @@ async fn dropped_submits_retried_with_their_id_are_delivered_exactly_once() {
     // Late retries, after delivery, are remembered and not sent again.
     for n in 0..CALLS {
         let id = DeliveryId::new(format!("call-{n}")).unwrap();
-        webhooks
-            .submit_with_id(&acme, &winter, call(&n.to_string()), id)
-            .await
-            .unwrap();
+        let again = webhooks.submit_with_id(&acme, &winter, call(&n.to_string()), id);
+        assert!(again.await.unwrap().is_accepted());
     }
     assert!(worker.wait_idle(Duration::from_secs(30)).await.unwrap());
     worker.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -343,10 +346,8 @@ async fn dropped_submits_retried_with_their_id_are_delivered_exactly_once() {
     // With no worker running, a new id stays pending: the same id for a different call
     // result is refused, not silently merged; the same call result again is fine.
     let late = DeliveryId::new("call-late").unwrap();
-    webhooks
-        .submit_with_id(&acme, &winter, call("late"), late.clone())
-        .await
-        .unwrap();
+    let first = webhooks.submit_with_id(&acme, &winter, call("late"), late.clone());
+    assert!(first.await.unwrap().is_accepted());
     let reused = webhooks
         .submit_with_id(&acme, &winter, call("something else"), late.clone())
         .await;
