@@ -11,9 +11,14 @@
 //! # Delivery
 //!
 //! [`Webhooks`] is the facade the dialer holds. [`Webhooks::submit`] checks both switches,
-//! fixes the body bytes, stores the delivery durably in the outbox ([`Store`](store::Store)) and returns
-//! without waiting for any receiver. A [`Worker`] delivers in the background, on plain threads
-//! ([`Webhooks::start_threads`]) or on the dialer's tokio runtime (`Webhooks::start_tokio`, feature `tokio`):
+//! fixes the body bytes, stores the delivery durably in the outbox ([`Store`](store::Store)) and
+//! returns without waiting for any receiver. A [`Worker`] delivers in the background, on the
+//! dialer's tokio runtime (`Webhooks::start_tokio`, feature `tokio`) or on plain threads
+//! ([`Webhooks::start_threads`]).
+//!
+//! The API is async first: every operation that touches the store is an `async fn` that runs the
+//! store's work off the caller's runtime, with a `_blocking` twin for dialers without one (see
+//! [`Webhooks`] for what dropping one of these futures means). The guarantees:
 //!
 //! - **At least once**, with the same `webhook-id` and the same bytes on every attempt, so a
 //!   receiver drops duplicates by `webhook-id`. The URL, credentials and timeout are the
@@ -41,8 +46,15 @@
 //!   Outgoing Standard Webhooks signatures, with per-account secrets and rotation
 //!   (`PreferencesUpdate::signing_secret`), are in every build, so a stored signing secret is
 //!   never silently ignored.
-//! - `tokio`: the delivery worker on tokio, `Webhooks::start_tokio` and `Webhooks::submit_async`
-//!   (enabled by `hyper`).
+//! - `tokio`: the delivery worker on tokio, `Webhooks::start_tokio`, and the async facade on
+//!   tokio's blocking pool (enabled by `hyper`; without it, async calls run on a thread each).
+//!
+//! # Where things are
+//!
+//! The root holds the common path. Everything else is in the module named for its concept:
+//! [`payload`], [`encoding`], [`auth`], [`preferences`], [`account`], [`campaign`],
+//! [`request`], [`signing`], [`policy`], [`dispatch`], [`delivery`], [`store`], [`receiver`],
+//! [`ids`], [`error`], and [`limits`] for every bound and default.
 //!
 //! # Minimum supported Rust version
 //!
