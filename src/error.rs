@@ -79,6 +79,23 @@ pub enum Error {
         id: String,
     },
 
+    /// An attempt's outcome came under a claim that is no longer the delivery's current one
+    /// (its lease ran out and another process claimed it): nothing was recorded, the newer
+    /// claim's outcome stands.
+    #[error("the claim on delivery {id} is no longer current; its outcome was not recorded")]
+    LeaseLost {
+        /// The delivery.
+        id: String,
+    },
+
+    /// The store is already in use by another process and cannot be shared (an embedded
+    /// store, such as one SQLite file): run one process per file, or a fleet on PostgreSQL.
+    #[error("the store {what} is already in use by another process")]
+    StoreInUse {
+        /// Which store (a file path).
+        what: String,
+    },
+
     /// The destination address is refused by the address policy; no connection was attempted.
     #[error("address {addr} of host {host} refused: {rule}")]
     AddressRefused {

@@ -1,0 +1,234 @@
+//! The store seam for a fleet: an [`Outbox`] (the queue: insert, claim, record, admin queries,
+//! counts) and [`Settings`] (accounts' settings and endpoints' health, shared by every process).
+//!
+//! Several processes may share one store (PostgreSQL). They meet here:
+//!
+//! - **Claims.** A process takes due work with [`Outbox::claim`]: each claimed delivery gets a
+//!   lease (no other process may claim it until the lease runs out) and a fresh
+//!   [`ClaimToken`], a fencing token. An outcome is recorded only with the token of the current
+//!   claim: a process presumed dead, whose lease ran out and whose delivery was claimed again,
+//!   cannot overwrite the newer attempt ([`Error::LeaseLost`](crate::Error::LeaseLost)).
+//! - **Settings.** A change saved through any process is read by every other one from
+//!   [`Settings::changes_since`], polled and, where the store can, announced at once through
+//!   [`Notice::SettingsChanged`].
+//! - **Wake-ups.** A store shared by several processes tells each of them about new due work
+//!   ([`Notice::DueWork`]) so that an idle fleet starts a submit's first attempt at once, not at
+//!   the next poll.
+//!
+//! Nothing above the seam knows how many processes there are.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::error::Result;
+use crate::ids::{AccountId, CampaignId, DeliveryId};
+use crate::store::{AttemptRecord, Delivery, DeliveryFilter, DeliveryStats, NewDelivery};
+
+/// A fencing token: names one claim of one delivery. Every claim of a delivery gets a token
+/// greater than any before it in the same store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClaimToken(u64);
+
+impl ClaimToken {
+    /// The token with this number (stores make them; the worker only hands them back).
+    pub fn new(n: u64) -> Self {
+        ClaimToken(n)
+    }
+
+    /// Its number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// A delivery claimed for one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The delivery, as stored (its attempts so far, its body).
+    pub delivery: Delivery,
+    /// The fencing token to record the attempt's outcome with.
+    pub token: ClaimToken,
+    /// Until when no other process may claim it.
+    pub lease_until: Timestamp,
+}
+
+/// What [`Outbox::claim`] is asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    /// The store's notion of now: deliveries due at or before it, and leases that ran out
+    /// before it, qualify.
+    pub now: Timestamp,
+    /// At most this many.
+    pub limit: usize,
+    /// How long the lease lasts: the attempt's time limit and a margin.
+    pub lease: Duration,
+    /// Accounts to leave out: held (switched off, no URL, paused endpoint) or with all of this
+    /// process's places for their endpoint in use.
+    pub skip: &'a [AccountId],
+}
+
+/// What a store tells the processes that share it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Notice {
+    /// New due work (a submit, a replay) may be waiting: claim.
+    DueWork,
+    /// Settings or health changed: read [`Settings::changes_since`].
+    SettingsChanged,
+}
+
+/// Called by a store with each [`Notice`]; it must return at once.
+pub type NoticeSink = Arc<dyn Fn(Notice) + Send + Sync + 'static>;
+
+/// Accounts' settings and endpoints' health as stored, with the cursor to follow changes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SettingsSnapshot {
+    /// Every account's settings (JSON from `Account::to_storage_json`).
+    pub accounts: Vec<String>,
+    /// Every endpoint's health record (JSON), by account.
+    pub health: Vec<(AccountId, String)>,
+    /// Hand this to [`Settings::changes_since`] to learn what changed after this snapshot.
+    pub cursor: u64,
+}
+
+/// The queue part of a store.
+///
+/// Contract (checked for every store by the conformance suite):
+/// - [`insert`](Outbox::insert) returns once the deliveries are durable (for a durable store),
+///   all or none; it is idempotent on the id.
+/// - A delivery's body bytes never change after insert.
+/// - A claimed delivery is not claimed again until its lease runs out (or it is released);
+///   no two live claims of one delivery exist.
+/// - An outcome is recorded only with the delivery's current [`ClaimToken`].
+/// - A delivered delivery may be forgotten (only counted) right away; its id is remembered for
+///   [`DELIVERED_ID_RETENTION`](crate::limits::DELIVERED_ID_RETENTION); a failed one is kept
+///   until an administrator replays or removes it.
+pub trait Outbox: Send + Sync + 'static {
+    /// Stores new deliveries durably, all or none; ids already stored for the same call result
+    /// are left as they are.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IdConflict`](crate::Error::IdConflict) for an id stored for another call result,
+    /// [`Error::StoreFull`](crate::Error::StoreFull), [`Error::Store`](crate::Error::Store).
+    /// Nothing of the batch is stored on error.
+    fn insert(&self, deliveries: &[NewDelivery]) -> Result<()>;
+
+    /// Claims at most `request.limit` pending deliveries that are due and not under a live
+    /// lease, earliest due first, leaving out `request.skip`'s accounts. Each gets a new token
+    /// and a lease until `now + lease`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store); nothing is claimed on error.
+    fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claim>>;
+
+    /// When the earliest pending delivery not under a live lease (at `now`) is due, leaving out
+    /// `skip`'s accounts; `None` when there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store).
+    fn next_due(&self, now: Timestamp, skip: &[AccountId]) -> Result<Option<Timestamp>>;
+
+    /// Records attempts' outcomes, each with the token of the claim it was made under, and
+    /// answers for each in order; one failing leaves the others recorded. A durable store
+    /// makes them durable together.
+    ///
+    /// Each answer: `Ok(())`, or [`Error::LeaseLost`](crate::Error::LeaseLost) when the token
+    /// is no longer the delivery's current one (nothing recorded),
+    /// [`Error::UnknownDelivery`](crate::Error::UnknownDelivery) when it was removed, or
+    /// [`Error::Store`](crate::Error::Store).
+    fn record_attempts(&self, outcomes: &[(DeliveryId, ClaimToken, AttemptRecord)])
+    -> Vec<Result<()>>;
+
+    /// Gives claims back unattempted (a shutdown): each may be claimed again at once. A token
+    /// that is no longer current is ignored.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store); the leases then run out on their own.
+    fn release(&self, claims: &[(DeliveryId, ClaimToken)]) -> Result<()>;
+
+    /// Whether any delivery is pending (held ones included).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store).
+    fn has_pending(&self) -> Result<bool>;
+
+    /// Deliveries matching `filter`, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store).
+    fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>>;
+
+    /// Puts failed deliveries matching `filter` back to pending, due at `now`, keeping their
+    /// ids and bodies. Returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store); nothing changed on error.
+    fn requeue_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64>;
+
+    /// Removes deliveries matching `filter` (an administrator's explicit action). Returns how
+    /// many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store); nothing changed on error.
+    fn remove(&self, filter: &DeliveryFilter) -> Result<u64>;
+
+    /// Counts and last outcomes for `account`, or one campaign of it, over every process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store).
+    fn stats(&self, account: &AccountId, campaign: Option<&CampaignId>) -> Result<DeliveryStats>;
+}
+
+/// The settings part of a store: accounts' settings and endpoints' health, shared by every
+/// process on the store.
+pub trait Settings: Send + Sync + 'static {
+    /// Saves an account's settings durably, replacing what was there.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store); nothing changed on error.
+    fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()>;
+
+    /// Saves an endpoint's health durably, replacing what was there.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store); nothing changed on error.
+    fn save_health(&self, account: &AccountId, health_json: &str) -> Result<()>;
+
+    /// Every account's settings and endpoint's health, with the cursor to follow changes from.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store).
+    fn load_settings(&self) -> Result<SettingsSnapshot>;
+
+    /// What was saved after `cursor` (by any process), as a snapshot of only the changed
+    /// records, and the cursor to ask from next time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store).
+    fn changes_since(&self, cursor: u64) -> Result<SettingsSnapshot>;
+
+    /// Starts telling `sink` about [`Notice`]s from other processes, where the store can. A
+    /// store used by one process only needs nothing: the default does nothing.
+    fn subscribe(&self, _sink: NoticeSink) {}
+
+    /// How often to read [`changes_since`](Settings::changes_since) and look for due work in
+    /// case a notice was lost; `None` for a store no other process writes to.
+    fn poll_interval(&self) -> Option<Duration> {
+        None
+    }
+}
