@@ -1240,16 +1240,25 @@ fn a_caller_chosen_id_is_sent_and_a_duplicate_is_refused() {
             .unwrap(),
         Submitted::Accepted(id.clone())
     );
-    assert!(
+    // The same call result again is stored once (Store::insert is idempotent on the id);
+    // another call result under the id is refused.
+    assert_eq!(
         h.webhooks
             .submit_with_id(&acme, &winter, call(), id.clone())
-            .is_err()
+            .unwrap(),
+        Submitted::Accepted(id.clone())
     );
+    let other = CallResult::builder().reference("43").build();
+    assert!(matches!(
+        h.webhooks.submit_with_id(&acme, &winter, other, id.clone()),
+        Err(Error::IdConflict { .. })
+    ));
     let receiver = Receiver::always(200);
     let worker = h.threads(&receiver);
     h.events.successes(1);
     assert_eq!(receiver.seen()[0].id, "call-42");
     worker.shutdown(PATIENCE);
+    assert_eq!(receiver.seen().len(), 1);
 }
 
 #[test]

@@ -23,6 +23,11 @@ use crate::error::Result;
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::request::EncodedBody;
 
+/// The most delivered ids a store forgets in one step once their
+/// [`DELIVERED_ID_RETENTION`](crate::limits::DELIVERED_ID_RETENTION) is over, so that no write
+/// waits long behind the forgetting.
+pub(crate) const PRUNE_BATCH: usize = 1_000;
+
 /// A delivery as it is first stored, at submit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewDelivery {
@@ -188,11 +193,47 @@ pub struct DeliveryStats {
 /// Contract:
 /// - [`insert`](Store::insert) returns only once the delivery survives a crash of the process
 ///   (for a durable store); an error means it was **not** accepted.
+/// - [`insert`](Store::insert) is idempotent on the delivery id: a retried submit never makes
+///   a second delivery, and an id delivered within [`DELIVERED_ID_RETENTION`] is not sent
+///   again.
 /// - A delivery's body bytes never change after insert.
-/// - A delivered delivery may be forgotten (only counted) right away; a failed one is kept until
-///   an administrator replays or removes it.
+/// - A delivered delivery may be forgotten (only counted) right away, but its id is remembered,
+///   with when it was delivered, for at least [`DELIVERED_ID_RETENTION`]; a failed one is kept
+///   until an administrator replays or removes it.
+/// - A store has no clock. "Within the retention" is measured back from the newest time the
+///   store has been given: a submit's `created_at`, an attempt's `at`, a replay's `now`.
+///
+/// [`DELIVERED_ID_RETENTION`]: crate::limits::DELIVERED_ID_RETENTION
 pub trait Store: Send + Sync + 'static {
-    /// Stores new deliveries durably, all or none.
+    /// Stores new deliveries durably, all or none, idempotent on each delivery's id.
+    ///
+    /// An element whose id is already stored is a no-op when it is the same call result: the
+    /// same account, campaign and body (bytes and encoding), whether the stored delivery is
+    /// pending or failed. The stored delivery is left as it is (its times, attempts and state;
+    /// a failed one is not replayed), the counts of [`stats`](Store::stats) do not change for
+    /// it, and the rest of the batch is stored. An element whose id was delivered within the
+    /// last [`DELIVERED_ID_RETENTION`] is a no-op too, whatever it carries: only the id of a
+    /// delivered delivery is remembered, so it is never sent again. The same id twice in one
+    /// batch is stored once. So a dialer may retry a submit (after a dropped future or a
+    /// retried transaction) as often as it likes.
+    ///
+    /// Repeats take no room: a full store still accepts a batch of them.
+    ///
+    /// # Errors
+    ///
+    /// Each error means that nothing of the batch was stored:
+    /// - [`Error::IdConflict`] if an id is already stored for a different call result
+    ///   (another account, campaign or body), or appears twice in the batch with different
+    ///   ones.
+    /// - [`Error::StoreFull`] if the new elements would take the pending deliveries past the
+    ///   store's limit.
+    /// - [`Error::Store`] if the storage failed: a time the store cannot hold, a write or an
+    ///   fsync that failed, a writer that has stopped.
+    ///
+    /// [`DELIVERED_ID_RETENTION`]: crate::limits::DELIVERED_ID_RETENTION
+    /// [`Error::IdConflict`]: crate::Error::IdConflict
+    /// [`Error::StoreFull`]: crate::Error::StoreFull
+    /// [`Error::Store`]: crate::Error::Store
     fn insert(&self, deliveries: &[NewDelivery]) -> Result<()>;
 
     /// Pending deliveries of `account` due at or before `now`, earliest due first, at most

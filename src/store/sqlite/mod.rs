@@ -31,8 +31,8 @@ use crate::store::{
 };
 
 use rows::{
-    DUE, PENDING_ACCOUNTS, SELECT_DELIVERIES, STATS_ACCOUNT, STATS_CAMPAIGN, bind_filter,
-    clamp_nanos, delivery_from_row, from_nanos, optional_time, push_filter, sql_limit,
+    DUE, NEWEST_DELIVERED, PENDING_ACCOUNTS, SELECT_DELIVERIES, STATS_ACCOUNT, STATS_CAMPAIGN,
+    bind_filter, clamp_nanos, delivery_from_row, from_nanos, optional_time, push_filter, sql_limit,
     stored_states, to_nanos,
 };
 use schema::{
@@ -131,7 +131,8 @@ impl SqliteStoreBuilder {
 /// - Durable: [`insert`](Store::insert) returns once the deliveries are fsynced to the file's
 ///   write-ahead log (`journal_mode = WAL`, `synchronous = FULL`).
 /// - Group commit: concurrent writes share one transaction and one fsync (see
-///   [`CommitMode`]); a write that fails (a duplicate id, an unknown delivery) fails alone.
+///   [`CommitMode`]); a write that fails (an id stored for another call result, an unknown
+///   delivery) fails alone.
 /// - Bounded: past [`max_pending`](SqliteStore::max_pending) pending deliveries, `insert`
 ///   returns [`Error::StoreFull`] and stores nothing.
 /// - Small in memory: pending deliveries stay in the file; reads fetch only what they return.
@@ -275,6 +276,9 @@ impl SqliteStore {
                 r.get(0)
             })
             .map_err(|e| Error::store("counting pending deliveries", e))?;
+        let newest: Option<i64> = conn
+            .query_row(NEWEST_DELIVERED, [], |r| r.get(0))
+            .map_err(|e| Error::store("reading the newest delivery time", e))?;
 
         let reader = open_reader(&path)?;
         let checkpoint_conn = open_connection(&path, false)
@@ -296,6 +300,8 @@ impl SqliteStore {
             max_wait,
             wake_checkpointer: wake_tx,
             since_checkpoint: 0,
+            newest: newest.unwrap_or(i64::MIN),
+            since_prune: 0,
             expected: max_batch,
             commits: Arc::clone(&commits),
         };
