@@ -238,6 +238,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Pending deliveries of `account` due at or before `now`, earliest due first, at most
     /// `limit`, leaving out those whose ids are in `skip` (already in flight).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) if the storage could not be read (for a durable store: the file could not be
+    /// read, or a stored delivery could not be read back). [`MemoryStore`] never fails.
     fn due(
         &self,
         account: &AccountId,
@@ -247,9 +252,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Delivery>>;
 
     /// Every account with pending deliveries, with the earliest next-attempt time of each.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) if the storage could not be read (for a durable store: the file could not be
+    /// read, or a stored time is out of range). [`MemoryStore`] never fails.
     fn pending_accounts(&self) -> Result<Vec<(AccountId, Timestamp)>>;
 
     /// Records one attempt's outcome and moves the delivery to its next step.
+    ///
+    /// # Errors
+    ///
+    /// Nothing is recorded on an error:
+    /// - [`Error::UnknownDelivery`](crate::Error::UnknownDelivery) if no delivery with this id
+    ///   is stored: never inserted, removed, or already delivered.
+    /// - [`Error::Store`](crate::Error::Store) if a time is outside what the store holds, or the write failed (for a
+    ///   durable store: the file could not be written or fsynced, or its writer has stopped).
     fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord) -> Result<()>;
 
     /// Records several attempts' outcomes, each as [`record_attempt`](Store::record_attempt)
@@ -257,6 +275,13 @@ pub trait Store: Send + Sync + 'static {
     /// others recorded. The delivery worker hands over every outcome it has at once, so that a
     /// durable store can make them durable together, with one write to disk rather than one
     /// each. The default records them one by one.
+    ///
+    /// # Errors
+    ///
+    /// None for the call as a whole; each answer holds the error
+    /// [`record_attempt`](Store::record_attempt) would have returned for that attempt. A
+    /// durable store whose transaction was rolled back answers
+    /// [`Error::Store`](crate::Error::Store) for every attempt in it.
     fn record_attempts(&self, attempts: &[(DeliveryId, AttemptRecord)]) -> Vec<Result<()>> {
         attempts
             .iter()
@@ -265,30 +290,71 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Deliveries matching `filter`, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) if the storage could not be read (for a durable store: the file could not be
+    /// read, or a stored delivery could not be read back). [`MemoryStore`] never fails.
     fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>>;
 
     /// Puts failed deliveries matching `filter` back to pending, due at `now`, keeping their
     /// ids and bodies. Returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) if `now` is outside the times the store holds, or the write failed (for a
+    /// durable store: the file could not be written or fsynced, or its writer has stopped).
+    /// Nothing is requeued on an error.
     fn requeue_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64>;
 
     /// Removes deliveries matching `filter` (an administrator's explicit action). Returns how
     /// many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) if the write failed (for a durable store: the file could not be written or
+    /// fsynced, or its writer has stopped). Nothing is removed on an error.
     fn remove(&self, filter: &DeliveryFilter) -> Result<u64>;
 
     /// Counts and last outcomes for `account`, or for one campaign of it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) if the storage could not be read (for a durable store: the file could not be
+    /// read, or a stored time is out of range). [`MemoryStore`] never fails.
     fn stats(&self, account: &AccountId, campaign: Option<&CampaignId>) -> Result<DeliveryStats>;
 
     /// Saves an account's settings (from [`Account::to_storage_json`](crate::account::Account::to_storage_json))
     /// durably, replacing what was there.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) if the write failed (for a durable store: the file could not be written or
+    /// fsynced, or its writer has stopped); what was saved before is kept.
     fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()>;
 
     /// Every saved account's settings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) if the storage could not be read (for a durable store: the file could not be
+    /// read, or the settings are not text). [`MemoryStore`] never fails.
     fn load_accounts(&self) -> Result<Vec<String>>;
 
     /// Saves an account endpoint's health (JSON) so a pause outlives a restart.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) if the write failed (for a durable store: the file could not be written or
+    /// fsynced, or its writer has stopped); what was saved before is kept.
     fn save_health(&self, account: &AccountId, health_json: &str) -> Result<()>;
 
     /// Every saved endpoint health record, by account.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) if the storage could not be read (for a durable store: the file could not be
+    /// read, or a record is not text). [`MemoryStore`] never fails.
     fn load_health(&self) -> Result<Vec<(AccountId, String)>>;
 }
 

@@ -119,8 +119,17 @@ impl SqliteStoreBuilder {
     /// writer.
     ///
     /// A new file is created with mode `0600` on unix: it holds account passwords. An
-    /// existing file keeps its permissions. A file written by a newer version of this crate,
-    /// or a database that is not an outbox, is refused with [`Error::Store`].
+    /// existing file keeps its permissions. A file written by an older version of this crate
+    /// is migrated in one transaction; one written by a newer version, or a database that is
+    /// not an outbox, is refused and left untouched.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidConfig`] for a `max_batch` of 0 in [`CommitMode::Group`] (field
+    ///   `max_batch`), or an empty path or `:memory:` (field `path`): nothing would be durable.
+    /// - [`Error::Store`] if the file cannot be created or opened, the file system refuses WAL
+    ///   mode, the file is a database but not an outbox, its schema version is newer than this
+    ///   release knows, the migration fails, or the writer or checkpoint thread cannot start.
     pub fn open(self) -> Result<SqliteStore> {
         SqliteStore::open_with(self)
     }
@@ -202,6 +211,12 @@ impl SqliteStore {
 
     /// Opens (or creates) the outbox file at `path` with group commit and the default
     /// [`max_pending`](SqliteStore::max_pending). See [`SqliteStoreBuilder::open`].
+    ///
+    /// # Errors
+    ///
+    /// As [`SqliteStoreBuilder::open`]: [`Error::InvalidConfig`] for an empty path or
+    /// `:memory:`, [`Error::Store`] for a file that cannot be opened, is not an outbox, or
+    /// comes from a newer release.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
         Self::builder(path).open()
     }
