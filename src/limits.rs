@@ -53,3 +53,7 @@ pub const MAX_FIELD_BYTES: usize = 1024;
 
 /// The cap on the whole encoded body, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How long the id of a delivered call result is remembered, so that a resubmission with the
+/// same id is not sent again: 7 days.
+pub const DELIVERED_ID_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);

@@ -1248,7 +1248,7 @@ fn a_full_store_is_an_error_and_nothing_is_dropped_silently() {
 }
 
 #[test]
-fn a_caller_chosen_id_is_sent_and_a_duplicate_is_refused() {
+fn a_caller_chosen_id_is_sent_once_and_a_conflicting_reuse_is_refused() {
     let h = Harness::new();
     h.configure("acme", "https://crm.example/hook");
     let id = DeliveryId::new("call-42").unwrap();
@@ -1260,16 +1260,26 @@ fn a_caller_chosen_id_is_sent_and_a_duplicate_is_refused() {
             .unwrap(),
         Submitted::Accepted(id.clone())
     );
-    assert!(
+    // The same call result again is stored once (Store::insert is idempotent on the id);
+    // another call result under the id is refused.
+    assert_eq!(
         h.webhooks
             .submit_with_id_blocking(&acme, &winter, call(), id.clone())
-            .is_err()
+            .unwrap(),
+        Submitted::Accepted(id.clone())
     );
+    let other = CallResult::builder().reference("43").build();
+    assert!(matches!(
+        h.webhooks
+            .submit_with_id_blocking(&acme, &winter, other, id.clone()),
+        Err(Error::IdConflict { .. })
+    ));
     let receiver = Receiver::always(200);
     let worker = h.threads(&receiver);
     h.events.successes(1);
     assert_eq!(receiver.seen()[0].id, "call-42");
     worker.shutdown_blocking(PATIENCE).unwrap();
+    assert_eq!(receiver.seen().len(), 1);
 }
 
 #[test]

@@ -49,6 +49,23 @@ pub(crate) fn run_all<S: Store>(make: &dyn Fn() -> S) {
     settings_and_health_are_replaced(&make());
     unknown_delivery_is_an_error(&make());
     attempts_recorded_together_answer_each(&make());
+    the_same_id_twice_is_one_delivery(&make());
+    a_delivered_id_is_not_sent_again(&make());
+    a_conflicting_id_is_refused_and_nothing_stored(&make());
+    a_repeat_beside_a_new_id_stores_the_new_one(&make());
+}
+
+/// `d` with another body under the same id.
+fn other_body(d: &NewDelivery) -> NewDelivery {
+    NewDelivery {
+        body: EncodedBody::from_parts(Bytes::from_static(b"Reference=other"), Encoding::Form),
+        ..d.clone()
+    }
+}
+
+fn pending_and_delivered(store: &dyn Store, account: &str) -> (u64, u64) {
+    let stats = store.stats(&account.into(), None).unwrap();
+    (stats.pending, stats.delivered)
 }
 
 fn due_order_limit_and_skip(store: &dyn Store) {
@@ -187,8 +204,144 @@ fn remove_and_filters(store: &dyn Store) {
 fn insert_is_all_or_nothing(store: &dyn Store) {
     let batch = new_deliveries("acme", "c1", 2);
     store.insert(&batch[..1]).unwrap();
-    assert!(store.insert(&batch).is_err());
+    // A fresh delivery beside one that conflicts with what is stored: neither is stored.
+    assert!(
+        store
+            .insert(&[batch[1].clone(), other_body(&batch[0])])
+            .is_err()
+    );
     assert_eq!(store.stats(&"acme".into(), None).unwrap().pending, 1);
+}
+
+fn the_same_id_twice_is_one_delivery(store: &dyn Store) {
+    let batch = new_deliveries("acme", "c1", 1);
+    store.insert(&batch).unwrap();
+    // A retried submit, later and with its own times: the stored one stands.
+    let retried = NewDelivery {
+        created_at: t(30),
+        next_attempt_at: t(30),
+        ..batch[0].clone()
+    };
+    store.insert(std::slice::from_ref(&retried)).unwrap();
+    // The same id twice in one batch counts once too.
+    store.insert(&[retried.clone(), retried]).unwrap();
+    assert_eq!(pending_and_delivered(store, "acme"), (1, 0));
+    let due = store.due(&"acme".into(), t(100), 10, &[]).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        (due[0].id.clone(), due[0].created_at),
+        (batch[0].id.clone(), t(0))
+    );
+    assert_eq!(due[0].body, batch[0].body);
+    let fresh = new_deliveries("acme", "c2", 1);
+    store.insert(&[fresh[0].clone(), fresh[0].clone()]).unwrap();
+    assert_eq!(pending_and_delivered(store, "acme"), (2, 0));
+
+    // A failed one is left failed: a resubmission does not replay it.
+    store
+        .record_attempt(&batch[0].id, &record(t(40), Some(404), NextStep::Failed))
+        .unwrap();
+    store.insert(&batch).unwrap();
+    let stats = store.stats(&"acme".into(), None).unwrap();
+    assert_eq!((stats.pending, stats.failed), (1, 1));
+}
+
+fn a_delivered_id_is_not_sent_again(store: &dyn Store) {
+    let batch = new_deliveries("acme", "c1", 1);
+    store.insert(&batch).unwrap();
+    store
+        .record_attempt(&batch[0].id, &record(t(10), Some(204), NextStep::Delivered))
+        .unwrap();
+    store.insert(&batch).unwrap();
+    // Even a later submit under the id, within the retention, is not sent again.
+    let retried = NewDelivery {
+        created_at: t(3_600),
+        next_attempt_at: t(3_600),
+        ..batch[0].clone()
+    };
+    store.insert(&[retried]).unwrap();
+    assert_eq!(pending_and_delivered(store, "acme"), (0, 1));
+    assert!(
+        store
+            .due(&"acme".into(), t(1_000_000), 10, &[])
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.pending_accounts().unwrap().is_empty());
+    assert!(
+        store
+            .list(&DeliveryFilter::account("acme"), 10)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn a_conflicting_id_is_refused_and_nothing_stored(store: &dyn Store) {
+    let stored = new_deliveries("acme", "c1", 1);
+    store.insert(&stored).unwrap();
+    let fresh = new_deliveries("acme", "c2", 1);
+    let conflicting = [
+        other_body(&stored[0]),
+        NewDelivery {
+            campaign: "c9".into(),
+            ..stored[0].clone()
+        },
+        NewDelivery {
+            account: "other".into(),
+            ..stored[0].clone()
+        },
+        NewDelivery {
+            body: EncodedBody::from_parts(stored[0].body.bytes().clone(), Encoding::Json),
+            ..stored[0].clone()
+        },
+    ];
+    for conflict in conflicting {
+        let err = store
+            .insert(&[fresh[0].clone(), conflict.clone()])
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::IdConflict { id } if id == stored[0].id.as_str()),
+            "{err:?}"
+        );
+        assert!(matches!(
+            store.insert(&[conflict.clone(), fresh[0].clone()]),
+            Err(Error::IdConflict { .. })
+        ));
+    }
+    // Two call results under one new id in one batch.
+    assert!(matches!(
+        store.insert(&[fresh[0].clone(), other_body(&fresh[0])]),
+        Err(Error::IdConflict { .. })
+    ));
+    assert_eq!(pending_and_delivered(store, "acme"), (1, 0));
+    assert_eq!(pending_and_delivered(store, "other"), (0, 0));
+    let kept = store.list(&DeliveryFilter::account("acme"), 10).unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        (&kept[0].id, &kept[0].body),
+        (&stored[0].id, &stored[0].body)
+    );
+    assert!(
+        store
+            .list(&DeliveryFilter::account("other"), 10)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn a_repeat_beside_a_new_id_stores_the_new_one(store: &dyn Store) {
+    let batch = new_deliveries("acme", "c1", 3);
+    store.insert(&batch[..1]).unwrap();
+    store
+        .record_attempt(&batch[0].id, &record(t(5), Some(200), NextStep::Delivered))
+        .unwrap();
+    store.insert(&batch[1..2]).unwrap();
+    // A delivered repeat, a pending repeat and a new one.
+    store.insert(&batch).unwrap();
+    assert_eq!(pending_and_delivered(store, "acme"), (2, 1));
+    let due = store.due(&"acme".into(), t(100), 10, &[]).unwrap();
+    let ids: Vec<_> = due.iter().map(|d| d.id.clone()).collect();
+    assert_eq!(ids, [batch[1].id.clone(), batch[2].id.clone()]);
 }
 
 fn settings_and_health_are_replaced(store: &dyn Store) {

@@ -7,9 +7,10 @@ use jiff::Timestamp;
 
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
+use crate::limits::DELIVERED_ID_RETENTION;
 use crate::store::{
     AttemptRecord, Delivery, DeliveryFilter, DeliveryState, DeliveryStats, NewDelivery, NextStep,
-    Store,
+    PRUNE_BATCH, Store,
 };
 
 /// Keeps the outbox in the process's memory. Nothing survives a restart.
@@ -39,6 +40,25 @@ struct Inner {
     accounts: HashMap<AccountId, String>,
     health: HashMap<AccountId, String>,
     pending: usize,
+    /// The ids of delivered deliveries, with when they were delivered, so that a resubmission
+    /// is not sent again; forgotten after [`DELIVERED_ID_RETENTION`].
+    delivered: BTreeMap<DeliveryId, Timestamp>,
+    /// The same, ordered by delivery time, oldest first, for forgetting.
+    delivered_by_time: BTreeSet<(Timestamp, DeliveryId)>,
+    /// The newest time a write has carried (a submit's creation, an attempt, a replay's now).
+    /// The store has no clock: delivered ids are kept for the retention before this.
+    newest: Option<Timestamp>,
+}
+
+/// Whether two new deliveries are the same call result: same account, campaign and body.
+fn same_new(a: &NewDelivery, b: &NewDelivery) -> bool {
+    a.account == b.account && a.campaign == b.campaign && a.body == b.body
+}
+
+/// Whether a stored delivery and a new one are the same call result: same account, campaign
+/// and body (bytes and encoding).
+fn same_call_result(stored: &Delivery, new: &NewDelivery) -> bool {
+    stored.account == new.account && stored.campaign == new.campaign && stored.body == new.body
 }
 
 impl MemoryStore {
@@ -115,6 +135,38 @@ impl Inner {
         }
     }
 
+    /// Moves the store's clock forward to `at`, if it is newer, and forgets at most
+    /// [`PRUNE_BATCH`] delivered ids older than the retention.
+    fn saw(&mut self, at: Timestamp) {
+        let newest = self.newest.map_or(at, |newest| newest.max(at));
+        self.newest = Some(newest);
+        let Ok(before) = newest.checked_sub(DELIVERED_ID_RETENTION) else {
+            return;
+        };
+        for _ in 0..PRUNE_BATCH {
+            match self.delivered_by_time.first() {
+                Some((delivered_at, _)) if *delivered_at < before => {
+                    if let Some((_, id)) = self.delivered_by_time.pop_first() {
+                        self.delivered.remove(&id);
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Remembers that `id` was delivered at `at`.
+    fn remember_delivered(&mut self, id: DeliveryId, at: Timestamp) {
+        if let Some(earlier) = self.delivered.get(&id).copied() {
+            if earlier >= at {
+                return;
+            }
+            self.delivered_by_time.remove(&(earlier, id.clone()));
+        }
+        self.delivered_by_time.insert((at, id.clone()));
+        self.delivered.insert(id, at);
+    }
+
     /// Records one attempt's outcome: [`Store::record_attempt`] under the lock.
     fn record(&mut self, id: &DeliveryId, record: &AttemptRecord) -> Result<()> {
         let Some(mut shared) = self.deliveries.remove(id) else {
@@ -147,7 +199,9 @@ impl Inner {
                 let stats = self.stats_mut(d);
                 stats.delivered += 1;
                 stats.last_success_at = Some(record.at);
-                // Delivered deliveries are only counted, not kept.
+                // Delivered deliveries are only counted, not kept; their ids are remembered
+                // for a while, so a resubmission is not sent again.
+                self.remember_delivered(id.clone(), record.at);
             }
             NextStep::RetryAt(at) => {
                 d.next_attempt_at = at;
@@ -163,6 +217,7 @@ impl Inner {
                 self.deliveries.insert(id.clone(), shared);
             }
         }
+        self.saw(record.at);
         Ok(())
     }
 
@@ -181,6 +236,27 @@ impl Store for MemoryStore {
     fn insert(&self, deliveries: &[NewDelivery]) -> Result<()> {
         // Everything that allocates is done before the lock is taken: a submitter holds it
         // only to update the maps, so concurrent submitters rarely have to wait for it.
+        //
+        // An id twice in the batch: the second must be the same call result, and is a repeat.
+        let mut repeated = vec![false; deliveries.len()];
+        if deliveries.len() > 1 {
+            let mut first: HashMap<&DeliveryId, &NewDelivery> = HashMap::new();
+            for (new, repeated) in deliveries.iter().zip(&mut repeated) {
+                match first.get(&new.id) {
+                    Some(earlier) if same_new(earlier, new) => {
+                        *repeated = true;
+                    }
+                    Some(_) => {
+                        return Err(Error::IdConflict {
+                            id: new.id.to_string(),
+                        });
+                    }
+                    None => {
+                        first.insert(&new.id, new);
+                    }
+                }
+            }
+        }
         let prepared: Vec<(DeliveryId, Arc<Delivery>, (Timestamp, DeliveryId))> = deliveries
             .iter()
             .map(|new| {
@@ -201,26 +277,42 @@ impl Store for MemoryStore {
                 (new.id.clone(), Arc::new(d), key)
             })
             .collect();
+        let newest = deliveries.iter().map(|d| d.created_at).max();
         let mut inner = self.lock();
-        if inner.pending + deliveries.len() > self.max_pending {
+        // A repeat of a stored or recently delivered id is left as it is; another call result
+        // under a stored id refuses the batch.
+        for (new, repeated) in deliveries.iter().zip(&mut repeated) {
+            if *repeated {
+                continue;
+            }
+            if let Some(stored) = inner.deliveries.get(&new.id) {
+                if !same_call_result(stored, new) {
+                    return Err(Error::IdConflict {
+                        id: new.id.to_string(),
+                    });
+                }
+                *repeated = true;
+            } else if inner.delivered.contains_key(&new.id) {
+                *repeated = true;
+            }
+        }
+        let added = repeated.iter().filter(|r| !**r).count();
+        if inner.pending + added > self.max_pending {
             return Err(Error::StoreFull {
                 capacity: self.max_pending,
             });
         }
-        if let Some(dup) = deliveries
-            .iter()
-            .find(|n| inner.deliveries.contains_key(&n.id))
-        {
-            return Err(Error::Store {
-                message: format!("delivery {} already exists", dup.id),
-                source: None,
-            });
-        }
-        for (id, d, key) in prepared {
+        for ((id, d, key), repeated) in prepared.into_iter().zip(repeated) {
+            if repeated {
+                continue;
+            }
             inner.enqueue_key(&d.account, key);
             inner.stats_mut(&d).pending += 1;
             inner.pending += 1;
             inner.deliveries.insert(id, d);
+        }
+        if let Some(newest) = newest {
+            inner.saw(newest);
         }
         Ok(())
     }
@@ -304,6 +396,7 @@ impl Store for MemoryStore {
             inner.enqueue(d);
             inner.deliveries.insert(id.clone(), shared);
         }
+        inner.saw(now);
         Ok(ids.len() as u64)
     }
 
@@ -398,5 +491,43 @@ mod tests {
             Err(Error::StoreFull { .. })
         ));
         assert_eq!(store.stats(&"acme".into(), None).unwrap().pending, 2);
+        // A full store still takes a resubmission: it needs no room.
+        store.insert(&batch[..2]).unwrap();
+        assert_eq!(store.stats(&"acme".into(), None).unwrap().pending, 2);
+    }
+
+    #[test]
+    fn a_delivered_id_is_forgotten_after_the_retention() {
+        use crate::limits::DELIVERED_ID_RETENTION;
+        use crate::store::conformance::t;
+
+        let store = MemoryStore::new();
+        let batch = crate::store::conformance::new_deliveries("acme", "c1", 2);
+        store.insert(&batch[..1]).unwrap();
+        let delivered = AttemptRecord {
+            at: t(10),
+            status: Some(204),
+            error: None,
+            next: NextStep::Delivered,
+        };
+        store.record_attempt(&batch[0].id, &delivered).unwrap();
+        assert_eq!(store.lock().delivered.len(), 1);
+
+        // The store's clock is the newest time it has seen: a submit just inside the
+        // retention keeps the id, one past it forgets it.
+        let at = |time: Timestamp| NewDelivery {
+            created_at: time,
+            next_attempt_at: time,
+            ..batch[1].clone()
+        };
+        store.insert(&[at(t(10) + DELIVERED_ID_RETENTION)]).unwrap();
+        store.insert(&batch[..1]).unwrap();
+        assert_eq!(store.stats(&"acme".into(), None).unwrap().pending, 1);
+        store.insert(&[at(t(11) + DELIVERED_ID_RETENTION)]).unwrap();
+        assert!(store.lock().delivered.is_empty());
+        assert!(store.lock().delivered_by_time.is_empty());
+        store.insert(&batch[..1]).unwrap();
+        let stats = store.stats(&"acme".into(), None).unwrap();
+        assert_eq!((stats.pending, stats.delivered), (2, 1));
     }
 }

@@ -33,6 +33,11 @@ use crate::error::Result;
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::request::EncodedBody;
 
+/// The most delivered ids a store forgets in one step once their
+/// [`DELIVERED_ID_RETENTION`](crate::limits::DELIVERED_ID_RETENTION) is over, so that no write
+/// waits long behind the forgetting.
+pub(crate) const PRUNE_BATCH: usize = 1_000;
+
 /// A delivery as it is first stored, at submit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewDelivery {
@@ -198,15 +203,56 @@ pub struct DeliveryStats {
 /// Contract:
 /// - [`insert`](Store::insert) returns only once the delivery survives a crash of the process
 ///   (for a durable store); an error means it was **not** accepted.
+/// - [`insert`](Store::insert) is idempotent on the delivery id: a retried submit never makes
+///   a second delivery, and an id delivered within [`DELIVERED_ID_RETENTION`] is not sent
+///   again.
 /// - A delivery's body bytes never change after insert.
-/// - A delivered delivery may be forgotten (only counted) right away; a failed one is kept until
-///   an administrator replays or removes it.
+/// - A delivered delivery may be forgotten (only counted) right away, but its id is remembered,
+///   with when it was delivered, for at least [`DELIVERED_ID_RETENTION`]; a failed one is kept
+///   until an administrator replays or removes it.
+/// - A store has no clock. "Within the retention" is measured back from the newest time the
+///   store has been given: a submit's `created_at`, an attempt's `at`, a replay's `now`.
+///
+/// [`DELIVERED_ID_RETENTION`]: crate::limits::DELIVERED_ID_RETENTION
 pub trait Store: Send + Sync + 'static {
-    /// Stores new deliveries durably, all or none.
+    /// Stores new deliveries durably, all or none, idempotent on each delivery's id.
+    ///
+    /// An element whose id is already stored is a no-op when it is the same call result: the
+    /// same account, campaign and body (bytes and encoding), whether the stored delivery is
+    /// pending or failed. The stored delivery is left as it is (its times, attempts and state;
+    /// a failed one is not replayed), the counts of [`stats`](Store::stats) do not change for
+    /// it, and the rest of the batch is stored. An element whose id was delivered within the
+    /// last [`DELIVERED_ID_RETENTION`] is a no-op too, whatever it carries: only the id of a
+    /// delivered delivery is remembered, so it is never sent again. The same id twice in one
+    /// batch is stored once. So a dialer may retry a submit (after a dropped future or a
+    /// retried transaction) as often as it likes.
+    ///
+    /// Repeats take no room: a full store still accepts a batch of them.
+    ///
+    /// # Errors
+    ///
+    /// Each error means that nothing of the batch was stored:
+    /// - [`Error::IdConflict`] if an id is already stored for a different call result
+    ///   (another account, campaign or body), or appears twice in the batch with different
+    ///   ones.
+    /// - [`Error::StoreFull`] if the new elements would take the pending deliveries past the
+    ///   store's limit.
+    /// - [`Error::Store`] if the storage failed: a time the store cannot hold, a write or an
+    ///   fsync that failed, a writer that has stopped.
+    ///
+    /// [`DELIVERED_ID_RETENTION`]: crate::limits::DELIVERED_ID_RETENTION
+    /// [`Error::IdConflict`]: crate::Error::IdConflict
+    /// [`Error::StoreFull`]: crate::Error::StoreFull
+    /// [`Error::Store`]: crate::Error::Store
     fn insert(&self, deliveries: &[NewDelivery]) -> Result<()>;
 
     /// Pending deliveries of `account` due at or before `now`, earliest due first, at most
     /// `limit`, leaving out those whose ids are in `skip` (already in flight).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) if the storage could not be read (for a durable store: the file could not be
+    /// read, or a stored delivery could not be read back). [`MemoryStore`] never fails.
     fn due(
         &self,
         account: &AccountId,
@@ -216,9 +262,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Delivery>>;
 
     /// Every account with pending deliveries, with the earliest next-attempt time of each.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) if the storage could not be read (for a durable store: the file could not be
+    /// read, or a stored time is out of range). [`MemoryStore`] never fails.
     fn pending_accounts(&self) -> Result<Vec<(AccountId, Timestamp)>>;
 
     /// Records one attempt's outcome and moves the delivery to its next step.
+    ///
+    /// # Errors
+    ///
+    /// Nothing is recorded on an error:
+    /// - [`Error::UnknownDelivery`](crate::Error::UnknownDelivery) if no delivery with this id
+    ///   is stored: never inserted, removed, or already delivered.
+    /// - [`Error::Store`](crate::Error::Store) if a time is outside what the store holds, or the write failed (for a
+    ///   durable store: the file could not be written or fsynced, or its writer has stopped).
     fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord) -> Result<()>;
 
     /// Records several attempts' outcomes, each as [`record_attempt`](Store::record_attempt)
@@ -226,6 +285,13 @@ pub trait Store: Send + Sync + 'static {
     /// others recorded. The delivery worker hands over every outcome it has at once, so that a
     /// durable store can make them durable together, with one write to disk rather than one
     /// each. The default records them one by one.
+    ///
+    /// # Errors
+    ///
+    /// None for the call as a whole; each answer holds the error
+    /// [`record_attempt`](Store::record_attempt) would have returned for that attempt. A
+    /// durable store whose transaction was rolled back answers
+    /// [`Error::Store`](crate::Error::Store) for every attempt in it.
     fn record_attempts(&self, attempts: &[(DeliveryId, AttemptRecord)]) -> Vec<Result<()>> {
         attempts
             .iter()
@@ -234,30 +300,71 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Deliveries matching `filter`, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) if the storage could not be read (for a durable store: the file could not be
+    /// read, or a stored delivery could not be read back). [`MemoryStore`] never fails.
     fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>>;
 
     /// Puts failed deliveries matching `filter` back to pending, due at `now`, keeping their
     /// ids and bodies. Returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) if `now` is outside the times the store holds, or the write failed (for a
+    /// durable store: the file could not be written or fsynced, or its writer has stopped).
+    /// Nothing is requeued on an error.
     fn requeue_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64>;
 
     /// Removes deliveries matching `filter` (an administrator's explicit action). Returns how
     /// many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) if the write failed (for a durable store: the file could not be written or
+    /// fsynced, or its writer has stopped). Nothing is removed on an error.
     fn remove(&self, filter: &DeliveryFilter) -> Result<u64>;
 
     /// Counts and last outcomes for `account`, or for one campaign of it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) if the storage could not be read (for a durable store: the file could not be
+    /// read, or a stored time is out of range). [`MemoryStore`] never fails.
     fn stats(&self, account: &AccountId, campaign: Option<&CampaignId>) -> Result<DeliveryStats>;
 
     /// Saves an account's settings (from [`Account::to_storage_json`](crate::account::Account::to_storage_json))
     /// durably, replacing what was there.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) if the write failed (for a durable store: the file could not be written or
+    /// fsynced, or its writer has stopped); what was saved before is kept.
     fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()>;
 
     /// Every saved account's settings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) if the storage could not be read (for a durable store: the file could not be
+    /// read, or the settings are not text). [`MemoryStore`] never fails.
     fn load_accounts(&self) -> Result<Vec<String>>;
 
     /// Saves an account endpoint's health (JSON) so a pause outlives a restart.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) if the write failed (for a durable store: the file could not be written or
+    /// fsynced, or its writer has stopped); what was saved before is kept.
     fn save_health(&self, account: &AccountId, health_json: &str) -> Result<()>;
 
     /// Every saved endpoint health record, by account.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) if the storage could not be read (for a durable store: the file could not be
+    /// read, or a record is not text). [`MemoryStore`] never fails.
     fn load_health(&self) -> Result<Vec<(AccountId, String)>>;
 }
 

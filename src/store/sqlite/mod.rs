@@ -31,8 +31,8 @@ use crate::store::{
 };
 
 use rows::{
-    DUE, PENDING_ACCOUNTS, SELECT_DELIVERIES, STATS_ACCOUNT, STATS_CAMPAIGN, bind_filter,
-    clamp_nanos, delivery_from_row, from_nanos, optional_time, push_filter, sql_limit,
+    DUE, NEWEST_DELIVERED, PENDING_ACCOUNTS, SELECT_DELIVERIES, STATS_ACCOUNT, STATS_CAMPAIGN,
+    bind_filter, clamp_nanos, delivery_from_row, from_nanos, optional_time, push_filter, sql_limit,
     stored_states, to_nanos,
 };
 use schema::{
@@ -119,8 +119,17 @@ impl SqliteStoreBuilder {
     /// writer.
     ///
     /// A new file is created with mode `0600` on unix: it holds account passwords. An
-    /// existing file keeps its permissions. A file written by a newer version of this crate,
-    /// or a database that is not an outbox, is refused with [`Error::Store`].
+    /// existing file keeps its permissions. A file written by an older version of this crate
+    /// is migrated in one transaction; one written by a newer version, or a database that is
+    /// not an outbox, is refused and left untouched.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidConfig`] for a `max_batch` of 0 in [`CommitMode::Group`] (field
+    ///   `max_batch`), or an empty path or `:memory:` (field `path`): nothing would be durable.
+    /// - [`Error::Store`] if the file cannot be created or opened, the file system refuses WAL
+    ///   mode, the file is a database but not an outbox, its schema version is newer than this
+    ///   release knows, the migration fails, or the writer or checkpoint thread cannot start.
     pub fn open(self) -> Result<SqliteStore> {
         SqliteStore::open_with(self)
     }
@@ -131,7 +140,8 @@ impl SqliteStoreBuilder {
 /// - Durable: [`insert`](Store::insert) returns once the deliveries are fsynced to the file's
 ///   write-ahead log (`journal_mode = WAL`, `synchronous = FULL`).
 /// - Group commit: concurrent writes share one transaction and one fsync (see
-///   [`CommitMode`]); a write that fails (a duplicate id, an unknown delivery) fails alone.
+///   [`CommitMode`]); a write that fails (an id stored for another call result, an unknown
+///   delivery) fails alone.
 /// - Bounded: past [`max_pending`](SqliteStore::max_pending) pending deliveries, `insert`
 ///   returns [`Error::StoreFull`] and stores nothing.
 /// - Small in memory: pending deliveries stay in the file; reads fetch only what they return.
@@ -201,6 +211,12 @@ impl SqliteStore {
 
     /// Opens (or creates) the outbox file at `path` with group commit and the default
     /// [`max_pending`](SqliteStore::max_pending). See [`SqliteStoreBuilder::open`].
+    ///
+    /// # Errors
+    ///
+    /// As [`SqliteStoreBuilder::open`]: [`Error::InvalidConfig`] for an empty path or
+    /// `:memory:`, [`Error::Store`] for a file that cannot be opened, is not an outbox, or
+    /// comes from a newer release.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
         Self::builder(path).open()
     }
@@ -275,6 +291,9 @@ impl SqliteStore {
                 r.get(0)
             })
             .map_err(|e| Error::store("counting pending deliveries", e))?;
+        let newest: Option<i64> = conn
+            .query_row(NEWEST_DELIVERED, [], |r| r.get(0))
+            .map_err(|e| Error::store("reading the newest delivery time", e))?;
 
         let reader = open_reader(&path)?;
         let checkpoint_conn = open_connection(&path, false)
@@ -296,6 +315,8 @@ impl SqliteStore {
             max_wait,
             wake_checkpointer: wake_tx,
             since_checkpoint: 0,
+            newest: newest.unwrap_or(i64::MIN),
+            since_prune: 0,
             expected: max_batch,
             commits: Arc::clone(&commits),
         };

@@ -18,21 +18,43 @@ macro_rules! delivery_columns {
     };
 }
 
+/// Stores a new pending delivery, unless its id is stored already or was delivered within the
+/// retention: then it changes nothing (0 rows), and [`SAME_DELIVERY`] tells which case it is.
 pub(super) const INSERT_DELIVERY: &str = "INSERT INTO deliveries \
     (id, account, campaign, body, encoding, created_at, next_attempt_at, attempts, state) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 'pending')";
+    SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 'pending' \
+    WHERE NOT EXISTS (SELECT 1 FROM delivered_ids WHERE id = ?1) \
+    ON CONFLICT (id) DO NOTHING";
+
+/// Whether the stored delivery with id `?1` is for the same account, campaign and body as the
+/// one [`INSERT_DELIVERY`] was given; no row if none is stored.
+pub(super) const SAME_DELIVERY: &str = "SELECT account = ?2 AND campaign = ?3 AND body = ?4 \
+    AND encoding = ?5 FROM deliveries WHERE id = ?1";
+
+/// Remembers that delivery `?1` was delivered at `?2`.
+pub(super) const REMEMBER_DELIVERED: &str = "INSERT INTO delivered_ids (id, delivered_at) \
+    VALUES (?1, ?2) \
+    ON CONFLICT (id) DO UPDATE SET delivered_at = max(delivered_at, excluded.delivered_at)";
+
+/// Forgets at most `?2` delivered ids delivered before `?1`, oldest first.
+pub(super) const PRUNE_DELIVERED: &str = "DELETE FROM delivered_ids WHERE id IN \
+    (SELECT id FROM delivered_ids WHERE delivered_at < ?1 ORDER BY delivered_at LIMIT ?2)";
+
+/// The newest delivery time remembered: where the pruning clock starts after a restart.
+pub(super) const NEWEST_DELIVERED: &str = "SELECT max(delivered_at) FROM delivered_ids";
 
 pub(super) const FIND_DELIVERY: &str =
     "SELECT rowid, account, campaign, state FROM deliveries WHERE id = ?1";
 
 pub(super) const DELETE_BY_ROWID: &str = "DELETE FROM deliveries WHERE rowid = ?1";
 
-pub(super) const RECORD_ATTEMPT: &str = "UPDATE deliveries SET attempts = attempts + 1, last_status = ?2, \
-    last_error = ?3, last_attempt_at = ?4, state = ?5, \
+pub(super) const RECORD_ATTEMPT: &str = "UPDATE deliveries SET attempts = attempts + 1, \
+    last_status = ?2, last_error = ?3, last_attempt_at = ?4, state = ?5, \
     next_attempt_at = coalesce(?6, next_attempt_at) WHERE rowid = ?1";
 
-pub(super) const BUMP_STATS: &str = "INSERT INTO stats (account, campaign, pending, delivered, failed, \
-    last_success_at, last_failure_at, last_failure_reason) \
+pub(super) const BUMP_STATS: &str = "INSERT INTO stats \
+    (account, campaign, pending, delivered, failed, last_success_at, last_failure_at, \
+    last_failure_reason) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
     ON CONFLICT (account, campaign) DO UPDATE SET \
     pending = pending + excluded.pending, \

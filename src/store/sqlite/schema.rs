@@ -21,7 +21,7 @@ const STATEMENT_CACHE: usize = 64;
 
 /// The schema, one step per version: step `i` takes a file from `user_version = i` to `i + 1`.
 /// Steps are only ever appended; a released step never changes.
-pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE deliveries (
@@ -59,6 +59,17 @@ CREATE TABLE health (
     account TEXT PRIMARY KEY NOT NULL,
     health  TEXT NOT NULL
 );
+";
+
+/// Version 2: the ids of delivered deliveries, with when they were delivered, so that a
+/// resubmission with the same id is not sent again. Kept for
+/// [`DELIVERED_ID_RETENTION`](crate::limits::DELIVERED_ID_RETENTION), then pruned oldest first.
+const SCHEMA_V2: &str = "
+CREATE TABLE delivered_ids (
+    id           TEXT PRIMARY KEY NOT NULL,
+    delivered_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX delivered_ids_at ON delivered_ids (delivered_at);
 ";
 
 /// Creates the file with mode 0600 if it does not exist yet, before SQLite opens it (SQLite

@@ -10,12 +10,17 @@ use bytes::Bytes;
 use jiff::Timestamp;
 use rusqlite::Connection;
 
-use super::rows::{DUE, FIND_DELIVERY, PENDING_ACCOUNTS, STATS_CAMPAIGN, push_filter};
+use super::rows::{
+    DUE, FIND_DELIVERY, INSERT_DELIVERY, PENDING_ACCOUNTS, PRUNE_DELIVERED, REMEMBER_DELIVERED,
+    SAME_DELIVERY, STATS_CAMPAIGN, push_filter,
+};
 use super::schema::{MIGRATIONS, migrate};
+use super::writer::PRUNE_EVERY;
 use super::{CommitMode, SqliteStore};
 use crate::encoding::Encoding;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, DeliveryId};
+use crate::limits::DELIVERED_ID_RETENTION;
 use crate::request::EncodedBody;
 use crate::store::conformance::{self, new_deliveries, t};
 use crate::store::{
@@ -271,9 +276,16 @@ fn a_failing_write_fails_alone_in_its_batch() {
         }
         let (store, barrier, existing) = (&store, &barrier, &existing);
         handles.push(s.spawn(move || {
-            // A fresh delivery and a duplicate: all or nothing, so neither is stored.
+            // A fresh delivery and another call result under a stored id: all or nothing, so
+            // neither is stored.
             let mut mixed = new_deliveries("acme", "mixed", 1);
-            mixed.push(existing[0].clone());
+            mixed.push(NewDelivery {
+                body: EncodedBody::from_parts(
+                    Bytes::from_static(b"Reference=other"),
+                    Encoding::Form,
+                ),
+                ..existing[0].clone()
+            });
             barrier.wait();
             store.insert(&mixed)
         }));
@@ -288,7 +300,7 @@ fn a_failing_write_fails_alone_in_its_batch() {
         ok.as_ref().unwrap();
     }
     match &results[THREADS] {
-        Err(Error::Store { message, .. }) => assert!(message.contains("already exists")),
+        Err(Error::IdConflict { id }) => assert_eq!(id, existing[0].id.as_str()),
         other => panic!("{other:?}"),
     }
     let acme: AccountId = "acme".into();
@@ -365,6 +377,9 @@ fn full_store_refuses_and_keeps_what_it_has() {
         ]
     );
     assert!(kept.iter().zip(&batch).all(|(d, n)| d.body == n.body));
+    assert_eq!(store.stats(&"acme".into(), None).unwrap().pending, 3);
+    // A full store still takes a resubmission: it needs no room.
+    store.insert(&batch[..3]).unwrap();
     assert_eq!(store.stats(&"acme".into(), None).unwrap().pending, 3);
 
     // A delivered one frees its place, and the count outlives a restart.
@@ -476,6 +491,47 @@ fn an_older_file_is_migrated() {
     drop(store);
     assert_eq!(version(&path), MIGRATIONS.len() as i64);
 
+    // Version 1 to 2: a file from the release that did not remember delivered ids keeps its
+    // deliveries and counts, and remembers from then on.
+    let v1 = dir.path().join("v1.db");
+    let mut conn = Connection::open(&v1).unwrap();
+    migrate(&mut conn, &v1, &MIGRATIONS[..1]).unwrap();
+    assert_eq!(version(&v1), 1);
+    let old = exact(1, "acme", "c1");
+    conn.execute(
+        "INSERT INTO deliveries (id, account, campaign, body, encoding, created_at, \
+         next_attempt_at, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 'pending')",
+        rusqlite::params![
+            old.id.as_str(),
+            old.account.as_str(),
+            old.campaign.as_str(),
+            old.body.bytes().as_ref(),
+            old.body.encoding().as_str(),
+            i64::try_from(old.created_at.as_nanosecond()).unwrap(),
+        ],
+    )
+    .unwrap();
+    conn.execute_batch("INSERT INTO stats (account, campaign, pending) VALUES ('acme', 'c1', 1)")
+        .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&v1).unwrap();
+    assert_eq!(version(&v1), 2);
+    let due = store.due(&"acme".into(), t(1_000), 10, &[]).unwrap();
+    assert_eq!((due.len(), &due[0].body), (1, &old.body));
+    store.insert(std::slice::from_ref(&old)).unwrap();
+    store
+        .record_attempt(&old.id, &attempt(t(1_000), 204, NextStep::Delivered))
+        .unwrap();
+    store.insert(std::slice::from_ref(&old)).unwrap();
+    let stats = store.stats(&"acme".into(), None).unwrap();
+    assert_eq!((stats.pending, stats.delivered), (0, 1));
+    drop(store);
+    let remembered: i64 = Connection::open(&v1)
+        .unwrap()
+        .query_row("SELECT count(*) FROM delivered_ids", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(remembered, 1);
+
     // A later step runs on a file at the current version and keeps its data.
     let next = "ALTER TABLE deliveries ADD COLUMN signature TEXT; \
                 CREATE TABLE endpoints (account TEXT PRIMARY KEY NOT NULL)";
@@ -500,6 +556,62 @@ fn an_older_file_is_migrated() {
 }
 
 #[test]
+fn a_delivered_id_older_than_the_retention_is_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = in_dir(&dir);
+    let store = SqliteStore::builder(&path)
+        .commit(CommitMode::PerSubmit)
+        .open()
+        .unwrap();
+    let remembered = || -> i64 {
+        Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM delivered_ids", [], |r| r.get(0))
+            .unwrap()
+    };
+    let old = new_deliveries("acme", "c1", 1);
+    store.insert(&old).unwrap();
+    store
+        .record_attempt(&old[0].id, &attempt(t(10), 204, NextStep::Delivered))
+        .unwrap();
+    store.insert(&old).unwrap();
+    assert_eq!(store.stats(&"acme".into(), None).unwrap().pending, 0);
+    assert_eq!(remembered(), 1);
+
+    // The store's clock moves with the times it is given; the writer prunes every
+    // PRUNE_EVERY commits, so this many lone submits past the retention bring one prune.
+    let later = t(11) + DELIVERED_ID_RETENTION;
+    for mut d in new_deliveries("acme", "c2", PRUNE_EVERY as usize) {
+        d.created_at = later;
+        d.next_attempt_at = later;
+        store.insert(&[d]).unwrap();
+    }
+    // The writer pruned before it took this write.
+    store.insert(&old).unwrap();
+    assert_eq!(remembered(), 0);
+    let stats = store.stats(&"acme".into(), Some(&"c1".into())).unwrap();
+    assert_eq!((stats.pending, stats.delivered), (1, 1));
+    let due = store.due(&"acme".into(), t(100), 10, &[]).unwrap();
+    assert_eq!(due[0].id, old[0].id);
+
+    // Delivered again: remembered again, and across a restart.
+    store
+        .record_attempt(&old[0].id, &attempt(later, 204, NextStep::Delivered))
+        .unwrap();
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    store.insert(&old).unwrap();
+    assert_eq!(
+        store
+            .stats(&"acme".into(), Some(&"c1".into()))
+            .unwrap()
+            .pending,
+        0
+    );
+    assert_eq!(remembered(), 1);
+}
+
+#[test]
 fn hot_queries_never_scan_the_whole_table() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(in_dir(&dir)).unwrap();
@@ -511,7 +623,16 @@ fn hot_queries_never_scan_the_whole_table() {
         push_filter(&mut sql, &filter, state);
         filtered.push(sql);
     }
-    let mut queries = vec![DUE, PENDING_ACCOUNTS, FIND_DELIVERY, STATS_CAMPAIGN];
+    let mut queries = vec![
+        DUE,
+        PENDING_ACCOUNTS,
+        FIND_DELIVERY,
+        STATS_CAMPAIGN,
+        INSERT_DELIVERY,
+        SAME_DELIVERY,
+        REMEMBER_DELIVERED,
+        PRUNE_DELIVERED,
+    ];
     queries.extend(filtered.iter().map(String::as_str));
     for sql in queries {
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
@@ -519,7 +640,8 @@ fn hot_queries_never_scan_the_whole_table() {
         while let Some(row) = rows.next().unwrap() {
             let step: String = row.get(3).unwrap();
             assert!(
-                !step.starts_with("SCAN deliveries") || step.contains("INDEX"),
+                !(step.starts_with("SCAN deliveries") || step.starts_with("SCAN delivered_ids"))
+                    || step.contains("INDEX"),
                 "{sql}: {step}"
             );
         }

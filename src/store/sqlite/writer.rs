@@ -7,19 +7,26 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use rusqlite::{Connection, OptionalExtension, ffi, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, DeliveryId};
-use crate::store::{AttemptRecord, DeliveryFilter, DeliveryState, NewDelivery, NextStep};
+use crate::limits::DELIVERED_ID_RETENTION;
+use crate::store::{
+    AttemptRecord, DeliveryFilter, DeliveryState, NewDelivery, NextStep, PRUNE_BATCH,
+};
 
 use super::rows::{
-    BUMP_STATS, DELETE_BY_ROWID, FIND_DELIVERY, INSERT_DELIVERY, RECORD_ATTEMPT, SAVE_ACCOUNT,
-    SAVE_HEALTH, bind_filter, push_filter, state_from_sql, stored_states, to_nanos,
+    BUMP_STATS, DELETE_BY_ROWID, FIND_DELIVERY, INSERT_DELIVERY, PRUNE_DELIVERED, RECORD_ATTEMPT,
+    REMEMBER_DELIVERED, SAME_DELIVERY, SAVE_ACCOUNT, SAVE_HEALTH, bind_filter, push_filter,
+    state_from_sql, stored_states, to_nanos,
 };
 
 /// The writer wakes the checkpointer after this many commits.
 const CHECKPOINT_EVERY: u32 = 64;
+/// The writer forgets delivered ids past their retention after this many commits, at most
+/// [`PRUNE_BATCH`] at a time, in a transaction of its own.
+pub(super) const PRUNE_EVERY: u32 = 64;
 
 /// One write, owned so it can cross to the writer thread. No `Debug`: it may carry settings.
 pub(super) enum Op {
@@ -29,6 +36,20 @@ pub(super) enum Op {
     Remove(DeliveryFilter),
     SaveAccount(AccountId, String),
     SaveHealth(AccountId, String),
+}
+
+impl Op {
+    /// The newest time this write carries (a submit's creation, an attempt, a replay's now), in
+    /// nanoseconds: what moves the writer's clock for forgetting delivered ids.
+    fn time(&self) -> Option<i64> {
+        let at = match self {
+            Op::Insert(deliveries) => deliveries.iter().map(|d| d.created_at).max()?,
+            Op::Record(_, record) => record.at,
+            Op::Requeue(_, now) => *now,
+            Op::Remove(_) | Op::SaveAccount(..) | Op::SaveHealth(..) => return None,
+        };
+        to_nanos(at).ok()
+    }
 }
 
 /// A write and where its own answer goes.
@@ -47,6 +68,10 @@ pub(super) struct Writer {
     pub(super) max_wait: Duration,
     pub(super) wake_checkpointer: SyncSender<()>,
     pub(super) since_checkpoint: u32,
+    /// The newest time, in nanoseconds, that a write applied so far carried. The store has no
+    /// clock: delivered ids are kept for [`DELIVERED_ID_RETENTION`] before this.
+    pub(super) newest: i64,
+    pub(super) since_prune: u32,
     /// The size of the last batch: how many writes the next one waits for.
     pub(super) expected: usize,
     pub(super) commits: Arc<AtomicU64>,
@@ -65,6 +90,41 @@ impl Writer {
             for (job, result) in batch.drain(..).zip(results.drain(..)) {
                 // The caller always waits for its answer; nothing to do if it is gone.
                 let _ = job.reply.send(result);
+            }
+            if self.since_prune >= PRUNE_EVERY {
+                self.prune();
+            }
+        }
+    }
+
+    /// Forgets at most [`PRUNE_BATCH`] delivered ids older than the retention, in a
+    /// transaction of its own, after the batch's callers have their answers. When it finds a
+    /// full batch to forget, it runs again after the next commit, so a backlog is worked off a
+    /// bounded step at a time.
+    fn prune(&mut self) {
+        let retention = i64::try_from(DELIVERED_ID_RETENTION.as_nanos()).unwrap_or(i64::MAX);
+        let before = self.newest.saturating_sub(retention);
+        let pruned = self.exec("BEGIN IMMEDIATE").and_then(|()| {
+            let n = self
+                .conn
+                .prepare_cached(PRUNE_DELIVERED)?
+                .execute(params![before, PRUNE_BATCH as i64])?;
+            self.exec("COMMIT")?;
+            Ok(n)
+        });
+        match pruned {
+            Ok(n) => {
+                if n > 0 {
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                }
+                self.since_prune = if n >= PRUNE_BATCH { PRUNE_EVERY } else { 0 };
+            }
+            Err(e) => {
+                if !self.conn.is_autocommit() {
+                    let _ = self.exec("ROLLBACK");
+                }
+                self.since_prune = 0;
+                tracing::warn!(error = %e, "forgetting old delivered ids failed; will retry");
             }
         }
     }
@@ -134,6 +194,7 @@ impl Writer {
         match self.exec("COMMIT") {
             Ok(()) => {
                 self.commits.fetch_add(1, Ordering::Relaxed);
+                self.since_prune = self.since_prune.saturating_add(1);
                 self.since_checkpoint += 1;
                 if self.since_checkpoint >= CHECKPOINT_EVERY {
                     self.since_checkpoint = 0;
@@ -168,6 +229,9 @@ impl Writer {
         match applied {
             Ok((n, pending_delta)) => {
                 self.pending = self.pending.saturating_add_signed(pending_delta);
+                if let Some(at) = op.time() {
+                    self.newest = self.newest.max(at);
+                }
                 Ok(n)
             }
             Err(e) => {
@@ -196,48 +260,81 @@ impl Writer {
         }
     }
 
+    /// Stores each delivery whose id is new; a repeat of a stored or recently delivered one
+    /// changes nothing. Returns how many were stored. Fails, and the savepoint undoes the lot,
+    /// on an id stored for another call result or past `max_pending`.
     fn insert(&self, deliveries: &[NewDelivery]) -> Result<(u64, i64)> {
-        let n = deliveries.len() as u64;
-        if self.pending.saturating_add(n) > self.max_pending {
+        let mut added = 0;
+        // One counter update per run of the same account and campaign.
+        for run in deliveries.chunk_by(|a, b| a.account == b.account && a.campaign == b.campaign) {
+            let mut stored = 0;
+            for d in run {
+                if self.insert_one(d)? {
+                    stored += 1;
+                }
+            }
+            if stored > 0 {
+                let delta = StatsDelta {
+                    pending: stored,
+                    ..StatsDelta::default()
+                };
+                self.bump_stats(run[0].account.as_str(), run[0].campaign.as_str(), &delta)?;
+            }
+            added += stored;
+        }
+        // Checked once the repeats are known: they take no room.
+        if self.pending.saturating_add_signed(added) > self.max_pending {
             return Err(Error::StoreFull {
                 capacity: self.max_pending as usize,
             });
         }
+        Ok((added as u64, added))
+    }
+
+    /// Stores one delivery: `true` if stored, `false` if its id is stored already for the same
+    /// call result or was delivered within the retention, [`Error::IdConflict`] if it is stored
+    /// for another one.
+    fn insert_one(&self, d: &NewDelivery) -> Result<bool> {
         let failed = |e| Error::store("storing a delivery", e);
-        let mut stmt = self.conn.prepare_cached(INSERT_DELIVERY).map_err(failed)?;
-        for d in deliveries {
-            stmt.execute(params![
-                d.id.as_str(),
-                d.account.as_str(),
-                d.campaign.as_str(),
-                d.body.bytes().as_ref(),
-                d.body.encoding().as_str(),
-                to_nanos(d.created_at)?,
-                to_nanos(d.next_attempt_at)?,
-            ])
-            .map_err(|e| {
-                let code = e.sqlite_error().map(|e| e.extended_code);
-                if code == Some(ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
-                    || code == Some(ffi::SQLITE_CONSTRAINT_UNIQUE)
-                {
-                    Error::Store {
-                        message: format!("delivery {} already exists", d.id),
-                        source: Some(e.into()),
-                    }
-                } else {
-                    failed(e)
-                }
-            })?;
+        let (id, account, campaign) = (d.id.as_str(), d.account.as_str(), d.campaign.as_str());
+        let (body, encoding) = (d.body.bytes().as_ref(), d.body.encoding().as_str());
+        let (created_at, next_attempt_at) = (to_nanos(d.created_at)?, to_nanos(d.next_attempt_at)?);
+        let stored = self
+            .conn
+            .prepare_cached(INSERT_DELIVERY)
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    id,
+                    account,
+                    campaign,
+                    body,
+                    encoding,
+                    created_at,
+                    next_attempt_at,
+                ])
+            })
+            .map_err(failed)?;
+        if stored == 1 {
+            return Ok(true);
         }
-        // One counter update per run of the same account and campaign.
-        for run in deliveries.chunk_by(|a, b| a.account == b.account && a.campaign == b.campaign) {
-            let delta = StatsDelta {
-                pending: run.len() as i64,
-                ..StatsDelta::default()
-            };
-            self.bump_stats(run[0].account.as_str(), run[0].campaign.as_str(), &delta)?;
+        let same: Option<bool> = self
+            .conn
+            .prepare_cached(SAME_DELIVERY)
+            .and_then(|mut stmt| {
+                stmt.query_row(params![id, account, campaign, body, encoding], |row| {
+                    row.get(0)
+                })
+                .optional()
+            })
+            .map_err(failed)?;
+        match same {
+            // Not stored, so delivered within the retention (only its id is kept), or stored
+            // for this very call result: a resubmission, left as it is.
+            None | Some(true) => Ok(false),
+            Some(false) => Err(Error::IdConflict {
+                id: d.id.to_string(),
+            }),
         }
-        Ok((n, n as i64))
     }
 
     fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord) -> Result<(u64, i64)> {
@@ -272,10 +369,13 @@ impl Writer {
         }
         let (state, retry_at) = match record.next {
             NextStep::Delivered => {
-                // Delivered deliveries are only counted, not kept.
+                // Delivered deliveries are only counted, not kept; their ids are remembered
+                // for a while, so a resubmission is not sent again.
                 self.conn
                     .prepare_cached(DELETE_BY_ROWID)
                     .and_then(|mut stmt| stmt.execute([rowid]))
+                    .and_then(|_| self.conn.prepare_cached(REMEMBER_DELIVERED))
+                    .and_then(|mut stmt| stmt.execute(params![id.as_str(), at]))
                     .map_err(failed)?;
                 delta.delivered += 1;
                 delta.success_at = Some(at);
