@@ -212,6 +212,9 @@ impl fmt::Display for TransportErrorKind {
 }
 
 /// A failure to get an HTTP response, with its kind and the backend's cause behind `source()`.
+///
+/// `Display` prints the kind only; the cause is reached through `source()`, so a reporter that
+/// walks the chain prints each message once.
 #[derive(Debug)]
 pub struct TransportError {
     kind: TransportErrorKind,
@@ -244,11 +247,10 @@ impl TransportError {
 }
 
 impl fmt::Display for TransportError {
+    /// The kind alone, for example `connect failed`. The cause is not repeated here: a reporter
+    /// that walks [`source()`](std::error::Error::source) prints it once, after this.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.source {
-            Some(source) => write!(f, "{}: {}", self.kind, source),
-            None => write!(f, "{}", self.kind),
-        }
+        fmt::Display::fmt(&self.kind, f)
     }
 }
 
@@ -307,10 +309,42 @@ mod tests {
         assert!(TransportErrorKind::Io.is_retryable());
     }
 
+    /// Every message of the chain, as a reporter that walks `source()` prints them.
+    fn chain(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        let mut messages = Vec::new();
+        let mut next = Some(err);
+        while let Some(e) = next {
+            messages.push(e.to_string());
+            next = e.source();
+        }
+        messages
+    }
+
     #[test]
-    fn display_chains_kind_and_cause() {
+    fn display_prints_the_kind_and_the_cause_comes_through_source() {
         let err = TransportError::new(TransportErrorKind::Connect, "connection refused");
-        assert_eq!(err.to_string(), "connect failed: connection refused");
-        assert!(std::error::Error::source(&err).is_some());
+        assert_eq!(err.to_string(), "connect failed");
+        assert_eq!(chain(&err), ["connect failed", "connection refused"]);
+        let err = TransportError::from_kind(TransportErrorKind::Timeout);
+        assert_eq!(chain(&err), ["timed out"]);
+    }
+
+    #[test]
+    fn the_crate_error_prints_a_transport_cause_once() {
+        let err = crate::Error::from(TransportError::new(
+            TransportErrorKind::Io,
+            "connection reset by peer",
+        ));
+        let messages = chain(&err);
+        assert_eq!(messages, ["I/O error", "connection reset by peer"]);
+        let refusal = crate::Error::from(TransportError::from(crate::Error::AddressRefused {
+            host: "internal.example".into(),
+            addr: "10.0.0.1".parse().unwrap(),
+            rule: "private (RFC 1918)",
+        }));
+        let messages = chain(&refusal);
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert_eq!(messages[0], "refused by address policy");
+        assert!(messages[1].contains("10.0.0.1"), "{messages:?}");
     }
 }
