@@ -242,6 +242,25 @@ pub struct UrlPolicy {
     max_url_len: usize,
 }
 
+impl PartialEq for UrlPolicy {
+    /// Two policies are equal when they admit the same URLs and addresses: the same `https`
+    /// rule, the same URL length cap, and the same allowlisted networks in any order (a network
+    /// given twice counts once).
+    fn eq(&self, other: &Self) -> bool {
+        let nets = |policy: &UrlPolicy| {
+            let mut nets = policy.allowlist.clone();
+            nets.sort_unstable();
+            nets.dedup();
+            nets
+        };
+        self.https_required == other.https_required
+            && self.max_url_len == other.max_url_len
+            && nets(self) == nets(other)
+    }
+}
+
+impl Eq for UrlPolicy {}
+
 impl Default for UrlPolicy {
     /// `https` required, nothing allowlisted, URLs of at most 2048 bytes.
     fn default() -> Self {
@@ -396,6 +415,25 @@ impl UrlPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policies_are_equal_when_they_admit_the_same() {
+        let a = UrlPolicy::new()
+            .allow_http(true)
+            .allow_net("127.0.0.1/32".parse().unwrap())
+            .allow_net("10.0.0.0/8".parse().unwrap());
+        let b = UrlPolicy::new()
+            .allow_net("10.0.0.0/8".parse().unwrap())
+            .allow_net("127.0.0.1/32".parse().unwrap())
+            .allow_net("127.0.0.1/32".parse().unwrap())
+            .allow_http(true);
+        assert_eq!(a, b);
+        assert_eq!(UrlPolicy::new(), UrlPolicy::default());
+        assert_ne!(a, a.clone().allow_http(false));
+        assert_ne!(a, a.clone().max_url_len(100));
+        assert_ne!(a, a.clone().allow_net("192.168.0.0/16".parse().unwrap()));
+        assert_ne!(UrlPolicy::new(), UrlPolicy::new().allow_private());
+    }
     use proptest::prelude::*;
 
     fn ip(s: &str) -> IpAddr {

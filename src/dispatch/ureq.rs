@@ -56,8 +56,9 @@ const IDLE_IN_ALL: usize = 4 * DEFAULT_MAX_CONCURRENCY;
 /// - A connect timeout (default 5 s) and a whole-attempt timeout (default 15 s) that covers
 ///   resolving, connecting, sending, the response head and the bounded body read. An
 ///   [`AttemptTimeout`] extension on the request replaces the whole-attempt default.
-/// - Every attempt is held to the builder's [`UrlPolicy`] (by default `https`
-///   only and no internal addresses): the URL before the attempt, and each address, resolved or
+/// - Every attempt is held to one [`UrlPolicy`]: the builder's, else the one adopted from the
+///   `Webhooks` engine ([`BlockingDispatcher::adopt_policy`]), else the default (`https` only
+///   and no internal addresses): the URL before the attempt, and each address, resolved or
 ///   literal, inside ureq's resolver, so only admitted addresses are ever connected to. Names
 ///   are resolved by the builder's [`Resolve`] (the system resolver by default).
 /// - Redirects are never followed and status codes are never errors: a 3xx, 4xx or 5xx comes
@@ -122,7 +123,7 @@ impl UreqDispatcher {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_ATTEMPT_TIMEOUT,
             body_prefix_limit: DEFAULT_BODY_PREFIX_LIMIT,
-            policy: UrlPolicy::default(),
+            policy: None,
             resolver: None,
             roots: Vec::new(),
         }
@@ -185,6 +186,19 @@ impl BlockingDispatcher for UreqDispatcher {
             Bytes::from(prefix),
         ))
     }
+
+    /// Adopts `policy` when the builder was given none and none was adopted before; from then
+    /// on every attempt, and every address the resolver answers, is held to it. Clones share
+    /// the adopted policy, and so do this trait and [`Dispatcher`]: adopting through either
+    /// adopts for both.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::InvalidConfig`] with field `policy` when the dispatcher holds a
+    /// different policy, set on its builder or adopted before; the one it holds stays in force.
+    fn adopt_policy(&self, policy: &UrlPolicy) -> Result<(), crate::Error> {
+        self.inner.guard.adopt(policy)
+    }
 }
 
 #[async_trait::async_trait]
@@ -209,6 +223,16 @@ impl Dispatcher for UreqDispatcher {
             ))
         })
     }
+
+    /// As [`BlockingDispatcher::adopt_policy`]: one policy for both traits.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::InvalidConfig`] with field `policy` when the dispatcher holds a
+    /// different policy, set on its builder or adopted before.
+    fn adopt_policy(&self, policy: &UrlPolicy) -> Result<(), crate::Error> {
+        self.inner.guard.adopt(policy)
+    }
 }
 
 /// Configures a [`UreqDispatcher`].
@@ -218,7 +242,7 @@ pub struct UreqDispatcherBuilder {
     connect_timeout: Duration,
     timeout: Duration,
     body_prefix_limit: usize,
-    policy: UrlPolicy,
+    policy: Option<UrlPolicy>,
     resolver: Option<SharedResolver>,
     roots: Vec<Certificate>,
 }
@@ -243,7 +267,7 @@ impl UreqDispatcherBuilder {
 
     /// Builds the dispatcher.
     pub fn build(self) -> UreqDispatcher {
-        let guard = Guard::new(self.policy);
+        let guard = Guard::from_builder(self.policy);
         let config = Config::builder()
             // Status codes are the caller's to classify; 3xx is never followed.
             .http_status_as_error(false)
