@@ -326,6 +326,11 @@ impl UrlPolicy {
     ///
     /// A host name passes whatever it resolves to (`localhost` included): the addresses it
     /// resolves to are checked with [`check_addr`](Self::check_addr) when connecting.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`] for a refused scheme, userinfo, length or missing host, and
+    /// [`Error::AddressRefused`] for an IP-literal host the address rules refuse.
     pub fn check_url(&self, url: &Url) -> Result<()> {
         match url.scheme() {
             "https" => {}
@@ -388,6 +393,11 @@ impl UrlPolicy {
     /// Refuses an address that is not a global unicast destination (the ranges are listed on
     /// [`UrlPolicy`]) unless it is allowlisted, as [`Error::AddressRefused`] naming `host`, the
     /// address and the rule.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AddressRefused`] when `addr` is not a global unicast address and no allowlisted
+    /// network holds it.
     pub fn check_addr(&self, host: &str, addr: IpAddr) -> Result<()> {
         let Some(rule) = refusal_rule(addr) else {
             return Ok(());
