@@ -53,8 +53,10 @@ pub struct Credentials {
 impl Credentials {
     /// Credentials from a user name and password.
     ///
-    /// CR, LF or NUL in either is refused (they would split or truncate the header); the error
-    /// names the field, never its value.
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] (field `username` or `password`) when either holds CR, LF or NUL,
+    /// which would split or truncate the header. The error names the field, never its value.
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Result<Self> {
         let username = username.into();
         let password = Secret::new(password);
@@ -75,6 +77,11 @@ impl Credentials {
 
     /// The `Authorization` header value under `scheme`, marked sensitive so that `http`'s own
     /// `Debug` hides it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] (field `username`) under [`AuthScheme::Basic`] when the user
+    /// name contains `:`, which Basic authentication cannot carry.
     ///
     /// # Examples
     ///

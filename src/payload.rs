@@ -152,6 +152,13 @@ impl CallResult {
     /// (a misspelt key would otherwise vanish). Formatting the result with the same `time_zone`
     /// gives back exactly the strings that were read.
     ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidCallResult`] naming the field: `(record)` when the text is not one JSON
+    /// object of the ten keys (an unknown key, a value that is not a string), `LogDateTime` when
+    /// it is missing, and the time field whose value is not in the page's format or (for
+    /// `CallStart`/`CallEnd`) does not exist in `time_zone`.
+    ///
     /// # Examples
     ///
     /// ```

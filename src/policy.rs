@@ -242,6 +242,25 @@ pub struct UrlPolicy {
     max_url_len: usize,
 }
 
+impl PartialEq for UrlPolicy {
+    /// Two policies are equal when they admit the same URLs and addresses: the same `https`
+    /// rule, the same URL length cap, and the same allowlisted networks in any order (a network
+    /// given twice counts once).
+    fn eq(&self, other: &Self) -> bool {
+        let nets = |policy: &UrlPolicy| {
+            let mut nets = policy.allowlist.clone();
+            nets.sort_unstable();
+            nets.dedup();
+            nets
+        };
+        self.https_required == other.https_required
+            && self.max_url_len == other.max_url_len
+            && nets(self) == nets(other)
+    }
+}
+
+impl Eq for UrlPolicy {}
+
 impl Default for UrlPolicy {
     /// `https` required, nothing allowlisted, URLs of at most 2048 bytes.
     fn default() -> Self {
@@ -307,6 +326,11 @@ impl UrlPolicy {
     ///
     /// A host name passes whatever it resolves to (`localhost` included): the addresses it
     /// resolves to are checked with [`check_addr`](Self::check_addr) when connecting.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`] for a refused scheme, userinfo, length or missing host, and
+    /// [`Error::AddressRefused`] for an IP-literal host the address rules refuse.
     pub fn check_url(&self, url: &Url) -> Result<()> {
         match url.scheme() {
             "https" => {}
@@ -369,6 +393,11 @@ impl UrlPolicy {
     /// Refuses an address that is not a global unicast destination (the ranges are listed on
     /// [`UrlPolicy`]) unless it is allowlisted, as [`Error::AddressRefused`] naming `host`, the
     /// address and the rule.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AddressRefused`] when `addr` is not a global unicast address and no allowlisted
+    /// network holds it.
     pub fn check_addr(&self, host: &str, addr: IpAddr) -> Result<()> {
         let Some(rule) = refusal_rule(addr) else {
             return Ok(());
@@ -396,6 +425,25 @@ impl UrlPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policies_are_equal_when_they_admit_the_same() {
+        let a = UrlPolicy::new()
+            .allow_http(true)
+            .allow_net("127.0.0.1/32".parse().unwrap())
+            .allow_net("10.0.0.0/8".parse().unwrap());
+        let b = UrlPolicy::new()
+            .allow_net("10.0.0.0/8".parse().unwrap())
+            .allow_net("127.0.0.1/32".parse().unwrap())
+            .allow_net("127.0.0.1/32".parse().unwrap())
+            .allow_http(true);
+        assert_eq!(a, b);
+        assert_eq!(UrlPolicy::new(), UrlPolicy::default());
+        assert_ne!(a, a.clone().allow_http(false));
+        assert_ne!(a, a.clone().max_url_len(100));
+        assert_ne!(a, a.clone().allow_net("192.168.0.0/16".parse().unwrap()));
+        assert_ne!(UrlPolicy::new(), UrlPolicy::new().allow_private());
+    }
     use proptest::prelude::*;
 
     fn ip(s: &str) -> IpAddr {

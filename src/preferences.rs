@@ -28,7 +28,13 @@ const MAX_SIGNING_SECRETS: usize = 2;
 pub struct WebhookUrl(url::Url);
 
 impl WebhookUrl {
-    /// Parses and checks a webhook URL. Errors never repeat the URL (it may hold a token).
+    /// Parses and checks a webhook URL.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`] when the text is longer than [`MAX_URL_LEN`], does not parse, is
+    /// not `http` or `https`, has no host, or carries a user name, password or fragment. The
+    /// error never repeats the URL (it may hold a token).
     pub fn parse(input: &str) -> Result<Self> {
         if input.len() > MAX_URL_LEN {
             return Err(Error::url(format!("longer than {MAX_URL_LEN} bytes")));

@@ -65,6 +65,10 @@ pub struct ReceivedCallResult {
 impl ReceivedCallResult {
     /// Reads a body by its `Content-Type`: JSON for `application/json` (parameters such as
     /// `charset` allowed), the form encoding otherwise, as the product page's default.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_json`](Self::from_json) or [`from_form`](Self::from_form).
     pub fn from_body(content_type: Option<&str>, body: &[u8]) -> Result<Self> {
         let media_type = content_type
             .and_then(|ct| ct.split(';').next())
@@ -78,6 +82,11 @@ impl ReceivedCallResult {
     }
 
     /// Reads an `application/x-www-form-urlencoded` body; an empty value is unknown.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidCallResult`] (field `(form body)`) when the body is not a form
+    /// encoding of the keys.
     pub fn from_form(body: &[u8]) -> Result<Self> {
         let mut call: ReceivedCallResult =
             serde_urlencoded::from_bytes(body).map_err(|e| Error::InvalidCallResult {
@@ -93,6 +102,11 @@ impl ReceivedCallResult {
     }
 
     /// Reads an `application/json` body; `null` is unknown.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidCallResult`] (field `(JSON body)`) when the body is not one JSON object
+    /// of the keys with string or `null` values.
     pub fn from_json(body: &[u8]) -> Result<Self> {
         serde_json::from_slice(body).map_err(|e| Error::InvalidCallResult {
             field: "(JSON body)",

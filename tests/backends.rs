@@ -73,6 +73,13 @@ impl Harness {
     }
 
     fn with(policy: UrlPolicy, limit: usize) -> Harness {
+        Harness::built(Some(policy), limit)
+    }
+
+    /// Dispatchers whose builders were given no policy, as a `Webhooks` engine wants them.
+    /// Names resolve through [`directory`], never through real DNS.
+    fn without_policy() -> Harness {
+        let limit = call_result_webhook::limits::DEFAULT_BODY_PREFIX_LIMIT;
         Harness {
             rt: tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -82,13 +89,58 @@ impl Harness {
             #[cfg(feature = "hyper")]
             hyper: HyperDispatcher::builder()
                 .body_prefix_limit(limit)
-                .policy(policy.clone())
+                .resolver(directory)
                 .build(),
             #[cfg(feature = "ureq")]
             ureq: UreqDispatcher::builder()
                 .body_prefix_limit(limit)
-                .policy(policy)
+                .resolver(directory)
                 .build(),
+        }
+    }
+
+    fn built(policy: Option<UrlPolicy>, limit: usize) -> Harness {
+        #[cfg(feature = "hyper")]
+        let mut hyper = HyperDispatcher::builder().body_prefix_limit(limit);
+        #[cfg(feature = "ureq")]
+        let mut ureq = UreqDispatcher::builder().body_prefix_limit(limit);
+        if let Some(policy) = policy {
+            #[cfg(feature = "hyper")]
+            {
+                hyper = hyper.policy(policy.clone());
+            }
+            #[cfg(feature = "ureq")]
+            {
+                ureq = ureq.policy(policy);
+            }
+        }
+        Harness {
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+            #[cfg(feature = "hyper")]
+            hyper: hyper.build(),
+            #[cfg(feature = "ureq")]
+            ureq: ureq.build(),
+        }
+    }
+
+    /// Hands `policy` to the dispatcher through the trait `backend` is used through, as the
+    /// `Webhooks` engine does when a worker starts.
+    fn adopt(
+        &self,
+        backend: Backend,
+        policy: &UrlPolicy,
+    ) -> Result<(), call_result_webhook::Error> {
+        match backend {
+            #[cfg(feature = "hyper")]
+            Backend::Hyper => call_result_webhook::Dispatcher::adopt_policy(&self.hyper, policy),
+            #[cfg(feature = "ureq")]
+            Backend::UreqBlocking => BlockingDispatcher::adopt_policy(&self.ureq, policy),
+            #[cfg(feature = "ureq")]
+            Backend::UreqAsync => call_result_webhook::Dispatcher::adopt_policy(&self.ureq, policy),
         }
     }
 
@@ -637,6 +689,193 @@ fn an_allowlisted_address_is_connected_to() {
         let r = h.send(backend, simple_request(&url)).unwrap();
         assert_eq!(r.status(), 200, "{backend:?}");
     }
+}
+
+/// Host names for the adoption tests: a name is judged by the address it resolves to, in the
+/// resolver or connector, after the URL check.
+fn directory(host: &str, port: u16) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    let ip: [u8; 4] = match host {
+        "receiver.test" => [127, 0, 0, 1],
+        "loopback2.test" => [127, 0, 0, 2],
+        "private.test" => [10, 0, 0, 1],
+        "home.test" => [192, 168, 1, 20],
+        "metadata.test" => [169, 254, 169, 254],
+        _ => return Err(std::io::Error::other("unknown test host")),
+    };
+    Ok(vec![std::net::SocketAddr::from((ip, port))])
+}
+
+/// The policy a `Webhooks` engine would hand its dispatcher: http, and 127.0.0.1 only.
+fn engine_policy() -> UrlPolicy {
+    UrlPolicy::new()
+        .allow_http(true)
+        .allow_net("127.0.0.1/32".parse().unwrap())
+}
+
+#[test]
+fn a_dispatcher_built_without_a_policy_refuses_http_loopback_by_default() {
+    for &backend in BACKENDS {
+        let h = Harness::without_policy();
+        let receiver = Receiver::start();
+        let err = expect_err(h.send(backend, simple_request(&receiver.url())), backend);
+        assert_eq!(
+            err.kind(),
+            TransportErrorKind::Refused,
+            "{backend:?}: {err}"
+        );
+        assert!(
+            matches!(
+                err.policy_refusal(),
+                Some(call_result_webhook::Error::InvalidUrl { .. })
+            ),
+            "{backend:?}: {err}"
+        );
+        // https to a name that resolves to loopback: refused where the address is judged.
+        let url = format!("https://receiver.test:{}/", receiver.addr().port());
+        let err = expect_err(h.send(backend, simple_request(&url)), backend);
+        assert!(
+            matches!(
+                err.policy_refusal(),
+                Some(call_result_webhook::Error::AddressRefused {
+                    rule: "loopback",
+                    ..
+                })
+            ),
+            "{backend:?}: {err}"
+        );
+        assert_eq!(receiver.connections(), 0, "{backend:?}");
+    }
+}
+
+#[test]
+fn an_adopted_policy_reaches_a_loopback_receiver() {
+    for &backend in BACKENDS {
+        let h = Harness::without_policy();
+        let receiver = Receiver::start();
+        h.adopt(backend, &engine_policy()).unwrap();
+        // The URL check and the address check (resolver or connector) both hold to it: the
+        // name passes the URL check and is admitted only once resolved to 127.0.0.1.
+        for url in [
+            receiver.url(),
+            format!("http://receiver.test:{}/", receiver.addr().port()),
+        ] {
+            let r = h.send(backend, simple_request(&url)).unwrap();
+            assert_eq!(r.status(), 200, "{backend:?} {url}");
+        }
+        assert_eq!(receiver.requests().len(), 2, "{backend:?}");
+        // Adopting the same policy again, as a second worker would, is accepted.
+        h.adopt(backend, &engine_policy()).unwrap();
+    }
+}
+
+#[test]
+fn an_adopted_policy_still_refuses_a_private_address_off_its_allowlist() {
+    for &backend in BACKENDS {
+        let h = Harness::without_policy();
+        h.adopt(backend, &engine_policy()).unwrap();
+        let receiver = Receiver::start();
+        // Written as literals (refused by the URL check) and as names (refused where the
+        // resolved address is judged, in the resolver or connector).
+        for (url, expected) in [
+            ("http://10.0.0.1:9/", "private (RFC 1918)"),
+            ("http://private.test:9/", "private (RFC 1918)"),
+            ("http://192.168.1.20:9/", "private (RFC 1918)"),
+            ("http://home.test:9/", "private (RFC 1918)"),
+            ("http://169.254.169.254/", "link-local"),
+            ("http://metadata.test/", "link-local"),
+        ] {
+            let request = with_timeout(simple_request(url), Duration::from_secs(2));
+            let err = expect_err(h.send(backend, request), backend);
+            assert_eq!(
+                err.kind(),
+                TransportErrorKind::Refused,
+                "{backend:?} {url}: {err}"
+            );
+            match err.policy_refusal() {
+                Some(call_result_webhook::Error::AddressRefused { rule, .. }) => {
+                    assert_eq!(*rule, expected, "{backend:?} {url}")
+                }
+                other => panic!("{backend:?} {url}: {other:?}"),
+            }
+        }
+        // 127.0.0.2 is loopback, but only 127.0.0.1 is on the allowlist.
+        for host in ["127.0.0.2", "loopback2.test"] {
+            let url = format!("http://{host}:{}/", receiver.addr().port());
+            let err = expect_err(h.send(backend, simple_request(&url)), backend);
+            assert!(
+                matches!(
+                    err.policy_refusal(),
+                    Some(call_result_webhook::Error::AddressRefused {
+                        rule: "loopback",
+                        ..
+                    })
+                ),
+                "{backend:?} {host}: {err}"
+            );
+        }
+        assert_eq!(receiver.connections(), 0, "{backend:?}");
+    }
+}
+
+#[test]
+fn a_dispatcher_built_with_a_different_policy_refuses_to_adopt() {
+    for &backend in BACKENDS {
+        // Built for loopback and private ranges; the engine's policy admits 127.0.0.1 only.
+        let h = Harness::new();
+        let err = h.adopt(backend, &engine_policy()).unwrap_err();
+        match &err {
+            call_result_webhook::Error::InvalidConfig { field, reason } => {
+                assert_eq!(*field, "policy", "{backend:?}");
+                assert!(reason.contains("Webhooks::builder().policy()"), "{reason}");
+            }
+            other => panic!("{backend:?}: {other:?}"),
+        }
+        // The builder's policy stays in force: its http loopback receiver is still reached.
+        let receiver = Receiver::start();
+        let r = h.send(backend, simple_request(&receiver.url())).unwrap();
+        assert_eq!(r.status(), 200, "{backend:?}");
+        // The same policy, its networks in another order, is no conflict.
+        let same = UrlPolicy::new().allow_private().allow_http(true);
+        h.adopt(backend, &same).unwrap();
+    }
+}
+
+#[test]
+fn a_second_different_policy_is_refused_after_an_adoption() {
+    for &backend in BACKENDS {
+        let h = Harness::without_policy();
+        h.adopt(backend, &engine_policy()).unwrap();
+        let err = h.adopt(backend, &UrlPolicy::new()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                call_result_webhook::Error::InvalidConfig {
+                    field: "policy",
+                    ..
+                }
+            ),
+            "{backend:?}: {err:?}"
+        );
+        // The first adoption stays in force.
+        let receiver = Receiver::start();
+        let r = h.send(backend, simple_request(&receiver.url())).unwrap();
+        assert_eq!(r.status(), 200, "{backend:?}");
+    }
+}
+
+#[cfg(feature = "ureq")]
+#[test]
+fn ureq_adopts_one_policy_for_both_of_its_traits() {
+    let h = Harness::without_policy();
+    BlockingDispatcher::adopt_policy(&h.ureq, &engine_policy()).unwrap();
+    let receiver = Receiver::start();
+    let r = h
+        .send(Backend::UreqAsync, simple_request(&receiver.url()))
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A clone shares it, and a different one through the other trait is a conflict.
+    let clone = h.ureq.clone();
+    assert!(call_result_webhook::Dispatcher::adopt_policy(&clone, &UrlPolicy::new()).is_err());
 }
 
 #[cfg(feature = "hyper")]

@@ -7,7 +7,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use http::Uri;
 use url::Url;
@@ -43,42 +43,116 @@ const ADMITTED_CAP: usize = 1024;
 
 /// The check point every destination passes before a connection is made: the dispatcher's
 /// [`UrlPolicy`], shared cheaply by the resolver, the connector and the dispatcher.
+///
+/// The policy is the one set on the builder, else the one adopted from the `Webhooks` engine
+/// ([`Guard::adopt`]), else [`UrlPolicy::default`]. Every clone shares one cell, so a policy
+/// adopted through the dispatcher is the one its connector or resolver reads at the next
+/// connection.
 #[derive(Clone)]
-pub(crate) struct Guard {
-    policy: Arc<UrlPolicy>,
-    /// URLs the policy has admitted. The policy never changes, so an admission stays true, and
+pub(crate) struct Guard(Arc<Cell>);
+
+struct Cell {
+    /// The builder's policy, or the default one when the builder was given none.
+    base: Enforced,
+    /// Whether `base` was given to the builder (and so cannot be replaced by adoption).
+    explicit: bool,
+    /// The policy adopted from the engine; set at most once, and only when `explicit` is false.
+    adopted: OnceLock<Enforced>,
+}
+
+/// One policy, and the URLs it has admitted.
+struct Enforced {
+    policy: UrlPolicy,
+    /// URLs this policy has admitted. A policy never changes, so an admission stays true, and
     /// checking a URL seen before is a lookup rather than a parse (which cost a tenth of the
     /// hyper backend's throughput on loopback). Two `Uri`s are equal only when the scheme and
     /// authority match up to ASCII case and the path and query match exactly, so they parse
-    /// to the same URL. Refusals are not kept: they are checked afresh every time.
-    admitted: Arc<RwLock<HashSet<Uri>>>,
+    /// to the same URL. Refusals are not kept: they are checked afresh every time. Kept beside
+    /// its policy, so an admission under one policy never answers for another.
+    admitted: RwLock<HashSet<Uri>>,
+}
+
+impl Enforced {
+    fn new(policy: UrlPolicy) -> Self {
+        Enforced {
+            policy,
+            admitted: RwLock::new(HashSet::new()),
+        }
+    }
 }
 
 impl fmt::Debug for Guard {
     /// The policy only: the admitted URLs may carry tokens in their queries.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Guard")
-            .field("policy", &self.policy)
+            .field("policy", self.policy())
             .finish_non_exhaustive()
     }
 }
 
 impl Guard {
+    /// A guard holding `policy`, set explicitly on a builder.
     pub(crate) fn new(policy: UrlPolicy) -> Self {
-        Guard {
-            policy: Arc::new(policy),
-            admitted: Arc::new(RwLock::new(HashSet::new())),
+        Guard::with(policy, true)
+    }
+
+    /// A guard for a builder's policy setting: explicit when there is one, otherwise
+    /// [`UrlPolicy::default`] until a policy is adopted.
+    pub(crate) fn from_builder(policy: Option<UrlPolicy>) -> Self {
+        match policy {
+            Some(policy) => Guard::new(policy),
+            None => Guard::with(UrlPolicy::default(), false),
         }
     }
 
-    /// The policy being enforced.
+    fn with(policy: UrlPolicy, explicit: bool) -> Self {
+        Guard(Arc::new(Cell {
+            base: Enforced::new(policy),
+            explicit,
+            adopted: OnceLock::new(),
+        }))
+    }
+
+    fn current(&self) -> &Enforced {
+        self.0.adopted.get().unwrap_or(&self.0.base)
+    }
+
+    /// The policy being enforced now.
     pub(crate) fn policy(&self) -> &UrlPolicy {
-        &self.policy
+        &self.current().policy
+    }
+
+    /// Takes `policy` from the `Webhooks` engine: adopted when the builder set none and none
+    /// was adopted before; accepted when it equals the one held; refused otherwise, and then
+    /// the policy held stays in force.
+    pub(crate) fn adopt(&self, policy: &UrlPolicy) -> Result<(), crate::Error> {
+        let held = if self.0.explicit {
+            &self.0.base.policy
+        } else {
+            &self
+                .0
+                .adopted
+                .get_or_init(|| Enforced::new(policy.clone()))
+                .policy
+        };
+        if held == policy {
+            return Ok(());
+        }
+        let reason = if self.0.explicit {
+            "the dispatcher was built with a different URL policy than the one given to \
+             Webhooks::builder().policy(); set the policy once, on the Webhooks builder"
+        } else {
+            "the dispatcher already adopted a different URL policy than the one given to \
+             Webhooks::builder().policy(); share one dispatcher only between engines with \
+             the same policy"
+        };
+        Err(crate::Error::config("policy", reason))
     }
 
     /// Checks the request's URL as a whole ([`UrlPolicy::check_url`]) before each attempt.
     pub(crate) fn check_uri(&self, uri: &Uri) -> Result<(), crate::Error> {
-        let known = self
+        let current = self.current();
+        let known = current
             .admitted
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -89,8 +163,8 @@ impl Guard {
         let url = Url::parse(&uri.to_string()).map_err(|e| crate::Error::InvalidUrl {
             reason: e.to_string(),
         })?;
-        self.policy.check_url(&url)?;
-        let mut admitted = self
+        current.policy.check_url(&url)?;
+        let mut admitted = current
             .admitted
             .write()
             .unwrap_or_else(PoisonError::into_inner);
@@ -104,7 +178,7 @@ impl Guard {
     /// Checks one address the connection is about to use ([`UrlPolicy::check_addr`]). `host`
     /// is the URL's host without brackets.
     pub(crate) fn check_addr(&self, host: &str, addr: IpAddr) -> Result<(), crate::Error> {
-        self.policy.check_addr(host, addr)
+        self.policy().check_addr(host, addr)
     }
 
     /// Keeps the admissible addresses, in order; refuses the lookup when none is.
@@ -255,6 +329,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn adoption_takes_the_first_policy_and_refuses_a_different_one() {
+        let http = UrlPolicy::new().allow_http(true);
+        let unset = Guard::from_builder(None);
+        assert_eq!(unset.policy(), &UrlPolicy::default());
+        let clone = unset.clone();
+        unset.adopt(&http).unwrap();
+        // Clones share the cell: the connector or resolver sees what the dispatcher adopted.
+        assert_eq!(clone.policy(), &http);
+        unset.adopt(&http).unwrap();
+        let Err(crate::Error::InvalidConfig { field, reason }) = clone.adopt(&UrlPolicy::new())
+        else {
+            panic!("a second, different policy must be refused");
+        };
+        assert_eq!(field, "policy");
+        assert!(reason.contains("already adopted"), "{reason}");
+        assert_eq!(unset.policy(), &http);
+
+        let explicit = Guard::from_builder(Some(UrlPolicy::new()));
+        explicit.adopt(&UrlPolicy::default()).unwrap();
+        let err = explicit.adopt(&http).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid policy: the dispatcher was built with a different URL policy than the one \
+             given to Webhooks::builder().policy(); set the policy once, on the Webhooks builder"
+        );
+        assert_eq!(explicit.policy(), &UrlPolicy::new());
+    }
+
+    #[test]
+    fn an_admission_under_the_default_policy_does_not_answer_for_the_adopted_one() {
+        let guard = Guard::from_builder(None);
+        let long: Uri = format!("https://crm.example/{}", "a".repeat(100))
+            .parse()
+            .unwrap();
+        guard.check_uri(&long).unwrap();
+        guard.adopt(&UrlPolicy::new().max_url_len(50)).unwrap();
+        assert!(matches!(
+            guard.check_uri(&long),
+            Err(crate::Error::InvalidUrl { .. })
+        ));
+    }
+
+    #[test]
     fn target_must_be_absolute_http_or_https() {
         for bad in ["/relative", "ftp://example.com/", "mailto:a@b"] {
             let uri: Uri = bad.parse().unwrap();
@@ -371,7 +488,7 @@ mod tests {
         // Admitted: the name with three paths or queries (the host's case makes no new URL),
         // the allowed literal and the other port. Refused: the private literal, user info,
         // plain http.
-        let remembered = guard.admitted.read().unwrap().len();
+        let remembered = guard.current().admitted.read().unwrap().len();
         assert_eq!(remembered, 5, "only admissions are kept");
         assert!(!format!("{guard:?}").contains("token"));
     }
@@ -383,7 +500,7 @@ mod tests {
             let uri: Uri = format!("https://crm.example/hook/{i}").parse().unwrap();
             guard.check_uri(&uri).unwrap();
         }
-        assert!(guard.admitted.read().unwrap().len() <= ADMITTED_CAP);
+        assert!(guard.current().admitted.read().unwrap().len() <= ADMITTED_CAP);
     }
 
     #[test]

@@ -53,9 +53,10 @@ type HttpsClient = Client<SharedConnector, Full<Bytes>>;
 /// - A connect timeout (default 5 s) and a whole-attempt timeout (default 15 s) that covers
 ///   connecting, sending, the response head and the bounded body read. An [`AttemptTimeout`]
 ///   extension on the request replaces the whole-attempt default for that request.
-/// - Every attempt is held to the builder's [`UrlPolicy`] (by default `https`
-///   only and no internal addresses): the URL before the attempt, and each address, resolved or
-///   literal, before it is connected to. Names are resolved once per connection, through the
+/// - Every attempt is held to one [`UrlPolicy`]: the builder's, else the one adopted from the
+///   `Webhooks` engine ([`Dispatcher::adopt_policy`]), else the default (`https` only and no
+///   internal addresses): the URL before the attempt, and each address, resolved or literal,
+///   before it is connected to. Names are resolved once per connection, through the
 ///   builder's [`Resolve`] (the system resolver by default) on tokio's blocking pool, and only
 ///   the admitted addresses are connected to.
 /// - Redirects are never followed: a 3xx comes back as the [`ReceiverResponse`].
@@ -123,7 +124,7 @@ impl HyperDispatcher {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_ATTEMPT_TIMEOUT,
             body_prefix_limit: DEFAULT_BODY_PREFIX_LIMIT,
-            policy: UrlPolicy::default(),
+            policy: None,
             resolver: SharedResolver::system(),
             roots: Vec::new(),
         }
@@ -181,6 +182,18 @@ impl Dispatcher for HyperDispatcher {
             )),
         }
     }
+
+    /// Adopts `policy` when the builder was given none and none was adopted before; from then
+    /// on every attempt, and every connection the connector makes, is held to it. Clones share
+    /// the adopted policy.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::InvalidConfig`] with field `policy` when the dispatcher holds a
+    /// different policy, set on its builder or adopted before; the one it holds stays in force.
+    fn adopt_policy(&self, policy: &UrlPolicy) -> Result<(), crate::Error> {
+        self.inner.guard.adopt(policy)
+    }
 }
 
 /// Configures a [`HyperDispatcher`].
@@ -190,7 +203,7 @@ pub struct HyperDispatcherBuilder {
     connect_timeout: Duration,
     timeout: Duration,
     body_prefix_limit: usize,
-    policy: UrlPolicy,
+    policy: Option<UrlPolicy>,
     resolver: SharedResolver,
     roots: Vec<Certificate>,
 }
@@ -215,7 +228,7 @@ impl HyperDispatcherBuilder {
 
     /// Builds the dispatcher. Needs no runtime; the first request must be made inside one.
     pub fn build(self) -> HyperDispatcher {
-        let guard = Guard::new(self.policy);
+        let guard = Guard::from_builder(self.policy);
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(Arc::unwrap_or_clone(client_config(&self.roots)))
             .https_or_http()

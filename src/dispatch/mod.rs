@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 
 use crate::error::BoxError;
+use crate::policy::UrlPolicy;
 
 /// The builder setters the backends share word for word, so their docs and behaviour cannot
 /// drift apart. Each builder has the fields `timeout`, `body_prefix_limit`, `policy` and `roots`.
@@ -30,14 +31,23 @@ macro_rules! shared_builder_setters {
             self
         }
 
-        /// The address policy every attempt is held to (default [`UrlPolicy::default`]: `https`
-        /// only, no internal addresses). The URL is checked before each attempt, and every address
-        /// the connection may use, resolved or written as an IP literal, is checked before it is
-        /// connected to; a refusal is a [`TransportErrorKind::Refused`] error whose
+        /// The address policy every attempt is held to, for a dispatcher used on its own.
+        ///
+        /// With a [`Webhooks`](crate::Webhooks) engine, leave this unset and give the policy
+        /// once, to `Webhooks::builder().policy(...)`: the engine hands it to the dispatcher
+        /// through `adopt_policy` when a worker starts. A policy set here is explicit: the
+        /// engine's must then be equal to it, or starting the worker fails with
+        /// [`crate::Error::InvalidConfig`] (field `policy`). A dispatcher given no policy and
+        /// never adopting one holds to [`UrlPolicy::default`]: `https` only, no internal
+        /// addresses.
+        ///
+        /// The URL is checked before each attempt, and every address the connection may use,
+        /// resolved or written as an IP literal, is checked before it is connected to; a
+        /// refusal is a [`TransportErrorKind::Refused`] error whose
         /// [`TransportError::policy_refusal`] is the [`crate::Error::AddressRefused`] or
         /// [`crate::Error::InvalidUrl`].
         pub fn policy(mut self, policy: UrlPolicy) -> Self {
-            self.policy = policy;
+            self.policy = Some(policy);
             self
         }
 
@@ -74,13 +84,41 @@ pub use tls::Certificate;
 #[async_trait::async_trait]
 pub trait Dispatcher: Send + Sync + 'static {
     /// Sends `request` once and returns the response, or what kind of transport failure stopped it.
+    ///
+    /// # Errors
+    ///
+    /// A [`TransportError`] when no HTTP response came back; its [`kind`](TransportError::kind)
+    /// says why. A response of any status, 3xx, 4xx and 5xx included, is `Ok`.
     async fn dispatch(&self, request: Request<Bytes>) -> Result<ReceiverResponse, TransportError>;
+
+    /// Takes the one URL policy of the deployment. The [`Webhooks`](crate::Webhooks) engine
+    /// calls it once when a worker starts, handing the dispatcher the policy given to
+    /// `Webhooks::builder().policy(...)` (or the default one), so the policy is configured in
+    /// one place and the dispatcher enforces it on every address it connects to.
+    ///
+    /// The provided method accepts any policy and does nothing: right for a dispatcher that
+    /// checks no addresses (a test double, a proxy that checks them itself). The crate's
+    /// backends adopt the policy unless they were built with one of their own.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::InvalidConfig`] with field `policy` when the dispatcher holds a
+    /// different policy that it cannot give up (one set on its builder, or adopted before);
+    /// the worker then does not start.
+    fn adopt_policy(&self, policy: &UrlPolicy) -> Result<(), crate::Error> {
+        let _ = policy;
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
 impl<D: Dispatcher + ?Sized> Dispatcher for Arc<D> {
     async fn dispatch(&self, request: Request<Bytes>) -> Result<ReceiverResponse, TransportError> {
         (**self).dispatch(request).await
+    }
+
+    fn adopt_policy(&self, policy: &UrlPolicy) -> Result<(), crate::Error> {
+        (**self).adopt_policy(policy)
     }
 }
 
@@ -89,6 +127,10 @@ impl<D: Dispatcher + ?Sized> Dispatcher for Box<D> {
     async fn dispatch(&self, request: Request<Bytes>) -> Result<ReceiverResponse, TransportError> {
         (**self).dispatch(request).await
     }
+
+    fn adopt_policy(&self, policy: &UrlPolicy) -> Result<(), crate::Error> {
+        (**self).adopt_policy(policy)
+    }
 }
 
 /// The synchronous twin of [`Dispatcher`], for dialers with no async runtime.
@@ -96,10 +138,31 @@ impl<D: Dispatcher + ?Sized> Dispatcher for Box<D> {
 /// Same rules: no redirects, a bounded body prefix, [`AttemptTimeout`] honoured.
 pub trait BlockingDispatcher: Send + Sync + 'static {
     /// Sends `request` once, blocking the calling thread until the outcome is known.
+    ///
+    /// # Errors
+    ///
+    /// A [`TransportError`] when no HTTP response came back; its [`kind`](TransportError::kind)
+    /// says why. A response of any status, 3xx, 4xx and 5xx included, is `Ok`.
     fn dispatch_blocking(
         &self,
         request: Request<Bytes>,
     ) -> Result<ReceiverResponse, TransportError>;
+
+    /// Takes the one URL policy of the deployment: as [`Dispatcher::adopt_policy`]. The
+    /// [`Webhooks`](crate::Webhooks) engine calls it once when a worker starts, handing the
+    /// dispatcher the policy given to `Webhooks::builder().policy(...)`.
+    ///
+    /// The provided method accepts any policy and does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::InvalidConfig`] with field `policy` when the dispatcher holds a
+    /// different policy that it cannot give up (one set on its builder, or adopted before);
+    /// the worker then does not start.
+    fn adopt_policy(&self, policy: &UrlPolicy) -> Result<(), crate::Error> {
+        let _ = policy;
+        Ok(())
+    }
 }
 
 impl<D: BlockingDispatcher + ?Sized> BlockingDispatcher for Arc<D> {
@@ -109,6 +172,10 @@ impl<D: BlockingDispatcher + ?Sized> BlockingDispatcher for Arc<D> {
     ) -> Result<ReceiverResponse, TransportError> {
         (**self).dispatch_blocking(request)
     }
+
+    fn adopt_policy(&self, policy: &UrlPolicy) -> Result<(), crate::Error> {
+        (**self).adopt_policy(policy)
+    }
 }
 
 impl<D: BlockingDispatcher + ?Sized> BlockingDispatcher for Box<D> {
@@ -117,6 +184,10 @@ impl<D: BlockingDispatcher + ?Sized> BlockingDispatcher for Box<D> {
         request: Request<Bytes>,
     ) -> Result<ReceiverResponse, TransportError> {
         (**self).dispatch_blocking(request)
+    }
+
+    fn adopt_policy(&self, policy: &UrlPolicy) -> Result<(), crate::Error> {
+        (**self).adopt_policy(policy)
     }
 }
 
@@ -212,6 +283,9 @@ impl fmt::Display for TransportErrorKind {
 }
 
 /// A failure to get an HTTP response, with its kind and the backend's cause behind `source()`.
+///
+/// `Display` prints the kind only; the cause is reached through `source()`, so a reporter that
+/// walks the chain prints each message once.
 #[derive(Debug)]
 pub struct TransportError {
     kind: TransportErrorKind,
@@ -244,11 +318,10 @@ impl TransportError {
 }
 
 impl fmt::Display for TransportError {
+    /// The kind alone, for example `connect failed`. The cause is not repeated here: a reporter
+    /// that walks [`source()`](std::error::Error::source) prints it once, after this.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.source {
-            Some(source) => write!(f, "{}: {}", self.kind, source),
-            None => write!(f, "{}", self.kind),
-        }
+        fmt::Display::fmt(&self.kind, f)
     }
 }
 
@@ -307,10 +380,42 @@ mod tests {
         assert!(TransportErrorKind::Io.is_retryable());
     }
 
+    /// Every message of the chain, as a reporter that walks `source()` prints them.
+    fn chain(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        let mut messages = Vec::new();
+        let mut next = Some(err);
+        while let Some(e) = next {
+            messages.push(e.to_string());
+            next = e.source();
+        }
+        messages
+    }
+
     #[test]
-    fn display_chains_kind_and_cause() {
+    fn display_prints_the_kind_and_the_cause_comes_through_source() {
         let err = TransportError::new(TransportErrorKind::Connect, "connection refused");
-        assert_eq!(err.to_string(), "connect failed: connection refused");
-        assert!(std::error::Error::source(&err).is_some());
+        assert_eq!(err.to_string(), "connect failed");
+        assert_eq!(chain(&err), ["connect failed", "connection refused"]);
+        let err = TransportError::from_kind(TransportErrorKind::Timeout);
+        assert_eq!(chain(&err), ["timed out"]);
+    }
+
+    #[test]
+    fn the_crate_error_prints_a_transport_cause_once() {
+        let err = crate::Error::from(TransportError::new(
+            TransportErrorKind::Io,
+            "connection reset by peer",
+        ));
+        let messages = chain(&err);
+        assert_eq!(messages, ["I/O error", "connection reset by peer"]);
+        let refusal = crate::Error::from(TransportError::from(crate::Error::AddressRefused {
+            host: "internal.example".into(),
+            addr: "10.0.0.1".parse().unwrap(),
+            rule: "private (RFC 1918)",
+        }));
+        let messages = chain(&refusal);
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert_eq!(messages[0], "refused by address policy");
+        assert!(messages[1].contains("10.0.0.1"), "{messages:?}");
     }
 }

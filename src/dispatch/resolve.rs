@@ -49,7 +49,10 @@ pub trait Resolve: Send + Sync + 'static {
     /// port) for a connection to `port` (the URL's port, or 80 / 443), in the order to try them.
     /// The port of each returned address is the one connected to.
     ///
-    /// An empty list or an error is a failed lookup ([`TransportErrorKind::Dns`], retried).
+    /// # Errors
+    ///
+    /// Any [`io::Error`] when the name cannot be resolved. It, or an empty list, is a failed
+    /// lookup ([`TransportErrorKind::Dns`], retried).
     ///
     /// [`TransportErrorKind::Dns`]: crate::dispatch::TransportErrorKind::Dns
     fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>>;

@@ -40,8 +40,12 @@ pub struct Certificate {
 }
 
 impl Certificate {
-    /// One certificate in DER form. Fails with [`Error::InvalidConfig`] (field
-    /// `root_certificate`) unless it parses as an X.509 certificate usable as a trust anchor.
+    /// One certificate in DER form.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] (field `root_certificate`) unless it parses as an X.509
+    /// certificate usable as a trust anchor.
     pub fn from_der(der: &[u8]) -> Result<Certificate> {
         let der = CertificateDer::from(der.to_vec());
         rustls::RootCertStore::empty()
@@ -50,8 +54,12 @@ impl Certificate {
         Ok(Certificate { der })
     }
 
-    /// The first `CERTIFICATE` block of a PEM text. Fails when there is none or it does not
-    /// parse.
+    /// The first `CERTIFICATE` block of a PEM text.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] (field `root_certificate`) when the PEM is malformed, holds no
+    /// `CERTIFICATE` block, or a block does not parse as a trust anchor.
     pub fn from_pem(pem: &[u8]) -> Result<Certificate> {
         Certificate::from_pem_bundle(pem)?
             .into_iter()
@@ -60,7 +68,11 @@ impl Certificate {
     }
 
     /// Every `CERTIFICATE` block of a PEM text (a CA bundle), in order; other blocks are skipped.
-    /// Fails when there is none or one does not parse.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] (field `root_certificate`) when the PEM is malformed, holds no
+    /// `CERTIFICATE` block, or one does not parse as a trust anchor.
     pub fn from_pem_bundle(pem: &[u8]) -> Result<Vec<Certificate>> {
         let mut certificates = Vec::new();
         for der in CertificateDer::pem_slice_iter(pem) {

@@ -8,12 +8,9 @@
 
 use crate::limits::{DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_BODY_PREFIX_LIMIT, DEFAULT_MAX_CONCURRENCY};
 use std::fmt;
-use std::future::Future;
 use std::io::{self, Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::ureq::config::Config;
@@ -59,8 +56,9 @@ const IDLE_IN_ALL: usize = 4 * DEFAULT_MAX_CONCURRENCY;
 /// - A connect timeout (default 5 s) and a whole-attempt timeout (default 15 s) that covers
 ///   resolving, connecting, sending, the response head and the bounded body read. An
 ///   [`AttemptTimeout`] extension on the request replaces the whole-attempt default.
-/// - Every attempt is held to the builder's [`UrlPolicy`] (by default `https`
-///   only and no internal addresses): the URL before the attempt, and each address, resolved or
+/// - Every attempt is held to one [`UrlPolicy`]: the builder's, else the one adopted from the
+///   `Webhooks` engine ([`BlockingDispatcher::adopt_policy`]), else the default (`https` only
+///   and no internal addresses): the URL before the attempt, and each address, resolved or
 ///   literal, inside ureq's resolver, so only admitted addresses are ever connected to. Names
 ///   are resolved by the builder's [`Resolve`] (the system resolver by default).
 /// - Redirects are never followed and status codes are never errors: a 3xx, 4xx or 5xx comes
@@ -125,7 +123,7 @@ impl UreqDispatcher {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_ATTEMPT_TIMEOUT,
             body_prefix_limit: DEFAULT_BODY_PREFIX_LIMIT,
-            policy: UrlPolicy::default(),
+            policy: None,
             resolver: None,
             roots: Vec::new(),
         }
@@ -188,6 +186,19 @@ impl BlockingDispatcher for UreqDispatcher {
             Bytes::from(prefix),
         ))
     }
+
+    /// Adopts `policy` when the builder was given none and none was adopted before; from then
+    /// on every attempt, and every address the resolver answers, is held to it. Clones share
+    /// the adopted policy, and so do this trait and [`Dispatcher`]: adopting through either
+    /// adopts for both.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::InvalidConfig`] with field `policy` when the dispatcher holds a
+    /// different policy, set on its builder or adopted before; the one it holds stays in force.
+    fn adopt_policy(&self, policy: &UrlPolicy) -> Result<(), crate::Error> {
+        self.inner.guard.adopt(policy)
+    }
 }
 
 #[async_trait::async_trait]
@@ -200,14 +211,27 @@ impl Dispatcher for UreqDispatcher {
         let this = self.clone();
         std::thread::Builder::new()
             .name("call-result-webhook-ureq".into())
-            .spawn(move || tx.send(this.dispatch_blocking(request)))
+            .spawn(move || {
+                // A receiver that is gone was dropped with its future: the outcome has no taker.
+                let _ = tx.send(this.dispatch_blocking(request));
+            })
             .map_err(|e| TransportError::new(TransportErrorKind::Other, e))?;
-        rx.await.unwrap_or_else(|oneshot::Closed| {
+        rx.await.unwrap_or_else(|oneshot::RecvError| {
             Err(TransportError::new(
                 TransportErrorKind::Other,
                 "the sending thread ended without an outcome",
             ))
         })
+    }
+
+    /// As [`BlockingDispatcher::adopt_policy`]: one policy for both traits.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::InvalidConfig`] with field `policy` when the dispatcher holds a
+    /// different policy, set on its builder or adopted before.
+    fn adopt_policy(&self, policy: &UrlPolicy) -> Result<(), crate::Error> {
+        self.inner.guard.adopt(policy)
     }
 }
 
@@ -218,7 +242,7 @@ pub struct UreqDispatcherBuilder {
     connect_timeout: Duration,
     timeout: Duration,
     body_prefix_limit: usize,
-    policy: UrlPolicy,
+    policy: Option<UrlPolicy>,
     resolver: Option<SharedResolver>,
     roots: Vec<Certificate>,
 }
@@ -243,7 +267,7 @@ impl UreqDispatcherBuilder {
 
     /// Builds the dispatcher.
     pub fn build(self) -> UreqDispatcher {
-        let guard = Guard::new(self.policy);
+        let guard = Guard::from_builder(self.policy);
         let config = Config::builder()
             // Status codes are the caller's to classify; 3xx is never followed.
             .http_status_as_error(false)
@@ -462,81 +486,6 @@ fn classify(err: ::ureq::Error) -> TransportError {
     TransportError::new(kind, err)
 }
 
-/// A one-shot channel from the sending thread to the awaiting task: no runtime needed.
-mod oneshot {
-    use super::*;
-
-    struct State<T> {
-        value: Option<T>,
-        waker: Option<Waker>,
-        closed: bool,
-    }
-
-    type Shared<T> = Arc<Mutex<State<T>>>;
-
-    fn lock<T>(shared: &Shared<T>) -> std::sync::MutexGuard<'_, State<T>> {
-        shared.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The sending half; dropping it without sending closes the channel.
-    pub(super) struct Sender<T>(Shared<T>);
-
-    /// The receiving half: a future of the value, or [`Closed`].
-    pub(super) struct Receiver<T>(Shared<T>);
-
-    /// The sender went away without sending.
-    #[derive(Debug, PartialEq, Eq)]
-    pub(super) struct Closed;
-
-    pub(super) fn channel<T>() -> (Sender<T>, Receiver<T>) {
-        let shared = Arc::new(Mutex::new(State {
-            value: None,
-            waker: None,
-            closed: false,
-        }));
-        (Sender(shared.clone()), Receiver(shared))
-    }
-
-    impl<T> Sender<T> {
-        pub(super) fn send(self, value: T) {
-            lock(&self.0).value = Some(value);
-            // Drop closes the channel and wakes the receiver.
-        }
-    }
-
-    impl<T> Drop for Sender<T> {
-        fn drop(&mut self) {
-            let waker = {
-                let mut state = lock(&self.0);
-                state.closed = true;
-                state.waker.take()
-            };
-            if let Some(waker) = waker {
-                waker.wake();
-            }
-        }
-    }
-
-    impl<T> Future for Receiver<T> {
-        type Output = Result<T, Closed>;
-
-        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-            let mut state = lock(&self.0);
-            if let Some(value) = state.value.take() {
-                return Poll::Ready(Ok(value));
-            }
-            if state.closed {
-                return Poll::Ready(Err(Closed));
-            }
-            match &state.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => state.waker = Some(cx.waker().clone()),
-            }
-            Poll::Pending
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -593,29 +542,6 @@ mod tests {
         let err = classify(::ureq::Error::Other(Box::new(refusal)));
         assert_eq!(err.kind(), TransportErrorKind::Refused);
         assert!(err.policy_refusal().is_some());
-    }
-
-    #[test]
-    fn oneshot_delivers_across_threads() {
-        let (tx, rx) = oneshot::channel();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            tx.send(7);
-        });
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        assert_eq!(rt.block_on(rx), Ok(7));
-    }
-
-    #[test]
-    fn oneshot_reports_a_sender_that_went_away() {
-        let (tx, rx) = oneshot::channel::<u8>();
-        std::thread::spawn(move || drop(tx));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        assert_eq!(rt.block_on(rx), Err(oneshot::Closed));
     }
 
     #[test]
