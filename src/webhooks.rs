@@ -398,6 +398,7 @@ impl Webhooks {
         if threads == 0 {
             return Err(Error::config("threads", "must be at least 1"));
         }
+        dispatcher.adopt_policy(self.engine.policy())?;
         let global = threads.min(self.engine.limits().max_concurrency);
         let runner = ThreadRunner::start(Arc::new(dispatcher), global)
             .map_err(|e| Error::config("threads", format!("cannot start a thread: {e}")))?;
@@ -425,6 +426,7 @@ impl Webhooks {
         dispatcher: impl crate::dispatch::Dispatcher,
         handle: &tokio::runtime::Handle,
     ) -> Result<Worker> {
+        dispatcher.adopt_policy(self.engine.policy())?;
         let runner = crate::delivery::TokioRunner::new(Arc::new(dispatcher), handle.clone());
         Worker::start(
             self.engine.clone(),

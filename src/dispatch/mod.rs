@@ -399,23 +399,4 @@ mod tests {
         let err = TransportError::from_kind(TransportErrorKind::Timeout);
         assert_eq!(chain(&err), ["timed out"]);
     }
-
-    #[test]
-    fn the_crate_error_prints_a_transport_cause_once() {
-        let err = crate::Error::from(TransportError::new(
-            TransportErrorKind::Io,
-            "connection reset by peer",
-        ));
-        let messages = chain(&err);
-        assert_eq!(messages, ["I/O error", "connection reset by peer"]);
-        let refusal = crate::Error::from(TransportError::from(crate::Error::AddressRefused {
-            host: "internal.example".into(),
-            addr: "10.0.0.1".parse().unwrap(),
-            rule: "private (RFC 1918)",
-        }));
-        let messages = chain(&refusal);
-        assert_eq!(messages.len(), 2, "{messages:?}");
-        assert_eq!(messages[0], "refused by address policy");
-        assert!(messages[1].contains("10.0.0.1"), "{messages:?}");
-    }
 }

@@ -141,8 +141,10 @@ pub trait Outbox: Send + Sync + 'static {
     /// is no longer the delivery's current one (nothing recorded),
     /// [`Error::UnknownDelivery`](crate::Error::UnknownDelivery) when it was removed, or
     /// [`Error::Store`](crate::Error::Store).
-    fn record_attempts(&self, outcomes: &[(DeliveryId, ClaimToken, AttemptRecord)])
-    -> Vec<Result<()>>;
+    fn record_attempts(
+        &self,
+        outcomes: &[(DeliveryId, ClaimToken, AttemptRecord)],
+    ) -> Vec<Result<()>>;
 
     /// Gives claims back unattempted (a shutdown): each may be claimed again at once. A token
     /// that is no longer current is ignored.
