@@ -109,7 +109,6 @@ fn build(c: &mut Criterion) {
             build_request(prefs, black_box(&id), &body).expect("builds")
         })
     });
-    #[cfg(feature = "signing")]
     {
         // The account signs: build_request adds webhook-timestamp and webhook-signature.
         let secret: call_result_webhook::signing::SigningSecret =

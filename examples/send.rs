@@ -4,7 +4,7 @@
 //! cargo run --example send --features ureq -- --url https://crm.example/hook \
 //!     --username dialer --password 's3cret' [--auth basic|slash] [--encoding form|json] \
 //!     [--result call.json] [--time-zone Australia/Brisbane] [--timeout-ms 5000] [--json] \
-//!     [--signing-secret whsec_... [--signing-secret whsec_...]]   # with --features signing
+//!     [--signing-secret whsec_... [--signing-secret whsec_...]]
 //! ```
 //!
 //! Run `send --help` for every option. Exit status: 0 when the receiver answered 2xx, 1 for any
@@ -53,7 +53,7 @@ OPTIONS:
     --signing-secret S     sign the request (Standard Webhooks: webhook-timestamp and
                            webhook-signature) with the whsec_ secret S; give it twice
                            during a rotation and both signatures are sent (never
-                           printed; needs the `signing` feature)
+                           printed)
     --json                 print one JSON object instead of text
     -h, --help             print this help
 
@@ -271,7 +271,6 @@ fn plan(given: &Given) -> Result<Plan, Usage> {
 
 /// Adds the `--signing-secret`s: the first signs, a second is kept beside it as during a
 /// rotation, so both signatures are sent.
-#[cfg(feature = "signing")]
 fn signing(given: &Given, mut update: PreferencesUpdate) -> Result<PreferencesUpdate, Usage> {
     use call_result_webhook::signing::SigningSecret;
     // The parse error never repeats the secret.
@@ -290,16 +289,6 @@ fn signing(given: &Given, mut update: PreferencesUpdate) -> Result<PreferencesUp
         } else {
             update.rotate_signing_secret(secret)
         };
-    }
-    Ok(update)
-}
-
-#[cfg(not(feature = "signing"))]
-fn signing(given: &Given, update: PreferencesUpdate) -> Result<PreferencesUpdate, Usage> {
-    if given.flag("--signing-secret") {
-        return Err(Usage(
-            "--signing-secret needs the `signing` feature: cargo run --features signing ...".into(),
-        ));
     }
     Ok(update)
 }

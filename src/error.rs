@@ -118,10 +118,10 @@ pub enum Error {
     },
 
     /// The outbox is full; the call result was not accepted.
-    #[error("outbox is full ({capacity} pending deliveries)")]
+    #[error("outbox is full ({max_pending} pending deliveries)")]
     StoreFull {
-        /// The configured capacity.
-        capacity: usize,
+        /// The store's `max_pending`: the most deliveries that may be pending at once.
+        max_pending: usize,
     },
 
     /// A signature, secret or verification problem.

@@ -1244,7 +1244,7 @@ fn a_full_store_is_an_error_and_nothing_is_dropped_silently() {
         .webhooks
         .submit_blocking(&"acme".into(), &"winter".into(), call)
         .unwrap_err();
-    assert!(matches!(err, Error::StoreFull { capacity: 1 }));
+    assert!(matches!(err, Error::StoreFull { max_pending: 1 }));
 }
 
 #[test]

@@ -299,7 +299,7 @@ impl Store for MemoryStore {
         let added = repeated.iter().filter(|r| !**r).count();
         if inner.pending + added > self.max_pending {
             return Err(Error::StoreFull {
-                capacity: self.max_pending,
+                max_pending: self.max_pending,
             });
         }
         for ((id, d, key), repeated) in prepared.into_iter().zip(repeated) {
@@ -483,7 +483,7 @@ mod tests {
         let batch = crate::store::conformance::new_deliveries("acme", "c1", 3);
         assert!(matches!(
             store.insert(&batch),
-            Err(Error::StoreFull { capacity: 2 })
+            Err(Error::StoreFull { max_pending: 2 })
         ));
         store.insert(&batch[..2]).unwrap();
         assert!(matches!(

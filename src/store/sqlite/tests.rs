@@ -359,7 +359,7 @@ fn full_store_refuses_and_keeps_what_it_has() {
     store.insert(&batch[..2]).unwrap();
     assert!(matches!(
         store.insert(&batch[2..4]),
-        Err(Error::StoreFull { capacity: 3 })
+        Err(Error::StoreFull { max_pending: 3 })
     ));
     store.insert(&batch[2..3]).unwrap();
     assert!(matches!(

@@ -285,7 +285,7 @@ impl Writer {
         // Checked once the repeats are known: they take no room.
         if self.pending.saturating_add_signed(added) > self.max_pending {
             return Err(Error::StoreFull {
-                capacity: self.max_pending as usize,
+                max_pending: self.max_pending as usize,
             });
         }
         Ok((added as u64, added))
