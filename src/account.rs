@@ -69,6 +69,11 @@ impl Account {
 
     /// Applies `update` if `who` is a full administrator and every value is valid; records who
     /// changed which fields, and when. On any error nothing changes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`] for anyone but a full administrator; the first invalid value
+    /// as [`Error::InvalidConfig`] or [`Error::InvalidUrl`].
     pub fn update_preferences(
         &mut self,
         who: &Principal,
@@ -91,6 +96,10 @@ impl Account {
     }
 
     /// Switches "Enable WebHook" on or off for one campaign (full administrators only).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`] for anyone but a full administrator.
     pub fn set_campaign_webhook(
         &mut self,
         who: &Principal,
@@ -174,6 +183,11 @@ impl Account {
     }
 
     /// Reads an account back from [`Account::to_storage_json`], checking every value again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] when the JSON is not a stored account, or a stored value no longer
+    /// passes its checks.
     pub fn from_storage_json(json: &str) -> Result<Account> {
         let stored: StoredAccount = serde_json::from_str(json)
             .map_err(|e| Error::store("stored account is not valid", e))?;

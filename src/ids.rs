@@ -90,6 +90,11 @@ impl DeliveryId {
     /// An id chosen by the caller: 1 to 128 characters of `A-Z a-z 0-9 _ -`, so it is always a
     /// safe header value and a safe signature input (a `.` would make the Standard Webhooks
     /// signed text `id.timestamp.body` ambiguous).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for an empty id, one over 128 characters, or one with any other
+    /// character.
     pub fn new(id: impl Into<String>) -> Result<Self> {
         let id = id.into();
         let ok = !id.is_empty()

@@ -242,6 +242,12 @@ impl WebhooksBuilder {
     /// Builds the facade, loading every account's settings and every endpoint's health from the
     /// store, so preferences, campaign switches and pauses outlive a restart. The first invalid
     /// setting, a missing store, or an unreadable stored record is returned as an error.
+    ///
+    /// # Errors
+    ///
+    /// The first invalid builder setting ([`Error::InvalidConfig`]), a missing store
+    /// (`InvalidConfig { field: "store" }`), or [`Error::Store`] when the stored settings cannot
+    /// be read.
     pub fn build(self) -> Result<Webhooks> {
         if let Some(err) = self.error {
             return Err(err);

@@ -86,6 +86,11 @@ impl fmt::Debug for RetrySchedule {
 impl RetrySchedule {
     /// A schedule with these delays before the 2nd, 3rd, ... attempt. No delays means one
     /// attempt only. At most [`MAX_RETRIES`] delays of at most [`MAX_RETRY_DELAY`] each.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] with more than [`MAX_RETRIES`] delays or a delay over
+    /// [`MAX_RETRY_DELAY`].
     pub fn new(delays: impl IntoIterator<Item = Duration>) -> Result<Self> {
         let delays: Vec<Duration> = delays.into_iter().take(MAX_RETRIES + 1).collect();
         if delays.len() > MAX_RETRIES {
