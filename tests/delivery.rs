@@ -741,7 +741,19 @@ fn in_flight_deliveries_survive_a_graceful_shutdown_and_a_restart_on_the_same_fi
     drop(before);
 
     // The restart: the account's preferences and the pending deliveries come from the file.
-    let mut after = Harness::on_store(backend, SqliteStore::open(&path).unwrap());
+    // A sender thread still finishing its released attempt keeps the old store (and its lock
+    // on the file) until it returns; a second store is refused until then, never shared.
+    let started = std::time::Instant::now();
+    let store = loop {
+        match SqliteStore::open(&path) {
+            Ok(store) => break store,
+            Err(call_result_webhook::Error::StoreInUse { .. }) if started.elapsed() < PATIENCE => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("reopening the outbox: {e}"),
+        }
+    };
+    let mut after = Harness::on_store(backend, store);
     let status = after.status(&acme);
     assert_eq!(status.indicator, WebhookIndicator::Active);
     assert_eq!(

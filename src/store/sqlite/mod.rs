@@ -191,6 +191,9 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     /// Transactions the writer has committed.
     commits: Arc<AtomicU64>,
+    /// Held for the store's life: an exclusive lock on the file, so that a second process (or
+    /// a second store in this one) cannot open it and send the same deliveries again.
+    _exclusive: std::fs::File,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -267,6 +270,7 @@ impl SqliteStore {
             return Err(Error::config("path", "the outbox needs a file path"));
         }
         create_private_file(&path)?;
+        let exclusive = lock_exclusively(&path)?;
 
         let mut conn = open_connection(&path, true)
             .map_err(|e| Error::store(format!("opening outbox file {}", path.display()), e))?;
@@ -334,6 +338,7 @@ impl SqliteStore {
             checkpointer: Some(checkpointer),
             readers: Mutex::new(vec![reader]),
             commits,
+            _exclusive: exclusive,
         })
     }
 
@@ -574,5 +579,27 @@ impl Store for SqliteStore {
             })?;
             rows.collect()
         })
+    }
+}
+
+/// Takes an exclusive advisory lock (`flock` on unix) on the outbox file for the store's life.
+/// SQLite's own locks are POSIX record locks, which this one does not touch. Two processes on
+/// one SQLite outbox would each claim the same deliveries and send them twice: the second is
+/// refused with [`Error::StoreInUse`].
+fn lock_exclusively(path: &Path) -> Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::store(format!("opening outbox file {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::StoreInUse {
+            what: path.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::store(
+            format!("locking outbox file {}", path.display()),
+            e,
+        )),
     }
 }

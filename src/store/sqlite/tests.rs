@@ -398,6 +398,23 @@ fn full_store_refuses_and_keeps_what_it_has() {
 
 #[cfg(unix)]
 #[test]
+fn a_file_in_use_is_refused_until_its_store_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = in_dir(&dir);
+    let first = SqliteStore::open(&path).unwrap();
+    first.insert(&[exact(1, "acme", "c1")]).unwrap();
+    match SqliteStore::open(&path) {
+        Err(Error::StoreInUse { what }) => assert_eq!(what, path.display().to_string()),
+        other => panic!("a second store on the same file must be refused, got {other:?}"),
+    }
+    // The refused open changed nothing: the first store still has its delivery.
+    assert_eq!(first.stats(&"acme".into(), None).unwrap().pending, 1);
+    drop(first);
+    let again = SqliteStore::open(&path).unwrap();
+    assert_eq!(again.stats(&"acme".into(), None).unwrap().pending, 1);
+}
+
+#[test]
 fn files_are_private_to_the_owner() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
