@@ -255,16 +255,17 @@ impl WebhooksBuilder {
         let store = self
             .store
             .ok_or_else(|| Error::config("store", "a store is required"))?;
+        let snapshot = store.load_settings()?;
         let mut accounts = HashMap::new();
-        for json in store.load_accounts()? {
-            let account = Account::from_storage_json(&json)?;
+        for json in &snapshot.accounts {
+            let account = Account::from_storage_json(json)?;
             accounts.insert(account.id().clone(), account);
         }
         let mut health = HashMap::new();
-        for (account, json) in store.load_health()? {
-            health.insert(account, EndpointHealth::from_json(&json)?);
+        for (account, json) in &snapshot.health {
+            health.insert(account.clone(), EndpointHealth::from_json(json)?);
         }
-        let engine = Engine::new(
+        let engine = Arc::new(Engine::new(
             store,
             self.policy,
             self.clock,
@@ -272,10 +273,10 @@ impl WebhooksBuilder {
             self.limits,
             accounts,
             health,
-        );
-        Ok(Webhooks {
-            engine: Arc::new(engine),
-        })
+            snapshot.cursor,
+        ));
+        crate::delivery::follow(&engine)?;
+        Ok(Webhooks { engine })
     }
 }
 

@@ -9,6 +9,7 @@ mod classify;
 pub(crate) mod clock;
 pub(crate) mod engine;
 mod events;
+mod follow;
 mod health;
 mod runner;
 pub(crate) mod schedule;
@@ -25,6 +26,7 @@ pub use schedule::RetrySchedule;
 pub use status::{DeadLetter, Status};
 pub use worker::{ShutdownReport, Worker};
 
+pub(crate) use follow::follow;
 pub(crate) use runner::ThreadRunner;
 #[cfg(feature = "tokio")]
 pub(crate) use runner::TokioRunner;

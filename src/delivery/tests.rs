@@ -16,7 +16,7 @@ use crate::{
     campaign::{OffReason, WebhookIndicator},
     delivery::{Clock, FailureKind, ManualClock, PauseReason, RetrySchedule},
     dispatch::{ReceiverResponse, TransportError, TransportErrorKind},
-    store::{DeliveryFilter, Store},
+    store::{DeliveryFilter, Outbox, Settings},
 };
 
 /// A generous bound for "this happens": only a hung test ever waits this long.
@@ -739,7 +739,7 @@ fn a_campaign_switched_off_at_submit_time_stores_nothing() {
             .unwrap()
             .is_empty()
     );
-    assert!(h.store.pending_accounts().unwrap().is_empty());
+    assert!(!h.store.has_pending().unwrap());
 }
 
 #[test]
@@ -1179,11 +1179,11 @@ fn only_a_full_administrator_changes_settings_and_nothing_changes_otherwise() {
             .is_err()
     );
     assert!(h.webhooks.account(&acme).is_none());
-    assert!(h.store.load_accounts().unwrap().is_empty());
+    assert!(h.store.load_settings().unwrap().accounts.is_empty());
 
     h.configure("acme", "https://crm.example/hook");
     let before = format!("{:?}", h.webhooks.account(&acme).unwrap());
-    let saved = h.store.load_accounts().unwrap();
+    let saved = h.store.load_settings().unwrap().accounts;
     assert!(
         h.webhooks
             .update_preferences_blocking(&bob, &acme, PreferencesUpdate::new().enabled(false))
@@ -1195,7 +1195,7 @@ fn only_a_full_administrator_changes_settings_and_nothing_changes_otherwise() {
             .is_err()
     );
     assert_eq!(format!("{:?}", h.webhooks.account(&acme).unwrap()), before);
-    assert_eq!(h.store.load_accounts().unwrap(), saved);
+    assert_eq!(h.store.load_settings().unwrap().accounts, saved);
 }
 
 #[test]

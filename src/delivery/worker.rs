@@ -1,12 +1,14 @@
 //! The scheduler and the [`Worker`] handle.
 //!
-//! One scheduler thread per worker does every [`Store`](crate::store::Store) call of delivery, so no
-//! store call ever runs on an async executor thread. It keeps a *lane* per account: the ids in
-//! flight, a small backlog of due deliveries fetched with `Store::due`, and when the next one
-//! is due. It hands attempts to a [`Runner`] (tokio tasks, or plain threads) within the global
-//! and per-endpoint bounds, and takes their completions back through the engine's signal.
+//! One scheduler thread per worker does every store call of delivery, so no store call ever
+//! runs on an async executor thread. Each pass it claims due deliveries from the store
+//! ([`Outbox::claim`](crate::store::Outbox::claim): earliest due first, each under a lease and a
+//! fencing token), within the global bound and each endpoint's share, leaving out held
+//! accounts; hands them to a [`Runner`] (tokio tasks, or plain threads); and records their
+//! outcomes, taken back through the engine's signal, with the tokens they were claimed under.
+//! Several processes may claim from one store at once: the store's claims keep them apart.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -19,19 +21,10 @@ use jiff::Timestamp;
 use crate::blocking::unblock;
 use crate::delivery::engine::{Attempt, Completed, Completion, Engine, Outcome};
 use crate::delivery::events::Event;
-use crate::delivery::schedule::add;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, DeliveryId};
-use crate::store::Delivery;
+use crate::store::{Claim, ClaimRequest, ClaimToken};
 use crate::sync::lock;
-
-/// How far ahead a fetch looks to learn when an account's next delivery is due. Longer than
-/// any single wait of a schedule (7 days at most).
-const LOOKAHEAD: Duration = Duration::from_secs(8 * 24 * 60 * 60);
-
-/// How often, in real time, the scheduler asks the store which accounts have pending
-/// deliveries, in case it missed a change (another process, a store error).
-const RESCAN_EVERY: Duration = Duration::from_secs(60);
 
 /// How long to wait before asking a failing store again.
 const STORE_BACKOFF: Duration = Duration::from_secs(1);
@@ -149,18 +142,7 @@ impl Worker {
             ));
         }
         engine.signal().start();
-        let per_endpoint = engine.limits().per_endpoint.min((global / 2).max(1));
-        let scheduler = Scheduler {
-            engine: engine.clone(),
-            runner,
-            global,
-            per_endpoint,
-            backlog: (2 * per_endpoint).max(8),
-            lanes: HashMap::new(),
-            in_flight: 0,
-            rotate: 0,
-            backoff_until: None,
-        };
+        let scheduler = Scheduler::new(engine.clone(), runner, global);
         let spawned = std::thread::Builder::new()
             .name("webhook-scheduler".into())
             .spawn(move || scheduler.run());
@@ -319,7 +301,7 @@ impl WorkerInner {
             if let Some(reason) = signal.stopped_because() {
                 return Err(Error::WorkerStopped { reason });
             }
-            if self.engine.store().pending_accounts()?.is_empty() {
+            if !self.engine.store().has_pending()? {
                 return Ok(true);
             }
             let left = until.saturating_duration_since(Instant::now());
@@ -361,80 +343,76 @@ impl fmt::Debug for Worker {
     }
 }
 
-/// One account's share of the scheduler.
-#[derive(Debug, Default)]
-struct Lane {
-    /// Due deliveries fetched from the store, not yet started.
-    backlog: VecDeque<Delivery>,
-    in_flight: HashSet<DeliveryId>,
-    /// Look in the store before trusting `next_due`.
-    needs_fetch: bool,
-    /// When the earliest pending delivery not in flight is due, as far as known.
-    next_due: Option<Timestamp>,
-}
-
-impl Lane {
-    fn wants_fetch(&self, now: Timestamp) -> bool {
-        self.backlog.is_empty() && (self.needs_fetch || self.next_due.is_some_and(|t| t <= now))
-    }
-
-    fn is_empty(&self) -> bool {
-        self.backlog.is_empty()
-            && self.in_flight.is_empty()
-            && !self.needs_fetch
-            && self.next_due.is_none()
-    }
-
-    fn due_sooner(&mut self, at: Timestamp) {
-        self.next_due = Some(self.next_due.map_or(at, |t| t.min(at)));
-    }
-}
-
 struct Scheduler {
     engine: Arc<Engine>,
     runner: Arc<dyn Runner>,
     global: usize,
     per_endpoint: usize,
-    backlog: usize,
-    lanes: HashMap<AccountId, Lane>,
-    in_flight: usize,
-    rotate: usize,
+    /// Attempts in flight: the claim each was made under.
+    in_flight: HashMap<DeliveryId, (AccountId, ClaimToken)>,
+    /// Attempts in flight per account.
+    per_account: HashMap<AccountId, usize>,
+    /// The held accounts, as of `held_version`.
+    held: Vec<AccountId>,
+    held_version: u64,
+    /// Accounts claimed from but found closed (no settings at all): left out until settings
+    /// change.
+    closed: HashSet<AccountId>,
     backoff_until: Option<Instant>,
 }
 
 impl Scheduler {
+    fn new(engine: Arc<Engine>, runner: Arc<dyn Runner>, global: usize) -> Self {
+        let per_endpoint = engine.limits().per_endpoint.min((global / 2).max(1));
+        Scheduler {
+            engine,
+            runner,
+            global,
+            per_endpoint,
+            in_flight: HashMap::new(),
+            per_account: HashMap::new(),
+            held: Vec::new(),
+            held_version: u64::MAX,
+            closed: HashSet::new(),
+            backoff_until: None,
+        }
+    }
+
     fn run(mut self) -> Stopped {
         self.runner.started(&self.engine);
         let mut report = ShutdownReport::default();
         let mut because = None;
         let mut deadline: Option<Instant> = None;
-        let mut last_rescan: Option<Instant> = None;
         let mut requested = 0;
+        let poll = self.engine.store().poll_interval();
         loop {
             let stalled = self.backoff_until.is_some_and(|t| Instant::now() < t);
             if !stalled {
                 self.backoff_until = None;
-                if last_rescan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY) && self.rescan() {
-                    last_rescan = Some(Instant::now());
-                }
             }
             let now = self.engine.clock().now();
             if deadline.is_none() && !stalled {
-                self.dispatch_ready(now);
+                self.fill(now);
             }
-            self.lanes.retain(|_, lane| !lane.is_empty());
-            self.engine.set_in_flight(self.in_flight);
+            self.engine.set_in_flight(self.in_flight.len());
             self.engine.signal().pass_done(requested);
 
-            let mut wait = self.wait(now, deadline.is_some());
-            if let Some(rescan_at) = last_rescan.map(|t| t + RESCAN_EVERY) {
-                wait = min_wait(wait, rescan_at.saturating_duration_since(Instant::now()));
+            let mut wait = if deadline.is_some() || stalled {
+                None
+            } else {
+                self.wait(now)
+            };
+            if let Some(poll) = poll
+                && deadline.is_none()
+            {
+                // A notice from another process may be lost: look again at least this often.
+                wait = min_wait(wait, poll);
             }
             if let Some(t) = self.backoff_until {
                 wait = min_wait(wait, t.saturating_duration_since(Instant::now()));
             }
             if let Some(d) = deadline {
-                if self.in_flight == 0 || Instant::now() >= d {
+                if self.in_flight.is_empty() || Instant::now() >= d {
                     break;
                 }
                 wait = min_wait(wait, d.saturating_duration_since(Instant::now()));
@@ -443,7 +421,10 @@ impl Scheduler {
             let batch = self.engine.signal().take(wait);
             requested = batch.requested;
             if deadline.is_none() && batch.shutdown.is_some() {
-                tracing::info!(in_flight = self.in_flight, "webhook worker shutting down");
+                tracing::info!(
+                    in_flight = self.in_flight.len(),
+                    "webhook worker shutting down"
+                );
             }
             deadline = match (deadline, batch.shutdown) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -457,13 +438,8 @@ impl Scheduler {
                     report.finished += 1;
                 }
             }
-            for account in batch.touched {
-                self.lanes.entry(account).or_default().needs_fetch = true;
-            }
-            for account in batch.reset {
-                let lane = self.lanes.entry(account).or_default();
-                lane.backlog.clear();
-                lane.needs_fetch = true;
+            if batch.settings_changed {
+                self.closed.clear();
             }
             if batch.runtime_gone {
                 because =
@@ -471,8 +447,9 @@ impl Scheduler {
                 break;
             }
         }
-        report.released = self.in_flight;
+        report.released = self.in_flight.len();
         self.runner.stop();
+        self.release_in_flight();
         self.engine.set_in_flight(0);
         self.engine.release_worker();
         if let Some(reason) = &because {
@@ -492,104 +469,82 @@ impl Scheduler {
         Stopped { report, because }
     }
 
-    /// Learns from the store which accounts have pending deliveries. Returns `false` if the
-    /// store failed.
-    fn rescan(&mut self) -> bool {
-        match self.engine.store().pending_accounts() {
-            Ok(accounts) => {
-                for (account, at) in accounts {
-                    self.lanes.entry(account).or_default().due_sooner(at);
-                }
-                true
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not list pending deliveries");
-                self.backoff_until = Some(Instant::now() + STORE_BACKOFF);
-                false
-            }
+    /// The accounts a claim leaves out: held ones, closed ones, and those with every place of
+    /// their endpoint in use.
+    fn skip(&mut self) -> Vec<AccountId> {
+        let version = self.engine.held_version();
+        if version != self.held_version {
+            self.held = self.engine.held_accounts();
+            self.held_version = version;
         }
+        let mut skip = self.held.clone();
+        skip.extend(self.closed.iter().cloned());
+        skip.extend(
+            self.per_account
+                .iter()
+                .filter(|(_, n)| **n >= self.per_endpoint)
+                .map(|(a, _)| a.clone()),
+        );
+        skip
     }
 
-    /// Starts every attempt that is due and fits the bounds, one account at a time in turn.
-    fn dispatch_ready(&mut self, now: Timestamp) {
-        let mut accounts: Vec<AccountId> = self
-            .lanes
-            .iter()
-            .filter(|(_, l)| {
-                l.in_flight.len() < self.per_endpoint
-                    && (!l.backlog.is_empty() || l.wants_fetch(now))
-            })
-            .map(|(a, _)| a.clone())
-            .collect();
-        if accounts.is_empty() {
-            return;
-        }
-        accounts.sort();
-        let first = self.rotate % accounts.len();
-        accounts.rotate_left(first);
-        self.rotate = self.rotate.wrapping_add(1);
-        accounts.retain(|a| self.engine.lane_open(a));
+    /// Claims and starts every attempt that is due and fits the bounds.
+    fn fill(&mut self, now: Timestamp) {
         loop {
-            let mut started = false;
-            for account in &accounts {
-                if self.in_flight >= self.global || self.backoff_until.is_some() {
+            let room = self.global.saturating_sub(self.in_flight.len());
+            if room == 0 {
+                return;
+            }
+            let skip = self.skip();
+            let request = ClaimRequest {
+                now,
+                limit: room,
+                lease: self.engine.lease(),
+                skip: &skip,
+            };
+            let claims = match self.engine.store().claim(&request) {
+                Ok(claims) => claims,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not claim due deliveries");
+                    self.backoff_until = Some(Instant::now() + STORE_BACKOFF);
                     return;
                 }
-                let lane = self.lanes.get_mut(account).expect("lane exists");
-                if lane.in_flight.len() >= self.per_endpoint {
-                    continue;
-                }
-                if lane.wants_fetch(now) {
-                    self.fetch(account, now);
-                }
-                let lane = self.lanes.get_mut(account).expect("lane exists");
-                if let Some(d) = lane.backlog.pop_front() {
-                    lane.in_flight.insert(d.id.clone());
-                    self.in_flight += 1;
-                    self.start(d);
-                    started = true;
+            };
+            let full = claims.len() == room;
+            let mut started = 0;
+            let mut give_back = Vec::new();
+            for claim in claims {
+                let account = claim.delivery.account.clone();
+                let busy = self.per_account.get(&account).copied().unwrap_or(0);
+                if busy >= self.per_endpoint {
+                    // More of one account than its endpoint's share: the rest wait.
+                    give_back.push((claim.delivery.id, claim.token));
+                } else if !self.engine.lane_open(&account) {
+                    // No settings at all, or closed since the held list was read.
+                    self.closed.insert(account);
+                    give_back.push((claim.delivery.id, claim.token));
+                } else {
+                    *self.per_account.entry(account.clone()).or_default() += 1;
+                    self.in_flight
+                        .insert(claim.delivery.id.clone(), (account, claim.token));
+                    self.start(claim);
+                    started += 1;
                 }
             }
-            if !started {
+            if !give_back.is_empty()
+                && let Err(e) = self.engine.store().release(&give_back)
+            {
+                tracing::warn!(error = %e, "could not give claims back; their leases will run out");
+            }
+            if !full || started == 0 {
                 return;
             }
         }
     }
 
-    fn fetch(&mut self, account: &AccountId, now: Timestamp) {
-        let lane = self.lanes.get_mut(account).expect("lane exists");
-        let skip: Vec<DeliveryId> = lane.in_flight.iter().cloned().collect();
-        match self
-            .engine
-            .store()
-            .due(account, add(now, LOOKAHEAD), self.backlog, &skip)
-        {
-            Ok(found) => {
-                let full = found.len() == self.backlog;
-                let mut next_future = None;
-                let mut last_due = None;
-                for d in found {
-                    if d.next_attempt_at <= now {
-                        last_due = Some(d.next_attempt_at);
-                        lane.backlog.push_back(d);
-                    } else if next_future.is_none() {
-                        next_future = Some(d.next_attempt_at);
-                    }
-                }
-                lane.needs_fetch = false;
-                // A full answer of due deliveries may hide more that are due.
-                lane.next_due = next_future.or(if full { last_due } else { None });
-            }
-            Err(e) => {
-                tracing::error!(account = %account, error = %e, "could not fetch due deliveries");
-                self.backoff_until = Some(Instant::now() + STORE_BACKOFF);
-            }
-        }
-    }
-
-    fn start(&self, d: Delivery) {
-        let attempt = Attempt::new(&d);
-        match self.engine.prepare(&d) {
+    fn start(&self, claim: Claim) {
+        let attempt = Attempt::new(&claim.delivery, claim.token);
+        match self.engine.prepare(&claim.delivery) {
             Ok(request) => self.runner.run(&self.engine, attempt, request),
             Err(verdict) => self.engine.signal().complete(Completion {
                 attempt,
@@ -599,40 +554,57 @@ impl Scheduler {
         }
     }
 
-    /// Frees the attempt's place once its outcome is recorded.
+    /// Frees the attempt's place once its outcome is recorded (or could not be).
     fn completed(&mut self, c: Completion, result: Completed) {
-        let account = c.attempt.account.clone();
-        let id = c.attempt.delivery.clone();
-        self.runner.finished(&id);
-        let lane = self.lanes.entry(account).or_default();
-        if lane.in_flight.remove(&id) {
-            self.in_flight -= 1;
-        }
-        match result {
-            Completed::RetryAt(at) => lane.due_sooner(at),
-            Completed::NotRecorded => {
-                lane.needs_fetch = true;
-                self.backoff_until = Some(Instant::now() + STORE_BACKOFF);
+        let id = &c.attempt.delivery;
+        self.runner.finished(id);
+        if let Some((account, _)) = self.in_flight.remove(id)
+            && let Some(n) = self.per_account.get_mut(&account)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_account.remove(&account);
             }
-            Completed::Done | Completed::Forgotten => {}
+        }
+        if result == Completed::NotRecorded {
+            // The claim stays until its lease runs out; the store is failing, so wait.
+            self.backoff_until = Some(Instant::now() + STORE_BACKOFF);
         }
     }
 
-    /// How long to sleep before the next due delivery of an open lane with room; `None` means
-    /// until signalled.
-    fn wait(&self, now: Timestamp, stopping: bool) -> Option<Duration> {
-        if stopping || self.in_flight >= self.global {
+    /// Gives the claims of released attempts back, so the next worker takes them at once.
+    fn release_in_flight(&mut self) {
+        let claims: Vec<(DeliveryId, ClaimToken)> = self
+            .in_flight
+            .drain()
+            .map(|(id, (_, token))| (id, token))
+            .collect();
+        self.per_account.clear();
+        if !claims.is_empty()
+            && let Err(e) = self.engine.store().release(&claims)
+        {
+            tracing::warn!(error = %e, "could not give claims back; their leases will run out");
+        }
+    }
+
+    /// How long to sleep before the next delivery is due for an account with room; `None`
+    /// means until signalled.
+    fn wait(&mut self, now: Timestamp) -> Option<Duration> {
+        if self.in_flight.len() >= self.global {
             return None;
         }
-        let soonest = self
-            .lanes
-            .iter()
-            .filter(|(_, l)| l.in_flight.len() < self.per_endpoint && l.backlog.is_empty())
-            .filter_map(|(a, l)| l.next_due.filter(|t| *t > now).map(|t| (a, t)))
-            .filter(|(a, _)| self.engine.lane_open(a))
-            .map(|(_, t)| t)
-            .min()?;
-        self.engine.clock().sleep_hint(soonest)
+        let skip = self.skip();
+        match self.engine.store().next_due(now, &skip) {
+            // Due but not claimable now (another process holds it): look again shortly.
+            Ok(Some(at)) if at <= now => Some(Duration::from_millis(10)),
+            Ok(Some(at)) => self.engine.clock().sleep_hint(at),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read when the next delivery is due");
+                self.backoff_until = Some(Instant::now() + STORE_BACKOFF);
+                None
+            }
+        }
     }
 }
 

@@ -9,8 +9,8 @@ use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::limits::DELIVERED_ID_RETENTION;
 use crate::store::{
-    AttemptRecord, Delivery, DeliveryFilter, DeliveryState, DeliveryStats, NewDelivery, NextStep,
-    PRUNE_BATCH, Store,
+    AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter, DeliveryState,
+    DeliveryStats, NewDelivery, NextStep, Outbox, PRUNE_BATCH, Settings, SettingsSnapshot,
 };
 
 /// Keeps the outbox in the process's memory. Nothing survives a restart.
@@ -32,13 +32,26 @@ struct Inner {
     /// made (and its memory first touched) before the lock is taken, and read copies are made
     /// after it is released.
     deliveries: BTreeMap<DeliveryId, Arc<Delivery>>,
-    /// Pending deliveries by account, ordered by when they are due.
+    /// Pending deliveries not under a live claim, by account, ordered by when they are due.
     due: HashMap<AccountId, BTreeSet<(Timestamp, DeliveryId)>>,
+    /// Each account's earliest entry in `due`: what to claim next is the first of these, so a
+    /// claim never looks at more accounts than it skips.
+    heads: BTreeSet<(Timestamp, AccountId)>,
+    /// Claimed deliveries: their current token and lease. A claimed delivery is out of `due`
+    /// until its outcome is recorded, it is released, or its lease runs out.
+    claims: HashMap<DeliveryId, (ClaimToken, Timestamp)>,
+    /// The same leases, ordered by when they run out.
+    leases: BTreeSet<(Timestamp, DeliveryId)>,
+    /// The last fencing token given.
+    last_token: u64,
     /// Counts and last outcomes by account, then campaign; delivered deliveries are only
     /// counted. Nested so that a lookup needs no owned key.
     stats: HashMap<AccountId, HashMap<CampaignId, DeliveryStats>>,
-    accounts: HashMap<AccountId, String>,
-    health: HashMap<AccountId, String>,
+    /// Settings and health records with the version each was saved at.
+    accounts: HashMap<AccountId, (String, u64)>,
+    health: HashMap<AccountId, (String, u64)>,
+    /// The last settings version given.
+    version: u64,
     pending: usize,
     /// The ids of delivered deliveries, with when they were delivered, so that a resubmission
     /// is not sent again; forgotten after [`DELIVERED_ID_RETENTION`].
@@ -112,10 +125,47 @@ impl Inner {
     }
 
     fn unqueue(&mut self, d: &Delivery) {
-        if let Some(q) = self.due.get_mut(&d.account) {
-            q.remove(&(d.next_attempt_at, d.id.clone()));
-            if q.is_empty() {
-                self.due.remove(&d.account);
+        self.forget_claim(&d.id);
+        let key = (d.next_attempt_at, d.id.clone());
+        let Some(q) = self.due.get_mut(&d.account) else {
+            return;
+        };
+        let was_head = q.first() == Some(&key);
+        if !q.remove(&key) {
+            return;
+        }
+        if was_head {
+            self.heads.remove(&(key.0, d.account.clone()));
+            match q.first() {
+                Some((at, _)) => {
+                    self.heads.insert((*at, d.account.clone()));
+                }
+                None => {
+                    self.due.remove(&d.account);
+                }
+            }
+        }
+    }
+
+    /// Drops `id`'s claim, if it has one.
+    fn forget_claim(&mut self, id: &DeliveryId) {
+        if let Some((_, lease_until)) = self.claims.remove(id) {
+            self.leases.remove(&(lease_until, id.clone()));
+        }
+    }
+
+    /// Puts the deliveries whose lease ran out by `now` back among the claimable ones.
+    fn expire_leases(&mut self, now: Timestamp) {
+        while let Some((lease_until, id)) = self.leases.first().cloned() {
+            if lease_until > now {
+                break;
+            }
+            self.leases.pop_first();
+            self.claims.remove(&id);
+            if let Some(d) = self.deliveries.get(&id).cloned()
+                && d.state == DeliveryState::Pending
+            {
+                self.enqueue(&d);
             }
         }
     }
@@ -125,14 +175,37 @@ impl Inner {
     }
 
     fn enqueue_key(&mut self, account: &AccountId, key: (Timestamp, DeliveryId)) {
+        let at = key.0;
         match self.due.get_mut(account) {
             Some(queue) => {
+                let old_head = queue.first().map(|(t, _)| *t);
                 queue.insert(key);
+                if old_head.is_some_and(|t| at < t) {
+                    self.heads.remove(&(old_head.expect("checked"), account.clone()));
+                    self.heads.insert((at, account.clone()));
+                }
             }
             None => {
                 self.due.insert(account.clone(), BTreeSet::from([key]));
+                self.heads.insert((at, account.clone()));
             }
         }
+    }
+
+    /// Takes the earliest due delivery of `account` out of `due`.
+    fn take_head(&mut self, account: &AccountId) -> Option<DeliveryId> {
+        let queue = self.due.get_mut(account)?;
+        let (at, id) = queue.pop_first()?;
+        self.heads.remove(&(at, account.clone()));
+        match queue.first() {
+            Some((next, _)) => {
+                self.heads.insert((*next, account.clone()));
+            }
+            None => {
+                self.due.remove(account);
+            }
+        }
+        Some(id)
     }
 
     /// Moves the store's clock forward to `at`, if it is newer, and forgets at most
@@ -232,7 +305,7 @@ impl Inner {
     }
 }
 
-impl Store for MemoryStore {
+impl Outbox for MemoryStore {
     fn insert(&self, deliveries: &[NewDelivery]) -> Result<()> {
         // Everything that allocates is done before the lock is taken: a submitter holds it
         // only to update the maps, so concurrent submitters rarely have to wait for it.
@@ -317,49 +390,108 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn due(
-        &self,
-        account: &AccountId,
-        now: Timestamp,
-        limit: usize,
-        skip: &[DeliveryId],
-    ) -> Result<Vec<Delivery>> {
-        let found: Vec<Arc<Delivery>> = {
-            let inner = self.lock();
-            let Some(queue) = inner.due.get(account) else {
-                return Ok(Vec::new());
-            };
-            queue
-                .iter()
-                .take_while(|(at, _)| *at <= now)
-                .filter(|(_, id)| !skip.contains(id))
-                .take(limit)
-                .filter_map(|(_, id)| inner.deliveries.get(id).cloned())
-                .collect()
-        };
-        Ok(found.iter().map(|d| Delivery::clone(d)).collect())
-    }
-
-    fn pending_accounts(&self) -> Result<Vec<(AccountId, Timestamp)>> {
-        let inner = self.lock();
-        Ok(inner
-            .due
-            .iter()
-            .filter_map(|(a, q)| q.first().map(|(at, _)| (a.clone(), *at)))
+    fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claim>> {
+        let mut claimed: Vec<(Arc<Delivery>, ClaimToken, Timestamp)> = Vec::new();
+        {
+            let mut inner = self.lock();
+            inner.expire_leases(request.now);
+            let lease_until = add_lease(request.now, request.lease);
+            // The heads in order; skipped accounts are stepped over, never searched.
+            while claimed.len() < request.limit {
+                let next = inner
+                    .heads
+                    .iter()
+                    .take_while(|(at, _)| *at <= request.now)
+                    .find(|(_, account)| !request.skip.contains(account))
+                    .map(|(_, account)| account.clone());
+                let Some(account) = next else { break };
+                let Some(id) = inner.take_head(&account) else {
+                    break;
+                };
+                inner.last_token += 1;
+                let token = ClaimToken::new(inner.last_token);
+                inner.claims.insert(id.clone(), (token, lease_until));
+                inner.leases.insert((lease_until, id.clone()));
+                if let Some(d) = inner.deliveries.get(&id).cloned() {
+                    claimed.push((d, token, lease_until));
+                }
+            }
+        }
+        Ok(claimed
+            .into_iter()
+            .map(|(d, token, lease_until)| Claim {
+                delivery: Delivery::clone(&d),
+                token,
+                lease_until,
+            })
             .collect())
     }
 
-    fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord) -> Result<()> {
-        self.lock().record(id, record)
+    fn next_due(&self, now: Timestamp, skip: &[AccountId]) -> Result<Option<Timestamp>> {
+        let mut inner = self.lock();
+        inner.expire_leases(now);
+        let due = inner
+            .heads
+            .iter()
+            .find(|(_, account)| !skip.contains(account))
+            .map(|(at, _)| *at);
+        // A lease running out makes its delivery claimable again then.
+        let lease = inner
+            .leases
+            .iter()
+            .find(|(_, id)| {
+                inner
+                    .deliveries
+                    .get(id)
+                    .is_some_and(|d| !skip.contains(&d.account))
+            })
+            .map(|(until, id)| {
+                let due = inner.deliveries.get(id).map_or(*until, |d| d.next_attempt_at);
+                due.max(*until)
+            });
+        Ok(match (due, lease) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     /// Takes the lock once for the lot.
-    fn record_attempts(&self, attempts: &[(DeliveryId, AttemptRecord)]) -> Vec<Result<()>> {
+    fn record_attempts(
+        &self,
+        outcomes: &[(DeliveryId, ClaimToken, AttemptRecord)],
+    ) -> Vec<Result<()>> {
         let mut inner = self.lock();
-        attempts
+        outcomes
             .iter()
-            .map(|(id, record)| inner.record(id, record))
+            .map(|(id, token, record)| {
+                if !inner.deliveries.contains_key(id) {
+                    return Err(Error::UnknownDelivery(id.to_string()));
+                }
+                match inner.claims.get(id) {
+                    Some((current, _)) if current == token => inner.record(id, record),
+                    _ => Err(Error::LeaseLost { id: id.to_string() }),
+                }
+            })
             .collect()
+    }
+
+    fn release(&self, claims: &[(DeliveryId, ClaimToken)]) -> Result<()> {
+        let mut inner = self.lock();
+        for (id, token) in claims {
+            if inner.claims.get(id).is_some_and(|(current, _)| current == token) {
+                inner.forget_claim(id);
+                if let Some(d) = inner.deliveries.get(id).cloned()
+                    && d.state == DeliveryState::Pending
+                {
+                    inner.enqueue(&d);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn has_pending(&self) -> Result<bool> {
+        Ok(self.lock().pending > 0)
     }
 
     fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>> {
@@ -440,47 +572,102 @@ impl Store for MemoryStore {
         Ok(total)
     }
 
-    fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()> {
-        self.lock()
-            .accounts
-            .insert(account.clone(), settings_json.to_owned());
-        Ok(())
-    }
+}
 
-    fn load_accounts(&self) -> Result<Vec<String>> {
-        Ok(self.lock().accounts.values().cloned().collect())
+impl Settings for MemoryStore {
+    fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()> {
+        let mut inner = self.lock();
+        inner.version += 1;
+        let version = inner.version;
+        inner
+            .accounts
+            .insert(account.clone(), (settings_json.to_owned(), version));
+        Ok(())
     }
 
     fn save_health(&self, account: &AccountId, health_json: &str) -> Result<()> {
-        self.lock()
+        let mut inner = self.lock();
+        inner.version += 1;
+        let version = inner.version;
+        inner
             .health
-            .insert(account.clone(), health_json.to_owned());
+            .insert(account.clone(), (health_json.to_owned(), version));
         Ok(())
     }
 
-    fn load_health(&self) -> Result<Vec<(AccountId, String)>> {
-        Ok(self
-            .lock()
-            .health
-            .iter()
-            .map(|(a, h)| (a.clone(), h.clone()))
-            .collect())
+    fn load_settings(&self) -> Result<SettingsSnapshot> {
+        self.changes_since(0)
     }
+
+    fn changes_since(&self, cursor: u64) -> Result<SettingsSnapshot> {
+        let inner = self.lock();
+        Ok(SettingsSnapshot {
+            accounts: inner
+                .accounts
+                .values()
+                .filter(|(_, v)| *v > cursor)
+                .map(|(json, _)| json.clone())
+                .collect(),
+            health: inner
+                .health
+                .iter()
+                .filter(|(_, (_, v))| *v > cursor)
+                .map(|(a, (json, _))| (a.clone(), json.clone()))
+                .collect(),
+            cursor: inner.version,
+        })
+    }
+}
+
+/// `now + lease`, saturating at the largest time jiff holds.
+fn add_lease(now: Timestamp, lease: std::time::Duration) -> Timestamp {
+    jiff::SignedDuration::try_from(lease)
+        .ok()
+        .and_then(|d| now.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encoding::Encoding;
+    use crate::request::EncodedBody;
 
-    #[test]
-    fn conforms() {
-        crate::store::conformance::run_all(&|| MemoryStore::new());
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + secs).unwrap()
+    }
+
+    fn new_deliveries(account: &str, n: usize) -> Vec<NewDelivery> {
+        (0..n)
+            .map(|i| NewDelivery {
+                id: DeliveryId::new(format!("msg_{account}_{i}")).unwrap(),
+                account: account.into(),
+                campaign: "c1".into(),
+                body: EncodedBody::from_parts(
+                    bytes::Bytes::from(format!("Reference={i}")),
+                    Encoding::Form,
+                ),
+                created_at: t(i as i64),
+                next_attempt_at: t(i as i64),
+            })
+            .collect()
+    }
+
+    fn claim(store: &MemoryStore, now: Timestamp, limit: usize, skip: &[AccountId]) -> Vec<Claim> {
+        store
+            .claim(&ClaimRequest {
+                now,
+                limit,
+                lease: std::time::Duration::from_secs(30),
+                skip,
+            })
+            .unwrap()
     }
 
     #[test]
     fn full_store_refuses_and_keeps_what_it_has() {
         let store = MemoryStore::with_max_pending(2);
-        let batch = crate::store::conformance::new_deliveries("acme", "c1", 3);
+        let batch = new_deliveries("acme", 3);
         assert!(matches!(
             store.insert(&batch),
             Err(Error::StoreFull { max_pending: 2 })
@@ -497,20 +684,83 @@ mod tests {
     }
 
     #[test]
+    fn claims_follow_due_order_across_accounts_and_step_over_skipped_ones() {
+        let store = MemoryStore::new();
+        let mut all = new_deliveries("acme", 3);
+        all.extend(new_deliveries("beta", 3));
+        store.insert(&all).unwrap();
+        let ids = |claims: &[Claim]| -> Vec<String> {
+            claims.iter().map(|c| c.delivery.id.to_string()).collect()
+        };
+        let first = claim(&store, t(1), 3, &[]);
+        assert_eq!(ids(&first), ["msg_acme_0", "msg_beta_0", "msg_acme_1"]);
+        let skipped = claim(&store, t(10), 10, &["acme".into()]);
+        assert_eq!(ids(&skipped), ["msg_beta_1", "msg_beta_2"]);
+        assert!(first[0].token < first[1].token);
+        // Claimed ones are not claimed again while their lease holds; the due one left is.
+        assert_eq!(ids(&claim(&store, t(10), 10, &[])), ["msg_acme_2"]);
+        assert!(claim(&store, t(10), 10, &[]).is_empty());
+        // Leases run out 30 s after their claim: then they are claimable, with new tokens.
+        let again = claim(&store, t(45), 10, &[]);
+        assert_eq!(again.len(), 6);
+        assert!(again.iter().all(|c| c.token > first[2].token));
+    }
+
+    #[test]
+    fn an_old_token_records_nothing_and_release_frees_at_once() {
+        let store = MemoryStore::new();
+        store.insert(&new_deliveries("acme", 1)).unwrap();
+        let old = claim(&store, t(0), 1, &[]).remove(0);
+        let new = claim(&store, t(100), 1, &[]).remove(0);
+        let record = AttemptRecord {
+            at: t(100),
+            status: Some(204),
+            error: None,
+            next: NextStep::Delivered,
+        };
+        let id = old.delivery.id.clone();
+        let answers = store.record_attempts(&[(id.clone(), old.token, record.clone())]);
+        assert!(matches!(&answers[0], Err(Error::LeaseLost { .. })));
+        assert_eq!(store.stats(&"acme".into(), None).unwrap().pending, 1);
+        store.release(&[(id.clone(), new.token)]).unwrap();
+        let third = claim(&store, t(100), 1, &[]).remove(0);
+        assert!(third.token > new.token);
+        assert!(store.record_attempts(&[(id, third.token, record)])[0].is_ok());
+        let stats = store.stats(&"acme".into(), None).unwrap();
+        assert_eq!((stats.pending, stats.delivered), (0, 1));
+        assert!(!store.has_pending().unwrap());
+        assert_eq!(store.next_due(t(100), &[]).unwrap(), None);
+    }
+
+    #[test]
+    fn settings_changes_are_read_from_a_cursor() {
+        let store = MemoryStore::new();
+        store.save_account(&"acme".into(), "{1}").unwrap();
+        let first = store.load_settings().unwrap();
+        assert_eq!(first.accounts, ["{1}"]);
+        store.save_health(&"acme".into(), "{h}").unwrap();
+        let changes = store.changes_since(first.cursor).unwrap();
+        assert!(changes.accounts.is_empty());
+        assert_eq!(changes.health, [("acme".into(), "{h}".to_owned())]);
+        assert!(store.changes_since(changes.cursor).unwrap().health.is_empty());
+    }
+
+    #[test]
     fn a_delivered_id_is_forgotten_after_the_retention() {
         use crate::limits::DELIVERED_ID_RETENTION;
-        use crate::store::conformance::t;
 
         let store = MemoryStore::new();
-        let batch = crate::store::conformance::new_deliveries("acme", "c1", 2);
+        let batch = new_deliveries("acme", 2);
         store.insert(&batch[..1]).unwrap();
+        let claimed = claim(&store, t(10), 1, &[]).remove(0);
         let delivered = AttemptRecord {
             at: t(10),
             status: Some(204),
             error: None,
             next: NextStep::Delivered,
         };
-        store.record_attempt(&batch[0].id, &delivered).unwrap();
+        let answers = store.record_attempts(&[(batch[0].id.clone(), claimed.token, delivered)]);
+        assert!(answers[0].is_ok());
         assert_eq!(store.lock().delivered.len(), 1);
 
         // The store's clock is the newest time it has seen: a submit just inside the

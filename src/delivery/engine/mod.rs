@@ -7,8 +7,8 @@
 mod operations;
 mod signal;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use crate::error::Error;
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::policy::UrlPolicy;
 use crate::request::build_request_at;
-use crate::store::{AttemptRecord, Delivery, NextStep, Store};
+use crate::store::{AttemptRecord, ClaimToken, Delivery, NextStep, Store};
 use crate::sync::lock;
 
 pub(crate) use signal::Signal;
@@ -62,7 +62,20 @@ pub(crate) struct Engine {
     _clock_wake: Arc<dyn Fn() + Send + Sync>,
     worker_running: AtomicBool,
     in_flight: AtomicUsize,
+    /// Accounts whose deliveries are held (webhook off, no URL, endpoint paused), kept up to
+    /// date on every change to an account's settings or health, and bumped `held_version`.
+    held: Mutex<HashSet<AccountId>>,
+    held_version: AtomicU64,
+    /// The longest attempt time limit of any account: what a claim's lease must outlast.
+    longest_timeout: AtomicU64,
+    /// Where settings changes made by other processes were last read up to.
+    settings_cursor: AtomicU64,
 }
+
+/// How much longer than the longest attempt time limit a claim's lease lasts: the time to
+/// record the outcome. A process that dies mid-attempt has its deliveries claimed again by
+/// another this long after the attempt's time limit at most.
+pub(crate) const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 impl Engine {
     pub(crate) fn new(
@@ -73,12 +86,13 @@ impl Engine {
         limits: Limits,
         accounts: HashMap<AccountId, Account>,
         health: HashMap<AccountId, EndpointHealth>,
+        settings_cursor: u64,
     ) -> Self {
         let signal = Arc::new(Signal::default());
         let woken = signal.clone();
         let clock_wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || woken.clock_moved());
         clock.watch(crate::delivery::clock::ClockWaker::new(&clock_wake));
-        Engine {
+        let engine = Engine {
             store,
             policy,
             clock,
@@ -91,7 +105,98 @@ impl Engine {
             _clock_wake: clock_wake,
             worker_running: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            held: Mutex::new(HashSet::new()),
+            held_version: AtomicU64::new(0),
+            longest_timeout: AtomicU64::new(0),
+            settings_cursor: AtomicU64::new(settings_cursor),
+        };
+        engine.refresh_all();
+        engine
+    }
+
+    /// Recomputes every account's held state and the longest attempt time limit.
+    fn refresh_all(&self) {
+        let accounts = self.accounts();
+        let health = lock(&self.health);
+        let mut held = HashSet::new();
+        let mut longest = crate::limits::DEFAULT_ATTEMPT_TIMEOUT;
+        for (id, account) in accounts.iter() {
+            longest = longest.max(account.preferences().attempt_timeout());
+            if !open(Some(account), health.get(id)) {
+                held.insert(id.clone());
+            }
         }
+        for (id, h) in health.iter() {
+            if h.is_paused() {
+                held.insert(id.clone());
+            }
+        }
+        drop((accounts, health));
+        self.longest_timeout
+            .store(longest.as_millis() as u64, Ordering::Relaxed);
+        *lock(&self.held) = held;
+        self.held_version.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// An account's settings or health changed: recompute whether it is held, and tell the
+    /// scheduler.
+    pub(crate) fn account_changed(&self, account: &AccountId) {
+        let is_open = open(self.accounts().get(account), lock(&self.health).get(account));
+        if let Some(acc) = self.accounts().get(account) {
+            let timeout = acc.preferences().attempt_timeout().as_millis() as u64;
+            self.longest_timeout.fetch_max(timeout, Ordering::Relaxed);
+        }
+        let changed = {
+            let mut held = lock(&self.held);
+            if is_open {
+                held.remove(account)
+            } else {
+                held.insert(account.clone())
+            }
+        };
+        if changed {
+            self.held_version.fetch_add(1, Ordering::SeqCst);
+        }
+        self.signal.settings_changed();
+    }
+
+    /// The held accounts, and the version to tell when they change.
+    pub(crate) fn held_accounts(&self) -> Vec<AccountId> {
+        lock(&self.held).iter().cloned().collect()
+    }
+
+    pub(crate) fn held_version(&self) -> u64 {
+        self.held_version.load(Ordering::SeqCst)
+    }
+
+    /// How long a claim's lease lasts: the longest attempt time limit and [`LEASE_MARGIN`].
+    pub(crate) fn lease(&self) -> Duration {
+        Duration::from_millis(self.longest_timeout.load(Ordering::Relaxed)) + LEASE_MARGIN
+    }
+
+    /// Reads the settings and health other processes saved since the last read, and puts
+    /// them in force here. Returns how many records changed.
+    pub(crate) fn follow_settings(&self) -> crate::error::Result<usize> {
+        let _admin = lock(&self.admin);
+        let cursor = self.settings_cursor.load(Ordering::SeqCst);
+        let changes = self.store.changes_since(cursor)?;
+        let mut changed = Vec::new();
+        for json in &changes.accounts {
+            let account = Account::from_storage_json(json)?;
+            changed.push(account.id().clone());
+            self.accounts_mut().insert(account.id().clone(), account);
+        }
+        for (account, json) in &changes.health {
+            let health = EndpointHealth::from_json(json)?;
+            lock(&self.health).insert(account.clone(), health);
+            changed.push(account.clone());
+        }
+        self.settings_cursor
+            .store(changes.cursor.max(cursor), Ordering::SeqCst);
+        for account in &changed {
+            self.account_changed(account);
+        }
+        Ok(changed.len())
     }
 
     pub(crate) fn store(&self) -> &dyn Store {
@@ -160,10 +265,7 @@ impl Engine {
     /// Whether the account's pending deliveries may be attempted now: webhook on, URL set,
     /// endpoint not paused. Otherwise they are held.
     pub(crate) fn lane_open(&self, account: &AccountId) -> bool {
-        let on = account_on(self.accounts().get(account)) == SendDecision::Send;
-        on && !lock(&self.health)
-            .get(account)
-            .is_some_and(EndpointHealth::is_paused)
+        open(self.accounts().get(account), lock(&self.health).get(account))
     }
 
     /// The request for one attempt, built from the account's *current* preferences at the
@@ -199,10 +301,10 @@ impl Engine {
         }
         let now = self.clock.now();
         let decided: Vec<Decided> = completions.iter().map(|c| self.decide(c, now)).collect();
-        let writes: Vec<(DeliveryId, AttemptRecord)> = completions
+        let writes: Vec<(DeliveryId, ClaimToken, AttemptRecord)> = completions
             .iter()
             .zip(&decided)
-            .map(|(c, d)| (c.attempt.delivery.clone(), d.record.clone()))
+            .map(|(c, d)| (c.attempt.delivery.clone(), c.attempt.token, d.record.clone()))
             .collect();
         let mut recorded = self.store.record_attempts(&writes);
         // A store answers once per attempt; one that does not has recorded nothing it did not
@@ -294,6 +396,11 @@ impl Engine {
                 tracing::debug!(parent: span, "delivery removed while in flight");
                 return Completed::Forgotten;
             }
+            Err(Error::LeaseLost { .. }) => {
+                // Its lease ran out and another claim took it: that claim's outcome stands.
+                tracing::warn!(parent: span, "the claim's lease ran out before its outcome was recorded; not recorded");
+                return Completed::Forgotten;
+            }
             Err(e) => {
                 tracing::error!(parent: span, error = %e, "could not record the attempt; it will be made again");
                 return Completed::NotRecorded;
@@ -383,8 +490,17 @@ impl Engine {
         {
             tracing::error!(account = %account, error = %e, "could not save endpoint health");
         }
+        if change.paused.is_some() {
+            self.account_changed(account);
+        }
         change.paused
     }
+}
+
+/// Whether deliveries of an account with these settings and this health may be attempted:
+/// webhook on, URL set, endpoint not paused.
+fn open(account: Option<&Account>, health: Option<&EndpointHealth>) -> bool {
+    account_on(account) == SendDecision::Send && !health.is_some_and(EndpointHealth::is_paused)
 }
 
 impl std::fmt::Debug for Engine {
@@ -406,11 +522,13 @@ pub(crate) struct Attempt {
     pub(crate) campaign: CampaignId,
     /// Counting from 1 over the delivery's life.
     pub(crate) number: u32,
+    /// The claim it is made under: its outcome is recorded with this fencing token.
+    pub(crate) token: ClaimToken,
     pub(crate) span: tracing::Span,
 }
 
 impl Attempt {
-    pub(crate) fn new(d: &Delivery) -> Self {
+    pub(crate) fn new(d: &Delivery, token: ClaimToken) -> Self {
         let number = d.attempts.saturating_add(1);
         let span = tracing::info_span!(
             "webhook_attempt",
@@ -426,6 +544,7 @@ impl Attempt {
             account: d.account.clone(),
             campaign: d.campaign.clone(),
             number,
+            token,
             span,
         }
     }

@@ -47,7 +47,7 @@ impl Engine {
             next_attempt_at: now,
         }])?;
         tracing::debug!(delivery_id = %id, account = %account, campaign = %campaign, "call result accepted");
-        self.signal.touch(account);
+        self.signal.poke();
         Ok(Submitted::Accepted(id))
     }
 
@@ -77,7 +77,7 @@ impl Engine {
         if url_changed {
             self.end_failure_streak(account);
         }
-        self.signal.reset(account);
+        self.account_changed(account);
         Ok(record)
     }
 
@@ -131,21 +131,21 @@ impl Engine {
                 at: self.clock.now(),
             });
         }
-        self.signal.reset(account);
+        self.account_changed(account);
         Ok(was_paused)
     }
 
     pub(crate) fn replay(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64> {
         who.require_admin("replay webhook deliveries")?;
         let n = self.store.requeue_failed(filter, self.clock.now())?;
-        self.signal.reset(&filter.account);
+        self.signal.poke();
         Ok(n)
     }
 
     pub(crate) fn remove(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64> {
         who.require_admin("remove webhook deliveries")?;
         let n = self.store.remove(filter)?;
-        self.signal.reset(&filter.account);
+        self.signal.poke();
         Ok(n)
     }
 

@@ -1,12 +1,10 @@
 //! How the facade, runners and the clock wake the scheduler, and how the scheduler tells
 //! waiters it made progress or stopped.
 
-use std::collections::HashSet;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::delivery::engine::Completion;
-use crate::ids::AccountId;
 use crate::sync::lock;
 
 /// How the facade, runners and the clock wake the scheduler, and how the scheduler tells
@@ -22,10 +20,10 @@ pub(crate) struct Signal {
 
 #[derive(Debug, Default)]
 pub(crate) struct SignalState {
-    /// Accounts with new work (a submit): look in the store.
-    pub(crate) touched: HashSet<AccountId>,
-    /// Accounts changed by an administrator: drop what was fetched and look again.
-    pub(crate) reset: HashSet<AccountId>,
+    /// New due work may be in the store (a submit, a replay, another process's notice).
+    pub(crate) poked: bool,
+    /// Settings or health changed: what is held may have changed.
+    pub(crate) settings_changed: bool,
     pub(crate) completions: Vec<Completion>,
     pub(crate) clock_moved: bool,
     pub(crate) shutdown: Option<Instant>,
@@ -43,8 +41,8 @@ pub(crate) struct SignalState {
 
 impl SignalState {
     fn has_work(&self) -> bool {
-        !self.touched.is_empty()
-            || !self.reset.is_empty()
+        self.poked
+            || self.settings_changed
             || !self.completions.is_empty()
             || self.clock_moved
             || self.shutdown.is_some()
@@ -56,8 +54,7 @@ impl SignalState {
 /// Everything taken from the signal in one pass.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
-    pub(crate) touched: HashSet<AccountId>,
-    pub(crate) reset: HashSet<AccountId>,
+    pub(crate) settings_changed: bool,
     pub(crate) completions: Vec<Completion>,
     pub(crate) shutdown: Option<Instant>,
     pub(crate) runtime_gone: bool,
@@ -71,21 +68,22 @@ impl Signal {
         r
     }
 
-    /// A submit for `account`. While the account waits in `touched` the scheduler has already
-    /// been woken for it, so only the first submit of a pass wakes it (and clones the id).
-    pub(crate) fn touch(&self, account: &AccountId) {
+    /// New due work may be waiting. Only the first poke of a pass wakes the scheduler.
+    pub(crate) fn poke(&self) {
         let mut s = lock(&self.state);
-        if s.touched.contains(account) {
+        if s.poked {
             return;
         }
-        s.touched.insert(account.clone());
+        s.poked = true;
         drop(s);
         self.work.notify_all();
     }
 
-    pub(crate) fn reset(&self, account: &AccountId) {
+    /// Settings or health changed (here or in another process): what is held may have changed.
+    pub(crate) fn settings_changed(&self) {
         self.with(|s| {
-            s.reset.insert(account.clone());
+            s.settings_changed = true;
+            s.poked = true;
         });
     }
 
@@ -139,9 +137,9 @@ impl Signal {
             }
         }
         s.clock_moved = false;
+        s.poked = false;
         Batch {
-            touched: std::mem::take(&mut s.touched),
-            reset: std::mem::take(&mut s.reset),
+            settings_changed: std::mem::take(&mut s.settings_changed),
             completions: std::mem::take(&mut s.completions),
             shutdown: s.shutdown.take(),
             runtime_gone: s.runtime_gone,
