@@ -102,7 +102,7 @@ pub use store::MemoryStore;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use store::SqliteStore;
-pub use webhooks::{Submitted, Webhooks, WebhooksBuilder};
+pub use webhooks::{Prepared, Submitted, Webhooks, WebhooksBuilder};
 
 /// The time types the crate's API takes: re-exported so the dialer uses the same version.
 pub use jiff;

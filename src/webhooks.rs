@@ -22,7 +22,7 @@ use crate::limits::{
 use crate::payload::CallResult;
 use crate::policy::UrlPolicy;
 use crate::preferences::{AuditRecord, PreferencesUpdate, Principal};
-use crate::store::{DeliveryFilter, Store};
+use crate::store::{DeliveryFilter, NewDelivery, Store};
 
 /// What [`Webhooks::submit`] did with a call result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +47,17 @@ impl Submitted {
     pub fn is_accepted(&self) -> bool {
         matches!(self, Submitted::Accepted(_))
     }
+}
+
+/// What [`Webhooks::prepare`] made of a call result: the delivery to store, or why there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a prepared delivery is stored only when you insert it"]
+pub enum Prepared {
+    /// Both switches are on: store this delivery (in the dialer's own transaction, with
+    /// `store::postgres`'s enqueue, or with [`Outbox::insert`](crate::store::Outbox::insert)).
+    Ready(NewDelivery),
+    /// Not to be sent, and nothing to store: a switch was off.
+    Skipped(OffReason),
 }
 
 /// Sends every call result to the URL its customer account chose, reliably.
@@ -386,6 +397,25 @@ impl Webhooks {
         id: DeliveryId,
     ) -> Result<Submitted> {
         self.engine.submit(account, campaign, &call, id)
+    }
+
+    /// Everything [`submit_with_id`](Self::submit_with_id) does before it stores: checks both
+    /// switches and encodes the body once, with no I/O. For a dialer that writes its own call
+    /// record and the webhook's delivery in **one database transaction** (the transactional
+    /// outbox): insert the [`Prepared::Ready`] delivery in that transaction, and both commit or
+    /// neither does. Inserting it is idempotent on its id, like `submit_with_id`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidCallResult`] or [`Error::BodyTooLarge`] for the call result itself.
+    pub fn prepare(
+        &self,
+        account: &AccountId,
+        campaign: &CampaignId,
+        call: &CallResult,
+        id: DeliveryId,
+    ) -> Result<Prepared> {
+        self.engine.prepare_submit(account, campaign, call, id)
     }
 
     /// Starts delivering on `threads` plain threads that call `dispatcher`, with no async

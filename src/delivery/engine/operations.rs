@@ -15,9 +15,39 @@ use crate::preferences::{AuditRecord, PreferencesUpdate, Principal};
 use crate::request::EncodedBody;
 use crate::store::{DeliveryFilter, DeliveryState, NewDelivery};
 use crate::sync::lock;
-use crate::webhooks::Submitted;
+use crate::webhooks::{Prepared, Submitted};
 
 impl Engine {
+    /// Checks both switches and encodes the body once: the delivery to store under `id`, or
+    /// why nothing is to be stored. No I/O.
+    pub(crate) fn prepare_submit(
+        &self,
+        account: &AccountId,
+        campaign: &CampaignId,
+        call: &CallResult,
+        id: DeliveryId,
+    ) -> Result<Prepared> {
+        let body = {
+            let accounts = self.accounts();
+            let Some(acc) = accounts.get(account) else {
+                return Ok(Prepared::Skipped(OffReason::AccountNotConfigured));
+            };
+            if let SendDecision::Skip(reason) = acc.decide(campaign) {
+                return Ok(Prepared::Skipped(reason));
+            }
+            EncodedBody::encode(call, acc.preferences())?
+        };
+        let now = self.clock.now();
+        Ok(Prepared::Ready(NewDelivery {
+            id,
+            account: account.clone(),
+            campaign: campaign.clone(),
+            body,
+            created_at: now,
+            next_attempt_at: now,
+        }))
+    }
+
     /// Checks both switches, encodes the body once and stores the delivery under `id`. A
     /// delivery already stored under `id` for the same call result is left as it is.
     pub(crate) fn submit(
@@ -27,25 +57,11 @@ impl Engine {
         call: &CallResult,
         id: DeliveryId,
     ) -> Result<Submitted> {
-        let body = {
-            let accounts = self.accounts();
-            let Some(acc) = accounts.get(account) else {
-                return Ok(Submitted::Skipped(OffReason::AccountNotConfigured));
-            };
-            if let SendDecision::Skip(reason) = acc.decide(campaign) {
-                return Ok(Submitted::Skipped(reason));
-            }
-            EncodedBody::encode(call, acc.preferences())?
+        let delivery = match self.prepare_submit(account, campaign, call, id.clone())? {
+            Prepared::Ready(delivery) => delivery,
+            Prepared::Skipped(reason) => return Ok(Submitted::Skipped(reason)),
         };
-        let now = self.clock.now();
-        self.store.insert(&[NewDelivery {
-            id: id.clone(),
-            account: account.clone(),
-            campaign: campaign.clone(),
-            body,
-            created_at: now,
-            next_attempt_at: now,
-        }])?;
+        self.store.insert(std::slice::from_ref(&delivery))?;
         tracing::debug!(delivery_id = %id, account = %account, campaign = %campaign, "call result accepted");
         self.signal.poke();
         Ok(Submitted::Accepted(id))
