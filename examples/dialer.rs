@@ -1,9 +1,12 @@
 //! A minimal dialer process: call results in on stdin, delivered to one account's webhook
-//! through the durable SQLite outbox, in the background.
+//! through a durable outbox, in the background: a SQLite file for one process, or a PostgreSQL
+//! database shared by a fleet of them (feature `postgres`).
 //!
 //! ```sh
 //! cargo run --release --example dialer -- --store outbox.sqlite --url https://crm.example/hook \
 //!     --username dialer --password 's3cret' [--retry-delays-ms 50,100,200] < results.jsonl
+//! cargo run --release --features postgres --example dialer -- \
+//!     --database-url postgres://dialer@db/calls --url https://crm.example/hook < results.jsonl
 //! ```
 //!
 //! Each line of stdin is one call result: a JSON object with the ten keys of the product page,
@@ -27,7 +30,7 @@ use std::time::Duration;
 use call_result_webhook::{
     AccountId, CallResult, CampaignId, Error, Event, HyperDispatcher, PreferencesUpdate, Principal,
     SqliteStore, Submitted, UrlPolicy, Webhooks, auth::AuthScheme, delivery::RetrySchedule,
-    encoding::Encoding,
+    encoding::Encoding, store::Store,
 };
 
 const USAGE: &str = "\
@@ -35,6 +38,7 @@ dialer: a minimal dialer process; call results in on stdin, delivered to one acc
 
 USAGE:
     dialer --store PATH --url URL [OPTIONS] < results.jsonl
+    dialer --database-url URL --url URL [OPTIONS] < results.jsonl
 
 Each line of stdin is one call result: a JSON object with the ten keys of the product page
 (LogDateTime YYYY-MM-DDTHH:MM:SS in UTC, CallStart/CallEnd YYYY-MM-DD HH:MM:SS in the
@@ -43,10 +47,17 @@ account's time zone). Once it is stored durably the dialer prints, on stdout:
     accepted <webhook-id> <Reference>
 
 and delivers it in the background. At the end of the input it exits as soon as nothing is
-pending. Started again on the same --store, it first sends what was still pending.
+pending in the outbox (with --database-url: in the whole fleet's outbox). Started again on
+the same --store or --database-url, it first sends what was still pending.
 
 OPTIONS:
-    --store PATH               the SQLite outbox file (created if it does not exist)
+    --store PATH               the SQLite outbox file (created if it does not exist); one
+                               process per file
+    --database-url URL         a PostgreSQL outbox shared by any number of dialer processes
+                               (needs the `postgres` feature; the URL's password is never
+                               printed); give this or --store
+    --timeout-ms N             the account's attempt time limit, 1000 to 30000 ms
+                               (default 15000)
     --url URL                  the account's webhook URL (http or https)
     --username U               the account's webhook user name
     --password P               the account's webhook password (never printed; note that
@@ -95,6 +106,8 @@ struct Opt {
 #[rustfmt::skip]
 const OPTIONS: &[Opt] = &[
     Opt { name: "--store",           value: true },
+    Opt { name: "--database-url",    value: true },
+    Opt { name: "--timeout-ms",      value: true },
     Opt { name: "--url",             value: true },
     Opt { name: "--username",        value: true },
     Opt { name: "--password",        value: true },
@@ -168,10 +181,21 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Usage> {
             return Err(Usage(format!("{name} given more than once")));
         }
     }
-    for required in ["--store", "--url"] {
-        if given.value(required).is_none() {
-            return Err(Usage(format!("{required} is required (see --help)")));
+    if given.value("--url").is_none() {
+        return Err(Usage("--url is required (see --help)".into()));
+    }
+    match (given.flag("--store"), given.flag("--database-url")) {
+        (true, true) => {
+            return Err(Usage(
+                "give --store or --database-url, not both (see --help)".into(),
+            ));
         }
+        (false, false) => {
+            return Err(Usage(
+                "--store or --database-url is required (see --help)".into(),
+            ));
+        }
+        _ => {}
     }
     Ok(Parsed::Run(given))
 }
@@ -199,6 +223,12 @@ fn preferences(given: &Given) -> Result<PreferencesUpdate, Usage> {
     }
     if let Some(list) = given.value("--retry-delays-ms") {
         update = update.retry_schedule(retry_schedule(list)?);
+    }
+    if let Some(ms) = given.value("--timeout-ms") {
+        let ms: u64 = ms
+            .parse()
+            .map_err(|_| Usage("--timeout-ms must be a whole number of ms".into()))?;
+        update = update.attempt_timeout(Duration::from_millis(ms));
     }
     if let Some(zone) = given.value("--time-zone") {
         update = update.time_zone(zone);
@@ -228,6 +258,34 @@ fn retry_schedule(list: &str) -> Result<RetrySchedule, Usage> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| bad())?;
     RetrySchedule::new(delays).map_err(|e| Usage(format!("--retry-delays-ms: {e}")))
+}
+
+/// The outbox the options name, and how to name it in messages (a database URL without its
+/// password).
+fn open_store(given: &Given) -> Result<(Arc<dyn Store>, String), String> {
+    if let Some(path) = given.value("--store") {
+        return match SqliteStore::open(path) {
+            Ok(store) => Ok((Arc::new(store), path.to_owned())),
+            Err(e) => Err(format!("cannot open the outbox {path}: {e}")),
+        };
+    }
+    let url = given.value("--database-url").unwrap_or_default();
+    open_database(url)
+}
+
+#[cfg(feature = "postgres")]
+fn open_database(url: &str) -> Result<(Arc<dyn Store>, String), String> {
+    use call_result_webhook::store::PostgresStore;
+    let shown = "the PostgreSQL outbox".to_owned();
+    match PostgresStore::connect(url) {
+        Ok(store) => Ok((Arc::new(store), shown)),
+        Err(e) => Err(format!("cannot open {shown}: {e}")),
+    }
+}
+
+#[cfg(not(feature = "postgres"))]
+fn open_database(_url: &str) -> Result<(Arc<dyn Store>, String), String> {
+    Err("--database-url needs the `postgres` feature: cargo run --features postgres ...".into())
 }
 
 /// What the worker reported, for the summary.
@@ -367,17 +425,17 @@ fn run(given: &Given) -> ExitCode {
         Ok(update) => update,
         Err(Usage(message)) => return fail(message),
     };
-    let path = given.value("--store").unwrap_or_default();
-    let store = match SqliteStore::open(path) {
-        Ok(store) => store,
-        Err(e) => return fail(format!("cannot open the outbox {path}: {e}")),
+    let (store, path) = match open_store(given) {
+        Ok(opened) => opened,
+        Err(message) => return fail(message),
     };
+    let path = path.as_str();
     let policy = policy(given);
     let tally = Arc::new(Tally::default());
     let events = tally.clone();
     let webhooks = match Webhooks::builder()
         .store(store)
-        .policy(policy.clone())
+        .policy(policy)
         .on_event(move |event| report(event, &events))
         .build()
     {
@@ -420,7 +478,8 @@ fn run(given: &Given) -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(format!("cannot start a tokio runtime: {e}")),
     };
-    let dispatcher = HyperDispatcher::builder().policy(policy).build();
+    // Built without a policy: it adopts the one given to the Webhooks builder.
+    let dispatcher = HyperDispatcher::builder().build();
     let worker = match webhooks.start_tokio(dispatcher, runtime.handle()) {
         Ok(worker) => worker,
         Err(e) => return fail(e.to_string()),
