@@ -122,6 +122,11 @@ const PENDING_TOTAL: &str = "SELECT coalesce(sum(pending), 0)::bigint FROM {s}.s
 const NOTIFY_DUE: &str = "SELECT pg_notify({ch}, 'due')";
 
 /// `$1` now, `$2` the new lease's end, `$3` accounts to skip, `$4` the limit.
+///
+/// The claimed rows are updated through `id = ANY (ARRAY (...))`, not `FROM c WHERE d.id =
+/// c.id`: with the limit a parameter, the generic plan the server switches to after five
+/// executions guesses a tenth of the table for `c` and joins it to a sequential scan of
+/// `deliveries` (300 ms on a million rows); the array keeps it on the primary key.
 const CLAIM: &str = "WITH c AS MATERIALIZED ( \
     SELECT id FROM {s}.deliveries \
     WHERE state = 'pending' AND next_attempt_at <= $1::bigint \
@@ -130,7 +135,7 @@ const CLAIM: &str = "WITH c AS MATERIALIZED ( \
     ORDER BY next_attempt_at LIMIT $4::bigint \
     FOR UPDATE SKIP LOCKED) \
 UPDATE {s}.deliveries d SET lease_until = $2::bigint, claim_token = nextval({tokens}) \
-FROM c WHERE d.id = c.id \
+WHERE d.id = ANY (ARRAY (SELECT id FROM c)) \
 RETURNING d.id, d.account, d.campaign, d.body, d.encoding, d.created_at, d.next_attempt_at, \
     d.attempts, d.state, d.last_status, d.last_error, d.last_attempt_at, d.claim_token, \
     d.lease_until";

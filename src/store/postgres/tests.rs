@@ -784,32 +784,37 @@ fn explain_claim_and_next_due_on_a_million_pending() {
     ));
     let sql = sql::Statements::new(&db.schema);
     let mut plans = Vec::new();
-    for (name, statement, args) in [
-        (
-            "claim",
-            &sql.claim,
-            "(500000000, 530000000, ARRAY['acct1','acct2']::text[], 64)",
-        ),
-        (
-            "next_due",
-            &sql.next_due,
-            "(500000000, ARRAY['acct1']::text[])",
-        ),
-    ] {
-        let explain = format!(
-            "BEGIN; PREPARE q AS {statement}; \
-             EXPLAIN (ANALYZE, BUFFERS) EXECUTE q{args}; ROLLBACK"
-        );
-        let plan: Vec<String> = db
-            .sql(&explain)
-            .into_iter()
-            .map(|row| row[0].clone().unwrap_or_default())
-            .collect();
-        println!("--- {name}\n{}", plan.join("\n"));
-        plans.push(plan.join("\n"));
+    // Custom plans (the first executions of a prepared statement) and the generic plan the
+    // server may switch to after five.
+    for mode in ["force_custom_plan", "force_generic_plan"] {
+        for (name, statement, args) in [
+            (
+                "claim",
+                &sql.claim,
+                "(500000000, 530000000, ARRAY['acct1','acct2']::text[], 64)",
+            ),
+            (
+                "next_due",
+                &sql.next_due,
+                "(500000000, ARRAY['acct1']::text[])",
+            ),
+        ] {
+            let explain = format!(
+                "BEGIN; SET LOCAL plan_cache_mode = {mode}; PREPARE q AS {statement}; \
+                 EXPLAIN (ANALYZE, BUFFERS) EXECUTE q{args}; ROLLBACK"
+            );
+            let plan: Vec<String> = db
+                .sql(&explain)
+                .into_iter()
+                .map(|row| row[0].clone().unwrap_or_default())
+                .collect();
+            println!("--- {name} ({mode})\n{}", plan.join("\n"));
+            plans.push(plan.join("\n"));
+        }
     }
-    assert!(plans[0].contains("deliveries_due"), "{}", plans[0]);
-    assert!(!plans[0].contains("Seq Scan on deliveries"), "{}", plans[0]);
-    assert!(plans[1].contains("deliveries_due"), "{}", plans[1]);
+    for plan in &plans {
+        assert!(plan.contains("deliveries_due"), "{plan}");
+        assert!(!plan.contains("Seq Scan on deliveries"), "{plan}");
+    }
     drop(store);
 }
