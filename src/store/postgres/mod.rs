@@ -1,15 +1,409 @@
-//! A durable outbox shared by a fleet of processes on one PostgreSQL database.
+//! A durable outbox shared by a fleet of processes on one PostgreSQL database (feature
+//! `postgres`).
 //!
-//! (Being written: see the issue "Scale out".)
+//! Every process opens a [`PostgresStore`] on the same database and schema. Due deliveries
+//! are claimed with `FOR UPDATE SKIP LOCKED` under a lease and a fencing token, so each is
+//! attempted by one process at a time; settings are read by every process from one table,
+//! followed by a version cursor; `LISTEN`/`NOTIFY` wakes idle processes at once.
+//!
+//! The store's trait methods are synchronous. The store owns a small tokio runtime on its
+//! own thread, which runs the connection pool (deadpool-postgres over tokio-postgres) and the
+//! `LISTEN` connections; each method hands its work there and waits for the answer, so it may
+//! be called from any thread, a tokio runtime's included, and never nests a runtime.
 
-/// A durable outbox on PostgreSQL, shared by any number of processes.
-#[derive(Debug)]
-pub struct PostgresStore {
-    _private: (),
+mod driver;
+mod enqueue;
+mod listen;
+mod ops;
+mod schema;
+mod sql;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use jiff::Timestamp;
+use tokio_postgres::NoTls;
+use tokio_postgres::config::Host;
+
+use crate::error::{Error, Result};
+use crate::ids::{AccountId, CampaignId, DeliveryId};
+use crate::store::{
+    AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter, DeliveryStats,
+    NewDelivery, NoticeSink, Outbox, Settings, SettingsSnapshot,
+};
+
+use driver::Driver;
+#[allow(
+    unused_imports,
+    unreachable_pub,
+    reason = "public API: reachable once store/mod.rs re-exports it (asked for at the merge)"
+)]
+pub use enqueue::{EnqueueParams, enqueue_in, enqueue_statement};
+use ops::{Ctx, SettingsKind};
+
+/// How long a new connection may take to open, unless the URL sets `connect_timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a method waits for a free pooled connection before failing.
+const POOL_WAIT: Duration = Duration::from_secs(30);
+
+/// Options for opening a [`PostgresStore`]; made by [`PostgresStore::builder`].
+#[derive(Clone)]
+pub struct PostgresStoreBuilder {
+    url: String,
+    pool_size: usize,
+    max_pending: usize,
+    schema: String,
 }
 
-/// Builds a [`PostgresStore`].
-#[derive(Debug)]
-pub struct PostgresStoreBuilder {
-    _private: (),
+impl fmt::Debug for PostgresStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStoreBuilder")
+            .field("url", &redacted(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("max_pending", &self.max_pending)
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+impl PostgresStoreBuilder {
+    /// The most connections the store keeps open for its statements (one more is opened per
+    /// [`Settings::subscribe`]); [`PostgresStore::DEFAULT_POOL_SIZE`] unless set.
+    pub fn pool_size(mut self, pool_size: usize) -> Self {
+        self.pool_size = pool_size;
+        self
+    }
+
+    /// The most deliveries that may be pending at once in the schema, over the fleet;
+    /// [`PostgresStore::DEFAULT_MAX_PENDING`] unless set. A submit beyond it is refused with
+    /// [`Error::StoreFull`] and nothing is stored. Counted at each insert: processes inserting
+    /// at the same moment may together pass it by a batch each.
+    pub fn max_pending(mut self, max_pending: usize) -> Self {
+        self.max_pending = max_pending;
+        self
+    }
+
+    /// The schema every table lives in; [`PostgresStore::DEFAULT_SCHEMA`] unless set. Lower
+    /// case ASCII letters, digits and `_`, starting with a letter or `_`, at most 63 bytes.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Connects, creates the schema or migrates it to this release's version (once, however
+    /// many processes open it at once), and starts the store's runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for a URL that does not parse, a schema name or a pool size
+    /// that is not acceptable; [`Error::Store`] when the database cannot be reached or
+    /// migrated, or when its schema is newer than this release knows (it is left untouched).
+    pub fn open(self) -> Result<PostgresStore> {
+        PostgresStore::open_with(self)
+    }
+}
+
+/// A durable outbox on PostgreSQL, shared by any number of processes.
+///
+/// - Durable: [`insert`](Outbox::insert) returns once its transaction committed.
+/// - Shared: deliveries are claimed with leases and fencing tokens ([`Outbox::claim`]),
+///   settings and counts are the fleet's, and `LISTEN`/`NOTIFY` tells every subscribed
+///   process about new due work and changed settings ([`Settings::subscribe`]).
+/// - Transactional enqueue: a dialer can store a delivery inside its own transaction with
+///   [`enqueue_statement`] or [`enqueue_in`].
+///
+/// Dropping the store stops its runtime and closes its connections.
+pub struct PostgresStore {
+    ctx: Arc<Ctx>,
+    config: tokio_postgres::Config,
+    target: String,
+    // Dropped last: the tasks above run on it.
+    driver: Driver,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the password, never the accounts' settings.
+        f.debug_struct("PostgresStore")
+            .field("database", &self.target)
+            .field("schema", &self.ctx.sql.schema)
+            .field("max_pending", &self.ctx.max_pending)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` without its password: user, hosts, ports and database name only.
+fn redacted(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(config) => describe(&config),
+        Err(_) => "<a database URL that does not parse>".into(),
+    }
+}
+
+fn describe(config: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let host = match host {
+                Host::Tcp(name) => name.clone(),
+                #[cfg(unix)]
+                Host::Unix(path) => path.display().to_string(),
+            };
+            match config.get_ports().get(i).or(config.get_ports().first()) {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            }
+        })
+        .collect();
+    format!(
+        "postgres://{}@{}/{}",
+        config.get_user().unwrap_or(""),
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+/// Whether `schema` is a plain identifier: nothing to quote, nothing to fold.
+fn check_schema_name(schema: &str) -> Result<()> {
+    let mut chars = schema.chars();
+    let starts_well = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_plain = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !starts_well || !rest_plain || schema.len() > 63 || schema.starts_with("pg_") {
+        return Err(Error::config(
+            "schema",
+            "use lower case ASCII letters, digits and `_`, starting with a letter or `_` \
+             (not `pg_`), at most 63 bytes",
+        ));
+    }
+    Ok(())
+}
+
+impl PostgresStore {
+    /// The default [`max_pending`](PostgresStoreBuilder::max_pending).
+    pub const DEFAULT_MAX_PENDING: usize = 1_000_000;
+    /// The default [`pool_size`](PostgresStoreBuilder::pool_size).
+    pub const DEFAULT_POOL_SIZE: usize = 8;
+    /// The default [`schema`](PostgresStoreBuilder::schema).
+    pub const DEFAULT_SCHEMA: &'static str = "call_result_webhook";
+
+    /// Opens the outbox at `url` (`postgres://user:password@host:port/database`, or the
+    /// `key=value` form) with the default options. See [`PostgresStoreBuilder::open`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PostgresStoreBuilder::open`].
+    pub fn connect(url: &str) -> Result<PostgresStore> {
+        Self::builder(url).open()
+    }
+
+    /// Options for opening the outbox at `url`.
+    pub fn builder(url: impl Into<String>) -> PostgresStoreBuilder {
+        PostgresStoreBuilder {
+            url: url.into(),
+            pool_size: Self::DEFAULT_POOL_SIZE,
+            max_pending: Self::DEFAULT_MAX_PENDING,
+            schema: Self::DEFAULT_SCHEMA.into(),
+        }
+    }
+
+    /// The schema the outbox lives in.
+    pub fn schema(&self) -> &str {
+        &self.ctx.sql.schema
+    }
+
+    /// The most deliveries that may be pending at once.
+    pub fn max_pending(&self) -> usize {
+        self.ctx.max_pending
+    }
+
+    fn open_with(options: PostgresStoreBuilder) -> Result<PostgresStore> {
+        let PostgresStoreBuilder {
+            url,
+            pool_size,
+            max_pending,
+            schema,
+        } = options;
+        // The parser's errors name the option, never its value.
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| Error::config("database URL", format!("does not parse: {e}")))?;
+        check_schema_name(&schema)?;
+        if pool_size == 0 {
+            return Err(Error::config("pool_size", "must be at least 1"));
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("call-result-webhook");
+        }
+        let target = describe(&config);
+
+        let driver = Driver::start()?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| Error::store("building the connection pool", e))?;
+        let ctx = Arc::new(Ctx {
+            pool,
+            sql: sql::Statements::new(&schema),
+            max_pending,
+        });
+        let migrating = Arc::clone(&ctx);
+        let connecting = format!("connecting to {target}");
+        let own_config = config.clone();
+        driver.run(async move {
+            let client = migrating.client().await.map_err(|e| Error::Store {
+                message: connecting,
+                source: Some(e.into()),
+            })?;
+            schema::migrate(&client, &own_config, &migrating.sql.schema).await
+        })?;
+        Ok(PostgresStore {
+            ctx,
+            config,
+            target,
+            driver,
+        })
+    }
+
+    fn run<T, F>(&self, work: impl FnOnce(Arc<Ctx>) -> F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        self.driver.run(work(Arc::clone(&self.ctx)))
+    }
+}
+
+fn skip_names(skip: &[AccountId]) -> Vec<String> {
+    skip.iter().map(|a| a.as_str().to_owned()).collect()
+}
+
+impl Outbox for PostgresStore {
+    fn insert(&self, deliveries: &[NewDelivery]) -> Result<()> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let deliveries = deliveries.to_vec();
+        self.run(|ctx| ops::insert(ctx, deliveries))
+    }
+
+    fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claim>> {
+        let (now, limit, lease) = (request.now, request.limit, request.lease);
+        let skip = skip_names(request.skip);
+        self.run(|ctx| ops::claim(ctx, now, limit, lease, skip))
+    }
+
+    fn next_due(&self, now: Timestamp, skip: &[AccountId]) -> Result<Option<Timestamp>> {
+        let skip = skip_names(skip);
+        self.run(|ctx| ops::next_due(ctx, now, skip))
+    }
+
+    fn record_attempts(
+        &self,
+        outcomes: &[(DeliveryId, ClaimToken, AttemptRecord)],
+    ) -> Vec<Result<()>> {
+        if outcomes.is_empty() {
+            return Vec::new();
+        }
+        let owned = outcomes.to_vec();
+        let answers = self.run(|ctx| async move { Ok(ops::record_attempts(ctx, owned).await) });
+        match answers {
+            Ok(answers) => answers,
+            Err(e) => {
+                let cause = e.to_string();
+                outcomes
+                    .iter()
+                    .map(|_| {
+                        Err(Error::Store {
+                            message: format!("recording attempts: {cause}"),
+                            source: None,
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn release(&self, claims: &[(DeliveryId, ClaimToken)]) -> Result<()> {
+        let claims = claims.to_vec();
+        self.run(|ctx| ops::release(ctx, claims))
+    }
+
+    fn has_pending(&self) -> Result<bool> {
+        self.run(ops::has_pending)
+    }
+
+    fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>> {
+        let filter = filter.clone();
+        self.run(|ctx| ops::list(ctx, filter, limit))
+    }
+
+    fn requeue_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {
+        let filter = filter.clone();
+        self.run(|ctx| ops::requeue_failed(ctx, filter, now))
+    }
+
+    fn remove(&self, filter: &DeliveryFilter) -> Result<u64> {
+        let filter = filter.clone();
+        self.run(|ctx| ops::remove(ctx, filter))
+    }
+
+    fn stats(&self, account: &AccountId, campaign: Option<&CampaignId>) -> Result<DeliveryStats> {
+        let (account, campaign) = (account.clone(), campaign.cloned());
+        self.run(|ctx| ops::stats(ctx, account, campaign))
+    }
+}
+
+impl Settings for PostgresStore {
+    fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()> {
+        let (account, json) = (account.clone(), settings_json.to_owned());
+        self.run(|ctx| ops::save_settings(ctx, SettingsKind::Account, account, json))
+    }
+
+    fn save_health(&self, account: &AccountId, health_json: &str) -> Result<()> {
+        let (account, json) = (account.clone(), health_json.to_owned());
+        self.run(|ctx| ops::save_settings(ctx, SettingsKind::Health, account, json))
+    }
+
+    fn load_settings(&self) -> Result<SettingsSnapshot> {
+        self.run(|ctx| ops::settings_since(ctx, 0))
+    }
+
+    fn changes_since(&self, cursor: u64) -> Result<SettingsSnapshot> {
+        self.run(|ctx| ops::settings_since(ctx, cursor))
+    }
+
+    /// Opens a dedicated connection that `LISTEN`s on the schema's channel and calls `sink`
+    /// with each notice, from the store's runtime thread; reconnects with backoff if it
+    /// breaks, and then announces both notices, since some may have been missed.
+    fn subscribe(&self, sink: NoticeSink) {
+        let config = self.config.clone();
+        let schema = self.ctx.sql.schema.clone();
+        self.driver.spawn(listen::listen(config, schema, sink));
+    }
+
+    /// Other processes write to the same tables: one second.
+    fn poll_interval(&self) -> Option<Duration> {
+        Some(Duration::from_secs(1))
+    }
 }

@@ -1,0 +1,96 @@
+//! The store's own tokio runtime, on its own thread: it runs the connection pool, every
+//! statement and the LISTEN connections. The synchronous trait methods hand their work to it
+//! and wait for the answer on a oneshot channel; no caller's thread ever enters a runtime.
+
+use std::future::Future;
+use std::thread::{JoinHandle, ThreadId};
+
+use crate::error::{Error, Result};
+
+/// A current-thread runtime driven by one dedicated thread until the driver is dropped.
+#[derive(Debug)]
+pub(super) struct Driver {
+    handle: tokio::runtime::Handle,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    thread_id: ThreadId,
+}
+
+impl Driver {
+    pub(super) fn start() -> Result<Driver> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::store("starting the outbox's database runtime", e))?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("outbox-postgres".into())
+            .spawn(move || {
+                // Runs every task until the driver is dropped (the sender with it), then drops
+                // them all, closing their connections.
+                let _ = runtime.block_on(stopped);
+                drop(runtime);
+            })
+            .map_err(|e| Error::store("starting the outbox's database thread", e))?;
+        let thread_id = thread.thread().id();
+        Ok(Driver {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+            thread_id,
+        })
+    }
+
+    /// Runs `work` on the runtime and waits for its answer.
+    ///
+    /// # Errors
+    ///
+    /// What `work` answers, or [`Error::Store`] if the runtime stopped first or `work` was
+    /// called from the runtime's own thread (a notice sink calling back into the store),
+    /// where waiting would stall the very work it waits for.
+    pub(super) fn run<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        if std::thread::current().id() == self.thread_id {
+            return Err(Error::Store {
+                message: "the outbox was called from its own database thread (a notice sink \
+                          must return at once, not call the store)"
+                    .into(),
+                source: None,
+            });
+        }
+        let (answer, answered) = oneshot::channel();
+        drop(self.handle.spawn(async move {
+            // The caller always waits; nothing to do if it is gone.
+            let _ = answer.send(work.await);
+        }));
+        answered.recv().map_err(|_| Error::Store {
+            message: "the outbox's database task ended without an answer".into(),
+            source: None,
+        })?
+    }
+
+    /// Starts `task` on the runtime; it ends when it returns or the driver is dropped.
+    pub(super) fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        drop(self.handle.spawn(task));
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            // Dropped from a task of its own runtime (a sink holding the last handle to the
+            // store): the thread stops on its own once this task returns.
+            if std::thread::current().id() != self.thread_id {
+                let _ = thread.join();
+            }
+        }
+    }
+}

@@ -1,0 +1,820 @@
+//! Against a real PostgreSQL server: `CALL_RESULT_WEBHOOK_DATABASE_URL`, by default
+//! `postgres://postgres@127.0.0.1:5432/postgres`. Each test works in a fresh schema of its own
+//! and drops it at the end. Without a server, each test prints `SKIPPED: ...` and returns.
+
+use std::collections::HashSet;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use jiff::Timestamp;
+use tokio_postgres::NoTls;
+
+use super::*;
+use crate::encoding::Encoding;
+use crate::request::EncodedBody;
+use crate::store::{DeliveryState, NextStep, Notice};
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+fn url() -> String {
+    std::env::var("CALL_RESULT_WEBHOOK_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.into())
+}
+
+/// A fresh schema on the test server, dropped with the value.
+struct Db {
+    url: String,
+    schema: String,
+}
+
+/// Runs `f` on a runtime of its own, on a thread of its own (so that a test may call it from
+/// inside another runtime).
+fn block_on<F>(f: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a test runtime")
+                    .block_on(f)
+            })
+            .join()
+            .expect("the test runtime's thread")
+    })
+}
+
+impl Db {
+    /// `None` (after saying so) when no server answers.
+    fn new() -> Option<Db> {
+        let url = url();
+        let probe = block_on(async {
+            let (client, conn) =
+                tokio::time::timeout(Duration::from_secs(5), tokio_postgres::connect(&url, NoTls))
+                    .await
+                    .map_err(|_| "timed out".to_string())?
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<(), String>(())
+        });
+        if let Err(e) = probe {
+            println!("SKIPPED: no PostgreSQL at {}: {e}", redacted(&url));
+            return None;
+        }
+        let schema = format!("crwh_test_{:016x}", getrandom::u64().expect("random"));
+        Some(Db { url, schema })
+    }
+
+    fn builder(&self) -> PostgresStoreBuilder {
+        PostgresStore::builder(&self.url)
+            .schema(&self.schema)
+            .pool_size(4)
+    }
+
+    fn open(&self) -> PostgresStore {
+        self.builder().open().expect("open the store")
+    }
+
+    /// Runs `sql` (simple protocol) on a connection of its own; answers each row's columns as
+    /// text.
+    fn sql(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        block_on(async {
+            let (client, conn) = tokio_postgres::connect(&self.url, NoTls)
+                .await
+                .expect("connect");
+            tokio::spawn(conn);
+            let messages = client.simple_query(sql).await.expect(sql);
+            messages
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                        (0..row.len())
+                            .map(|i| row.get(i).map(str::to_owned))
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect()
+        })
+    }
+
+    /// The first column of the first row of `sql`.
+    fn scalar(&self, sql: &str) -> String {
+        self.sql(sql)[0][0].clone().unwrap_or_default()
+    }
+
+    fn s(&self) -> String {
+        sql::quote_ident(&self.schema)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let drop_schema = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.s());
+        let _ = block_on(async {
+            let (client, conn) = tokio_postgres::connect(&self.url, NoTls).await?;
+            tokio::spawn(conn);
+            client.batch_execute(&drop_schema).await
+        });
+    }
+}
+
+macro_rules! db {
+    () => {
+        match Db::new() {
+            Some(db) => db,
+            None => return,
+        }
+    };
+}
+
+fn t(seconds: i64) -> Timestamp {
+    Timestamp::from_second(1_700_000_000 + seconds).unwrap()
+}
+
+fn new(id: &str, account: &str, body: &str, due: Timestamp) -> NewDelivery {
+    NewDelivery {
+        id: DeliveryId::new(id).unwrap(),
+        account: account.into(),
+        campaign: "spring".into(),
+        body: EncodedBody::from_parts(Bytes::from(body.to_owned()), Encoding::Form),
+        created_at: due,
+        next_attempt_at: due,
+    }
+}
+
+fn claim(store: &PostgresStore, now: Timestamp, limit: usize, skip: &[AccountId]) -> Vec<Claim> {
+    store
+        .claim(&ClaimRequest {
+            now,
+            limit,
+            lease: Duration::from_secs(30),
+            skip,
+        })
+        .unwrap()
+}
+
+fn ids(claims: &[Claim]) -> Vec<&str> {
+    claims.iter().map(|c| c.delivery.id.as_str()).collect()
+}
+
+fn record(at: Timestamp, next: NextStep, error: Option<&str>) -> AttemptRecord {
+    AttemptRecord {
+        at,
+        status: Some(if error.is_some() { 503 } else { 200 }),
+        error: error.map(str::to_owned),
+        next,
+    }
+}
+
+#[test]
+fn migrates_on_open_and_reopens() {
+    let db = db!();
+    let store = db.open();
+    let s = db.s();
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT string_agg(version::text, ',') FROM {s}.schema_version"
+        )),
+        "1"
+    );
+    store.insert(&[new("a", "acme", "x=1", t(0))]).unwrap();
+    drop(store);
+    let store = db.open();
+    let listed = store.list(&DeliveryFilter::account("acme"), 10).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].body.bytes().as_ref(), b"x=1");
+    assert_eq!(listed[0].created_at, t(0));
+    assert_eq!(
+        db.scalar(&format!("SELECT count(*) FROM {s}.schema_version")),
+        "1"
+    );
+}
+
+#[test]
+fn stores_opening_at_once_migrate_once() {
+    let db = db!();
+    let opened: Vec<Result<PostgresStore>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| db.builder().open()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for store in &opened {
+        assert!(store.is_ok(), "{:?}", store.as_ref().err());
+    }
+    assert_eq!(
+        db.scalar(&format!("SELECT count(*) FROM {}.schema_version", db.s())),
+        "1"
+    );
+}
+
+#[test]
+fn a_newer_schema_is_refused_untouched() {
+    let db = db!();
+    let store = db.open();
+    store.insert(&[new("a", "acme", "x=1", t(0))]).unwrap();
+    drop(store);
+    let s = db.s();
+    db.sql(&format!(
+        "INSERT INTO {s}.schema_version (version, release) VALUES (99, 'future')"
+    ));
+    let before = db.sql(&format!(
+        "SELECT (SELECT count(*) FROM {s}.schema_version), (SELECT count(*) FROM {s}.deliveries), \
+         (SELECT count(*) FROM pg_tables WHERE schemaname = '{}')",
+        db.schema
+    ));
+    let err = db.builder().open().unwrap_err();
+    assert!(
+        matches!(&err, Error::Store { message, .. } if message.contains("version 99")
+            && message.contains("newer")),
+        "{err}"
+    );
+    let after = db.sql(&format!(
+        "SELECT (SELECT count(*) FROM {s}.schema_version), (SELECT count(*) FROM {s}.deliveries), \
+         (SELECT count(*) FROM pg_tables WHERE schemaname = '{}')",
+        db.schema
+    ));
+    assert_eq!(before, after);
+}
+
+#[test]
+fn insert_is_idempotent_on_the_id() {
+    let db = db!();
+    let store = db.open();
+    let acme = AccountId::new("acme");
+    store.insert(&[new("a", "acme", "x=1", t(0))]).unwrap();
+    // The same call result again, alone and twice in one batch: stored once.
+    store.insert(&[new("a", "acme", "x=1", t(5))]).unwrap();
+    store
+        .insert(&[new("a", "acme", "x=1", t(0)), new("a", "acme", "x=1", t(0))])
+        .unwrap();
+    assert_eq!(store.stats(&acme, None).unwrap().pending, 1);
+    // Another call result under a stored id refuses the whole batch.
+    let err = store
+        .insert(&[new("b", "acme", "x=2", t(0)), new("a", "acme", "x=9", t(0))])
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::IdConflict { id } if id == "a"),
+        "{err}"
+    );
+    let err = store.insert(&[new("a", "other", "x=1", t(0))]).unwrap_err();
+    assert!(matches!(err, Error::IdConflict { .. }));
+    // Two different call results under one id in one batch.
+    let err = store
+        .insert(&[new("c", "acme", "x=1", t(0)), new("c", "acme", "x=2", t(0))])
+        .unwrap_err();
+    assert!(matches!(err, Error::IdConflict { .. }));
+    let listed = store.list(&DeliveryFilter::account("acme"), 10).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(store.stats(&acme, None).unwrap().pending, 1);
+    // A delivered id is remembered: a resubmission is left as it is.
+    let claims = claim(&store, t(0), 10, &[]);
+    let outcome = (
+        claims[0].delivery.id.clone(),
+        claims[0].token,
+        record(t(1), NextStep::Delivered, None),
+    );
+    assert!(store.record_attempts(&[outcome])[0].is_ok());
+    store.insert(&[new("a", "acme", "x=1", t(2))]).unwrap();
+    assert!(!store.has_pending().unwrap());
+    let stats = store.stats(&acme, None).unwrap();
+    assert_eq!((stats.pending, stats.delivered), (0, 1));
+}
+
+#[test]
+fn max_pending_refuses_new_deliveries_only() {
+    let db = db!();
+    let store = db.builder().max_pending(2).open().unwrap();
+    store
+        .insert(&[new("a", "acme", "1", t(0)), new("b", "acme", "2", t(0))])
+        .unwrap();
+    let err = store.insert(&[new("c", "acme", "3", t(0))]).unwrap_err();
+    assert!(matches!(err, Error::StoreFull { capacity: 2 }), "{err}");
+    // A repeat takes no room.
+    store.insert(&[new("a", "acme", "1", t(0))]).unwrap();
+    assert_eq!(
+        store
+            .list(&DeliveryFilter::account("acme"), 10)
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn claims_earliest_first_within_limit_leaving_out_skipped_accounts() {
+    let db = db!();
+    let store = db.open();
+    store
+        .insert(&[
+            new("late", "acme", "1", t(30)),
+            new("first", "acme", "2", t(1)),
+            new("second", "globex", "3", t(2)),
+            new("third", "acme", "4", t(3)),
+            new("future", "acme", "5", t(100)),
+        ])
+        .unwrap();
+    assert_eq!(store.next_due(t(0), &[]).unwrap(), Some(t(1)));
+    let globex = [AccountId::new("globex")];
+    assert_eq!(store.next_due(t(0), &globex).unwrap(), Some(t(1)));
+    let claimed = claim(&store, t(50), 2, &[]);
+    assert_eq!(ids(&claimed), ["first", "second"]);
+    assert_ne!(claimed[0].token, claimed[1].token);
+    assert_eq!(claimed[0].lease_until, t(80));
+    let claimed = claim(&store, t(50), 10, &globex);
+    assert_eq!(ids(&claimed), ["third", "late"]);
+    // Under live leases, or not due yet: nothing.
+    assert!(claim(&store, t(50), 10, &[]).is_empty());
+    assert_eq!(store.next_due(t(50), &[]).unwrap(), Some(t(100)));
+    assert!(store.has_pending().unwrap());
+}
+
+#[test]
+fn a_claim_holds_until_its_lease_runs_out_then_a_greater_token_takes_it() {
+    let db = db!();
+    let store = db.open();
+    store.insert(&[new("a", "acme", "1", t(0))]).unwrap();
+    let first = claim(&store, t(0), 10, &[]);
+    assert_eq!(ids(&first), ["a"]);
+    assert!(claim(&store, t(29), 10, &[]).is_empty());
+    assert_eq!(store.next_due(t(29), &[]).unwrap(), None);
+    let second = claim(&store, t(30), 10, &[]);
+    assert_eq!(ids(&second), ["a"]);
+    assert!(second[0].token > first[0].token);
+    assert_eq!(second[0].lease_until, t(60));
+}
+
+#[test]
+fn an_outcome_under_a_lost_claim_records_nothing() {
+    let db = db!();
+    let store = db.open();
+    store
+        .insert(&[new("a", "acme", "1", t(0)), new("b", "acme", "2", t(0))])
+        .unwrap();
+    let old = claim(&store, t(0), 1, &[]);
+    let new_claim = claim(&store, t(31), 1, &[]);
+    assert_eq!(ids(&old), ids(&new_claim));
+    let id = old[0].delivery.id.clone();
+    let answers = store.record_attempts(&[(
+        id.clone(),
+        old[0].token,
+        record(t(32), NextStep::Failed, Some("HTTP 410")),
+    )]);
+    assert!(matches!(&answers[0], Err(Error::LeaseLost { id: lost }) if *lost == id.to_string()));
+    let listed = store
+        .list(&DeliveryFilter::account("acme").id(id.clone()), 10)
+        .unwrap();
+    assert_eq!(listed[0].attempts, 0);
+    assert_eq!(listed[0].state, DeliveryState::Pending);
+    let stats = store.stats(&AccountId::new("acme"), None).unwrap();
+    assert_eq!(
+        (stats.pending, stats.failed, stats.last_failure_at),
+        (2, 0, None)
+    );
+    // The current claim records; the same token again is no longer current.
+    let outcome = (
+        id.clone(),
+        new_claim[0].token,
+        record(t(33), NextStep::Delivered, None),
+    );
+    let answers = store.record_attempts(&[outcome.clone(), outcome]);
+    assert!(answers[0].is_ok());
+    assert!(matches!(answers[1], Err(Error::LeaseLost { .. })));
+    // A removed delivery is unknown; one failing leaves the others recorded.
+    let b = claim(&store, t(40), 1, &[]);
+    assert_eq!(ids(&b), ["b"]);
+    store
+        .remove(&DeliveryFilter::account("acme").id(b[0].delivery.id.clone()))
+        .unwrap();
+    store.insert(&[new("c", "acme", "3", t(0))]).unwrap();
+    let c = claim(&store, t(40), 1, &[]);
+    let answers = store.record_attempts(&[
+        (
+            b[0].delivery.id.clone(),
+            b[0].token,
+            record(t(41), NextStep::Delivered, None),
+        ),
+        (
+            c[0].delivery.id.clone(),
+            c[0].token,
+            record(t(41), NextStep::Delivered, None),
+        ),
+    ]);
+    assert!(matches!(&answers[0], Err(Error::UnknownDelivery(id)) if id == "b"));
+    assert!(answers[1].is_ok());
+    let stats = store.stats(&AccountId::new("acme"), None).unwrap();
+    assert_eq!((stats.pending, stats.delivered), (0, 2));
+}
+
+#[test]
+fn released_claims_can_be_claimed_again_at_once() {
+    let db = db!();
+    let store = db.open();
+    store.insert(&[new("a", "acme", "1", t(0))]).unwrap();
+    let first = claim(&store, t(0), 1, &[]);
+    store
+        .release(&[(first[0].delivery.id.clone(), first[0].token)])
+        .unwrap();
+    let second = claim(&store, t(1), 1, &[]);
+    assert_eq!(ids(&second), ["a"]);
+    assert!(second[0].token > first[0].token);
+    // A stale token's release is ignored: the live claim holds.
+    store
+        .release(&[(first[0].delivery.id.clone(), first[0].token)])
+        .unwrap();
+    assert!(claim(&store, t(2), 1, &[]).is_empty());
+    store.release(&[]).unwrap();
+}
+
+#[test]
+fn outcomes_move_deliveries_and_counts() {
+    let db = db!();
+    let store = db.open();
+    let acme = AccountId::new("acme");
+    store
+        .insert(&[
+            new("a", "acme", "1", t(0)),
+            new("b", "acme", "2", t(0)),
+            NewDelivery {
+                campaign: "autumn".into(),
+                ..new("c", "acme", "3", t(0))
+            },
+        ])
+        .unwrap();
+    let claims = claim(&store, t(0), 10, &[]);
+    assert_eq!(claims.len(), 3);
+    let by_id = |id: &str| {
+        claims
+            .iter()
+            .find(|c| c.delivery.id.as_str() == id)
+            .unwrap()
+    };
+    let answers = store.record_attempts(&[
+        (
+            by_id("a").delivery.id.clone(),
+            by_id("a").token,
+            record(t(1), NextStep::Delivered, None),
+        ),
+        (
+            by_id("b").delivery.id.clone(),
+            by_id("b").token,
+            record(t(2), NextStep::RetryAt(t(60)), Some("HTTP 503")),
+        ),
+        (
+            by_id("c").delivery.id.clone(),
+            by_id("c").token,
+            record(t(3), NextStep::Failed, Some("HTTP 410")),
+        ),
+    ]);
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    let stats = store.stats(&acme, None).unwrap();
+    assert_eq!((stats.pending, stats.delivered, stats.failed), (1, 1, 1));
+    assert_eq!(stats.last_success_at, Some(t(1)));
+    assert_eq!(stats.last_failure_at, Some(t(3)));
+    assert_eq!(stats.last_failure_reason.as_deref(), Some("HTTP 410"));
+    let spring = store
+        .stats(&acme, Some(&CampaignId::new("spring")))
+        .unwrap();
+    assert_eq!((spring.pending, spring.delivered, spring.failed), (1, 1, 0));
+    assert_eq!(spring.last_failure_reason.as_deref(), Some("HTTP 503"));
+
+    // The retry waits for its time, lease cleared.
+    let b = &store
+        .list(
+            &DeliveryFilter::account("acme").id(DeliveryId::new("b").unwrap()),
+            1,
+        )
+        .unwrap()[0];
+    assert_eq!(
+        (b.attempts, b.next_attempt_at, b.last_status),
+        (1, t(60), Some(503))
+    );
+    assert_eq!(b.last_attempt_at, Some(t(2)));
+    assert!(claim(&store, t(59), 10, &[]).is_empty());
+    assert_eq!(ids(&claim(&store, t(60), 10, &[])), ["b"]);
+
+    // The failed one is kept, listed, replayed.
+    let failed = store
+        .list(
+            &DeliveryFilter::account("acme").state(DeliveryState::Failed),
+            10,
+        )
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].last_error.as_deref(), Some("HTTP 410"));
+    assert_eq!(
+        store
+            .list(
+                &DeliveryFilter::account("acme").state(DeliveryState::Delivered),
+                10
+            )
+            .unwrap(),
+        []
+    );
+    assert_eq!(
+        store
+            .requeue_failed(&DeliveryFilter::account("acme"), t(100))
+            .unwrap(),
+        1
+    );
+    let stats = store.stats(&acme, None).unwrap();
+    assert_eq!((stats.pending, stats.failed), (2, 0));
+    // b's lease (from t(60)) ran out at t(90).
+    assert_eq!(ids(&claim(&store, t(100), 10, &[])), ["b", "c"]);
+    assert_eq!(store.remove(&DeliveryFilter::account("acme")).unwrap(), 2);
+    let stats = store.stats(&acme, None).unwrap();
+    assert_eq!((stats.pending, stats.delivered, stats.failed), (0, 1, 0));
+    assert!(!store.has_pending().unwrap());
+}
+
+#[test]
+fn two_stores_claiming_from_eight_threads_never_share_a_delivery() {
+    let db = db!();
+    let stores = [Arc::new(db.open()), Arc::new(db.open())];
+    let total = 600;
+    let batch: Vec<NewDelivery> = (0..total)
+        .map(|i| {
+            new(
+                &format!("d{i:04}"),
+                &format!("acct{}", i % 7),
+                "x",
+                t(i % 50),
+            )
+        })
+        .collect();
+    stores[0].insert(&batch).unwrap();
+    let claimed = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for thread in 0..8 {
+            let store = Arc::clone(&stores[thread % 2]);
+            let claimed = &claimed;
+            scope.spawn(move || {
+                loop {
+                    let got = store
+                        .claim(&ClaimRequest {
+                            now: t(100),
+                            limit: 7,
+                            lease: Duration::from_secs(3600),
+                            skip: &[],
+                        })
+                        .unwrap();
+                    if got.is_empty() {
+                        break;
+                    }
+                    let mut all = claimed.lock().unwrap();
+                    all.extend(got.into_iter().map(|c| c.delivery.id.to_string()));
+                }
+            });
+        }
+    });
+    let claimed = claimed.into_inner().unwrap();
+    let unique: HashSet<&String> = claimed.iter().collect();
+    assert_eq!(unique.len(), claimed.len(), "a delivery was claimed twice");
+    assert_eq!(claimed.len(), total as usize);
+}
+
+/// Subscribes `store` and waits until its LISTEN connection is up; answers the notices.
+fn subscribed(db: &Db, store: &PostgresStore) -> mpsc::Receiver<Notice> {
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    store.subscribe(Arc::new(move |notice| {
+        let _ = tx.lock().unwrap().send(notice);
+    }));
+    let listening = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN {}'",
+        db.s().replace('\'', "''")
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while db.scalar(&listening) == "0" {
+        assert!(
+            Instant::now() < deadline,
+            "the LISTEN connection never came up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rx
+}
+
+fn expect_notice(rx: &mpsc::Receiver<Notice>, want: Notice) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(notice) if notice == want => return,
+            Ok(_) => continue,
+            Err(_) => panic!("no {want:?} within 1 s"),
+        }
+    }
+}
+
+#[test]
+fn settings_changes_are_followed_and_announced() {
+    let db = db!();
+    let a = db.open();
+    let b = db.open();
+    assert_eq!(b.poll_interval(), Some(Duration::from_secs(1)));
+    let start = b.load_settings().unwrap();
+    assert_eq!(start, SettingsSnapshot::default());
+    let notices = subscribed(&db, &b);
+
+    a.save_account(&AccountId::new("acme"), r#"{"id":"acme","v":1}"#)
+        .unwrap();
+    expect_notice(&notices, Notice::SettingsChanged);
+    let changed = b.changes_since(start.cursor).unwrap();
+    assert_eq!(changed.accounts, [r#"{"id":"acme","v":1}"#]);
+    assert!(changed.cursor > start.cursor);
+    assert_eq!(b.changes_since(changed.cursor).unwrap().accounts.len(), 0);
+
+    a.save_health(&AccountId::new("acme"), r#"{"paused":true}"#)
+        .unwrap();
+    a.save_account(&AccountId::new("acme"), r#"{"id":"acme","v":2}"#)
+        .unwrap();
+    expect_notice(&notices, Notice::SettingsChanged);
+    let again = b.changes_since(changed.cursor).unwrap();
+    assert_eq!(again.accounts, [r#"{"id":"acme","v":2}"#]);
+    assert_eq!(
+        again.health,
+        [(AccountId::new("acme"), r#"{"paused":true}"#.to_owned())]
+    );
+    assert!(again.cursor > changed.cursor);
+    let all = a.load_settings().unwrap();
+    assert_eq!(all.accounts, [r#"{"id":"acme","v":2}"#]);
+    assert_eq!(all.cursor, again.cursor);
+}
+
+#[test]
+fn an_insert_wakes_a_subscribed_store() {
+    let db = db!();
+    let a = db.open();
+    let b = db.open();
+    let notices = subscribed(&db, &b);
+    a.insert(&[new("a", "acme", "1", t(0))]).unwrap();
+    expect_notice(&notices, Notice::DueWork);
+    // A repeat stores nothing and announces nothing.
+    a.insert(&[new("a", "acme", "1", t(0))]).unwrap();
+    assert!(notices.recv_timeout(Duration::from_millis(300)).is_err());
+}
+
+#[test]
+fn the_dialer_enqueues_inside_its_own_transaction() {
+    let db = db!();
+    let store = db.open();
+    let s = db.s();
+    db.sql(&format!("CREATE TABLE {s}.calls (id text PRIMARY KEY)"));
+    let delivery = new("call-1", "acme", "Reference=1", t(0));
+    block_on(async {
+        let (mut client, conn) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let insert_call = format!("INSERT INTO {s}.calls (id) VALUES ('call-1')");
+
+        let tx = client.transaction().await.unwrap();
+        tx.batch_execute(&insert_call).await.unwrap();
+        enqueue_in(&tx, &db.schema, &delivery).await.unwrap();
+        tx.rollback().await.unwrap();
+        let calls: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {s}.calls"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(calls, 0);
+        assert!(!store.has_pending().unwrap());
+
+        let tx = client.transaction().await.unwrap();
+        tx.batch_execute(&insert_call).await.unwrap();
+        enqueue_in(&tx, &db.schema, &delivery).await.unwrap();
+        enqueue_in(&tx, &db.schema, &delivery).await.unwrap();
+        tx.commit().await.unwrap();
+        enqueue_in(&client, &db.schema, &delivery).await.unwrap();
+
+        // The statement itself, as a sqlx user runs it.
+        let sql = enqueue_statement(&db.schema);
+        let params = EnqueueParams::new(&delivery).unwrap();
+        let outcome: String = client
+            .query_one(&sql, &params.as_params())
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(outcome, "duplicate");
+        let other = new("call-1", "acme", "Reference=2", t(0));
+        let params = EnqueueParams::new(&other).unwrap();
+        let outcome: String = client
+            .query_one(&sql, &params.as_params())
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(outcome, "conflict");
+        let err = enqueue_in(&client, &db.schema, &other).await.unwrap_err();
+        assert!(matches!(err, Error::IdConflict { .. }));
+        assert!(!format!("{params:?}").contains("Reference"));
+    });
+    assert_eq!(db.scalar(&format!("SELECT count(*) FROM {s}.calls")), "1");
+    let listed = store.list(&DeliveryFilter::account("acme"), 10).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].body.bytes().as_ref(), b"Reference=1");
+    assert_eq!(
+        store.stats(&AccountId::new("acme"), None).unwrap().pending,
+        1
+    );
+    assert_eq!(ids(&claim(&store, t(0), 10, &[])), ["call-1"]);
+}
+
+#[tokio::test]
+async fn works_when_called_from_inside_a_tokio_runtime() {
+    let db = db!();
+    // Opening and calling from a runtime's thread: the store never nests a runtime.
+    let store = db.open();
+    store.insert(&[new("a", "acme", "1", t(0))]).unwrap();
+    assert!(store.has_pending().unwrap());
+    drop(store);
+}
+
+#[test]
+fn the_password_never_shows() {
+    let url = "postgres://dialer:s3cr3t-pw@127.0.0.1:1/outbox?connect_timeout=1";
+    let builder = PostgresStore::builder(url);
+    let shown = format!("{builder:?}");
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+    assert!(shown.contains("dialer@127.0.0.1:1/outbox"), "{shown}");
+    let err = builder.open().unwrap_err();
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(e) = source {
+        chain.push_str(&format!(" / {e} / {e:?}"));
+        source = e.source();
+    }
+    assert!(!chain.contains("s3cr3t"), "{chain}");
+    assert!(chain.contains("127.0.0.1:1"), "{chain}");
+    let bad = PostgresStore::builder("postgres://u:pw@h/db")
+        .schema("Robert'); DROP")
+        .open();
+    assert!(matches!(
+        bad,
+        Err(Error::InvalidConfig {
+            field: "schema",
+            ..
+        })
+    ));
+}
+
+/// Run by hand: `cargo test --features postgres --lib store::postgres::tests::explain --
+/// --ignored --nocapture`. Loads 1,000,000 pending deliveries and prints the plans of the
+/// claim and of `next_due`; the claim must use the due index, not a sequential scan.
+#[test]
+#[ignore = "loads a million rows; run by hand"]
+fn explain_claim_and_next_due_on_a_million_pending() {
+    let db = db!();
+    let store = db.open();
+    let s = db.s();
+    db.sql(&format!(
+        "INSERT INTO {s}.deliveries (id, account, campaign, body, encoding, created_at, \
+             next_attempt_at, state) \
+         SELECT 'd' || i, 'acct' || (i % 500), 'c', '\\x00'::bytea, 'form', i::bigint * 1000, \
+             i::bigint * 1000, 'pending' FROM generate_series(1, 1000000) AS i; \
+         ANALYZE {s}.deliveries"
+    ));
+    let sql = sql::Statements::new(&db.schema);
+    let mut plans = Vec::new();
+    // Custom plans (the first executions of a prepared statement) and the generic plan the
+    // server may switch to after five.
+    for mode in ["force_custom_plan", "force_generic_plan"] {
+        for (name, statement, args) in [
+            (
+                "claim",
+                &sql.claim,
+                "(500000000, 530000000, ARRAY['acct1','acct2']::text[], 64)",
+            ),
+            (
+                "next_due",
+                &sql.next_due,
+                "(500000000, ARRAY['acct1']::text[])",
+            ),
+        ] {
+            let explain = format!(
+                "BEGIN; SET LOCAL plan_cache_mode = {mode}; PREPARE q AS {statement}; \
+                 EXPLAIN (ANALYZE, BUFFERS) EXECUTE q{args}; ROLLBACK"
+            );
+            let plan: Vec<String> = db
+                .sql(&explain)
+                .into_iter()
+                .map(|row| row[0].clone().unwrap_or_default())
+                .collect();
+            println!("--- {name} ({mode})\n{}", plan.join("\n"));
+            plans.push(plan.join("\n"));
+        }
+    }
+    for plan in &plans {
+        assert!(plan.contains("deliveries_due"), "{plan}");
+        assert!(!plan.contains("Seq Scan on deliveries"), "{plan}");
+    }
+    drop(store);
+}
