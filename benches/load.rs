@@ -30,7 +30,7 @@ use call_result_webhook::{
     HyperDispatcher, MemoryStore, PreferencesUpdate, Principal, SqliteStore, UreqDispatcher,
     UrlPolicy, Webhooks,
     request::{EncodedBody, build_request},
-    store::{CommitMode, NewDelivery, Store},
+    store::{CommitMode, NewDelivery, Outbox},
 };
 use http::Request;
 use http_body_util::{BodyExt, Full};

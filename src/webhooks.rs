@@ -1,7 +1,6 @@
 //! The facade the dialer holds: submit call results, run the worker, let administrators change
 //! settings, replay and remove, and show status.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +9,7 @@ use crate::account::Account;
 use crate::blocking::unblock;
 use crate::campaign::{OffReason, WebhookIndicator};
 use crate::delivery::engine::{Engine, EventSink, Limits};
-use crate::delivery::{
-    Clock, DeadLetter, EndpointHealth, Event, Status, SystemClock, ThreadRunner, Worker,
-};
+use crate::delivery::{Clock, DeadLetter, Event, Status, SystemClock, ThreadRunner, Worker};
 use crate::dispatch::BlockingDispatcher;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
@@ -266,26 +263,13 @@ impl WebhooksBuilder {
         let store = self
             .store
             .ok_or_else(|| Error::config("store", "a store is required"))?;
-        let snapshot = store.load_settings()?;
-        let mut accounts = HashMap::new();
-        for json in &snapshot.accounts {
-            let account = Account::from_storage_json(json)?;
-            accounts.insert(account.id().clone(), account);
-        }
-        let mut health = HashMap::new();
-        for (account, json) in &snapshot.health {
-            health.insert(account.clone(), EndpointHealth::from_json(json)?);
-        }
         let engine = Arc::new(Engine::new(
             store,
             self.policy,
             self.clock,
             self.on_event,
             self.limits,
-            accounts,
-            health,
-            snapshot.cursor,
-        ));
+        )?);
         crate::delivery::follow(&engine)?;
         Ok(Webhooks { engine })
     }

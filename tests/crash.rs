@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use call_result_webhook::{SqliteStore, store::Store};
+use call_result_webhook::{SqliteStore, store::Outbox};
 use support::{Receiver, Recorded, Reply};
 
 /// Call results fed to the dialer, each with a unique Reference.

@@ -15,7 +15,7 @@ use call_result_webhook::{
     delivery::SystemClock,
     limits::{MAX_BODY_BYTES, MAX_FIELD_BYTES, MAX_NOTES_BYTES},
     request::{EncodedBody, build_request},
-    store::{DeliveryFilter, Store},
+    store::{DeliveryFilter, Outbox},
 };
 use proptest::prelude::*;
 use security_support::engine::Engine;

@@ -20,17 +20,19 @@ pub(crate) fn follow(engine: &Arc<Engine>) -> Result<()> {
     let weak: Weak<Engine> = Arc::downgrade(engine);
     {
         let (weak, wake) = (weak.clone(), wake.clone());
-        engine.store().subscribe(Arc::new(move |notice| match notice {
-            Notice::DueWork => {
-                if let Some(engine) = weak.upgrade() {
-                    engine.signal().poke();
+        engine
+            .store()
+            .subscribe(Arc::new(move |notice| match notice {
+                Notice::DueWork => {
+                    if let Some(engine) = weak.upgrade() {
+                        engine.signal().poke();
+                    }
                 }
-            }
-            Notice::SettingsChanged => {
-                *lock(&wake.0) = true;
-                wake.1.notify_one();
-            }
-        }));
+                Notice::SettingsChanged => {
+                    *lock(&wake.0) = true;
+                    wake.1.notify_one();
+                }
+            }));
     }
     std::thread::Builder::new()
         .name("webhook-settings".into())

@@ -181,7 +181,8 @@ impl Inner {
                 let old_head = queue.first().map(|(t, _)| *t);
                 queue.insert(key);
                 if old_head.is_some_and(|t| at < t) {
-                    self.heads.remove(&(old_head.expect("checked"), account.clone()));
+                    self.heads
+                        .remove(&(old_head.expect("checked"), account.clone()));
                     self.heads.insert((at, account.clone()));
                 }
             }
@@ -446,7 +447,10 @@ impl Outbox for MemoryStore {
                     .is_some_and(|d| !skip.contains(&d.account))
             })
             .map(|(until, id)| {
-                let due = inner.deliveries.get(id).map_or(*until, |d| d.next_attempt_at);
+                let due = inner
+                    .deliveries
+                    .get(id)
+                    .map_or(*until, |d| d.next_attempt_at);
                 due.max(*until)
             });
         Ok(match (due, lease) {
@@ -478,7 +482,11 @@ impl Outbox for MemoryStore {
     fn release(&self, claims: &[(DeliveryId, ClaimToken)]) -> Result<()> {
         let mut inner = self.lock();
         for (id, token) in claims {
-            if inner.claims.get(id).is_some_and(|(current, _)| current == token) {
+            if inner
+                .claims
+                .get(id)
+                .is_some_and(|(current, _)| current == token)
+            {
                 inner.forget_claim(id);
                 if let Some(d) = inner.deliveries.get(id).cloned()
                     && d.state == DeliveryState::Pending
@@ -571,7 +579,6 @@ impl Outbox for MemoryStore {
         }
         Ok(total)
     }
-
 }
 
 impl Settings for MemoryStore {
@@ -742,7 +749,13 @@ mod tests {
         let changes = store.changes_since(first.cursor).unwrap();
         assert!(changes.accounts.is_empty());
         assert_eq!(changes.health, [("acme".into(), "{h}".to_owned())]);
-        assert!(store.changes_since(changes.cursor).unwrap().health.is_empty());
+        assert!(
+            store
+                .changes_since(changes.cursor)
+                .unwrap()
+                .health
+                .is_empty()
+        );
     }
 
     #[test]

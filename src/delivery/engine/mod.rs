@@ -84,10 +84,19 @@ impl Engine {
         clock: Arc<dyn Clock>,
         on_event: Option<EventSink>,
         limits: Limits,
-        accounts: HashMap<AccountId, Account>,
-        health: HashMap<AccountId, EndpointHealth>,
-        settings_cursor: u64,
-    ) -> Self {
+    ) -> crate::error::Result<Self> {
+        // Every account's settings and every endpoint's health, as saved: preferences,
+        // campaign switches and pauses outlive a restart (and are the fleet's).
+        let snapshot = store.load_settings()?;
+        let mut accounts = HashMap::new();
+        for json in &snapshot.accounts {
+            let account = Account::from_storage_json(json)?;
+            accounts.insert(account.id().clone(), account);
+        }
+        let mut health = HashMap::new();
+        for (account, json) in &snapshot.health {
+            health.insert(account.clone(), EndpointHealth::from_json(json)?);
+        }
         let signal = Arc::new(Signal::default());
         let woken = signal.clone();
         let clock_wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || woken.clock_moved());
@@ -108,10 +117,10 @@ impl Engine {
             held: Mutex::new(HashSet::new()),
             held_version: AtomicU64::new(0),
             longest_timeout: AtomicU64::new(0),
-            settings_cursor: AtomicU64::new(settings_cursor),
+            settings_cursor: AtomicU64::new(snapshot.cursor),
         };
         engine.refresh_all();
-        engine
+        Ok(engine)
     }
 
     /// Recomputes every account's held state and the longest attempt time limit.
@@ -141,7 +150,10 @@ impl Engine {
     /// An account's settings or health changed: recompute whether it is held, and tell the
     /// scheduler.
     pub(crate) fn account_changed(&self, account: &AccountId) {
-        let is_open = open(self.accounts().get(account), lock(&self.health).get(account));
+        let is_open = open(
+            self.accounts().get(account),
+            lock(&self.health).get(account),
+        );
         if let Some(acc) = self.accounts().get(account) {
             let timeout = acc.preferences().attempt_timeout().as_millis() as u64;
             self.longest_timeout.fetch_max(timeout, Ordering::Relaxed);
@@ -265,7 +277,10 @@ impl Engine {
     /// Whether the account's pending deliveries may be attempted now: webhook on, URL set,
     /// endpoint not paused. Otherwise they are held.
     pub(crate) fn lane_open(&self, account: &AccountId) -> bool {
-        open(self.accounts().get(account), lock(&self.health).get(account))
+        open(
+            self.accounts().get(account),
+            lock(&self.health).get(account),
+        )
     }
 
     /// The request for one attempt, built from the account's *current* preferences at the
@@ -304,7 +319,13 @@ impl Engine {
         let writes: Vec<(DeliveryId, ClaimToken, AttemptRecord)> = completions
             .iter()
             .zip(&decided)
-            .map(|(c, d)| (c.attempt.delivery.clone(), c.attempt.token, d.record.clone()))
+            .map(|(c, d)| {
+                (
+                    c.attempt.delivery.clone(),
+                    c.attempt.token,
+                    d.record.clone(),
+                )
+            })
             .collect();
         let mut recorded = self.store.record_attempts(&writes);
         // A store answers once per attempt; one that does not has recorded nothing it did not

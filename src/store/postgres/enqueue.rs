@@ -1,12 +1,6 @@
 //! The transactional enqueue: the dialer writes its own call record and the webhook's delivery
 //! in one transaction of its own, with whichever client it uses.
 
-#![allow(
-    unreachable_pub,
-    dead_code,
-    reason = "public API: reachable once store/mod.rs re-exports it (asked for at the merge)"
-)]
-
 use std::fmt;
 
 use tokio_postgres::types::ToSql;

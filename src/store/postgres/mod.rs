@@ -37,11 +37,6 @@ use crate::store::{
 };
 
 use driver::Driver;
-#[allow(
-    unused_imports,
-    unreachable_pub,
-    reason = "public API: reachable once store/mod.rs re-exports it (asked for at the merge)"
-)]
 pub use enqueue::{EnqueueParams, enqueue_in, enqueue_statement};
 use ops::{Ctx, SettingsKind};
 

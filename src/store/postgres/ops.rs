@@ -22,8 +22,7 @@ use super::sql::{
 };
 
 /// How long a delivered id is remembered, so that a resubmission is not sent again.
-// The same value as `limits::DELIVERED_ID_RETENTION` on main; use that once this branch has it.
-pub(super) const DELIVERED_ID_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+use crate::limits::DELIVERED_ID_RETENTION;
 
 /// The most delivered ids one prune forgets.
 const PRUNE_BATCH: i64 = 256;
@@ -150,7 +149,7 @@ pub(super) async fn insert(ctx: Arc<Ctx>, deliveries: Vec<NewDelivery>) -> Resul
         let pending: i64 = get(&tx.query_one(&stmt, &[]).await.map_err(&store_failed)?, 0)?;
         if usize::try_from(pending).unwrap_or(usize::MAX) > ctx.max_pending {
             return Err(Error::StoreFull {
-                capacity: ctx.max_pending,
+                max_pending: ctx.max_pending,
             });
         }
         // Delivered to listeners only if the transaction commits.
