@@ -56,6 +56,8 @@ OPTIONS:
     --database-url URL         a PostgreSQL outbox shared by any number of dialer processes
                                (needs the `postgres` feature; the URL's password is never
                                printed); give this or --store
+    --database-schema NAME     the schema of the PostgreSQL outbox (default
+                               call_result_webhook); every process of a fleet gives the same
     --timeout-ms N             the account's attempt time limit, 1000 to 30000 ms
                                (default 15000)
     --url URL                  the account's webhook URL (http or https)
@@ -107,6 +109,7 @@ struct Opt {
 const OPTIONS: &[Opt] = &[
     Opt { name: "--store",           value: true },
     Opt { name: "--database-url",    value: true },
+    Opt { name: "--database-schema", value: true },
     Opt { name: "--timeout-ms",      value: true },
     Opt { name: "--url",             value: true },
     Opt { name: "--username",        value: true },
@@ -270,21 +273,25 @@ fn open_store(given: &Given) -> Result<(Arc<dyn Store>, String), String> {
         };
     }
     let url = given.value("--database-url").unwrap_or_default();
-    open_database(url)
+    open_database(url, given.value("--database-schema"))
 }
 
 #[cfg(feature = "postgres")]
-fn open_database(url: &str) -> Result<(Arc<dyn Store>, String), String> {
+fn open_database(url: &str, schema: Option<&str>) -> Result<(Arc<dyn Store>, String), String> {
     use call_result_webhook::store::PostgresStore;
+    let mut builder = PostgresStore::builder(url);
+    if let Some(schema) = schema {
+        builder = builder.schema(schema);
+    }
     let shown = "the PostgreSQL outbox".to_owned();
-    match PostgresStore::connect(url) {
+    match builder.open() {
         Ok(store) => Ok((Arc::new(store), shown)),
         Err(e) => Err(format!("cannot open {shown}: {e}")),
     }
 }
 
 #[cfg(not(feature = "postgres"))]
-fn open_database(_url: &str) -> Result<(Arc<dyn Store>, String), String> {
+fn open_database(_url: &str, _schema: Option<&str>) -> Result<(Arc<dyn Store>, String), String> {
     Err("--database-url needs the `postgres` feature: cargo run --features postgres ...".into())
 }
 

@@ -52,6 +52,8 @@ struct Inner {
     health: HashMap<AccountId, (String, u64)>,
     /// The last settings version given.
     version: u64,
+    /// Accounts whose endpoint was last saved paused: never claimed.
+    paused: std::collections::HashSet<AccountId>,
     pending: usize,
     /// The ids of delivered deliveries, with when they were delivered, so that a resubmission
     /// is not sent again; forgotten after [`DELIVERED_ID_RETENTION`].
@@ -403,7 +405,9 @@ impl Outbox for MemoryStore {
                     .heads
                     .iter()
                     .take_while(|(at, _)| *at <= request.now)
-                    .find(|(_, account)| !request.skip.contains(account))
+                    .find(|(_, account)| {
+                        !request.skip.contains(account) && !inner.paused.contains(account)
+                    })
                     .map(|(_, account)| account.clone());
                 let Some(account) = next else { break };
                 let Some(id) = inner.take_head(&account) else {
@@ -434,17 +438,16 @@ impl Outbox for MemoryStore {
         let due = inner
             .heads
             .iter()
-            .find(|(_, account)| !skip.contains(account))
+            .find(|(_, account)| !skip.contains(account) && !inner.paused.contains(account))
             .map(|(at, _)| *at);
         // A lease running out makes its delivery claimable again then.
         let lease = inner
             .leases
             .iter()
             .find(|(_, id)| {
-                inner
-                    .deliveries
-                    .get(id)
-                    .is_some_and(|d| !skip.contains(&d.account))
+                inner.deliveries.get(id).is_some_and(|d| {
+                    !skip.contains(&d.account) && !inner.paused.contains(&d.account)
+                })
             })
             .map(|(until, id)| {
                 let due = inner
@@ -592,8 +595,13 @@ impl Settings for MemoryStore {
         Ok(())
     }
 
-    fn save_health(&self, account: &AccountId, health_json: &str) -> Result<()> {
+    fn save_health(&self, account: &AccountId, health_json: &str, paused: bool) -> Result<()> {
         let mut inner = self.lock();
+        if paused {
+            inner.paused.insert(account.clone());
+        } else {
+            inner.paused.remove(account);
+        }
         inner.version += 1;
         let version = inner.version;
         inner
@@ -745,7 +753,7 @@ mod tests {
         store.save_account(&"acme".into(), "{1}").unwrap();
         let first = store.load_settings().unwrap();
         assert_eq!(first.accounts, ["{1}"]);
-        store.save_health(&"acme".into(), "{h}").unwrap();
+        store.save_health(&"acme".into(), "{h}", false).unwrap();
         let changes = store.changes_since(first.cursor).unwrap();
         assert!(changes.accounts.is_empty());
         assert_eq!(changes.health, [("acme".into(), "{h}".to_owned())]);

@@ -248,8 +248,8 @@ impl<S: Settings + ?Sized> Settings for std::sync::Arc<S> {
     fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()> {
         (**self).save_account(account, settings_json)
     }
-    fn save_health(&self, account: &AccountId, health_json: &str) -> Result<()> {
-        (**self).save_health(account, health_json)
+    fn save_health(&self, account: &AccountId, health_json: &str, paused: bool) -> Result<()> {
+        (**self).save_health(account, health_json, paused)
     }
     fn load_settings(&self) -> Result<SettingsSnapshot> {
         (**self).load_settings()

@@ -138,8 +138,9 @@ pub trait Outbox: Send + Sync + 'static {
     fn insert(&self, deliveries: &[NewDelivery]) -> Result<()>;
 
     /// Claims at most `request.limit` pending deliveries that are due and not under a live
-    /// lease, earliest due first, leaving out `request.skip`'s accounts. Each gets a new token
-    /// and a lease until `now + lease`.
+    /// lease, earliest due first, leaving out `request.skip`'s accounts and accounts whose
+    /// endpoint was last saved paused ([`Settings::save_health`]). Each gets a new token and a
+    /// lease until `now + lease`.
     ///
     /// # Errors
     ///
@@ -223,12 +224,15 @@ pub trait Settings: Send + Sync + 'static {
     /// [`Error::Store`](crate::Error::Store); nothing changed on error.
     fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()>;
 
-    /// Saves an endpoint's health durably, replacing what was there.
+    /// Saves an endpoint's health durably, replacing what was there. `paused` says whether
+    /// the endpoint is paused: from then on [`Outbox::claim`] and [`Outbox::next_due`] leave
+    /// its account out, in every process, until its health is saved again unpaused. So a
+    /// pause holds the whole fleet from the moment it is saved, not a notice later.
     ///
     /// # Errors
     ///
     /// [`Error::Store`](crate::Error::Store); nothing changed on error.
-    fn save_health(&self, account: &AccountId, health_json: &str) -> Result<()>;
+    fn save_health(&self, account: &AccountId, health_json: &str, paused: bool) -> Result<()>;
 
     /// Every account's settings and endpoint's health, with the cursor to follow changes from.
     ///

@@ -387,7 +387,10 @@ impl Engine {
         };
         a.span.record("status", verdict.status());
         a.span.record("latency_ms", c.latency.as_millis() as u64);
+        let paused_first = matches!(verdict, Verdict::Gone { .. })
+            .then(|| self.update_health(&a.account, &verdict, now));
         Decided {
+            paused_first,
             verdict,
             record,
             failed_for_good,
@@ -409,6 +412,7 @@ impl Engine {
             verdict,
             record,
             failed_for_good,
+            paused_first,
         } = decided;
         let (next, error) = (record.next, record.error);
         match recorded {
@@ -428,7 +432,10 @@ impl Engine {
             }
         }
 
-        let paused = self.update_health(&a.account, &verdict, now);
+        let paused = match paused_first {
+            Some(paused) => paused,
+            None => self.update_health(&a.account, &verdict, now),
+        };
 
         match &verdict {
             Verdict::Delivered { status } => {
@@ -493,7 +500,7 @@ impl Engine {
         verdict: &Verdict,
         now: Timestamp,
     ) -> Option<PauseReason> {
-        let (change, json) = {
+        let (change, json, is_paused) = {
             let mut all = lock(&self.health);
             let health = all.entry(account.clone()).or_default();
             let change = match verdict {
@@ -504,10 +511,14 @@ impl Engine {
                 }
                 _ => health.on_failure(now, self.limits.pause_after),
             };
-            (change, change.persist.then(|| health.to_json()))
+            (
+                change,
+                change.persist.then(|| health.to_json()),
+                health.is_paused(),
+            )
         };
         if let Some(json) = json
-            && let Err(e) = self.store.save_health(account, &json)
+            && let Err(e) = self.store.save_health(account, &json, is_paused)
         {
             tracing::error!(account = %account, error = %e, "could not save endpoint health");
         }
@@ -606,4 +617,7 @@ struct Decided {
     verdict: Verdict,
     record: AttemptRecord,
     failed_for_good: Option<(FailureKind, String)>,
+    /// A 410's pause, saved before the outcome is recorded: once the delivery is pending
+    /// again, no process may claim it, since the store already leaves the account out.
+    paused_first: Option<Option<PauseReason>>,
 }

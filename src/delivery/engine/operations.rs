@@ -102,7 +102,9 @@ impl Engine {
         let mut all = lock(&self.health);
         if let Some(health) = all.get_mut(account)
             && health.url_changed()
-            && let Err(e) = self.store.save_health(account, &health.to_json())
+            && let Err(e) = self
+                .store
+                .save_health(account, &health.to_json(), health.is_paused())
         {
             tracing::error!(account = %account, error = %e, "could not save endpoint health");
         }
@@ -135,7 +137,8 @@ impl Engine {
                 return Ok(false);
             }
             let was_paused = health.resume();
-            self.store.save_health(account, &health.to_json())?;
+            self.store
+                .save_health(account, &health.to_json(), health.is_paused())?;
             all.insert(account.clone(), health);
             was_paused
         };

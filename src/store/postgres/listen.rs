@@ -14,10 +14,16 @@ use super::sql::{DUE_PAYLOAD, SETTINGS_PAYLOAD, quote_ident};
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// Listens on the schema's channel for as long as the store's runtime runs.
-pub(super) async fn listen(config: tokio_postgres::Config, schema: String, sink: NoticeSink) {
+/// Listens on the schema's channel for as long as the store's runtime runs. `ready` is told
+/// once the first `LISTEN` is in place.
+pub(super) async fn listen(
+    config: tokio_postgres::Config,
+    schema: String,
+    sink: NoticeSink,
+    ready: oneshot::Sender<()>,
+) {
     let mut backoff = FIRST_BACKOFF;
-    let mut listened = false;
+    let mut ready = Some(ready);
     loop {
         match config.connect(NoTls).await {
             Ok((client, mut connection)) => {
@@ -46,12 +52,13 @@ pub(super) async fn listen(config: tokio_postgres::Config, schema: String, sink:
                     .await
                 {
                     Ok(()) => {
-                        if listened {
-                            // Whatever was announced while the connection was down is read now.
-                            sink(Notice::DueWork);
-                            sink(Notice::SettingsChanged);
+                        // Whatever was announced before this LISTEN (while the connection was
+                        // down, or between the caller's first read and now) is read now.
+                        sink(Notice::DueWork);
+                        sink(Notice::SettingsChanged);
+                        if let Some(ready) = ready.take() {
+                            let _ = ready.send(());
                         }
-                        listened = true;
                         backoff = FIRST_BACKOFF;
                         match polled.await {
                             Ok(Some(e)) => {

@@ -40,6 +40,8 @@ use driver::Driver;
 pub use enqueue::{EnqueueParams, enqueue_in, enqueue_statement};
 use ops::{Ctx, SettingsKind};
 
+/// How long `subscribe` waits for its LISTEN to be in place.
+const LISTEN_READY_WITHIN: Duration = Duration::from_secs(5);
 /// How long a new connection may take to open, unless the URL sets `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a method waits for a free pooled connection before failing.
@@ -375,9 +377,10 @@ impl Settings for PostgresStore {
         self.run(|ctx| ops::save_settings(ctx, SettingsKind::Account, account, json))
     }
 
-    fn save_health(&self, account: &AccountId, health_json: &str) -> Result<()> {
+    fn save_health(&self, account: &AccountId, health_json: &str, paused: bool) -> Result<()> {
         let (account, json) = (account.clone(), health_json.to_owned());
-        self.run(|ctx| ops::save_settings(ctx, SettingsKind::Health, account, json))
+        let kind = SettingsKind::Health { paused };
+        self.run(move |ctx| ops::save_settings(ctx, kind, account, json))
     }
 
     fn load_settings(&self) -> Result<SettingsSnapshot> {
@@ -391,10 +394,17 @@ impl Settings for PostgresStore {
     /// Opens a dedicated connection that `LISTEN`s on the schema's channel and calls `sink`
     /// with each notice, from the store's runtime thread; reconnects with backoff if it
     /// breaks, and then announces both notices, since some may have been missed.
+    /// Listens for the other processes' notices; returns once listening (or after 5 s, if
+    /// the server does not answer: the listener keeps trying, and polling covers the gap).
     fn subscribe(&self, sink: NoticeSink) {
         let config = self.config.clone();
         let schema = self.ctx.sql.schema.clone();
-        self.driver.spawn(listen::listen(config, schema, sink));
+        let (ready, listening) = oneshot::channel();
+        self.driver
+            .spawn(listen::listen(config, schema, sink, ready));
+        if listening.recv_timeout(LISTEN_READY_WITHIN).is_err() {
+            tracing::warn!("outbox: not listening for notices yet; polling until then");
+        }
     }
 
     /// Other processes write to the same tables: one second.

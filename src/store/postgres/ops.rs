@@ -579,7 +579,10 @@ pub(super) async fn stats(
 #[derive(Debug, Clone, Copy)]
 pub(super) enum SettingsKind {
     Account,
-    Health,
+    /// An endpoint's health, and whether it is paused.
+    Health {
+        paused: bool,
+    },
 }
 
 pub(super) async fn save_settings(
@@ -590,7 +593,7 @@ pub(super) async fn save_settings(
 ) -> Result<()> {
     let (sql, save_failed) = match kind {
         SettingsKind::Account => (&ctx.sql.save_account, failed("saving account settings")),
-        SettingsKind::Health => (&ctx.sql.save_health, failed("saving endpoint health")),
+        SettingsKind::Health { .. } => (&ctx.sql.save_health, failed("saving endpoint health")),
     };
     let mut client = ctx.client().await?;
     let tx = client.transaction().await.map_err(&save_failed)?;
@@ -604,9 +607,14 @@ pub(super) async fn save_settings(
         .await
         .map_err(&save_failed)?;
     let stmt = tx.prepare_cached(sql).await.map_err(&save_failed)?;
-    tx.execute(&stmt, &[&account.as_str(), &json])
-        .await
-        .map_err(&save_failed)?;
+    match kind {
+        SettingsKind::Account => tx.execute(&stmt, &[&account.as_str(), &json]).await,
+        SettingsKind::Health { paused } => {
+            tx.execute(&stmt, &[&account.as_str(), &json, &paused])
+                .await
+        }
+    }
+    .map_err(&save_failed)?;
     tx.commit().await.map_err(&save_failed)
 }
 

@@ -72,8 +72,10 @@ CREATE INDEX accounts_version ON {s}.accounts (version);
 CREATE TABLE {s}.health (
     account text PRIMARY KEY,
     health  text NOT NULL,
+    paused  boolean NOT NULL,
     version bigint NOT NULL
 );
+CREATE INDEX health_paused ON {s}.health (account) WHERE paused;
 CREATE INDEX health_version ON {s}.health (version);
 ";
 

@@ -132,6 +132,7 @@ const CLAIM: &str = "WITH c AS MATERIALIZED ( \
     WHERE state = 'pending' AND next_attempt_at <= $1::bigint \
         AND (lease_until IS NULL OR lease_until <= $1::bigint) \
         AND account <> ALL($3::text[]) \
+        AND account NOT IN (SELECT account FROM {s}.health WHERE paused) \
     ORDER BY next_attempt_at LIMIT $4::bigint \
     FOR UPDATE SKIP LOCKED) \
 UPDATE {s}.deliveries d SET lease_until = $2::bigint, claim_token = nextval({tokens}) \
@@ -144,6 +145,7 @@ RETURNING d.id, d.account, d.campaign, d.body, d.encoding, d.created_at, d.next_
 const NEXT_DUE: &str = "SELECT next_attempt_at FROM {s}.deliveries \
     WHERE state = 'pending' AND (lease_until IS NULL OR lease_until <= $1::bigint) \
         AND account <> ALL($2::text[]) \
+        AND account NOT IN (SELECT account FROM {s}.health WHERE paused) \
     ORDER BY next_attempt_at LIMIT 1";
 
 /// A retry or a failure under claim `$2` of delivery `$1`: `$3` status, `$4` error, `$5` when,
@@ -215,9 +217,10 @@ const SAVE_ACCOUNT: &str = "WITH u AS ( \
 SELECT pg_notify({ch}, 'settings') FROM u";
 
 const SAVE_HEALTH: &str = "WITH u AS ( \
-    INSERT INTO {s}.health (account, health, version) \
-    VALUES ($1::text, $2::text, nextval({versions})) \
-    ON CONFLICT (account) DO UPDATE SET health = excluded.health, version = excluded.version \
+    INSERT INTO {s}.health (account, health, paused, version) \
+    VALUES ($1::text, $2::text, $3::boolean, nextval({versions})) \
+    ON CONFLICT (account) DO UPDATE SET health = excluded.health, paused = excluded.paused, \
+        version = excluded.version \
     RETURNING 1) \
 SELECT pg_notify({ch}, 'settings') FROM u";
 

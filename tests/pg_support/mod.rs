@@ -1,0 +1,98 @@
+//! A fresh schema on the test PostgreSQL server, for the fleet tests.
+//!
+//! The server is `CALL_RESULT_WEBHOOK_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`). Without one, a test says plainly that it did
+//! not run and returns; with `CALL_RESULT_WEBHOOK_REQUIRE_DATABASE` set (as `.ci/run` does), a
+//! missing server fails the test instead.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use call_result_webhook::store::{PostgresStore, PostgresStoreBuilder};
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// One test's schema; dropped with the value.
+pub struct Database {
+    pub url: String,
+    pub schema: String,
+}
+
+fn run<T>(f: impl std::future::Future<Output = T> + Send) -> T
+where
+    T: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime")
+                    .block_on(f)
+            })
+            .join()
+            .expect("the runtime's thread")
+    })
+}
+
+async fn execute(url: &str, sql: &str) -> Result<(), String> {
+    let (client, connection) = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_postgres::connect(url, tokio_postgres::NoTls),
+    )
+    .await
+    .map_err(|_| "timed out connecting".to_string())?
+    .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    client.batch_execute(sql).await.map_err(|e| e.to_string())
+}
+
+impl Database {
+    /// A fresh schema name on the server, or `None` (after saying why) when no server answers.
+    pub fn new(test: &str) -> Option<Database> {
+        let url = std::env::var("CALL_RESULT_WEBHOOK_DATABASE_URL")
+            .unwrap_or_else(|_| DEFAULT_URL.to_owned());
+        if let Err(e) = run(execute(&url, "SELECT 1")) {
+            if std::env::var_os("CALL_RESULT_WEBHOOK_REQUIRE_DATABASE").is_some() {
+                panic!("{test}: no PostgreSQL server answers: {e}");
+            }
+            eprintln!(
+                "{test}: NOT RUN: no PostgreSQL server answers ({e}); set CALL_RESULT_WEBHOOK_DATABASE_URL"
+            );
+            return None;
+        }
+        let schema = format!(
+            "crwh_fleet_{:016x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                ^ u64::from(std::process::id()) << 32
+        );
+        Some(Database { url, schema })
+    }
+
+    /// A store on this schema.
+    pub fn builder(&self) -> PostgresStoreBuilder {
+        PostgresStore::builder(self.url.clone()).schema(self.schema.clone())
+    }
+
+    pub fn store(&self) -> PostgresStore {
+        self.builder().open().expect("open the PostgreSQL store")
+    }
+
+    /// Runs SQL on the server (not in the schema unless it names it).
+    pub fn execute(&self, sql: &str) {
+        run(execute(&self.url, sql)).expect("SQL on the test server");
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
+        if let Err(e) = run(execute(&self.url, &sql)) {
+            eprintln!("could not drop the test schema {}: {e}", self.schema);
+        }
+    }
+}
