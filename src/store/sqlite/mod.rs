@@ -7,6 +7,8 @@
 //! Reads use a small pool of separate connections, which WAL lets run beside the writer. A
 //! third connection checkpoints the WAL in the background, so commits never wait for one.
 
+mod claims;
+mod outbox;
 mod rows;
 mod schema;
 #[cfg(test)]
@@ -30,10 +32,11 @@ use crate::store::{
     AttemptRecord, Delivery, DeliveryFilter, DeliveryStats, NewDelivery, NextStep, Store,
 };
 
+use claims::Claims;
 use rows::{
-    DUE, NEWEST_DELIVERED, PENDING_ACCOUNTS, SELECT_DELIVERIES, STATS_ACCOUNT, STATS_CAMPAIGN,
-    bind_filter, clamp_nanos, delivery_from_row, from_nanos, optional_time, push_filter, sql_limit,
-    stored_states, to_nanos,
+    ACCOUNTS_SINCE, DUE, HEALTH_SINCE, NEWEST_DELIVERED, PENDING_ACCOUNTS, SELECT_DELIVERIES,
+    STATS_ACCOUNT, STATS_CAMPAIGN, bind_filter, clamp_nanos, delivery_from_row, from_nanos,
+    optional_time, push_filter, sql_limit, stored_states, to_nanos,
 };
 use schema::{
     JOURNAL_SIZE_LIMIT, MIGRATIONS, check_schema, create_private_file, migrate, open_connection,
@@ -191,6 +194,9 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     /// Transactions the writer has committed.
     commits: Arc<AtomicU64>,
+    /// The claims handed out by [`Outbox::claim`](crate::store::Outbox::claim), in memory
+    /// only: the file is this store's alone.
+    claims: Mutex<Claims>,
     /// Held for the store's life: an exclusive lock on the file, so that a second process (or
     /// a second store in this one) cannot open it and send the same deliveries again.
     _exclusive: std::fs::File,
@@ -338,6 +344,7 @@ impl SqliteStore {
             checkpointer: Some(checkpointer),
             readers: Mutex::new(vec![reader]),
             commits,
+            claims: Mutex::new(Claims::default()),
             _exclusive: exclusive,
         })
     }
@@ -379,6 +386,137 @@ impl SqliteStore {
         }
         out.map_err(|e| Error::store(what, e))
     }
+
+    /// The claims handed out; held while a claim reads the file, so that a claim never sees
+    /// a delivery whose outcome was committed but whose claim is not yet forgotten.
+    fn claims(&self) -> MutexGuard<'_, Claims> {
+        crate::sync::lock(&self.claims)
+    }
+
+    fn insert_deliveries(&self, deliveries: &[NewDelivery]) -> Result<()> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        for d in deliveries {
+            to_nanos(d.created_at)?;
+            to_nanos(d.next_attempt_at)?;
+        }
+        self.write(Op::Insert(deliveries.to_vec())).map(drop)
+    }
+
+    /// Checks an attempt's times and queues it to the writer without waiting.
+    fn queue_record(
+        &self,
+        id: &DeliveryId,
+        record: &AttemptRecord,
+    ) -> Result<Receiver<Result<u64>>> {
+        to_nanos(record.at)?;
+        if let NextStep::RetryAt(at) = record.next {
+            to_nanos(at)?;
+        }
+        self.queue(Op::Record(id.clone(), record.clone()))
+    }
+
+    fn list_deliveries(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>> {
+        let states = stored_states(filter.state);
+        if states.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut sql = String::with_capacity(512);
+        for (i, state) in states.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(" UNION ALL ");
+            }
+            sql.push_str(SELECT_DELIVERIES);
+            push_filter(&mut sql, filter, *state);
+        }
+        sql.push_str(" ORDER BY created_at, id LIMIT ?4");
+        self.read("listing deliveries", |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            bind_filter(&mut stmt, filter)?;
+            stmt.raw_bind_parameter(4, sql_limit(limit))?;
+            let mut rows = stmt.raw_query();
+            let mut found = Vec::new();
+            while let Some(row) = rows.next()? {
+                found.push(delivery_from_row(row)?);
+            }
+            Ok(found)
+        })
+    }
+
+    fn requeue(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {
+        to_nanos(now)?;
+        self.write(Op::Requeue(filter.clone(), now))
+    }
+
+    fn remove_matching(&self, filter: &DeliveryFilter) -> Result<u64> {
+        if stored_states(filter.state).is_empty() {
+            return Ok(0);
+        }
+        self.write(Op::Remove(filter.clone()))
+    }
+
+    fn read_stats(
+        &self,
+        account: &AccountId,
+        campaign: Option<&CampaignId>,
+    ) -> Result<DeliveryStats> {
+        self.read("reading delivery counts", |conn| {
+            let mut stmt;
+            let mut rows = match campaign {
+                None => {
+                    stmt = conn.prepare_cached(STATS_ACCOUNT)?;
+                    stmt.query(params![account.as_str()])?
+                }
+                Some(campaign) => {
+                    stmt = conn.prepare_cached(STATS_CAMPAIGN)?;
+                    stmt.query(params![account.as_str(), campaign.as_str()])?
+                }
+            };
+            let mut total = DeliveryStats::default();
+            while let Some(row) = rows.next()? {
+                total.pending += row.get::<_, u64>(0)?;
+                total.delivered += row.get::<_, u64>(1)?;
+                total.failed += row.get::<_, u64>(2)?;
+                let success = optional_time(row, 3)?;
+                total.last_success_at = total.last_success_at.max(success);
+                let failure = optional_time(row, 4)?;
+                if failure > total.last_failure_at {
+                    total.last_failure_at = failure;
+                    total.last_failure_reason = row.get(5)?;
+                }
+            }
+            Ok(total)
+        })
+    }
+
+    /// Saves an account's settings or an endpoint's health.
+    fn save(&self, op: Op) -> Result<()> {
+        self.write(op).map(drop)
+    }
+}
+
+/// Every account with pending deliveries and, in nanoseconds, its earliest next attempt.
+fn pending_accounts(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare_cached(PENDING_ACCOUNTS)?;
+    let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    rows.collect()
+}
+
+/// Accounts' settings saved with a version above `after`.
+fn accounts_since(conn: &Connection, after: i64) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(ACCOUNTS_SINCE)?;
+    let rows = stmt.query_map([after], |row| row.get(0))?;
+    rows.collect()
+}
+
+/// Endpoints' health saved with a version above `after`.
+fn health_since(conn: &Connection, after: i64) -> rusqlite::Result<Vec<(AccountId, String)>> {
+    let mut stmt = conn.prepare_cached(HEALTH_SINCE)?;
+    let rows = stmt.query_map([after], |row| {
+        Ok((AccountId::new(row.get::<_, String>(0)?), row.get(1)?))
+    })?;
+    rows.collect()
 }
 
 impl Drop for SqliteStore {
@@ -397,14 +535,7 @@ impl Drop for SqliteStore {
 
 impl Store for SqliteStore {
     fn insert(&self, deliveries: &[NewDelivery]) -> Result<()> {
-        if deliveries.is_empty() {
-            return Ok(());
-        }
-        for d in deliveries {
-            to_nanos(d.created_at)?;
-            to_nanos(d.next_attempt_at)?;
-        }
-        self.write(Op::Insert(deliveries.to_vec())).map(drop)
+        self.insert_deliveries(deliveries)
     }
 
     fn due(
@@ -445,23 +576,18 @@ impl Store for SqliteStore {
 
     fn pending_accounts(&self) -> Result<Vec<(AccountId, Timestamp)>> {
         self.read("reading accounts with pending deliveries", |conn| {
-            let mut stmt = conn.prepare_cached(PENDING_ACCOUNTS)?;
-            let rows = stmt.query_map([], |row| {
-                Ok((
-                    AccountId::new(row.get::<_, String>(0)?),
-                    from_nanos(row.get(1)?, 1)?,
-                ))
-            })?;
-            rows.collect()
+            pending_accounts(conn)?
+                .into_iter()
+                .map(|(account, next)| Ok((AccountId::new(account), from_nanos(next, 1)?)))
+                .collect()
         })
     }
 
     fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord) -> Result<()> {
-        to_nanos(record.at)?;
-        if let NextStep::RetryAt(at) = record.next {
-            to_nanos(at)?;
-        }
-        self.write(Op::Record(id.clone(), record.clone())).map(drop)
+        self.queue_record(id, record)?
+            .recv()
+            .map_err(|_| writer_stopped())?
+            .map(drop)
     }
 
     /// Queues every record before waiting for any, so the writer takes them into one batch:
@@ -469,13 +595,7 @@ impl Store for SqliteStore {
     fn record_attempts(&self, attempts: &[(DeliveryId, AttemptRecord)]) -> Vec<Result<()>> {
         let queued: Vec<Result<Receiver<Result<u64>>>> = attempts
             .iter()
-            .map(|(id, record)| {
-                to_nanos(record.at)?;
-                if let NextStep::RetryAt(at) = record.next {
-                    to_nanos(at)?;
-                }
-                self.queue(Op::Record(id.clone(), record.clone()))
-            })
+            .map(|(id, record)| self.queue_record(id, record))
             .collect();
         queued
             .into_iter()
@@ -484,101 +604,35 @@ impl Store for SqliteStore {
     }
 
     fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>> {
-        let states = stored_states(filter.state);
-        if states.is_empty() || limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut sql = String::with_capacity(512);
-        for (i, state) in states.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(" UNION ALL ");
-            }
-            sql.push_str(SELECT_DELIVERIES);
-            push_filter(&mut sql, filter, *state);
-        }
-        sql.push_str(" ORDER BY created_at, id LIMIT ?4");
-        self.read("listing deliveries", |conn| {
-            let mut stmt = conn.prepare_cached(&sql)?;
-            bind_filter(&mut stmt, filter)?;
-            stmt.raw_bind_parameter(4, sql_limit(limit))?;
-            let mut rows = stmt.raw_query();
-            let mut found = Vec::new();
-            while let Some(row) = rows.next()? {
-                found.push(delivery_from_row(row)?);
-            }
-            Ok(found)
-        })
+        self.list_deliveries(filter, limit)
     }
 
     fn requeue_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {
-        to_nanos(now)?;
-        self.write(Op::Requeue(filter.clone(), now))
+        self.requeue(filter, now)
     }
 
     fn remove(&self, filter: &DeliveryFilter) -> Result<u64> {
-        if stored_states(filter.state).is_empty() {
-            return Ok(0);
-        }
-        self.write(Op::Remove(filter.clone()))
+        self.remove_matching(filter)
     }
 
     fn stats(&self, account: &AccountId, campaign: Option<&CampaignId>) -> Result<DeliveryStats> {
-        self.read("reading delivery counts", |conn| {
-            let mut stmt;
-            let mut rows = match campaign {
-                None => {
-                    stmt = conn.prepare_cached(STATS_ACCOUNT)?;
-                    stmt.query(params![account.as_str()])?
-                }
-                Some(campaign) => {
-                    stmt = conn.prepare_cached(STATS_CAMPAIGN)?;
-                    stmt.query(params![account.as_str(), campaign.as_str()])?
-                }
-            };
-            let mut total = DeliveryStats::default();
-            while let Some(row) = rows.next()? {
-                total.pending += row.get::<_, u64>(0)?;
-                total.delivered += row.get::<_, u64>(1)?;
-                total.failed += row.get::<_, u64>(2)?;
-                let success = optional_time(row, 3)?;
-                total.last_success_at = total.last_success_at.max(success);
-                let failure = optional_time(row, 4)?;
-                if failure > total.last_failure_at {
-                    total.last_failure_at = failure;
-                    total.last_failure_reason = row.get(5)?;
-                }
-            }
-            Ok(total)
-        })
+        self.read_stats(account, campaign)
     }
 
     fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()> {
-        self.write(Op::SaveAccount(account.clone(), settings_json.to_owned()))
-            .map(drop)
+        self.save(Op::SaveAccount(account.clone(), settings_json.to_owned()))
     }
 
     fn load_accounts(&self) -> Result<Vec<String>> {
-        self.read("loading account settings", |conn| {
-            let mut stmt = conn.prepare_cached("SELECT settings FROM accounts ORDER BY id")?;
-            let rows = stmt.query_map([], |row| row.get(0))?;
-            rows.collect()
-        })
+        self.read("loading account settings", |conn| accounts_since(conn, -1))
     }
 
     fn save_health(&self, account: &AccountId, health_json: &str) -> Result<()> {
-        self.write(Op::SaveHealth(account.clone(), health_json.to_owned()))
-            .map(drop)
+        self.save(Op::SaveHealth(account.clone(), health_json.to_owned()))
     }
 
     fn load_health(&self) -> Result<Vec<(AccountId, String)>> {
-        self.read("loading endpoint health", |conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT account, health FROM health ORDER BY account")?;
-            let rows = stmt.query_map([], |row| {
-                Ok((AccountId::new(row.get::<_, String>(0)?), row.get(1)?))
-            })?;
-            rows.collect()
-        })
+        self.read("loading endpoint health", |conn| health_since(conn, -1))
     }
 }
 
