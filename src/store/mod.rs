@@ -5,8 +5,9 @@
 //! worker calls it from its own threads (or `spawn_blocking`), never from the dialer's call path
 //! except for [`Store::insert`], which must return only once the delivery is durable.
 
-#[cfg(test)]
-pub(crate) mod conformance;
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod conformance;
 mod memory;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
