@@ -1011,7 +1011,7 @@ fn p4_end_to_end(scratch: &Scratch, receivers: &Receivers, scale: Scale) -> f64 
 
 /// Stores `per_account` pending results for each account straight into the outbox, in one
 /// transaction per account, so that a round starts with the work already waiting.
-fn fill(store: &dyn Store, accounts: &[AccountId], per_account: usize, body: &EncodedBody) {
+fn fill(store: &dyn Outbox, accounts: &[AccountId], per_account: usize, body: &EncodedBody) {
     let now = Timestamp::now();
     for account in accounts {
         let batch: Vec<NewDelivery> = (0..per_account)

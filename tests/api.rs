@@ -290,11 +290,14 @@ async fn dropped_submits_retried_with_their_id_are_delivered_exactly_once() {
     let (mut dropped, mut answered_first_time) = (0, 0);
     for n in 0..CALLS {
         let id = DeliveryId::new(format!("call-{n}")).unwrap();
+        // One call result, submitted again as it was: a retry sends the same call (its
+        // LogDateTime included), not a new one built later.
+        let this = call(&n.to_string());
         // Dropped after 0 to 400 µs: before, during or after the store's work.
         let patience = Duration::from_micros(next() % 400);
         let first = tokio::time::timeout(
             patience,
-            webhooks.submit_with_id(&acme, &winter, call(&n.to_string()), id.clone()),
+            webhooks.submit_with_id(&acme, &winter, this.clone(), id.clone()),
         )
         .await;
         match first {
@@ -307,7 +310,7 @@ async fn dropped_submits_retried_with_their_id_are_delivered_exactly_once() {
         // Retried, as a dialer would after a timeout: same id, same call result, twice.
         for _ in 0..2 {
             let again = webhooks
-                .submit_with_id(&acme, &winter, call(&n.to_string()), id.clone())
+                .submit_with_id(&acme, &winter, this.clone(), id.clone())
                 .await;
             assert_eq!(again.unwrap(), Submitted::Accepted(id.clone()));
         }
@@ -319,7 +322,8 @@ async fn dropped_submits_retried_with_their_id_are_delivered_exactly_once() {
     );
 
     assert!(worker.wait_idle(Duration::from_secs(30)).await.unwrap());
-    // Late retries, after delivery, are remembered and not sent again.
+    // Late retries, after delivery, are remembered and not sent again (only the id of a
+    // delivered call result is kept, so any call result under it is taken as the same).
     for n in 0..CALLS {
         let id = DeliveryId::new(format!("call-{n}")).unwrap();
         let again = webhooks.submit_with_id(&acme, &winter, call(&n.to_string()), id);

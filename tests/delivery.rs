@@ -18,7 +18,7 @@ use call_result_webhook::{
     Principal, Status, Submitted, UrlPolicy, Webhooks, Worker,
     campaign::WebhookIndicator,
     delivery::{FailureKind, PauseReason, RetrySchedule},
-    store::{DeliveryFilter, Outbox, Store},
+    store::{DeliveryFilter, Store},
 };
 use support::{Receiver, Recorded, Reply};
 

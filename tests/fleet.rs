@@ -169,9 +169,8 @@ fn a_pause_through_one_instance_holds_the_whole_fleet() {
     });
 
     // Whichever instance makes the attempt, the 410 pauses the endpoint for both.
-    a.webhooks
-        .submit_blocking(&acme, &winter, call("gone"))
-        .unwrap();
+    let gone = a.webhooks.submit_blocking(&acme, &winter, call("gone"));
+    assert!(gone.unwrap().is_accepted());
     receiver.wait_for(1, Duration::from_secs(10));
     let paused_in = within("both instances see the pause", IN_FORCE_WITHIN * 2, || {
         [&a, &b].iter().all(|i| {
@@ -261,9 +260,8 @@ fn an_idle_fleet_starts_a_submit_made_elsewhere_at_once() {
         std::thread::sleep(Duration::from_millis(37));
         let before = receiver.requests().len();
         let sent = Instant::now();
-        submitter
-            .submit_blocking(&acme, &winter, call(&n.to_string()))
-            .unwrap();
+        let submitted = submitter.submit_blocking(&acme, &winter, call(&n.to_string()));
+        assert!(submitted.unwrap().is_accepted());
         receiver.wait_for(before + 1, Duration::from_secs(5));
         latencies.push(sent.elapsed());
     }

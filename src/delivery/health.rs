@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 /// answered 410 Gone, it is paused: its deliveries stay pending and are not attempted until an
 /// administrator calls [`Webhooks::resume_endpoint`](crate::Webhooks::resume_endpoint).
 ///
-/// Stored (as JSON, through [`Store::save_health`](crate::store::Store::save_health)) when a streak
+/// Stored (as JSON, through [`Settings::save_health`](crate::store::Settings::save_health)) when a streak
 /// starts or ends and when the endpoint is paused or resumed, so a pause outlives a restart.
 /// The failure count in between is kept in memory only.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

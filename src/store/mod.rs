@@ -7,9 +7,9 @@
 //! from an async task. Several processes may share one store (PostgreSQL): they meet at claims
 //! with leases and fencing tokens (see [`Outbox`]).
 
-// The conformance suite moves to the new seam (in progress on another branch).
-#[cfg(any())]
-pub(crate) mod conformance;
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod conformance;
 mod memory;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

@@ -825,3 +825,24 @@ fn explain_claim_and_next_due_on_a_million_pending() {
     }
     drop(store);
 }
+
+#[test]
+fn conforms() {
+    let Some(probe) = Db::new() else { return };
+    drop(probe);
+    // Each check on a fresh schema; the schemas are dropped once the suite is done.
+    let schemas = Mutex::new(Vec::new());
+    crate::store::conformance::run_all(&|| {
+        let db = Db::new().expect("the server answered a moment ago");
+        let store = db.open();
+        schemas.lock().unwrap().push(db);
+        store
+    });
+}
+
+#[test]
+fn two_stores_on_one_schema_conform_to_the_concurrent_claims() {
+    let db = db!();
+    let (a, b) = (db.open(), db.open());
+    crate::store::conformance::concurrent_claims_never_overlap(&[&a, &b]);
+}

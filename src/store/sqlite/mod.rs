@@ -1,12 +1,14 @@
 //! The durable outbox in one SQLite file (feature `sqlite`).
 //!
-//! One writer thread owns the only write connection. Every write ([`Store::insert`],
-//! [`Store::record_attempt`], ...) is sent to it over a channel; it takes what is queued, applies
+//! One writer thread owns the only write connection. Every write ([`Outbox::insert`](crate::store::Outbox::insert),
+//! [`Outbox::record_attempts`](crate::store::Outbox::record_attempts), ...) is sent to it over a channel; it takes what is queued, applies
 //! each operation inside its own savepoint, commits the lot in one transaction with one fsync
 //! (`synchronous = FULL` in WAL mode) and only then answers each caller with its own result.
 //! Reads use a small pool of separate connections, which WAL lets run beside the writer. A
 //! third connection checkpoints the WAL in the background, so commits never wait for one.
 
+mod claims;
+mod outbox;
 mod rows;
 mod schema;
 #[cfg(test)]
@@ -26,14 +28,13 @@ use rusqlite::{Connection, params};
 
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
-use crate::store::{
-    AttemptRecord, Delivery, DeliveryFilter, DeliveryStats, NewDelivery, NextStep, Store,
-};
+use crate::store::{AttemptRecord, Delivery, DeliveryFilter, DeliveryStats, NewDelivery, NextStep};
 
+use claims::Claims;
 use rows::{
-    DUE, NEWEST_DELIVERED, PENDING_ACCOUNTS, SELECT_DELIVERIES, STATS_ACCOUNT, STATS_CAMPAIGN,
-    bind_filter, clamp_nanos, delivery_from_row, from_nanos, optional_time, push_filter, sql_limit,
-    stored_states, to_nanos,
+    ACCOUNTS_SINCE, HEALTH_SINCE, NEWEST_DELIVERED, PENDING_ACCOUNTS, SELECT_DELIVERIES,
+    STATS_ACCOUNT, STATS_CAMPAIGN, bind_filter, delivery_from_row, optional_time, push_filter,
+    sql_limit, stored_states, to_nanos,
 };
 use schema::{
     JOURNAL_SIZE_LIMIT, MIGRATIONS, check_schema, create_private_file, migrate, open_connection,
@@ -137,7 +138,7 @@ impl SqliteStoreBuilder {
 
 /// The outbox in one SQLite file: survives crashes and restarts of the dialer.
 ///
-/// - Durable: [`insert`](Store::insert) returns once the deliveries are fsynced to the file's
+/// - Durable: [`insert`](crate::store::Outbox::insert) returns once the deliveries are fsynced to the file's
 ///   write-ahead log (`journal_mode = WAL`, `synchronous = FULL`).
 /// - Group commit: concurrent writes share one transaction and one fsync (see
 ///   [`CommitMode`]); a write that fails (an id stored for another call result, an unknown
@@ -146,7 +147,9 @@ impl SqliteStoreBuilder {
 ///   returns [`Error::StoreFull`] and stores nothing.
 /// - Small in memory: pending deliveries stay in the file; reads fetch only what they return.
 ///
-/// Open one `SqliteStore` per file at a time: the `max_pending` check counts in the process.
+/// One process per file: the file is locked for the store's life, and a second store on it is
+/// refused with [`Error::StoreInUse`]. Claims and their leases live in this store's memory; a
+/// fleet of processes shares a `PostgresStore` instead (feature `postgres`).
 /// Dropping the store commits what was queued, stops its threads and closes the file.
 ///
 /// # Examples
@@ -155,8 +158,9 @@ impl SqliteStoreBuilder {
 /// use call_result_webhook::jiff::Timestamp;
 /// use call_result_webhook::{
 ///     DeliveryId, SqliteStore, encoding::Encoding, request::EncodedBody,
-///     store::{NewDelivery, Store},
+///     store::{ClaimRequest, NewDelivery, Outbox},
 /// };
+/// use std::time::Duration;
 ///
 /// let path = std::env::temp_dir().join(format!("outbox-doctest-{}.db", std::process::id()));
 /// let store = SqliteStore::open(&path)?;
@@ -171,8 +175,14 @@ impl SqliteStoreBuilder {
 ///     next_attempt_at: now,
 /// }])?;
 ///
-/// let due = store.due(&"acme".into(), now, 10, &[])?;
-/// assert_eq!(due[0].body.bytes().as_ref(), b"Reference=123");
+/// // The worker claims what is due, under a lease.
+/// let claims = store.claim(&ClaimRequest {
+///     now,
+///     limit: 10,
+///     lease: Duration::from_secs(20),
+///     skip: &[],
+/// })?;
+/// assert_eq!(claims[0].delivery.body.bytes().as_ref(), b"Reference=123");
 /// assert_eq!(store.stats(&"acme".into(), None)?.pending, 1);
 ///
 /// drop(store);
@@ -191,9 +201,14 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     /// Transactions the writer has committed.
     commits: Arc<AtomicU64>,
+    /// The claims handed out by [`Outbox::claim`](crate::store::Outbox::claim), in memory
+    /// only: the file is this store's alone.
+    claims: Mutex<Claims>,
     /// Held for the store's life: an exclusive lock on the file, so that a second process (or
     /// a second store in this one) cannot open it and send the same deliveries again.
     _exclusive: std::fs::File,
+    /// Accounts whose endpoint was last saved paused: claims leave them out.
+    paused: Mutex<std::collections::HashSet<AccountId>>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -299,6 +314,14 @@ impl SqliteStore {
             .query_row(NEWEST_DELIVERED, [], |r| r.get(0))
             .map_err(|e| Error::store("reading the newest delivery time", e))?;
 
+        let paused = conn
+            .prepare("SELECT account FROM health WHERE paused")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| row.get::<_, String>(0))?
+                    .map(|account| account.map(|a| AccountId::new(a.as_str())))
+                    .collect::<rusqlite::Result<std::collections::HashSet<_>>>()
+            })
+            .map_err(|e| Error::store("reading paused endpoints", e))?;
         let reader = open_reader(&path)?;
         let checkpoint_conn = open_connection(&path, false)
             .map_err(|e| Error::store("opening the checkpoint connection", e))?;
@@ -338,7 +361,9 @@ impl SqliteStore {
             checkpointer: Some(checkpointer),
             readers: Mutex::new(vec![reader]),
             commits,
+            claims: Mutex::new(Claims::default()),
             _exclusive: exclusive,
+            paused: Mutex::new(paused),
         })
     }
 
@@ -379,24 +404,22 @@ impl SqliteStore {
         }
         out.map_err(|e| Error::store(what, e))
     }
-}
 
-impl Drop for SqliteStore {
-    fn drop(&mut self) {
-        // Closing the channel lets the writer commit what is queued, then stop; the writer
-        // closes the checkpointer's channel in turn.
-        drop(self.jobs.take());
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
-        if let Some(checkpointer) = self.checkpointer.take() {
-            let _ = checkpointer.join();
-        }
+    /// The claims handed out; held while a claim reads the file, so that a claim never sees
+    /// a delivery whose outcome was committed but whose claim is not yet forgotten.
+    fn claims(&self) -> MutexGuard<'_, Claims> {
+        crate::sync::lock(&self.claims)
     }
-}
 
-impl Store for SqliteStore {
-    fn insert(&self, deliveries: &[NewDelivery]) -> Result<()> {
+    /// `skip` and the accounts whose endpoint was last saved paused.
+    fn skip_with_paused(&self, skip: &[AccountId]) -> Vec<AccountId> {
+        let paused = crate::sync::lock(&self.paused);
+        let mut all = skip.to_vec();
+        all.extend(paused.iter().filter(|a| !skip.contains(a)).cloned());
+        all
+    }
+
+    fn insert_deliveries(&self, deliveries: &[NewDelivery]) -> Result<()> {
         if deliveries.is_empty() {
             return Ok(());
         }
@@ -407,83 +430,20 @@ impl Store for SqliteStore {
         self.write(Op::Insert(deliveries.to_vec())).map(drop)
     }
 
-    fn due(
+    /// Checks an attempt's times and queues it to the writer without waiting.
+    fn queue_record(
         &self,
-        account: &AccountId,
-        now: Timestamp,
-        limit: usize,
-        skip: &[DeliveryId],
-    ) -> Result<Vec<Delivery>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        // At most `skip.len()` of the earliest rows are in flight: fetch that many more.
-        let fetch = limit.saturating_add(skip.len());
-        self.read("reading due deliveries", |conn| {
-            let mut stmt = conn.prepare_cached(DUE)?;
-            let mut rows = stmt.query(params![
-                account.as_str(),
-                clamp_nanos(now),
-                sql_limit(fetch)
-            ])?;
-            let mut due = Vec::with_capacity(limit.min(1024));
-            while let Some(row) = rows.next()? {
-                if !skip.is_empty() {
-                    let id = row.get_ref(0)?.as_str()?;
-                    if skip.iter().any(|s| s.as_str() == id) {
-                        continue;
-                    }
-                }
-                due.push(delivery_from_row(row)?);
-                if due.len() == limit {
-                    break;
-                }
-            }
-            Ok(due)
-        })
-    }
-
-    fn pending_accounts(&self) -> Result<Vec<(AccountId, Timestamp)>> {
-        self.read("reading accounts with pending deliveries", |conn| {
-            let mut stmt = conn.prepare_cached(PENDING_ACCOUNTS)?;
-            let rows = stmt.query_map([], |row| {
-                Ok((
-                    AccountId::new(row.get::<_, String>(0)?),
-                    from_nanos(row.get(1)?, 1)?,
-                ))
-            })?;
-            rows.collect()
-        })
-    }
-
-    fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord) -> Result<()> {
+        id: &DeliveryId,
+        record: &AttemptRecord,
+    ) -> Result<Receiver<Result<u64>>> {
         to_nanos(record.at)?;
         if let NextStep::RetryAt(at) = record.next {
             to_nanos(at)?;
         }
-        self.write(Op::Record(id.clone(), record.clone())).map(drop)
+        self.queue(Op::Record(id.clone(), record.clone()))
     }
 
-    /// Queues every record before waiting for any, so the writer takes them into one batch:
-    /// one transaction and one fsync for the lot, each still in its own savepoint.
-    fn record_attempts(&self, attempts: &[(DeliveryId, AttemptRecord)]) -> Vec<Result<()>> {
-        let queued: Vec<Result<Receiver<Result<u64>>>> = attempts
-            .iter()
-            .map(|(id, record)| {
-                to_nanos(record.at)?;
-                if let NextStep::RetryAt(at) = record.next {
-                    to_nanos(at)?;
-                }
-                self.queue(Op::Record(id.clone(), record.clone()))
-            })
-            .collect();
-        queued
-            .into_iter()
-            .map(|answer| answer?.recv().map_err(|_| writer_stopped())?.map(drop))
-            .collect()
-    }
-
-    fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>> {
+    fn list_deliveries(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>> {
         let states = stored_states(filter.state);
         if states.is_empty() || limit == 0 {
             return Ok(Vec::new());
@@ -510,19 +470,23 @@ impl Store for SqliteStore {
         })
     }
 
-    fn requeue_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {
+    fn requeue(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {
         to_nanos(now)?;
         self.write(Op::Requeue(filter.clone(), now))
     }
 
-    fn remove(&self, filter: &DeliveryFilter) -> Result<u64> {
+    fn remove_matching(&self, filter: &DeliveryFilter) -> Result<u64> {
         if stored_states(filter.state).is_empty() {
             return Ok(0);
         }
         self.write(Op::Remove(filter.clone()))
     }
 
-    fn stats(&self, account: &AccountId, campaign: Option<&CampaignId>) -> Result<DeliveryStats> {
+    fn read_stats(
+        &self,
+        account: &AccountId,
+        campaign: Option<&CampaignId>,
+    ) -> Result<DeliveryStats> {
         self.read("reading delivery counts", |conn| {
             let mut stmt;
             let mut rows = match campaign {
@@ -552,33 +516,46 @@ impl Store for SqliteStore {
         })
     }
 
-    fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()> {
-        self.write(Op::SaveAccount(account.clone(), settings_json.to_owned()))
-            .map(drop)
+    /// Saves an account's settings or an endpoint's health.
+    fn save(&self, op: Op) -> Result<()> {
+        self.write(op).map(drop)
     }
+}
 
-    fn load_accounts(&self) -> Result<Vec<String>> {
-        self.read("loading account settings", |conn| {
-            let mut stmt = conn.prepare_cached("SELECT settings FROM accounts ORDER BY id")?;
-            let rows = stmt.query_map([], |row| row.get(0))?;
-            rows.collect()
-        })
-    }
+/// Every account with pending deliveries and, in nanoseconds, its earliest next attempt.
+fn pending_accounts(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare_cached(PENDING_ACCOUNTS)?;
+    let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    rows.collect()
+}
 
-    fn save_health(&self, account: &AccountId, health_json: &str) -> Result<()> {
-        self.write(Op::SaveHealth(account.clone(), health_json.to_owned()))
-            .map(drop)
-    }
+/// Accounts' settings saved with a version above `after`.
+fn accounts_since(conn: &Connection, after: i64) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(ACCOUNTS_SINCE)?;
+    let rows = stmt.query_map([after], |row| row.get(0))?;
+    rows.collect()
+}
 
-    fn load_health(&self) -> Result<Vec<(AccountId, String)>> {
-        self.read("loading endpoint health", |conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT account, health FROM health ORDER BY account")?;
-            let rows = stmt.query_map([], |row| {
-                Ok((AccountId::new(row.get::<_, String>(0)?), row.get(1)?))
-            })?;
-            rows.collect()
-        })
+/// Endpoints' health saved with a version above `after`.
+fn health_since(conn: &Connection, after: i64) -> rusqlite::Result<Vec<(AccountId, String)>> {
+    let mut stmt = conn.prepare_cached(HEALTH_SINCE)?;
+    let rows = stmt.query_map([after], |row| {
+        Ok((AccountId::new(row.get::<_, String>(0)?), row.get(1)?))
+    })?;
+    rows.collect()
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer commit what is queued, then stop; the writer
+        // closes the checkpointer's channel in turn.
+        drop(self.jobs.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        if let Some(checkpointer) = self.checkpointer.take() {
+            let _ = checkpointer.join();
+        }
     }
 }
 

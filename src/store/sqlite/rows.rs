@@ -65,18 +65,58 @@ pub(super) const BUMP_STATS: &str = "INSERT INTO stats \
         THEN last_failure_reason ELSE excluded.last_failure_reason END, \
     last_failure_at = coalesce(excluded.last_failure_at, last_failure_at)";
 
-pub(super) const SAVE_ACCOUNT: &str = "INSERT INTO accounts (id, settings) VALUES (?1, ?2) \
-    ON CONFLICT (id) DO UPDATE SET settings = excluded.settings";
+/// The newest settings version: the greatest over both `accounts` and `health`, 0 for none.
+/// One index seek per table.
+macro_rules! settings_version {
+    () => {
+        "(SELECT max((SELECT coalesce(max(version), 0) FROM accounts), \
+         (SELECT coalesce(max(version), 0) FROM health)))"
+    };
+}
 
-pub(super) const SAVE_HEALTH: &str = "INSERT INTO health (account, health) VALUES (?1, ?2) \
-    ON CONFLICT (account) DO UPDATE SET health = excluded.health";
+/// Saves an account's settings with the next settings version.
+pub(super) const SAVE_ACCOUNT: &str = concat!(
+    "INSERT INTO accounts (id, settings, version) VALUES (?1, ?2, ",
+    settings_version!(),
+    " + 1) ON CONFLICT (id) DO UPDATE SET settings = excluded.settings, \
+     version = excluded.version"
+);
 
+/// Saves an endpoint's health with the next settings version.
+pub(super) const SAVE_HEALTH: &str = concat!(
+    "INSERT INTO health (account, health, paused, version) VALUES (?1, ?2, ?3, ",
+    settings_version!(),
+    " + 1) ON CONFLICT (account) DO UPDATE SET health = excluded.health, \
+     paused = excluded.paused, version = excluded.version"
+);
+
+/// The newest settings version saved: the cursor of a settings snapshot.
+pub(super) const SETTINGS_CURSOR: &str = concat!("SELECT ", settings_version!());
+
+/// Accounts' settings saved with a version above `?1`, by account.
+pub(super) const ACCOUNTS_SINCE: &str =
+    "SELECT settings FROM accounts WHERE version > ?1 ORDER BY id";
+
+/// Endpoints' health saved with a version above `?1`, by account.
+pub(super) const HEALTH_SINCE: &str =
+    "SELECT account, health FROM health WHERE version > ?1 ORDER BY account";
+
+/// Pending deliveries of account `?1` due at or before `?2`, earliest first, at most `?3`;
+/// column 12 is the rowid, which breaks ties in insertion order.
 pub(super) const DUE: &str = concat!(
     "SELECT ",
     delivery_columns!(),
-    " FROM deliveries WHERE account = ?1 AND state = 'pending' AND next_attempt_at <= ?2 \
+    ", rowid FROM deliveries WHERE account = ?1 AND state = 'pending' AND next_attempt_at <= ?2 \
      ORDER BY next_attempt_at, rowid LIMIT ?3"
 );
+
+/// The ids and times of account `?1`'s earliest pending deliveries, due or not, at most `?2`.
+pub(super) const EARLIEST_PENDING: &str = "SELECT id, next_attempt_at FROM deliveries \
+    WHERE account = ?1 AND state = 'pending' ORDER BY next_attempt_at, rowid LIMIT ?2";
+
+/// Whether any delivery is pending: one seek in the pending deliveries' index.
+pub(super) const HAS_PENDING: &str =
+    "SELECT EXISTS (SELECT 1 FROM deliveries WHERE state = 'pending')";
 
 /// One index seek per account (a "loose index scan"), never a pass over every pending row.
 pub(super) const PENDING_ACCOUNTS: &str = "WITH RECURSIVE a(account) AS ( \

@@ -21,7 +21,7 @@ const STATEMENT_CACHE: usize = 64;
 
 /// The schema, one step per version: step `i` takes a file from `user_version = i` to `i + 1`.
 /// Steps are only ever appended; a released step never changes.
-pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE deliveries (
@@ -70,6 +70,18 @@ CREATE TABLE delivered_ids (
     delivered_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX delivered_ids_at ON delivered_ids (delivered_at);
+";
+
+/// Version 3: a version on every account's settings and endpoint's health, from one counter
+/// shared by both tables, so that [`Settings::changes_since`](crate::store::Settings) finds
+/// what was saved after a cursor. Rows saved before keep version 0: they are in every
+/// snapshot, and in no change after one.
+const SCHEMA_V3: &str = "
+ALTER TABLE accounts ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE health ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE health ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX accounts_version ON accounts (version);
+CREATE INDEX health_version ON health (version);
 ";
 
 /// Creates the file with mode 0600 if it does not exist yet, before SQLite opens it (SQLite

@@ -11,8 +11,9 @@ use jiff::Timestamp;
 use rusqlite::Connection;
 
 use super::rows::{
-    DUE, FIND_DELIVERY, INSERT_DELIVERY, PENDING_ACCOUNTS, PRUNE_DELIVERED, REMEMBER_DELIVERED,
-    SAME_DELIVERY, STATS_CAMPAIGN, push_filter,
+    DUE, EARLIEST_PENDING, FIND_DELIVERY, HAS_PENDING, INSERT_DELIVERY, PENDING_ACCOUNTS,
+    PRUNE_DELIVERED, REMEMBER_DELIVERED, SAME_DELIVERY, SAVE_ACCOUNT, SETTINGS_CURSOR,
+    STATS_CAMPAIGN, push_filter,
 };
 use super::schema::{MIGRATIONS, migrate};
 use super::writer::PRUNE_EVERY;
@@ -24,9 +25,82 @@ use crate::limits::DELIVERED_ID_RETENTION;
 use crate::request::EncodedBody;
 use crate::store::conformance::{self, new_deliveries, t};
 use crate::store::{
-    AttemptRecord, Delivery, DeliveryFilter, DeliveryState, DeliveryStats, NewDelivery, NextStep,
-    Store,
+    AttemptRecord, ClaimRequest, Delivery, DeliveryFilter, DeliveryState, DeliveryStats,
+    NewDelivery, NextStep, Outbox, Settings,
 };
+
+/// The queries these tests were first written against, answered through the fleet seam: what
+/// is due without claiming it, and an outcome recorded under a claim, as the worker records.
+trait Queries {
+    fn due(
+        &self,
+        account: &AccountId,
+        now: Timestamp,
+        limit: usize,
+        skip: &[DeliveryId],
+    ) -> Result<Vec<Delivery>>;
+    fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord) -> Result<()>;
+    fn pending_accounts(&self) -> Result<Vec<(AccountId, Timestamp)>>;
+    fn load_accounts(&self) -> Result<Vec<String>>;
+    fn load_health(&self) -> Result<Vec<(AccountId, String)>>;
+}
+
+impl Queries for SqliteStore {
+    fn due(
+        &self,
+        account: &AccountId,
+        now: Timestamp,
+        limit: usize,
+        skip: &[DeliveryId],
+    ) -> Result<Vec<Delivery>> {
+        let filter = DeliveryFilter::account(account.clone()).state(DeliveryState::Pending);
+        let mut due = self.list(&filter, usize::MAX)?;
+        due.retain(|d| d.next_attempt_at <= now && !skip.contains(&d.id));
+        due.sort_by_key(|d| d.next_attempt_at);
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord) -> Result<()> {
+        let claims = self.claim(&ClaimRequest {
+            now: Timestamp::MAX,
+            limit: usize::MAX,
+            lease: Duration::ZERO,
+            skip: &[],
+        })?;
+        let mut answer = Err(Error::UnknownDelivery(id.to_string()));
+        let mut others = Vec::new();
+        for c in claims {
+            if &c.delivery.id == id {
+                answer = self
+                    .record_attempts(&[(c.delivery.id, c.token, record.clone())])
+                    .remove(0);
+            } else {
+                others.push((c.delivery.id, c.token));
+            }
+        }
+        self.release(&others)?;
+        answer
+    }
+
+    fn pending_accounts(&self) -> Result<Vec<(AccountId, Timestamp)>> {
+        let mut earliest: std::collections::BTreeMap<AccountId, Timestamp> = Default::default();
+        for account in ["acme", "bolt"] {
+            if let Some(d) = self.due(&account.into(), Timestamp::MAX, 1, &[])?.first() {
+                earliest.insert(account.into(), d.next_attempt_at);
+            }
+        }
+        Ok(earliest.into_iter().collect())
+    }
+
+    fn load_accounts(&self) -> Result<Vec<String>> {
+        Ok(self.load_settings()?.accounts)
+    }
+
+    fn load_health(&self) -> Result<Vec<(AccountId, String)>> {
+        Ok(self.load_settings()?.health)
+    }
+}
 
 fn in_dir(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("outbox.db")
@@ -155,7 +229,7 @@ fn reopening_finds_everything_exactly() {
         .unwrap();
     store.save_account(&"bolt".into(), r#"{"v":1}"#).unwrap();
     store
-        .save_health(&"acme".into(), r#"{"paused":true}"#)
+        .save_health(&"acme".into(), r#"{"paused":true}"#, true)
         .unwrap();
     let before = snapshot(&store);
     assert_eq!(before.deliveries.len(), 5);
@@ -219,17 +293,24 @@ fn attempts_recorded_together_share_commits() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(in_dir(&dir)).unwrap();
     store.insert(&new_deliveries("acme", "c1", N)).unwrap();
-    let due = store.due(&"acme".into(), t(1_000_000), N, &[]).unwrap();
-    let records: Vec<_> = due
+    let claims = store
+        .claim(&ClaimRequest {
+            now: t(1_000_000),
+            limit: N,
+            lease: Duration::from_secs(60),
+            skip: &[],
+        })
+        .unwrap();
+    let records: Vec<_> = claims
         .iter()
-        .map(|d| {
+        .map(|c| {
             let record = AttemptRecord {
                 at: t(2_000),
                 status: Some(204),
                 error: None,
                 next: NextStep::Delivered,
             };
-            (d.id.clone(), record)
+            (c.delivery.id.clone(), c.token, record)
         })
         .collect();
     let before = store.transactions_committed();
@@ -532,7 +613,7 @@ fn an_older_file_is_migrated() {
         .unwrap();
     drop(conn);
     let store = SqliteStore::open(&v1).unwrap();
-    assert_eq!(version(&v1), 2);
+    assert_eq!(version(&v1), MIGRATIONS.len() as i64);
     let due = store.due(&"acme".into(), t(1_000), 10, &[]).unwrap();
     assert_eq!((due.len(), &due[0].body), (1, &old.body));
     store.insert(std::slice::from_ref(&old)).unwrap();
@@ -642,6 +723,10 @@ fn hot_queries_never_scan_the_whole_table() {
     }
     let mut queries = vec![
         DUE,
+        EARLIEST_PENDING,
+        HAS_PENDING,
+        SETTINGS_CURSOR,
+        SAVE_ACCOUNT,
         PENDING_ACCOUNTS,
         FIND_DELIVERY,
         STATS_CAMPAIGN,
@@ -656,11 +741,10 @@ fn hot_queries_never_scan_the_whole_table() {
         let mut rows = stmt.raw_query();
         while let Some(row) = rows.next().unwrap() {
             let step: String = row.get(3).unwrap();
-            assert!(
-                !(step.starts_with("SCAN deliveries") || step.starts_with("SCAN delivered_ids"))
-                    || step.contains("INDEX"),
-                "{sql}: {step}"
-            );
+            let scans = ["deliveries", "delivered_ids", "accounts", "health"]
+                .iter()
+                .any(|table| step.starts_with(&format!("SCAN {table}")));
+            assert!(!scans || step.contains("INDEX"), "{sql}: {step}");
         }
     }
 }
@@ -776,4 +860,118 @@ fn acknowledged_inserts_survive_sigkill() {
         let stats = store.stats(&"acme".into(), None).unwrap();
         assert_eq!(stats.pending, stored.len() as u64, "round {round}");
     }
+}
+
+/// Claims with a lease, through the new seam (the old `Store` is in scope here too).
+fn claim_at(store: &SqliteStore, now: Timestamp, limit: usize) -> Vec<crate::store::Claim> {
+    crate::store::Outbox::claim(
+        store,
+        &crate::store::ClaimRequest {
+            now,
+            limit,
+            lease: Duration::from_secs(3_600),
+            skip: &[],
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn after_a_restart_nothing_is_claimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = in_dir(&dir);
+    let store = SqliteStore::open(&path).unwrap();
+    store.insert(&new_deliveries("acme", "c1", 2)).unwrap();
+    let before = claim_at(&store, t(10), 10);
+    assert_eq!(before.len(), 2);
+    assert!(claim_at(&store, t(11), 10).is_empty());
+    drop(store);
+
+    let store = SqliteStore::open(&path).unwrap();
+    let after = claim_at(&store, t(11), 10);
+    assert_eq!(after.len(), 2, "claims are not kept on disk");
+    assert!(after.iter().all(|c| c.token > before[1].token));
+    let stale = (
+        before[0].delivery.id.clone(),
+        before[0].token,
+        attempt(t(12), 204, NextStep::Delivered),
+    );
+    let answers = crate::store::Outbox::record_attempts(&store, &[stale]);
+    assert!(matches!(answers[..], [Err(Error::LeaseLost { .. })]));
+}
+
+#[test]
+fn claims_page_past_leased_and_skipped_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(in_dir(&dir)).unwrap();
+    store.insert(&new_deliveries("held", "c1", 300)).unwrap();
+    store.insert(&new_deliveries("acme", "c1", 300)).unwrap();
+    // The earliest 250 of acme claimed, held's all skipped: the next claim reads past them.
+    let first = crate::store::Outbox::claim(
+        &store,
+        &crate::store::ClaimRequest {
+            now: t(1_000),
+            limit: 250,
+            lease: Duration::from_secs(3_600),
+            skip: &["held".into()],
+        },
+    )
+    .unwrap();
+    assert_eq!(first.len(), 250);
+    assert!(first.iter().all(|c| c.delivery.account == "acme".into()));
+    let next = crate::store::Outbox::claim(
+        &store,
+        &crate::store::ClaimRequest {
+            now: t(1_000),
+            limit: 10,
+            lease: Duration::from_secs(3_600),
+            skip: &["held".into()],
+        },
+    )
+    .unwrap();
+    let ids: Vec<_> = next.iter().map(|c| c.delivery.id.to_string()).collect();
+    let expected: Vec<_> = (250..260).map(|i| format!("msg_acme_c1_{i}")).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(
+        crate::store::Outbox::next_due(&store, t(1_000), &["held".into()]).unwrap(),
+        Some(t(260))
+    );
+}
+
+#[test]
+fn settings_saved_before_versions_are_in_every_snapshot() {
+    use crate::store::Settings;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.db");
+    let mut conn = Connection::open(&path).unwrap();
+    migrate(&mut conn, &path, &MIGRATIONS[..2]).unwrap();
+    conn.execute_batch(
+        "INSERT INTO accounts (id, settings) VALUES ('acme', '{\"v\":1}'); \
+         INSERT INTO health (account, health) VALUES ('acme', 'h1')",
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(version(&path), 3);
+    let snapshot = Settings::load_settings(&store).unwrap();
+    assert_eq!(snapshot.accounts, [r#"{"v":1}"#]);
+    assert_eq!(snapshot.health, [("acme".into(), "h1".to_owned())]);
+    assert_eq!(snapshot.cursor, 0);
+    let none = Settings::changes_since(&store, snapshot.cursor).unwrap();
+    assert!(none.accounts.is_empty() && none.health.is_empty());
+    Settings::save_health(&store, &"acme".into(), "h2", false).unwrap();
+    let changed = Settings::changes_since(&store, snapshot.cursor).unwrap();
+    assert!(changed.accounts.is_empty());
+    assert_eq!(changed.health, [("acme".into(), "h2".to_owned())]);
+    assert_eq!(changed.cursor, 1);
+    // The counter outlives a restart.
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    Settings::save_account(&store, &"bolt".into(), r#"{"v":2}"#).unwrap();
+    let changed = Settings::changes_since(&store, 1).unwrap();
+    assert_eq!(
+        (changed.accounts, changed.cursor),
+        (vec![r#"{"v":2}"#.to_owned()], 2)
+    );
 }

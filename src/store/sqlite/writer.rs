@@ -35,7 +35,7 @@ pub(super) enum Op {
     Requeue(DeliveryFilter, Timestamp),
     Remove(DeliveryFilter),
     SaveAccount(AccountId, String),
-    SaveHealth(AccountId, String),
+    SaveHealth(AccountId, String, bool),
 }
 
 impl Op {
@@ -254,9 +254,12 @@ impl Writer {
             Op::SaveAccount(account, json) => {
                 self.upsert(SAVE_ACCOUNT, account, json, "saving account settings")
             }
-            Op::SaveHealth(account, json) => {
-                self.upsert(SAVE_HEALTH, account, json, "saving endpoint health")
-            }
+            Op::SaveHealth(account, json, paused) => self
+                .conn
+                .prepare_cached(SAVE_HEALTH)
+                .and_then(|mut stmt| stmt.execute(params![account.as_str(), json, paused]))
+                .map(|_| (0, 0))
+                .map_err(|e| Error::store("saving endpoint health", e)),
         }
     }
 
