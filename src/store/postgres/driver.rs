@@ -73,6 +73,11 @@ impl Driver {
         })?
     }
 
+    /// Whether the calling thread is the runtime's own, where waiting for it would stall it.
+    pub(super) fn on_own_thread(&self) -> bool {
+        std::thread::current().id() == self.thread_id
+    }
+
     /// Starts `task` on the runtime; it ends when it returns or the driver is dropped.
     pub(super) fn spawn<F>(&self, task: F)
     where

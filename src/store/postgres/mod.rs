@@ -13,6 +13,7 @@
 
 mod driver;
 mod enqueue;
+mod group;
 mod listen;
 mod ops;
 mod schema;
@@ -116,6 +117,8 @@ impl PostgresStoreBuilder {
 /// Dropping the store stops its runtime and closes its connections.
 pub struct PostgresStore {
     ctx: Arc<Ctx>,
+    /// Concurrent submits, committed together.
+    groups: Arc<group::Groups>,
     config: tokio_postgres::Config,
     target: String,
     // Dropped last: the tasks above run on it.
@@ -276,6 +279,7 @@ impl PostgresStore {
         })?;
         Ok(PostgresStore {
             ctx,
+            groups: Arc::default(),
             config,
             target,
             driver,
@@ -299,6 +303,18 @@ impl Outbox for PostgresStore {
     fn insert(&self, deliveries: &[NewDelivery]) -> Result<()> {
         if deliveries.is_empty() {
             return Ok(());
+        }
+        if let [delivery] = deliveries
+            && !self.driver.on_own_thread()
+        {
+            // A submit: committed together with whatever other submits come at the moment.
+            let answered = self.groups.submit(&self.ctx, delivery.clone(), |group| {
+                self.driver.spawn(group)
+            });
+            return answered.recv().map_err(|_| Error::Store {
+                message: "the outbox's database task ended without an answer".into(),
+                source: None,
+            })?;
         }
         let deliveries = deliveries.to_vec();
         self.run(|ctx| ops::insert(ctx, deliveries))

@@ -49,14 +49,20 @@ impl Ctx {
 }
 
 /// Whether a stored delivery's parts are those of `new`.
-fn same_parts(new: &NewDelivery, account: &str, campaign: &str, body: &[u8], enc: &str) -> bool {
+pub(super) fn same_parts(
+    new: &NewDelivery,
+    account: &str,
+    campaign: &str,
+    body: &[u8],
+    enc: &str,
+) -> bool {
     new.account.as_str() == account
         && new.campaign.as_str() == campaign
         && new.body.bytes().as_ref() == body
         && new.body.encoding().as_str() == enc
 }
 
-fn same_new(a: &NewDelivery, b: &NewDelivery) -> bool {
+pub(super) fn same_new(a: &NewDelivery, b: &NewDelivery) -> bool {
     a.account == b.account && a.campaign == b.campaign && a.body == b.body
 }
 

@@ -846,3 +846,56 @@ fn two_stores_on_one_schema_conform_to_the_concurrent_claims() {
     let (a, b) = (db.open(), db.open());
     crate::store::conformance::concurrent_claims_never_overlap(&[&a, &b]);
 }
+
+#[test]
+fn concurrent_submits_commit_together_and_each_gets_its_own_answer() {
+    const THREADS: usize = 16;
+    const EACH: usize = 40;
+    let db = db!();
+    let store = Arc::new(db.open());
+    // Stored before: a repeat of it is a no-op; another call result under its id is refused.
+    store
+        .insert(&[new("taken", "acme", "first", t(0))])
+        .unwrap();
+    let answers: Vec<Vec<(String, Result<()>)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|thread| {
+                let store = Arc::clone(&store);
+                scope.spawn(move || {
+                    (0..EACH)
+                        .map(|i| {
+                            let d = match (thread, i) {
+                                (0, 0) => new("taken", "acme", "first", t(0)),
+                                (1, 0) => new("taken", "acme", "another", t(0)),
+                                _ => new(&format!("t{thread}-{i}"), "acme", "x", t(1)),
+                            };
+                            let id = d.id.to_string();
+                            (id, store.insert(&[d]))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (thread, answers) in answers.iter().enumerate() {
+        for (i, (id, answer)) in answers.iter().enumerate() {
+            match (thread, i) {
+                (1, 0) => assert!(
+                    matches!(answer, Err(Error::IdConflict { id }) if id == "taken"),
+                    "{answer:?}"
+                ),
+                _ => assert!(answer.is_ok(), "{id}: {answer:?}"),
+            }
+        }
+    }
+    let stats = store.stats(&AccountId::new("acme"), None).unwrap();
+    assert_eq!(stats.pending, (THREADS * EACH - 1) as u64);
+    let taken = store
+        .list(
+            &DeliveryFilter::account("acme").id(DeliveryId::new("taken").unwrap()),
+            1,
+        )
+        .unwrap();
+    assert_eq!(taken[0].body.bytes().as_ref(), b"first");
+}
