@@ -228,6 +228,10 @@ impl WebhooksBuilder {
     /// The bound on attempts in flight at once to one account's endpoint (default
     /// [`DEFAULT_PER_ENDPOINT_CONCURRENCY`]), so a slow or dead endpoint ties up only its own
     /// share. One endpoint never gets more than half the total bound (at least 1).
+    ///
+    /// The bound is this process's: on a fleet of N processes sharing one store, one endpoint
+    /// has at most N × `n` attempts in flight (the fleet test measures exactly that), while
+    /// one process holding a dead endpoint's places never slows the other accounts.
     pub fn per_endpoint_concurrency(mut self, n: usize) -> Self {
         if n == 0 {
             self.keep(Error::config(

@@ -297,3 +297,90 @@ fn an_idle_fleet_starts_a_submit_made_elsewhere_at_once() {
         SUBMITS as u64
     );
 }
+
+/// `per_endpoint_concurrency` bounds each process: a fleet of N processes has at most N times
+/// it in flight to one endpoint. Measured at a receiver that holds every request 300 ms.
+#[test]
+fn a_fleet_keeps_each_process_within_its_share_of_one_endpoint() {
+    const PER_ENDPOINT: usize = 2;
+    const INSTANCES: usize = 3;
+    const DELIVERIES: usize = 36;
+    let Some(db) = Database::new("per-endpoint bound across a fleet") else {
+        return;
+    };
+    let receiver = Receiver::start();
+    let hold = Duration::from_millis(300);
+    receiver.set_default(Reply::ok().delay(hold));
+    let start = || {
+        let webhooks = Webhooks::builder()
+            .store(db.store())
+            .policy(UrlPolicy::new().allow_http(true).allow_private())
+            .per_endpoint_concurrency(PER_ENDPOINT)
+            .build()
+            .unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let worker = webhooks
+            .start_tokio(HyperDispatcher::builder().build(), runtime.handle())
+            .unwrap();
+        Instance {
+            webhooks,
+            worker,
+            _runtime: runtime,
+        }
+    };
+    let fleet: Vec<Instance> = (0..INSTANCES).map(|_| start()).collect();
+    let (acme, winter) = ids();
+    fleet[0]
+        .webhooks
+        .update_preferences_blocking(
+            &admin(),
+            &acme,
+            PreferencesUpdate::new()
+                .enabled(true)
+                .url(&receiver.url_for("/hook")),
+        )
+        .unwrap();
+    fleet[0]
+        .webhooks
+        .set_campaign_webhook_blocking(&admin(), &acme, &winter, true)
+        .unwrap();
+    for instance in &fleet[1..] {
+        within("every instance sees the account", IN_FORCE_WITHIN, || {
+            instance.webhooks.indicator(&acme, &winter) == WebhookIndicator::Active
+        });
+    }
+    for n in 0..DELIVERIES {
+        let submitted =
+            fleet[n % INSTANCES]
+                .webhooks
+                .submit_blocking(&acme, &winter, call(&n.to_string()));
+        assert!(submitted.unwrap().is_accepted());
+    }
+    let requests = receiver.wait_for(DELIVERIES, Duration::from_secs(30));
+    // In flight at each arrival: the requests that arrived within the hold before it.
+    let most = requests
+        .iter()
+        .map(|r| {
+            requests
+                .iter()
+                .filter(|o| o.at <= r.at && r.at < o.at + hold)
+                .count()
+        })
+        .max()
+        .unwrap();
+    println!(
+        "one endpoint, {INSTANCES} instances, per_endpoint_concurrency {PER_ENDPOINT}: at most {most} in flight"
+    );
+    assert!(
+        most <= INSTANCES * PER_ENDPOINT,
+        "{most} in flight at once, over {INSTANCES} x {PER_ENDPOINT}"
+    );
+    for instance in &fleet {
+        assert!(
+            instance
+                .worker
+                .wait_idle_blocking(Duration::from_secs(10))
+                .unwrap()
+        );
+    }
+}

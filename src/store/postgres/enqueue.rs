@@ -116,6 +116,41 @@ impl<'a> EnqueueParams<'a> {
 /// [`Error::IdConflict`] when the id is stored for another call result (the statement
 /// changed nothing; the transaction is still usable), [`Error::Store`] when the statement
 /// failed (inside a transaction, roll it back).
+///
+/// # Examples
+///
+/// The dialer records a finished call and enqueues its webhook in one transaction:
+///
+/// ```no_run
+/// use call_result_webhook::store::postgres::enqueue_in;
+/// use call_result_webhook::store::PostgresStore;
+/// use call_result_webhook::{CallResult, DeliveryId, Prepared, Webhooks};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let url = "postgres://dialer@db.internal/calls";
+/// let store = PostgresStore::connect(url)?;
+/// let schema = store.schema().to_owned();
+/// let webhooks = Webhooks::builder().store(store).build()?;
+///
+/// let (mut client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+/// tokio::spawn(connection);
+///
+/// let call = CallResult::builder().reference("123").result("Connected").build();
+/// // The id derives from the dialer's own call id: a retried transaction stores it once.
+/// let id = DeliveryId::new("call-8812")?;
+/// let tx = client.transaction().await?;
+/// tx.execute("INSERT INTO calls (id, result) VALUES ($1, $2)", &[&"8812", &"Connected"])
+///     .await?;
+/// match webhooks.prepare(&"acme".into(), &"winter-sale".into(), &call, id)? {
+///     Prepared::Ready(delivery) => enqueue_in(&tx, &schema, &delivery).await?,
+///     Prepared::Skipped(reason) => println!("no webhook: {}", reason.describe()),
+/// }
+/// // Both or neither: the call record and the webhook commit together. On commit every
+/// // process of the fleet is told, and one of them delivers it.
+/// tx.commit().await?;
+/// # Ok(())
+/// # }
+/// ```
 pub async fn enqueue_in(
     client: &impl tokio_postgres::GenericClient,
     schema: &str,
