@@ -223,7 +223,13 @@ fn show_status(label: &str, status: &Status, campaign: &CampaignId) {
         s.pending, s.delivered, s.failed
     );
     if let Some(reason) = &s.last_failure_reason {
-        print!(", last failure: {reason}");
+        // Whether that failure still stands, or a later delivery succeeded.
+        let when = if status.failure_is_current {
+            "current"
+        } else {
+            "before the last success"
+        };
+        print!(", last failure ({when}): {reason}");
     }
     println!();
 }
