@@ -4,7 +4,13 @@
 //! ```sh
 //! cargo bench --bench load              # the full run (a few minutes)
 //! cargo bench --bench load -- --quick   # fewer results per figure, no p6; about a minute
+//! cargo bench --bench load --features postgres -- --quick   # and p7-p9 on PostgreSQL
 //! ```
+//!
+//! p7, p8 and p9 (feature `postgres`) measure the shared outbox on the PostgreSQL server named
+//! by `CALL_RESULT_WEBHOOK_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`),
+//! each round on a fresh schema dropped after it; with no server answering they print
+//! `not run: no PostgreSQL at ...`.
 //!
 //! Every receiver is a hyper server on 127.0.0.1 started by this program (`support`); nothing
 //! leaves the machine. Where a figure has a baseline, ours and the baseline alternate, three
@@ -190,6 +196,11 @@ fn main() {
             format!("{:.1}", p6_rss(&scratch, scale))
         };
         figures.push(("p6_rss_mib_1m_pending", p6));
+    }
+
+    #[cfg(feature = "postgres")]
+    if ["p7", "p8", "p9"].iter().any(|f| wanted(f)) {
+        pg::run(&wanted, &scratch, scale, &mut figures);
     }
 
     eprintln!("load: done in {:.1} s", started.elapsed().as_secs_f64());
@@ -1211,4 +1222,651 @@ fn p6_child(args: &[String]) {
         .expect("VmHWM in /proc/self/status");
     println!("vmhwm_kib: {hwm}");
     println!("delivered: {}", delivered.get());
+}
+
+// ---------------------------------------------------------------------------------------------
+// p7, p8, p9: the fleet outbox on PostgreSQL (feature `postgres`)
+
+/// The PostgreSQL figures. Each round runs on a schema of its own, made fresh for it on the
+/// server named by `CALL_RESULT_WEBHOOK_DATABASE_URL` (default
+/// `postgres://postgres@127.0.0.1:5432/postgres`) and dropped after it. With no server
+/// answering, every PostgreSQL figure reads `not run: no PostgreSQL at ...`.
+#[cfg(feature = "postgres")]
+mod pg {
+    use super::*;
+
+    use call_result_webhook::campaign::WebhookIndicator;
+    use call_result_webhook::store::{PostgresStore, PostgresStoreBuilder};
+
+    const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+    /// High enough that no round is refused for holding too much: the count is still taken
+    /// at every insert, as with the default.
+    const MAX_PENDING: usize = 100_000_000;
+    /// Rows per `Outbox::insert` in `p7_pg_insert_batch_per_s`.
+    const BATCH: usize = 100;
+    /// Instances in the fleet of `p8_pg_fleet_vs_single`.
+    const FLEET: usize = 3;
+
+    /// The figures' names, in the order they are printed.
+    const NAMES: [(&str, &str); 6] = [
+        ("p7", "p7_pg_submit_per_s"),
+        ("p7", "p7_pg_submit_p99_ms"),
+        ("p7", "p7_pg_insert_batch_per_s"),
+        ("p8", "p8_pg_end_to_end_per_s"),
+        ("p8", "p8_pg_fleet_vs_single"),
+        ("p9", "p9_pg_wakeup_p99_ms"),
+    ];
+
+    /// Runs the wanted PostgreSQL figures and appends them to `figures`.
+    pub(super) fn run(
+        wanted: &dyn Fn(&str) -> bool,
+        scratch: &Scratch,
+        scale: Scale,
+        figures: &mut Vec<(&'static str, String)>,
+    ) {
+        let url = std::env::var("CALL_RESULT_WEBHOOK_DATABASE_URL")
+            .unwrap_or_else(|_| DEFAULT_URL.to_owned());
+        if let Err(e) = simple_query(&url, "SELECT 1") {
+            eprintln!(
+                "p7-p9: no PostgreSQL server answers at {}: {e}",
+                shown(&url)
+            );
+            for (figure, name) in NAMES {
+                if wanted(figure) {
+                    figures.push((name, format!("not run: no PostgreSQL at {}", shown(&url))));
+                }
+            }
+            return;
+        }
+        if let Ok(row) = simple_query(
+            &url,
+            "SELECT current_setting('server_version'), current_setting('fsync'), \
+             current_setting('synchronous_commit'), current_setting('wal_sync_method'), \
+             current_setting('commit_delay')",
+        ) {
+            eprintln!(
+                "p7-p9: PostgreSQL {} at {}: fsync {}, synchronous_commit {}, wal_sync_method {}, \
+                 commit_delay {}",
+                row[0],
+                shown(&url),
+                row[1],
+                row[2],
+                row[3],
+                row[4]
+            );
+        }
+        if wanted("p7") {
+            let submit = p7_submit(&url, scratch, scale);
+            figures.push(("p7_pg_submit_per_s", format!("{:.0}", submit.per_s)));
+            figures.push(("p7_pg_submit_p99_ms", format!("{:.2}", submit.p99_ms())));
+            let batch = p7_insert_batch(&url, scale);
+            figures.push(("p7_pg_insert_batch_per_s", format!("{batch:.0}")));
+        }
+        let receivers = Receivers::start(&[Behaviour::Answer], 2);
+        if wanted("p8") {
+            let (single, ratio) = p8_fleet(&url, &receivers, scale);
+            figures.push(("p8_pg_end_to_end_per_s", format!("{single:.0}")));
+            figures.push(("p8_pg_fleet_vs_single", format!("{ratio:.2}")));
+        }
+        if wanted("p9") {
+            let p99 = p9_wakeup(&url, &receivers, scale);
+            figures.push((
+                "p9_pg_wakeup_p99_ms",
+                format!("{:.2}", p99.as_secs_f64() * 1e3),
+            ));
+        }
+    }
+
+    /// `url` without its password.
+    fn shown(url: &str) -> String {
+        match url::Url::parse(url) {
+            Ok(mut parsed) => {
+                if parsed.password().is_some() {
+                    let _ = parsed.set_password(Some("***"));
+                }
+                parsed.to_string()
+            }
+            Err(_) => "the server in CALL_RESULT_WEBHOOK_DATABASE_URL".to_owned(),
+        }
+    }
+
+    /// Runs `sql` on a connection of its own and answers the first row's columns as text
+    /// (empty for a statement that returns none).
+    fn simple_query(url: &str, sql: &str) -> Result<Vec<String>, String> {
+        let work = async {
+            let (client, connection) = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio_postgres::connect(url, tokio_postgres::NoTls),
+            )
+            .await
+            .map_err(|_| "timed out connecting".to_owned())?
+            .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            let messages = client.simple_query(sql).await.map_err(|e| e.to_string())?;
+            Ok(messages
+                .iter()
+                .find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                        (0..row.len())
+                            .map(|i| row.get(i).unwrap_or("").to_owned())
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .unwrap_or_default())
+        };
+        // A runtime of its own on a thread of its own: callers may be anywhere.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime")
+                    .block_on(work)
+            })
+            .join()
+            .expect("the query's thread")
+        })
+    }
+
+    /// A fresh schema on the server, dropped with the value.
+    struct Schema {
+        url: String,
+        name: String,
+    }
+
+    impl Schema {
+        fn new(url: &str, figure: &str) -> Schema {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_nanos() as u64;
+            Schema {
+                url: url.to_owned(),
+                name: format!("crwh_bench_{figure}_{nanos:016x}"),
+            }
+        }
+
+        fn builder(&self) -> PostgresStoreBuilder {
+            PostgresStore::builder(self.url.clone())
+                .schema(self.name.clone())
+                .max_pending(MAX_PENDING)
+        }
+
+        /// A store on this schema with the default pool (creating the schema on first open).
+        fn store(&self) -> PostgresStore {
+            self.builder().open().expect("open the PostgreSQL outbox")
+        }
+    }
+
+    impl Drop for Schema {
+        fn drop(&mut self) {
+            let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
+            if let Err(e) = simple_query(&self.url, &sql) {
+                eprintln!("could not drop the bench schema {}: {e}", self.name);
+            }
+        }
+    }
+
+    /// The server's WAL flushes so far (`pg_stat_wal.wal_sync`, the whole server's). Backends
+    /// report their counts when they end or go idle, so read this after the store's
+    /// connections closed.
+    #[derive(Debug, Clone, Copy, Default)]
+    struct ServerCounts {
+        wal_syncs: i64,
+    }
+
+    impl ServerCounts {
+        fn read(url: &str) -> ServerCounts {
+            let row = simple_query(url, "SELECT wal_sync FROM pg_stat_wal").unwrap_or_default();
+            ServerCounts {
+                wal_syncs: row.first().and_then(|v| v.parse().ok()).unwrap_or(0),
+            }
+        }
+
+        fn since(self, before: ServerCounts) -> ServerCounts {
+            ServerCounts {
+                wal_syncs: self.wal_syncs - before.wal_syncs,
+            }
+        }
+    }
+
+    /// Lets the closed connections' backends end and report their counts.
+    fn settle() {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// Pending deliveries in the schema, as its counters hold them.
+    fn pending(schema: &Schema) -> i64 {
+        simple_query(
+            &schema.url,
+            &format!(
+                "SELECT coalesce(sum(pending), 0) FROM {}.stats",
+                schema.name
+            ),
+        )
+        .ok()
+        .and_then(|row| row.first().and_then(|v| v.parse().ok()))
+        .unwrap_or(-1)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // p7: submitting into the shared outbox
+
+    /// One round of `CONCURRENCY` submitters through `Webhooks::submit_blocking` into a fresh
+    /// schema, no worker running, over `accounts` distinct accounts; the store's pool is
+    /// `pool_size` connections.
+    fn p7_round(
+        url: &str,
+        scale: Scale,
+        accounts: usize,
+        pool_size: usize,
+    ) -> (SubmitRound, ServerCounts) {
+        let schema = Schema::new(url, "p7");
+        let store = schema
+            .builder()
+            .pool_size(pool_size)
+            .open()
+            .expect("open the PostgreSQL outbox");
+        let webhooks = Webhooks::builder()
+            .store(store)
+            .policy(loopback_policy())
+            .build()
+            .expect("webhooks");
+        let ids: Vec<AccountId> = (0..accounts)
+            .map(|i| AccountId::new(format!("account-{i:02}")))
+            .collect();
+        for account in &ids {
+            configure(&webhooks, account, "http://127.0.0.1:9/calls");
+        }
+        settle();
+        let before = ServerCounts::read(url);
+        let r = submit_round(&webhooks, &ids, scale.submits, scale.submit_time, None);
+        drop(webhooks);
+        settle();
+        let counts = ServerCounts::read(url).since(before);
+        let stored = pending(&schema);
+        assert_eq!(
+            stored, r.submitted as i64,
+            "every accepted submit is stored"
+        );
+        (r, counts)
+    }
+
+    fn describe(r: &SubmitRound, counts: ServerCounts) -> String {
+        format!(
+            "{:.0} submits/s, p99 {:.2} ms ({} submits, one transaction each; {} WAL flushes \
+             on the server: {:.2} submits per flush, {:.2} ms of the round per flush)",
+            r.per_s,
+            r.p99_ms(),
+            r.submitted,
+            counts.wal_syncs,
+            r.submitted as f64 / counts.wal_syncs.max(1) as f64,
+            r.submitted as f64 / r.per_s / counts.wal_syncs.max(1) as f64 * 1e3,
+        )
+    }
+
+    fn p7_submit(url: &str, scratch: &Scratch, scale: Scale) -> SubmitRound {
+        let (p50, p99) = fdatasync_times(&scratch.dir);
+        eprintln!(
+            "p7 disk (the bench's scratch directory): fdatasync of 4 KiB takes {:.2} ms (p50), \
+             {:.2} ms (p99)",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3
+        );
+        let pool = PostgresStore::DEFAULT_POOL_SIZE;
+        let mut rounds = Vec::new();
+        for round in 1..=ROUNDS {
+            let (r, counts) = p7_round(url, scale, 1, pool);
+            eprintln!(
+                "p7 pg submit round {round} (one account, pool of {pool}): {}",
+                describe(&r, counts)
+            );
+            rounds.push(r);
+        }
+        // Not figures: what the rate is held to. Sixteen accounts take the counter row of one
+        // (account, campaign) out of the way; a pool of sixteen gives every submitter its own
+        // connection.
+        let (r, counts) = p7_round(url, scale, CONCURRENCY, pool);
+        eprintln!(
+            "p7 pg submit, {CONCURRENCY} accounts (pool of {pool}), not a figure: {}",
+            describe(&r, counts)
+        );
+        let (r, counts) = p7_round(url, scale, CONCURRENCY, CONCURRENCY);
+        eprintln!(
+            "p7 pg submit, {CONCURRENCY} accounts, pool of {CONCURRENCY}, not a figure: {}",
+            describe(&r, counts)
+        );
+        SubmitRound {
+            submitted: rounds.iter().map(|r| r.submitted).sum(),
+            per_s: median(&rounds.iter().map(|r| r.per_s).collect::<Vec<_>>()),
+            p99: Duration::from_secs_f64(median(
+                &rounds
+                    .iter()
+                    .map(|r| r.p99.as_secs_f64())
+                    .collect::<Vec<_>>(),
+            )),
+        }
+    }
+
+    /// `Outbox::insert` with batches of [`BATCH`] from `CONCURRENCY` threads for
+    /// `scale.submit_time`, one account; deliveries stored per second.
+    fn p7_insert_batch_round(url: &str, scale: Scale) -> (f64, Duration, ServerCounts) {
+        let schema = Schema::new(url, "p7b");
+        let store = schema.store();
+        let body = sample_body();
+        let account = AccountId::new("acme");
+        let campaign = CampaignId::new(CAMPAIGN);
+        settle();
+        let before = ServerCounts::read(url);
+        let barrier = Barrier::new(CONCURRENCY + 1);
+        let mut latencies = Vec::new();
+        let elapsed = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..CONCURRENCY)
+                .map(|_| {
+                    let (store, body, barrier) = (&store, &body, &barrier);
+                    let (account, campaign) = (&account, &campaign);
+                    s.spawn(move || {
+                        let batch = || -> Vec<NewDelivery> {
+                            let now = Timestamp::now();
+                            (0..BATCH)
+                                .map(|_| NewDelivery {
+                                    id: DeliveryId::generate(),
+                                    account: account.clone(),
+                                    campaign: campaign.clone(),
+                                    body: body.clone(),
+                                    created_at: now,
+                                    next_attempt_at: now,
+                                })
+                                .collect()
+                        };
+                        let mut took = Vec::new();
+                        let mut next = batch();
+                        barrier.wait();
+                        let deadline = Instant::now() + scale.submit_time;
+                        while Instant::now() < deadline {
+                            let began = Instant::now();
+                            store.insert(&next).expect("insert a batch");
+                            took.push(began.elapsed());
+                            next = batch();
+                        }
+                        took
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let start = Instant::now();
+            for t in threads {
+                latencies.extend(t.join().expect("an inserter"));
+            }
+            start.elapsed()
+        });
+        drop(store);
+        settle();
+        let counts = ServerCounts::read(url).since(before);
+        let stored = latencies.len() * BATCH;
+        assert_eq!(pending(&schema), stored as i64, "every batch is stored");
+        (
+            stored as f64 / elapsed.as_secs_f64(),
+            quantile(&mut latencies, 0.99),
+            counts,
+        )
+    }
+
+    fn p7_insert_batch(url: &str, scale: Scale) -> f64 {
+        let mut rates = Vec::new();
+        for round in 1..=ROUNDS {
+            let (rate, p99, counts) = p7_insert_batch_round(url, scale);
+            eprintln!(
+                "p7 pg insert batches of {BATCH} round {round}: {rate:.0} deliveries/s, p99 of one \
+                 batch {:.2} ms ({} WAL flushes on the server)",
+                p99.as_secs_f64() * 1e3,
+                counts.wal_syncs
+            );
+            rates.push(rate);
+        }
+        median(&rates)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // p8: delivering from the shared outbox, one instance and three
+
+    /// Stores `n` results for `account` in a fresh schema, configured to send to `url`, in
+    /// batches of a thousand, before any worker starts.
+    fn prefill(schema: &Schema, account: &AccountId, url: &str, n: usize) {
+        let store = Arc::new(schema.store());
+        let webhooks = Webhooks::builder()
+            .store(store.clone())
+            .policy(loopback_policy())
+            .build()
+            .expect("webhooks");
+        configure(&webhooks, account, url);
+        let body = sample_body();
+        let now = Timestamp::now();
+        let mut left = n;
+        while left > 0 {
+            let batch: Vec<NewDelivery> = (0..left.min(1_000))
+                .map(|_| NewDelivery {
+                    id: DeliveryId::generate(),
+                    account: account.clone(),
+                    campaign: CampaignId::new(CAMPAIGN),
+                    body: body.clone(),
+                    created_at: now,
+                    next_attempt_at: now,
+                })
+                .collect();
+            store.insert(&batch).expect("prefill the outbox");
+            left -= batch.len();
+        }
+    }
+
+    /// One instance of a fleet: its own store on the schema, its own worker on a runtime of
+    /// its own.
+    struct Instance {
+        webhooks: Webhooks,
+        runtime: tokio::runtime::Runtime,
+        worker: Option<call_result_webhook::Worker>,
+    }
+
+    impl Instance {
+        fn new(schema: &Schema, sink: impl Fn(&Event) + Send + Sync + 'static) -> Instance {
+            let webhooks = Webhooks::builder()
+                .store(schema.store())
+                .policy(loopback_policy())
+                .per_endpoint_concurrency(P4_PER_ENDPOINT)
+                .on_event(sink)
+                .build()
+                .expect("webhooks");
+            Instance {
+                webhooks,
+                runtime: runtime(2),
+                worker: None,
+            }
+        }
+
+        fn start(&mut self) {
+            let dispatcher = HyperDispatcher::builder().policy(loopback_policy()).build();
+            self.worker = Some(
+                self.webhooks
+                    .start_tokio(dispatcher, self.runtime.handle())
+                    .expect("start the worker"),
+            );
+        }
+
+        fn stop(mut self) {
+            if let Some(worker) = self.worker.take() {
+                worker
+                    .shutdown_blocking(Duration::from_secs(5))
+                    .expect("shutdown");
+            }
+            drop(self.webhooks);
+            self.runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+
+    /// Deliveries per second of `instances` instances working off `scale.end_to_end`
+    /// results stored beforehand in a fresh schema, from the first worker's start to the last
+    /// `AttemptSucceeded`.
+    fn p8_round(url: &str, receivers: &Receivers, scale: Scale, instances: usize) -> f64 {
+        let schema = Schema::new(url, "p8");
+        let account = AccountId::new("acme");
+        let n = scale.end_to_end;
+        prefill(&schema, &account, &receivers.url(0), n);
+        let delivered = Delivered::default();
+        let each: Vec<Delivered> = (0..instances).map(|_| Delivered::default()).collect();
+        let mut fleet: Vec<Instance> = each
+            .iter()
+            .map(|mine| {
+                let (all, mine) = (delivered.sink(None), mine.sink(None));
+                Instance::new(&schema, move |e: &Event| {
+                    all(e);
+                    mine(e);
+                })
+            })
+            .collect();
+        let before = receivers.total();
+        settle();
+        let wal_before = ServerCounts::read(url);
+        let start = Instant::now();
+        for instance in &mut fleet {
+            instance.start();
+        }
+        let end = delivered.wait_for(n as u64, scale.end_to_end_time);
+        let elapsed = end.duration_since(start);
+        let got = delivered.get();
+        for instance in fleet {
+            instance.stop();
+        }
+        settle();
+        let flushes = ServerCounts::read(url).since(wal_before).wal_syncs;
+        let shares: Vec<u64> = each.iter().map(Delivered::get).collect();
+        eprintln!(
+            "p8 pg {instances} instance(s): {got} of {n} delivered in {:.2} s, {:.0}/s (by \
+             instance: {shares:?}; receiver read {}; {flushes} WAL flushes on the server, {:.1} \
+             deliveries per flush)",
+            elapsed.as_secs_f64(),
+            got as f64 / elapsed.as_secs_f64(),
+            receivers.total() - before,
+            got as f64 / flushes.max(1) as f64
+        );
+        got as f64 / elapsed.as_secs_f64()
+    }
+
+    /// One instance's rate (the median round), and three instances' over one's (the median
+    /// of the rounds' ratios); one and three alternate.
+    fn p8_fleet(url: &str, receivers: &Receivers, scale: Scale) -> (f64, f64) {
+        let (mut singles, mut ratios) = (Vec::new(), Vec::new());
+        for round in 1..=ROUNDS {
+            let one = p8_round(url, receivers, scale, 1);
+            let three = p8_round(url, receivers, scale, FLEET);
+            eprintln!(
+                "p8 pg round {round}: one instance {one:.0}/s, {FLEET} instances {three:.0}/s, \
+                 ratio {:.2}",
+                three / one
+            );
+            singles.push(one);
+            ratios.push(three / one);
+        }
+        (median(&singles), median(&ratios))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // p9: waking an idle fleet
+
+    /// On an idle fleet (two instances with workers, one submitting instance without), from
+    /// the start of each submit to its request read by the receiver; the 99th percentile.
+    fn p9_wakeup(url: &str, receivers: &Receivers, scale: Scale) -> Duration {
+        let samples = if scale.quick { 100 } else { 300 };
+        let schema = Schema::new(url, "p9");
+        let account = AccountId::new("acme");
+        let campaign = CampaignId::new(CAMPAIGN);
+        let submitter = Webhooks::builder()
+            .store(schema.store())
+            .policy(loopback_policy())
+            .build()
+            .expect("webhooks");
+        configure(&submitter, &account, &receivers.url(0));
+        let each = [Delivered::default(), Delivered::default()];
+        let mut workers: Vec<Instance> = each
+            .iter()
+            .map(|d| Instance::new(&schema, d.sink(None)))
+            .collect();
+        for w in &mut workers {
+            assert_eq!(
+                w.webhooks.indicator(&account, &campaign),
+                WebhookIndicator::Active,
+                "an instance built after the settings were saved has them"
+            );
+            w.start();
+        }
+        // Pauses of 50 to 150 ms, spread so that they fall anywhere in the workers' 1 s poll.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut pause = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            Duration::from_millis(50 + (seed >> 33) % 101)
+        };
+        let wait_for_one = |before: u64, sent: Instant| -> Option<Duration> {
+            while receivers.count(0) <= before {
+                if sent.elapsed() > Duration::from_secs(5) {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            Some(sent.elapsed())
+        };
+        // Warm-up, not counted: each worker opens its connection to the receiver.
+        for n in 0..4 {
+            std::thread::sleep(pause());
+            let before = receivers.count(0);
+            let sent = Instant::now();
+            let submitted = submitter
+                .submit_blocking(&account, &campaign, sample_call(n))
+                .expect("submit");
+            assert!(submitted.is_accepted(), "the switches are on");
+            wait_for_one(before, sent);
+        }
+        let mut latencies = Vec::with_capacity(samples);
+        let mut submits = Vec::with_capacity(samples);
+        let mut missed = 0;
+        for n in 0..samples {
+            std::thread::sleep(pause());
+            let before = receivers.count(0);
+            let sent = Instant::now();
+            let submitted = submitter
+                .submit_blocking(&account, &campaign, sample_call(n))
+                .expect("submit");
+            submits.push(sent.elapsed());
+            assert!(submitted.is_accepted(), "the switches are on");
+            match wait_for_one(before, sent) {
+                Some(took) => latencies.push(took),
+                None => missed += 1,
+            }
+        }
+        for w in workers {
+            w.stop();
+        }
+        drop(submitter);
+        let p50 = quantile(&mut latencies, 0.5);
+        let max = latencies.last().copied().unwrap_or_default();
+        let p99 = quantile(&mut latencies, 0.99);
+        let submit_p50 = quantile(&mut submits, 0.5);
+        eprintln!(
+            "p9 pg wake-up, {} submits one at a time 50 to 150 ms apart: submit to first \
+             attempt p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (the submit itself: p50 {:.2} \
+             ms); attempts by instance {:?}; {missed} not seen within 5 s",
+            latencies.len(),
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3,
+            submit_p50.as_secs_f64() * 1e3,
+            each.iter().map(Delivered::get).collect::<Vec<_>>(),
+        );
+        if missed > 0 {
+            // A missed wake-up counts as the longest wait there is, not as nothing.
+            return Duration::from_secs(5);
+        }
+        p99
+    }
 }
