@@ -122,6 +122,14 @@ impl Account {
         Ok(self.record(who, at, vec![field]))
     }
 
+    /// Whether `other` holds the same settings (preferences and campaign switches; the audit
+    /// log aside): saving it again would change nothing.
+    pub(crate) fn same_settings(&self, other: &Account) -> bool {
+        self.campaigns == other.campaigns
+            && serde_json::to_value(self.preferences.to_stored()).ok()
+                == serde_json::to_value(other.preferences.to_stored()).ok()
+    }
+
     /// Whether the campaign's own switch is on.
     pub fn campaign_webhook_enabled(&self, campaign: &CampaignId) -> bool {
         self.campaigns.get(campaign).copied().unwrap_or(false)

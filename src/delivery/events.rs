@@ -90,6 +90,23 @@ pub enum Event {
         /// Attempts that were in flight and were released.
         released: usize,
     },
+    /// The store keeps failing (a full disk, an I/O error, a corrupt page): the worker makes
+    /// no new attempts, keeps the outcomes it could not record in memory (their deliveries are
+    /// not attempted again), and tries the store again with a growing pause. Said once per
+    /// failure, after a few tries; [`Event::StoreRecovered`] follows when it works again.
+    StoreFailing {
+        /// The store's error and its causes.
+        reason: String,
+        /// Whether reading fails too (not only writing): nothing can be claimed.
+        reads: bool,
+        /// Outcomes held in memory, waiting to be recorded.
+        holding: usize,
+    },
+    /// The store works again: the outcomes held in memory are recorded, attempts resume.
+    StoreRecovered {
+        /// Outcomes recorded on recovery.
+        recorded: usize,
+    },
 }
 
 /// Why a delivery failed for good.

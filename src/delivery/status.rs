@@ -34,6 +34,9 @@ pub struct Status {
     /// shut down), if it did. Nothing is delivered until a worker is started again;
     /// submits are still accepted and stored.
     pub worker_stopped: Option<String>,
+    /// The store failure the worker reported and is waiting to recover from, if any: no new
+    /// attempts are made meanwhile (see [`Event::StoreFailing`](crate::Event::StoreFailing)).
+    pub store_failing: Option<String>,
 }
 
 impl Status {
@@ -43,6 +46,7 @@ impl Status {
         held: bool,
         endpoint: EndpointHealth,
         worker_stopped: Option<String>,
+        store_failing: Option<String>,
     ) -> Self {
         let failure_is_current = match (stats.last_failure_at, stats.last_success_at) {
             (Some(failure), Some(success)) => failure > success,
@@ -56,6 +60,7 @@ impl Status {
             endpoint,
             failure_is_current,
             worker_stopped,
+            store_failing,
         }
     }
 }

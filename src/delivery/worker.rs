@@ -29,6 +29,12 @@ use crate::sync::lock;
 /// How long to wait before asking a failing store again.
 const STORE_BACKOFF: Duration = Duration::from_secs(1);
 
+/// The longest wait between two tries of a failing store.
+const STORE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// After this many failed tries in a row, the failure is reported (an event, the status).
+const REPORT_AFTER: u32 = 3;
+
 /// Sends the attempts the scheduler hands it and reports each completion through the engine.
 pub(crate) trait Runner: Send + Sync + 'static {
     /// The scheduler is starting: watch whatever the attempts depend on (the async runtime).
@@ -125,6 +131,9 @@ pub struct ShutdownReport {
     /// Attempts still in flight at the deadline: released, not recorded. Their deliveries stay
     /// pending in the store and are sent again, with the same `webhook-id`, by the next worker.
     pub released: usize,
+    /// Attempts that finished but whose outcome the failing store never took: their
+    /// deliveries stay pending in the store and are sent again by the next worker.
+    pub unrecorded: usize,
 }
 
 impl Worker {
@@ -301,6 +310,15 @@ impl WorkerInner {
             if let Some(reason) = signal.stopped_because() {
                 return Err(Error::WorkerStopped { reason });
             }
+            if let Some(problem) = self.engine.store_problem()
+                && problem.reads
+            {
+                // Nothing pending can be claimed, let alone delivered, until it is repaired.
+                return Err(Error::Store {
+                    message: format!("the outbox keeps failing to read: {}", problem.cause),
+                    source: None,
+                });
+            }
             if !self.engine.store().has_pending()? {
                 return Ok(true);
             }
@@ -358,7 +376,24 @@ struct Scheduler {
     /// Accounts claimed from but found closed (no settings at all): left out until settings
     /// change.
     closed: HashSet<AccountId>,
-    backoff_until: Option<Instant>,
+    /// Outcomes the store could not record: kept until it can, their places still taken, so
+    /// that their deliveries are not attempted again meanwhile.
+    unrecorded: Vec<Completion>,
+    /// Set while the store fails: no new attempts, tries again at `retry_at`.
+    failing: Option<Failing>,
+    /// Claims the store could not take back (a failing write): given back once it works.
+    unreleased: Vec<(DeliveryId, ClaimToken)>,
+}
+
+/// A store that is failing, as the scheduler sees it.
+#[derive(Debug)]
+struct Failing {
+    cause: String,
+    /// The last failure was a read (a claim), not only a write.
+    reads: bool,
+    tries: u32,
+    retry_at: Instant,
+    reported: bool,
 }
 
 impl Scheduler {
@@ -374,7 +409,9 @@ impl Scheduler {
             held: Vec::new(),
             held_version: u64::MAX,
             closed: HashSet::new(),
-            backoff_until: None,
+            unrecorded: Vec::new(),
+            failing: None,
+            unreleased: Vec::new(),
         }
     }
 
@@ -386,14 +423,21 @@ impl Scheduler {
         let mut requested = 0;
         let poll = self.engine.store().poll_interval();
         loop {
-            let stalled = self.backoff_until.is_some_and(|t| Instant::now() < t);
-            if !stalled {
-                self.backoff_until = None;
+            let stalled = self
+                .failing
+                .as_ref()
+                .is_some_and(|f| Instant::now() < f.retry_at);
+            if self.failing.is_some() && !stalled {
+                self.retry_store();
             }
             let now = self.engine.clock().now();
-            if deadline.is_none() && !stalled {
-                self.fill(now);
+            if deadline.is_none()
+                && self.failing.is_none()
+                && let Err(e) = self.fill(now)
+            {
+                self.store_failed(&e, true);
             }
+            let stalled = self.failing.is_some();
             self.engine.set_in_flight(self.in_flight.len());
             self.engine.signal().pass_done(requested);
 
@@ -408,11 +452,13 @@ impl Scheduler {
                 // A notice from another process may be lost: look again at least this often.
                 wait = min_wait(wait, poll);
             }
-            if let Some(t) = self.backoff_until {
-                wait = min_wait(wait, t.saturating_duration_since(Instant::now()));
+            if let Some(f) = &self.failing {
+                wait = min_wait(wait, f.retry_at.saturating_duration_since(Instant::now()));
             }
+
             if let Some(d) = deadline {
-                if self.in_flight.is_empty() || Instant::now() >= d {
+                // What is left in flight only waits for the store: nothing more to finish.
+                if self.in_flight.len() == self.unrecorded.len() || Instant::now() >= d {
                     break;
                 }
                 wait = min_wait(wait, d.saturating_duration_since(Instant::now()));
@@ -445,6 +491,15 @@ impl Scheduler {
                 because =
                     Some("the tokio runtime the worker's attempts ran on has shut down".to_owned());
                 break;
+            }
+        }
+        if !self.unrecorded.is_empty() {
+            // A last try; what still cannot be recorded stays pending in the store, and is
+            // sent again, with the same webhook-id, by the next worker.
+            self.retry_store();
+            report.unrecorded = self.unrecorded.len();
+            for c in std::mem::take(&mut self.unrecorded) {
+                self.in_flight.remove(&c.attempt.delivery);
             }
         }
         report.released = self.in_flight.len();
@@ -489,11 +544,11 @@ impl Scheduler {
     }
 
     /// Claims and starts every attempt that is due and fits the bounds.
-    fn fill(&mut self, now: Timestamp) {
+    fn fill(&mut self, now: Timestamp) -> Result<()> {
         loop {
             let room = self.global.saturating_sub(self.in_flight.len());
             if room == 0 {
-                return;
+                return Ok(());
             }
             let skip = self.skip();
             let request = ClaimRequest {
@@ -502,14 +557,7 @@ impl Scheduler {
                 lease: self.engine.lease(),
                 skip: &skip,
             };
-            let claims = match self.engine.store().claim(&request) {
-                Ok(claims) => claims,
-                Err(e) => {
-                    tracing::error!(error = %e, "could not claim due deliveries");
-                    self.backoff_until = Some(Instant::now() + STORE_BACKOFF);
-                    return;
-                }
-            };
+            let claims = self.engine.store().claim(&request)?;
             let full = claims.len() == room;
             let mut started = 0;
             let mut give_back = Vec::new();
@@ -534,10 +582,101 @@ impl Scheduler {
             if !give_back.is_empty()
                 && let Err(e) = self.engine.store().release(&give_back)
             {
-                tracing::warn!(error = %e, "could not give claims back; their leases will run out");
+                // Given back once the store works; until then their leases keep them out.
+                self.unreleased.extend(give_back);
+                self.store_failed(&e, false);
+                return Ok(());
             }
             if !full || started == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The store failed (a read when `read`): stop making attempts, try again later, and
+    /// after a few tries say so once.
+    fn store_failed(&mut self, e: &Error, read: bool) {
+        self.store_failed_because(crate::delivery::engine::error_chain(e), read);
+    }
+
+    /// [`store_failed`](Self::store_failed) with the failure already put in words.
+    fn store_failed_because(&mut self, cause: String, read: bool) {
+        let failing = self.failing.get_or_insert_with(|| Failing {
+            cause: String::new(),
+            reads: false,
+            tries: 0,
+            retry_at: Instant::now(),
+            reported: false,
+        });
+        failing.tries += 1;
+        failing.reads = read;
+        failing.cause = cause;
+        let pause = STORE_BACKOFF
+            .saturating_mul(1 << failing.tries.min(5).saturating_sub(1))
+            .min(STORE_BACKOFF_MAX);
+        failing.retry_at = Instant::now() + pause;
+        tracing::error!(error = %failing.cause, tries = failing.tries, retry_in_ms = pause.as_millis() as u64, holding = self.unrecorded.len(), "the outbox store is failing; no new attempts until it works");
+        if failing.tries >= REPORT_AFTER && !failing.reported {
+            failing.reported = true;
+            self.engine
+                .set_store_problem(Some(crate::delivery::engine::StoreProblem {
+                    cause: failing.cause.clone(),
+                    reads: failing.reads,
+                }));
+            self.engine.emit(Event::StoreFailing {
+                reason: failing.cause.clone(),
+                reads: failing.reads,
+                holding: self.unrecorded.len(),
+            });
+        } else if failing.reported {
+            // Keep the status current: a write failure may have become a read failure.
+            self.engine
+                .set_store_problem(Some(crate::delivery::engine::StoreProblem {
+                    cause: failing.cause.clone(),
+                    reads: failing.reads,
+                }));
+        }
+    }
+
+    /// Tries a failing store again: first the outcomes it could not record, then a claim.
+    fn retry_store(&mut self) {
+        let held = std::mem::take(&mut self.unrecorded);
+        let count = held.len();
+        let outcomes = self.engine.complete_all(&held);
+        let mut cause = None;
+        for (c, outcome) in held.into_iter().zip(outcomes) {
+            match outcome {
+                Completed::NotRecorded(why) => {
+                    cause.get_or_insert(why);
+                    self.unrecorded.push(c);
+                }
+                other => self.completed(c, other),
+            }
+        }
+        if let Some(why) = cause {
+            self.store_failed_because(why, false);
+            return;
+        }
+        if !self.unreleased.is_empty() {
+            if let Err(e) = self.engine.store().release(&self.unreleased) {
+                self.store_failed(&e, false);
                 return;
+            }
+            self.unreleased.clear();
+        }
+        // Writes work; a claim tells whether reads do.
+        let skip = self.skip();
+        let probe = self.engine.store().next_due(self.engine.clock().now(), &skip);
+        if let Err(e) = probe {
+            self.store_failed(&e, true);
+            return;
+        }
+        if let Some(failing) = self.failing.take() {
+            tracing::info!(recorded = count, "the outbox store works again");
+            if failing.reported {
+                self.engine.set_store_problem(None);
+                self.engine
+                    .emit(Event::StoreRecovered { recorded: count });
             }
         }
     }
@@ -554,10 +693,16 @@ impl Scheduler {
         }
     }
 
-    /// Frees the attempt's place once its outcome is recorded (or could not be).
+    /// Frees the attempt's place once its outcome is recorded; keeps it (and the outcome)
+    /// when the store could not record it.
     fn completed(&mut self, c: Completion, result: Completed) {
         let id = &c.attempt.delivery;
         self.runner.finished(id);
+        if let Completed::NotRecorded(why) = result {
+            self.unrecorded.push(c);
+            self.store_failed_because(why, false);
+            return;
+        }
         if let Some((account, _)) = self.in_flight.remove(id)
             && let Some(n) = self.per_account.get_mut(&account)
         {
@@ -565,10 +710,6 @@ impl Scheduler {
             if *n == 0 {
                 self.per_account.remove(&account);
             }
-        }
-        if result == Completed::NotRecorded {
-            // The claim stays until its lease runs out; the store is failing, so wait.
-            self.backoff_until = Some(Instant::now() + STORE_BACKOFF);
         }
     }
 
@@ -600,8 +741,7 @@ impl Scheduler {
             Ok(Some(at)) => self.engine.clock().sleep_hint(at),
             Ok(None) => None,
             Err(e) => {
-                tracing::error!(error = %e, "could not read when the next delivery is due");
-                self.backoff_until = Some(Instant::now() + STORE_BACKOFF);
+                self.store_failed(&e, true);
                 None
             }
         }

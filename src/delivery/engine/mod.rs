@@ -70,6 +70,17 @@ pub(crate) struct Engine {
     longest_timeout: AtomicU64,
     /// Where settings changes made by other processes were last read up to.
     settings_cursor: AtomicU64,
+    /// The store failure the worker reported and has not seen recover from, if any.
+    store_problem: Mutex<Option<StoreProblem>>,
+}
+
+/// A store failure the worker reported: what failed and whether reads fail too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoreProblem {
+    pub(crate) cause: String,
+    /// Reads (claims) fail, not only writes: nothing pending can be delivered until the store
+    /// is repaired.
+    pub(crate) reads: bool,
 }
 
 /// How much longer than the longest attempt time limit a claim's lease lasts: the time to
@@ -118,6 +129,7 @@ impl Engine {
             held_version: AtomicU64::new(0),
             longest_timeout: AtomicU64::new(0),
             settings_cursor: AtomicU64::new(snapshot.cursor),
+            store_problem: Mutex::new(None),
         };
         engine.refresh_all();
         Ok(engine)
@@ -170,6 +182,15 @@ impl Engine {
             self.held_version.fetch_add(1, Ordering::SeqCst);
         }
         self.signal.settings_changed();
+    }
+
+    /// The store failure the worker reports, or `None` once the store works again.
+    pub(crate) fn set_store_problem(&self, problem: Option<StoreProblem>) {
+        *lock(&self.store_problem) = problem;
+    }
+
+    pub(crate) fn store_problem(&self) -> Option<StoreProblem> {
+        lock(&self.store_problem).clone()
     }
 
     /// The held accounts, and the version to tell when they change.
@@ -427,8 +448,8 @@ impl Engine {
                 return Completed::Forgotten;
             }
             Err(e) => {
-                tracing::error!(parent: span, error = %e, "could not record the attempt; it will be made again");
-                return Completed::NotRecorded;
+                tracing::error!(parent: span, error = %e, "could not record the attempt's outcome; it is kept and recorded when the store recovers");
+                return Completed::NotRecorded(error_chain(&e));
             }
         }
 
@@ -600,7 +621,7 @@ pub(crate) struct Completion {
 }
 
 /// What the scheduler learns from a completion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Completed {
     /// Delivered or failed for good.
     Done,
@@ -608,8 +629,9 @@ pub(crate) enum Completed {
     RetryAt(Timestamp),
     /// Removed by an administrator meanwhile.
     Forgotten,
-    /// The store could not record it: it is still pending as before.
-    NotRecorded,
+    /// The store could not record it (why): the scheduler keeps the outcome and records it
+    /// once the store recovers; the delivery is not attempted again meanwhile.
+    NotRecorded(String),
 }
 
 /// An attempt's outcome, decided and not yet recorded.
@@ -620,4 +642,16 @@ struct Decided {
     /// A 410's pause, saved before the outcome is recorded: once the delivery is pending
     /// again, no process may claim it, since the store already leaves the account out.
     paused_first: Option<Option<PauseReason>>,
+}
+
+/// An error and its causes, on one line: what a store failure is reported with.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

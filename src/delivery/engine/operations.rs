@@ -82,13 +82,18 @@ impl Engine {
         let mut next = self
             .account(account)
             .unwrap_or_else(|| Account::new(account.clone()));
+        let before = next.clone();
         let old_url = next.preferences().url().cloned();
         let record = next.update_preferences_at(who, update, self.clock.now())?;
         let url_changed = next.preferences().url() != old_url.as_ref();
         if url_changed && let Some(url) = next.preferences().url() {
             self.policy.check_url(url.as_url())?;
         }
-        self.store.save_account(account, &next.to_storage_json())?;
+        // Nothing to write when nothing changed: a dialer that sets the same preferences at
+        // every start still starts on a full disk, and delivers its backlog.
+        if !next.same_settings(&before) || self.account(account).is_none() {
+            self.store.save_account(account, &next.to_storage_json())?;
+        }
         self.accounts_mut().insert(account.clone(), next);
         if url_changed {
             self.end_failure_streak(account);
@@ -121,9 +126,12 @@ impl Engine {
         let mut next = self
             .account(account)
             .unwrap_or_else(|| Account::new(account.clone()));
+        let before = next.clone();
         let record =
             next.set_campaign_webhook_at(who, campaign.clone(), enabled, self.clock.now())?;
-        self.store.save_account(account, &next.to_storage_json())?;
+        if !next.same_settings(&before) || self.account(account).is_none() {
+            self.store.save_account(account, &next.to_storage_json())?;
+        }
         self.accounts_mut().insert(account.clone(), next);
         Ok(record)
     }
@@ -202,6 +210,7 @@ impl Engine {
             held,
             endpoint,
             self.signal.stopped_because(),
+            self.store_problem().map(|p| p.cause),
         ))
     }
 

@@ -1,0 +1,349 @@
+//! A store that fails on demand, under a real worker sending to a real receiver on 127.0.0.1:
+//! a full disk (writes fail), a corrupt page (reads fail), and recovery. Nothing is sent twice
+//! while the store fails, nothing new is attempted, the cause is reported once, and after
+//! recovery every delivery is delivered exactly once.
+#![cfg(feature = "hyper")]
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use call_result_webhook::jiff::Timestamp;
+use call_result_webhook::store::{
+    AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter, DeliveryStats,
+    NewDelivery, NoticeSink, Outbox, Settings, SettingsSnapshot,
+};
+use call_result_webhook::{
+    AccountId, CallResult, CampaignId, DeliveryId, Error, Event, HyperDispatcher, MemoryStore,
+    PreferencesUpdate, Principal, Result, UrlPolicy, Webhooks, Worker,
+};
+use support::{Receiver, Reply};
+
+/// A [`MemoryStore`] whose writes or reads fail while told to, as a full disk or a corrupt
+/// page would make them.
+#[derive(Default)]
+struct Faulty {
+    inner: MemoryStore,
+    writes_fail: AtomicBool,
+    reads_fail: AtomicBool,
+}
+
+impl Faulty {
+    fn write(&self) -> Result<()> {
+        if self.writes_fail.load(Ordering::SeqCst) {
+            return Err(Error::store(
+                "recording an attempt",
+                std::io::Error::other("database or disk is full"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn read(&self) -> Result<()> {
+        if self.reads_fail.load(Ordering::SeqCst) {
+            return Err(Error::store(
+                "claiming due deliveries",
+                std::io::Error::other("database disk image is malformed"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Outbox for Faulty {
+    fn insert(&self, deliveries: &[NewDelivery]) -> Result<()> {
+        self.write()?;
+        self.inner.insert(deliveries)
+    }
+    fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claim>> {
+        self.read()?;
+        self.inner.claim(request)
+    }
+    fn next_due(&self, now: Timestamp, skip: &[AccountId]) -> Result<Option<Timestamp>> {
+        self.read()?;
+        self.inner.next_due(now, skip)
+    }
+    fn record_attempts(
+        &self,
+        outcomes: &[(DeliveryId, ClaimToken, AttemptRecord)],
+    ) -> Vec<Result<()>> {
+        if self.write().is_err() {
+            return outcomes.iter().map(|_| self.write()).collect();
+        }
+        self.inner.record_attempts(outcomes)
+    }
+    fn release(&self, claims: &[(DeliveryId, ClaimToken)]) -> Result<()> {
+        self.write()?;
+        self.inner.release(claims)
+    }
+    fn has_pending(&self) -> Result<bool> {
+        self.read()?;
+        self.inner.has_pending()
+    }
+    fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>> {
+        self.read()?;
+        self.inner.list(filter, limit)
+    }
+    fn requeue_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {
+        self.write()?;
+        self.inner.requeue_failed(filter, now)
+    }
+    fn remove(&self, filter: &DeliveryFilter) -> Result<u64> {
+        self.write()?;
+        self.inner.remove(filter)
+    }
+    fn stats(&self, account: &AccountId, campaign: Option<&CampaignId>) -> Result<DeliveryStats> {
+        // Counts stay readable: the dialer's status screen is how an operator sees the fault.
+        self.inner.stats(account, campaign)
+    }
+}
+
+impl Settings for Faulty {
+    fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()> {
+        self.write()?;
+        self.inner.save_account(account, settings_json)
+    }
+    fn save_health(&self, account: &AccountId, health_json: &str, paused: bool) -> Result<()> {
+        self.write()?;
+        self.inner.save_health(account, health_json, paused)
+    }
+    fn load_settings(&self) -> Result<SettingsSnapshot> {
+        self.inner.load_settings()
+    }
+    fn changes_since(&self, cursor: u64) -> Result<SettingsSnapshot> {
+        self.inner.changes_since(cursor)
+    }
+    fn subscribe(&self, sink: NoticeSink) {
+        self.inner.subscribe(sink)
+    }
+}
+
+struct Setup {
+    store: Arc<Faulty>,
+    webhooks: Webhooks,
+    events: Arc<Mutex<Vec<Event>>>,
+    receiver: Receiver,
+    runtime: tokio::runtime::Runtime,
+    ids: Vec<DeliveryId>,
+}
+
+/// `n` deliveries pending for one account, nothing running yet. At most 4 attempts at once.
+fn setup(n: usize) -> Setup {
+    let receiver = Receiver::start();
+    receiver.set_default(Reply::ok());
+    let store = Arc::new(Faulty::default());
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let log = events.clone();
+    let webhooks = Webhooks::builder()
+        .store(store.clone())
+        .policy(UrlPolicy::new().allow_http(true).allow_private())
+        .max_concurrency(8)
+        .per_endpoint_concurrency(4)
+        .on_event(move |e| log.lock().unwrap().push(e.clone()))
+        .build()
+        .unwrap();
+    let admin = Principal::administrator("alice");
+    let (acme, winter): (AccountId, CampaignId) = ("acme".into(), "winter".into());
+    webhooks
+        .update_preferences_blocking(
+            &admin,
+            &acme,
+            PreferencesUpdate::new()
+                .enabled(true)
+                .url(&receiver.url_for("/hook")),
+        )
+        .unwrap();
+    webhooks
+        .set_campaign_webhook_blocking(&admin, &acme, &winter, true)
+        .unwrap();
+    let ids = (0..n)
+        .map(|i| {
+            let id = DeliveryId::new(format!("call-{i}")).unwrap();
+            let call = CallResult::builder().reference(i.to_string()).build();
+            let submitted = webhooks.submit_with_id_blocking(&acme, &winter, call, id.clone());
+            assert!(submitted.unwrap().is_accepted());
+            id
+        })
+        .collect();
+    Setup {
+        store,
+        webhooks,
+        events,
+        receiver,
+        runtime: tokio::runtime::Runtime::new().unwrap(),
+        ids,
+    }
+}
+
+impl Setup {
+    fn start(&self) -> Worker {
+        self.webhooks
+            .start_tokio(HyperDispatcher::builder().build(), self.runtime.handle())
+            .unwrap()
+    }
+
+    fn requests_per_id(&self) -> HashMap<String, usize> {
+        let mut per_id = HashMap::new();
+        for r in self.receiver.requests() {
+            *per_id
+                .entry(r.header("webhook-id").unwrap().to_owned())
+                .or_insert(0) += 1;
+        }
+        per_id
+    }
+
+    fn failing_events(&self) -> Vec<(String, bool, usize)> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::StoreFailing {
+                    reason,
+                    reads,
+                    holding,
+                } => Some((reason.clone(), *reads, *holding)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn recovered(&self) -> Option<usize> {
+        self.events.lock().unwrap().iter().find_map(|e| match e {
+            Event::StoreRecovered { recorded } => Some(*recorded),
+            _ => None,
+        })
+    }
+}
+
+fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < within, "{what}: not after {within:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn outcomes_a_full_disk_cannot_record_are_kept_never_sent_again_and_recorded_on_recovery() {
+    const N: usize = 20;
+    let s = setup(N);
+    s.store.writes_fail.store(true, Ordering::SeqCst);
+    let worker = s.start();
+
+    // The first attempts go out (4: the endpoint's share) and answer 200; their outcomes
+    // cannot be written. Then nothing: no resend, no new attempt, for as long as it lasts.
+    s.receiver.wait_for(4, Duration::from_secs(10));
+    eventually("the failure is reported", Duration::from_secs(10), || {
+        !s.failing_events().is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let during = s.receiver.requests().len();
+    let failing = s.failing_events();
+    println!(
+        "disk full: {during} requests in {:?}, events {failing:?}",
+        Duration::from_secs(3)
+    );
+    assert_eq!(during, 4, "only the first attempts, each once");
+    assert_eq!(failing.len(), 1, "said once");
+    let (reason, reads, holding) = &failing[0];
+    assert!(reason.contains("disk is full"), "{reason}");
+    assert!(!reads);
+    // Reported on the third failed try (a claim given back or an outcome recorded): by then
+    // some of the four outcomes were held.
+    assert!((1..=4).contains(holding), "{holding}");
+    let status = s.webhooks.status_blocking(&"acme".into(), None).unwrap();
+    assert!(status.store_failing.is_some_and(|r| r.contains("disk is full")));
+    // Writes fail, reads do not: waiting goes on (the backlog drains once the disk has room).
+    assert!(matches!(
+        worker.wait_idle_blocking(Duration::from_millis(200)),
+        Ok(false)
+    ));
+
+    // Room again: the four outcomes are recorded, then the rest is delivered, each once.
+    s.store.writes_fail.store(false, Ordering::SeqCst);
+    let idle = worker.wait_idle_blocking(Duration::from_secs(30)).unwrap();
+    if !idle {
+        eprintln!("events: {:?}", s.events.lock().unwrap());
+        eprintln!("requests: {}", s.receiver.requests().len());
+        eprintln!("status: {:?}", s.webhooks.status_blocking(&"acme".into(), None));
+        eprintln!("in flight: {}", worker.in_flight());
+    }
+    assert!(idle);
+    let per_id = s.requests_per_id();
+    assert_eq!(per_id.len(), N);
+    assert!(per_id.values().all(|n| *n == 1), "{per_id:?}");
+    assert_eq!(s.recovered(), Some(4));
+    let status = s.webhooks.status_blocking(&"acme".into(), None).unwrap();
+    assert_eq!((status.stats.delivered, status.stats.pending), (N as u64, 0));
+    assert!(status.store_failing.is_none());
+    println!(
+        "disk full, then room: {N} delivered, {} requests, ids {:?}..",
+        s.receiver.requests().len(),
+        &s.ids[..2]
+    );
+    worker.shutdown_blocking(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn a_store_that_cannot_be_read_is_reported_and_waiting_on_it_fails() {
+    const N: usize = 5;
+    let s = setup(N);
+    s.store.reads_fail.store(true, Ordering::SeqCst);
+    let worker = s.start();
+    let reported = Instant::now();
+    eventually("the failure is reported", Duration::from_secs(15), || {
+        !s.failing_events().is_empty()
+    });
+    println!("corrupt page: reported after {:?}", reported.elapsed());
+    let failing = s.failing_events();
+    assert!(failing[0].1, "a read failure");
+    assert!(failing[0].0.contains("malformed"), "{failing:?}");
+    // Waiting for an idle outbox that cannot be read says why, rather than waiting on.
+    match worker.wait_idle_blocking(Duration::from_secs(30)) {
+        Err(Error::Store { message, .. }) => assert!(message.contains("malformed"), "{message}"),
+        other => panic!("expected the store's failure, got {other:?}"),
+    }
+    assert!(s.receiver.requests().is_empty());
+
+    // Repaired: everything is delivered once.
+    s.store.reads_fail.store(false, Ordering::SeqCst);
+    eventually("every delivery", Duration::from_secs(40), || {
+        s.receiver.requests().len() >= N
+    });
+    assert!(worker.wait_idle_blocking(Duration::from_secs(10)).unwrap());
+    assert!(s.requests_per_id().values().all(|n| *n == 1));
+    assert!(s.recovered().is_some());
+    worker.shutdown_blocking(Duration::from_secs(5)).unwrap();
+}
+
+/// A dialer that sets the same preferences at every start writes nothing for them: on a full
+/// disk it still starts, and its worker still delivers what is pending.
+#[test]
+fn setting_the_same_preferences_again_writes_nothing() {
+    let s = setup(3);
+    s.store.writes_fail.store(true, Ordering::SeqCst);
+    let admin = Principal::administrator("alice");
+    let (acme, winter): (AccountId, CampaignId) = ("acme".into(), "winter".into());
+    s.webhooks
+        .update_preferences_blocking(
+            &admin,
+            &acme,
+            PreferencesUpdate::new()
+                .enabled(true)
+                .url(&s.receiver.url_for("/hook")),
+        )
+        .expect("nothing changed, nothing written");
+    s.webhooks
+        .set_campaign_webhook_blocking(&admin, &acme, &winter, true)
+        .expect("nothing changed, nothing written");
+    // A real change needs the disk.
+    assert!(
+        s.webhooks
+            .set_campaign_webhook_blocking(&admin, &acme, &winter, false)
+            .is_err()
+    );
+}
