@@ -1,0 +1,758 @@
+//! Crash safety of a fleet, from outside: three `dialer` processes share one PostgreSQL outbox
+//! (a fresh schema), each fed its own call results on stdin while they deliver to one flaky
+//! receiver on 127.0.0.1. In each of several rounds one of them, chosen at random, is killed
+//! with SIGKILL at a random moment and started again on the same schema with the lines it had
+//! not acknowledged. At the end every process gets the end of its input and must exit 0 once
+//! nothing is pending in the shared outbox.
+//!
+//! What is checked:
+//!
+//! - The three first processes, started at once on an empty schema, all start (their
+//!   migrations race; they migrate once: one `schema_version` row per step).
+//! - Every call result acknowledged (`accepted <webhook-id> <Reference>` on stdout) was
+//!   answered 2xx by the receiver at least once, carrying its own Reference, and every attempt
+//!   of a `webhook-id` carried the same bytes.
+//! - The claims a killed process held: right after each kill the claimed rows of the outbox
+//!   (pending, with a claim token) are read; those still held under the same token
+//!   [`ORPHAN_CHECK_AFTER`] later (more than the attempt time limit, by which time any live
+//!   process has recorded its attempt and so cleared its claim) were the killed process's.
+//!   Kills are spaced further apart than that, and claims already left by an earlier kill are
+//!   not counted again. Each of them must be attempted again by a live process, not before its
+//!   lease runs out, and within the attempt time limit + 10 s of the kill.
+//! - Duplicates: a `webhook-id` may be answered 2xx more than once only if, between each two
+//!   of its 2xx answers, a kill happened after the earlier 2xx request arrived and before the
+//!   later one arrived, and the delivery was among the claims that kill left (as above): the
+//!   process that had it in flight died before recording the answer. Any other duplicate
+//!   fails the test.
+//! - The outbox agrees at the end: nothing pending, nothing failed; no process printed the
+//!   password.
+//!
+//! The `dialer` example is built by `cargo test --all-features`; `cargo test --all-features
+//! --test fleet_crash` alone does not rebuild it (run `cargo build --all-features --example
+//! dialer` first, or it drives whatever dialer was built last).
+//!
+//! The moments are random: the seed is printed, and `FLEET_CRASH_SEED=<seed>` repeats the same
+//! choices (the timing of a loaded machine still varies). Without a PostgreSQL server the test
+//! says NOT RUN and passes, unless `CALL_RESULT_WEBHOOK_REQUIRE_DATABASE` is set.
+#![cfg(all(unix, feature = "hyper", feature = "sqlite", feature = "postgres"))]
+
+mod pg_support;
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use call_result_webhook::store::Outbox;
+use pg_support::Database;
+use support::{Receiver, Recorded, Reply};
+
+/// Dialer processes sharing the outbox.
+const PROCESSES: usize = 3;
+/// Call results fed to each process, each with a unique Reference.
+const PER_PROCESS: usize = 150;
+/// Rounds: in each, one process is killed and started again.
+const KILLS: usize = 4;
+/// The account's attempt time limit (`--timeout-ms`): the lease is this + 5 s.
+const TIMEOUT_MS: u64 = 2000;
+/// A killed process's claims must be attempted again within the attempt time limit and this.
+const RECLAIM_SLACK: Duration = Duration::from_secs(10);
+/// When, after a kill, the claims it left are told from live ones: live processes finish
+/// every attempt within the attempt time limit and record it, which clears the claim.
+const ORPHAN_CHECK_AFTER: Duration = Duration::from_millis(TIMEOUT_MS + 1000);
+/// The first kill comes this long after the start at least; every kill comes this long after
+/// the previous kill's orphan check at least; both at most `KILL_SPREAD_MS` more.
+const FIRST_KILL_AFTER: Duration = Duration::from_millis(400);
+const NEXT_KILL_AFTER: Duration = Duration::from_millis(100);
+const KILL_SPREAD_MS: u64 = 1500;
+/// The feeder's pause between lines, so that the input spans the rounds and kills land while
+/// results are submitted and delivered.
+const FEED_PAUSE: Duration = Duration::from_millis(90);
+/// At the end, every process must exit within this once its input has ended.
+const FINISH_WITHIN: Duration = Duration::from_secs(30);
+/// How many attempts of one delivery the receiver fails at most before it answers 200.
+const FAILURES_PER_DELIVERY: u32 = 3;
+/// The receiver answers (or fails) after a delay below this: attempts overlap kills.
+const REPLY_DELAY_MS: u64 = 250;
+/// Enough retries that a delivery never runs out of them here.
+const RETRY_DELAYS_MS: &str = "50,50,100,100,150,150,200,200,200,200,200,200";
+const PASSWORD: &str = "fleet-crash-pässword";
+/// Slack when comparing the receiver's instants with leases (wall-clock nanoseconds in the
+/// outbox), and for a request the receiver reads just after its sender died.
+const TOLERANCE: Duration = Duration::from_millis(250);
+
+/// SplitMix64: a small, seedable random source, so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn seed() -> u64 {
+    match std::env::var("FLEET_CRASH_SEED") {
+        Ok(seed) => seed.parse().expect("FLEET_CRASH_SEED is a whole number"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
+    }
+}
+
+/// The `dialer` example, built by `cargo test` beside this test's binary:
+/// `target/<profile>/deps/fleet_crash-<hash>` -> `target/<profile>/examples/dialer`.
+fn dialer_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    let dialer = profile_dir
+        .join("examples")
+        .join(format!("dialer{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        dialer.is_file(),
+        "the dialer example is not built at {}: run `cargo test --all-features` (which builds \
+         the examples), or `cargo build --all-features --example dialer` first",
+        dialer.display()
+    );
+    dialer
+}
+
+/// One call result as a JSON line, in the page's formats.
+fn line(reference: &str) -> String {
+    let call = serde_json::json!({
+        "CampaignName": "Fleet Crash Test",
+        "LogDateTime": "2019-06-19T16:11:07",
+        "CallStart": "2019-06-20 01:01:00",
+        "CallEnd": "2019-06-20 01:03:00",
+        "PhoneCalled": "0731051xxx",
+        "Reference": reference,
+        "Result": "Connected",
+        "ResultNotes": "Paid in full.\nCall back at 3 pm ✓",
+        "WrapUpByName": "agent@pinetree.net.au",
+        "WrapUpReasonName": "Payment Taken",
+    });
+    format!("{call}\n")
+}
+
+/// The receiver's choices: fail some attempts of each delivery (503, reset before the answer,
+/// reset part-way through it), answer the rest 200, each after a short delay. Keeps, per
+/// `webhook-id`, when each request it answered 200 arrived.
+struct Flaky {
+    rng: Rng,
+    failures: HashMap<String, u32>,
+    answered_2xx: HashMap<String, Vec<Instant>>,
+}
+
+impl Flaky {
+    fn reply(&mut self, request: &Recorded) -> Reply {
+        let id = request.header("webhook-id").unwrap_or_default().to_owned();
+        let failures = self.failures.entry(id.clone()).or_default();
+        let roll = self.rng.below(100);
+        let delay = Duration::from_millis(self.rng.below(REPLY_DELAY_MS));
+        if *failures < FAILURES_PER_DELIVERY && roll < 45 {
+            *failures += 1;
+            return match roll % 3 {
+                0 => Reply::status(503).delay(delay),
+                1 => Reply::reset().delay(delay),
+                _ => Reply::reset_mid_body().delay(delay),
+            };
+        }
+        self.answered_2xx.entry(id).or_default().push(request.at);
+        Reply::ok().delay(delay)
+    }
+}
+
+/// The test's own connection to the outbox's schema, to see the claims.
+struct Claims {
+    runtime: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    schema: String,
+}
+
+/// A claim seen in the outbox: delivery id, claim token, and when its lease runs out (as an
+/// instant of this process).
+#[derive(Debug, Clone)]
+struct Claim {
+    id: String,
+    token: i64,
+    lease_until: Instant,
+}
+
+impl Claims {
+    fn connect(db: &Database) -> Claims {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let client = runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test server");
+            tokio::spawn(connection);
+            client
+        });
+        Claims {
+            runtime,
+            client,
+            schema: format!("\"{}\"", db.schema),
+        }
+    }
+
+    fn query(&self, sql: &str, ids: Option<&[String]>) -> Vec<tokio_postgres::Row> {
+        self.runtime.block_on(async {
+            match ids {
+                Some(ids) => self.client.query(sql, &[&ids]).await,
+                None => self.client.query(sql, &[]).await,
+            }
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        })
+    }
+
+    /// Every claim held now (pending rows with a claim token), whoever holds it.
+    fn held(&self) -> Vec<Claim> {
+        let sql = format!(
+            "SELECT id, claim_token, lease_until FROM {}.deliveries \
+             WHERE state = 'pending' AND claim_token IS NOT NULL",
+            self.schema
+        );
+        let rows = self.query(&sql, None);
+        let (instant, wall) = (Instant::now(), wall_nanos(SystemTime::now()));
+        rows.iter()
+            .map(|row| {
+                let lease_until: i64 = row.get(2);
+                let ahead = lease_until - wall;
+                let lease_until = if ahead >= 0 {
+                    instant + Duration::from_nanos(ahead as u64)
+                } else {
+                    instant
+                        .checked_sub(Duration::from_nanos(ahead.unsigned_abs()))
+                        .unwrap_or(instant)
+                };
+                Claim {
+                    id: row.get(0),
+                    token: row.get(1),
+                    lease_until,
+                }
+            })
+            .collect()
+    }
+
+    /// Of `claims`, those still held under the same token.
+    fn still_held(&self, claims: &[Claim]) -> Vec<Claim> {
+        if claims.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<String> = claims.iter().map(|c| c.id.clone()).collect();
+        let sql = format!(
+            "SELECT id, claim_token FROM {}.deliveries \
+             WHERE id = ANY($1::text[]) AND state = 'pending' AND claim_token IS NOT NULL",
+            self.schema
+        );
+        let now: HashMap<String, i64> = self
+            .query(&sql, Some(&ids))
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        claims
+            .iter()
+            .filter(|c| now.get(&c.id) == Some(&c.token))
+            .cloned()
+            .collect()
+    }
+
+    /// Rows of `schema_version`, and the highest version.
+    fn schema_versions(&self) -> (i64, i64) {
+        let sql = format!(
+            "SELECT count(*)::bigint, coalesce(max(version), 0)::bigint FROM {}.schema_version",
+            self.schema
+        );
+        let rows = self.query(&sql, None);
+        (rows[0].get(0), rows[0].get(1))
+    }
+}
+
+fn wall_nanos(at: SystemTime) -> i64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos() as i64
+}
+
+/// One run of a dialer process: its stdin fed from a thread (and held open until released),
+/// its stdout and stderr read by others.
+struct Run {
+    child: Child,
+    hold_stdin: Option<mpsc::Sender<()>>,
+    feeder: Option<JoinHandle<()>>,
+    acks: Arc<Mutex<Vec<(String, String)>>>,
+    stdout: Option<JoinHandle<()>>,
+    stderr: Option<JoinHandle<String>>,
+    reaped: bool,
+}
+
+impl Run {
+    fn start(dialer: &Path, db: &Database, url: &str, lines: Vec<String>) -> Run {
+        let mut child = Command::new(dialer)
+            .args(["--database-url", &db.url, "--database-schema", &db.schema])
+            .args(["--url", url, "--username", "dialer", "--password", PASSWORD])
+            .args(["--timeout-ms", &TIMEOUT_MS.to_string()])
+            .args(["--retry-delays-ms", RETRY_DELAYS_MS])
+            .args(["--allow-http", "--allow-private"])
+            .args(["--time-zone", "Australia/Brisbane"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the dialer");
+
+        let mut stdin = child.stdin.take().expect("stdin");
+        let (hold_stdin, released) = mpsc::channel::<()>();
+        let feeder = std::thread::spawn(move || {
+            for line in &lines {
+                // Fails once the dialer is killed: the rest is fed to the next run.
+                if stdin.write_all(line.as_bytes()).is_err() {
+                    return;
+                }
+                std::thread::sleep(FEED_PAUSE);
+            }
+            let _ = stdin.flush();
+            // Held open until released (or the run dropped): then the input ends.
+            let _ = released.recv();
+        });
+
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let seen = acks.clone();
+        let stdout = std::thread::spawn(move || read_acks(stdout, &seen));
+        let mut stderr = child.stderr.take().expect("stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        Run {
+            child,
+            hold_stdin: Some(hold_stdin),
+            feeder: Some(feeder),
+            acks,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            reaped: false,
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.acks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Its exit status, if it has exited (it never should before its input ends).
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("poll the dialer")
+    }
+
+    /// SIGKILL; answers when it was dead, everything it acknowledged and what it said.
+    fn kill(mut self) -> (Instant, Vec<(String, String)>, String) {
+        self.child.kill().expect("SIGKILL the dialer");
+        self.child.wait().expect("reap the dialer");
+        self.reaped = true;
+        let dead = Instant::now();
+        let (acks, stderr) = self.finish();
+        (dead, acks, stderr)
+    }
+
+    /// Ends its input (after the lines still to be fed).
+    fn end_input(&mut self) {
+        drop(self.hold_stdin.take());
+    }
+
+    /// Waits for it to exit on its own until `deadline`; kills it after that.
+    fn wait(mut self, deadline: Instant) -> (Option<ExitStatus>, Vec<(String, String)>, String) {
+        let status = loop {
+            if let Some(status) = self.exited() {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.reaped = true;
+        let (acks, stderr) = self.finish();
+        (status, acks, stderr)
+    }
+
+    fn finish(&mut self) -> (Vec<(String, String)>, String) {
+        drop(self.hold_stdin.take());
+        for thread in [self.feeder.take(), self.stdout.take()]
+            .into_iter()
+            .flatten()
+        {
+            thread.join().expect("a reader thread panicked");
+        }
+        let stderr = self
+            .stderr
+            .take()
+            .map(|t| t.join().expect("the stderr reader panicked"))
+            .unwrap_or_default();
+        let acks = std::mem::take(&mut *self.acks.lock().unwrap_or_else(PoisonError::into_inner));
+        (acks, stderr)
+    }
+}
+
+impl Drop for Run {
+    /// A test that fails part-way leaves no dialer behind.
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Reads `accepted <webhook-id> <Reference>` lines; a line cut short by a kill is not an
+/// acknowledgement.
+fn read_acks(mut stdout: impl BufRead, acks: &Mutex<Vec<(String, String)>>) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match stdout.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) if !line.ends_with('\n') => return,
+            Ok(_) => {}
+        }
+        let text = line.trim_end_matches('\n');
+        let mut words = text.splitn(3, ' ');
+        match (words.next(), words.next(), words.next()) {
+            (Some("accepted"), Some(id), Some(reference)) => acks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((id.to_owned(), reference.to_owned())),
+            _ => panic!("unexpected line on the dialer's stdout: {text:?}"),
+        }
+    }
+}
+
+/// Adds a run's acknowledgements to `acked` (Reference -> webhook-id).
+fn record(acks: Vec<(String, String)>, acked: &mut BTreeMap<String, String>) {
+    for (id, reference) in acks {
+        let previous = acked.insert(reference.clone(), id);
+        assert!(previous.is_none(), "{reference} acknowledged twice");
+    }
+}
+
+/// One kill: which process, when it was dead, and the claims it left.
+struct Kill {
+    process: usize,
+    dead: Instant,
+    orphaned: Vec<Claim>,
+}
+
+#[test]
+fn a_fleet_delivers_every_acknowledged_result_across_sigkills_and_restarts() {
+    let Some(db) = Database::new("fleet_crash") else {
+        return;
+    };
+    let started = Instant::now();
+    let dialer = dialer_binary();
+    let seed = seed();
+    println!("fleet crash seed: {seed} (FLEET_CRASH_SEED={seed} repeats its choices)");
+    let mut rng = Rng(seed);
+
+    let receiver = Receiver::start();
+    let flaky = Arc::new(Mutex::new(Flaky {
+        rng: Rng(seed ^ 0x5EED),
+        failures: HashMap::new(),
+        answered_2xx: HashMap::new(),
+    }));
+    let choose = flaky.clone();
+    receiver.respond_with(move |request| {
+        choose
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reply(request)
+    });
+    let url = receiver.url_for("/calls");
+    let claims = Claims::connect(&db);
+
+    // Each process's share: unique References.
+    let shares: Vec<Vec<String>> = (0..PROCESSES)
+        .map(|p| {
+            (0..PER_PROCESS)
+                .map(|n| format!("fleet-{p}-{n:04}"))
+                .collect()
+        })
+        .collect();
+    // Reference -> webhook-id, for every acknowledgement.
+    let mut acked: BTreeMap<String, String> = BTreeMap::new();
+    let mut outputs = String::new();
+    let unacked_lines = |share: &[String], acked: &BTreeMap<String, String>| -> Vec<String> {
+        share
+            .iter()
+            .filter(|r| !acked.contains_key(*r))
+            .map(|r| line(r))
+            .collect()
+    };
+
+    // All three at once, on an empty schema.
+    let mut runs: Vec<Option<Run>> = shares
+        .iter()
+        .map(|share| Some(Run::start(&dialer, &db, &url, unacked_lines(share, &acked))))
+        .collect();
+
+    let mut kills: Vec<Kill> = Vec::new();
+    let mut orphaned_before: HashSet<(String, i64)> = HashSet::new();
+    for round in 1..=KILLS {
+        let least = if round == 1 {
+            FIRST_KILL_AFTER
+        } else {
+            NEXT_KILL_AFTER
+        };
+        let lives = least + Duration::from_millis(rng.below(KILL_SPREAD_MS));
+        std::thread::sleep(lives);
+        for (p, run) in runs.iter_mut().enumerate() {
+            let run = run.as_mut().expect("running");
+            if let Some(status) = run.exited() {
+                let (_, stderr) = run.finish();
+                panic!(
+                    "dialer {p} exited on its own with {status} before its input ended:\n{stderr}"
+                );
+            }
+        }
+
+        let process = rng.below(PROCESSES as u64) as usize;
+        let run = runs[process].take().expect("running");
+        let acked_when_sent = run.acked();
+        let (dead, acks, stderr) = run.kill();
+        let held = claims.held();
+        let acked_in_run = acks.len();
+        record(acks, &mut acked);
+        outputs.push_str(&stderr);
+        runs[process] = Some(Run::start(
+            &dialer,
+            &db,
+            &url,
+            unacked_lines(&shares[process], &acked),
+        ));
+
+        // Claims still held under the same token once every live attempt has ended were the
+        // killed process's (less those an earlier kill left, their leases still running).
+        std::thread::sleep(ORPHAN_CHECK_AFTER.saturating_sub(dead.elapsed()));
+        let orphaned: Vec<Claim> = claims
+            .still_held(&held)
+            .into_iter()
+            .filter(|c| !orphaned_before.contains(&(c.id.clone(), c.token)))
+            .collect();
+        orphaned_before.extend(orphaned.iter().map(|c| (c.id.clone(), c.token)));
+        println!(
+            "kill {round}: dialer {process} at {:.2} s, {acked_in_run} acknowledged in its run \
+             ({acked_when_sent} when the signal was sent), {} claims held in the outbox just \
+             after, {} of them its own, {} requests so far",
+            (dead - started).as_secs_f64(),
+            held.len(),
+            orphaned.len(),
+            receiver.requests().len()
+        );
+        kills.push(Kill {
+            process,
+            dead,
+            orphaned,
+        });
+    }
+
+    // The end of every input; each must then exit 0 once nothing is pending in the outbox.
+    for run in runs.iter_mut().flatten() {
+        run.end_input();
+    }
+    // Its last lines are still fed at FEED_PAUSE each: the deadline allows for them.
+    let left_to_feed = (0..PROCESSES)
+        .map(|p| unacked_lines(&shares[p], &acked).len())
+        .max()
+        .unwrap_or(0) as u32;
+    let deadline = Instant::now() + FINISH_WITHIN + FEED_PAUSE * left_to_feed;
+    let mut failures = Vec::new();
+    for (p, run) in runs.iter_mut().enumerate() {
+        let (status, acks, stderr) = run.take().expect("running").wait(deadline);
+        record(acks, &mut acked);
+        outputs.push_str(&stderr);
+        match status {
+            Some(status) if status.success() => {}
+            Some(status) => failures.push(format!("dialer {p} exited with {status}:\n{stderr}")),
+            None => failures.push(format!(
+                "dialer {p} did not exit within {FINISH_WITHIN:?} of the end of its input:\n{stderr}"
+            )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    println!("end: every dialer exited 0");
+
+    // Migrated once, by one of the three that raced.
+    let (rows, version) = claims.schema_versions();
+    assert!(version >= 1, "the schema was never migrated");
+    assert_eq!(rows, version, "one schema_version row per migration step");
+
+    // Every call result was acknowledged once, and every acknowledged one answered 2xx.
+    assert_eq!(
+        acked.len(),
+        PROCESSES * PER_PROCESS,
+        "every line is acknowledged in the end"
+    );
+    let requests = receiver.requests();
+    let flaky = flaky.lock().unwrap_or_else(PoisonError::into_inner);
+    let undelivered: Vec<_> = acked
+        .iter()
+        .filter(|(_, id)| !flaky.answered_2xx.contains_key(*id))
+        .collect();
+    assert!(
+        undelivered.is_empty(),
+        "acknowledged but never answered 2xx: {undelivered:?}"
+    );
+
+    // Each webhook-id always carried the same bytes, and an acknowledged one its own result.
+    let mut bodies: HashMap<&str, &[u8]> = HashMap::new();
+    let mut arrivals: HashMap<&str, Vec<Instant>> = HashMap::new();
+    for request in &requests {
+        let id = request.header("webhook-id").expect("a webhook-id");
+        let first = *bodies.entry(id).or_insert(&request.body);
+        assert_eq!(first, &request.body[..], "{id} sent other bytes");
+        arrivals.entry(id).or_default().push(request.at);
+    }
+    for (reference, id) in &acked {
+        let body = bodies.get(id.as_str()).expect("sent");
+        let sent_reference = form_urlencoded::parse(body)
+            .find(|(k, _)| k == "Reference")
+            .map(|(_, v)| v.into_owned());
+        assert_eq!(sent_reference.as_deref(), Some(reference.as_str()));
+    }
+
+    // The claims each kill left: attempted again by a live process, not before the lease ran
+    // out, and soon enough.
+    let limit = Duration::from_millis(TIMEOUT_MS) + RECLAIM_SLACK;
+    let mut reclaimed_within = Duration::ZERO;
+    for (n, kill) in kills.iter().enumerate() {
+        let mut again_after: Vec<Duration> = Vec::new();
+        for claim in &kill.orphaned {
+            let after: Vec<Instant> = arrivals
+                .get(claim.id.as_str())
+                .map(|a| a.iter().copied().filter(|at| *at > kill.dead).collect())
+                .unwrap_or_default();
+            let early: Vec<Duration> = after
+                .iter()
+                .filter(|at| **at > kill.dead + TOLERANCE && **at + TOLERANCE < claim.lease_until)
+                .map(|at| *at - kill.dead)
+                .collect();
+            assert!(
+                early.is_empty(),
+                "kill {}: {} was attempted again {early:?} after the kill, before its lease ran \
+                 out {:?} after it",
+                n + 1,
+                claim.id,
+                claim.lease_until.saturating_duration_since(kill.dead)
+            );
+            let again = after
+                .iter()
+                .find(|at| **at + TOLERANCE >= claim.lease_until)
+                .map(|at| *at - kill.dead)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "kill {}: {} (claimed by the killed dialer) was never attempted again",
+                        n + 1,
+                        claim.id
+                    )
+                });
+            assert!(
+                again < limit,
+                "kill {}: {} was attempted again {again:?} after the kill (limit {limit:?}); the \
+                 lease it was claimed under ran out {:?} after the kill (a lease lasts the \
+                 longest attempt time limit, {TIMEOUT_MS} ms here, + 5 s)",
+                n + 1,
+                claim.id,
+                claim.lease_until.saturating_duration_since(kill.dead)
+            );
+            reclaimed_within = reclaimed_within.max(again);
+            again_after.push(again);
+        }
+        match (again_after.iter().min(), again_after.iter().max()) {
+            (Some(first), Some(last)) => println!(
+                "kill {} (dialer {}): {} claims left, attempted again {:.2} s to {:.2} s after it",
+                n + 1,
+                kill.process,
+                kill.orphaned.len(),
+                first.as_secs_f64(),
+                last.as_secs_f64(),
+            ),
+            _ => println!(
+                "kill {} (dialer {}): no claim held at the kill",
+                n + 1,
+                kill.process
+            ),
+        }
+    }
+    assert!(
+        kills.iter().any(|k| !k.orphaned.is_empty()),
+        "no kill landed while its dialer held a claim: nothing was reclaimed (seed {seed})"
+    );
+
+    // Duplicates: only across a kill that left the delivery claimed.
+    let mut duplicates = 0;
+    for (id, answered) in &flaky.answered_2xx {
+        for pair in answered.windows(2) {
+            let (earlier, later) = (pair[0], pair[1]);
+            duplicates += 1;
+            let explained = kills.iter().any(|k| {
+                earlier < k.dead && k.dead < later && k.orphaned.iter().any(|c| &c.id == id)
+            });
+            assert!(
+                explained,
+                "{id} was answered 2xx {} times, and not across a kill of the dialer that had \
+                 it in flight (2xx requests at {:?} after the start; kills at {:?})",
+                answered.len(),
+                answered.iter().map(|at| *at - started).collect::<Vec<_>>(),
+                kills.iter().map(|k| k.dead - started).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    // The outbox agrees: nothing pending, nothing failed.
+    let stats = db.store().stats(&"dialer".into(), None).expect("stats");
+    assert_eq!((stats.pending, stats.failed), (0, 0), "{stats:?}");
+
+    // No secret in anything the dialers said.
+    assert!(!outputs.contains(PASSWORD), "the password was printed");
+
+    let acked_ids: HashSet<&str> = acked.values().map(String::as_str).collect();
+    let unacknowledged = bodies.keys().filter(|id| !acked_ids.contains(*id)).count();
+    println!(
+        "fleet crash: seed {seed}, {} kills, {} acknowledged, {} delivered, {duplicates} duplicates \
+         (all in flight at a kill), {unacknowledged} stored but not acknowledged before a kill \
+         (fed again, under a new webhook-id), {} requests, reclaimed within {:.1} s after a kill \
+         (limit {} s), {:.1} s",
+        kills.len(),
+        acked.len(),
+        acked_ids
+            .iter()
+            .filter(|id| flaky.answered_2xx.contains_key(**id))
+            .count(),
+        requests.len(),
+        reclaimed_within.as_secs_f64(),
+        limit.as_secs(),
+        started.elapsed().as_secs_f64(),
+    );
+}
