@@ -140,7 +140,7 @@ impl Engine {
         let accounts = self.accounts();
         let health = lock(&self.health);
         let mut held = HashSet::new();
-        let mut longest = crate::limits::DEFAULT_ATTEMPT_TIMEOUT;
+        let mut longest = Duration::ZERO;
         for (id, account) in accounts.iter() {
             longest = longest.max(account.preferences().attempt_timeout());
             if !open(Some(account), health.get(id)) {

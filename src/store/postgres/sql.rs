@@ -113,6 +113,36 @@ st AS ( \
     ON CONFLICT (account, campaign) DO UPDATE SET pending = t.pending + excluded.pending) \
 SELECT id FROM ins";
 
+/// A group of submits in ONE statement (so one round trip and, in autocommit, one commit):
+/// the rows of `$1`..`$7` not stored or delivered lately are inserted, counted and announced,
+/// unless the outbox would pass `$8` pending. Answers one row per input row: whether it was
+/// inserted, the outbox's pending count before, and, for an id stored before, what is stored
+/// under it (to tell a repeat from a conflict; all NULL when another transaction stored it at
+/// the same moment, unseen by this one).
+const INSERT_GROUP: &str = "WITH n AS ( \
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], \
+        $6::bigint[], $7::bigint[]) \
+        AS n(id, account, campaign, body, encoding, created_at, next_attempt_at)), \
+total AS (SELECT coalesce(sum(pending), 0)::bigint AS pending FROM {s}.stats), \
+ins AS ( \
+    INSERT INTO {s}.deliveries \
+        (id, account, campaign, body, encoding, created_at, next_attempt_at, attempts, state) \
+    SELECT id, account, campaign, body, encoding, created_at, next_attempt_at, 0, 'pending' \
+    FROM n WHERE NOT EXISTS (SELECT 1 FROM {s}.delivered_ids x WHERE x.id = n.id) \
+        AND (SELECT pending FROM total) + cardinality($1::text[]) <= $8::bigint \
+    ON CONFLICT (id) DO NOTHING \
+    RETURNING id, account, campaign), \
+st AS ( \
+    INSERT INTO {s}.stats AS t (account, campaign, pending) \
+    SELECT account, campaign, count(*) FROM ins \
+    GROUP BY account, campaign ORDER BY account, campaign \
+    ON CONFLICT (account, campaign) DO UPDATE SET pending = t.pending + excluded.pending) \
+SELECT n.id, ins.id IS NOT NULL AS inserted, (SELECT pending FROM total) AS pending_before, \
+    d.account, d.campaign, d.body, d.encoding, \
+    EXISTS (SELECT 1 FROM {s}.delivered_ids x WHERE x.id = n.id) AS delivered, \
+    (SELECT count(pg_notify({ch}, 'due')) FROM (SELECT 1 FROM ins LIMIT 1) one) AS notified \
+FROM n LEFT JOIN ins ON ins.id = n.id LEFT JOIN {s}.deliveries d ON d.id = n.id";
+
 /// The stored account, campaign and body of the ids in `$1`.
 const STORED: &str =
     "SELECT id, account, campaign, body, encoding FROM {s}.deliveries WHERE id = ANY($1::text[])";
@@ -242,6 +272,7 @@ const STATS_CAMPAIGN: &str = "SELECT pending, delivered, failed, last_success_at
 pub(super) struct Statements {
     pub(super) schema: String,
     pub(super) insert: String,
+    pub(super) insert_group: String,
     pub(super) stored: String,
     pub(super) pending_total: String,
     pub(super) notify_due: String,
@@ -267,6 +298,7 @@ impl Statements {
         Statements {
             schema: schema.to_owned(),
             insert: sql(INSERT),
+            insert_group: sql(INSERT_GROUP),
             stored: sql(STORED),
             pending_total: sql(PENDING_TOTAL),
             notify_due: sql(NOTIFY_DUE),
