@@ -266,6 +266,7 @@ impl PostgresStore {
             pool,
             sql: sql::Statements::new(&schema),
             max_pending,
+            pruning: std::sync::atomic::AtomicBool::new(false),
         });
         let migrating = Arc::clone(&ctx);
         let connecting = format!("connecting to {target}");

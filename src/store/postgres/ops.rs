@@ -33,6 +33,8 @@ pub(super) struct Ctx {
     pub(super) pool: Pool,
     pub(super) sql: Statements,
     pub(super) max_pending: usize,
+    /// A prune of old delivered ids is under way (one at a time, off the recording path).
+    pub(super) pruning: std::sync::atomic::AtomicBool,
 }
 
 fn failed(what: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
@@ -273,8 +275,16 @@ pub(super) async fn record_attempts(
                 .filter(|(o, answer)| answer.is_ok() && matches!(o.next, Ok((None, _))))
                 .map(|(o, _)| o.at)
                 .max();
-            if let Some(at) = delivered_at {
-                prune_delivered(&ctx, at).await;
+            if let Some(at) = delivered_at
+                && !ctx.pruning.swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                // Off the recording path: the outcomes are answered without waiting for it.
+                let ctx = Arc::clone(&ctx);
+                drop(tokio::spawn(async move {
+                    prune_delivered(&ctx, at).await;
+                    ctx.pruning
+                        .store(false, std::sync::atomic::Ordering::Release);
+                }));
             }
             answers
         }
@@ -300,73 +310,93 @@ pub(super) async fn record_attempts(
     }
 }
 
-/// Records every outcome in one transaction; an error here means none was recorded.
+/// Records every outcome in one transaction; an error here means none was recorded. The
+/// statements go out together (tokio-postgres pipelines requests made at once), so a batch
+/// costs a round trip or two, not one per outcome.
 async fn record_in_one_transaction(ctx: &Ctx, outcomes: &[Outcome]) -> Result<Vec<Result<()>>> {
     let record_failed = failed("recording attempts");
     let mut client = ctx.client().await?;
     let tx = client.transaction().await.map_err(&record_failed)?;
-    let mut answers = Vec::with_capacity(outcomes.len());
-    for o in outcomes {
-        let (state, retry_at) = match &o.next {
-            Ok(next) => *next,
-            Err(e) => {
-                answers.push(Err(Error::Store {
-                    message: e.to_string(),
-                    source: None,
-                }));
-                continue;
+    let delivered = tx
+        .prepare_cached(&ctx.sql.record_delivered)
+        .await
+        .map_err(&record_failed)?;
+    let kept = tx
+        .prepare_cached(&ctx.sql.record_kept)
+        .await
+        .map_err(&record_failed)?;
+    let mut answers: Vec<Option<Result<()>>> = Vec::with_capacity(outcomes.len());
+    let mut pending = Vec::with_capacity(outcomes.len());
+    for (i, o) in outcomes.iter().enumerate() {
+        match &o.next {
+            Err(e) => answers.push(Some(Err(Error::Store {
+                message: e.to_string(),
+                source: None,
+            }))),
+            Ok((state, retry_at)) => {
+                answers.push(None);
+                let (tx, delivered, kept) = (&tx, &delivered, &kept);
+                pending.push(async move {
+                    let row = match state {
+                        None => {
+                            tx.query_one(delivered, &[&o.id.as_str(), &o.token, &o.at, &o.error])
+                                .await
+                        }
+                        Some(state) => {
+                            tx.query_one(
+                                kept,
+                                &[
+                                    &o.id.as_str(),
+                                    &o.token,
+                                    &o.status,
+                                    &o.error,
+                                    &o.at,
+                                    state,
+                                    retry_at,
+                                ],
+                            )
+                            .await
+                        }
+                    };
+                    (i, row)
+                });
             }
-        };
-        let id = o.id.as_str();
-        let changed: i64 = match state {
-            None => {
-                let stmt = tx
-                    .prepare_cached(&ctx.sql.record_delivered)
-                    .await
-                    .map_err(&record_failed)?;
-                let row = tx
-                    .query_one(&stmt, &[&id, &o.token, &o.at, &o.error])
-                    .await
-                    .map_err(&record_failed)?;
-                get(&row, 0)?
-            }
-            Some(state) => {
-                let stmt = tx
-                    .prepare_cached(&ctx.sql.record_kept)
-                    .await
-                    .map_err(&record_failed)?;
-                let row = tx
-                    .query_one(
-                        &stmt,
-                        &[&id, &o.token, &o.status, &o.error, &o.at, &state, &retry_at],
-                    )
-                    .await
-                    .map_err(&record_failed)?;
-                get(&row, 0)?
-            }
-        };
-        if changed == 1 {
-            answers.push(Ok(()));
-            continue;
         }
+    }
+    let mut unchanged = Vec::new();
+    for (i, row) in futures_util::future::join_all(pending).await {
+        let changed: i64 = get(&row.map_err(&record_failed)?, 0)?;
+        if changed == 1 {
+            answers[i] = Some(Ok(()));
+        } else {
+            unchanged.push(i);
+        }
+    }
+    if !unchanged.is_empty() {
         // Not under this claim: claimed again since (or finished by the newer claim), or
         // removed by an administrator.
         let stmt = tx
             .prepare_cached(&ctx.sql.known)
             .await
             .map_err(&record_failed)?;
-        let known: bool = get(
-            &tx.query_one(&stmt, &[&id]).await.map_err(&record_failed)?,
-            0,
-        )?;
-        answers.push(Err(if known {
-            Error::LeaseLost { id: id.to_owned() }
-        } else {
-            Error::UnknownDelivery(id.to_owned())
-        }));
+        for i in unchanged {
+            let id = outcomes[i].id.as_str();
+            let known: bool = get(
+                &tx.query_one(&stmt, &[&id]).await.map_err(&record_failed)?,
+                0,
+            )?;
+            answers[i] = Some(Err(if known {
+                Error::LeaseLost { id: id.to_owned() }
+            } else {
+                Error::UnknownDelivery(id.to_owned())
+            }));
+        }
     }
     tx.commit().await.map_err(&record_failed)?;
-    Ok(answers)
+    Ok(answers
+        .into_iter()
+        .map(|a| a.expect("every outcome answered"))
+        .collect())
 }
 
 /// Forgets at most [`PRUNE_BATCH`] ids delivered more than the retention before `newest`. The
