@@ -17,7 +17,7 @@ use crate::store::NewDelivery;
 use crate::sync::lock;
 
 use super::ops::{self, Ctx};
-use super::sql::{get, to_nanos};
+use super::sql::get;
 
 /// How many groups may run at once: one. Two halve each group (measured: 6 submits per WAL
 /// flush and 9.3k submits/s with two, 12 per flush and 11.9k/s with one, p99 3.9 vs 2.7 ms).
@@ -133,20 +133,8 @@ async fn try_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Result<Vec<Result<()>>> {
             }
         }
     }
-    let ids: Vec<&str> = rows.iter().map(|d| d.id.as_str()).collect();
-    let accounts: Vec<&str> = rows.iter().map(|d| d.account.as_str()).collect();
-    let campaigns: Vec<&str> = rows.iter().map(|d| d.campaign.as_str()).collect();
-    let bodies: Vec<&[u8]> = rows.iter().map(|d| d.body.bytes().as_ref()).collect();
-    let encodings: Vec<&str> = rows.iter().map(|d| d.body.encoding().as_str()).collect();
-    let created: Vec<i64> = rows
-        .iter()
-        .map(|d| to_nanos(d.created_at))
-        .collect::<Result<_>>()?;
-    let due: Vec<i64> = rows
-        .iter()
-        .map(|d| to_nanos(d.next_attempt_at))
-        .collect::<Result<_>>()?;
-
+    let columns = ops::Columns::new(&rows)?;
+    let ids = &columns.ids;
     let failed = |e| Error::store("storing a group of deliveries", e);
     let max = i64::try_from(ctx.max_pending).unwrap_or(i64::MAX);
     let client = ctx.client().await?;
@@ -156,12 +144,7 @@ async fn try_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Result<Vec<Result<()>>> {
         .map_err(failed)?;
     // One statement, committed on its own: one round trip and one flush for the group.
     let result = client
-        .query(
-            &stmt,
-            &[
-                &ids, &accounts, &campaigns, &bodies, &encodings, &created, &due, &max,
-            ],
-        )
+        .query(&stmt, &[&columns.params()[..], &[&max]].concat())
         .await
         .map_err(failed)?;
     let mut inserted_any = false;

@@ -86,19 +86,8 @@ pub(super) async fn insert(ctx: Arc<Ctx>, deliveries: Vec<NewDelivery>) -> Resul
             _ => kept.push(d),
         }
     }
-    let ids: Vec<&str> = kept.iter().map(|d| d.id.as_str()).collect();
-    let accounts: Vec<&str> = kept.iter().map(|d| d.account.as_str()).collect();
-    let campaigns: Vec<&str> = kept.iter().map(|d| d.campaign.as_str()).collect();
-    let bodies: Vec<&[u8]> = kept.iter().map(|d| d.body.bytes().as_ref()).collect();
-    let encodings: Vec<&str> = kept.iter().map(|d| d.body.encoding().as_str()).collect();
-    let created: Vec<i64> = kept
-        .iter()
-        .map(|d| to_nanos(d.created_at))
-        .collect::<Result<_>>()?;
-    let due: Vec<i64> = kept
-        .iter()
-        .map(|d| to_nanos(d.next_attempt_at))
-        .collect::<Result<_>>()?;
+    let columns = Columns::new(&kept)?;
+    let ids = &columns.ids;
 
     let store_failed = failed("storing deliveries");
     let mut client = ctx.client().await?;
@@ -108,12 +97,7 @@ pub(super) async fn insert(ctx: Arc<Ctx>, deliveries: Vec<NewDelivery>) -> Resul
         .await
         .map_err(&store_failed)?;
     let rows = tx
-        .query(
-            &stmt,
-            &[
-                &ids, &accounts, &campaigns, &bodies, &encodings, &created, &due,
-            ],
-        )
+        .query(&stmt, &columns.params())
         .await
         .map_err(&store_failed)?;
     let mut stored: HashSet<String> = HashSet::with_capacity(rows.len());
@@ -166,6 +150,50 @@ pub(super) async fn insert(ctx: Arc<Ctx>, deliveries: Vec<NewDelivery>) -> Resul
             .map_err(&store_failed)?;
     }
     tx.commit().await.map_err(&store_failed)
+}
+
+/// New deliveries as the insert statements bind them: one array per column, `$1` to `$7`.
+pub(super) struct Columns<'a> {
+    pub(super) ids: Vec<&'a str>,
+    accounts: Vec<&'a str>,
+    campaigns: Vec<&'a str>,
+    bodies: Vec<&'a [u8]>,
+    encodings: Vec<&'a str>,
+    created: Vec<i64>,
+    due: Vec<i64>,
+}
+
+impl<'a> Columns<'a> {
+    pub(super) fn new(rows: &[&'a NewDelivery]) -> Result<Self> {
+        Ok(Columns {
+            ids: rows.iter().map(|d| d.id.as_str()).collect(),
+            accounts: rows.iter().map(|d| d.account.as_str()).collect(),
+            campaigns: rows.iter().map(|d| d.campaign.as_str()).collect(),
+            bodies: rows.iter().map(|d| d.body.bytes().as_ref()).collect(),
+            encodings: rows.iter().map(|d| d.body.encoding().as_str()).collect(),
+            created: rows
+                .iter()
+                .map(|d| to_nanos(d.created_at))
+                .collect::<Result<_>>()?,
+            due: rows
+                .iter()
+                .map(|d| to_nanos(d.next_attempt_at))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// `$1` to `$7`.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 7] {
+        [
+            &self.ids,
+            &self.accounts,
+            &self.campaigns,
+            &self.bodies,
+            &self.encodings,
+            &self.created,
+            &self.due,
+        ]
+    }
 }
 
 pub(super) async fn claim(
