@@ -27,7 +27,7 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::dispatch::body::{BodyEnd, Prefix, settle};
 use crate::dispatch::guard::{
-    DnsError, Guard, bare_host, candidates, check_target, error_chain, io_kind, is_dns, port_of,
+    DnsError, Guard, bare_host, candidates, check_target, error_chain, io_kind_in, is_dns, port_of,
     refusal_in, tls_error_kind, tls_kind,
 };
 use crate::dispatch::resolve::{Resolve, SharedResolver};
@@ -508,11 +508,7 @@ fn classify(err: ::ureq::Error) -> TransportError {
         _ if is_dns(&chain) => TransportErrorKind::Dns,
         _ => match tls_kind(&chain) {
             Some(tls) => tls,
-            None => match &err {
-                E::Io(io) => io_kind(io.kind()),
-                _ if chain.iter().any(|e| e.is::<io::Error>()) => TransportErrorKind::Io,
-                _ => TransportErrorKind::Other,
-            },
+            None => io_kind_in(&chain).unwrap_or(TransportErrorKind::Other),
         },
     };
     TransportError::new(kind, err)
