@@ -13,13 +13,13 @@ use call_result_webhook::{
     CallResult, DeliveryId, PreferencesUpdate, Principal, UrlPolicy,
     account::Account,
     auth::AuthScheme,
-    dispatch::{AttemptTimeout, ReceiverResponse, TransportError, TransportErrorKind},
+    dispatch::{AttemptTimeout, BodyOutcome, ReceiverResponse, TransportError, TransportErrorKind},
     encoding::Encoding,
     payload::PAYLOAD_KEYS,
     request::{EncodedBody, USER_AGENT, build_request},
 };
 use http::Request;
-use support::{Receiver, Reply, unused_url};
+use support::{AfterReply, RawReceiver, Receiver, Reply, unused_url};
 
 #[cfg(feature = "hyper")]
 use call_result_webhook::HyperDispatcher;
@@ -470,18 +470,224 @@ fn the_builder_timeout_applies_when_the_request_carries_none() {
     }
 }
 
+/// The attempt's time limit in the body tests, and what "returned within it" allows on top.
+const BODY_LIMIT: Duration = Duration::from_millis(400);
+const SLACK: Duration = Duration::from_millis(1500);
+
+fn expect_ok(
+    outcome: Result<ReceiverResponse, TransportError>,
+    backend: Backend,
+) -> ReceiverResponse {
+    match outcome {
+        Ok(r) => r,
+        Err(e) => panic!("{backend:?}: expected a response, got `{e}` ({e:?})"),
+    }
+}
+
 #[test]
-fn a_slow_body_counts_against_the_attempt_timeout() {
+fn a_2xx_whose_body_stalls_is_delivered_at_the_time_limit_and_noted() {
     let h = Harness::new();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
-        // The head arrives at once; the body never completes.
+        // The head and 16 bytes arrive at once; the other 1008 announced bytes never do.
         receiver.set_default(Reply::stall_mid_body());
-        let request = with_timeout(simple_request(&receiver.url()), Duration::from_millis(300));
+        let request = with_timeout(simple_request(&receiver.url()), BODY_LIMIT);
+        let started = Instant::now();
+        let r = expect_ok(h.send(backend, request), backend);
+        let took = started.elapsed();
+        assert_eq!(r.status(), 200, "{backend:?}");
+        assert_eq!(r.body_outcome(), BodyOutcome::TimedOut, "{backend:?}");
+        assert_eq!(r.body_outcome().to_string(), "body timed out");
+        assert_eq!(&r.body_prefix()[..], b"partial response", "{backend:?}");
+        assert!(took < BODY_LIMIT + SLACK, "{backend:?} took {took:?}");
+        assert!(
+            took >= BODY_LIMIT / 2,
+            "{backend:?} returned after {took:?}"
+        );
+    }
+}
+
+#[test]
+fn a_non_2xx_whose_body_stalls_is_a_timeout_within_the_time_limit() {
+    let h = Harness::new();
+    for &backend in BACKENDS {
+        let receiver = Receiver::start();
+        receiver.set_default(Reply::status(503).body("overloaded").then_stall());
+        let request = with_timeout(simple_request(&receiver.url()), BODY_LIMIT);
         let started = Instant::now();
         let err = expect_err(h.send(backend, request), backend);
-        assert_eq!(err.kind(), TransportErrorKind::Timeout, "{backend:?}");
-        assert!(started.elapsed() < Duration::from_secs(2), "{backend:?}");
+        let took = started.elapsed();
+        assert_eq!(
+            err.kind(),
+            TransportErrorKind::Timeout,
+            "{backend:?}: {err}"
+        );
+        assert!(took < BODY_LIMIT + SLACK, "{backend:?} took {took:?}");
+    }
+}
+
+#[test]
+fn a_2xx_reset_mid_body_is_delivered_and_noted() {
+    let h = Harness::new();
+    for &backend in BACKENDS {
+        let receiver = Receiver::start();
+        receiver.set_default(Reply::reset_mid_body());
+        let request = with_timeout(simple_request(&receiver.url()), Duration::from_secs(5));
+        let r = expect_ok(h.send(backend, request), backend);
+        assert_eq!(r.status(), 200, "{backend:?}");
+        assert_eq!(r.body_outcome(), BodyOutcome::Failed, "{backend:?}");
+        // Whatever arrived before the reset (a reset may drop what was still unread).
+        assert!(
+            b"partial response".starts_with(r.body_prefix()),
+            "{backend:?}: {:?}",
+            r.body_prefix()
+        );
+        assert_eq!(receiver.requests().len(), 1, "{backend:?}");
+    }
+}
+
+#[test]
+fn a_non_2xx_reset_mid_body_is_still_io() {
+    let h = Harness::new();
+    for &backend in BACKENDS {
+        let receiver = Receiver::start();
+        receiver.set_default(Reply::status(500).body("partial").then_reset());
+        let err = expect_err(h.send(backend, simple_request(&receiver.url())), backend);
+        assert_eq!(err.kind(), TransportErrorKind::Io, "{backend:?}: {err}");
+        assert_eq!(err.to_string(), "I/O error");
+    }
+}
+
+#[test]
+fn a_2xx_longer_than_the_prefix_is_delivered_truncated() {
+    let long: Vec<u8> = (0..20_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let h = Harness::with_prefix_limit(100);
+    for &backend in BACKENDS {
+        let receiver = Receiver::start();
+        receiver.script([
+            Reply::ok().body(long.clone()),
+            Reply::status(201).body(long[..100].to_vec()),
+            Reply::status(202).body(long[..99].to_vec()),
+            Reply::status(204),
+        ]);
+        let r = expect_ok(h.send(backend, simple_request(&receiver.url())), backend);
+        assert_eq!(r.status(), 200, "{backend:?}");
+        assert_eq!(r.body_outcome(), BodyOutcome::Truncated, "{backend:?}");
+        assert_eq!(&r.body_prefix()[..], &long[..100], "{backend:?}");
+        // Exactly the limit, its length announced: all of it arrived.
+        let r = expect_ok(h.send(backend, simple_request(&receiver.url())), backend);
+        assert_eq!(r.body_outcome(), BodyOutcome::Complete, "{backend:?}");
+        assert_eq!(&r.body_prefix()[..], &long[..100], "{backend:?}");
+        let r = expect_ok(h.send(backend, simple_request(&receiver.url())), backend);
+        assert_eq!(r.body_outcome(), BodyOutcome::Complete, "{backend:?}");
+        assert_eq!(r.body_prefix().len(), 99, "{backend:?}");
+        let r = expect_ok(h.send(backend, simple_request(&receiver.url())), backend);
+        assert_eq!(
+            (r.status().as_u16(), r.body_outcome()),
+            (204, BodyOutcome::Complete),
+            "{backend:?}"
+        );
+    }
+}
+
+/// A 200 status line, `headers` and the blank line that ends them.
+fn head_with(headers: &str) -> Vec<u8> {
+    format!("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n{headers}\r\n").into_bytes()
+}
+
+#[test]
+fn a_megabyte_of_headers_is_headers_too_large() {
+    let h = Harness::new();
+    let big_values: String = (0..16)
+        .map(|i| format!("x-big-{i}: {}\r\n", "v".repeat(64 * 1024)))
+        .collect();
+    let many_names: String = (0..10_000)
+        .map(|i| format!("x-header-{i:05}: {}\r\n", "v".repeat(90)))
+        .collect();
+    for (what, headers) in [
+        ("16 headers of 64 KiB", big_values),
+        ("10,000 headers", many_names),
+    ] {
+        assert!(headers.len() >= 1_000_000, "{what}");
+        let receiver = RawReceiver::start(head_with(&headers), AfterReply::Close);
+        for &backend in BACKENDS {
+            let request = with_timeout(simple_request(&receiver.url()), Duration::from_secs(5));
+            let err = expect_err(h.send(backend, request), backend);
+            assert_eq!(
+                err.kind(),
+                TransportErrorKind::HeadersTooLarge,
+                "{backend:?} {what}: {err} ({err:?})"
+            );
+            assert_eq!(err.to_string(), "response headers too large");
+        }
+    }
+}
+
+#[test]
+fn garbage_is_not_http() {
+    let h = Harness::new();
+    for (what, reply) in [
+        ("HTTP/0.9-style garbage", &b"garbage\r\n\r\n"[..]),
+        ("garbage, then close", &b"garbage"[..]),
+        ("a status line with no code", &b"HTTP/1.1 OK\r\n\r\n"[..]),
+        ("a status code of letters", &b"HTTP/1.1 2x0 OK\r\n\r\n"[..]),
+    ] {
+        let receiver = RawReceiver::start(reply, AfterReply::Close);
+        for &backend in BACKENDS {
+            let request = with_timeout(simple_request(&receiver.url()), Duration::from_secs(5));
+            let err = expect_err(h.send(backend, request), backend);
+            assert_eq!(
+                err.kind(),
+                TransportErrorKind::NotHttp,
+                "{backend:?} {what}: {err} ({err:?})"
+            );
+            assert_eq!(err.to_string(), "not an HTTP response");
+        }
+    }
+}
+
+#[test]
+fn a_connection_closed_before_the_headers_are_complete_says_so() {
+    let h = Harness::new();
+    for (what, reply) in [
+        ("half a status line", &b"HTTP/1.1 20"[..]),
+        ("no byte at all", &b""[..]),
+        ("part of the headers", &b"HTTP/1.1 200 OK\r\ncontent-le"[..]),
+    ] {
+        let receiver = RawReceiver::start(reply, AfterReply::Close);
+        for &backend in BACKENDS {
+            let request = with_timeout(simple_request(&receiver.url()), Duration::from_secs(5));
+            let err = expect_err(h.send(backend, request), backend);
+            assert_eq!(
+                err.kind(),
+                TransportErrorKind::ClosedBeforeHeaders,
+                "{backend:?} {what}: {err} ({err:?})"
+            );
+            assert_eq!(
+                err.to_string(),
+                "connection closed before the response headers"
+            );
+        }
+    }
+}
+
+#[test]
+fn headers_that_never_finish_time_out() {
+    let h = Harness::new();
+    let receiver = RawReceiver::start(
+        &b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n"[..],
+        AfterReply::Hold,
+    );
+    for &backend in BACKENDS {
+        let request = with_timeout(simple_request(&receiver.url()), BODY_LIMIT);
+        let started = Instant::now();
+        let err = expect_err(h.send(backend, request), backend);
+        assert_eq!(
+            err.kind(),
+            TransportErrorKind::Timeout,
+            "{backend:?}: {err}"
+        );
+        assert!(started.elapsed() < BODY_LIMIT + SLACK, "{backend:?}");
     }
 }
 
@@ -501,31 +707,32 @@ fn connection_refused_is_connect() {
 }
 
 #[test]
-fn a_reset_is_io() {
+fn a_reset_before_the_answer_is_reset() {
     let h = Harness::new();
     for &backend in BACKENDS {
-        for reply in [Reply::reset(), Reply::reset_mid_body()] {
-            let receiver = Receiver::start();
-            receiver.script([reply.clone()]);
-            let err = expect_err(h.send(backend, simple_request(&receiver.url())), backend);
-            assert_eq!(
-                err.kind(),
-                TransportErrorKind::Io,
-                "{backend:?} {reply:?}: {err}"
-            );
-        }
+        let receiver = Receiver::start();
+        receiver.script([Reply::reset()]);
+        let err = expect_err(h.send(backend, simple_request(&receiver.url())), backend);
+        assert_eq!(err.kind(), TransportErrorKind::Reset, "{backend:?}: {err}");
+        assert_eq!(err.to_string(), "connection reset");
+        assert!(err.kind().is_retryable());
     }
 }
 
 #[test]
-fn https_to_a_plain_http_receiver_is_tls() {
+fn https_to_a_plain_http_receiver_is_a_tls_handshake_failure() {
     let h = Harness::new();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         let url = format!("https://{}/", receiver.addr());
         let request = with_timeout(simple_request(&url), Duration::from_secs(5));
         let err = expect_err(h.send(backend, request), backend);
-        assert_eq!(err.kind(), TransportErrorKind::Tls, "{backend:?}: {err}");
+        assert_eq!(
+            err.kind(),
+            TransportErrorKind::TlsHandshake,
+            "{backend:?}: {err}"
+        );
+        assert_eq!(err.to_string(), "TLS handshake failed");
     }
 }
 

@@ -177,6 +177,31 @@ mod tests {
     }
 
     #[test]
+    fn a_2xx_is_delivered_whatever_became_of_its_body() {
+        use crate::dispatch::BodyOutcome;
+        for outcome in [
+            BodyOutcome::Complete,
+            BodyOutcome::Truncated,
+            BodyOutcome::TimedOut,
+            BodyOutcome::Failed,
+        ] {
+            for code in [200, 202, 204] {
+                let r = ReceiverResponse::new(
+                    StatusCode::from_u16(code).unwrap(),
+                    HeaderMap::new(),
+                    Bytes::from_static(b"partial"),
+                )
+                .with_body_outcome(outcome);
+                assert_eq!(
+                    classify(&Ok(r), now()),
+                    Verdict::Delivered { status: code },
+                    "{code} {outcome:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn retry_after_is_read_on_retried_answers() {
         let ra = |v: Verdict| match v {
             Verdict::Retry { retry_after, .. } => retry_after,
@@ -196,8 +221,14 @@ mod tests {
         for kind in [
             TransportErrorKind::Dns,
             TransportErrorKind::Connect,
+            TransportErrorKind::ConnectTimeout,
             TransportErrorKind::Timeout,
             TransportErrorKind::Tls,
+            TransportErrorKind::TlsHandshake,
+            TransportErrorKind::Reset,
+            TransportErrorKind::ClosedBeforeHeaders,
+            TransportErrorKind::HeadersTooLarge,
+            TransportErrorKind::NotHttp,
             TransportErrorKind::Io,
             TransportErrorKind::Other,
         ] {

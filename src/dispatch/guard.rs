@@ -319,9 +319,55 @@ pub(crate) fn is_dns(chain: &[&(dyn StdError + 'static)]) -> bool {
     chain.iter().any(|e| e.is::<DnsError>())
 }
 
-/// Whether rustls reported the failure.
-pub(crate) fn is_tls(chain: &[&(dyn StdError + 'static)]) -> bool {
-    chain.iter().any(|e| e.is::<rustls::Error>())
+/// The kind of a TLS failure somewhere in the chain, if rustls reported one: the receiver's
+/// certificate refused ([`TransportErrorKind::Tls`]), or any other handshake failure.
+pub(crate) fn tls_kind(chain: &[&(dyn StdError + 'static)]) -> Option<TransportErrorKind> {
+    chain
+        .iter()
+        .find_map(|e| e.downcast_ref::<rustls::Error>())
+        .map(tls_error_kind)
+}
+
+/// [`TransportErrorKind::Tls`] for a refused certificate, [`TransportErrorKind::TlsHandshake`]
+/// for anything else rustls reports.
+pub(crate) fn tls_error_kind(err: &rustls::Error) -> TransportErrorKind {
+    match err {
+        rustls::Error::InvalidCertificate(_) => TransportErrorKind::Tls,
+        _ => TransportErrorKind::TlsHandshake,
+    }
+}
+
+/// The kind of the first I/O failure in the chain that says more than "I/O error", for a
+/// failure before the response headers were complete; `None` when the chain holds no I/O error.
+pub(crate) fn io_kind_in(chain: &[&(dyn StdError + 'static)]) -> Option<TransportErrorKind> {
+    let mut kinds = chain
+        .iter()
+        .filter_map(|e| e.downcast_ref::<io::Error>())
+        .map(|e| io_kind(e.kind()))
+        .peekable();
+    kinds.peek()?;
+    Some(
+        kinds
+            .find(|k| *k != TransportErrorKind::Io)
+            .unwrap_or(TransportErrorKind::Io),
+    )
+}
+
+/// The kind of an I/O failure before the response headers were complete. Both backends sort
+/// through this, so the same receiver behaviour reads the same on either.
+pub(crate) fn io_kind(kind: io::ErrorKind) -> TransportErrorKind {
+    use io::ErrorKind as K;
+    match kind {
+        K::ConnectionReset | K::ConnectionAborted => TransportErrorKind::Reset,
+        // Read to the end before the headers were complete, or the receiver closed before
+        // taking the whole request.
+        K::UnexpectedEof | K::BrokenPipe => TransportErrorKind::ClosedBeforeHeaders,
+        K::ConnectionRefused | K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable => {
+            TransportErrorKind::Connect
+        }
+        K::TimedOut => TransportErrorKind::Timeout,
+        _ => TransportErrorKind::Io,
+    }
 }
 
 #[cfg(test)]
@@ -387,11 +433,49 @@ mod tests {
     fn chain_looks_inside_io_errors() {
         let tls = rustls::Error::General("bad record".into());
         let wrapped = io::Error::other(io::Error::new(io::ErrorKind::InvalidData, tls));
-        assert!(is_tls(&error_chain(&wrapped)));
+        assert_eq!(
+            tls_kind(&error_chain(&wrapped)),
+            Some(TransportErrorKind::TlsHandshake)
+        );
+        let cert = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = io::Error::new(io::ErrorKind::InvalidData, cert);
+        assert_eq!(
+            tls_kind(&error_chain(&wrapped)),
+            Some(TransportErrorKind::Tls)
+        );
 
         let dns = io::Error::other(DnsError::new("nowhere.invalid", io::Error::other("x")));
         let chain = error_chain(&dns);
-        assert!(is_dns(&chain) && !is_tls(&chain));
+        assert!(is_dns(&chain) && tls_kind(&chain).is_none());
+    }
+
+    #[test]
+    fn io_failures_are_sorted_by_what_the_connection_did() {
+        use io::ErrorKind as K;
+        for (kind, expected) in [
+            (K::ConnectionReset, TransportErrorKind::Reset),
+            (K::ConnectionAborted, TransportErrorKind::Reset),
+            (K::UnexpectedEof, TransportErrorKind::ClosedBeforeHeaders),
+            (K::BrokenPipe, TransportErrorKind::ClosedBeforeHeaders),
+            (K::ConnectionRefused, TransportErrorKind::Connect),
+            (K::TimedOut, TransportErrorKind::Timeout),
+            (K::InvalidData, TransportErrorKind::Io),
+        ] {
+            assert_eq!(io_kind(kind), expected, "{kind:?}");
+        }
+        // The wrapper says nothing; the error it wraps does.
+        let wrapped = io::Error::other(io::Error::new(K::ConnectionReset, "reset"));
+        assert_eq!(
+            io_kind_in(&error_chain(&wrapped)),
+            Some(TransportErrorKind::Reset)
+        );
+        let plain = io::Error::other("odd");
+        assert_eq!(
+            io_kind_in(&error_chain(&plain)),
+            Some(TransportErrorKind::Io)
+        );
+        let none = DnsError::new("x.invalid", io::Error::other("y"));
+        assert_eq!(io_kind_in(&[&none]), None);
     }
 
     #[test]

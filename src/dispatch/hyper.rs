@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use ::hyper::body::Incoming;
-use bytes::{Bytes, BytesMut};
+use ::hyper::body::{Body as _, Incoming};
+use bytes::Bytes;
 use http::{Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
@@ -26,14 +26,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tower_service::Service;
 
+use crate::dispatch::body::{BodyEnd, Prefix, settle};
 use crate::dispatch::guard::{
-    DnsError, Guard, bare_host, candidates, check_target, error_chain, is_dns, is_tls, port_of,
-    refusal_in,
+    DnsError, Guard, bare_host, candidates, check_target, error_chain, io_kind_in, is_dns, port_of,
+    refusal_in, tls_kind,
 };
 use crate::dispatch::resolve::{Resolve, SharedResolver};
 use crate::dispatch::tls::{Certificate, client_config};
 use crate::dispatch::{
-    AttemptTimeout, Dispatcher, ReceiverResponse, TransportError, TransportErrorKind,
+    AttemptTimeout, BodyOutcome, Dispatcher, ReceiverResponse, TransportError, TransportErrorKind,
 };
 use crate::error::BoxError;
 use crate::policy::UrlPolicy;
@@ -62,8 +63,12 @@ type HttpsClient = Client<SharedConnector, Full<Bytes>>;
 /// - Redirects are never followed: a 3xx comes back as the [`ReceiverResponse`].
 /// - At most `body_prefix_limit` bytes of the response body are read (default
 ///   [`DEFAULT_BODY_PREFIX_LIMIT`]); the rest is never read.
-/// - A response whose body breaks off before the prefix is read is a
-///   [`TransportErrorKind::Io`] error, not a response.
+/// - A 2xx is a response as soon as its status line and headers arrive: a body that then
+///   breaks off or outlasts the attempt's time limit is noted in
+///   [`ReceiverResponse::body_outcome`], and the response returned at the limit at the latest.
+///   For any other status, a body that breaks off before the prefix is read is a
+///   [`TransportErrorKind::Io`] error and one that outlasts the limit a
+///   [`TransportErrorKind::Timeout`].
 ///
 /// It can be built anywhere; [`Dispatcher::dispatch`] must run inside a tokio runtime with the
 /// time driver enabled. Cloning is cheap and clones share the connection pool.
@@ -130,19 +135,31 @@ impl HyperDispatcher {
         }
     }
 
-    async fn attempt(&self, request: Request<Bytes>) -> Result<ReceiverResponse, TransportError> {
-        let response = self
-            .inner
-            .client
-            .request(request.map(Full::new))
-            .await
-            .map_err(|e| {
+    /// One attempt, every step of it over by `deadline`; `limit` is the time it was given.
+    async fn attempt(
+        &self,
+        request: Request<Bytes>,
+        deadline: tokio::time::Instant,
+        limit: Duration,
+    ) -> Result<ReceiverResponse, TransportError> {
+        let sent =
+            tokio::time::timeout_at(deadline, self.inner.client.request(request.map(Full::new)));
+        let response = match sent.await {
+            Ok(outcome) => outcome.map_err(|e| {
                 let is_connect = e.is_connect();
                 classify(e, is_connect)
-            })?;
+            })?,
+            Err(_) => {
+                return Err(TransportError::new(
+                    TransportErrorKind::Timeout,
+                    format!("no response headers within {} ms", limit.as_millis()),
+                ));
+            }
+        };
         let (parts, body) = response.into_parts();
-        let prefix = read_prefix(body, self.inner.body_prefix_limit).await?;
-        Ok(ReceiverResponse::new(parts.status, parts.headers, prefix))
+        let mut prefix = Prefix::new(self.inner.body_prefix_limit);
+        let end = read_prefix(body, &mut prefix, deadline).await;
+        settle(parts, prefix, end, limit)
     }
 }
 
@@ -172,15 +189,10 @@ impl Dispatcher for HyperDispatcher {
             .extensions()
             .get::<AttemptTimeout>()
             .map_or(self.inner.timeout, |t| t.0);
+        let deadline = tokio::time::Instant::now() + limit;
         check_target(request.uri())?;
         self.inner.guard.check_uri(request.uri())?;
-        match tokio::time::timeout(limit, self.attempt(request)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(TransportError::new(
-                TransportErrorKind::Timeout,
-                format!("no complete response within {} ms", limit.as_millis()),
-            )),
-        }
+        self.attempt(request, deadline, limit).await
     }
 
     /// Adopts `policy` when the builder was given none and none was adopted before; from then
@@ -256,22 +268,28 @@ impl HyperDispatcherBuilder {
     }
 }
 
-/// Reads at most `limit` bytes of the body; whatever follows is never read.
-async fn read_prefix(mut body: Incoming, limit: usize) -> Result<Bytes, TransportError> {
-    let mut prefix = BytesMut::new();
-    while prefix.len() < limit {
-        match body.frame().await {
-            None => break,
-            Some(Ok(frame)) => {
+/// Reads the body into `prefix` until it ends, the prefix is full, it breaks off or `deadline`
+/// passes; whatever follows is never read.
+async fn read_prefix(
+    mut body: Incoming,
+    prefix: &mut Prefix,
+    deadline: tokio::time::Instant,
+) -> BodyEnd {
+    loop {
+        if prefix.is_full() {
+            return BodyEnd::of(prefix.outcome_when_full(body.is_end_stream()));
+        }
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return BodyEnd::of(BodyOutcome::TimedOut),
+            Ok(None) => return BodyEnd::of(BodyOutcome::Complete),
+            Ok(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    let take = data.len().min(limit - prefix.len());
-                    prefix.extend_from_slice(&data[..take]);
+                    prefix.push(data);
                 }
             }
-            Some(Err(e)) => return Err(classify(e, false)),
+            Ok(Some(Err(e))) => return BodyEnd::failed(e),
         }
     }
-    Ok(prefix.freeze())
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
@@ -367,8 +385,9 @@ async fn connect_in_turn(addrs: &[SocketAddr], timeout: Duration) -> io::Result<
     Err(last.unwrap_or_else(|| io::Error::other("no address to connect to")))
 }
 
-/// Sorts a hyper, hyper-util, rustls or resolver failure into a [`TransportErrorKind`], keeping
-/// the original behind `source()`. `is_connect` says the failure happened while connecting.
+/// Sorts a hyper, hyper-util, rustls or resolver failure before the response headers into a
+/// [`TransportErrorKind`], keeping the original behind `source()`. `is_connect` says the failure
+/// happened while connecting.
 fn classify<E>(err: E, is_connect: bool) -> TransportError
 where
     E: StdError + Send + Sync + 'static,
@@ -377,29 +396,37 @@ where
     if let Some(refused) = refusal_in(&chain) {
         return refused;
     }
+    let hyper_error = chain
+        .iter()
+        .find_map(|e| e.downcast_ref::<::hyper::Error>());
     let kind = if is_dns(&chain) {
         TransportErrorKind::Dns
-    } else if is_tls(&chain) {
-        TransportErrorKind::Tls
+    } else if let Some(tls) = tls_kind(&chain) {
+        tls
     } else if is_connect {
-        TransportErrorKind::Connect
-    } else if let Some(h) = chain
-        .iter()
-        .find_map(|e| e.downcast_ref::<::hyper::Error>())
-    {
-        if h.is_parse() {
-            TransportErrorKind::Other
+        match io_kind_in(&chain) {
+            Some(TransportErrorKind::Timeout) => TransportErrorKind::ConnectTimeout,
+            _ => TransportErrorKind::Connect,
+        }
+    } else if let Some(h) = hyper_error {
+        if h.is_parse_too_large() {
+            TransportErrorKind::HeadersTooLarge
+        } else if h.is_parse() {
+            TransportErrorKind::NotHttp
         } else if h.is_timeout() {
             TransportErrorKind::Timeout
         } else if h.is_user() {
             TransportErrorKind::InvalidRequest
+        } else if let Some(io) = io_kind_in(&chain) {
+            io
+        } else if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+            // The connection ended (or its task did) before a whole response head was read.
+            TransportErrorKind::ClosedBeforeHeaders
         } else {
             TransportErrorKind::Io
         }
-    } else if chain.iter().any(|e| e.is::<io::Error>()) {
-        TransportErrorKind::Io
     } else {
-        TransportErrorKind::Other
+        io_kind_in(&chain).unwrap_or(TransportErrorKind::Other)
     };
     TransportError::new(kind, err)
 }
@@ -426,7 +453,10 @@ mod tests {
     fn failures_are_sorted_by_kind() {
         let tls = rustls::Error::General("bad record".into());
         let wrapped = io::Error::other(io::Error::new(io::ErrorKind::InvalidData, tls));
-        assert_eq!(classify(wrapped, true).kind(), TransportErrorKind::Tls);
+        assert_eq!(
+            classify(wrapped, true).kind(),
+            TransportErrorKind::TlsHandshake
+        );
 
         let dns = DnsError::new("nowhere.invalid", io::Error::other("not found"));
         assert_eq!(
@@ -434,10 +464,24 @@ mod tests {
             TransportErrorKind::Dns
         );
 
+        let cert = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
+        let wrapped = io::Error::new(io::ErrorKind::InvalidData, cert);
+        assert_eq!(classify(wrapped, true).kind(), TransportErrorKind::Tls);
+
         let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
         assert_eq!(classify(refused, true).kind(), TransportErrorKind::Connect);
+        let slow = io::Error::new(io::ErrorKind::TimedOut, "connecting timed out");
+        assert_eq!(
+            classify(slow, true).kind(),
+            TransportErrorKind::ConnectTimeout
+        );
         let reset = io::Error::new(io::ErrorKind::ConnectionReset, "reset");
-        assert_eq!(classify(reset, false).kind(), TransportErrorKind::Io);
+        assert_eq!(classify(reset, false).kind(), TransportErrorKind::Reset);
+        let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "eof");
+        assert_eq!(
+            classify(eof, false).kind(),
+            TransportErrorKind::ClosedBeforeHeaders
+        );
     }
 
     #[test]

@@ -61,6 +61,8 @@ macro_rules! shared_builder_setters {
 }
 
 #[cfg(any(feature = "hyper", feature = "ureq"))]
+mod body;
+#[cfg(any(feature = "hyper", feature = "ureq"))]
 mod guard;
 #[cfg(feature = "hyper")]
 pub mod hyper;
@@ -80,7 +82,12 @@ pub use tls::Certificate;
 ///
 /// An implementation must not follow redirects: a 3xx is returned as the response. It reads at
 /// most a bounded prefix of the response body and honours an [`AttemptTimeout`] extension on the
-/// request when one is present.
+/// request when one is present, for the whole attempt, body read included.
+///
+/// A 2xx is a response as soon as its status line and headers say so: when its body then
+/// stalls, breaks off or runs past the time limit, the implementation stops reading and returns
+/// it, with the prefix that arrived and the matching [`BodyOutcome`]
+/// ([`ReceiverResponse::with_body_outcome`]), never a [`TransportError`].
 #[async_trait::async_trait]
 pub trait Dispatcher: Send + Sync + 'static {
     /// Sends `request` once and returns the response, or what kind of transport failure stopped it.
@@ -135,7 +142,8 @@ impl<D: Dispatcher + ?Sized> Dispatcher for Box<D> {
 
 /// The synchronous twin of [`Dispatcher`], for dialers with no async runtime.
 ///
-/// Same rules: no redirects, a bounded body prefix, [`AttemptTimeout`] honoured.
+/// Same rules: no redirects, a bounded body prefix, [`AttemptTimeout`] honoured, and a 2xx
+/// returned as a response whatever its body does afterwards.
 pub trait BlockingDispatcher: Send + Sync + 'static {
     /// Sends `request` once, blocking the calling thread until the outcome is known.
     ///
@@ -197,22 +205,38 @@ impl<D: BlockingDispatcher + ?Sized> BlockingDispatcher for Box<D> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttemptTimeout(pub Duration);
 
-/// What the receiver answered: status, headers and at most a bounded prefix of the body.
+/// What the receiver answered: status, headers, at most a bounded prefix of the body, and what
+/// became of the body read ([`BodyOutcome`]).
+///
+/// A 2xx comes back as a response as soon as its status line and headers have arrived: a body
+/// that then stalls, breaks off or runs past the attempt's time limit leaves it a 2xx, with the
+/// prefix that did arrive and a [`body_outcome`](Self::body_outcome) saying what happened.
 #[derive(Debug, Clone)]
 pub struct ReceiverResponse {
     status: StatusCode,
     headers: HeaderMap,
     body_prefix: Bytes,
+    body_outcome: BodyOutcome,
 }
 
 impl ReceiverResponse {
-    /// A response with the given parts; `body_prefix` should already be capped by the backend.
+    /// A response with the given parts and a [`BodyOutcome::Complete`] body; `body_prefix`
+    /// should already be capped by the backend. Say otherwise with
+    /// [`with_body_outcome`](Self::with_body_outcome).
     pub fn new(status: StatusCode, headers: HeaderMap, body_prefix: Bytes) -> Self {
         ReceiverResponse {
             status,
             headers,
             body_prefix,
+            body_outcome: BodyOutcome::Complete,
         }
+    }
+
+    /// The same response, noting what became of the body read.
+    #[must_use]
+    pub fn with_body_outcome(mut self, outcome: BodyOutcome) -> Self {
+        self.body_outcome = outcome;
+        self
     }
 
     /// The HTTP status.
@@ -225,25 +249,101 @@ impl ReceiverResponse {
         &self.headers
     }
 
-    /// The first bytes of the body (bounded by the backend's limit).
+    /// The first bytes of the body (bounded by the backend's limit): all of it when
+    /// [`body_outcome`](Self::body_outcome) is [`BodyOutcome::Complete`], otherwise what arrived
+    /// before the read stopped.
     pub fn body_prefix(&self) -> &Bytes {
         &self.body_prefix
     }
+
+    /// What became of the body read: complete, stopped at the prefix limit, timed out or broken
+    /// off. Only a 2xx is ever returned with [`BodyOutcome::TimedOut`] or
+    /// [`BodyOutcome::Failed`]; the crate's backends report a broken body of any other status
+    /// as a [`TransportError`].
+    pub fn body_outcome(&self) -> BodyOutcome {
+        self.body_outcome
+    }
 }
 
-/// What kind of transport failure happened.
+/// What became of reading a response body's prefix. It never changes what the status means: a
+/// 2xx is delivered whatever its body did.
+///
+/// `Display` is a short phrase such as `body timed out`, with no header value or URL in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum BodyOutcome {
+    /// The whole body arrived and fits in the prefix.
+    #[default]
+    Complete,
+    /// The prefix limit was reached before the end of the body was seen; what follows was not
+    /// read. (A body of exactly the limit whose length was not announced reads as truncated.)
+    Truncated,
+    /// The attempt's time limit passed while the body was still arriving; the prefix is what
+    /// came before it.
+    TimedOut,
+    /// The body broke off: the connection was reset or closed before the announced end, or
+    /// its framing was invalid. The prefix is what came before.
+    Failed,
+}
+
+impl BodyOutcome {
+    /// Whether the whole body arrived.
+    pub fn is_complete(self) -> bool {
+        self == BodyOutcome::Complete
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            BodyOutcome::Complete => "body complete",
+            BodyOutcome::Truncated => "body truncated at the prefix limit",
+            BodyOutcome::TimedOut => "body timed out",
+            BodyOutcome::Failed => "body broke off",
+        }
+    }
+}
+
+impl fmt::Display for BodyOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What kind of transport failure happened: no usable response status and headers came back.
+///
+/// The crate's backends sort the same receiver behaviour into the same kind. `Display` is a
+/// short phrase naming the kind (for example `response headers too large`), never a header
+/// value or anything of the URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TransportErrorKind {
     /// DNS resolution failed.
     Dns,
-    /// The TCP connection could not be made (refused, unreachable, connect timeout).
+    /// The TCP connection could not be made: refused, or the receiver was unreachable.
     Connect,
-    /// The attempt ran past its time limit.
+    /// The TCP connection was not made within the connect time limit.
+    ConnectTimeout,
+    /// The attempt ran past its time limit before the response headers arrived (or, for a
+    /// response that is not a 2xx, before its body prefix did).
     Timeout,
-    /// The TLS handshake or certificate validation failed.
+    /// The receiver's TLS certificate was refused: not from a trusted authority, not for this
+    /// host name, expired or not yet valid.
     Tls,
-    /// Reading or writing failed after the connection was made (reset, closed early).
+    /// The TLS handshake failed for another reason than the certificate: the receiver does not
+    /// speak TLS on that port, no common protocol version or cipher, an alert from the
+    /// receiver, a corrupt TLS record.
+    TlsHandshake,
+    /// The connection was reset before the response headers arrived.
+    Reset,
+    /// The connection was closed before the response headers were complete: before any byte
+    /// of the response, or part-way through the status line or headers.
+    ClosedBeforeHeaders,
+    /// The response headers were larger than the backend accepts (in bytes or in number).
+    HeadersTooLarge,
+    /// What came back is not an HTTP/1 response: HTTP/0.9-style bytes with no status line, an
+    /// invalid status line, or header lines that cannot be parsed.
+    NotHttp,
+    /// Reading or writing failed in a way not sorted above, or the body of a response that is
+    /// not a 2xx broke off.
     Io,
     /// The URL or a resolved address was refused by the address policy; retrying cannot help.
     Refused,
@@ -266,8 +366,16 @@ impl TransportErrorKind {
         match self {
             TransportErrorKind::Dns => "DNS resolution failed",
             TransportErrorKind::Connect => "connect failed",
+            TransportErrorKind::ConnectTimeout => "connect timed out",
             TransportErrorKind::Timeout => "timed out",
-            TransportErrorKind::Tls => "TLS failed",
+            TransportErrorKind::Tls => "TLS certificate invalid",
+            TransportErrorKind::TlsHandshake => "TLS handshake failed",
+            TransportErrorKind::Reset => "connection reset",
+            TransportErrorKind::ClosedBeforeHeaders => {
+                "connection closed before the response headers"
+            }
+            TransportErrorKind::HeadersTooLarge => "response headers too large",
+            TransportErrorKind::NotHttp => "not an HTTP response",
             TransportErrorKind::Io => "I/O error",
             TransportErrorKind::Refused => "refused by address policy",
             TransportErrorKind::InvalidRequest => "invalid request",
@@ -378,6 +486,46 @@ mod tests {
         assert!(!TransportErrorKind::Refused.is_retryable());
         assert!(TransportErrorKind::Timeout.is_retryable());
         assert!(TransportErrorKind::Io.is_retryable());
+    }
+
+    #[test]
+    fn every_kind_reads_distinctly() {
+        use std::collections::HashSet;
+        let kinds = [
+            TransportErrorKind::Dns,
+            TransportErrorKind::Connect,
+            TransportErrorKind::ConnectTimeout,
+            TransportErrorKind::Timeout,
+            TransportErrorKind::Tls,
+            TransportErrorKind::TlsHandshake,
+            TransportErrorKind::Reset,
+            TransportErrorKind::ClosedBeforeHeaders,
+            TransportErrorKind::HeadersTooLarge,
+            TransportErrorKind::NotHttp,
+            TransportErrorKind::Io,
+            TransportErrorKind::Refused,
+            TransportErrorKind::InvalidRequest,
+            TransportErrorKind::Other,
+        ];
+        let shown: HashSet<String> = kinds.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), kinds.len(), "{shown:?}");
+        assert_eq!(
+            TransportErrorKind::HeadersTooLarge.to_string(),
+            "response headers too large"
+        );
+        assert!(TransportErrorKind::Reset.is_retryable());
+        assert!(TransportErrorKind::NotHttp.is_retryable());
+    }
+
+    #[test]
+    fn a_response_notes_its_body_and_defaults_to_complete() {
+        let r = ReceiverResponse::new(StatusCode::OK, HeaderMap::new(), Bytes::new());
+        assert_eq!(r.body_outcome(), BodyOutcome::Complete);
+        assert!(r.body_outcome().is_complete());
+        let r = r.with_body_outcome(BodyOutcome::TimedOut);
+        assert_eq!(r.body_outcome(), BodyOutcome::TimedOut);
+        assert_eq!(r.body_outcome().to_string(), "body timed out");
+        assert!(format!("{r:?}").contains("TimedOut"));
     }
 
     /// Every message of the chain, as a reporter that walks `source()` prints them.

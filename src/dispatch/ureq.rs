@@ -25,14 +25,15 @@ use http::{Request, Uri};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
+use crate::dispatch::body::{BodyEnd, Prefix, settle};
 use crate::dispatch::guard::{
-    DnsError, Guard, bare_host, candidates, check_target, error_chain, is_dns, is_tls, port_of,
-    refusal_in,
+    DnsError, Guard, bare_host, candidates, check_target, error_chain, io_kind_in, is_dns, port_of,
+    refusal_in, tls_error_kind, tls_kind,
 };
 use crate::dispatch::resolve::{Resolve, SharedResolver};
 use crate::dispatch::tls::{Certificate, client_config};
 use crate::dispatch::{
-    AttemptTimeout, BlockingDispatcher, Dispatcher, ReceiverResponse, TransportError,
+    AttemptTimeout, BlockingDispatcher, BodyOutcome, Dispatcher, ReceiverResponse, TransportError,
     TransportErrorKind,
 };
 use crate::policy::UrlPolicy;
@@ -64,8 +65,13 @@ const IDLE_IN_ALL: usize = 4 * DEFAULT_MAX_CONCURRENCY;
 /// - Redirects are never followed and status codes are never errors: a 3xx, 4xx or 5xx comes
 ///   back as the [`ReceiverResponse`].
 /// - At most `body_prefix_limit` bytes of the response body are read (default
-///   [`DEFAULT_BODY_PREFIX_LIMIT`]); a body that breaks off before that is a
-///   [`TransportErrorKind::Io`] error.
+///   [`DEFAULT_BODY_PREFIX_LIMIT`]); the rest is never read.
+/// - A 2xx is a response as soon as its status line and headers arrive: a body that then
+///   breaks off or outlasts the attempt's time limit is noted in
+///   [`ReceiverResponse::body_outcome`], and the response returned at the limit at the latest.
+///   For any other status, a body that breaks off before the prefix is read is a
+///   [`TransportErrorKind::Io`] error and one that outlasts the limit a
+///   [`TransportErrorKind::Timeout`].
 ///
 /// Cloning is cheap and clones share the connection pool.
 ///
@@ -175,16 +181,9 @@ impl BlockingDispatcher for UreqDispatcher {
         let response = inner.agent.run(request).map_err(classify)?;
 
         let (parts, body) = response.into_parts();
-        let mut prefix = Vec::with_capacity(inner.body_prefix_limit.min(8 * 1024));
-        body.into_reader()
-            .take(inner.body_prefix_limit as u64)
-            .read_to_end(&mut prefix)
-            .map_err(|e| classify(::ureq::Error::from(e)))?;
-        Ok(ReceiverResponse::new(
-            parts.status,
-            parts.headers,
-            Bytes::from(prefix),
-        ))
+        let mut prefix = Prefix::new(inner.body_prefix_limit);
+        let end = read_prefix(body, &mut prefix);
+        settle(parts, prefix, end, limit)
     }
 
     /// Adopts `policy` when the builder was given none and none was adopted before; from then
@@ -447,7 +446,41 @@ impl Transport for TlsTransport {
     }
 }
 
-/// Sorts a ureq failure into a [`TransportErrorKind`], keeping the original behind `source()`.
+/// Reads the body into `prefix` until it ends, the prefix is full, it breaks off or the
+/// attempt's time limit (ureq's global timeout) passes; whatever follows is never read.
+fn read_prefix(body: ::ureq::Body, prefix: &mut Prefix) -> BodyEnd {
+    let announced = body.content_length();
+    let mut reader = body.into_reader();
+    let mut read = 0u64;
+    // A read returns what has arrived, up to the buffer's size: it never waits for more than
+    // one byte, so a body that stalls after the prefix limit is not waited on.
+    let mut chunk = [0u8; 8 * 1024];
+    loop {
+        if prefix.is_full() {
+            return BodyEnd::of(prefix.outcome_when_full(announced == Some(read)));
+        }
+        match reader.read(&mut chunk) {
+            Ok(0) => return BodyEnd::of(BodyOutcome::Complete),
+            Ok(n) => {
+                read += n as u64;
+                prefix.push(&chunk[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return match ::ureq::Error::from(e) {
+                    ::ureq::Error::Timeout(_) => BodyEnd::of(BodyOutcome::TimedOut),
+                    ::ureq::Error::Io(io) if io.kind() == io::ErrorKind::TimedOut => {
+                        BodyEnd::of(BodyOutcome::TimedOut)
+                    }
+                    other => BodyEnd::failed(other),
+                };
+            }
+        }
+    }
+}
+
+/// Sorts a ureq failure before the response headers into a [`TransportErrorKind`], keeping the
+/// original behind `source()`.
 fn classify(err: ::ureq::Error) -> TransportError {
     use ::ureq::Error as E;
     // ureq's error reports no `source()`: start from what it wraps.
@@ -462,28 +495,49 @@ fn classify(err: ::ureq::Error) -> TransportError {
     }
     let kind = match &err {
         E::HostNotFound => TransportErrorKind::Dns,
-        E::Timeout(Timeout::Connect) => TransportErrorKind::Connect,
+        E::Timeout(Timeout::Connect) => TransportErrorKind::ConnectTimeout,
         E::Timeout(_) => TransportErrorKind::Timeout,
-        E::Tls(_) | E::Rustls(_) | E::Pem(_) | E::TlsRequired => TransportErrorKind::Tls,
+        E::Rustls(tls) => tls_error_kind(tls),
+        E::Tls(_) | E::Pem(_) | E::TlsRequired => TransportErrorKind::TlsHandshake,
         E::ConnectionFailed => TransportErrorKind::Connect,
         E::BadUri(_) | E::Http(_) | E::RequireHttpsOnly(_) | E::BodyExceedsLimit(_) => {
             TransportErrorKind::InvalidRequest
         }
-        E::Protocol(_) | E::LargeResponseHeader(..) => TransportErrorKind::Other,
+        E::LargeResponseHeader(..) => TransportErrorKind::HeadersTooLarge,
+        E::Protocol(proto) => protocol_kind(proto),
         _ if is_dns(&chain) => TransportErrorKind::Dns,
-        _ if is_tls(&chain) => TransportErrorKind::Tls,
-        E::Io(io) => match io.kind() {
-            io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::HostUnreachable
-            | io::ErrorKind::NetworkUnreachable
-            | io::ErrorKind::AddrNotAvailable => TransportErrorKind::Connect,
-            io::ErrorKind::TimedOut => TransportErrorKind::Timeout,
-            _ => TransportErrorKind::Io,
+        _ => match tls_kind(&chain) {
+            Some(tls) => tls,
+            None => io_kind_in(&chain).unwrap_or(TransportErrorKind::Other),
         },
-        _ if chain.iter().any(|e| e.is::<io::Error>()) => TransportErrorKind::Io,
-        _ => TransportErrorKind::Other,
     };
     TransportError::new(kind, err)
+}
+
+/// The kind of an error of ureq's HTTP/1 protocol layer (`ureq-proto`, whose error type ureq
+/// does not re-export): a request we built that it would not send, too many response headers,
+/// or a response that is not HTTP. Told apart by the variant's name, as its `Debug` prints it:
+/// ureq is pinned to one minor release, and `tests/backends.rs` sends each case for real.
+fn protocol_kind(err: &dyn fmt::Debug) -> TransportErrorKind {
+    let shown = format!("{err:?}");
+    let variant = shown.split(['(', ' ', '{']).next().unwrap_or_default();
+    match variant {
+        "HttpParseTooManyHeaders" => TransportErrorKind::HeadersTooLarge,
+        // Raised while preparing or sending the request, never by a response.
+        "BadHeader"
+        | "MethodVersionMismatch"
+        | "TooManyHostHeaders"
+        | "BadHostHeader"
+        | "BadAuthorizationHeader"
+        | "OutputOverflow"
+        | "BodyContentAfterFinish"
+        | "BodyLargerThanContentLength"
+        | "BodyNotAllowed"
+        | "BodyIsChunked" => TransportErrorKind::InvalidRequest,
+        // An unparsable status line or header, an unknown version, conflicting or invalid
+        // framing headers, a 100 with headers: not a valid HTTP/1 response.
+        _ => TransportErrorKind::NotHttp,
+    }
 }
 
 #[cfg(test)]
@@ -513,7 +567,7 @@ mod tests {
         );
         assert_eq!(
             kind(::ureq::Error::Timeout(Timeout::Connect)),
-            TransportErrorKind::Connect
+            TransportErrorKind::ConnectTimeout
         );
         let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
         assert_eq!(
@@ -521,14 +575,59 @@ mod tests {
             TransportErrorKind::Connect
         );
         let reset = io::Error::new(io::ErrorKind::ConnectionReset, "reset");
-        assert_eq!(kind(::ureq::Error::Io(reset)), TransportErrorKind::Io);
+        assert_eq!(kind(::ureq::Error::Io(reset)), TransportErrorKind::Reset);
+        let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "Peer disconnected");
+        assert_eq!(
+            kind(::ureq::Error::Io(eof)),
+            TransportErrorKind::ClosedBeforeHeaders
+        );
+        assert_eq!(
+            kind(::ureq::Error::LargeResponseHeader(70_000, 65_536)),
+            TransportErrorKind::HeadersTooLarge
+        );
         let tls = rustls::Error::General("bad".into());
         let wrapped = io::Error::new(io::ErrorKind::InvalidData, tls);
+        assert_eq!(
+            kind(::ureq::Error::Io(wrapped)),
+            TransportErrorKind::TlsHandshake
+        );
+        let cert = rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName);
+        let wrapped = io::Error::new(io::ErrorKind::InvalidData, cert);
         assert_eq!(kind(::ureq::Error::Io(wrapped)), TransportErrorKind::Tls);
         let dns = DnsError::new("nowhere.invalid", io::Error::other("x"));
         assert_eq!(
             kind(::ureq::Error::Other(Box::new(dns))),
             TransportErrorKind::Dns
+        );
+    }
+
+    /// Stand-ins printing as `ureq-proto`'s variants do.
+    #[derive(Debug)]
+    #[allow(dead_code)]
+    enum Proto {
+        HttpParseTooManyHeaders,
+        HttpParseFail(String),
+        UnsupportedVersion,
+        BadHeader(String),
+    }
+
+    #[test]
+    fn protocol_errors_are_sorted_by_variant() {
+        assert_eq!(
+            protocol_kind(&Proto::HttpParseTooManyHeaders),
+            TransportErrorKind::HeadersTooLarge
+        );
+        assert_eq!(
+            protocol_kind(&Proto::HttpParseFail("invalid HTTP version".into())),
+            TransportErrorKind::NotHttp
+        );
+        assert_eq!(
+            protocol_kind(&Proto::UnsupportedVersion),
+            TransportErrorKind::NotHttp
+        );
+        assert_eq!(
+            protocol_kind(&Proto::BadHeader("x".into())),
+            TransportErrorKind::InvalidRequest
         );
     }
 

@@ -24,16 +24,21 @@
 //!   is never answered is still seen.
 //! - [`Receiver::respond_with`] answers from a function of the request instead of the default
 //!   (after the script), for receivers that decide per request (per `webhook-id`, at random).
+//! - Any reply can stop part-way through its body: [`Reply::then_reset`], [`Reply::then_stall`].
 //!
 //! Dropping the receiver stops it and closes every connection.
+//!
+//! [`RawReceiver`] answers with raw bytes instead, for what no HTTP server would send: garbage,
+//! a megabyte of headers, a status line cut in half.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -157,21 +162,27 @@ impl Reply {
 
     /// Sends `200`, a `Content-Length` of 1024 and 16 bytes of body, then resets the connection.
     pub fn reset_mid_body() -> Reply {
-        Reply {
-            action: Action::ResetMidBody,
-            body: Bytes::from_static(b"partial response"),
-            ..Reply::ok()
-        }
+        Reply::ok().body("partial response").then_reset()
     }
 
     /// Sends `200`, a `Content-Length` of 1024 and 16 bytes of body, then nothing more, holding
     /// the connection open: the head arrives, the body never completes.
     pub fn stall_mid_body() -> Reply {
-        Reply {
-            action: Action::StallMidBody,
-            body: Bytes::from_static(b"partial response"),
-            ..Reply::ok()
-        }
+        Reply::ok().body("partial response").then_stall()
+    }
+
+    /// Announces a `Content-Length` of 1024, sends this reply's body (shorter than that) as the
+    /// first part, then resets the connection.
+    pub fn then_reset(mut self) -> Reply {
+        self.action = Action::ResetMidBody;
+        self
+    }
+
+    /// Announces a `Content-Length` of 1024, sends this reply's body (shorter than that) as the
+    /// first part, then nothing more, holding the connection open.
+    pub fn then_stall(mut self) -> Reply {
+        self.action = Action::StallMidBody;
+        self
     }
 
     /// Adds a response header.
@@ -466,6 +477,10 @@ async fn answer(
         response = response.header(name, value);
     }
     let body = if matches!(reply.action, Action::ResetMidBody | Action::StallMidBody) {
+        assert!(
+            reply.body.len() < 1024,
+            "a cut body is shorter than 1024 bytes"
+        );
         response = response.header("content-length", "1024");
         ReplyBody::Partial {
             chunk: Some(reply.body),
@@ -544,4 +559,142 @@ impl Body for ReplyBody {
             ReplyBody::Partial { .. } => SizeHint::default(),
         }
     }
+}
+
+/// What a [`RawReceiver`] does once it has written its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterReply {
+    /// Closes the connection cleanly (FIN): the client reads to the end of what was sent.
+    Close,
+    /// Holds the connection open, sending nothing more, until the receiver is dropped.
+    Hold,
+}
+
+/// A receiver on `127.0.0.1` that answers every request with the same raw bytes, whatever they
+/// are: for replies no HTTP server would send. It reads each request (head, then a body of its
+/// `Content-Length`) before answering, so closing afterwards is a clean close, not a reset.
+///
+/// Plain `std::net` on threads of its own; dropping it stops them and closes every connection.
+pub struct RawReceiver {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    connections: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RawReceiver {
+    /// Starts a receiver answering every request with `reply`, then doing `after`.
+    pub fn start(reply: impl Into<Vec<u8>>, after: AfterReply) -> RawReceiver {
+        let reply: Arc<[u8]> = reply.into().into();
+        let listener = StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener.set_nonblocking(true).expect("set_nonblocking");
+        let addr = listener.local_addr().expect("local_addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(AtomicU64::new(0));
+        let thread = std::thread::Builder::new()
+            .name(format!("raw-receiver-{}", addr.port()))
+            .spawn({
+                let (stop, connections) = (stop.clone(), connections.clone());
+                move || {
+                    let mut served = Vec::new();
+                    while !stop.load(Ordering::SeqCst) {
+                        match listener.accept() {
+                            Ok((stream, _)) => {
+                                connections.fetch_add(1, Ordering::SeqCst);
+                                let (reply, stop) = (reply.clone(), stop.clone());
+                                served.push(std::thread::spawn(move || {
+                                    serve_raw(stream, &reply, after, &stop)
+                                }));
+                            }
+                            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                        }
+                    }
+                    for connection in served {
+                        let _ = connection.join();
+                    }
+                }
+            })
+            .expect("spawn raw receiver thread");
+        RawReceiver {
+            addr,
+            stop,
+            connections,
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// How many connections have been accepted.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RawReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One connection of a [`RawReceiver`]: read a request, answer, close or hold.
+fn serve_raw(mut stream: std::net::TcpStream, reply: &[u8], after: AfterReply, stop: &AtomicBool) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    if read_raw_request(&mut stream).is_err() {
+        return;
+    }
+    // The client may give up part-way through a long reply and close: that is its answer.
+    let _ = stream.write_all(reply);
+    let _ = stream.flush();
+    match after {
+        AfterReply::Close => {
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            // Wait for the client to close its side, so nothing it sends meets a closed socket.
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut sink = [0u8; 1024];
+            while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+        }
+        AfterReply::Hold => {
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// Reads one request: the head, then as many body bytes as its `Content-Length` says.
+fn read_raw_request(stream: &mut std::net::TcpStream) -> io::Result<()> {
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        seen.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&seen[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap_or(0));
+    let mut body = seen.len() - head_end;
+    while body < length {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        body += n;
+    }
+    Ok(())
 }
