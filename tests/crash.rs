@@ -124,7 +124,7 @@ impl Flaky {
             return match roll % 3 {
                 0 => Reply::status(503).delay(delay),
                 1 => Reply::reset(),
-                _ => Reply::reset_mid_body(),
+                _ => Reply::status(503).body("partial").then_reset(),
             };
         }
         *self.answered_2xx.entry(id).or_default() += 1;

@@ -168,7 +168,7 @@ impl Flaky {
             return match roll % 3 {
                 0 => Reply::status(503).delay(delay),
                 1 => Reply::reset().delay(delay),
-                _ => Reply::reset_mid_body().delay(delay),
+                _ => Reply::status(503).body("partial").then_reset().delay(delay),
             };
         }
         self.answered_2xx.entry(id).or_default().push(request.at);
