@@ -15,23 +15,30 @@
 //! on stdout. A worker (hyper on tokio) delivers in the background. At the end of the input
 //! the dialer exits as soon as nothing is pending. Killed at any moment and started again on
 //! the same `--store`, it sends what was still pending. This is how crash safety is tested
-//! from outside (`tests/crash.rs`).
+//! from outside (`tests/crash.rs`). SIGTERM, SIGINT and SIGHUP stop it gracefully: it stops
+//! reading, shuts the worker down within `--shutdown-ms`, prints its summary and exits 4
+//! (`tests/dialer_signals.rs`).
 //!
-//! Run `dialer --help` for every option. The password is never printed.
+//! Run `dialer --help` for every option and exit status. Every error is printed with its
+//! causes, on one line; the password is never printed.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io::{BufRead, Write};
+use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
+use std::time::{Duration, Instant};
 
 use call_result_webhook::{
     AccountId, CallResult, CampaignId, Error, Event, HyperDispatcher, PreferencesUpdate, Principal,
-    SqliteStore, Submitted, UrlPolicy, Webhooks, auth::AuthScheme, delivery::RetrySchedule,
-    encoding::Encoding, store::Store,
+    SqliteStore, Submitted, UrlPolicy, Webhooks, Worker,
+    auth::AuthScheme,
+    delivery::{RetrySchedule, ShutdownReport},
+    encoding::Encoding,
+    store::Store,
 };
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGXFSZ};
 
 const USAGE: &str = "\
 dialer: a minimal dialer process; call results in on stdin, delivered to one account's webhook
@@ -72,21 +79,41 @@ OPTIONS:
     --encoding form|json       body encoding (default form)
     --allow-http               accept an http:// URL (https is required otherwise)
     --allow-private            accept loopback and private addresses
+    --max-line-bytes N         the longest line of stdin taken, in bytes (default 1048576);
+                               a longer line is refused and skipped, reading goes on
+    --shutdown-ms N            when stopping, how long attempts in flight may take to
+                               finish (default 5000); those still running then are released
+                               and sent again by the next start
     -h, --help                 print this help
 
 The account and its campaign are configured as an administrator would, in the outbox file:
 on a restart the stored preferences are kept, and the options given replace theirs.
 
+SIGNALS:
+    SIGTERM, SIGINT, SIGHUP  stop reading stdin, let the attempts in flight finish within
+                             --shutdown-ms, release the rest, print the summary, exit 4
+    a second one             ends the dialer at once, as that signal does by default
+    SIGXFSZ                  ignored: a write over the file size limit (ulimit -f) fails
+                             instead, and is reported as an outbox error
+
 OUTPUT:
     stdout  one `accepted` line per call result stored, flushed at once
-    stderr  lines not accepted, deliveries that failed for good, a summary
+    stderr  lines not accepted, deliveries that failed for good, the outbox failing and
+            recovering, a summary; every error with its causes, `: `-joined on one line
 
 EXIT STATUS:
     0  end of input, and nothing is pending
-    1  the outbox failed, or stdout could not be written: stopped reading
+    1  the outbox failed (a call result could not be stored, the outbox could not be read
+       at the end of input, or it kept failing for 30 s there), or stdout could not be
+       written: stopped; what was stored stays in the outbox
     2  bad arguments, URL, credentials or outbox file: nothing was read
     3  end of input, but deliveries are held (the endpoint is paused): they stay in the
        outbox until an administrator resumes it
+    4  stopped by SIGTERM, SIGINT or SIGHUP: nothing acknowledged is lost; what is still
+       pending (attempts released included) stays in the outbox and is sent by the next
+       start on it
+    Killed (SIGKILL, a second signal), it loses nothing acknowledged either: the next start
+    sends what was pending.
 ";
 
 /// The one account and campaign this dialer serves.
@@ -120,6 +147,8 @@ const OPTIONS: &[Opt] = &[
     Opt { name: "--encoding",        value: true },
     Opt { name: "--allow-http",      value: false },
     Opt { name: "--allow-private",   value: false },
+    Opt { name: "--max-line-bytes",  value: true },
+    Opt { name: "--shutdown-ms",     value: true },
 ];
 
 /// The options given: name to value (`""` for a flag).
@@ -263,13 +292,26 @@ fn retry_schedule(list: &str) -> Result<RetrySchedule, Usage> {
     RetrySchedule::new(delays).map_err(|e| Usage(format!("--retry-delays-ms: {e}")))
 }
 
+/// A whole number option, or its default.
+fn number(given: &Given, name: &str, default: u64, min: u64) -> Result<u64, Usage> {
+    let Some(text) = given.value(name) else {
+        return Ok(default);
+    };
+    match text.parse::<u64>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(Usage(format!(
+            "{name} must be a whole number, at least {min}"
+        ))),
+    }
+}
+
 /// The outbox the options name, and how to name it in messages (a database URL without its
 /// password).
 fn open_store(given: &Given) -> Result<(Arc<dyn Store>, String), String> {
     if let Some(path) = given.value("--store") {
         return match SqliteStore::open(path) {
             Ok(store) => Ok((Arc::new(store), path.to_owned())),
-            Err(e) => Err(format!("cannot open the outbox {path}: {e}")),
+            Err(e) => Err(format!("cannot open the outbox {path}: {}", chain(&e))),
         };
     }
     let url = given.value("--database-url").unwrap_or_default();
@@ -286,13 +328,93 @@ fn open_database(url: &str, schema: Option<&str>) -> Result<(Arc<dyn Store>, Str
     let shown = "the PostgreSQL outbox".to_owned();
     match builder.open() {
         Ok(store) => Ok((Arc::new(store), shown)),
-        Err(e) => Err(format!("cannot open {shown}: {e}")),
+        Err(e) => Err(format!("cannot open {shown}: {}", chain(&e))),
     }
 }
 
 #[cfg(not(feature = "postgres"))]
 fn open_database(_url: &str, _schema: Option<&str>) -> Result<(Arc<dyn Store>, String), String> {
     Err("--database-url needs the `postgres` feature: cargo run --features postgres ...".into())
+}
+
+/// The secrets given (the password, the database URL's password): scrubbed from every line
+/// printed, whatever a cause's text holds.
+static SECRETS: OnceLock<Vec<String>> = OnceLock::new();
+
+fn keep_secrets(given: &Given) {
+    let mut secrets: Vec<String> = given
+        .value("--password")
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
+    if let Some(database) = given.value("--database-url") {
+        // `postgres://user:password@host/db`, as written and decoded; or `password=...` in
+        // the key-value form.
+        if let Some(password) = url::Url::parse(database)
+            .ok()
+            .and_then(|u| u.password().map(str::to_owned))
+        {
+            secrets.push(percent_decoded(&password));
+            secrets.push(password);
+        }
+        secrets.extend(
+            database
+                .split_whitespace()
+                .filter_map(|word| word.strip_prefix("password="))
+                .map(str::to_owned),
+        );
+    }
+    secrets.retain(|s| !s.is_empty());
+    let _ = SECRETS.set(secrets);
+}
+
+/// `%XX` escapes decoded (invalid ones kept as written).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+/// One line on stderr, `dialer: ` first, with no secret in it.
+fn say(message: impl std::fmt::Display) {
+    let mut text = format!("dialer: {message}");
+    for secret in SECRETS.get().into_iter().flatten() {
+        text = text.replace(secret.as_str(), "<redacted>");
+    }
+    eprintln!("{text}");
+}
+
+/// An error and its causes on one line, `: `-joined. A cause whose text is already said
+/// (some errors quote their cause) is not said again.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let said = e.to_string();
+        if !said.is_empty() && !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = e.source();
+    }
+    text
 }
 
 /// What the worker reported, for the summary.
@@ -302,8 +424,9 @@ struct Tally {
     failed: AtomicU64,
 }
 
-/// Tells the operator what matters, on stderr: failures for good and pauses. Attempts that
-/// will be retried are left to `tracing`, for a dialer that subscribes.
+/// Tells the operator what matters, on stderr: failures for good, pauses, the store failing
+/// and recovering, the worker stopping. Attempts that will be retried are left to `tracing`,
+/// for a dialer that subscribes.
 fn report(event: &Event, tally: &Tally) {
     match event {
         Event::AttemptSucceeded { .. } => {
@@ -317,17 +440,29 @@ fn report(event: &Event, tally: &Tally) {
             ..
         } => {
             tally.failed.fetch_add(1, Ordering::Relaxed);
-            eprintln!(
-                "dialer: {delivery} failed for good ({}) after {attempts} attempt(s): {reason}",
+            say(format_args!(
+                "{delivery} failed for good ({}) after {attempts} attempt(s): {reason}",
                 kind.as_str()
-            );
+            ));
         }
-        Event::EndpointPaused { reason, .. } => {
-            eprintln!(
-                "dialer: the endpoint is paused: {}; deliveries wait for an administrator",
-                reason.describe()
-            );
-        }
+        Event::EndpointPaused { reason, .. } => say(format_args!(
+            "the endpoint is paused: {}; deliveries wait for an administrator",
+            reason.describe()
+        )),
+        Event::StoreFailing {
+            reason,
+            reads,
+            holding,
+        } => say(format_args!(
+            "the outbox is failing ({}): {reason}; no new attempts until it works, {holding} outcome(s) held in memory",
+            if *reads { "reads and writes" } else { "writes" }
+        )),
+        Event::StoreRecovered { recorded } => say(format_args!(
+            "the outbox works again: {recorded} held outcome(s) recorded, attempts resume"
+        )),
+        Event::WorkerStopped { reason, released } => say(format_args!(
+            "the delivery worker stopped: {reason}; {released} attempt(s) released"
+        )),
         _ => {}
     }
 }
@@ -348,42 +483,168 @@ fn printable(reference: Option<&str>) -> String {
         .collect()
 }
 
-/// Why reading stopped early.
-enum Stop {
-    /// The outbox refused a call result for a reason that is not the line's (full, broken).
-    Store,
-    /// Stdout is gone: nobody can be told what was accepted.
-    Stdout(std::io::Error),
+/// SIGTERM, SIGINT and SIGHUP ask for a graceful stop (a second one ends the process as
+/// that signal does by default); SIGXFSZ is caught, so a write over the file size limit fails
+/// with EFBIG instead of killing the process.
+struct Signals {
+    /// The first stop signal received, 0 until then.
+    stop: Arc<AtomicUsize>,
+    /// Whether SIGXFSZ arrived: the file size limit was reached.
+    file_size: Arc<AtomicBool>,
 }
 
-/// Reads stdin to its end, submitting each line. Returns how many were accepted and how many
-/// lines were bad.
+impl Signals {
+    fn install() -> io::Result<Signals> {
+        use signal_hook::flag;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicUsize::new(0));
+        for signal in [SIGTERM, SIGINT, SIGHUP] {
+            // In this order: the default action only once `stopping` was set by a first one.
+            flag::register_conditional_default(signal, stopping.clone())?;
+            flag::register(signal, stopping.clone())?;
+            flag::register_usize(signal, stop.clone(), signal as usize)?;
+        }
+        let file_size = Arc::new(AtomicBool::new(false));
+        flag::register(SIGXFSZ, file_size.clone())?;
+        Ok(Signals { stop, file_size })
+    }
+
+    /// The stop signal received, if any.
+    fn received(&self) -> Option<i32> {
+        match self.stop.load(Ordering::SeqCst) {
+            0 => None,
+            signal => i32::try_from(signal).ok(),
+        }
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    signal_hook::low_level::signal_name(signal).unwrap_or("a signal")
+}
+
+/// One line of stdin, as the reading thread hands it over.
+enum Input {
+    Line(u64, Vec<u8>),
+    /// Longer than the cap: read past, not kept.
+    TooLong(u64),
+    /// Reading failed; nothing more comes.
+    Failed(io::Error),
+}
+
+/// Reads stdin on a thread of its own, so that a read blocked on a quiet pipe never delays a
+/// graceful stop: lines come through a short channel, which ends with the input.
+fn read_stdin(max_line: usize) -> io::Result<mpsc::Receiver<Input>> {
+    let (lines, received) = mpsc::sync_channel(4);
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut stdin = io::stdin().lock();
+            for number in 1.. {
+                let input = match read_line(&mut stdin, max_line) {
+                    Ok(None) => return,
+                    Ok(Some(Some(line))) => Input::Line(number, line),
+                    Ok(Some(None)) => Input::TooLong(number),
+                    Err(e) => Input::Failed(e),
+                };
+                let failed = matches!(input, Input::Failed(_));
+                if lines.send(input).is_err() || failed {
+                    return;
+                }
+            }
+        })?;
+    Ok(received)
+}
+
+/// The next line, without its `\n`: `None` at the end of input, `Some(None)` for a line
+/// longer than `max` bytes, which is read to its end without being kept.
+fn read_line(input: &mut impl BufRead, max: usize) -> io::Result<Option<Option<Vec<u8>>>> {
+    let mut line = Some(Vec::new());
+    let mut any = false;
+    loop {
+        let chunk = match input.fill_buf() {
+            Ok(chunk) => chunk,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            return Ok(any.then_some(line));
+        }
+        any = true;
+        let newline = chunk.iter().position(|&b| b == b'\n');
+        let part = &chunk[..newline.unwrap_or(chunk.len())];
+        if let Some(kept) = &mut line {
+            if kept.len() + part.len() > max {
+                line = None;
+            } else {
+                kept.extend_from_slice(part);
+            }
+        }
+        let used = newline.map_or(chunk.len(), |at| at + 1);
+        input.consume(used);
+        if newline.is_some() {
+            return Ok(Some(line));
+        }
+    }
+}
+
+/// Why the dialer stopped.
+enum End {
+    /// End of input, and nothing is pending.
+    Idle,
+    /// End of input; what is pending is held (the endpoint is paused).
+    Held,
+    /// A stop signal.
+    Signal(i32),
+    /// The outbox failed (already said).
+    Store,
+    /// Stdout is gone: nobody can be told what was accepted.
+    Stdout(io::Error),
+}
+
+/// Submits each line until the end of input, a stop signal or a failure. Counts the lines
+/// accepted and not.
 fn read_and_submit(
     webhooks: &Webhooks,
     account: &AccountId,
     campaign: &CampaignId,
-) -> Result<(u64, u64), Stop> {
+    lines: &mpsc::Receiver<Input>,
+    max_line: usize,
+    signals: &Signals,
+    counts: &mut Counts,
+) -> Option<End> {
     let time_zone = webhooks
         .account(account)
         .expect("the account was just configured")
         .preferences()
         .time_zone()
         .clone();
-    let stdin = std::io::stdin().lock();
-    let mut stdout = std::io::stdout().lock();
-    let (mut accepted, mut bad) = (0, 0);
-    for (n, line) in stdin.split(b'\n').enumerate() {
-        let number = n + 1;
-        let line = match line {
-            Ok(line) => line,
-            Err(e) => {
-                eprintln!("dialer: stdin: {e}; treating it as the end of input");
-                break;
+    let mut stdout = io::stdout().lock();
+    loop {
+        if let Some(signal) = signals.received() {
+            return Some(End::Signal(signal));
+        }
+        let (number, line) = match lines.recv_timeout(READ_POLL) {
+            Ok(Input::Line(number, line)) => (number, line),
+            Ok(Input::TooLong(number)) => {
+                say(format_args!(
+                    "line {number}: not accepted: longer than {max_line} bytes"
+                ));
+                counts.bad += 1;
+                continue;
             }
+            Ok(Input::Failed(e)) => {
+                say(format_args!(
+                    "stdin: {}; treating it as the end of input",
+                    chain(&e)
+                ));
+                return None;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
         };
         let Ok(text) = std::str::from_utf8(&line) else {
-            eprintln!("dialer: line {number}: not accepted: not valid UTF-8");
-            bad += 1;
+            say(format_args!("line {number}: not accepted: not valid UTF-8"));
+            counts.bad += 1;
             continue;
         };
         if text.trim().is_empty() {
@@ -392,44 +653,127 @@ fn read_and_submit(
         let call = match CallResult::from_page_json(text, &time_zone) {
             Ok(call) => call,
             Err(e) => {
-                eprintln!("dialer: line {number}: not accepted: {e}");
-                bad += 1;
+                say(format_args!("line {number}: not accepted: {}", chain(&e)));
+                counts.bad += 1;
                 continue;
             }
         };
         let reference = printable(call.reference());
         match webhooks.submit_blocking(account, campaign, call) {
             Ok(Submitted::Accepted(id)) => {
-                accepted += 1;
-                writeln!(stdout, "accepted {id} {reference}")
-                    .and_then(|()| stdout.flush())
-                    .map_err(Stop::Stdout)?;
+                counts.accepted += 1;
+                if let Err(e) =
+                    writeln!(stdout, "accepted {id} {reference}").and_then(|()| stdout.flush())
+                {
+                    return Some(End::Stdout(e));
+                }
             }
             Ok(Submitted::Skipped(reason)) => {
                 // Not expected: this process switched both on. Said, never silent.
-                eprintln!("dialer: line {number}: not sent: {}", reason.describe());
-                bad += 1;
+                say(format_args!(
+                    "line {number}: not sent: {}",
+                    reason.describe()
+                ));
+                counts.bad += 1;
             }
             Err(e @ (Error::Store { .. } | Error::StoreFull { .. })) => {
-                eprintln!("dialer: line {number}: not accepted: {e}");
-                return Err(Stop::Store);
+                say(format_args!("line {number}: not accepted: {}", chain(&e)));
+                return Some(End::Store);
             }
             Err(e) => {
-                eprintln!("dialer: line {number}: not accepted: {e}");
-                bad += 1;
+                say(format_args!("line {number}: not accepted: {}", chain(&e)));
+                counts.bad += 1;
             }
         }
     }
-    Ok((accepted, bad))
 }
 
-fn run(given: &Given) -> ExitCode {
+/// How often reading, and waiting at the end of input, look for a stop signal.
+const READ_POLL: Duration = Duration::from_millis(100);
+const WAIT_POLL: Duration = Duration::from_millis(250);
+/// How often the end-of-input wait reads the account's status (held? the store failing?).
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+/// At the end of input, a store failing this long without a break ends the wait: exit 1.
+const STORE_GIVE_UP: Duration = Duration::from_secs(30);
+
+/// End of input: waits until nothing is pending, unless what is pending is held, a stop
+/// signal comes, or the store cannot be read (or keeps failing).
+fn wait_until_idle(
+    webhooks: &Webhooks,
+    worker: &Worker,
+    account: &AccountId,
+    signals: &Signals,
+) -> End {
+    let mut status_read = Instant::now();
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        if let Some(signal) = signals.received() {
+            return End::Signal(signal);
+        }
+        match worker.wait_idle_blocking(WAIT_POLL) {
+            Ok(true) => return End::Idle,
+            Ok(false) => {}
+            Err(e) => {
+                say(format_args!(
+                    "cannot wait for the deliveries: {}",
+                    chain(&e)
+                ));
+                return End::Store;
+            }
+        }
+        if status_read.elapsed() < STATUS_EVERY {
+            continue;
+        }
+        status_read = Instant::now();
+        match webhooks.status_blocking(account, None) {
+            Ok(status) if status.held => return End::Held,
+            Ok(status) => match status.store_failing {
+                Some(reason) => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= STORE_GIVE_UP {
+                        say(format_args!(
+                            "the outbox kept failing for {} s: {reason}; giving up",
+                            STORE_GIVE_UP.as_secs()
+                        ));
+                        return End::Store;
+                    }
+                }
+                None => failing_since = None,
+            },
+            // The next wait says why.
+            Err(_) => {}
+        }
+    }
+}
+
+/// Lines accepted and not, for the summary.
+#[derive(Default)]
+struct Counts {
+    accepted: u64,
+    bad: u64,
+}
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_HELD: u8 = 3;
+const EXIT_SIGNAL: u8 = 4;
+
+fn run(given: &Given, signals: &Signals) -> ExitCode {
     let fail = |message: String| {
-        eprintln!("dialer: {message}");
-        ExitCode::from(2)
+        say(message);
+        ExitCode::from(EXIT_USAGE)
     };
     let update = match preferences(given) {
         Ok(update) => update,
+        Err(Usage(message)) => return fail(message),
+    };
+    let limits = number(given, "--max-line-bytes", 1 << 20, 1)
+        .and_then(|max_line| Ok((max_line, number(given, "--shutdown-ms", 5000, 0)?)));
+    let (max_line, shutdown) = match limits {
+        Ok((max_line, ms)) => (
+            usize::try_from(max_line).unwrap_or(usize::MAX),
+            Duration::from_millis(ms),
+        ),
         Err(Usage(message)) => return fail(message),
     };
     let (store, path) = match open_store(given) {
@@ -447,7 +791,7 @@ fn run(given: &Given) -> ExitCode {
         .build()
     {
         Ok(webhooks) => webhooks,
-        Err(e) => return fail(format!("cannot load the outbox {path}: {e}")),
+        Err(e) => return fail(format!("cannot load the outbox {path}: {}", chain(&e))),
     };
 
     // Settings > Preferences > WebHook and the campaign's "Enable WebHook", as an
@@ -465,16 +809,21 @@ fn run(given: &Given) -> ExitCode {
             )
         });
     if let Err(e) = configured {
-        return fail(e.to_string());
+        return fail(chain(&e));
     }
     match webhooks.status_blocking(&account, None) {
-        Ok(status) if status.stats.pending > 0 => eprintln!(
-            "dialer: resuming {} pending deliveries from {path}",
+        Ok(status) if status.stats.pending > 0 => say(format_args!(
+            "resuming {} pending deliveries from {path}",
             status.stats.pending
-        ),
+        )),
         Ok(_) => {}
-        Err(e) => return fail(format!("cannot read the outbox {path}: {e}")),
+        Err(e) => return fail(format!("cannot read the outbox {path}: {}", chain(&e))),
     }
+
+    let lines = match read_stdin(max_line) {
+        Ok(lines) => lines,
+        Err(e) => return fail(format!("cannot start reading stdin: {}", chain(&e))),
+    };
 
     // The worker: hyper on a small tokio runtime of its own.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -483,62 +832,91 @@ fn run(given: &Given) -> ExitCode {
         .build()
     {
         Ok(runtime) => runtime,
-        Err(e) => return fail(format!("cannot start a tokio runtime: {e}")),
+        Err(e) => return fail(format!("cannot start a tokio runtime: {}", chain(&e))),
     };
     // Built without a policy: it adopts the one given to the Webhooks builder.
     let dispatcher = HyperDispatcher::builder().build();
     let worker = match webhooks.start_tokio(dispatcher, runtime.handle()) {
         Ok(worker) => worker,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return fail(chain(&e)),
     };
 
-    let (accepted, bad) = match read_and_submit(&webhooks, &account, &campaign) {
-        Ok(counts) => counts,
-        Err(stop) => {
-            match stop {
-                Stop::Store => eprintln!("dialer: stopped reading: the outbox failed"),
-                Stop::Stdout(e) => eprintln!("dialer: stopped reading: stdout: {e}"),
-            }
-            stop_worker(&worker);
-            return ExitCode::from(1);
-        }
-    };
+    let mut counts = Counts::default();
+    let end = read_and_submit(
+        &webhooks,
+        &account,
+        &campaign,
+        &lines,
+        max_line,
+        signals,
+        &mut counts,
+    )
+    .unwrap_or_else(|| wait_until_idle(&webhooks, &worker, &account, signals));
 
-    // End of input: wait until nothing is pending, unless what is pending is held.
-    let mut held = false;
-    loop {
-        match worker.wait_idle_blocking(Duration::from_secs(1)) {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => {
-                eprintln!("dialer: cannot read the outbox: {e}");
-                stop_worker(&worker);
-                return ExitCode::from(1);
-            }
-        }
-        if webhooks
-            .status_blocking(&account, None)
-            .is_ok_and(|s| s.held)
-        {
-            held = true;
-            break;
-        }
+    // Attempts in flight finish within the deadline; the rest are released, still pending.
+    let stopped = worker.shutdown_blocking(shutdown);
+    if let Err(e) = &stopped {
+        say(format_args!("stopping the worker: {}", chain(e)));
     }
-    stop_worker(&worker);
-    drop(runtime);
+    // Nothing of the worker's runs any more; a DNS lookup still blocked on the runtime's
+    // threads must not delay the exit. The stdin thread, maybe blocked reading, ends with the
+    // process.
+    runtime.shutdown_background();
 
-    let status = webhooks.status_blocking(&account, None).ok();
-    let pending = status.as_ref().map_or(0, |s| s.stats.pending);
-    eprintln!(
-        "dialer: end of input: {accepted} accepted, {bad} not accepted, {} delivered and {} failed for good in this run, {pending} pending",
+    if signals.file_size.load(Ordering::SeqCst) {
+        say("the file size limit (ulimit -f) was reached: the outbox could not grow");
+    }
+    let pending = match webhooks.status_blocking(&account, None) {
+        Ok(status) => status.stats.pending.to_string(),
+        Err(e) => format!("unknown (the outbox cannot be read: {})", chain(&e)),
+    };
+    let (how, code) = match &end {
+        End::Idle => ("end of input".to_owned(), ExitCode::SUCCESS),
+        End::Held => ("end of input".to_owned(), ExitCode::from(EXIT_HELD)),
+        End::Signal(signal) => (
+            format!("stopped by {}", signal_name(*signal)),
+            ExitCode::from(EXIT_SIGNAL),
+        ),
+        End::Store => (
+            "stopped: the outbox failed".to_owned(),
+            ExitCode::from(EXIT_FAILED),
+        ),
+        End::Stdout(e) => (
+            format!("stopped: stdout: {}", chain(e)),
+            ExitCode::from(EXIT_FAILED),
+        ),
+    };
+    let mut summary = format!(
+        "{how}: {} accepted, {} not accepted, {} delivered and {} failed for good in this run, {pending} pending",
+        counts.accepted,
+        counts.bad,
         tally.delivered.load(Ordering::Relaxed),
         tally.failed.load(Ordering::Relaxed),
     );
-    if held {
-        eprintln!("dialer: {pending} deliveries are held in {path} until the endpoint is resumed");
-        return ExitCode::from(3);
+    if let Ok(ShutdownReport {
+        released,
+        unrecorded,
+        ..
+    }) = stopped
+    {
+        if released > 0 || matches!(end, End::Signal(_)) {
+            summary.push_str(&format!(
+                ", {released} attempt(s) in flight released (sent again by the next start)"
+            ));
+        }
+        if unrecorded > 0 {
+            summary.push_str(&format!(
+                ", {unrecorded} outcome(s) not recorded (sent again by the next start)"
+            ));
+        }
     }
-    ExitCode::SUCCESS
+    say(summary);
+    if let End::Held = end {
+        say(format_args!(
+            "{pending} deliveries are held in {path} until the endpoint is resumed"
+        ));
+    }
+    code
 }
 
 fn main() -> ExitCode {
@@ -547,17 +925,19 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             ExitCode::SUCCESS
         }
-        Ok(Parsed::Run(given)) => run(&given),
+        Ok(Parsed::Run(given)) => {
+            keep_secrets(&given);
+            match Signals::install() {
+                Ok(signals) => run(&given, &signals),
+                Err(e) => {
+                    say(format_args!("cannot handle signals: {}", chain(&e)));
+                    ExitCode::from(EXIT_USAGE)
+                }
+            }
+        }
         Err(Usage(message)) => {
             eprintln!("dialer: {message}");
-            ExitCode::from(2)
+            ExitCode::from(EXIT_USAGE)
         }
-    }
-}
-
-/// Stops the worker within 5 s; whatever is still in flight then stays pending in the store.
-fn stop_worker(worker: &call_result_webhook::Worker) {
-    if let Err(e) = worker.shutdown_blocking(Duration::from_secs(5)) {
-        eprintln!("dialer: stopping the worker: {e}");
     }
 }
