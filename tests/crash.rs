@@ -10,17 +10,19 @@
 //! choices (the timing of a loaded machine still varies).
 #![cfg(all(unix, feature = "hyper", feature = "sqlite"))]
 
+mod dialer_support;
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use call_result_webhook::{SqliteStore, store::Outbox};
+use dialer_support::{Rng, dialer_binary, line, seed};
 use support::{Receiver, Recorded, Reply};
 
 /// Call results fed to the dialer, each with a unique Reference.
@@ -40,69 +42,6 @@ const FAILURES_PER_DELIVERY: u32 = 3;
 /// Enough retries that a delivery never runs out of them here.
 const RETRY_DELAYS_MS: &str = "50,50,100,100,150,150,200,200,200,200,200,200";
 const PASSWORD: &str = "crash-test-pässword";
-
-/// SplitMix64: a small, seedable random source, so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn seed() -> u64 {
-    match std::env::var("CRASH_SEED") {
-        Ok(seed) => seed.parse().expect("CRASH_SEED is a whole number"),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64),
-    }
-}
-
-/// The `dialer` example, built by `cargo test` beside this test's binary:
-/// `target/<profile>/deps/crash-<hash>` -> `target/<profile>/examples/dialer`.
-fn dialer_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in target/<profile>/deps");
-    let dialer = profile_dir
-        .join("examples")
-        .join(format!("dialer{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        dialer.is_file(),
-        "the dialer example is not built at {}: run `cargo test` (which builds the examples), \
-         or `cargo build --example dialer` before `cargo test --test crash`",
-        dialer.display()
-    );
-    dialer
-}
-
-/// One call result as a JSON line, in the page's formats.
-fn line(reference: &str) -> String {
-    let call = serde_json::json!({
-        "CampaignName": "Crash Test",
-        "LogDateTime": "2019-06-19T16:11:07",
-        "CallStart": "2019-06-20 01:01:00",
-        "CallEnd": "2019-06-20 01:03:00",
-        "PhoneCalled": "0731051xxx",
-        "Reference": reference,
-        "Result": "Connected",
-        "ResultNotes": "Paid in full.\nCall back at 3 pm ✓",
-        "WrapUpByName": "agent@pinetree.net.au",
-        "WrapUpReasonName": "Payment Taken",
-    });
-    format!("{call}\n")
-}
 
 /// The receiver's choices: fail some attempts of each delivery (503, reset before the
 /// answer, reset part-way through it), answer the rest 200 after a short delay. Counts the 2xx
@@ -280,7 +219,7 @@ fn record(acks: Vec<(String, String)>, acked: &mut BTreeMap<String, String>) {
 fn every_acknowledged_result_is_delivered_across_sigkills_and_restarts() {
     let started = Instant::now();
     let dialer = dialer_binary();
-    let seed = seed();
+    let seed = seed("CRASH_SEED");
     println!("crash test seed: {seed} (CRASH_SEED={seed} repeats its choices)");
     let mut rng = Rng(seed);
 
@@ -310,7 +249,7 @@ fn every_acknowledged_result_is_delivered_across_sigkills_and_restarts() {
         references
             .iter()
             .filter(|r| !acked.contains_key(*r))
-            .map(|r| line(r))
+            .map(|r| line("Crash Test", r))
             .collect()
     };
 

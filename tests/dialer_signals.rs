@@ -9,11 +9,12 @@
 //! dialer_signals`.
 #![cfg(all(unix, feature = "hyper", feature = "sqlite"))]
 
+mod dialer_support;
 mod support;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
@@ -21,6 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use call_result_webhook::{SqliteStore, store::Outbox};
+use dialer_support::{dialer_binary, line};
 use support::{Receiver, Reply};
 
 const PASSWORD: &str = "signals-test-pässword";
@@ -28,43 +30,6 @@ const PASSWORD: &str = "signals-test-pässword";
 const HOLD: Duration = Duration::from_millis(1500);
 /// Added to the shutdown deadline for the process to exit (a loaded machine is slow).
 const EXIT_MARGIN: Duration = Duration::from_secs(3);
-
-/// The `dialer` example, built by `cargo test` beside this test's binary:
-/// `target/<profile>/deps/dialer_signals-<hash>` -> `target/<profile>/examples/dialer`.
-fn dialer_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in target/<profile>/deps");
-    let dialer = profile_dir
-        .join("examples")
-        .join(format!("dialer{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        dialer.is_file(),
-        "the dialer example is not built at {}: run `cargo test` (which builds the examples), \
-         or `cargo build --all-features --example dialer` before `cargo test --test dialer_signals`",
-        dialer.display()
-    );
-    dialer
-}
-
-/// One call result as a JSON line, in the page's formats.
-fn line(reference: &str) -> String {
-    let call = serde_json::json!({
-        "CampaignName": "Signals Test",
-        "LogDateTime": "2019-06-19T16:11:07",
-        "CallStart": "2019-06-20 01:01:00",
-        "CallEnd": "2019-06-20 01:03:00",
-        "PhoneCalled": "0731051xxx",
-        "Reference": reference,
-        "Result": "Connected",
-        "ResultNotes": "Paid in full.",
-        "WrapUpByName": "agent@pinetree.net.au",
-        "WrapUpReasonName": "Payment Taken",
-    });
-    format!("{call}\n")
-}
 
 /// One run of the dialer: stdin fed from a thread (then closed, or held open), stdout's
 /// `accepted` lines and stderr collected by others.
@@ -236,7 +201,7 @@ fn stops_on_signal_and_loses_nothing(signal: &str, name: &str, shutdown: Option<
     let store = dir.path().join("outbox.sqlite");
 
     let input: String = (0..RESULTS)
-        .map(|n| line(&format!("{name}-{n:02}")))
+        .map(|n| line("Signals Test", &format!("{name}-{n:02}")))
         .collect();
     let ms = shutdown.map(|d| d.as_millis().to_string());
     let extra: Vec<&str> = match &ms {
@@ -353,10 +318,10 @@ fn a_line_over_the_cap_is_refused_and_reading_goes_on() {
     let store = dir.path().join("outbox.sqlite");
 
     // The default cap, 1 MiB: a 3 MiB line between two results.
-    let mut input = line("before").into_bytes();
+    let mut input = line("Signals Test", "before").into_bytes();
     input.extend(std::iter::repeat_n(b'x', 3 << 20));
     input.push(b'\n');
-    input.extend(line("after").into_bytes());
+    input.extend(line("Signals Test", "after").into_bytes());
     let ended = Run::start(&store, &url, &[], input, true).wait(Duration::from_secs(30));
     println!("{}", ended.stderr.trim_end());
     assert!(ended.status.success(), "{:?}", ended.status);
@@ -373,7 +338,7 @@ fn a_line_over_the_cap_is_refused_and_reading_goes_on() {
     assert_eq!(count_before(end, "not accepted"), 1, "{end}");
 
     // A cap given: a result longer than it is refused too; a blank line and a short one are not.
-    let input = format!("{}\n{{}}\n", line("long").trim_end());
+    let input = format!("{}\n{{}}\n", line("Signals Test", "long").trim_end());
     let ended = Run::start(
         &store,
         &url,

@@ -36,18 +36,20 @@
 //! says NOT RUN and passes, unless `CALL_RESULT_WEBHOOK_REQUIRE_DATABASE` is set.
 #![cfg(all(unix, feature = "hyper", feature = "sqlite", feature = "postgres"))]
 
+mod dialer_support;
 mod pg_support;
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use call_result_webhook::store::Outbox;
+use dialer_support::{Rng, dialer_binary, line, seed};
 use pg_support::Database;
 use support::{Receiver, Recorded, Reply};
 
@@ -84,69 +86,6 @@ const PASSWORD: &str = "fleet-crash-pässword";
 /// Slack when comparing the receiver's instants with leases (wall-clock nanoseconds in the
 /// outbox), and for a request the receiver reads just after its sender died.
 const TOLERANCE: Duration = Duration::from_millis(250);
-
-/// SplitMix64: a small, seedable random source, so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn seed() -> u64 {
-    match std::env::var("FLEET_CRASH_SEED") {
-        Ok(seed) => seed.parse().expect("FLEET_CRASH_SEED is a whole number"),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64),
-    }
-}
-
-/// The `dialer` example, built by `cargo test` beside this test's binary:
-/// `target/<profile>/deps/fleet_crash-<hash>` -> `target/<profile>/examples/dialer`.
-fn dialer_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in target/<profile>/deps");
-    let dialer = profile_dir
-        .join("examples")
-        .join(format!("dialer{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        dialer.is_file(),
-        "the dialer example is not built at {}: run `cargo test --all-features` (which builds \
-         the examples), or `cargo build --all-features --example dialer` first",
-        dialer.display()
-    );
-    dialer
-}
-
-/// One call result as a JSON line, in the page's formats.
-fn line(reference: &str) -> String {
-    let call = serde_json::json!({
-        "CampaignName": "Fleet Crash Test",
-        "LogDateTime": "2019-06-19T16:11:07",
-        "CallStart": "2019-06-20 01:01:00",
-        "CallEnd": "2019-06-20 01:03:00",
-        "PhoneCalled": "0731051xxx",
-        "Reference": reference,
-        "Result": "Connected",
-        "ResultNotes": "Paid in full.\nCall back at 3 pm ✓",
-        "WrapUpByName": "agent@pinetree.net.au",
-        "WrapUpReasonName": "Payment Taken",
-    });
-    format!("{call}\n")
-}
 
 /// The receiver's choices: fail some attempts of each delivery (503, reset before the answer,
 /// reset part-way through it), answer the rest 200, each after a short delay. Keeps, per
@@ -472,7 +411,7 @@ fn a_fleet_delivers_every_acknowledged_result_across_sigkills_and_restarts() {
     };
     let started = Instant::now();
     let dialer = dialer_binary();
-    let seed = seed();
+    let seed = seed("FLEET_CRASH_SEED");
     println!("fleet crash seed: {seed} (FLEET_CRASH_SEED={seed} repeats its choices)");
     let mut rng = Rng(seed);
 
@@ -507,7 +446,7 @@ fn a_fleet_delivers_every_acknowledged_result_across_sigkills_and_restarts() {
         share
             .iter()
             .filter(|r| !acked.contains_key(*r))
-            .map(|r| line(r))
+            .map(|r| line("Fleet Crash Test", r))
             .collect()
     };
 
