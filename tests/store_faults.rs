@@ -256,7 +256,11 @@ fn outcomes_a_full_disk_cannot_record_are_kept_never_sent_again_and_recorded_on_
     // some of the four outcomes were held.
     assert!((1..=4).contains(holding), "{holding}");
     let status = s.webhooks.status_blocking(&"acme".into(), None).unwrap();
-    assert!(status.store_failing.is_some_and(|r| r.contains("disk is full")));
+    assert!(
+        status
+            .store_failing
+            .is_some_and(|r| r.contains("disk is full"))
+    );
     // Writes fail, reads do not: waiting goes on (the backlog drains once the disk has room).
     assert!(matches!(
         worker.wait_idle_blocking(Duration::from_millis(200)),
@@ -269,7 +273,10 @@ fn outcomes_a_full_disk_cannot_record_are_kept_never_sent_again_and_recorded_on_
     if !idle {
         eprintln!("events: {:?}", s.events.lock().unwrap());
         eprintln!("requests: {}", s.receiver.requests().len());
-        eprintln!("status: {:?}", s.webhooks.status_blocking(&"acme".into(), None));
+        eprintln!(
+            "status: {:?}",
+            s.webhooks.status_blocking(&"acme".into(), None)
+        );
         eprintln!("in flight: {}", worker.in_flight());
     }
     assert!(idle);
@@ -278,7 +285,10 @@ fn outcomes_a_full_disk_cannot_record_are_kept_never_sent_again_and_recorded_on_
     assert!(per_id.values().all(|n| *n == 1), "{per_id:?}");
     assert_eq!(s.recovered(), Some(4));
     let status = s.webhooks.status_blocking(&"acme".into(), None).unwrap();
-    assert_eq!((status.stats.delivered, status.stats.pending), (N as u64, 0));
+    assert_eq!(
+        (status.stats.delivered, status.stats.pending),
+        (N as u64, 0)
+    );
     assert!(status.store_failing.is_none());
     println!(
         "disk full, then room: {N} delivered, {} requests, ids {:?}..",

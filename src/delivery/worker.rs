@@ -666,7 +666,10 @@ impl Scheduler {
         }
         // Writes work; a claim tells whether reads do.
         let skip = self.skip();
-        let probe = self.engine.store().next_due(self.engine.clock().now(), &skip);
+        let probe = self
+            .engine
+            .store()
+            .next_due(self.engine.clock().now(), &skip);
         if let Err(e) = probe {
             self.store_failed(&e, true);
             return;
@@ -675,8 +678,7 @@ impl Scheduler {
             tracing::info!(recorded = count, "the outbox store works again");
             if failing.reported {
                 self.engine.set_store_problem(None);
-                self.engine
-                    .emit(Event::StoreRecovered { recorded: count });
+                self.engine.emit(Event::StoreRecovered { recorded: count });
             }
         }
     }
