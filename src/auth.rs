@@ -1,5 +1,7 @@
-//! Credentials, the two readings of the page's `authorization: base64(username/password)`, and
-//! the [`Secret`] type that keeps passwords out of `Debug`, logs and errors.
+//! Credentials, the two readings of the page's `authorization: base64(username/password)`, the
+//! other ways a receiver may ask to be authenticated (none, `Bearer <token>`, an API key in a
+//! header it names), and the [`Secret`] type that keeps passwords, tokens and keys out of
+//! `Debug`, logs and errors.
 
 use std::fmt;
 
@@ -9,6 +11,7 @@ use http::HeaderValue;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::limits::MAX_TOKEN_BYTES;
 
 /// A secret string: zeroized on drop, shown as `[redacted]` by `Debug` and `Display`.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -81,7 +84,9 @@ impl Credentials {
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] (field `username`) under [`AuthScheme::Basic`] when the user
-    /// name contains `:`, which Basic authentication cannot carry.
+    /// name contains `:`, which Basic authentication cannot carry; (field `auth_scheme`) under
+    /// any scheme other than [`AuthScheme::Basic`] and [`AuthScheme::Slash`], which do not
+    /// carry a user name and password.
     ///
     /// # Examples
     ///
@@ -108,6 +113,15 @@ impl Credentials {
                 ("Basic ", ':')
             }
             AuthScheme::Slash => ("", '/'),
+            AuthScheme::None | AuthScheme::Bearer | AuthScheme::ApiKey => {
+                return Err(Error::config(
+                    "auth_scheme",
+                    format!(
+                        "a user name and password are sent only under `basic` or `slash`, not `{}`",
+                        scheme.as_str()
+                    ),
+                ));
+            }
         };
         let mut raw = Zeroizing::new(String::with_capacity(
             self.username.len() + 1 + self.password.0.len(),
@@ -133,7 +147,21 @@ impl fmt::Debug for Credentials {
     }
 }
 
-/// How user name and password become the `Authorization` header.
+/// How the account authenticates to its receiver: which header carries what.
+///
+/// | scheme | on the wire |
+/// |---|---|
+/// | [`Basic`](Self::Basic) (default) | `Authorization: Basic base64(username ":" password)` |
+/// | [`Slash`](Self::Slash) | `Authorization: base64(username "/" password)` |
+/// | [`None`](Self::None) | no `Authorization` header, whatever credentials are stored |
+/// | [`Bearer`](Self::Bearer) | `Authorization: Bearer <token>` |
+/// | [`ApiKey`](Self::ApiKey) | `<header the account names>: <key>`, no `Authorization` |
+///
+/// Under `Basic` and `Slash`, an account with no user name and no password sends no
+/// `Authorization` header. The token of `Bearer` and the key of `ApiKey` are set with
+/// [`PreferencesUpdate::bearer_token`](crate::PreferencesUpdate::bearer_token) and
+/// [`PreferencesUpdate::api_key`](crate::PreferencesUpdate::api_key); they are secrets, like
+/// the password.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
 )]
@@ -147,14 +175,27 @@ pub enum AuthScheme {
     /// The page taken literally: `Authorization: base64(username "/" password)` with no scheme
     /// word, for receivers built to the letter of the page.
     Slash,
+    /// No authentication header at all, even when credentials are stored (they are kept, for
+    /// a switch back).
+    None,
+    /// RFC 6750: `Authorization: Bearer <token>`.
+    Bearer,
+    /// An API key in a header the account names, for example `X-Api-Key: <key>`; no
+    /// `Authorization` header.
+    #[serde(rename = "api-key")]
+    ApiKey,
 }
 
 impl AuthScheme {
-    /// The name used in configuration and on the command line: `basic` or `slash`.
+    /// The name used in configuration and on the command line: `basic`, `slash`, `none`,
+    /// `bearer` or `api-key`.
     pub fn as_str(self) -> &'static str {
         match self {
             AuthScheme::Basic => "basic",
             AuthScheme::Slash => "slash",
+            AuthScheme::None => "none",
+            AuthScheme::Bearer => "bearer",
+            AuthScheme::ApiKey => "api-key",
         }
     }
 }
@@ -166,12 +207,55 @@ impl std::str::FromStr for AuthScheme {
         match s {
             "basic" => Ok(AuthScheme::Basic),
             "slash" => Ok(AuthScheme::Slash),
+            "none" => Ok(AuthScheme::None),
+            "bearer" => Ok(AuthScheme::Bearer),
+            "api-key" => Ok(AuthScheme::ApiKey),
             _ => Err(Error::config(
                 "auth_scheme",
-                format!("expected `basic` or `slash`, got `{s}`"),
+                "expected `basic`, `slash`, `none`, `bearer` or `api-key`",
             )),
         }
     }
+}
+
+/// Checks a bearer token or API key: not empty, at most [`MAX_TOKEN_BYTES`], and only
+/// characters a header value may hold (no CR, LF, NUL or other control character). The error
+/// names `field`, never the value.
+pub(crate) fn check_token(field: &'static str, token: &str) -> Result<()> {
+    if token.is_empty() {
+        return Err(Error::config(field, "is empty"));
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(Error::config(
+            field,
+            format!("longer than {MAX_TOKEN_BYTES} bytes"),
+        ));
+    }
+    if token.chars().any(char::is_control) {
+        return Err(Error::config(
+            field,
+            "contains a control character (CR, LF, NUL, tab...)",
+        ));
+    }
+    Ok(())
+}
+
+/// `Authorization: Bearer <token>`, marked sensitive. The token was checked by
+/// [`check_token`].
+pub(crate) fn bearer(token: &Secret) -> Result<HeaderValue> {
+    let mut value = Zeroizing::new(String::with_capacity(7 + token.0.len()));
+    value.push_str("Bearer ");
+    value.push_str(token.expose_secret());
+    sensitive(&value, "token")
+}
+
+/// A header value marked sensitive, so that `http`'s own `Debug` hides it. The error names
+/// `field`, never the value.
+pub(crate) fn sensitive(value: &str, field: &'static str) -> Result<HeaderValue> {
+    let mut header = HeaderValue::from_str(value)
+        .map_err(|_| Error::config(field, "not a valid header value"))?;
+    header.set_sensitive(true);
+    Ok(header)
 }
 
 /// Refuses CR, LF and NUL, which would split or truncate a header built from `value`.
@@ -259,9 +343,59 @@ mod tests {
     }
 
     #[test]
-    fn scheme_names_parse() {
-        assert_eq!("basic".parse::<AuthScheme>().unwrap(), AuthScheme::Basic);
-        assert_eq!("slash".parse::<AuthScheme>().unwrap(), AuthScheme::Slash);
+    fn scheme_names_parse_and_round_trip() {
+        for scheme in [
+            AuthScheme::Basic,
+            AuthScheme::Slash,
+            AuthScheme::None,
+            AuthScheme::Bearer,
+            AuthScheme::ApiKey,
+        ] {
+            assert_eq!(scheme.as_str().parse::<AuthScheme>().unwrap(), scheme);
+            let json = serde_json::to_string(&scheme).unwrap();
+            assert_eq!(json, format!("\"{}\"", scheme.as_str()));
+            assert_eq!(serde_json::from_str::<AuthScheme>(&json).unwrap(), scheme);
+        }
         assert!("Bearer".parse::<AuthScheme>().is_err());
+        assert!("digest".parse::<AuthScheme>().is_err());
+    }
+
+    #[test]
+    fn credentials_are_sent_only_under_basic_and_slash() {
+        let creds = Credentials::new("user", "passwd").unwrap();
+        for scheme in [AuthScheme::None, AuthScheme::Bearer, AuthScheme::ApiKey] {
+            assert!(matches!(
+                creds.authorization(scheme),
+                Err(Error::InvalidConfig {
+                    field: "auth_scheme",
+                    ..
+                })
+            ));
+        }
+    }
+
+    #[test]
+    fn tokens_are_checked_without_echo() {
+        assert!(check_token("token", "abc.DEF-123_~+/=").is_ok());
+        let long = "S".repeat(MAX_TOKEN_BYTES + 1);
+        for bad in [
+            "",
+            "SECRET\r\nX-Evil: 1",
+            "SECRET\0",
+            "SECRET\t",
+            long.as_str(),
+        ] {
+            let err = check_token("token", bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidConfig { field: "token", .. }));
+            let shown = format!("{err} {err:?}");
+            assert!(
+                !shown.contains("SECRET") && !shown.contains("SSS"),
+                "{shown}"
+            );
+        }
+        let h = bearer(&Secret::new("t0k3n")).unwrap();
+        assert_eq!(h.to_str().unwrap(), "Bearer t0k3n");
+        assert!(h.is_sensitive());
+        assert!(!format!("{h:?}").contains("t0k3n"));
     }
 }

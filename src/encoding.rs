@@ -1,10 +1,11 @@
-//! Body encodings: `application/x-www-form-urlencoded` (the page's Content-type) and JSON.
+//! Encodings of the ten keys: `application/x-www-form-urlencoded` (the page's Content-type) and
+//! JSON in a POST body, and the form encoding in a GET's query string.
 
 use bytes::Bytes;
 use http::HeaderValue;
 use serde::ser::{SerializeMap, Serializer};
 
-use crate::payload::{Fields, PAYLOAD_KEYS};
+use crate::payload::{Fields, KeyNames};
 
 /// How the ten keys are put into the body. Chosen per account.
 #[derive(
@@ -19,42 +20,72 @@ pub enum Encoding {
     Form,
     /// `application/json`, shaped like the page's sample body. Unknown values are `null`.
     Json,
+    /// The form encoding, sent as the query string of a `GET` with no body (the account chose
+    /// [`Method::Get`](crate::request::Method::Get)). Unknown values are empty strings. Not
+    /// chosen with [`PreferencesUpdate::encoding`](crate::PreferencesUpdate::encoding): a body
+    /// encoded for a `GET` is marked with it so that every attempt sends it the same way.
+    Query,
 }
 
 impl Encoding {
-    /// The `Content-Type` header value for this encoding.
+    /// The media type of the encoded bytes, as a `Content-Type` header value. A `GET` sends no
+    /// body and no `Content-Type`; its query is in the form encoding, which
+    /// [`Encoding::Query`] names here.
     pub fn content_type(self) -> HeaderValue {
         HeaderValue::from_static(match self {
-            Encoding::Form => "application/x-www-form-urlencoded",
+            Encoding::Form | Encoding::Query => "application/x-www-form-urlencoded",
             Encoding::Json => "application/json",
         })
     }
 
-    /// Encodes the ten fields, in order, into the exact bytes every attempt will send.
+    /// Encodes the ten fields, in order and under the page's own key names, into the exact bytes
+    /// every attempt will send.
     pub fn encode(self, fields: &Fields<'_>) -> Bytes {
+        self.encode_named(fields, &KeyNames::default())
+    }
+
+    /// Encodes the ten fields, in order, each under its name in `names` (an account's renamed
+    /// keys), into the exact bytes every attempt will send.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use call_result_webhook::{CallResult, encoding::Encoding, payload::KeyNames};
+    /// use jiff::tz::TimeZone;
+    ///
+    /// let call = CallResult::builder().phone_called("0731051xxx").build();
+    /// let names = KeyNames::from_renames([("PhoneCalled", "phone")])?;
+    /// let body = Encoding::Form.encode_named(&call.fields(&TimeZone::UTC), &names);
+    /// assert!(std::str::from_utf8(&body)?.contains("&phone=0731051xxx&Reference=&"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn encode_named(self, fields: &Fields<'_>, names: &KeyNames) -> Bytes {
         match self {
-            Encoding::Form => Bytes::from(form_encode(fields)),
+            Encoding::Form | Encoding::Query => Bytes::from(form_encode(fields, names)),
             Encoding::Json => {
                 // Room for every key and value as they are, plus quotes and separators; only
                 // values that need escaping make it grow.
                 let room = fields
                     .iter()
-                    .map(|(k, v)| k.len() + v.map_or(4, str::len) + 6)
+                    .zip(names.sent())
+                    .map(|((_, v), k)| k.len() + v.map_or(4, str::len) + 6)
                     .sum::<usize>()
                     + 2;
                 let mut body = Vec::with_capacity(room);
-                serde_json::to_writer(&mut body, &JsonFields(fields))
+                serde_json::to_writer(&mut body, &JsonFields(fields, names))
                     .expect("string fields always JSON-encode");
                 Bytes::from(body)
             }
         }
     }
 
-    /// The name used in configuration and on the command line: `form` or `json`.
+    /// The name used in configuration and on the command line: `form` or `json` (and `query`,
+    /// the mark of a body encoded for a `GET`).
     pub fn as_str(self) -> &'static str {
         match self {
             Encoding::Form => "form",
             Encoding::Json => "json",
+            Encoding::Query => "query",
         }
     }
 }
@@ -66,6 +97,7 @@ impl std::str::FromStr for Encoding {
         match s {
             "form" => Ok(Encoding::Form),
             "json" => Ok(Encoding::Json),
+            "query" => Ok(Encoding::Query),
             _ => Err(crate::Error::config(
                 "encoding",
                 format!("expected `form` or `json`, got `{s}`"),
@@ -74,26 +106,33 @@ impl std::str::FromStr for Encoding {
     }
 }
 
-/// `key=value` pairs joined by `&`, each byte serialized as the URL Standard's
+/// `key=value` pairs joined by `&`, each byte of key and value serialized as the URL Standard's
 /// `application/x-www-form-urlencoded` serializer does: `*-._` and ASCII alphanumerics as they
 /// are, space as `+`, every other byte as `%XX` (upper-case hex). Unknown values are empty.
 ///
 /// The exact size is counted first, so the body is written into one allocation of its final
-/// size. The keys need no escaping (a test holds them to that).
-fn form_encode(fields: &Fields<'_>) -> Vec<u8> {
-    let mut len = PAYLOAD_KEYS.iter().map(|k| k.len() + 1).sum::<usize>() + PAYLOAD_KEYS.len() - 1;
-    for value in fields.bytes().flatten() {
-        len += value
+/// size.
+fn form_encode(fields: &Fields<'_>, names: &KeyNames) -> Vec<u8> {
+    let encoded_len = |bytes: &[u8]| -> usize {
+        bytes
             .iter()
             .map(|&b| usize::from(FORM_BYTE[usize::from(b)]))
-            .sum::<usize>();
+            .sum()
+    };
+    let mut len = names
+        .sent()
+        .map(|k| encoded_len(k.as_bytes()) + 1)
+        .sum::<usize>()
+        + 9;
+    for value in fields.bytes().flatten() {
+        len += encoded_len(value);
     }
     let mut out = Vec::with_capacity(len);
-    for (i, (key, value)) in PAYLOAD_KEYS.iter().zip(fields.bytes()).enumerate() {
+    for (i, (key, value)) in names.sent().zip(fields.bytes()).enumerate() {
         if i > 0 {
             out.push(b'&');
         }
-        out.extend_from_slice(key.as_bytes());
+        push_form_encoded(&mut out, key.as_bytes());
         out.push(b'=');
         if let Some(value) = value {
             push_form_encoded(&mut out, value);
@@ -137,12 +176,12 @@ fn push_form_encoded(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Serializes as a JSON object in wire order (serde_json's own map would sort the keys).
-struct JsonFields<'a, 'b>(&'a Fields<'b>);
+struct JsonFields<'a, 'b>(&'a Fields<'b>, &'a KeyNames);
 
 impl serde::Serialize for JsonFields<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(10))?;
-        for (key, value) in self.0.iter() {
+        for ((_, value), key) in self.0.iter().zip(self.1.sent()) {
             map.serialize_entry(key, &value)?;
         }
         map.end()
@@ -152,7 +191,7 @@ impl serde::Serialize for JsonFields<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payload::CallResult;
+    use crate::payload::{CallResult, PAYLOAD_KEYS};
     use jiff::Timestamp;
     use jiff::tz::TimeZone;
     use proptest::prelude::*;
@@ -199,9 +238,41 @@ mod tests {
     }
 
     #[test]
+    fn renamed_keys_keep_their_place_and_are_escaped() {
+        let names = KeyNames::from_renames([
+            ("CampaignName", "campaign name & co"),
+            ("PhoneCalled", "phone"),
+            ("WrapUpReasonName", "réason=✓"),
+        ])
+        .unwrap();
+        let call = sample();
+        let fields = call.fields(&TimeZone::UTC);
+        let body = Encoding::Form.encode_named(&fields, &names);
+        let decoded: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+        let keys: Vec<&str> = decoded.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, names.sent().collect::<Vec<_>>());
+        assert_eq!(decoded[0].1, "Winter Sale");
+        assert_eq!(decoded[4], ("phone".into(), "0731051xxx".into()));
+        assert_eq!(Encoding::Query.encode_named(&fields, &names), body);
+
+        let body = Encoding::Json.encode_named(&fields, &names);
+        let text = std::str::from_utf8(&body).unwrap();
+        assert!(
+            text.starts_with(r#"{"campaign name & co":"Winter Sale","LogDateTime""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""phone":"0731051xxx","Reference":"123""#),
+            "{text}"
+        );
+        assert!(text.ends_with(r#""réason=✓":null}"#), "{text}");
+    }
+
+    #[test]
     fn encoding_names_parse() {
         assert_eq!("form".parse::<Encoding>().unwrap(), Encoding::Form);
         assert_eq!("json".parse::<Encoding>().unwrap(), Encoding::Json);
+        assert_eq!("query".parse::<Encoding>().unwrap(), Encoding::Query);
         assert!(matches!(
             "xml".parse::<Encoding>(),
             Err(crate::Error::InvalidConfig {

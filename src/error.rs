@@ -50,6 +50,30 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A custom header (or the API key's header) is refused; `name` names it, its value is
+    /// never repeated.
+    #[error("header {name} refused: {reason}")]
+    InvalidHeader {
+        /// The header's name as given (for a name that is not an HTTP token, the part before
+        /// the first character that is not allowed, then `…`).
+        name: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// A `GET` would go to a URL longer than
+    /// [`MAX_GET_URL_LEN`](crate::limits::MAX_GET_URL_LEN) once the call result's query is
+    /// appended; nothing was stored or sent (the query is never truncated).
+    #[error(
+        "the GET URL with the call result's query is {size} bytes, over the cap of {limit} bytes"
+    )]
+    UrlTooLong {
+        /// The URL's length with the query, in bytes.
+        size: usize,
+        /// The cap in bytes.
+        limit: usize,
+    },
+
     /// The principal lacks full administrative permission for this change; nothing changed.
     #[error("permission denied: {principal} may not {action}")]
     PermissionDenied {

@@ -57,3 +57,24 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How long the id of a delivered call result is remembered, so that a resubmission with the
 /// same id is not sent again: 7 days.
 pub const DELIVERED_ID_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// The most custom headers an account may send.
+pub const MAX_CUSTOM_HEADERS: usize = 16;
+
+/// The longest custom header name (and API key header name), in bytes.
+pub const MAX_HEADER_NAME_BYTES: usize = 64;
+
+/// The longest custom header value, in bytes.
+pub const MAX_HEADER_VALUE_BYTES: usize = 1024;
+
+/// The longest bearer token or API key, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// The longest name a payload key may be renamed to, in bytes.
+pub const MAX_KEY_NAME_BYTES: usize = 64;
+
+/// The longest URL a `GET` is sent to, the call result's query included, in bytes: under the
+/// 8 KiB request line that Apache (`LimitRequestLine` 8190) and nginx
+/// (`large_client_header_buffers` 8k) accept by default. A call result that would make it
+/// longer is refused when it is submitted, never truncated.
+pub const MAX_GET_URL_LEN: usize = 8000;

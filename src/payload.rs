@@ -396,6 +396,148 @@ impl fmt::Debug for Fields<'_> {
     }
 }
 
+/// The names the ten keys are sent under: the page's own ([`PAYLOAD_KEYS`]) unless the account
+/// renamed some. The order never changes; a renamed key is sent where the page's key would be,
+/// in a form body, a JSON body and a `GET` query alike.
+///
+/// A `KeyNames` always holds ten different names, none empty.
+///
+/// # Examples
+///
+/// ```
+/// use call_result_webhook::payload::KeyNames;
+///
+/// let names = KeyNames::from_renames([("PhoneCalled", "phone"), ("Reference", "ref")])?;
+/// assert_eq!(names.name("PhoneCalled"), Some("phone"));
+/// assert_eq!(names.name("Result"), Some("Result"));
+/// assert_eq!(names.renames().count(), 2);
+///
+/// // Two keys may not be sent under one name.
+/// assert!(KeyNames::from_renames([("PhoneCalled", "Reference")]).is_err());
+/// # Ok::<(), call_result_webhook::Error>(())
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct KeyNames {
+    /// `None`: the page's own name.
+    names: [Option<Box<str>>; 10],
+}
+
+impl KeyNames {
+    /// The page's own names, [`PAYLOAD_KEYS`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The page's names with `renames` applied: each pair is a page key (`PhoneCalled`) and
+    /// the name to send it under (`phone`). A later pair for the same key wins; a key renamed
+    /// to its own name is not renamed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] with field `key_names` when a key is not one of the ten, a new
+    /// name is empty, longer than [`MAX_KEY_NAME_BYTES`](crate::limits::MAX_KEY_NAME_BYTES) or
+    /// holds a control character, or two keys would be sent under the same name.
+    pub fn from_renames<K, N>(renames: impl IntoIterator<Item = (K, N)>) -> Result<KeyNames>
+    where
+        K: AsRef<str>,
+        N: AsRef<str>,
+    {
+        let mut names = KeyNames::default();
+        for (key, name) in renames {
+            let (key, name) = (key.as_ref(), name.as_ref());
+            let i = Self::check_rename(key, name)?;
+            names.names[i] = (name != PAYLOAD_KEYS[i]).then(|| name.into());
+        }
+        for (i, a) in names.iter().enumerate() {
+            if let Some((j, _)) = names
+                .iter()
+                .enumerate()
+                .skip(i + 1)
+                .find(|(_, b)| b.1 == a.1)
+            {
+                return Err(Error::config(
+                    "key_names",
+                    format!(
+                        "`{}` and `{}` would be sent under the same name",
+                        PAYLOAD_KEYS[i], PAYLOAD_KEYS[j]
+                    ),
+                ));
+            }
+        }
+        Ok(names)
+    }
+
+    /// Checks one rename alone (the key is one of the ten, the name is acceptable), and
+    /// returns the key's position.
+    pub(crate) fn check_rename(key: &str, name: &str) -> Result<usize> {
+        let Some(i) = PAYLOAD_KEYS.iter().position(|k| *k == key) else {
+            return Err(Error::config(
+                "key_names",
+                format!(
+                    "`{}` is not one of the ten payload keys",
+                    key.chars().take(40).collect::<String>().escape_debug()
+                ),
+            ));
+        };
+        check_key_name(PAYLOAD_KEYS[i], name)?;
+        Ok(i)
+    }
+
+    /// The name `key` (one of [`PAYLOAD_KEYS`]) is sent under, or `None` for an unknown key.
+    pub fn name(&self, key: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, n)| n)
+    }
+
+    /// `(page key, name sent)` for the ten keys, in the order they are sent.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        PAYLOAD_KEYS
+            .iter()
+            .zip(self.names.iter())
+            .map(|(k, n)| (*k, n.as_deref().unwrap_or(k)))
+    }
+
+    /// Only the renamed keys, `(page key, name sent)`, in the order they are sent.
+    pub fn renames(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        PAYLOAD_KEYS
+            .iter()
+            .zip(self.names.iter())
+            .filter_map(|(k, n)| n.as_deref().map(|n| (*k, n)))
+    }
+
+    /// Whether every key keeps the page's name.
+    pub fn is_default(&self) -> bool {
+        self.names.iter().all(Option::is_none)
+    }
+
+    /// The names in the order they are sent.
+    pub(crate) fn sent(&self) -> impl Iterator<Item = &str> + '_ {
+        self.iter().map(|(_, n)| n)
+    }
+}
+
+impl fmt::Debug for KeyNames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.renames()).finish()
+    }
+}
+
+fn check_key_name(key: &'static str, name: &str) -> Result<()> {
+    use crate::limits::MAX_KEY_NAME_BYTES;
+    let problem = if name.is_empty() {
+        "is empty".to_owned()
+    } else if name.len() > MAX_KEY_NAME_BYTES {
+        format!("is longer than {MAX_KEY_NAME_BYTES} bytes")
+    } else if name.chars().any(char::is_control) {
+        "holds a control character".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(Error::config(
+        "key_names",
+        format!("the new name of `{key}` {problem}"),
+    ))
+}
+
 /// Formats `LogDateTime`: `YYYY-MM-DDTHH:MM:SS` in UTC, no zone suffix, no fraction.
 pub fn format_log_time(at: Timestamp) -> String {
     CivilText::new(TimeZone::UTC.to_datetime(at), b'T')
@@ -791,6 +933,59 @@ mod tests {
         assert_eq!(fields.get("Reference"), None);
         assert_eq!(fields.get("Result"), Some("Connected"));
         assert_eq!(fields.iter().count(), 10);
+    }
+
+    #[test]
+    fn key_names_rename_in_place_and_refuse_empty_unknown_and_duplicate_names() {
+        let names = KeyNames::from_renames([
+            ("PhoneCalled", "phone"),
+            ("Reference", "PhoneCalled"),
+            ("Result", "outcome"),
+            ("Result", "Result"),
+        ])
+        .unwrap();
+        let sent: Vec<&str> = names.sent().collect();
+        assert_eq!(sent[4..6], ["phone", "PhoneCalled"]);
+        assert_eq!(sent[6], "Result");
+        assert_eq!(
+            names.renames().collect::<Vec<_>>(),
+            [("PhoneCalled", "phone"), ("Reference", "PhoneCalled")]
+        );
+        assert!(KeyNames::new().is_default() && !names.is_default());
+        assert_eq!(
+            format!("{names:?}"),
+            r#"{"PhoneCalled": "phone", "Reference": "PhoneCalled"}"#
+        );
+
+        let long = "k".repeat(crate::limits::MAX_KEY_NAME_BYTES + 1);
+        for renames in [
+            vec![("PhoneCalled", "")],
+            vec![("PhoneCalled", long.as_str())],
+            vec![("PhoneCalled", "pho\nne")],
+            vec![("Phone", "phone")],
+            vec![("PhoneCalled", "Reference")],
+            vec![("PhoneCalled", "x"), ("Reference", "x")],
+        ] {
+            assert!(
+                matches!(
+                    KeyNames::from_renames(renames.clone()),
+                    Err(Error::InvalidConfig {
+                        field: "key_names",
+                        ..
+                    })
+                ),
+                "{renames:?}"
+            );
+        }
+        // Any other text is a name: the encoders escape it.
+        assert!(KeyNames::from_renames([("ResultNotes", "notes & more = ✓")]).is_ok());
+        assert!(
+            KeyNames::from_renames([(
+                "PhoneCalled",
+                "x".repeat(crate::limits::MAX_KEY_NAME_BYTES)
+            )])
+            .is_ok()
+        );
     }
 
     #[test]

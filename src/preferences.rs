@@ -2,17 +2,21 @@
 //! and the audit record of every change.
 
 use crate::limits::{DEFAULT_ATTEMPT_TIMEOUT, MAX_URL_LEN};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::header::AUTHORIZATION;
+use http::{HeaderName, HeaderValue};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use crate::auth::{AuthScheme, Credentials};
+use crate::auth::{self, AuthScheme, Credentials, Secret};
 use crate::delivery::RetrySchedule;
 use crate::encoding::Encoding;
 use crate::error::{Error, Result};
+use crate::payload::KeyNames;
+use crate::request::{self, CustomHeader, Method};
 use crate::signing::SigningSecret;
 
 /// The most signing secrets an account holds: the current one and, during a rotation, the
@@ -155,6 +159,16 @@ impl Principal {
 /// call results submitted after the change; a body already accepted is sent as it was fixed.
 /// Whatever these say, `PhoneCalled` never appears unmasked in a log line, an event or a
 /// `Debug` output of the crate.
+///
+/// # What real receivers ask for
+///
+/// Beside the page's own settings, an account may choose how it authenticates
+/// ([`AuthScheme`]: none, Basic, the page's slash form, `Bearer <token>`, or an API key in a
+/// header it names), add up to 16 custom headers (some secret), rename any of the ten keys,
+/// and send a `GET` with the keys in the query instead of a `POST`
+/// ([`Method`]). Each is set by an administrator through [`PreferencesUpdate`] and audited by
+/// its field name (`auth_scheme`, `token`, `api_key_header`, `headers`, `key_names`,
+/// `method`), never by its value; tokens, keys and secret header values are never shown.
 #[derive(Clone)]
 pub struct Preferences {
     enabled: bool,
@@ -169,8 +183,15 @@ pub struct Preferences {
     signing_secrets: Vec<SigningSecret>,
     mask_phone: bool,
     omit_result_notes: bool,
-    /// Derived from credentials + scheme when they change, so each request only clones it.
-    authorization: Option<HeaderValue>,
+    method: Method,
+    key_names: KeyNames,
+    headers: Vec<CustomHeader>,
+    /// The bearer token or API key.
+    token: Option<Secret>,
+    api_key_header: Option<HeaderName>,
+    /// Derived from scheme, credentials, token and API key header when they change, so each
+    /// request only clones it.
+    auth_header: Option<(HeaderName, HeaderValue)>,
 }
 
 impl Default for Preferences {
@@ -187,7 +208,12 @@ impl Default for Preferences {
             signing_secrets: Vec::new(),
             mask_phone: false,
             omit_result_notes: false,
-            authorization: None,
+            method: Method::default(),
+            key_names: KeyNames::default(),
+            headers: Vec::new(),
+            token: None,
+            api_key_header: None,
+            auth_header: None,
         }
     }
 }
@@ -211,9 +237,29 @@ impl Preferences {
             .as_ref()
             .is_some_and(|c| !c.password().is_empty())
     }
-    /// How credentials become the Authorization header.
+    /// How the account authenticates: which header carries what (see [`AuthScheme`]).
     pub fn auth_scheme(&self) -> AuthScheme {
         self.auth_scheme
+    }
+    /// Whether a bearer token or API key is set (its value is never shown).
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+    /// The header an API key is sent in ([`AuthScheme::ApiKey`]), in lower case, if set.
+    pub fn api_key_header(&self) -> Option<&str> {
+        self.api_key_header.as_ref().map(HeaderName::as_str)
+    }
+    /// The custom headers sent with every request, in the order they were first set.
+    pub fn headers(&self) -> &[CustomHeader] {
+        &self.headers
+    }
+    /// The names the ten keys are sent under.
+    pub fn key_names(&self) -> &KeyNames {
+        &self.key_names
+    }
+    /// Whether call results go as a `POST` body (the default) or a `GET` query.
+    pub fn method(&self) -> Method {
+        self.method
     }
     /// The body encoding.
     pub fn encoding(&self) -> Encoding {
@@ -254,8 +300,15 @@ impl Preferences {
         self.omit_result_notes
     }
 
+    /// The authentication header's value, whatever its name.
+    #[cfg(test)]
     pub(crate) fn authorization(&self) -> Option<&HeaderValue> {
-        self.authorization.as_ref()
+        self.auth_header.as_ref().map(|(_, v)| v)
+    }
+
+    /// The authentication header: `Authorization`, or the API key's own header.
+    pub(crate) fn auth_header(&self) -> Option<&(HeaderName, HeaderValue)> {
+        self.auth_header.as_ref()
     }
 
     pub(crate) fn signing_secrets(&self) -> &[SigningSecret] {
@@ -353,13 +406,105 @@ impl Preferences {
             }
             next.omit_result_notes = v;
         }
+        if let Some(v) = update.method {
+            if next.method != v {
+                changed.push("method");
+            }
+            next.method = v;
+        }
+        if update.reset_key_names || !update.key_renames.is_empty() {
+            let kept = if update.reset_key_names {
+                Vec::new()
+            } else {
+                next.key_names
+                    .renames()
+                    .map(|(k, n)| (k, n.to_owned()))
+                    .collect()
+            };
+            let renames = kept
+                .into_iter()
+                .map(|(k, n)| (k.to_owned(), n))
+                .chain(update.key_renames);
+            // Duplicates are checked on the result, so two keys can swap names in one update.
+            let names = KeyNames::from_renames(renames)?;
+            if next.key_names != names {
+                changed.push("key_names");
+            }
+            next.key_names = names;
+        }
+        if !update.headers.is_empty() {
+            let before = next.headers.clone();
+            for change in update.headers {
+                match change {
+                    HeaderChange::Set(header) => {
+                        match next.headers.iter_mut().find(|h| h.name() == header.name()) {
+                            Some(slot) => *slot = header,
+                            None => next.headers.push(header),
+                        }
+                    }
+                    HeaderChange::Remove(name) => next.headers.retain(|h| h.header_name() != name),
+                    HeaderChange::Clear => next.headers.clear(),
+                }
+            }
+            request::check_header_count(next.headers.len())?;
+            if next.headers != before {
+                changed.push("headers");
+            }
+        }
+        if let Some(v) = update.token {
+            if next.token.as_ref() != Some(&v) {
+                changed.push("token");
+            }
+            next.token = Some(v);
+        }
+        if let Some(v) = update.api_key_header {
+            if next.api_key_header.as_ref() != Some(&v) {
+                changed.push("api_key_header");
+            }
+            next.api_key_header = Some(v);
+        }
         // Validated as a whole, so the order of the setters never matters.
-        next.authorization = next
-            .credentials
-            .as_ref()
-            .map(|c| c.authorization(next.auth_scheme))
-            .transpose()?;
+        next.auth_header = next.derive_auth_header()?;
         Ok((next, changed))
+    }
+
+    /// The authentication header the scheme asks for, from the values it needs.
+    fn derive_auth_header(&self) -> Result<Option<(HeaderName, HeaderValue)>> {
+        let scheme = self.auth_scheme;
+        Ok(match scheme {
+            AuthScheme::Basic | AuthScheme::Slash => self
+                .credentials
+                .as_ref()
+                .map(|c| c.authorization(scheme))
+                .transpose()?
+                .map(|v| (AUTHORIZATION, v)),
+            AuthScheme::None => None,
+            AuthScheme::Bearer => {
+                let token = self
+                    .token
+                    .as_ref()
+                    .ok_or_else(|| Error::config("token", "bearer authentication needs a token"))?;
+                Some((AUTHORIZATION, auth::bearer(token)?))
+            }
+            AuthScheme::ApiKey => {
+                let (Some(name), Some(key)) = (&self.api_key_header, &self.token) else {
+                    return Err(Error::config(
+                        "api_key",
+                        "API key authentication needs a header name and a key",
+                    ));
+                };
+                if self.headers.iter().any(|h| h.header_name() == name) {
+                    return Err(Error::InvalidHeader {
+                        name: name.to_string(),
+                        reason: "it is both the API key's header and a custom header".into(),
+                    });
+                }
+                Some((
+                    name.clone(),
+                    auth::sensitive(key.expose_secret(), "api_key")?,
+                ))
+            }
+        })
     }
 
     pub(crate) fn to_stored(&self) -> StoredPreferences {
@@ -384,6 +529,23 @@ impl Preferences {
                 .collect(),
             mask_phone: self.mask_phone,
             omit_result_notes: self.omit_result_notes,
+            method: self.method,
+            key_names: self
+                .key_names
+                .renames()
+                .map(|(k, n)| (k.to_owned(), n.to_owned()))
+                .collect(),
+            headers: self
+                .headers
+                .iter()
+                .map(|h| StoredHeader {
+                    name: h.name().to_owned(),
+                    value: h.text().expose_secret().to_owned(),
+                    secret: h.is_secret(),
+                })
+                .collect(),
+            token: self.token.as_ref().map(|t| t.expose_secret().to_owned()),
+            api_key_header: self.api_key_header.as_ref().map(|h| h.as_str().to_owned()),
         }
     }
 
@@ -395,7 +557,25 @@ impl Preferences {
             .time_zone(&stored.time_zone)
             .attempt_timeout(Duration::from_millis(stored.attempt_timeout_ms))
             .mask_phone(stored.mask_phone)
-            .omit_result_notes(stored.omit_result_notes);
+            .omit_result_notes(stored.omit_result_notes)
+            .method(stored.method);
+        for (key, name) in &stored.key_names {
+            update = update.key_name(key, name);
+        }
+        for header in &stored.headers {
+            update = if header.secret {
+                update.secret_header(&header.name, header.value.as_str())
+            } else {
+                update.header(&header.name, header.value.as_str())
+            };
+        }
+        if let Some(token) = &stored.token {
+            update.token = update
+                .keep(auth::check_token("token", token).map(|()| Secret::new(token.as_str())));
+        }
+        if let Some(name) = &stored.api_key_header {
+            update.api_key_header = update.keep(request::check_header_name(name));
+        }
         if let Some(url) = &stored.url {
             update = update.url(url);
         }
@@ -439,6 +619,11 @@ impl fmt::Debug for Preferences {
             .field("signing_secrets", &self.signing_secrets.len())
             .field("mask_phone", &self.mask_phone)
             .field("omit_result_notes", &self.omit_result_notes)
+            .field("method", &self.method)
+            .field("key_names", &self.key_names)
+            .field("headers", &self.headers)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("api_key_header", &self.api_key_header)
             .finish()
     }
 }
@@ -466,10 +651,35 @@ pub(crate) struct StoredPreferences {
     mask_phone: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     omit_result_notes: bool,
+    #[serde(default, skip_serializing_if = "is_default")]
+    method: Method,
+    /// Page key to the name it is sent under; only the renamed ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    key_names: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    headers: Vec<StoredHeader>,
+    /// The bearer token or API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    api_key_header: Option<String>,
+}
+
+/// A custom header as stored, its value in the clear (secret or not).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredHeader {
+    name: String,
+    value: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    secret: bool,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 impl Drop for StoredPreferences {
@@ -480,7 +690,21 @@ impl Drop for StoredPreferences {
         for secret in &mut self.signing_secrets {
             zeroize::Zeroize::zeroize(secret);
         }
+        if let Some(token) = self.token.as_mut() {
+            zeroize::Zeroize::zeroize(token);
+        }
+        for header in &mut self.headers {
+            zeroize::Zeroize::zeroize(&mut header.value);
+        }
     }
+}
+
+/// A change to the custom headers, applied in the order given.
+#[derive(Debug)]
+enum HeaderChange {
+    Set(CustomHeader),
+    Remove(HeaderName),
+    Clear,
 }
 
 /// A change to the signing secrets, applied in the order given.
@@ -531,6 +755,12 @@ pub struct PreferencesUpdate {
     signing: Vec<SigningChange>,
     mask_phone: Option<bool>,
     omit_result_notes: Option<bool>,
+    method: Option<Method>,
+    key_renames: Vec<(String, String)>,
+    reset_key_names: bool,
+    headers: Vec<HeaderChange>,
+    token: Option<Secret>,
+    api_key_header: Option<HeaderName>,
     error: Option<Error>,
 }
 
@@ -587,15 +817,204 @@ impl PreferencesUpdate {
         self
     }
 
-    /// Chooses how the credentials are sent.
+    /// Chooses how the account authenticates (see [`AuthScheme`]). [`bearer_token`] and
+    /// [`api_key`] choose their scheme themselves; this switches between the schemes without
+    /// forgetting what each needs (credentials, token, header). Checked when the update is
+    /// applied: `Bearer` needs a token and `ApiKey` a token and a header, set now or before.
+    ///
+    /// [`bearer_token`]: Self::bearer_token
+    /// [`api_key`]: Self::api_key
     pub fn auth_scheme(mut self, scheme: AuthScheme) -> Self {
         self.auth_scheme = Some(scheme);
         self
     }
 
-    /// Chooses the body encoding.
+    /// Chooses the body encoding of a `POST`: [`Encoding::Form`] or [`Encoding::Json`].
+    /// [`Encoding::Query`] is refused (field `encoding`): choose [`Method::Get`] with
+    /// [`method`](Self::method) instead.
     pub fn encoding(mut self, encoding: Encoding) -> Self {
-        self.encoding = Some(encoding);
+        if encoding == Encoding::Query {
+            self.keep::<()>(Err(Error::config(
+                "encoding",
+                "`query` is chosen with the GET method, not as an encoding",
+            )));
+        } else {
+            self.encoding = Some(encoding);
+        }
+        self
+    }
+
+    /// Sends `Authorization: Bearer <token>` ([`AuthScheme::Bearer`]). The token is a secret:
+    /// zeroized, never shown, audited as `token`.
+    ///
+    /// The first error is kept and returned when the update is applied:
+    /// [`Error::InvalidConfig`] (field `token`) when the token is empty, longer than
+    /// [`MAX_TOKEN_BYTES`](crate::limits::MAX_TOKEN_BYTES) or holds a control character.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use call_result_webhook::{PreferencesUpdate, Principal, account::Account, auth::AuthScheme};
+    ///
+    /// let mut account = Account::new("acme");
+    /// let record = account.update_preferences(
+    ///     &Principal::administrator("alice"),
+    ///     PreferencesUpdate::new().url("https://crm.example/hook").bearer_token("eyJhbGciOi.x.y"),
+    /// )?;
+    /// assert_eq!(record.fields, ["url", "auth_scheme", "token"]);
+    /// assert_eq!(account.preferences().auth_scheme(), AuthScheme::Bearer);
+    /// assert!(!format!("{:?}", account.preferences()).contains("eyJhbGciOi"));
+    /// # Ok::<(), call_result_webhook::Error>(())
+    /// ```
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        let token = Secret::new(token);
+        if self
+            .keep(auth::check_token("token", token.expose_secret()))
+            .is_some()
+        {
+            self.token = Some(token);
+            self.auth_scheme = Some(AuthScheme::Bearer);
+        }
+        self
+    }
+
+    /// Sends the API key `key` in the header `header` (`X-Api-Key: <key>`), with no
+    /// `Authorization` header ([`AuthScheme::ApiKey`]). The key is a secret: zeroized, never
+    /// shown, audited as `token`; the header name is audited as `api_key_header`.
+    ///
+    /// The first error is kept and returned when the update is applied:
+    /// [`Error::InvalidHeader`] naming the header when it is not an HTTP token, is longer than
+    /// [`MAX_HEADER_NAME_BYTES`](crate::limits::MAX_HEADER_NAME_BYTES) or is one the crate sets
+    /// itself ([`is_reserved_header`](crate::request::is_reserved_header)), or is also a
+    /// custom header; [`Error::InvalidConfig`] (field `api_key`) when the key is empty, too
+    /// long or holds a control character.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use call_result_webhook::{PreferencesUpdate, Principal, account::Account};
+    ///
+    /// let mut account = Account::new("acme");
+    /// account.update_preferences(
+    ///     &Principal::administrator("alice"),
+    ///     PreferencesUpdate::new().url("https://crm.example/hook").api_key("X-Api-Key", "k-123"),
+    /// )?;
+    /// assert_eq!(account.preferences().api_key_header(), Some("x-api-key"));
+    /// # Ok::<(), call_result_webhook::Error>(())
+    /// ```
+    pub fn api_key(mut self, header: &str, key: impl Into<String>) -> Self {
+        let key = Secret::new(key);
+        let name = self.keep(request::check_header_name(header));
+        let checked = self.keep(auth::check_token("api_key", key.expose_secret()));
+        if let (Some(name), Some(())) = (name, checked) {
+            self.api_key_header = Some(name);
+            self.token = Some(key);
+            self.auth_scheme = Some(AuthScheme::ApiKey);
+        }
+        self
+    }
+
+    /// Adds the header `name: value` to every request, or replaces the value of the custom
+    /// header of that name (names are case-insensitive). At most
+    /// [`MAX_CUSTOM_HEADERS`](crate::limits::MAX_CUSTOM_HEADERS); audited as `headers`.
+    ///
+    /// The first error is kept and returned when the update is applied: as
+    /// [`CustomHeader::new`], and [`Error::InvalidConfig`] (field `headers`) when the account
+    /// would have more than 16.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use call_result_webhook::{Error, PreferencesUpdate, Principal, account::Account};
+    ///
+    /// let mut account = Account::new("acme");
+    /// let admin = Principal::administrator("alice");
+    /// account.update_preferences(
+    ///     &admin,
+    ///     PreferencesUpdate::new().header("X-Tenant", "acme").secret_header("X-Shared-Key", "k3y"),
+    /// )?;
+    /// assert_eq!(account.preferences().headers().len(), 2);
+    ///
+    /// // A header the crate sets itself is refused, and nothing changes.
+    /// let err = account
+    ///     .update_preferences(&admin, PreferencesUpdate::new().header("host", "evil.example"))
+    ///     .unwrap_err();
+    /// assert!(matches!(err, Error::InvalidHeader { .. }));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        if let Some(h) = self.keep(CustomHeader::new(name, value)) {
+            self.headers.push(HeaderChange::Set(h));
+        }
+        self
+    }
+
+    /// As [`header`](Self::header), for a value that is secret: zeroized, redacted in every
+    /// `Debug`, sent as a sensitive header value.
+    pub fn secret_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        if let Some(h) = self.keep(CustomHeader::secret(name, value)) {
+            self.headers.push(HeaderChange::Set(h));
+        }
+        self
+    }
+
+    /// Stops sending the custom header `name` (case-insensitive); a name not set is no change.
+    pub fn remove_header(mut self, name: &str) -> Self {
+        // A name that is not a header name cannot be set, so there is nothing to remove.
+        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+            self.headers.push(HeaderChange::Remove(name));
+        }
+        self
+    }
+
+    /// Stops sending every custom header.
+    pub fn clear_headers(mut self) -> Self {
+        self.headers.push(HeaderChange::Clear);
+        self
+    }
+
+    /// Sends the payload key `key` (one of the ten, for example `PhoneCalled`) under `name`
+    /// (`phone`), in its place, in form and JSON bodies and `GET` queries alike. Renaming a
+    /// key to its own name undoes a rename. Audited as `key_names`.
+    ///
+    /// The first error is kept and returned when the update is applied: as
+    /// [`KeyNames::from_renames`], checked on the names the account ends up with (so two keys
+    /// may swap names in one update).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use call_result_webhook::{PreferencesUpdate, Principal, account::Account};
+    ///
+    /// let mut account = Account::new("acme");
+    /// account.update_preferences(
+    ///     &Principal::administrator("alice"),
+    ///     PreferencesUpdate::new().key_name("PhoneCalled", "phone").key_name("Reference", "ref"),
+    /// )?;
+    /// assert_eq!(account.preferences().key_names().name("PhoneCalled"), Some("phone"));
+    /// # Ok::<(), call_result_webhook::Error>(())
+    /// ```
+    pub fn key_name(mut self, key: &str, name: &str) -> Self {
+        // Duplicates are checked when the update is applied, on the names the account ends
+        // up with.
+        if self.keep(KeyNames::check_rename(key, name)).is_some() {
+            self.key_renames.push((key.to_owned(), name.to_owned()));
+        }
+        self
+    }
+
+    /// Sends every key under the page's own name again.
+    pub fn clear_key_names(mut self) -> Self {
+        self.reset_key_names = true;
+        self.key_renames.clear();
+        self
+    }
+
+    /// Chooses how call results travel: [`Method::Post`] (the default) or [`Method::Get`].
+    /// Applies to call results submitted from now on; a body already accepted is sent as it
+    /// was fixed. Audited as `method`.
+    pub fn method(mut self, method: Method) -> Self {
+        self.method = Some(method);
         self
     }
 
@@ -888,6 +1307,276 @@ mod tests {
         let json = serde_json::to_string(&Preferences::default().to_stored()).unwrap();
         assert!(!json.contains("mask_phone") && !json.contains("omit_result_notes"));
         assert!(!json.contains("signing_secrets"));
+    }
+
+    mod options {
+        use super::*;
+        use crate::limits::MAX_CUSTOM_HEADERS;
+
+        fn header(p: &Preferences) -> Option<(&str, &str)> {
+            p.auth_header()
+                .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+        }
+
+        #[test]
+        fn each_auth_kind_makes_its_header_and_needs_what_it_sends() {
+            let p = apply(
+                &Preferences::default(),
+                PreferencesUpdate::new().credentials("user", "passwd"),
+            )
+            .unwrap();
+            assert_eq!(
+                header(&p),
+                Some(("authorization", "Basic dXNlcjpwYXNzd2Q="))
+            );
+
+            let (none, changed) = p
+                .with_update(PreferencesUpdate::new().auth_scheme(AuthScheme::None))
+                .unwrap();
+            assert_eq!(changed, ["auth_scheme"]);
+            assert_eq!(header(&none), None);
+            assert!(
+                none.has_password(),
+                "credentials are kept for a switch back"
+            );
+
+            let (bearer, changed) = none
+                .with_update(PreferencesUpdate::new().bearer_token("t0k"))
+                .unwrap();
+            assert_eq!(changed, ["auth_scheme", "token"]);
+            assert_eq!(header(&bearer), Some(("authorization", "Bearer t0k")));
+            assert!(bearer.auth_header().unwrap().1.is_sensitive());
+
+            let (key, changed) = bearer
+                .with_update(PreferencesUpdate::new().api_key("X-Api-Key", "k3y"))
+                .unwrap();
+            assert_eq!(changed, ["auth_scheme", "token", "api_key_header"]);
+            assert_eq!(header(&key), Some(("x-api-key", "k3y")));
+            assert!(key.auth_header().unwrap().1.is_sensitive());
+            assert_eq!(key.api_key_header(), Some("x-api-key"));
+
+            // Switching schemes keeps what each needs.
+            let back = apply(
+                &key,
+                PreferencesUpdate::new().auth_scheme(AuthScheme::Slash),
+            )
+            .unwrap();
+            assert_eq!(header(&back), Some(("authorization", "dXNlci9wYXNzd2Q=")));
+
+            // A scheme without what it sends is refused, and nothing changes.
+            let fresh = Preferences::default();
+            let err = apply(
+                &fresh,
+                PreferencesUpdate::new().auth_scheme(AuthScheme::Bearer),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidConfig { field: "token", .. }),
+                "{err}"
+            );
+            let err = apply(
+                &fresh,
+                PreferencesUpdate::new().auth_scheme(AuthScheme::ApiKey),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::InvalidConfig {
+                        field: "api_key",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+
+        #[test]
+        fn bad_tokens_and_key_headers_are_refused_naming_the_field_or_header() {
+            let p = Preferences::default();
+            for (update, field) in [
+                (PreferencesUpdate::new().bearer_token(""), "token"),
+                (
+                    PreferencesUpdate::new().bearer_token("t\r\nX-Evil: SECRETVALUE"),
+                    "token",
+                ),
+                (
+                    PreferencesUpdate::new().api_key("X-Api-Key", "SECRETVALUE\n"),
+                    "api_key",
+                ),
+            ] {
+                let err = apply(&p, update).unwrap_err();
+                assert!(
+                    matches!(&err, Error::InvalidConfig { field: f, .. } if *f == field),
+                    "{err}"
+                );
+                assert!(!format!("{err} {err:?}").contains("SECRETVALUE"));
+            }
+            for name in ["Authorization", "x api key", "", "Webhook-Id"] {
+                let err =
+                    apply(&p, PreferencesUpdate::new().api_key(name, "SECRETVALUE")).unwrap_err();
+                assert!(matches!(err, Error::InvalidHeader { .. }), "{name}: {err}");
+                assert!(!format!("{err} {err:?}").contains("SECRETVALUE"));
+            }
+            let err = apply(
+                &p,
+                PreferencesUpdate::new()
+                    .header("X-Api-Key", "plain")
+                    .api_key("x-api-key", "SECRETVALUE"),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidHeader { name, .. } if name == "x-api-key"),
+                "{err}"
+            );
+        }
+
+        #[test]
+        fn custom_headers_are_set_replaced_removed_and_capped() {
+            let (p, changed) = Preferences::default()
+                .with_update(
+                    PreferencesUpdate::new()
+                        .header("X-Tenant", "acme")
+                        .secret_header("X-Shared", "s3cr3t")
+                        .header("x-tenant", "acme-2"),
+                )
+                .unwrap();
+            assert_eq!(changed, ["headers"]);
+            let shown: Vec<_> = p.headers().iter().map(|h| (h.name(), h.value())).collect();
+            assert_eq!(shown, [("x-tenant", Some("acme-2")), ("x-shared", None)]);
+            assert!(!format!("{p:?}").contains("s3cr3t"));
+
+            let (same, changed) = p
+                .with_update(PreferencesUpdate::new().header("X-Tenant", "acme-2"))
+                .unwrap();
+            assert!(changed.is_empty());
+            let removed = apply(&same, PreferencesUpdate::new().remove_header("X-TENANT")).unwrap();
+            assert_eq!(removed.headers().len(), 1);
+            let cleared = apply(&same, PreferencesUpdate::new().clear_headers()).unwrap();
+            assert!(cleared.headers().is_empty());
+
+            let mut full = PreferencesUpdate::new();
+            for i in 0..MAX_CUSTOM_HEADERS {
+                full = full.header(&format!("X-H{i}"), "v");
+            }
+            let p = apply(&Preferences::default(), full).unwrap();
+            assert_eq!(p.headers().len(), MAX_CUSTOM_HEADERS);
+            let err =
+                apply(&p, PreferencesUpdate::new().header("X-One-Too-Many", "v")).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::InvalidConfig {
+                        field: "headers",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            // Replacing one at the cap is fine.
+            assert!(apply(&p, PreferencesUpdate::new().header("X-H0", "w")).is_ok());
+        }
+
+        #[test]
+        fn key_names_are_checked_on_the_result() {
+            let (p, changed) = Preferences::default()
+                .with_update(
+                    PreferencesUpdate::new()
+                        .key_name("PhoneCalled", "Reference")
+                        .key_name("Reference", "PhoneCalled"),
+                )
+                .unwrap();
+            assert_eq!(changed, ["key_names"]);
+            assert_eq!(p.key_names().name("PhoneCalled"), Some("Reference"));
+            // Kept across updates, and checked with the ones kept.
+            let err = apply(
+                &p,
+                PreferencesUpdate::new().key_name("Result", "PhoneCalled"),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::InvalidConfig {
+                        field: "key_names",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            let p2 = apply(&p, PreferencesUpdate::new().key_name("Result", "outcome")).unwrap();
+            assert_eq!(p2.key_names().renames().count(), 3);
+            for bad in [("PhoneCalled", ""), ("Phone", "phone")] {
+                assert!(apply(&p, PreferencesUpdate::new().key_name(bad.0, bad.1)).is_err());
+            }
+            let reset = apply(&p2, PreferencesUpdate::new().clear_key_names()).unwrap();
+            assert!(reset.key_names().is_default());
+        }
+
+        #[test]
+        fn method_is_named_and_query_is_not_an_encoding() {
+            let (p, changed) = Preferences::default()
+                .with_update(PreferencesUpdate::new().method(Method::Get))
+                .unwrap();
+            assert_eq!(changed, ["method"]);
+            assert_eq!(p.method(), Method::Get);
+            let err = apply(&p, PreferencesUpdate::new().encoding(Encoding::Query)).unwrap_err();
+            assert!(matches!(
+                err,
+                Error::InvalidConfig {
+                    field: "encoding",
+                    ..
+                }
+            ));
+        }
+
+        #[test]
+        fn every_option_is_stored_and_restored_and_never_shown() {
+            let (p, _) = Preferences::default()
+                .with_update(
+                    PreferencesUpdate::new()
+                        .url("https://example.com/h")
+                        .api_key("X-Api-Key", "KEY-VALUE-1")
+                        .header("X-Tenant", "acme")
+                        .secret_header("X-Shared", "SHARED-VALUE-2")
+                        .key_name("PhoneCalled", "phone")
+                        .method(Method::Get),
+                )
+                .unwrap();
+            let back = Preferences::from_stored(&p.to_stored()).unwrap();
+            assert_eq!(format!("{p:?}"), format!("{back:?}"));
+            assert_eq!(back.auth_header(), p.auth_header());
+            assert_eq!(back.headers(), p.headers());
+            assert!(back.headers()[1].is_secret());
+            assert_eq!(back.key_names(), p.key_names());
+            assert_eq!(back.method(), Method::Get);
+            let bearer = apply(&p, PreferencesUpdate::new().bearer_token("TOKEN-VALUE-3")).unwrap();
+            let back = Preferences::from_stored(&bearer.to_stored()).unwrap();
+            assert_eq!(back.auth_header(), bearer.auth_header());
+
+            let update = PreferencesUpdate::new()
+                .bearer_token("TOKEN-VALUE-3")
+                .api_key("X-Api-Key", "KEY-VALUE-1")
+                .secret_header("X-Shared", "SHARED-VALUE-2");
+            let shown = format!("{p:?} {p:#?} {bearer:?} {update:?} {update:#?}");
+            for secret in ["KEY-VALUE-1", "SHARED-VALUE-2", "TOKEN-VALUE-3"] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+            // The search looks for text that is really there: the stored form holds it.
+            let json = serde_json::to_string(&bearer.to_stored()).unwrap();
+            assert!(json.contains("TOKEN-VALUE-3") && json.contains("SHARED-VALUE-2"));
+        }
+
+        #[test]
+        fn an_account_stored_by_the_previous_release_loads_and_stores_unchanged() {
+            let old = r#"{"enabled":true,"url":"https://example.com/h","username":"u","password":"pw","auth_scheme":"slash","encoding":"json","time_zone":"UTC","attempt_timeout_ms":15000}"#;
+            let stored: StoredPreferences = serde_json::from_str(old).unwrap();
+            let p = Preferences::from_stored(&stored).unwrap();
+            assert_eq!(p.auth_scheme(), AuthScheme::Slash);
+            assert_eq!(p.method(), Method::Post);
+            assert!(p.headers().is_empty() && p.key_names().is_default() && !p.has_token());
+            assert_eq!(serde_json::to_string(&p.to_stored()).unwrap(), old);
+        }
     }
 
     mod signing {
