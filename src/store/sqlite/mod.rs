@@ -5,7 +5,10 @@
 //! each operation inside its own savepoint, commits the lot in one transaction with one fsync
 //! (`synchronous = FULL` in WAL mode) and only then answers each caller with its own result.
 //! Reads use a small pool of separate connections, which WAL lets run beside the writer. A
-//! third connection checkpoints the WAL in the background, so commits never wait for one.
+//! third connection copies the WAL into the file in the background (passive checkpoints), and
+//! the writer keeps the WAL under [`SqliteStoreBuilder::wal_limit`]: once the `-wal` file has
+//! grown past half the limit, it checkpoints what is left and truncates the log between two
+//! batches, so the log is reset however steady the writes are.
 
 mod claims;
 mod outbox;
@@ -37,10 +40,9 @@ use rows::{
     sql_limit, stored_states, to_nanos,
 };
 use schema::{
-    JOURNAL_SIZE_LIMIT, MIGRATIONS, check_schema, create_private_file, migrate, open_connection,
-    open_reader,
+    MIGRATIONS, check_schema, create_private_file, migrate, open_connection, open_reader,
 };
-use writer::{Job, Op, Writer, checkpoint_loop, writer_stopped};
+use writer::{Job, Op, WalBound, Writer, checkpoint_loop, writer_stopped};
 
 /// Read connections kept open between reads; more are opened under load and closed after.
 const MAX_IDLE_READERS: usize = 4;
@@ -99,6 +101,7 @@ pub struct SqliteStoreBuilder {
     path: PathBuf,
     commit: CommitMode,
     max_pending: usize,
+    wal_limit: u64,
 }
 
 impl SqliteStoreBuilder {
@@ -116,6 +119,28 @@ impl SqliteStoreBuilder {
         self
     }
 
+    /// The most the write-ahead log (the `-wal` file beside the outbox) may hold, in bytes;
+    /// [`SqliteStore::DEFAULT_WAL_LIMIT`] (64 MiB) unless set.
+    ///
+    /// Every commit appends the pages it changed to the log; checkpoints copy them into the
+    /// file. Once the log has grown past half this limit, the writer checkpoints what is left
+    /// and truncates the log to nothing, between two batches, however steady the writes are.
+    /// The log passes the limit only by the batch being committed as it crosses half of it,
+    /// or while a read holds the log for longer than the busy timeout (5 s): the checkpoint
+    /// then gives up and the writer tries again once the log has grown by another eighth of
+    /// the limit. A lower limit means more frequent checkpoints, each the writer waits for.
+    /// The same value is the file's `journal_size_limit`.
+    ///
+    /// # Errors
+    ///
+    /// [`open`](Self::open) returns [`Error::InvalidConfig`] (field `wal_limit`) for a limit
+    /// below [`SqliteStore::MIN_WAL_LIMIT`] (4 MiB): the log would be checkpointed every few
+    /// batches.
+    pub fn wal_limit(mut self, bytes: u64) -> Self {
+        self.wal_limit = bytes;
+        self
+    }
+
     /// Opens (or creates) the file, migrates its schema to this version, and starts the
     /// writer.
     ///
@@ -127,7 +152,9 @@ impl SqliteStoreBuilder {
     /// # Errors
     ///
     /// - [`Error::InvalidConfig`] for a `max_batch` of 0 in [`CommitMode::Group`] (field
-    ///   `max_batch`), or an empty path or `:memory:` (field `path`): nothing would be durable.
+    ///   `max_batch`), a [`wal_limit`](Self::wal_limit) below [`SqliteStore::MIN_WAL_LIMIT`]
+    ///   (field `wal_limit`), or an empty path or `:memory:` (field `path`): nothing would be
+    ///   durable.
     /// - [`Error::Store`] if the file cannot be created or opened, the file system refuses WAL
     ///   mode, the file is a database but not an outbox, its schema version is newer than this
     ///   release knows, the migration fails, or the writer or checkpoint thread cannot start.
@@ -144,7 +171,8 @@ impl SqliteStoreBuilder {
 ///   [`CommitMode`]); a write that fails (an id stored for another call result, an unknown
 ///   delivery) fails alone.
 /// - Bounded: past [`max_pending`](SqliteStore::max_pending) pending deliveries, `insert`
-///   returns [`Error::StoreFull`] and stores nothing.
+///   returns [`Error::StoreFull`] and stores nothing; the write-ahead log stays under
+///   [`wal_limit`](SqliteStoreBuilder::wal_limit) however steady the writes.
 /// - Small in memory: pending deliveries stay in the file; reads fetch only what they return.
 ///
 /// One process per file: the file is locked for the store's life, and a second store on it is
@@ -195,6 +223,7 @@ pub struct SqliteStore {
     path: PathBuf,
     commit: CommitMode,
     max_pending: usize,
+    wal_limit: u64,
     jobs: Option<Sender<Job>>,
     writer: Option<JoinHandle<()>>,
     checkpointer: Option<JoinHandle<()>>,
@@ -218,6 +247,7 @@ impl fmt::Debug for SqliteStore {
             .field("path", &self.path)
             .field("commit", &self.commit)
             .field("max_pending", &self.max_pending)
+            .field("wal_limit", &self.wal_limit)
             .finish_non_exhaustive()
     }
 }
@@ -226,6 +256,10 @@ impl SqliteStore {
     /// The default [`max_pending`](SqliteStore::max_pending): the most deliveries that may be
     /// pending at once.
     pub const DEFAULT_MAX_PENDING: usize = 1_000_000;
+    /// The default [`wal_limit`](SqliteStoreBuilder::wal_limit): 64 MiB.
+    pub const DEFAULT_WAL_LIMIT: u64 = 64 * 1024 * 1024;
+    /// The lowest [`wal_limit`](SqliteStoreBuilder::wal_limit) accepted: 4 MiB.
+    pub const MIN_WAL_LIMIT: u64 = 4 * 1024 * 1024;
 
     /// Opens (or creates) the outbox file at `path` with group commit and the default
     /// [`max_pending`](SqliteStore::max_pending). See [`SqliteStoreBuilder::open`].
@@ -245,6 +279,7 @@ impl SqliteStore {
             path: path.as_ref().to_path_buf(),
             commit: CommitMode::default(),
             max_pending: Self::DEFAULT_MAX_PENDING,
+            wal_limit: Self::DEFAULT_WAL_LIMIT,
         }
     }
 
@@ -264,6 +299,12 @@ impl SqliteStore {
         self.commit
     }
 
+    /// The most the write-ahead log may hold, in bytes: see
+    /// [`SqliteStoreBuilder::wal_limit`].
+    pub fn wal_limit(&self) -> u64 {
+        self.wal_limit
+    }
+
     /// How many transactions (and so fsyncs of the log) the writer has committed since the
     /// store was opened. Writes divided by this is the average group-commit batch.
     pub fn transactions_committed(&self) -> u64 {
@@ -275,10 +316,17 @@ impl SqliteStore {
             path,
             commit,
             max_pending,
+            wal_limit,
         } = options;
         let (max_batch, max_wait) = commit.limits();
         if max_batch == 0 {
             return Err(Error::config("max_batch", "must be at least 1"));
+        }
+        if wal_limit < Self::MIN_WAL_LIMIT {
+            return Err(Error::config(
+                "wal_limit",
+                format_args!("must be at least {} bytes (4 MiB)", Self::MIN_WAL_LIMIT),
+            ));
         }
         // SQLite reads these as private, in-memory databases: nothing would be durable.
         if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
@@ -300,9 +348,11 @@ impl SqliteStore {
                 source: None,
             });
         }
-        // Checkpoints run on their own connection, off the commit path.
+        // Passive checkpoints run on their own connection, off the commit path; the writer
+        // truncates the log itself when it passes half the limit (`WalBound`).
+        let journal_size_limit = i64::try_from(wal_limit).unwrap_or(i64::MAX);
         conn.pragma_update(None, "wal_autocheckpoint", 0)
-            .and_then(|()| conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT))
+            .and_then(|()| conn.pragma_update(None, "journal_size_limit", journal_size_limit))
             .map_err(|e| Error::store("configuring the write connection", e))?;
         migrate(&mut conn, &path, MIGRATIONS)?;
         let pending: i64 = conn
@@ -327,9 +377,12 @@ impl SqliteStore {
             .map_err(|e| Error::store("opening the checkpoint connection", e))?;
 
         let (wake_tx, wake_rx) = mpsc::sync_channel(1);
+        // One checkpoint at a time: SQLite refuses a second at once rather than wait for it.
+        let checkpointing = Arc::new(Mutex::new(()));
+        let background = Arc::clone(&checkpointing);
         let checkpointer = std::thread::Builder::new()
             .name("outbox-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpoint_conn, wake_rx))
+            .spawn(move || checkpoint_loop(checkpoint_conn, wake_rx, &background))
             .map_err(|e| Error::store("starting the checkpoint thread", e))?;
 
         let commits = Arc::new(AtomicU64::new(0));
@@ -346,6 +399,7 @@ impl SqliteStore {
             since_prune: 0,
             expected: max_batch,
             commits: Arc::clone(&commits),
+            wal: WalBound::new(&path, wal_limit, checkpointing),
         };
         let writer = std::thread::Builder::new()
             .name("outbox-writer".into())
@@ -356,6 +410,7 @@ impl SqliteStore {
             path,
             commit,
             max_pending,
+            wal_limit,
             jobs: Some(jobs_tx),
             writer: Some(writer),
             checkpointer: Some(checkpointer),

@@ -14,8 +14,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Page cache per connection, in KiB (`PRAGMA cache_size = -N`): the file may hold a million
 /// pending deliveries, and none of them is loaded into memory wholesale.
 const CACHE_SIZE_KIB: i64 = 8 * 1024;
-/// The WAL file is truncated back to this size after a checkpoint if it grew past it.
-pub(super) const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 64;
 

@@ -975,3 +975,79 @@ fn settings_saved_before_versions_are_in_every_snapshot() {
         (vec![r#"{"v":2}"#.to_owned()], 2)
     );
 }
+
+#[test]
+fn the_wal_stays_under_its_limit_while_several_threads_write_well_past_it() {
+    const THREADS: usize = 8;
+    const EACH: usize = 1_500;
+    const LIMIT: u64 = SqliteStore::MIN_WAL_LIMIT;
+    // One insert changes a handful of pages (the row, the id index, the due index, the
+    // counts), each a frame of 4 KiB and a header: a batch holds at most one write per thread.
+    const BATCH_WORTH: u64 = THREADS as u64 * 8 * (4096 + 24);
+    let dir = tempfile::tempdir().unwrap();
+    let path = in_dir(&dir);
+    let store = SqliteStore::builder(&path).wal_limit(LIMIT).open().unwrap();
+    assert_eq!(store.wal_limit(), LIMIT);
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (peak, resets) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let (mut peak, mut last, mut resets) = (0, 0, 0);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+                peak = peak.max(len);
+                resets += u32::from(len < last);
+                last = len;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            (peak, resets)
+        });
+        let writers: Vec<_> = (0..THREADS)
+            .map(|thread| {
+                let store = &store;
+                s.spawn(move || {
+                    for d in new_deliveries("acme", &format!("t{thread}"), EACH) {
+                        store.insert(&[d]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        sampler.join().unwrap()
+    });
+    eprintln!("-wal peak {peak} bytes, reset {resets} times, limit {LIMIT}");
+    // Each reset follows at least half the limit written: well past the limit in all.
+    assert!(resets >= 4, "the log was reset {resets} times");
+    assert!(
+        peak <= LIMIT + BATCH_WORTH,
+        "the log reached {peak} bytes, limit {LIMIT} + one batch {BATCH_WORTH}"
+    );
+    let stats = store.stats(&"acme".into(), None).unwrap();
+    assert_eq!(stats.pending, (THREADS * EACH) as u64);
+}
+
+#[test]
+fn a_wal_limit_under_the_minimum_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = SqliteStore::builder(in_dir(&dir))
+        .wal_limit(SqliteStore::MIN_WAL_LIMIT - 1)
+        .open()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidConfig {
+                field: "wal_limit",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        !in_dir(&dir).exists(),
+        "nothing is created for a refused setting"
+    );
+}

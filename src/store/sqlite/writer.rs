@@ -1,9 +1,10 @@
-//! The writer thread, which owns the only write connection and commits writes in groups, and
-//! the checkpoint loop it wakes.
+//! The writer thread, which owns the only write connection, commits writes in groups and keeps
+//! the write-ahead log under its bound, and the checkpoint loop it wakes.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -24,6 +25,12 @@ use super::rows::{
 
 /// The writer wakes the checkpointer after this many commits.
 const CHECKPOINT_EVERY: u32 = 64;
+/// The writer truncates the write-ahead log once the `-wal` file is past this share of the
+/// limit: the batch that crosses it, and a checkpoint that has to try again, stay under it.
+const WAL_RESET_SHARE: u64 = 2;
+/// After a truncating checkpoint that could not finish (a read held the log past the busy
+/// timeout), the writer tries again once the log has grown by this share of the limit.
+const WAL_RETRY_SHARE: u64 = 8;
 /// The writer forgets delivered ids past their retention after this many commits, at most
 /// [`PRUNE_BATCH`] at a time, in a transaction of its own.
 pub(super) const PRUNE_EVERY: u32 = 64;
@@ -75,6 +82,37 @@ pub(super) struct Writer {
     /// The size of the last batch: how many writes the next one waits for.
     pub(super) expected: usize,
     pub(super) commits: Arc<AtomicU64>,
+    pub(super) wal: WalBound,
+}
+
+/// What the writer needs to keep the write-ahead log under its limit.
+///
+/// The `-wal` file's length is what the limit is about, and it is cheap to read (one `stat`
+/// after each batch). Truncating checkpoints set it back to zero, so it also counts the pages
+/// appended since the last one. (A log reset by SQLite alone, after a passive checkpoint
+/// copied everything, keeps its length: then the length is more than what the log holds,
+/// and the next truncation only comes sooner.)
+pub(super) struct WalBound {
+    path: PathBuf,
+    limit: u64,
+    /// The length past which the next truncating checkpoint runs.
+    next_at: u64,
+    /// Held during every checkpoint, the background one's included: SQLite answers busy at
+    /// once, without waiting, to a checkpoint while another runs.
+    checkpointing: Arc<Mutex<()>>,
+}
+
+impl WalBound {
+    pub(super) fn new(db: &Path, limit: u64, checkpointing: Arc<Mutex<()>>) -> WalBound {
+        let mut path = db.as_os_str().to_owned();
+        path.push("-wal");
+        WalBound {
+            path: PathBuf::from(path),
+            limit,
+            next_at: limit / WAL_RESET_SHARE,
+            checkpointing,
+        }
+    }
 }
 
 impl Writer {
@@ -93,6 +131,41 @@ impl Writer {
             }
             if self.since_prune >= PRUNE_EVERY {
                 self.prune();
+            }
+            self.bound_wal();
+        }
+    }
+
+    /// Between two batches, after the callers have their answers: once the `-wal` file is past
+    /// half the limit, copies what the background checkpoints have not copied yet into the
+    /// file, waits for reads that still use the log (with the busy timeout), and truncates the
+    /// log to nothing. No write runs meanwhile: this thread is the only writer.
+    fn bound_wal(&mut self) {
+        let Ok(len) = std::fs::metadata(&self.wal.path).map(|m| m.len()) else {
+            // No log yet, or none left: nothing to bound.
+            return;
+        };
+        if len < self.wal.next_at {
+            return;
+        }
+        let done = {
+            let _one_at_a_time = crate::sync::lock(&self.wal.checkpointing);
+            self.conn
+                .prepare_cached("PRAGMA wal_checkpoint(TRUNCATE)")
+                .and_then(|mut stmt| stmt.query_row([], |row| row.get::<_, i64>(0)))
+        };
+        match done {
+            Ok(0) => self.wal.next_at = self.wal.limit / WAL_RESET_SHARE,
+            Ok(_) => {
+                self.wal.next_at = len.saturating_add(self.wal.limit / WAL_RETRY_SHARE);
+                tracing::warn!(
+                    wal_bytes = len,
+                    "a read held the outbox log past the busy timeout; truncating it later"
+                );
+            }
+            Err(e) => {
+                self.wal.next_at = len.saturating_add(self.wal.limit / WAL_RETRY_SHARE);
+                tracing::warn!(error = %e, "truncating the outbox log failed; will retry");
             }
         }
     }
@@ -537,10 +610,12 @@ fn abort(results: &mut [Result<u64>], cause: &str) {
     }
 }
 
-pub(super) fn checkpoint_loop(conn: Connection, wake: Receiver<()>) {
+pub(super) fn checkpoint_loop(conn: Connection, wake: Receiver<()>, checkpointing: &Mutex<()>) {
     while wake.recv().is_ok() {
         // PASSIVE never waits for the writer or readers; what it cannot copy now waits for
-        // the next one.
+        // the next one. Copying here, beside the writer, leaves less for the writer's own
+        // truncating checkpoint.
+        let _one_at_a_time = crate::sync::lock(checkpointing);
         let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
         if let Err(e) = done {
             tracing::warn!(error = %e, "outbox checkpoint failed; will retry");
