@@ -2,15 +2,17 @@
 //!
 //! ```sh
 //! cargo run --example send --features ureq -- --url https://crm.example/hook \
-//!     --username dialer --password 's3cret' [--auth basic|slash] [--encoding form|json] \
-//!     [--result call.json] [--time-zone Australia/Brisbane] [--timeout-ms 5000] [--json] \
-//!     [--signing-secret whsec_... [--signing-secret whsec_...]]
+//!     --username dialer --password 's3cret' [--auth none|basic|slash|bearer|api-key] \
+//!     [--token T] [--key-header X-Api-Key] [--header 'X-Tenant: acme'] \
+//!     [--secret-header 'X-Shared: k'] [--key-name PhoneCalled=phone] [--method get|post] \
+//!     [--encoding form|json] [--result call.json] [--time-zone Australia/Brisbane] \
+//!     [--timeout-ms 5000] [--json] [--signing-secret whsec_... [--signing-secret whsec_...]]
 //! ```
 //!
 //! Run `send --help` for every option. Exit status: 0 when the receiver answered 2xx, 1 for any
 //! other outcome (another status, or no response at all), 2 when the arguments, the URL, the
-//! credentials or the result file are not acceptable (then nothing is sent). The password and the
-//! signing secrets are never printed.
+//! credentials, the headers or the result file are not acceptable (then nothing is sent). The
+//! password, the token, secret header values and the signing secrets are never printed.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -24,7 +26,7 @@ use call_result_webhook::{
     auth::AuthScheme,
     dispatch::AttemptTimeout,
     encoding::Encoding,
-    request::{EncodedBody, build_request},
+    request::{EncodedBody, Method, build_request},
 };
 
 const USAGE: &str = "\
@@ -38,9 +40,23 @@ OPTIONS:
     --username U           the account's webhook user name
     --password P           the account's webhook password (never printed; note that
                            other local users can see command lines)
-    --auth basic|slash     Authorization header: RFC 7617 Basic (default), or
-                           base64(username/password) with no scheme word
-    --encoding form|json   body encoding (default form)
+    --auth KIND            how to authenticate: basic (default, RFC 7617 Basic from
+                           --username/--password), slash (base64(username/password)
+                           with no scheme word), none (no Authorization header),
+                           bearer (Authorization: Bearer --token), or api-key
+                           (--token in the header named by --key-header)
+    --token T              the bearer token or API key (never printed)
+    --key-header NAME      the header that carries the API key, e.g. X-Api-Key
+    --header 'NAME: VALUE' add a header to the request (repeatable, up to 16 in all);
+                           the crate's own headers (Authorization, Content-Type,
+                           Host, User-Agent, webhook-*...) cannot be set
+    --secret-header 'NAME: VALUE'
+                           as --header, for a value that is secret (never printed)
+    --key-name KEY=NAME    send the payload key KEY under NAME, e.g.
+                           PhoneCalled=phone (repeatable)
+    --method post|get      POST the keys in the body (default), or GET with the keys
+                           appended to the URL's query, no body
+    --encoding form|json   body encoding of a POST (default form)
     --result FILE.json     the call result: one JSON object with the ten keys in the
                            page's formats (LogDateTime YYYY-MM-DDTHH:MM:SS in UTC,
                            CallStart/CallEnd YYYY-MM-DD HH:MM:SS in --time-zone);
@@ -60,7 +76,7 @@ OPTIONS:
 EXIT STATUS:
     0  the receiver answered 2xx
     1  any other outcome: another status, or no response (the error says why)
-    2  bad arguments, URL, credentials or result file: nothing was sent
+    2  bad arguments, URL, credentials, headers or result file: nothing was sent
 ";
 
 /// The page's sample values, plus a campaign name and a result.
@@ -92,6 +108,12 @@ const OPTIONS: &[Opt] = &[
     Opt { name: "--username",       value: true,  max: 1 },
     Opt { name: "--password",       value: true,  max: 1 },
     Opt { name: "--auth",           value: true,  max: 1 },
+    Opt { name: "--token",          value: true,  max: 1 },
+    Opt { name: "--key-header",     value: true,  max: 1 },
+    Opt { name: "--header",         value: true,  max: 16 },
+    Opt { name: "--secret-header",  value: true,  max: 16 },
+    Opt { name: "--key-name",       value: true,  max: 10 },
+    Opt { name: "--method",         value: true,  max: 1 },
     Opt { name: "--encoding",       value: true,  max: 1 },
     Opt { name: "--result",         value: true,  max: 1 },
     Opt { name: "--time-zone",      value: true,  max: 1 },
@@ -204,11 +226,13 @@ fn plan(given: &Given) -> Result<Plan, Usage> {
     if username.is_some() || password.is_some() {
         update = update.credentials(username.unwrap_or(""), password.unwrap_or(""));
     }
-    if let Some(auth) = given.value("--auth") {
-        let scheme: AuthScheme = auth
+    update = authentication(given, update)?;
+    update = headers_and_names(given, update)?;
+    if let Some(method) = given.value("--method") {
+        let method: Method = method
             .parse()
-            .map_err(|_| Usage("--auth must be `basic` or `slash`".into()))?;
-        update = update.auth_scheme(scheme);
+            .map_err(|_| Usage("--method must be `post` or `get`".into()))?;
+        update = update.method(method);
     }
     if let Some(encoding) = given.value("--encoding") {
         let encoding: Encoding = encoding
@@ -267,6 +291,79 @@ fn plan(given: &Given) -> Result<Plan, Usage> {
         id,
         json: given.flag("--json"),
     })
+}
+
+/// Adds `--auth` with what it needs: `--token` for bearer and api-key, `--key-header` for
+/// api-key. Neither is accepted without the kind that uses it.
+fn authentication(given: &Given, update: PreferencesUpdate) -> Result<PreferencesUpdate, Usage> {
+    let scheme = match given.value("--auth") {
+        None => None,
+        Some(auth) => Some(auth.parse::<AuthScheme>().map_err(|_| {
+            Usage("--auth must be `none`, `basic`, `slash`, `bearer` or `api-key`".into())
+        })?),
+    };
+    let token = given.value("--token");
+    let key_header = given.value("--key-header");
+    let needs_token = matches!(scheme, Some(AuthScheme::Bearer | AuthScheme::ApiKey));
+    if token.is_some() && !needs_token {
+        return Err(Usage(
+            "--token is for --auth bearer or --auth api-key".into(),
+        ));
+    }
+    if key_header.is_some() && scheme != Some(AuthScheme::ApiKey) {
+        return Err(Usage("--key-header is for --auth api-key".into()));
+    }
+    Ok(match scheme {
+        None => update,
+        Some(AuthScheme::Bearer) => {
+            let token = token.ok_or_else(|| Usage("--auth bearer needs --token".into()))?;
+            update.bearer_token(token)
+        }
+        Some(AuthScheme::ApiKey) => {
+            let (Some(header), Some(key)) = (key_header, token) else {
+                return Err(Usage(
+                    "--auth api-key needs --key-header and --token".into(),
+                ));
+            };
+            update.api_key(header, key)
+        }
+        Some(scheme) => update.auth_scheme(scheme),
+    })
+}
+
+/// Adds the `--header`s, `--secret-header`s and `--key-name`s. A malformed one is reported by
+/// its option and position, never by its text: a secret header's value is in it.
+fn headers_and_names(
+    given: &Given,
+    mut update: PreferencesUpdate,
+) -> Result<PreferencesUpdate, Usage> {
+    for option in ["--header", "--secret-header"] {
+        for (i, text) in given.values(option).iter().enumerate() {
+            let Some((name, value)) = text.split_once(':') else {
+                return Err(Usage(format!(
+                    "{option} number {} must be `NAME: VALUE`",
+                    i + 1
+                )));
+            };
+            // Optional whitespace after the colon, as in an HTTP header line.
+            let value = value.trim_start_matches([' ', '\t']);
+            update = if option == "--header" {
+                update.header(name, value)
+            } else {
+                update.secret_header(name, value)
+            };
+        }
+    }
+    for (i, text) in given.values("--key-name").iter().enumerate() {
+        let Some((key, name)) = text.split_once('=') else {
+            return Err(Usage(format!(
+                "--key-name number {} must be `KEY=NAME`, e.g. PhoneCalled=phone",
+                i + 1
+            )));
+        };
+        update = update.key_name(key, name);
+    }
+    Ok(update)
 }
 
 /// Adds the `--signing-secret`s: the first signs, a second is kept beside it as during a

@@ -10,15 +10,21 @@ It listens on a free port of 127.0.0.1 (written to --port-file), takes --request
 mismatches otherwise, and exits 0 only if every request passed. With --requests 0 it waits
 --idle seconds and exits 0 only if nothing arrived.
 
-Checks: method POST; the path and query; Content-Type for --encoding; Authorization exactly
-`Basic base64(user:password)` (--auth basic), exactly `base64(user/password)` with no scheme word
-(--auth slash), or absent (--auth none), with the password compared after decoding as UTF-8;
-webhook-id shaped like a generated id; User-Agent; the body decoded to the ten keys, in
-order, with exactly the values of --expect (a JSON file in the page's formats, or `sample`); and
+Checks: method POST (or GET with --method get); the path and query; Content-Type for --encoding
+(none for GET); Authorization exactly `Basic base64(user:password)` (--auth basic), exactly
+`base64(user/password)` with no scheme word (--auth slash), exactly `Bearer <--token>` (--auth
+bearer), or absent (--auth none, and --auth api-key, whose --token must be exactly the value of
+the header --key-header), with the password compared after decoding as UTF-8; every --header
+`NAME: VALUE` present with exactly that value;
+webhook-id shaped like a generated id; User-Agent; the body (for GET: the query after the URL's
+own, parsed with parse_qsl, strict, and no body at all) decoded to the ten keys, in order and
+under the names --key-name KEY=NAME gives them, with exactly the values of --expect (a JSON
+file in the page's formats, or `sample`); and
 the Standard Webhooks signature, verified here with hmac and hashlib: with --signing-secret
 (repeatable), webhook-timestamp must be within five minutes of now and webhook-signature must
 hold a `v1,` HMAC-SHA256 of "id.timestamp.body" for every secret given; without it, the request
-must carry no signature. The password and the secrets are never printed.
+must carry no signature (a GET is signed over the empty body). The password, the token, header
+values and the secrets are never printed.
 """
 
 import argparse
@@ -65,12 +71,26 @@ CONTENT_TYPES = {
 }
 
 
-def check_authorization(header, args):
-    """Mismatches in the Authorization header; never repeats the password."""
+def check_authorization(header, headers, args):
+    """Mismatches in the Authorization header (or the API key's); never repeats a secret."""
+    if args.auth == "api-key":
+        problems = []
+        if header is not None:
+            problems.append("an Authorization header was sent with an API key")
+        key = headers.get(args.key_header)
+        if key is None:
+            problems.append("no %s header" % args.key_header)
+        elif not hmac.compare_digest(key.encode("utf-8"), args.token.encode("utf-8")):
+            problems.append("the %s header is not exactly the API key" % args.key_header)
+        return problems
     if args.auth == "none":
         return [] if header is None else ["an Authorization header was sent without credentials"]
     if header is None:
         return ["no Authorization header"]
+    if args.auth == "bearer":
+        if header != "Bearer " + args.token:
+            return ["Authorization is not exactly `Bearer <token>`"]
+        return []
     if args.auth == "basic":
         if not header.startswith("Basic "):
             return ["Authorization does not use the Basic scheme"]
@@ -135,8 +155,34 @@ def check_signature(headers, body, args):
     return problems
 
 
-def check_body(body, content_type, args, expected):
-    if args.encoding == "form":
+def check_headers(headers, args):
+    """Mismatches in the --header values; never repeats a value."""
+    problems = []
+    for spec in args.header:
+        name, _, value = spec.partition(":")
+        value = value.lstrip(" \t")
+        got = headers.get_all(name) or []
+        if len(got) != 1:
+            problems.append("%d %s headers, expected 1" % (len(got), name))
+        elif got[0] != value:
+            problems.append("the %s header has another value" % name)
+    return problems
+
+
+def parse_form(text):
+    """A form body or query, parsed strictly by the standard library."""
+    return parse_qsl(
+        text,
+        keep_blank_values=True,
+        strict_parsing=True,
+        encoding="utf-8",
+        errors="strict",
+    )
+
+
+def check_body(body, content_type, args, expected, own=()):
+    names = dict(keys_renamed(args))
+    if args.method == "get" or args.encoding == "form":
         try:
             pairs = parse_qsl(
                 body.decode("ascii"),
@@ -147,7 +193,11 @@ def check_body(body, content_type, args, expected):
             )
         except (UnicodeDecodeError, ValueError) as e:
             return ["the form body does not parse: %s" % e]
-        want = [(k, expected.get(k) or "") for k in KEYS]
+        own = list(own)
+        if pairs[: len(own)] != own:
+            return ["the URL's own query %r is not first: %r" % (own, pairs[: len(own)])]
+        pairs = pairs[len(own):]
+        want = [(names[k], expected.get(k) or "") for k in KEYS]
     else:
         try:
             pairs = json.loads(body.decode("utf-8"), object_pairs_hook=list)
@@ -155,15 +205,21 @@ def check_body(body, content_type, args, expected):
             return ["the JSON body does not parse: %s" % e]
         if not isinstance(pairs, list):
             return ["the JSON body is not an object"]
-        want = [(k, expected.get(k)) for k in KEYS]
+        want = [(names[k], expected.get(k)) for k in KEYS]
     problems = []
     keys = [k for k, _ in pairs]
-    if keys != KEYS:
-        problems.append("keys %r, expected the ten in order" % keys)
+    if keys != [k for k, _ in want]:
+        problems.append("keys %r, expected the ten in order %r" % (keys, [k for k, _ in want]))
     for (key, value), (_, wanted) in zip(pairs, want):
         if value != wanted:
             problems.append("%s is %r, expected %r" % (key, value, wanted))
     return problems
+
+
+def keys_renamed(args):
+    """(page key, name sent) for the ten keys, after --key-name."""
+    renames = dict(spec.split("=", 1) for spec in args.key_name)
+    return [(k, renames.get(k, k)) for k in KEYS]
 
 
 def make_handler(args, expected, results):
@@ -171,22 +227,44 @@ def make_handler(args, expected, results):
         protocol_version = "HTTP/1.0"
 
         def do_POST(self):
+            self.check("POST")
+
+        def do_GET(self):
+            self.check("GET")
+
+        def check(self, method):
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
             problems = []
-            if self.path != args.path:
-                problems.append("path %r, expected %r" % (self.path, args.path))
+            wanted_method = args.method.upper()
+            if method != wanted_method:
+                problems.append("method %s, expected %s" % (method, wanted_method))
             content_type = self.headers.get("Content-Type")
-            if content_type != CONTENT_TYPES[args.encoding]:
-                problems.append("Content-Type %r" % content_type)
-            problems += check_authorization(self.headers.get("Authorization"), args)
+            if wanted_method == "GET":
+                path, _, query = self.path.partition("?")
+                own_path, _, own_query = args.path.partition("?")
+                if path != own_path:
+                    problems.append("path %r, expected %r" % (path, own_path))
+                if body or self.headers.get("Transfer-Encoding"):
+                    problems.append("a GET carried a body")
+                if content_type is not None:
+                    problems.append("a GET carried Content-Type %r" % content_type)
+                own = parse_form(own_query) if own_query else []
+                problems += check_body(query.encode("ascii", "replace"), None, args, expected, own)
+            else:
+                if self.path != args.path:
+                    problems.append("path %r, expected %r" % (self.path, args.path))
+                if content_type != CONTENT_TYPES[args.encoding]:
+                    problems.append("Content-Type %r" % content_type)
+                problems += check_body(body, content_type, args, expected)
+            problems += check_authorization(self.headers.get("Authorization"), self.headers, args)
+            problems += check_headers(self.headers, args)
             webhook_id = self.headers.get("webhook-id") or ""
             if not re.fullmatch(r"msg_[0-9A-HJKMNP-TV-Z]{26}", webhook_id):
                 problems.append("webhook-id %r is not a generated id" % webhook_id)
             agent = self.headers.get("User-Agent") or ""
             if not agent.startswith("call-result-webhook/"):
                 problems.append("User-Agent %r" % agent)
-            problems += check_body(body, content_type, args, expected)
             problems += check_signature(self.headers, body, args)
             results.append(problems)
             if args.delay:
@@ -204,10 +282,6 @@ def make_handler(args, expected, results):
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the sender gave up (a timeout test)
 
-        def do_GET(self):
-            results.append(["method GET, expected POST"])
-            self.send_error(405)
-
         def log_message(self, fmt, *log_args):
             sys.stderr.write("receiver: %s\n" % (fmt % log_args))
 
@@ -217,7 +291,18 @@ def make_handler(args, expected, results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port-file", required=True)
-    parser.add_argument("--auth", choices=["basic", "slash", "none"], default="none")
+    parser.add_argument(
+        "--auth", choices=["basic", "slash", "none", "bearer", "api-key"], default="none"
+    )
+    parser.add_argument("--token", default="", help="the bearer token or API key")
+    parser.add_argument("--key-header", default="X-Api-Key", help="the API key's header")
+    parser.add_argument(
+        "--header", action="append", default=[], help="NAME: VALUE that must arrive (repeatable)"
+    )
+    parser.add_argument(
+        "--key-name", action="append", default=[], help="KEY=NAME the key is sent as (repeatable)"
+    )
+    parser.add_argument("--method", choices=["post", "get"], default="post")
     parser.add_argument("--username", default="")
     parser.add_argument("--password", default="")
     parser.add_argument("--encoding", choices=["form", "json"], default="form")

@@ -29,6 +29,9 @@ PASSWORD='pässwörd✓ & =+/:'
 # Two Standard Webhooks secrets (24 and 32 bytes), for the signed cases.
 SECRET_NEW='whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'
 SECRET_OLD='whsec_c2lnbmluZy1zZWNyZXQtb2YtdGhlLXNtb2tlLXRlc3Q='
+# A bearer token / API key and a secret header's value: never printed either.
+TOKEN='tok-7f3a9c1e-SMOKE-bearer.Key_~+/='
+SHARED='shared-e4c8b2-SMOKE-header'
 
 # A call result in the page's formats with values that test the encoders; CallStart and CallEnd
 # are Brisbane time (UTC+10, no daylight saving), as --time-zone Australia/Brisbane says.
@@ -48,6 +51,9 @@ cat > "$tmp/call.json" <<'EOF'
 EOF
 # The same without LogDateTime, which is required.
 grep -v LogDateTime "$tmp/call.json" > "$tmp/bad.json"
+# The same with notes that make a GET's URL longer than its cap (each & is sent as %26).
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); d["ResultNotes"]="&"*3000; json.dump(d, open(sys.argv[2],"w"))' \
+  "$tmp/call.json" "$tmp/long.json"
 
 # start_receiver ARGS...: starts check_receiver.py and sets PORT.
 start_receiver() {
@@ -89,6 +95,11 @@ run_case() {
   for secret in "$SECRET_NEW" "$SECRET_OLD"; do
     if grep -qF "${secret#whsec_}" "$tmp/send.out" "$tmp/send.err"; then
       problems+=("a signing secret was printed")
+    fi
+  done
+  for secret in "$TOKEN" "$SHARED"; do
+    if grep -qF "$secret" "$tmp/send.out" "$tmp/send.err"; then
+      problems+=("a token or secret header value was printed")
     fi
   done
   if [ -n "${CHECK_JSON:-}" ]; then
@@ -159,7 +170,79 @@ run_case "a slow receiver hits --timeout-ms" 1 \
 
 run_case "a bad --auth sends nothing" 2 \
   --requests 0 --idle 1 -- \
-  --url @ "${LOOPBACK[@]}" --username dialer --password "$PASSWORD" --auth bearer
+  --url @ "${LOOPBACK[@]}" --username dialer --password "$PASSWORD" --auth digest
+
+# --- what real receivers ask for: auth kinds, custom headers, renamed keys, GET ---
+
+run_case "bearer: Authorization is exactly Bearer <token>" 0 \
+  --auth bearer --token "$TOKEN" -- \
+  --url @ "${LOOPBACK[@]}" --auth bearer --token "$TOKEN"
+
+run_case "api-key: the key in the named header, no Authorization" 0 \
+  --auth api-key --key-header X-Api-Key --token "$TOKEN" -- \
+  --url @ "${LOOPBACK[@]}" --username dialer --password "$PASSWORD" \
+  --auth api-key --key-header X-Api-Key --token "$TOKEN"
+
+run_case "auth none: no Authorization even with credentials" 0 \
+  --auth none -- \
+  --url @ "${LOOPBACK[@]}" --username dialer --password "$PASSWORD" --auth none
+
+run_case "custom headers, one secret, arrive exactly" 0 \
+  --auth basic --username dialer --password "$PASSWORD" \
+  --header 'X-Tenant: acme; region=au' --header "X-Shared-Key: $SHARED" -- \
+  --url @ "${LOOPBACK[@]}" --username dialer --password "$PASSWORD" \
+  --header 'X-Tenant:   acme; region=au' --secret-header "X-Shared-Key: $SHARED"
+
+run_case "renamed keys, form: parse_qsl reads them in order" 0 \
+  --key-name PhoneCalled=phone --key-name Reference=ref --expect "$tmp/call.json" -- \
+  --url @ "${LOOPBACK[@]}" --key-name PhoneCalled=phone --key-name Reference=ref \
+  --result "$tmp/call.json" --time-zone Australia/Brisbane
+
+run_case "renamed keys, JSON, signed over the bytes sent" 0 \
+  --encoding json --key-name CampaignName=campaign --signing-secret "$SECRET_NEW" -- \
+  --url @ "${LOOPBACK[@]}" --encoding json --key-name CampaignName=campaign \
+  --signing-secret "$SECRET_NEW"
+
+run_case "GET: the keys after the URL's own query, no body, renamed, bearer" 0 \
+  --method get --key-name PhoneCalled=phone --expect "$tmp/call.json" --auth bearer --token "$TOKEN" -- \
+  --url @ "${LOOPBACK[@]}" --method get --key-name PhoneCalled=phone \
+  --result "$tmp/call.json" --time-zone Australia/Brisbane --auth bearer --token "$TOKEN"
+
+run_case "GET signed over the empty body" 0 \
+  --method get --signing-secret "$SECRET_NEW" -- \
+  --url @ "${LOOPBACK[@]}" --method get --signing-secret "$SECRET_NEW"
+
+run_case "a GET too long for its URL cap sends nothing" 2 \
+  --requests 0 --idle 1 -- \
+  --url @ "${LOOPBACK[@]}" --method get --result "$tmp/long.json" --token "$TOKEN" --auth bearer
+
+run_case "--auth bearer without --token sends nothing" 2 \
+  --requests 0 --idle 1 -- \
+  --url @ "${LOOPBACK[@]}" --auth bearer
+
+run_case "--token without bearer or api-key sends nothing, not echoed" 2 \
+  --requests 0 --idle 1 -- \
+  --url @ "${LOOPBACK[@]}" --token "$TOKEN"
+
+run_case "a header the crate owns is refused, nothing sent" 2 \
+  --requests 0 --idle 1 -- \
+  --url @ "${LOOPBACK[@]}" --secret-header "Authorization: Bearer $SHARED"
+
+run_case "a malformed --secret-header is not echoed, nothing sent" 2 \
+  --requests 0 --idle 1 -- \
+  --url @ "${LOOPBACK[@]}" --secret-header "X-Shared-Key $SHARED"
+
+run_case "an API key header that is not a token is refused, nothing sent" 2 \
+  --requests 0 --idle 1 -- \
+  --url @ "${LOOPBACK[@]}" --auth api-key --key-header 'X Api Key' --token "$TOKEN"
+
+run_case "two keys under one name are refused, nothing sent" 2 \
+  --requests 0 --idle 1 -- \
+  --url @ "${LOOPBACK[@]}" --key-name PhoneCalled=Reference
+
+run_case "a bad --method sends nothing" 2 \
+  --requests 0 --idle 1 -- \
+  --url @ "${LOOPBACK[@]}" --method put
 
 run_case "a result file without LogDateTime sends nothing" 2 \
   --requests 0 --idle 1 -- \
