@@ -409,7 +409,9 @@ where
             _ => TransportErrorKind::Connect,
         }
     } else if let Some(h) = hyper_error {
-        if h.is_parse_too_large() {
+        // `is_parse_too_large` exists only with hyper's `server` feature, which a client does
+        // not enable; its message is hyper's stable text for that parse error.
+        if h.is_parse() && h.to_string().contains("too large") {
             TransportErrorKind::HeadersTooLarge
         } else if h.is_parse() {
             TransportErrorKind::NotHttp
