@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo bench --bench load              # the full run (a few minutes)
 //! cargo bench --bench load -- --quick   # fewer results per figure, no p6; about a minute
+//! cargo bench --bench load -- --quick --only p10sqlite   # p10 on SQLite too: minutes
 //! cargo bench --bench load --features postgres -- --quick   # and p7-p9 on PostgreSQL
 //! ```
 //!
@@ -74,6 +75,12 @@ struct Scale {
     isolation_time: Duration,
     /// How long the worker runs over a million pending results (p6).
     p6_worker_time: Duration,
+    /// Results spread over 500 accounts, then over 20,000 (p10), and the most time a run may
+    /// take.
+    p10_results: usize,
+    p10_time: Duration,
+    /// How long sixteen threads submit flat out while the WAL is watched (p11).
+    p11_time: Duration,
 }
 
 impl Scale {
@@ -89,6 +96,9 @@ impl Scale {
             per_account: 200,
             isolation_time: Duration::from_secs(60),
             p6_worker_time: Duration::from_secs(10),
+            p10_results: 200_000,
+            p10_time: Duration::from_secs(300),
+            p11_time: Duration::from_secs(60),
         }
     }
 
@@ -104,6 +114,9 @@ impl Scale {
             per_account: 40,
             isolation_time: Duration::from_secs(8),
             p6_worker_time: Duration::ZERO,
+            p10_results: 100_000,
+            p10_time: Duration::from_secs(60),
+            p11_time: Duration::from_secs(10),
         }
     }
 }
@@ -196,6 +209,36 @@ fn main() {
             format!("{:.1}", p6_rss(&scratch, scale))
         };
         figures.push(("p6_rss_mib_1m_pending", p6));
+    }
+
+    if wanted("p10") || wanted("p10sqlite") {
+        let named = only
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|w| w == "p10sqlite"));
+        let p10 = p10_accounts(&scratch, scale, named);
+        figures.extend([
+            (
+                "p10_accounts_20k_vs_500",
+                format!("{:.2}", p10.memory_ratio),
+            ),
+            (
+                "p10_scheduler_us_per_delivery_20k",
+                format!("{:.1}", p10.scheduler_us_per_delivery),
+            ),
+            (
+                "p10_sqlite_accounts_20k_vs_500",
+                p10.sqlite_ratio
+                    .map_or_else(|| "skipped".to_owned(), |r| format!("{r:.2}")),
+            ),
+        ]);
+    }
+
+    if wanted("p11") {
+        let p11 = p11_wal_peak(&scratch, scale);
+        figures.extend([
+            ("p11_wal_peak_mib", format!("{:.1}", p11.peak_mib)),
+            ("p11_wal_submits_per_s", format!("{:.0}", p11.per_s)),
+        ]);
     }
 
     #[cfg(feature = "postgres")]
@@ -1222,6 +1265,347 @@ fn p6_child(args: &[String]) {
         .expect("VmHWM in /proc/self/status");
     println!("vmhwm_kib: {hwm}");
     println!("delivered: {}", delivered.get());
+}
+
+// ---------------------------------------------------------------------------------------------
+// p10: many accounts
+
+/// Accounts in p10's two spreads of the same results.
+const P10_FEW: usize = 500;
+const P10_MANY: usize = 20_000;
+/// Threads that configure accounts and store results before a p10 run.
+const P10_SETUP_THREADS: usize = 8;
+
+/// p10's figures: the rate over 20,000 accounts over the rate over 500, each store, and the
+/// scheduler's CPU time per delivery over 20,000 accounts (`MemoryStore`).
+struct P10 {
+    memory_ratio: f64,
+    scheduler_us_per_delivery: f64,
+    /// `None` when the SQLite line was not run.
+    sqlite_ratio: Option<f64>,
+}
+
+/// One p10 run: deliveries per second from the worker's start to the last delivery, and the
+/// scheduler thread's CPU time over the same span.
+struct SpreadRun {
+    per_s: f64,
+    delivered: u64,
+    scheduler_cpu: Option<Duration>,
+}
+
+impl SpreadRun {
+    fn scheduler_us_per_delivery(&self) -> f64 {
+        self.scheduler_cpu.map_or(f64::NAN, |cpu| {
+            cpu.as_secs_f64() * 1e6 / self.delivered.max(1) as f64
+        })
+    }
+}
+
+fn p10_accounts(scratch: &Scratch, scale: Scale, with_sqlite: bool) -> P10 {
+    let receivers = Receivers::start(&[Behaviour::Answer], 2);
+    // The full run alternates the two spreads three times; the quick run does each once.
+    let rounds = if scale.quick { 1 } else { ROUNDS };
+    let n = scale.p10_results;
+    let mut memory_ratios = Vec::new();
+    let mut scheduler = Vec::new();
+    let mut sqlite_ratios = Vec::new();
+    // Storing 20,000 accounts' settings takes minutes in SQLite here, and delivering from
+    // 20,000 accounts longer still: the SQLite line runs only when named (`--only p10sqlite`).
+    let sqlite_rounds = if with_sqlite { rounds } else { 0 };
+    for round in 1..=rounds {
+        let few = spread_run(Arc::new(MemoryStore::new()), &receivers, P10_FEW, scale);
+        let many = spread_run(Arc::new(MemoryStore::new()), &receivers, P10_MANY, scale);
+        eprintln!(
+            "p10 memory round {round}: {n} results over {P10_FEW} accounts {:.0}/s, over \
+             {P10_MANY} {:.0}/s, ratio {:.2}; scheduler CPU {:.1} us per delivery over \
+             {P10_FEW}, {:.1} over {P10_MANY}",
+            few.per_s,
+            many.per_s,
+            many.per_s / few.per_s,
+            few.scheduler_us_per_delivery(),
+            many.scheduler_us_per_delivery(),
+        );
+        memory_ratios.push(many.per_s / few.per_s);
+        scheduler.push(many.scheduler_us_per_delivery());
+    }
+    for round in 1..=sqlite_rounds {
+        let open = |name: &str| {
+            Arc::new(
+                SqliteStore::builder(scratch.outbox(name))
+                    .max_pending(P11_MAX_PENDING)
+                    .open()
+                    .expect("open the outbox"),
+            )
+        };
+        let few = spread_run(open("p10-few"), &receivers, P10_FEW, scale);
+        let many = spread_run(open("p10-many"), &receivers, P10_MANY, scale);
+        remove_outbox(&scratch.dir.join("p10-few.db"));
+        remove_outbox(&scratch.dir.join("p10-many.db"));
+        eprintln!(
+            "p10 sqlite round {round}: {n} results over {P10_FEW} accounts {:.0}/s, over \
+             {P10_MANY} {:.0}/s, ratio {:.2}; scheduler CPU {:.1} us per delivery over \
+             {P10_FEW}, {:.1} over {P10_MANY}",
+            few.per_s,
+            many.per_s,
+            many.per_s / few.per_s,
+            few.scheduler_us_per_delivery(),
+            many.scheduler_us_per_delivery(),
+        );
+        sqlite_ratios.push(many.per_s / few.per_s);
+    }
+    P10 {
+        memory_ratio: median(&memory_ratios),
+        scheduler_us_per_delivery: median(&scheduler),
+        sqlite_ratio: (!sqlite_ratios.is_empty()).then(|| median(&sqlite_ratios)),
+    }
+}
+
+/// Spreads `scale.p10_results` results evenly over `accounts` accounts stored beforehand in
+/// `store`, then starts one worker (`HyperDispatcher` on tokio, p4's limits) and times it from
+/// its start to the last delivery.
+fn spread_run<S: call_result_webhook::store::Store>(
+    store: Arc<S>,
+    receivers: &Receivers,
+    accounts: usize,
+    scale: Scale,
+) -> SpreadRun {
+    let delivered = Delivered::default();
+    let webhooks = Webhooks::builder()
+        .store(store.clone())
+        .policy(loopback_policy())
+        .per_endpoint_concurrency(P4_PER_ENDPOINT)
+        .on_event(delivered.sink(None))
+        .build()
+        .expect("webhooks");
+    let ids: Vec<AccountId> = (0..accounts)
+        .map(|i| AccountId::new(format!("account-{i:05}")))
+        .collect();
+    let per_account = scale.p10_results / accounts;
+    let body = sample_body();
+    let url = receivers.url(0);
+    let setup = Instant::now();
+    std::thread::scope(|s| {
+        for chunk in ids.chunks(accounts.div_ceil(P10_SETUP_THREADS)) {
+            let (webhooks, store, url, body) = (&webhooks, &store, &url, &body);
+            s.spawn(move || {
+                for account in chunk {
+                    configure(webhooks, account, url);
+                }
+                fill(&**store, chunk, per_account, body);
+            });
+        }
+    });
+    let want = (per_account * accounts) as u64;
+    eprintln!(
+        "p10: {accounts} accounts configured and {want} results stored in {:.1} s",
+        setup.elapsed().as_secs_f64()
+    );
+
+    let rt = runtime(2);
+    let dispatcher = HyperDispatcher::builder().policy(loopback_policy()).build();
+    let start = Instant::now();
+    let worker = webhooks
+        .start_tokio(dispatcher, rt.handle())
+        .expect("start the worker");
+    // A new thread names itself once it runs: look for it for up to a second.
+    let thread = (0..1_000).find_map(|_| {
+        named_thread("webhook-scheduler").or_else(|| {
+            std::thread::sleep(Duration::from_millis(1));
+            None
+        })
+    });
+    let cpu_before = thread.as_deref().and_then(thread_cpu);
+    let end = delivered.wait_for(want, scale.p10_time);
+    let cpu_after = thread.as_deref().and_then(thread_cpu);
+    let got = delivered.get();
+    let elapsed = end.duration_since(start);
+    worker
+        .shutdown_blocking(Duration::from_secs(5))
+        .expect("shutdown");
+    drop(webhooks);
+    drop(store);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    if got < want {
+        eprintln!(
+            "p10: only {got} of {want} delivered within {:?}",
+            scale.p10_time
+        );
+    }
+    let scheduler_cpu = match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) => {
+            eprintln!(
+                "p10: scheduler thread CPU {:.2} s (utime+stime, 10 ms ticks), {:.3} s on CPU by \
+                 schedstat",
+                after.ticks.saturating_sub(before.ticks).as_secs_f64(),
+                after.on_cpu.saturating_sub(before.on_cpu).as_secs_f64(),
+            );
+            Some(after.ticks.saturating_sub(before.ticks))
+        }
+        _ => {
+            eprintln!("p10: no thread named webhook-scheduler found; its CPU is not measured");
+            None
+        }
+    };
+    SpreadRun {
+        per_s: got as f64 / elapsed.as_secs_f64(),
+        delivered: got,
+        scheduler_cpu,
+    }
+}
+
+/// The task directory (`/proc/self/task/<tid>`) of this process's thread named `name`; the
+/// newest if several are. Linux keeps the first 15 bytes of a thread's name (`comm`).
+fn named_thread(name: &str) -> Option<PathBuf> {
+    let comm_name = &name.as_bytes()[..name.len().min(15)];
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir("/proc/self/task")
+        .ok()?
+        .filter_map(|entry| {
+            let dir = entry.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let tid = dir.file_name()?.to_str()?.parse().ok()?;
+            (comm.trim_end().as_bytes() == comm_name).then_some((tid, dir))
+        })
+        .collect();
+    if found.len() > 1 {
+        eprintln!("{} threads named {name}; measuring the newest", found.len());
+    }
+    found.sort();
+    found.pop().map(|(_, dir)| dir)
+}
+
+/// A thread's CPU time so far: `utime + stime` from its `stat` (in clock ticks of 10 ms, the
+/// `USER_HZ` of Linux on x86), and its time on a CPU from `schedstat` (nanoseconds).
+struct ThreadCpu {
+    ticks: Duration,
+    on_cpu: Duration,
+}
+
+fn thread_cpu(task: &Path) -> Option<ThreadCpu> {
+    let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces: the
+    // state is field 3, utime field 14, stime field 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let schedstat = std::fs::read_to_string(task.join("schedstat")).ok()?;
+    let on_cpu: u64 = schedstat.split_whitespace().next()?.parse().ok()?;
+    Some(ThreadCpu {
+        ticks: Duration::from_millis((utime + stime) * 10),
+        on_cpu: Duration::from_nanos(on_cpu),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// p11: the WAL under steady submits
+
+/// High enough that p11 (and p10 on SQLite) is never refused for holding too much, with no
+/// worker delivering.
+const P11_MAX_PENDING: usize = 100_000_000;
+/// How often p11 samples the size of the `-wal` file.
+const P11_SAMPLE_EVERY: Duration = Duration::from_millis(2);
+
+struct P11 {
+    peak_mib: f64,
+    per_s: f64,
+}
+
+/// The peak size of the `-wal` file, sampled every [`P11_SAMPLE_EVERY`] from a thread of its
+/// own, while `CONCURRENCY` threads submit flat out through `Webhooks::submit_blocking` into a
+/// `SqliteStore` with the default settings, its default `wal_limit` (64 MiB) included (no
+/// worker: the outbox only grows).
+fn p11_wal_peak(scratch: &Scratch, scale: Scale) -> P11 {
+    let path = scratch.outbox("p11");
+    // `P11_WAL_LIMIT=<bytes>` sets another limit, for comparison: one the log never reaches
+    // (`18446744073709551615`) plays the store as it was before the limit.
+    let limit: u64 = std::env::var("P11_WAL_LIMIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SqliteStore::DEFAULT_WAL_LIMIT);
+    let store = Arc::new(
+        SqliteStore::builder(&path)
+            .max_pending(P11_MAX_PENDING)
+            .wal_limit(limit)
+            .open()
+            .expect("open the outbox"),
+    );
+    let webhooks = Webhooks::builder()
+        .store(store.clone())
+        .policy(loopback_policy())
+        .build()
+        .expect("webhooks");
+    let account = AccountId::new("acme");
+    configure(&webhooks, &account, "http://127.0.0.1:9/calls");
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let campaign = CampaignId::new(CAMPAIGN);
+    let submitted = AtomicU64::new(0);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let barrier = Barrier::new(CONCURRENCY + 1);
+    let (elapsed, (peak, shrank, samples)) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let (mut peak, mut last, mut shrank, mut samples) = (0u64, 0u64, 0u64, 0u64);
+            while !done.load(Ordering::Relaxed) {
+                let len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+                peak = peak.max(len);
+                if len < last {
+                    shrank += 1;
+                }
+                last = len;
+                samples += 1;
+                std::thread::sleep(P11_SAMPLE_EVERY);
+            }
+            (peak, shrank, samples)
+        });
+        let threads: Vec<_> = (0..CONCURRENCY)
+            .map(|t| {
+                let (barrier, webhooks, account, campaign, submitted) =
+                    (&barrier, &webhooks, &account, &campaign, &submitted);
+                s.spawn(move || {
+                    barrier.wait();
+                    let deadline = Instant::now() + scale.p11_time;
+                    let mut i = 0;
+                    while Instant::now() < deadline {
+                        let call = sample_call(t * 100_000_000 + i);
+                        let done = webhooks
+                            .submit_blocking(account, campaign, call)
+                            .expect("submit");
+                        assert!(done.is_accepted(), "the switch is on");
+                        i += 1;
+                    }
+                    submitted.fetch_add(i as u64, Ordering::Relaxed);
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for t in threads {
+            t.join().expect("a submitter");
+        }
+        let elapsed = start.elapsed();
+        done.store(true, Ordering::Relaxed);
+        (elapsed, sampler.join().expect("the sampler"))
+    });
+    let submitted = submitted.load(Ordering::Relaxed);
+    let db = std::fs::metadata(&path).map_or(0, |m| m.len());
+    let commits = store.transactions_committed();
+    let limit = store.wal_limit();
+    drop(webhooks);
+    drop(store);
+    remove_outbox(&path);
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    eprintln!(
+        "p11: {submitted} submits in {:.1} s ({:.0}/s, {:.1} per commit); -wal peak {:.1} MiB \
+         (limit {:.0} MiB) over {samples} samples, reset {shrank} times; database {:.1} MiB",
+        elapsed.as_secs_f64(),
+        submitted as f64 / elapsed.as_secs_f64(),
+        submitted as f64 / commits.max(1) as f64,
+        mib(peak),
+        mib(limit),
+        mib(db),
+    );
+    P11 {
+        peak_mib: mib(peak),
+        per_s: submitted as f64 / elapsed.as_secs_f64(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
