@@ -102,6 +102,7 @@ impl Signal {
     }
 
     /// The async runtime the attempts run on has shut down: nothing sent there can finish.
+    #[cfg(feature = "tokio")]
     pub(crate) fn runtime_gone(&self) {
         self.with(|s| s.runtime_gone = true);
     }
