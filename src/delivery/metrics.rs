@@ -10,7 +10,7 @@
 //! | `call_result_webhook_attempts_total` | counter | `outcome` | Attempts whose outcome the store recorded, by the class of that outcome: `delivered` (2xx), `retry` (network error, timeout, 408, 425, 429, 5xx, 1xx), `failed` (3xx and other 4xx), `refused` (destination refused by the address policy, or a request that cannot be sent), `gone` (410: the endpoint is paused). The class is the attempt's, not the delivery's: a retryable failure on the schedule's last attempt is `retry` here and `failed` in `deliveries_total`. |
 //! | `call_result_webhook_deliveries_total` | counter | `result` | Deliveries finished, once each: `delivered` (answered 2xx), `failed` (failed for good: rejected, refused, or out of retries; kept as a dead letter). |
 //! | `call_result_webhook_in_flight` | gauge | none | Attempts this process's worker has in flight: sent or being sent, or answered with their outcome not yet recorded. 0 once the worker stops. |
-//! | `call_result_webhook_pending` | gauge | none | Deliveries pending in the store, from every process on it: waiting for an attempt, in flight, or held (webhook off, endpoint paused). The sum of [`Outbox::stats`](crate::store::Outbox::stats)' `pending` over the accounts this process has settings for, re-read by the scheduler at most once a second (see below). |
+//! | `call_result_webhook_pending` | gauge | none | Deliveries pending in the store, from every process on it: waiting for an attempt, in flight, or held (webhook off, endpoint paused). The sum of [`Outbox::stats`]' `pending` over the accounts this process has settings for, re-read by the scheduler at most once a second (see below). |
 //! | `call_result_webhook_attempt_duration_seconds` | histogram | none | How long each attempt counted in `attempts_total` took, from sending to the answer (0 for one refused before sending): its count equals the sum of `attempts_total`. |
 //! | `call_result_webhook_store_failing` | gauge | none | 1 while the worker reports the store failing ([`Event::StoreFailing`](crate::Event::StoreFailing)), 0 once it works again ([`Event::StoreRecovered`](crate::Event::StoreRecovered)). |
 //!
@@ -30,7 +30,7 @@
 //! Summed over a fleet of processes on one store, `attempts_total` and `deliveries_total`
 //! therefore count each recorded outcome once.
 //!
-//! `pending` costs one [`Outbox::stats`](crate::store::Outbox::stats) call per account it
+//! `pending` costs one [`Outbox::stats`] call per account it
 //! re-reads, on the scheduler's thread, so it re-reads at most 64 accounts a second: first
 //! those whose deliveries the worker claimed or recorded since the last reading, then the
 //! others in turn. With up to 64 accounts it is at most about a second old; with more, an

@@ -5,7 +5,7 @@
 //! decides what is due; a runner (plain threads, or tokio tasks with the `tokio` feature) only
 //! sends.
 //!
-//! With the `metrics` feature, [`metrics`] names what the worker records through the `metrics`
+//! With the `metrics` feature, `metrics` names what the worker records through the `metrics`
 //! facade.
 
 mod classify;
