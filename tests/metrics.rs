@@ -13,15 +13,20 @@ mod support;
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write as _;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
 use std::time::{Duration, Instant};
 
 use call_result_webhook::delivery::RetrySchedule;
 use call_result_webhook::delivery::metrics::ATTEMPT_DURATION_SECONDS;
+use call_result_webhook::jiff::Timestamp;
+use call_result_webhook::store::{
+    AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter, DeliveryStats,
+    NewDelivery, Outbox, Settings, SettingsSnapshot,
+};
 use call_result_webhook::{
-    AccountId, CallResult, CampaignId, Event, HyperDispatcher, MemoryStore, PreferencesUpdate,
-    Principal, Submitted, UrlPolicy, Webhooks,
+    AccountId, CallResult, CampaignId, DeliveryId, Error, Event, HyperDispatcher, MemoryStore,
+    PreferencesUpdate, Principal, Submitted, UrlPolicy, Webhooks,
 };
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
@@ -489,4 +494,205 @@ fn metrics_by_account_labels_each_account() {
             "{name} carries an account"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// An outcome the store cannot record is not counted until it is recorded.
+
+/// A [`MemoryStore`] whose writes of attempt outcomes fail while `full` is set (a full disk).
+struct FullDisk {
+    inner: MemoryStore,
+    full: Arc<AtomicBool>,
+}
+
+impl Outbox for FullDisk {
+    fn insert(&self, deliveries: &[NewDelivery]) -> call_result_webhook::Result<()> {
+        self.inner.insert(deliveries)
+    }
+    fn claim(&self, request: &ClaimRequest<'_>) -> call_result_webhook::Result<Vec<Claim>> {
+        self.inner.claim(request)
+    }
+    fn next_due(
+        &self,
+        now: Timestamp,
+        skip: &[AccountId],
+    ) -> call_result_webhook::Result<Option<Timestamp>> {
+        self.inner.next_due(now, skip)
+    }
+    fn record_attempts(
+        &self,
+        outcomes: &[(DeliveryId, ClaimToken, AttemptRecord)],
+    ) -> Vec<call_result_webhook::Result<()>> {
+        if self.full.load(Ordering::SeqCst) {
+            let full = || Error::Store {
+                message: "disk is full".into(),
+                source: None,
+            };
+            return outcomes.iter().map(|_| Err(full())).collect();
+        }
+        self.inner.record_attempts(outcomes)
+    }
+    fn release(&self, claims: &[(DeliveryId, ClaimToken)]) -> call_result_webhook::Result<()> {
+        self.inner.release(claims)
+    }
+    fn has_pending(&self) -> call_result_webhook::Result<bool> {
+        self.inner.has_pending()
+    }
+    fn list(
+        &self,
+        filter: &DeliveryFilter,
+        limit: usize,
+    ) -> call_result_webhook::Result<Vec<Delivery>> {
+        self.inner.list(filter, limit)
+    }
+    fn requeue_failed(
+        &self,
+        filter: &DeliveryFilter,
+        now: Timestamp,
+    ) -> call_result_webhook::Result<u64> {
+        self.inner.requeue_failed(filter, now)
+    }
+    fn remove(&self, filter: &DeliveryFilter) -> call_result_webhook::Result<u64> {
+        self.inner.remove(filter)
+    }
+    fn stats(
+        &self,
+        account: &AccountId,
+        campaign: Option<&CampaignId>,
+    ) -> call_result_webhook::Result<DeliveryStats> {
+        self.inner.stats(account, campaign)
+    }
+}
+
+impl Settings for FullDisk {
+    fn save_account(&self, account: &AccountId, json: &str) -> call_result_webhook::Result<()> {
+        self.inner.save_account(account, json)
+    }
+    fn save_health(
+        &self,
+        account: &AccountId,
+        json: &str,
+        paused: bool,
+    ) -> call_result_webhook::Result<()> {
+        self.inner.save_health(account, json, paused)
+    }
+    fn load_settings(&self) -> call_result_webhook::Result<SettingsSnapshot> {
+        self.inner.load_settings()
+    }
+    fn changes_since(&self, cursor: u64) -> call_result_webhook::Result<SettingsSnapshot> {
+        self.inner.changes_since(cursor)
+    }
+}
+
+#[test]
+fn an_outcome_the_store_cannot_record_is_counted_once_recorded() {
+    if !parser_available("an_outcome_the_store_cannot_record_is_counted_once_recorded") {
+        return;
+    }
+    let (_turn, recorder) = fresh_registry();
+    let receiver = Receiver::start();
+    let full = Arc::new(AtomicBool::new(true));
+    let events: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let sink = events.clone();
+    let webhooks = Webhooks::builder()
+        .store(FullDisk {
+            inner: MemoryStore::new(),
+            full: full.clone(),
+        })
+        .policy(loopback_policy())
+        .on_event(move |e| {
+            sink.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(e.clone())
+        })
+        .build()
+        .expect("webhooks build");
+    let (acme, campaign) = (AccountId::from("acme"), CampaignId::from(CAMPAIGN));
+    webhooks
+        .update_preferences_blocking(
+            &admin(),
+            &acme,
+            PreferencesUpdate::new()
+                .enabled(true)
+                .url(receiver.url_for("/ok").as_str()),
+        )
+        .expect("preferences");
+    webhooks
+        .set_campaign_webhook_blocking(&admin(), &acme, &campaign, true)
+        .expect("campaign switch");
+    let call = CallResult::builder().reference("1").build();
+    assert!(
+        webhooks
+            .submit_blocking(&acme, &campaign, call)
+            .expect("submit")
+            .is_accepted()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dispatcher = HyperDispatcher::builder().policy(loopback_policy()).build();
+    let worker = webhooks
+        .start_tokio(dispatcher, runtime.handle())
+        .expect("worker starts");
+    let wait_for = |what: &str, done: &dyn Fn(&Event) -> bool| {
+        let deadline = Instant::now() + PATIENCE;
+        while !events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(done)
+        {
+            assert!(Instant::now() < deadline, "no {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+
+    // Sent and answered 200, but not recorded: not counted, and the store is failing.
+    wait_for("StoreFailing", &|e| matches!(e, Event::StoreFailing { .. }));
+    assert_eq!(receiver.requests().len(), 1);
+    let samples = parse(&recorder.handle().render());
+    assert!(by_label(&samples, "call_result_webhook_attempts_total", "outcome").is_empty());
+    assert!(by_label(&samples, "call_result_webhook_deliveries_total", "result").is_empty());
+    assert_eq!(
+        by_label(&samples, "call_result_webhook_store_failing", ""),
+        counts(&[("", 1)])
+    );
+    assert_eq!(
+        by_label(&samples, "call_result_webhook_in_flight", ""),
+        counts(&[("", 1)]),
+        "the unrecorded outcome keeps its place"
+    );
+
+    // Recorded once the store works: counted once, not sent again.
+    full.store(false, Ordering::SeqCst);
+    wait_for("StoreRecovered", &|e| {
+        matches!(e, Event::StoreRecovered { .. })
+    });
+    let report = worker
+        .shutdown_blocking(Duration::from_secs(10))
+        .expect("shutdown");
+    assert_eq!((report.released, report.unrecorded), (0, 0));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    let text = recorder.handle().render();
+    println!("--- rendered after the store recovered ---\n{text}");
+    let samples = parse(&text);
+    assert_eq!(receiver.requests().len(), 1);
+    assert_eq!(
+        by_label(&samples, "call_result_webhook_attempts_total", "outcome"),
+        counts(&[("delivered", 1)])
+    );
+    assert_eq!(
+        by_label(&samples, "call_result_webhook_deliveries_total", "result"),
+        counts(&[("delivered", 1)])
+    );
+    assert_eq!(
+        by_label(&samples, "call_result_webhook_store_failing", ""),
+        counts(&[("", 0)])
+    );
+    assert_eq!(
+        by_label(&samples, "call_result_webhook_in_flight", ""),
+        counts(&[("", 0)])
+    );
 }
