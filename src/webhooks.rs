@@ -166,6 +166,8 @@ pub struct WebhooksBuilder {
     clock: Arc<dyn Clock>,
     on_event: Option<EventSink>,
     limits: Limits,
+    #[cfg(feature = "metrics")]
+    metrics_by_account: bool,
     error: Option<Error>,
 }
 
@@ -251,6 +253,18 @@ impl WebhooksBuilder {
         self
     }
 
+    /// Labels the per-delivery metrics with an `account` label, the account's id (default
+    /// `false`): `attempts_total`, `deliveries_total`, `attempt_duration_seconds`, and
+    /// `pending` as one series per account. Off by default because every account then makes
+    /// its own series, which a monitoring system with thousands of accounts pays for. See
+    /// [`delivery::metrics`](crate::delivery::metrics) for the names.
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn metrics_by_account(mut self, by_account: bool) -> Self {
+        self.metrics_by_account = by_account;
+        self
+    }
+
     /// Builds the facade, loading every account's settings and every endpoint's health from the
     /// store, so preferences, campaign switches and pauses outlive a restart. The first invalid
     /// setting, a missing store, or an unreadable stored record is returned as an error.
@@ -273,6 +287,8 @@ impl WebhooksBuilder {
             self.clock,
             self.on_event,
             self.limits,
+            #[cfg(feature = "metrics")]
+            crate::delivery::metrics::Metrics::new(self.metrics_by_account),
         )?);
         crate::delivery::follow(&engine)?;
         Ok(Webhooks { engine })
@@ -292,6 +308,8 @@ impl Webhooks {
                 per_endpoint: DEFAULT_PER_ENDPOINT_CONCURRENCY,
                 pause_after: DEFAULT_PAUSE_AFTER,
             },
+            #[cfg(feature = "metrics")]
+            metrics_by_account: false,
             error: None,
         }
     }

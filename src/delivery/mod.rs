@@ -4,6 +4,9 @@
 //! The core is runtime-free: one scheduler thread per [`Worker`] does every store call and
 //! decides what is due; a runner (plain threads, or tokio tasks with the `tokio` feature) only
 //! sends.
+//!
+//! With the `metrics` feature, `metrics` names what the worker records through the `metrics`
+//! facade.
 
 mod classify;
 pub(crate) mod clock;
@@ -11,6 +14,9 @@ pub(crate) mod engine;
 mod events;
 mod follow;
 mod health;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod runner;
 pub(crate) mod schedule;
 mod status;

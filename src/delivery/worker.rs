@@ -383,6 +383,9 @@ struct Scheduler {
     failing: Option<Failing>,
     /// Claims the store could not take back (a failing write): given back once it works.
     unreleased: Vec<(DeliveryId, ClaimToken)>,
+    /// The `pending` gauge's readings.
+    #[cfg(feature = "metrics")]
+    pending: crate::delivery::metrics::PendingReadings,
 }
 
 /// A store that is failing, as the scheduler sees it.
@@ -412,11 +415,17 @@ impl Scheduler {
             unrecorded: Vec::new(),
             failing: None,
             unreleased: Vec::new(),
+            #[cfg(feature = "metrics")]
+            pending: Default::default(),
         }
     }
 
     fn run(mut self) -> Stopped {
         self.runner.started(&self.engine);
+        #[cfg(feature = "metrics")]
+        self.engine
+            .metrics()
+            .store_failing(self.engine.store_problem().is_some());
         let mut report = ShutdownReport::default();
         let mut because = None;
         let mut deadline: Option<Instant> = None;
@@ -439,6 +448,8 @@ impl Scheduler {
             }
             let stalled = self.failing.is_some();
             self.engine.set_in_flight(self.in_flight.len());
+            #[cfg(feature = "metrics")]
+            let pending_in = self.read_pending(stalled);
             self.engine.signal().pass_done(requested);
 
             let mut wait = if deadline.is_some() || stalled {
@@ -454,6 +465,12 @@ impl Scheduler {
             }
             if let Some(f) = &self.failing {
                 wait = min_wait(wait, f.retry_at.saturating_duration_since(Instant::now()));
+            }
+            #[cfg(feature = "metrics")]
+            if let Some(next) = pending_in
+                && deadline.is_none()
+            {
+                wait = min_wait(wait, next);
             }
 
             if let Some(d) = deadline {
@@ -572,6 +589,8 @@ impl Scheduler {
                     self.closed.insert(account);
                     give_back.push((claim.delivery.id, claim.token));
                 } else {
+                    #[cfg(feature = "metrics")]
+                    self.pending.touch(&account);
                     *self.per_account.entry(account.clone()).or_default() += 1;
                     self.in_flight
                         .insert(claim.delivery.id.clone(), (account, claim.token));
@@ -705,6 +724,8 @@ impl Scheduler {
             self.store_failed_because(why, false);
             return;
         }
+        #[cfg(feature = "metrics")]
+        self.pending.touch(&c.attempt.account);
         if let Some((account, _)) = self.in_flight.remove(id)
             && let Some(n) = self.per_account.get_mut(&account)
         {
@@ -713,6 +734,24 @@ impl Scheduler {
                 self.per_account.remove(&account);
             }
         }
+    }
+
+    /// Reads the store's pending counts for the `pending` gauge when a reading is due, unless
+    /// the store is failing. Returns how long until the next reading is wanted, if one is.
+    #[cfg(feature = "metrics")]
+    fn read_pending(&mut self, stalled: bool) -> Option<Duration> {
+        if stalled {
+            return None;
+        }
+        let accounts = self.engine.account_ids();
+        let count = accounts.len();
+        self.pending.read(
+            self.engine.metrics(),
+            self.engine.store(),
+            accounts,
+            Instant::now(),
+        );
+        self.pending.wanted_in(count, Instant::now())
     }
 
     /// Gives the claims of released attempts back, so the next worker takes them at once.

@@ -72,6 +72,8 @@ pub(crate) struct Engine {
     settings_cursor: AtomicU64,
     /// The store failure the worker reported and has not seen recover from, if any.
     store_problem: Mutex<Option<StoreProblem>>,
+    #[cfg(feature = "metrics")]
+    metrics: crate::delivery::metrics::Metrics,
 }
 
 /// A store failure the worker reported: what failed and whether reads fail too.
@@ -95,6 +97,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
         on_event: Option<EventSink>,
         limits: Limits,
+        #[cfg(feature = "metrics")] metrics: crate::delivery::metrics::Metrics,
     ) -> crate::error::Result<Self> {
         // Every account's settings and every endpoint's health, as saved: preferences,
         // campaign switches and pauses outlive a restart (and are the fleet's).
@@ -130,6 +133,8 @@ impl Engine {
             longest_timeout: AtomicU64::new(0),
             settings_cursor: AtomicU64::new(snapshot.cursor),
             store_problem: Mutex::new(None),
+            #[cfg(feature = "metrics")]
+            metrics,
         };
         engine.refresh_all();
         Ok(engine)
@@ -186,6 +191,8 @@ impl Engine {
 
     /// The store failure the worker reports, or `None` once the store works again.
     pub(crate) fn set_store_problem(&self, problem: Option<StoreProblem>) {
+        #[cfg(feature = "metrics")]
+        self.metrics.store_failing(problem.is_some());
         *lock(&self.store_problem) = problem;
     }
 
@@ -259,6 +266,19 @@ impl Engine {
 
     pub(crate) fn set_in_flight(&self, n: usize) {
         self.in_flight.store(n, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics.in_flight(n);
+    }
+
+    #[cfg(feature = "metrics")]
+    pub(crate) fn metrics(&self) -> &crate::delivery::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// Every account this process has settings for.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn account_ids(&self) -> Vec<AccountId> {
+        self.accounts().keys().cloned().collect()
     }
 
     /// Takes the one worker place; `false` if a worker is running already.
@@ -457,6 +477,17 @@ impl Engine {
             Some(paused) => paused,
             None => self.update_health(&a.account, &verdict, now),
         };
+
+        // Recorded: counted, as the events below report it.
+        #[cfg(feature = "metrics")]
+        {
+            self.metrics.attempt(&a.account, &verdict, c.latency);
+            if matches!(verdict, Verdict::Delivered { .. }) {
+                self.metrics.delivery(&a.account, "delivered");
+            } else if failed_for_good.is_some() {
+                self.metrics.delivery(&a.account, "failed");
+            }
+        }
 
         match &verdict {
             Verdict::Delivered { status } => {
