@@ -114,27 +114,18 @@ async fn commit_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Vec<Result<()>> {
 /// The group as one transaction: `Err` means nothing was committed and each insert should
 /// be made alone.
 async fn try_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Result<Vec<Result<()>>> {
-    // The first insert of each id goes into the statement; a later one of the same id in the
-    // group is a repeat (the same call result) or a conflict, answered from the first.
+    // The first insert of each id goes into the statement; every insert of the group is then
+    // answered from what the statement found for its id.
     let mut first: HashMap<&str, usize> = HashMap::with_capacity(jobs.len());
-    let mut answers: Vec<Option<Result<()>>> = Vec::with_capacity(jobs.len());
     let mut rows: Vec<&NewDelivery> = Vec::with_capacity(jobs.len());
-    for job in jobs {
+    for (k, job) in jobs.iter().enumerate() {
         let d = &job.delivery;
-        match first.get(d.id.as_str()) {
-            Some(&i) if ops::same_new(&jobs[i].delivery, d) => answers.push(Some(Ok(()))),
-            Some(_) => answers.push(Some(Err(Error::IdConflict {
-                id: d.id.to_string(),
-            }))),
-            None => {
-                first.insert(d.id.as_str(), answers.len());
-                answers.push(None);
-                rows.push(d);
-            }
+        if !first.contains_key(d.id.as_str()) {
+            first.insert(d.id.as_str(), k);
+            rows.push(d);
         }
     }
     let columns = ops::Columns::new(&rows)?;
-    let ids = &columns.ids;
     let failed = |e| Error::store("storing a group of deliveries", e);
     let max = i64::try_from(ctx.max_pending).unwrap_or(i64::MAX);
     let client = ctx.client().await?;
@@ -147,72 +138,63 @@ async fn try_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Result<Vec<Result<()>>> {
         .query(&stmt, &[&columns.params()[..], &[&max]].concat())
         .await
         .map_err(failed)?;
-    let mut inserted_any = false;
-    let mut over = false;
+
+    /// What the statement found for one id.
+    enum Found<'r> {
+        /// Inserted now, with the first insert's content.
+        Inserted,
+        /// Stored before, with this account, campaign, body and encoding.
+        Stored(&'r str, &'r str, &'r [u8], &'r str),
+        /// Delivered within the retention: only the id is kept.
+        Delivered,
+        /// Neither: another transaction stored it at the same moment, unseen here.
+        Raced,
+    }
+    let mut found: HashMap<&str, Found<'_>> = HashMap::with_capacity(result.len());
     for row in &result {
         let id: &str = get(row, 0)?;
-        let Some(&i) = first.get(id) else { continue };
         if get::<bool>(row, 1)? {
-            inserted_any = true;
+            found.insert(id, Found::Inserted);
             continue;
         }
         let pending_before: i64 = get(row, 2)?;
-        if pending_before.saturating_add(ids.len() as i64) > max {
-            over = true;
-            continue;
+        if pending_before.saturating_add(columns.ids.len() as i64) > max {
+            // Nothing was inserted: each alone, so only those past the limit are refused.
+            return Err(Error::StoreFull {
+                max_pending: ctx.max_pending,
+            });
         }
         let stored: Option<&str> = get(row, 3)?;
-        match stored {
-            Some(account) => {
-                if !ops::same_parts(
-                    &jobs[i].delivery,
-                    account,
-                    get(row, 4)?,
-                    get(row, 5)?,
-                    get(row, 6)?,
-                ) {
-                    answers[i] = Some(Err(Error::IdConflict { id: id.to_owned() }));
+        let what = match stored {
+            Some(account) => Found::Stored(account, get(row, 4)?, get(row, 5)?, get(row, 6)?),
+            None if get::<bool>(row, 7)? => Found::Delivered,
+            None => Found::Raced,
+        };
+        found.insert(id, what);
+    }
+    let mut answers = Vec::with_capacity(jobs.len());
+    for (k, job) in jobs.iter().enumerate() {
+        let d = &job.delivery;
+        let id = d.id.as_str();
+        let conflict = || Err(Error::IdConflict { id: id.to_owned() });
+        answers.push(match found.get(id) {
+            Some(Found::Inserted)
+                if first[id] == k || ops::same_new(&jobs[first[id]].delivery, d) =>
+            {
+                Ok(())
+            }
+            Some(Found::Inserted) => conflict(),
+            Some(Found::Stored(account, campaign, body, encoding)) => {
+                if ops::same_parts(d, account, campaign, body, encoding) {
+                    Ok(())
+                } else {
+                    conflict()
                 }
             }
-            // Delivered within the retention: a repeat, left as it is.
-            None if get::<bool>(row, 7)? => {}
-            // Stored by another transaction at the same moment, unseen here: ask again alone.
-            None => {
-                answers[i] =
-                    Some(ops::insert(Arc::clone(ctx), vec![jobs[i].delivery.clone()]).await)
-            }
-        }
-    }
-    if over {
-        // Nothing was inserted: each alone, so only those past the limit are refused.
-        debug_assert!(!inserted_any);
-        return Err(Error::StoreFull {
-            max_pending: ctx.max_pending,
+            Some(Found::Delivered) => Ok(()),
+            // Asked again alone: the row is committed by now.
+            Some(Found::Raced) | None => ops::insert(Arc::clone(ctx), vec![d.clone()]).await,
         });
     }
-    // Each first insert of an id answers for itself; a repeat of it in the group shares its
-    // answer (a refusal included).
-    let mirror = |i: usize| -> Result<()> {
-        match &answers[i] {
-            None | Some(Ok(())) => Ok(()),
-            Some(Err(Error::IdConflict { id })) => Err(Error::IdConflict { id: id.clone() }),
-            Some(Err(e)) => Err(Error::Store {
-                message: e.to_string(),
-                source: None,
-            }),
-        }
-    };
-    let mut out = Vec::with_capacity(jobs.len());
-    for (k, job) in jobs.iter().enumerate() {
-        let i = first[job.delivery.id.as_str()];
-        out.push(if i == k {
-            mirror(k)
-        } else {
-            match &answers[k] {
-                Some(Err(Error::IdConflict { id })) => Err(Error::IdConflict { id: id.clone() }),
-                _ => mirror(i),
-            }
-        });
-    }
-    Ok(out)
+    Ok(answers)
 }
