@@ -419,10 +419,11 @@ impl fmt::Display for ProxyError {
                 f,
                 "the proxy {proxy} did not answer CONNECT {target} with HTTP/1"
             ),
-            Failure::Status(407) => write!(
+            // 407 is the standard answer; some proxies (tinyproxy) answer 401 to wrong ones.
+            Failure::Status(status @ (401 | 407)) => write!(
                 f,
-                "the proxy {proxy} answered 407 to CONNECT {target}: proxy credentials missing \
-                 or refused"
+                "the proxy {proxy} answered {status} to CONNECT {target}: proxy credentials \
+                 missing or refused"
             ),
             Failure::Status(status) => {
                 write!(f, "the proxy {proxy} answered {status} to CONNECT {target}")
