@@ -3,7 +3,9 @@
 //! Every address the connection may use passes one check point of ours before it is connected
 //! to: `GuardedConnector` resolves names (through the builder's [`Resolve`]), checks every
 //! address, resolved or literal, and connects only to the admitted ones. What is checked is
-//! exactly what is connected to; nothing is looked up twice.
+//! exactly what is connected to; nothing is looked up twice. With a [`Proxy`], the connector
+//! asks the proxy for a `CONNECT` tunnel to an admitted address instead of connecting to it, and
+//! TLS (hyper-rustls, above the connector) goes through the tunnel.
 
 use crate::limits::{DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_BODY_PREFIX_LIMIT};
 use std::error::Error as StdError;
@@ -28,9 +30,10 @@ use tower_service::Service;
 
 use crate::dispatch::body::{BodyEnd, Prefix, settle};
 use crate::dispatch::guard::{
-    DnsError, Guard, bare_host, candidates, check_target, error_chain, io_kind_in, is_dns, port_of,
-    refusal_in, tls_kind,
+    DnsError, Guard, bare_host, candidates, check_target, error_chain, io_kind_in, is_dns,
+    is_proxy, port_of, refusal_in, tls_kind,
 };
+use crate::dispatch::proxy::{Proxy, open_tunnel};
 use crate::dispatch::resolve::{Resolve, SharedResolver};
 use crate::dispatch::tls::{Certificate, client_config};
 use crate::dispatch::{
@@ -60,6 +63,8 @@ type HttpsClient = Client<SharedConnector, Full<Bytes>>;
 ///   before it is connected to. Names are resolved once per connection, through the
 ///   builder's [`Resolve`] (the system resolver by default) on tokio's blocking pool, and only
 ///   the admitted addresses are connected to.
+/// - With a [`proxy`](HyperDispatcherBuilder::proxy), each connection is a `CONNECT` tunnel
+///   through it to an admitted address, opened only after the policy admitted it.
 /// - Redirects are never followed: a 3xx comes back as the [`ReceiverResponse`].
 /// - At most `body_prefix_limit` bytes of the response body are read (default
 ///   [`DEFAULT_BODY_PREFIX_LIMIT`]); the rest is never read.
@@ -111,6 +116,7 @@ struct Inner {
     client: HttpsClient,
     guard: Guard,
     resolver: SharedResolver,
+    proxy: Option<Arc<Proxy>>,
     extra_roots: usize,
     connect_timeout: Duration,
     timeout: Duration,
@@ -132,6 +138,7 @@ impl HyperDispatcher {
             policy: None,
             resolver: SharedResolver::system(),
             roots: Vec::new(),
+            proxy: None,
         }
     }
 
@@ -177,6 +184,7 @@ impl fmt::Debug for HyperDispatcher {
             .field("body_prefix_limit", &self.inner.body_prefix_limit)
             .field("policy", self.inner.guard.policy())
             .field("resolver", &self.inner.resolver)
+            .field("proxy", &self.inner.proxy)
             .field("extra_roots", &self.inner.extra_roots)
             .finish_non_exhaustive()
     }
@@ -218,6 +226,7 @@ pub struct HyperDispatcherBuilder {
     policy: Option<UrlPolicy>,
     resolver: SharedResolver,
     roots: Vec<Certificate>,
+    proxy: Option<Proxy>,
 }
 
 impl HyperDispatcherBuilder {
@@ -241,6 +250,7 @@ impl HyperDispatcherBuilder {
     /// Builds the dispatcher. Needs no runtime; the first request must be made inside one.
     pub fn build(self) -> HyperDispatcher {
         let guard = Guard::from_builder(self.policy);
+        let proxy = self.proxy.map(Arc::new);
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(Arc::unwrap_or_clone(client_config(&self.roots)))
             .https_or_http()
@@ -248,6 +258,7 @@ impl HyperDispatcherBuilder {
             .wrap_connector(GuardedConnector {
                 guard: guard.clone(),
                 resolver: self.resolver.clone(),
+                proxy: proxy.clone(),
                 connect_timeout: self.connect_timeout,
             });
         let client = Client::builder(TokioExecutor::new())
@@ -259,6 +270,7 @@ impl HyperDispatcherBuilder {
                 client,
                 guard,
                 resolver: self.resolver,
+                proxy,
                 extra_roots: self.roots.len(),
                 connect_timeout: self.connect_timeout,
                 timeout: self.timeout,
@@ -296,11 +308,13 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
 /// The TCP connector, and the one check point of this backend: the URL's host is resolved
 /// (unless it is an IP literal), every address passes the guard, and only the admitted ones are
-/// connected to, in order, sharing the connect timeout. Nothing else resolves or connects.
+/// connected to, in order, sharing the connect timeout, or tunnelled to through the proxy.
+/// Nothing else resolves or connects.
 #[derive(Debug, Clone)]
 struct GuardedConnector {
     guard: Guard,
     resolver: SharedResolver,
+    proxy: Option<Arc<Proxy>>,
     connect_timeout: Duration,
 }
 
@@ -354,7 +368,18 @@ impl GuardedConnector {
                 .map_err(|e| DnsError::new(&host, io::Error::other(e)))??
         };
         let admitted = self.guard.filter(&host, addrs)?;
-        let stream = connect_in_turn(&admitted, self.connect_timeout).await?;
+        let https = dst
+            .scheme_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("https"));
+        let stream = match self
+            .proxy
+            .as_deref()
+            .and_then(|p| p.for_target(https, &host))
+        {
+            // The proxy only ever hears of addresses the guard admitted.
+            Some(proxy) => open_tunnel(proxy, &admitted, self.connect_timeout).await?,
+            None => connect_in_turn(&admitted, self.connect_timeout).await?,
+        };
         Ok(TokioIo::new(stream))
     }
 }
@@ -399,7 +424,9 @@ where
     let hyper_error = chain
         .iter()
         .find_map(|e| e.downcast_ref::<::hyper::Error>());
-    let kind = if is_dns(&chain) {
+    let kind = if is_proxy(&chain) {
+        TransportErrorKind::Proxy
+    } else if is_dns(&chain) {
         TransportErrorKind::Dns
     } else if let Some(tls) = tls_kind(&chain) {
         tls
@@ -409,9 +436,7 @@ where
             _ => TransportErrorKind::Connect,
         }
     } else if let Some(h) = hyper_error {
-        // `is_parse_too_large` exists only with hyper's `server` feature, which a client does
-        // not enable; its message is hyper's stable text for that parse error.
-        if h.is_parse() && h.to_string().contains("too large") {
+        if is_head_too_large(h) {
             TransportErrorKind::HeadersTooLarge
         } else if h.is_parse() {
             TransportErrorKind::NotHttp
@@ -431,6 +456,14 @@ where
         io_kind_in(&chain).unwrap_or(TransportErrorKind::Other)
     };
     TransportError::new(kind, err)
+}
+
+/// Whether hyper refused the response head as too large. hyper's `is_parse_too_large` exists only
+/// with its `server` feature, which this crate does not enable (a test build gets it through
+/// the dev-dependencies, a user's build does not), so the parse error is told by its message;
+/// `tests/backends.rs` sends the case for real.
+fn is_head_too_large(err: &::hyper::Error) -> bool {
+    err.is_parse() && err.to_string() == "message head is too large"
 }
 
 #[cfg(test)]
@@ -515,6 +548,7 @@ mod tests {
         GuardedConnector {
             guard: Guard::new(policy),
             resolver,
+            proxy: None,
             connect_timeout: Duration::from_secs(1),
         }
     }

@@ -14,7 +14,8 @@ use crate::error::BoxError;
 use crate::policy::UrlPolicy;
 
 /// The builder setters the backends share word for word, so their docs and behaviour cannot
-/// drift apart. Each builder has the fields `timeout`, `body_prefix_limit`, `policy` and `roots`.
+/// drift apart. Each builder has the fields `timeout`, `body_prefix_limit`, `policy`, `roots` and
+/// `proxy`.
 #[cfg(any(feature = "hyper", feature = "ureq"))]
 macro_rules! shared_builder_setters {
     () => {
@@ -57,6 +58,20 @@ macro_rules! shared_builder_setters {
             self.roots.push(root);
             self
         }
+
+        /// Sends every delivery through the HTTP proxy `proxy` (none by default, and the
+        /// environment is not read: use [`Proxy::from_env`] for that).
+        ///
+        /// The [`policy`](Self::policy) still holds: the receiver's host is resolved here and
+        /// every address judged before the proxy is contacted, and the proxy is asked for a
+        /// `CONNECT` tunnel to an admitted address, never to the name; a refused receiver
+        /// never reaches the proxy. TLS goes through the tunnel with the receiver's host name.
+        /// The proxy's own address is configuration and is not held to the policy. A proxy
+        /// that fails or refuses the tunnel is a [`TransportErrorKind::Proxy`] error.
+        pub fn proxy(mut self, proxy: Proxy) -> Self {
+            self.proxy = Some(proxy);
+            self
+        }
     };
 }
 
@@ -67,12 +82,16 @@ mod guard;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 #[cfg(any(feature = "hyper", feature = "ureq"))]
+mod proxy;
+#[cfg(any(feature = "hyper", feature = "ureq"))]
 mod resolve;
 #[cfg(any(feature = "hyper", feature = "ureq"))]
 mod tls;
 #[cfg(feature = "ureq")]
 pub mod ureq;
 
+#[cfg(any(feature = "hyper", feature = "ureq"))]
+pub use proxy::Proxy;
 #[cfg(any(feature = "hyper", feature = "ureq"))]
 pub use resolve::{Resolve, SystemResolver};
 #[cfg(any(feature = "hyper", feature = "ureq"))]
@@ -345,6 +364,10 @@ pub enum TransportErrorKind {
     /// Reading or writing failed in a way not sorted above, or the body of a response that is
     /// not a 2xx broke off.
     Io,
+    /// The egress proxy failed the attempt: it could not be reached, did not answer within the
+    /// connect time limit, or answered `CONNECT` with anything but a 2xx (a 407 for missing or
+    /// refused proxy credentials included). Retried, as a connect failure is.
+    Proxy,
     /// The URL or a resolved address was refused by the address policy; retrying cannot help.
     Refused,
     /// The request could not be sent as built (bad URI for this backend, for example).
@@ -377,6 +400,7 @@ impl TransportErrorKind {
             TransportErrorKind::HeadersTooLarge => "response headers too large",
             TransportErrorKind::NotHttp => "not an HTTP response",
             TransportErrorKind::Io => "I/O error",
+            TransportErrorKind::Proxy => "proxy failed",
             TransportErrorKind::Refused => "refused by address policy",
             TransportErrorKind::InvalidRequest => "invalid request",
             TransportErrorKind::Other => "transport error",
@@ -503,6 +527,7 @@ mod tests {
             TransportErrorKind::HeadersTooLarge,
             TransportErrorKind::NotHttp,
             TransportErrorKind::Io,
+            TransportErrorKind::Proxy,
             TransportErrorKind::Refused,
             TransportErrorKind::InvalidRequest,
             TransportErrorKind::Other,
@@ -515,6 +540,7 @@ mod tests {
         );
         assert!(TransportErrorKind::Reset.is_retryable());
         assert!(TransportErrorKind::NotHttp.is_retryable());
+        assert!(TransportErrorKind::Proxy.is_retryable());
     }
 
     #[test]

@@ -4,20 +4,21 @@
 //! Every address the connection may use, resolved or literal, passes `GuardedResolver` before
 //! it is connected to: ureq asks its resolver for IP literals too, and connects only to the
 //! addresses the resolver returns. TLS is our own rustls configuration (`GuardedTls`), the same
-//! as the hyper backend's.
+//! as the hyper backend's. With a [`Proxy`], `ProxyTunnel` opens a `CONNECT` tunnel through it to
+//! one of those admitted addresses in place of the direct TCP connection.
 
 use crate::limits::{DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_BODY_PREFIX_LIMIT, DEFAULT_MAX_CONCURRENCY};
 use std::fmt;
 use std::io::{self, Read as _, Write as _};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use ::ureq::config::Config;
 use ::ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ::ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, TcpConnector,
-    Transport, TransportAdapter,
+    Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, ShutdownHandle,
+    TcpConnector, Transport, TransportAdapter,
 };
 use ::ureq::{Agent, Timeout};
 use bytes::Bytes;
@@ -27,9 +28,10 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::dispatch::body::{BodyEnd, Prefix, settle};
 use crate::dispatch::guard::{
-    DnsError, Guard, bare_host, candidates, check_target, error_chain, io_kind_in, is_dns, port_of,
-    refusal_in, tls_error_kind, tls_kind,
+    DnsError, Guard, bare_host, candidates, check_target, error_chain, io_kind_in, is_dns,
+    is_proxy, port_of, refusal_in, tls_error_kind, tls_kind,
 };
+use crate::dispatch::proxy::{Proxy, open_tunnel_blocking};
 use crate::dispatch::resolve::{Resolve, SharedResolver};
 use crate::dispatch::tls::{Certificate, client_config};
 use crate::dispatch::{
@@ -53,7 +55,9 @@ const IDLE_IN_ALL: usize = 4 * DEFAULT_MAX_CONCURRENCY;
 /// - Connections are pooled per receiver; TLS is rustls with the `ring` provider, certificates
 ///   validated against the Mozilla (webpki) roots and any root added with
 ///   [`add_root_certificate`](UreqDispatcherBuilder::add_root_certificate). Proxy settings from
-///   the environment are ignored.
+///   the environment are ignored unless given through [`Proxy::from_env`]: with a
+///   [`proxy`](UreqDispatcherBuilder::proxy), each connection is a `CONNECT` tunnel through it
+///   to an address the policy admitted.
 /// - A connect timeout (default 5 s) and a whole-attempt timeout (default 15 s) that covers
 ///   resolving, connecting, sending, the response head and the bounded body read. An
 ///   [`AttemptTimeout`] extension on the request replaces the whole-attempt default.
@@ -111,6 +115,7 @@ struct Inner {
     agent: Agent,
     guard: Guard,
     resolver: Option<SharedResolver>,
+    proxy: Option<Arc<Proxy>>,
     extra_roots: usize,
     connect_timeout: Duration,
     timeout: Duration,
@@ -132,6 +137,7 @@ impl UreqDispatcher {
             policy: None,
             resolver: None,
             roots: Vec::new(),
+            proxy: None,
         }
     }
 }
@@ -153,6 +159,7 @@ impl fmt::Debug for UreqDispatcher {
                 "resolver",
                 &self.inner.resolver.as_ref().map_or("system", |_| "custom"),
             )
+            .field("proxy", &self.inner.proxy)
             .field("extra_roots", &self.inner.extra_roots)
             .finish_non_exhaustive()
     }
@@ -244,6 +251,7 @@ pub struct UreqDispatcherBuilder {
     policy: Option<UrlPolicy>,
     resolver: Option<SharedResolver>,
     roots: Vec<Certificate>,
+    proxy: Option<Proxy>,
 }
 
 impl UreqDispatcherBuilder {
@@ -271,7 +279,8 @@ impl UreqDispatcherBuilder {
             // Status codes are the caller's to classify; 3xx is never followed.
             .http_status_as_error(false)
             .max_redirects(0)
-            // Only the URL the account chose, never a proxy from the environment.
+            // Never ureq's proxy, nor one from the environment: `ProxyTunnel` is the only way
+            // through a proxy, and only to addresses the resolver admitted.
             .proxy(None)
             // Send what the request carries and nothing of ureq's own.
             .accept("")
@@ -290,16 +299,24 @@ impl UreqDispatcherBuilder {
             custom: self.resolver.clone(),
             system: DefaultResolver::default(),
         };
-        // TCP to the addresses the resolver admitted, then our TLS: no proxy, no other TLS.
-        let connector = ().chain(TcpConnector::default()).chain(GuardedTls {
-            config: client_config(&self.roots),
-        });
+        let proxy = self.proxy.map(Arc::new);
+        // A tunnel through the proxy, or else TCP, to the addresses the resolver admitted;
+        // then our TLS. No other proxy, no other TLS.
+        let connector = ()
+            .chain(ProxyTunnel {
+                proxy: proxy.clone(),
+            })
+            .chain(TcpConnector::default())
+            .chain(GuardedTls {
+                config: client_config(&self.roots),
+            });
         let agent = Agent::with_parts(config, connector, resolver);
         UreqDispatcher {
             inner: Arc::new(Inner {
                 agent,
                 guard,
                 resolver: self.resolver,
+                proxy,
                 extra_roots: self.roots.len(),
                 connect_timeout: self.connect_timeout,
                 timeout: self.timeout,
@@ -356,8 +373,121 @@ impl Resolver for GuardedResolver {
     }
 }
 
+/// The `CONNECT` tunnel through the proxy to one of the addresses the resolver admitted, when
+/// the dispatcher has a proxy for this receiver; otherwise nothing, and `TcpConnector` connects
+/// directly.
+#[derive(Debug)]
+struct ProxyTunnel {
+    proxy: Option<Arc<Proxy>>,
+}
+
+impl Connector for ProxyTunnel {
+    type Out = TunnelTransport;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails<'_>,
+        _chained: Option<()>,
+    ) -> Result<Option<Self::Out>, ::ureq::Error> {
+        let host = bare_host(details.uri.host().unwrap_or_default());
+        let Some(proxy) = self
+            .proxy
+            .as_deref()
+            .and_then(|p| p.for_target(details.needs_tls(), host))
+        else {
+            return Ok(None);
+        };
+        let admitted: Vec<SocketAddr> = details.addrs.iter().copied().collect();
+        let timeout = details.timeout.not_zero().map(|t| *t);
+        let stream = open_tunnel_blocking(proxy, &admitted, timeout)
+            .map_err(|e| ::ureq::Error::Other(Box::new(e)))?;
+        let stream = Arc::new(stream);
+        (details.register_shutdown)(Arc::downgrade(&stream) as Weak<dyn ShutdownHandle>)?;
+        Ok(Some(TunnelTransport {
+            stream,
+            buffers: LazyBuffers::new(
+                details.config.input_buffer_size(),
+                details.config.output_buffer_size(),
+            ),
+        }))
+    }
+}
+
+/// A tunnel through the proxy: a TCP connection to the proxy that now carries bytes to and from
+/// the receiver.
+struct TunnelTransport {
+    /// Shared (weakly) with the agent, which may shut it down.
+    stream: Arc<TcpStream>,
+    buffers: LazyBuffers,
+}
+
+impl fmt::Debug for TunnelTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TunnelTransport").finish_non_exhaustive()
+    }
+}
+
+impl Transport for TunnelTransport {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        &mut self.buffers
+    }
+
+    fn transmit_output(
+        &mut self,
+        amount: usize,
+        timeout: NextTimeout,
+    ) -> Result<(), ::ureq::Error> {
+        let timeout = timeout.for_write();
+        self.stream
+            .set_write_timeout(timeout.not_zero().map(|t| *t))?;
+        let output = &self.buffers.output()[..amount];
+        (&*self.stream)
+            .write_all(output)
+            .map_err(|e| timed_out(e, timeout))
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ::ureq::Error> {
+        let timeout = timeout.for_read();
+        self.stream
+            .set_read_timeout(timeout.not_zero().map(|t| *t))?;
+        let input = self.buffers.input_append_buf();
+        let amount = loop {
+            match (&*self.stream).read(input) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other.map_err(|e| timed_out(e, timeout))?,
+            }
+        };
+        self.buffers.input_appended(amount);
+        Ok(amount > 0)
+    }
+
+    fn is_open(&mut self) -> bool {
+        // Open when nothing is waiting to be read and the peer has not closed: a pooled
+        // connection holds no unread bytes.
+        let mut probe = [0u8; 1];
+        if self.stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let open = matches!(
+            (&*self.stream).read(&mut probe),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock
+        );
+        open && self.stream.set_nonblocking(false).is_ok()
+    }
+}
+
+/// ureq's timeout error for a read or write that ran out of time, otherwise the I/O error.
+fn timed_out(err: io::Error, timeout: NextTimeout) -> ::ureq::Error {
+    match err.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+            ::ureq::Error::Timeout(timeout.reason)
+        }
+        _ => err.into(),
+    }
+}
+
 /// TLS with the crate's rustls configuration, over the TCP connection ureq made to an admitted
-/// address. Plain `http` passes through.
+/// address, or the tunnel to one. Plain `http` passes through.
 struct GuardedTls {
     config: Arc<ClientConfig>,
 }
@@ -492,6 +622,9 @@ fn classify(err: ::ureq::Error) -> TransportError {
     }
     if let Some(refused) = refusal_in(&chain) {
         return refused;
+    }
+    if is_proxy(&chain) {
+        return TransportError::new(TransportErrorKind::Proxy, err);
     }
     let kind = match &err {
         E::HostNotFound => TransportErrorKind::Dns,
