@@ -24,7 +24,7 @@ use call_result_webhook::{
     UrlPolicy,
     account::Account,
     auth::AuthScheme,
-    dispatch::AttemptTimeout,
+    dispatch::{AttemptTimeout, Proxy},
     encoding::Encoding,
     request::{EncodedBody, Method, build_request},
 };
@@ -56,6 +56,9 @@ OPTIONS:
                            PhoneCalled=phone (repeatable)
     --method post|get      POST the keys in the body (default), or GET with the keys
                            appended to the URL's query, no body
+    --proxy URL            send through this HTTP proxy (http://[user:pass@]host:port), in a
+                           CONNECT tunnel to the address the policy admitted; `env` reads
+                           HTTPS_PROXY/HTTP_PROXY/NO_PROXY (the credentials are never printed)
     --encoding form|json   body encoding of a POST (default form)
     --result FILE.json     the call result: one JSON object with the ten keys in the
                            page's formats (LogDateTime YYYY-MM-DDTHH:MM:SS in UTC,
@@ -114,6 +117,7 @@ const OPTIONS: &[Opt] = &[
     Opt { name: "--secret-header",  value: true,  max: 16 },
     Opt { name: "--key-name",       value: true,  max: 10 },
     Opt { name: "--method",         value: true,  max: 1 },
+    Opt { name: "--proxy",          value: true,  max: 1 },
     Opt { name: "--encoding",       value: true,  max: 1 },
     Opt { name: "--result",         value: true,  max: 1 },
     Opt { name: "--time-zone",      value: true,  max: 1 },
@@ -284,7 +288,25 @@ fn plan(given: &Given) -> Result<Plan, Usage> {
     if let Some(timeout) = timeout {
         request.extensions_mut().insert(AttemptTimeout(timeout));
     }
-    let dispatcher = UreqDispatcher::builder().policy(policy).build();
+    let mut builder = UreqDispatcher::builder().policy(policy);
+    match given.value("--proxy") {
+        None => {}
+        Some("env") => match Proxy::from_env() {
+            Ok(Some(proxy)) => builder = builder.proxy(proxy),
+            Ok(None) => {
+                return Err(Usage(
+                    "--proxy env: no HTTPS_PROXY or HTTP_PROXY is set".into(),
+                ));
+            }
+            // The error names the setting, never its value (it may hold credentials).
+            Err(e) => return Err(Usage(format!("--proxy env: {e}"))),
+        },
+        Some(url) => match Proxy::http(url) {
+            Ok(proxy) => builder = builder.proxy(proxy),
+            Err(e) => return Err(Usage(format!("--proxy: {e}"))),
+        },
+    }
+    let dispatcher = builder.build();
     Ok(Plan {
         dispatcher,
         request,
