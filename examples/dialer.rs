@@ -84,6 +84,9 @@ OPTIONS:
     --shutdown-ms N            when stopping, how long attempts in flight may take to
                                finish (default 5000); those still running then are released
                                and sent again by the next start
+    --metrics-addr HOST:PORT   serve the crate's metrics in the Prometheus text format at
+                               http://HOST:PORT/metrics (needs the `metrics` feature; port 0
+                               picks a free one, printed on stderr)
     -h, --help                 print this help
 
 The account and its campaign are configured as an administrator would, in the outbox file:
@@ -149,6 +152,7 @@ const OPTIONS: &[Opt] = &[
     Opt { name: "--allow-private",   value: false },
     Opt { name: "--max-line-bytes",  value: true },
     Opt { name: "--shutdown-ms",     value: true },
+    Opt { name: "--metrics-addr",    value: true },
 ];
 
 /// The options given: name to value (`""` for a flag).
@@ -776,6 +780,11 @@ fn run(given: &Given, signals: &Signals) -> ExitCode {
         ),
         Err(Usage(message)) => return fail(message),
     };
+    if let Some(addr) = given.value("--metrics-addr")
+        && let Err(message) = serve_metrics(addr)
+    {
+        return fail(message);
+    }
     let (store, path) = match open_store(given) {
         Ok(opened) => opened,
         Err(message) => return fail(message),
@@ -940,4 +949,50 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// Installs a Prometheus recorder for the crate's metrics and serves them, as Prometheus text,
+/// on `addr` from a thread of its own: a few lines of std, one request per connection.
+#[cfg(feature = "metrics")]
+fn serve_metrics(addr: &str) -> Result<(), String> {
+    use std::io::Read;
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("--metrics-addr: cannot install the metrics recorder: {e}"))?;
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| format!("--metrics-addr {addr}: cannot listen: {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
+    say(format!("metrics on http://{local}/metrics"));
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                // The request itself does not matter: read its head (capped at 8 KiB), answer.
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body = handle.render();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        })
+        .map_err(|e| format!("--metrics-addr: cannot start its thread: {e}"))?;
+    Ok(())
+}
+
+#[cfg(not(feature = "metrics"))]
+fn serve_metrics(_addr: &str) -> Result<(), String> {
+    Err("--metrics-addr needs the `metrics` feature: cargo run --features metrics ...".into())
 }
