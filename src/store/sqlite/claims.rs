@@ -8,7 +8,6 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 
-use crate::ids::AccountId;
 use crate::store::ClaimToken;
 
 /// The current claim of each claimed delivery, by delivery id.
@@ -23,7 +22,6 @@ pub(super) struct Claims {
 struct Held {
     token: ClaimToken,
     lease_until: Timestamp,
-    account: AccountId,
     /// Its outcome is being written: the claim holds, whatever the time, until the write
     /// has answered.
     recording: bool,
@@ -63,24 +61,9 @@ impl Claims {
             .is_some_and(|h| h.recording || h.lease_until > now)
     }
 
-    /// How many claims each account holds, live or not: at most that many of an account's
-    /// earliest deliveries are left out of a claim.
-    pub(super) fn by_account(&self) -> HashMap<&AccountId, usize> {
-        let mut counts = HashMap::new();
-        for held in self.held.values() {
-            *counts.entry(&held.account).or_insert(0) += 1;
-        }
-        counts
-    }
-
-    /// Claims delivery `id` of `account` until `lease_until` with a new token, replacing a
-    /// claim whose lease ran out.
-    pub(super) fn grant(
-        &mut self,
-        id: &str,
-        account: &AccountId,
-        lease_until: Timestamp,
-    ) -> ClaimToken {
+    /// Claims delivery `id` until `lease_until` with a new token, replacing a claim whose
+    /// lease ran out.
+    pub(super) fn grant(&mut self, id: &str, lease_until: Timestamp) -> ClaimToken {
         self.last_token += 1;
         let token = ClaimToken::new(self.last_token);
         self.held.insert(
@@ -88,7 +71,6 @@ impl Claims {
             Held {
                 token,
                 lease_until,
-                account: account.clone(),
                 recording: false,
             },
         );
@@ -145,12 +127,11 @@ mod tests {
     #[test]
     fn a_lease_holds_until_its_end_and_a_new_claim_fences_the_old() {
         let mut claims = Claims::default();
-        let acme: AccountId = "acme".into();
-        let first = claims.grant("d1", &acme, t(60));
+        let first = claims.grant("d1", t(60));
         assert!(claims.is_live("d1", t(59)));
         assert!(!claims.is_live("d1", t(60)));
         assert!(!claims.is_live("d2", t(0)));
-        let second = claims.grant("d1", &acme, t(120));
+        let second = claims.grant("d1", t(120));
         assert!(second > first);
         assert_eq!(
             claims.begin_recording("d1", first),
@@ -160,13 +141,12 @@ mod tests {
             claims.begin_recording("d2", first),
             Err(NotCurrent::Unclaimed)
         );
-        assert_eq!(claims.by_account().get(&acme), Some(&1));
     }
 
     #[test]
     fn recording_holds_the_claim_past_its_lease_and_once_only() {
         let mut claims = Claims::default();
-        let token = claims.grant("d1", &"acme".into(), t(60));
+        let token = claims.grant("d1", t(60));
         claims.begin_recording("d1", token).unwrap();
         assert!(claims.is_live("d1", t(1_000)));
         assert_eq!(
@@ -189,8 +169,8 @@ mod tests {
     #[test]
     fn release_needs_the_current_token() {
         let mut claims = Claims::default();
-        let old = claims.grant("d1", &"acme".into(), t(60));
-        let new = claims.grant("d1", &"acme".into(), t(60));
+        let old = claims.grant("d1", t(60));
+        let new = claims.grant("d1", t(60));
         claims.release("d1", old);
         assert!(claims.is_live("d1", t(0)));
         claims.release("d1", new);

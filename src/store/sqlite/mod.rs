@@ -35,9 +35,9 @@ use crate::store::{AttemptRecord, Delivery, DeliveryFilter, DeliveryStats, NewDe
 
 use claims::Claims;
 use rows::{
-    ACCOUNTS_SINCE, HEALTH_SINCE, NEWEST_DELIVERED, PENDING_ACCOUNTS, SELECT_DELIVERIES,
-    STATS_ACCOUNT, STATS_CAMPAIGN, bind_filter, delivery_from_row, optional_time, push_filter,
-    sql_limit, stored_states, to_nanos,
+    ACCOUNTS_SINCE, HEALTH_SINCE, NEWEST_DELIVERED, SELECT_DELIVERIES, STATS_ACCOUNT,
+    STATS_CAMPAIGN, bind_filter, delivery_from_row, optional_time, push_filter, sql_limit,
+    stored_states, to_nanos,
 };
 use schema::{
     MIGRATIONS, check_schema, create_private_file, migrate, open_connection, open_reader,
@@ -575,13 +575,6 @@ impl SqliteStore {
     fn save(&self, op: Op) -> Result<()> {
         self.write(op).map(drop)
     }
-}
-
-/// Every account with pending deliveries and, in nanoseconds, its earliest next attempt.
-fn pending_accounts(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
-    let mut stmt = conn.prepare_cached(PENDING_ACCOUNTS)?;
-    let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    rows.collect()
 }
 
 /// Accounts' settings saved with a version above `after`.

@@ -1,6 +1,7 @@
 //! [`Outbox`] and [`Settings`] for [`SqliteStore`]: claims with leases and fencing tokens kept
 //! in memory (the file is this store's alone), settings followed by a version counter.
 
+use std::collections::HashSet;
 use std::sync::mpsc::Receiver;
 
 use jiff::Timestamp;
@@ -15,91 +16,79 @@ use crate::store::{
 
 use super::claims::{Claims, NotCurrent};
 use super::rows::{
-    DUE, EARLIEST_PENDING, FIND_DELIVERY, HAS_PENDING, SETTINGS_CURSOR, clamp_nanos,
+    DUE_BY_TIME, EARLIEST_BY_TIME, FIND_DELIVERY, HAS_PENDING, SETTINGS_CURSOR, clamp_nanos,
     delivery_from_row, from_nanos, sql_limit,
 };
 use super::writer::{Op, writer_stopped};
-use super::{SqliteStore, accounts_since, health_since, pending_accounts};
+use super::{SqliteStore, accounts_since, health_since};
 
-/// Accounts with pending deliveries, leaving out `skip`'s, earliest next attempt first.
-fn accounts_by_next(conn: &Connection, skip: &[AccountId]) -> rusqlite::Result<Vec<(String, i64)>> {
-    let mut accounts = pending_accounts(conn)?;
-    accounts.retain(|(account, _)| !skip.iter().any(|s| s.as_str() == account));
-    accounts.sort_unstable_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
-    Ok(accounts)
-}
+/// How many rows one page of a walk by due time reads.
+const PAGE: usize = 256;
 
-/// The earliest due deliveries not under a live claim, at most `limit`, earliest first and in
-/// insertion order among equals.
-///
-/// One account at a time through its own index range, in the order of their earliest
-/// deliveries, and no further once an account's earliest comes after the `limit`-th found: a
-/// held account's deliveries are never read, and of each account only as many as it has
-/// claims are read beyond `limit`.
+/// The earliest due deliveries not under a live claim, at most `limit`, earliest first (ties
+/// in insertion order), leaving out `skip`'s accounts: one walk of the due-time index over
+/// every account, a page at a time, so the cost follows the rows passed over (claimed or
+/// skipped ones), never the number of accounts.
 fn claimable(
     conn: &Connection,
     claims: &Claims,
     request: &ClaimRequest<'_>,
 ) -> rusqlite::Result<Vec<Delivery>> {
     let now = clamp_nanos(request.now);
-    let limit = request.limit;
-    let held = claims.by_account();
-    let mut found: Vec<(i64, i64, Delivery)> = Vec::new();
-    let mut stmt = conn.prepare_cached(DUE)?;
-    for (account, earliest) in accounts_by_next(conn, request.skip)? {
-        if earliest > now {
-            break;
-        }
-        if found.len() >= limit && found.get(limit - 1).is_some_and(|last| earliest > last.0) {
-            break;
-        }
-        let claimed = held.get(&AccountId::new(account.as_str())).copied();
-        let fetch = limit.saturating_add(claimed.unwrap_or(0));
-        let mut rows = stmt.query(params![account, now, sql_limit(fetch)])?;
-        let mut taken = 0;
-        while taken < limit {
-            let Some(row) = rows.next()? else { break };
-            if claims.is_live(row.get_ref(0)?.as_str()?, request.now) {
+    let skip: HashSet<&str> = request.skip.iter().map(AccountId::as_str).collect();
+    let mut found = Vec::with_capacity(request.limit.min(PAGE));
+    let mut stmt = conn.prepare_cached(DUE_BY_TIME)?;
+    let mut after = (i64::MIN, i64::MIN);
+    while found.len() < request.limit {
+        let mut rows = stmt.query(params![now, after.0, after.1, sql_limit(PAGE)])?;
+        let mut read = 0;
+        while let Some(row) = rows.next()? {
+            read += 1;
+            after = (row.get(6)?, row.get(12)?);
+            if skip.contains(row.get_ref(1)?.as_str()?)
+                || claims.is_live(row.get_ref(0)?.as_str()?, request.now)
+            {
                 continue;
             }
-            found.push((row.get(6)?, row.get(12)?, delivery_from_row(row)?));
-            taken += 1;
+            found.push(delivery_from_row(row)?);
+            if found.len() == request.limit {
+                break;
+            }
         }
-        found.sort_unstable_by_key(|(at, rowid, _)| (*at, *rowid));
-        found.truncate(limit);
+        if read < PAGE {
+            break;
+        }
     }
-    Ok(found.into_iter().map(|(_, _, d)| d).collect())
+    Ok(found)
 }
 
-/// When the earliest pending delivery not under a live claim at `now` is due, in nanoseconds.
+/// When the earliest pending delivery not under a live claim at `now` is due, in nanoseconds,
+/// leaving out `skip`'s accounts: the same walk, stopping at the first that qualifies.
 fn next_unclaimed(
     conn: &Connection,
     claims: &Claims,
     now: Timestamp,
     skip: &[AccountId],
 ) -> rusqlite::Result<Option<i64>> {
-    let held = claims.by_account();
-    let mut best: Option<i64> = None;
-    let mut stmt = conn.prepare_cached(EARLIEST_PENDING)?;
-    for (account, earliest) in accounts_by_next(conn, skip)? {
-        if best.is_some_and(|b| earliest >= b) {
-            break;
-        }
-        let Some(&claimed) = held.get(&AccountId::new(account.as_str())) else {
-            // No claim in this account: its earliest is the earliest left.
-            best = Some(earliest);
-            break;
-        };
-        let mut rows = stmt.query(params![account, sql_limit(claimed.saturating_add(1))])?;
+    let skip: HashSet<&str> = skip.iter().map(AccountId::as_str).collect();
+    let mut stmt = conn.prepare_cached(EARLIEST_BY_TIME)?;
+    let mut after = (i64::MIN, i64::MIN);
+    loop {
+        let mut rows = stmt.query(params![after.0, after.1, sql_limit(PAGE)])?;
+        let mut read = 0;
         while let Some(row) = rows.next()? {
-            if !claims.is_live(row.get_ref(0)?.as_str()?, now) {
-                let at: i64 = row.get(1)?;
-                best = Some(best.map_or(at, |b| b.min(at)));
-                break;
+            read += 1;
+            after = (row.get(2)?, row.get(3)?);
+            if !skip.contains(row.get_ref(1)?.as_str()?)
+                && !claims.is_live(row.get_ref(0)?.as_str()?, now)
+            {
+                return Ok(Some(after.0));
             }
         }
+        if read < PAGE {
+            return Ok(None);
+        }
     }
-    Ok(best)
 }
 
 impl SqliteStore {
@@ -172,7 +161,7 @@ impl Outbox for SqliteStore {
         Ok(due
             .into_iter()
             .map(|delivery| {
-                let token = claims.grant(delivery.id.as_str(), &delivery.account, lease_until);
+                let token = claims.grant(delivery.id.as_str(), lease_until);
                 Claim {
                     delivery,
                     token,

@@ -101,33 +101,26 @@ pub(super) const ACCOUNTS_SINCE: &str =
 pub(super) const HEALTH_SINCE: &str =
     "SELECT account, health FROM health WHERE version > ?1 ORDER BY account";
 
-/// Pending deliveries of account `?1` due at or before `?2`, earliest first, at most `?3`;
-/// column 12 is the rowid, which breaks ties in insertion order.
-pub(super) const DUE: &str = concat!(
+/// Pending deliveries due by `?1`, over every account, earliest first, after the position
+/// (`?2` due time, `?3` rowid) a page before ended, at most `?4`: one walk of
+/// `deliveries_by_due`, whatever the number of accounts.
+pub(super) const DUE_BY_TIME: &str = concat!(
     "SELECT ",
     delivery_columns!(),
-    ", rowid FROM deliveries WHERE account = ?1 AND state = 'pending' AND next_attempt_at <= ?2 \
-     ORDER BY next_attempt_at, rowid LIMIT ?3"
+    ", rowid FROM deliveries INDEXED BY deliveries_by_due \
+     WHERE state = 'pending' AND next_attempt_at <= ?1 AND (next_attempt_at, rowid) > (?2, ?3) \
+     ORDER BY next_attempt_at, rowid LIMIT ?4"
 );
 
-/// The ids and times of account `?1`'s earliest pending deliveries, due or not, at most `?2`.
-pub(super) const EARLIEST_PENDING: &str = "SELECT id, next_attempt_at FROM deliveries \
-    WHERE account = ?1 AND state = 'pending' ORDER BY next_attempt_at, rowid LIMIT ?2";
+/// The ids, accounts and times of the earliest pending deliveries, due or not, after the
+/// position (`?1`, `?2`), at most `?3`.
+pub(super) const EARLIEST_BY_TIME: &str = "SELECT id, account, next_attempt_at, rowid \
+    FROM deliveries INDEXED BY deliveries_by_due WHERE state = 'pending' \
+    AND (next_attempt_at, rowid) > (?1, ?2) ORDER BY next_attempt_at, rowid LIMIT ?3";
 
 /// Whether any delivery is pending: one seek in the pending deliveries' index.
 pub(super) const HAS_PENDING: &str =
     "SELECT EXISTS (SELECT 1 FROM deliveries WHERE state = 'pending')";
-
-/// One index seek per account (a "loose index scan"), never a pass over every pending row.
-pub(super) const PENDING_ACCOUNTS: &str = "WITH RECURSIVE a(account) AS ( \
-    SELECT (SELECT account FROM deliveries WHERE state = 'pending' ORDER BY account LIMIT 1) \
-    UNION ALL \
-    SELECT (SELECT d.account FROM deliveries AS d \
-            WHERE d.state = 'pending' AND d.account > a.account ORDER BY d.account LIMIT 1) \
-    FROM a WHERE a.account IS NOT NULL) \
-    SELECT account, (SELECT min(next_attempt_at) FROM deliveries \
-                     WHERE state = 'pending' AND account = a.account) \
-    FROM a WHERE account IS NOT NULL";
 
 pub(super) const STATS_ACCOUNT: &str = "SELECT pending, delivered, failed, last_success_at, \
     last_failure_at, last_failure_reason FROM stats WHERE account = ?1";
