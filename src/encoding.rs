@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use serde::ser::{SerializeMap, Serializer};
 
-use crate::payload::{Fields, KeyNames};
+use crate::payload::{Fields, KeyNames, PAYLOAD_KEYS};
 
 /// How the ten keys are put into the body. Chosen per account.
 #[derive(
@@ -119,20 +119,31 @@ fn form_encode(fields: &Fields<'_>, names: &KeyNames) -> Vec<u8> {
             .map(|&b| usize::from(FORM_BYTE[usize::from(b)]))
             .sum()
     };
-    let mut len = names
-        .sent()
-        .map(|k| encoded_len(k.as_bytes()) + 1)
-        .sum::<usize>()
-        + 9;
+    // The page's own keys need no escaping (a test holds them to that): when no key is
+    // renamed, they are copied as they are and their length is known in advance.
+    let default = names.is_default();
+    let mut len = if default {
+        PAYLOAD_KEYS.iter().map(|k| k.len() + 1).sum::<usize>()
+    } else {
+        names
+            .iter()
+            .map(|(_, sent)| encoded_len(sent.as_bytes()) + 1)
+            .sum::<usize>()
+    } + PAYLOAD_KEYS.len()
+        - 1;
     for value in fields.bytes().flatten() {
         len += encoded_len(value);
     }
     let mut out = Vec::with_capacity(len);
-    for (i, (key, value)) in names.sent().zip(fields.bytes()).enumerate() {
+    for (i, ((key, sent), value)) in names.iter().zip(fields.bytes()).enumerate() {
         if i > 0 {
             out.push(b'&');
         }
-        push_form_encoded(&mut out, key.as_bytes());
+        if default {
+            out.extend_from_slice(key.as_bytes());
+        } else {
+            push_form_encoded(&mut out, sent.as_bytes());
+        }
         out.push(b'=');
         if let Some(value) = value {
             push_form_encoded(&mut out, value);

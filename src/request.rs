@@ -234,19 +234,17 @@ pub fn build_request_at(
         account: String::from("(this account)"),
     })?;
     let get = body.encoding == Encoding::Query;
-    let (method, target, sent) = if get {
-        let target = get_url(url, &body.bytes)?;
-        (http::Method::GET, target, Bytes::new())
-    } else {
-        (
-            http::Method::POST,
-            url.as_str().to_owned(),
-            body.bytes.clone(),
-        )
+    let parse = |target: &str| -> Result<http::Uri> {
+        target
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| Error::url(e))
     };
-    let uri: http::Uri = target
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| Error::url(e))?;
+    let (method, uri, sent) = if get {
+        let target = get_url(url, &body.bytes)?;
+        (http::Method::GET, parse(&target)?, Bytes::new())
+    } else {
+        (http::Method::POST, parse(url.as_str())?, body.bytes.clone())
+    };
     let mut request = Request::builder()
         .method(method)
         .uri(uri)
