@@ -41,7 +41,7 @@ mod pg_support;
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
@@ -49,7 +49,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use call_result_webhook::store::Outbox;
-use dialer_support::{Rng, dialer_binary, line, seed};
+use dialer_support::{Rng, dialer_binary, line, read_acks, record, seed};
 use pg_support::Database;
 use support::{Receiver, Recorded, Reply};
 
@@ -363,37 +363,6 @@ impl Drop for Run {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-    }
-}
-
-/// Reads `accepted <webhook-id> <Reference>` lines; a line cut short by a kill is not an
-/// acknowledgement.
-fn read_acks(mut stdout: impl BufRead, acks: &Mutex<Vec<(String, String)>>) {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        match stdout.read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) if !line.ends_with('\n') => return,
-            Ok(_) => {}
-        }
-        let text = line.trim_end_matches('\n');
-        let mut words = text.splitn(3, ' ');
-        match (words.next(), words.next(), words.next()) {
-            (Some("accepted"), Some(id), Some(reference)) => acks
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push((id.to_owned(), reference.to_owned())),
-            _ => panic!("unexpected line on the dialer's stdout: {text:?}"),
-        }
-    }
-}
-
-/// Adds a run's acknowledgements to `acked` (Reference -> webhook-id).
-fn record(acks: Vec<(String, String)>, acked: &mut BTreeMap<String, String>) {
-    for (id, reference) in acks {
-        let previous = acked.insert(reference.clone(), id);
-        assert!(previous.is_none(), "{reference} acknowledged twice");
     }
 }
 

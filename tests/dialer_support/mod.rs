@@ -2,7 +2,10 @@
 //! a line of its input, and a small seedable random source for kill moments.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 /// SplitMix64: a small, seedable random source, so a failure can be replayed.
 pub struct Rng(pub u64);
@@ -69,4 +72,35 @@ pub fn line(campaign: &str, reference: &str) -> String {
         "WrapUpReasonName": "Payment Taken",
     });
     format!("{call}\n")
+}
+
+/// Reads `accepted <webhook-id> <Reference>` lines; a line cut short by a kill is not an
+/// acknowledgement.
+pub fn read_acks(mut stdout: impl BufRead, acks: &Mutex<Vec<(String, String)>>) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match stdout.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) if !line.ends_with('\n') => return,
+            Ok(_) => {}
+        }
+        let text = line.trim_end_matches('\n');
+        let mut words = text.splitn(3, ' ');
+        match (words.next(), words.next(), words.next()) {
+            (Some("accepted"), Some(id), Some(reference)) => acks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((id.to_owned(), reference.to_owned())),
+            _ => panic!("unexpected line on the dialer's stdout: {text:?}"),
+        }
+    }
+}
+
+/// Adds a run's acknowledgements to `acked` (Reference -> webhook-id).
+pub fn record(acks: Vec<(String, String)>, acked: &mut BTreeMap<String, String>) {
+    for (id, reference) in acks {
+        let previous = acked.insert(reference.clone(), id);
+        assert!(previous.is_none(), "{reference} acknowledged twice");
+    }
 }
