@@ -72,29 +72,45 @@ impl Engine {
         self.accounts().get(id).cloned()
     }
 
+    /// An administrator's change to an account's settings, under the admin lock: read the
+    /// account (new if never saved), apply `change`, save it (only when something changed: a
+    /// dialer that sets the same preferences at every start writes nothing, so it still starts
+    /// on a full disk and delivers its backlog), then put it in force here. Nothing changes
+    /// when `change` or the save fails.
+    fn change_account<T>(
+        &self,
+        account: &AccountId,
+        change: impl FnOnce(&mut Account) -> Result<T>,
+    ) -> Result<T> {
+        let _admin = lock(&self.admin);
+        let stored = self.account(account);
+        let mut next = stored
+            .clone()
+            .unwrap_or_else(|| Account::new(account.clone()));
+        let answer = change(&mut next)?;
+        if stored.is_none_or(|before| !next.same_settings(&before)) {
+            self.store.save_account(account, &next.to_storage_json())?;
+        }
+        self.accounts_mut().insert(account.clone(), next);
+        Ok(answer)
+    }
+
     pub(crate) fn update_preferences(
         &self,
         who: &Principal,
         account: &AccountId,
         update: PreferencesUpdate,
     ) -> Result<AuditRecord> {
-        let _admin = lock(&self.admin);
-        let mut next = self
-            .account(account)
-            .unwrap_or_else(|| Account::new(account.clone()));
-        let before = next.clone();
-        let old_url = next.preferences().url().cloned();
-        let record = next.update_preferences_at(who, update, self.clock.now())?;
-        let url_changed = next.preferences().url() != old_url.as_ref();
-        if url_changed && let Some(url) = next.preferences().url() {
-            self.policy.check_url(url.as_url())?;
-        }
-        // Nothing to write when nothing changed: a dialer that sets the same preferences at
-        // every start still starts on a full disk, and delivers its backlog.
-        if !next.same_settings(&before) || self.account(account).is_none() {
-            self.store.save_account(account, &next.to_storage_json())?;
-        }
-        self.accounts_mut().insert(account.clone(), next);
+        let now = self.clock.now();
+        let (record, url_changed) = self.change_account(account, |next| {
+            let old_url = next.preferences().url().cloned();
+            let record = next.update_preferences_at(who, update, now)?;
+            let url_changed = next.preferences().url() != old_url.as_ref();
+            if url_changed && let Some(url) = next.preferences().url() {
+                self.policy.check_url(url.as_url())?;
+            }
+            Ok((record, url_changed))
+        })?;
         if url_changed {
             self.end_failure_streak(account);
         }
@@ -122,18 +138,10 @@ impl Engine {
         campaign: &CampaignId,
         enabled: bool,
     ) -> Result<AuditRecord> {
-        let _admin = lock(&self.admin);
-        let mut next = self
-            .account(account)
-            .unwrap_or_else(|| Account::new(account.clone()));
-        let before = next.clone();
-        let record =
-            next.set_campaign_webhook_at(who, campaign.clone(), enabled, self.clock.now())?;
-        if !next.same_settings(&before) || self.account(account).is_none() {
-            self.store.save_account(account, &next.to_storage_json())?;
-        }
-        self.accounts_mut().insert(account.clone(), next);
-        Ok(record)
+        let now = self.clock.now();
+        self.change_account(account, |next| {
+            next.set_campaign_webhook_at(who, campaign.clone(), enabled, now)
+        })
     }
 
     pub(crate) fn resume_endpoint(&self, who: &Principal, account: &AccountId) -> Result<bool> {
