@@ -151,32 +151,46 @@ const PENDING_TOTAL: &str = "SELECT coalesce(sum(pending), 0)::bigint FROM {s}.s
 
 const NOTIFY_DUE: &str = "SELECT pg_notify({ch}, 'due')";
 
+/// What a claim may take and what `next_due` looks at, written once so the two never disagree:
+/// pending, not under a live lease at `now` (the parameter `$now`), not of an account in
+/// `$skip`, nor of one whose endpoint was last saved paused (a pause holds the whole fleet).
+macro_rules! claimable {
+    ($now:literal, $skip:literal) => {
+        concat!(
+            "state = 'pending' AND (lease_until IS NULL OR lease_until <= ",
+            $now,
+            "::bigint) AND account <> ALL(",
+            $skip,
+            "::text[]) AND account NOT IN (SELECT account FROM {s}.health WHERE paused)"
+        )
+    };
+}
+
 /// `$1` now, `$2` the new lease's end, `$3` accounts to skip, `$4` the limit.
 ///
 /// The claimed rows are updated through `id = ANY (ARRAY (...))`, not `FROM c WHERE d.id =
 /// c.id`: with the limit a parameter, the generic plan the server switches to after five
 /// executions guesses a tenth of the table for `c` and joins it to a sequential scan of
 /// `deliveries` (300 ms on a million rows); the array keeps it on the primary key.
-const CLAIM: &str = "WITH c AS MATERIALIZED ( \
-    SELECT id FROM {s}.deliveries \
-    WHERE state = 'pending' AND next_attempt_at <= $1::bigint \
-        AND (lease_until IS NULL OR lease_until <= $1::bigint) \
-        AND account <> ALL($3::text[]) \
-        AND account NOT IN (SELECT account FROM {s}.health WHERE paused) \
-    ORDER BY next_attempt_at LIMIT $4::bigint \
+const CLAIM: &str = concat!(
+    "WITH c AS MATERIALIZED ( \
+    SELECT id FROM {s}.deliveries WHERE next_attempt_at <= $1::bigint AND ",
+    claimable!("$1", "$3"),
+    " ORDER BY next_attempt_at LIMIT $4::bigint \
     FOR UPDATE SKIP LOCKED) \
 UPDATE {s}.deliveries d SET lease_until = $2::bigint, claim_token = nextval({tokens}) \
 WHERE d.id = ANY (ARRAY (SELECT id FROM c)) \
 RETURNING d.id, d.account, d.campaign, d.body, d.encoding, d.created_at, d.next_attempt_at, \
     d.attempts, d.state, d.last_status, d.last_error, d.last_attempt_at, d.claim_token, \
-    d.lease_until";
+    d.lease_until"
+);
 
 /// `$1` now, `$2` accounts to skip.
-const NEXT_DUE: &str = "SELECT next_attempt_at FROM {s}.deliveries \
-    WHERE state = 'pending' AND (lease_until IS NULL OR lease_until <= $1::bigint) \
-        AND account <> ALL($2::text[]) \
-        AND account NOT IN (SELECT account FROM {s}.health WHERE paused) \
-    ORDER BY next_attempt_at LIMIT 1";
+const NEXT_DUE: &str = concat!(
+    "SELECT next_attempt_at FROM {s}.deliveries WHERE ",
+    claimable!("$1", "$2"),
+    " ORDER BY next_attempt_at LIMIT 1"
+);
 
 /// A retry or a failure under claim `$2` of delivery `$1`: `$3` status, `$4` error, `$5` when,
 /// `$6` the new state, `$7` the retry's time. Answers how many rows it changed (0 or 1).
