@@ -218,20 +218,11 @@ mod tests {
 
     #[test]
     fn transport_failures() {
-        for kind in [
-            TransportErrorKind::Dns,
-            TransportErrorKind::Connect,
-            TransportErrorKind::ConnectTimeout,
-            TransportErrorKind::Timeout,
-            TransportErrorKind::Tls,
-            TransportErrorKind::TlsHandshake,
-            TransportErrorKind::Reset,
-            TransportErrorKind::ClosedBeforeHeaders,
-            TransportErrorKind::HeadersTooLarge,
-            TransportErrorKind::NotHttp,
-            TransportErrorKind::Io,
-            TransportErrorKind::Other,
-        ] {
+        // Every kind another attempt could cure is retried, its name as the reason.
+        for kind in TransportErrorKind::ALL
+            .into_iter()
+            .filter(|k| k.is_retryable())
+        {
             let v = classify(&Err(TransportError::from_kind(kind)), now());
             assert_eq!(
                 v,

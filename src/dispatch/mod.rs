@@ -377,6 +377,26 @@ pub enum TransportErrorKind {
 }
 
 impl TransportErrorKind {
+    /// Every kind, for tests that must cover each (a new kind is added here once).
+    #[cfg(test)]
+    pub(crate) const ALL: [TransportErrorKind; 15] = [
+        TransportErrorKind::Dns,
+        TransportErrorKind::Connect,
+        TransportErrorKind::ConnectTimeout,
+        TransportErrorKind::Timeout,
+        TransportErrorKind::Tls,
+        TransportErrorKind::TlsHandshake,
+        TransportErrorKind::Reset,
+        TransportErrorKind::ClosedBeforeHeaders,
+        TransportErrorKind::HeadersTooLarge,
+        TransportErrorKind::NotHttp,
+        TransportErrorKind::Io,
+        TransportErrorKind::Proxy,
+        TransportErrorKind::Refused,
+        TransportErrorKind::InvalidRequest,
+        TransportErrorKind::Other,
+    ];
+
     /// Whether another attempt could succeed where this one failed.
     pub fn is_retryable(self) -> bool {
         !matches!(
@@ -515,23 +535,7 @@ mod tests {
     #[test]
     fn every_kind_reads_distinctly() {
         use std::collections::HashSet;
-        let kinds = [
-            TransportErrorKind::Dns,
-            TransportErrorKind::Connect,
-            TransportErrorKind::ConnectTimeout,
-            TransportErrorKind::Timeout,
-            TransportErrorKind::Tls,
-            TransportErrorKind::TlsHandshake,
-            TransportErrorKind::Reset,
-            TransportErrorKind::ClosedBeforeHeaders,
-            TransportErrorKind::HeadersTooLarge,
-            TransportErrorKind::NotHttp,
-            TransportErrorKind::Io,
-            TransportErrorKind::Proxy,
-            TransportErrorKind::Refused,
-            TransportErrorKind::InvalidRequest,
-            TransportErrorKind::Other,
-        ];
+        let kinds = TransportErrorKind::ALL;
         let shown: HashSet<String> = kinds.iter().map(ToString::to_string).collect();
         assert_eq!(shown.len(), kinds.len(), "{shown:?}");
         assert_eq!(
