@@ -14,15 +14,13 @@ mod dialer_support;
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufReader, Read, Write};
+use std::ffi::OsString;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use call_result_webhook::{SqliteStore, store::Outbox};
-use dialer_support::{Rng, dialer_binary, line, read_acks, record, seed};
+use dialer_support::{Dialer, Ended, Rng, line, record, seed};
 use support::{Receiver, Recorded, Reply};
 
 /// Call results fed to the dialer, each with a unique Reference.
@@ -71,123 +69,34 @@ impl Flaky {
     }
 }
 
-/// One run of the dialer: its stdin fed from a thread, its stdout and stderr read by others.
-struct Run {
-    child: Child,
-    hold_stdin: Option<mpsc::Sender<()>>,
-    feeder: Option<JoinHandle<()>>,
-    acks: Arc<Mutex<Vec<(String, String)>>>,
-    stdout: Option<JoinHandle<()>>,
-    stderr: Option<JoinHandle<String>>,
-}
-
-impl Run {
-    /// Starts the dialer and feeds it `lines`; stdin is closed after them if `close_stdin`,
-    /// held open (so the input never ends) otherwise.
-    fn start(dialer: &Path, store: &Path, url: &str, lines: Vec<String>, close_stdin: bool) -> Run {
-        let mut child = Command::new(dialer)
-            .arg("--store")
-            .arg(store)
-            .args(["--url", url, "--username", "dialer", "--password", PASSWORD])
-            .args(["--retry-delays-ms", RETRY_DELAYS_MS])
-            .args(["--allow-http", "--allow-private"])
-            .args(["--time-zone", "Australia/Brisbane"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the dialer");
-
-        let mut stdin = child.stdin.take().expect("stdin");
-        let (hold_stdin, released) = mpsc::channel::<()>();
-        let feeder = std::thread::spawn(move || {
-            for line in &lines {
-                // Fails once the dialer is killed: the rest is fed to the next run.
-                if stdin.write_all(line.as_bytes()).is_err() {
-                    return;
-                }
-                std::thread::sleep(FEED_PAUSE);
-            }
-            let _ = stdin.flush();
-            if !close_stdin {
-                let _ = released.recv();
-            }
-        });
-
-        let acks = Arc::new(Mutex::new(Vec::new()));
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let seen = acks.clone();
-        let stdout = std::thread::spawn(move || read_acks(stdout, &seen));
-        let mut stderr = child.stderr.take().expect("stderr");
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
-        Run {
-            child,
-            hold_stdin: Some(hold_stdin),
-            feeder: Some(feeder),
-            acks,
-            stdout: Some(stdout),
-            stderr: Some(stderr),
-        }
-    }
-
-    fn acked(&self) -> usize {
-        self.acks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    /// SIGKILL, then everything it acknowledged and said.
-    fn kill(mut self) -> (Vec<(String, String)>, String) {
-        self.child.kill().expect("SIGKILL the dialer");
-        self.child.wait().expect("reap the dialer");
-        self.finish()
-    }
-
-    /// Waits for it to exit on its own, at most `limit`; kills it after that.
-    fn wait(mut self, limit: Duration) -> (Option<ExitStatus>, Vec<(String, String)>, String) {
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("poll the dialer") {
-                break Some(status);
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let (acks, stderr) = self.finish();
-        (status, acks, stderr)
-    }
-
-    fn finish(&mut self) -> (Vec<(String, String)>, String) {
-        drop(self.hold_stdin.take());
-        for thread in [self.feeder.take(), self.stdout.take()]
-            .into_iter()
-            .flatten()
-        {
-            thread.join().expect("a reader thread panicked");
-        }
-        let stderr = self
-            .stderr
-            .take()
-            .map(|t| t.join().expect("the stderr reader panicked"))
-            .unwrap_or_default();
-        let acks = std::mem::take(&mut *self.acks.lock().unwrap_or_else(PoisonError::into_inner));
-        (acks, stderr)
-    }
+/// Starts the dialer on `store` and feeds it `lines`, one every `FEED_PAUSE`; stdin is closed
+/// after them if `close_stdin`, held open (so the input never ends) otherwise.
+fn start(store: &Path, url: &str, lines: Vec<String>, close_stdin: bool) -> Dialer {
+    let mut args: Vec<OsString> = vec!["--store".into(), store.into()];
+    args.extend(
+        [
+            "--url",
+            url,
+            "--username",
+            "dialer",
+            "--password",
+            PASSWORD,
+            "--retry-delays-ms",
+            RETRY_DELAYS_MS,
+            "--allow-http",
+            "--allow-private",
+            "--time-zone",
+            "Australia/Brisbane",
+        ]
+        .map(OsString::from),
+    );
+    let input = lines.into_iter().map(String::into_bytes).collect();
+    Dialer::start(args, input, FEED_PAUSE, close_stdin)
 }
 
 #[test]
 fn every_acknowledged_result_is_delivered_across_sigkills_and_restarts() {
     let started = Instant::now();
-    let dialer = dialer_binary();
     let seed = seed("CRASH_SEED");
     println!("crash test seed: {seed} (CRASH_SEED={seed} repeats its choices)");
     let mut rng = Rng(seed);
@@ -223,22 +132,27 @@ fn every_acknowledged_result_is_delivered_across_sigkills_and_restarts() {
     };
 
     for kill in 1..=KILLS {
-        let run = Run::start(&dialer, &store, &url, unacked_lines(&acked), false);
+        let run = start(&store, &url, unacked_lines(&acked), false);
         let lives = KILL_AFTER_MIN + Duration::from_millis(rng.below(KILL_SPREAD_MS));
         std::thread::sleep(lives);
         let acked_in_run = run.acked();
-        let (acks, stderr) = run.kill();
+        let ended = run.kill();
         println!(
             "kill {kill}: after {lives:?}, {} acknowledged in this run ({acked_in_run} when the signal was sent), {} requests so far",
-            acks.len(),
+            ended.acks.len(),
             receiver.requests().len()
         );
-        record(acks, &mut acked);
-        outputs.push_str(&stderr);
+        record(ended.acks, &mut acked);
+        outputs.push_str(&ended.stderr);
     }
 
-    let run = Run::start(&dialer, &store, &url, unacked_lines(&acked), true);
-    let (status, acks, stderr) = run.wait(FINISH_WITHIN);
+    let run = start(&store, &url, unacked_lines(&acked), true);
+    let Ended {
+        status,
+        acks,
+        stderr,
+        ..
+    } = run.wait(Instant::now() + FINISH_WITHIN);
     let acked_last = acks.len();
     record(acks, &mut acked);
     outputs.push_str(&stderr);

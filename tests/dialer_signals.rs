@@ -13,16 +13,15 @@ mod dialer_support;
 mod support;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::ffi::OsString;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use call_result_webhook::{SqliteStore, store::Outbox};
-use dialer_support::{dialer_binary, line};
+use dialer_support::{Dialer, dialer_binary, line};
 use support::{Receiver, Reply};
 
 const PASSWORD: &str = "signals-test-pässword";
@@ -31,133 +30,53 @@ const HOLD: Duration = Duration::from_millis(1500);
 /// Added to the shutdown deadline for the process to exit (a loaded machine is slow).
 const EXIT_MARGIN: Duration = Duration::from_secs(3);
 
-/// One run of the dialer: stdin fed from a thread (then closed, or held open), stdout's
-/// `accepted` lines and stderr collected by others.
-struct Run {
-    child: Child,
-    hold_stdin: Option<mpsc::Sender<()>>,
-    feeder: Option<JoinHandle<()>>,
-    acks: Arc<Mutex<Vec<(String, String)>>>,
-    stdout: Option<JoinHandle<()>>,
-    stderr: Option<JoinHandle<String>>,
+/// Starts the dialer on `store` with `extra` options and feeds it `input` at once; stdin is
+/// closed after it if `close_stdin`, held open otherwise.
+fn start(store: &Path, url: &str, extra: &[&str], input: Vec<u8>, close_stdin: bool) -> Dialer {
+    let mut args: Vec<OsString> = vec!["--store".into(), store.into()];
+    args.extend(
+        [
+            "--url",
+            url,
+            "--username",
+            "dialer",
+            "--password",
+            PASSWORD,
+            "--retry-delays-ms",
+            "50,100,200",
+            "--allow-http",
+            "--allow-private",
+        ]
+        .iter()
+        .chain(extra)
+        .map(OsString::from),
+    );
+    Dialer::start(args, vec![input], Duration::ZERO, close_stdin)
 }
 
-/// How a run ended.
-struct Ended {
+/// How a run ended, having exited on its own.
+struct Exited {
     status: ExitStatus,
     acks: Vec<(String, String)>,
     stderr: String,
 }
 
-impl Run {
-    fn start(store: &Path, url: &str, extra: &[&str], input: Vec<u8>, close_stdin: bool) -> Run {
-        let mut child = Command::new(dialer_binary())
-            .arg("--store")
-            .arg(store)
-            .args(["--url", url, "--username", "dialer", "--password", PASSWORD])
-            .args(["--retry-delays-ms", "50,100,200"])
-            .args(["--allow-http", "--allow-private"])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the dialer");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let (hold_stdin, released) = mpsc::channel::<()>();
-        let feeder = std::thread::spawn(move || {
-            let _ = stdin.write_all(&input).and_then(|()| stdin.flush());
-            if !close_stdin {
-                let _ = released.recv();
-            }
-        });
-        let acks = Arc::new(Mutex::new(Vec::new()));
-        let seen = acks.clone();
-        let out = BufReader::new(child.stdout.take().expect("stdout"));
-        let stdout = std::thread::spawn(move || {
-            for text in out.lines().map_while(Result::ok) {
-                let mut words = text.splitn(3, ' ');
-                match (words.next(), words.next(), words.next()) {
-                    (Some("accepted"), Some(id), Some(reference)) => seen
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push((id.to_owned(), reference.to_owned())),
-                    _ => panic!("unexpected line on the dialer's stdout: {text:?}"),
-                }
-            }
-        });
-        let mut err = child.stderr.take().expect("stderr");
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            text
-        });
-        Run {
-            child,
-            hold_stdin: Some(hold_stdin),
-            feeder: Some(feeder),
-            acks,
-            stdout: Some(stdout),
-            stderr: Some(stderr),
-        }
-    }
-
-    fn acked(&self) -> usize {
-        self.acks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    /// Sends a signal with coreutils' `kill`.
-    fn signal(&self, name: &str) {
-        let sent = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -{name} failed");
-    }
-
-    /// Waits for the dialer to exit, at most `limit`; kills it (and fails) after that.
-    fn wait(mut self, limit: Duration) -> Ended {
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("poll the dialer") {
-                break Some(status);
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        drop(self.hold_stdin.take());
-        for thread in [self.feeder.take(), self.stdout.take()]
-            .into_iter()
-            .flatten()
-        {
-            thread.join().expect("a reader thread panicked");
-        }
-        let stderr = self
-            .stderr
-            .take()
-            .map(|t| t.join().expect("the stderr reader panicked"))
-            .unwrap_or_default();
-        let Some(status) = status else {
-            panic!("the dialer did not exit within {limit:?}; its stderr:\n{stderr}");
-        };
-        assert!(
-            !stderr.contains(PASSWORD),
-            "the password was printed:\n{stderr}"
-        );
-        let acks = std::mem::take(&mut *self.acks.lock().unwrap_or_else(PoisonError::into_inner));
-        Ended {
-            status,
-            acks,
-            stderr,
-        }
+/// Waits for the dialer to exit, at most `limit`; kills it and fails after that, and fails if
+/// it printed the password.
+fn exit_within(run: Dialer, limit: Duration) -> Exited {
+    let ended = run.wait(Instant::now() + limit);
+    let stderr = ended.stderr;
+    let Some(status) = ended.status else {
+        panic!("the dialer did not exit within {limit:?}; its stderr:\n{stderr}");
+    };
+    assert!(
+        !stderr.contains(PASSWORD),
+        "the password was printed:\n{stderr}"
+    );
+    Exited {
+        status,
+        acks: ended.acks,
+        stderr,
     }
 }
 
@@ -210,7 +129,7 @@ fn stops_on_signal_and_loses_nothing(signal: &str, name: &str, shutdown: Option<
     };
     let deadline = shutdown.unwrap_or(Duration::from_secs(5));
     // Stdin stays open: the dialer is blocked reading it when the signal comes.
-    let run = Run::start(&store, &url, &extra, input.into_bytes(), false);
+    let run = start(&store, &url, &extra, input.into_bytes(), false);
     let waiting = Instant::now();
     while run.acked() < RESULTS || receiver.requests().is_empty() {
         assert!(
@@ -223,7 +142,7 @@ fn stops_on_signal_and_loses_nothing(signal: &str, name: &str, shutdown: Option<
     let in_flight_seen = receiver.requests().len();
     let signalled = Instant::now();
     run.signal(signal);
-    let first = run.wait(deadline + EXIT_MARGIN + Duration::from_secs(5));
+    let first = exit_within(run, deadline + EXIT_MARGIN + Duration::from_secs(5));
     let took = signalled.elapsed();
     let sent_by_first = receiver.requests().len();
 
@@ -253,7 +172,10 @@ fn stops_on_signal_and_loses_nothing(signal: &str, name: &str, shutdown: Option<
 
     // Second run, empty stdin, a fast receiver: everything still pending is delivered.
     slow.store(false, Ordering::SeqCst);
-    let second = Run::start(&store, &url, &[], Vec::new(), true).wait(Duration::from_secs(40));
+    let second = exit_within(
+        start(&store, &url, &[], Vec::new(), true),
+        Duration::from_secs(40),
+    );
     assert!(
         second.status.success(),
         "the second run exited {:?}; stderr:\n{}",
@@ -322,7 +244,10 @@ fn a_line_over_the_cap_is_refused_and_reading_goes_on() {
     input.extend(std::iter::repeat_n(b'x', 3 << 20));
     input.push(b'\n');
     input.extend(line("Signals Test", "after").into_bytes());
-    let ended = Run::start(&store, &url, &[], input, true).wait(Duration::from_secs(30));
+    let ended = exit_within(
+        start(&store, &url, &[], input, true),
+        Duration::from_secs(30),
+    );
     println!("{}", ended.stderr.trim_end());
     assert!(ended.status.success(), "{:?}", ended.status);
     assert!(
@@ -339,14 +264,16 @@ fn a_line_over_the_cap_is_refused_and_reading_goes_on() {
 
     // A cap given: a result longer than it is refused too; a blank line and a short one are not.
     let input = format!("{}\n{{}}\n", line("Signals Test", "long").trim_end());
-    let ended = Run::start(
-        &store,
-        &url,
-        &["--max-line-bytes", "64"],
-        input.into_bytes(),
-        true,
-    )
-    .wait(Duration::from_secs(30));
+    let ended = exit_within(
+        start(
+            &store,
+            &url,
+            &["--max-line-bytes", "64"],
+            input.into_bytes(),
+            true,
+        ),
+        Duration::from_secs(30),
+    );
     println!("{}", ended.stderr.trim_end());
     assert!(ended.status.success(), "{:?}", ended.status);
     assert!(
@@ -389,7 +316,10 @@ fn an_outbox_that_cannot_be_opened_is_reported_with_its_causes() {
         cases.push((read_only.join("outbox.sqlite"), "Permission denied"));
     }
     for (store, cause) in cases {
-        let ended = Run::start(&store, &url, &[], Vec::new(), true).wait(Duration::from_secs(30));
+        let ended = exit_within(
+            start(&store, &url, &[], Vec::new(), true),
+            Duration::from_secs(30),
+        );
         let said = ended.stderr.trim_end();
         println!("{} -> {:?}: {said}", store.display(), ended.status.code());
         assert_eq!(ended.status.code(), Some(2), "{said}");

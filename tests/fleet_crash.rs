@@ -41,15 +41,11 @@ mod pg_support;
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufReader, Read, Write};
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use call_result_webhook::store::Outbox;
-use dialer_support::{Rng, dialer_binary, line, read_acks, record, seed};
+use dialer_support::{Dialer, Ended, Rng, line, record, seed};
 use pg_support::Database;
 use support::{Receiver, Recorded, Reply};
 
@@ -230,140 +226,32 @@ fn wall_nanos(at: SystemTime) -> i64 {
         .as_nanos() as i64
 }
 
-/// One run of a dialer process: its stdin fed from a thread (and held open until released),
-/// its stdout and stderr read by others.
-struct Run {
-    child: Child,
-    hold_stdin: Option<mpsc::Sender<()>>,
-    feeder: Option<JoinHandle<()>>,
-    acks: Arc<Mutex<Vec<(String, String)>>>,
-    stdout: Option<JoinHandle<()>>,
-    stderr: Option<JoinHandle<String>>,
-    reaped: bool,
-}
-
-impl Run {
-    fn start(dialer: &Path, db: &Database, url: &str, lines: Vec<String>) -> Run {
-        let mut child = Command::new(dialer)
-            .args(["--database-url", &db.url, "--database-schema", &db.schema])
-            .args(["--url", url, "--username", "dialer", "--password", PASSWORD])
-            .args(["--timeout-ms", &TIMEOUT_MS.to_string()])
-            .args(["--retry-delays-ms", RETRY_DELAYS_MS])
-            .args(["--allow-http", "--allow-private"])
-            .args(["--time-zone", "Australia/Brisbane"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the dialer");
-
-        let mut stdin = child.stdin.take().expect("stdin");
-        let (hold_stdin, released) = mpsc::channel::<()>();
-        let feeder = std::thread::spawn(move || {
-            for line in &lines {
-                // Fails once the dialer is killed: the rest is fed to the next run.
-                if stdin.write_all(line.as_bytes()).is_err() {
-                    return;
-                }
-                std::thread::sleep(FEED_PAUSE);
-            }
-            let _ = stdin.flush();
-            // Held open until released (or the run dropped): then the input ends.
-            let _ = released.recv();
-        });
-
-        let acks = Arc::new(Mutex::new(Vec::new()));
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let seen = acks.clone();
-        let stdout = std::thread::spawn(move || read_acks(stdout, &seen));
-        let mut stderr = child.stderr.take().expect("stderr");
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
-        Run {
-            child,
-            hold_stdin: Some(hold_stdin),
-            feeder: Some(feeder),
-            acks,
-            stdout: Some(stdout),
-            stderr: Some(stderr),
-            reaped: false,
-        }
-    }
-
-    fn acked(&self) -> usize {
-        self.acks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    /// Its exit status, if it has exited (it never should before its input ends).
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().expect("poll the dialer")
-    }
-
-    /// SIGKILL; answers when it was dead, everything it acknowledged and what it said.
-    fn kill(mut self) -> (Instant, Vec<(String, String)>, String) {
-        self.child.kill().expect("SIGKILL the dialer");
-        self.child.wait().expect("reap the dialer");
-        self.reaped = true;
-        let dead = Instant::now();
-        let (acks, stderr) = self.finish();
-        (dead, acks, stderr)
-    }
-
-    /// Ends its input (after the lines still to be fed).
-    fn end_input(&mut self) {
-        drop(self.hold_stdin.take());
-    }
-
-    /// Waits for it to exit on its own until `deadline`; kills it after that.
-    fn wait(mut self, deadline: Instant) -> (Option<ExitStatus>, Vec<(String, String)>, String) {
-        let status = loop {
-            if let Some(status) = self.exited() {
-                break Some(status);
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        self.reaped = true;
-        let (acks, stderr) = self.finish();
-        (status, acks, stderr)
-    }
-
-    fn finish(&mut self) -> (Vec<(String, String)>, String) {
-        drop(self.hold_stdin.take());
-        for thread in [self.feeder.take(), self.stdout.take()]
-            .into_iter()
-            .flatten()
-        {
-            thread.join().expect("a reader thread panicked");
-        }
-        let stderr = self
-            .stderr
-            .take()
-            .map(|t| t.join().expect("the stderr reader panicked"))
-            .unwrap_or_default();
-        let acks = std::mem::take(&mut *self.acks.lock().unwrap_or_else(PoisonError::into_inner));
-        (acks, stderr)
-    }
-}
-
-impl Drop for Run {
-    /// A test that fails part-way leaves no dialer behind.
-    fn drop(&mut self) {
-        if !self.reaped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Starts a dialer process on the shared schema and feeds it `lines`, one every `FEED_PAUSE`;
+/// its input is held open until [`Dialer::end_input`].
+fn start(db: &Database, url: &str, lines: Vec<String>) -> Dialer {
+    let timeout_ms = TIMEOUT_MS.to_string();
+    let args = [
+        "--database-url",
+        &db.url,
+        "--database-schema",
+        &db.schema,
+        "--url",
+        url,
+        "--username",
+        "dialer",
+        "--password",
+        PASSWORD,
+        "--timeout-ms",
+        &timeout_ms,
+        "--retry-delays-ms",
+        RETRY_DELAYS_MS,
+        "--allow-http",
+        "--allow-private",
+        "--time-zone",
+        "Australia/Brisbane",
+    ];
+    let input = lines.into_iter().map(String::into_bytes).collect();
+    Dialer::start(args, input, FEED_PAUSE, false)
 }
 
 /// One kill: which process, when it was dead, and the claims it left.
@@ -379,7 +267,6 @@ fn a_fleet_delivers_every_acknowledged_result_across_sigkills_and_restarts() {
         return;
     };
     let started = Instant::now();
-    let dialer = dialer_binary();
     let seed = seed("FLEET_CRASH_SEED");
     println!("fleet crash seed: {seed} (FLEET_CRASH_SEED={seed} repeats its choices)");
     let mut rng = Rng(seed);
@@ -420,9 +307,9 @@ fn a_fleet_delivers_every_acknowledged_result_across_sigkills_and_restarts() {
     };
 
     // All three at once, on an empty schema.
-    let mut runs: Vec<Option<Run>> = shares
+    let mut runs: Vec<Option<Dialer>> = shares
         .iter()
-        .map(|share| Some(Run::start(&dialer, &db, &url, unacked_lines(share, &acked))))
+        .map(|share| Some(start(&db, &url, unacked_lines(share, &acked))))
         .collect();
 
     let mut kills: Vec<Kill> = Vec::new();
@@ -436,9 +323,8 @@ fn a_fleet_delivers_every_acknowledged_result_across_sigkills_and_restarts() {
         let lives = least + Duration::from_millis(rng.below(KILL_SPREAD_MS));
         std::thread::sleep(lives);
         for (p, run) in runs.iter_mut().enumerate() {
-            let run = run.as_mut().expect("running");
-            if let Some(status) = run.exited() {
-                let (_, stderr) = run.finish();
+            if let Some(status) = run.as_mut().expect("running").exited() {
+                let stderr = run.take().expect("running").wait(Instant::now()).stderr;
                 panic!(
                     "dialer {p} exited on its own with {status} before its input ended:\n{stderr}"
                 );
@@ -448,17 +334,13 @@ fn a_fleet_delivers_every_acknowledged_result_across_sigkills_and_restarts() {
         let process = rng.below(PROCESSES as u64) as usize;
         let run = runs[process].take().expect("running");
         let acked_when_sent = run.acked();
-        let (dead, acks, stderr) = run.kill();
+        let ended = run.kill();
+        let dead = ended.at;
         let held = claims.held();
-        let acked_in_run = acks.len();
-        record(acks, &mut acked);
-        outputs.push_str(&stderr);
-        runs[process] = Some(Run::start(
-            &dialer,
-            &db,
-            &url,
-            unacked_lines(&shares[process], &acked),
-        ));
+        let acked_in_run = ended.acks.len();
+        record(ended.acks, &mut acked);
+        outputs.push_str(&ended.stderr);
+        runs[process] = Some(start(&db, &url, unacked_lines(&shares[process], &acked)));
 
         // Claims still held under the same token once every live attempt has ended were the
         // killed process's (less those an earlier kill left, their leases still running).
@@ -497,7 +379,12 @@ fn a_fleet_delivers_every_acknowledged_result_across_sigkills_and_restarts() {
     let deadline = Instant::now() + FINISH_WITHIN + FEED_PAUSE * left_to_feed;
     let mut failures = Vec::new();
     for (p, run) in runs.iter_mut().enumerate() {
-        let (status, acks, stderr) = run.take().expect("running").wait(deadline);
+        let Ended {
+            status,
+            acks,
+            stderr,
+            ..
+        } = run.take().expect("running").wait(deadline);
         record(acks, &mut acked);
         outputs.push_str(&stderr);
         match status {

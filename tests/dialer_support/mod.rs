@@ -1,11 +1,16 @@
-//! What the tests that drive the `dialer` example share: where its binary is, a call result as
-//! a line of its input, and a small seedable random source for kill moments.
+//! What the tests that drive the `dialer` example share: where its binary is, a run of it
+//! ([`Dialer`]), a call result as a line of its input, reading its acknowledgements, and a small
+//! seedable random source for kill moments.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// SplitMix64: a small, seedable random source, so a failure can be replayed.
 pub struct Rng(pub u64);
@@ -102,5 +107,166 @@ pub fn record(acks: Vec<(String, String)>, acked: &mut BTreeMap<String, String>)
     for (id, reference) in acks {
         let previous = acked.insert(reference.clone(), id);
         assert!(previous.is_none(), "{reference} acknowledged twice");
+    }
+}
+
+/// One run of the dialer example: its stdin fed from a thread (each chunk, then `pause`),
+/// closed after the input if `close_stdin`, held open otherwise until
+/// [`end_input`](Dialer::end_input); its `accepted` lines and its stderr read by other threads.
+/// Dropped before it ended, it is killed: a test that fails part-way leaves no dialer behind.
+pub struct Dialer {
+    child: Child,
+    hold_stdin: Option<mpsc::Sender<()>>,
+    feeder: Option<JoinHandle<()>>,
+    acks: Arc<Mutex<Vec<(String, String)>>>,
+    stdout: Option<JoinHandle<()>>,
+    stderr: Option<JoinHandle<String>>,
+    reaped: bool,
+}
+
+/// How a run ended: its exit status (`None` when it was still running at the deadline and
+/// killed), when it was reaped, what it acknowledged and what it said on stderr.
+pub struct Ended {
+    pub status: Option<ExitStatus>,
+    pub at: Instant,
+    pub acks: Vec<(String, String)>,
+    pub stderr: String,
+}
+
+impl Dialer {
+    pub fn start<A: AsRef<OsStr>>(
+        args: impl IntoIterator<Item = A>,
+        input: Vec<Vec<u8>>,
+        pause: Duration,
+        close_stdin: bool,
+    ) -> Dialer {
+        let mut child = Command::new(dialer_binary())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the dialer");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let (hold_stdin, released) = mpsc::channel::<()>();
+        let feeder = std::thread::spawn(move || {
+            for chunk in &input {
+                // Fails once the dialer is killed: the rest is fed to the next run.
+                if stdin.write_all(chunk).is_err() {
+                    return;
+                }
+                if !pause.is_zero() {
+                    std::thread::sleep(pause);
+                }
+            }
+            let _ = stdin.flush();
+            if !close_stdin {
+                // Held open until released (or the run ended): then the input ends.
+                let _ = released.recv();
+            }
+        });
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let seen = acks.clone();
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        let stdout = std::thread::spawn(move || read_acks(out, &seen));
+        let mut err = child.stderr.take().expect("stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            text
+        });
+        Dialer {
+            child,
+            hold_stdin: Some(hold_stdin),
+            feeder: Some(feeder),
+            acks,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            reaped: false,
+        }
+    }
+
+    /// How many results it has acknowledged so far.
+    pub fn acked(&self) -> usize {
+        self.acks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("poll the dialer")
+    }
+
+    /// Sends a signal (`TERM`, `INT`, ...) with coreutils' `kill`.
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{name} failed");
+    }
+
+    /// Ends its input (after what is still to be fed).
+    pub fn end_input(&mut self) {
+        drop(self.hold_stdin.take());
+    }
+
+    /// SIGKILL, then what it acknowledged and said.
+    pub fn kill(mut self) -> Ended {
+        self.child.kill().expect("SIGKILL the dialer");
+        let status = self.child.wait().expect("reap the dialer");
+        self.finish(Some(status))
+    }
+
+    /// Waits for it to exit on its own until `deadline`; kills it after that (`status: None`).
+    pub fn wait(mut self, deadline: Instant) -> Ended {
+        let status = loop {
+            if let Some(status) = self.exited() {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        self.finish(status)
+    }
+
+    fn finish(&mut self, status: Option<ExitStatus>) -> Ended {
+        self.reaped = true;
+        let at = Instant::now();
+        drop(self.hold_stdin.take());
+        for thread in [self.feeder.take(), self.stdout.take()]
+            .into_iter()
+            .flatten()
+        {
+            thread.join().expect("a reader thread panicked");
+        }
+        let stderr = self
+            .stderr
+            .take()
+            .map(|t| t.join().expect("the stderr reader panicked"))
+            .unwrap_or_default();
+        let acks = std::mem::take(&mut *self.acks.lock().unwrap_or_else(PoisonError::into_inner));
+        Ended {
+            status,
+            at,
+            acks,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Dialer {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
