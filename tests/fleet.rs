@@ -15,7 +15,7 @@ use call_result_webhook::{
     UrlPolicy, Webhooks, Worker,
 };
 use pg_support::Database;
-use support::{Receiver, Reply};
+use support::{Receiver, Reply, switch_on};
 
 /// How soon a change made through one instance must hold on another.
 const IN_FORCE_WITHIN: Duration = Duration::from_secs(1);
@@ -87,19 +87,14 @@ fn settings_made_through_one_instance_hold_on_the_other_within_a_second() {
     let (acme, winter) = ids();
 
     // Configured through A: B accepts call results within a second.
-    a.webhooks
-        .update_preferences_blocking(
-            &admin(),
-            &acme,
-            PreferencesUpdate::new()
-                .enabled(true)
-                .url(&receiver.url_for("/hook"))
-                .retry_schedule(RetrySchedule::new([Duration::from_millis(100)]).unwrap()),
-        )
-        .unwrap();
-    a.webhooks
-        .set_campaign_webhook_blocking(&admin(), &acme, &winter, true)
-        .unwrap();
+    switch_on(
+        &a.webhooks,
+        &acme,
+        &winter,
+        PreferencesUpdate::new()
+            .url(&receiver.url_for("/hook"))
+            .retry_schedule(RetrySchedule::new([Duration::from_millis(100)]).unwrap()),
+    );
     let seen = within("B sees the campaign switched on", IN_FORCE_WITHIN, || {
         b.webhooks.indicator(&acme, &winter) == WebhookIndicator::Active
     });
@@ -152,18 +147,12 @@ fn a_pause_through_one_instance_holds_the_whole_fleet() {
     let a = Instance::start(&db);
     let b = Instance::start(&db);
     let (acme, winter) = ids();
-    a.webhooks
-        .update_preferences_blocking(
-            &admin(),
-            &acme,
-            PreferencesUpdate::new()
-                .enabled(true)
-                .url(&receiver.url_for("/hook")),
-        )
-        .unwrap();
-    a.webhooks
-        .set_campaign_webhook_blocking(&admin(), &acme, &winter, true)
-        .unwrap();
+    switch_on(
+        &a.webhooks,
+        &acme,
+        &winter,
+        PreferencesUpdate::new().url(&receiver.url_for("/hook")),
+    );
     within("B sees the account", IN_FORCE_WITHIN, || {
         b.webhooks.indicator(&acme, &winter) == WebhookIndicator::Active
     });
@@ -236,18 +225,12 @@ fn an_idle_fleet_starts_a_submit_made_elsewhere_at_once() {
         .build()
         .unwrap();
     let (acme, winter) = ids();
-    submitter
-        .update_preferences_blocking(
-            &admin(),
-            &acme,
-            PreferencesUpdate::new()
-                .enabled(true)
-                .url(&receiver.url_for("/hook")),
-        )
-        .unwrap();
-    submitter
-        .set_campaign_webhook_blocking(&admin(), &acme, &winter, true)
-        .unwrap();
+    switch_on(
+        &submitter,
+        &acme,
+        &winter,
+        PreferencesUpdate::new().url(&receiver.url_for("/hook")),
+    );
     within(
         "the worker's instance sees the account",
         IN_FORCE_WITHIN,
@@ -330,20 +313,12 @@ fn a_fleet_keeps_each_process_within_its_share_of_one_endpoint() {
     };
     let fleet: Vec<Instance> = (0..INSTANCES).map(|_| start()).collect();
     let (acme, winter) = ids();
-    fleet[0]
-        .webhooks
-        .update_preferences_blocking(
-            &admin(),
-            &acme,
-            PreferencesUpdate::new()
-                .enabled(true)
-                .url(&receiver.url_for("/hook")),
-        )
-        .unwrap();
-    fleet[0]
-        .webhooks
-        .set_campaign_webhook_blocking(&admin(), &acme, &winter, true)
-        .unwrap();
+    switch_on(
+        &fleet[0].webhooks,
+        &acme,
+        &winter,
+        PreferencesUpdate::new().url(&receiver.url_for("/hook")),
+    );
     for instance in &fleet[1..] {
         within("every instance sees the account", IN_FORCE_WITHIN, || {
             instance.webhooks.indicator(&acme, &winter) == WebhookIndicator::Active

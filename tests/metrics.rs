@@ -30,7 +30,7 @@ use call_result_webhook::{
 };
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
-use support::{Receiver, Reply};
+use support::{Receiver, Reply, switch_on};
 
 /// A generous bound for "this happens": only a broken or hung test waits this long.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -278,19 +278,14 @@ fn run_scenario(by_account: bool, recorder: &PrometheusRecorder) -> String {
     let account = |name: &str, path: &str| {
         let id = AccountId::from(name);
         let schedule = RetrySchedule::new([Duration::from_millis(10)]).expect("schedule");
-        webhooks
-            .update_preferences_blocking(
-                &admin(),
-                &id,
-                PreferencesUpdate::new()
-                    .enabled(true)
-                    .url(receiver.url_for(path).as_str())
-                    .retry_schedule(schedule),
-            )
-            .expect("preferences");
-        webhooks
-            .set_campaign_webhook_blocking(&admin(), &id, &campaign, true)
-            .expect("campaign switch");
+        switch_on(
+            &webhooks,
+            &id,
+            &campaign,
+            PreferencesUpdate::new()
+                .url(receiver.url_for(path).as_str())
+                .retry_schedule(schedule),
+        );
         id
     };
     let submit = |id: &AccountId, n: usize| {
@@ -608,18 +603,12 @@ fn an_outcome_the_store_cannot_record_is_counted_once_recorded() {
         .build()
         .expect("webhooks build");
     let (acme, campaign) = (AccountId::from("acme"), CampaignId::from(CAMPAIGN));
-    webhooks
-        .update_preferences_blocking(
-            &admin(),
-            &acme,
-            PreferencesUpdate::new()
-                .enabled(true)
-                .url(receiver.url_for("/ok").as_str()),
-        )
-        .expect("preferences");
-    webhooks
-        .set_campaign_webhook_blocking(&admin(), &acme, &campaign, true)
-        .expect("campaign switch");
+    switch_on(
+        &webhooks,
+        &acme,
+        &campaign,
+        PreferencesUpdate::new().url(receiver.url_for("/ok").as_str()),
+    );
     let call = CallResult::builder().reference("1").build();
     assert!(
         webhooks

@@ -22,7 +22,7 @@ use call_result_webhook::{
     request::{CustomHeader, EncodedBody, Method, build_request},
 };
 use http::Request;
-use support::{Receiver, Recorded};
+use support::{Receiver, Recorded, switch_on};
 
 const TOKEN: &str = "tok-Bearer-7f3a9c-SECRET";
 const API_KEY: &str = "key-ApiKey-51bd02-SECRET";
@@ -480,19 +480,14 @@ fn a_get_too_long_is_refused_at_submit_and_never_sent() {
         .build()
         .unwrap();
     let (acme, winter) = ("acme".into(), "winter".into());
-    webhooks
-        .update_preferences_blocking(
-            &admin(),
-            &acme,
-            PreferencesUpdate::new()
-                .enabled(true)
-                .url(&receiver.url_for("/hook?x=1"))
-                .method(Method::Get),
-        )
-        .unwrap();
-    webhooks
-        .set_campaign_webhook_blocking(&admin(), &acme, &winter, true)
-        .unwrap();
+    switch_on(
+        &webhooks,
+        &acme,
+        &winter,
+        PreferencesUpdate::new()
+            .url(&receiver.url_for("/hook?x=1"))
+            .method(Method::Get),
+    );
     let worker = webhooks
         .start_threads(UreqDispatcher::builder().build(), 1)
         .unwrap();

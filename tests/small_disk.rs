@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use call_result_webhook::{
-    AccountId, CallResult, CampaignId, Error, Event, HyperDispatcher, PreferencesUpdate, Principal,
+    AccountId, CallResult, CampaignId, Error, Event, HyperDispatcher, PreferencesUpdate,
     SqliteStore, UrlPolicy, Webhooks,
 };
-use support::{Receiver, Reply};
+use support::{Receiver, Reply, switch_on};
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct SmallDisk {
@@ -91,20 +91,13 @@ fn a_full_file_system_makes_no_resend_and_delivers_everything_once_it_has_room()
         .on_event(move |e| log.lock().unwrap().push(e.clone()))
         .build()
         .unwrap();
-    let admin = Principal::administrator("alice");
     let (acme, winter): (AccountId, CampaignId) = ("acme".into(), "winter".into());
-    webhooks
-        .update_preferences_blocking(
-            &admin,
-            &acme,
-            PreferencesUpdate::new()
-                .enabled(true)
-                .url(&receiver.url_for("/hook")),
-        )
-        .unwrap();
-    webhooks
-        .set_campaign_webhook_blocking(&admin, &acme, &winter, true)
-        .unwrap();
+    switch_on(
+        &webhooks,
+        &acme,
+        &winter,
+        PreferencesUpdate::new().url(&receiver.url_for("/hook")),
+    );
 
     // Fill the disk with accepted results (a few KiB each, notes included), no worker yet.
     let notes = "Paid in full; call back next month. ".repeat(40);

@@ -20,7 +20,7 @@ use call_result_webhook::{
     AccountId, CallResult, CampaignId, DeliveryId, Error, Event, HyperDispatcher, MemoryStore,
     PreferencesUpdate, Principal, Result, UrlPolicy, Webhooks, Worker,
 };
-use support::{Receiver, Reply};
+use support::{Receiver, Reply, switch_on};
 
 /// A [`MemoryStore`] whose writes or reads fail while told to, as a full disk or a corrupt
 /// page would make them.
@@ -145,20 +145,13 @@ fn setup(n: usize) -> Setup {
         .on_event(move |e| log.lock().unwrap().push(e.clone()))
         .build()
         .unwrap();
-    let admin = Principal::administrator("alice");
     let (acme, winter): (AccountId, CampaignId) = ("acme".into(), "winter".into());
-    webhooks
-        .update_preferences_blocking(
-            &admin,
-            &acme,
-            PreferencesUpdate::new()
-                .enabled(true)
-                .url(&receiver.url_for("/hook")),
-        )
-        .unwrap();
-    webhooks
-        .set_campaign_webhook_blocking(&admin, &acme, &winter, true)
-        .unwrap();
+    switch_on(
+        &webhooks,
+        &acme,
+        &winter,
+        PreferencesUpdate::new().url(&receiver.url_for("/hook")),
+    );
     let ids = (0..n)
         .map(|i| {
             let id = DeliveryId::new(format!("call-{i}")).unwrap();

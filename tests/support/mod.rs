@@ -32,6 +32,7 @@
 //! a megabyte of headers, a status line cut in half.
 #![allow(dead_code)]
 
+use call_result_webhook::{AccountId, CampaignId, PreferencesUpdate, Principal, Webhooks};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
@@ -697,4 +698,21 @@ fn read_raw_request(stream: &mut std::net::TcpStream) -> io::Result<()> {
         body += n;
     }
     Ok(())
+}
+
+/// The set-up most tests begin with: an administrator switches `account`'s webhook on with
+/// `preferences` and turns `campaign` on.
+pub fn switch_on(
+    webhooks: &Webhooks,
+    account: &AccountId,
+    campaign: &CampaignId,
+    preferences: PreferencesUpdate,
+) {
+    let admin = Principal::administrator("alice");
+    webhooks
+        .update_preferences_blocking(&admin, account, preferences.enabled(true))
+        .expect("preferences");
+    webhooks
+        .set_campaign_webhook_blocking(&admin, account, campaign, true)
+        .expect("campaign switch");
 }
