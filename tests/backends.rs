@@ -229,6 +229,26 @@ fn with_timeout(mut request: Request<Bytes>, timeout: Duration) -> Request<Bytes
     request
 }
 
+impl Harness {
+    /// Every backend, sent a request to a receiver that answers with the raw bytes `reply` and
+    /// closes, fails with `kind` and says `message`.
+    fn every_backend_fails_on(
+        &self,
+        reply: impl Into<Vec<u8>>,
+        kind: TransportErrorKind,
+        message: &str,
+        what: &str,
+    ) {
+        let receiver = RawReceiver::start(reply, AfterReply::Close);
+        for &backend in BACKENDS {
+            let request = with_timeout(simple_request(&receiver.url()), Duration::from_secs(5));
+            let err = expect_err(self.send(backend, request), backend);
+            assert_eq!(err.kind(), kind, "{backend:?} {what}: {err} ({err:?})");
+            assert_eq!(err.to_string(), message, "{backend:?} {what}");
+        }
+    }
+}
+
 fn expect_err(
     outcome: Result<ReceiverResponse, TransportError>,
     backend: Backend,
@@ -609,17 +629,12 @@ fn a_megabyte_of_headers_is_headers_too_large() {
         ("10,000 headers", many_names),
     ] {
         assert!(headers.len() >= 1_000_000, "{what}");
-        let receiver = RawReceiver::start(head_with(&headers), AfterReply::Close);
-        for &backend in BACKENDS {
-            let request = with_timeout(simple_request(&receiver.url()), Duration::from_secs(5));
-            let err = expect_err(h.send(backend, request), backend);
-            assert_eq!(
-                err.kind(),
-                TransportErrorKind::HeadersTooLarge,
-                "{backend:?} {what}: {err} ({err:?})"
-            );
-            assert_eq!(err.to_string(), "response headers too large");
-        }
+        h.every_backend_fails_on(
+            head_with(&headers),
+            TransportErrorKind::HeadersTooLarge,
+            "response headers too large",
+            what,
+        );
     }
 }
 
@@ -632,17 +647,12 @@ fn garbage_is_not_http() {
         ("a status line with no code", &b"HTTP/1.1 OK\r\n\r\n"[..]),
         ("a status code of letters", &b"HTTP/1.1 2x0 OK\r\n\r\n"[..]),
     ] {
-        let receiver = RawReceiver::start(reply, AfterReply::Close);
-        for &backend in BACKENDS {
-            let request = with_timeout(simple_request(&receiver.url()), Duration::from_secs(5));
-            let err = expect_err(h.send(backend, request), backend);
-            assert_eq!(
-                err.kind(),
-                TransportErrorKind::NotHttp,
-                "{backend:?} {what}: {err} ({err:?})"
-            );
-            assert_eq!(err.to_string(), "not an HTTP response");
-        }
+        h.every_backend_fails_on(
+            reply,
+            TransportErrorKind::NotHttp,
+            "not an HTTP response",
+            what,
+        );
     }
 }
 
@@ -654,20 +664,12 @@ fn a_connection_closed_before_the_headers_are_complete_says_so() {
         ("no byte at all", &b""[..]),
         ("part of the headers", &b"HTTP/1.1 200 OK\r\ncontent-le"[..]),
     ] {
-        let receiver = RawReceiver::start(reply, AfterReply::Close);
-        for &backend in BACKENDS {
-            let request = with_timeout(simple_request(&receiver.url()), Duration::from_secs(5));
-            let err = expect_err(h.send(backend, request), backend);
-            assert_eq!(
-                err.kind(),
-                TransportErrorKind::ClosedBeforeHeaders,
-                "{backend:?} {what}: {err} ({err:?})"
-            );
-            assert_eq!(
-                err.to_string(),
-                "connection closed before the response headers"
-            );
-        }
+        h.every_backend_fails_on(
+            reply,
+            TransportErrorKind::ClosedBeforeHeaders,
+            "connection closed before the response headers",
+            what,
+        );
     }
 }
 
