@@ -1312,11 +1312,9 @@ fn p10_accounts(scratch: &Scratch, scale: Scale, with_sqlite: bool) -> P10 {
     // Storing 20,000 accounts' settings takes minutes in SQLite here, and delivering from
     // 20,000 accounts longer still: the SQLite line runs only when named (`--only p10sqlite`).
     let sqlite_rounds = if with_sqlite { rounds } else { 0 };
-    for round in 1..=rounds {
-        let few = spread_run(Arc::new(MemoryStore::new()), &receivers, P10_FEW, scale);
-        let many = spread_run(Arc::new(MemoryStore::new()), &receivers, P10_MANY, scale);
+    let say = |store: &str, round: usize, few: &SpreadRun, many: &SpreadRun| {
         eprintln!(
-            "p10 memory round {round}: {n} results over {P10_FEW} accounts {:.0}/s, over \
+            "p10 {store} round {round}: {n} results over {P10_FEW} accounts {:.0}/s, over \
              {P10_MANY} {:.0}/s, ratio {:.2}; scheduler CPU {:.1} us per delivery over \
              {P10_FEW}, {:.1} over {P10_MANY}",
             few.per_s,
@@ -1325,6 +1323,11 @@ fn p10_accounts(scratch: &Scratch, scale: Scale, with_sqlite: bool) -> P10 {
             few.scheduler_us_per_delivery(),
             many.scheduler_us_per_delivery(),
         );
+    };
+    for round in 1..=rounds {
+        let few = spread_run(Arc::new(MemoryStore::new()), &receivers, P10_FEW, scale);
+        let many = spread_run(Arc::new(MemoryStore::new()), &receivers, P10_MANY, scale);
+        say("memory", round, &few, &many);
         memory_ratios.push(many.per_s / few.per_s);
         scheduler.push(many.scheduler_us_per_delivery());
     }
@@ -1341,16 +1344,7 @@ fn p10_accounts(scratch: &Scratch, scale: Scale, with_sqlite: bool) -> P10 {
         let many = spread_run(open("p10-many"), &receivers, P10_MANY, scale);
         remove_outbox(&scratch.dir.join("p10-few.db"));
         remove_outbox(&scratch.dir.join("p10-many.db"));
-        eprintln!(
-            "p10 sqlite round {round}: {n} results over {P10_FEW} accounts {:.0}/s, over \
-             {P10_MANY} {:.0}/s, ratio {:.2}; scheduler CPU {:.1} us per delivery over \
-             {P10_FEW}, {:.1} over {P10_MANY}",
-            few.per_s,
-            many.per_s,
-            many.per_s / few.per_s,
-            few.scheduler_us_per_delivery(),
-            many.scheduler_us_per_delivery(),
-        );
+        say("sqlite", round, &few, &many);
         sqlite_ratios.push(many.per_s / few.per_s);
     }
     P10 {
