@@ -50,8 +50,8 @@ pub(crate) fn follow(engine: &Arc<Engine>) -> Result<()> {
                 if let Err(e) = engine.follow_settings() {
                     tracing::error!(error = %e, "could not read settings changed by other processes");
                 }
-                // New due work from other processes is found at the same pace, notice or not.
-                engine.signal().poke();
+                // Due work from other processes is looked for at the same pace by the
+                // scheduler itself (it waits at most the poll interval), notice or not.
             }
         })
         .map_err(|e| Error::config("store", format!("cannot start the settings thread: {e}")))?;
