@@ -215,20 +215,22 @@ impl PendingReadings {
         })
     }
 
-    /// Re-reads up to [`PENDING_ACCOUNTS_PER_READING`] of `accounts` (every account this
-    /// process has settings for) from `store`, if a second has passed since the last reading,
-    /// and publishes the gauge. A store error ends the reading: the counts read so far stand.
+    /// Re-reads up to [`PENDING_ACCOUNTS_PER_READING`] of `accounts()` (every account this
+    /// process has settings for, listed only when a reading is due) from `store`, if a second
+    /// has passed since the last reading, and publishes the gauge. A store error ends the
+    /// reading: the counts read so far stand.
     pub(crate) fn read(
         &mut self,
         metrics: &Metrics,
         store: &dyn Outbox,
-        mut accounts: Vec<AccountId>,
+        accounts: impl FnOnce() -> Vec<AccountId>,
         now: Instant,
     ) {
         if self.last.is_some_and(|last| now < last + PENDING_EVERY) {
             return;
         }
         self.last = Some(now);
+        let mut accounts = accounts();
         accounts.sort_unstable();
         let known: HashSet<&AccountId> = accounts.iter().collect();
         self.counts.retain(|a, _| known.contains(a));

@@ -743,15 +743,15 @@ impl Scheduler {
         if stalled {
             return None;
         }
-        let accounts = self.engine.account_ids();
-        let count = accounts.len();
+        let engine = &self.engine;
         self.pending.read(
-            self.engine.metrics(),
-            self.engine.store(),
-            accounts,
+            engine.metrics(),
+            engine.store(),
+            || engine.account_ids(),
             Instant::now(),
         );
-        self.pending.wanted_in(count, Instant::now())
+        self.pending
+            .wanted_in(self.engine.account_count(), Instant::now())
     }
 
     /// Gives the claims of released attempts back, so the next worker takes them at once.

@@ -167,14 +167,15 @@ impl Engine {
     /// An account's settings or health changed: recompute whether it is held, and tell the
     /// scheduler.
     pub(crate) fn account_changed(&self, account: &AccountId) {
-        let is_open = open(
-            self.accounts().get(account),
-            lock(&self.health).get(account),
-        );
-        if let Some(acc) = self.accounts().get(account) {
-            let timeout = acc.preferences().attempt_timeout().as_millis() as u64;
-            self.longest_timeout.fetch_max(timeout, Ordering::Relaxed);
-        }
+        let is_open = {
+            let accounts = self.accounts();
+            let acc = accounts.get(account);
+            if let Some(acc) = acc {
+                let timeout = acc.preferences().attempt_timeout().as_millis() as u64;
+                self.longest_timeout.fetch_max(timeout, Ordering::Relaxed);
+            }
+            open(acc, lock(&self.health).get(account))
+        };
         let changed = {
             let mut held = lock(&self.held);
             if is_open {
@@ -279,6 +280,12 @@ impl Engine {
     #[cfg(feature = "metrics")]
     pub(crate) fn account_ids(&self) -> Vec<AccountId> {
         self.accounts().keys().cloned().collect()
+    }
+
+    /// How many accounts this process has settings for.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn account_count(&self) -> usize {
+        self.accounts().len()
     }
 
     /// Takes the one worker place; `false` if a worker is running already.

@@ -3,11 +3,11 @@
 //! facade runs it on a blocking thread for async callers.
 
 use crate::account::Account;
-use crate::campaign::{OffReason, SendDecision, WebhookIndicator, decide};
+use crate::campaign::{OffReason, SendDecision, WebhookIndicator};
 use crate::delivery::engine::Engine;
 use crate::delivery::events::Event;
 use crate::delivery::health::EndpointHealth;
-use crate::delivery::status::{DeadLetter, Status, account_on, indicator};
+use crate::delivery::status::{DeadLetter, Status, indicator};
 use crate::error::Result;
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::payload::CallResult;
@@ -210,8 +210,7 @@ impl Engine {
         let accounts = self.accounts();
         let acc = accounts.get(account);
         let indicator = indicator(acc, campaign, &endpoint);
-        let account_off = account_on(acc) != SendDecision::Send;
-        let held = stats.pending > 0 && (account_off || endpoint.is_paused());
+        let held = stats.pending > 0 && !super::open(acc, Some(&endpoint));
         Ok(Status::new(
             indicator,
             stats,
@@ -224,9 +223,6 @@ impl Engine {
 
     pub(crate) fn indicator(&self, account: &AccountId, campaign: &CampaignId) -> WebhookIndicator {
         let endpoint = self.health_of(account);
-        match self.accounts().get(account) {
-            Some(acc) => indicator(Some(acc), Some(campaign), &endpoint),
-            None => WebhookIndicator::from(decide(false, false, false)),
-        }
+        indicator(self.accounts().get(account), Some(campaign), &endpoint)
     }
 }
