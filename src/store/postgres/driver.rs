@@ -54,7 +54,7 @@ impl Driver {
         T: Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
     {
-        if std::thread::current().id() == self.thread_id {
+        if self.on_own_thread() {
             return Err(Error::Store {
                 message: "the outbox was called from its own database thread (a notice sink \
                           must return at once, not call the store)"
@@ -67,10 +67,7 @@ impl Driver {
             // The caller always waits; nothing to do if it is gone.
             let _ = answer.send(work.await);
         }));
-        answered.recv().map_err(|_| Error::Store {
-            message: "the outbox's database task ended without an answer".into(),
-            source: None,
-        })?
+        answer_of(answered)
     }
 
     /// Whether the calling thread is the runtime's own, where waiting for it would stall it.
@@ -93,9 +90,22 @@ impl Drop for Driver {
         if let Some(thread) = self.thread.take() {
             // Dropped from a task of its own runtime (a sink holding the last handle to the
             // store): the thread stops on its own once this task returns.
-            if std::thread::current().id() != self.thread_id {
+            if !self.on_own_thread() {
                 let _ = thread.join();
             }
         }
     }
+}
+
+/// Waits for the answer of work started on the driver's runtime.
+///
+/// # Errors
+///
+/// What the work answers, or [`Error::Store`] if its task ended without answering (the
+/// runtime stopped).
+pub(super) fn answer_of<T>(answered: oneshot::Receiver<Result<T>>) -> Result<T> {
+    answered.recv().map_err(|_| Error::Store {
+        message: "the outbox's database task ended without an answer".into(),
+        source: None,
+    })?
 }

@@ -312,10 +312,7 @@ impl Outbox for PostgresStore {
             let answered = self.groups.submit(&self.ctx, delivery.clone(), |group| {
                 self.driver.spawn(group)
             });
-            return answered.recv().map_err(|_| Error::Store {
-                message: "the outbox's database task ended without an answer".into(),
-                source: None,
-            })?;
+            return driver::answer_of(answered);
         }
         let deliveries = deliveries.to_vec();
         self.run(|ctx| ops::insert(ctx, deliveries))
