@@ -65,11 +65,6 @@ struct Inner {
     newest: Option<Timestamp>,
 }
 
-/// Whether two new deliveries are the same call result: same account, campaign and body.
-fn same_new(a: &NewDelivery, b: &NewDelivery) -> bool {
-    a.account == b.account && a.campaign == b.campaign && a.body == b.body
-}
-
 /// Whether a stored delivery and a new one are the same call result: same account, campaign
 /// and body (bytes and encoding).
 fn same_call_result(stored: &Delivery, new: &NewDelivery) -> bool {
@@ -319,7 +314,7 @@ impl Outbox for MemoryStore {
             let mut first: HashMap<&DeliveryId, &NewDelivery> = HashMap::new();
             for (new, repeated) in deliveries.iter().zip(&mut repeated) {
                 match first.get(&new.id) {
-                    Some(earlier) if same_new(earlier, new) => {
+                    Some(earlier) if earlier.is_same_call_result(new) => {
                         *repeated = true;
                     }
                     Some(_) => {

@@ -58,6 +58,14 @@ pub struct NewDelivery {
     pub next_attempt_at: Timestamp,
 }
 
+impl NewDelivery {
+    /// Whether `other` is the same call result: same account, campaign and body (bytes and
+    /// encoding). A submit repeated under its id must be; its times may differ.
+    pub(crate) fn is_same_call_result(&self, other: &NewDelivery) -> bool {
+        self.account == other.account && self.campaign == other.campaign && self.body == other.body
+    }
+}
+
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
@@ -79,6 +87,33 @@ impl DeliveryState {
             DeliveryState::Failed => "failed",
         }
     }
+
+    /// The state an outbox row's `state` column names: a row is pending or failed (a
+    /// delivered one keeps only its id), so anything else is not the store's writing.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) fn of_outbox_row(state: &str) -> Option<DeliveryState> {
+        match state {
+            "pending" => Some(DeliveryState::Pending),
+            "failed" => Some(DeliveryState::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// Times are stored as integer nanoseconds since the Unix epoch (years 1678 to 2261).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn to_nanos(at: Timestamp) -> Result<i64> {
+    i64::try_from(at.as_nanosecond()).map_err(|_| crate::error::Error::Store {
+        message: format!("time {at} is outside the years 1678 to 2261 that the outbox stores"),
+        source: None,
+    })
+}
+
+/// Like [`to_nanos`], for a bound in a query: a time past the range means "everything".
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn clamp_nanos(at: Timestamp) -> i64 {
+    let nanos = at.as_nanosecond();
+    nanos.clamp(i64::MIN.into(), i64::MAX.into()) as i64
 }
 
 /// A stored delivery with its progress so far.

@@ -179,7 +179,7 @@ async fn try_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Result<Vec<Result<()>>> {
         let conflict = || Err(Error::IdConflict { id: id.to_owned() });
         answers.push(match found.get(id) {
             Some(Found::Inserted)
-                if first[id] == k || ops::same_new(&jobs[first[id]].delivery, d) =>
+                if first[id] == k || jobs[first[id]].delivery.is_same_call_result(d) =>
             {
                 Ok(())
             }

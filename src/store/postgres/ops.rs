@@ -64,10 +64,6 @@ pub(super) fn same_parts(
         && new.body.encoding().as_str() == enc
 }
 
-pub(super) fn same_new(a: &NewDelivery, b: &NewDelivery) -> bool {
-    a.account == b.account && a.campaign == b.campaign && a.body == b.body
-}
-
 pub(super) async fn insert(ctx: Arc<Ctx>, deliveries: Vec<NewDelivery>) -> Result<()> {
     // One row per id, in id order (so concurrent batches lock ids in the same order); a
     // repeat within the batch must be the same call result.
@@ -77,7 +73,7 @@ pub(super) async fn insert(ctx: Arc<Ctx>, deliveries: Vec<NewDelivery>) -> Resul
     for d in unique {
         match kept.last() {
             Some(last) if last.id == d.id => {
-                if !same_new(last, d) {
+                if !last.is_same_call_result(d) {
                     return Err(Error::IdConflict {
                         id: d.id.to_string(),
                     });

@@ -352,21 +352,7 @@ pub(super) fn enqueue_sql(schema: &str) -> String {
     with_schema(ENQUEUE, schema)
 }
 
-/// Times are stored as integer nanoseconds since the Unix epoch (years 1678 to 2261).
-pub(super) fn to_nanos(at: Timestamp) -> Result<i64> {
-    i64::try_from(at.as_nanosecond()).map_err(|_| Error::Store {
-        message: format!("time {at} is outside the years 1678 to 2261 that the outbox stores"),
-        source: None,
-    })
-}
-
-/// Like [`to_nanos`], for a bound in a query: a time past the range means "everything".
-pub(super) fn clamp_nanos(at: Timestamp) -> i64 {
-    at.as_nanosecond()
-        .clamp(i64::MIN.into(), i64::MAX.into())
-        .try_into()
-        .unwrap_or(i64::MAX)
-}
+pub(super) use crate::store::{clamp_nanos, to_nanos};
 
 pub(super) fn from_nanos(nanos: i64) -> Result<Timestamp> {
     Timestamp::from_nanosecond(nanos.into()).map_err(|e| Error::store("reading a stored time", e))
@@ -377,14 +363,10 @@ fn optional_time(nanos: Option<i64>) -> Result<Option<Timestamp>> {
 }
 
 pub(super) fn state_from_str(state: &str) -> Result<DeliveryState> {
-    match state {
-        "pending" => Ok(DeliveryState::Pending),
-        "failed" => Ok(DeliveryState::Failed),
-        other => Err(Error::Store {
-            message: format!("unknown delivery state {other:?} in the outbox"),
-            source: None,
-        }),
-    }
+    DeliveryState::of_outbox_row(state).ok_or_else(|| Error::Store {
+        message: format!("unknown delivery state {state:?} in the outbox"),
+        source: None,
+    })
 }
 
 /// Reads a column, naming it if the row does not hold what the store wrote.

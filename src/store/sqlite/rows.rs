@@ -6,7 +6,7 @@ use rusqlite::types::Type;
 use rusqlite::{Row, Statement};
 
 use crate::encoding::Encoding;
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::request::EncodedBody;
 use crate::store::{Delivery, DeliveryFilter, DeliveryState};
@@ -174,19 +174,7 @@ pub(super) fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-/// Times are stored as integer nanoseconds since the Unix epoch (years 1678 to 2261).
-pub(super) fn to_nanos(at: Timestamp) -> Result<i64> {
-    i64::try_from(at.as_nanosecond()).map_err(|_| Error::Store {
-        message: format!("time {at} is outside the years 1678 to 2261 that the outbox stores"),
-        source: None,
-    })
-}
-
-/// Like [`to_nanos`], for a bound in a query: a time past the range means "everything".
-pub(super) fn clamp_nanos(at: Timestamp) -> i64 {
-    let nanos = at.as_nanosecond();
-    nanos.clamp(i64::MIN.into(), i64::MAX.into()) as i64
-}
+pub(super) use crate::store::{clamp_nanos, to_nanos};
 
 pub(super) fn from_nanos(nanos: i64, column: usize) -> rusqlite::Result<Timestamp> {
     Timestamp::from_nanosecond(nanos.into())
@@ -200,15 +188,14 @@ pub(super) fn optional_time(row: &Row<'_>, column: usize) -> rusqlite::Result<Op
 }
 
 pub(super) fn state_from_sql(row: &Row<'_>, column: usize) -> rusqlite::Result<DeliveryState> {
-    match row.get_ref(column)?.as_str()? {
-        "pending" => Ok(DeliveryState::Pending),
-        "failed" => Ok(DeliveryState::Failed),
-        other => Err(rusqlite::Error::FromSqlConversionFailure(
+    let state = row.get_ref(column)?.as_str()?;
+    DeliveryState::of_outbox_row(state).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
             column,
             Type::Text,
-            format!("unknown delivery state {other:?}").into(),
-        )),
-    }
+            format!("unknown delivery state {state:?}").into(),
+        )
+    })
 }
 
 /// A row of [`delivery_columns!`].
