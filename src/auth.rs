@@ -131,10 +131,7 @@ impl Credentials {
         raw.push_str(self.password.expose_secret());
         let mut value = Zeroizing::new(String::from(prefix));
         STANDARD.encode_string(raw.as_bytes(), &mut value);
-        let mut header = HeaderValue::from_str(&value)
-            .map_err(|_| Error::config("authorization", "not a valid header value"))?;
-        header.set_sensitive(true);
-        Ok(header)
+        sensitive(&value, "authorization")
     }
 }
 
