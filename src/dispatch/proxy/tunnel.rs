@@ -168,6 +168,16 @@ fn settle_answer(buf: &[u8]) -> std::result::Result<Option<()>, Failure> {
     }
 }
 
+/// Adds what one read brought (nothing: the proxy closed) to the answer so far, and settles
+/// it if it is complete ([`settle_answer`]).
+fn read_more(answer: &mut Vec<u8>, chunk: &[u8]) -> std::result::Result<Option<()>, Failure> {
+    if chunk.is_empty() {
+        return Err(Failure::Closed);
+    }
+    answer.extend_from_slice(chunk);
+    settle_answer(answer)
+}
+
 /// Opens a tunnel through `endpoint` to the first of `targets` (admitted addresses of one
 /// receiver) it can reach, all within `timeout`; returns the connection to the proxy, now a
 /// byte pipe to the receiver.
@@ -201,11 +211,7 @@ pub(crate) async fn open_tunnel(
             let mut chunk = [0u8; 1024];
             loop {
                 let n = read_some(&stream, &mut chunk).await.map_err(closed)?;
-                if n == 0 {
-                    return Err(endpoint.error(target, Failure::Closed));
-                }
-                answer.extend_from_slice(&chunk[..n]);
-                match settle_answer(&answer) {
+                match read_more(&mut answer, &chunk[..n]) {
                     Ok(Some(())) => return Ok(stream),
                     Ok(None) => {}
                     Err(what) => return Err(endpoint.error(target, what)),
@@ -347,11 +353,7 @@ pub(crate) fn open_tunnel_blocking(
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(failed(e)),
                 };
-                if n == 0 {
-                    return Err(endpoint.error(target, Failure::Closed));
-                }
-                answer.extend_from_slice(&chunk[..n]);
-                match settle_answer(&answer) {
+                match read_more(&mut answer, &chunk[..n]) {
                     Ok(Some(())) => {
                         stream.set_read_timeout(None).map_err(failed)?;
                         stream.set_write_timeout(None).map_err(failed)?;
@@ -407,6 +409,16 @@ mod tests {
         );
         let endless = [b"HTTP/1.1 200 OK\r\n".as_slice(), &[b'a'; MAX_ANSWER]].concat();
         assert_eq!(settle_answer(&endless), Err(Failure::NotHttp));
+    }
+
+    #[test]
+    fn an_answer_read_in_pieces_settles_once_complete_and_a_close_is_closed() {
+        let mut answer = Vec::new();
+        assert_eq!(read_more(&mut answer, b"HTTP/1.1 200 Conn"), Ok(None));
+        assert_eq!(read_more(&mut answer, b"ection established\r\n"), Ok(None));
+        assert_eq!(read_more(&mut answer, b"\r\n"), Ok(Some(())));
+        let mut answer = b"HTTP/1.1 200".to_vec();
+        assert_eq!(read_more(&mut answer, b""), Err(Failure::Closed));
     }
 
     #[test]
