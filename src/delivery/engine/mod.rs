@@ -22,7 +22,7 @@ use crate::delivery::classify::{Verdict, classify};
 use crate::delivery::clock::Clock;
 use crate::delivery::events::{Event, FailureKind, PauseReason};
 use crate::delivery::health::EndpointHealth;
-use crate::delivery::schedule::random_unit;
+use crate::delivery::schedule::{RetrySchedule, random_unit};
 use crate::delivery::status::account_on;
 use crate::dispatch::{ReceiverResponse, TransportError};
 use crate::error::Error;
@@ -393,6 +393,27 @@ impl Engine {
             .collect()
     }
 
+    /// When the attempt after attempt `number` of a delivery of `account` is due under its retry
+    /// schedule (the default one if the account is gone), or `None` when none is left.
+    fn next_attempt_at(
+        &self,
+        account: &AccountId,
+        number: u32,
+        now: Timestamp,
+        retry_after: Option<Duration>,
+    ) -> Option<Timestamp> {
+        let accounts = self.accounts();
+        let default;
+        let schedule = match accounts.get(account) {
+            Some(acc) => acc.preferences().retry_schedule(),
+            None => {
+                default = RetrySchedule::default();
+                &default
+            }
+        };
+        schedule.next_attempt_at(number, now, retry_after, random_unit())
+    }
+
     /// What an attempt's outcome means: the verdict, and the record to store.
     fn decide(&self, c: &Completion, now: Timestamp) -> Decided {
         let a = &c.attempt;
@@ -400,11 +421,6 @@ impl Engine {
             Outcome::Sent(result) => classify(result, now),
             Outcome::NotSent(verdict) => verdict.clone(),
         };
-        let schedule = self
-            .accounts()
-            .get(&a.account)
-            .map(|acc| acc.preferences().retry_schedule().clone())
-            .unwrap_or_default();
         let mut failed_for_good = None;
         let (next, error) = match &verdict {
             Verdict::Delivered { .. } => (NextStep::Delivered, None),
@@ -412,7 +428,7 @@ impl Engine {
                 reason,
                 retry_after,
                 ..
-            } => match schedule.next_attempt_at(a.number, now, *retry_after, random_unit()) {
+            } => match self.next_attempt_at(&a.account, a.number, now, *retry_after) {
                 Some(at) => (NextStep::RetryAt(at), Some(reason.clone())),
                 None => {
                     let reason = format!("{reason}; no retries left");
