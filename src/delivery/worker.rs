@@ -635,25 +635,22 @@ impl Scheduler {
             .min(STORE_BACKOFF_MAX);
         failing.retry_at = Instant::now() + pause;
         tracing::error!(error = %failing.cause, tries = failing.tries, retry_in_ms = pause.as_millis() as u64, holding = self.unrecorded.len(), "the outbox store is failing; no new attempts until it works");
-        if failing.tries >= REPORT_AFTER && !failing.reported {
+        if failing.reported || failing.tries >= REPORT_AFTER {
+            let first = !failing.reported;
             failing.reported = true;
+            // Once reported, kept current: a write failure may have become a read failure.
             self.engine
                 .set_store_problem(Some(crate::delivery::engine::StoreProblem {
                     cause: failing.cause.clone(),
                     reads: failing.reads,
                 }));
-            self.engine.emit(Event::StoreFailing {
-                reason: failing.cause.clone(),
-                reads: failing.reads,
-                holding: self.unrecorded.len(),
-            });
-        } else if failing.reported {
-            // Keep the status current: a write failure may have become a read failure.
-            self.engine
-                .set_store_problem(Some(crate::delivery::engine::StoreProblem {
-                    cause: failing.cause.clone(),
+            if first {
+                self.engine.emit(Event::StoreFailing {
+                    reason: failing.cause.clone(),
                     reads: failing.reads,
-                }));
+                    holding: self.unrecorded.len(),
+                });
+            }
         }
     }
 
