@@ -105,7 +105,7 @@ impl EncodedBody {
         if encoding == Encoding::Query
             && let Some(url) = preferences.url()
         {
-            get_url(url, &bytes)?;
+            get_url_separator(url, bytes.len())?;
         }
         Ok(EncodedBody { bytes, encoding })
     }
@@ -241,7 +241,8 @@ pub fn build_request_at(
     };
     let (method, uri, sent) = if get {
         let target = get_url(url, &body.bytes)?;
-        (http::Method::GET, parse(&target)?, Bytes::new())
+        let uri = http::Uri::try_from(target).map_err(Error::url)?;
+        (http::Method::GET, uri, Bytes::new())
     } else {
         (http::Method::POST, parse(url.as_str())?, body.bytes.clone())
     };
@@ -285,26 +286,28 @@ pub fn build_request_at(
 /// The account's URL with `query` appended after its own query, checked against
 /// [`MAX_GET_URL_LEN`].
 fn get_url(url: &WebhookUrl, query: &[u8]) -> Result<String> {
-    let base = url.as_str();
+    let separator = get_url_separator(url, query.len())?;
+    // The form encoding writes only ASCII.
+    let query = std::str::from_utf8(query).map_err(|_| Error::url("the query is not ASCII"))?;
+    Ok([url.as_str(), separator, query].concat())
+}
+
+/// What goes between the account's URL and a query of `query_len` bytes, once the whole is
+/// known to fit [`MAX_GET_URL_LEN`]: at submit only this is checked, nothing is built.
+fn get_url_separator(url: &WebhookUrl, query_len: usize) -> Result<&'static str> {
     let separator = match url.as_url().query() {
         None => "?",
         Some("") => "",
         Some(_) => "&",
     };
-    let size = base.len() + separator.len() + query.len();
+    let size = url.as_str().len() + separator.len() + query_len;
     if size > MAX_GET_URL_LEN {
         return Err(Error::UrlTooLong {
             size,
             limit: MAX_GET_URL_LEN,
         });
     }
-    // The form encoding writes only ASCII.
-    let query = std::str::from_utf8(query).map_err(|_| Error::url("the query is not ASCII"))?;
-    let mut target = String::with_capacity(size);
-    target.push_str(base);
-    target.push_str(separator);
-    target.push_str(query);
-    Ok(target)
+    Ok(separator)
 }
 
 /// How the call result travels to the receiver. Chosen per account with
