@@ -41,13 +41,13 @@ mod pg_support;
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::PoisonError;
 use std::time::{Duration, Instant, SystemTime};
 
 use call_result_webhook::store::Outbox;
-use dialer_support::{Dialer, Ended, Rng, line, record, seed};
+use dialer_support::{Dialer, Ended, Flaky, Rng, line, record, seed};
 use pg_support::Database;
-use support::{Receiver, Recorded, Reply};
+use support::Receiver;
 
 /// Dialer processes sharing the outbox.
 const PROCESSES: usize = 3;
@@ -72,8 +72,6 @@ const KILL_SPREAD_MS: u64 = 1500;
 const FEED_PAUSE: Duration = Duration::from_millis(90);
 /// At the end, every process must exit within this once its input has ended.
 const FINISH_WITHIN: Duration = Duration::from_secs(30);
-/// How many attempts of one delivery the receiver fails at most before it answers 200.
-const FAILURES_PER_DELIVERY: u32 = 3;
 /// The receiver answers (or fails) after a delay below this: attempts overlap kills.
 const REPLY_DELAY_MS: u64 = 250;
 /// Enough retries that a delivery never runs out of them here.
@@ -82,34 +80,6 @@ const PASSWORD: &str = "fleet-crash-pässword";
 /// Slack when comparing the receiver's instants with leases (wall-clock nanoseconds in the
 /// outbox), and for a request the receiver reads just after its sender died.
 const TOLERANCE: Duration = Duration::from_millis(250);
-
-/// The receiver's choices: fail some attempts of each delivery (503, reset before the answer,
-/// reset part-way through it), answer the rest 200, each after a short delay. Keeps, per
-/// `webhook-id`, when each request it answered 200 arrived.
-struct Flaky {
-    rng: Rng,
-    failures: HashMap<String, u32>,
-    answered_2xx: HashMap<String, Vec<Instant>>,
-}
-
-impl Flaky {
-    fn reply(&mut self, request: &Recorded) -> Reply {
-        let id = request.header("webhook-id").unwrap_or_default().to_owned();
-        let failures = self.failures.entry(id.clone()).or_default();
-        let roll = self.rng.below(100);
-        let delay = Duration::from_millis(self.rng.below(REPLY_DELAY_MS));
-        if *failures < FAILURES_PER_DELIVERY && roll < 45 {
-            *failures += 1;
-            return match roll % 3 {
-                0 => Reply::status(503).delay(delay),
-                1 => Reply::reset().delay(delay),
-                _ => Reply::status(503).body("partial").then_reset().delay(delay),
-            };
-        }
-        self.answered_2xx.entry(id).or_default().push(request.at);
-        Reply::ok().delay(delay)
-    }
-}
 
 /// The test's own connection to the outbox's schema, to see the claims.
 struct Claims {
@@ -272,18 +242,7 @@ fn a_fleet_delivers_every_acknowledged_result_across_sigkills_and_restarts() {
     let mut rng = Rng(seed);
 
     let receiver = Receiver::start();
-    let flaky = Arc::new(Mutex::new(Flaky {
-        rng: Rng(seed ^ 0x5EED),
-        failures: HashMap::new(),
-        answered_2xx: HashMap::new(),
-    }));
-    let choose = flaky.clone();
-    receiver.respond_with(move |request| {
-        choose
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .reply(request)
-    });
+    let flaky = Flaky::serve(&receiver, seed ^ 0x5EED, REPLY_DELAY_MS, true);
     let url = receiver.url_for("/calls");
     let claims = Claims::connect(&db);
 

@@ -1,9 +1,9 @@
 //! What the tests that drive the `dialer` example share: where its binary is, a run of it
-//! ([`Dialer`]), a call result as a line of its input, reading its acknowledgements, and a small
-//! seedable random source for kill moments.
+//! ([`Dialer`]), a call result as a line of its input, reading its acknowledgements, a flaky
+//! receiver ([`Flaky`]), and a small seedable random source for kill moments.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -11,6 +11,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use super::support::{Receiver, Recorded, Reply};
 
 /// SplitMix64: a small, seedable random source, so a failure can be replayed.
 pub struct Rng(pub u64);
@@ -268,5 +270,72 @@ impl Drop for Dialer {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// How many attempts of one delivery [`Flaky`] fails at most before it answers 200.
+pub const FAILURES_PER_DELIVERY: u32 = 3;
+
+/// A receiver's choices for the crash tests: fail some attempts of each delivery (503, reset
+/// before the answer, reset part-way through it), answer the rest 200, after a random delay
+/// below `max_delay_ms` (resets too if `delay_resets`). Keeps, per `webhook-id`, when each
+/// request it answered 200 arrived.
+pub struct Flaky {
+    rng: Rng,
+    failures: HashMap<String, u32>,
+    max_delay_ms: u64,
+    delay_resets: bool,
+    pub answered_2xx: HashMap<String, Vec<Instant>>,
+}
+
+impl Flaky {
+    /// Makes `receiver` answer as a `Flaky` seeded with `seed`; the same `Flaky` is returned
+    /// to read what it answered.
+    pub fn serve(
+        receiver: &Receiver,
+        seed: u64,
+        max_delay_ms: u64,
+        delay_resets: bool,
+    ) -> Arc<Mutex<Flaky>> {
+        let flaky = Arc::new(Mutex::new(Flaky {
+            rng: Rng(seed),
+            failures: HashMap::new(),
+            max_delay_ms,
+            delay_resets,
+            answered_2xx: HashMap::new(),
+        }));
+        let choose = flaky.clone();
+        receiver.respond_with(move |request| {
+            choose
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .reply(request)
+        });
+        flaky
+    }
+
+    fn reply(&mut self, request: &Recorded) -> Reply {
+        let id = request.header("webhook-id").unwrap_or_default().to_owned();
+        let failures = self.failures.entry(id.clone()).or_default();
+        let roll = self.rng.below(100);
+        let delay = Duration::from_millis(self.rng.below(self.max_delay_ms));
+        if *failures < FAILURES_PER_DELIVERY && roll < 45 {
+            *failures += 1;
+            let reset_delay = if self.delay_resets {
+                delay
+            } else {
+                Duration::ZERO
+            };
+            return match roll % 3 {
+                0 => Reply::status(503).delay(delay),
+                1 => Reply::reset().delay(reset_delay),
+                _ => Reply::status(503)
+                    .body("partial")
+                    .then_reset()
+                    .delay(reset_delay),
+            };
+        }
+        self.answered_2xx.entry(id).or_default().push(request.at);
+        Reply::ok().delay(delay)
     }
 }
