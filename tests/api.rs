@@ -288,11 +288,13 @@ async fn dropped_submits_retried_with_their_id_are_delivered_exactly_once() {
         rng
     };
     let (mut dropped, mut answered_first_time) = (0, 0);
+    let mut calls = Vec::with_capacity(CALLS);
     for n in 0..CALLS {
         let id = DeliveryId::new(format!("call-{n}")).unwrap();
         // One call result, submitted again as it was: a retry sends the same call (its
         // LogDateTime included), not a new one built later.
         let this = call(&n.to_string());
+        calls.push(this.clone());
         // Dropped after 0 to 400 µs: before, during or after the store's work.
         let patience = Duration::from_micros(next() % 400);
         let first = tokio::time::timeout(
@@ -322,12 +324,19 @@ async fn dropped_submits_retried_with_their_id_are_delivered_exactly_once() {
     );
 
     assert!(worker.wait_idle(Duration::from_secs(30)).await.unwrap());
-    // Late retries, after delivery, are remembered and not sent again (only the id of a
-    // delivered call result is kept, so any call result under it is taken as the same).
-    for n in 0..CALLS {
+    // Late retries, after delivery, are remembered and not sent again; another call result
+    // under a delivered id is refused, never silently dropped (a fingerprint of what was
+    // delivered is kept with the id).
+    for (n, this) in calls.into_iter().enumerate() {
         let id = DeliveryId::new(format!("call-{n}")).unwrap();
-        let again = webhooks.submit_with_id(&acme, &winter, call(&n.to_string()), id);
+        let again = webhooks.submit_with_id(&acme, &winter, this, id.clone());
         assert!(again.await.unwrap().is_accepted());
+        let other = call(&format!("another {n}"));
+        let refused = webhooks.submit_with_id(&acme, &winter, other, id).await;
+        assert!(
+            matches!(&refused, Err(Error::IdConflict { id }) if id == &format!("call-{n}")),
+            "{refused:?}"
+        );
     }
     assert!(worker.wait_idle(Duration::from_secs(30)).await.unwrap());
     worker.shutdown(Duration::from_secs(5)).await.unwrap();

@@ -530,6 +530,13 @@ impl Outbox for FullDisk {
     fn release(&self, claims: &[(DeliveryId, ClaimToken)]) -> call_result_webhook::Result<()> {
         self.inner.release(claims)
     }
+    fn extend_leases(
+        &self,
+        claims: &[(DeliveryId, ClaimToken)],
+        until: Timestamp,
+    ) -> call_result_webhook::Result<()> {
+        self.inner.extend_leases(claims, until)
+    }
     fn has_pending(&self) -> call_result_webhook::Result<bool> {
         self.inner.has_pending()
     }

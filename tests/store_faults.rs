@@ -79,6 +79,10 @@ impl Outbox for Faulty {
         self.write()?;
         self.inner.release(claims)
     }
+    fn extend_leases(&self, claims: &[(DeliveryId, ClaimToken)], until: Timestamp) -> Result<()> {
+        self.write()?;
+        self.inner.extend_leases(claims, until)
+    }
     fn has_pending(&self) -> Result<bool> {
         self.read()?;
         self.inner.has_pending()

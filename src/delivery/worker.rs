@@ -26,14 +26,17 @@ use crate::ids::{AccountId, DeliveryId};
 use crate::store::{Claim, ClaimRequest, ClaimToken};
 use crate::sync::lock;
 
-/// How long to wait before asking a failing store again.
-const STORE_BACKOFF: Duration = Duration::from_secs(1);
+/// How long to wait before asking a failing store again the first time: soon, since most
+/// failures pass at once (a broken connection replaced, a transaction broken off), and an
+/// outcome waiting to be recorded holds its delivery; the wait doubles with each try.
+const STORE_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The longest wait between two tries of a failing store.
 const STORE_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// After this many failed tries in a row, the failure is reported (an event, the status).
-const REPORT_AFTER: u32 = 3;
+/// After this many failed tries in a row (1.5 s with the doubling waits), the failure is
+/// reported (an event, the status).
+const REPORT_AFTER: u32 = 5;
 
 /// Sends the attempts the scheduler hands it and reports each completion through the engine.
 pub(crate) trait Runner: Send + Sync + 'static {
@@ -568,11 +571,18 @@ impl Scheduler {
                 return Ok(());
             }
             let skip = self.skip();
+            let in_flight: Vec<(AccountId, usize)> = self
+                .per_account
+                .iter()
+                .map(|(account, n)| (account.clone(), *n))
+                .collect();
             let request = ClaimRequest {
                 now,
                 limit: room,
                 lease: self.engine.lease(),
                 skip: &skip,
+                per_account: Some(self.per_endpoint),
+                in_flight: &in_flight,
             };
             let claims = self.engine.store().claim(&request)?;
             let full = claims.len() == room;
@@ -656,6 +666,7 @@ impl Scheduler {
 
     /// Tries a failing store again: first the outcomes it could not record, then a claim.
     fn retry_store(&mut self) {
+        self.extend_unrecorded();
         let held = std::mem::take(&mut self.unrecorded);
         let count = held.len();
         let outcomes = self.engine.complete_all(&held);
@@ -696,6 +707,33 @@ impl Scheduler {
                 self.engine.set_store_problem(None);
                 self.engine.emit(Event::StoreRecovered { recorded: count });
             }
+        }
+    }
+
+    /// Keeps the claims of attempts whose outcomes wait to be recorded from running out, so
+    /// that no other process claims those deliveries and sends them again meanwhile.
+    fn extend_unrecorded(&self) {
+        let claims: Vec<(DeliveryId, ClaimToken)> = self
+            .unrecorded
+            .iter()
+            .filter_map(|c| {
+                let id = &c.attempt.delivery;
+                self.in_flight
+                    .get(id)
+                    .map(|(_, token)| (id.clone(), *token))
+            })
+            .collect();
+        if claims.is_empty() {
+            return;
+        }
+        let until = self
+            .engine
+            .clock()
+            .now()
+            .checked_add(self.engine.lease())
+            .unwrap_or(Timestamp::MAX);
+        if let Err(e) = self.engine.store().extend_leases(&claims, until) {
+            tracing::warn!(error = %e, held = claims.len(), "could not extend the leases of outcomes waiting to be recorded");
         }
     }
 

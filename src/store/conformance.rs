@@ -88,6 +88,9 @@ pub fn run_all<S: Outbox + Settings>(make: &dyn Fn() -> S) {
     attempts_recorded_together_answer_each(&make());
     the_same_id_twice_is_one_delivery(&make());
     a_delivered_id_is_not_sent_again(&make());
+    a_delivered_id_reused_for_another_call_result_is_refused(&make());
+    a_claim_takes_at_most_the_room_of_each_account(&make());
+    a_claim_finds_the_rest_past_a_skipped_backlog(&make());
     a_conflicting_id_is_refused_and_nothing_stored(&make());
     a_repeat_beside_a_new_id_stores_the_new_one(&make());
     settings_and_health_are_replaced(&make());
@@ -118,6 +121,7 @@ fn claim<S: Outbox + ?Sized>(
             limit,
             lease: LEASE,
             skip,
+            ..ClaimRequest::default()
         })
         .expect("claim")
 }
@@ -626,6 +630,111 @@ pub fn a_delivered_id_is_not_sent_again<S: Outbox + ?Sized>(store: &S) {
     );
 }
 
+/// An id delivered within the retention and submitted again for a different call result is
+/// refused with [`Error::IdConflict`] (never silently dropped), and nothing of its batch is
+/// stored; the same call result again is still a no-op.
+pub fn a_delivered_id_reused_for_another_call_result_is_refused<S: Outbox + ?Sized>(store: &S) {
+    let batch = new_deliveries("acme", "c1", 1);
+    store.insert(&batch).unwrap();
+    let c = claim(store, t(0), 10, &[]).remove(0);
+    record_one(store, &c, record(t(10), Some(204), NextStep::Delivered)).unwrap();
+    let fresh = new_deliveries("acme", "c2", 1);
+    for reused in [
+        other_body(&batch[0]),
+        NewDelivery {
+            campaign: "c9".into(),
+            ..batch[0].clone()
+        },
+        NewDelivery {
+            account: "other".into(),
+            ..batch[0].clone()
+        },
+    ] {
+        let refused = store.insert(&[fresh[0].clone(), reused.clone()]);
+        assert!(
+            matches!(&refused, Err(Error::IdConflict { id }) if id == reused.id.as_str()),
+            "{refused:?}"
+        );
+        // Alone too (a store may take single submits another way).
+        let refused = store.insert(std::slice::from_ref(&reused));
+        assert!(
+            matches!(&refused, Err(Error::IdConflict { id }) if id == reused.id.as_str()),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(pending_and_delivered(store, "acme"), (0, 1));
+    store.insert(&batch).unwrap();
+    assert_eq!(pending_and_delivered(store, "acme"), (0, 1));
+    assert!(!store.has_pending().unwrap());
+}
+
+/// A claim takes at most [`ClaimRequest::room_for`] of each account: the per-account bound
+/// less those in flight; the other accounts' deliveries fill the rest, earliest due first.
+pub fn a_claim_takes_at_most_the_room_of_each_account<S: Outbox + ?Sized>(store: &S) {
+    store.insert(&new_deliveries("big", "c", 20)).unwrap();
+    store.insert(&new_deliveries("busy", "c", 5)).unwrap();
+    store.insert(&new_deliveries("small", "c", 3)).unwrap();
+    let in_flight = [(AccountId::new("busy"), 2)];
+    let claims = store
+        .claim(&ClaimRequest {
+            now: t(100),
+            limit: 64,
+            lease: LEASE,
+            per_account: Some(4),
+            in_flight: &in_flight,
+            ..ClaimRequest::default()
+        })
+        .expect("claim");
+    let mut per: HashMap<&str, usize> = HashMap::new();
+    for c in &claims {
+        *per.entry(c.delivery.account.as_str()).or_default() += 1;
+    }
+    assert_eq!(per.get("big"), Some(&4), "{per:?}");
+    assert_eq!(per.get("busy"), Some(&2), "{per:?}");
+    assert_eq!(per.get("small"), Some(&3), "{per:?}");
+    // Each account's earliest.
+    let big: Vec<&str> = sorted(
+        claims
+            .iter()
+            .filter(|c| c.delivery.account.as_str() == "big")
+            .map(|c| c.delivery.id.as_str())
+            .collect(),
+    );
+    assert_eq!(
+        big,
+        ["msg_big_c_0", "msg_big_c_1", "msg_big_c_2", "msg_big_c_3"]
+    );
+}
+
+/// Deliveries due after a long backlog of an account the claim leaves out (at its bound, or
+/// held) are claimed, earliest first, and `next_due` finds them: the backlog hides nothing.
+/// (How fast is the store's own business; the claim's cost should not grow with the
+/// backlog left out.)
+pub fn a_claim_finds_the_rest_past_a_skipped_backlog<S: Outbox + ?Sized>(store: &S) {
+    let backlog = new_deliveries("held", "c", 600);
+    for chunk in backlog.chunks(200) {
+        store.insert(chunk).unwrap();
+    }
+    let later: Vec<NewDelivery> = new_deliveries("open", "c", 3)
+        .iter()
+        .enumerate()
+        .map(|(i, d)| due_at(d, t(1_000 + i as i64)))
+        .collect();
+    store.insert(&later).unwrap();
+    let skip = [AccountId::new("held")];
+    assert_eq!(store.next_due(t(0), &skip).unwrap(), Some(t(1_000)));
+    let claims = claim(store, t(2_000), 2, &skip);
+    assert_eq!(ids(&claims), ["msg_open_c_0", "msg_open_c_1"]);
+    assert_eq!(store.next_due(t(2_000), &skip).unwrap(), Some(t(1_002)));
+    let claims = claim(store, t(2_000), 10, &skip);
+    assert_eq!(ids(&claims), ["msg_open_c_2"]);
+    assert_eq!(store.next_due(t(2_000), &skip).unwrap(), None);
+    assert!(claim(store, t(2_000), 10, &skip).is_empty());
+    // Without the skip, the held account's earliest come first.
+    let claims = claim(store, t(2_000), 2, &[]);
+    assert_eq!(ids(&claims), ["msg_held_c_0", "msg_held_c_1"]);
+}
+
 /// An id stored for another call result (account, campaign, body bytes or encoding) is
 /// refused with [`Error::IdConflict`], and nothing of the batch is stored.
 pub fn a_conflicting_id_is_refused_and_nothing_stored<S: Outbox + ?Sized>(store: &S) {
@@ -789,6 +898,7 @@ pub fn concurrent_claims_never_overlap<S: Outbox + ?Sized>(stores: &[&S]) {
                                 limit: 1 + i % 4,
                                 lease: Duration::from_secs(24 * 3600),
                                 skip: &[],
+                                ..ClaimRequest::default()
                             })
                             .expect("claim");
                         if claims.is_empty() {

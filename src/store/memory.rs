@@ -10,7 +10,8 @@ use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::limits::DELIVERED_ID_RETENTION;
 use crate::store::{
     AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter, DeliveryState,
-    DeliveryStats, NewDelivery, NextStep, Outbox, PRUNE_BATCH, Settings, SettingsSnapshot,
+    DeliveryStats, Fingerprint, NewDelivery, NextStep, Outbox, PRUNE_BATCH, Settings,
+    SettingsSnapshot,
 };
 
 /// Keeps the outbox in the process's memory. Nothing survives a restart.
@@ -57,7 +58,7 @@ struct Inner {
     pending: usize,
     /// The ids of delivered deliveries, with when they were delivered, so that a resubmission
     /// is not sent again; forgotten after [`DELIVERED_ID_RETENTION`].
-    delivered: BTreeMap<DeliveryId, Timestamp>,
+    delivered: BTreeMap<DeliveryId, (Timestamp, Fingerprint)>,
     /// The same, ordered by delivery time, oldest first, for forgetting.
     delivered_by_time: BTreeSet<(Timestamp, DeliveryId)>,
     /// The newest time a write has carried (a submit's creation, an attempt, a replay's now).
@@ -226,16 +227,16 @@ impl Inner {
         }
     }
 
-    /// Remembers that `id` was delivered at `at`.
-    fn remember_delivered(&mut self, id: DeliveryId, at: Timestamp) {
-        if let Some(earlier) = self.delivered.get(&id).copied() {
+    /// Remembers that `id` was delivered at `at`, with what was delivered.
+    fn remember_delivered(&mut self, id: DeliveryId, at: Timestamp, what: Fingerprint) {
+        if let Some((earlier, _)) = self.delivered.get(&id).copied() {
             if earlier >= at {
                 return;
             }
             self.delivered_by_time.remove(&(earlier, id.clone()));
         }
         self.delivered_by_time.insert((at, id.clone()));
-        self.delivered.insert(id, at);
+        self.delivered.insert(id, (at, what));
     }
 
     /// Records one attempt's outcome: [`Store::record_attempt`] under the lock.
@@ -272,7 +273,8 @@ impl Inner {
                 stats.last_success_at = Some(record.at);
                 // Delivered deliveries are only counted, not kept; their ids are remembered
                 // for a while, so a resubmission is not sent again.
-                self.remember_delivered(id.clone(), record.at);
+                let what = Fingerprint::of(&d.account, &d.campaign, &d.body);
+                self.remember_delivered(id.clone(), record.at, what);
             }
             NextStep::RetryAt(at) => {
                 d.next_attempt_at = at;
@@ -363,7 +365,12 @@ impl Outbox for MemoryStore {
                     });
                 }
                 *repeated = true;
-            } else if inner.delivered.contains_key(&new.id) {
+            } else if let Some((_, what)) = inner.delivered.get(&new.id) {
+                if *what != new.fingerprint() {
+                    return Err(Error::IdConflict {
+                        id: new.id.to_string(),
+                    });
+                }
                 *repeated = true;
             }
         }
@@ -394,6 +401,8 @@ impl Outbox for MemoryStore {
             let mut inner = self.lock();
             inner.expire_leases(request.now);
             let lease_until = add_lease(request.now, request.lease);
+            // How many of each account this claim took, against its room.
+            let mut taken: HashMap<AccountId, usize> = HashMap::new();
             // The heads in order; skipped accounts are stepped over, never searched.
             while claimed.len() < request.limit {
                 let next = inner
@@ -401,13 +410,16 @@ impl Outbox for MemoryStore {
                     .iter()
                     .take_while(|(at, _)| *at <= request.now)
                     .find(|(_, account)| {
-                        !request.skip.contains(account) && !inner.paused.contains(account)
+                        !request.skip.contains(account)
+                            && !inner.paused.contains(account)
+                            && taken.get(account).copied().unwrap_or(0) < request.room_for(account)
                     })
                     .map(|(_, account)| account.clone());
                 let Some(account) = next else { break };
                 let Some(id) = inner.take_head(&account) else {
                     break;
                 };
+                *taken.entry(account).or_default() += 1;
                 inner.last_token += 1;
                 let token = ClaimToken::new(inner.last_token);
                 inner.claims.insert(id.clone(), (token, lease_until));
@@ -457,6 +469,21 @@ impl Outbox for MemoryStore {
                 }
             })
             .collect()
+    }
+
+    fn extend_leases(&self, claims: &[(DeliveryId, ClaimToken)], until: Timestamp) -> Result<()> {
+        let mut inner = self.lock();
+        for (id, token) in claims {
+            let Some((current, lease_until)) = inner.claims.get(id).copied() else {
+                continue;
+            };
+            if current == *token && lease_until < until {
+                inner.leases.remove(&(lease_until, id.clone()));
+                inner.leases.insert((until, id.clone()));
+                inner.claims.insert(id.clone(), (current, until));
+            }
+        }
+        Ok(())
     }
 
     fn release(&self, claims: &[(DeliveryId, ClaimToken)]) -> Result<()> {
@@ -652,6 +679,7 @@ mod tests {
                 limit,
                 lease: std::time::Duration::from_secs(30),
                 skip,
+                ..ClaimRequest::default()
             })
             .unwrap()
     }

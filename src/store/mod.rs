@@ -66,6 +66,49 @@ impl NewDelivery {
     }
 }
 
+impl NewDelivery {
+    /// What a store keeps of a delivered call result, beside its id, to tell a repeat from
+    /// another call result reusing the id: see [`Fingerprint`].
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&self.account, &self.campaign, &self.body)
+    }
+}
+
+/// SHA-256 over a call result's account, campaign, body encoding and body bytes, each
+/// separated by a NUL byte (the ids and the encoding's name hold none).
+///
+/// A store keeps it with each id delivered within the
+/// [`DELIVERED_ID_RETENTION`](crate::limits::DELIVERED_ID_RETENTION): a submit under that id
+/// is a no-op when its fingerprint is the same and [`Error::IdConflict`](crate::Error::IdConflict)
+/// when not. The PostgreSQL store computes the same bytes in SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    /// The fingerprint of a call result with these parts.
+    pub fn of(account: &AccountId, campaign: &CampaignId, body: &EncodedBody) -> Fingerprint {
+        Fingerprint::of_parts(
+            account.as_str(),
+            campaign.as_str(),
+            body.encoding().as_str(),
+            body.bytes(),
+        )
+    }
+
+    /// The fingerprint of a call result as a store keeps its parts: account, campaign, the
+    /// encoding's name (`form`, `json`) and the body's bytes.
+    pub fn of_parts(account: &str, campaign: &str, encoding: &str, body: &[u8]) -> Fingerprint {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        for part in [account.as_bytes(), campaign.as_bytes(), encoding.as_bytes()] {
+            hash.update(part);
+            hash.update([0]);
+        }
+        hash.update(body);
+        Fingerprint(hash.finalize().into())
+    }
+}
+
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
@@ -261,6 +304,10 @@ impl<S: Outbox + ?Sized> Outbox for std::sync::Arc<S> {
     }
     fn release(&self, claims: &[(DeliveryId, ClaimToken)]) -> Result<()> {
         (**self).release(claims)
+    }
+
+    fn extend_leases(&self, claims: &[(DeliveryId, ClaimToken)], until: Timestamp) -> Result<()> {
+        (**self).extend_leases(claims, until)
     }
     fn has_pending(&self) -> Result<bool> {
         (**self).has_pending()

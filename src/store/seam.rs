@@ -55,7 +55,10 @@ pub struct Claim {
 }
 
 /// What [`Outbox::claim`] is asked for.
-#[derive(Debug, Clone, Copy)]
+///
+/// Made with a struct literal; `..ClaimRequest::default()` leaves out skip lists and the
+/// per-account bound.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ClaimRequest<'a> {
     /// The store's notion of now: deliveries due at or before it, and leases that ran out
     /// before it, qualify.
@@ -67,6 +70,30 @@ pub struct ClaimRequest<'a> {
     /// Accounts to leave out: held (switched off, no URL, paused endpoint) or with all of this
     /// process's places for their endpoint in use.
     pub skip: &'a [AccountId],
+    /// At most this many of one account's deliveries in flight at once, counting those in
+    /// [`in_flight`](ClaimRequest::in_flight): a claim takes at most the difference of any
+    /// account, so that a process never claims more of one endpoint than it may start (and
+    /// gives none back). `None`: no bound per account.
+    pub per_account: Option<usize>,
+    /// How many deliveries of each account are in flight in this process now (accounts not
+    /// listed: none), for [`per_account`](ClaimRequest::per_account).
+    pub in_flight: &'a [(AccountId, usize)],
+}
+
+impl ClaimRequest<'_> {
+    /// How many more of `account`'s deliveries this claim may take: the per-account bound
+    /// less those in flight (unbounded without a per-account bound).
+    pub fn room_for(&self, account: &AccountId) -> usize {
+        let Some(bound) = self.per_account else {
+            return usize::MAX;
+        };
+        let busy = self
+            .in_flight
+            .iter()
+            .find(|(a, _)| a == account)
+            .map_or(0, |(_, n)| *n);
+        bound.saturating_sub(busy)
+    }
 }
 
 /// What a store tells the processes that share it.
@@ -139,8 +166,13 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// Claims at most `request.limit` pending deliveries that are due and not under a live
     /// lease, earliest due first, leaving out `request.skip`'s accounts and accounts whose
-    /// endpoint was last saved paused ([`Settings::save_health`]). Each gets a new token and a
-    /// lease until `now + lease`.
+    /// endpoint was last saved paused ([`Settings::save_health`]), and taking at most
+    /// [`ClaimRequest::room_for`] of each account. Each gets a new token and a lease until
+    /// `now + lease`.
+    ///
+    /// Its cost must not grow with the deliveries of the accounts it leaves out: a process
+    /// whose busiest endpoint is at its bound claims as fast from a backlog of a million as
+    /// from one of a thousand.
     ///
     /// # Errors
     ///
@@ -175,6 +207,16 @@ pub trait Outbox: Send + Sync + 'static {
     ///
     /// [`Error::Store`](crate::Error::Store); the leases then run out on their own.
     fn release(&self, claims: &[(DeliveryId, ClaimToken)]) -> Result<()>;
+
+    /// Extends the leases of claims to `until` (never shortens one): their attempts are over
+    /// but their outcomes could not be recorded yet, and no other process may claim them
+    /// again meanwhile and send them a second time. A token that is no longer current is
+    /// ignored.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store); the leases then run to their old ends.
+    fn extend_leases(&self, claims: &[(DeliveryId, ClaimToken)], until: Timestamp) -> Result<()>;
 
     /// Whether any delivery is pending (held ones included).
     ///

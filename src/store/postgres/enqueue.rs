@@ -21,9 +21,11 @@ use super::sql::{enqueue_sql, to_nanos, with_schema};
 ///
 /// - `stored`: stored now (and counted, and announced when the transaction commits);
 /// - `duplicate`: this id is stored already for the same call result; nothing changed;
-/// - `delivered`: this id was delivered within the retention; nothing changed;
-/// - `conflict`: this id is stored for another call result (account, campaign or body);
-///   nothing changed; treat it as [`Error::IdConflict`] (roll back, or go on without it);
+/// - `delivered`: this id was delivered within the retention for the same call result;
+///   nothing changed;
+/// - `conflict`: this id is stored, or was delivered within the retention, for another call
+///   result (account, campaign or body); nothing changed; treat it as [`Error::IdConflict`]
+///   (roll back, or go on without it);
 /// - `raced`: another transaction stored this id at the same moment and committed while
 ///   this one waited for it; read the row (or run the statement again) to compare.
 ///
@@ -106,16 +108,28 @@ impl<'a> EnqueueParams<'a> {
     }
 }
 
+/// What [`enqueue_in`] did with a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Enqueued {
+    /// Stored now (inside a transaction: once it commits).
+    Stored,
+    /// Its id is stored already for the same call result: left as it is.
+    AlreadyStored,
+    /// Its id was delivered within the retention for the same call result: not sent again.
+    AlreadyDelivered,
+}
+
 /// Stores `delivery` in the outbox of `schema` through `client`, a tokio-postgres client or
 /// transaction of the dialer's: inside a transaction, the delivery is stored if and only if
 /// the transaction commits. A delivery already stored for the same call result, or delivered
-/// within the retention, is left as it is.
+/// within the retention for it, is left as it is, and the answer says which.
 ///
 /// # Errors
 ///
-/// [`Error::IdConflict`] when the id is stored for another call result (the statement
-/// changed nothing; the transaction is still usable), [`Error::Store`] when the statement
-/// failed (inside a transaction, roll it back).
+/// [`Error::IdConflict`] when the id is stored, or was delivered within the retention, for
+/// another call result (the statement changed nothing; the transaction is still usable),
+/// [`Error::Store`] when the statement failed (inside a transaction, roll it back).
 ///
 /// # Examples
 ///
@@ -142,7 +156,10 @@ impl<'a> EnqueueParams<'a> {
 /// tx.execute("INSERT INTO calls (id, result) VALUES ($1, $2)", &[&"8812", &"Connected"])
 ///     .await?;
 /// match webhooks.prepare(&"acme".into(), &"winter-sale".into(), &call, id)? {
-///     Prepared::Ready(delivery) => enqueue_in(&tx, &schema, &delivery).await?,
+///     Prepared::Ready(delivery) => {
+///         let enqueued = enqueue_in(&tx, &schema, &delivery).await?;
+///         println!("webhook: {enqueued:?}");
+///     }
 ///     Prepared::Skipped(reason) => println!("no webhook: {}", reason.describe()),
 /// }
 /// // Both or neither: the call record and the webhook commit together. On commit every
@@ -155,7 +172,7 @@ pub async fn enqueue_in(
     client: &impl tokio_postgres::GenericClient,
     schema: &str,
     delivery: &NewDelivery,
-) -> Result<()> {
+) -> Result<Enqueued> {
     let params = EnqueueParams::new(delivery)?;
     let failed = |e| Error::store("enqueueing a delivery", e);
     let row = client
@@ -164,7 +181,9 @@ pub async fn enqueue_in(
         .map_err(failed)?;
     let outcome: &str = row.try_get(0).map_err(failed)?;
     let same = match outcome {
-        "stored" | "duplicate" | "delivered" => return Ok(()),
+        "stored" => return Ok(Enqueued::Stored),
+        "duplicate" => return Ok(Enqueued::AlreadyStored),
+        "delivered" => return Ok(Enqueued::AlreadyDelivered),
         "conflict" => false,
         _ => {
             // Stored by another transaction meanwhile: compare with what it stored.
@@ -179,13 +198,14 @@ pub async fn enqueue_in(
                 .map_err(failed)?;
             match row {
                 Some(row) => row.try_get(0).map_err(failed)?,
-                // Already delivered and forgotten, or removed: nothing to store.
-                None => true,
+                // Removed by an administrator since, or delivered at once: run the statement
+                // again to tell.
+                None => return Box::pin(enqueue_in(client, schema, delivery)).await,
             }
         }
     };
     if same {
-        Ok(())
+        Ok(Enqueued::AlreadyStored)
     } else {
         Err(Error::IdConflict {
             id: params.id.to_owned(),

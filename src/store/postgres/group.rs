@@ -98,10 +98,12 @@ impl Groups {
 }
 
 /// Inserts a group in one statement and answers for each insert. When the group cannot be
-/// committed as one (the outbox would be over its `max_pending`, or the transaction failed),
+/// committed as one (the outbox may be near its `max_pending`, or the statement failed),
 /// each insert is made alone, so that each gets exactly its own answer.
 async fn commit_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Vec<Result<()>> {
-    if let Ok(answers) = try_group(ctx, jobs).await {
+    if ctx.far_from_full(jobs.len())
+        && let Ok(answers) = try_group(ctx, jobs).await
+    {
         return answers;
     }
     let mut answers = Vec::with_capacity(jobs.len());
@@ -126,8 +128,9 @@ async fn try_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Result<Vec<Result<()>>> {
         }
     }
     let columns = ops::Columns::new(&rows)?;
+    // In id order, as every insert takes its rows: no two groups wait on each other.
+    rows.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
     let failed = |e| Error::store("storing a group of deliveries", e);
-    let max = i64::try_from(ctx.max_pending).unwrap_or(i64::MAX);
     let client = ctx.client().await?;
     let stmt = client
         .prepare_cached(&ctx.sql.insert_group)
@@ -135,7 +138,7 @@ async fn try_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Result<Vec<Result<()>>> {
         .map_err(failed)?;
     // One statement, committed on its own: one round trip and one flush for the group.
     let result = client
-        .query(&stmt, &[&columns.params()[..], &[&max]].concat())
+        .query(&stmt, &columns.params())
         .await
         .map_err(failed)?;
 
@@ -145,33 +148,30 @@ async fn try_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Result<Vec<Result<()>>> {
         Inserted,
         /// Stored before, with this account, campaign, body and encoding.
         Stored(&'r str, &'r str, &'r [u8], &'r str),
-        /// Delivered within the retention: only the id is kept.
-        Delivered,
+        /// Delivered within the retention: only the id and a fingerprint are kept; `true` for
+        /// the same call result (or one delivered before fingerprints were kept).
+        Delivered(bool),
         /// Neither: another transaction stored it at the same moment, unseen here.
         Raced,
     }
     let mut found: HashMap<&str, Found<'_>> = HashMap::with_capacity(result.len());
+    let mut inserted = 0;
     for row in &result {
         let id: &str = get(row, 0)?;
         if get::<bool>(row, 1)? {
             found.insert(id, Found::Inserted);
+            inserted += 1;
             continue;
         }
-        let pending_before: i64 = get(row, 2)?;
-        if pending_before.saturating_add(columns.ids.len() as i64) > max {
-            // Nothing was inserted: each alone, so only those past the limit are refused.
-            return Err(Error::StoreFull {
-                max_pending: ctx.max_pending,
-            });
-        }
-        let stored: Option<&str> = get(row, 3)?;
+        let stored: Option<&str> = get(row, 2)?;
         let what = match stored {
-            Some(account) => Found::Stored(account, get(row, 4)?, get(row, 5)?, get(row, 6)?),
-            None if get::<bool>(row, 7)? => Found::Delivered,
+            Some(account) => Found::Stored(account, get(row, 3)?, get(row, 4)?, get(row, 5)?),
+            None if get::<bool>(row, 6)? => Found::Delivered(get(row, 7)?),
             None => Found::Raced,
         };
         found.insert(id, what);
     }
+    ctx.stored(inserted);
     let mut answers = Vec::with_capacity(jobs.len());
     for (k, job) in jobs.iter().enumerate() {
         let d = &job.delivery;
@@ -191,7 +191,8 @@ async fn try_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Result<Vec<Result<()>>> {
                     conflict()
                 }
             }
-            Some(Found::Delivered) => Ok(()),
+            Some(Found::Delivered(true)) => Ok(()),
+            Some(Found::Delivered(false)) => conflict(),
             // Asked again alone: the row is committed by now.
             Some(Found::Raced) | None => ops::insert(Arc::clone(ctx), vec![d.clone()]).await,
         });

@@ -38,7 +38,7 @@ use crate::store::{
 };
 
 use driver::Driver;
-pub use enqueue::{EnqueueParams, enqueue_in, enqueue_statement};
+pub use enqueue::{EnqueueParams, Enqueued, enqueue_in, enqueue_statement};
 use ops::{Ctx, SettingsKind};
 
 /// How long `subscribe` waits for its LISTEN to be in place.
@@ -267,6 +267,8 @@ impl PostgresStore {
             sql: sql::Statements::new(&schema),
             max_pending,
             pruning: std::sync::atomic::AtomicBool::new(false),
+            pending_counted: std::sync::atomic::AtomicI64::new(0),
+            stored_since: std::sync::atomic::AtomicI64::new(0),
         });
         let migrating = Arc::clone(&ctx);
         let connecting = format!("connecting to {target}");
@@ -278,6 +280,9 @@ impl PostgresStore {
             })?;
             schema::migrate(&client, &own_config, &migrating.sql.schema).await
         })?;
+        // The counts' deltas are folded in the background for as long as the store is open;
+        // the first fold also counts the pending deliveries for the group commit's estimate.
+        driver.spawn(ops::fold_forever(Arc::clone(&ctx)));
         Ok(PostgresStore {
             ctx,
             groups: Arc::default(),
@@ -319,9 +324,19 @@ impl Outbox for PostgresStore {
     }
 
     fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claim>> {
-        let (now, limit, lease) = (request.now, request.limit, request.lease);
-        let skip = skip_names(request.skip);
-        self.run(|ctx| ops::claim(ctx, now, limit, lease, skip))
+        let ask = ops::ClaimAsk {
+            now: request.now,
+            limit: request.limit,
+            lease: request.lease,
+            skip: skip_names(request.skip),
+            per_account: request.per_account,
+            in_flight: request
+                .in_flight
+                .iter()
+                .map(|(a, n)| (a.as_str().to_owned(), *n))
+                .collect(),
+        };
+        self.run(|ctx| ops::claim(ctx, ask))
     }
 
     fn next_due(&self, now: Timestamp, skip: &[AccountId]) -> Result<Option<Timestamp>> {
@@ -358,6 +373,11 @@ impl Outbox for PostgresStore {
     fn release(&self, claims: &[(DeliveryId, ClaimToken)]) -> Result<()> {
         let claims = claims.to_vec();
         self.run(|ctx| ops::release(ctx, claims))
+    }
+
+    fn extend_leases(&self, claims: &[(DeliveryId, ClaimToken)], until: Timestamp) -> Result<()> {
+        let claims = claims.to_vec();
+        self.run(|ctx| ops::retrying(move || ops::extend(Arc::clone(&ctx), claims.clone(), until)))
     }
 
     fn has_pending(&self) -> Result<bool> {

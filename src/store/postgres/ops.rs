@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool};
@@ -18,7 +19,8 @@ use crate::store::{
 
 use super::schema::SETTINGS_LOCK_SPACE;
 use super::sql::{
-    Statements, clamp_nanos, delivery_from_row, from_nanos, get, stats_from_rows, to_nanos,
+    Statements, clamp_nanos, delivery_from_row, from_nanos, get, is_transient, stats_from_rows,
+    to_nanos,
 };
 
 /// How long a delivered id is remembered, so that a resubmission is not sent again.
@@ -35,13 +37,77 @@ pub(super) struct Ctx {
     pub(super) max_pending: usize,
     /// A prune of old delivered ids is under way (one at a time, off the recording path).
     pub(super) pruning: std::sync::atomic::AtomicBool,
+    /// The schema's pending deliveries as last counted (by the fold, see [`fold`])...
+    pub(super) pending_counted: AtomicI64,
+    /// ...and those this process stored since: together, how a group of submits knows it is
+    /// far from `max_pending` without counting (see [`Ctx::far_from_full`]).
+    pub(super) stored_since: AtomicI64,
 }
 
 fn failed(what: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
     move |e| Error::store(what, e)
 }
 
+/// How often a transaction the server broke off as a deadlock victim or a serialization
+/// failure is run again before its error is answered.
+const TRANSIENT_TRIES: u32 = 8;
+
+/// Whether `e` holds a database error that running the same work again may not meet.
+fn transient(e: &Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(db) = c.downcast_ref::<tokio_postgres::Error>() {
+            return is_transient(db);
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Runs `work` (one whole transaction, idempotent or fenced) again while it fails with a
+/// [`transient`] error, up to [`TRANSIENT_TRIES`] times, after a jittered pause of a few
+/// milliseconds that grows with each try; such a failure is never answered as the store
+/// failing unless it keeps coming.
+pub(super) async fn retrying<T, F>(mut work: impl FnMut() -> F) -> Result<T>
+where
+    F: Future<Output = Result<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match work().await {
+            Err(e) if tries < TRANSIENT_TRIES && transient(&e) => {
+                tries += 1;
+                let most = 2u64 << tries.min(7);
+                let jitter = getrandom::u64().unwrap_or(0) % most;
+                tracing::debug!(error = %e, tries, "outbox: transaction broken off; running it again");
+                tokio::time::sleep(Duration::from_millis(1 + jitter)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Ctx {
+    /// Records `n` deliveries this process stored (after they committed).
+    pub(super) fn stored(&self, n: usize) {
+        self.stored_since
+            .fetch_add(i64::try_from(n).unwrap_or(i64::MAX), Ordering::AcqRel);
+    }
+
+    /// Whether `n` more deliveries surely fit under `max_pending` by the estimate, with a
+    /// margin of a quarter of it for what other processes stored since the last count. When
+    /// not, the insert counts exactly (the estimate may be stale either way).
+    pub(super) fn far_from_full(&self, n: usize) -> bool {
+        let max = i64::try_from(self.max_pending).unwrap_or(i64::MAX);
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.pending_counted
+            .load(Ordering::Acquire)
+            .saturating_add(self.stored_since.load(Ordering::Acquire))
+            .saturating_add(n)
+            .saturating_add(max / 4)
+            <= max
+    }
+
     pub(super) async fn client(&self) -> Result<Object> {
         self.pool
             .get()
@@ -65,6 +131,10 @@ pub(super) fn same_parts(
 }
 
 pub(super) async fn insert(ctx: Arc<Ctx>, deliveries: Vec<NewDelivery>) -> Result<()> {
+    retrying(|| insert_once(&ctx, &deliveries)).await
+}
+
+async fn insert_once(ctx: &Ctx, deliveries: &[NewDelivery]) -> Result<()> {
     // One row per id, in id order (so concurrent batches lock ids in the same order); a
     // repeat within the batch must be the same call result.
     let mut unique: Vec<&NewDelivery> = deliveries.iter().collect();
@@ -126,6 +196,25 @@ pub(super) async fn insert(ctx: Arc<Ctx>, deliveries: Vec<NewDelivery>) -> Resul
                 return Err(Error::IdConflict { id: id.to_owned() });
             }
         }
+        // Delivered lately: a no-op for the same call result, refused for another.
+        let rows: Vec<&NewDelivery> = others
+            .iter()
+            .filter_map(|id| by_id.get(id).copied())
+            .collect();
+        let others = Columns::new(&rows)?;
+        let stmt = tx
+            .prepare_cached(&ctx.sql.delivered_otherwise)
+            .await
+            .map_err(&store_failed)?;
+        let conflicting = tx
+            .query(&stmt, &others.params()[..5])
+            .await
+            .map_err(&store_failed)?;
+        if let Some(row) = conflicting.first() {
+            return Err(Error::IdConflict {
+                id: get::<String>(row, 0)?,
+            });
+        }
     }
     if !stored.is_empty() {
         // Checked once the repeats are known: they take no room. Counted over the fleet; two
@@ -145,7 +234,9 @@ pub(super) async fn insert(ctx: Arc<Ctx>, deliveries: Vec<NewDelivery>) -> Resul
             .await
             .map_err(&store_failed)?;
     }
-    tx.commit().await.map_err(&store_failed)
+    tx.commit().await.map_err(&store_failed)?;
+    ctx.stored(stored.len());
+    Ok(())
 }
 
 /// New deliveries as the insert statements bind them: one array per column, `$1` to `$7`.
@@ -192,40 +283,124 @@ impl<'a> Columns<'a> {
     }
 }
 
-pub(super) async fn claim(
-    ctx: Arc<Ctx>,
-    now: Timestamp,
-    limit: usize,
-    lease: Duration,
+/// How many rows of the due order a claim or `next_due` reads before it walks account by
+/// account instead: room for the fleet's leased rows and a few accounts at their bound,
+/// whatever the backlog.
+fn head_budget(limit: i64) -> i64 {
+    limit.saturating_mul(4).saturating_add(64)
+}
+
+/// What a claim binds: `$1`..`$7` (and `$8`, the head's budget, for the first walk).
+struct ClaimParams {
+    now: i64,
+    until: i64,
     skip: Vec<String>,
-) -> Result<Vec<Claim>> {
-    if limit == 0 {
+    per_account: i64,
+    busy_accounts: Vec<String>,
+    busy_counts: Vec<i64>,
+}
+
+impl ClaimParams {
+    fn bind<'a>(&'a self, limit: &'a i64) -> [&'a (dyn ToSql + Sync); 7] {
+        [
+            &self.now,
+            &self.until,
+            &self.skip,
+            limit,
+            &self.per_account,
+            &self.busy_accounts,
+            &self.busy_counts,
+        ]
+    }
+
+    /// Counts `claims` as in flight, for the next walk.
+    fn take(&mut self, claims: &[Claim]) {
+        for claim in claims {
+            let account = claim.delivery.account.as_str();
+            match self.busy_accounts.iter().position(|a| a == account) {
+                Some(i) => self.busy_counts[i] += 1,
+                None => {
+                    self.busy_accounts.push(account.to_owned());
+                    self.busy_counts.push(1);
+                }
+            }
+        }
+    }
+}
+
+/// A claimed row (the lease's columns after the delivery's).
+fn claim_from_row(row: &tokio_postgres::Row) -> Result<Claim> {
+    Ok(Claim {
+        delivery: delivery_from_row(row)?,
+        token: ClaimToken::new(u64::try_from(get::<i64>(row, 12)?).unwrap_or(0)),
+        lease_until: from_nanos(get(row, 13)?)?,
+    })
+}
+
+/// What a claim asks for, as owned values for the store's runtime.
+pub(super) struct ClaimAsk {
+    pub(super) now: Timestamp,
+    pub(super) limit: usize,
+    pub(super) lease: Duration,
+    pub(super) skip: Vec<String>,
+    pub(super) per_account: Option<usize>,
+    pub(super) in_flight: Vec<(String, usize)>,
+}
+
+/// Claims in two walks: the head of the due order ([`CLAIM_HEAD`](super::sql)); then, only
+/// when the head was full of rows it could not take and more are wanted, account by account.
+pub(super) async fn claim(ctx: Arc<Ctx>, ask: ClaimAsk) -> Result<Vec<Claim>> {
+    if ask.limit == 0 {
         return Ok(Vec::new());
     }
-    let now = clamp_nanos(now);
-    let lease = i64::try_from(lease.as_nanos()).unwrap_or(i64::MAX);
-    let until = now.saturating_add(lease);
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let now = clamp_nanos(ask.now);
+    let lease = i64::try_from(ask.lease.as_nanos()).unwrap_or(i64::MAX);
+    let limit = i64::try_from(ask.limit).unwrap_or(i64::MAX);
+    let mut params = ClaimParams {
+        now,
+        until: now.saturating_add(lease),
+        skip: ask.skip,
+        per_account: ask
+            .per_account
+            .map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+        busy_accounts: ask.in_flight.iter().map(|(a, _)| a.clone()).collect(),
+        busy_counts: ask
+            .in_flight
+            .iter()
+            .map(|(_, n)| i64::try_from(*n).unwrap_or(i64::MAX))
+            .collect(),
+    };
     let claim_failed = failed("claiming deliveries");
     let client = ctx.client().await?;
-    let stmt = client
-        .prepare_cached(&ctx.sql.claim)
+    let head = client
+        .prepare_cached(&ctx.sql.claim_head)
         .await
         .map_err(&claim_failed)?;
-    let rows = client
-        .query(&stmt, &[&now, &until, &skip, &limit])
-        .await
-        .map_err(&claim_failed)?;
+    let budget = head_budget(limit);
+    let mut bound = params.bind(&limit).to_vec();
+    bound.push(&budget);
+    let rows = client.query(&head, &bound).await.map_err(&claim_failed)?;
+    let head_rows: i64 = rows.first().map(|r| get(r, 14)).transpose()?.unwrap_or(0);
     let mut claims = rows
         .iter()
-        .map(|row| {
-            Ok(Claim {
-                delivery: delivery_from_row(row)?,
-                token: ClaimToken::new(u64::try_from(get::<i64>(row, 12)?).unwrap_or(0)),
-                lease_until: from_nanos(get(row, 13)?)?,
-            })
-        })
+        .filter(|row| matches!(row.try_get::<_, Option<&str>>(0), Ok(Some(_))))
+        .map(claim_from_row)
         .collect::<Result<Vec<_>>>()?;
+    let wanted = limit - claims.len() as i64;
+    if wanted > 0 && head_rows >= budget {
+        params.take(&claims);
+        let by_account = client
+            .prepare_cached(&ctx.sql.claim_by_account)
+            .await
+            .map_err(&claim_failed)?;
+        let more = client
+            .query(&by_account, &params.bind(&wanted))
+            .await
+            .map_err(&claim_failed)?;
+        for row in &more {
+            claims.push(claim_from_row(row)?);
+        }
+    }
     // UPDATE ... RETURNING keeps no order: earliest due first, as claimed.
     claims.sort_by(|a, b| {
         (a.delivery.next_attempt_at, a.delivery.id.as_str())
@@ -234,6 +409,7 @@ pub(super) async fn claim(
     Ok(claims)
 }
 
+/// The same two walks as [`claim`], for the earliest claimable due time.
 pub(super) async fn next_due(
     ctx: Arc<Ctx>,
     now: Timestamp,
@@ -241,15 +417,30 @@ pub(super) async fn next_due(
 ) -> Result<Option<Timestamp>> {
     let due_failed = failed("finding the next due delivery");
     let client = ctx.client().await?;
-    let stmt = client
-        .prepare_cached(&ctx.sql.next_due)
+    let head = client
+        .prepare_cached(&ctx.sql.next_due_head)
         .await
         .map_err(&due_failed)?;
+    let now = clamp_nanos(now);
+    // As many rows as a full claim's head reads.
+    let budget = head_budget(64);
     let row = client
-        .query_opt(&stmt, &[&clamp_nanos(now), &skip])
+        .query_one(&head, &[&now, &skip, &budget])
         .await
         .map_err(&due_failed)?;
-    row.map(|row| from_nanos(get(&row, 0)?)).transpose()
+    let mut earliest: Option<i64> = get(&row, 0)?;
+    if earliest.is_none() && get::<i64>(&row, 1)? >= budget {
+        let by_account = client
+            .prepare_cached(&ctx.sql.next_due_by_account)
+            .await
+            .map_err(&due_failed)?;
+        let row = client
+            .query_one(&by_account, &[&now, &skip])
+            .await
+            .map_err(&due_failed)?;
+        earliest = get(&row, 0)?;
+    }
+    earliest.map(from_nanos).transpose()
 }
 
 /// One outcome, its times checked before anything is written.
@@ -291,7 +482,7 @@ pub(super) async fn record_attempts(
         .iter()
         .map(|(id, token, record)| outcome(id, *token, record))
         .collect();
-    match record_in_one_transaction(&ctx, &outcomes).await {
+    match retrying(|| record_in_one_transaction(&ctx, &outcomes)).await {
         Ok(answers) => {
             let delivered_at = outcomes
                 .iter()
@@ -349,16 +540,21 @@ async fn record_in_one_transaction(ctx: &Ctx, outcomes: &[Outcome]) -> Result<Ve
         .prepare_cached(&ctx.sql.record_kept)
         .await
         .map_err(&record_failed)?;
-    let mut answers: Vec<Option<Result<()>>> = Vec::with_capacity(outcomes.len());
+    let mut answers: Vec<Option<Result<()>>> = (0..outcomes.len()).map(|_| None).collect();
     let mut pending = Vec::with_capacity(outcomes.len());
-    for (i, o) in outcomes.iter().enumerate() {
+    // In id order: two transactions that touch the same rows lock them in the same order.
+    let mut order: Vec<usize> = (0..outcomes.len()).collect();
+    order.sort_by(|a, b| outcomes[*a].id.as_str().cmp(outcomes[*b].id.as_str()));
+    for i in order {
+        let o = &outcomes[i];
         match &o.next {
-            Err(e) => answers.push(Some(Err(Error::Store {
-                message: e.to_string(),
-                source: None,
-            }))),
+            Err(e) => {
+                answers[i] = Some(Err(Error::Store {
+                    message: e.to_string(),
+                    source: None,
+                }))
+            }
             Ok((state, retry_at)) => {
-                answers.push(None);
                 let (tx, delivered, kept) = (&tx, &delivered, &kept);
                 pending.push(async move {
                     let row = match state {
@@ -467,6 +663,80 @@ pub(super) async fn release(ctx: Arc<Ctx>, claims: Vec<(DeliveryId, ClaimToken)>
     Ok(())
 }
 
+/// Extends the leases of `claims` to `until` (those still current).
+pub(super) async fn extend(
+    ctx: Arc<Ctx>,
+    claims: Vec<(DeliveryId, ClaimToken)>,
+    until: Timestamp,
+) -> Result<()> {
+    if claims.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = claims.iter().map(|(id, _)| id.as_str()).collect();
+    let tokens: Vec<i64> = claims
+        .iter()
+        .map(|(_, t)| i64::try_from(t.get()).unwrap_or(-1))
+        .collect();
+    let until = clamp_nanos(until);
+    let extend_failed = failed("extending leases");
+    let client = ctx.client().await?;
+    let stmt = client
+        .prepare_cached(&ctx.sql.extend)
+        .await
+        .map_err(&extend_failed)?;
+    client
+        .query_one(&stmt, &[&ids, &tokens, &until])
+        .await
+        .map_err(&extend_failed)?;
+    Ok(())
+}
+
+/// How often each process folds the counts' deltas (one process at a time does it) and
+/// counts the pending deliveries for [`Ctx::far_from_full`].
+pub(super) const FOLD_EVERY: Duration = Duration::from_millis(250);
+
+/// Folds the deltas into the counts and counts the pending deliveries, every
+/// [`FOLD_EVERY`], for as long as the store's runtime runs.
+pub(super) async fn fold_forever(ctx: Arc<Ctx>) {
+    let mut every = tokio::time::interval(FOLD_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(e) = fold(&ctx).await {
+            // The deltas wait for the next fold; counts stay exact meanwhile (read with them).
+            tracing::debug!(error = %e, "outbox: folding counts failed; will retry");
+        }
+    }
+}
+
+async fn fold(ctx: &Ctx) -> Result<()> {
+    let fold_failed = failed("folding delivery counts");
+    let client = ctx.client().await?;
+    let stmt = client
+        .prepare_cached(&ctx.sql.fold_stats)
+        .await
+        .map_err(&fold_failed)?;
+    client
+        .query_one(&stmt, &[&super::schema::FOLD_LOCK_SPACE, &ctx.sql.schema])
+        .await
+        .map_err(&fold_failed)?;
+    let total = client
+        .prepare_cached(&ctx.sql.pending_total)
+        .await
+        .map_err(&fold_failed)?;
+    // What this process stored before the count began is in the count; what it stores from
+    // now on may not be: it stays in `stored_since` (some may be counted twice: an estimate
+    // that errs high only sends a group to the exact count).
+    let before = ctx.stored_since.load(Ordering::Acquire);
+    let pending: i64 = get(
+        &client.query_one(&total, &[]).await.map_err(&fold_failed)?,
+        0,
+    )?;
+    ctx.pending_counted.store(pending, Ordering::Release);
+    ctx.stored_since.fetch_sub(before, Ordering::AcqRel);
+    Ok(())
+}
+
 pub(super) async fn has_pending(ctx: Arc<Ctx>) -> Result<bool> {
     let client = ctx.client().await?;
     let row = client
@@ -553,11 +823,8 @@ pub(super) async fn requeue_failed(
                 lease_until = NULL, claim_token = NULL \
             WHERE {matching} RETURNING campaign), \
          st AS ( \
-            INSERT INTO {s}.stats AS t (account, campaign, pending, failed) \
-            SELECT $1::text, campaign, count(*), -count(*) FROM r \
-            GROUP BY campaign ORDER BY campaign \
-            ON CONFLICT (account, campaign) DO UPDATE SET \
-                pending = t.pending + excluded.pending, failed = t.failed + excluded.failed) \
+            INSERT INTO {s}.stats_deltas (account, campaign, pending, failed) \
+            SELECT $1::text, campaign, count(*), -count(*) FROM r GROUP BY campaign) \
          SELECT n, CASE WHEN n > 0 THEN pg_notify({ch}, 'due')::text END \
          FROM (SELECT count(*) AS n FROM r) c",
         ch = super::sql::quote_literal(&ctx.sql.schema),
@@ -588,12 +855,10 @@ pub(super) async fn remove(ctx: Arc<Ctx>, filter: DeliveryFilter) -> Result<u64>
     let sql = format!(
         "WITH r AS (DELETE FROM {s}.deliveries WHERE {matching} RETURNING campaign, state), \
          st AS ( \
-            INSERT INTO {s}.stats AS t (account, campaign, pending, failed) \
+            INSERT INTO {s}.stats_deltas (account, campaign, pending, failed) \
             SELECT $1::text, campaign, -count(*) FILTER (WHERE state = 'pending'), \
                 -count(*) FILTER (WHERE state = 'failed') \
-            FROM r GROUP BY campaign ORDER BY campaign \
-            ON CONFLICT (account, campaign) DO UPDATE SET \
-                pending = t.pending + excluded.pending, failed = t.failed + excluded.failed) \
+            FROM r GROUP BY campaign) \
          SELECT count(*) FROM r"
     );
     let remove_failed = failed("removing deliveries");

@@ -18,11 +18,13 @@ pub(super) const LOCK_SPACE: i32 = 0x4352_5748;
 /// The second key of the migration lock is `hashtext(schema)`; settings writes use the next
 /// space, so the two never meet.
 pub(super) const SETTINGS_LOCK_SPACE: i32 = LOCK_SPACE + 1;
+/// The fold of the counts' deltas: one process at a time.
+pub(super) const FOLD_LOCK_SPACE: i32 = LOCK_SPACE + 2;
 
 /// The schema, one step per version: step `i` takes a schema from version `i` to `i + 1`.
 /// Steps are only ever appended; a released step never changes. `{s}` stands for the quoted
 /// schema name.
-pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
 
 /// Times are `bigint` nanoseconds since the Unix epoch, as the SQLite outbox keeps them:
 /// `jiff::Timestamp` round-trips exactly (timestamptz keeps only microseconds).
@@ -77,6 +79,38 @@ CREATE TABLE {s}.health (
 );
 CREATE INDEX health_paused ON {s}.health (account) WHERE paused;
 CREATE INDEX health_version ON {s}.health (version);
+";
+
+/// Counts leave the hot path, the claim gets a per-account index, delivered ids keep a
+/// fingerprint of what was delivered.
+///
+/// - `stats_deltas`: every write that changes a count appends a row here instead of updating
+///   the shared `stats` row of its account and campaign, so no two writers ever wait on one
+///   counter row (they deadlocked doing so under a burst) and no counter row is rewritten per
+///   delivery. One process at a time folds the deltas into `stats` (see `FOLD_STATS`); a
+///   count is `stats` plus the deltas not folded yet.
+/// - `deliveries_account_due`: the claim's second walk, account by account, when the head of
+///   the due order belongs to accounts it must leave out.
+/// - `fillfactor`: room on each page for a claim's lease to be written in place (a HOT
+///   update), instead of a new index entry in every index per claim.
+/// - `delivered_ids.fingerprint`: SHA-256 of the delivered call result, so that an id reused
+///   for a different call result after delivery is refused instead of silently dropped.
+const SCHEMA_V2: &str = "
+CREATE TABLE {s}.stats_deltas (
+    account             text NOT NULL,
+    campaign            text NOT NULL,
+    pending             bigint NOT NULL DEFAULT 0,
+    delivered           bigint NOT NULL DEFAULT 0,
+    failed              bigint NOT NULL DEFAULT 0,
+    last_success_at     bigint,
+    last_failure_at     bigint,
+    last_failure_reason text
+);
+CREATE INDEX stats_deltas_account ON {s}.stats_deltas (account, campaign);
+CREATE INDEX deliveries_account_due ON {s}.deliveries (account, next_attempt_at)
+    WHERE state = 'pending';
+ALTER TABLE {s}.deliveries SET (fillfactor = 70);
+ALTER TABLE {s}.delivered_ids ADD COLUMN fingerprint bytea;
 ";
 
 /// The schema version this release writes.

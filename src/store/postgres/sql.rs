@@ -59,8 +59,8 @@ pub(super) const SETTINGS_PAYLOAD: &str = "settings";
 const DELIVERY_COLUMNS: &str = "id, account, campaign, body, encoding, created_at, \
     next_attempt_at, attempts, state, last_status, last_error, last_attempt_at";
 
-/// How a counter row takes a change: counts add up, the latest times win (several processes
-/// may commit out of time order).
+/// How a counter row takes folded deltas: counts add up, the latest times win (several
+/// processes may commit out of time order). Only [`FOLD_STATS`] writes `stats`.
 const MERGE_STATS: &str = "ON CONFLICT (account, campaign) DO UPDATE SET \
     pending = t.pending + excluded.pending, \
     delivered = t.delivered + excluded.delivered, \
@@ -71,9 +71,28 @@ const MERGE_STATS: &str = "ON CONFLICT (account, campaign) DO UPDATE SET \
         THEN excluded.last_failure_reason ELSE t.last_failure_reason END, \
     last_failure_at = greatest(t.last_failure_at, excluded.last_failure_at)";
 
+/// SHA-256 over a call result's account, campaign, encoding and body (text holds no NUL, so
+/// the separators are unambiguous): what a delivered id keeps of what was delivered.
+macro_rules! fingerprint {
+    ($account:literal, $campaign:literal, $encoding:literal, $body:literal) => {
+        concat!(
+            "sha256(convert_to(",
+            $account,
+            ", 'UTF8') || '\\x00'::bytea || convert_to(",
+            $campaign,
+            ", 'UTF8') || '\\x00'::bytea || convert_to(",
+            $encoding,
+            ", 'UTF8') || '\\x00'::bytea || ",
+            $body,
+            ")"
+        )
+    };
+}
+
 /// Inserts one delivery unless its id is stored or was delivered within the retention; counts
 /// it; announces it. Answers one row, one text column: see [`super::enqueue_statement`].
-const ENQUEUE: &str = "WITH ins AS ( \
+const ENQUEUE: &str = concat!(
+    "WITH ins AS ( \
     INSERT INTO {s}.deliveries \
         (id, account, campaign, body, encoding, created_at, next_attempt_at, attempts, state) \
     SELECT $1::text, $2::text, $3::text, $4::bytea, $5::text, $6::bigint, $7::bigint, 0, 'pending' \
@@ -81,17 +100,20 @@ const ENQUEUE: &str = "WITH ins AS ( \
     ON CONFLICT (id) DO NOTHING \
     RETURNING account, campaign), \
 st AS ( \
-    INSERT INTO {s}.stats AS t (account, campaign, pending) \
-    SELECT account, campaign, 1 FROM ins \
-    ON CONFLICT (account, campaign) DO UPDATE SET pending = t.pending + excluded.pending) \
+    INSERT INTO {s}.stats_deltas (account, campaign, pending) \
+    SELECT account, campaign, 1 FROM ins) \
 SELECT CASE \
     WHEN EXISTS (SELECT 1 FROM ins) THEN 'stored' || pg_notify({ch}, 'due')::text \
-    WHEN EXISTS (SELECT 1 FROM {s}.delivered_ids WHERE id = $1::text) THEN 'delivered' \
+    WHEN EXISTS (SELECT 1 FROM {s}.delivered_ids WHERE id = $1::text) THEN ( \
+        SELECT CASE WHEN fingerprint IS NULL OR fingerprint = ",
+    fingerprint!("$2::text", "$3::text", "$5::text", "$4::bytea"),
+    " THEN 'delivered' ELSE 'conflict' END FROM {s}.delivered_ids WHERE id = $1::text) \
     ELSE coalesce(( \
         SELECT CASE WHEN account = $2::text AND campaign = $3::text AND body = $4::bytea \
             AND encoding = $5::text THEN 'duplicate' ELSE 'conflict' END \
         FROM {s}.deliveries WHERE id = $1::text), 'raced') \
-END AS outcome";
+END AS outcome"
+);
 
 /// Inserts a batch (arrays, one element per delivery, ids unique) and counts what was new;
 /// answers the ids stored.
@@ -107,89 +129,226 @@ ins AS ( \
     ON CONFLICT (id) DO NOTHING \
     RETURNING id, account, campaign), \
 st AS ( \
-    INSERT INTO {s}.stats AS t (account, campaign, pending) \
-    SELECT account, campaign, count(*) FROM ins \
-    GROUP BY account, campaign ORDER BY account, campaign \
-    ON CONFLICT (account, campaign) DO UPDATE SET pending = t.pending + excluded.pending) \
+    INSERT INTO {s}.stats_deltas (account, campaign, pending) \
+    SELECT account, campaign, count(*) FROM ins GROUP BY account, campaign) \
 SELECT id FROM ins";
 
+/// Of the deliveries `$1`..`$5` (id, account, campaign, body, encoding), the ids delivered
+/// within the retention for a different call result.
+const DELIVERED_OTHERWISE: &str = concat!(
+    "SELECT n.id FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[]) \
+        AS n(id, account, campaign, body, encoding) \
+    JOIN {s}.delivered_ids x ON x.id = n.id \
+    WHERE x.fingerprint IS NOT NULL AND x.fingerprint <> ",
+    fingerprint!("n.account", "n.campaign", "n.encoding", "n.body")
+);
+
 /// A group of submits in ONE statement (so one round trip and, in autocommit, one commit):
-/// the rows of `$1`..`$7` not stored or delivered lately are inserted, counted and announced,
-/// unless the outbox would pass `$8` pending. Answers one row per input row: whether it was
-/// inserted, the outbox's pending count before, and, for an id stored before, what is stored
-/// under it (to tell a repeat from a conflict; all NULL when another transaction stored it at
-/// the same moment, unseen by this one).
-const INSERT_GROUP: &str = "WITH n AS ( \
+/// the rows of `$1`..`$7` not stored or delivered lately are inserted, counted and announced.
+/// Answers one row per input row: whether it was inserted; for an id stored before, what is
+/// stored under it (to tell a repeat from a conflict; all NULL when another transaction
+/// stored it at the same moment, unseen by this one); whether it was delivered lately, and if
+/// so whether for this same call result. The group's room under `max_pending` is checked
+/// before (see `group.rs`).
+const INSERT_GROUP: &str = concat!(
+    "WITH n AS ( \
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], \
         $6::bigint[], $7::bigint[]) \
         AS n(id, account, campaign, body, encoding, created_at, next_attempt_at)), \
-total AS (SELECT coalesce(sum(pending), 0)::bigint AS pending FROM {s}.stats), \
 ins AS ( \
     INSERT INTO {s}.deliveries \
         (id, account, campaign, body, encoding, created_at, next_attempt_at, attempts, state) \
     SELECT id, account, campaign, body, encoding, created_at, next_attempt_at, 0, 'pending' \
     FROM n WHERE NOT EXISTS (SELECT 1 FROM {s}.delivered_ids x WHERE x.id = n.id) \
-        AND (SELECT pending FROM total) + cardinality($1::text[]) <= $8::bigint \
     ON CONFLICT (id) DO NOTHING \
     RETURNING id, account, campaign), \
 st AS ( \
-    INSERT INTO {s}.stats AS t (account, campaign, pending) \
-    SELECT account, campaign, count(*) FROM ins \
-    GROUP BY account, campaign ORDER BY account, campaign \
-    ON CONFLICT (account, campaign) DO UPDATE SET pending = t.pending + excluded.pending) \
-SELECT n.id, ins.id IS NOT NULL AS inserted, (SELECT pending FROM total) AS pending_before, \
+    INSERT INTO {s}.stats_deltas (account, campaign, pending) \
+    SELECT account, campaign, count(*) FROM ins GROUP BY account, campaign) \
+SELECT n.id, ins.id IS NOT NULL AS inserted, \
     d.account, d.campaign, d.body, d.encoding, \
-    EXISTS (SELECT 1 FROM {s}.delivered_ids x WHERE x.id = n.id) AS delivered, \
+    x.id IS NOT NULL AS delivered, \
+    (x.fingerprint IS NULL OR x.fingerprint = ",
+    fingerprint!("n.account", "n.campaign", "n.encoding", "n.body"),
+    ") AS delivered_same, \
     (SELECT count(pg_notify({ch}, 'due')) FROM (SELECT 1 FROM ins LIMIT 1) one) AS notified \
-FROM n LEFT JOIN ins ON ins.id = n.id LEFT JOIN {s}.deliveries d ON d.id = n.id";
+FROM n LEFT JOIN ins ON ins.id = n.id LEFT JOIN {s}.deliveries d ON d.id = n.id \
+    LEFT JOIN {s}.delivered_ids x ON x.id = n.id"
+);
 
 /// The stored account, campaign and body of the ids in `$1`.
 const STORED: &str =
     "SELECT id, account, campaign, body, encoding FROM {s}.deliveries WHERE id = ANY($1::text[])";
 
-const PENDING_TOTAL: &str = "SELECT coalesce(sum(pending), 0)::bigint FROM {s}.stats";
+/// Every pending delivery of the schema: the folded counts and the deltas not folded yet.
+const PENDING_TOTAL: &str = "SELECT ((SELECT coalesce(sum(pending), 0) FROM {s}.stats) \
+    + (SELECT coalesce(sum(pending), 0) FROM {s}.stats_deltas))::bigint";
+
+/// Folds every delta visible now into `stats`, in one statement, by one process at a time
+/// (`$1`, `$2`: the fold lock's keys; a process that does not get the lock folds nothing).
+/// A delta committed after the statement began is neither deleted nor counted: it waits for
+/// the next fold. Counter rows are written in key order. Answers how many deltas it folded.
+const FOLD_STATS: &str = "WITH go AS (SELECT pg_try_advisory_xact_lock($1::integer, \
+        hashtext($2::text)) AS got), \
+moved AS (DELETE FROM {s}.stats_deltas WHERE (SELECT got FROM go) \
+    RETURNING account, campaign, pending, delivered, failed, last_success_at, \
+        last_failure_at, last_failure_reason), \
+sums AS ( \
+    SELECT account, campaign, sum(pending)::bigint AS pending, \
+        sum(delivered)::bigint AS delivered, sum(failed)::bigint AS failed, \
+        max(last_success_at) AS last_success_at, max(last_failure_at) AS last_failure_at, \
+        (array_agg(last_failure_reason ORDER BY last_failure_at DESC) \
+            FILTER (WHERE last_failure_at IS NOT NULL))[1] AS last_failure_reason \
+    FROM moved GROUP BY account, campaign), \
+folded AS ( \
+    INSERT INTO {s}.stats AS t (account, campaign, pending, delivered, failed, \
+        last_success_at, last_failure_at, last_failure_reason) \
+    SELECT * FROM sums ORDER BY account, campaign \
+    MERGE_STATS \
+    RETURNING 1) \
+SELECT count(*) FROM moved";
 
 const NOTIFY_DUE: &str = "SELECT pg_notify({ch}, 'due')";
 
-/// What a claim may take and what `next_due` looks at, written once so the two never disagree:
-/// pending, not under a live lease at `now` (the parameter `$now`), not of an account in
-/// `$skip`, nor of one whose endpoint was last saved paused (a pause holds the whole fleet).
-macro_rules! claimable {
-    ($now:literal, $skip:literal) => {
+/// Whether a row of the due order may be claimed at `$1` (now), leaving out the accounts in
+/// `$3` and those whose endpoint was last saved paused (a pause holds the whole fleet). For a
+/// row `h` of a walk, written once for the claim's two walks and `next_due`'s.
+macro_rules! open_at {
+    ($h:literal, $now:literal, $skip:literal) => {
+        concat!(unleased!($h, $now), " AND ", account_open!($h, $skip))
+    };
+}
+
+/// Whether row `h` is under no live lease at `$now`.
+macro_rules! unleased {
+    ($h:literal, $now:literal) => {
         concat!(
-            "state = 'pending' AND (lease_until IS NULL OR lease_until <= ",
+            "(",
+            $h,
+            ".lease_until IS NULL OR ",
+            $h,
+            ".lease_until <= ",
             $now,
-            "::bigint) AND account <> ALL(",
-            $skip,
-            "::text[]) AND account NOT IN (SELECT account FROM {s}.health WHERE paused)"
+            "::bigint)"
         )
     };
 }
 
-/// `$1` now, `$2` the new lease's end, `$3` accounts to skip, `$4` the limit.
+/// Whether the account of `a` is neither in `$skip` nor paused.
+macro_rules! account_open {
+    ($a:literal, $skip:literal) => {
+        concat!(
+            $a,
+            ".account <> ALL(",
+            $skip,
+            "::text[]) AND ",
+            $a,
+            ".account NOT IN (SELECT account FROM {s}.health WHERE paused)"
+        )
+    };
+}
+
+/// The accounts with pending deliveries, one index probe each (a loose scan of
+/// `deliveries_account_due`): the start of the account-by-account walk.
+const ACCOUNTS_WITH_PENDING: &str = "accts(account) AS ( \
+    (SELECT account FROM {s}.deliveries WHERE state = 'pending' ORDER BY account LIMIT 1) \
+    UNION ALL \
+    SELECT (SELECT d.account FROM {s}.deliveries d \
+        WHERE d.state = 'pending' AND d.account > a.account ORDER BY d.account LIMIT 1) \
+    FROM accts a WHERE a.account IS NOT NULL)";
+
+/// Locks the picked rows that are still claimable (another process may have taken one since
+/// the walk read it), leases them with fresh tokens and answers them.
 ///
-/// The claimed rows are updated through `id = ANY (ARRAY (...))`, not `FROM c WHERE d.id =
-/// c.id`: with the limit a parameter, the generic plan the server switches to after five
-/// executions guesses a tenth of the table for `c` and joins it to a sequential scan of
-/// `deliveries` (300 ms on a million rows); the array keeps it on the primary key.
-const CLAIM: &str = concat!(
-    "WITH c AS MATERIALIZED ( \
-    SELECT id FROM {s}.deliveries WHERE next_attempt_at <= $1::bigint AND ",
-    claimable!("$1", "$3"),
-    " ORDER BY next_attempt_at LIMIT $4::bigint \
-    FOR UPDATE SKIP LOCKED) \
-UPDATE {s}.deliveries d SET lease_until = $2::bigint, claim_token = nextval({tokens}) \
-WHERE d.id = ANY (ARRAY (SELECT id FROM c)) \
-RETURNING d.id, d.account, d.campaign, d.body, d.encoding, d.created_at, d.next_attempt_at, \
-    d.attempts, d.state, d.last_status, d.last_error, d.last_attempt_at, d.claim_token, \
-    d.lease_until"
+/// The rows are updated through `id = ANY (ARRAY (...))`, not a join: with the limit a
+/// parameter, the generic plan the server switches to after five executions guesses a tenth
+/// of the table for the join and scans `deliveries` (300 ms on a million rows); the array
+/// keeps it on the primary key.
+const LEASE_PICKED: &str = "c AS MATERIALIZED ( \
+    SELECT id FROM {s}.deliveries WHERE id = ANY (ARRAY (SELECT id FROM picked)) \
+        AND state = 'pending' AND (lease_until IS NULL OR lease_until <= $1::bigint) \
+    FOR UPDATE SKIP LOCKED), \
+u AS ( \
+    UPDATE {s}.deliveries d SET lease_until = $2::bigint, claim_token = nextval({tokens}) \
+    WHERE d.id = ANY (ARRAY (SELECT id FROM c)) \
+    RETURNING d.id, d.account, d.campaign, d.body, d.encoding, d.created_at, \
+        d.next_attempt_at, d.attempts, d.state, d.last_status, d.last_error, \
+        d.last_attempt_at, d.claim_token, d.lease_until)";
+
+/// The claim's first walk: the head of the due order, at most `$8` rows read whatever they
+/// are, of which the earliest claimable are taken, at most `$4` in all and at most `$5` less
+/// those in flight (`$6` accounts, `$7` counts) of one account. `$1` now, `$2` the lease's
+/// end, `$3` accounts to leave out.
+///
+/// Reading a bounded head keeps the walk's cost off the backlog of the accounts it leaves
+/// out: a filter inside the index scan would read past every one of their rows. Answers the
+/// claimed rows and, on every row (one row of NULLs when nothing was claimed), how many rows
+/// the head read: fewer than `$8` means the head was every due row, so there is nothing more
+/// to find; `$8` means the account-by-account walk ([`CLAIM_BY_ACCOUNT`]) may find more.
+const CLAIM_HEAD: &str = concat!(
+    "WITH head AS MATERIALIZED ( \
+    SELECT id, account, next_attempt_at, lease_until FROM {s}.deliveries \
+    WHERE state = 'pending' AND next_attempt_at <= $1::bigint \
+    ORDER BY next_attempt_at LIMIT $8::bigint), \
+busy AS (SELECT * FROM unnest($6::text[], $7::bigint[]) AS b(account, n)), \
+ranked AS ( \
+    SELECT h.id, h.next_attempt_at, coalesce(b.n, 0) AS busy, \
+        row_number() OVER (PARTITION BY h.account ORDER BY h.next_attempt_at, h.id) AS rn \
+    FROM head h LEFT JOIN busy b ON b.account = h.account WHERE ",
+    open_at!("h", "$1", "$3"),
+    "), \
+picked AS ( \
+    SELECT id FROM ranked WHERE rn + busy <= $5::bigint \
+    ORDER BY next_attempt_at, id LIMIT $4::bigint), ",
+    "LEASE_PICKED \
+SELECT u.*, (SELECT count(*) FROM head) AS head_rows FROM (SELECT 1) one LEFT JOIN u ON true"
 );
 
-/// `$1` now, `$2` accounts to skip.
-const NEXT_DUE: &str = concat!(
-    "SELECT next_attempt_at FROM {s}.deliveries WHERE ",
-    claimable!("$1", "$2"),
-    " ORDER BY next_attempt_at LIMIT 1"
+/// The claim's second walk, when the head was full of rows it could not take: account by
+/// account ([`ACCOUNTS_WITH_PENDING`]), leaving out `$3` without reading their rows, each
+/// account's earliest claimable rows up to its room (`$5` less `$6`/`$7`), the earliest `$4`
+/// of them. Costs one probe per account with pending deliveries, not one per row.
+const CLAIM_BY_ACCOUNT: &str = concat!(
+    "WITH RECURSIVE ACCOUNTS_WITH_PENDING, \
+busy AS (SELECT * FROM unnest($6::text[], $7::bigint[]) AS b(account, n)), \
+picked AS ( \
+    SELECT x.id FROM accts a LEFT JOIN busy b ON b.account = a.account \
+    CROSS JOIN LATERAL ( \
+        SELECT h.id, h.next_attempt_at FROM {s}.deliveries h \
+        WHERE h.account = a.account AND h.state = 'pending' \
+            AND h.next_attempt_at <= $1::bigint AND ",
+    unleased!("h", "$1"),
+    " ORDER BY h.next_attempt_at LIMIT greatest($5::bigint - coalesce(b.n, 0), 0)) x \
+    WHERE a.account IS NOT NULL AND ",
+    account_open!("a", "$3"),
+    " \
+    ORDER BY x.next_attempt_at, x.id LIMIT $4::bigint), ",
+    "LEASE_PICKED \
+SELECT * FROM u"
+);
+
+/// When the earliest claimable delivery is due (`$1` now, `$2` accounts to leave out), from
+/// a head of at most `$3` rows of the due order: answers that time (NULL if none in the head)
+/// and how many rows the head read (see [`CLAIM_HEAD`]).
+const NEXT_DUE_HEAD: &str = concat!(
+    "WITH head AS MATERIALIZED ( \
+    SELECT account, next_attempt_at, lease_until FROM {s}.deliveries \
+    WHERE state = 'pending' ORDER BY next_attempt_at LIMIT $3::bigint) \
+SELECT (SELECT min(h.next_attempt_at) FROM head h WHERE ",
+    open_at!("h", "$1", "$2"),
+    "), (SELECT count(*) FROM head)"
+);
+
+/// [`NEXT_DUE_HEAD`]'s second walk, account by account: each account's earliest claimable
+/// delivery, leaving out `$2` without reading their rows.
+const NEXT_DUE_BY_ACCOUNT: &str = concat!(
+    "WITH RECURSIVE ACCOUNTS_WITH_PENDING \
+SELECT min(x.next_attempt_at) FROM accts a CROSS JOIN LATERAL ( \
+    SELECT h.next_attempt_at FROM {s}.deliveries h \
+    WHERE h.account = a.account AND h.state = 'pending' AND ",
+    unleased!("h", "$1"),
+    " ORDER BY h.next_attempt_at LIMIT 1) x WHERE a.account IS NOT NULL AND ",
+    account_open!("a", "$2")
 );
 
 /// A retry or a failure under claim `$2` of delivery `$1`: `$3` status, `$4` error, `$5` when,
@@ -202,33 +361,48 @@ const RECORD_KEPT: &str = "WITH u AS ( \
     WHERE id = $1::text AND claim_token = $2::bigint AND state = 'pending' \
     RETURNING account, campaign), \
 st AS ( \
-    INSERT INTO {s}.stats AS t (account, campaign, pending, failed, last_failure_at, \
+    INSERT INTO {s}.stats_deltas (account, campaign, pending, failed, last_failure_at, \
         last_failure_reason) \
     SELECT account, campaign, \
         CASE WHEN $6::text = 'failed' THEN -1 ELSE 0 END, \
         CASE WHEN $6::text = 'failed' THEN 1 ELSE 0 END, \
         CASE WHEN $4::text IS NULL THEN NULL ELSE $5::bigint END, $4::text \
-    FROM u WHERE $6::text = 'failed' OR $4::text IS NOT NULL \
-    MERGE_STATS) \
+    FROM u WHERE $6::text = 'failed' OR $4::text IS NOT NULL) \
 SELECT count(*) FROM u";
 
 /// A delivery under claim `$2` of delivery `$1` delivered at `$3` (`$4`: an error noted on
-/// the way). Answers how many rows it removed (0 or 1).
-const RECORD_DELIVERED: &str = "WITH d AS ( \
+/// the way): removed, its id kept with a fingerprint of what was delivered. Answers how many
+/// rows it removed (0 or 1).
+const RECORD_DELIVERED: &str = concat!(
+    "WITH d AS ( \
     DELETE FROM {s}.deliveries \
     WHERE id = $1::text AND claim_token = $2::bigint AND state = 'pending' \
-    RETURNING id, account, campaign), \
+    RETURNING id, account, campaign, body, encoding), \
 r AS ( \
-    INSERT INTO {s}.delivered_ids AS x (id, delivered_at) SELECT id, $3::bigint FROM d \
-    ON CONFLICT (id) DO UPDATE SET delivered_at = greatest(x.delivered_at, excluded.delivered_at)), \
+    INSERT INTO {s}.delivered_ids AS x (id, delivered_at, fingerprint) \
+    SELECT id, $3::bigint, ",
+    fingerprint!("account", "campaign", "encoding", "body"),
+    " FROM d \
+    ON CONFLICT (id) DO UPDATE SET delivered_at = greatest(x.delivered_at, excluded.delivered_at), \
+        fingerprint = coalesce(x.fingerprint, excluded.fingerprint)), \
 st AS ( \
-    INSERT INTO {s}.stats AS t (account, campaign, pending, delivered, last_success_at, \
+    INSERT INTO {s}.stats_deltas (account, campaign, pending, delivered, last_success_at, \
         last_failure_at, last_failure_reason) \
     SELECT account, campaign, -1, 1, $3::bigint, \
         CASE WHEN $4::text IS NULL THEN NULL ELSE $3::bigint END, $4::text \
-    FROM d \
-    MERGE_STATS) \
-SELECT count(*) FROM d";
+    FROM d) \
+SELECT count(*) FROM d"
+);
+
+/// Extends the leases of claims (`$1` ids, `$2` their tokens) to `$3`: an attempt whose
+/// outcome is not recorded yet keeps its delivery from the rest of the fleet. Answers how
+/// many it extended.
+const EXTEND: &str = "WITH u AS ( \
+    UPDATE {s}.deliveries d SET lease_until = greatest(d.lease_until, $3::bigint) \
+    FROM unnest($1::text[], $2::bigint[]) AS r(id, token) \
+    WHERE d.id = r.id AND d.claim_token = r.token AND d.state = 'pending' \
+    RETURNING 1) \
+SELECT count(*) FROM u";
 
 /// Whether delivery `$1` is still known (stored, or delivered within the retention).
 const KNOWN: &str = "SELECT EXISTS (SELECT 1 FROM {s}.deliveries WHERE id = $1::text) \
@@ -274,11 +448,18 @@ const SETTINGS_SINCE: &str = "SELECT 'a' AS kind, id, settings, version FROM {s}
     UNION ALL SELECT 'h', account, health, version FROM {s}.health WHERE version > $1::bigint \
     ORDER BY kind, id";
 
+/// The folded counts and the deltas not folded yet, of account `$1`.
 const STATS_ACCOUNT: &str = "SELECT pending, delivered, failed, last_success_at, \
-    last_failure_at, last_failure_reason FROM {s}.stats WHERE account = $1::text";
+    last_failure_at, last_failure_reason FROM {s}.stats WHERE account = $1::text \
+    UNION ALL SELECT pending, delivered, failed, last_success_at, \
+    last_failure_at, last_failure_reason FROM {s}.stats_deltas WHERE account = $1::text";
 
+/// The same for campaign `$2` of account `$1`.
 const STATS_CAMPAIGN: &str = "SELECT pending, delivered, failed, last_success_at, \
     last_failure_at, last_failure_reason FROM {s}.stats \
+    WHERE account = $1::text AND campaign = $2::text \
+    UNION ALL SELECT pending, delivered, failed, last_success_at, \
+    last_failure_at, last_failure_reason FROM {s}.stats_deltas \
     WHERE account = $1::text AND campaign = $2::text";
 
 /// Every statement of one store, with its schema filled in.
@@ -288,12 +469,17 @@ pub(super) struct Statements {
     pub(super) insert: String,
     pub(super) insert_group: String,
     pub(super) stored: String,
+    pub(super) delivered_otherwise: String,
     pub(super) pending_total: String,
+    pub(super) fold_stats: String,
     pub(super) notify_due: String,
-    pub(super) claim: String,
-    pub(super) next_due: String,
+    pub(super) claim_head: String,
+    pub(super) claim_by_account: String,
+    pub(super) next_due_head: String,
+    pub(super) next_due_by_account: String,
     pub(super) record_kept: String,
     pub(super) record_delivered: String,
+    pub(super) extend: String,
     pub(super) known: String,
     pub(super) prune_delivered: String,
     pub(super) release: String,
@@ -308,18 +494,29 @@ pub(super) struct Statements {
 
 impl Statements {
     pub(super) fn new(schema: &str) -> Statements {
-        let sql = |text: &str| with_schema(&text.replace("MERGE_STATS", MERGE_STATS), schema);
+        let sql = |text: &str| {
+            let text = text
+                .replace("MERGE_STATS", MERGE_STATS)
+                .replace("ACCOUNTS_WITH_PENDING", ACCOUNTS_WITH_PENDING)
+                .replace("LEASE_PICKED", LEASE_PICKED);
+            with_schema(&text, schema)
+        };
         Statements {
             schema: schema.to_owned(),
             insert: sql(INSERT),
             insert_group: sql(INSERT_GROUP),
             stored: sql(STORED),
+            delivered_otherwise: sql(DELIVERED_OTHERWISE),
             pending_total: sql(PENDING_TOTAL),
+            fold_stats: sql(FOLD_STATS),
             notify_due: sql(NOTIFY_DUE),
-            claim: sql(CLAIM),
-            next_due: sql(NEXT_DUE),
+            claim_head: sql(CLAIM_HEAD),
+            claim_by_account: sql(CLAIM_BY_ACCOUNT),
+            next_due_head: sql(NEXT_DUE_HEAD),
+            next_due_by_account: sql(NEXT_DUE_BY_ACCOUNT),
             record_kept: sql(RECORD_KEPT),
             record_delivered: sql(RECORD_DELIVERED),
+            extend: sql(EXTEND),
             known: sql(KNOWN),
             prune_delivered: sql(PRUNE_DELIVERED),
             release: sql(RELEASE),
@@ -350,6 +547,15 @@ impl Statements {
 /// The enqueue statement for `schema`.
 pub(super) fn enqueue_sql(schema: &str) -> String {
     with_schema(ENQUEUE, schema)
+}
+
+/// Whether `e` is a failure that running the same transaction again may not meet: a
+/// deadlock the server broke (40P01) or a serialization failure (40001).
+pub(super) fn is_transient(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    })
 }
 
 pub(super) use crate::store::{clamp_nanos, to_nanos};
@@ -401,10 +607,12 @@ pub(super) fn delivery_from_row(row: &Row) -> Result<Delivery> {
 /// Sums the rows of [`STATS_ACCOUNT`] or [`STATS_CAMPAIGN`].
 pub(super) fn stats_from_rows(rows: &[Row]) -> Result<crate::store::DeliveryStats> {
     let mut total = crate::store::DeliveryStats::default();
+    // Deltas may be negative (a delivery leaves `pending`): summed signed, then counted.
+    let (mut pending, mut delivered, mut failed) = (0i64, 0i64, 0i64);
     for row in rows {
-        total.pending += u64::try_from(get::<i64>(row, 0)?).unwrap_or(0);
-        total.delivered += u64::try_from(get::<i64>(row, 1)?).unwrap_or(0);
-        total.failed += u64::try_from(get::<i64>(row, 2)?).unwrap_or(0);
+        pending = pending.saturating_add(get::<i64>(row, 0)?);
+        delivered = delivered.saturating_add(get::<i64>(row, 1)?);
+        failed = failed.saturating_add(get::<i64>(row, 2)?);
         let success = optional_time(get(row, 3)?)?;
         total.last_success_at = total.last_success_at.max(success);
         let failure = optional_time(get(row, 4)?)?;
@@ -413,5 +621,8 @@ pub(super) fn stats_from_rows(rows: &[Row]) -> Result<crate::store::DeliveryStat
             total.last_failure_reason = get(row, 5)?;
         }
     }
+    total.pending = u64::try_from(pending).unwrap_or(0);
+    total.delivered = u64::try_from(delivered).unwrap_or(0);
+    total.failed = u64::try_from(failed).unwrap_or(0);
     Ok(total)
 }

@@ -163,6 +163,7 @@ fn claim(store: &PostgresStore, now: Timestamp, limit: usize, skip: &[AccountId]
             limit,
             lease: Duration::from_secs(30),
             skip,
+            ..ClaimRequest::default()
         })
         .unwrap()
 }
@@ -187,9 +188,9 @@ fn migrates_on_open_and_reopens() {
     let s = db.s();
     assert_eq!(
         db.scalar(&format!(
-            "SELECT string_agg(version::text, ',') FROM {s}.schema_version"
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM {s}.schema_version"
         )),
-        "1"
+        "1,2"
     );
     store.insert(&[new("a", "acme", "x=1", t(0))]).unwrap();
     drop(store);
@@ -200,7 +201,7 @@ fn migrates_on_open_and_reopens() {
     assert_eq!(listed[0].created_at, t(0));
     assert_eq!(
         db.scalar(&format!("SELECT count(*) FROM {s}.schema_version")),
-        "1"
+        "2"
     );
 }
 
@@ -218,7 +219,7 @@ fn stores_opening_at_once_migrate_once() {
     }
     assert_eq!(
         db.scalar(&format!("SELECT count(*) FROM {}.schema_version", db.s())),
-        "1"
+        "2"
     );
 }
 
@@ -570,6 +571,7 @@ fn two_stores_claiming_from_eight_threads_never_share_a_delivery() {
                             limit: 7,
                             lease: Duration::from_secs(3600),
                             skip: &[],
+                            ..ClaimRequest::default()
                         })
                         .unwrap();
                     if got.is_empty() {
@@ -698,10 +700,19 @@ fn the_dialer_enqueues_inside_its_own_transaction() {
 
         let tx = client.transaction().await.unwrap();
         tx.batch_execute(&insert_call).await.unwrap();
-        enqueue_in(&tx, &db.schema, &delivery).await.unwrap();
-        enqueue_in(&tx, &db.schema, &delivery).await.unwrap();
+        assert_eq!(
+            enqueue_in(&tx, &db.schema, &delivery).await.unwrap(),
+            Enqueued::Stored
+        );
+        assert_eq!(
+            enqueue_in(&tx, &db.schema, &delivery).await.unwrap(),
+            Enqueued::AlreadyStored
+        );
         tx.commit().await.unwrap();
-        enqueue_in(&client, &db.schema, &delivery).await.unwrap();
+        assert_eq!(
+            enqueue_in(&client, &db.schema, &delivery).await.unwrap(),
+            Enqueued::AlreadyStored
+        );
 
         // The statement itself, as a sqlx user runs it.
         let sql = enqueue_statement(&db.schema);
@@ -732,7 +743,27 @@ fn the_dialer_enqueues_inside_its_own_transaction() {
         store.stats(&AccountId::new("acme"), None).unwrap().pending,
         1
     );
-    assert_eq!(ids(&claim(&store, t(0), 10, &[])), ["call-1"]);
+    let claimed = claim(&store, t(0), 10, &[]);
+    assert_eq!(ids(&claimed), ["call-1"]);
+    // Delivered: the same call result again is "already delivered", another one a conflict.
+    let answers = store.record_attempts(&[(
+        claimed[0].delivery.id.clone(),
+        claimed[0].token,
+        record(t(1), NextStep::Delivered, None),
+    )]);
+    assert!(answers[0].is_ok(), "{answers:?}");
+    let other = new("call-1", "acme", "Reference=2", t(0));
+    block_on(async {
+        let (client, conn) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        assert_eq!(
+            enqueue_in(&client, &db.schema, &delivery).await.unwrap(),
+            Enqueued::AlreadyDelivered
+        );
+        let err = enqueue_in(&client, &db.schema, &other).await.unwrap_err();
+        assert!(matches!(err, Error::IdConflict { .. }), "{err:?}");
+    });
+    assert!(!store.has_pending().unwrap());
 }
 
 #[tokio::test]
@@ -794,16 +825,32 @@ fn explain_claim_and_next_due_on_a_million_pending() {
     // Custom plans (the first executions of a prepared statement) and the generic plan the
     // server may switch to after five.
     for mode in ["force_custom_plan", "force_generic_plan"] {
-        for (name, statement, args) in [
+        for (name, statement, args, index) in [
             (
-                "claim",
-                &sql.claim,
-                "(500000000, 530000000, ARRAY['acct1','acct2']::text[], 64)",
+                "claim, head",
+                &sql.claim_head,
+                "(500000000, 530000000, ARRAY['acct1','acct2']::text[], 64, 4, \
+                 ARRAY['acct3']::text[], ARRAY[2]::bigint[], 320)",
+                "deliveries_due",
             ),
             (
-                "next_due",
-                &sql.next_due,
+                "claim, account by account",
+                &sql.claim_by_account,
+                "(500000000, 530000000, ARRAY['acct1','acct2']::text[], 64, 4, \
+                 ARRAY['acct3']::text[], ARRAY[2]::bigint[])",
+                "deliveries_account_due",
+            ),
+            (
+                "next_due, head",
+                &sql.next_due_head,
+                "(500000000, ARRAY['acct1']::text[], 320)",
+                "deliveries_due",
+            ),
+            (
+                "next_due, account by account",
+                &sql.next_due_by_account,
                 "(500000000, ARRAY['acct1']::text[])",
+                "deliveries_account_due",
             ),
         ] {
             let explain = format!(
@@ -816,11 +863,11 @@ fn explain_claim_and_next_due_on_a_million_pending() {
                 .map(|row| row[0].clone().unwrap_or_default())
                 .collect();
             println!("--- {name} ({mode})\n{}", plan.join("\n"));
-            plans.push(plan.join("\n"));
+            plans.push((index, plan.join("\n")));
         }
     }
-    for plan in &plans {
-        assert!(plan.contains("deliveries_due"), "{plan}");
+    for (index, plan) in &plans {
+        assert!(plan.contains(index), "{plan}");
         assert!(!plan.contains("Seq Scan on deliveries"), "{plan}");
     }
     drop(store);

@@ -106,6 +106,13 @@ impl Claims {
         }
     }
 
+    /// Extends the claim of delivery `id` to `until`, if `token` is its current one.
+    pub(super) fn extend(&mut self, id: &str, token: ClaimToken, until: Timestamp) {
+        if let Some(held) = self.held.get_mut(id).filter(|h| h.token == token) {
+            held.lease_until = held.lease_until.max(until);
+        }
+    }
+
     /// Gives the claim of delivery `id` back, if `token` is its current one and its outcome is
     /// not being recorded.
     pub(super) fn release(&mut self, id: &str, token: ClaimToken) {

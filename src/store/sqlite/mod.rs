@@ -209,6 +209,7 @@ impl SqliteStoreBuilder {
 ///     limit: 10,
 ///     lease: Duration::from_secs(20),
 ///     skip: &[],
+///     ..ClaimRequest::default()
 /// })?;
 /// assert_eq!(claims[0].delivery.body.bytes().as_ref(), b"Reference=123");
 /// assert_eq!(store.stats(&"acme".into(), None)?.pending, 1);

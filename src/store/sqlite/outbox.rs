@@ -37,6 +37,8 @@ fn claimable(
     let now = clamp_nanos(request.now);
     let skip: HashSet<&str> = request.skip.iter().map(AccountId::as_str).collect();
     let mut found = Vec::with_capacity(request.limit.min(PAGE));
+    // How many of each account this claim took, against its room.
+    let mut taken: std::collections::HashMap<AccountId, usize> = Default::default();
     let mut stmt = conn.prepare_cached(DUE_BY_TIME)?;
     let mut after = (i64::MIN, i64::MIN);
     while found.len() < request.limit {
@@ -50,7 +52,13 @@ fn claimable(
             {
                 continue;
             }
-            found.push(delivery_from_row(row)?);
+            let delivery = delivery_from_row(row)?;
+            let taken = taken.entry(delivery.account.clone()).or_insert(0);
+            if *taken >= request.room_for(&delivery.account) {
+                continue;
+            }
+            *taken += 1;
+            found.push(delivery);
             if found.len() == request.limit {
                 break;
             }
@@ -215,6 +223,14 @@ impl Outbox for SqliteStore {
             }
         }
         answers
+    }
+
+    fn extend_leases(&self, claims: &[(DeliveryId, ClaimToken)], until: Timestamp) -> Result<()> {
+        let mut held = self.claims();
+        for (id, token) in claims {
+            held.extend(id.as_str(), *token, until);
+        }
+        Ok(())
     }
 
     fn release(&self, claims: &[(DeliveryId, ClaimToken)]) -> Result<()> {

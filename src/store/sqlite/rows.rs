@@ -31,10 +31,17 @@ pub(super) const INSERT_DELIVERY: &str = "INSERT INTO deliveries \
 pub(super) const SAME_DELIVERY: &str = "SELECT account = ?2 AND campaign = ?3 AND body = ?4 \
     AND encoding = ?5 FROM deliveries WHERE id = ?1";
 
-/// Remembers that delivery `?1` was delivered at `?2`.
-pub(super) const REMEMBER_DELIVERED: &str = "INSERT INTO delivered_ids (id, delivered_at) \
-    VALUES (?1, ?2) \
-    ON CONFLICT (id) DO UPDATE SET delivered_at = max(delivered_at, excluded.delivered_at)";
+/// Remembers that delivery `?1` was delivered at `?2`, with the fingerprint `?3` of what was
+/// delivered.
+pub(super) const REMEMBER_DELIVERED: &str = "INSERT INTO delivered_ids \
+    (id, delivered_at, fingerprint) VALUES (?1, ?2, ?3) \
+    ON CONFLICT (id) DO UPDATE SET delivered_at = max(delivered_at, excluded.delivered_at), \
+        fingerprint = coalesce(fingerprint, excluded.fingerprint)";
+
+/// The fingerprint kept with delivered id `?1`: no row if it was not delivered lately, NULL
+/// if it was delivered before fingerprints were kept.
+pub(super) const DELIVERED_FINGERPRINT: &str =
+    "SELECT fingerprint FROM delivered_ids WHERE id = ?1";
 
 /// Forgets at most `?2` delivered ids delivered before `?1`, oldest first.
 pub(super) const PRUNE_DELIVERED: &str = "DELETE FROM delivered_ids WHERE id IN \
@@ -44,7 +51,7 @@ pub(super) const PRUNE_DELIVERED: &str = "DELETE FROM delivered_ids WHERE id IN 
 pub(super) const NEWEST_DELIVERED: &str = "SELECT max(delivered_at) FROM delivered_ids";
 
 pub(super) const FIND_DELIVERY: &str =
-    "SELECT rowid, account, campaign, state FROM deliveries WHERE id = ?1";
+    "SELECT rowid, account, campaign, state, encoding, body FROM deliveries WHERE id = ?1";
 
 pub(super) const DELETE_BY_ROWID: &str = "DELETE FROM deliveries WHERE rowid = ?1";
 

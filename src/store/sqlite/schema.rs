@@ -19,7 +19,7 @@ const STATEMENT_CACHE: usize = 64;
 
 /// The schema, one step per version: step `i` takes a file from `user_version = i` to `i + 1`.
 /// Steps are only ever appended; a released step never changes.
-pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE deliveries (
@@ -86,6 +86,14 @@ CREATE INDEX health_version ON health (version);
 /// not grow with the number of accounts.
 const SCHEMA_V4: &str = "
 CREATE INDEX deliveries_by_due ON deliveries (next_attempt_at) WHERE state = 'pending';
+";
+
+/// Version 5: a delivered id keeps a fingerprint of what was delivered
+/// ([`Fingerprint`](crate::store::Fingerprint)), so that the id reused for another call
+/// result is refused instead of silently dropped. Ids delivered before keep none: a submit
+/// under one of them stays a no-op.
+const SCHEMA_V5: &str = "
+ALTER TABLE delivered_ids ADD COLUMN fingerprint BLOB;
 ";
 
 /// Creates the file with mode 0600 if it does not exist yet, before SQLite opens it (SQLite

@@ -66,6 +66,7 @@ impl Queries for SqliteStore {
             limit: usize::MAX,
             lease: Duration::ZERO,
             skip: &[],
+            ..ClaimRequest::default()
         })?;
         let mut answer = Err(Error::UnknownDelivery(id.to_string()));
         let mut others = Vec::new();
@@ -298,6 +299,7 @@ fn attempts_recorded_together_share_commits() {
             limit: N,
             lease: Duration::from_secs(60),
             skip: &[],
+            ..ClaimRequest::default()
         })
         .unwrap();
     let records: Vec<_> = claims
@@ -869,6 +871,7 @@ fn claim_at(store: &SqliteStore, now: Timestamp, limit: usize) -> Vec<crate::sto
             limit,
             lease: Duration::from_secs(3_600),
             skip: &[],
+            ..ClaimRequest::default()
         },
     )
     .unwrap()
@@ -912,6 +915,7 @@ fn claims_page_past_leased_and_skipped_deliveries() {
             limit: 250,
             lease: Duration::from_secs(3_600),
             skip: &["held".into()],
+            ..ClaimRequest::default()
         },
     )
     .unwrap();
@@ -924,6 +928,7 @@ fn claims_page_past_leased_and_skipped_deliveries() {
             limit: 10,
             lease: Duration::from_secs(3_600),
             skip: &["held".into()],
+            ..ClaimRequest::default()
         },
     )
     .unwrap();

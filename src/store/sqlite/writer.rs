@@ -14,13 +14,13 @@ use crate::error::{Error, Result};
 use crate::ids::{AccountId, DeliveryId};
 use crate::limits::DELIVERED_ID_RETENTION;
 use crate::store::{
-    AttemptRecord, DeliveryFilter, DeliveryState, NewDelivery, NextStep, PRUNE_BATCH,
+    AttemptRecord, DeliveryFilter, DeliveryState, Fingerprint, NewDelivery, NextStep, PRUNE_BATCH,
 };
 
 use super::rows::{
-    BUMP_STATS, DELETE_BY_ROWID, FIND_DELIVERY, INSERT_DELIVERY, PRUNE_DELIVERED, RECORD_ATTEMPT,
-    REMEMBER_DELIVERED, SAME_DELIVERY, SAVE_ACCOUNT, SAVE_HEALTH, bind_filter, push_filter,
-    state_from_sql, stored_states, to_nanos,
+    BUMP_STATS, DELETE_BY_ROWID, DELIVERED_FINGERPRINT, FIND_DELIVERY, INSERT_DELIVERY,
+    PRUNE_DELIVERED, RECORD_ATTEMPT, REMEMBER_DELIVERED, SAME_DELIVERY, SAVE_ACCOUNT, SAVE_HEALTH,
+    bind_filter, push_filter, state_from_sql, stored_states, to_nanos,
 };
 
 /// The writer wakes the checkpointer after this many commits.
@@ -403,13 +403,30 @@ impl Writer {
                 .optional()
             })
             .map_err(failed)?;
-        match same {
-            // Not stored, so delivered within the retention (only its id is kept), or stored
-            // for this very call result: a resubmission, left as it is.
-            None | Some(true) => Ok(false),
-            Some(false) => Err(Error::IdConflict {
+        let same = match same {
+            Some(same) => same,
+            // Not stored, so delivered within the retention: only its id and a fingerprint of
+            // what was delivered are kept.
+            None => {
+                let kept: Option<Option<Vec<u8>>> = self
+                    .conn
+                    .prepare_cached(DELIVERED_FINGERPRINT)
+                    .and_then(|mut stmt| stmt.query_row([id], |row| row.get(0)).optional())
+                    .map_err(failed)?;
+                match kept.flatten() {
+                    Some(kept) => kept == d.fingerprint().0,
+                    // Delivered before fingerprints were kept, or not delivered at all.
+                    None => true,
+                }
+            }
+        };
+        if same {
+            // A resubmission of the same call result: left as it is.
+            Ok(false)
+        } else {
+            Err(Error::IdConflict {
                 id: d.id.to_string(),
-            }),
+            })
         }
     }
 
@@ -425,12 +442,14 @@ impl Writer {
                         row.get::<_, String>(1)?,
                         row.get::<_, String>(2)?,
                         state_from_sql(row, 3)?,
+                        row.get::<_, String>(4)?,
+                        row.get::<_, Vec<u8>>(5)?,
                     ))
                 })
                 .optional()
             })
             .map_err(failed)?;
-        let Some((rowid, account, campaign, was)) = found else {
+        let Some((rowid, account, campaign, was, encoding, body)) = found else {
             return Err(Error::UnknownDelivery(id.to_string()));
         };
         let at = to_nanos(record.at)?;
@@ -451,7 +470,10 @@ impl Writer {
                     .prepare_cached(DELETE_BY_ROWID)
                     .and_then(|mut stmt| stmt.execute([rowid]))
                     .and_then(|_| self.conn.prepare_cached(REMEMBER_DELIVERED))
-                    .and_then(|mut stmt| stmt.execute(params![id.as_str(), at]))
+                    .and_then(|mut stmt| {
+                        let what = Fingerprint::of_parts(&account, &campaign, &encoding, &body);
+                        stmt.execute(params![id.as_str(), at, &what.0[..]])
+                    })
                     .map_err(failed)?;
                 delta.delivered += 1;
                 delta.success_at = Some(at);
