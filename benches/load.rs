@@ -1819,8 +1819,9 @@ mod pg {
         simple_query(
             &schema.url,
             &format!(
-                "SELECT coalesce(sum(pending), 0) FROM {}.stats",
-                schema.name
+                "SELECT (SELECT coalesce(sum(pending), 0) FROM {s}.stats) \
+                 + (SELECT coalesce(sum(pending), 0) FROM {s}.stats_deltas)",
+                s = schema.name
             ),
         )
         .ok()
