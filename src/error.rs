@@ -112,6 +112,22 @@ pub enum Error {
         id: String,
     },
 
+    /// A change to an account's settings or its endpoint's health was applied `attempts` times
+    /// to the stored record, and each time another process had saved the record first (see
+    /// [`Settings`](crate::store::Settings)): nothing was saved. Only a record changed without
+    /// pause by other processes gets here; the change may be made again.
+    #[error(
+        "the {record} of account {account} kept being saved by other processes; the change was applied {attempts} times and not saved"
+    )]
+    SettingsConflict {
+        /// The account.
+        account: String,
+        /// Which record: `settings` or `endpoint health`.
+        record: &'static str,
+        /// How many times the change was applied to a newer stored record.
+        attempts: u32,
+    },
+
     /// The store is already in use by another process and cannot be shared (an embedded
     /// store, such as one SQLite file): run one process per file, or a fleet on PostgreSQL.
     #[error("the store {what} is already in use by another process")]

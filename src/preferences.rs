@@ -700,7 +700,7 @@ impl Drop for StoredPreferences {
 }
 
 /// A change to the custom headers, applied in the order given.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum HeaderChange {
     Set(CustomHeader),
     Remove(HeaderName),
@@ -708,7 +708,7 @@ enum HeaderChange {
 }
 
 /// A change to the signing secrets, applied in the order given.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum SigningChange {
     Set(SigningSecret),
     Rotate(SigningSecret),
@@ -768,6 +768,33 @@ impl PreferencesUpdate {
     /// An empty change.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A copy to apply, for a change that may be applied more than once: a settings change
+    /// that meets a newer save by another process is applied again to the stored account. The
+    /// first invalid value's error moves to the copy, so the first application returns it, as
+    /// applying the update itself would.
+    pub(crate) fn take_copy(&mut self) -> PreferencesUpdate {
+        PreferencesUpdate {
+            enabled: self.enabled,
+            url: self.url.clone(),
+            credentials: self.credentials.clone(),
+            auth_scheme: self.auth_scheme,
+            encoding: self.encoding,
+            time_zone: self.time_zone.clone(),
+            attempt_timeout: self.attempt_timeout,
+            retry_schedule: self.retry_schedule.clone(),
+            signing: self.signing.clone(),
+            mask_phone: self.mask_phone,
+            omit_result_notes: self.omit_result_notes,
+            method: self.method,
+            key_renames: self.key_renames.clone(),
+            reset_key_names: self.reset_key_names,
+            headers: self.headers.clone(),
+            token: self.token.clone(),
+            api_key_header: self.api_key_header.clone(),
+            error: self.error.take(),
+        }
     }
 
     fn keep<T>(&mut self, result: Result<T>) -> Option<T> {

@@ -22,7 +22,7 @@ use call_result_webhook::delivery::metrics::ATTEMPT_DURATION_SECONDS;
 use call_result_webhook::jiff::Timestamp;
 use call_result_webhook::store::{
     AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter, DeliveryStats,
-    NewDelivery, Outbox, Settings, SettingsSnapshot,
+    NewDelivery, Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned,
 };
 use call_result_webhook::{
     AccountId, CallResult, CampaignId, DeliveryId, Error, Event, HyperDispatcher, MemoryStore,
@@ -567,16 +567,28 @@ impl Outbox for FullDisk {
 }
 
 impl Settings for FullDisk {
-    fn save_account(&self, account: &AccountId, json: &str) -> call_result_webhook::Result<()> {
-        self.inner.save_account(account, json)
+    fn load_account(&self, account: &AccountId) -> call_result_webhook::Result<Option<Versioned>> {
+        self.inner.load_account(account)
+    }
+    fn load_health(&self, account: &AccountId) -> call_result_webhook::Result<Option<Versioned>> {
+        self.inner.load_health(account)
+    }
+    fn save_account(
+        &self,
+        account: &AccountId,
+        json: &str,
+        expected: Option<u64>,
+    ) -> call_result_webhook::Result<SaveOutcome> {
+        self.inner.save_account(account, json, expected)
     }
     fn save_health(
         &self,
         account: &AccountId,
         json: &str,
         paused: bool,
-    ) -> call_result_webhook::Result<()> {
-        self.inner.save_health(account, json, paused)
+        expected: Option<u64>,
+    ) -> call_result_webhook::Result<SaveOutcome> {
+        self.inner.save_health(account, json, paused, expected)
     }
     fn load_settings(&self) -> call_result_webhook::Result<SettingsSnapshot> {
         self.inner.load_settings()

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use call_result_webhook::jiff::Timestamp;
 use call_result_webhook::store::{
     AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter, DeliveryStats,
-    NewDelivery, NoticeSink, Outbox, Settings, SettingsSnapshot,
+    NewDelivery, NoticeSink, Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned,
 };
 use call_result_webhook::{
     AccountId, CallResult, CampaignId, DeliveryId, Error, Event, HyperDispatcher, MemoryStore,
@@ -105,14 +105,33 @@ impl Outbox for Faulty {
     }
 }
 
+/// Settings reads stay readable, as counts do: a full disk fails writes only.
 impl Settings for Faulty {
-    fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()> {
-        self.write()?;
-        self.inner.save_account(account, settings_json)
+    fn load_account(&self, account: &AccountId) -> Result<Option<Versioned>> {
+        self.inner.load_account(account)
     }
-    fn save_health(&self, account: &AccountId, health_json: &str, paused: bool) -> Result<()> {
+    fn load_health(&self, account: &AccountId) -> Result<Option<Versioned>> {
+        self.inner.load_health(account)
+    }
+    fn save_account(
+        &self,
+        account: &AccountId,
+        settings_json: &str,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome> {
         self.write()?;
-        self.inner.save_health(account, health_json, paused)
+        self.inner.save_account(account, settings_json, expected)
+    }
+    fn save_health(
+        &self,
+        account: &AccountId,
+        health_json: &str,
+        paused: bool,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome> {
+        self.write()?;
+        self.inner
+            .save_health(account, health_json, paused, expected)
     }
     fn load_settings(&self) -> Result<SettingsSnapshot> {
         self.inner.load_settings()

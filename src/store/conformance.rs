@@ -42,6 +42,14 @@ use crate::store::{
     NextStep, Outbox, Settings,
 };
 
+mod settings;
+
+pub use settings::{
+    a_pause_holds_claims_until_saved_unpaused, a_stale_account_save_writes_nothing,
+    a_stale_health_save_writes_nothing, settings_and_health_are_replaced,
+    settings_changes_follow_the_cursor,
+};
+
 /// The lease of every claim the checks make, but the concurrent one.
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -95,6 +103,9 @@ pub fn run_all<S: Outbox + Settings>(make: &dyn Fn() -> S) {
     a_repeat_beside_a_new_id_stores_the_new_one(&make());
     settings_and_health_are_replaced(&make());
     settings_changes_follow_the_cursor(&make());
+    a_stale_account_save_writes_nothing(&make());
+    a_stale_health_save_writes_nothing(&make());
+    a_pause_holds_claims_until_saved_unpaused(&make());
     let store = make();
     concurrent_claims_never_overlap(&[&store]);
 }
@@ -693,13 +704,12 @@ pub fn a_claim_takes_at_most_the_room_of_each_account<S: Outbox + ?Sized>(store:
     assert_eq!(per.get("busy"), Some(&2), "{per:?}");
     assert_eq!(per.get("small"), Some(&3), "{per:?}");
     // Each account's earliest.
-    let big: Vec<&str> = sorted(
-        claims
-            .iter()
-            .filter(|c| c.delivery.account.as_str() == "big")
-            .map(|c| c.delivery.id.as_str())
-            .collect(),
-    );
+    let mut big: Vec<&str> = claims
+        .iter()
+        .filter(|c| c.delivery.account.as_str() == "big")
+        .map(|c| c.delivery.id.as_str())
+        .collect();
+    big.sort_unstable();
     assert_eq!(
         big,
         ["msg_big_c_0", "msg_big_c_1", "msg_big_c_2", "msg_big_c_3"]
@@ -805,63 +815,6 @@ pub fn a_repeat_beside_a_new_id_stores_the_new_one<S: Outbox + ?Sized>(store: &S
         ids(&claim(store, t(100), 10, &[])),
         [batch[1].id.as_str(), batch[2].id.as_str()]
     );
-}
-
-fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
-    v.sort();
-    v
-}
-
-/// Saving an account's settings or an endpoint's health replaces what was saved.
-pub fn settings_and_health_are_replaced<S: Settings + ?Sized>(store: &S) {
-    store.save_account(&"acme".into(), r#"{"v":1}"#).unwrap();
-    store.save_account(&"acme".into(), r#"{"v":2}"#).unwrap();
-    store.save_account(&"b".into(), r#"{"v":3}"#).unwrap();
-    store.save_health(&"acme".into(), "h1", false).unwrap();
-    store.save_health(&"acme".into(), "h2", false).unwrap();
-    let snapshot = store.load_settings().unwrap();
-    assert_eq!(sorted(snapshot.accounts), [r#"{"v":2}"#, r#"{"v":3}"#]);
-    assert_eq!(snapshot.health, [("acme".into(), "h2".to_owned())]);
-}
-
-/// What is saved after a snapshot's cursor is in [`Settings::changes_since`] that cursor, and
-/// not since the cursor it returns.
-pub fn settings_changes_follow_the_cursor<S: Settings + ?Sized>(store: &S) {
-    let empty = store.load_settings().unwrap();
-    assert!(empty.accounts.is_empty() && empty.health.is_empty());
-    let nothing = store.changes_since(empty.cursor).unwrap();
-    assert!(nothing.accounts.is_empty() && nothing.health.is_empty());
-
-    store.save_account(&"acme".into(), r#"{"v":1}"#).unwrap();
-    store.save_health(&"acme".into(), "h1", false).unwrap();
-    let first = store.load_settings().unwrap();
-    assert_eq!(first.accounts, [r#"{"v":1}"#]);
-    assert_eq!(first.health, [("acme".into(), "h1".to_owned())]);
-    let changes = store.changes_since(empty.cursor).unwrap();
-    assert_eq!(changes.accounts, [r#"{"v":1}"#]);
-    assert_eq!(changes.health, [("acme".into(), "h1".to_owned())]);
-    for cursor in [first.cursor, changes.cursor] {
-        let none = store.changes_since(cursor).unwrap();
-        assert!(
-            none.accounts.is_empty() && none.health.is_empty(),
-            "nothing saved since {cursor}"
-        );
-    }
-
-    store.save_account(&"b".into(), r#"{"v":3}"#).unwrap();
-    let later = store.changes_since(first.cursor).unwrap();
-    assert_eq!(later.accounts, [r#"{"v":3}"#]);
-    assert!(later.health.is_empty());
-    store.save_account(&"acme".into(), r#"{"v":2}"#).unwrap();
-    store.save_health(&"acme".into(), "h2", false).unwrap();
-    let latest = store.changes_since(first.cursor).unwrap();
-    assert_eq!(sorted(latest.accounts), [r#"{"v":2}"#, r#"{"v":3}"#]);
-    assert_eq!(latest.health, [("acme".into(), "h2".to_owned())]);
-    let since_later = store.changes_since(later.cursor).unwrap();
-    assert_eq!(since_later.accounts, [r#"{"v":2}"#]);
-    assert_eq!(since_later.health, [("acme".into(), "h2".to_owned())]);
-    let none = store.changes_since(latest.cursor).unwrap();
-    assert!(none.accounts.is_empty() && none.health.is_empty());
 }
 
 /// Eight threads claim from `stores` (thread `i` from `stores[i % stores.len()]`), with a

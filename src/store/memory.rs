@@ -10,8 +10,8 @@ use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::limits::DELIVERED_ID_RETENTION;
 use crate::store::{
     AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter, DeliveryState,
-    DeliveryStats, Fingerprint, NewDelivery, NextStep, Outbox, PRUNE_BATCH, Settings,
-    SettingsSnapshot,
+    DeliveryStats, Fingerprint, NewDelivery, NextStep, Outbox, PRUNE_BATCH, SaveOutcome, Settings,
+    SettingsSnapshot, Versioned,
 };
 
 /// Keeps the outbox in the process's memory. Nothing survives a restart.
@@ -588,30 +588,78 @@ impl Outbox for MemoryStore {
     }
 }
 
+/// Writes `json` as `account`'s record if its version is still `expected` (`None`: if it has
+/// none), at the next version from `last`: the compare-and-set of every settings save.
+fn compare_and_set(
+    records: &mut HashMap<AccountId, (String, u64)>,
+    last: &mut u64,
+    account: &AccountId,
+    json: &str,
+    expected: Option<u64>,
+) -> SaveOutcome {
+    if records.get(account).map(|(_, v)| *v) != expected {
+        return SaveOutcome::Stale;
+    }
+    *last += 1;
+    records.insert(account.clone(), (json.to_owned(), *last));
+    SaveOutcome::Saved { version: *last }
+}
+
+fn versioned((json, version): &(String, u64)) -> Versioned {
+    Versioned {
+        json: json.clone(),
+        version: *version,
+    }
+}
+
 impl Settings for MemoryStore {
-    fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()> {
-        let mut inner = self.lock();
-        inner.version += 1;
-        let version = inner.version;
-        inner
-            .accounts
-            .insert(account.clone(), (settings_json.to_owned(), version));
-        Ok(())
+    fn load_account(&self, account: &AccountId) -> Result<Option<Versioned>> {
+        Ok(self.lock().accounts.get(account).map(versioned))
     }
 
-    fn save_health(&self, account: &AccountId, health_json: &str, paused: bool) -> Result<()> {
-        let mut inner = self.lock();
-        if paused {
-            inner.paused.insert(account.clone());
-        } else {
-            inner.paused.remove(account);
+    fn load_health(&self, account: &AccountId) -> Result<Option<Versioned>> {
+        Ok(self.lock().health.get(account).map(versioned))
+    }
+
+    fn save_account(
+        &self,
+        account: &AccountId,
+        settings_json: &str,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome> {
+        let inner = &mut *self.lock();
+        Ok(compare_and_set(
+            &mut inner.accounts,
+            &mut inner.version,
+            account,
+            settings_json,
+            expected,
+        ))
+    }
+
+    fn save_health(
+        &self,
+        account: &AccountId,
+        health_json: &str,
+        paused: bool,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome> {
+        let inner = &mut *self.lock();
+        let outcome = compare_and_set(
+            &mut inner.health,
+            &mut inner.version,
+            account,
+            health_json,
+            expected,
+        );
+        if let SaveOutcome::Saved { .. } = outcome {
+            if paused {
+                inner.paused.insert(account.clone());
+            } else {
+                inner.paused.remove(account);
+            }
         }
-        inner.version += 1;
-        let version = inner.version;
-        inner
-            .health
-            .insert(account.clone(), (health_json.to_owned(), version));
-        Ok(())
+        Ok(outcome)
     }
 
     fn load_settings(&self) -> Result<SettingsSnapshot> {
@@ -625,13 +673,13 @@ impl Settings for MemoryStore {
                 .accounts
                 .values()
                 .filter(|(_, v)| *v > cursor)
-                .map(|(json, _)| json.clone())
+                .map(versioned)
                 .collect(),
             health: inner
                 .health
                 .iter()
                 .filter(|(_, (_, v))| *v > cursor)
-                .map(|(a, (json, _))| (a.clone(), json.clone()))
+                .map(|(a, record)| (a.clone(), versioned(record)))
                 .collect(),
             cursor: inner.version,
         })
@@ -760,13 +808,23 @@ mod tests {
     #[test]
     fn settings_changes_are_read_from_a_cursor() {
         let store = MemoryStore::new();
-        store.save_account(&"acme".into(), "{1}").unwrap();
+        let saved = store.save_account(&"acme".into(), "{1}", None).unwrap();
+        assert_eq!(saved, SaveOutcome::Saved { version: 1 });
         let first = store.load_settings().unwrap();
-        assert_eq!(first.accounts, ["{1}"]);
-        store.save_health(&"acme".into(), "{h}", false).unwrap();
+        assert_eq!(
+            first.accounts,
+            [Versioned {
+                json: "{1}".into(),
+                version: 1
+            }]
+        );
+        let _ = store
+            .save_health(&"acme".into(), "{h}", false, None)
+            .unwrap();
         let changes = store.changes_since(first.cursor).unwrap();
         assert!(changes.accounts.is_empty());
-        assert_eq!(changes.health, [("acme".into(), "{h}".to_owned())]);
+        assert_eq!(changes.health.len(), 1);
+        assert_eq!(changes.health[0].1.json, "{h}");
         assert!(
             store
                 .changes_since(changes.cursor)

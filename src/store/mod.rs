@@ -24,7 +24,8 @@ pub use memory::MemoryStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresStore, PostgresStoreBuilder};
 pub use seam::{
-    Claim, ClaimRequest, ClaimToken, Notice, NoticeSink, Outbox, Settings, SettingsSnapshot,
+    Claim, ClaimRequest, ClaimToken, Notice, NoticeSink, Outbox, SaveOutcome, Settings,
+    SettingsSnapshot, Versioned,
 };
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
@@ -327,11 +328,28 @@ impl<S: Outbox + ?Sized> Outbox for std::sync::Arc<S> {
 }
 
 impl<S: Settings + ?Sized> Settings for std::sync::Arc<S> {
-    fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()> {
-        (**self).save_account(account, settings_json)
+    fn load_account(&self, account: &AccountId) -> Result<Option<Versioned>> {
+        (**self).load_account(account)
     }
-    fn save_health(&self, account: &AccountId, health_json: &str, paused: bool) -> Result<()> {
-        (**self).save_health(account, health_json, paused)
+    fn load_health(&self, account: &AccountId) -> Result<Option<Versioned>> {
+        (**self).load_health(account)
+    }
+    fn save_account(
+        &self,
+        account: &AccountId,
+        settings_json: &str,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome> {
+        (**self).save_account(account, settings_json, expected)
+    }
+    fn save_health(
+        &self,
+        account: &AccountId,
+        health_json: &str,
+        paused: bool,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome> {
+        (**self).save_health(account, health_json, paused, expected)
     }
     fn load_settings(&self) -> Result<SettingsSnapshot> {
         (**self).load_settings()

@@ -109,13 +109,50 @@ pub enum Notice {
 /// Called by a store with each [`Notice`]; it must return at once.
 pub type NoticeSink = Arc<dyn Fn(Notice) + Send + Sync + 'static>;
 
-/// Accounts' settings and endpoints' health as stored, with the cursor to follow changes from.
+/// One stored settings record (an account's settings or an endpoint's health) and the version
+/// it was saved at.
+///
+/// Its `Debug` never shows the JSON: an account's settings hold its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// The record as saved (JSON).
+    pub json: String,
+    /// The version it was saved at: greater than that of every save before it in the store.
+    pub version: u64,
+}
+
+impl std::fmt::Debug for Versioned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Versioned")
+            .field("json", &format_args!("<{} bytes>", self.json.len()))
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// What a compare-and-set save of a settings record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a stale save wrote nothing"]
+pub enum SaveOutcome {
+    /// Written, at this version.
+    Saved {
+        /// The record's new version.
+        version: u64,
+    },
+    /// Nothing written: the record was saved since the version the save expected (or it
+    /// exists, for a save that expected none). Read it again, apply the change to what is
+    /// stored, and save against its version.
+    Stale,
+}
+
+/// Accounts' settings and endpoints' health as stored, each with its version, and the cursor
+/// to follow changes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SettingsSnapshot {
     /// Every account's settings (JSON from `Account::to_storage_json`).
-    pub accounts: Vec<String>,
+    pub accounts: Vec<Versioned>,
     /// Every endpoint's health record (JSON), by account.
-    pub health: Vec<(AccountId, String)>,
+    pub health: Vec<(AccountId, Versioned)>,
     /// Hand this to [`Settings::changes_since`] to learn what changed after this snapshot.
     pub cursor: u64,
 }
@@ -258,23 +295,62 @@ pub trait Outbox: Send + Sync + 'static {
 
 /// The settings part of a store: accounts' settings and endpoints' health, shared by every
 /// process on the store.
+///
+/// Contract (checked for every store by the conformance suite):
+/// - Every save takes a version from one counter shared by accounts and health: greater than
+///   the version of every save before it. A reader that has seen a version has seen every
+///   save with a lower one ([`changes_since`](Settings::changes_since) misses nothing).
+/// - Saves are compare-and-set: a save states the version it read the record at (`None`: it
+///   read none), and writes only if that is still the stored version, answering
+///   [`SaveOutcome::Stale`] and writing nothing otherwise. Two processes that change one
+///   record at once never overwrite each other's change unseen: the one that finds it stale
+///   reads the record again and applies its change to what is stored.
 pub trait Settings: Send + Sync + 'static {
-    /// Saves an account's settings durably, replacing what was there.
+    /// An account's settings as stored, with their version; `None` if never saved.
     ///
     /// # Errors
     ///
-    /// [`Error::Store`](crate::Error::Store); nothing changed on error.
-    fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()>;
+    /// [`Error::Store`](crate::Error::Store).
+    fn load_account(&self, account: &AccountId) -> Result<Option<Versioned>>;
 
-    /// Saves an endpoint's health durably, replacing what was there. `paused` says whether
-    /// the endpoint is paused: from then on [`Outbox::claim`] and [`Outbox::next_due`] leave
-    /// its account out, in every process, until its health is saved again unpaused. So a
-    /// pause holds the whole fleet from the moment it is saved, not a notice later.
+    /// An endpoint's health as stored, with its version; `None` if never saved.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store).
+    fn load_health(&self, account: &AccountId) -> Result<Option<Versioned>>;
+
+    /// Saves an account's settings durably if they are still at version `expected` (`None`:
+    /// if none are stored), replacing them; [`SaveOutcome::Stale`], writing nothing, if they
+    /// were saved since.
     ///
     /// # Errors
     ///
     /// [`Error::Store`](crate::Error::Store); nothing changed on error.
-    fn save_health(&self, account: &AccountId, health_json: &str, paused: bool) -> Result<()>;
+    fn save_account(
+        &self,
+        account: &AccountId,
+        settings_json: &str,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome>;
+
+    /// Saves an endpoint's health durably if it is still at version `expected` (`None`: if
+    /// none is stored), replacing it; [`SaveOutcome::Stale`], writing nothing, if it was saved
+    /// since. `paused` says whether the endpoint is paused: from then on [`Outbox::claim`] and
+    /// [`Outbox::next_due`] leave its account out, in every process, until its health is saved
+    /// again unpaused. So a pause holds the whole fleet from the moment it is saved, not a
+    /// notice later; and a process holding an older copy cannot undo it unseen.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store); nothing changed on error.
+    fn save_health(
+        &self,
+        account: &AccountId,
+        health_json: &str,
+        paused: bool,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome>;
 
     /// Every account's settings and endpoint's health, with the cursor to follow changes from.
     ///
@@ -284,7 +360,7 @@ pub trait Settings: Send + Sync + 'static {
     fn load_settings(&self) -> Result<SettingsSnapshot>;
 
     /// What was saved after `cursor` (by any process), as a snapshot of only the changed
-    /// records, and the cursor to ask from next time.
+    /// records with their versions, and the cursor to ask from next time.
     ///
     /// # Errors
     ///

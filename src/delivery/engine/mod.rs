@@ -5,6 +5,7 @@
 //! and runners report completions through [`Signal`].
 
 mod operations;
+mod settings;
 mod signal;
 
 use std::collections::{HashMap, HashSet};
@@ -55,8 +56,13 @@ pub(crate) struct Engine {
     limits: Limits,
     accounts: RwLock<HashMap<AccountId, Account>>,
     health: Mutex<HashMap<AccountId, EndpointHealth>>,
-    /// Serialises administrative changes: read, change, save, publish.
-    admin: Mutex<()>,
+    /// Serialises administrative changes to accounts' settings (read, change, save, put in
+    /// force) and the following of other processes' saves; holds the version of each
+    /// account's settings in force here.
+    admin: Mutex<settings::Versions>,
+    /// Serialises changes to endpoints' health (read, change, save, put in force); holds the
+    /// version of each endpoint's health in force here (none for one never saved).
+    health_saves: Mutex<settings::Versions>,
     signal: Arc<Signal>,
     /// Kept alive here; the clock holds only a weak reference.
     _clock_wake: Arc<dyn Fn() + Send + Sync>,
@@ -103,13 +109,17 @@ impl Engine {
         // campaign switches and pauses outlive a restart (and are the fleet's).
         let snapshot = store.load_settings()?;
         let mut accounts = HashMap::new();
-        for json in &snapshot.accounts {
-            let account = Account::from_storage_json(json)?;
+        let mut account_versions = settings::Versions::new();
+        for record in &snapshot.accounts {
+            let account = Account::from_storage_json(&record.json)?;
+            account_versions.insert(account.id().clone(), record.version);
             accounts.insert(account.id().clone(), account);
         }
         let mut health = HashMap::new();
-        for (account, json) in &snapshot.health {
-            health.insert(account.clone(), EndpointHealth::from_json(json)?);
+        let mut health_versions = settings::Versions::new();
+        for (account, record) in &snapshot.health {
+            health.insert(account.clone(), EndpointHealth::from_json(&record.json)?);
+            health_versions.insert(account.clone(), record.version);
         }
         let signal = Arc::new(Signal::default());
         let woken = signal.clone();
@@ -123,7 +133,8 @@ impl Engine {
             limits,
             accounts: RwLock::new(accounts),
             health: Mutex::new(health),
-            admin: Mutex::new(()),
+            admin: Mutex::new(account_versions),
+            health_saves: Mutex::new(health_versions),
             signal,
             _clock_wake: clock_wake,
             worker_running: AtomicBool::new(false),
@@ -213,31 +224,6 @@ impl Engine {
     /// How long a claim's lease lasts: the longest attempt time limit and [`LEASE_MARGIN`].
     pub(crate) fn lease(&self) -> Duration {
         Duration::from_millis(self.longest_timeout.load(Ordering::Relaxed)) + LEASE_MARGIN
-    }
-
-    /// Reads the settings and health other processes saved since the last read, and puts
-    /// them in force here. Returns how many records changed.
-    pub(crate) fn follow_settings(&self) -> crate::error::Result<usize> {
-        let _admin = lock(&self.admin);
-        let cursor = self.settings_cursor.load(Ordering::SeqCst);
-        let changes = self.store.changes_since(cursor)?;
-        let mut changed = Vec::new();
-        for json in &changes.accounts {
-            let account = Account::from_storage_json(json)?;
-            changed.push(account.id().clone());
-            self.accounts_mut().insert(account.id().clone(), account);
-        }
-        for (account, json) in &changes.health {
-            let health = EndpointHealth::from_json(json)?;
-            lock(&self.health).insert(account.clone(), health);
-            changed.push(account.clone());
-        }
-        self.settings_cursor
-            .store(changes.cursor.max(cursor), Ordering::SeqCst);
-        for account in &changed {
-            self.account_changed(account);
-        }
-        Ok(changed.len())
     }
 
     pub(crate) fn store(&self) -> &dyn Store {
@@ -567,39 +553,24 @@ impl Engine {
         }
     }
 
-    /// Updates the endpoint's health with an attempt's outcome and saves it when that matters.
-    /// Returns the reason if this outcome paused the endpoint.
+    /// Updates the endpoint's health with an attempt's outcome and saves it when that matters
+    /// (see [`Engine::change_health_in_force`]). Returns the reason if this outcome paused the
+    /// endpoint.
     fn update_health(
         &self,
         account: &AccountId,
         verdict: &Verdict,
         now: Timestamp,
     ) -> Option<PauseReason> {
-        let (change, json, is_paused) = {
-            let mut all = lock(&self.health);
-            let health = all.entry(account.clone()).or_default();
-            let change = match verdict {
-                Verdict::Delivered { .. } => health.on_success(),
-                Verdict::Gone { .. } => {
-                    health.on_failure(now, self.limits.pause_after);
-                    health.pause(now, PauseReason::Gone)
-                }
-                _ => health.on_failure(now, self.limits.pause_after),
-            };
-            (
-                change,
-                change.persist.then(|| health.to_json()),
-                health.is_paused(),
-            )
-        };
-        if let Some(json) = json
-            && let Err(e) = self.store.save_health(account, &json, is_paused)
-        {
-            tracing::error!(account = %account, error = %e, "could not save endpoint health");
-        }
-        if change.paused.is_some() {
-            self.account_changed(account);
-        }
+        let pause_after = self.limits.pause_after;
+        let change = self.change_health_in_force(account, |health| match verdict {
+            Verdict::Delivered { .. } => health.on_success(),
+            Verdict::Gone { .. } => {
+                health.on_failure(now, pause_after);
+                health.pause(now, PauseReason::Gone)
+            }
+            _ => health.on_failure(now, pause_after),
+        });
         change.paused
     }
 }

@@ -6,7 +6,7 @@ use crate::account::Account;
 use crate::campaign::{OffReason, SendDecision, WebhookIndicator};
 use crate::delivery::engine::Engine;
 use crate::delivery::events::Event;
-use crate::delivery::health::EndpointHealth;
+use crate::delivery::health::{Change, EndpointHealth};
 use crate::delivery::status::{DeadLetter, Status, indicator};
 use crate::error::Result;
 use crate::ids::{AccountId, CampaignId, DeliveryId};
@@ -14,7 +14,6 @@ use crate::payload::CallResult;
 use crate::preferences::{AuditRecord, PreferencesUpdate, Principal};
 use crate::request::EncodedBody;
 use crate::store::{DeliveryFilter, DeliveryState, NewDelivery};
-use crate::sync::lock;
 use crate::webhooks::{Prepared, Submitted};
 
 impl Engine {
@@ -72,29 +71,6 @@ impl Engine {
         self.accounts().get(id).cloned()
     }
 
-    /// An administrator's change to an account's settings, under the admin lock: read the
-    /// account (new if never saved), apply `change`, save it (only when something changed: a
-    /// dialer that sets the same preferences at every start writes nothing, so it still starts
-    /// on a full disk and delivers its backlog), then put it in force here. Nothing changes
-    /// when `change` or the save fails.
-    fn change_account<T>(
-        &self,
-        account: &AccountId,
-        change: impl FnOnce(&mut Account) -> Result<T>,
-    ) -> Result<T> {
-        let _admin = lock(&self.admin);
-        let stored = self.account(account);
-        let mut next = stored
-            .clone()
-            .unwrap_or_else(|| Account::new(account.clone()));
-        let answer = change(&mut next)?;
-        if stored.is_none_or(|before| !next.same_settings(&before)) {
-            self.store.save_account(account, &next.to_storage_json())?;
-        }
-        self.accounts_mut().insert(account.clone(), next);
-        Ok(answer)
-    }
-
     pub(crate) fn update_preferences(
         &self,
         who: &Principal,
@@ -102,9 +78,10 @@ impl Engine {
         update: PreferencesUpdate,
     ) -> Result<AuditRecord> {
         let now = self.clock.now();
+        let mut update = update;
         let (record, url_changed) = self.change_account(account, |next| {
             let old_url = next.preferences().url().cloned();
-            let record = next.update_preferences_at(who, update, now)?;
+            let record = next.update_preferences_at(who, update.take_copy(), now)?;
             let url_changed = next.preferences().url() != old_url.as_ref();
             if url_changed && let Some(url) = next.preferences().url() {
                 self.policy.check_url(url.as_url())?;
@@ -120,13 +97,11 @@ impl Engine {
 
     /// A new URL is a new endpoint: the old one's failure streak no longer says anything.
     fn end_failure_streak(&self, account: &AccountId) {
-        let mut all = lock(&self.health);
-        if let Some(health) = all.get_mut(account)
-            && health.url_changed()
-            && let Err(e) = self
-                .store
-                .save_health(account, &health.to_json(), health.is_paused())
-        {
+        let ended = self.change_stored_health(account, |health| Change {
+            persist: health.url_changed(),
+            paused: None,
+        });
+        if let Err(e) = ended {
             tracing::error!(account = %account, error = %e, "could not save endpoint health");
         }
     }
@@ -146,18 +121,15 @@ impl Engine {
 
     pub(crate) fn resume_endpoint(&self, who: &Principal, account: &AccountId) -> Result<bool> {
         who.require_admin("resume a webhook endpoint")?;
-        let was_paused = {
-            let mut all = lock(&self.health);
-            let mut health = all.get(account).cloned().unwrap_or_default();
-            if health == EndpointHealth::default() {
-                return Ok(false);
+        let mut was_paused = false;
+        self.change_stored_health(account, |health| {
+            let persist = *health != EndpointHealth::default();
+            was_paused = health.resume();
+            Change {
+                persist,
+                paused: None,
             }
-            let was_paused = health.resume();
-            self.store
-                .save_health(account, &health.to_json(), health.is_paused())?;
-            all.insert(account.clone(), health);
-            was_paused
-        };
+        })?;
         if was_paused {
             tracing::info!(account = %account, by = who.name(), "webhook endpoint resumed");
             self.emit(Event::EndpointResumed {

@@ -17,6 +17,7 @@ mod group;
 mod listen;
 mod ops;
 mod schema;
+mod settings;
 mod sql;
 #[cfg(test)]
 mod tests;
@@ -34,12 +35,12 @@ use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::store::{
     AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter, DeliveryStats,
-    NewDelivery, NoticeSink, Outbox, Settings, SettingsSnapshot,
+    NewDelivery, NoticeSink, Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned,
 };
 
 use driver::Driver;
 pub use enqueue::{EnqueueParams, Enqueued, enqueue_in, enqueue_statement};
-use ops::{Ctx, SettingsKind};
+use ops::Ctx;
 
 /// How long `subscribe` waits for its LISTEN to be in place.
 const LISTEN_READY_WITHIN: Duration = Duration::from_secs(5);
@@ -406,23 +407,45 @@ impl Outbox for PostgresStore {
 }
 
 impl Settings for PostgresStore {
-    fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()> {
-        let (account, json) = (account.clone(), settings_json.to_owned());
-        self.run(|ctx| ops::save_settings(ctx, SettingsKind::Account, account, json))
+    fn load_account(&self, account: &AccountId) -> Result<Option<Versioned>> {
+        let account = account.clone();
+        self.run(|ctx| settings::load(ctx, settings::Kind::Account, account))
     }
 
-    fn save_health(&self, account: &AccountId, health_json: &str, paused: bool) -> Result<()> {
+    fn load_health(&self, account: &AccountId) -> Result<Option<Versioned>> {
+        let account = account.clone();
+        let kind = settings::Kind::Health { paused: false };
+        self.run(move |ctx| settings::load(ctx, kind, account))
+    }
+
+    fn save_account(
+        &self,
+        account: &AccountId,
+        settings_json: &str,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome> {
+        let (account, json) = (account.clone(), settings_json.to_owned());
+        self.run(move |ctx| settings::save(ctx, settings::Kind::Account, account, json, expected))
+    }
+
+    fn save_health(
+        &self,
+        account: &AccountId,
+        health_json: &str,
+        paused: bool,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome> {
         let (account, json) = (account.clone(), health_json.to_owned());
-        let kind = SettingsKind::Health { paused };
-        self.run(move |ctx| ops::save_settings(ctx, kind, account, json))
+        let kind = settings::Kind::Health { paused };
+        self.run(move |ctx| settings::save(ctx, kind, account, json, expected))
     }
 
     fn load_settings(&self) -> Result<SettingsSnapshot> {
-        self.run(|ctx| ops::settings_since(ctx, 0))
+        self.run(|ctx| settings::since(ctx, 0))
     }
 
     fn changes_since(&self, cursor: u64) -> Result<SettingsSnapshot> {
-        self.run(|ctx| ops::settings_since(ctx, cursor))
+        self.run(move |ctx| settings::since(ctx, cursor))
     }
 
     /// Opens a dedicated connection that `LISTEN`s on the schema's channel and calls `sink`

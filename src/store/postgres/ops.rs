@@ -14,10 +14,9 @@ use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::store::{
     AttemptRecord, Claim, ClaimToken, Delivery, DeliveryFilter, DeliveryState, DeliveryStats,
-    NewDelivery, NextStep, SettingsSnapshot,
+    NewDelivery, NextStep,
 };
 
-use super::schema::SETTINGS_LOCK_SPACE;
 use super::sql::{
     Statements, clamp_nanos, delivery_from_row, from_nanos, get, is_transient, stats_from_rows,
     to_nanos,
@@ -898,75 +897,4 @@ pub(super) async fn stats(
     }
     .map_err(&stats_failed)?;
     stats_from_rows(&rows)
-}
-
-/// Which settings table a save goes to.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum SettingsKind {
-    Account,
-    /// An endpoint's health, and whether it is paused.
-    Health {
-        paused: bool,
-    },
-}
-
-pub(super) async fn save_settings(
-    ctx: Arc<Ctx>,
-    kind: SettingsKind,
-    account: AccountId,
-    json: String,
-) -> Result<()> {
-    let (sql, save_failed) = match kind {
-        SettingsKind::Account => (&ctx.sql.save_account, failed("saving account settings")),
-        SettingsKind::Health { .. } => (&ctx.sql.save_health, failed("saving endpoint health")),
-    };
-    let mut client = ctx.client().await?;
-    let tx = client.transaction().await.map_err(&save_failed)?;
-    // Saves take their versions one after another, each committed before the next is taken:
-    // a reader that has seen version n has seen every version below it.
-    let lock = tx
-        .prepare_cached(&ctx.sql.settings_lock)
-        .await
-        .map_err(&save_failed)?;
-    tx.execute(&lock, &[&SETTINGS_LOCK_SPACE, &ctx.sql.schema])
-        .await
-        .map_err(&save_failed)?;
-    let stmt = tx.prepare_cached(sql).await.map_err(&save_failed)?;
-    match kind {
-        SettingsKind::Account => tx.execute(&stmt, &[&account.as_str(), &json]).await,
-        SettingsKind::Health { paused } => {
-            tx.execute(&stmt, &[&account.as_str(), &json, &paused])
-                .await
-        }
-    }
-    .map_err(&save_failed)?;
-    tx.commit().await.map_err(&save_failed)
-}
-
-pub(super) async fn settings_since(ctx: Arc<Ctx>, cursor: u64) -> Result<SettingsSnapshot> {
-    let load_failed = failed("reading settings");
-    let client = ctx.client().await?;
-    let stmt = client
-        .prepare_cached(&ctx.sql.settings_since)
-        .await
-        .map_err(&load_failed)?;
-    let since = i64::try_from(cursor).unwrap_or(i64::MAX);
-    let rows = client.query(&stmt, &[&since]).await.map_err(&load_failed)?;
-    let mut snapshot = SettingsSnapshot {
-        cursor,
-        ..SettingsSnapshot::default()
-    };
-    for row in &rows {
-        let version = u64::try_from(get::<i64>(row, 3)?).unwrap_or(0);
-        snapshot.cursor = snapshot.cursor.max(version);
-        let json: String = get(row, 2)?;
-        if get::<&str>(row, 0)? == "a" {
-            snapshot.accounts.push(json);
-        } else {
-            snapshot
-                .health
-                .push((AccountId::new(get::<String>(row, 1)?), json));
-        }
-    }
-    Ok(snapshot)
 }

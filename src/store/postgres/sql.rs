@@ -425,29 +425,6 @@ FROM (SELECT count(*) AS n FROM u) c";
 
 const HAS_PENDING: &str = "SELECT EXISTS (SELECT 1 FROM {s}.deliveries WHERE state = 'pending')";
 
-const SETTINGS_LOCK: &str = "SELECT pg_advisory_xact_lock($1::integer, hashtext($2::text))";
-
-const SAVE_ACCOUNT: &str = "WITH u AS ( \
-    INSERT INTO {s}.accounts (id, settings, version) \
-    VALUES ($1::text, $2::text, nextval({versions})) \
-    ON CONFLICT (id) DO UPDATE SET settings = excluded.settings, version = excluded.version \
-    RETURNING 1) \
-SELECT pg_notify({ch}, 'settings') FROM u";
-
-const SAVE_HEALTH: &str = "WITH u AS ( \
-    INSERT INTO {s}.health (account, health, paused, version) \
-    VALUES ($1::text, $2::text, $3::boolean, nextval({versions})) \
-    ON CONFLICT (account) DO UPDATE SET health = excluded.health, paused = excluded.paused, \
-        version = excluded.version \
-    RETURNING 1) \
-SELECT pg_notify({ch}, 'settings') FROM u";
-
-/// Settings and health saved after version `$1`, in one snapshot: `kind` is `a` or `h`.
-const SETTINGS_SINCE: &str = "SELECT 'a' AS kind, id, settings, version FROM {s}.accounts \
-    WHERE version > $1::bigint \
-    UNION ALL SELECT 'h', account, health, version FROM {s}.health WHERE version > $1::bigint \
-    ORDER BY kind, id";
-
 /// The folded counts and the deltas not folded yet, of account `$1`.
 const STATS_ACCOUNT: &str = "SELECT pending, delivered, failed, last_success_at, \
     last_failure_at, last_failure_reason FROM {s}.stats WHERE account = $1::text \
@@ -484,10 +461,6 @@ pub(super) struct Statements {
     pub(super) prune_delivered: String,
     pub(super) release: String,
     pub(super) has_pending: String,
-    pub(super) settings_lock: String,
-    pub(super) save_account: String,
-    pub(super) save_health: String,
-    pub(super) settings_since: String,
     pub(super) stats_account: String,
     pub(super) stats_campaign: String,
 }
@@ -521,10 +494,6 @@ impl Statements {
             prune_delivered: sql(PRUNE_DELIVERED),
             release: sql(RELEASE),
             has_pending: sql(HAS_PENDING),
-            settings_lock: sql(SETTINGS_LOCK),
-            save_account: sql(SAVE_ACCOUNT),
-            save_health: sql(SAVE_HEALTH),
-            settings_since: sql(SETTINGS_SINCE),
             stats_account: sql(STATS_ACCOUNT),
             stats_campaign: sql(STATS_CAMPAIGN),
         }

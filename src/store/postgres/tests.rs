@@ -636,28 +636,43 @@ fn settings_changes_are_followed_and_announced() {
     assert_eq!(start, SettingsSnapshot::default());
     let notices = subscribed(&db, &b);
 
-    a.save_account(&AccountId::new("acme"), r#"{"id":"acme","v":1}"#)
-        .unwrap();
+    let acme = AccountId::new("acme");
+    let v1 = match a.save_account(&acme, r#"{"id":"acme","v":1}"#, None) {
+        Ok(SaveOutcome::Saved { version }) => version,
+        other => panic!("saved: {other:?}"),
+    };
     expect_notice(&notices, Notice::SettingsChanged);
     let changed = b.changes_since(start.cursor).unwrap();
-    assert_eq!(changed.accounts, [r#"{"id":"acme","v":1}"#]);
+    let at = |json: &str, version| Versioned {
+        json: json.to_owned(),
+        version,
+    };
+    assert_eq!(changed.accounts, [at(r#"{"id":"acme","v":1}"#, v1)]);
     assert!(changed.cursor > start.cursor);
     assert_eq!(b.changes_since(changed.cursor).unwrap().accounts.len(), 0);
 
-    a.save_health(&AccountId::new("acme"), r#"{"paused":true}"#, true)
-        .unwrap();
-    a.save_account(&AccountId::new("acme"), r#"{"id":"acme","v":2}"#)
-        .unwrap();
+    let h1 = match a.save_health(&acme, r#"{"paused":true}"#, true, None) {
+        Ok(SaveOutcome::Saved { version }) => version,
+        other => panic!("saved: {other:?}"),
+    };
+    // A stale save is announced to no one and read by no one.
+    assert_eq!(
+        b.save_account(&acme, r#"{"id":"acme","v":"lost"}"#, None)
+            .unwrap(),
+        SaveOutcome::Stale
+    );
+    let v2 = match b.save_account(&acme, r#"{"id":"acme","v":2}"#, Some(v1)) {
+        Ok(SaveOutcome::Saved { version }) => version,
+        other => panic!("saved: {other:?}"),
+    };
+    assert!(v1 < h1 && h1 < v2);
     expect_notice(&notices, Notice::SettingsChanged);
     let again = b.changes_since(changed.cursor).unwrap();
-    assert_eq!(again.accounts, [r#"{"id":"acme","v":2}"#]);
-    assert_eq!(
-        again.health,
-        [(AccountId::new("acme"), r#"{"paused":true}"#.to_owned())]
-    );
-    assert!(again.cursor > changed.cursor);
+    assert_eq!(again.accounts, [at(r#"{"id":"acme","v":2}"#, v2)]);
+    assert_eq!(again.health, [(acme.clone(), at(r#"{"paused":true}"#, h1))]);
+    assert_eq!(again.cursor, v2);
     let all = a.load_settings().unwrap();
-    assert_eq!(all.accounts, [r#"{"id":"acme","v":2}"#]);
+    assert_eq!(all.accounts, [at(r#"{"id":"acme","v":2}"#, v2)]);
     assert_eq!(all.cursor, again.cursor);
 }
 

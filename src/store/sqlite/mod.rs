@@ -27,11 +27,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
-use crate::store::{AttemptRecord, Delivery, DeliveryFilter, DeliveryStats, NewDelivery, NextStep};
+use crate::store::{
+    AttemptRecord, Delivery, DeliveryFilter, DeliveryStats, NewDelivery, NextStep, SaveOutcome,
+    Versioned,
+};
 
 use claims::Claims;
 use rows::{
@@ -572,24 +575,58 @@ impl SqliteStore {
         })
     }
 
-    /// Saves an account's settings or an endpoint's health.
-    fn save(&self, op: Op) -> Result<()> {
-        self.write(op).map(drop)
+    /// Saves an account's settings or an endpoint's health, compare-and-set: the writer
+    /// answers the version written, or 0 for a stale record.
+    fn save(&self, op: Op) -> Result<SaveOutcome> {
+        Ok(match self.write(op)? {
+            0 => SaveOutcome::Stale,
+            version => SaveOutcome::Saved { version },
+        })
     }
 }
 
+/// A settings version as SQLite holds it (rows saved before versions existed hold 0).
+fn version_of(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<u64> {
+    Ok(u64::try_from(row.get::<_, i64>(column)?).unwrap_or(0))
+}
+
+/// One settings record (`sql` is `LOAD_ACCOUNT` or `LOAD_HEALTH`) and its version.
+fn load_versioned(
+    conn: &Connection,
+    sql: &str,
+    account: &AccountId,
+) -> rusqlite::Result<Option<Versioned>> {
+    conn.prepare_cached(sql)?
+        .query_row([account.as_str()], |row| {
+            Ok(Versioned {
+                json: row.get(0)?,
+                version: version_of(row, 1)?,
+            })
+        })
+        .optional()
+}
+
 /// Accounts' settings saved with a version above `after`.
-fn accounts_since(conn: &Connection, after: i64) -> rusqlite::Result<Vec<String>> {
+fn accounts_since(conn: &Connection, after: i64) -> rusqlite::Result<Vec<Versioned>> {
     let mut stmt = conn.prepare_cached(ACCOUNTS_SINCE)?;
-    let rows = stmt.query_map([after], |row| row.get(0))?;
+    let rows = stmt.query_map([after], |row| {
+        Ok(Versioned {
+            json: row.get(0)?,
+            version: version_of(row, 1)?,
+        })
+    })?;
     rows.collect()
 }
 
 /// Endpoints' health saved with a version above `after`.
-fn health_since(conn: &Connection, after: i64) -> rusqlite::Result<Vec<(AccountId, String)>> {
+fn health_since(conn: &Connection, after: i64) -> rusqlite::Result<Vec<(AccountId, Versioned)>> {
     let mut stmt = conn.prepare_cached(HEALTH_SINCE)?;
     let rows = stmt.query_map([after], |row| {
-        Ok((AccountId::new(row.get::<_, String>(0)?), row.get(1)?))
+        let health = Versioned {
+            json: row.get(1)?,
+            version: version_of(row, 2)?,
+        };
+        Ok((AccountId::new(row.get::<_, String>(0)?), health))
     })?;
     rows.collect()
 }

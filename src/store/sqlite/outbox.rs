@@ -11,16 +11,16 @@ use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::store::{
     AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter, DeliveryStats,
-    NewDelivery, Outbox, Settings, SettingsSnapshot,
+    NewDelivery, Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned,
 };
 
 use super::claims::{Claims, NotCurrent};
 use super::rows::{
-    DUE_BY_TIME, EARLIEST_BY_TIME, FIND_DELIVERY, HAS_PENDING, SETTINGS_CURSOR, clamp_nanos,
-    delivery_from_row, from_nanos, sql_limit,
+    DUE_BY_TIME, EARLIEST_BY_TIME, FIND_DELIVERY, HAS_PENDING, LOAD_ACCOUNT, LOAD_HEALTH,
+    SETTINGS_CURSOR, clamp_nanos, delivery_from_row, from_nanos, sql_limit,
 };
 use super::writer::{Op, writer_stopped};
-use super::{SqliteStore, accounts_since, health_since};
+use super::{SqliteStore, accounts_since, health_since, load_versioned};
 
 /// How many rows one page of a walk by due time reads.
 const PAGE: usize = 256;
@@ -269,23 +269,56 @@ impl Outbox for SqliteStore {
 /// polling. Every save still takes a version from one counter, so
 /// [`changes_since`](Settings::changes_since) answers exactly.
 impl Settings for SqliteStore {
-    fn save_account(&self, account: &AccountId, settings_json: &str) -> Result<()> {
-        self.save(Op::SaveAccount(account.clone(), settings_json.to_owned()))
+    fn load_account(&self, account: &AccountId) -> Result<Option<Versioned>> {
+        self.read("loading account settings", |conn| {
+            load_versioned(conn, LOAD_ACCOUNT, account)
+        })
     }
 
-    fn save_health(&self, account: &AccountId, health_json: &str, paused: bool) -> Result<()> {
-        self.save(Op::SaveHealth(
+    fn load_health(&self, account: &AccountId) -> Result<Option<Versioned>> {
+        self.read("loading endpoint health", |conn| {
+            load_versioned(conn, LOAD_HEALTH, account)
+        })
+    }
+
+    fn save_account(
+        &self,
+        account: &AccountId,
+        settings_json: &str,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome> {
+        self.save(Op::SaveAccount(
+            account.clone(),
+            settings_json.to_owned(),
+            expected,
+        ))
+    }
+
+    /// Holds the set of paused accounts across the save, so that claims see the pause from
+    /// the moment it is saved, and two saves put their pauses in force in the order they
+    /// were saved.
+    fn save_health(
+        &self,
+        account: &AccountId,
+        health_json: &str,
+        paused: bool,
+        expected: Option<u64>,
+    ) -> Result<SaveOutcome> {
+        let mut set = crate::sync::lock(&self.paused);
+        let outcome = self.save(Op::SaveHealth(
             account.clone(),
             health_json.to_owned(),
             paused,
+            expected,
         ))?;
-        let mut set = crate::sync::lock(&self.paused);
-        if paused {
-            set.insert(account.clone());
-        } else {
-            set.remove(account);
+        if let SaveOutcome::Saved { .. } = outcome {
+            if paused {
+                set.insert(account.clone());
+            } else {
+                set.remove(account);
+            }
         }
-        Ok(())
+        Ok(outcome)
     }
 
     fn load_settings(&self) -> Result<SettingsSnapshot> {

@@ -81,32 +81,42 @@ macro_rules! settings_version {
     };
 }
 
-/// Saves an account's settings with the next settings version.
-pub(super) const SAVE_ACCOUNT: &str = concat!(
-    "INSERT INTO accounts (id, settings, version) VALUES (?1, ?2, ",
-    settings_version!(),
-    " + 1) ON CONFLICT (id) DO UPDATE SET settings = excluded.settings, \
-     version = excluded.version"
-);
+/// The version the next settings save takes.
+pub(super) const NEXT_SETTINGS_VERSION: &str = concat!("SELECT ", settings_version!(), " + 1");
 
-/// Saves an endpoint's health with the next settings version.
-pub(super) const SAVE_HEALTH: &str = concat!(
-    "INSERT INTO health (account, health, paused, version) VALUES (?1, ?2, ?3, ",
-    settings_version!(),
-    " + 1) ON CONFLICT (account) DO UPDATE SET health = excluded.health, \
-     paused = excluded.paused, version = excluded.version"
-);
+/// Saves an account's settings (`?2`) at version `?3` if none are saved for `?1`.
+pub(super) const INSERT_ACCOUNT: &str = "INSERT INTO accounts (id, settings, version) \
+    VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING";
+
+/// Saves an account's settings (`?2`) at version `?3` if they are still at version `?4`.
+pub(super) const UPDATE_ACCOUNT: &str =
+    "UPDATE accounts SET settings = ?2, version = ?3 WHERE id = ?1 AND version = ?4";
+
+/// Saves an endpoint's health (`?2`, paused `?3`) at version `?4` if none is saved for `?1`.
+pub(super) const INSERT_HEALTH: &str = "INSERT INTO health (account, health, paused, version) \
+    VALUES (?1, ?2, ?3, ?4) ON CONFLICT (account) DO NOTHING";
+
+/// Saves an endpoint's health (`?2`, paused `?3`) at version `?4` if it is still at version
+/// `?5`.
+pub(super) const UPDATE_HEALTH: &str = "UPDATE health SET health = ?2, paused = ?3, version = ?4 \
+    WHERE account = ?1 AND version = ?5";
 
 /// The newest settings version saved: the cursor of a settings snapshot.
 pub(super) const SETTINGS_CURSOR: &str = concat!("SELECT ", settings_version!());
 
-/// Accounts' settings saved with a version above `?1`, by account.
-pub(super) const ACCOUNTS_SINCE: &str =
-    "SELECT settings FROM accounts WHERE version > ?1 ORDER BY id";
+/// One account's settings and their version.
+pub(super) const LOAD_ACCOUNT: &str = "SELECT settings, version FROM accounts WHERE id = ?1";
 
-/// Endpoints' health saved with a version above `?1`, by account.
+/// One endpoint's health and its version.
+pub(super) const LOAD_HEALTH: &str = "SELECT health, version FROM health WHERE account = ?1";
+
+/// Accounts' settings saved with a version above `?1`, by account, with their versions.
+pub(super) const ACCOUNTS_SINCE: &str =
+    "SELECT settings, version FROM accounts WHERE version > ?1 ORDER BY id";
+
+/// Endpoints' health saved with a version above `?1`, by account, with their versions.
 pub(super) const HEALTH_SINCE: &str =
-    "SELECT account, health FROM health WHERE version > ?1 ORDER BY account";
+    "SELECT account, health, version FROM health WHERE version > ?1 ORDER BY account";
 
 /// Pending deliveries due by `?1`, over every account, earliest first, after the position
 /// (`?2` due time, `?3` rowid) a page before ended, at most `?4`: one walk of

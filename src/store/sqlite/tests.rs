@@ -11,8 +11,9 @@ use jiff::Timestamp;
 use rusqlite::Connection;
 
 use super::rows::{
-    DUE_BY_TIME, EARLIEST_BY_TIME, FIND_DELIVERY, HAS_PENDING, INSERT_DELIVERY, PRUNE_DELIVERED,
-    REMEMBER_DELIVERED, SAME_DELIVERY, SAVE_ACCOUNT, SETTINGS_CURSOR, STATS_CAMPAIGN, push_filter,
+    DUE_BY_TIME, EARLIEST_BY_TIME, FIND_DELIVERY, HAS_PENDING, INSERT_DELIVERY, LOAD_ACCOUNT,
+    PRUNE_DELIVERED, REMEMBER_DELIVERED, SAME_DELIVERY, SETTINGS_CURSOR, STATS_CAMPAIGN,
+    UPDATE_ACCOUNT, UPDATE_HEALTH, push_filter,
 };
 use super::schema::{MIGRATIONS, migrate};
 use super::writer::PRUNE_EVERY;
@@ -41,7 +42,7 @@ trait Queries {
     fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord) -> Result<()>;
     fn pending_accounts(&self) -> Result<Vec<(AccountId, Timestamp)>>;
     fn load_accounts(&self) -> Result<Vec<String>>;
-    fn load_health(&self) -> Result<Vec<(AccountId, String)>>;
+    fn load_all_health(&self) -> Result<Vec<(AccountId, String)>>;
 }
 
 impl Queries for SqliteStore {
@@ -94,11 +95,13 @@ impl Queries for SqliteStore {
     }
 
     fn load_accounts(&self) -> Result<Vec<String>> {
-        Ok(self.load_settings()?.accounts)
+        let accounts = self.load_settings()?.accounts;
+        Ok(accounts.into_iter().map(|r| r.json).collect())
     }
 
-    fn load_health(&self) -> Result<Vec<(AccountId, String)>> {
-        Ok(self.load_settings()?.health)
+    fn load_all_health(&self) -> Result<Vec<(AccountId, String)>> {
+        let health = self.load_settings()?.health;
+        Ok(health.into_iter().map(|(a, r)| (a, r.json)).collect())
     }
 }
 
@@ -195,7 +198,7 @@ fn snapshot(store: &SqliteStore) -> Snapshot {
         stats,
         pending_accounts,
         accounts: store.load_accounts().unwrap(),
-        health: store.load_health().unwrap(),
+        health: store.load_all_health().unwrap(),
     }
 }
 
@@ -224,12 +227,14 @@ fn reopening_finds_everything_exactly() {
     store
         .record_attempt(&batch[2].id, &attempt(later, 410, NextStep::Failed))
         .unwrap();
-    store
-        .save_account(&"acme".into(), r#"{"password":"hunter2"}"#)
+    let _ = store
+        .save_account(&"acme".into(), r#"{"password":"hunter2"}"#, None)
         .unwrap();
-    store.save_account(&"bolt".into(), r#"{"v":1}"#).unwrap();
-    store
-        .save_health(&"acme".into(), r#"{"paused":true}"#, true)
+    let _ = store
+        .save_account(&"bolt".into(), r#"{"v":1}"#, None)
+        .unwrap();
+    let _ = store
+        .save_health(&"acme".into(), r#"{"paused":true}"#, true, None)
         .unwrap();
     let before = snapshot(&store);
     assert_eq!(before.deliveries.len(), 5);
@@ -502,8 +507,8 @@ fn files_are_private_to_the_owner() {
     let dir = tempfile::tempdir().unwrap();
     let path = in_dir(&dir);
     let store = SqliteStore::open(&path).unwrap();
-    store
-        .save_account(&"acme".into(), r#"{"password":"hunter2"}"#)
+    let _ = store
+        .save_account(&"acme".into(), r#"{"password":"hunter2"}"#, None)
         .unwrap();
     for suffix in ["", "-wal", "-shm"] {
         let file = format!("{}{suffix}", path.display());
@@ -727,7 +732,9 @@ fn hot_queries_never_scan_the_whole_table() {
         EARLIEST_BY_TIME,
         HAS_PENDING,
         SETTINGS_CURSOR,
-        SAVE_ACCOUNT,
+        UPDATE_ACCOUNT,
+        UPDATE_HEALTH,
+        LOAD_ACCOUNT,
         FIND_DELIVERY,
         STATS_CAMPAIGN,
         INSERT_DELIVERY,
@@ -943,7 +950,7 @@ fn claims_page_past_leased_and_skipped_deliveries() {
 
 #[test]
 fn settings_saved_before_versions_are_in_every_snapshot() {
-    use crate::store::Settings;
+    use crate::store::{SaveOutcome, Settings, Versioned};
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v2.db");
@@ -958,24 +965,31 @@ fn settings_saved_before_versions_are_in_every_snapshot() {
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(version(&path), MIGRATIONS.len() as i64);
     let snapshot = Settings::load_settings(&store).unwrap();
-    assert_eq!(snapshot.accounts, [r#"{"v":1}"#]);
-    assert_eq!(snapshot.health, [("acme".into(), "h1".to_owned())]);
+    let at = |json: &str, version| Versioned {
+        json: json.to_owned(),
+        version,
+    };
+    assert_eq!(snapshot.accounts, [at(r#"{"v":1}"#, 0)]);
+    assert_eq!(snapshot.health, [("acme".into(), at("h1", 0))]);
     assert_eq!(snapshot.cursor, 0);
     let none = Settings::changes_since(&store, snapshot.cursor).unwrap();
     assert!(none.accounts.is_empty() && none.health.is_empty());
-    Settings::save_health(&store, &"acme".into(), "h2", false).unwrap();
+    // Saved before versions, at version 0: a save against it goes through.
+    let saved = Settings::save_health(&store, &"acme".into(), "h2", false, Some(0)).unwrap();
+    assert_eq!(saved, SaveOutcome::Saved { version: 1 });
     let changed = Settings::changes_since(&store, snapshot.cursor).unwrap();
     assert!(changed.accounts.is_empty());
-    assert_eq!(changed.health, [("acme".into(), "h2".to_owned())]);
+    assert_eq!(changed.health, [("acme".into(), at("h2", 1))]);
     assert_eq!(changed.cursor, 1);
     // The counter outlives a restart.
     drop(store);
     let store = SqliteStore::open(&path).unwrap();
-    Settings::save_account(&store, &"bolt".into(), r#"{"v":2}"#).unwrap();
+    let saved = Settings::save_account(&store, &"bolt".into(), r#"{"v":2}"#, None).unwrap();
+    assert_eq!(saved, SaveOutcome::Saved { version: 2 });
     let changed = Settings::changes_since(&store, 1).unwrap();
     assert_eq!(
         (changed.accounts, changed.cursor),
-        (vec![r#"{"v":2}"#.to_owned()], 2)
+        (vec![at(r#"{"v":2}"#, 2)], 2)
     );
 }
 

@@ -18,9 +18,10 @@ use crate::store::{
 };
 
 use super::rows::{
-    BUMP_STATS, DELETE_BY_ROWID, DELIVERED_FINGERPRINT, FIND_DELIVERY, INSERT_DELIVERY,
-    PRUNE_DELIVERED, RECORD_ATTEMPT, REMEMBER_DELIVERED, SAME_DELIVERY, SAVE_ACCOUNT, SAVE_HEALTH,
-    bind_filter, push_filter, state_from_sql, stored_states, to_nanos,
+    BUMP_STATS, DELETE_BY_ROWID, DELIVERED_FINGERPRINT, FIND_DELIVERY, INSERT_ACCOUNT,
+    INSERT_DELIVERY, INSERT_HEALTH, NEXT_SETTINGS_VERSION, PRUNE_DELIVERED, RECORD_ATTEMPT,
+    REMEMBER_DELIVERED, SAME_DELIVERY, UPDATE_ACCOUNT, UPDATE_HEALTH, bind_filter, push_filter,
+    state_from_sql, stored_states, to_nanos,
 };
 
 /// The writer wakes the checkpointer after this many commits.
@@ -41,8 +42,10 @@ pub(super) enum Op {
     Record(DeliveryId, AttemptRecord),
     Requeue(DeliveryFilter, Timestamp),
     Remove(DeliveryFilter),
-    SaveAccount(AccountId, String),
-    SaveHealth(AccountId, String, bool),
+    /// An account's settings, saved if still at the version expected (compare-and-set).
+    SaveAccount(AccountId, String, Option<u64>),
+    /// An endpoint's health and whether it is paused, saved if still at the version expected.
+    SaveHealth(AccountId, String, bool, Option<u64>),
 }
 
 impl Op {
@@ -324,14 +327,11 @@ impl Writer {
             Op::Record(id, record) => self.record_attempt(id, record),
             Op::Requeue(filter, now) => self.requeue_failed(filter, *now),
             Op::Remove(filter) => self.remove(filter),
-            Op::SaveAccount(account, json) => {
-                self.upsert(SAVE_ACCOUNT, account, json, "saving account settings")
-            }
-            Op::SaveHealth(account, json, paused) => self
-                .conn
-                .prepare_cached(SAVE_HEALTH)
-                .and_then(|mut stmt| stmt.execute(params![account.as_str(), json, paused]))
-                .map(|_| (0, 0))
+            Op::SaveAccount(account, json, expected) => self
+                .save_settings(account, json, None, *expected)
+                .map_err(|e| Error::store("saving account settings", e)),
+            Op::SaveHealth(account, json, paused, expected) => self
+                .save_settings(account, json, Some(*paused), *expected)
                 .map_err(|e| Error::store("saving endpoint health", e)),
         }
     }
@@ -578,18 +578,49 @@ impl Writer {
         Ok(counts)
     }
 
-    fn upsert(
+    /// Saves an account's settings (`paused` is `None`) or an endpoint's health (`Some`) if
+    /// the stored record is still at version `expected` (`None`: if none is stored), at the
+    /// next settings version. Answers that version, or 0 when the record was stale and nothing
+    /// was written (a version written is at least 1). This thread is the file's only writer,
+    /// so nothing is saved between the version read and the write.
+    fn save_settings(
         &self,
-        sql: &str,
         account: &AccountId,
         json: &str,
-        what: &'static str,
-    ) -> Result<(u64, i64)> {
-        self.conn
-            .prepare_cached(sql)
-            .and_then(|mut stmt| stmt.execute(params![account.as_str(), json]))
-            .map_err(|e| Error::store(what, e))?;
-        Ok((0, 0))
+        paused: Option<bool>,
+        expected: Option<u64>,
+    ) -> rusqlite::Result<(u64, i64)> {
+        let next: i64 = self
+            .conn
+            .prepare_cached(NEXT_SETTINGS_VERSION)?
+            .query_row([], |r| r.get(0))?;
+        // A version past what SQLite holds matches no row: stale.
+        let expected = expected.map(|v| i64::try_from(v).unwrap_or(-1));
+        let id = account.as_str();
+        let written = match (paused, expected) {
+            (None, None) => self
+                .conn
+                .prepare_cached(INSERT_ACCOUNT)?
+                .execute(params![id, json, next])?,
+            (None, Some(v)) => self
+                .conn
+                .prepare_cached(UPDATE_ACCOUNT)?
+                .execute(params![id, json, next, v])?,
+            (Some(paused), None) => self
+                .conn
+                .prepare_cached(INSERT_HEALTH)?
+                .execute(params![id, json, paused, next])?,
+            (Some(paused), Some(v)) => self
+                .conn
+                .prepare_cached(UPDATE_HEALTH)?
+                .execute(params![id, json, paused, next, v])?,
+        };
+        let version = if written == 1 {
+            u64::try_from(next).unwrap_or(0)
+        } else {
+            0
+        };
+        Ok((version, 0))
     }
 
     fn bump_stats(&self, account: &str, campaign: &str, delta: &StatsDelta<'_>) -> Result<()> {

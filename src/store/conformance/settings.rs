@@ -1,0 +1,217 @@
+//! The checks of [`Settings`]: versions from one counter, compare-and-set saves, the cursor
+//! to follow changes from, and pauses that hold claims.
+
+use crate::ids::AccountId;
+use crate::store::{Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned};
+
+use super::{claim, ids, new_deliveries, t};
+
+/// The version a save that must go through was written at.
+fn saved(outcome: SaveOutcome) -> u64 {
+    match outcome {
+        SaveOutcome::Saved { version } => version,
+        SaveOutcome::Stale => panic!("a save at the stored version was refused as stale"),
+    }
+}
+
+/// The accounts' JSON, sorted.
+fn accounts(snapshot: &SettingsSnapshot) -> Vec<&str> {
+    let mut all: Vec<&str> = snapshot.accounts.iter().map(|r| r.json.as_str()).collect();
+    all.sort();
+    all
+}
+
+/// The health records' accounts and JSON, sorted.
+fn health(snapshot: &SettingsSnapshot) -> Vec<(&str, &str)> {
+    let mut all: Vec<(&str, &str)> = snapshot
+        .health
+        .iter()
+        .map(|(a, r)| (a.as_str(), r.json.as_str()))
+        .collect();
+    all.sort();
+    all
+}
+
+fn versioned(json: &str, version: u64) -> Versioned {
+    Versioned {
+        json: json.to_owned(),
+        version,
+    }
+}
+
+/// Saving an account's settings or an endpoint's health against its stored version replaces
+/// it at a greater version, from one counter for both; the snapshot holds the last of each,
+/// with its version.
+pub fn settings_and_health_are_replaced<S: Settings + ?Sized>(store: &S) {
+    let acme: AccountId = "acme".into();
+    let v1 = saved(store.save_account(&acme, r#"{"v":1}"#, None).unwrap());
+    let v2 = saved(store.save_account(&acme, r#"{"v":2}"#, Some(v1)).unwrap());
+    let v3 = saved(store.save_account(&"b".into(), r#"{"v":3}"#, None).unwrap());
+    let h1 = saved(store.save_health(&acme, "h1", false, None).unwrap());
+    let h2 = saved(store.save_health(&acme, "h2", false, Some(h1)).unwrap());
+    assert!(
+        v1 < v2 && v2 < v3 && v3 < h1 && h1 < h2,
+        "versions grow from one counter: {v1} {v2} {v3} {h1} {h2}"
+    );
+    let snapshot = store.load_settings().unwrap();
+    assert_eq!(accounts(&snapshot), [r#"{"v":2}"#, r#"{"v":3}"#]);
+    let mut records = snapshot.accounts.clone();
+    records.sort_by_key(|r| r.version);
+    assert_eq!(
+        records,
+        [versioned(r#"{"v":2}"#, v2), versioned(r#"{"v":3}"#, v3)]
+    );
+    assert_eq!(snapshot.health, [(acme.clone(), versioned("h2", h2))]);
+    assert!(
+        snapshot.cursor >= h2,
+        "the cursor is past every version read"
+    );
+    assert_eq!(
+        store.load_account(&acme).unwrap(),
+        Some(versioned(r#"{"v":2}"#, v2))
+    );
+    assert_eq!(store.load_health(&acme).unwrap(), Some(versioned("h2", h2)));
+    assert_eq!(store.load_account(&"none".into()).unwrap(), None);
+    assert_eq!(store.load_health(&"b".into()).unwrap(), None);
+}
+
+/// What is saved after a snapshot's cursor is in [`Settings::changes_since`] that cursor, with
+/// its version, and not since the cursor it returns.
+pub fn settings_changes_follow_the_cursor<S: Settings + ?Sized>(store: &S) {
+    let acme: AccountId = "acme".into();
+    let empty = store.load_settings().unwrap();
+    assert!(empty.accounts.is_empty() && empty.health.is_empty());
+    let nothing = store.changes_since(empty.cursor).unwrap();
+    assert!(nothing.accounts.is_empty() && nothing.health.is_empty());
+
+    let a1 = saved(store.save_account(&acme, r#"{"v":1}"#, None).unwrap());
+    let h1 = saved(store.save_health(&acme, "h1", false, None).unwrap());
+    let first = store.load_settings().unwrap();
+    assert_eq!(first.accounts, [versioned(r#"{"v":1}"#, a1)]);
+    assert_eq!(first.health, [(acme.clone(), versioned("h1", h1))]);
+    let changes = store.changes_since(empty.cursor).unwrap();
+    assert_eq!(changes.accounts, [versioned(r#"{"v":1}"#, a1)]);
+    assert_eq!(changes.health, [(acme.clone(), versioned("h1", h1))]);
+    for cursor in [first.cursor, changes.cursor] {
+        let none = store.changes_since(cursor).unwrap();
+        assert!(
+            none.accounts.is_empty() && none.health.is_empty(),
+            "nothing saved since {cursor}"
+        );
+    }
+
+    let b3 = saved(store.save_account(&"b".into(), r#"{"v":3}"#, None).unwrap());
+    let later = store.changes_since(first.cursor).unwrap();
+    assert_eq!(later.accounts, [versioned(r#"{"v":3}"#, b3)]);
+    assert!(later.health.is_empty());
+    let a2 = saved(store.save_account(&acme, r#"{"v":2}"#, Some(a1)).unwrap());
+    let h2 = saved(store.save_health(&acme, "h2", false, Some(h1)).unwrap());
+    let latest = store.changes_since(first.cursor).unwrap();
+    assert_eq!(accounts(&latest), [r#"{"v":2}"#, r#"{"v":3}"#]);
+    assert_eq!(health(&latest), [("acme", "h2")]);
+    let since_later = store.changes_since(later.cursor).unwrap();
+    assert_eq!(since_later.accounts, [versioned(r#"{"v":2}"#, a2)]);
+    assert_eq!(since_later.health, [(acme.clone(), versioned("h2", h2))]);
+    let none = store.changes_since(latest.cursor).unwrap();
+    assert!(none.accounts.is_empty() && none.health.is_empty());
+}
+
+/// An account's settings are saved only against the version they are stored at: a save that
+/// expects none finds them stored, one that expects an older version finds a newer one; each
+/// says [`SaveOutcome::Stale`] and writes nothing (no new version, nothing to follow).
+pub fn a_stale_account_save_writes_nothing<S: Settings + ?Sized>(store: &S) {
+    let acme: AccountId = "acme".into();
+    let v1 = saved(store.save_account(&acme, r#"{"v":1}"#, None).unwrap());
+    assert_eq!(
+        store.save_account(&acme, r#"{"v":"lost"}"#, None).unwrap(),
+        SaveOutcome::Stale,
+        "created twice"
+    );
+    let v2 = saved(store.save_account(&acme, r#"{"v":2}"#, Some(v1)).unwrap());
+    assert!(v2 > v1);
+    let cursor = store.load_settings().unwrap().cursor;
+    for stale in [Some(v1), Some(v2 + 1), Some(0), Some(u64::MAX), None] {
+        assert_eq!(
+            store.save_account(&acme, r#"{"v":"lost"}"#, stale).unwrap(),
+            SaveOutcome::Stale,
+            "a save expecting {stale:?}, stored at {v2}"
+        );
+    }
+    assert_eq!(
+        store.load_account(&acme).unwrap(),
+        Some(versioned(r#"{"v":2}"#, v2))
+    );
+    let none = store.changes_since(cursor).unwrap();
+    assert!(
+        none.accounts.is_empty() && none.health.is_empty(),
+        "a stale save is nothing to follow"
+    );
+    // Another account's save does not make this one stale.
+    saved(store.save_account(&"b".into(), r#"{"v":3}"#, None).unwrap());
+    let v4 = saved(store.save_account(&acme, r#"{"v":4}"#, Some(v2)).unwrap());
+    let changes = store.changes_since(cursor).unwrap();
+    assert_eq!(accounts(&changes), [r#"{"v":3}"#, r#"{"v":4}"#]);
+    assert!(changes.cursor >= v4);
+}
+
+/// An endpoint's health is saved only against the version it is stored at, as an account's
+/// settings are; health and settings of one account are separate records.
+pub fn a_stale_health_save_writes_nothing<S: Settings + ?Sized>(store: &S) {
+    let acme: AccountId = "acme".into();
+    let h1 = saved(store.save_health(&acme, "h1", false, None).unwrap());
+    assert_eq!(
+        store.save_health(&acme, "lost", false, None).unwrap(),
+        SaveOutcome::Stale
+    );
+    // The account's settings are another record: created, not stale.
+    saved(store.save_account(&acme, r#"{"v":1}"#, None).unwrap());
+    let h2 = saved(store.save_health(&acme, "h2", false, Some(h1)).unwrap());
+    assert!(h2 > h1);
+    let cursor = store.load_settings().unwrap().cursor;
+    for stale in [Some(h1), Some(h2 + 1), None] {
+        assert_eq!(
+            store.save_health(&acme, "lost", true, stale).unwrap(),
+            SaveOutcome::Stale,
+            "a save expecting {stale:?}, stored at {h2}"
+        );
+    }
+    assert_eq!(store.load_health(&acme).unwrap(), Some(versioned("h2", h2)));
+    let none = store.changes_since(cursor).unwrap();
+    assert!(none.accounts.is_empty() && none.health.is_empty());
+}
+
+/// A pause saved with an endpoint's health leaves its account out of claims and of
+/// `next_due` until the health is saved unpaused; a stale save neither pauses nor resumes.
+pub fn a_pause_holds_claims_until_saved_unpaused<S: Outbox + Settings + ?Sized>(store: &S) {
+    let acme: AccountId = "acme".into();
+    store.insert(&new_deliveries("acme", "c1", 1)).unwrap();
+    let h1 = saved(store.save_health(&acme, "unpaused", false, None).unwrap());
+    let h2 = saved(store.save_health(&acme, "paused", true, Some(h1)).unwrap());
+    assert!(claim(store, t(10), 10, &[]).is_empty(), "a paused account");
+    assert_eq!(store.next_due(t(10), &[]).unwrap(), None);
+    // An older copy, unpaused, cannot undo the pause.
+    assert_eq!(
+        store
+            .save_health(&acme, "unpaused", false, Some(h1))
+            .unwrap(),
+        SaveOutcome::Stale
+    );
+    assert!(claim(store, t(10), 10, &[]).is_empty(), "still paused");
+    let h3 = saved(
+        store
+            .save_health(&acme, "resumed", false, Some(h2))
+            .unwrap(),
+    );
+    assert_eq!(ids(&claim(store, t(10), 10, &[])), ["msg_acme_c1_0"]);
+    // A stale pause holds nothing either.
+    store.insert(&new_deliveries("acme", "c2", 1)).unwrap();
+    assert_eq!(
+        store.save_health(&acme, "paused", true, Some(h2)).unwrap(),
+        SaveOutcome::Stale
+    );
+    assert_eq!(ids(&claim(store, t(10), 10, &[])), ["msg_acme_c2_0"]);
+    assert_eq!(
+        store.load_health(&acme).unwrap(),
+        Some(versioned("resumed", h3))
+    );
+}
