@@ -299,3 +299,6 @@ impl Engine {
         Ok(changed.len())
     }
 }
+
+#[cfg(test)]
+mod tests;

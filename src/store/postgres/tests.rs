@@ -961,3 +961,47 @@ fn concurrent_submits_commit_together_and_each_gets_its_own_answer() {
         .unwrap();
     assert_eq!(taken[0].body.bytes().as_ref(), b"first");
 }
+
+/// Two processes change one account's settings at once, through two stores on one schema:
+/// each save that meets the other's is applied again to the stored account, so every change
+/// is kept, and audited once.
+#[test]
+fn two_processes_changing_one_account_at_once_keep_every_change() {
+    use crate::account::Account;
+    use crate::{PreferencesUpdate, Principal, Webhooks};
+
+    const ROUNDS: usize = 25;
+    let db = db!();
+    let build = || Webhooks::builder().store(db.open()).build().unwrap();
+    let (a, b) = (build(), build());
+    let acme = AccountId::new("acme");
+    let admin = Principal::administrator("alice");
+    let start = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            start.wait();
+            for i in 0..ROUNDS {
+                let campaign = format!("a{i}").into();
+                a.set_campaign_webhook_blocking(&admin, &acme, &campaign, true)
+                    .unwrap();
+            }
+        });
+        s.spawn(|| {
+            start.wait();
+            for i in 1..=ROUNDS {
+                let timeout = Duration::from_secs(i as u64);
+                let update = PreferencesUpdate::new().attempt_timeout(timeout);
+                b.update_preferences_blocking(&admin, &acme, update)
+                    .unwrap();
+            }
+        });
+    });
+    let stored = db.open().load_account(&acme).unwrap().unwrap();
+    let stored = Account::from_storage_json(&stored.json).unwrap();
+    assert_eq!(stored.campaigns().count(), ROUNDS);
+    assert_eq!(
+        stored.preferences().attempt_timeout(),
+        Duration::from_secs(ROUNDS as u64)
+    );
+    assert_eq!(stored.audit_log().len(), 2 * ROUNDS);
+}
