@@ -499,7 +499,9 @@ impl Webhooks {
     /// [`Error::PermissionDenied`] for a non-administrator; [`Error::InvalidConfig`] or
     /// [`Error::InvalidUrl`] for an invalid setting (the first one found); an
     /// [`Error::AddressRefused`] or [`Error::InvalidUrl`] from the URL policy; [`Error::Store`]
-    /// when it could not be saved; [`Error::RuntimeShuttingDown`]. Nothing changed on error.
+    /// when it could not be read or saved; [`Error::SettingsConflict`] when other processes
+    /// kept saving the account first; [`Error::RuntimeShuttingDown`]. Nothing changed on
+    /// error.
     pub async fn update_preferences(
         &self,
         who: &Principal,
@@ -535,7 +537,8 @@ impl Webhooks {
     /// # Errors
     ///
     /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`] when it could not
-    /// be saved, [`Error::RuntimeShuttingDown`]. Nothing changed on error.
+    /// be read or saved, [`Error::SettingsConflict`] when other processes kept saving the
+    /// account first, [`Error::RuntimeShuttingDown`]. Nothing changed on error.
     pub async fn set_campaign_webhook(
         &self,
         who: &Principal,
@@ -574,7 +577,8 @@ impl Webhooks {
     /// # Errors
     ///
     /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`] when it could not
-    /// be saved (the endpoint stays paused), [`Error::RuntimeShuttingDown`].
+    /// be read or saved, or [`Error::SettingsConflict`] when other processes kept saving the
+    /// endpoint's health first (the endpoint stays paused), [`Error::RuntimeShuttingDown`].
     pub async fn resume_endpoint(&self, who: &Principal, account: &AccountId) -> Result<bool> {
         let (engine, who, account) = (self.engine.clone(), who.clone(), account.clone());
         unblock(move || engine.resume_endpoint(&who, &account)).await?
