@@ -25,6 +25,15 @@ use crate::sync::lock;
 /// saved, so only a record saved again within every round trip gets this far.
 pub(crate) const SAVE_ATTEMPTS: u32 = 16;
 
+/// Waits a random while before a change met by another process's save is applied again,
+/// up to a millisecond doubled each round (64 ms at most): two processes changing one record
+/// in a tight loop take turns instead of meeting again at once, every round.
+fn after_stale(round: u32) {
+    let most = 1_000u64 << round.min(6);
+    let micros = getrandom::u64().unwrap_or(0) % most;
+    std::thread::sleep(std::time::Duration::from_micros(micros));
+}
+
 /// The version of each record in force here, by account.
 pub(super) type Versions = HashMap<AccountId, u64>;
 
@@ -58,7 +67,10 @@ impl Engine {
         mut change: impl FnMut(&mut Account) -> Result<T>,
     ) -> Result<T> {
         let mut versions = lock(&self.admin);
-        for _ in 0..SAVE_ATTEMPTS {
+        for round in 0..SAVE_ATTEMPTS {
+            if round > 0 {
+                after_stale(round);
+            }
             let (stored, expected) = match self.store.load_account(account)? {
                 Some(record) => (
                     Some(Account::from_storage_json(&record.json)?),
@@ -220,6 +232,10 @@ impl Engine {
                 return applied(next, version, Err(conflict));
             }
             tracing::debug!(account = %account, "endpoint health saved by another process meanwhile; applying the change again");
+            if attempts > 1 {
+                // Met more than once: take turns with the other saver.
+                after_stale(attempts);
+            }
             match self.stored_health(account) {
                 Ok((stored, stored_version)) => (health, version) = (stored, stored_version),
                 Err(e) => return applied(next, version, Err(e)),

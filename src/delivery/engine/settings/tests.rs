@@ -99,6 +99,9 @@ impl Outbox for Meddling {
     fn release(&self, claims: &[(DeliveryId, ClaimToken)]) -> Result<()> {
         self.inner.release(claims)
     }
+    fn extend_leases(&self, claims: &[(DeliveryId, ClaimToken)], until: Timestamp) -> Result<()> {
+        self.inner.extend_leases(claims, until)
+    }
     fn has_pending(&self) -> Result<bool> {
         self.inner.has_pending()
     }
