@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
@@ -122,7 +122,7 @@ pub struct Dialer {
     feeder: Option<JoinHandle<()>>,
     acks: Arc<Mutex<Vec<(String, String)>>>,
     stdout: Option<JoinHandle<()>>,
-    stderr: Option<JoinHandle<String>>,
+    stderr: Option<JoinHandle<(String, String)>>,
     reaped: bool,
 }
 
@@ -133,6 +133,8 @@ pub struct Ended {
     pub at: Instant,
     pub acks: Vec<(String, String)>,
     pub stderr: String,
+    /// The same, each line with the wall-clock time it was read at (UTC `HH:MM:SS.mmm`).
+    pub stderr_timed: String,
 }
 
 impl Dialer {
@@ -171,11 +173,25 @@ impl Dialer {
         let seen = acks.clone();
         let out = BufReader::new(child.stdout.take().expect("stdout"));
         let stdout = std::thread::spawn(move || read_acks(out, &seen));
-        let mut err = child.stderr.take().expect("stderr");
+        let err = child.stderr.take().expect("stderr");
+        let pid = child.id();
+        note(pid, "started");
         let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            text
+            let mut log = stderr_log();
+            let (mut text, mut timed) = (String::new(), String::new());
+            let mut lines = BufReader::new(err);
+            let mut line = Vec::new();
+            while matches!(lines.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                let said = String::from_utf8_lossy(&line);
+                let at = wall_clock();
+                if let Some(log) = log.as_mut() {
+                    let _ = write!(log, "{at} pid {pid}: {said}");
+                }
+                text.push_str(&said);
+                timed.push_str(&format!("{at} {said}"));
+                line.clear();
+            }
+            (text, timed)
         });
         Dialer {
             child,
@@ -219,6 +235,7 @@ impl Dialer {
     /// SIGKILL, then what it acknowledged and said.
     pub fn kill(mut self) -> Ended {
         self.child.kill().expect("SIGKILL the dialer");
+        note(self.child.id(), "killed with SIGKILL");
         let status = self.child.wait().expect("reap the dialer");
         self.finish(Some(status))
     }
@@ -249,7 +266,7 @@ impl Dialer {
         {
             thread.join().expect("a reader thread panicked");
         }
-        let stderr = self
+        let (stderr, stderr_timed) = self
             .stderr
             .take()
             .map(|t| t.join().expect("the stderr reader panicked"))
@@ -260,6 +277,7 @@ impl Dialer {
             at,
             acks,
             stderr,
+            stderr_timed,
         }
     }
 }
@@ -271,6 +289,46 @@ impl Drop for Dialer {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Where every dialer's stderr is also written, line by line as it comes, each line with the
+/// wall-clock time and the dialer's pid: the file named by `CALL_RESULT_WEBHOOK_DIALER_LOG`
+/// (appended to), so that a flaky run of a test that drives dialers can be read afterwards,
+/// in order, across its processes. Unset: nothing is written.
+fn stderr_log() -> Option<std::fs::File> {
+    let path = std::env::var_os("CALL_RESULT_WEBHOOK_DIALER_LOG")?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| {
+            eprintln!(
+                "cannot open the dialer log {}: {e}",
+                Path::new(&path).display()
+            )
+        })
+        .ok()
+}
+
+/// Writes what the test did to a dialer in the dialer log, if there is one.
+fn note(pid: u32, what: &str) {
+    if let Some(mut log) = stderr_log() {
+        let _ = writeln!(log, "{} pid {pid}: (test) {what}", wall_clock());
+    }
+}
+
+/// Now, as UTC `HH:MM:SS.mmm`.
+pub fn wall_clock() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (secs, ms) = (now.as_secs() % 86_400, now.subsec_millis());
+    format!(
+        "{:02}:{:02}:{:02}.{ms:03}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// How many attempts of one delivery [`Flaky`] fails at most before it answers 200.

@@ -3,7 +3,8 @@
 //! The server is `CALL_RESULT_WEBHOOK_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`). Without one, a test says plainly that it did
 //! not run and returns; with `CALL_RESULT_WEBHOOK_REQUIRE_DATABASE` set (as `.ci/run` does), a
-//! missing server fails the test instead.
+//! missing server fails the test instead. With `CALL_RESULT_WEBHOOK_KEEP_SCHEMA` set, the schema
+//! is kept at the end (its name is printed), for a post-mortem.
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -88,8 +89,93 @@ impl Database {
     }
 }
 
+impl Database {
+    /// The first column of the first row of `sql` (run on the server, not in the schema unless
+    /// it names it), as a whole number: `SELECT deadlocks FROM pg_stat_database ...`.
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        let url = self.url.clone();
+        run(async move {
+            let (client, connection) = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio_postgres::connect(&url, tokio_postgres::NoTls),
+            )
+            .await
+            .map_err(|_| "timed out connecting".to_string())?
+            .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            let row = client
+                .query_one(sql, &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<i64, String>(row.get(0))
+        })
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The server's count of deadlocks detected in this database, ever (`pg_stat_database`).
+    /// The statistics are sent to the server's collector with a short delay: read it again
+    /// after a pause before concluding nothing changed.
+    pub fn deadlocks(&self) -> i64 {
+        self.query_i64(
+            "SELECT deadlocks::bigint FROM pg_stat_database WHERE datname = current_database()",
+        )
+    }
+}
+
+/// One dialer process's share of a fleet, in a test process: its own `PostgresStore` on the
+/// shared schema, its `Webhooks` (plain HTTP and private addresses allowed, for a receiver on
+/// 127.0.0.1) and its own worker with a `HyperDispatcher` on a runtime of its own.
+#[cfg(feature = "hyper")]
+pub struct Instance {
+    pub webhooks: call_result_webhook::Webhooks,
+    pub worker: call_result_webhook::Worker,
+    _runtime: tokio::runtime::Runtime,
+}
+
+#[cfg(feature = "hyper")]
+impl Instance {
+    pub fn start(db: &Database) -> Instance {
+        Instance::start_with(db, |builder| builder)
+    }
+
+    /// With more settings on the builder (`on_event`, limits).
+    pub fn start_with(
+        db: &Database,
+        configure: impl FnOnce(
+            call_result_webhook::WebhooksBuilder,
+        ) -> call_result_webhook::WebhooksBuilder,
+    ) -> Instance {
+        use call_result_webhook::{HyperDispatcher, UrlPolicy, Webhooks};
+        let builder = Webhooks::builder()
+            .store(db.store())
+            .policy(UrlPolicy::new().allow_http(true).allow_private());
+        let webhooks = configure(builder).build().expect("build");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let worker = webhooks
+            .start_tokio(HyperDispatcher::builder().build(), runtime.handle())
+            .expect("start the worker");
+        Instance {
+            webhooks,
+            worker,
+            _runtime: runtime,
+        }
+    }
+}
+
 impl Drop for Database {
     fn drop(&mut self) {
+        // Kept for a post-mortem (what was saved, in which order) when asked.
+        if std::env::var_os("CALL_RESULT_WEBHOOK_KEEP_SCHEMA").is_some() {
+            eprintln!(
+                "kept the test schema {} (CALL_RESULT_WEBHOOK_KEEP_SCHEMA)",
+                self.schema
+            );
+            return;
+        }
         let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
         if let Err(e) = run(execute(&self.url, &sql)) {
             eprintln!("could not drop the test schema {}: {e}", self.schema);

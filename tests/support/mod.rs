@@ -700,6 +700,71 @@ fn read_raw_request(stream: &mut std::net::TcpStream) -> io::Result<()> {
     Ok(())
 }
 
+/// Threads that keep the cores busy, to make the races of a loaded machine show (a build
+/// running beside the tests, a busy CI host): each spins until the hog is dropped or `limit`
+/// has passed, whichever comes first, so a test that fails part-way never leaves one behind.
+pub struct CpuHog {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl CpuHog {
+    /// `threads` spinning threads, for at most `limit`.
+    pub fn start(threads: usize, limit: Duration) -> CpuHog {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|n| {
+                let stop = stop.clone();
+                std::thread::Builder::new()
+                    .name(format!("cpu-hog-{n}"))
+                    .spawn(move || {
+                        let started = Instant::now();
+                        let mut x = n as u64 | 1;
+                        while !stop.load(Ordering::Relaxed) && started.elapsed() < limit {
+                            for _ in 0..100_000 {
+                                x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005));
+                            }
+                        }
+                    })
+                    .expect("spawn a CPU hog thread")
+            })
+            .collect();
+        CpuHog { stop, threads }
+    }
+
+    /// One spinning thread per core, for at most `limit`.
+    pub fn per_core(limit: Duration) -> CpuHog {
+        CpuHog::start(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+            limit,
+        )
+    }
+}
+
+impl Drop for CpuHog {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Waits until `done` holds, at most `limit`, looking every 5 ms; returns how long it took.
+/// Panics with `what` after `limit`.
+pub fn within(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < limit,
+            "{what}: not after {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    started.elapsed()
+}
+
 /// The set-up most tests begin with: an administrator switches `account`'s webhook on with
 /// `preferences` and turns `campaign` on.
 pub fn switch_on(
