@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use call_result_webhook::account::Account;
 use call_result_webhook::campaign::WebhookIndicator;
 use call_result_webhook::delivery::{EndpointHealth, RetrySchedule};
-use call_result_webhook::store::{Settings, SqliteStore};
+use call_result_webhook::store::SqliteStore;
 use call_result_webhook::{
     AccountId, CallResult, CampaignId, Event, MemoryStore, PreferencesUpdate, Principal, UrlPolicy,
     Webhooks,
@@ -51,24 +51,17 @@ fn admin(name: &str) -> Principal {
     Principal::administrator(name)
 }
 
-/// The account as the store holds it now: a third view, neither instance's copy.
-fn stored_account(view: &dyn Settings, id: &AccountId) -> Option<Account> {
-    let snapshot = view.load_settings().expect("load the settings");
-    snapshot
-        .accounts
-        .iter()
-        .map(|json| Account::from_storage_json(json).expect("a stored account"))
-        .find(|account| account.id() == id)
+/// The account as the store holds it now: a third view, built afresh, neither instance's copy.
+fn stored_account(db: &Database, id: &AccountId) -> Option<Account> {
+    db.fresh_view().account(id)
 }
 
-/// The endpoint's health as the store holds it now.
-fn stored_health(view: &dyn Settings, id: &AccountId) -> Option<EndpointHealth> {
-    let snapshot = view.load_settings().expect("load the settings");
-    snapshot
-        .health
-        .iter()
-        .find(|(account, _)| account == id)
-        .map(|(_, json)| serde_json::from_str(json).expect("a stored health record"))
+/// The endpoint's health as the store holds it now, read the same way.
+fn stored_health(db: &Database, id: &AccountId) -> EndpointHealth {
+    db.fresh_view()
+        .status_blocking(id, None)
+        .expect("the status")
+        .endpoint
 }
 
 /// B's change in round `round`: the time zone (even rounds) or a new campaign's switch (odd).
@@ -182,7 +175,6 @@ fn two_administrators_changing_different_fields_through_two_instances_keep_both(
     let receiver = Receiver::start();
     let a = Instance::start(&db);
     let b = Instance::start(&db);
-    let view = db.store();
     let (acme, winter): (AccountId, CampaignId) = ("acme".into(), "winter".into());
     switch_on(
         &a.webhooks,
@@ -213,23 +205,21 @@ fn two_administrators_changing_different_fields_through_two_instances_keep_both(
                 change_b.apply(&b.webhooks, &acme);
             });
         });
-        // Settled: both instances hold what the store holds (a lost change stays lost; a
-        // copy that never catches up is counted too).
+        // Settled: both instances hold the same (a lost change stays lost); then what the
+        // store holds, read afresh, must be what they hold (a copy that never catches up is
+        // counted too).
         let settling = Instant::now();
-        let settled = loop {
-            let stored = fields(stored_account(&view, &acme).as_ref());
-            let on_a = fields(a.webhooks.account(&acme).as_ref());
-            let on_b = fields(b.webhooks.account(&acme).as_ref());
-            if stored == on_a && stored == on_b {
-                break true;
-            }
-            if settling.elapsed() > IN_FORCE_WITHIN {
-                break false;
-            }
+        while fields(a.webhooks.account(&acme).as_ref())
+            != fields(b.webhooks.account(&acme).as_ref())
+            && settling.elapsed() < IN_FORCE_WITHIN
+        {
             std::thread::sleep(Duration::from_millis(5));
-        };
+        }
         settle_times.push(settling.elapsed());
-        let stored = stored_account(&view, &acme).expect("the account is stored");
+        let stored = stored_account(&db, &acme).expect("the account is stored");
+        let settled = [&a, &b]
+            .iter()
+            .all(|i| fields(i.webhooks.account(&acme).as_ref()) == fields(Some(&stored)));
         let kept_a = stored.preferences().username() == Some(user.as_str());
         let kept_b = change_b.kept(&stored);
         lost.record(round, &change_b, kept_a, kept_b, "the store");
@@ -335,7 +325,6 @@ fn a_pause_saved_by_one_instance_is_not_undone_by_the_others_stale_copy() {
     };
     let a = start("A");
     let b = start("B");
-    let view = db.store();
     let campaign: CampaignId = "winter".into();
     let schedule = RetrySchedule::new([Duration::from_millis(100); 5]).unwrap();
 
@@ -380,7 +369,7 @@ fn a_pause_saved_by_one_instance_is_not_undone_by_the_others_stale_copy() {
         // Raced: the second request arrived while the first was held (so from the other
         // instance), and was answered after it.
         let was_raced = seen.len() >= 2 && seen[1] < seen[0] + HOLD;
-        let kept = stored_health(&view, &account).is_some_and(|h| h.is_paused());
+        let kept = stored_health(&db, &account).is_paused();
         let who = paused_by
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -404,7 +393,7 @@ fn a_pause_saved_by_one_instance_is_not_undone_by_the_others_stale_copy() {
                     seen.len(),
                     if was_raced { "" } else { "not " },
                     offset_of(round),
-                    stored_health(&view, &account),
+                    stored_health(&db, &account),
                     a.webhooks
                         .status_blocking(&account, None)
                         .is_ok_and(|s| s.endpoint.is_paused()),

@@ -83,9 +83,29 @@ impl Database {
         self.builder().open().expect("open the PostgreSQL store")
     }
 
+    /// A `Webhooks` on a store of its own on this schema, without a worker, built now: what the
+    /// store holds at this moment (settings and health are loaded at build), through the
+    /// product's own reading, whatever any other instance holds in memory.
+    pub fn fresh_view(&self) -> call_result_webhook::Webhooks {
+        call_result_webhook::Webhooks::builder()
+            .store(self.store())
+            .policy(
+                call_result_webhook::UrlPolicy::new()
+                    .allow_http(true)
+                    .allow_private(),
+            )
+            .build()
+            .expect("build a view of the store")
+    }
+
     /// Runs SQL on the server (not in the schema unless it names it).
     pub fn execute(&self, sql: &str) {
         run(execute(&self.url, sql)).expect("SQL on the test server");
+    }
+
+    /// [`Database::execute`], saying why it failed instead of panicking.
+    pub fn try_execute(&self, sql: &str) -> Result<(), String> {
+        run(execute(&self.url, sql))
     }
 }
 
