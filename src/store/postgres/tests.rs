@@ -819,9 +819,30 @@ fn the_password_never_shows() {
     ));
 }
 
+/// Answers 200 after 2 ms, in process: the load on the database is a real worker's.
+struct SlowOk;
+
+impl crate::BlockingDispatcher for SlowOk {
+    fn dispatch_blocking(
+        &self,
+        _: http::Request<Bytes>,
+    ) -> std::result::Result<crate::dispatch::ReceiverResponse, crate::dispatch::TransportError>
+    {
+        std::thread::sleep(Duration::from_millis(2));
+        Ok(crate::dispatch::ReceiverResponse::new(
+            http::StatusCode::OK,
+            http::HeaderMap::new(),
+            Bytes::new(),
+        ))
+    }
+}
+
 /// Run by hand: `cargo test --features postgres --lib store::postgres::tests::explain --
-/// --ignored --nocapture`. Loads 1,000,000 pending deliveries and prints the plans of the
-/// claim and of `next_due`; the claim must use the due index, not a sequential scan.
+/// --ignored --nocapture`. Loads 1,000,000 pending deliveries over 500 accounts, lets two
+/// workers deliver from them for 20 s (the default bounds: the claims skip accounts at their
+/// bound, rows are leased, deleted and updated under them, autovacuum as configured), and
+/// prints the plans of both walks of the claim and of `next_due` while they run: each must
+/// use its index, never a sequential scan of `deliveries`.
 #[test]
 #[ignore = "loads a million rows; run by hand"]
 fn explain_claim_and_next_due_on_a_million_pending() {
@@ -831,10 +852,44 @@ fn explain_claim_and_next_due_on_a_million_pending() {
     db.sql(&format!(
         "INSERT INTO {s}.deliveries (id, account, campaign, body, encoding, created_at, \
              next_attempt_at, state) \
-         SELECT 'd' || i, 'acct' || (i % 500), 'c', '\\x00'::bytea, 'form', i::bigint * 1000, \
-             i::bigint * 1000, 'pending' FROM generate_series(1, 1000000) AS i; \
+         SELECT 'd' || i, 'acct' || (i % 500), 'c', 'Reference=1'::bytea, 'form', \
+             i::bigint * 1000, i::bigint * 1000, 'pending' FROM generate_series(1, 1000000) AS i; \
+         INSERT INTO {s}.stats_deltas (account, campaign, pending) \
+         SELECT 'acct' || a, 'c', 2000 FROM generate_series(0, 499) AS a; \
          ANALYZE {s}.deliveries"
     ));
+    let admin = crate::Principal::administrator("explain");
+    let policy = crate::UrlPolicy::new().allow_http(true).allow_private();
+    let mut running = Vec::new();
+    for n in 0..2 {
+        let webhooks = crate::Webhooks::builder()
+            .store(db.open())
+            .policy(policy.clone())
+            .build()
+            .unwrap();
+        if n == 0 {
+            for a in 0..500 {
+                let account = AccountId::new(format!("acct{a}"));
+                webhooks
+                    .update_preferences_blocking(
+                        &admin,
+                        &account,
+                        crate::PreferencesUpdate::new()
+                            .url("http://127.0.0.1:9/calls")
+                            .enabled(true),
+                    )
+                    .unwrap();
+                webhooks
+                    .set_campaign_webhook_blocking(&admin, &account, &"c".into(), true)
+                    .unwrap();
+            }
+        }
+        let worker = webhooks.start_threads(SlowOk, 64).unwrap();
+        running.push((webhooks, worker));
+    }
+    std::thread::sleep(Duration::from_secs(20));
+    let delivered = db.scalar(&format!("SELECT count(*) FROM {s}.delivered_ids"));
+    println!("delivered while loading the plans' data: {delivered}");
     let sql = sql::Statements::new(&db.schema);
     let mut plans = Vec::new();
     // Custom plans (the first executions of a prepared statement) and the generic plan the
@@ -844,30 +899,32 @@ fn explain_claim_and_next_due_on_a_million_pending() {
             (
                 "claim, head",
                 &sql.claim_head,
-                "(500000000, 530000000, ARRAY['acct1','acct2']::text[], 64, 4, \
+                "($NOW, $NOW + 30000000000, ARRAY['acct1','acct2']::text[], 64, 4, \
                  ARRAY['acct3']::text[], ARRAY[2]::bigint[], 320)",
                 "deliveries_due",
             ),
             (
                 "claim, account by account",
                 &sql.claim_by_account,
-                "(500000000, 530000000, ARRAY['acct1','acct2']::text[], 64, 4, \
+                "($NOW, $NOW + 30000000000, ARRAY['acct1','acct2']::text[], 64, 4, \
                  ARRAY['acct3']::text[], ARRAY[2]::bigint[])",
                 "deliveries_account_due",
             ),
             (
                 "next_due, head",
                 &sql.next_due_head,
-                "(500000000, ARRAY['acct1']::text[], 320)",
+                "($NOW, ARRAY['acct1']::text[], 320)",
                 "deliveries_due",
             ),
             (
                 "next_due, account by account",
                 &sql.next_due_by_account,
-                "(500000000, ARRAY['acct1']::text[])",
+                "($NOW, ARRAY['acct1']::text[])",
                 "deliveries_account_due",
             ),
         ] {
+            let now = Timestamp::now().as_nanosecond().to_string();
+            let args = args.replace("$NOW", &now);
             let explain = format!(
                 "BEGIN; SET LOCAL plan_cache_mode = {mode}; PREPARE q AS {statement}; \
                  EXPLAIN (ANALYZE, BUFFERS) EXECUTE q{args}; ROLLBACK"
@@ -881,10 +938,14 @@ fn explain_claim_and_next_due_on_a_million_pending() {
             plans.push((index, plan.join("\n")));
         }
     }
+    for (_, worker) in &running {
+        worker.shutdown_blocking(Duration::from_secs(10)).unwrap();
+    }
     for (index, plan) in &plans {
         assert!(plan.contains(index), "{plan}");
         assert!(!plan.contains("Seq Scan on deliveries"), "{plan}");
     }
+    drop(running);
     drop(store);
 }
 
