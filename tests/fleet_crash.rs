@@ -490,6 +490,14 @@ fn a_fleet_delivers_every_acknowledged_result_across_sigkills_and_restarts() {
 
     // No secret in anything the dialers said.
     assert!(!outputs.contains(PASSWORD), "the password was printed");
+    // Dialers starting together once overwrote each other's campaign switch (a blind settings
+    // save): the lines they refused meanwhile were fed again only if that dialer was killed
+    // later, so the count above hid the race.
+    let refused: Vec<&str> = outputs
+        .lines()
+        .filter(|l| l.contains("switched off on this campaign"))
+        .collect();
+    assert!(refused.is_empty(), "a dialer refused lines: {refused:?}");
 
     let acked_ids: HashSet<&str> = acked.values().map(String::as_str).collect();
     let unacknowledged = bodies.keys().filter(|id| !acked_ids.contains(*id)).count();
