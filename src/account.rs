@@ -208,12 +208,30 @@ impl Account {
     }
 }
 
+/// The ids are read back as stored, unchecked: each passed the check when it was stored, and
+/// one stored before ids were checked still loads (refusing it would lose the whole account).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredAccount {
+    #[serde(deserialize_with = "stored_account_id")]
     id: AccountId,
     preferences: StoredPreferences,
+    #[serde(deserialize_with = "stored_campaigns")]
     campaigns: BTreeMap<CampaignId, bool>,
     audit: Vec<AuditRecord>,
+}
+
+fn stored_account_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AccountId, D::Error> {
+    <String as serde::Deserialize>::deserialize(d).map(AccountId::new)
+}
+
+fn stored_campaigns<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<CampaignId, bool>, D::Error> {
+    let stored = <BTreeMap<String, bool> as serde::Deserialize>::deserialize(d)?;
+    Ok(stored
+        .into_iter()
+        .map(|(campaign, on)| (CampaignId::new(campaign), on))
+        .collect())
 }
 
 #[cfg(test)]

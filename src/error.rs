@@ -25,6 +25,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// An account or campaign id is not acceptable (empty, over
+    /// [`MAX_ID_BYTES`](crate::limits::MAX_ID_BYTES), or with a control character); nothing was
+    /// read or stored. `field` names it (`account_id` or `campaign_id`), its value is never
+    /// repeated.
+    #[error("invalid {field}: {reason}")]
+    InvalidId {
+        /// `account_id` or `campaign_id`.
+        field: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+
     /// The webhook URL is not acceptable (syntax, scheme, userinfo, length).
     #[error("invalid webhook URL: {reason}")]
     InvalidUrl {

@@ -1,20 +1,86 @@
 //! Identifiers: accounts, campaigns, and the delivery id sent as `webhook-id`.
 
 use std::fmt;
+use std::str::FromStr;
 
 use crate::error::{Error, Result};
+use crate::limits::MAX_ID_BYTES;
+
+/// Why `id` cannot be an account or campaign id, if it cannot: the rules of
+/// [`MAX_ID_BYTES`](crate::limits::MAX_ID_BYTES). The reason names the rule, never the id.
+fn id_problem(id: &str) -> Option<String> {
+    if id.is_empty() {
+        return Some("must not be empty".into());
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Some(format!(
+            "is {} bytes, over the cap of {MAX_ID_BYTES} bytes of UTF-8",
+            id.len()
+        ));
+    }
+    if let Some((at, c)) = id.char_indices().find(|(_, c)| c.is_control()) {
+        return Some(format!(
+            "contains the control character U+{:04X} at byte {at}",
+            u32::from(c)
+        ));
+    }
+    None
+}
 
 macro_rules! string_id {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, $field:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+        ///
+        /// # Checked where it enters
+        ///
+        /// An id is 1 to [`MAX_ID_BYTES`](crate::limits::MAX_ID_BYTES) bytes of UTF-8 with no
+        /// control character (no NUL, tab, line break, DEL or C1 control): whatever passes can
+        /// be stored by every store and printed in a log line. [`parse`](Self::parse) (and
+        /// [`str::parse`], and deserializing with serde) checks when the id is made;
+        /// [`new`](Self::new) and the `From` conversions do not, and every
+        /// [`Webhooks`](crate::Webhooks) method an id is passed to checks it before anything
+        /// is read or stored, answering [`Error::InvalidId`].
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
         #[serde(transparent)]
         pub struct $name(String);
 
         impl $name {
-            /// Wraps the dialer's own identifier.
+            /// The name [`Error::InvalidId`] gives this kind of id.
+            pub const FIELD: &'static str = $field;
+
+            /// Wraps the dialer's own identifier, unchecked (an id read back from a store, a
+            /// constant): [`parse`](Self::parse) checks it now, and every
+            /// [`Webhooks`](crate::Webhooks) method checks it when it is passed.
             pub fn new(id: impl Into<String>) -> Self {
                 $name(id.into())
+            }
+
+            /// Wraps an identifier from outside (a request, a file), checked now.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::InvalidId`] for an empty id, one over
+            /// [`MAX_ID_BYTES`](crate::limits::MAX_ID_BYTES) bytes, or one with a control
+            /// character. The error names the field, never the id.
+            pub fn parse(id: impl Into<String>) -> Result<Self> {
+                let id = $name(id.into());
+                id.check()?;
+                Ok(id)
+            }
+
+            /// Whether this id may be stored, as [`parse`](Self::parse) decides.
+            ///
+            /// # Errors
+            ///
+            /// As [`parse`](Self::parse).
+            pub fn check(&self) -> Result<()> {
+                match id_problem(&self.0) {
+                    None => Ok(()),
+                    Some(reason) => Err(Error::InvalidId {
+                        field: $field,
+                        reason,
+                    }),
+                }
             }
 
             /// The identifier as text.
@@ -40,16 +106,39 @@ macro_rules! string_id {
                 $name(id)
             }
         }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(id: &str) -> Result<Self> {
+                $name::parse(id)
+            }
+        }
+
+        /// Checked as [`parse`](Self::parse) checks.
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let id = String::deserialize(d)?;
+                $name::parse(id).map_err(serde::de::Error::custom)
+            }
+        }
     };
 }
 
 string_id!(
     /// A customer account of the dialer: the unit that owns webhook preferences.
-    AccountId
+    AccountId,
+    "account_id"
 );
 string_id!(
     /// A campaign within an account: the unit of the per-campaign "Enable WebHook" switch.
-    CampaignId
+    CampaignId,
+    "campaign_id"
 );
 
 /// The id of one delivery, sent as `webhook-id` on every attempt so a receiver can drop
@@ -161,6 +250,91 @@ mod tests {
         for bad in ["", "a b", "a\r\nb", "é", "call.42", &"x".repeat(129)] {
             assert!(DeliveryId::new(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn account_and_campaign_ids_are_checked() {
+        // The longest accepted: 255 bytes, multi-byte characters included.
+        let longest = format!("{}a", "é".repeat(127));
+        assert_eq!(longest.len(), MAX_ID_BYTES);
+        let mut ok = vec![
+            "acme".to_owned(),
+            "a".to_owned(),
+            "winter sale 2026 ✓".to_owned(),
+            longest.clone(),
+            "x".repeat(MAX_ID_BYTES),
+        ];
+        ok.push("日本語のキャンペーン".to_owned());
+        for id in &ok {
+            assert!(AccountId::parse(id.as_str()).is_ok(), "{id:?}");
+            assert!(CampaignId::parse(id.as_str()).is_ok(), "{id:?}");
+            assert!(AccountId::new(id.as_str()).check().is_ok());
+        }
+        let over = format!("{longest}a");
+        for bad in [
+            "",
+            "\0",
+            "acme\0",
+            "a\tb",
+            "a\nb",
+            "a\r",
+            "\u{7f}",
+            "\u{85}",
+            "\u{9f}x",
+            over.as_str(),
+            &"x".repeat(9000),
+        ] {
+            match AccountId::parse(bad) {
+                Err(Error::InvalidId { field, reason }) => {
+                    assert_eq!(field, "account_id");
+                    assert!(!bad.is_empty() || reason.contains("empty"), "{reason}");
+                    if bad.len() > 3 {
+                        assert!(!reason.contains(bad), "the reason repeats the id: {reason}");
+                    }
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+            match bad.parse::<CampaignId>() {
+                Err(Error::InvalidId { field, .. }) => assert_eq!(field, "campaign_id"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+            assert!(CampaignId::from(bad).check().is_err());
+        }
+        let err = AccountId::parse("ab\0c").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid account_id: contains the control character U+0000 at byte 2"
+        );
+        let err = CampaignId::parse("x".repeat(256)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid campaign_id: is 256 bytes, over the cap of 255 bytes of UTF-8"
+        );
+    }
+
+    #[test]
+    fn deserialized_ids_are_checked_and_serialize_as_text() {
+        let ok: AccountId = serde_json::from_str("\"acme\"").unwrap();
+        assert_eq!(ok.as_str(), "acme");
+        assert_eq!(serde_json::to_string(&ok).unwrap(), "\"acme\"");
+        for bad in ["\"\"", "\"a\\u0000b\"", "\"a\\nb\""] {
+            let err = serde_json::from_str::<CampaignId>(bad).unwrap_err();
+            assert!(err.to_string().contains("invalid campaign_id"), "{err}");
+            assert!(serde_json::from_str::<AccountId>(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn stored_accounts_keep_ids_stored_before_the_check() {
+        // An account stored by an older release, with ids the check now refuses, still loads.
+        let admin = crate::preferences::Principal::administrator("alice");
+        let mut account = crate::account::Account::new("");
+        account
+            .set_campaign_webhook(&admin, CampaignId::new("tab\there"), true)
+            .unwrap();
+        let back = crate::account::Account::from_storage_json(&account.to_storage_json()).unwrap();
+        assert_eq!(back.id().as_str(), "");
+        assert!(back.campaign_webhook_enabled(&CampaignId::new("tab\there")));
     }
 
     #[test]

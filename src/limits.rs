@@ -78,3 +78,8 @@ pub const MAX_KEY_NAME_BYTES: usize = 64;
 /// (`large_client_header_buffers` 8k) accept by default. A call result that would make it
 /// longer is refused when it is submitted, never truncated.
 pub const MAX_GET_URL_LEN: usize = 8000;
+
+/// The longest account id or campaign id, in bytes of UTF-8. With the other rules (not empty,
+/// no control character), it keeps every id storable by every store: PostgreSQL refuses a NUL
+/// in text and an index entry over about 2.7 KB.
+pub const MAX_ID_BYTES: usize = 255;

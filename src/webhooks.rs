@@ -334,6 +334,7 @@ impl Webhooks {
     /// # Errors
     ///
     /// The call result was **not** accepted when this returns an error:
+    /// [`Error::InvalidId`] for an account or campaign id that may not be stored,
     /// [`Error::InvalidCallResult`] or [`Error::BodyTooLarge`] for the call result itself,
     /// [`Error::StoreFull`] when the outbox holds its most pending deliveries,
     /// [`Error::Store`] when the store failed, and [`Error::RuntimeShuttingDown`] when the
@@ -360,6 +361,7 @@ impl Webhooks {
         campaign: &CampaignId,
         call: CallResult,
     ) -> Result<Submitted> {
+        check_ids(account, Some(campaign))?;
         self.engine
             .submit(account, campaign, &call, DeliveryId::generate())
     }
@@ -386,6 +388,7 @@ impl Webhooks {
         call: CallResult,
         id: DeliveryId,
     ) -> Result<Submitted> {
+        check_ids(account, Some(campaign))?;
         let (engine, account, campaign) = (self.engine.clone(), account.clone(), campaign.clone());
         unblock(move || engine.submit(&account, &campaign, &call, id)).await?
     }
@@ -402,6 +405,7 @@ impl Webhooks {
         call: CallResult,
         id: DeliveryId,
     ) -> Result<Submitted> {
+        check_ids(account, Some(campaign))?;
         self.engine.submit(account, campaign, &call, id)
     }
 
@@ -413,6 +417,7 @@ impl Webhooks {
     ///
     /// # Errors
     ///
+    /// [`Error::InvalidId`] for an account or campaign id that may not be stored;
     /// [`Error::InvalidCallResult`] or [`Error::BodyTooLarge`] for the call result itself.
     pub fn prepare(
         &self,
@@ -421,6 +426,7 @@ impl Webhooks {
         call: &CallResult,
         id: DeliveryId,
     ) -> Result<Prepared> {
+        check_ids(account, Some(campaign))?;
         self.engine.prepare_submit(account, campaign, call, id)
     }
 
@@ -496,6 +502,7 @@ impl Webhooks {
     ///
     /// # Errors
     ///
+    /// [`Error::InvalidId`] for an account id that may not be stored;
     /// [`Error::PermissionDenied`] for a non-administrator; [`Error::InvalidConfig`] or
     /// [`Error::InvalidUrl`] for an invalid setting (the first one found); an
     /// [`Error::AddressRefused`] or [`Error::InvalidUrl`] from the URL policy; [`Error::Store`]
@@ -508,6 +515,7 @@ impl Webhooks {
         account: &AccountId,
         update: PreferencesUpdate,
     ) -> Result<AuditRecord> {
+        check_ids(account, None)?;
         let (engine, who, account) = (self.engine.clone(), who.clone(), account.clone());
         unblock(move || engine.update_preferences(&who, &account, update)).await?
     }
@@ -524,6 +532,7 @@ impl Webhooks {
         account: &AccountId,
         update: PreferencesUpdate,
     ) -> Result<AuditRecord> {
+        check_ids(account, None)?;
         self.engine.update_preferences(who, account, update)
     }
 
@@ -536,6 +545,7 @@ impl Webhooks {
     ///
     /// # Errors
     ///
+    /// [`Error::InvalidId`] for an account or campaign id that may not be stored,
     /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`] when it could not
     /// be read or saved, [`Error::SettingsConflict`] when other processes kept saving the
     /// account first, [`Error::RuntimeShuttingDown`]. Nothing changed on error.
@@ -546,6 +556,7 @@ impl Webhooks {
         campaign: &CampaignId,
         enabled: bool,
     ) -> Result<AuditRecord> {
+        check_ids(account, Some(campaign))?;
         let (engine, who) = (self.engine.clone(), who.clone());
         let (account, campaign) = (account.clone(), campaign.clone());
         unblock(move || engine.set_campaign_webhook(&who, &account, &campaign, enabled)).await?
@@ -565,6 +576,7 @@ impl Webhooks {
         campaign: &CampaignId,
         enabled: bool,
     ) -> Result<AuditRecord> {
+        check_ids(account, Some(campaign))?;
         self.engine
             .set_campaign_webhook(who, account, campaign, enabled)
     }
@@ -576,10 +588,12 @@ impl Webhooks {
     ///
     /// # Errors
     ///
+    /// [`Error::InvalidId`] for an account id that may not be stored,
     /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`] when it could not
     /// be read or saved, or [`Error::SettingsConflict`] when other processes kept saving the
     /// endpoint's health first (the endpoint stays paused), [`Error::RuntimeShuttingDown`].
     pub async fn resume_endpoint(&self, who: &Principal, account: &AccountId) -> Result<bool> {
+        check_ids(account, None)?;
         let (engine, who, account) = (self.engine.clone(), who.clone(), account.clone());
         unblock(move || engine.resume_endpoint(&who, &account)).await?
     }
@@ -590,6 +604,7 @@ impl Webhooks {
     ///
     /// As [`resume_endpoint`](Self::resume_endpoint), but for [`Error::RuntimeShuttingDown`].
     pub fn resume_endpoint_blocking(&self, who: &Principal, account: &AccountId) -> Result<bool> {
+        check_ids(account, None)?;
         self.engine.resume_endpoint(who, account)
     }
 
@@ -602,9 +617,11 @@ impl Webhooks {
     ///
     /// # Errors
     ///
+    /// [`Error::InvalidId`] for an account or campaign id in `filter` that may not be stored,
     /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`],
     /// [`Error::RuntimeShuttingDown`].
     pub async fn replay(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64> {
+        check_filter(filter)?;
         let (engine, who, filter) = (self.engine.clone(), who.clone(), filter.clone());
         unblock(move || engine.replay(&who, &filter)).await?
     }
@@ -615,6 +632,7 @@ impl Webhooks {
     ///
     /// As [`replay`](Self::replay), but for [`Error::RuntimeShuttingDown`].
     pub fn replay_blocking(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64> {
+        check_filter(filter)?;
         self.engine.replay(who, filter)
     }
 
@@ -625,9 +643,11 @@ impl Webhooks {
     ///
     /// # Errors
     ///
+    /// [`Error::InvalidId`] for an account or campaign id in `filter` that may not be stored,
     /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`],
     /// [`Error::RuntimeShuttingDown`].
     pub async fn remove(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64> {
+        check_filter(filter)?;
         let (engine, who, filter) = (self.engine.clone(), who.clone(), filter.clone());
         unblock(move || engine.remove(&who, &filter)).await?
     }
@@ -638,6 +658,7 @@ impl Webhooks {
     ///
     /// As [`remove`](Self::remove), but for [`Error::RuntimeShuttingDown`].
     pub fn remove_blocking(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64> {
+        check_filter(filter)?;
         self.engine.remove(who, filter)
     }
 
@@ -647,6 +668,7 @@ impl Webhooks {
     ///
     /// # Errors
     ///
+    /// [`Error::InvalidId`] for an account or campaign id in `filter` that may not be stored,
     /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`],
     /// [`Error::RuntimeShuttingDown`].
     pub async fn dead_letters(
@@ -655,6 +677,7 @@ impl Webhooks {
         filter: &DeliveryFilter,
         limit: usize,
     ) -> Result<Vec<DeadLetter>> {
+        check_filter(filter)?;
         let (engine, who, filter) = (self.engine.clone(), who.clone(), filter.clone());
         unblock(move || engine.dead_letters(&who, &filter, limit)).await?
     }
@@ -670,6 +693,7 @@ impl Webhooks {
         filter: &DeliveryFilter,
         limit: usize,
     ) -> Result<Vec<DeadLetter>> {
+        check_filter(filter)?;
         self.engine.dead_letters(who, filter, limit)
     }
 
@@ -680,12 +704,14 @@ impl Webhooks {
     ///
     /// # Errors
     ///
+    /// [`Error::InvalidId`] for an account or campaign id that may not be stored,
     /// [`Error::Store`] when the counts cannot be read, [`Error::RuntimeShuttingDown`].
     pub async fn status(
         &self,
         account: &AccountId,
         campaign: Option<&CampaignId>,
     ) -> Result<Status> {
+        check_ids(account, campaign)?;
         let (engine, account, campaign) = (self.engine.clone(), account.clone(), campaign.cloned());
         unblock(move || engine.status(&account, campaign.as_ref())).await?
     }
@@ -700,6 +726,7 @@ impl Webhooks {
         account: &AccountId,
         campaign: Option<&CampaignId>,
     ) -> Result<Status> {
+        check_ids(account, campaign)?;
         self.engine.status(account, campaign)
     }
 
@@ -708,6 +735,16 @@ impl Webhooks {
     pub fn indicator(&self, account: &AccountId, campaign: &CampaignId) -> WebhookIndicator {
         self.engine.indicator(account, campaign)
     }
+}
+
+/// The check every method makes of the ids it is given, before anything is read or stored.
+fn check_ids(account: &AccountId, campaign: Option<&CampaignId>) -> Result<()> {
+    account.check()?;
+    campaign.map_or(Ok(()), CampaignId::check)
+}
+
+fn check_filter(filter: &DeliveryFilter) -> Result<()> {
+    check_ids(&filter.account, filter.campaign.as_ref())
 }
 
 #[cfg(test)]
