@@ -16,6 +16,7 @@ mod enqueue;
 mod group;
 mod listen;
 mod ops;
+mod password;
 mod schema;
 mod settings;
 mod sql;
@@ -139,9 +140,12 @@ impl fmt::Debug for PostgresStore {
 
 /// `url` without its password: user, hosts, ports and database name only.
 fn redacted(url: &str) -> String {
-    match url.parse::<tokio_postgres::Config>() {
-        Ok(config) => describe(&config),
-        Err(_) => "<a database URL that does not parse>".into(),
+    let parsed = password::take_passfile(url)
+        .ok()
+        .and_then(|(url, _)| url.parse::<tokio_postgres::Config>().ok());
+    match parsed {
+        Some(config) => describe(&config),
+        None => "<a database URL that does not parse>".into(),
     }
 }
 
@@ -198,6 +202,19 @@ impl PostgresStore {
     /// Opens the outbox at `url` (`postgres://user:password@host:port/database`, or the
     /// `key=value` form) with the default options. See [`PostgresStoreBuilder::open`].
     ///
+    /// # The password
+    ///
+    /// A password in the URL is visible wherever the URL is (a command line shows it in `ps`
+    /// for the process's whole life). Leave it out: as libpq does, a URL without one takes it
+    /// from `PGPASSWORD`, or else from the first matching line of a password file, the one the
+    /// `passfile` parameter names (`postgres://dialer@db/calls?passfile=/run/secrets/pgpass`),
+    /// else `PGPASSFILE`, else `~/.pgpass`. A line is
+    /// `hostname:port:database:username:password`, where `*` matches anything and `\` escapes
+    /// a `:` or a `\`; a Unix socket is `localhost`, the port `5432` unless set, the database
+    /// the user's name unless set. A file that is not a plain file, or that its group or others
+    /// may read (not mode `0600` or stricter), is ignored, as libpq ignores it. The password
+    /// never appears in `Debug` output or in an error.
+    ///
     /// # Errors
     ///
     /// As [`PostgresStoreBuilder::open`].
@@ -205,7 +222,8 @@ impl PostgresStore {
         Self::builder(url).open()
     }
 
-    /// Options for opening the outbox at `url`.
+    /// Options for opening the outbox at `url`; where its password comes from is said at
+    /// [`connect`](Self::connect).
     pub fn builder(url: impl Into<String>) -> PostgresStoreBuilder {
         PostgresStoreBuilder {
             url: url.into(),
@@ -232,10 +250,7 @@ impl PostgresStore {
             max_pending,
             schema,
         } = options;
-        // The parser's errors name the option, never its value.
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| Error::config("database URL", format!("does not parse: {e}")))?;
+        let mut config = password::connection_config(&url, &password::process_env)?;
         check_schema_name(&schema)?;
         if pool_size == 0 {
             return Err(Error::config("pool_size", "must be at least 1"));
