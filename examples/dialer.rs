@@ -3,11 +3,18 @@
 //! database shared by a fleet of them (feature `postgres`).
 //!
 //! ```sh
-//! cargo run --release --example dialer -- --store outbox.sqlite --url https://crm.example/hook \
-//!     --username dialer --password 's3cret' [--retry-delays-ms 50,100,200] < results.jsonl
-//! cargo run --release --features postgres --example dialer -- \
-//!     --database-url postgres://dialer@db/calls --url https://crm.example/hook < results.jsonl
+//! WEBHOOK_PASSWORD='s3cret' cargo run --release --example dialer -- --store outbox.sqlite \
+//!     --url https://crm.example/hook --username dialer --password-env WEBHOOK_PASSWORD \
+//!     [--retry-delays-ms 50,100,200] < results.jsonl
+//! PGPASSFILE=/run/secrets/pgpass cargo run --release --features postgres --example dialer -- \
+//!     --database-url postgres://dialer@db/calls --url https://crm.example/hook \
+//!     --password-file /run/secrets/webhook-password < results.jsonl
 //! ```
+//!
+//! Secrets are best given by the name of an environment variable or a file
+//! (`--password-env`/`--password-file`, `--database-url-env`/`--database-url-file`, or a
+//! database URL with no password and `PGPASSWORD` or a password file): a command line is
+//! shown to every local user by `ps` for the process's whole life.
 //!
 //! Each line of stdin is one call result: a JSON object with the ten keys of the product page,
 //! in the page's formats (as `send --result` reads them). Once `submit` has returned, the
@@ -62,15 +69,23 @@ OPTIONS:
                                process per file
     --database-url URL         a PostgreSQL outbox shared by any number of dialer processes
                                (needs the `postgres` feature; the URL's password is never
-                               printed); give this or --store
+                               printed); give this (or one of the next two) or --store.
+                               Leave the password out of the URL: it is then taken from
+                               PGPASSWORD, or from a password file (the URL's `passfile`
+                               parameter, PGPASSFILE, or ~/.pgpass; mode 0600), as libpq does
+    --database-url-env NAME    the database URL from the environment variable NAME
+    --database-url-file PATH   the database URL from the first line of the file PATH
     --database-schema NAME     the schema of the PostgreSQL outbox (default
                                call_result_webhook); every process of a fleet gives the same
     --timeout-ms N             the account's attempt time limit, 1000 to 30000 ms
                                (default 15000)
     --url URL                  the account's webhook URL (http or https)
     --username U               the account's webhook user name
-    --password P               the account's webhook password (never printed; note that
-                               other local users can see command lines)
+    --password P               the account's webhook password (never printed, but other
+                               local users see command lines: prefer the next two)
+    --password-env NAME        the webhook password from the environment variable NAME
+    --password-file PATH       the webhook password from the first line of the file PATH
+                               (its trailing newline dropped)
     --retry-delays-ms LIST     delays before each retry, in ms, comma-separated
                                (default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h)
     --time-zone ZONE           the account's IANA time zone (default UTC)
@@ -137,22 +152,26 @@ struct Opt {
 
 #[rustfmt::skip]
 const OPTIONS: &[Opt] = &[
-    Opt { name: "--store",           value: true },
-    Opt { name: "--database-url",    value: true },
-    Opt { name: "--database-schema", value: true },
-    Opt { name: "--timeout-ms",      value: true },
-    Opt { name: "--url",             value: true },
-    Opt { name: "--username",        value: true },
-    Opt { name: "--password",        value: true },
-    Opt { name: "--retry-delays-ms", value: true },
-    Opt { name: "--time-zone",       value: true },
-    Opt { name: "--auth",            value: true },
-    Opt { name: "--encoding",        value: true },
-    Opt { name: "--allow-http",      value: false },
-    Opt { name: "--allow-private",   value: false },
-    Opt { name: "--max-line-bytes",  value: true },
-    Opt { name: "--shutdown-ms",     value: true },
-    Opt { name: "--metrics-addr",    value: true },
+    Opt { name: "--store",             value: true },
+    Opt { name: "--database-url",      value: true },
+    Opt { name: "--database-url-env",  value: true },
+    Opt { name: "--database-url-file", value: true },
+    Opt { name: "--database-schema",   value: true },
+    Opt { name: "--timeout-ms",        value: true },
+    Opt { name: "--url",               value: true },
+    Opt { name: "--username",          value: true },
+    Opt { name: "--password",          value: true },
+    Opt { name: "--password-env",      value: true },
+    Opt { name: "--password-file",     value: true },
+    Opt { name: "--retry-delays-ms",   value: true },
+    Opt { name: "--time-zone",         value: true },
+    Opt { name: "--auth",              value: true },
+    Opt { name: "--encoding",          value: true },
+    Opt { name: "--allow-http",        value: false },
+    Opt { name: "--allow-private",     value: false },
+    Opt { name: "--max-line-bytes",    value: true },
+    Opt { name: "--shutdown-ms",       value: true },
+    Opt { name: "--metrics-addr",      value: true },
 ];
 
 /// The options given: name to value (`""` for a flag).
@@ -220,6 +239,8 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Usage> {
     if given.value("--url").is_none() {
         return Err(Usage("--url is required (see --help)".into()));
     }
+    secret_from_elsewhere(&mut given, "--password")?;
+    secret_from_elsewhere(&mut given, "--database-url")?;
     match (given.flag("--store"), given.flag("--database-url")) {
         (true, true) => {
             return Err(Usage(
@@ -234,6 +255,50 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Usage> {
         _ => {}
     }
     Ok(Parsed::Run(given))
+}
+
+/// `--NAME-env VAR` or `--NAME-file PATH`, read into `--NAME` (at most one of the three):
+/// so that a secret need not be on the command line, which `ps` shows to every local user.
+/// No message repeats the secret.
+fn secret_from_elsewhere(given: &mut Given, option: &'static str) -> Result<(), Usage> {
+    let (env, file) = match option {
+        "--password" => ("--password-env", "--password-file"),
+        _ => ("--database-url-env", "--database-url-file"),
+    };
+    let ways = [option, env, file];
+    if ways.iter().filter(|way| given.flag(way)).count() > 1 {
+        return Err(Usage(format!(
+            "give one of {option}, {env} and {file} (see --help)"
+        )));
+    }
+    let value = if let Some(name) = given.value(env) {
+        match std::env::var(name) {
+            Ok(value) => value,
+            Err(std::env::VarError::NotPresent) => {
+                return Err(Usage(format!(
+                    "{env}: the environment variable {name} is not set"
+                )));
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(Usage(format!(
+                    "{env}: the environment variable {name} is not valid UTF-8"
+                )));
+            }
+        }
+    } else if let Some(path) = given.value(file) {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Usage(format!("{file} {path}: cannot read it: {}", chain(&e))))?;
+        let line = text.split('\n').next().unwrap_or_default();
+        line.strip_suffix('\r').unwrap_or(line).to_owned()
+    } else {
+        return Ok(());
+    };
+    if value.is_empty() {
+        let from = if given.flag(env) { env } else { file };
+        return Err(Usage(format!("{from}: the value is empty")));
+    }
+    given.0.insert(option, value);
+    Ok(())
 }
 
 /// The URL and address policy the options ask for, for `Webhooks` and the dispatcher alike.
