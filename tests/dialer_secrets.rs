@@ -180,6 +180,9 @@ fn the_webhook_password_comes_from_the_environment_or_a_file_never_argv() {
     );
 }
 
+/// Options added to a valid command line, the environment, and what stderr must say.
+type Refusal<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn a_secret_that_cannot_be_found_or_is_given_twice_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -188,7 +191,7 @@ fn a_secret_that_cannot_be_found_or_is_given_twice_is_refused() {
     let missing = dir.path().join("missing");
     let empty = dir.path().join("empty");
     std::fs::write(&empty, "\n").unwrap();
-    let cases: [(&[&str], &[(&str, &str)], &str); 5] = [
+    let cases: [Refusal<'_>; 5] = [
         (
             &["--password-env", "NOT_SET_ANYWHERE"],
             &[],
