@@ -406,8 +406,8 @@ fn open_database(_url: &str, _schema: Option<&str>) -> Result<(Arc<dyn Store>, S
     Err("--database-url needs the `postgres` feature: cargo run --features postgres ...".into())
 }
 
-/// The secrets given (the password, the database URL's password): scrubbed from every line
-/// printed, whatever a cause's text holds.
+/// The secrets given (the password, the database URL's password, `PGPASSWORD`): scrubbed
+/// from every line printed, whatever a cause's text holds.
 static SECRETS: OnceLock<Vec<String>> = OnceLock::new();
 
 fn keep_secrets(given: &Given) {
@@ -433,6 +433,8 @@ fn keep_secrets(given: &Given) {
                 .map(str::to_owned),
         );
     }
+    // The database password the store takes when the URL has none.
+    secrets.extend(std::env::var("PGPASSWORD"));
     secrets.retain(|s| !s.is_empty());
     let _ = SECRETS.set(secrets);
 }
