@@ -81,8 +81,14 @@ impl<'a> EnqueueParams<'a> {
     ///
     /// # Errors
     ///
-    /// [`Error::Store`] when a time is outside the years 1678 to 2261 that the outbox stores.
+    /// [`Error::InvalidId`] when the account or campaign id is not one the outbox may store
+    /// (see [`AccountId::check`](crate::AccountId::check)); [`Error::Store`] when a time is
+    /// outside the years 1678 to 2261 that the outbox stores.
     pub fn new(delivery: &'a NewDelivery) -> Result<Self> {
+        // A delivery made by `Webhooks::prepare` is checked already; one built by hand is
+        // checked here, before the database can refuse the dialer's whole transaction.
+        delivery.account.check()?;
+        delivery.campaign.check()?;
         Ok(EnqueueParams {
             id: delivery.id.as_str(),
             account: delivery.account.as_str(),
@@ -129,7 +135,9 @@ pub enum Enqueued {
 ///
 /// [`Error::IdConflict`] when the id is stored, or was delivered within the retention, for
 /// another call result (the statement changed nothing; the transaction is still usable),
-/// [`Error::Store`] when the statement failed (inside a transaction, roll it back).
+/// [`Error::InvalidId`] for an account or campaign id the outbox may not store (nothing was
+/// sent to the database), [`Error::Store`] when the statement failed (inside a transaction,
+/// roll it back).
 ///
 /// # Examples
 ///

@@ -781,6 +781,43 @@ fn the_dialer_enqueues_inside_its_own_transaction() {
     assert!(!store.has_pending().unwrap());
 }
 
+#[test]
+fn the_transactional_enqueue_refuses_ids_the_database_would_refuse() {
+    let db = db!();
+    let store = db.open();
+    let mut bad = new("call-1", "acme", "Reference=1", t(0));
+    bad.campaign = CampaignId::new("winter\0sale");
+    block_on(async {
+        let (client, conn) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let err = enqueue_in(&client, &db.schema, &bad).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidId {
+                    field: "campaign_id",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        bad.campaign = CampaignId::new("winter-sale");
+        bad.account = AccountId::new("");
+        let err = enqueue_in(&client, &db.schema, &bad).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidId {
+                    field: "account_id",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    });
+    assert!(!store.has_pending().unwrap());
+}
+
 #[tokio::test]
 async fn works_when_called_from_inside_a_tokio_runtime() {
     let db = db!();
