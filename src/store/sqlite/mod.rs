@@ -11,6 +11,7 @@
 //! batches, so the log is reset however steady the writes are.
 
 mod claims;
+mod due;
 mod outbox;
 mod rows;
 mod schema;
@@ -20,7 +21,7 @@ mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -242,6 +243,9 @@ pub struct SqliteStore {
     _exclusive: std::fs::File,
     /// Accounts whose endpoint was last saved paused: claims leave them out.
     paused: Mutex<std::collections::HashSet<AccountId>>,
+    /// Accounts with pending deliveries when a search for due work last counted them: how
+    /// far a walk by due time may go over skipped rows (see `due`).
+    pending_accounts: AtomicUsize,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -423,6 +427,7 @@ impl SqliteStore {
             claims: Mutex::new(Claims::default()),
             _exclusive: exclusive,
             paused: Mutex::new(paused),
+            pending_accounts: AtomicUsize::new(0),
         })
     }
 

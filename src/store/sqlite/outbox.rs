@@ -1,11 +1,10 @@
 //! [`Outbox`] and [`Settings`] for [`SqliteStore`]: claims with leases and fencing tokens kept
 //! in memory (the file is this store's alone), settings followed by a version counter.
 
-use std::collections::HashSet;
 use std::sync::mpsc::Receiver;
 
 use jiff::Timestamp;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::OptionalExtension;
 
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
@@ -14,90 +13,13 @@ use crate::store::{
     NewDelivery, Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned,
 };
 
-use super::claims::{Claims, NotCurrent};
+use super::claims::NotCurrent;
+use super::due::Search;
 use super::rows::{
-    DUE_BY_TIME, EARLIEST_BY_TIME, FIND_DELIVERY, HAS_PENDING, LOAD_ACCOUNT, LOAD_HEALTH,
-    SETTINGS_CURSOR, clamp_nanos, delivery_from_row, from_nanos, sql_limit,
+    FIND_DELIVERY, HAS_PENDING, LOAD_ACCOUNT, LOAD_HEALTH, SETTINGS_CURSOR, from_nanos,
 };
 use super::writer::{Op, writer_stopped};
 use super::{SqliteStore, accounts_since, health_since, load_versioned};
-
-/// How many rows one page of a walk by due time reads.
-const PAGE: usize = 256;
-
-/// The earliest due deliveries not under a live claim, at most `limit`, earliest first (ties
-/// in insertion order), leaving out `skip`'s accounts: one walk of the due-time index over
-/// every account, a page at a time, so the cost follows the rows passed over (claimed or
-/// skipped ones), never the number of accounts.
-fn claimable(
-    conn: &Connection,
-    claims: &Claims,
-    request: &ClaimRequest<'_>,
-) -> rusqlite::Result<Vec<Delivery>> {
-    let now = clamp_nanos(request.now);
-    let skip: HashSet<&str> = request.skip.iter().map(AccountId::as_str).collect();
-    let mut found = Vec::with_capacity(request.limit.min(PAGE));
-    // How many of each account this claim took, against its room.
-    let mut taken: std::collections::HashMap<AccountId, usize> = Default::default();
-    let mut stmt = conn.prepare_cached(DUE_BY_TIME)?;
-    let mut after = (i64::MIN, i64::MIN);
-    while found.len() < request.limit {
-        let mut rows = stmt.query(params![now, after.0, after.1, sql_limit(PAGE)])?;
-        let mut read = 0;
-        while let Some(row) = rows.next()? {
-            read += 1;
-            after = (row.get(6)?, row.get(12)?);
-            if skip.contains(row.get_ref(1)?.as_str()?)
-                || claims.is_live(row.get_ref(0)?.as_str()?, request.now)
-            {
-                continue;
-            }
-            let delivery = delivery_from_row(row)?;
-            let taken = taken.entry(delivery.account.clone()).or_insert(0);
-            if *taken >= request.room_for(&delivery.account) {
-                continue;
-            }
-            *taken += 1;
-            found.push(delivery);
-            if found.len() == request.limit {
-                break;
-            }
-        }
-        if read < PAGE {
-            break;
-        }
-    }
-    Ok(found)
-}
-
-/// When the earliest pending delivery not under a live claim at `now` is due, in nanoseconds,
-/// leaving out `skip`'s accounts: the same walk, stopping at the first that qualifies.
-fn next_unclaimed(
-    conn: &Connection,
-    claims: &Claims,
-    now: Timestamp,
-    skip: &[AccountId],
-) -> rusqlite::Result<Option<i64>> {
-    let skip: HashSet<&str> = skip.iter().map(AccountId::as_str).collect();
-    let mut stmt = conn.prepare_cached(EARLIEST_BY_TIME)?;
-    let mut after = (i64::MIN, i64::MIN);
-    loop {
-        let mut rows = stmt.query(params![after.0, after.1, sql_limit(PAGE)])?;
-        let mut read = 0;
-        while let Some(row) = rows.next()? {
-            read += 1;
-            after = (row.get(2)?, row.get(3)?);
-            if !skip.contains(row.get_ref(1)?.as_str()?)
-                && !claims.is_live(row.get_ref(0)?.as_str()?, now)
-            {
-                return Ok(Some(after.0));
-            }
-        }
-        if read < PAGE {
-            return Ok(None);
-        }
-    }
-}
 
 impl SqliteStore {
     /// Whether a delivery with this id is stored (pending or failed).
@@ -158,13 +80,10 @@ impl Outbox for SqliteStore {
         // Held across the read: a delivery whose outcome is committed keeps its claim until
         // the claim is forgotten under this lock, so the read never offers it again.
         let skip = self.skip_with_paused(request.skip);
-        let request = &ClaimRequest {
-            skip: &skip,
-            ..*request
-        };
         let mut claims = self.claims();
         let due = self.read("claiming due deliveries", |conn| {
-            claimable(conn, &claims, request)
+            Search::new(conn, &claims, request.now, &skip, &self.pending_accounts)
+                .claimable(request.limit)
         })?;
         Ok(due
             .into_iter()
@@ -183,7 +102,8 @@ impl Outbox for SqliteStore {
         let skip = &self.skip_with_paused(skip)[..];
         let claims = self.claims();
         self.read("finding the next due delivery", |conn| {
-            next_unclaimed(conn, &claims, now, skip)?
+            Search::new(conn, &claims, now, skip, &self.pending_accounts)
+                .next_unclaimed()?
                 .map(|at| from_nanos(at, 1))
                 .transpose()
         })

@@ -135,6 +135,28 @@ pub(super) const EARLIEST_BY_TIME: &str = "SELECT id, account, next_attempt_at, 
     FROM deliveries INDEXED BY deliveries_by_due WHERE state = 'pending' \
     AND (next_attempt_at, rowid) > (?1, ?2) ORDER BY next_attempt_at, rowid LIMIT ?3";
 
+/// The account first in order with pending deliveries, with the due time and rowid of its
+/// earliest one: one seek in `deliveries_due`.
+pub(super) const FIRST_PENDING_ACCOUNT: &str = "SELECT account, next_attempt_at, rowid \
+    FROM deliveries INDEXED BY deliveries_due WHERE state = 'pending' \
+    ORDER BY account, next_attempt_at, rowid LIMIT 1";
+
+/// The account after `?1` in order with pending deliveries, with the due time and rowid of its
+/// earliest one: one seek in `deliveries_due`, however many rows `?1` has (a step of a loose
+/// index scan).
+pub(super) const NEXT_PENDING_ACCOUNT: &str = "SELECT account, next_attempt_at, rowid \
+    FROM deliveries INDEXED BY deliveries_due WHERE state = 'pending' AND account > ?1 \
+    ORDER BY account, next_attempt_at, rowid LIMIT 1";
+
+/// Account `?1`'s pending deliveries, due or not, earliest first (ties in insertion order);
+/// column 12 is the rowid. Read only as far as needed.
+pub(super) const PENDING_OF_ACCOUNT: &str = concat!(
+    "SELECT ",
+    delivery_columns!(),
+    ", rowid FROM deliveries INDEXED BY deliveries_due \
+     WHERE account = ?1 AND state = 'pending' ORDER BY next_attempt_at, rowid"
+);
+
 /// Whether any delivery is pending: one seek in the pending deliveries' index.
 pub(super) const HAS_PENDING: &str =
     "SELECT EXISTS (SELECT 1 FROM deliveries WHERE state = 'pending')";
