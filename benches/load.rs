@@ -5,13 +5,15 @@
 //! cargo bench --bench load              # the full run (a few minutes)
 //! cargo bench --bench load -- --quick   # fewer results per figure, no p6; about a minute
 //! cargo bench --bench load -- --quick --only p10sqlite   # p10 on SQLite too: minutes
-//! cargo bench --bench load --features postgres -- --quick   # and p7-p9 on PostgreSQL
+//! cargo bench --bench load --features postgres -- --quick   # and p7-p9, p12 on PostgreSQL
+//! cargo bench --bench load --features postgres -- --only p12pg   # p12 on PostgreSQL only
 //! ```
 //!
-//! p7, p8 and p9 (feature `postgres`) measure the shared outbox on the PostgreSQL server named
-//! by `CALL_RESULT_WEBHOOK_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`),
-//! each round on a fresh schema dropped after it; with no server answering they print
-//! `not run: no PostgreSQL at ...`.
+//! p7, p8, p9 and the `p12_pg_*` figures (feature `postgres`) measure the shared outbox on the
+//! PostgreSQL server named by `CALL_RESULT_WEBHOOK_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`), each round on a fresh schema dropped after
+//! it; with no server answering they print `not run: no PostgreSQL at ...`. `--only p12`
+//! runs p12 on SQLite and, with the feature, on PostgreSQL; `p12sqlite` and `p12pg` one each.
 //!
 //! Every receiver is a hyper server on 127.0.0.1 started by this program (`support`); nothing
 //! leaves the machine. Where a figure has a baseline, ours and the baseline alternate, three
@@ -81,6 +83,18 @@ struct Scale {
     p10_time: Duration,
     /// How long sixteen threads submit flat out while the WAL is watched (p11).
     p11_time: Duration,
+    /// Results pending when the worker starts (p12): the small backlog and the large one.
+    /// Each run is timed over the first `p12_small` deliveries.
+    p12_small: usize,
+    p12_large: usize,
+    /// The PostgreSQL backlog of `p12_pg_backlog_1m_per_s`, and the deliveries it is timed
+    /// over.
+    p12_pg_huge: usize,
+    p12_pg_huge_sample: usize,
+    /// Results a PostgreSQL schema has delivered before `p12_pg_aged_vs_fresh` measures it.
+    p12_pg_aged: usize,
+    /// The most time one p12 run may take to deliver what it is timed over.
+    p12_time: Duration,
 }
 
 impl Scale {
@@ -99,6 +113,12 @@ impl Scale {
             p10_results: 200_000,
             p10_time: Duration::from_secs(300),
             p11_time: Duration::from_secs(60),
+            p12_small: 10_000,
+            p12_large: 100_000,
+            p12_pg_huge: 1_000_000,
+            p12_pg_huge_sample: 50_000,
+            p12_pg_aged: 1_000_000,
+            p12_time: Duration::from_secs(180),
         }
     }
 
@@ -117,6 +137,12 @@ impl Scale {
             p10_results: 100_000,
             p10_time: Duration::from_secs(60),
             p11_time: Duration::from_secs(10),
+            p12_small: 2_000,
+            p12_large: 20_000,
+            p12_pg_huge: 100_000,
+            p12_pg_huge_sample: 10_000,
+            p12_pg_aged: 100_000,
+            p12_time: Duration::from_secs(60),
         }
     }
 }
@@ -241,8 +267,13 @@ fn main() {
         ]);
     }
 
+    if wanted("p12") || wanted("p12sqlite") {
+        let p12 = p12_sqlite_backlog(&scratch, scale);
+        figures.push(("p12_sqlite_backlog_100k_vs_10k", format!("{p12:.2}")));
+    }
+
     #[cfg(feature = "postgres")]
-    if ["p7", "p8", "p9"].iter().any(|f| wanted(f)) {
+    if ["p7", "p8", "p9", "p12", "p12pg"].iter().any(|f| wanted(f)) {
         pg::run(&wanted, &scratch, scale, &mut figures);
     }
 
@@ -1603,6 +1634,113 @@ fn p11_wal_peak(scratch: &Scratch, scale: Scale) -> P11 {
 }
 
 // ---------------------------------------------------------------------------------------------
+// p12: delivering from a backlog
+
+/// Accounts a p12 backlog is spread over: enough that, with the default bounds (4 in flight
+/// per endpoint, 64 overall), a claim skips the accounts at their bound as a dialer's do.
+const P12_ACCOUNTS: usize = 50;
+
+fn p12_accounts() -> Vec<AccountId> {
+    (0..P12_ACCOUNTS)
+        .map(|i| AccountId::new(format!("account-{i:02}")))
+        .collect()
+}
+
+/// One p12 run: [`P12_ACCOUNTS`] accounts configured to send to the first receiver, `backlog`
+/// results spread evenly over them and stored straight into `store` by `fill` before any
+/// worker starts, then one worker with the default bounds (`HyperDispatcher` on tokio), timed
+/// from its start to the `sample`-th delivery. Deliveries per second.
+fn backlog_run<S: call_result_webhook::store::Store>(
+    what: &str,
+    store: Arc<S>,
+    receivers: &Receivers,
+    backlog: usize,
+    sample: usize,
+    limit: Duration,
+    fill: impl FnOnce(&S, &[AccountId], usize),
+) -> f64 {
+    let delivered = Delivered::default();
+    // The default bounds: per_endpoint_concurrency and max_concurrency left alone.
+    let webhooks = Webhooks::builder()
+        .store(store.clone())
+        .policy(loopback_policy())
+        .on_event(delivered.sink(None))
+        .build()
+        .expect("webhooks");
+    let accounts = p12_accounts();
+    for account in &accounts {
+        configure(&webhooks, account, &receivers.url(0));
+    }
+    let setup = Instant::now();
+    fill(&store, &accounts, backlog / P12_ACCOUNTS);
+    let stored = setup.elapsed();
+
+    let rt = runtime(2);
+    let dispatcher = HyperDispatcher::builder().policy(loopback_policy()).build();
+    let start = Instant::now();
+    let worker = webhooks
+        .start_tokio(dispatcher, rt.handle())
+        .expect("start the worker");
+    let end = delivered.wait_for(sample as u64, limit);
+    let elapsed = end.duration_since(start);
+    let got = delivered.get().min(sample as u64);
+    worker
+        .shutdown_blocking(Duration::from_secs(5))
+        .expect("shutdown");
+    drop(webhooks);
+    drop(store);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let rate = got as f64 / elapsed.as_secs_f64();
+    eprintln!(
+        "{what}: {backlog} pending over {P12_ACCOUNTS} accounts (stored in {:.1} s); the first \
+         {got} of {sample} timed delivered in {:.2} s from the worker's start: {rate:.0}/s",
+        stored.as_secs_f64(),
+        elapsed.as_secs_f64(),
+    );
+    rate
+}
+
+/// The rate with `p12_large` results pending over the rate with `p12_small`, each timed over
+/// the first `p12_small` deliveries, on a fresh SQLite file each; the two alternate, three
+/// rounds even in the quick run (a quick round takes a second).
+fn p12_sqlite_backlog(scratch: &Scratch, scale: Scale) -> f64 {
+    let receivers = Receivers::start(&[Behaviour::Answer], 2);
+    let body = sample_body();
+    let run = |backlog: usize| {
+        let path = scratch.outbox("p12");
+        let store = SqliteStore::builder(&path)
+            .max_pending(P11_MAX_PENDING)
+            .open()
+            .expect("open the outbox");
+        let rate = backlog_run(
+            "p12 sqlite",
+            Arc::new(store),
+            &receivers,
+            backlog,
+            scale.p12_small,
+            scale.p12_time,
+            |store, accounts, per_account| fill(store, accounts, per_account, &body),
+        );
+        remove_outbox(&path);
+        rate
+    };
+    let mut ratios = Vec::new();
+    for round in 1..=ROUNDS {
+        let small = run(scale.p12_small);
+        let large = run(scale.p12_large);
+        eprintln!(
+            "p12 sqlite round {round}: {} pending {small:.0}/s, {} pending {large:.0}/s, ratio \
+             {:.2}",
+            scale.p12_small,
+            scale.p12_large,
+            large / small
+        );
+        ratios.push(large / small);
+    }
+    median(&ratios)
+}
+
+// ---------------------------------------------------------------------------------------------
 // p7, p8, p9: the fleet outbox on PostgreSQL (feature `postgres`)
 
 /// The PostgreSQL figures. Each round runs on a schema of its own, made fresh for it on the
@@ -1626,13 +1764,16 @@ mod pg {
     const FLEET: usize = 3;
 
     /// The figures' names, in the order they are printed.
-    const NAMES: [(&str, &str); 6] = [
+    const NAMES: [(&str, &str); 9] = [
         ("p7", "p7_pg_submit_per_s"),
         ("p7", "p7_pg_submit_p99_ms"),
         ("p7", "p7_pg_insert_batch_per_s"),
         ("p8", "p8_pg_end_to_end_per_s"),
         ("p8", "p8_pg_fleet_vs_single"),
         ("p9", "p9_pg_wakeup_p99_ms"),
+        ("p12pg", "p12_pg_backlog_100k_vs_10k"),
+        ("p12pg", "p12_pg_backlog_1m_per_s"),
+        ("p12pg", "p12_pg_aged_vs_fresh"),
     ];
 
     /// Runs the wanted PostgreSQL figures and appends them to `figures`.
@@ -1650,7 +1791,7 @@ mod pg {
                 shown(&url)
             );
             for (figure, name) in NAMES {
-                if wanted(figure) {
+                if wanted(figure) || (figure == "p12pg" && wanted("p12")) {
                     figures.push((name, format!("not run: no PostgreSQL at {}", shown(&url))));
                 }
             }
@@ -1692,6 +1833,14 @@ mod pg {
                 "p9_pg_wakeup_p99_ms",
                 format!("{:.2}", p99.as_secs_f64() * 1e3),
             ));
+        }
+        if wanted("p12") || wanted("p12pg") {
+            let (ratio, huge, aged) = p12_backlog(&url, &receivers, scale);
+            figures.extend([
+                ("p12_pg_backlog_100k_vs_10k", format!("{ratio:.2}")),
+                ("p12_pg_backlog_1m_per_s", format!("{huge:.0}")),
+                ("p12_pg_aged_vs_fresh", format!("{aged:.2}")),
+            ]);
         }
     }
 
@@ -2247,5 +2396,242 @@ mod pg {
             return Duration::from_secs(5);
         }
         p99
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // p12: delivering from a backlog
+
+    /// Rows per `Outbox::insert` when a p12 backlog is stored, and threads storing them.
+    const FILL_BATCH: usize = 5_000;
+    const FILL_THREADS: usize = 4;
+    /// Results inserted, claimed and delivered per step when a schema is aged.
+    const AGE_STEP: usize = 10_000;
+
+    /// Stores `per_account` results for each account in batches of [`FILL_BATCH`] through
+    /// `Outbox::insert`, from [`FILL_THREADS`] threads, each its share of the accounts.
+    fn fill_batched(store: &PostgresStore, accounts: &[AccountId], per_account: usize) {
+        let body = sample_body();
+        std::thread::scope(|s| {
+            for chunk in accounts.chunks(accounts.len().div_ceil(FILL_THREADS)) {
+                let body = &body;
+                s.spawn(move || {
+                    let now = Timestamp::now();
+                    for account in chunk {
+                        let mut left = per_account;
+                        while left > 0 {
+                            let batch: Vec<NewDelivery> = (0..left.min(FILL_BATCH))
+                                .map(|_| NewDelivery {
+                                    id: DeliveryId::generate(),
+                                    account: account.clone(),
+                                    campaign: CampaignId::new(CAMPAIGN),
+                                    body: body.clone(),
+                                    created_at: now,
+                                    next_attempt_at: now,
+                                })
+                                .collect();
+                            store.insert(&batch).expect("fill the outbox");
+                            left -= batch.len();
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    /// One p12 run on a fresh schema (aged first by [`age`] when `aged` is more than 0).
+    fn pg_backlog_run(
+        url: &str,
+        receivers: &Receivers,
+        what: &str,
+        aged: usize,
+        backlog: usize,
+        sample: usize,
+        limit: Duration,
+    ) -> f64 {
+        let schema = Schema::new(url, "p12");
+        let store = schema.store();
+        if aged > 0 {
+            age(&schema, &store, aged);
+        }
+        backlog_run(
+            what,
+            Arc::new(store),
+            receivers,
+            backlog,
+            sample,
+            limit,
+            fill_batched,
+        )
+    }
+
+    /// Ages a schema as `n` deliveries would, [`AGE_STEP`] at a time: each step stores its
+    /// results through `Outbox::insert` (the store's own statement), claims them with the
+    /// store's claim (`lease_until` and a `claim_token` from the schema's sequence, earliest
+    /// first), then removes them as the store records a delivery: the row deleted, its id
+    /// kept in `delivered_ids`, the counters moved from pending to delivered. Batched, so a
+    /// million take a minute rather than the hours of a real run.
+    ///
+    /// Vacuum: on a server running autovacuum, it runs whenever it decides to. On one with
+    /// autovacuum off (this bench's server, for its tests), each step ends by vacuuming
+    /// (`VACUUM (ANALYZE)`) every table of the schema that default autovacuum would pick:
+    /// more dead rows than 50 + 20% of its live ones, or more inserts since its last vacuum
+    /// than 1,000 + 20%; the count is printed.
+    fn age(schema: &Schema, store: &PostgresStore, n: usize) {
+        let s = &schema.name;
+        let autovacuum = simple_query(&schema.url, "SELECT current_setting('autovacuum')")
+            .ok()
+            .and_then(|row| row.first().cloned())
+            .unwrap_or_default();
+        let emulate = autovacuum != "on";
+        let due_for_vacuum = format!(
+            "SELECT relname::text FROM pg_stat_user_tables WHERE schemaname = '{s}' \
+             AND (n_dead_tup > 50 + 0.2 * n_live_tup \
+             OR n_ins_since_vacuum > 1000 + 0.2 * n_live_tup)"
+        );
+        let mut vacuums = 0;
+        let claim = format!(
+            "WITH c AS MATERIALIZED (SELECT id FROM {s}.deliveries \
+             WHERE next_attempt_at <= $1::bigint AND state = 'pending' \
+             AND (lease_until IS NULL OR lease_until <= $1::bigint) \
+             ORDER BY next_attempt_at LIMIT $2::bigint FOR UPDATE SKIP LOCKED) \
+             UPDATE {s}.deliveries d SET lease_until = $3::bigint, \
+             claim_token = nextval('{s}.claim_tokens') \
+             WHERE d.id = ANY (ARRAY (SELECT id FROM c)) RETURNING d.id"
+        );
+        let deliver = format!(
+            "WITH d AS (DELETE FROM {s}.deliveries WHERE id = ANY($1::text[]) \
+             AND state = 'pending' RETURNING id, account, campaign), \
+             r AS (INSERT INTO {s}.delivered_ids AS x (id, delivered_at) \
+             SELECT id, $2::bigint FROM d ON CONFLICT (id) DO UPDATE \
+             SET delivered_at = greatest(x.delivered_at, excluded.delivered_at)), \
+             st AS (INSERT INTO {s}.stats AS t (account, campaign, pending, delivered, \
+             last_success_at) SELECT account, campaign, -count(*), count(*), $2::bigint \
+             FROM d GROUP BY account, campaign ORDER BY account, campaign \
+             ON CONFLICT (account, campaign) DO UPDATE SET \
+             pending = t.pending + excluded.pending, delivered = t.delivered + excluded.delivered, \
+             last_success_at = greatest(t.last_success_at, excluded.last_success_at)) \
+             SELECT count(*) FROM d"
+        );
+        let accounts = p12_accounts();
+        let started = Instant::now();
+        let work = async {
+            let (client, connection) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to age the schema");
+            tokio::spawn(connection);
+            let mut done = 0;
+            while done < n {
+                let step = AGE_STEP.min(n - done);
+                fill_batched(store, &accounts, step / accounts.len());
+                let nanos = |t: Timestamp| t.as_nanosecond() as i64;
+                let now = nanos(Timestamp::now());
+                let rows = client
+                    .query(&claim, &[&now, &(step as i64), &(now + 60_000_000_000)])
+                    .await
+                    .expect("claim while ageing");
+                let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+                assert!(!ids.is_empty(), "the rows just stored are claimed");
+                let removed: i64 = client
+                    .query_one(&deliver, &[&ids, &nanos(Timestamp::now())])
+                    .await
+                    .expect("deliver while ageing")
+                    .get(0);
+                assert_eq!(removed as usize, ids.len(), "every claimed row is removed");
+                done += ids.len();
+                if emulate {
+                    // Backends report their counts at most once a second: a step's may be
+                    // seen a step late, as autovacuum sees them up to a minute late.
+                    for row in client
+                        .query(&due_for_vacuum, &[])
+                        .await
+                        .expect("read the tables' counts")
+                    {
+                        let table: String = row.get(0);
+                        client
+                            .batch_execute(&format!("VACUUM (ANALYZE) {s}.{table}"))
+                            .await
+                            .expect("vacuum while ageing");
+                        vacuums += 1;
+                    }
+                }
+            }
+        };
+        // The inserts block on the store's own runtime: this client runs on a runtime of its
+        // own, on a thread of its own.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime")
+                    .block_on(work)
+            })
+            .join()
+            .expect("the ageing thread")
+        });
+        let sizes = simple_query(
+            &schema.url,
+            &format!(
+                "SELECT pg_size_pretty(pg_total_relation_size('{s}.deliveries')), \
+                 pg_size_pretty(pg_total_relation_size('{s}.delivered_ids')), \
+                 (SELECT n_dead_tup FROM pg_stat_user_tables \
+                  WHERE schemaname = '{s}' AND relname = 'deliveries'), \
+                 (SELECT autovacuum_count FROM pg_stat_user_tables \
+                  WHERE schemaname = '{s}' AND relname = 'deliveries'), \
+                 current_setting('autovacuum')"
+            ),
+        )
+        .unwrap_or_default();
+        let vacuumed = if emulate {
+            format!("{vacuums} VACUUM (ANALYZE) where default autovacuum would")
+        } else {
+            "autovacuum left to itself".to_owned()
+        };
+        eprintln!(
+            "p12 pg: schema aged by {n} deliveries in {:.1} s (steps of {AGE_STEP}: insert, \
+             claim, delete with delivered_ids and counters; server autovacuum {autovacuum}: \
+             {vacuumed}); deliveries {}, delivered_ids {}, dead rows in deliveries {}, \
+             autovacuums of deliveries {} (autovacuum {})",
+            started.elapsed().as_secs_f64(),
+            sizes.first().map_or("?", String::as_str),
+            sizes.get(1).map_or("?", String::as_str),
+            sizes.get(2).map_or("?", String::as_str),
+            sizes.get(3).map_or("?", String::as_str),
+            sizes.get(4).map_or("?", String::as_str),
+        );
+    }
+
+    /// p12's PostgreSQL figures: the backlog ratio (rounds alternate the two backlogs, each
+    /// on a fresh schema), the rate over a million pending, and an aged schema's rate over a
+    /// fresh one's; one instance each.
+    fn p12_backlog(url: &str, receivers: &Receivers, scale: Scale) -> (f64, f64, f64) {
+        let rounds = if scale.quick { 1 } else { ROUNDS };
+        let (small, large, limit) = (scale.p12_small, scale.p12_large, scale.p12_time);
+        let mut ratios = Vec::new();
+        for round in 1..=rounds {
+            let few = pg_backlog_run(url, receivers, "p12 pg", 0, small, small, limit);
+            let many = pg_backlog_run(url, receivers, "p12 pg", 0, large, small, limit);
+            eprintln!(
+                "p12 pg round {round}: {small} pending {few:.0}/s, {large} pending {many:.0}/s, \
+                 ratio {:.2}",
+                many / few
+            );
+            ratios.push(many / few);
+        }
+        let (huge, sample) = (scale.p12_pg_huge, scale.p12_pg_huge_sample);
+        let huge_rate = pg_backlog_run(url, receivers, "p12 pg huge", 0, huge, sample, limit);
+        eprintln!(
+            "p12 pg: {huge} pending, one instance: {huge_rate:.0}/s over the first {sample} \
+             deliveries"
+        );
+        let fresh = pg_backlog_run(url, receivers, "p12 pg fresh", 0, small, small, limit);
+        let aged_n = scale.p12_pg_aged;
+        let aged = pg_backlog_run(url, receivers, "p12 pg aged", aged_n, small, small, limit);
+        eprintln!(
+            "p12 pg: {small} pending on a fresh schema {fresh:.0}/s, on one aged by {aged_n} \
+             deliveries {aged:.0}/s, ratio {:.2}",
+            aged / fresh
+        );
+        (median(&ratios), huge_rate, aged / fresh)
     }
 }
