@@ -16,7 +16,9 @@
 //! A walk by due time gives up once it has passed over as many skipped rows as there were
 //! accounts with pending deliveries at the last walk by account (at least [`MIN_BUDGET`]), and
 //! the walk by account takes over. A search so costs at most about twice the cheaper walk,
-//! and never grows with the pending rows of skipped accounts.
+//! and never grows with the pending rows of skipped accounts. Once a walk by due time has
+//! given up, the next [`BY_ACCOUNT_AFTER_GIVING_UP`] searches walk by account straight away:
+//! the accounts at their bound that made it give up still hold the earliest rows, usually.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,6 +44,40 @@ const PAGE: usize = 256;
 /// this many of them before giving up.
 const MIN_BUDGET: usize = 8;
 
+/// Searches that walk by account straight away after a walk by due time gave up; the one
+/// after tries by due time again.
+const BY_ACCOUNT_AFTER_GIVING_UP: usize = 16;
+
+/// What searches leave for the next ones; kept by the store.
+#[derive(Debug, Default)]
+pub(super) struct Hints {
+    /// Accounts with pending deliveries when a walk by account last counted them: the budget
+    /// of skipped rows for a walk by due time.
+    accounts: AtomicUsize,
+    /// Searches left that walk by account straight away.
+    by_account: AtomicUsize,
+}
+
+impl Hints {
+    fn budget(&self) -> usize {
+        self.accounts.load(Ordering::Relaxed).max(MIN_BUDGET)
+    }
+
+    /// Whether this search should walk by account straight away (counting it if so).
+    fn by_account_first(&self) -> bool {
+        self.by_account
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
+    }
+
+    fn gave_up_by_time(&self) {
+        self.by_account
+            .store(BY_ACCOUNT_AFTER_GIVING_UP, Ordering::Relaxed);
+    }
+}
+
 /// A place in either walk: due time in nanoseconds, then rowid.
 type Position = (i64, i64);
 
@@ -59,9 +95,7 @@ pub(super) struct Search<'a> {
     claims: &'a Claims,
     now: Timestamp,
     skip: HashSet<&'a str>,
-    /// Accounts with pending deliveries when a walk by account last counted them: the budget
-    /// of skipped rows for a walk by due time. Kept by the store between searches.
-    accounts: &'a AtomicUsize,
+    hints: &'a Hints,
 }
 
 impl<'a> Search<'a> {
@@ -70,14 +104,14 @@ impl<'a> Search<'a> {
         claims: &'a Claims,
         now: Timestamp,
         skip: &'a [AccountId],
-        accounts: &'a AtomicUsize,
+        hints: &'a Hints,
     ) -> Search<'a> {
         Search {
             conn,
             claims,
             now,
             skip: skip.iter().map(AccountId::as_str).collect(),
-            accounts,
+            hints,
         }
     }
 
@@ -86,23 +120,42 @@ impl<'a> Search<'a> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        match self.claimable_by_time(limit)? {
-            ByTime::Found(found) => Ok(found),
-            ByTime::OverBudget => self.claimable_by_account(limit),
-        }
+        self.in_one_snapshot(|| {
+            if !self.hints.by_account_first()
+                && let ByTime::Found(found) = self.claimable_by_time(limit)?
+            {
+                return Ok(found);
+            }
+            self.claimable_by_account(limit)
+        })
     }
 
     /// When the earliest pending delivery not under a live claim is due (due by now or not),
     /// in nanoseconds.
     pub(super) fn next_unclaimed(&self) -> rusqlite::Result<Option<i64>> {
-        match self.next_by_time()? {
-            ByTime::Found(next) => Ok(next),
-            ByTime::OverBudget => self.next_by_account(),
-        }
+        self.in_one_snapshot(|| {
+            if !self.hints.by_account_first()
+                && let ByTime::Found(next) = self.next_by_time()?
+            {
+                return Ok(next);
+            }
+            self.next_by_account()
+        })
     }
 
-    fn budget(&self) -> usize {
-        self.accounts.load(Ordering::Relaxed).max(MIN_BUDGET)
+    /// Runs `search` in one read transaction. A walk runs many statements (a walk by account
+    /// two or three per account); each on its own would be a read transaction of its own,
+    /// taking the file's read lock and, whenever the writer committed in between, emptying
+    /// the connection's page cache. One transaction also gives every statement the same
+    /// snapshot.
+    fn in_one_snapshot<T>(
+        &self,
+        search: impl FnOnce() -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let snapshot = self.conn.unchecked_transaction()?;
+        let found = search()?;
+        snapshot.commit()?;
+        Ok(found)
     }
 
     fn is_live(&self, row: &Row<'_>) -> rusqlite::Result<bool> {
@@ -111,7 +164,7 @@ impl<'a> Search<'a> {
 
     fn claimable_by_time(&self, limit: usize) -> rusqlite::Result<ByTime<Vec<Delivery>>> {
         let now = clamp_nanos(self.now);
-        let mut budget = self.budget();
+        let mut budget = self.hints.budget();
         let mut found = Vec::with_capacity(limit.min(PAGE));
         let mut stmt = self.conn.prepare_cached(DUE_BY_TIME)?;
         let mut after = (i64::MIN, i64::MIN);
@@ -123,6 +176,7 @@ impl<'a> Search<'a> {
                 after = (row.get(6)?, row.get(12)?);
                 if self.skip.contains(row.get_ref(1)?.as_str()?) {
                     if budget == 0 {
+                        self.hints.gave_up_by_time();
                         return Ok(ByTime::OverBudget);
                     }
                     budget -= 1;
@@ -141,7 +195,7 @@ impl<'a> Search<'a> {
     }
 
     fn next_by_time(&self) -> rusqlite::Result<ByTime<Option<i64>>> {
-        let mut budget = self.budget();
+        let mut budget = self.hints.budget();
         let mut stmt = self.conn.prepare_cached(EARLIEST_BY_TIME)?;
         let mut after = (i64::MIN, i64::MIN);
         loop {
@@ -152,6 +206,7 @@ impl<'a> Search<'a> {
                 after = (row.get(2)?, row.get(3)?);
                 if self.skip.contains(row.get_ref(1)?.as_str()?) {
                     if budget == 0 {
+                        self.hints.gave_up_by_time();
                         return Ok(ByTime::OverBudget);
                     }
                     budget -= 1;
@@ -185,7 +240,7 @@ impl<'a> Search<'a> {
                 accounts.push((account, first));
             }
         }
-        self.accounts.store(counted, Ordering::Relaxed);
+        self.hints.accounts.store(counted, Ordering::Relaxed);
         accounts.sort_unstable_by_key(|(_, first)| *first);
         Ok(accounts)
     }
@@ -319,8 +374,8 @@ mod tests {
             .map(|(id, _, position)| (id, position))
             .collect();
 
-        let counted = AtomicUsize::new(usize::MAX);
-        let search = Search::new(&conn, &claims, now, &skip, &counted);
+        let hints = Hints::default();
+        let search = Search::new(&conn, &claims, now, &skip, &hints);
         for limit in [1, 2, 5, 13, 40, 1_000] {
             let want: Vec<String> = open
                 .iter()
@@ -329,7 +384,7 @@ mod tests {
                 .map(|(id, _)| id.clone())
                 .collect();
             // No budget to run out of: a walk by account leaves its count behind.
-            counted.store(usize::MAX, Ordering::Relaxed);
+            hints.accounts.store(usize::MAX, Ordering::Relaxed);
             let ByTime::Found(by_time) = search.claimable_by_time(limit).unwrap() else {
                 panic!("a budget of usize::MAX runs out");
             };
@@ -338,23 +393,28 @@ mod tests {
             assert_eq!(ids(&by_account), want, "by account, limit {limit}");
         }
         // The walk by account counted every account, acct-1 included.
-        assert_eq!(counted.load(Ordering::Relaxed), 5);
+        assert_eq!(hints.accounts.load(Ordering::Relaxed), 5);
 
         let next = open.first().map(|(_, (due, _))| *due);
-        counted.store(usize::MAX, Ordering::Relaxed);
+        hints.accounts.store(usize::MAX, Ordering::Relaxed);
         assert!(matches!(search.next_by_time().unwrap(), ByTime::Found(n) if n == next));
         assert_eq!(search.next_by_account().unwrap(), next);
 
         // With the smallest budget, acct-1's rows send both searches to the walk by account,
         // which answers the same.
-        let counted = AtomicUsize::new(0);
-        let search = Search::new(&conn, &claims, t(60), &skip, &counted);
+        let hints = Hints::default();
+        let search = Search::new(&conn, &claims, t(60), &skip, &hints);
         assert!(matches!(
             search.claimable_by_time(1_000).unwrap(),
             ByTime::OverBudget
         ));
         assert_eq!(ids(&search.claimable(1_000).unwrap()).len(), open.len());
         assert_eq!(search.next_unclaimed().unwrap(), next);
+        // Both went by account straight away, and so will the next searches, for a while.
+        assert_eq!(
+            hints.by_account.load(Ordering::Relaxed),
+            BY_ACCOUNT_AFTER_GIVING_UP - 2
+        );
     }
 
     #[test]
@@ -372,8 +432,8 @@ mod tests {
                 claims.grant(d.id.as_str(), t(1_000_000));
             }
             let skip = [AccountId::new("busy")];
-            let counted = AtomicUsize::new(0);
-            let search = Search::new(&conn, &claims, t(backlog as i64), &skip, &counted);
+            let hints = Hints::default();
+            let search = Search::new(&conn, &claims, t(backlog as i64), &skip, &hints);
             for _ in 0..2 {
                 assert_eq!(ids(&search.claimable(32).unwrap()), ["msg_quiet_c1_0"]);
                 assert_eq!(

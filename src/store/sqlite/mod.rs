@@ -21,7 +21,7 @@ mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -243,9 +243,8 @@ pub struct SqliteStore {
     _exclusive: std::fs::File,
     /// Accounts whose endpoint was last saved paused: claims leave them out.
     paused: Mutex<std::collections::HashSet<AccountId>>,
-    /// Accounts with pending deliveries when a search for due work last counted them: how
-    /// far a walk by due time may go over skipped rows (see `due`).
-    pending_accounts: AtomicUsize,
+    /// What one search for due work leaves for the next (see `due`).
+    search_hints: due::Hints,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -427,7 +426,7 @@ impl SqliteStore {
             claims: Mutex::new(Claims::default()),
             _exclusive: exclusive,
             paused: Mutex::new(paused),
-            pending_accounts: AtomicUsize::new(0),
+            search_hints: due::Hints::default(),
         })
     }
 

@@ -82,7 +82,7 @@ impl Outbox for SqliteStore {
         let skip = self.skip_with_paused(request.skip);
         let mut claims = self.claims();
         let due = self.read("claiming due deliveries", |conn| {
-            Search::new(conn, &claims, request.now, &skip, &self.pending_accounts)
+            Search::new(conn, &claims, request.now, &skip, &self.search_hints)
                 .claimable(request.limit)
         })?;
         Ok(due
@@ -102,7 +102,7 @@ impl Outbox for SqliteStore {
         let skip = &self.skip_with_paused(skip)[..];
         let claims = self.claims();
         self.read("finding the next due delivery", |conn| {
-            Search::new(conn, &claims, now, skip, &self.pending_accounts)
+            Search::new(conn, &claims, now, skip, &self.search_hints)
                 .next_unclaimed()?
                 .map(|at| from_nanos(at, 1))
                 .transpose()
