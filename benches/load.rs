@@ -88,7 +88,7 @@ struct Scale {
     p12_small: usize,
     p12_large: usize,
     /// The PostgreSQL backlog of `p12_pg_backlog_1m_per_s`, and the deliveries it is timed
-    /// over.
+    /// over (or as many as `p12_time` allows).
     p12_pg_huge: usize,
     p12_pg_huge_sample: usize,
     /// Results a PostgreSQL schema has delivered before `p12_pg_aged_vs_fresh` measures it.
@@ -137,8 +137,8 @@ impl Scale {
             p10_results: 100_000,
             p10_time: Duration::from_secs(60),
             p11_time: Duration::from_secs(10),
-            p12_small: 2_000,
-            p12_large: 20_000,
+            p12_small: 5_000,
+            p12_large: 50_000,
             p12_pg_huge: 100_000,
             p12_pg_huge_sample: 10_000,
             p12_pg_aged: 100_000,
@@ -1675,15 +1675,51 @@ fn backlog_run<S: call_result_webhook::store::Store>(
     fill(&store, &accounts, backlog / P12_ACCOUNTS);
     let stored = setup.elapsed();
 
+    // Where the time goes, not a figure: CPU per delivery of the scheduler thread (claims and
+    // next due run on it), of the SQLite writer (none on PostgreSQL) and of the process.
+    let process = PathBuf::from("/proc/self");
+    let writer = named_thread("outbox-writer");
+    let process_before = thread_cpu(&process);
+    let writer_before = writer.as_deref().and_then(thread_cpu);
+
     let rt = runtime(2);
     let dispatcher = HyperDispatcher::builder().policy(loopback_policy()).build();
     let start = Instant::now();
     let worker = webhooks
         .start_tokio(dispatcher, rt.handle())
         .expect("start the worker");
+    // A new thread names itself once it runs: look for it for up to a second.
+    let scheduler = (0..1_000).find_map(|_| {
+        named_thread("webhook-scheduler").or_else(|| {
+            std::thread::sleep(Duration::from_millis(1));
+            None
+        })
+    });
+    let scheduler_before = scheduler.as_deref().and_then(thread_cpu);
     let end = delivered.wait_for(sample as u64, limit);
     let elapsed = end.duration_since(start);
-    let got = delivered.get().min(sample as u64);
+    let all = delivered.get();
+    let got = all.min(sample as u64);
+    let per_delivery = |before: Option<ThreadCpu>, task: Option<&Path>, ticks: bool| {
+        let after = task.and_then(thread_cpu);
+        match (before, after) {
+            (Some(b), Some(a)) => {
+                let spent = if ticks {
+                    a.ticks.saturating_sub(b.ticks)
+                } else {
+                    a.on_cpu.saturating_sub(b.on_cpu)
+                };
+                format!("{:.1}", spent.as_secs_f64() * 1e6 / all.max(1) as f64)
+            }
+            _ => "-".to_owned(),
+        }
+    };
+    let cpu = format!(
+        "CPU per delivery: scheduler {} us, writer {} us, process {} us",
+        per_delivery(scheduler_before, scheduler.as_deref(), false),
+        per_delivery(writer_before, writer.as_deref(), false),
+        per_delivery(process_before, Some(&process), true),
+    );
     worker
         .shutdown_blocking(Duration::from_secs(5))
         .expect("shutdown");
@@ -1693,7 +1729,8 @@ fn backlog_run<S: call_result_webhook::store::Store>(
     let rate = got as f64 / elapsed.as_secs_f64();
     eprintln!(
         "{what}: {backlog} pending over {P12_ACCOUNTS} accounts (stored in {:.1} s); the first \
-         {got} of {sample} timed delivered in {:.2} s from the worker's start: {rate:.0}/s",
+         {got} of {sample} timed delivered in {:.2} s from the worker's start: {rate:.0}/s \
+         ({cpu})",
         stored.as_secs_f64(),
         elapsed.as_secs_f64(),
     );
@@ -1702,7 +1739,7 @@ fn backlog_run<S: call_result_webhook::store::Store>(
 
 /// The rate with `p12_large` results pending over the rate with `p12_small`, each timed over
 /// the first `p12_small` deliveries, on a fresh SQLite file each; the two alternate, three
-/// rounds even in the quick run (a quick round takes a second).
+/// rounds even in the quick run (a quick round takes a few seconds).
 fn p12_sqlite_backlog(scratch: &Scratch, scale: Scale) -> f64 {
     let receivers = Receivers::start(&[Behaviour::Answer], 2);
     let body = sample_body();
@@ -2621,8 +2658,8 @@ mod pg {
         let (huge, sample) = (scale.p12_pg_huge, scale.p12_pg_huge_sample);
         let huge_rate = pg_backlog_run(url, receivers, "p12 pg huge", 0, huge, sample, limit);
         eprintln!(
-            "p12 pg: {huge} pending, one instance: {huge_rate:.0}/s over the first {sample} \
-             deliveries"
+            "p12 pg: {huge} pending, one instance: {huge_rate:.0}/s, timed over the first \
+             {sample} deliveries or as many as were made within {limit:?} (the line above)"
         );
         let fresh = pg_backlog_run(url, receivers, "p12 pg fresh", 0, small, small, limit);
         let aged_n = scale.p12_pg_aged;
