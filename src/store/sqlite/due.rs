@@ -20,14 +20,14 @@
 //! given up, the next [`BY_ACCOUNT_AFTER_GIVING_UP`] searches walk by account straight away:
 //! the accounts at their bound that made it give up still hold the earliest rows, usually.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::ids::AccountId;
-use crate::store::Delivery;
+use crate::store::{ClaimRequest, Delivery};
 
 use super::claims::Claims;
 use super::rows::{
@@ -96,6 +96,10 @@ pub(super) struct Search<'a> {
     now: Timestamp,
     skip: HashSet<&'a str>,
     hints: &'a Hints,
+    /// At most this many of one account's deliveries in flight (a claim's bound), counting
+    /// `in_flight`'s; `None`: no bound.
+    per_account: Option<usize>,
+    in_flight: HashMap<&'a str, usize>,
 }
 
 impl<'a> Search<'a> {
@@ -112,7 +116,27 @@ impl<'a> Search<'a> {
             now,
             skip: skip.iter().map(AccountId::as_str).collect(),
             hints,
+            per_account: None,
+            in_flight: HashMap::new(),
         }
+    }
+
+    /// Takes at most the per-account room of `request` (see [`ClaimRequest::room_for`]).
+    pub(super) fn with_room(mut self, request: &'a ClaimRequest<'a>) -> Search<'a> {
+        self.per_account = request.per_account;
+        self.in_flight = request
+            .in_flight
+            .iter()
+            .map(|(account, n)| (account.as_str(), *n))
+            .collect();
+        self
+    }
+
+    /// How many more of `account`'s deliveries this search may take.
+    fn room(&self, account: &str) -> usize {
+        self.per_account.map_or(usize::MAX, |bound| {
+            bound.saturating_sub(self.in_flight.get(account).copied().unwrap_or(0))
+        })
     }
 
     /// The earliest due deliveries not under a live claim, at most `limit`.
@@ -166,6 +190,9 @@ impl<'a> Search<'a> {
         let now = clamp_nanos(self.now);
         let mut budget = self.hints.budget();
         let mut found = Vec::with_capacity(limit.min(PAGE));
+        // Taken of each account, against its room: a row past it is passed over like a
+        // skipped account's.
+        let mut taken: HashMap<String, usize> = HashMap::new();
         let mut stmt = self.conn.prepare_cached(DUE_BY_TIME)?;
         let mut after = (i64::MIN, i64::MIN);
         while found.len() < limit {
@@ -174,13 +201,16 @@ impl<'a> Search<'a> {
             while let Some(row) = rows.next()? {
                 read += 1;
                 after = (row.get(6)?, row.get(12)?);
-                if self.skip.contains(row.get_ref(1)?.as_str()?) {
+                let account = row.get_ref(1)?.as_str()?;
+                let full = taken.get(account).copied().unwrap_or(0) >= self.room(account);
+                if self.skip.contains(account) || full {
                     if budget == 0 {
                         self.hints.gave_up_by_time();
                         return Ok(ByTime::OverBudget);
                     }
                     budget -= 1;
                 } else if !self.is_live(row)? {
+                    *taken.entry(account.to_owned()).or_default() += 1;
                     found.push(delivery_from_row(row)?);
                     if found.len() == limit {
                         break;
@@ -263,7 +293,8 @@ impl<'a> Search<'a> {
             }
             let mut rows = stmt.query([&account])?;
             let mut taken = 0;
-            while taken < limit {
+            let room = limit.min(self.room(&account));
+            while taken < room {
                 let Some(row) = rows.next()? else { break };
                 let position = (row.get(6)?, row.get(12)?);
                 if position > last {

@@ -83,6 +83,7 @@ impl Outbox for SqliteStore {
         let mut claims = self.claims();
         let due = self.read("claiming due deliveries", |conn| {
             Search::new(conn, &claims, request.now, &skip, &self.search_hints)
+                .with_room(request)
                 .claimable(request.limit)
         })?;
         Ok(due
