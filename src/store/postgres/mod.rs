@@ -22,6 +22,7 @@ mod settings;
 mod sql;
 #[cfg(test)]
 mod tests;
+mod upkeep;
 
 use std::fmt;
 use std::sync::Arc;
@@ -299,6 +300,8 @@ impl PostgresStore {
         // The counts' deltas are folded in the background for as long as the store is open;
         // the first fold also counts the pending deliveries for the group commit's estimate.
         driver.spawn(ops::fold_forever(Arc::clone(&ctx)));
+        // Statistics and vacuums where the server's autovacuum has not (see `upkeep`).
+        driver.spawn(upkeep::forever(Arc::clone(&ctx)));
         Ok(PostgresStore {
             ctx,
             groups: Arc::default(),

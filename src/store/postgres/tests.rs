@@ -23,9 +23,9 @@ fn url() -> String {
 }
 
 /// A fresh schema on the test server, dropped with the value.
-struct Db {
+pub(super) struct Db {
     url: String,
-    schema: String,
+    pub(super) schema: String,
 }
 
 /// Runs `f` on a runtime of its own, on a thread of its own (so that a test may call it from
@@ -51,7 +51,7 @@ where
 
 impl Db {
     /// `None` (after saying so) when no server answers.
-    fn new() -> Option<Db> {
+    pub(super) fn new() -> Option<Db> {
         let url = url();
         let probe = block_on(async {
             let (client, conn) =
@@ -78,19 +78,19 @@ impl Db {
         Some(Db { url, schema })
     }
 
-    fn builder(&self) -> PostgresStoreBuilder {
+    pub(super) fn builder(&self) -> PostgresStoreBuilder {
         PostgresStore::builder(&self.url)
             .schema(&self.schema)
             .pool_size(4)
     }
 
-    fn open(&self) -> PostgresStore {
+    pub(super) fn open(&self) -> PostgresStore {
         self.builder().open().expect("open the store")
     }
 
     /// Runs `sql` (simple protocol) on a connection of its own; answers each row's columns as
     /// text.
-    fn sql(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+    pub(super) fn sql(&self, sql: &str) -> Vec<Vec<Option<String>>> {
         block_on(async {
             let (client, conn) = tokio_postgres::connect(&self.url, NoTls)
                 .await
@@ -112,11 +112,11 @@ impl Db {
     }
 
     /// The first column of the first row of `sql`.
-    fn scalar(&self, sql: &str) -> String {
+    pub(super) fn scalar(&self, sql: &str) -> String {
         self.sql(sql)[0][0].clone().unwrap_or_default()
     }
 
-    fn s(&self) -> String {
+    pub(super) fn s(&self) -> String {
         sql::quote_ident(&self.schema)
     }
 }
