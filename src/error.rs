@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::time::Duration;
 
 /// A boxed error from a backend, a store or a parser, kept out of our semver surface.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -167,6 +168,20 @@ pub enum Error {
         /// The underlying cause.
         #[source]
         source: Option<BoxError>,
+    },
+
+    /// A store call ran past one of the store's time bounds, named by `bound` (for
+    /// [`PostgresStore`](crate::store::PostgresStore): `call_timeout`, the client's deadline on
+    /// the whole call, or `statement_timeout`, the server's on one statement). What the call
+    /// was doing may or may not have taken effect: a submit may be stored (submitting the same
+    /// id again stores it once), an outcome may be recorded (recording it again is refused as
+    /// [`Error::LeaseLost`] or taken once).
+    #[error("store: no answer within its {bound} of {limit:?}")]
+    StoreTimeout {
+        /// The bound that ran out, as the builder method that sets it names it.
+        bound: &'static str,
+        /// Its value.
+        limit: Duration,
     },
 
     /// The outbox is full; the call result was not accepted.

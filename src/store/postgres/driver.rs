@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::thread::{JoinHandle, ThreadId};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
@@ -70,6 +71,28 @@ impl Driver {
         answer_of(answered)
     }
 
+    /// [`run`](Self::run) within `limit`: past it the work is dropped (its connection goes
+    /// back to the pool, or is closed, mid-statement) and the answer is
+    /// [`Error::StoreTimeout`] for `call_timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run), or [`Error::StoreTimeout`].
+    pub(super) fn run_within<T, F>(&self, limit: Duration, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        self.run(async move {
+            tokio::time::timeout(limit, work)
+                .await
+                .unwrap_or(Err(Error::StoreTimeout {
+                    bound: "call_timeout",
+                    limit,
+                }))
+        })
+    }
+
     /// Whether the calling thread is the runtime's own, where waiting for it would stall it.
     pub(super) fn on_own_thread(&self) -> bool {
         std::thread::current().id() == self.thread_id
@@ -108,4 +131,27 @@ pub(super) fn answer_of<T>(answered: oneshot::Receiver<Result<T>>) -> Result<T> 
         message: "the outbox's database task ended without an answer".into(),
         source: None,
     })?
+}
+
+/// [`answer_of`] within `limit` (the caller's deadline on work it did not start itself, such
+/// as a submit's group).
+///
+/// # Errors
+///
+/// As [`answer_of`], or [`Error::StoreTimeout`] for `call_timeout` past `limit`.
+pub(super) fn answer_within<T>(
+    answered: oneshot::Receiver<Result<T>>,
+    limit: Duration,
+) -> Result<T> {
+    match answered.recv_timeout(limit) {
+        Ok(answer) => answer,
+        Err(oneshot::RecvTimeoutError::Timeout) => Err(Error::StoreTimeout {
+            bound: "call_timeout",
+            limit,
+        }),
+        Err(oneshot::RecvTimeoutError::Disconnected) => Err(Error::Store {
+            message: "the outbox's database task ended without an answer".into(),
+            source: None,
+        }),
+    }
 }

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::store::NewDelivery;
 use crate::sync::lock;
 
+use super::failure;
 use super::ops::{self, Ctx};
 use super::sql::get;
 
@@ -88,7 +89,18 @@ impl Groups {
                 }
                 continue;
             }
-            let answers = commit_group(&ctx, &jobs).await;
+            // Bounded like any store call: a group stuck on a server that does not answer is
+            // answered, and the next group may find it answering again.
+            let limit = ctx.bounds.call_timeout;
+            let answers = tokio::time::timeout(limit, commit_group(&ctx, &jobs))
+                .await
+                .unwrap_or_else(|_| {
+                    let timeout = Error::StoreTimeout {
+                        bound: "call_timeout",
+                        limit,
+                    };
+                    ops::each_failed(timeout, jobs.len(), "storing a group of deliveries")
+                });
             for (job, answer) in jobs.into_iter().zip(answers) {
                 // The submitter waits for its answer; nothing to do if it went away.
                 let _ = job.answer.send(answer);
@@ -97,14 +109,22 @@ impl Groups {
     }
 }
 
-/// Inserts a group in one statement and answers for each insert. When the group cannot be
-/// committed as one (the outbox may be near its `max_pending`, or the statement failed),
-/// each insert is made alone, so that each gets exactly its own answer.
+/// Inserts a group in one statement and answers for each insert. The statement is made
+/// again on a fresh connection when its connection breaks (see [`ops::retrying`]; a group
+/// that committed unanswered finds its rows stored); when the database stays out of reach,
+/// every insert is answered with that failure. When the group cannot be committed as one
+/// otherwise (the outbox may be near its `max_pending`, or the statement failed), each insert
+/// is made alone, so that each gets exactly its own answer.
 async fn commit_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Vec<Result<()>> {
-    if ctx.far_from_full(jobs.len())
-        && let Ok(answers) = try_group(ctx, jobs).await
-    {
-        return answers;
+    if ctx.far_from_full(jobs.len()) {
+        match ops::retrying(ctx, || try_group(ctx, jobs)).await {
+            Ok(answers) => return answers,
+            Err(e) if failure::kind(&e) == failure::Kind::Broken => {
+                return ops::each_failed(e, jobs.len(), "storing a group of deliveries");
+            }
+            // Made alone below.
+            Err(_) => {}
+        }
     }
     let mut answers = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -130,17 +150,17 @@ async fn try_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Result<Vec<Result<()>>> {
     let columns = ops::Columns::new(&rows)?;
     // In id order, as every insert takes its rows: no two groups wait on each other.
     rows.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
-    let failed = |e| Error::store("storing a group of deliveries", e);
+    let failed = failure::failed("storing a group of deliveries");
     let client = ctx.client().await?;
     let stmt = client
         .prepare_cached(&ctx.sql.insert_group)
         .await
-        .map_err(failed)?;
+        .map_err(&failed)?;
     // One statement, committed on its own: one round trip and one flush for the group.
     let result = client
         .query(&stmt, &columns.params())
         .await
-        .map_err(failed)?;
+        .map_err(&failed)?;
 
     /// What the statement found for one id.
     enum Found<'r> {

@@ -13,6 +13,7 @@
 
 mod driver;
 mod enqueue;
+mod failure;
 mod group;
 mod listen;
 mod ops;
@@ -58,6 +59,7 @@ pub struct PostgresStoreBuilder {
     pool_size: usize,
     max_pending: usize,
     schema: String,
+    bounds: ops::Bounds,
 }
 
 impl fmt::Debug for PostgresStoreBuilder {
@@ -67,6 +69,7 @@ impl fmt::Debug for PostgresStoreBuilder {
             .field("pool_size", &self.pool_size)
             .field("max_pending", &self.max_pending)
             .field("schema", &self.schema)
+            .field("bounds", &self.bounds)
             .finish()
     }
 }
@@ -95,13 +98,43 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// How long a store call that failed on a connection that broke or could not be made (a
+    /// restart, a failover, `pg_terminate_backend`, the server starting up or shutting down)
+    /// is tried again on a fresh connection, with a growing pause between tries, before its
+    /// failure is answered; 30 s unless set, `Duration::ZERO` for no retry. Every call may be
+    /// run again: submits are idempotent by id, outcomes fenced by claim tokens, settings
+    /// saves compare-and-set. The call's [`call_timeout`](Self::call_timeout) still bounds it.
+    pub fn retry_for(mut self, retry_for: Duration) -> Self {
+        self.bounds.retry_for = retry_for;
+        self
+    }
+
+    /// The server's limit on each statement (`SET statement_timeout` on every connection
+    /// the store opens): a statement that runs longer is cancelled and the call answers
+    /// [`Error::StoreTimeout`] naming `statement_timeout`. 15 s unless set; `Duration::ZERO`
+    /// for none (PostgreSQL's meaning); whole milliseconds.
+    pub fn statement_timeout(mut self, limit: Duration) -> Self {
+        self.bounds.statement_timeout = limit;
+        self
+    }
+
+    /// The client's deadline on each store call, its tries on fresh connections included:
+    /// past it the call answers [`Error::StoreTimeout`] naming `call_timeout`, whatever the
+    /// server does (a server that stopped answering, frozen or cut off without a reset,
+    /// never cancels anything). 45 s unless set: room for [`retry_for`](Self::retry_for)'s
+    /// 30 s and a last statement. Must be more than zero.
+    pub fn call_timeout(mut self, limit: Duration) -> Self {
+        self.bounds.call_timeout = limit;
+        self
+    }
+
     /// Connects, creates the schema or migrates it to this release's version (once, however
     /// many processes open it at once), and starts the store's runtime.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for a URL that does not parse, a schema name or a pool size
-    /// that is not acceptable; [`Error::Store`] when the database cannot be reached or
+    /// [`Error::InvalidConfig`] for a URL that does not parse, a schema name, a pool size or
+    /// a `call_timeout` that is not acceptable; [`Error::Store`] when the database cannot be reached or
     /// migrated, or when its schema is newer than this release knows (it is left untouched).
     pub fn open(self) -> Result<PostgresStore> {
         PostgresStore::open_with(self)
@@ -231,6 +264,7 @@ impl PostgresStore {
             pool_size: Self::DEFAULT_POOL_SIZE,
             max_pending: Self::DEFAULT_MAX_PENDING,
             schema: Self::DEFAULT_SCHEMA.into(),
+            bounds: ops::Bounds::default(),
         }
     }
 
@@ -250,7 +284,9 @@ impl PostgresStore {
             pool_size,
             max_pending,
             schema,
+            bounds,
         } = options;
+        bounds.check()?;
         let mut config = password::connection_config(&url, &password::process_env)?;
         check_schema_name(&schema)?;
         if pool_size == 0 {
@@ -277,12 +313,14 @@ impl PostgresStore {
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(POOL_WAIT))
             .create_timeout(Some(CONNECT_TIMEOUT))
+            .post_create(ops::session_hook(bounds))
             .build()
             .map_err(|e| Error::store("building the connection pool", e))?;
         let ctx = Arc::new(Ctx {
             pool,
             sql: sql::Statements::new(&schema),
             max_pending,
+            bounds,
             pruning: std::sync::atomic::AtomicBool::new(false),
             pending_counted: std::sync::atomic::AtomicI64::new(0),
             stored_since: std::sync::atomic::AtomicI64::new(0),
@@ -316,7 +354,8 @@ impl PostgresStore {
         T: Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
     {
-        self.driver.run(work(Arc::clone(&self.ctx)))
+        let limit = self.ctx.bounds.call_timeout;
+        self.driver.run_within(limit, work(Arc::clone(&self.ctx)))
     }
 }
 
@@ -336,7 +375,7 @@ impl Outbox for PostgresStore {
             let answered = self.groups.submit(&self.ctx, delivery.clone(), |group| {
                 self.driver.spawn(group)
             });
-            return driver::answer_of(answered);
+            return driver::answer_within(answered, self.ctx.bounds.call_timeout);
         }
         let deliveries = deliveries.to_vec();
         self.run(|ctx| ops::insert(ctx, deliveries))
@@ -372,21 +411,7 @@ impl Outbox for PostgresStore {
         }
         let owned = outcomes.to_vec();
         let answers = self.run(|ctx| async move { Ok(ops::record_attempts(ctx, owned).await) });
-        match answers {
-            Ok(answers) => answers,
-            Err(e) => {
-                let cause = e.to_string();
-                outcomes
-                    .iter()
-                    .map(|_| {
-                        Err(Error::Store {
-                            message: format!("recording attempts: {cause}"),
-                            source: None,
-                        })
-                    })
-                    .collect()
-            }
-        }
+        answers.unwrap_or_else(|e| ops::each_failed(e, outcomes.len(), "recording attempts"))
     }
 
     fn release(&self, claims: &[(DeliveryId, ClaimToken)]) -> Result<()> {
@@ -396,7 +421,7 @@ impl Outbox for PostgresStore {
 
     fn extend_leases(&self, claims: &[(DeliveryId, ClaimToken)], until: Timestamp) -> Result<()> {
         let claims = claims.to_vec();
-        self.run(|ctx| ops::retrying(move || ops::extend(Arc::clone(&ctx), claims.clone(), until)))
+        self.run(move |ctx| ops::extend(ctx, claims, until))
     }
 
     fn has_pending(&self) -> Result<bool> {

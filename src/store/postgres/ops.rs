@@ -17,9 +17,9 @@ use crate::store::{
     NewDelivery, NextStep,
 };
 
+use super::failure::{self, Kind, Shared, failed};
 use super::sql::{
-    Statements, clamp_nanos, delivery_from_row, from_nanos, get, is_transient, stats_from_rows,
-    to_nanos,
+    Statements, clamp_nanos, delivery_from_row, from_nanos, get, stats_from_rows, to_nanos,
 };
 
 /// How long a delivered id is remembered, so that a resubmission is not sent again.
@@ -34,6 +34,8 @@ pub(super) struct Ctx {
     pub(super) pool: Pool,
     pub(super) sql: Statements,
     pub(super) max_pending: usize,
+    /// The time bounds of every operation.
+    pub(super) bounds: Bounds,
     /// A prune of old delivered ids is under way (one at a time, off the recording path).
     pub(super) pruning: std::sync::atomic::AtomicBool,
     /// The schema's pending deliveries as last counted (by the fold, see [`fold`])...
@@ -43,47 +45,148 @@ pub(super) struct Ctx {
     pub(super) stored_since: AtomicI64,
 }
 
-fn failed(what: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
-    move |e| Error::store(what, e)
-}
-
 /// How often a transaction the server broke off as a deadlock victim or a serialization
 /// failure is run again before its error is answered.
 const TRANSIENT_TRIES: u32 = 8;
 
-/// Whether `e` holds a database error that running the same work again may not meet.
-fn transient(e: &Error) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if let Some(db) = c.downcast_ref::<tokio_postgres::Error>() {
-            return is_transient(db);
-        }
-        cause = c.source();
-    }
-    false
+/// The first pause before trying again on a fresh connection; doubled after each try, up to
+/// [`BROKEN_PAUSE_MAX`], jittered.
+const BROKEN_PAUSE: Duration = Duration::from_millis(50);
+const BROKEN_PAUSE_MAX: Duration = Duration::from_secs(1);
+
+/// The store's time bounds (see the builder's methods of the same names).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bounds {
+    /// How long an operation that failed on a broken connection is tried again.
+    pub(super) retry_for: Duration,
+    /// The server's limit on one statement (`SET statement_timeout` on each connection);
+    /// zero for none.
+    pub(super) statement_timeout: Duration,
+    /// The client's deadline on a whole call, its tries included.
+    pub(super) call_timeout: Duration,
 }
 
-/// Runs `work` (one whole transaction, idempotent or fenced) again while it fails with a
-/// [`transient`] error, up to [`TRANSIENT_TRIES`] times, after a jittered pause of a few
-/// milliseconds that grows with each try; such a failure is never answered as the store
-/// failing unless it keeps coming.
-pub(super) async fn retrying<T, F>(mut work: impl FnMut() -> F) -> Result<T>
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            retry_for: Duration::from_secs(30),
+            statement_timeout: Duration::from_secs(15),
+            call_timeout: Duration::from_secs(45),
+        }
+    }
+}
+
+impl Bounds {
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for a `call_timeout` of zero.
+    pub(super) fn check(&self) -> Result<()> {
+        if self.call_timeout.is_zero() {
+            return Err(Error::config("call_timeout", "must be more than zero"));
+        }
+        Ok(())
+    }
+
+    /// The `SET` each new connection runs: the server's own bound on every statement.
+    pub(super) fn session_setup(&self) -> String {
+        format!(
+            "SET statement_timeout = {}",
+            self.statement_timeout.as_millis().min(i32::MAX as u128)
+        )
+    }
+}
+
+/// What each new pooled connection runs before its first use: the session's
+/// `statement_timeout`. A connection that cannot run it is not used.
+pub(super) fn session_hook(bounds: Bounds) -> deadpool_postgres::Hook {
+    let setup = bounds.session_setup();
+    deadpool_postgres::Hook::async_fn(move |client, _| {
+        let setup = setup.clone();
+        Box::pin(async move {
+            client
+                .batch_execute(&setup)
+                .await
+                .map_err(deadpool_postgres::HookError::Backend)
+        })
+    })
+}
+
+/// Runs `work` (one whole transaction or statement, idempotent or fenced by claim tokens)
+/// again while it fails in a way running it again may pass:
+///
+/// - broken off by the server as a deadlock victim or a serialization failure: again after a
+///   jittered pause of a few milliseconds that grows with each try, up to
+///   [`TRANSIENT_TRIES`] times;
+/// - on a connection that broke or could not be made (a restart, a failover,
+///   `pg_terminate_backend`, the server starting up or shutting down): again on a fresh
+///   connection (the pool drops closed ones), after a jittered pause from [`BROKEN_PAUSE`]
+///   doubling to [`BROKEN_PAUSE_MAX`], for as long as the store's `retry_for` allows.
+///
+/// Only then is the failure answered: with how long it was tried when it was tried again,
+/// the last failure as its cause. A statement cancelled by the server's `statement_timeout`
+/// is answered as [`Error::StoreTimeout`].
+pub(super) async fn retrying<T, F>(ctx: &Ctx, mut work: impl FnMut() -> F) -> Result<T>
 where
     F: Future<Output = Result<T>>,
 {
-    let mut tries = 0;
+    let mut transient_tries = 0;
+    let mut broken_tries = 0u32;
+    let mut broken_since: Option<tokio::time::Instant> = None;
     loop {
-        match work().await {
-            Err(e) if tries < TRANSIENT_TRIES && transient(&e) => {
-                tries += 1;
-                let most = 2u64 << tries.min(7);
-                let jitter = getrandom::u64().unwrap_or(0) % most;
-                tracing::debug!(error = %e, tries, "outbox: transaction broken off; running it again");
-                tokio::time::sleep(Duration::from_millis(1 + jitter)).await;
+        let e = match work().await {
+            Ok(done) => return Ok(done),
+            Err(e) => e,
+        };
+        let pause = match failure::kind(&e) {
+            Kind::Transient if transient_tries < TRANSIENT_TRIES => {
+                transient_tries += 1;
+                let most = 2u64 << transient_tries.min(7);
+                Duration::from_millis(1 + getrandom::u64().unwrap_or(0) % most)
             }
-            other => return other,
-        }
+            Kind::Broken => {
+                let since = *broken_since.get_or_insert_with(tokio::time::Instant::now);
+                let doubled = BROKEN_PAUSE.saturating_mul(1 << broken_tries.min(5));
+                let most = doubled.min(BROKEN_PAUSE_MAX);
+                let pause = most / 2
+                    + Duration::from_millis(
+                        getrandom::u64().unwrap_or(0) % (most.as_millis() as u64 / 2 + 1),
+                    );
+                if since.elapsed() + pause > ctx.bounds.retry_for {
+                    return Err(if broken_tries == 0 {
+                        e
+                    } else {
+                        Error::store(
+                            format!(
+                                "the database kept failing for {:.1} s ({} tries on fresh                                  connections; retry_for is {:?})",
+                                since.elapsed().as_secs_f64(),
+                                broken_tries + 1,
+                                ctx.bounds.retry_for
+                            ),
+                            e,
+                        )
+                    });
+                }
+                broken_tries += 1;
+                pause
+            }
+            Kind::StatementTimeout => {
+                tracing::debug!(error = %crate::delivery::engine::error_chain(&e), "outbox: statement cancelled by statement_timeout");
+                return Err(Error::StoreTimeout {
+                    bound: "statement_timeout",
+                    limit: ctx.bounds.statement_timeout,
+                });
+            }
+            _ => return Err(e),
+        };
+        tracing::debug!(error = %crate::delivery::engine::error_chain(&e), transient_tries, broken_tries, "outbox: running the operation again");
+        tokio::time::sleep(pause).await;
     }
+}
+
+/// The same error for each of `n` callers (see [`Shared::again`]).
+pub(super) fn each_failed(e: Error, n: usize, what: &str) -> Vec<Result<()>> {
+    let shared = Shared(Arc::new(e));
+    (0..n).map(|_| Err(shared.again(what))).collect()
 }
 
 impl Ctx {
@@ -108,10 +211,12 @@ impl Ctx {
     }
 
     pub(super) async fn client(&self) -> Result<Object> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| Error::store("taking a database connection from the pool", e))
+        self.pool.get().await.map_err(|e| {
+            Error::store(
+                "taking a database connection from the pool",
+                failure::DbFailure::of_pool(e),
+            )
+        })
     }
 }
 
@@ -130,7 +235,7 @@ pub(super) fn same_parts(
 }
 
 pub(super) async fn insert(ctx: Arc<Ctx>, deliveries: Vec<NewDelivery>) -> Result<()> {
-    retrying(|| insert_once(&ctx, &deliveries)).await
+    retrying(&ctx, || insert_once(&ctx, &deliveries)).await
 }
 
 async fn insert_once(ctx: &Ctx, deliveries: &[NewDelivery]) -> Result<()> {
@@ -349,6 +454,10 @@ pub(super) struct ClaimAsk {
 /// Claims in two walks: the head of the due order ([`CLAIM_HEAD`](super::sql)); then, only
 /// when the head was full of rows it could not take and more are wanted, account by account.
 pub(super) async fn claim(ctx: Arc<Ctx>, ask: ClaimAsk) -> Result<Vec<Claim>> {
+    retrying(&ctx, || claim_once(&ctx, &ask)).await
+}
+
+async fn claim_once(ctx: &Ctx, ask: &ClaimAsk) -> Result<Vec<Claim>> {
     if ask.limit == 0 {
         return Ok(Vec::new());
     }
@@ -358,7 +467,7 @@ pub(super) async fn claim(ctx: Arc<Ctx>, ask: ClaimAsk) -> Result<Vec<Claim>> {
     let mut params = ClaimParams {
         now,
         until: now.saturating_add(lease),
-        skip: ask.skip,
+        skip: ask.skip.clone(),
         per_account: ask
             .per_account
             .map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX)),
@@ -414,6 +523,10 @@ pub(super) async fn next_due(
     now: Timestamp,
     skip: Vec<String>,
 ) -> Result<Option<Timestamp>> {
+    retrying(&ctx, || next_due_once(&ctx, now, &skip)).await
+}
+
+async fn next_due_once(ctx: &Ctx, now: Timestamp, skip: &[String]) -> Result<Option<Timestamp>> {
     let due_failed = failed("finding the next due delivery");
     let client = ctx.client().await?;
     let head = client
@@ -449,7 +562,7 @@ struct Outcome {
     at: i64,
     status: Option<i32>,
     error: Option<String>,
-    next: Result<(Option<&'static str>, Option<i64>)>,
+    next: Result<(Option<&'static str>, Option<i64>), Shared>,
 }
 
 fn outcome(id: &DeliveryId, token: ClaimToken, record: &AttemptRecord) -> Outcome {
@@ -463,6 +576,7 @@ fn outcome(id: &DeliveryId, token: ClaimToken, record: &AttemptRecord) -> Outcom
         Ok(at) => (at, next),
         Err(e) => (0, Err(e)),
     };
+    let next = next.map_err(|e| Shared(Arc::new(e)));
     Outcome {
         id: id.clone(),
         token: i64::try_from(token.get()).unwrap_or(-1),
@@ -481,7 +595,7 @@ pub(super) async fn record_attempts(
         .iter()
         .map(|(id, token, record)| outcome(id, *token, record))
         .collect();
-    match retrying(|| record_in_one_transaction(&ctx, &outcomes)).await {
+    match retrying(&ctx, || record_in_one_transaction(&ctx, &outcomes)).await {
         Ok(answers) => {
             let delivered_at = outcomes
                 .iter()
@@ -503,21 +617,14 @@ pub(super) async fn record_attempts(
             answers
         }
         Err(e) => {
-            // Nothing of the batch was recorded.
-            let cause = e.to_string();
+            // Nothing of the batch was recorded: each outcome is answered with the whole
+            // cause (a time it could not hold, or why the transaction failed).
+            let shared = Shared(Arc::new(e));
             outcomes
                 .iter()
                 .map(|o| match &o.next {
-                    Err(e) => Err(Error::Store {
-                        message: e.to_string(),
-                        source: None,
-                    }),
-                    Ok(_) => Err(Error::Store {
-                        message: format!(
-                            "the transaction holding this outcome was rolled back: {cause}"
-                        ),
-                        source: None,
-                    }),
+                    Err(e) => Err(Error::store("this outcome cannot be recorded", e.clone())),
+                    Ok(_) => Err(shared.again("the transaction holding this outcome failed")),
                 })
                 .collect()
         }
@@ -548,10 +655,10 @@ async fn record_in_one_transaction(ctx: &Ctx, outcomes: &[Outcome]) -> Result<Ve
         let o = &outcomes[i];
         match &o.next {
             Err(e) => {
-                answers[i] = Some(Err(Error::Store {
-                    message: e.to_string(),
-                    source: None,
-                }))
+                answers[i] = Some(Err(Error::store(
+                    "this outcome cannot be recorded",
+                    e.clone(),
+                )))
             }
             Ok((state, retry_at)) => {
                 let (tx, delivered, kept) = (&tx, &delivered, &kept);
@@ -641,6 +748,10 @@ async fn prune_delivered(ctx: &Ctx, newest: i64) {
 }
 
 pub(super) async fn release(ctx: Arc<Ctx>, claims: Vec<(DeliveryId, ClaimToken)>) -> Result<()> {
+    retrying(&ctx, || release_once(&ctx, &claims)).await
+}
+
+async fn release_once(ctx: &Ctx, claims: &[(DeliveryId, ClaimToken)]) -> Result<()> {
     if claims.is_empty() {
         return Ok(());
     }
@@ -666,6 +777,14 @@ pub(super) async fn release(ctx: Arc<Ctx>, claims: Vec<(DeliveryId, ClaimToken)>
 pub(super) async fn extend(
     ctx: Arc<Ctx>,
     claims: Vec<(DeliveryId, ClaimToken)>,
+    until: Timestamp,
+) -> Result<()> {
+    retrying(&ctx, || extend_once(&ctx, &claims, until)).await
+}
+
+async fn extend_once(
+    ctx: &Ctx,
+    claims: &[(DeliveryId, ClaimToken)],
     until: Timestamp,
 ) -> Result<()> {
     if claims.is_empty() {
@@ -737,6 +856,10 @@ async fn fold(ctx: &Ctx) -> Result<()> {
 }
 
 pub(super) async fn has_pending(ctx: Arc<Ctx>) -> Result<bool> {
+    retrying(&ctx, || has_pending_once(&ctx)).await
+}
+
+async fn has_pending_once(ctx: &Ctx) -> Result<bool> {
     let client = ctx.client().await?;
     let row = client
         .query_one(ctx.sql.has_pending.as_str(), &[])
@@ -778,6 +901,10 @@ pub(super) async fn list(
     filter: DeliveryFilter,
     limit: usize,
 ) -> Result<Vec<Delivery>> {
+    retrying(&ctx, || list_once(&ctx, &filter, limit)).await
+}
+
+async fn list_once(ctx: &Ctx, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>> {
     let Some(state) = stored_state(filter.state) else {
         return Ok(Vec::new());
     };
@@ -787,7 +914,7 @@ pub(super) async fn list(
     let mut sql = ctx.sql.select_deliveries();
     sql.push_str(" WHERE account = $1");
     let mut params = vec![filter.account.as_str()];
-    push_filter(&mut sql, &mut params, &filter);
+    push_filter(&mut sql, &mut params, filter);
     if let Some(state) = state {
         sql.push_str(&format!(" AND state = '{state}'"));
     }
@@ -810,11 +937,15 @@ pub(super) async fn requeue_failed(
     filter: DeliveryFilter,
     now: Timestamp,
 ) -> Result<u64> {
+    retrying(&ctx, || requeue_failed_once(&ctx, &filter, now)).await
+}
+
+async fn requeue_failed_once(ctx: &Ctx, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {
     let now = to_nanos(now)?;
     let s = ctx.sql.s();
     let mut params = vec![filter.account.as_str()];
     let mut matching = String::from("account = $1 AND state = 'failed'");
-    push_filter(&mut matching, &mut params, &filter);
+    push_filter(&mut matching, &mut params, filter);
     let at = params.len() + 1;
     let sql = format!(
         "WITH r AS ( \
@@ -841,13 +972,17 @@ pub(super) async fn requeue_failed(
 }
 
 pub(super) async fn remove(ctx: Arc<Ctx>, filter: DeliveryFilter) -> Result<u64> {
+    retrying(&ctx, || remove_once(&ctx, &filter)).await
+}
+
+async fn remove_once(ctx: &Ctx, filter: &DeliveryFilter) -> Result<u64> {
     let Some(state) = stored_state(filter.state) else {
         return Ok(0);
     };
     let s = ctx.sql.s();
     let mut params = vec![filter.account.as_str()];
     let mut matching = String::from("account = $1");
-    push_filter(&mut matching, &mut params, &filter);
+    push_filter(&mut matching, &mut params, filter);
     if let Some(state) = state {
         matching.push_str(&format!(" AND state = '{state}'"));
     }
@@ -875,9 +1010,17 @@ pub(super) async fn stats(
     account: AccountId,
     campaign: Option<CampaignId>,
 ) -> Result<DeliveryStats> {
+    retrying(&ctx, || stats_once(&ctx, &account, campaign.as_ref())).await
+}
+
+async fn stats_once(
+    ctx: &Ctx,
+    account: &AccountId,
+    campaign: Option<&CampaignId>,
+) -> Result<DeliveryStats> {
     let stats_failed = failed("reading delivery counts");
     let client = ctx.client().await?;
-    let rows = match &campaign {
+    let rows = match campaign {
         None => {
             let stmt = client
                 .prepare_cached(&ctx.sql.stats_account)

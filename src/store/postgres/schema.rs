@@ -121,18 +121,18 @@ pub(super) fn latest() -> i64 {
 /// Reads the schema's version: 0 when the schema or its `schema_version` table does not
 /// exist yet.
 async fn read_version(client: &impl tokio_postgres::GenericClient, schema: &str) -> Result<i64> {
-    let failed = |e| Error::store(format!("reading the schema version of {schema}"), e);
+    let failed = super::failure::failed(format!("reading the schema version of {schema}"));
     let table = format!("{}.schema_version", quote_ident(schema));
     let exists: bool = client
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
         .await
-        .map_err(failed)?
+        .map_err(&failed)?
         .get(0);
     if !exists {
         return Ok(0);
     }
     let sql = format!("SELECT coalesce(max(version), 0)::bigint FROM {table}");
-    Ok(client.query_one(&sql, &[]).await.map_err(failed)?.get(0))
+    Ok(client.query_one(&sql, &[]).await.map_err(&failed)?.get(0))
 }
 
 fn newer(schema: &str, version: i64) -> Error {
@@ -166,8 +166,8 @@ pub(super) async fn migrate(
     if version == latest() {
         return Ok(());
     }
-    let failed = |e| Error::store(format!("migrating schema {schema}"), e);
-    let (mut own, connection) = config.connect(NoTls).await.map_err(failed)?;
+    let failed = super::failure::failed(format!("migrating schema {schema}"));
+    let (mut own, connection) = config.connect(NoTls).await.map_err(&failed)?;
     let polled = tokio::spawn(connection);
     let migrated = migrate_locked(&mut own, schema).await;
     drop(own);
@@ -176,14 +176,14 @@ pub(super) async fn migrate(
 }
 
 async fn migrate_locked(client: &mut tokio_postgres::Client, schema: &str) -> Result<()> {
-    let failed = |e| Error::store(format!("migrating schema {schema}"), e);
-    let tx = client.transaction().await.map_err(failed)?;
+    let failed = super::failure::failed(format!("migrating schema {schema}"));
+    let tx = client.transaction().await.map_err(&failed)?;
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext($2))",
         &[&LOCK_SPACE, &schema],
     )
     .await
-    .map_err(failed)?;
+    .map_err(&failed)?;
     // Read again under the lock: another process may have migrated meanwhile.
     let from = read_version(&tx, schema).await?;
     if from > latest() {
@@ -200,17 +200,17 @@ async fn migrate_locked(client: &mut tokio_postgres::Client, schema: &str) -> Re
              applied_at timestamptz NOT NULL DEFAULT now(), \
              release    text NOT NULL)"
     );
-    tx.batch_execute(&setup).await.map_err(failed)?;
+    tx.batch_execute(&setup).await.map_err(&failed)?;
     for (i, step) in MIGRATIONS.iter().enumerate().skip(from as usize) {
         tx.batch_execute(&with_schema(step, schema))
             .await
-            .map_err(failed)?;
+            .map_err(&failed)?;
         let stamp = format!(
             "INSERT INTO {s}.schema_version (version, release) VALUES ({}, {})",
             i + 1,
             quote_literal(env!("CARGO_PKG_VERSION"))
         );
-        tx.batch_execute(&stamp).await.map_err(failed)?;
+        tx.batch_execute(&stamp).await.map_err(&failed)?;
     }
-    tx.commit().await.map_err(failed)
+    tx.commit().await.map_err(&failed)
 }

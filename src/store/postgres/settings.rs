@@ -11,11 +11,12 @@
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids::AccountId;
 use crate::store::{SaveOutcome, SettingsSnapshot, Versioned};
 
-use super::ops::Ctx;
+use super::failure::failed;
+use super::ops::{Ctx, retrying};
 use super::schema::SETTINGS_LOCK_SPACE;
 use super::sql::{get, with_schema};
 
@@ -92,22 +93,30 @@ fn statement(ctx: &Ctx, text: &str) -> String {
     with_schema(text, &ctx.sql.schema)
 }
 
-fn failed(what: String) -> impl Fn(tokio_postgres::Error) -> Error {
-    move |e| Error::store(&what, e)
-}
-
 /// A version as stored: the sequence gives positive numbers only.
 fn version(stored: i64) -> u64 {
     u64::try_from(stored).unwrap_or(0)
 }
 
 /// Saves `json` as `account`'s record of `kind` if it is still at version `expected` (`None`:
-/// if none is stored), at the next version, and announces it.
+/// if none is stored), at the next version, and announces it. Run again on a fresh
+/// connection when the connection breaks: a save that committed unanswered is then found
+/// [`Stale`](SaveOutcome::Stale), and the change is applied again to the record it made.
 pub(super) async fn save(
     ctx: Arc<Ctx>,
     kind: Kind,
     account: AccountId,
     json: String,
+    expected: Option<u64>,
+) -> Result<SaveOutcome> {
+    retrying(&ctx, || save_once(&ctx, kind, &account, &json, expected)).await
+}
+
+async fn save_once(
+    ctx: &Ctx,
+    kind: Kind,
+    account: &AccountId,
+    json: &str,
     expected: Option<u64>,
 ) -> Result<SaveOutcome> {
     let save_failed = failed(format!("saving {}", kind.what()));
@@ -125,22 +134,22 @@ pub(super) async fn save(
     let id = account.as_str();
     let rows = match (kind, expected) {
         (Kind::Account, None) => {
-            let stmt = tx.prepare_cached(&statement(&ctx, INSERT_ACCOUNT)).await;
+            let stmt = tx.prepare_cached(&statement(ctx, INSERT_ACCOUNT)).await;
             let stmt = stmt.map_err(&save_failed)?;
             tx.query(&stmt, &[&id, &json]).await
         }
         (Kind::Account, Some(expected)) => {
-            let stmt = tx.prepare_cached(&statement(&ctx, UPDATE_ACCOUNT)).await;
+            let stmt = tx.prepare_cached(&statement(ctx, UPDATE_ACCOUNT)).await;
             let stmt = stmt.map_err(&save_failed)?;
             tx.query(&stmt, &[&id, &json, &expected]).await
         }
         (Kind::Health { paused }, None) => {
-            let stmt = tx.prepare_cached(&statement(&ctx, INSERT_HEALTH)).await;
+            let stmt = tx.prepare_cached(&statement(ctx, INSERT_HEALTH)).await;
             let stmt = stmt.map_err(&save_failed)?;
             tx.query(&stmt, &[&id, &json, &paused]).await
         }
         (Kind::Health { paused }, Some(expected)) => {
-            let stmt = tx.prepare_cached(&statement(&ctx, UPDATE_HEALTH)).await;
+            let stmt = tx.prepare_cached(&statement(ctx, UPDATE_HEALTH)).await;
             let stmt = stmt.map_err(&save_failed)?;
             tx.query(&stmt, &[&id, &json, &paused, &expected]).await
         }
@@ -163,6 +172,10 @@ pub(super) async fn load(
     kind: Kind,
     account: AccountId,
 ) -> Result<Option<Versioned>> {
+    retrying(&ctx, || load_once(&ctx, kind, &account)).await
+}
+
+async fn load_once(ctx: &Ctx, kind: Kind, account: &AccountId) -> Result<Option<Versioned>> {
     let load_failed = failed(format!("reading {}", kind.what()));
     let sql = match kind {
         Kind::Account => LOAD_ACCOUNT,
@@ -170,7 +183,7 @@ pub(super) async fn load(
     };
     let client = ctx.client().await?;
     let stmt = client
-        .prepare_cached(&statement(&ctx, sql))
+        .prepare_cached(&statement(ctx, sql))
         .await
         .map_err(&load_failed)?;
     let row = client
@@ -189,10 +202,14 @@ pub(super) async fn load(
 /// Every record saved after version `cursor`, with its version, and the greatest version
 /// read as the next cursor.
 pub(super) async fn since(ctx: Arc<Ctx>, cursor: u64) -> Result<SettingsSnapshot> {
-    let load_failed = failed("reading settings".to_owned());
+    retrying(&ctx, || since_once(&ctx, cursor)).await
+}
+
+async fn since_once(ctx: &Ctx, cursor: u64) -> Result<SettingsSnapshot> {
+    let load_failed = failed("reading settings");
     let client = ctx.client().await?;
     let stmt = client
-        .prepare_cached(&statement(&ctx, SETTINGS_SINCE))
+        .prepare_cached(&statement(ctx, SETTINGS_SINCE))
         .await
         .map_err(&load_failed)?;
     let since = i64::try_from(cursor).unwrap_or(i64::MAX);

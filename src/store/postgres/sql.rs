@@ -518,15 +518,6 @@ pub(super) fn enqueue_sql(schema: &str) -> String {
     with_schema(ENQUEUE, schema)
 }
 
-/// Whether `e` is a failure that running the same transaction again may not meet: a
-/// deadlock the server broke (40P01) or a serialization failure (40001).
-pub(super) fn is_transient(e: &tokio_postgres::Error) -> bool {
-    use tokio_postgres::error::SqlState;
-    e.code().is_some_and(|c| {
-        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
-    })
-}
-
 pub(super) use crate::store::{clamp_nanos, to_nanos};
 
 pub(super) fn from_nanos(nanos: i64) -> Result<Timestamp> {
@@ -549,8 +540,9 @@ pub(super) fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
     row: &'a Row,
     column: usize,
 ) -> Result<T> {
-    row.try_get(column)
-        .map_err(|e| Error::store(format!("reading column {column} of an outbox row"), e))
+    row.try_get(column).map_err(super::failure::failed(format!(
+        "reading column {column} of an outbox row"
+    )))
 }
 
 /// A row starting with [`DELIVERY_COLUMNS`].
