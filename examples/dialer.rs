@@ -374,12 +374,12 @@ fn number(given: &Given, name: &str, default: u64, min: u64) -> Result<u64, Usag
     }
 }
 
-/// The outbox the options name, and how to name it in messages (a database URL without its
-/// password).
+/// The outbox the options name, and how to name it in messages: "the outbox <file>" or "the
+/// PostgreSQL outbox" (never the database URL, which may hold a password).
 fn open_store(given: &Given) -> Result<(Arc<dyn Store>, String), String> {
     if let Some(path) = given.value("--store") {
         return match SqliteStore::open(path) {
-            Ok(store) => Ok((Arc::new(store), path.to_owned())),
+            Ok(store) => Ok((Arc::new(store), format!("the outbox {path}"))),
             Err(e) => Err(format!("cannot open the outbox {path}: {}", chain(&e))),
         };
     }
@@ -747,7 +747,9 @@ fn read_and_submit(
                 ));
                 counts.bad += 1;
             }
-            Err(e @ (Error::Store { .. } | Error::StoreFull { .. })) => {
+            Err(
+                e @ (Error::Store { .. } | Error::StoreFull { .. } | Error::StoreTimeout { .. }),
+            ) => {
                 say(format_args!("line {number}: not accepted: {}", chain(&e)));
                 return Some(End::Store);
             }
@@ -777,19 +779,37 @@ fn wait_until_idle(
 ) -> End {
     let mut status_read = Instant::now();
     let mut failing_since: Option<Instant> = None;
+    // Since when the pending check has failed without a break: a restart of the database, a
+    // failover, pass; only a store failing for STORE_GIVE_UP ends the wait.
+    let mut unreadable_since: Option<Instant> = None;
     loop {
         if let Some(signal) = signals.received() {
             return End::Signal(signal);
         }
+        let asked = Instant::now();
         match worker.wait_idle_blocking(WAIT_POLL) {
             Ok(true) => return End::Idle,
-            Ok(false) => {}
+            Ok(false) => unreadable_since = None,
             Err(e) => {
-                say(format_args!(
-                    "cannot wait for the deliveries: {}",
-                    chain(&e)
-                ));
-                return End::Store;
+                // A store that retries itself (PostgreSQL) has been failing since the call.
+                let since = *unreadable_since.get_or_insert_with(|| {
+                    say(format_args!(
+                        "cannot read what is pending: {}; trying again for up to {} s",
+                        chain(&e),
+                        STORE_GIVE_UP.as_secs()
+                    ));
+                    asked
+                });
+                if since.elapsed() >= STORE_GIVE_UP {
+                    say(format_args!(
+                        "cannot wait for the deliveries: the outbox kept failing for {} s: {}; giving up",
+                        STORE_GIVE_UP.as_secs(),
+                        chain(&e)
+                    ));
+                    return End::Store;
+                }
+                std::thread::sleep(WAIT_POLL);
+                continue;
             }
         }
         if status_read.elapsed() < STATUS_EVERY {
@@ -867,7 +887,7 @@ fn run(given: &Given, signals: &Signals) -> ExitCode {
         .build()
     {
         Ok(webhooks) => webhooks,
-        Err(e) => return fail(format!("cannot load the outbox {path}: {}", chain(&e))),
+        Err(e) => return fail(format!("cannot load {path}: {}", chain(&e))),
     };
 
     // Settings > Preferences > WebHook and the campaign's "Enable WebHook", as an
@@ -893,7 +913,7 @@ fn run(given: &Given, signals: &Signals) -> ExitCode {
             status.stats.pending
         )),
         Ok(_) => {}
-        Err(e) => return fail(format!("cannot read the outbox {path}: {}", chain(&e))),
+        Err(e) => return fail(format!("cannot read {path}: {}", chain(&e))),
     }
 
     let lines = match read_stdin(max_line) {
