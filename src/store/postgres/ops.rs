@@ -122,8 +122,7 @@ pub(super) fn session_hook(bounds: Bounds) -> deadpool_postgres::Hook {
 ///   connection (the pool drops closed ones), after a jittered pause from [`BROKEN_PAUSE`]
 ///   doubling to [`BROKEN_PAUSE_MAX`], for as long as the store's `retry_for` allows.
 ///
-/// Only then is the failure answered: with how long it was tried when it was tried again,
-/// the last failure as its cause. A statement cancelled by the server's `statement_timeout`
+/// Only then is the last failure answered, its message saying how long it was tried. A statement cancelled by the server's `statement_timeout`
 /// is answered as [`Error::StoreTimeout`].
 pub(super) async fn retrying<T, F>(ctx: &Ctx, mut work: impl FnMut() -> F) -> Result<T>
 where
@@ -152,18 +151,18 @@ where
                         getrandom::u64().unwrap_or(0) % (most.as_millis() as u64 / 2 + 1),
                     );
                 if since.elapsed() + pause > ctx.bounds.retry_for {
-                    return Err(if broken_tries == 0 {
-                        e
-                    } else {
-                        Error::store(
-                            format!(
-                                "the database kept failing for {:.1} s ({} tries on fresh                                  connections; retry_for is {:?})",
-                                since.elapsed().as_secs_f64(),
+                    return Err(match e {
+                        Error::Store { message, source } if broken_tries > 0 => Error::Store {
+                            message: format!(
+                                "{message} (still failing after {} tries on fresh connections \
+                                 over {:.1} s; retry_for is {:?})",
                                 broken_tries + 1,
+                                since.elapsed().as_secs_f64(),
                                 ctx.bounds.retry_for
                             ),
-                            e,
-                        )
+                            source,
+                        },
+                        e => e,
                     });
                 }
                 broken_tries += 1;
@@ -183,8 +182,12 @@ where
     }
 }
 
-/// The same error for each of `n` callers (see [`Shared::again`]).
+/// The same error for each of `n` callers (see [`Shared::again`]); for one, the error
+/// itself.
 pub(super) fn each_failed(e: Error, n: usize, what: &str) -> Vec<Result<()>> {
+    if n == 1 {
+        return vec![Err(e)];
+    }
     let shared = Shared(Arc::new(e));
     (0..n).map(|_| Err(shared.again(what))).collect()
 }
