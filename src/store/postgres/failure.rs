@@ -179,3 +179,72 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_say_what_running_again_may_do() {
+        let cases = [
+            ("40P01", "deadlock detected", Kind::Transient),
+            ("40001", "could not serialize access", Kind::Transient),
+            (
+                "57P01",
+                "terminating connection due to administrator command",
+                Kind::Broken,
+            ),
+            (
+                "57P02",
+                "terminating connection because of crash",
+                Kind::Broken,
+            ),
+            (
+                "57P03",
+                "the database system is shutting down",
+                Kind::Broken,
+            ),
+            ("57P03", "the database system is starting up", Kind::Broken),
+            ("08006", "connection failure", Kind::Broken),
+            ("08001", "could not connect", Kind::Broken),
+            (
+                "57014",
+                "canceling statement due to statement timeout",
+                Kind::StatementTimeout,
+            ),
+            (
+                "57014",
+                "canceling statement due to user request",
+                Kind::Other,
+            ),
+            ("42P01", "relation does not exist", Kind::Other),
+            ("23505", "duplicate key value", Kind::Other),
+        ];
+        for (code, message, kind) in cases {
+            assert_eq!(
+                kind_of_code(&SqlState::from_code(code), message),
+                kind,
+                "{code} {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_kind_is_found_through_the_chain_and_a_shared_error() {
+        let broken = DbFailure {
+            text: "FATAL 57P01: terminating connection due to administrator command".into(),
+            kind: Kind::Broken,
+        };
+        let e = Error::store("claiming deliveries", broken);
+        assert_eq!(kind(&e), Kind::Broken);
+        let wrapped = Error::store("the transaction failed", Shared(Arc::new(e)));
+        assert_eq!(kind(&wrapped), Kind::Broken);
+        let text = crate::delivery::engine::error_chain(&wrapped);
+        assert!(text.contains("57P01"), "{text}");
+        assert!(text.contains("administrator command"), "{text}");
+        assert_eq!(
+            kind(&Error::store("x", std::io::Error::other("y"))),
+            Kind::Other
+        );
+    }
+}

@@ -1103,3 +1103,41 @@ fn two_processes_changing_one_account_at_once_keep_every_change() {
     );
     assert_eq!(stored.audit_log().len(), 2 * ROUNDS);
 }
+
+#[test]
+fn a_failed_recording_keeps_the_servers_sqlstate_message_and_detail_for_each_outcome() {
+    let db = db!();
+    let store = db.open();
+    store
+        .insert(&[new("a", "acme", "x=1", t(0)), new("b", "acme", "x=2", t(0))])
+        .unwrap();
+    let claims = claim(&store, t(0), 10, &[]);
+    assert_eq!(claims.len(), 2);
+    // Every change to a delivery is refused from now on, with a SQLSTATE and a detail.
+    db.sql(&format!(
+        "CREATE FUNCTION {s}.refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           RAISE EXCEPTION 'no outcomes today' USING ERRCODE = 'P0001', \
+             DETAIL = 'a test trigger'; END $$; \
+         CREATE TRIGGER refuse BEFORE UPDATE OR DELETE ON {s}.deliveries \
+           FOR EACH ROW EXECUTE FUNCTION {s}.refuse()",
+        s = db.s()
+    ));
+    let outcomes: Vec<_> = claims
+        .iter()
+        .map(|c| {
+            (
+                c.delivery.id.clone(),
+                c.token,
+                record(t(1), NextStep::Delivered, None),
+            )
+        })
+        .collect();
+    for answer in store.record_attempts(&outcomes) {
+        let e = answer.expect_err("refused by the trigger");
+        let chain = crate::delivery::engine::error_chain(&e);
+        assert!(
+            chain.contains("ERROR P0001: no outcomes today (detail: a test trigger)"),
+            "{chain}"
+        );
+    }
+}
