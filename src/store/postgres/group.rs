@@ -119,7 +119,11 @@ async fn commit_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Vec<Result<()>> {
     if ctx.far_from_full(jobs.len()) {
         match ops::retrying(ctx, || try_group(ctx, jobs)).await {
             Ok(answers) => return answers,
-            Err(e) if failure::kind(&e) == failure::Kind::Broken => {
+            // Out of reach, or out of time: made alone, each would meet the same.
+            Err(e)
+                if failure::kind(&e) == failure::Kind::Broken
+                    || matches!(e, Error::StoreTimeout { .. }) =>
+            {
                 return ops::each_failed(e, jobs.len(), "storing a group of deliveries");
             }
             // Made alone below.
