@@ -49,6 +49,10 @@ const PASSWORD: &str = "outage-pässword";
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn start(cluster: &Cluster, url: &str, share: usize) -> Dialer {
+    start_with(cluster, url, share, PER_PROCESS)
+}
+
+fn start_with(cluster: &Cluster, url: &str, share: usize, lines: usize) -> Dialer {
     let args = [
         "--database-url",
         &cluster.url,
@@ -69,7 +73,7 @@ fn start(cluster: &Cluster, url: &str, share: usize) -> Dialer {
         "--time-zone",
         "Australia/Brisbane",
     ];
-    let input = (0..PER_PROCESS)
+    let input = (0..lines)
         .map(|n| line("Outage Test", &format!("outage-{share}-{n:04}")).into_bytes())
         .collect();
     Dialer::start(args, input, FEED_PAUSE, true)
@@ -188,6 +192,51 @@ fn three_dialers_submitting_50_a_second_each_ride_out_two_rounds_of_pg_terminate
     });
 }
 
+#[test]
+fn a_dialer_waiting_at_the_end_of_its_input_rides_out_a_stopped_server() {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(cluster) = Cluster::create("end_of_input") else {
+        return;
+    };
+    let receiver = Receiver::start();
+    // Slow answers: the deliveries are still pending when the server stops.
+    receiver.set_default(support::Reply::ok().delay(Duration::from_millis(800)));
+    let url = receiver.url_for("/calls");
+    let dialer = start_with(&cluster, &url, 0, 5);
+    support::within("five acknowledgements", Duration::from_secs(30), || {
+        dialer.acked() == 5
+    });
+    cluster.stop();
+    let stopped = Instant::now();
+    std::thread::sleep(Duration::from_secs(4));
+    cluster.start();
+    println!(
+        "end_of_input: the server was down for {:?}",
+        stopped.elapsed()
+    );
+    let ended = dialer.wait(Instant::now() + Duration::from_secs(60));
+    println!(
+        "end_of_input: {:?} after {:?}; stderr:\n{}",
+        ended.status,
+        stopped.elapsed(),
+        ended.stderr_timed
+    );
+    assert_eq!(ended.status.and_then(|s| s.code()), Some(0));
+    let ids: HashSet<String> = receiver
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("webhook-id").map(str::to_owned))
+        .collect();
+    assert!(ended.acks.iter().all(|(id, _)| ids.contains(id)));
+    assert!(
+        ended.stderr.contains("5 delivered and 0 failed for good"),
+        "{}",
+        ended.stderr
+    );
+}
+
 /// A `Webhooks` on `store` with one account switched on, sending to `url`.
 fn webhooks_on(store: PostgresStore, url: &str) -> (Webhooks, AccountId, CampaignId) {
     let webhooks = Webhooks::builder()
@@ -287,6 +336,64 @@ fn a_submit_to_a_stopped_server_fails_after_retry_for_with_the_drivers_words() {
         chain.contains("Connection refused") || chain.contains("57P03"),
         "the driver's or the server's words: {chain}"
     );
+}
+
+#[test]
+fn a_statement_held_by_a_lock_answers_the_statement_timeout() {
+    let Some(db) = pg_support::Database::new("statement_timeout") else {
+        return;
+    };
+    let limit = Duration::from_secs(1);
+    let store = db
+        .builder()
+        .statement_timeout(limit)
+        .call_timeout(Duration::from_secs(20))
+        .open()
+        .expect("open the store");
+    let (webhooks, account, campaign) = webhooks_on(store, &support::unused_url());
+    // Another session holds the outbox table locked, in a transaction left open.
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let (url, table) = (db.url.clone(), format!("{}.deliveries", db.schema));
+    let holder = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(async move {
+                let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect");
+                tokio::spawn(connection);
+                let tx = client.transaction().await.expect("begin");
+                tx.batch_execute(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+                    .await
+                    .expect("lock");
+                locked_tx.send(()).expect("tell");
+                // Held until the test is done (or gone).
+                let _ = tokio::task::spawn_blocking(move || release_rx.recv()).await;
+                drop(tx);
+            })
+    });
+    locked_rx.recv().expect("the table locked");
+    let at = Instant::now();
+    let answer = webhooks.submit_blocking(
+        &account,
+        &campaign,
+        CallResult::builder().reference("locked").build(),
+    );
+    let took = at.elapsed();
+    println!("statement_timeout: the submit answered after {took:?}: {answer:?}");
+    drop(release_tx);
+    holder.join().expect("the lock holder");
+    match answer {
+        Err(Error::StoreTimeout {
+            bound: "statement_timeout",
+            limit: l,
+        }) => assert_eq!(l, limit),
+        other => panic!("expected the statement_timeout error, got {other:?}"),
+    }
+    assert!(took < limit * 3, "answered after {took:?}");
 }
 
 /// An error and its causes, `: `-joined.
