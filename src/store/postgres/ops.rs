@@ -146,11 +146,8 @@ where
                 let since = *broken_since.get_or_insert_with(tokio::time::Instant::now);
                 let doubled = BROKEN_PAUSE.saturating_mul(1 << broken_tries.min(5));
                 let most = doubled.min(BROKEN_PAUSE_MAX);
-                let pause = most / 2
-                    + Duration::from_millis(
-                        getrandom::u64().unwrap_or(0) % (most.as_millis() as u64 / 2 + 1),
-                    );
-                if since.elapsed() + pause > ctx.bounds.retry_for {
+                let left = ctx.bounds.retry_for.saturating_sub(since.elapsed());
+                if left.is_zero() {
                     return Err(match e {
                         Error::Store { message, source } if broken_tries > 0 => Error::Store {
                             message: format!(
@@ -166,7 +163,12 @@ where
                     });
                 }
                 broken_tries += 1;
-                pause
+                // The last try comes as retry_for runs out.
+                let pause = most / 2
+                    + Duration::from_millis(
+                        getrandom::u64().unwrap_or(0) % (most.as_millis() as u64 / 2 + 1),
+                    );
+                pause.min(left)
             }
             Kind::StatementTimeout => {
                 tracing::debug!(error = %crate::delivery::engine::error_chain(&e), "outbox: statement cancelled by statement_timeout");
