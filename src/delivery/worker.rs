@@ -514,9 +514,18 @@ impl Scheduler {
             }
         }
         if !self.unrecorded.is_empty() {
-            // A last try; what still cannot be recorded stays pending in the store, and is
-            // sent again, with the same webhook-id, by the next worker.
-            self.retry_store();
+            // A last try, when the store's next try is due (a stop does not ask a failing
+            // store sooner than the loop would: a store that retries inside, as PostgreSQL's
+            // does, would hold the stop for its whole retry bound again); what still cannot
+            // be recorded stays pending in the store, and is sent again, with the same
+            // webhook-id, by the next worker.
+            if self
+                .failing
+                .as_ref()
+                .is_none_or(|f| f.retry_at <= Instant::now())
+            {
+                self.retry_store();
+            }
             report.unrecorded = self.unrecorded.len();
             for c in std::mem::take(&mut self.unrecorded) {
                 self.in_flight.remove(&c.attempt.delivery);
@@ -666,7 +675,12 @@ impl Scheduler {
 
     /// Tries a failing store again: first the outcomes it could not record, then a claim.
     fn retry_store(&mut self) {
-        self.extend_unrecorded();
+        if let Err(e) = self.extend_unrecorded() {
+            // The outcomes' writes would meet the same failure (a store that retries
+            // internally, as PostgreSQL's does, would wait it out a second time).
+            self.store_failed(&e, false);
+            return;
+        }
         let held = std::mem::take(&mut self.unrecorded);
         let count = held.len();
         let outcomes = self.engine.complete_all(&held);
@@ -712,7 +726,11 @@ impl Scheduler {
 
     /// Keeps the claims of attempts whose outcomes wait to be recorded from running out, so
     /// that no other process claims those deliveries and sends them again meanwhile.
-    fn extend_unrecorded(&self) {
+    ///
+    /// # Errors
+    ///
+    /// What the store answered, when it could not extend them.
+    fn extend_unrecorded(&self) -> crate::Result<()> {
         let claims: Vec<(DeliveryId, ClaimToken)> = self
             .unrecorded
             .iter()
@@ -724,7 +742,7 @@ impl Scheduler {
             })
             .collect();
         if claims.is_empty() {
-            return;
+            return Ok(());
         }
         let until = self
             .engine
@@ -732,9 +750,12 @@ impl Scheduler {
             .now()
             .checked_add(self.engine.lease())
             .unwrap_or(Timestamp::MAX);
-        if let Err(e) = self.engine.store().extend_leases(&claims, until) {
-            tracing::warn!(error = %e, held = claims.len(), "could not extend the leases of outcomes waiting to be recorded");
-        }
+        self.engine
+            .store()
+            .extend_leases(&claims, until)
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, held = claims.len(), "could not extend the leases of outcomes waiting to be recorded");
+            })
     }
 
     fn start(&self, claim: Claim) {
