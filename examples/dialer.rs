@@ -666,8 +666,9 @@ enum End {
     Held,
     /// A stop signal.
     Signal(i32),
-    /// The outbox failed (already said).
-    Store,
+    /// The outbox failed (already said); `answering` when it still answers (it is full), so
+    /// that the summary may ask it what is pending without waiting out its retries again.
+    Store { answering: bool },
     /// Stdout is gone: nobody can be told what was accepted.
     Stdout(io::Error),
 }
@@ -751,7 +752,8 @@ fn read_and_submit(
                 e @ (Error::Store { .. } | Error::StoreFull { .. } | Error::StoreTimeout { .. }),
             ) => {
                 say(format_args!("line {number}: not accepted: {}", chain(&e)));
-                return Some(End::Store);
+                let answering = matches!(e, Error::StoreFull { .. });
+                return Some(End::Store { answering });
             }
             Err(e) => {
                 say(format_args!("line {number}: not accepted: {}", chain(&e)));
@@ -806,7 +808,7 @@ fn wait_until_idle(
                         STORE_GIVE_UP.as_secs(),
                         chain(&e)
                     ));
-                    return End::Store;
+                    return End::Store { answering: false };
                 }
                 std::thread::sleep(WAIT_POLL);
                 continue;
@@ -826,7 +828,7 @@ fn wait_until_idle(
                             "the outbox kept failing for {} s: {reason}; giving up",
                             STORE_GIVE_UP.as_secs()
                         ));
-                        return End::Store;
+                        return End::Store { answering: false };
                     }
                 }
                 None => failing_since = None,
@@ -962,9 +964,13 @@ fn run(given: &Given, signals: &Signals) -> ExitCode {
     if signals.file_size.load(Ordering::SeqCst) {
         say("the file size limit (ulimit -f) was reached: the outbox could not grow");
     }
-    let pending = match webhooks.status_blocking(&account, None) {
-        Ok(status) => status.stats.pending.to_string(),
-        Err(e) => format!("unknown (the outbox cannot be read: {})", chain(&e)),
+    let pending = if matches!(end, End::Store { answering: false }) {
+        "unknown (the outbox failed)".to_owned()
+    } else {
+        match webhooks.status_blocking(&account, None) {
+            Ok(status) => status.stats.pending.to_string(),
+            Err(e) => format!("unknown (the outbox cannot be read: {})", chain(&e)),
+        }
     };
     let (how, code) = match &end {
         End::Idle => ("end of input".to_owned(), ExitCode::SUCCESS),
@@ -973,7 +979,7 @@ fn run(given: &Given, signals: &Signals) -> ExitCode {
             format!("stopped by {}", signal_name(*signal)),
             ExitCode::from(EXIT_SIGNAL),
         ),
-        End::Store => (
+        End::Store { .. } => (
             "stopped: the outbox failed".to_owned(),
             ExitCode::from(EXIT_FAILED),
         ),
