@@ -237,6 +237,47 @@ fn a_dialer_waiting_at_the_end_of_its_input_rides_out_a_stopped_server() {
     );
 }
 
+#[test]
+fn a_dialer_waiting_at_the_end_of_its_input_gives_up_after_30_s_of_a_stopped_server() {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(cluster) = Cluster::create("give_up") else {
+        return;
+    };
+    let receiver = Receiver::start();
+    receiver.set_default(support::Reply::ok().delay(Duration::from_millis(800)));
+    let url = receiver.url_for("/calls");
+    let dialer = start_with(&cluster, &url, 0, 5);
+    support::within("five acknowledgements", Duration::from_secs(30), || {
+        dialer.acked() == 5
+    });
+    cluster.stop();
+    let stopped = Instant::now();
+    let ended = dialer.wait(Instant::now() + Duration::from_secs(120));
+    let took = ended.at.duration_since(stopped);
+    println!(
+        "give_up: {:?} {took:?} after the server stopped; stderr:\n{}",
+        ended.status, ended.stderr_timed
+    );
+    assert_eq!(ended.status.and_then(|s| s.code()), Some(1));
+    // 30 s of failing, then the worker's stop (its store call under way finishes first).
+    assert!(
+        took >= Duration::from_secs(30) && took < Duration::from_secs(80),
+        "gave up after {took:?}"
+    );
+    assert!(
+        ended.stderr.contains("kept failing for 30 s"),
+        "{}",
+        ended.stderr
+    );
+    assert!(
+        ended.stderr.contains("Connection refused"),
+        "the driver's words reach stderr: {}",
+        ended.stderr
+    );
+}
+
 /// A `Webhooks` on `store` with one account switched on, sending to `url`.
 fn webhooks_on(store: PostgresStore, url: &str) -> (Webhooks, AccountId, CampaignId) {
     let webhooks = Webhooks::builder()
