@@ -171,7 +171,7 @@ pub enum Error {
     },
 
     /// A store call ran past one of the store's time bounds, named by `bound` (for
-    /// [`PostgresStore`](crate::store::PostgresStore): `call_timeout`, the client's deadline on
+    /// `PostgresStore`: `call_timeout`, the client's deadline on
     /// the whole call, or `statement_timeout`, the server's on one statement). What the call
     /// was doing may or may not have taken effect: a submit may be stored (submitting the same
     /// id again stores it once), an outcome may be recorded (recording it again is refused as

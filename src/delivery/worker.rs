@@ -228,8 +228,12 @@ impl Worker {
     /// # Errors
     ///
     /// [`Error::WorkerStopped`] as soon as the worker stops on its own (its runtime shut
-    /// down), since nothing pending would be delivered; [`Error::Store`] when the store cannot
-    /// be read; [`Error::RuntimeShuttingDown`].
+    /// down), since nothing pending would be delivered; [`Error::Store`] or
+    /// [`Error::StoreTimeout`] when the store cannot be read (a
+    /// `PostgresStore` first tries for its `retry_for` on fresh
+    /// connections), or when the worker reported that it cannot read from it; a caller that
+    /// gives a failing store a while, as the `dialer` example gives it 30 s, calls again;
+    /// [`Error::RuntimeShuttingDown`].
     pub async fn wait_idle(&self, timeout: Duration) -> Result<bool> {
         let inner = self.inner.clone();
         unblock(move || inner.wait_idle(timeout)).await?
