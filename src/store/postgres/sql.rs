@@ -260,13 +260,18 @@ const ACCOUNTS_WITH_PENDING: &str = "accts(account) AS ( \
 /// Locks the picked rows that are still claimable (another process may have taken one since
 /// the walk read it), leases them with fresh tokens and answers them.
 ///
+/// Lookups by key say `state <> 'failed'`, not `state = 'pending'` (the same, as a row is one
+/// or the other): the latter matches the partial indexes' predicate, and without statistics
+/// the planner then reads a whole partial index into a bitmap to combine with the key's, a
+/// walk of every pending row per statement.
+///
 /// The rows are updated through `id = ANY (ARRAY (...))`, not a join: with the limit a
 /// parameter, the generic plan the server switches to after five executions guesses a tenth
 /// of the table for the join and scans `deliveries` (300 ms on a million rows); the array
 /// keeps it on the primary key.
 const LEASE_PICKED: &str = "c AS MATERIALIZED ( \
     SELECT id FROM {s}.deliveries WHERE id = ANY (ARRAY (SELECT id FROM picked)) \
-        AND state = 'pending' AND (lease_until IS NULL OR lease_until <= $1::bigint) \
+        AND state <> 'failed' AND (lease_until IS NULL OR lease_until <= $1::bigint) \
     FOR UPDATE SKIP LOCKED), \
 u AS ( \
     UPDATE {s}.deliveries d SET lease_until = $2::bigint, claim_token = nextval({tokens}) \
@@ -358,7 +363,7 @@ const RECORD_KEPT: &str = "WITH u AS ( \
         last_error = $4::text, last_attempt_at = $5::bigint, state = $6::text, \
         next_attempt_at = coalesce($7::bigint, next_attempt_at), \
         lease_until = NULL, claim_token = NULL \
-    WHERE id = $1::text AND claim_token = $2::bigint AND state = 'pending' \
+    WHERE id = $1::text AND claim_token = $2::bigint AND state <> 'failed' \
     RETURNING account, campaign), \
 st AS ( \
     INSERT INTO {s}.stats_deltas (account, campaign, pending, failed, last_failure_at, \
@@ -376,7 +381,7 @@ SELECT count(*) FROM u";
 const RECORD_DELIVERED: &str = concat!(
     "WITH d AS ( \
     DELETE FROM {s}.deliveries \
-    WHERE id = $1::text AND claim_token = $2::bigint AND state = 'pending' \
+    WHERE id = $1::text AND claim_token = $2::bigint AND state <> 'failed' \
     RETURNING id, account, campaign, body, encoding), \
 r AS ( \
     INSERT INTO {s}.delivered_ids AS x (id, delivered_at, fingerprint) \
@@ -400,7 +405,7 @@ SELECT count(*) FROM d"
 const EXTEND: &str = "WITH u AS ( \
     UPDATE {s}.deliveries d SET lease_until = greatest(d.lease_until, $3::bigint) \
     FROM unnest($1::text[], $2::bigint[]) AS r(id, token) \
-    WHERE d.id = r.id AND d.claim_token = r.token AND d.state = 'pending' \
+    WHERE d.id = r.id AND d.claim_token = r.token AND d.state <> 'failed' \
     RETURNING 1) \
 SELECT count(*) FROM u";
 
@@ -418,7 +423,7 @@ const PRUNE_DELIVERED: &str = "DELETE FROM {s}.delivered_ids WHERE id IN ( \
 const RELEASE: &str = "WITH u AS ( \
     UPDATE {s}.deliveries d SET lease_until = NULL, claim_token = NULL \
     FROM unnest($1::text[], $2::bigint[]) AS r(id, token) \
-    WHERE d.id = r.id AND d.claim_token = r.token AND d.state = 'pending' \
+    WHERE d.id = r.id AND d.claim_token = r.token AND d.state <> 'failed' \
     RETURNING 1) \
 SELECT n, CASE WHEN n > 0 THEN pg_notify({ch}, 'due')::text END \
 FROM (SELECT count(*) AS n FROM u) c";
