@@ -86,6 +86,7 @@ pub fn run_all<S: Outbox + Settings>(make: &dyn Fn() -> S) {
     a_claim_holds_until_its_lease_runs_out(&make());
     an_outdated_token_is_fenced_off(&make());
     a_released_claim_is_claimable_at_once(&make());
+    an_extended_lease_holds_past_its_old_end(&make());
     next_due_leaves_out_leases_and_skipped_accounts(&make());
     has_pending_follows_deliveries(&make());
     outcomes_move_deliveries(&make());
@@ -321,6 +322,34 @@ pub fn a_released_claim_is_claimable_at_once<S: Outbox + ?Sized>(store: &S) {
     let unknown = DeliveryId::new("msg_missing").unwrap();
     store.release(&[(unknown, again[0].token)]).unwrap();
     store.release(&[]).unwrap();
+}
+
+/// [`Outbox::extend_leases`] keeps a claim past its old end, never shortens one, and ignores
+/// a token that is no longer current.
+pub fn an_extended_lease_holds_past_its_old_end<S: Outbox + ?Sized>(store: &S) {
+    store.insert(&new_deliveries("acme", "c1", 2)).unwrap();
+    // Both claimed at t(1) until t(61).
+    let first = claim(store, t(1), 10, &[]);
+    assert_eq!(first.len(), 2);
+    let held = (first[0].delivery.id.clone(), first[0].token);
+    store.extend_leases(&[held.clone()], t(200)).unwrap();
+    // Shortening is not a thing: the lease still ends at t(200).
+    store.extend_leases(&[held.clone()], t(10)).unwrap();
+    // At t(100) only the other one's lease has run out.
+    let at_100 = claim(store, t(100), 10, &[]);
+    assert_eq!(ids(&at_100), [first[1].delivery.id.as_str()]);
+    // Its old token extends nothing.
+    store
+        .extend_leases(&[(first[1].delivery.id.clone(), first[1].token)], t(10_000))
+        .unwrap();
+    let at_201 = claim(store, t(201), 10, &[]);
+    let mut got = ids(&at_201);
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        [first[0].delivery.id.as_str(), first[1].delivery.id.as_str()]
+    );
+    store.extend_leases(&[], t(300)).unwrap();
 }
 
 /// [`Outbox::next_due`] is the earliest pending delivery, due or not, leaving out live claims

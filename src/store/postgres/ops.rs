@@ -767,25 +767,7 @@ pub(super) async fn release(ctx: Arc<Ctx>, claims: Vec<(DeliveryId, ClaimToken)>
 }
 
 async fn release_once(ctx: &Ctx, claims: &[(DeliveryId, ClaimToken)]) -> Result<()> {
-    if claims.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<&str> = claims.iter().map(|(id, _)| id.as_str()).collect();
-    let tokens: Vec<i64> = claims
-        .iter()
-        .map(|(_, t)| i64::try_from(t.get()).unwrap_or(-1))
-        .collect();
-    let release_failed = failed("releasing claims");
-    let client = ctx.client().await?;
-    let stmt = client
-        .prepare_cached(&ctx.sql.release)
-        .await
-        .map_err(&release_failed)?;
-    client
-        .query_one(&stmt, &[&ids, &tokens])
-        .await
-        .map_err(&release_failed)?;
-    Ok(())
+    on_claims(ctx, &ctx.sql.release, "releasing claims", claims, None).await
 }
 
 /// Extends the leases of `claims` to `until` (those still current).
@@ -794,13 +776,27 @@ pub(super) async fn extend(
     claims: Vec<(DeliveryId, ClaimToken)>,
     until: Timestamp,
 ) -> Result<()> {
-    retrying(&ctx, || extend_once(&ctx, &claims, until)).await
+    let until = clamp_nanos(until);
+    retrying(&ctx, || {
+        on_claims(
+            &ctx,
+            &ctx.sql.extend,
+            "extending leases",
+            &claims,
+            Some(until),
+        )
+    })
+    .await
 }
 
-async fn extend_once(
+/// Runs `statement` on `claims` bound as two arrays, ids (`$1`) and tokens (`$2`), and
+/// `at` as `$3` when given: the shape of [`release`] and [`extend`].
+async fn on_claims(
     ctx: &Ctx,
+    statement: &str,
+    what: &'static str,
     claims: &[(DeliveryId, ClaimToken)],
-    until: Timestamp,
+    at: Option<i64>,
 ) -> Result<()> {
     if claims.is_empty() {
         return Ok(());
@@ -810,17 +806,20 @@ async fn extend_once(
         .iter()
         .map(|(_, t)| i64::try_from(t.get()).unwrap_or(-1))
         .collect();
-    let until = clamp_nanos(until);
-    let extend_failed = failed("extending leases");
+    let on_failure = failed(what);
     let client = ctx.client().await?;
     let stmt = client
-        .prepare_cached(&ctx.sql.extend)
+        .prepare_cached(statement)
         .await
-        .map_err(&extend_failed)?;
+        .map_err(&on_failure)?;
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids, &tokens];
+    if let Some(at) = &at {
+        params.push(at);
+    }
     client
-        .query_one(&stmt, &[&ids, &tokens, &until])
+        .query_one(&stmt, &params)
         .await
-        .map_err(&extend_failed)?;
+        .map_err(&on_failure)?;
     Ok(())
 }
 
