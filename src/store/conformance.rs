@@ -332,9 +332,13 @@ pub fn an_extended_lease_holds_past_its_old_end<S: Outbox + ?Sized>(store: &S) {
     let first = claim(store, t(1), 10, &[]);
     assert_eq!(first.len(), 2);
     let held = (first[0].delivery.id.clone(), first[0].token);
-    store.extend_leases(&[held.clone()], t(200)).unwrap();
+    store
+        .extend_leases(std::slice::from_ref(&held), t(200))
+        .unwrap();
     // Shortening is not a thing: the lease still ends at t(200).
-    store.extend_leases(&[held.clone()], t(10)).unwrap();
+    store
+        .extend_leases(std::slice::from_ref(&held), t(10))
+        .unwrap();
     // At t(100) only the other one's lease has run out.
     let at_100 = claim(store, t(100), 10, &[]);
     assert_eq!(ids(&at_100), [first[1].delivery.id.as_str()]);
