@@ -1217,3 +1217,41 @@ fn the_claim_walks_the_due_index_of_a_table_without_statistics() {
         println!("a custom plan without statistics:\n{custom}");
     }
 }
+
+/// A schema a release of version 1 made, with work in it, is migrated on open: its pending
+/// deliveries, counts and delivered ids are kept and claimable, and a delivered id kept
+/// without a fingerprint stays a no-op for any call result under it.
+#[test]
+fn a_version_1_schema_with_work_in_it_is_migrated_and_keeps_it() {
+    let db = db!();
+    let s = db.s();
+    db.sql(&format!(
+        "CREATE SCHEMA {s}; \
+         CREATE TABLE {s}.schema_version (version integer PRIMARY KEY, \
+             applied_at timestamptz NOT NULL DEFAULT now(), release text NOT NULL); \
+         {v1} \
+         INSERT INTO {s}.schema_version (version, release) VALUES (1, '0.1.0'); \
+         INSERT INTO {s}.deliveries (id, account, campaign, body, encoding, created_at, \
+             next_attempt_at, state) VALUES ('old-1', 'acme', 'c', 'x=1', 'form', 1, 1, 'pending'); \
+         INSERT INTO {s}.stats (account, campaign, pending, delivered) VALUES ('acme', 'c', 1, 5); \
+         INSERT INTO {s}.delivered_ids (id, delivered_at) VALUES ('old-0', {now})",
+        v1 = sql::with_schema(schema::MIGRATIONS[0], &db.schema),
+        now = Timestamp::now().as_nanosecond(),
+    ));
+    let store = db.open();
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM {s}.schema_version"
+        )),
+        "1,2"
+    );
+    let stats = store.stats(&AccountId::new("acme"), None).unwrap();
+    assert_eq!((stats.pending, stats.delivered), (1, 5));
+    let claimed = claim(&store, t(0), 10, &[]);
+    assert_eq!(ids(&claimed), ["old-1"]);
+    // Delivered before fingerprints were kept: any call result under it is a no-op.
+    store
+        .insert(&[new("old-0", "acme", "anything", t(0))])
+        .unwrap();
+    assert_eq!(ids(&claim(&store, t(0), 10, &[])), Vec::<&str>::new());
+}
