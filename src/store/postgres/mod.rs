@@ -84,8 +84,10 @@ impl PostgresStoreBuilder {
 
     /// The most deliveries that may be pending at once in the schema, over the fleet;
     /// [`PostgresStore::DEFAULT_MAX_PENDING`] unless set. A submit beyond it is refused with
-    /// [`Error::StoreFull`] and nothing is stored. Counted at each insert: processes inserting
-    /// at the same moment may together pass it by a batch each.
+    /// [`Error::StoreFull`] and nothing is stored. Counted exactly at each insert that comes
+    /// within a quarter of it by the process's estimate (the fleet's count as of the last
+    /// fold, every 250 ms, plus what this process stored since); processes inserting at the
+    /// same moment may together pass it by a batch each.
     pub fn max_pending(mut self, max_pending: usize) -> Self {
         self.max_pending = max_pending;
         self
