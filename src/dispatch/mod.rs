@@ -85,7 +85,7 @@ pub mod hyper;
 mod proxy;
 #[cfg(any(feature = "hyper", feature = "ureq"))]
 mod resolve;
-#[cfg(any(feature = "hyper", feature = "ureq"))]
+#[cfg(any(feature = "hyper", feature = "ureq", feature = "postgres"))]
 mod tls;
 #[cfg(feature = "ureq")]
 pub mod ureq;
@@ -94,7 +94,7 @@ pub mod ureq;
 pub use proxy::Proxy;
 #[cfg(any(feature = "hyper", feature = "ureq"))]
 pub use resolve::{Resolve, SystemResolver};
-#[cfg(any(feature = "hyper", feature = "ureq"))]
+#[cfg(any(feature = "hyper", feature = "ureq", feature = "postgres"))]
 pub use tls::Certificate;
 
 /// Sends one webhook request. Small, object-safe, and the crate's extension point.

@@ -3,7 +3,6 @@
 //! crate's own type for an added root, so rustls stays out of the public API.
 
 use std::fmt;
-use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -16,6 +15,8 @@ use crate::error::{Error, Result};
 /// Add one to a dispatcher with [`HyperDispatcherBuilder::add_root_certificate`] or
 /// [`UreqDispatcherBuilder::add_root_certificate`]. Certificates are still fully validated
 /// (chain, host name, validity period); the added authority is simply one more that may sign.
+/// The PostgreSQL store takes the authority of its database's certificate the same way
+/// (`PostgresStoreBuilder::add_root_certificate`, feature `postgres`).
 ///
 /// [`HyperDispatcherBuilder::add_root_certificate`]: crate::dispatch::hyper::HyperDispatcherBuilder::add_root_certificate
 /// [`UreqDispatcherBuilder::add_root_certificate`]: crate::dispatch::ureq::UreqDispatcherBuilder::add_root_certificate
@@ -104,21 +105,22 @@ impl fmt::Debug for Certificate {
 
 /// The client configuration both backends use: rustls with the `ring` provider and its safe
 /// default protocol versions (TLS 1.2 and 1.3), trusting the webpki roots and `extra_roots`.
-pub(crate) fn client_config(extra_roots: &[Certificate]) -> Arc<rustls::ClientConfig> {
+#[cfg(any(feature = "hyper", feature = "ureq"))]
+pub(crate) fn client_config(extra_roots: &[Certificate]) -> std::sync::Arc<rustls::ClientConfig> {
     let mut roots: rustls::RootCertStore = webpki_roots::TLS_SERVER_ROOTS.iter().cloned().collect();
     for root in extra_roots {
         roots
             .add(root.der.clone())
             .expect("a Certificate was checked when it was made");
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .expect("the ring provider supports rustls' default protocol versions")
     .with_root_certificates(roots)
     .with_no_client_auth();
-    Arc::new(config)
+    std::sync::Arc::new(config)
 }
 
 #[cfg(test)]
@@ -165,6 +167,7 @@ mod tests {
         );
         assert_eq!(from_der.der(), &ca.der()[..]);
         assert!(format!("{from_der:?}").starts_with("Certificate { der_len: "));
+        #[cfg(any(feature = "hyper", feature = "ureq"))]
         let _ = client_config(&[from_der]);
     }
 }

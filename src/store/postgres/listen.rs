@@ -4,11 +4,12 @@
 use std::future::poll_fn;
 use std::time::Duration;
 
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use crate::store::{Notice, NoticeSink};
 
 use super::sql::{DUE_PAYLOAD, SETTINGS_PAYLOAD, quote_ident};
+use super::tls::MakeRustls;
 
 /// The first wait before reconnecting; doubled after each failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -18,6 +19,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// once the first `LISTEN` is in place.
 pub(super) async fn listen(
     config: tokio_postgres::Config,
+    tls: MakeRustls,
     schema: String,
     sink: NoticeSink,
     ready: oneshot::Sender<()>,
@@ -25,7 +27,7 @@ pub(super) async fn listen(
     let mut backoff = FIRST_BACKOFF;
     let mut ready = Some(ready);
     loop {
-        match config.connect(NoTls).await {
+        match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let channel = schema.clone();
                 let forward = sink.clone();

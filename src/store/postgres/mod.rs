@@ -23,6 +23,7 @@ mod settings;
 mod sql;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod upkeep;
 
 use std::fmt;
@@ -31,9 +32,9 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use jiff::Timestamp;
-use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 
+use crate::dispatch::Certificate;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::store::{
@@ -60,6 +61,7 @@ pub struct PostgresStoreBuilder {
     max_pending: usize,
     schema: String,
     bounds: ops::Bounds,
+    roots: Vec<Certificate>,
 }
 
 impl fmt::Debug for PostgresStoreBuilder {
@@ -70,6 +72,7 @@ impl fmt::Debug for PostgresStoreBuilder {
             .field("max_pending", &self.max_pending)
             .field("schema", &self.schema)
             .field("bounds", &self.bounds)
+            .field("roots", &self.roots.len())
             .finish()
     }
 }
@@ -130,13 +133,27 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// Trusts `root` to sign the database server's certificate, besides the URL's
+    /// `sslrootcert` file: the authority of a database whose certificate no public
+    /// authority signed. As with `sslrootcert`, a root given here makes `sslmode` `prefer`
+    /// and `require` check the certificate's chain (not its host name; `verify-full` checks
+    /// both, and is the setting for production), and `verify-ca` and `verify-full` trust
+    /// the given roots instead of the Mozilla roots. Call once per root. See
+    /// [`PostgresStore::connect`] for `sslmode`.
+    pub fn add_root_certificate(mut self, root: Certificate) -> Self {
+        self.roots.push(root);
+        self
+    }
+
     /// Connects, creates the schema or migrates it to this release's version (once, however
     /// many processes open it at once), and starts the store's runtime.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for a URL that does not parse, a schema name, a pool size or
-    /// a `call_timeout` that is not acceptable; [`Error::Store`] when the database cannot be reached or
+    /// [`Error::InvalidConfig`] for a URL that does not parse or has an unknown `sslmode`,
+    /// an `sslrootcert` file that cannot be read or holds no CA certificate, a schema name,
+    /// a pool size or a `call_timeout` that is not acceptable; [`Error::Store`] when the
+    /// database cannot be reached (its certificate refused included: the cause says why) or
     /// migrated, or when its schema is newer than this release knows (it is left untouched).
     pub fn open(self) -> Result<PostgresStore> {
         PostgresStore::open_with(self)
@@ -158,6 +175,8 @@ pub struct PostgresStore {
     /// Concurrent submits, committed together.
     groups: Arc<group::Groups>,
     config: tokio_postgres::Config,
+    /// The TLS of every connection, the `LISTEN` connections' included.
+    tls: tls::MakeRustls,
     target: String,
     // Dropped last: the tasks above run on it.
     driver: Driver,
@@ -176,7 +195,7 @@ impl fmt::Debug for PostgresStore {
 
 /// `url` without its password: user, hosts, ports and database name only.
 fn redacted(url: &str) -> String {
-    let parsed = password::take_passfile(url)
+    let parsed = password::take_params(url, &password::OWN_PARAMS)
         .ok()
         .and_then(|(url, _)| url.parse::<tokio_postgres::Config>().ok());
     match parsed {
@@ -251,6 +270,21 @@ impl PostgresStore {
     /// may read (not mode `0600` or stricter), is ignored, as libpq ignores it. The password
     /// never appears in `Debug` output or in an error.
     ///
+    /// # TLS
+    ///
+    /// Every connection (the pool's, the `LISTEN` connection's, the migration's) follows the
+    /// URL's `sslmode`, with libpq's meanings: `disable` (never TLS), `prefer` (TLS when the
+    /// server offers it; the default), `require` (TLS or no connection), `verify-ca` (TLS, and
+    /// the certificate must chain to a trusted root) and `verify-full` (that, and the
+    /// certificate must name the host connected to). `verify-full` is the setting for
+    /// production: the others do not stop a machine in the middle that holds any certificate a
+    /// trusted authority signed (`verify-ca`), or any certificate at all (`prefer`,
+    /// `require`). The trusted roots are those of the `sslrootcert` file (PEM) and
+    /// [`PostgresStoreBuilder::add_root_certificate`]; without either, the Mozilla (webpki)
+    /// roots. As libpq does, `prefer` and `require` check the chain when a root is given.
+    /// `allow` is not supported. For example:
+    /// `postgres://dialer@db.internal/calls?sslmode=verify-full&sslrootcert=/etc/dialer/db-ca.pem`.
+    ///
     /// # Errors
     ///
     /// As [`PostgresStoreBuilder::open`].
@@ -267,6 +301,7 @@ impl PostgresStore {
             max_pending: Self::DEFAULT_MAX_PENDING,
             schema: Self::DEFAULT_SCHEMA.into(),
             bounds: ops::Bounds::default(),
+            roots: Vec::new(),
         }
     }
 
@@ -287,9 +322,11 @@ impl PostgresStore {
             max_pending,
             schema,
             bounds,
+            roots,
         } = options;
         bounds.check()?;
-        let mut config = password::connection_config(&url, &password::process_env)?;
+        let (mut config, url_tls) = password::connection_config(&url, &password::process_env)?;
+        let tls = url_tls.connector(&roots)?;
         check_schema_name(&schema)?;
         if pool_size == 0 {
             return Err(Error::config("pool_size", "must be at least 1"));
@@ -305,7 +342,7 @@ impl PostgresStore {
         let driver = Driver::start()?;
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -330,12 +367,13 @@ impl PostgresStore {
         let migrating = Arc::clone(&ctx);
         let connecting = format!("connecting to {target}");
         let own_config = config.clone();
+        let own_tls = tls.clone();
         driver.run(async move {
             let client = migrating.client().await.map_err(|e| Error::Store {
                 message: connecting,
                 source: Some(e.into()),
             })?;
-            schema::migrate(&client, &own_config, &migrating.sql.schema).await
+            schema::migrate(&client, &own_config, own_tls, &migrating.sql.schema).await
         })?;
         // The counts' deltas are folded in the background for as long as the store is open;
         // the first fold also counts the pending deliveries for the group commit's estimate.
@@ -346,6 +384,7 @@ impl PostgresStore {
             ctx,
             groups: Arc::default(),
             config,
+            tls,
             target,
             driver,
         })
@@ -500,10 +539,11 @@ impl Settings for PostgresStore {
     /// the server does not answer: the listener keeps trying, and polling covers the gap).
     fn subscribe(&self, sink: NoticeSink) {
         let config = self.config.clone();
+        let tls = self.tls.clone();
         let schema = self.ctx.sql.schema.clone();
         let (ready, listening) = oneshot::channel();
         self.driver
-            .spawn(listen::listen(config, schema, sink, ready));
+            .spawn(listen::listen(config, tls, schema, sink, ready));
         if listening.recv_timeout(LISTEN_READY_WITHIN).is_err() {
             tracing::warn!("outbox: not listening for notices yet; polling until then");
         }

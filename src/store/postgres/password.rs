@@ -28,36 +28,64 @@ pub(super) fn process_env(name: &str) -> Option<OsString> {
     std::env::var_os(name)
 }
 
+/// The URL parameters that tokio-postgres does not know, or knows only in part, taken out
+/// before it parses the rest: `passfile` (read here), `sslmode` (it knows `disable`, `prefer`
+/// and `require`, not `verify-ca` and `verify-full`) and `sslrootcert` (read by `super::tls`).
+pub(super) const OWN_PARAMS: [&str; 3] = ["passfile", "sslmode", "sslrootcert"];
+
+/// Parameters taken out of a URL, in their order, values decoded.
+pub(super) type Taken = Vec<(&'static str, String)>;
+
+/// The value of `key` in `taken`: the last one, as libpq and tokio-postgres keep the last of
+/// a repeated parameter.
+pub(super) fn taken<'a>(taken: &'a Taken, key: &str) -> Option<&'a str> {
+    taken
+        .iter()
+        .rev()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.as_str())
+}
+
 /// The connection settings `url` names, with the password found as libpq finds it when the
-/// URL has none.
+/// URL has none, and the TLS settings of its `sslmode` and `sslrootcert` (tokio-postgres's
+/// own `ssl_mode` set to match).
 ///
 /// # Errors
 ///
-/// [`Error::InvalidConfig`] (`database URL`) for a URL that does not parse; the parser's errors
-/// name the option, never its value.
-pub(super) fn connection_config(url: &str, env: Env<'_>) -> Result<tokio_postgres::Config> {
-    let (url, passfile) = take_passfile(url)?;
+/// [`Error::InvalidConfig`] (`database URL`) for a URL that does not parse, or an `sslmode`
+/// libpq does not know; the parser's errors name the option, never its value.
+pub(super) fn connection_config(
+    url: &str,
+    env: Env<'_>,
+) -> Result<(tokio_postgres::Config, super::tls::UrlTls)> {
+    let (url, params) = take_params(url, &OWN_PARAMS)?;
     let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| Error::config("database URL", format!("does not parse: {e}")))?;
-    resolve(&mut config, passfile, env);
-    Ok(config)
+    let tls = super::tls::UrlTls::new(taken(&params, "sslmode"), taken(&params, "sslrootcert"))?;
+    config.ssl_mode(tls.wire_mode());
+    resolve(
+        &mut config,
+        taken(&params, "passfile").map(PathBuf::from),
+        env,
+    );
+    Ok((config, tls))
 }
 
-/// `url` without its `passfile` parameter (which tokio-postgres does not know), and that
-/// parameter's value. In the URL form (`postgres://...?passfile=/path`) the value is
-/// percent-decoded; in the `key=value` form it may be quoted, with `\` escapes.
-pub(super) fn take_passfile(url: &str) -> Result<(String, Option<PathBuf>)> {
+/// `url` without the parameters named in `keys`, and their values. In the URL form
+/// (`postgres://...?passfile=/path`) a value is percent-decoded; in the `key=value` form it
+/// may be quoted, with `\` escapes.
+pub(super) fn take_params(url: &str, keys: &[&'static str]) -> Result<(String, Taken)> {
     let rest = url
         .strip_prefix("postgres://")
         .or_else(|| url.strip_prefix("postgresql://"));
     match rest {
-        Some(rest) => take_from_url(url, url.len() - rest.len()),
-        None => Ok(take_from_key_values(url)),
+        Some(rest) => take_from_url(url, url.len() - rest.len(), keys),
+        None => Ok(take_from_key_values(url, keys)),
     }
 }
 
-fn take_from_url(url: &str, authority_at: usize) -> Result<(String, Option<PathBuf>)> {
+fn take_from_url(url: &str, authority_at: usize, keys: &[&'static str]) -> Result<(String, Taken)> {
     // As tokio-postgres reads it: the credentials end at the first `@`, the query starts at
     // the first `?` after them (a password may hold a `?`).
     let after_credentials = url[authority_at..]
@@ -67,20 +95,21 @@ fn take_from_url(url: &str, authority_at: usize) -> Result<(String, Option<PathB
         .find('?')
         .map(|at| after_credentials + at)
     else {
-        return Ok((url.to_owned(), None));
+        return Ok((url.to_owned(), Vec::new()));
     };
     let mut kept = Vec::new();
-    let mut passfile = None;
+    let mut taken = Vec::new();
     for pair in url[query_at + 1..].split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if percent_decoded(key).as_deref() == Some("passfile") {
-            let path = percent_decoded(value).ok_or_else(|| {
+        let ours = percent_decoded(key).and_then(|key| keys.iter().find(|k| **k == key).copied());
+        if let Some(key) = ours {
+            let value = percent_decoded(value).ok_or_else(|| {
                 Error::config(
                     "database URL",
-                    "does not parse: passfile is not percent-encoded UTF-8",
+                    format!("does not parse: {key} is not percent-encoded UTF-8"),
                 )
             })?;
-            passfile = Some(PathBuf::from(path));
+            taken.push((key, value));
         } else {
             kept.push(pair);
         }
@@ -90,7 +119,7 @@ fn take_from_url(url: &str, authority_at: usize) -> Result<(String, Option<PathB
         rebuilt.push('?');
         rebuilt.push_str(&kept.join("&"));
     }
-    Ok((rebuilt, passfile))
+    Ok((rebuilt, taken))
 }
 
 /// `%XX` escapes decoded; `None` for a bad escape or bytes that are not UTF-8.
@@ -113,10 +142,10 @@ fn percent_decoded(text: &str) -> Option<String> {
 
 /// The `key=value` form, read as tokio-postgres reads it. A text it cannot read is returned
 /// whole, for tokio-postgres to report.
-fn take_from_key_values(text: &str) -> (String, Option<PathBuf>) {
+fn take_from_key_values(text: &str, keys: &[&'static str]) -> (String, Taken) {
     let mut chars = text.char_indices().peekable();
     let mut kept: Vec<&str> = Vec::new();
-    let mut passfile = None;
+    let mut taken = Vec::new();
     let skip_ws = |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| {
         while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
     };
@@ -132,7 +161,7 @@ fn take_from_key_values(text: &str) -> (String, Option<PathBuf>) {
         let key = &text[start..key_end];
         skip_ws(&mut chars);
         if chars.next_if(|(_, c)| *c == '=').is_none() {
-            return (text.to_owned(), None);
+            return (text.to_owned(), Vec::new());
         }
         skip_ws(&mut chars);
         let mut value = String::new();
@@ -160,15 +189,15 @@ fn take_from_key_values(text: &str) -> (String, Option<PathBuf>) {
             }
         }
         if !closed {
-            return (text.to_owned(), None);
+            return (text.to_owned(), Vec::new());
         }
-        if key == "passfile" {
-            passfile = Some(PathBuf::from(value));
+        if let Some(key) = keys.iter().find(|k| **k == key) {
+            taken.push((*key, value));
         } else {
             kept.push(&text[start..end]);
         }
     }
-    (kept.join(" "), passfile)
+    (kept.join(" "), taken)
 }
 
 /// Sets `config`'s password from `PGPASSWORD` or a password file when it has none.
@@ -407,8 +436,8 @@ star:*:*:*:lit\\*eral
         let cases = [
             ("postgres://u@h/db", "postgres://u@h/db", None),
             (
-                "postgres://u@h/db?passfile=%2Ftmp%2Fp%20f&sslmode=disable",
-                "postgres://u@h/db?sslmode=disable",
+                "postgres://u@h/db?passfile=%2Ftmp%2Fp%20f&connect_timeout=5",
+                "postgres://u@h/db?connect_timeout=5",
                 Some("/tmp/p f"),
             ),
             (
@@ -430,12 +459,29 @@ star:*:*:*:lit\\*eral
             ("host=h user=u", "host=h user=u", None),
         ];
         for (url, rest, path) in cases {
-            let (left, passfile) = take_passfile(url).unwrap();
+            let (left, params) = take_params(url, &OWN_PARAMS).unwrap();
             assert_eq!(left, rest, "{url}");
-            assert_eq!(passfile, path.map(PathBuf::from), "{url}");
+            assert_eq!(taken(&params, "passfile"), path, "{url}");
             assert!(left.parse::<tokio_postgres::Config>().is_ok(), "{left}");
         }
-        assert!(take_passfile("postgres://u@h/db?passfile=%ff").is_err());
+        assert!(take_params("postgres://u@h/db?passfile=%ff", &OWN_PARAMS).is_err());
+        // The TLS parameters tokio-postgres cannot read leave the same way, in both forms.
+        let (left, params) = take_params(
+            "postgres://u@h/db?sslmode=verify-full&sslrootcert=%2Fca.pem&application_name=x",
+            &OWN_PARAMS,
+        )
+        .unwrap();
+        assert_eq!(left, "postgres://u@h/db?application_name=x");
+        assert_eq!(taken(&params, "sslmode"), Some("verify-full"));
+        assert_eq!(taken(&params, "sslrootcert"), Some("/ca.pem"));
+        let (left, params) = take_params(
+            "host=h sslmode=require sslrootcert='/a b.pem' sslmode=verify-ca",
+            &OWN_PARAMS,
+        )
+        .unwrap();
+        assert_eq!(left, "host=h");
+        assert_eq!(taken(&params, "sslmode"), Some("verify-ca"));
+        assert_eq!(taken(&params, "sslrootcert"), Some("/a b.pem"));
     }
 
     #[test]
@@ -468,7 +514,7 @@ star:*:*:*:lit\\*eral
             ),
         ];
         for (url, env, expected) in cases {
-            let config = connection_config(url, env).unwrap();
+            let (config, _) = connection_config(url, env).unwrap();
             assert_eq!(password_of(&config).as_deref(), expected, "{url}");
         }
         // `~/.pgpass` when nothing else names a file.
@@ -481,7 +527,7 @@ star:*:*:*:lit\\*eral
             std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
         let home_env = env_of(&[("HOME", dir.path().to_str().unwrap())]);
-        let config = connection_config(url, &home_env).unwrap();
+        let (config, _) = connection_config(url, &home_env).unwrap();
         assert_eq!(password_of(&config).as_deref(), Some("from-file"));
     }
 
@@ -507,7 +553,7 @@ star:*:*:*:lit\\*eral
             ("postgres://dialer@db3:6000,db2:6001/calls", Some("two")),
             ("postgres://dialer@db1:6001/calls", None),
         ] {
-            let config = connection_config(url, &env).unwrap();
+            let (config, _) = connection_config(url, &env).unwrap();
             assert_eq!(password_of(&config).as_deref(), expected, "{url}");
         }
     }
@@ -519,14 +565,14 @@ star:*:*:*:lit\\*eral
         for mode in [0o644, 0o640, 0o604, 0o660] {
             let (_dir, file) = passfile("*:*:*:*:leaked\n", mode);
             let env = env_of(&[("PGPASSFILE", file.to_str().unwrap())]);
-            let config = connection_config(url, &env).unwrap();
+            let (config, _) = connection_config(url, &env).unwrap();
             assert_eq!(password_of(&config), None, "mode {mode:o}");
         }
         let dir = tempfile::tempdir().unwrap();
         let env = env_of(&[("PGPASSFILE", dir.path().to_str().unwrap())]);
-        assert_eq!(password_of(&connection_config(url, &env).unwrap()), None);
+        assert_eq!(password_of(&connection_config(url, &env).unwrap().0), None);
         let env = env_of(&[("PGPASSFILE", "/nonexistent/pgpass")]);
-        assert_eq!(password_of(&connection_config(url, &env).unwrap()), None);
+        assert_eq!(password_of(&connection_config(url, &env).unwrap().0), None);
     }
 
     #[test]
@@ -536,6 +582,7 @@ star:*:*:*:lit\\*eral
             "postgres://dialer:s3cret-url@h/db?sslmode=bogus",
             "postgres://dialer@h/db?unknown=s3cret-x",
             "host=h password=s3cret-kv sslmode=nope",
+            "postgres://dialer:s3cret-url@h/db?sslmode=verify-fool",
         ] {
             let err = connection_config(url, &env).unwrap_err();
             let text = format!("{err} {err:?}");

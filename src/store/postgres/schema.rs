@@ -7,11 +7,11 @@
 //! refused untouched.
 
 use deadpool_postgres::Object;
-use tokio_postgres::NoTls;
 
 use crate::error::{Error, Result};
 
 use super::sql::{quote_ident, quote_literal, with_schema};
+use super::tls::MakeRustls;
 
 /// The first key of every advisory lock the outbox takes: "CRWH".
 pub(super) const LOCK_SPACE: i32 = 0x4352_5748;
@@ -156,6 +156,7 @@ fn newer(schema: &str, version: i64) -> Error {
 pub(super) async fn migrate(
     client: &Object,
     config: &tokio_postgres::Config,
+    tls: MakeRustls,
     schema: &str,
 ) -> Result<()> {
     // Most opens find the schema up to date: no lock, no transaction.
@@ -167,7 +168,7 @@ pub(super) async fn migrate(
         return Ok(());
     }
     let failed = super::failure::failed(format!("migrating schema {schema}"));
-    let (mut own, connection) = config.connect(NoTls).await.map_err(&failed)?;
+    let (mut own, connection) = config.connect(tls).await.map_err(&failed)?;
     let polled = tokio::spawn(connection);
     let migrated = migrate_locked(&mut own, schema).await;
     drop(own);
