@@ -121,6 +121,11 @@ impl Cluster {
         Some(cluster)
     }
 
+    /// Where the cluster's `postgresql.conf` and `pg_hba.conf` are (owned by the server's user).
+    pub fn config_dir(&self) -> std::path::PathBuf {
+        format!("/etc/postgresql/{VERSION}/{}", self.name).into()
+    }
+
     /// Waits until the cluster answers a query.
     pub fn wait_up(&self, within: Duration) -> Result<(), String> {
         let until = std::time::Instant::now() + within;
