@@ -48,6 +48,9 @@
 //!   never silently ignored.
 //! - `tokio`: the delivery worker on tokio, `Webhooks::start_tokio`, and the async facade on
 //!   tokio's blocking pool (enabled by `hyper`; without it, async calls run on a thread each).
+//! - `postgres`: `store::PostgresStore`, the outbox a fleet of processes shares on one
+//!   PostgreSQL database (tokio-postgres, deadpool-postgres), over TLS through rustls as the
+//!   URL's `sslmode` says.
 //! - `metrics`: counters, gauges and a histogram of delivery through the `metrics` facade
 //!   (`delivery::metrics` names them); the dialer installs whatever exporter it wants, none is
 //!   brought in. Labelled by account only with `WebhooksBuilder::metrics_by_account(true)`.
