@@ -9,7 +9,9 @@
 //! - `verify-full` with another CA is refused at once, the certificate error as its cause.
 //! - `verify-full` to `127.0.0.1`, which the certificate does not name, is refused;
 //!   `verify-ca` there opens (the chain is checked, not the name).
-//! - `require` against the cluster without TLS is refused.
+//! - The default `prefer` and `require` use TLS without checking the certificate; with
+//!   `sslrootcert=system` (verify-full, the webpki roots) it is refused.
+//! - `require` against the cluster without TLS is refused; `prefer` falls back to plain.
 //! - No error shows the password of the URL.
 //!
 //! Each case's error is printed (`cargo test --test pg_tls -- --nocapture`). Without the
@@ -257,6 +259,21 @@ fn tls_to_postgres_follows_sslmode() {
             "127.0.0.1",
             &format!("sslmode=verify-ca&sslrootcert={}", other_file.display()),
         )),
+    );
+    assert!(text.contains("UnknownIssuer"), "{text}");
+
+    // The default, prefer: TLS, since the server offers it (the certificate not checked), on a
+    // cluster that refuses anything else.
+    drop(
+        PostgresStore::builder(url("127.0.0.1", "application_name=tls-prefer"))
+            .schema("tls_url")
+            .open()
+            .expect("prefer uses the TLS the server offers"),
+    );
+    // sslrootcert=system: verify-full against the Mozilla roots, which did not sign it.
+    let text = refused(
+        "sslrootcert=system (verify-full, the webpki roots)",
+        PostgresStore::builder(url("localhost", "sslrootcert=system")),
     );
     assert!(text.contains("UnknownIssuer"), "{text}");
 

@@ -281,8 +281,9 @@ impl PostgresStore {
     /// trusted authority signed (`verify-ca`), or any certificate at all (`prefer`,
     /// `require`). The trusted roots are those of the `sslrootcert` file (PEM) and
     /// [`PostgresStoreBuilder::add_root_certificate`]; without either, the Mozilla (webpki)
-    /// roots. As libpq does, `prefer` and `require` check the chain when a root is given.
-    /// `allow` is not supported. For example:
+    /// roots. As libpq does, `prefer` and `require` check the chain when a root is given,
+    /// and `sslrootcert=system` (the Mozilla roots, named) makes `verify-full` the default and
+    /// refuses a weaker mode. `allow` is not supported. For example:
     /// `postgres://dialer@db.internal/calls?sslmode=verify-full&sslrootcert=/etc/dialer/db-ca.pem`.
     ///
     /// # Errors

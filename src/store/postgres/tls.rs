@@ -17,7 +17,8 @@
 //!
 //! "A root was given": `sslrootcert` (a PEM file of CAs) or
 //! [`PostgresStoreBuilder::add_root_certificate`](super::PostgresStoreBuilder::add_root_certificate).
-//! Without one, `verify-ca` and `verify-full` trust the Mozilla (webpki) roots. The handshake's
+//! Without one, `verify-ca` and `verify-full` trust the Mozilla (webpki) roots;
+//! `sslrootcert=system` names them explicitly and, as in libpq 16, requires `verify-full`. The handshake's
 //! own signatures are always checked; only what the certificate proves is left out in the
 //! modes that check nothing.
 //!
@@ -60,17 +61,28 @@ pub(super) enum Mode {
 pub(super) struct UrlTls {
     mode: Mode,
     root_file: Option<PathBuf>,
+    /// `sslrootcert=system`: the Mozilla (webpki) roots, named explicitly.
+    system_roots: bool,
 }
 
 impl UrlTls {
     /// The settings of a URL's `sslmode` (libpq's `prefer` when absent) and `sslrootcert`.
+    /// As libpq 16, `sslrootcert=system` means the system's roots (here the Mozilla roots
+    /// rustls is given), makes `verify-full` the default and refuses a weaker mode: trusting
+    /// every public authority is only safe with the host name checked.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] (`database URL`) for an `sslmode` libpq does not know, or
-    /// `allow`.
+    /// `allow`, or weaker than `verify-full` with `sslrootcert=system`.
     pub(super) fn new(sslmode: Option<&str>, sslrootcert: Option<&str>) -> Result<UrlTls> {
-        let mode = match sslmode.unwrap_or("prefer") {
+        let system_roots = sslrootcert == Some("system");
+        let default = if system_roots {
+            "verify-full"
+        } else {
+            "prefer"
+        };
+        let mode = match sslmode.unwrap_or(default) {
             "disable" => Mode::Disable,
             "prefer" => Mode::Prefer,
             "require" => Mode::Require,
@@ -89,8 +101,20 @@ impl UrlTls {
                 ));
             }
         };
-        let root_file = sslrootcert.filter(|f| !f.is_empty()).map(PathBuf::from);
-        Ok(UrlTls { mode, root_file })
+        if system_roots && mode != Mode::VerifyFull {
+            return Err(Error::config(
+                "database URL",
+                "sslrootcert=system needs sslmode verify-full",
+            ));
+        }
+        let root_file = sslrootcert
+            .filter(|f| !f.is_empty() && !system_roots)
+            .map(PathBuf::from);
+        Ok(UrlTls {
+            mode,
+            root_file,
+            system_roots,
+        })
     }
 
     /// The mode as tokio-postgres knows it: whether TLS is skipped, tried or insisted on.
@@ -130,6 +154,9 @@ impl UrlTls {
         }
         for certificate in extra_roots {
             add(&mut given, certificate);
+        }
+        if self.system_roots {
+            given.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         }
         let roots = match self.mode {
             Mode::Disable => None,
@@ -378,6 +405,17 @@ mod tests {
         for bad in ["allow", "VERIFY-FULL", "", "s3cret"] {
             let err = UrlTls::new(Some(bad), None).unwrap_err();
             assert!(!err.to_string().contains("s3cret"), "{err}");
+        }
+        // libpq 16's `sslrootcert=system`: verify-full by default, nothing weaker.
+        let system = UrlTls::new(None, Some("system")).unwrap();
+        assert_eq!(system.mode, Mode::VerifyFull);
+        assert!(system.system_roots && system.root_file.is_none());
+        system.connector(&[]).unwrap();
+        for weaker in ["disable", "prefer", "require", "verify-ca"] {
+            assert!(
+                UrlTls::new(Some(weaker), Some("system")).is_err(),
+                "{weaker}"
+            );
         }
     }
 
