@@ -1,7 +1,8 @@
 //! TLS to PostgreSQL, against a real server: a cluster of the test's own (`pg_cluster`) that
 //! accepts only TLS (`ssl = on` with a certificate for `localhost` made here by rcgen and
 //! signed by a CA made here; `pg_hba.conf` has `hostssl` lines and no `host` line, so a
-//! connection without TLS is refused), and a second cluster with `ssl = off`.
+//! connection without TLS is refused, and asks for the password by SCRAM), and a second
+//! cluster with `ssl = off`.
 //!
 //! - `verify-full` with the right CA (the URL's `sslrootcert`, or the builder's
 //!   `add_root_certificate`) opens the store (its migration connection included), stores and
@@ -164,7 +165,13 @@ fn tls_to_postgres_follows_sslmode() {
     std::fs::write(&ca_file, ca.cert.pem()).unwrap();
     std::fs::write(&other_file, other.cert.pem()).unwrap();
 
-    // The TLS-only cluster: its certificate names `localhost` only.
+    // The TLS-only cluster: its certificate names `localhost` only; the password is checked
+    // (SCRAM), so the URL's password is really used.
+    pg_cluster::query(
+        &tls_only.url,
+        &format!("ALTER USER postgres PASSWORD '{PASSWORD}'"),
+    )
+    .expect("set the password");
     let (cert, key) = ca.issue(&["localhost"]);
     let config_dir = tls_only.config_dir();
     write_for_server(&config_dir.join("server.crt"), &cert, 0o644);
@@ -178,8 +185,8 @@ fn tls_to_postgres_follows_sslmode() {
         ),
         Some(
             "local all all trust\n\
-             hostssl all all 127.0.0.1/32 trust\n\
-             hostssl all all ::1/128 trust\n",
+             hostssl all all 127.0.0.1/32 scram-sha-256\n\
+             hostssl all all ::1/128 scram-sha-256\n",
         ),
     );
     reconfigure(&plain, "ssl = off", None);
@@ -205,6 +212,17 @@ fn tls_to_postgres_follows_sslmode() {
     stores_and_listens(&store, "url");
     assert!(!format!("{store:?}").contains(PASSWORD));
     drop(store);
+
+    // The password really is checked, over TLS.
+    let wrong = good.replace(PASSWORD, "wrong-pw-1234");
+    let text = refused(
+        "verify-full, a wrong password",
+        PostgresStore::builder(&wrong),
+    );
+    assert!(
+        text.contains("28P01") && !text.contains("wrong-pw-1234"),
+        "{text}"
+    );
 
     // The same CA given to the builder instead of the URL.
     let store = PostgresStore::builder(url("localhost", "sslmode=verify-full"))
