@@ -6,7 +6,8 @@
 //!
 //! - `verify-full` with the right CA (the URL's `sslrootcert`, or the builder's
 //!   `add_root_certificate`) opens the store (its migration connection included), stores and
-//!   claims a delivery, and `LISTEN`s.
+//!   claims a delivery, and `LISTEN`s; with `channel_binding=require`, SCRAM is bound to the
+//!   TLS session (`SCRAM-SHA-256-PLUS`).
 //! - `verify-full` with another CA is refused at once, the certificate error as its cause.
 //! - `verify-full` to `127.0.0.1`, which the certificate does not name, is refused;
 //!   `verify-ca` there opens (the chain is checked, not the name).
@@ -200,10 +201,15 @@ fn tls_to_postgres_follows_sslmode() {
         .expect_err("the TLS-only cluster refuses a connection without TLS");
     println!("sslmode=disable to the TLS-only cluster:\n    {plain_refused}");
 
-    // verify-full with the right CA, from the URL: opens (and migrates), stores, listens.
+    // verify-full with the right CA, from the URL: opens (and migrates), stores, listens; the
+    // SCRAM authentication is bound to the TLS session (channel_binding=require fails
+    // without a binding).
     let good = url(
         "localhost",
-        &format!("sslmode=verify-full&sslrootcert={}", ca_file.display()),
+        &format!(
+            "sslmode=verify-full&sslrootcert={}&channel_binding=require",
+            ca_file.display()
+        ),
     );
     let store = PostgresStore::builder(&good)
         .schema("tls_url")

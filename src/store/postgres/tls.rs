@@ -22,8 +22,11 @@
 //! own signatures are always checked; only what the certificate proves is left out in the
 //! modes that check nothing.
 //!
-//! Channel binding (`SCRAM-SHA-256-PLUS`) is not offered: the server then authenticates with
-//! plain `SCRAM-SHA-256`, whose password proof does not travel in clear either.
+//! Channel binding: each session offers `tls-server-end-point` (RFC 5929: the hash of the
+//! server's certificate), so that SCRAM authentication (`SCRAM-SHA-256-PLUS`) is bound to this
+//! TLS session and a machine in the middle cannot relay it, whatever the `sslmode`. A
+//! certificate whose signature names no hash RFC 5929 can use (Ed25519, RSA-PSS) offers no
+//! binding, and SCRAM runs without it (unless the URL says `channel_binding=require`).
 
 use std::fmt;
 use std::future::Future;
@@ -379,8 +382,82 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
     fn channel_binding(&self) -> ChannelBinding {
-        ChannelBinding::none()
+        let (_, session) = self.0.get_ref();
+        session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|certificate| server_end_point(certificate))
+            .map_or_else(ChannelBinding::none, ChannelBinding::tls_server_end_point)
     }
+}
+
+/// RFC 5929's `tls-server-end-point` of a certificate: its hash with the hash function of its
+/// own signature algorithm, SHA-256 for MD5 and SHA-1 (as PostgreSQL computes it on its side).
+/// `None` when the algorithm names no such hash, or the certificate cannot be read.
+fn server_end_point(certificate: &[u8]) -> Option<Vec<u8>> {
+    use sha2::Digest;
+    /// The DER contents of the signature algorithms' object identifiers, by hash.
+    const SHA256: [&[u8]; 6] = [
+        b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x04", // md5WithRSAEncryption
+        b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x05", // sha1WithRSAEncryption
+        b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0b", // sha256WithRSAEncryption
+        b"\x2a\x86\x48\xce\x3d\x04\x01",         // ecdsa-with-SHA1
+        b"\x2a\x86\x48\xce\x3d\x04\x03\x02",     // ecdsa-with-SHA256
+        b"\x2b\x0e\x03\x02\x1d",                 // sha1WithRSASignature (OIW)
+    ];
+    const SHA384: [&[u8]; 2] = [
+        b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0c", // sha384WithRSAEncryption
+        b"\x2a\x86\x48\xce\x3d\x04\x03\x03",     // ecdsa-with-SHA384
+    ];
+    const SHA512: [&[u8]; 2] = [
+        b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0d", // sha512WithRSAEncryption
+        b"\x2a\x86\x48\xce\x3d\x04\x03\x04",     // ecdsa-with-SHA512
+    ];
+    let algorithm = signature_algorithm(certificate)?;
+    if SHA256.contains(&algorithm) {
+        Some(sha2::Sha256::digest(certificate).to_vec())
+    } else if SHA384.contains(&algorithm) {
+        Some(sha2::Sha384::digest(certificate).to_vec())
+    } else if SHA512.contains(&algorithm) {
+        Some(sha2::Sha512::digest(certificate).to_vec())
+    } else {
+        None
+    }
+}
+
+/// The object identifier (its DER contents) of a certificate's `signatureAlgorithm`:
+/// `Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm AlgorithmIdentifier, ... }`,
+/// `AlgorithmIdentifier ::= SEQUENCE { algorithm OBJECT IDENTIFIER, ... }`.
+fn signature_algorithm(certificate: &[u8]) -> Option<&[u8]> {
+    const SEQUENCE: u8 = 0x30;
+    const OID: u8 = 0x06;
+    let (certificate, _) = der_element(certificate, SEQUENCE)?;
+    let (_, rest) = der_element(certificate, SEQUENCE)?;
+    let (identifier, _) = der_element(rest, SEQUENCE)?;
+    let (algorithm, _) = der_element(identifier, OID)?;
+    Some(algorithm)
+}
+
+/// The contents of the DER element at the start of `der` if its tag is `tag`, and what
+/// follows it.
+fn der_element(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&first, rest) = der.split_first()?;
+    if first != tag {
+        return None;
+    }
+    let (&length, mut rest) = rest.split_first()?;
+    let length = if length < 0x80 {
+        usize::from(length)
+    } else {
+        let octets = usize::from(length & 0x7f);
+        if octets == 0 || octets > std::mem::size_of::<usize>() || rest.len() < octets {
+            return None;
+        }
+        let (bytes, after) = rest.split_at(octets);
+        rest = after;
+        bytes.iter().fold(0usize, |n, b| (n << 8) | usize::from(*b))
+    };
+    (rest.len() >= length).then(|| rest.split_at(length))
 }
 
 #[cfg(test)]
@@ -416,6 +493,31 @@ mod tests {
                 UrlTls::new(Some(weaker), Some("system")).is_err(),
                 "{weaker}"
             );
+        }
+    }
+
+    #[test]
+    fn the_end_point_hash_follows_the_signature_algorithm() {
+        use sha2::Digest;
+        let signed_with = |algorithm: &'static rcgen::SignatureAlgorithm| {
+            let key = rcgen::KeyPair::generate_for(algorithm).unwrap();
+            let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            params.self_signed(&key).unwrap().der().to_vec()
+        };
+        let p256 = signed_with(&rcgen::PKCS_ECDSA_P256_SHA256);
+        assert_eq!(
+            server_end_point(&p256),
+            Some(sha2::Sha256::digest(&p256).to_vec())
+        );
+        let p384 = signed_with(&rcgen::PKCS_ECDSA_P384_SHA384);
+        assert_eq!(
+            server_end_point(&p384),
+            Some(sha2::Sha384::digest(&p384).to_vec())
+        );
+        // Ed25519 names no hash: no binding, as PostgreSQL has none to offer either.
+        assert_eq!(server_end_point(&signed_with(&rcgen::PKCS_ED25519)), None);
+        for garbage in [&b""[..], b"\x30", b"\x30\x84\xff\xff\xff\xff", b"not der"] {
+            assert_eq!(server_end_point(garbage), None, "{garbage:?}");
         }
     }
 
