@@ -7,20 +7,20 @@
 //! given to tokio-postgres as the nearest of its three (both `verify-*` are `require`), and
 //! what is checked of the certificate is decided here, as libpq decides it:
 //!
-//! | `sslmode`       | TLS                          | certificate checked                  |
-//! |-----------------|------------------------------|--------------------------------------|
-//! | `disable`       | never                        | -                                    |
+//! | `sslmode`          | TLS                       | certificate checked                  |
+//! |--------------------|---------------------------|--------------------------------------|
+//! | `disable`          | never                     | -                                    |
 //! | `prefer` (default) | when the server offers it | chain, if a root was given; else not |
-//! | `require`       | always                       | chain, if a root was given; else not |
-//! | `verify-ca`     | always                       | chain                                |
-//! | `verify-full`   | always                       | chain and host name                  |
+//! | `require`          | always                    | chain, if a root was given; else not |
+//! | `verify-ca`        | always                    | chain                                |
+//! | `verify-full`      | always                    | chain and host name                  |
 //!
 //! "A root was given": `sslrootcert` (a PEM file of CAs) or
 //! [`PostgresStoreBuilder::add_root_certificate`](super::PostgresStoreBuilder::add_root_certificate).
 //! Without one, `verify-ca` and `verify-full` trust the Mozilla (webpki) roots;
-//! `sslrootcert=system` names them explicitly and, as in libpq 16, requires `verify-full`. The handshake's
-//! own signatures are always checked; only what the certificate proves is left out in the
-//! modes that check nothing.
+//! `sslrootcert=system` names them explicitly and, as in libpq 16, requires `verify-full`.
+//! The handshake's own signatures are always checked; only what the certificate proves is
+//! left out in the modes that check nothing.
 //!
 //! Channel binding: each session offers `tls-server-end-point` (RFC 5929: the hash of the
 //! server's certificate), so that SCRAM authentication (`SCRAM-SHA-256-PLUS`) is bound to this
