@@ -11,6 +11,10 @@
 //! Nothing here reports an error: a password file that is missing, unreadable or too open is
 //! skipped, as libpq skips it, and the connection then fails for want of a password. No
 //! password ever reaches an error or a log.
+//!
+//! The URL is read here once for every parameter tokio-postgres does not know
+//! ([`OWN_PARAMS`]: `passfile`, and the TLS settings `sslmode` and `sslrootcert` that
+//! `super::tls` applies), so that there is one reader of both URL forms.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
