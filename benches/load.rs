@@ -1432,13 +1432,7 @@ fn spread_run<S: call_result_webhook::store::Store>(
     let worker = webhooks
         .start_tokio(dispatcher, rt.handle())
         .expect("start the worker");
-    // A new thread names itself once it runs: look for it for up to a second.
-    let thread = (0..1_000).find_map(|_| {
-        named_thread("webhook-scheduler").or_else(|| {
-            std::thread::sleep(Duration::from_millis(1));
-            None
-        })
-    });
+    let thread = scheduler_thread();
     let cpu_before = thread.as_deref().and_then(thread_cpu);
     let end = delivered.wait_for(want, scale.p10_time);
     let cpu_after = thread.as_deref().and_then(thread_cpu);
@@ -1476,6 +1470,17 @@ fn spread_run<S: call_result_webhook::store::Store>(
         delivered: got,
         scheduler_cpu,
     }
+}
+
+/// The worker's scheduler thread, once it has named itself (a new thread does so once it
+/// runs): looked for for up to a second.
+fn scheduler_thread() -> Option<PathBuf> {
+    (0..1_000).find_map(|_| {
+        named_thread("webhook-scheduler").or_else(|| {
+            std::thread::sleep(Duration::from_millis(1));
+            None
+        })
+    })
 }
 
 /// The task directory (`/proc/self/task/<tid>`) of this process's thread named `name`; the
@@ -1688,13 +1693,7 @@ fn backlog_run<S: call_result_webhook::store::Store>(
     let worker = webhooks
         .start_tokio(dispatcher, rt.handle())
         .expect("start the worker");
-    // A new thread names itself once it runs: look for it for up to a second.
-    let scheduler = (0..1_000).find_map(|_| {
-        named_thread("webhook-scheduler").or_else(|| {
-            std::thread::sleep(Duration::from_millis(1));
-            None
-        })
-    });
+    let scheduler = scheduler_thread();
     let scheduler_before = scheduler.as_deref().and_then(thread_cpu);
     let end = delivered.wait_for(sample as u64, limit);
     let elapsed = end.duration_since(start);
