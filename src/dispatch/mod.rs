@@ -86,7 +86,7 @@ mod proxy;
 #[cfg(any(feature = "hyper", feature = "ureq"))]
 mod resolve;
 #[cfg(any(feature = "hyper", feature = "ureq", feature = "postgres"))]
-mod tls;
+pub(crate) mod tls;
 #[cfg(feature = "ureq")]
 pub mod ureq;
 

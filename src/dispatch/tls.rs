@@ -1,6 +1,14 @@
-//! TLS for both backends: one rustls configuration (the `ring` provider, its safe default
-//! protocol versions, the Mozilla roots and any roots the dialer adds), and [`Certificate`], the
-//! crate's own type for an added root, so rustls stays out of the public API.
+//! TLS for both backends: one rustls configuration (the process's crypto provider, its safe
+//! default protocol versions, the Mozilla roots and any roots the dialer adds), and
+//! [`Certificate`], the crate's own type for an added root, so rustls stays out of the public
+//! API.
+//!
+//! The crypto provider is chosen as rustls asks a library to choose it: the process's default
+//! ([`rustls::crypto::CryptoProvider::install_default`], which the dialer may call at start-up,
+//! for example with aws-lc-rs and its post-quantum key exchange), or else the one rustls's
+//! crate features name, *ring* with this crate's features. A build in which some other crate
+//! enables a second provider (aws-lc-rs and *ring* together) must install one at start-up:
+//! rustls cannot pick, and panics naming `install_default`.
 
 use std::fmt;
 
@@ -103,8 +111,16 @@ impl fmt::Debug for Certificate {
     }
 }
 
-/// The client configuration both backends use: rustls with the `ring` provider and its safe
-/// default protocol versions (TLS 1.2 and 1.3), trusting the webpki roots and `extra_roots`.
+/// The start of every TLS client configuration the crate makes, the webhook backends' and the
+/// PostgreSQL store's: the process's crypto provider (see the module's docs) and rustls's safe
+/// default protocol versions (TLS 1.2 and 1.3).
+pub(crate) fn client_builder() -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>
+{
+    rustls::ClientConfig::builder()
+}
+
+/// The client configuration both backends use: [`client_builder`], trusting the webpki roots
+/// and `extra_roots`.
 #[cfg(any(feature = "hyper", feature = "ureq"))]
 pub(crate) fn client_config(extra_roots: &[Certificate]) -> std::sync::Arc<rustls::ClientConfig> {
     let mut roots: rustls::RootCertStore = webpki_roots::TLS_SERVER_ROOTS.iter().cloned().collect();
@@ -113,19 +129,24 @@ pub(crate) fn client_config(extra_roots: &[Certificate]) -> std::sync::Arc<rustl
             .add(root.der.clone())
             .expect("a Certificate was checked when it was made");
     }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("the ring provider supports rustls' default protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = client_builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     std::sync::Arc::new(config)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(any(feature = "hyper", feature = "ureq"))]
+    #[test]
+    fn the_configuration_uses_the_processs_crypto_provider() {
+        let config = client_config(&[]);
+        let process = rustls::crypto::CryptoProvider::get_default()
+            .expect("building a configuration settles the process's provider");
+        assert!(std::sync::Arc::ptr_eq(config.crypto_provider(), process));
+    }
 
     #[test]
     fn garbage_is_not_a_certificate() {

@@ -450,17 +450,13 @@ pub mod tls {
 
     impl TlsReceiver {
         pub fn start(cert: &ServerCert) -> TlsReceiver {
-            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                cert.chain.clone(),
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key.clone())),
-            )
-            .unwrap();
+            let config = rustls::ServerConfig::builder()
+                .with_no_client_auth()
+                .with_single_cert(
+                    cert.chain.clone(),
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key.clone())),
+                )
+                .unwrap();
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
             let listener = StdListener::bind("127.0.0.1:0").unwrap();
             listener.set_nonblocking(true).unwrap();

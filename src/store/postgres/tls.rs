@@ -170,15 +170,13 @@ impl UrlTls {
             }
             Mode::VerifyCa | Mode::VerifyFull => Some(given),
         };
-        let provider = rustls::crypto::ring::default_provider();
+        let builder = crate::dispatch::tls::client_builder();
         let verifier = Verifier {
             roots: roots.map(Arc::new),
             check_name: self.mode == Mode::VerifyFull,
-            algorithms: provider.signature_verification_algorithms,
+            algorithms: builder.crypto_provider().signature_verification_algorithms,
         };
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-            .with_safe_default_protocol_versions()
-            .expect("the ring provider supports rustls' default protocol versions")
+        let config = builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
