@@ -41,10 +41,45 @@ where
     }
 }
 
+/// The runtime a worker's attempts run on: a tokio runtime's handle, or nothing at all without
+/// the `tokio` feature.
+#[cfg(feature = "tokio")]
+pub(crate) type Runtime = tokio::runtime::Handle;
+/// The runtime a worker's attempts run on: a tokio runtime's handle, or nothing at all without
+/// the `tokio` feature.
+#[cfg(not(feature = "tokio"))]
+pub(crate) type Runtime = std::convert::Infallible;
+
+/// The one check every `_blocking` method makes before it does anything: called on a thread
+/// of `runtime` (the tokio runtime a worker's attempts run on), it would hold a thread those
+/// attempts need, or wait for attempts that cannot run while it waits, so it is refused with
+/// [`Error::BlockingInRuntime`], naming `instead`, the async method to await there.
+///
+/// Only the worker's runtime is refused. On another runtime's thread a `_blocking` method
+/// holds that thread for the store's work but never deadlocks (no store call needs the
+/// caller's runtime, nor nests one); the async method is still the one to call there.
+///
+/// # Errors
+///
+/// [`Error::BlockingInRuntime`] on a thread of `runtime`, its blocking pool's included
+/// (tokio tells a pool thread from an executor thread to no public API).
+pub(crate) fn refuse_on(
+    runtime: Option<&Runtime>,
+    method: &'static str,
+    instead: &'static str,
+) -> Result<()> {
+    #[cfg(feature = "tokio")]
+    if runtime.is_some_and(on_runtime) {
+        return Err(Error::BlockingInRuntime { method, instead });
+    }
+    let _ = (runtime, method, instead);
+    Ok(())
+}
+
 /// Whether the calling thread belongs to the tokio runtime `runtime`: a blocking wait there
 /// would stall the tasks that runtime should be running.
 #[cfg(feature = "tokio")]
-pub(crate) fn on_runtime(runtime: &tokio::runtime::Handle) -> bool {
+fn on_runtime(runtime: &tokio::runtime::Handle) -> bool {
     tokio::runtime::Handle::try_current().is_ok_and(|current| current.id() == runtime.id())
 }
 

@@ -204,9 +204,9 @@ pub enum Error {
         reason: String,
     },
 
-    /// A blocking method that waits for the worker was called on a thread of the tokio runtime
-    /// the worker's attempts run on, where waiting would stall the very attempts it waits for.
-    /// Nothing was waited for; call the async method named in `instead`.
+    /// A `_blocking` method was called on a thread of the tokio runtime the worker's attempts
+    /// run on, where blocking would stall those attempts (and a wait for them might never
+    /// end). Nothing was done; call the async method named in `instead`.
     #[error(
         "{method} was called on a thread of the runtime the webhook worker runs on, where it would stall deliveries; call {instead} instead"
     )]

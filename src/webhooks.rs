@@ -2,11 +2,11 @@
 //! settings, replay and remove, and show status.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::account::Account;
-use crate::blocking::unblock;
+use crate::blocking::{Runtime, refuse_on, unblock};
 use crate::campaign::{OffReason, WebhookIndicator};
 use crate::delivery::engine::{Engine, EventSink, Limits};
 use crate::delivery::{Clock, DeadLetter, Event, Status, SystemClock, ThreadRunner, Worker};
@@ -20,6 +20,7 @@ use crate::payload::CallResult;
 use crate::policy::UrlPolicy;
 use crate::preferences::{AuditRecord, PreferencesUpdate, Principal};
 use crate::store::{DeliveryFilter, NewDelivery, Store};
+use crate::sync::lock;
 
 /// What [`Webhooks::submit`] did with a call result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +83,16 @@ pub enum Prepared {
 /// its own). Beside each is its `_blocking` twin with the same arguments, for dialers without
 /// a runtime. Ids are always borrowed (`&AccountId`, `&CampaignId`); what the call consumes
 /// (a [`CallResult`], a [`PreferencesUpdate`]) is passed by value.
+///
+/// A `_blocking` method is for a thread that no async runtime drives. Called on a thread of the
+/// tokio runtime the worker's attempts run on (the one given to `start_tokio`, its blocking
+/// pool's threads included, until another worker starts), it does nothing and returns
+/// [`Error::BlockingInRuntime`] at once, naming the async method to await instead: blocking
+/// there would hold a thread those attempts need, and on a current-thread runtime stop them
+/// all. [`Worker::wait_idle_blocking`] and [`Worker::shutdown_blocking`] refuse the same
+/// threads. On another runtime's threads a `_blocking` method works, holding that thread for
+/// the store's work (no store call needs the caller's runtime, none nests one, so it never
+/// deadlocks); await the async method there all the same.
 ///
 /// # Cancellation
 ///
@@ -156,6 +167,9 @@ pub enum Prepared {
 #[derive(Clone)]
 pub struct Webhooks {
     engine: Arc<Engine>,
+    /// The runtime of the worker last started, if [`start_tokio`](Self::start_tokio) started
+    /// it: where the `_blocking` methods refuse to run.
+    worker_runtime: Arc<Mutex<Option<Runtime>>>,
 }
 
 /// Builds [`Webhooks`]: [`Webhooks::builder`].
@@ -291,7 +305,10 @@ impl WebhooksBuilder {
             crate::delivery::metrics::Metrics::new(self.metrics_by_account),
         )?);
         crate::delivery::follow(&engine)?;
-        Ok(Webhooks { engine })
+        Ok(Webhooks {
+            engine,
+            worker_runtime: Arc::default(),
+        })
     }
 }
 
@@ -354,13 +371,16 @@ impl Webhooks {
     ///
     /// # Errors
     ///
-    /// As [`submit`](Self::submit), but for [`Error::RuntimeShuttingDown`].
+    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
+    /// worker's attempts run on (see ["Async and blocking"](Self#async-and-blocking));
+    /// otherwise as [`submit`](Self::submit), but for [`Error::RuntimeShuttingDown`].
     pub fn submit_blocking(
         &self,
         account: &AccountId,
         campaign: &CampaignId,
         call: CallResult,
     ) -> Result<Submitted> {
+        self.refuse_blocking("Webhooks::submit_blocking", "Webhooks::submit(..).await")?;
         check_ids(account, Some(campaign))?;
         self.engine
             .submit(account, campaign, &call, DeliveryId::generate())
@@ -397,7 +417,9 @@ impl Webhooks {
     ///
     /// # Errors
     ///
-    /// As [`submit_with_id`](Self::submit_with_id), but for [`Error::RuntimeShuttingDown`].
+    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
+    /// worker's attempts run on (see ["Async and blocking"](Self#async-and-blocking));
+    /// otherwise as [`submit_with_id`](Self::submit_with_id), but for [`Error::RuntimeShuttingDown`].
     pub fn submit_with_id_blocking(
         &self,
         account: &AccountId,
@@ -405,6 +427,10 @@ impl Webhooks {
         call: CallResult,
         id: DeliveryId,
     ) -> Result<Submitted> {
+        self.refuse_blocking(
+            "Webhooks::submit_with_id_blocking",
+            "Webhooks::submit_with_id(..).await",
+        )?;
         check_ids(account, Some(campaign))?;
         self.engine.submit(account, campaign, &call, id)
     }
@@ -451,7 +477,9 @@ impl Webhooks {
         let global = threads.min(self.engine.limits().max_concurrency);
         let runner = ThreadRunner::start(Arc::new(dispatcher), global)
             .map_err(|e| Error::config("threads", format!("cannot start a thread: {e}")))?;
-        Worker::start(self.engine.clone(), Arc::new(runner), global, None)
+        let worker = Worker::start(self.engine.clone(), Arc::new(runner), global, None)?;
+        *lock(&self.worker_runtime) = None;
+        Ok(worker)
     }
 
     /// Starts delivering on the dialer's tokio runtime: each attempt is a task spawned on
@@ -477,12 +505,14 @@ impl Webhooks {
     ) -> Result<Worker> {
         dispatcher.adopt_policy(self.engine.policy())?;
         let runner = crate::delivery::TokioRunner::new(Arc::new(dispatcher), handle.clone());
-        Worker::start(
+        let worker = Worker::start(
             self.engine.clone(),
             Arc::new(runner),
             self.engine.limits().max_concurrency,
             Some(handle.clone()),
-        )
+        )?;
+        *lock(&self.worker_runtime) = Some(handle.clone());
+        Ok(worker)
     }
 
     /// A copy of the account's settings, if any were ever saved (from memory, no I/O). Its
@@ -524,14 +554,19 @@ impl Webhooks {
     ///
     /// # Errors
     ///
-    /// As [`update_preferences`](Self::update_preferences), but for
-    /// [`Error::RuntimeShuttingDown`].
+    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
+    /// worker's attempts run on (see ["Async and blocking"](Self#async-and-blocking));
+    /// otherwise as [`update_preferences`](Self::update_preferences), but for [`Error::RuntimeShuttingDown`].
     pub fn update_preferences_blocking(
         &self,
         who: &Principal,
         account: &AccountId,
         update: PreferencesUpdate,
     ) -> Result<AuditRecord> {
+        self.refuse_blocking(
+            "Webhooks::update_preferences_blocking",
+            "Webhooks::update_preferences(..).await",
+        )?;
         check_ids(account, None)?;
         self.engine.update_preferences(who, account, update)
     }
@@ -567,8 +602,9 @@ impl Webhooks {
     ///
     /// # Errors
     ///
-    /// As [`set_campaign_webhook`](Self::set_campaign_webhook), but for
-    /// [`Error::RuntimeShuttingDown`].
+    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
+    /// worker's attempts run on (see ["Async and blocking"](Self#async-and-blocking));
+    /// otherwise as [`set_campaign_webhook`](Self::set_campaign_webhook), but for [`Error::RuntimeShuttingDown`].
     pub fn set_campaign_webhook_blocking(
         &self,
         who: &Principal,
@@ -576,6 +612,10 @@ impl Webhooks {
         campaign: &CampaignId,
         enabled: bool,
     ) -> Result<AuditRecord> {
+        self.refuse_blocking(
+            "Webhooks::set_campaign_webhook_blocking",
+            "Webhooks::set_campaign_webhook(..).await",
+        )?;
         check_ids(account, Some(campaign))?;
         self.engine
             .set_campaign_webhook(who, account, campaign, enabled)
@@ -602,8 +642,14 @@ impl Webhooks {
     ///
     /// # Errors
     ///
-    /// As [`resume_endpoint`](Self::resume_endpoint), but for [`Error::RuntimeShuttingDown`].
+    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
+    /// worker's attempts run on (see ["Async and blocking"](Self#async-and-blocking));
+    /// otherwise as [`resume_endpoint`](Self::resume_endpoint), but for [`Error::RuntimeShuttingDown`].
     pub fn resume_endpoint_blocking(&self, who: &Principal, account: &AccountId) -> Result<bool> {
+        self.refuse_blocking(
+            "Webhooks::resume_endpoint_blocking",
+            "Webhooks::resume_endpoint(..).await",
+        )?;
         check_ids(account, None)?;
         self.engine.resume_endpoint(who, account)
     }
@@ -630,8 +676,11 @@ impl Webhooks {
     ///
     /// # Errors
     ///
-    /// As [`replay`](Self::replay), but for [`Error::RuntimeShuttingDown`].
+    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
+    /// worker's attempts run on (see ["Async and blocking"](Self#async-and-blocking));
+    /// otherwise as [`replay`](Self::replay), but for [`Error::RuntimeShuttingDown`].
     pub fn replay_blocking(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64> {
+        self.refuse_blocking("Webhooks::replay_blocking", "Webhooks::replay(..).await")?;
         check_filter(filter)?;
         self.engine.replay(who, filter)
     }
@@ -656,8 +705,11 @@ impl Webhooks {
     ///
     /// # Errors
     ///
-    /// As [`remove`](Self::remove), but for [`Error::RuntimeShuttingDown`].
+    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
+    /// worker's attempts run on (see ["Async and blocking"](Self#async-and-blocking));
+    /// otherwise as [`remove`](Self::remove), but for [`Error::RuntimeShuttingDown`].
     pub fn remove_blocking(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64> {
+        self.refuse_blocking("Webhooks::remove_blocking", "Webhooks::remove(..).await")?;
         check_filter(filter)?;
         self.engine.remove(who, filter)
     }
@@ -686,13 +738,19 @@ impl Webhooks {
     ///
     /// # Errors
     ///
-    /// As [`dead_letters`](Self::dead_letters), but for [`Error::RuntimeShuttingDown`].
+    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
+    /// worker's attempts run on (see ["Async and blocking"](Self#async-and-blocking));
+    /// otherwise as [`dead_letters`](Self::dead_letters), but for [`Error::RuntimeShuttingDown`].
     pub fn dead_letters_blocking(
         &self,
         who: &Principal,
         filter: &DeliveryFilter,
         limit: usize,
     ) -> Result<Vec<DeadLetter>> {
+        self.refuse_blocking(
+            "Webhooks::dead_letters_blocking",
+            "Webhooks::dead_letters(..).await",
+        )?;
         check_filter(filter)?;
         self.engine.dead_letters(who, filter, limit)
     }
@@ -720,12 +778,15 @@ impl Webhooks {
     ///
     /// # Errors
     ///
-    /// As [`status`](Self::status), but for [`Error::RuntimeShuttingDown`].
+    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
+    /// worker's attempts run on (see ["Async and blocking"](Self#async-and-blocking));
+    /// otherwise as [`status`](Self::status), but for [`Error::RuntimeShuttingDown`].
     pub fn status_blocking(
         &self,
         account: &AccountId,
         campaign: Option<&CampaignId>,
     ) -> Result<Status> {
+        self.refuse_blocking("Webhooks::status_blocking", "Webhooks::status(..).await")?;
         check_ids(account, campaign)?;
         self.engine.status(account, campaign)
     }
@@ -734,6 +795,14 @@ impl Webhooks {
     /// row of a campaign list.
     pub fn indicator(&self, account: &AccountId, campaign: &CampaignId) -> WebhookIndicator {
         self.engine.indicator(account, campaign)
+    }
+}
+
+impl Webhooks {
+    /// The check every `_blocking` method makes first: refused on a thread of the runtime the
+    /// worker's attempts run on (see [`refuse_on`]).
+    fn refuse_blocking(&self, method: &'static str, instead: &'static str) -> Result<()> {
+        refuse_on(lock(&self.worker_runtime).as_ref(), method, instead)
     }
 }
 

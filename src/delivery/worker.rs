@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http::Request;
 use jiff::Timestamp;
 
-use crate::blocking::unblock;
+use crate::blocking::{Runtime, refuse_on, unblock};
 use crate::delivery::engine::{Attempt, Completed, Completion, Engine, Outcome};
 use crate::delivery::events::Event;
 use crate::error::{Error, Result};
@@ -109,8 +109,7 @@ struct WorkerInner {
     /// The scheduler thread until it is joined, then what it reported.
     scheduler: Mutex<Scheduled>,
     /// The runtime the attempts run on, where blocking waits are refused.
-    #[cfg(feature = "tokio")]
-    runtime: Option<tokio::runtime::Handle>,
+    runtime: Option<Runtime>,
 }
 
 enum Scheduled {
@@ -144,8 +143,7 @@ impl Worker {
         engine: Arc<Engine>,
         runner: Arc<dyn Runner>,
         global: usize,
-        #[cfg(feature = "tokio")] runtime: Option<tokio::runtime::Handle>,
-        #[cfg(not(feature = "tokio"))] _runtime: Option<std::convert::Infallible>,
+        runtime: Option<Runtime>,
     ) -> Result<Self> {
         if !engine.claim_worker() {
             return Err(Error::config(
@@ -163,7 +161,6 @@ impl Worker {
                 inner: Arc::new(WorkerInner {
                     engine,
                     scheduler: Mutex::new(Scheduled::Running(handle)),
-                    #[cfg(feature = "tokio")]
                     runtime,
                 }),
             }),
@@ -274,16 +271,7 @@ impl Worker {
 
 impl WorkerInner {
     fn refuse_blocking(&self, method: &'static str, instead: &'static str) -> Result<()> {
-        #[cfg(feature = "tokio")]
-        if self
-            .runtime
-            .as_ref()
-            .is_some_and(crate::blocking::on_runtime)
-        {
-            return Err(Error::BlockingInRuntime { method, instead });
-        }
-        let _ = (method, instead);
-        Ok(())
+        refuse_on(self.runtime.as_ref(), method, instead)
     }
 
     /// Joins the scheduler (once) and answers with what it reported.
