@@ -1958,7 +1958,9 @@ mod pg {
 
         /// A store on this schema with the default pool (creating the schema on first open).
         fn store(&self) -> PostgresStore {
-            self.builder().open().expect("open the PostgreSQL outbox")
+            self.builder()
+                .open_blocking()
+                .expect("open the PostgreSQL outbox")
         }
     }
 
@@ -2030,7 +2032,7 @@ mod pg {
         let store = schema
             .builder()
             .pool_size(pool_size)
-            .open()
+            .open_blocking()
             .expect("open the PostgreSQL outbox");
         let webhooks = Webhooks::builder()
             .store(store)

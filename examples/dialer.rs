@@ -395,7 +395,7 @@ fn open_database(url: &str, schema: Option<&str>) -> Result<(Arc<dyn Store>, Str
         builder = builder.schema(schema);
     }
     let shown = "the PostgreSQL outbox".to_owned();
-    match builder.open() {
+    match builder.open_blocking() {
         Ok(store) => Ok((Arc::new(store), shown)),
         Err(e) => Err(format!("cannot open {shown}: {}", chain(&e))),
     }

@@ -307,7 +307,7 @@ fn a_submit_to_a_frozen_server_answers_the_call_timeout_within_its_bound() {
     let store = PostgresStore::builder(cluster.url.clone())
         .call_timeout(bound)
         .statement_timeout(Duration::from_secs(1))
-        .open()
+        .open_blocking()
         .expect("open the store");
     let (webhooks, account, campaign) = webhooks_on(store, &support::unused_url());
     let call = |n: usize| {
@@ -352,7 +352,7 @@ fn a_submit_to_a_stopped_server_fails_after_retry_for_with_the_drivers_words() {
     let retry_for = Duration::from_secs(2);
     let store = PostgresStore::builder(cluster.url.clone())
         .retry_for(retry_for)
-        .open()
+        .open_blocking()
         .expect("open the store");
     let (webhooks, account, campaign) = webhooks_on(store, &support::unused_url());
     cluster.stop();
@@ -389,7 +389,7 @@ fn a_statement_held_by_a_lock_answers_the_statement_timeout() {
         .builder()
         .statement_timeout(limit)
         .call_timeout(Duration::from_secs(20))
-        .open()
+        .open_blocking()
         .expect("open the store");
     let (webhooks, account, campaign) = webhooks_on(store, &support::unused_url());
     // Another session holds the outbox table locked, in a transaction left open.

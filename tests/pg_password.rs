@@ -99,7 +99,7 @@ fn set_env(name: &str, value: Option<&Path>) {
 /// password); returns what the server received and the error's whole text.
 fn attempt(url: &str, server: &mpsc::Receiver<Option<String>>) -> (Option<String>, String) {
     let err = PostgresStore::builder(url)
-        .open()
+        .open_blocking()
         .expect_err("the fake server refuses every password");
     let mut text = format!("{err} {err:?}");
     let mut source = std::error::Error::source(&err);
@@ -194,7 +194,7 @@ fn the_password_comes_from_pgpassword_or_a_passfile_and_reaches_the_server() {
     let sep = if db.url.contains('?') { '&' } else { '?' };
     let store = PostgresStore::builder(format!("{}{sep}passfile={}", db.url, real.display()))
         .schema(db.schema.clone())
-        .open()
+        .open_blocking()
         .expect("the store opens on a URL with a passfile parameter");
     assert!(!format!("{store:?}").contains("s3cret"));
     let builder = PostgresStore::builder(format!("{}{sep}passfile={}", db.url, real.display()));

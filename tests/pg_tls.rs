@@ -108,7 +108,7 @@ fn whole_text(err: &Error) -> String {
 /// and answers the error's text.
 fn refused(case: &str, builder: call_result_webhook::store::PostgresStoreBuilder) -> String {
     let started = Instant::now();
-    let err = builder.open().expect_err(case);
+    let err = builder.open_blocking().expect_err(case);
     let took = started.elapsed();
     let text = whole_text(&err);
     println!("{case} ({took:.2?}):\n    {text}");
@@ -213,7 +213,7 @@ fn tls_to_postgres_follows_sslmode() {
     );
     let store = PostgresStore::builder(&good)
         .schema("tls_url")
-        .open()
+        .open_blocking()
         .expect("verify-full with the right CA opens");
     stores_and_listens(&store, "url");
     assert!(!format!("{store:?}").contains(PASSWORD));
@@ -234,7 +234,7 @@ fn tls_to_postgres_follows_sslmode() {
     let store = PostgresStore::builder(url("localhost", "sslmode=verify-full"))
         .schema("tls_builder")
         .add_root_certificate(Certificate::from_pem(ca.cert.pem().as_bytes()).unwrap())
-        .open()
+        .open_blocking()
         .expect("verify-full with the builder's CA opens");
     stores_and_listens(&store, "builder");
     drop(store);
@@ -273,7 +273,7 @@ fn tls_to_postgres_follows_sslmode() {
         &format!("sslmode=verify-ca&sslrootcert={}", ca_file.display()),
     ))
     .schema("tls_url")
-    .open()
+    .open_blocking()
     .expect("verify-ca to a host the certificate does not name opens");
     drop(store);
     // ... and still refuses another CA.
@@ -291,7 +291,7 @@ fn tls_to_postgres_follows_sslmode() {
     drop(
         PostgresStore::builder(url("127.0.0.1", "application_name=tls-prefer"))
             .schema("tls_url")
-            .open()
+            .open_blocking()
             .expect("prefer uses the TLS the server offers"),
     );
     // sslrootcert=system: verify-full against the Mozilla roots, which did not sign it.
@@ -304,7 +304,7 @@ fn tls_to_postgres_follows_sslmode() {
     // require: TLS without checking the certificate (as libpq, when no root is given).
     let store = PostgresStore::builder(url("127.0.0.1", "sslmode=require"))
         .schema("tls_url")
-        .open()
+        .open_blocking()
         .expect("require opens whatever the certificate");
     drop(store);
 
@@ -326,7 +326,7 @@ fn tls_to_postgres_follows_sslmode() {
     drop(
         PostgresStore::builder(&plain_default)
             .schema("tls_prefer")
-            .open()
+            .open_blocking()
             .expect("prefer falls back to no TLS"),
     );
     // And disable to the TLS-only cluster: refused by its pg_hba.conf.

@@ -80,7 +80,9 @@ impl Database {
     }
 
     pub fn store(&self) -> PostgresStore {
-        self.builder().open().expect("open the PostgreSQL store")
+        self.builder()
+            .open_blocking()
+            .expect("open the PostgreSQL store")
     }
 
     /// A `Webhooks` on a store of its own on this schema, without a worker, built now: what the

@@ -146,7 +146,30 @@ impl PostgresStoreBuilder {
     }
 
     /// Connects, creates the schema or migrates it to this release's version (once, however
-    /// many processes open it at once), and starts the store's runtime.
+    /// many processes open it at once), and starts the store's runtime; for async callers:
+    /// the connecting and migrating run off the caller's runtime (on tokio's blocking pool,
+    /// as every async method of the crate), so a tokio dialer awaits it in its `main`.
+    ///
+    /// **Dropped before it completes**, the opening still runs to its end, and the store it
+    /// opened is closed at once; the schema may have been migrated meanwhile (harmlessly: the
+    /// next open finds it done).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use call_result_webhook::Webhooks;
+    /// use call_result_webhook::store::PostgresStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> call_result_webhook::Result<()> {
+    /// let store = PostgresStore::builder("postgres://dialer@db.internal/dialer?sslmode=verify-full")
+    ///     .open()
+    ///     .await?;
+    /// let webhooks = Webhooks::builder().store(store).build()?;
+    /// # drop(webhooks);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -154,8 +177,19 @@ impl PostgresStoreBuilder {
     /// an `sslrootcert` file that cannot be read or holds no CA certificate, a schema name,
     /// a pool size or a `call_timeout` that is not acceptable; [`Error::Store`] when the
     /// database cannot be reached (its certificate refused included: the cause says why) or
-    /// migrated, or when its schema is newer than this release knows (it is left untouched).
-    pub fn open(self) -> Result<PostgresStore> {
+    /// migrated, or when its schema is newer than this release knows (it is left untouched);
+    /// [`Error::RuntimeShuttingDown`] when the caller's runtime is shutting down.
+    pub async fn open(self) -> Result<PostgresStore> {
+        crate::blocking::unblock(move || PostgresStore::open_with(self)).await?
+    }
+
+    /// [`open`](Self::open) for callers without an async runtime: blocks the calling thread
+    /// until the store is open.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open), but for [`Error::RuntimeShuttingDown`].
+    pub fn open_blocking(self) -> Result<PostgresStore> {
         PostgresStore::open_with(self)
     }
 }
@@ -255,7 +289,9 @@ impl PostgresStore {
     pub const DEFAULT_SCHEMA: &'static str = "call_result_webhook";
 
     /// Opens the outbox at `url` (`postgres://user:password@host:port/database`, or the
-    /// `key=value` form) with the default options. See [`PostgresStoreBuilder::open`].
+    /// `key=value` form) with the default options, blocking the calling thread as
+    /// [`PostgresStoreBuilder::open_blocking`] does; async code awaits
+    /// `PostgresStore::builder(url).open()` instead.
     ///
     /// # The password
     ///
@@ -288,9 +324,9 @@ impl PostgresStore {
     ///
     /// # Errors
     ///
-    /// As [`PostgresStoreBuilder::open`].
+    /// As [`PostgresStoreBuilder::open_blocking`].
     pub fn connect(url: &str) -> Result<PostgresStore> {
-        Self::builder(url).open()
+        Self::builder(url).open_blocking()
     }
 
     /// Options for opening the outbox at `url`; where its password comes from is said at

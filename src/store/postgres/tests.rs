@@ -85,7 +85,7 @@ impl Db {
     }
 
     pub(super) fn open(&self) -> PostgresStore {
-        self.builder().open().expect("open the store")
+        self.builder().open_blocking().expect("open the store")
     }
 
     /// Runs `sql` (simple protocol) on a connection of its own; answers each row's columns as
@@ -210,7 +210,7 @@ fn stores_opening_at_once_migrate_once() {
     let db = db!();
     let opened: Vec<Result<PostgresStore>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..4)
-            .map(|_| scope.spawn(|| db.builder().open()))
+            .map(|_| scope.spawn(|| db.builder().open_blocking()))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -238,7 +238,7 @@ fn a_newer_schema_is_refused_untouched() {
          (SELECT count(*) FROM pg_tables WHERE schemaname = '{}')",
         db.schema
     ));
-    let err = db.builder().open().unwrap_err();
+    let err = db.builder().open_blocking().unwrap_err();
     assert!(
         matches!(&err, Error::Store { message, .. } if message.contains("version 99")
             && message.contains("newer")),
@@ -299,7 +299,7 @@ fn insert_is_idempotent_on_the_id() {
 #[test]
 fn max_pending_refuses_new_deliveries_only() {
     let db = db!();
-    let store = db.builder().max_pending(2).open().unwrap();
+    let store = db.builder().max_pending(2).open_blocking().unwrap();
     store
         .insert(&[new("a", "acme", "1", t(0)), new("b", "acme", "2", t(0))])
         .unwrap();
@@ -835,7 +835,7 @@ fn the_password_never_shows() {
     let shown = format!("{builder:?}");
     assert!(!shown.contains("s3cr3t"), "{shown}");
     assert!(shown.contains("dialer@127.0.0.1:1/outbox"), "{shown}");
-    let err = builder.open().unwrap_err();
+    let err = builder.open_blocking().unwrap_err();
     let mut chain = err.to_string();
     let mut source = std::error::Error::source(&err);
     while let Some(e) = source {
@@ -846,7 +846,7 @@ fn the_password_never_shows() {
     assert!(chain.contains("127.0.0.1:1"), "{chain}");
     let bad = PostgresStore::builder("postgres://u:pw@h/db")
         .schema("Robert'); DROP")
-        .open();
+        .open_blocking();
     assert!(matches!(
         bad,
         Err(Error::InvalidConfig {
