@@ -269,9 +269,9 @@ impl WebhooksBuilder {
 
     /// Labels the per-delivery metrics with an `account` label, the account's id (default
     /// `false`): `attempts_total`, `deliveries_total`, `attempt_duration_seconds`, and
-    /// `pending` as one series per account. Off by default because every account then makes
-    /// its own series, which a monitoring system with thousands of accounts pays for. See
-    /// [`delivery::metrics`](crate::delivery::metrics) for the names.
+    /// `store_pending` as one series per account. Off by default because every account then
+    /// makes its own series, which a monitoring system with thousands of accounts pays for.
+    /// See [`delivery::metrics`](crate::delivery::metrics) for the names.
     #[cfg(feature = "metrics")]
     #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn metrics_by_account(mut self, by_account: bool) -> Self {

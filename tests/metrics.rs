@@ -114,8 +114,8 @@ from prometheus_client.parser import text_string_to_metric_families
 out = []
 for family in text_string_to_metric_families(sys.stdin.read()):
     for s in family.samples:
-        out.append({"family": family.name, "type": family.type, "name": s.name,
-                    "labels": s.labels, "value": s.value})
+        out.append({"family": family.name, "type": family.type, "help": family.documentation,
+                    "name": s.name, "labels": s.labels, "value": s.value})
 print(json.dumps(out))
 "#;
 
@@ -124,6 +124,8 @@ print(json.dumps(out))
 struct Sample {
     /// The family's type, from its `# TYPE` line: `counter`, `gauge`, `histogram`...
     kind: String,
+    /// The family's `# HELP` text.
+    help: String,
     name: String,
     labels: BTreeMap<String, String>,
     value: f64,
@@ -179,6 +181,7 @@ fn parse(text: &str) -> Vec<Sample> {
         .iter()
         .map(|s| Sample {
             kind: s["type"].as_str().expect("type").to_owned(),
+            help: s["help"].as_str().unwrap_or_default().to_owned(),
             name: s["name"].as_str().expect("name").to_owned(),
             labels: s["labels"]
                 .as_object()
@@ -202,13 +205,16 @@ fn by_label(samples: &[Sample], name: &str, label: &str) -> BTreeMap<String, u64
     sums
 }
 
-fn kind_of(samples: &[Sample], name: &str) -> String {
+/// The first sample named `name`, which carries its family's type and help.
+fn first<'a>(samples: &'a [Sample], name: &str) -> &'a Sample {
     samples
         .iter()
         .find(|s| s.name == name)
         .unwrap_or_else(|| panic!("no sample named {name}"))
-        .kind
-        .clone()
+}
+
+fn kind_of(samples: &[Sample], name: &str) -> String {
+    first(samples, name).kind.clone()
 }
 
 fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
@@ -330,7 +336,7 @@ fn run_scenario(by_account: bool, recorder: &PrometheusRecorder) -> String {
     // `pending` is read at most once a second: wait for the reading after the last outcome.
     loop {
         let samples = parse(&recorder.handle().render());
-        let pending = by_label(&samples, "call_result_webhook_pending", "account");
+        let pending = by_label(&samples, "call_result_webhook_store_pending", "account");
         let total: u64 = pending.values().sum();
         let expected_series = if by_account { 4 } else { 1 };
         if total == HELD && pending.len() == expected_series {
@@ -379,7 +385,7 @@ fn check_totals(samples: &[Sample]) {
         by_label(samples, "call_result_webhook_store_failing", ""),
         counts(&[("", 0)])
     );
-    let pending: u64 = by_label(samples, "call_result_webhook_pending", "")
+    let pending: u64 = by_label(samples, "call_result_webhook_store_pending", "")
         .values()
         .sum();
     assert_eq!(pending, HELD);
@@ -457,7 +463,7 @@ fn metrics_by_account_labels_each_account() {
         per_account(deliveries, "rejecting", "result"),
         counts(&[("failed", 1)])
     );
-    let pending = by_label(&samples, "call_result_webhook_pending", "account");
+    let pending = by_label(&samples, "call_result_webhook_store_pending", "account");
     assert_eq!(
         pending,
         counts(&[
@@ -703,4 +709,73 @@ fn an_outcome_the_store_cannot_record_is_counted_once_recorded() {
         by_label(&samples, "call_result_webhook_in_flight", ""),
         counts(&[("", 0)])
     );
+}
+
+/// `store_pending` is the store's count, so the fleet's: a process reports what another process
+/// on the same store submitted, and its help says to aggregate processes with `max`, while
+/// `in_flight` says it is the process's own.
+#[test]
+fn store_pending_counts_what_every_process_submitted_and_says_to_take_the_max() {
+    if !parser_available("store_pending_counts_what_every_process_submitted") {
+        return;
+    }
+    let (_turn, recorder) = fresh_registry();
+    let store = Arc::new(MemoryStore::new());
+    let process = |store: &Arc<MemoryStore>| {
+        Webhooks::builder()
+            .store(store.clone())
+            .policy(loopback_policy())
+            .build()
+            .expect("webhooks build")
+    };
+    let (acme, campaign) = (AccountId::from("acme"), CampaignId::from(CAMPAIGN));
+    let this = process(&store);
+    switch_on(
+        &this,
+        &acme,
+        &campaign,
+        PreferencesUpdate::new().url(&support::unused_url()),
+    );
+    // Another process on the same store submits; this one submits nothing.
+    let other = process(&store);
+    for n in 0..3 {
+        let call = CallResult::builder().reference(n.to_string()).build();
+        let submitted = other
+            .submit_blocking(&acme, &campaign, call)
+            .expect("submit");
+        assert!(submitted.is_accepted());
+    }
+    // Held, so that the count stays put while it is read.
+    this.update_preferences_blocking(&admin(), &acme, PreferencesUpdate::new().enabled(false))
+        .expect("held");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let dispatcher = HyperDispatcher::builder().policy(loopback_policy()).build();
+    let worker = this
+        .start_tokio(dispatcher, runtime.handle())
+        .expect("worker starts");
+
+    let deadline = Instant::now() + PATIENCE;
+    let samples = loop {
+        let samples = parse(&recorder.handle().render());
+        if by_label(&samples, "call_result_webhook_store_pending", "") == counts(&[("", 3)]) {
+            break samples;
+        }
+        assert!(Instant::now() < deadline, "store_pending never showed 3");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let help = |name: &str| first(&samples, name).help.clone();
+    let pending = help("call_result_webhook_store_pending");
+    assert!(
+        pending.contains("the whole fleet's") && pending.contains("with max, not sum"),
+        "{pending}"
+    );
+    assert_eq!(
+        kind_of(&samples, "call_result_webhook_store_pending"),
+        "gauge"
+    );
+    let in_flight = help("call_result_webhook_in_flight");
+    assert!(in_flight.contains("this process's own"), "{in_flight}");
+    worker
+        .shutdown_blocking(Duration::from_secs(10))
+        .expect("shutdown");
 }

@@ -9,14 +9,14 @@
 //! | --- | --- | --- | --- |
 //! | `call_result_webhook_attempts_total` | counter | `outcome` | Attempts whose outcome the store recorded, by the class of that outcome: `delivered` (2xx), `retry` (network error, timeout, 408, 425, 429, 5xx, 1xx), `failed` (3xx and other 4xx), `refused` (destination refused by the address policy, or a request that cannot be sent), `gone` (410: the endpoint is paused). The class is the attempt's, not the delivery's: a retryable failure on the schedule's last attempt is `retry` here and `failed` in `deliveries_total`. |
 //! | `call_result_webhook_deliveries_total` | counter | `result` | Deliveries finished, once each: `delivered` (answered 2xx), `failed` (failed for good: rejected, refused, or out of retries; kept as a dead letter). |
-//! | `call_result_webhook_in_flight` | gauge | none | Attempts this process's worker has in flight: sent or being sent, or answered with their outcome not yet recorded. 0 once the worker stops. |
-//! | `call_result_webhook_pending` | gauge | none | Deliveries pending in the store, from every process on it: waiting for an attempt, in flight, or held (webhook off, endpoint paused). The sum of [`Outbox::stats`]' `pending` over the accounts this process has settings for, re-read by the scheduler at most once a second (see below). |
+//! | `call_result_webhook_in_flight` | gauge | none | **This process's**: attempts its worker has in flight, sent or being sent, or answered with their outcome not yet recorded. 0 once the worker stops. Summed over a fleet's processes, the fleet's. |
+//! | `call_result_webhook_store_pending` | gauge | none | **The store's, so the whole fleet's**: deliveries pending in the store, submitted by any process on it: waiting for an attempt, in flight, or held (webhook off, endpoint paused). The sum of [`Outbox::stats`]' `pending` over the accounts this process has settings for (on a shared store, every account), re-read by the scheduler at most once a second (see below). Every process on the store reports the same figure: aggregate processes with `max`, never `sum`. |
 //! | `call_result_webhook_attempt_duration_seconds` | histogram | none | How long each attempt counted in `attempts_total` took, from sending to the answer (0 for one refused before sending): its count equals the sum of `attempts_total`. |
 //! | `call_result_webhook_store_failing` | gauge | none | 1 while the worker reports the store failing ([`Event::StoreFailing`](crate::Event::StoreFailing)), 0 once it works again ([`Event::StoreRecovered`](crate::Event::StoreRecovered)). |
 //!
 //! With [`WebhooksBuilder::metrics_by_account(true)`](crate::WebhooksBuilder::metrics_by_account),
-//! `attempts_total`, `deliveries_total`, `attempt_duration_seconds` and `pending` carry an
-//! `account` label (the account id) as well, and `pending` is then one series per account
+//! `attempts_total`, `deliveries_total`, `attempt_duration_seconds` and `store_pending` carry an
+//! `account` label (the account id) as well, and `store_pending` is then one series per account
 //! instead of the total. It is off by default: every account becomes a set of series, which a
 //! dialer with thousands of accounts may not want in its monitoring. `in_flight` and
 //! `store_failing` describe the process, never an account.
@@ -30,7 +30,25 @@
 //! Summed over a fleet of processes on one store, `attempts_total` and `deliveries_total`
 //! therefore count each recorded outcome once.
 //!
-//! `pending` costs one [`Outbox::stats`] call per account it
+//! # One process, or the fleet
+//!
+//! A fleet of processes on one store (the `postgres` feature) exports each metric from every
+//! process. The counters and `in_flight` are each process's own: `sum` them for the fleet's
+//! (each recorded outcome is counted by the one process that recorded it). `store_pending`,
+//! as its name says, is the store's: every process reads the same count, so a `sum` over
+//! processes would count each pending delivery once per process. Aggregate it with `max`
+//! (the freshest reading is usually the highest while deliveries arrive):
+//!
+//! ```text
+//! max(call_result_webhook_store_pending)                       # the fleet's pending deliveries
+//! max by (account) (call_result_webhook_store_pending)         # with metrics_by_account(true)
+//! sum(call_result_webhook_in_flight)                           # the fleet's attempts in flight
+//! sum(rate(call_result_webhook_attempts_total[5m])) by (outcome)
+//! ```
+//!
+//! # How fresh `store_pending` is
+//!
+//! `store_pending` costs one [`Outbox::stats`] call per account it
 //! re-reads, on the scheduler's thread, so it re-reads at most 64 accounts a second: first
 //! those whose deliveries the worker claimed or recorded since the last reading, then the
 //! others in turn. With up to 64 accounts it is at most about a second old; with more, an
@@ -74,19 +92,21 @@ use crate::store::Outbox;
 pub const ATTEMPTS_TOTAL: &str = "call_result_webhook_attempts_total";
 /// Deliveries finished, by `result`: a counter.
 pub const DELIVERIES_TOTAL: &str = "call_result_webhook_deliveries_total";
-/// Attempts in flight in this process: a gauge.
+/// Attempts in flight in this process: a gauge, this process's own (`sum` over processes for
+/// the fleet's).
 pub const IN_FLIGHT: &str = "call_result_webhook_in_flight";
-/// Deliveries pending in the store: a gauge.
-pub const PENDING: &str = "call_result_webhook_pending";
+/// Deliveries pending in the store, the whole fleet's: a gauge every process on the store
+/// reports alike (`max` over processes, never `sum`).
+pub const STORE_PENDING: &str = "call_result_webhook_store_pending";
 /// How long each attempt took, in seconds: a histogram.
 pub const ATTEMPT_DURATION_SECONDS: &str = "call_result_webhook_attempt_duration_seconds";
 /// Whether the worker reports the store failing, 0 or 1: a gauge.
 pub const STORE_FAILING: &str = "call_result_webhook_store_failing";
 
-/// How many accounts one reading of `pending` re-reads at most.
+/// How many accounts one reading of `store_pending` re-reads at most.
 const PENDING_ACCOUNTS_PER_READING: usize = 64;
 
-/// The shortest time between two readings of `pending`.
+/// The shortest time between two readings of `store_pending`.
 const PENDING_EVERY: Duration = Duration::from_secs(1);
 
 /// What the engine records with, as the builder set it.
@@ -112,12 +132,14 @@ impl Metrics {
         describe_gauge!(
             IN_FLIGHT,
             Unit::Count,
-            "Webhook attempts in flight in this process."
+            "Webhook attempts in flight in this process (this process's own: sum over processes)."
         );
         describe_gauge!(
-            PENDING,
+            STORE_PENDING,
             Unit::Count,
-            "Webhook deliveries pending in the store (held and in flight included)."
+            "Webhook deliveries pending in the store, the whole fleet's (held and in flight \
+             included): every process on the store reports the same figure, so aggregate \
+             processes with max, not sum."
         );
         describe_histogram!(
             ATTEMPT_DURATION_SECONDS,
@@ -183,7 +205,7 @@ pub(crate) fn outcome_class(verdict: &Verdict) -> &'static str {
     }
 }
 
-/// The scheduler's readings of `pending`: each account's last count, and which accounts to
+/// The scheduler's readings of `store_pending`: each account's last count, and which accounts to
 /// re-read first.
 #[derive(Debug, Default)]
 pub(crate) struct PendingReadings {
@@ -253,11 +275,12 @@ impl PendingReadings {
         if metrics.by_account {
             for account in read {
                 let n = self.counts.get(&account).copied().unwrap_or(0);
-                ::metrics::gauge!(PENDING, "account" => account.as_str().to_owned()).set(n as f64);
+                ::metrics::gauge!(STORE_PENDING, "account" => account.as_str().to_owned())
+                    .set(n as f64);
             }
         } else {
             let total: u64 = self.counts.values().sum();
-            ::metrics::gauge!(PENDING).set(total as f64);
+            ::metrics::gauge!(STORE_PENDING).set(total as f64);
         }
     }
 

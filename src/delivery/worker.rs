@@ -378,7 +378,7 @@ struct Scheduler {
     failing: Option<Failing>,
     /// Claims the store could not take back (a failing write): given back once it works.
     unreleased: Vec<(DeliveryId, ClaimToken)>,
-    /// The `pending` gauge's readings.
+    /// The `store_pending` gauge's readings.
     #[cfg(feature = "metrics")]
     pending: crate::delivery::metrics::PendingReadings,
 }
@@ -784,8 +784,9 @@ impl Scheduler {
         }
     }
 
-    /// Reads the store's pending counts for the `pending` gauge when a reading is due, unless
-    /// the store is failing. Returns how long until the next reading is wanted, if one is.
+    /// Reads the store's pending counts for the `store_pending` gauge when a reading is due,
+    /// unless the store is failing. Returns how long until the next reading is wanted, if one
+    /// is.
     #[cfg(feature = "metrics")]
     fn read_pending(&mut self, stalled: bool) -> Option<Duration> {
         if stalled {
