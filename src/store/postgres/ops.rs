@@ -602,6 +602,68 @@ fn outcome(id: &DeliveryId, token: ClaimToken, record: &AttemptRecord) -> Outcom
     }
 }
 
+/// One statement's share of a batch of outcomes, as the arrays it binds (see `OUTCOMES` in
+/// the statements), and where each stands in the batch.
+#[derive(Default)]
+struct Batch {
+    index: Vec<usize>,
+    ids: Vec<String>,
+    tokens: Vec<i64>,
+    at: Vec<i64>,
+    errors: Vec<Option<String>>,
+    statuses: Vec<Option<i32>>,
+    states: Vec<Option<&'static str>>,
+    retry_at: Vec<Option<i64>>,
+}
+
+impl Batch {
+    fn push(
+        &mut self,
+        index: usize,
+        o: &Outcome,
+        state: Option<&'static str>,
+        retry_at: Option<i64>,
+    ) {
+        self.index.push(index);
+        self.ids.push(o.id.as_str().to_owned());
+        self.tokens.push(o.token);
+        self.at.push(o.at);
+        self.errors.push(o.error.clone());
+        self.statuses.push(o.status);
+        self.states.push(state);
+        self.retry_at.push(retry_at);
+    }
+
+    /// Runs `sql` over the batch in `tx`: the ids it changed.
+    async fn record(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        sql: &str,
+    ) -> Result<Vec<String>> {
+        if self.ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let record_failed = failed("recording attempts");
+        let stmt = tx.prepare_cached(sql).await.map_err(&record_failed)?;
+        let rows = tx
+            .query(
+                &stmt,
+                &[
+                    &self.ids,
+                    &self.tokens,
+                    &self.at,
+                    &self.errors,
+                    &self.statuses,
+                    &self.states,
+                    &self.retry_at,
+                ],
+            )
+            .await
+            .map_err(&record_failed)?;
+        rows.iter().map(|row| get::<String>(row, 0)).collect()
+    }
+}
+
 pub(super) async fn record_attempts(
     ctx: Arc<Ctx>,
     outcomes: Vec<(DeliveryId, ClaimToken, AttemptRecord)>,
@@ -647,27 +709,18 @@ pub(super) async fn record_attempts(
 }
 
 /// Records every outcome in one transaction; an error here means none was recorded. The
-/// statements go out together (tokio-postgres pipelines requests made at once), so a batch
-/// costs a round trip or two, not one per outcome.
+/// delivered ones go in one statement and the rest in another, sent together (tokio-postgres
+/// pipelines requests made at once): a batch costs a round trip or two and two statements,
+/// whatever its size.
 async fn record_in_one_transaction(ctx: &Ctx, outcomes: &[Outcome]) -> Result<Vec<Result<()>>> {
     let record_failed = failed("recording attempts");
     let mut client = ctx.client().await?;
     let tx = client.transaction().await.map_err(&record_failed)?;
-    let delivered = tx
-        .prepare_cached(&ctx.sql.record_delivered)
-        .await
-        .map_err(&record_failed)?;
-    let kept = tx
-        .prepare_cached(&ctx.sql.record_kept)
-        .await
-        .map_err(&record_failed)?;
     let mut answers: Vec<Option<Result<()>>> = (0..outcomes.len()).map(|_| None).collect();
-    let mut pending = Vec::with_capacity(outcomes.len());
-    // In id order: two transactions that touch the same rows lock them in the same order.
-    let mut order: Vec<usize> = (0..outcomes.len()).collect();
-    order.sort_by(|a, b| outcomes[*a].id.as_str().cmp(outcomes[*b].id.as_str()));
-    for i in order {
-        let o = &outcomes[i];
+    let (mut delivered, mut kept) = (Batch::default(), Batch::default());
+    let mut seen = HashSet::with_capacity(outcomes.len());
+    let mut unchanged = Vec::new();
+    for (i, o) in outcomes.iter().enumerate() {
         match &o.next {
             Err(e) => {
                 answers[i] = Some(Err(Error::store(
@@ -675,42 +728,27 @@ async fn record_in_one_transaction(ctx: &Ctx, outcomes: &[Outcome]) -> Result<Ve
                     e.clone(),
                 )))
             }
-            Ok((state, retry_at)) => {
-                let (tx, delivered, kept) = (&tx, &delivered, &kept);
-                pending.push(async move {
-                    let row = match state {
-                        None => {
-                            tx.query_one(delivered, &[&o.id.as_str(), &o.token, &o.at, &o.error])
-                                .await
-                        }
-                        Some(state) => {
-                            tx.query_one(
-                                kept,
-                                &[
-                                    &o.id.as_str(),
-                                    &o.token,
-                                    &o.status,
-                                    &o.error,
-                                    &o.at,
-                                    state,
-                                    retry_at,
-                                ],
-                            )
-                            .await
-                        }
-                    };
-                    (i, row)
-                });
-            }
+            // A second outcome for one id in a batch is not under its current claim: the
+            // first one ends that claim. It is answered as any other outcome that changed
+            // nothing.
+            Ok(_) if !seen.insert(o.id.as_str()) => unchanged.push(i),
+            Ok((None, _)) => delivered.push(i, o, None, None),
+            Ok((Some(state), retry_at)) => kept.push(i, o, Some(*state), *retry_at),
         }
     }
-    let mut unchanged = Vec::new();
-    for (i, row) in futures_util::future::join_all(pending).await {
-        let changed: i64 = get(&row.map_err(&record_failed)?, 0)?;
-        if changed == 1 {
-            answers[i] = Some(Ok(()));
-        } else {
-            unchanged.push(i);
+    let (delivered_ids, kept_ids) = futures_util::future::join(
+        delivered.record(&tx, &ctx.sql.record_delivered),
+        kept.record(&tx, &ctx.sql.record_kept),
+    )
+    .await;
+    for (batch, changed) in [(&delivered, delivered_ids?), (&kept, kept_ids?)] {
+        let changed: HashSet<String> = changed.into_iter().collect();
+        for (i, id) in batch.index.iter().zip(&batch.ids) {
+            if changed.contains(id) {
+                answers[*i] = Some(Ok(()));
+            } else {
+                unchanged.push(*i);
+            }
         }
     }
     if !unchanged.is_empty() {

@@ -356,36 +356,51 @@ SELECT min(x.next_attempt_at) FROM accts a CROSS JOIN LATERAL ( \
     account_open!("a", "$2")
 );
 
-/// A retry or a failure under claim `$2` of delivery `$1`: `$3` status, `$4` error, `$5` when,
-/// `$6` the new state, `$7` the retry's time. Answers how many rows it changed (0 or 1).
-const RECORD_KEPT: &str = "WITH u AS ( \
-    UPDATE {s}.deliveries SET attempts = attempts + 1, last_status = $3::integer, \
-        last_error = $4::text, last_attempt_at = $5::bigint, state = $6::text, \
-        next_attempt_at = coalesce($7::bigint, next_attempt_at), \
+/// The outcomes of a batch, one row each (`$1` ids, none twice, `$2` their claims' tokens),
+/// for [`RECORD_KEPT`] and [`RECORD_DELIVERED`]: the rows to change are found through the
+/// primary key with `id = ANY ($1)`, which locks them in id order (two transactions that
+/// touch the same rows lock them in the same order), then matched to their outcomes.
+const OUTCOMES: &str = "o AS MATERIALIZED (SELECT * FROM unnest($1::text[], $2::bigint[], \
+    $3::bigint[], $4::text[], $5::integer[], $6::text[], $7::bigint[]) \
+    AS o(id, token, at, error, status, state, retry_at))";
+
+/// Retries and failures, a batch in one statement (`$1`..`$7`: ids, tokens, when each
+/// attempt finished, errors, statuses, new states, retry times; see [`OUTCOMES`]), each only
+/// under its claim. The counts' deltas go in one row per account and campaign. Answers the
+/// ids it changed.
+const RECORD_KEPT: &str = "WITH OUTCOMES, \
+u AS ( \
+    UPDATE {s}.deliveries d SET attempts = d.attempts + 1, last_status = o.status, \
+        last_error = o.error, last_attempt_at = o.at, state = o.state, \
+        next_attempt_at = coalesce(o.retry_at, d.next_attempt_at), \
         lease_until = NULL, claim_token = NULL \
-    WHERE id = $1::text AND claim_token = $2::bigint AND state <> 'failed' \
-    RETURNING account, campaign), \
+    FROM o WHERE d.id = ANY ($1::text[]) AND d.id = o.id AND d.claim_token = o.token \
+        AND d.state <> 'failed' \
+    RETURNING d.id, d.account, d.campaign, o.state, o.error, o.at), \
 st AS ( \
     INSERT INTO {s}.stats_deltas (account, campaign, pending, failed, last_failure_at, \
         last_failure_reason) \
-    SELECT account, campaign, \
-        CASE WHEN $6::text = 'failed' THEN -1 ELSE 0 END, \
-        CASE WHEN $6::text = 'failed' THEN 1 ELSE 0 END, \
-        CASE WHEN $4::text IS NULL THEN NULL ELSE $5::bigint END, $4::text \
-    FROM u WHERE $6::text = 'failed' OR $4::text IS NOT NULL) \
-SELECT count(*) FROM u";
+    SELECT account, campaign, -count(*) FILTER (WHERE state = 'failed'), \
+        count(*) FILTER (WHERE state = 'failed'), \
+        max(at) FILTER (WHERE error IS NOT NULL), \
+        (array_agg(error ORDER BY at DESC) FILTER (WHERE error IS NOT NULL))[1] \
+    FROM u WHERE state = 'failed' OR error IS NOT NULL GROUP BY account, campaign) \
+SELECT id FROM u";
 
-/// A delivery under claim `$2` of delivery `$1` delivered at `$3` (`$4`: an error noted on
-/// the way): removed, its id kept with a fingerprint of what was delivered. Answers how many
-/// rows it removed (0 or 1).
+/// Deliveries delivered, a batch in one statement (as [`RECORD_KEPT`]; statuses, states and
+/// retry times unused): removed, each id kept with a fingerprint of what was delivered, the
+/// counts' deltas in one row per account and campaign (an error noted on the way is the
+/// last failure). Answers the ids it removed.
 const RECORD_DELIVERED: &str = concat!(
-    "WITH d AS ( \
-    DELETE FROM {s}.deliveries \
-    WHERE id = $1::text AND claim_token = $2::bigint AND state <> 'failed' \
-    RETURNING id, account, campaign, body, encoding), \
+    "WITH OUTCOMES, \
+d AS ( \
+    DELETE FROM {s}.deliveries x USING o \
+    WHERE x.id = ANY ($1::text[]) AND x.id = o.id AND x.claim_token = o.token \
+        AND x.state <> 'failed' \
+    RETURNING x.id, x.account, x.campaign, x.body, x.encoding, o.at, o.error), \
 r AS ( \
     INSERT INTO {s}.delivered_ids AS x (id, delivered_at, fingerprint) \
-    SELECT id, $3::bigint, ",
+    SELECT id, at, ",
     fingerprint!("account", "campaign", "encoding", "body"),
     " FROM d \
     ON CONFLICT (id) DO UPDATE SET delivered_at = greatest(x.delivered_at, excluded.delivered_at), \
@@ -393,10 +408,11 @@ r AS ( \
 st AS ( \
     INSERT INTO {s}.stats_deltas (account, campaign, pending, delivered, last_success_at, \
         last_failure_at, last_failure_reason) \
-    SELECT account, campaign, -1, 1, $3::bigint, \
-        CASE WHEN $4::text IS NULL THEN NULL ELSE $3::bigint END, $4::text \
-    FROM d) \
-SELECT count(*) FROM d"
+    SELECT account, campaign, -count(*), count(*), max(at), \
+        max(at) FILTER (WHERE error IS NOT NULL), \
+        (array_agg(error ORDER BY at DESC) FILTER (WHERE error IS NOT NULL))[1] \
+    FROM d GROUP BY account, campaign) \
+SELECT id FROM d"
 );
 
 /// Extends the leases of claims (`$1` ids, `$2` their tokens) to `$3`: an attempt whose
@@ -476,7 +492,8 @@ impl Statements {
             let text = text
                 .replace("MERGE_STATS", MERGE_STATS)
                 .replace("ACCOUNTS_WITH_PENDING", ACCOUNTS_WITH_PENDING)
-                .replace("LEASE_PICKED", LEASE_PICKED);
+                .replace("LEASE_PICKED", LEASE_PICKED)
+                .replace("OUTCOMES", OUTCOMES);
             with_schema(&text, schema)
         };
         Statements {

@@ -542,6 +542,65 @@ fn outcomes_move_deliveries_and_counts() {
     assert!(!store.has_pending().unwrap());
 }
 
+/// A batch's outcomes go in two statements, whatever its size: several of one campaign count
+/// once each, the latest failure's reason wins, an id twice in one batch is recorded once
+/// (the second is not under a current claim) and an outdated token changes nothing.
+#[test]
+fn a_batch_of_outcomes_counts_each_once_and_answers_each() {
+    let db = db!();
+    let store = db.open();
+    let acme = AccountId::new("acme");
+    let batch: Vec<NewDelivery> = (0..6)
+        .map(|i| new(&format!("d{i}"), "acme", &i.to_string(), t(0)))
+        .collect();
+    store.insert(&batch).unwrap();
+    let claims = claim(&store, t(0), 10, &[]);
+    assert_eq!(claims.len(), 6);
+    let outcome = |i: usize, at: i64, next: NextStep, error: Option<&str>| {
+        (
+            claims[i].delivery.id.clone(),
+            claims[i].token,
+            record(t(at), next, error),
+        )
+    };
+    let stale = ClaimToken::new(claims[5].token.get() + 1_000);
+    let answers = store.record_attempts(&[
+        outcome(0, 1, NextStep::Delivered, None),
+        outcome(1, 4, NextStep::Delivered, Some("HTTP 503 before")),
+        outcome(2, 2, NextStep::Failed, Some("HTTP 410 earlier")),
+        outcome(3, 3, NextStep::Failed, Some("HTTP 404 later")),
+        outcome(4, 2, NextStep::RetryAt(t(60)), Some("HTTP 503")),
+        // The same id again in the batch: its claim ended with the first.
+        outcome(0, 5, NextStep::Failed, Some("HTTP 500")),
+        (
+            claims[5].delivery.id.clone(),
+            stale,
+            record(t(5), NextStep::Delivered, None),
+        ),
+    ]);
+    assert!(answers[..5].iter().all(Result::is_ok), "{answers:?}");
+    assert!(
+        matches!(&answers[5], Err(Error::LeaseLost { id }) if id == claims[0].delivery.id.as_str()),
+        "{answers:?}"
+    );
+    assert!(
+        matches!(&answers[6], Err(Error::LeaseLost { .. })),
+        "{answers:?}"
+    );
+    let stats = store.stats(&acme, None).unwrap();
+    assert_eq!((stats.pending, stats.delivered, stats.failed), (2, 2, 2));
+    assert_eq!(stats.last_success_at, Some(t(4)));
+    assert_eq!(stats.last_failure_at, Some(t(4)));
+    assert_eq!(
+        stats.last_failure_reason.as_deref(),
+        Some("HTTP 503 before")
+    );
+    // The stale outcome left its delivery claimed under the current token.
+    let answer = store.record_attempts(&[outcome(5, 6, NextStep::Delivered, None)]);
+    assert!(answer[0].is_ok(), "{answer:?}");
+    assert_eq!(store.stats(&acme, None).unwrap().delivered, 3);
+}
+
 #[test]
 fn two_stores_claiming_from_eight_threads_never_share_a_delivery() {
     let db = db!();
@@ -1190,10 +1249,17 @@ fn the_claim_walks_the_due_index_of_a_table_without_statistics() {
     // The outcomes and the lease changes look rows up by key alone.
     let setup = ops::Bounds::default().session_setup();
     for (statement, args) in [
-        (&sql.record_delivered, "('d1', 1, 1, NULL::text)"),
+        (
+            &sql.record_delivered,
+            "(ARRAY['d1','d2'], ARRAY[1,2]::bigint[], ARRAY[1,1]::bigint[], \
+             ARRAY[NULL,NULL]::text[], ARRAY[NULL,NULL]::integer[], ARRAY[NULL,NULL]::text[], \
+             ARRAY[NULL,NULL]::bigint[])",
+        ),
         (
             &sql.record_kept,
-            "('d1', 1, 503, 'HTTP 503', 1, 'pending', 2)",
+            "(ARRAY['d1','d2'], ARRAY[1,2]::bigint[], ARRAY[1,1]::bigint[], \
+             ARRAY['HTTP 503',NULL]::text[], ARRAY[503,NULL]::integer[], \
+             ARRAY['pending','failed']::text[], ARRAY[2,NULL]::bigint[])",
         ),
         (&sql.release, "(ARRAY['d1','d2'], ARRAY[1,2]::bigint[])"),
         (&sql.extend, "(ARRAY['d1','d2'], ARRAY[1,2]::bigint[], 5)"),
