@@ -42,18 +42,29 @@
 //! - `hyper` (default): async backend on hyper 1 + hyper-util, tokio, rustls with webpki roots.
 //! - `ureq` (default): blocking backend on ureq 3, for dialers with no async runtime.
 //! - `sqlite` (default): the durable outbox in one SQLite file (SQLite bundled).
-//! - `signing`: the receiver-side helpers `signing::verify` and `signing::verify_now`.
+//! - `signing` (off by default): the receiver-side helpers `signing::verify` and
+//!   `signing::verify_now`.
 //!   Outgoing Standard Webhooks signatures, with per-account secrets and rotation
 //!   (`PreferencesUpdate::signing_secret`), are in every build, so a stored signing secret is
 //!   never silently ignored.
-//! - `tokio`: the delivery worker on tokio, `Webhooks::start_tokio`, and the async facade on
-//!   tokio's blocking pool (enabled by `hyper`; without it, async calls run on a thread each).
-//! - `postgres`: `store::PostgresStore`, the outbox a fleet of processes shares on one
-//!   PostgreSQL database (tokio-postgres, deadpool-postgres), over TLS through rustls as the
-//!   URL's `sslmode` says.
-//! - `metrics`: counters, gauges and a histogram of delivery through the `metrics` facade
-//!   (`delivery::metrics` names them); the dialer installs whatever exporter it wants, none is
-//!   brought in. Labelled by account only with `WebhooksBuilder::metrics_by_account(true)`.
+//! - `tokio` (enabled by `hyper` and `postgres`): the delivery worker on tokio,
+//!   `Webhooks::start_tokio`, and the async facade on tokio's blocking pool (without it, async
+//!   calls run on a thread each).
+//! - `postgres` (off by default): `store::PostgresStore`, the outbox a fleet of processes
+//!   shares on one PostgreSQL database (tokio-postgres, deadpool-postgres), over TLS through
+//!   rustls as the URL's `sslmode` says; opened with `PostgresStoreBuilder::open().await` (or
+//!   `open_blocking()`).
+//! - `metrics` (off by default): counters, gauges and a histogram of delivery through the
+//!   `metrics` facade (`delivery::metrics` names them, and says which are each process's and
+//!   which the fleet's); the dialer installs whatever exporter it wants, none is brought in.
+//!   Labelled by account only with `WebhooksBuilder::metrics_by_account(true)`.
+//! - `test-util` (off by default): `store::conformance`, the suite every store passes, for a
+//!   dialer that writes a store of its own.
+//!
+//! TLS (`hyper`, `ureq`, `postgres`) goes through rustls with the process's default crypto
+//! provider when the dialer installed one (`rustls::crypto::CryptoProvider::install_default`,
+//! for example aws-lc-rs with post-quantum key exchange), and *ring* otherwise. A build that
+//! enables both *ring* and aws-lc-rs must install one at start-up, as rustls requires.
 //!
 //! # Where things are
 //!
