@@ -16,13 +16,12 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::Path;
 use std::process::{Command, ExitStatus};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use call_result_webhook::{SqliteStore, store::Outbox};
 use dialer_support::{Dialer, dialer_binary, line};
-use support::{Receiver, Reply};
+use support::Receiver;
 
 const PASSWORD: &str = "signals-test-pässword";
 /// How long the slow receiver holds each request before answering 200.
@@ -106,15 +105,7 @@ fn count_before(line: &str, word: &str) -> u64 {
 fn stops_on_signal_and_loses_nothing(signal: &str, name: &str, shutdown: Option<Duration>) {
     const RESULTS: usize = 20;
     let receiver = Receiver::start();
-    let slow = Arc::new(AtomicBool::new(true));
-    let hold = slow.clone();
-    receiver.respond_with(move |_| {
-        if hold.load(Ordering::SeqCst) {
-            Reply::ok().delay(HOLD)
-        } else {
-            Reply::ok()
-        }
-    });
+    let slow = receiver.slow_until_switched(HOLD);
     let url = receiver.url_for("/calls");
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = dir.path().join("outbox.sqlite");

@@ -47,21 +47,26 @@ pub fn seed(var: &str) -> u64 {
 /// The `dialer` example, built by `cargo test` beside this test's binary:
 /// `target/<profile>/deps/crash-<hash>` -> `target/<profile>/examples/dialer`.
 pub fn dialer_binary() -> PathBuf {
+    example_binary("dialer")
+}
+
+/// The example `name`, built by `cargo test` beside this test's binary.
+pub fn example_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("the test binary lives in target/<profile>/deps");
-    let dialer = profile_dir
+    let binary = profile_dir
         .join("examples")
-        .join(format!("dialer{}", std::env::consts::EXE_SUFFIX));
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
-        dialer.is_file(),
-        "the dialer example is not built at {}: run `cargo test` (which builds the examples), \
-         or `cargo build --example dialer` before `cargo test --test crash`",
-        dialer.display()
+        binary.is_file(),
+        "the {name} example is not built at {}: run `cargo test` (which builds the examples), \
+         or `cargo build --example {name}` before `cargo test --test <this test>`",
+        binary.display()
     );
-    dialer
+    binary
 }
 
 /// One call result as a JSON line of the dialer's input, in the page's formats.

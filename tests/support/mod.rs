@@ -316,6 +316,21 @@ impl Receiver {
         self.shared.lock().responder = Some(Arc::new(respond));
     }
 
+    /// Answers 200 after holding each request for `hold` while the returned switch is on, and
+    /// at once after it is turned off: a slow receiver that recovers.
+    pub fn slow_until_switched(&self, hold: Duration) -> Arc<AtomicBool> {
+        let slow = Arc::new(AtomicBool::new(true));
+        let on = slow.clone();
+        self.respond_with(move |_| {
+            if on.load(Ordering::SeqCst) {
+                Reply::ok().delay(hold)
+            } else {
+                Reply::ok()
+            }
+        });
+        slow
+    }
+
     /// Every request recorded so far, in order of arrival.
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.lock().requests.clone()
