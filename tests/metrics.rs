@@ -21,8 +21,8 @@ use call_result_webhook::delivery::RetrySchedule;
 use call_result_webhook::delivery::metrics::ATTEMPT_DURATION_SECONDS;
 use call_result_webhook::jiff::Timestamp;
 use call_result_webhook::store::{
-    AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter, DeliveryStats,
-    NewDelivery, Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned,
+    AccountRecords, AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter,
+    DeliveryStats, NewDelivery, Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned,
 };
 use call_result_webhook::{
     AccountId, CallResult, CampaignId, DeliveryId, Error, Event, HyperDispatcher, MemoryStore,
@@ -595,6 +595,13 @@ impl Settings for FullDisk {
         expected: Option<u64>,
     ) -> call_result_webhook::Result<SaveOutcome> {
         self.inner.save_health(account, json, paused, expected)
+    }
+    fn accounts_after(
+        &self,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> call_result_webhook::Result<Vec<AccountRecords>> {
+        self.inner.accounts_after(after, limit)
     }
     fn load_settings(&self) -> call_result_webhook::Result<SettingsSnapshot> {
         self.inner.load_settings()

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use call_result_webhook::jiff::Timestamp;
 use call_result_webhook::store::{
-    AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter, DeliveryStats,
-    NewDelivery, NoticeSink, Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned,
+    AccountRecords, AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter,
+    DeliveryStats, NewDelivery, NoticeSink, Outbox, SaveOutcome, Settings, SettingsSnapshot,
+    Versioned,
 };
 use call_result_webhook::{
     AccountId, CallResult, CampaignId, DeliveryId, Error, Event, HyperDispatcher, MemoryStore,
@@ -132,6 +133,13 @@ impl Settings for Faulty {
         self.write()?;
         self.inner
             .save_health(account, health_json, paused, expected)
+    }
+    fn accounts_after(
+        &self,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<Vec<AccountRecords>> {
+        self.inner.accounts_after(after, limit)
     }
     fn load_settings(&self) -> Result<SettingsSnapshot> {
         self.inner.load_settings()

@@ -46,8 +46,8 @@ mod settings;
 
 pub use settings::{
     a_pause_holds_claims_until_saved_unpaused, a_stale_account_save_writes_nothing,
-    a_stale_health_save_writes_nothing, settings_and_health_are_replaced,
-    settings_changes_follow_the_cursor,
+    a_stale_health_save_writes_nothing, accounts_page_by_id_and_save_in_batches,
+    settings_and_health_are_replaced, settings_changes_follow_the_cursor,
 };
 
 /// The lease of every claim the checks make, but the concurrent one.
@@ -107,6 +107,7 @@ pub fn run_all<S: Outbox + Settings>(make: &dyn Fn() -> S) {
     a_stale_account_save_writes_nothing(&make());
     a_stale_health_save_writes_nothing(&make());
     a_pause_holds_claims_until_saved_unpaused(&make());
+    accounts_page_by_id_and_save_in_batches(&make());
     let store = make();
     concurrent_claims_never_overlap(&[&store]);
 }

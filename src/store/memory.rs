@@ -9,9 +9,9 @@ use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::limits::DELIVERED_ID_RETENTION;
 use crate::store::{
-    AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter, DeliveryState,
-    DeliveryStats, Fingerprint, NewDelivery, NextStep, Outbox, PRUNE_BATCH, SaveOutcome, Settings,
-    SettingsSnapshot, Versioned,
+    AccountRecords, AccountSave, AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery,
+    DeliveryFilter, DeliveryState, DeliveryStats, Fingerprint, NewDelivery, NextStep, Outbox,
+    PRUNE_BATCH, SaveOutcome, Settings, SettingsSnapshot, Versioned,
 };
 
 /// Keeps the outbox in the process's memory. Nothing survives a restart.
@@ -48,9 +48,10 @@ struct Inner {
     /// Counts and last outcomes by account, then campaign; delivered deliveries are only
     /// counted. Nested so that a lookup needs no owned key.
     stats: HashMap<AccountId, HashMap<CampaignId, DeliveryStats>>,
-    /// Settings and health records with the version each was saved at.
-    accounts: HashMap<AccountId, (String, u64)>,
-    health: HashMap<AccountId, (String, u64)>,
+    /// Settings and health records with the version each was saved at; the accounts in the
+    /// order of their ids, for [`Settings::accounts_after`].
+    accounts: BTreeMap<AccountId, (String, u64)>,
+    health: BTreeMap<AccountId, (String, u64)>,
     /// The last settings version given.
     version: u64,
     /// Accounts whose endpoint was last saved paused: never claimed.
@@ -591,7 +592,7 @@ impl Outbox for MemoryStore {
 /// Writes `json` as `account`'s record if its version is still `expected` (`None`: if it has
 /// none), at the next version from `last`: the compare-and-set of every settings save.
 fn compare_and_set(
-    records: &mut HashMap<AccountId, (String, u64)>,
+    records: &mut BTreeMap<AccountId, (String, u64)>,
     last: &mut u64,
     account: &AccountId,
     json: &str,
@@ -660,6 +661,43 @@ impl Settings for MemoryStore {
             }
         }
         Ok(outcome)
+    }
+
+    /// Under one lock: all or none.
+    fn save_accounts(&self, saves: &[AccountSave<'_>]) -> Result<Vec<SaveOutcome>> {
+        let inner = &mut *self.lock();
+        Ok(saves
+            .iter()
+            .map(|s| {
+                compare_and_set(
+                    &mut inner.accounts,
+                    &mut inner.version,
+                    s.account,
+                    s.settings_json,
+                    s.expected,
+                )
+            })
+            .collect())
+    }
+
+    fn accounts_after(
+        &self,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<Vec<AccountRecords>> {
+        use std::ops::Bound;
+        let inner = self.lock();
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(inner
+            .accounts
+            .range::<AccountId, _>((from, Bound::Unbounded))
+            .take(limit)
+            .map(|(account, record)| AccountRecords {
+                account: account.clone(),
+                settings: versioned(record),
+                health: inner.health.get(account).map(versioned),
+            })
+            .collect())
     }
 
     fn load_settings(&self) -> Result<SettingsSnapshot> {

@@ -24,8 +24,8 @@ pub use memory::MemoryStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresStore, PostgresStoreBuilder};
 pub use seam::{
-    Claim, ClaimRequest, ClaimToken, Notice, NoticeSink, Outbox, SaveOutcome, Settings,
-    SettingsSnapshot, Versioned,
+    AccountRecords, AccountSave, Claim, ClaimRequest, ClaimToken, Notice, NoticeSink, Outbox,
+    SaveOutcome, Settings, SettingsSnapshot, Versioned,
 };
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
@@ -350,6 +350,16 @@ impl<S: Settings + ?Sized> Settings for std::sync::Arc<S> {
         expected: Option<u64>,
     ) -> Result<SaveOutcome> {
         (**self).save_health(account, health_json, paused, expected)
+    }
+    fn save_accounts(&self, saves: &[AccountSave<'_>]) -> Result<Vec<SaveOutcome>> {
+        (**self).save_accounts(saves)
+    }
+    fn accounts_after(
+        &self,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<Vec<AccountRecords>> {
+        (**self).accounts_after(after, limit)
     }
     fn load_settings(&self) -> Result<SettingsSnapshot> {
         (**self).load_settings()

@@ -157,6 +157,44 @@ pub struct SettingsSnapshot {
     pub cursor: u64,
 }
 
+/// One account's stored records, as [`Settings::accounts_after`] lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecords {
+    /// The account.
+    pub account: AccountId,
+    /// Its settings (JSON from `Account::to_storage_json`) and their version.
+    pub settings: Versioned,
+    /// Its endpoint's health and its version, if any was ever saved.
+    pub health: Option<Versioned>,
+}
+
+/// One save of [`Settings::save_accounts`]: an account's settings, saved if still at the
+/// version `expected` (`None`: if none are stored).
+///
+/// Its `Debug` never shows the JSON: it holds the password.
+#[derive(Clone, Copy)]
+pub struct AccountSave<'a> {
+    /// The account.
+    pub account: &'a AccountId,
+    /// Its settings (JSON from `Account::to_storage_json`).
+    pub settings_json: &'a str,
+    /// The version the settings were read at; `None`: none were stored.
+    pub expected: Option<u64>,
+}
+
+impl std::fmt::Debug for AccountSave<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountSave")
+            .field("account", self.account)
+            .field(
+                "settings_json",
+                &format_args!("<{} bytes>", self.settings_json.len()),
+            )
+            .field("expected", &self.expected)
+            .finish()
+    }
+}
+
 /// The queue part of a store.
 ///
 /// Contract (checked for every store by the conformance suite):
@@ -351,6 +389,43 @@ pub trait Settings: Send + Sync + 'static {
         paused: bool,
         expected: Option<u64>,
     ) -> Result<SaveOutcome>;
+
+    /// Saves several accounts' settings, each as [`save_account`](Settings::save_account)
+    /// would, and answers for each in order.
+    ///
+    /// A store that can saves them in one transaction: all the saves that are not stale, or,
+    /// on error, none. The default saves them one at a time, so an error may leave the first
+    /// ones saved; SQLite and PostgreSQL stores override it with one transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store).
+    fn save_accounts(&self, saves: &[AccountSave<'_>]) -> Result<Vec<SaveOutcome>> {
+        saves
+            .iter()
+            .map(|s| self.save_account(s.account, s.settings_json, s.expected))
+            .collect()
+    }
+
+    /// At most `limit` accounts' settings, each with its endpoint's health, in the order of
+    /// their ids, starting after `after` (`None`: from the first). The next page starts after
+    /// the last account of this one: a keyset walk, whose cost does not grow with how many
+    /// accounts came before. An account stored throughout a walk is listed exactly once,
+    /// however often it is saved meanwhile (a save keeps its place); one first saved during
+    /// the walk is listed if its place is after the page being read.
+    ///
+    /// The order is the store's own order of ids (SQLite's and the memory store's compare
+    /// bytes; PostgreSQL's follows the database's collation); each store keeps it the same
+    /// from page to page.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store).
+    fn accounts_after(
+        &self,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<Vec<AccountRecords>>;
 
     /// Every account's settings and endpoint's health, with the cursor to follow changes from.
     ///

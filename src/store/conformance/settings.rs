@@ -2,7 +2,7 @@
 //! to follow changes from, and pauses that hold claims.
 
 use crate::ids::AccountId;
-use crate::store::{Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned};
+use crate::store::{AccountSave, Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned};
 
 use super::{claim, ids, new_deliveries, t};
 
@@ -214,4 +214,187 @@ pub fn a_pause_holds_claims_until_saved_unpaused<S: Outbox + Settings + ?Sized>(
         store.load_health(&acme).unwrap(),
         Some(versioned("resumed", h3))
     );
+}
+
+/// The ids, versions and health of one page of [`Settings::accounts_after`].
+fn page<S: Settings + ?Sized>(
+    store: &S,
+    after: Option<&AccountId>,
+    limit: usize,
+) -> Vec<(String, String, Option<String>)> {
+    store
+        .accounts_after(after, limit)
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            assert_eq!(
+                r.settings,
+                store.load_account(&r.account).unwrap().unwrap(),
+                "a page holds the account's stored settings and version"
+            );
+            assert_eq!(
+                r.health,
+                store.load_health(&r.account).unwrap(),
+                "a page holds the endpoint's stored health and version"
+            );
+            (
+                r.account.as_str().to_owned(),
+                r.settings.json,
+                r.health.map(|h| h.json),
+            )
+        })
+        .collect()
+}
+
+/// Accounts are listed by [`Settings::accounts_after`] in pages, in the order of their ids
+/// and each with its endpoint's health: every account once, none missing, while accounts
+/// are saved between the pages (an updated account keeps its place). And
+/// [`Settings::save_accounts`] saves each account as [`Settings::save_account`] would: new
+/// ones and those at their stored version, each at a version of its own from the one
+/// counter; a stale one writes nothing.
+pub fn accounts_page_by_id_and_save_in_batches<S: Settings + ?Sized>(store: &S) {
+    assert!(store.accounts_after(None, 10).unwrap().is_empty());
+    // Saved out of order; ids that sort the same in any collation.
+    let mut versions = std::collections::BTreeMap::new();
+    for i in [
+        7, 3, 19, 0, 11, 23, 5, 14, 1, 9, 20, 16, 2, 22, 8, 4, 13, 6, 18, 10, 21, 12, 15, 17,
+    ] {
+        let id = format!("acct{i:02}");
+        let v = saved(
+            store
+                .save_account(&id.as_str().into(), &format!(r#"{{"v":{i}}}"#), None)
+                .unwrap(),
+        );
+        versions.insert(id, v);
+    }
+    saved(
+        store
+            .save_health(&"acct03".into(), "h3", false, None)
+            .unwrap(),
+    );
+    saved(
+        store
+            .save_health(&"acct15".into(), "h15", true, None)
+            .unwrap(),
+    );
+    // A health record without settings is no account to list.
+    saved(
+        store
+            .save_health(&"zz-health-only".into(), "h", false, None)
+            .unwrap(),
+    );
+
+    let first = page(store, None, 10);
+    assert_eq!(first.len(), 10);
+    // Between the pages: one account already listed and one not yet listed are saved again.
+    let (a02, a12) = (AccountId::from("acct02"), AccountId::from("acct12"));
+    saved(
+        store
+            .save_account(&a02, r#"{"v":"2b"}"#, Some(versions["acct02"]))
+            .unwrap(),
+    );
+    saved(
+        store
+            .save_account(&a12, r#"{"v":"12b"}"#, Some(versions["acct12"]))
+            .unwrap(),
+    );
+    let after = AccountId::new(first[9].0.clone());
+    let second = page(store, Some(&after), 10);
+    let after = AccountId::new(second[9].0.clone());
+    let third = page(store, Some(&after), 10);
+    assert_eq!(third.len(), 4, "24 accounts in pages of 10");
+    let last = AccountId::new(third[3].0.clone());
+    assert!(
+        page(store, Some(&last), 10).is_empty(),
+        "nothing after the last"
+    );
+
+    let listed: Vec<&str> = first
+        .iter()
+        .chain(&second)
+        .chain(&third)
+        .map(|(id, _, _)| id.as_str())
+        .collect();
+    let expected: Vec<String> = (0..24).map(|i| format!("acct{i:02}")).collect();
+    assert_eq!(listed, expected, "every account once, in the order of ids");
+    let json_of = |id: &str| {
+        first
+            .iter()
+            .chain(&second)
+            .chain(&third)
+            .find(|(a, _, _)| a == id)
+            .map(|(_, json, health)| (json.clone(), health.clone()))
+            .unwrap()
+    };
+    assert_eq!(json_of("acct02").0, r#"{"v":2}"#, "listed before its save");
+    assert_eq!(
+        json_of("acct12").0,
+        r#"{"v":"12b"}"#,
+        "listed after its save"
+    );
+    assert_eq!(json_of("acct03").1.as_deref(), Some("h3"));
+    assert_eq!(json_of("acct15").1.as_deref(), Some("h15"));
+    assert_eq!(json_of("acct04").1, None);
+    assert_eq!(page(store, None, 3).len(), 3, "at most the limit");
+
+    // Saves in one batch: a new account, one at its stored version, one stale.
+    let cursor = store.load_settings().unwrap().cursor;
+    let (new, current, stale) = (
+        AccountId::from("batch-new"),
+        AccountId::from("acct05"),
+        AccountId::from("acct06"),
+    );
+    let outcomes = store
+        .save_accounts(&[
+            AccountSave {
+                account: &new,
+                settings_json: r#"{"v":"new"}"#,
+                expected: None,
+            },
+            AccountSave {
+                account: &current,
+                settings_json: r#"{"v":"5b"}"#,
+                expected: Some(versions["acct05"]),
+            },
+            AccountSave {
+                account: &stale,
+                settings_json: r#"{"v":"lost"}"#,
+                expected: Some(versions["acct06"] + 1_000),
+            },
+        ])
+        .unwrap();
+    assert_eq!(outcomes.len(), 3, "one answer per save");
+    assert_eq!(outcomes[2], SaveOutcome::Stale);
+    let (vn, vc) = (saved(outcomes[0]), saved(outcomes[1]));
+    assert!(
+        vn > cursor && vc > cursor && vn != vc,
+        "versions from the one counter"
+    );
+    assert_eq!(
+        store.load_account(&new).unwrap(),
+        Some(versioned(r#"{"v":"new"}"#, vn))
+    );
+    assert_eq!(
+        store.load_account(&current).unwrap(),
+        Some(versioned(r#"{"v":"5b"}"#, vc))
+    );
+    assert_eq!(
+        store.load_account(&stale).unwrap(),
+        Some(versioned(r#"{"v":6}"#, versions["acct06"]))
+    );
+    let changes = store.changes_since(cursor).unwrap();
+    assert_eq!(accounts(&changes), [r#"{"v":"5b"}"#, r#"{"v":"new"}"#]);
+    assert!(changes.cursor >= vn.max(vc));
+    // A batch that expects none for a stored account is stale too; an empty batch is nothing.
+    assert_eq!(
+        store
+            .save_accounts(&[AccountSave {
+                account: &new,
+                settings_json: r#"{"v":"again"}"#,
+                expected: None,
+            }])
+            .unwrap(),
+        [SaveOutcome::Stale]
+    );
+    assert!(store.save_accounts(&[]).unwrap().is_empty());
 }

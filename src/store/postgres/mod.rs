@@ -38,8 +38,9 @@ use crate::dispatch::Certificate;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::store::{
-    AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter, DeliveryStats,
-    NewDelivery, NoticeSink, Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned,
+    AccountRecords, AccountSave, AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery,
+    DeliveryFilter, DeliveryStats, NewDelivery, NoticeSink, Outbox, SaveOutcome, Settings,
+    SettingsSnapshot, Versioned,
 };
 
 use driver::Driver;
@@ -559,6 +560,27 @@ impl Settings for PostgresStore {
         let (account, json) = (account.clone(), health_json.to_owned());
         let kind = settings::Kind::Health { paused };
         self.run(move |ctx| settings::save(ctx, kind, account, json, expected))
+    }
+
+    /// One transaction under the settings lock: the saves commit together, or none does.
+    fn save_accounts(&self, saves: &[AccountSave<'_>]) -> Result<Vec<SaveOutcome>> {
+        if saves.is_empty() {
+            return Ok(Vec::new());
+        }
+        let saves = saves
+            .iter()
+            .map(|s| (s.account.clone(), s.settings_json.to_owned(), s.expected))
+            .collect();
+        self.run(move |ctx| settings::save_accounts(ctx, saves))
+    }
+
+    fn accounts_after(
+        &self,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<Vec<AccountRecords>> {
+        let after = after.cloned();
+        self.run(move |ctx| settings::accounts_after(ctx, after, limit))
     }
 
     fn load_settings(&self) -> Result<SettingsSnapshot> {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::ids::AccountId;
-use crate::store::{SaveOutcome, SettingsSnapshot, Versioned};
+use crate::store::{AccountRecords, SaveOutcome, SettingsSnapshot, Versioned};
 
 use super::failure::failed;
 use super::ops::{Ctx, retrying};
@@ -55,6 +55,36 @@ const UPDATE_HEALTH: &str = "WITH u AS ( \
     WHERE account = $1::text AND version = $4::bigint \
     RETURNING version) \
 SELECT version, pg_notify({ch}, 'settings')::text FROM u";
+
+/// `$1` accounts, `$2` their settings, `$3` the versions expected: each saved at the next
+/// version if its stored settings are still at its expected version. Answers the accounts
+/// written and their new versions.
+const UPDATE_ACCOUNTS: &str = "WITH u AS ( \
+    UPDATE {s}.accounts a SET settings = i.settings, version = nextval({versions}) \
+    FROM unnest($1::text[], $2::text[], $3::bigint[]) AS i(id, settings, expected) \
+    WHERE a.id = i.id AND a.version = i.expected \
+    RETURNING a.id, a.version) \
+SELECT id, version, pg_notify({ch}, 'settings')::text FROM u";
+
+/// `$1` accounts, `$2` their settings: each saved at the next version if none are stored.
+/// Answers the accounts written and their versions.
+const INSERT_ACCOUNTS: &str = "WITH u AS ( \
+    INSERT INTO {s}.accounts (id, settings, version) \
+    SELECT i.id, i.settings, nextval({versions}) \
+    FROM unnest($1::text[], $2::text[]) AS i(id, settings) \
+    ON CONFLICT (id) DO NOTHING \
+    RETURNING id, version) \
+SELECT id, version, pg_notify({ch}, 'settings')::text FROM u";
+
+/// The first `$1` accounts by id, each with its endpoint's health: a walk of the primary key.
+const FIRST_ACCOUNTS: &str = "SELECT a.id, a.settings, a.version, h.health, h.version \
+    FROM {s}.accounts a LEFT JOIN {s}.health h ON h.account = a.id \
+    ORDER BY a.id LIMIT $1::bigint";
+
+/// The first `$2` accounts after `$1` by id, each with its endpoint's health.
+const ACCOUNTS_AFTER: &str = "SELECT a.id, a.settings, a.version, h.health, h.version \
+    FROM {s}.accounts a LEFT JOIN {s}.health h ON h.account = a.id \
+    WHERE a.id > $1::text ORDER BY a.id LIMIT $2::bigint";
 
 /// One account's settings and their version.
 const LOAD_ACCOUNT: &str = "SELECT settings, version FROM {s}.accounts WHERE id = $1::text";
@@ -98,6 +128,18 @@ fn version(stored: i64) -> u64 {
     u64::try_from(stored).unwrap_or(0)
 }
 
+/// Takes the schema's settings lock for the rest of `tx`: saves take their versions one
+/// after another.
+async fn lock_settings(
+    ctx: &Ctx,
+    tx: &deadpool_postgres::Transaction<'_>,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let lock = tx.prepare_cached(SETTINGS_LOCK).await?;
+    tx.execute(&lock, &[&SETTINGS_LOCK_SPACE, &ctx.sql.schema])
+        .await
+        .map(drop)
+}
+
 /// Saves `json` as `account`'s record of `kind` if it is still at version `expected` (`None`:
 /// if none is stored), at the next version, and announces it. Run again on a fresh
 /// connection when the connection breaks: a save that committed unanswered is then found
@@ -122,13 +164,7 @@ async fn save_once(
     let save_failed = failed(format!("saving {}", kind.what()));
     let mut client = ctx.client().await?;
     let tx = client.transaction().await.map_err(&save_failed)?;
-    let lock = tx
-        .prepare_cached(SETTINGS_LOCK)
-        .await
-        .map_err(&save_failed)?;
-    tx.execute(&lock, &[&SETTINGS_LOCK_SPACE, &ctx.sql.schema])
-        .await
-        .map_err(&save_failed)?;
+    lock_settings(ctx, &tx).await.map_err(&save_failed)?;
     // A version past what PostgreSQL holds matches no row: stale.
     let expected = expected.map(|v| i64::try_from(v).unwrap_or(-1));
     let id = account.as_str();
@@ -163,6 +199,120 @@ async fn save_once(
     };
     tx.commit().await.map_err(&save_failed)?;
     Ok(outcome)
+}
+
+/// Saves several accounts' settings, each if still at its expected version, in one
+/// transaction under the settings lock: one statement for the accounts read as absent, one
+/// for the others. The accounts are distinct. Run again on a fresh connection when the
+/// connection breaks: saves that committed unanswered are then found stale.
+pub(super) async fn save_accounts(
+    ctx: Arc<Ctx>,
+    saves: Vec<(AccountId, String, Option<u64>)>,
+) -> Result<Vec<SaveOutcome>> {
+    retrying(&ctx, || save_accounts_once(&ctx, &saves)).await
+}
+
+async fn save_accounts_once(
+    ctx: &Ctx,
+    saves: &[(AccountId, String, Option<u64>)],
+) -> Result<Vec<SaveOutcome>> {
+    let save_failed = failed("saving accounts' settings");
+    let (mut new_ids, mut new_json) = (Vec::new(), Vec::new());
+    let (mut ids, mut json, mut expected) = (Vec::new(), Vec::new(), Vec::new());
+    for (account, settings, version) in saves {
+        match version {
+            None => {
+                new_ids.push(account.as_str());
+                new_json.push(settings.as_str());
+            }
+            Some(v) => {
+                ids.push(account.as_str());
+                json.push(settings.as_str());
+                // A version past what PostgreSQL holds matches no row: stale.
+                expected.push(i64::try_from(*v).unwrap_or(-1));
+            }
+        }
+    }
+    let mut client = ctx.client().await?;
+    let tx = client.transaction().await.map_err(&save_failed)?;
+    lock_settings(ctx, &tx).await.map_err(&save_failed)?;
+    let mut written = std::collections::HashMap::new();
+    if !new_ids.is_empty() {
+        let stmt = tx.prepare_cached(&statement(ctx, INSERT_ACCOUNTS)).await;
+        let stmt = stmt.map_err(&save_failed)?;
+        let rows = tx.query(&stmt, &[&new_ids, &new_json]).await;
+        for row in &rows.map_err(&save_failed)? {
+            written.insert(get::<String>(row, 0)?, version(get(row, 1)?));
+        }
+    }
+    if !ids.is_empty() {
+        let stmt = tx.prepare_cached(&statement(ctx, UPDATE_ACCOUNTS)).await;
+        let stmt = stmt.map_err(&save_failed)?;
+        let rows = tx.query(&stmt, &[&ids, &json, &expected]).await;
+        for row in &rows.map_err(&save_failed)? {
+            written.insert(get::<String>(row, 0)?, version(get(row, 1)?));
+        }
+    }
+    tx.commit().await.map_err(&save_failed)?;
+    Ok(saves
+        .iter()
+        .map(|(account, _, _)| match written.get(account.as_str()) {
+            Some(version) => SaveOutcome::Saved { version: *version },
+            None => SaveOutcome::Stale,
+        })
+        .collect())
+}
+
+/// At most `limit` accounts after `after` (`None`: from the first) in the order of their
+/// ids, each with its endpoint's health.
+pub(super) async fn accounts_after(
+    ctx: Arc<Ctx>,
+    after: Option<AccountId>,
+    limit: usize,
+) -> Result<Vec<AccountRecords>> {
+    retrying(&ctx, || accounts_after_once(&ctx, after.as_ref(), limit)).await
+}
+
+async fn accounts_after_once(
+    ctx: &Ctx,
+    after: Option<&AccountId>,
+    limit: usize,
+) -> Result<Vec<AccountRecords>> {
+    let load_failed = failed("listing accounts");
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let client = ctx.client().await?;
+    let rows = match after {
+        None => {
+            let stmt = client.prepare_cached(&statement(ctx, FIRST_ACCOUNTS)).await;
+            let stmt = stmt.map_err(&load_failed)?;
+            client.query(&stmt, &[&limit]).await
+        }
+        Some(after) => {
+            let stmt = client.prepare_cached(&statement(ctx, ACCOUNTS_AFTER)).await;
+            let stmt = stmt.map_err(&load_failed)?;
+            client.query(&stmt, &[&after.as_str(), &limit]).await
+        }
+    }
+    .map_err(&load_failed)?;
+    rows.iter()
+        .map(|row| {
+            let health = match get::<Option<String>>(row, 3)? {
+                Some(json) => Some(Versioned {
+                    json,
+                    version: version(get(row, 4)?),
+                }),
+                None => None,
+            };
+            Ok(AccountRecords {
+                account: AccountId::new(get::<String>(row, 0)?),
+                settings: Versioned {
+                    json: get(row, 1)?,
+                    version: version(get(row, 2)?),
+                },
+                health,
+            })
+        })
+        .collect()
 }
 
 /// `account`'s record of `kind` (whose `paused` is not read) and its version, if one is

@@ -9,17 +9,19 @@ use rusqlite::OptionalExtension;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::store::{
-    AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter, DeliveryStats,
-    NewDelivery, Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned,
+    AccountRecords, AccountSave, AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery,
+    DeliveryFilter, DeliveryStats, NewDelivery, Outbox, SaveOutcome, Settings, SettingsSnapshot,
+    Versioned,
 };
 
 use super::claims::NotCurrent;
 use super::due::Search;
 use super::rows::{
-    FIND_DELIVERY, HAS_PENDING, LOAD_ACCOUNT, LOAD_HEALTH, SETTINGS_CURSOR, from_nanos,
+    ACCOUNTS_AFTER, FIND_DELIVERY, HAS_PENDING, LOAD_ACCOUNT, LOAD_HEALTH, SETTINGS_CURSOR,
+    from_nanos,
 };
-use super::writer::{Op, writer_stopped};
-use super::{SqliteStore, accounts_since, health_since, load_versioned};
+use super::writer::{Op, SavedVersions, writer_stopped};
+use super::{SqliteStore, accounts_since, health_since, load_versioned, version_of};
 
 impl SqliteStore {
     /// Whether a delivery with this id is stored (pending or failed).
@@ -240,6 +242,58 @@ impl Settings for SqliteStore {
             }
         }
         Ok(outcome)
+    }
+
+    /// One write of the writer thread: the saves commit together, or none does.
+    fn save_accounts(&self, saves: &[AccountSave<'_>]) -> Result<Vec<SaveOutcome>> {
+        if saves.is_empty() {
+            return Ok(Vec::new());
+        }
+        let versions = SavedVersions::default();
+        let owned = saves
+            .iter()
+            .map(|s| (s.account.clone(), s.settings_json.to_owned(), s.expected))
+            .collect();
+        self.write(Op::SaveAccounts(owned, versions.clone()))?;
+        let versions = std::mem::take(&mut *crate::sync::lock(&versions));
+        Ok(versions
+            .into_iter()
+            .map(|version| match version {
+                0 => SaveOutcome::Stale,
+                version => SaveOutcome::Saved { version },
+            })
+            .collect())
+    }
+
+    fn accounts_after(
+        &self,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<Vec<AccountRecords>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read("listing accounts", |conn| {
+            let mut stmt = conn.prepare_cached(ACCOUNTS_AFTER)?;
+            // Every id is longer than the empty string: the first page starts after it.
+            let after = after.map_or("", AccountId::as_str);
+            let rows = stmt.query_map(rusqlite::params![after, limit], |row| {
+                let health = match row.get::<_, Option<String>>(3)? {
+                    Some(json) => Some(Versioned {
+                        json,
+                        version: version_of(row, 4)?,
+                    }),
+                    None => None,
+                };
+                Ok(AccountRecords {
+                    account: AccountId::new(row.get::<_, String>(0)?),
+                    settings: Versioned {
+                        json: row.get(1)?,
+                        version: version_of(row, 2)?,
+                    },
+                    health,
+                })
+            })?;
+            rows.collect()
+        })
     }
 
     fn load_settings(&self) -> Result<SettingsSnapshot> {

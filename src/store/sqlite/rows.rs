@@ -114,6 +114,12 @@ pub(super) const LOAD_HEALTH: &str = "SELECT health, version FROM health WHERE a
 pub(super) const ACCOUNTS_SINCE: &str =
     "SELECT settings, version FROM accounts WHERE version > ?1 ORDER BY id";
 
+/// At most `?2` accounts' settings with ids after `?1`, in the order of their ids, each with
+/// its endpoint's health: a walk of the primary key.
+pub(super) const ACCOUNTS_AFTER: &str = "SELECT a.id, a.settings, a.version, h.health, h.version \
+    FROM accounts a LEFT JOIN health h ON h.account = a.id \
+    WHERE a.id > ?1 ORDER BY a.id LIMIT ?2";
+
 /// Endpoints' health saved with a version above `?1`, by account, with their versions.
 pub(super) const HEALTH_SINCE: &str =
     "SELECT account, health, version FROM health WHERE version > ?1 ORDER BY account";

@@ -46,7 +46,14 @@ pub(super) enum Op {
     SaveAccount(AccountId, String, Option<u64>),
     /// An endpoint's health and whether it is paused, saved if still at the version expected.
     SaveHealth(AccountId, String, bool, Option<u64>),
+    /// Several accounts' settings, each saved if still at the version expected, in one
+    /// savepoint; the version each was saved at (0: stale) is left in the shared list.
+    SaveAccounts(Vec<(AccountId, String, Option<u64>)>, SavedVersions),
 }
+
+/// The versions a [`Op::SaveAccounts`] saved its accounts at, in order (0: stale): filled by
+/// the writer, read by the caller once the write's answer says it committed.
+pub(super) type SavedVersions = Arc<Mutex<Vec<u64>>>;
 
 impl Op {
     /// The newest time this write carries (a submit's creation, an attempt, a replay's now), in
@@ -56,7 +63,9 @@ impl Op {
             Op::Insert(deliveries) => deliveries.iter().map(|d| d.created_at).max()?,
             Op::Record(_, record) => record.at,
             Op::Requeue(_, now) => *now,
-            Op::Remove(_) | Op::SaveAccount(..) | Op::SaveHealth(..) => return None,
+            Op::Remove(_) | Op::SaveAccount(..) | Op::SaveHealth(..) | Op::SaveAccounts(..) => {
+                return None;
+            }
         };
         to_nanos(at).ok()
     }
@@ -333,7 +342,26 @@ impl Writer {
             Op::SaveHealth(account, json, paused, expected) => self
                 .save_settings(account, json, Some(*paused), *expected)
                 .map_err(|e| Error::store("saving endpoint health", e)),
+            Op::SaveAccounts(saves, versions) => self
+                .save_accounts(saves, versions)
+                .map_err(|e| Error::store("saving accounts' settings", e)),
         }
+    }
+
+    /// Saves each account's settings as [`Writer::save_settings`] does, inside the one
+    /// savepoint of the write: all of them or none. Returns how many were written.
+    fn save_accounts(
+        &self,
+        saves: &[(AccountId, String, Option<u64>)],
+        versions: &SavedVersions,
+    ) -> rusqlite::Result<(u64, i64)> {
+        let mut saved = Vec::with_capacity(saves.len());
+        for (account, json, expected) in saves {
+            saved.push(self.save_settings(account, json, None, *expected)?.0);
+        }
+        let written = saved.iter().filter(|v| **v > 0).count() as u64;
+        *crate::sync::lock(versions) = saved;
+        Ok((written, 0))
     }
 
     /// Stores each delivery whose id is new; a repeat of a stored or recently delivered one

@@ -19,8 +19,9 @@ use crate::limits::DEFAULT_PAUSE_AFTER;
 use crate::policy::UrlPolicy;
 use crate::preferences::{PreferencesUpdate, Principal};
 use crate::store::{
-    AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter, DeliveryStats,
-    MemoryStore, NewDelivery, Outbox, SaveOutcome, Settings, SettingsSnapshot, Store, Versioned,
+    AccountRecords, AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter,
+    DeliveryStats, MemoryStore, NewDelivery, Outbox, SaveOutcome, Settings, SettingsSnapshot,
+    Store, Versioned,
 };
 use crate::sync::lock;
 
@@ -145,6 +146,13 @@ impl Settings for Meddling {
         self.meddle();
         self.inner
             .save_health(account, health_json, paused, expected)
+    }
+    fn accounts_after(
+        &self,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<Vec<AccountRecords>> {
+        self.inner.accounts_after(after, limit)
     }
     fn load_settings(&self) -> Result<SettingsSnapshot> {
         self.inner.load_settings()
