@@ -130,9 +130,14 @@ impl Account {
                 == serde_json::to_value(other.preferences.to_stored()).ok()
     }
 
-    /// Whether the campaign's own switch is on.
+    /// Whether the campaign's switch is on: its own, if it was ever set, or else the
+    /// account's [`new_campaigns_enabled`](Preferences::new_campaigns_enabled) (off by
+    /// default).
     pub fn campaign_webhook_enabled(&self, campaign: &CampaignId) -> bool {
-        self.campaigns.get(campaign).copied().unwrap_or(false)
+        self.campaigns
+            .get(campaign)
+            .copied()
+            .unwrap_or(self.preferences.new_campaigns_enabled())
     }
 
     /// The campaigns whose switch has been set, with its state.
@@ -351,6 +356,29 @@ mod tests {
             .unwrap();
         assert!(rec.fields.is_empty());
         assert_eq!(a.audit_log().len(), before);
+    }
+
+    #[test]
+    fn a_campaign_never_switched_follows_the_accounts_new_campaign_setting() {
+        let (mut a, admin) = configured();
+        a.set_campaign_webhook(&admin, "off", false).unwrap();
+        let (fresh, off): (CampaignId, CampaignId) = ("fresh".into(), "off".into());
+        assert!(!a.preferences().new_campaigns_enabled(), "off by default");
+        assert_eq!(
+            a.decide(&fresh),
+            SendDecision::Skip(OffReason::CampaignDisabled)
+        );
+        let rec = a
+            .update_preferences(&admin, PreferencesUpdate::new().new_campaigns_enabled(true))
+            .unwrap();
+        assert_eq!(rec.fields, ["new_campaigns_enabled"]);
+        assert_eq!(a.decide(&fresh), SendDecision::Send);
+        assert_eq!(
+            a.decide(&off),
+            SendDecision::Skip(OffReason::CampaignDisabled)
+        );
+        let back = Account::from_storage_json(&a.to_storage_json()).unwrap();
+        assert_eq!(back.decide(&fresh), SendDecision::Send);
     }
 
     #[test]

@@ -183,6 +183,7 @@ pub struct Preferences {
     signing_secrets: Vec<SigningSecret>,
     mask_phone: bool,
     omit_result_notes: bool,
+    new_campaigns_enabled: bool,
     method: Method,
     key_names: KeyNames,
     headers: Vec<CustomHeader>,
@@ -208,6 +209,7 @@ impl Default for Preferences {
             signing_secrets: Vec::new(),
             mask_phone: false,
             omit_result_notes: false,
+            new_campaigns_enabled: false,
             method: Method::default(),
             key_names: KeyNames::default(),
             headers: Vec::new(),
@@ -298,6 +300,11 @@ impl Preferences {
     /// Whether `ResultNotes` is left out (sent as unknown). Off by default.
     pub fn omit_result_notes(&self) -> bool {
         self.omit_result_notes
+    }
+    /// Whether a campaign whose own switch was never set counts as switched on. Off by
+    /// default, as on the product page: a new campaign's "Enable WebHook" starts off.
+    pub fn new_campaigns_enabled(&self) -> bool {
+        self.new_campaigns_enabled
     }
 
     /// The authentication header's value, whatever its name.
@@ -405,6 +412,12 @@ impl Preferences {
                 changed.push("omit_result_notes");
             }
             next.omit_result_notes = v;
+        }
+        if let Some(v) = update.new_campaigns_enabled {
+            if next.new_campaigns_enabled != v {
+                changed.push("new_campaigns_enabled");
+            }
+            next.new_campaigns_enabled = v;
         }
         if let Some(v) = update.method {
             if next.method != v {
@@ -529,6 +542,7 @@ impl Preferences {
                 .collect(),
             mask_phone: self.mask_phone,
             omit_result_notes: self.omit_result_notes,
+            new_campaigns_enabled: self.new_campaigns_enabled,
             method: self.method,
             key_names: self
                 .key_names
@@ -558,6 +572,7 @@ impl Preferences {
             .attempt_timeout(Duration::from_millis(stored.attempt_timeout_ms))
             .mask_phone(stored.mask_phone)
             .omit_result_notes(stored.omit_result_notes)
+            .new_campaigns_enabled(stored.new_campaigns_enabled)
             .method(stored.method);
         for (key, name) in &stored.key_names {
             update = update.key_name(key, name);
@@ -619,6 +634,7 @@ impl fmt::Debug for Preferences {
             .field("signing_secrets", &self.signing_secrets.len())
             .field("mask_phone", &self.mask_phone)
             .field("omit_result_notes", &self.omit_result_notes)
+            .field("new_campaigns_enabled", &self.new_campaigns_enabled)
             .field("method", &self.method)
             .field("key_names", &self.key_names)
             .field("headers", &self.headers)
@@ -651,6 +667,9 @@ pub(crate) struct StoredPreferences {
     mask_phone: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     omit_result_notes: bool,
+    /// Absent (stored before it existed, or off): off.
+    #[serde(default, skip_serializing_if = "is_false")]
+    new_campaigns_enabled: bool,
     #[serde(default, skip_serializing_if = "is_default")]
     method: Method,
     /// Page key to the name it is sent under; only the renamed ones.
@@ -755,6 +774,7 @@ pub struct PreferencesUpdate {
     signing: Vec<SigningChange>,
     mask_phone: Option<bool>,
     omit_result_notes: Option<bool>,
+    new_campaigns_enabled: Option<bool>,
     method: Option<Method>,
     key_renames: Vec<(String, String)>,
     reset_key_names: bool,
@@ -787,6 +807,7 @@ impl PreferencesUpdate {
             signing: self.signing.clone(),
             mask_phone: self.mask_phone,
             omit_result_notes: self.omit_result_notes,
+            new_campaigns_enabled: self.new_campaigns_enabled,
             method: self.method,
             key_renames: self.key_renames.clone(),
             reset_key_names: self.reset_key_names,
@@ -1134,6 +1155,15 @@ impl PreferencesUpdate {
     /// promises the notes.
     pub fn omit_result_notes(mut self, omit: bool) -> Self {
         self.omit_result_notes = Some(omit);
+        self
+    }
+
+    /// Whether a campaign whose own switch was never set counts as switched on: for a dialer
+    /// that decides per account that its new campaigns send call results, without setting
+    /// each campaign's switch. Off by default, as on the product page. A campaign whose
+    /// switch was set (on or off) keeps it whatever this says.
+    pub fn new_campaigns_enabled(mut self, enabled: bool) -> Self {
+        self.new_campaigns_enabled = Some(enabled);
         self
     }
 }
