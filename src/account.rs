@@ -122,6 +122,37 @@ impl Account {
         Ok(self.record(who, at, vec![field]))
     }
 
+    /// Replaces the preferences and every campaign switch with the given ones (full
+    /// administrators only), audited by the names of the fields and campaigns that changed.
+    /// On error nothing changes.
+    pub(crate) fn replace_settings_at(
+        &mut self,
+        who: &Principal,
+        preferences: Preferences,
+        campaigns: BTreeMap<CampaignId, bool>,
+        at: Timestamp,
+    ) -> Result<AuditRecord> {
+        who.require_admin("replace webhook settings")?;
+        let mut fields: Vec<String> = self
+            .preferences
+            .changed_fields(&preferences)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let mut switched: Vec<&CampaignId> = self
+            .campaigns
+            .keys()
+            .chain(campaigns.keys())
+            .filter(|c| self.campaigns.get(*c) != campaigns.get(*c))
+            .collect();
+        switched.sort();
+        switched.dedup();
+        fields.extend(switched.into_iter().map(|c| format!("campaign:{c}")));
+        self.preferences = preferences;
+        self.campaigns = campaigns;
+        Ok(self.record(who, at, fields))
+    }
+
     /// Whether `other` holds the same settings (preferences and campaign switches; the audit
     /// log aside): saving it again would change nothing.
     pub(crate) fn same_settings(&self, other: &Account) -> bool {

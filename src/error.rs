@@ -141,6 +141,22 @@ pub enum Error {
         attempts: u32,
     },
 
+    /// A put of an account's whole settings stated the version it read them at, and they
+    /// were saved since (or, for a put that expected none, they exist): nothing was written.
+    /// Read them again ([`Webhooks::list_accounts`](crate::Webhooks::list_accounts)) and
+    /// decide again.
+    #[error(
+        "the settings of account {account} are at version {stored:?}, not {expected:?} as read; nothing was written"
+    )]
+    SettingsStale {
+        /// The account.
+        account: String,
+        /// The version the put expected (`None`: none stored).
+        expected: Option<u64>,
+        /// The version stored (`None`: none).
+        stored: Option<u64>,
+    },
+
     /// The store is already in use by another process and cannot be shared (an embedded
     /// store, such as one SQLite file): run one process per file, or a fleet on PostgreSQL.
     #[error("the store {what} is already in use by another process")]

@@ -71,7 +71,8 @@
 //! The root holds the common path. Everything else is in the module named for its concept:
 //! [`payload`], [`encoding`], [`auth`], [`preferences`], [`account`], [`campaign`],
 //! [`request`], [`signing`], [`policy`], [`dispatch`], [`delivery`], [`store`], [`receiver`],
-//! [`ids`], [`error`], and [`limits`] for every bound and default.
+//! [`ids`], [`error`], [`owned_settings`] for a dialer that keeps its accounts itself, and
+//! [`limits`] for every bound and default.
 //!
 //! # Minimum supported Rust version
 //!
@@ -91,6 +92,7 @@ pub mod encoding;
 pub mod error;
 pub mod ids;
 pub mod limits;
+pub mod owned_settings;
 pub mod payload;
 pub mod policy;
 pub mod preferences;

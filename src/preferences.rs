@@ -619,6 +619,45 @@ impl Preferences {
     }
 }
 
+impl Preferences {
+    /// The names of the fields (as audited) in which `other` differs from `self`: for a
+    /// change that replaces the preferences whole.
+    pub(crate) fn changed_fields(&self, other: &Preferences) -> Vec<&'static str> {
+        let fields = |p: &Preferences| match serde_json::to_value(p.to_stored()) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        let (before, after) = (fields(self), fields(other));
+        STORED_FIELDS
+            .iter()
+            .filter(|(stored, _)| before.get(*stored) != after.get(*stored))
+            .map(|(_, audited)| *audited)
+            .collect()
+    }
+}
+
+/// Each field of [`StoredPreferences`] and the name its change is audited under.
+const STORED_FIELDS: &[(&str, &str)] = &[
+    ("enabled", "enabled"),
+    ("url", "url"),
+    ("username", "username"),
+    ("password", "password"),
+    ("auth_scheme", "auth_scheme"),
+    ("encoding", "encoding"),
+    ("time_zone", "time_zone"),
+    ("attempt_timeout_ms", "attempt_timeout"),
+    ("retry_delays_ms", "retry_schedule"),
+    ("signing_secrets", "signing_secret"),
+    ("mask_phone", "mask_phone"),
+    ("omit_result_notes", "omit_result_notes"),
+    ("new_campaigns_enabled", "new_campaigns_enabled"),
+    ("method", "method"),
+    ("key_names", "key_names"),
+    ("headers", "headers"),
+    ("token", "token"),
+    ("api_key_header", "api_key_header"),
+];
+
 impl fmt::Debug for Preferences {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Preferences")

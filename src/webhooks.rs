@@ -166,7 +166,7 @@ pub enum Prepared {
 /// ```
 #[derive(Clone)]
 pub struct Webhooks {
-    engine: Arc<Engine>,
+    pub(crate) engine: Arc<Engine>,
     /// The runtime of the worker last started, if [`start_tokio`](Self::start_tokio) started
     /// it: where the `_blocking` methods refuse to run.
     worker_runtime: Arc<Mutex<Option<Runtime>>>,

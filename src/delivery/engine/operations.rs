@@ -96,7 +96,7 @@ impl Engine {
     }
 
     /// A new URL is a new endpoint: the old one's failure streak no longer says anything.
-    fn end_failure_streak(&self, account: &AccountId) {
+    pub(super) fn end_failure_streak(&self, account: &AccountId) {
         let ended = self.change_stored_health(account, |health| Change {
             persist: health.url_changed(),
             paused: None,

@@ -20,6 +20,8 @@ use crate::ids::AccountId;
 use crate::store::SaveOutcome;
 use crate::sync::lock;
 
+mod owned;
+
 /// How many times a change is applied to a stored record that other processes keep saving
 /// before it fails with [`Error::SettingsConflict`]. Each round re-reads the record just
 /// saved, so only a record saved again within every round trip gets this far.
@@ -71,13 +73,7 @@ impl Engine {
             if round > 0 {
                 after_stale(round);
             }
-            let (stored, expected) = match self.store.load_account(account)? {
-                Some(record) => (
-                    Some(Account::from_storage_json(&record.json)?),
-                    Some(record.version),
-                ),
-                None => (None, None),
-            };
+            let (stored, expected) = self.stored_account(account)?;
             let mut next = stored
                 .clone()
                 .unwrap_or_else(|| Account::new(account.clone()));
@@ -112,6 +108,17 @@ impl Engine {
             account: account.to_string(),
             record: "settings",
             attempts: SAVE_ATTEMPTS,
+        })
+    }
+
+    /// The account's settings as stored, and their version (`None`, `None` if never saved).
+    fn stored_account(&self, account: &AccountId) -> Result<(Option<Account>, Option<u64>)> {
+        Ok(match self.store.load_account(account)? {
+            Some(record) => (
+                Some(Account::from_storage_json(&record.json)?),
+                Some(record.version),
+            ),
+            None => (None, None),
         })
     }
 

@@ -1,0 +1,315 @@
+//! Settings the dialer owns: every account listed from the store page by page, and accounts'
+//! whole settings put at once, one store transaction per batch.
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::account::Account;
+use crate::delivery::engine::Engine;
+use crate::delivery::health::EndpointHealth;
+use crate::delivery::status::indicator;
+use crate::error::{Error, Result};
+use crate::ids::{AccountId, CampaignId};
+use crate::owned_settings::{
+    AccountListing, AccountPage, AccountQuery, CampaignListing, Expected, PutOutcome, SettingsPut,
+};
+use crate::preferences::{AuditRecord, Preferences, Principal};
+use crate::store::{AccountSave, SaveOutcome};
+use crate::sync::lock;
+
+use super::{SAVE_ATTEMPTS, after_stale};
+
+/// How many accounts one call to [`Engine::list_accounts`] reads at most when a filter
+/// leaves most of them out: the call returns what it found with the cursor to go on from.
+pub(crate) const LIST_SCAN_BUDGET: usize = 10_000;
+
+/// How many accounts a filtered listing reads from the store at once.
+const FILTERED_READ: usize = 500;
+
+/// One put of a batch, checked, and what came of it so far.
+struct Entry {
+    account: AccountId,
+    preferences: Preferences,
+    campaigns: BTreeMap<CampaignId, bool>,
+    expected: Expected,
+    /// `None` while it is still to be saved.
+    outcome: Option<Result<PutOutcome>>,
+}
+
+impl Engine {
+    /// One page of accounts from the store, as [`AccountQuery`] asks.
+    pub(crate) fn list_accounts(&self, query: &AccountQuery) -> Result<AccountPage> {
+        let limit = query.page_limit();
+        let filter = query.indicators();
+        let mut after = query.cursor().cloned();
+        let mut accounts = Vec::new();
+        let mut scanned = 0;
+        loop {
+            let want = if filter.is_empty() {
+                limit - accounts.len()
+            } else {
+                FILTERED_READ.max(limit)
+            };
+            let records = self.store.accounts_after(after.as_ref(), want)?;
+            let more = records.len() == want;
+            for record in records {
+                scanned += 1;
+                after = Some(record.account.clone());
+                let account = Account::from_storage_json(&record.settings.json)?;
+                let endpoint = match &record.health {
+                    Some(health) => EndpointHealth::from_json(&health.json)?,
+                    None => EndpointHealth::default(),
+                };
+                let shown = indicator(Some(&account), None, &endpoint);
+                if !filter.is_empty() && !filter.contains(&shown) {
+                    continue;
+                }
+                let stats = if query.wants_counts() {
+                    Some(self.store.stats(&record.account, None)?)
+                } else {
+                    None
+                };
+                let campaigns = account
+                    .campaigns()
+                    .map(|(campaign, enabled)| CampaignListing {
+                        campaign: campaign.clone(),
+                        enabled,
+                        indicator: indicator(Some(&account), Some(campaign), &endpoint),
+                    })
+                    .collect();
+                accounts.push(AccountListing {
+                    version: record.settings.version,
+                    indicator: shown,
+                    endpoint,
+                    campaigns,
+                    stats,
+                    settings: account,
+                });
+                if accounts.len() == limit {
+                    return Ok(AccountPage {
+                        accounts,
+                        next: after,
+                    });
+                }
+            }
+            if !more {
+                return Ok(AccountPage {
+                    accounts,
+                    next: None,
+                });
+            }
+            if scanned >= LIST_SCAN_BUDGET {
+                return Ok(AccountPage {
+                    accounts,
+                    next: after,
+                });
+            }
+        }
+    }
+
+    /// Puts each account's whole settings, as [`Webhooks::put_settings_batch`] says: checks
+    /// every put, then, in rounds, reads what is stored, leaves alone what would not change,
+    /// and saves the rest in one batch; a save met by another process's is read and decided
+    /// again in the next round.
+    ///
+    /// [`Webhooks::put_settings_batch`]: crate::Webhooks::put_settings_batch
+    pub(crate) fn put_settings(
+        &self,
+        who: &Principal,
+        puts: Vec<SettingsPut>,
+    ) -> Result<Vec<Result<PutOutcome>>> {
+        who.require_admin("replace webhook settings")?;
+        let now = self.clock.now();
+        let mut seen = HashSet::new();
+        let mut entries: Vec<Entry> = puts
+            .into_iter()
+            .map(|put| {
+                let (account, settings, expected) = put.into_parts();
+                let (update, campaigns) = settings.into_parts();
+                let checked = check_put(&account, &campaigns, &mut seen)
+                    .and_then(|()| Ok(Preferences::default().with_update(update)?.0));
+                let (preferences, outcome) = match checked {
+                    Ok(preferences) => (preferences, None),
+                    Err(e) => (Preferences::default(), Some(Err(e))),
+                };
+                Entry {
+                    account,
+                    preferences,
+                    campaigns,
+                    expected,
+                    outcome,
+                }
+            })
+            .collect();
+
+        let mut versions = lock(&self.admin);
+        let mut changed = Vec::new();
+        let mut new_url = Vec::new();
+        let result = (|| {
+            for round in 0..SAVE_ATTEMPTS {
+                if entries.iter().all(|e| e.outcome.is_some()) {
+                    return Ok(());
+                }
+                if round > 0 {
+                    after_stale(round);
+                }
+                let mut saving = Vec::new();
+                for (i, entry) in entries.iter_mut().enumerate() {
+                    if entry.outcome.is_some() {
+                        continue;
+                    }
+                    match self.decide_put(who, entry, now)? {
+                        Decided::Unchanged(stored, version) => {
+                            // What is stored stands, and is what is in force here.
+                            if self.put_account_in_force(&mut versions, stored, version) {
+                                changed.push(entry.account.clone());
+                            }
+                            entry.outcome = Some(Ok(PutOutcome::Unchanged { version }));
+                        }
+                        Decided::Refused(e) => entry.outcome = Some(Err(e)),
+                        Decided::Save(save) => saving.push((i, save)),
+                    }
+                }
+                if saving.is_empty() {
+                    continue;
+                }
+                let json: Vec<String> = saving
+                    .iter()
+                    .map(|(_, save)| save.next.to_storage_json())
+                    .collect();
+                let saves: Vec<AccountSave<'_>> = saving
+                    .iter()
+                    .zip(&json)
+                    .map(|((_, save), json)| AccountSave {
+                        account: save.next.id(),
+                        settings_json: json,
+                        expected: save.expected,
+                    })
+                    .collect();
+                let outcomes = self.store.save_accounts(&saves)?;
+                drop(saves);
+                for ((i, save), outcome) in saving.into_iter().zip(outcomes) {
+                    // Stale: saved by another process meanwhile; read and decided again.
+                    let SaveOutcome::Saved { version } = outcome else {
+                        continue;
+                    };
+                    let account = save.next.id().clone();
+                    self.put_account_in_force(&mut versions, save.next, version);
+                    if save.url_changed {
+                        new_url.push(account.clone());
+                    }
+                    changed.push(account);
+                    entries[i].outcome = Some(Ok(PutOutcome::Saved {
+                        version,
+                        audit: save.audit,
+                    }));
+                }
+            }
+            Ok(())
+        })();
+        drop(versions);
+        for account in &changed {
+            self.account_changed(account);
+        }
+        for account in &new_url {
+            self.end_failure_streak(account);
+        }
+        result?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| {
+                entry.outcome.unwrap_or_else(|| {
+                    Err(Error::SettingsConflict {
+                        account: entry.account.to_string(),
+                        record: "settings",
+                        attempts: SAVE_ATTEMPTS,
+                    })
+                })
+            })
+            .collect())
+    }
+
+    /// What a put comes to against what is stored now: unchanged, refused (stale, or its URL
+    /// refused by the policy), or the account to save against the version read.
+    fn decide_put(&self, who: &Principal, entry: &Entry, now: jiff::Timestamp) -> Result<Decided> {
+        let (stored, version) = self.stored_account(&entry.account)?;
+        let mut next = stored
+            .clone()
+            .unwrap_or_else(|| Account::new(entry.account.clone()));
+        let audit =
+            next.replace_settings_at(who, entry.preferences.clone(), entry.campaigns.clone(), now)?;
+        if let (Some(stored), Some(version)) = (&stored, version)
+            && next.same_settings(stored)
+        {
+            // What is given is what is stored: nothing to write, whatever version was read.
+            return Ok(Decided::Unchanged(stored.clone(), version));
+        }
+        let fresh = match entry.expected {
+            Expected::Any => true,
+            Expected::New => version.is_none(),
+            Expected::Version(v) => version == Some(v),
+        };
+        if !fresh {
+            return Ok(Decided::Refused(Error::SettingsStale {
+                account: entry.account.to_string(),
+                expected: match entry.expected {
+                    Expected::Version(v) => Some(v),
+                    Expected::New | Expected::Any => None,
+                },
+                stored: version,
+            }));
+        }
+        let old_url = stored.as_ref().and_then(|s| s.preferences().url());
+        let url = next.preferences().url();
+        let url_changed = url != old_url;
+        if url_changed
+            && let Some(url) = url
+            && let Err(e) = self.policy.check_url(url.as_url())
+        {
+            return Ok(Decided::Refused(e));
+        }
+        Ok(Decided::Save(Save {
+            next,
+            expected: version,
+            url_changed,
+            audit,
+        }))
+    }
+}
+
+/// What [`Engine::decide_put`] found.
+enum Decided {
+    /// The stored account, at this version, already holds the settings put.
+    Unchanged(Account, u64),
+    /// Not to be saved, for this reason.
+    Refused(Error),
+    /// To be saved.
+    Save(Save),
+}
+
+/// An account to save against the version it was read at.
+struct Save {
+    next: Account,
+    expected: Option<u64>,
+    url_changed: bool,
+    /// The change, as audited in `next`.
+    audit: AuditRecord,
+}
+
+/// The checks of a put's ids, and that its account is not put twice in one batch.
+fn check_put(
+    account: &AccountId,
+    campaigns: &BTreeMap<CampaignId, bool>,
+    seen: &mut HashSet<AccountId>,
+) -> Result<()> {
+    account.check()?;
+    for campaign in campaigns.keys() {
+        campaign.check()?;
+    }
+    if !seen.insert(account.clone()) {
+        return Err(Error::config(
+            "account_id",
+            "the same account is put twice in one batch",
+        ));
+    }
+    Ok(())
+}
