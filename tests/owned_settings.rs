@@ -42,9 +42,9 @@ fn id(i: usize) -> AccountId {
 /// Account `i` as the dialer keeps it: every seventh switched off, every eleventh with no URL.
 fn settings(i: usize) -> AccountSettings {
     let mut prefs = PreferencesUpdate::new()
-        .enabled(i % 7 != 0)
+        .enabled(!i.is_multiple_of(7))
         .credentials("dialer", format!("secret-{i}"));
-    if i % 11 != 0 {
+    if !i.is_multiple_of(11) {
         prefs = prefs.url(&format!("https://crm{i}.example/hook"));
     }
     AccountSettings::new(prefs).campaign(format!("camp-{}", i % 3), true)
@@ -172,7 +172,10 @@ fn filtering(webhooks: &Webhooks) {
         AccountQuery::new().indicator(WebhookIndicator::Off(OffReason::AccountDisabled)),
         50,
     );
-    let expected: Vec<AccountId> = (0..ACCOUNTS).filter(|i| i % 7 == 0).map(id).collect();
+    let expected: Vec<AccountId> = (0..ACCOUNTS)
+        .filter(|i| i.is_multiple_of(7))
+        .map(id)
+        .collect();
     assert_eq!(off, expected);
     let no_url = walk(
         webhooks,
@@ -180,7 +183,7 @@ fn filtering(webhooks: &Webhooks) {
         1_000,
     );
     let expected: Vec<AccountId> = (0..ACCOUNTS)
-        .filter(|i| i % 7 != 0 && i % 11 == 0)
+        .filter(|i| !i.is_multiple_of(7) && i.is_multiple_of(11))
         .map(id)
         .collect();
     assert_eq!(no_url, expected);
