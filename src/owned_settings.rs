@@ -308,8 +308,14 @@ impl Webhooks {
     ///
     /// # Errors
     ///
-    /// As [`list_accounts`](Self::list_accounts), but for [`Error::RuntimeShuttingDown`].
+    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
+    /// worker's attempts run on (see ["Async and blocking"](Webhooks#async-and-blocking));
+    /// otherwise as [`list_accounts`](Self::list_accounts), but for [`Error::RuntimeShuttingDown`].
     pub fn list_accounts_blocking(&self, query: &AccountQuery) -> Result<AccountPage> {
+        self.refuse_blocking(
+            "Webhooks::list_accounts_blocking",
+            "Webhooks::list_accounts(..).await",
+        )?;
         self.engine.list_accounts(query)
     }
 
@@ -350,7 +356,9 @@ impl Webhooks {
     ///
     /// # Errors
     ///
-    /// As [`put_settings`](Self::put_settings), but for [`Error::RuntimeShuttingDown`].
+    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
+    /// worker's attempts run on (see ["Async and blocking"](Webhooks#async-and-blocking));
+    /// otherwise as [`put_settings`](Self::put_settings), but for [`Error::RuntimeShuttingDown`].
     pub fn put_settings_blocking(
         &self,
         who: &Principal,
@@ -358,6 +366,10 @@ impl Webhooks {
         settings: AccountSettings,
         expected: Expected,
     ) -> Result<PutOutcome> {
+        self.refuse_blocking(
+            "Webhooks::put_settings_blocking",
+            "Webhooks::put_settings(..).await",
+        )?;
         account.check()?;
         let put = SettingsPut::new(account.clone(), settings).expected(expected);
         one(self.engine.put_settings(who, vec![put]))
@@ -396,13 +408,19 @@ impl Webhooks {
     ///
     /// # Errors
     ///
-    /// As [`put_settings_batch`](Self::put_settings_batch), but for
+    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
+    /// worker's attempts run on (see ["Async and blocking"](Webhooks#async-and-blocking));
+    /// otherwise as [`put_settings_batch`](Self::put_settings_batch), but for
     /// [`Error::RuntimeShuttingDown`].
     pub fn put_settings_batch_blocking(
         &self,
         who: &Principal,
         puts: Vec<SettingsPut>,
     ) -> Result<Vec<Result<PutOutcome>>> {
+        self.refuse_blocking(
+            "Webhooks::put_settings_batch_blocking",
+            "Webhooks::put_settings_batch(..).await",
+        )?;
         self.engine.put_settings(who, puts)
     }
 }

@@ -801,7 +801,11 @@ impl Webhooks {
 impl Webhooks {
     /// The check every `_blocking` method makes first: refused on a thread of the runtime the
     /// worker's attempts run on (see [`refuse_on`]).
-    fn refuse_blocking(&self, method: &'static str, instead: &'static str) -> Result<()> {
+    pub(crate) fn refuse_blocking(
+        &self,
+        method: &'static str,
+        instead: &'static str,
+    ) -> Result<()> {
         refuse_on(lock(&self.worker_runtime).as_ref(), method, instead)
     }
 }

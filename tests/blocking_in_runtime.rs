@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use call_result_webhook::dispatch::{ReceiverResponse, TransportError};
+use call_result_webhook::owned_settings::{AccountQuery, AccountSettings, Expected, SettingsPut};
 use call_result_webhook::store::DeliveryFilter;
 use call_result_webhook::{
     AccountId, CallResult, CampaignId, DeliveryId, Dispatcher, Error, MemoryStore,
@@ -143,6 +144,28 @@ fn every_blocking_method() -> Vec<(&'static str, &'static str, Call)> {
             |w, _| w.status_blocking(&acme(), None).map(drop),
         ),
         (
+            "Webhooks::list_accounts_blocking",
+            "Webhooks::list_accounts(..).await",
+            |w, _| w.list_accounts_blocking(&AccountQuery::new()).map(drop),
+        ),
+        (
+            "Webhooks::put_settings_blocking",
+            "Webhooks::put_settings(..).await",
+            |w, _| {
+                let settings = AccountSettings::default();
+                w.put_settings_blocking(&admin(), &"owned".into(), settings, Expected::Any)
+                    .map(drop)
+            },
+        ),
+        (
+            "Webhooks::put_settings_batch_blocking",
+            "Webhooks::put_settings_batch(..).await",
+            |w, _| {
+                let put = SettingsPut::new("owned-too", AccountSettings::default());
+                w.put_settings_batch_blocking(&admin(), vec![put]).map(drop)
+            },
+        ),
+        (
             "Worker::wait_idle_blocking",
             "Worker::wait_idle(..).await",
             |_, worker| match worker.wait_idle_blocking(Duration::from_secs(10)) {
@@ -200,6 +223,11 @@ fn assert_nothing_done(webhooks: &Webhooks, worker: &Worker, dispatcher: &Accept
         "preferences unchanged"
     );
     assert!(!account.campaign_webhook_enabled(&"spring".into()));
+    assert!(
+        webhooks.account(&"owned".into()).is_none()
+            && webhooks.account(&"owned-too".into()).is_none(),
+        "no settings put"
+    );
     assert!(worker.is_running(), "the refused shutdown stopped nothing");
 }
 
