@@ -63,6 +63,7 @@ pub struct PostgresStoreBuilder {
     schema: String,
     bounds: ops::Bounds,
     roots: Vec<Certificate>,
+    synchronous_progress: bool,
 }
 
 impl fmt::Debug for PostgresStoreBuilder {
@@ -74,6 +75,7 @@ impl fmt::Debug for PostgresStoreBuilder {
             .field("schema", &self.schema)
             .field("bounds", &self.bounds)
             .field("roots", &self.roots.len())
+            .field("synchronous_progress", &self.synchronous_progress)
             .finish()
     }
 }
@@ -131,6 +133,20 @@ impl PostgresStoreBuilder {
     /// 30 s and a last statement. Must be more than zero.
     pub fn call_timeout(mut self, limit: Duration) -> Self {
         self.bounds.call_timeout = limit;
+        self
+    }
+
+    /// Whether a claim's and a batch of outcomes' commit waits for the server to flush it to
+    /// disk; `false` unless set. Submits and settings always wait: an acknowledged result is
+    /// on disk. Claims and outcomes do not need to: every process sees them at once all the
+    /// same, and a crash of the server itself (a restart or a switchover flushes first) can
+    /// only forget the last fraction of a second of them (`wal_writer_delay`, three times
+    /// over at most). A forgotten claim or outcome means the result is sent again, never that
+    /// it is lost: at least once, as after any crash. `true` waits for every flush, for a
+    /// fleet that would rather deliver more slowly than send a result twice after a crash of
+    /// its database.
+    pub fn synchronous_progress(mut self, wait: bool) -> Self {
+        self.synchronous_progress = wait;
         self
     }
 
@@ -340,6 +356,7 @@ impl PostgresStore {
             schema: Self::DEFAULT_SCHEMA.into(),
             bounds: ops::Bounds::default(),
             roots: Vec::new(),
+            synchronous_progress: false,
         }
     }
 
@@ -361,6 +378,7 @@ impl PostgresStore {
             schema,
             bounds,
             roots,
+            synchronous_progress,
         } = options;
         bounds.check()?;
         let (mut config, url_tls) = password::connection_config(&url, &password::process_env)?;
@@ -395,7 +413,7 @@ impl PostgresStore {
             .map_err(|e| Error::store("building the connection pool", e))?;
         let ctx = Arc::new(Ctx {
             pool,
-            sql: sql::Statements::new(&schema),
+            sql: sql::Statements::new(&schema, synchronous_progress),
             max_pending,
             bounds,
             pruning: std::sync::atomic::AtomicBool::new(false),

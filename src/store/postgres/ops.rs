@@ -736,11 +736,13 @@ async fn record_in_one_transaction(ctx: &Ctx, outcomes: &[Outcome]) -> Result<Ve
             Ok((Some(state), retry_at)) => kept.push(i, o, Some(*state), *retry_at),
         }
     }
-    let (delivered_ids, kept_ids) = futures_util::future::join(
+    let (progress, delivered_ids, kept_ids) = futures_util::future::join3(
+        tx.batch_execute(&ctx.sql.progress_commit),
         delivered.record(&tx, &ctx.sql.record_delivered),
         kept.record(&tx, &ctx.sql.record_kept),
     )
     .await;
+    progress.map_err(&record_failed)?;
     for (batch, changed) in [(&delivered, delivered_ids?), (&kept, kept_ids?)] {
         let changed: HashSet<String> = changed.into_iter().collect();
         for (i, id) in batch.index.iter().zip(&batch.ids) {

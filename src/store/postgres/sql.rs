@@ -280,6 +280,15 @@ u AS ( \
         d.next_attempt_at, d.attempts, d.state, d.last_status, d.last_error, \
         d.last_attempt_at, d.claim_token, d.lease_until)";
 
+/// How a claim's or a batch of outcomes' commit waits for the server: by default it does not
+/// wait for the flush of its WAL (`synchronous_commit` off for that transaction alone). Every
+/// other process sees the commit at once, as always; only a crash of the server itself (not
+/// a restart, which flushes) can forget the last fraction of a second of them, and what it
+/// forgets is sent again, never lost: a lease that vanished, an outcome not kept. Submits and
+/// settings always wait for the flush. `PostgresStoreBuilder::synchronous_progress` turns the
+/// wait on.
+const PROGRESS_COMMIT: &str = "set_config('synchronous_commit', 'off', true)";
+
 /// The claim's first walk: the head of the due order, at most `$8` rows read whatever they
 /// are, of which the earliest claimable are taken, at most `$4` in all and at most `$5` less
 /// those in flight (`$6` accounts, `$7` counts) of one account. `$1` now, `$2` the lease's
@@ -306,7 +315,8 @@ picked AS ( \
     SELECT id FROM ranked WHERE rn + busy <= $5::bigint \
     ORDER BY next_attempt_at, id LIMIT $4::bigint), ",
     "LEASE_PICKED \
-SELECT u.*, (SELECT count(*) FROM head) AS head_rows FROM (SELECT 1) one LEFT JOIN u ON true"
+SELECT u.*, (SELECT count(*) FROM head) AS head_rows FROM (SELECT PROGRESS_COMMIT) one \
+LEFT JOIN u ON true"
 );
 
 /// The claim's second walk, when the head was full of rows it could not take: account by
@@ -329,7 +339,7 @@ picked AS ( \
     " \
     ORDER BY x.next_attempt_at, x.id LIMIT $4::bigint), ",
     "LEASE_PICKED \
-SELECT * FROM u"
+SELECT u.* FROM (SELECT PROGRESS_COMMIT) one CROSS JOIN u"
 );
 
 /// When the earliest claimable delivery is due (`$1` now, `$2` accounts to leave out), from
@@ -464,6 +474,8 @@ const STATS_CAMPAIGN: &str = "SELECT pending, delivered, failed, last_success_at
 #[derive(Debug)]
 pub(super) struct Statements {
     pub(super) schema: String,
+    /// Run in an outcomes' transaction: their commit waits for the flush or not.
+    pub(super) progress_commit: String,
     pub(super) insert: String,
     pub(super) insert_group: String,
     pub(super) stored: String,
@@ -487,9 +499,17 @@ pub(super) struct Statements {
 }
 
 impl Statements {
-    pub(super) fn new(schema: &str) -> Statements {
+    /// The statements for `schema`; `synchronous_progress` says whether claims and outcomes
+    /// wait for the server's flush of their commit (see [`PROGRESS_COMMIT`]).
+    pub(super) fn new(schema: &str, synchronous_progress: bool) -> Statements {
+        let progress = if synchronous_progress {
+            PROGRESS_COMMIT.replace("'off'", "'on'")
+        } else {
+            PROGRESS_COMMIT.to_owned()
+        };
         let sql = |text: &str| {
             let text = text
+                .replace("PROGRESS_COMMIT", &progress)
                 .replace("MERGE_STATS", MERGE_STATS)
                 .replace("ACCOUNTS_WITH_PENDING", ACCOUNTS_WITH_PENDING)
                 .replace("LEASE_PICKED", LEASE_PICKED)
@@ -498,6 +518,7 @@ impl Statements {
         };
         Statements {
             schema: schema.to_owned(),
+            progress_commit: format!("SELECT {progress}"),
             insert: sql(INSERT),
             insert_group: sql(INSERT_GROUP),
             stored: sql(STORED),

@@ -601,6 +601,59 @@ fn a_batch_of_outcomes_counts_each_once_and_answers_each() {
     assert_eq!(store.stats(&acme, None).unwrap().delivered, 3);
 }
 
+/// A claim's and a batch of outcomes' transactions commit without waiting for the flush,
+/// unless the builder asks them to; nothing else changes the session's setting.
+#[test]
+fn claims_and_outcomes_commit_without_waiting_for_the_flush_unless_asked() {
+    let db = db!();
+    let s = db.s();
+    drop(db.open());
+    db.sql(&format!(
+        "INSERT INTO {s}.deliveries (id, account, campaign, body, encoding, created_at, \
+         next_attempt_at, attempts, state) VALUES ('d1', 'acme', 'spring', 'x', 'form', 0, 0, \
+         0, 'pending')"
+    ));
+    for (synchronous, expected) in [(false, "off"), (true, "on")] {
+        let sql = sql::Statements::new(&db.schema, synchronous);
+        let walks = [
+            (
+                &sql.claim_head,
+                "(1, 2, ARRAY[]::text[], 10, 10, ARRAY[]::text[], ARRAY[]::bigint[], 100)",
+            ),
+            (
+                &sql.claim_by_account,
+                "(1, 2, ARRAY[]::text[], 10, 10, ARRAY[]::text[], ARRAY[]::bigint[])",
+            ),
+        ];
+        for (statement, args) in walks {
+            let rows = db.sql(&format!(
+                "BEGIN; SET LOCAL synchronous_commit = local; PREPARE q AS {statement}; \
+                 EXECUTE q{args}; SHOW synchronous_commit; ROLLBACK"
+            ));
+            let shown = rows.last().and_then(|r| r[0].clone());
+            assert_eq!(shown.as_deref(), Some(expected), "{statement}");
+        }
+        let rows = db.sql(&format!(
+            "BEGIN; SET LOCAL synchronous_commit = local; {}; SHOW synchronous_commit; ROLLBACK",
+            sql.progress_commit
+        ));
+        assert_eq!(
+            rows.last().and_then(|r| r[0].clone()).as_deref(),
+            Some(expected)
+        );
+    }
+    // The store's own claims and outcomes still work end to end with it.
+    let store = db.open();
+    let claims = claim(&store, t(0), 10, &[]);
+    assert_eq!(ids(&claims), ["d1"]);
+    let answers = store.record_attempts(&[(
+        claims[0].delivery.id.clone(),
+        claims[0].token,
+        record(t(1), NextStep::Delivered, None),
+    )]);
+    assert!(answers[0].is_ok(), "{answers:?}");
+}
+
 #[test]
 fn two_stores_claiming_from_eight_threads_never_share_a_delivery() {
     let db = db!();
@@ -986,7 +1039,7 @@ fn explain_claim_and_next_due_on_a_million_pending() {
     std::thread::sleep(Duration::from_secs(20));
     let delivered = db.scalar(&format!("SELECT count(*) FROM {s}.delivered_ids"));
     println!("delivered while loading the plans' data: {delivered}");
-    let sql = sql::Statements::new(&db.schema);
+    let sql = sql::Statements::new(&db.schema, false);
     let mut plans = Vec::new();
     // Custom plans (the first executions of a prepared statement) and the generic plan the
     // server may switch to after five.
@@ -1221,7 +1274,7 @@ fn the_claim_walks_the_due_index_of_a_table_without_statistics() {
          FROM pg_stat_user_tables WHERE schemaname = '{}' AND relname = 'deliveries'",
         db.schema
     ));
-    let sql = sql::Statements::new(&db.schema);
+    let sql = sql::Statements::new(&db.schema, false);
     let plan_with = |setup: &str| -> String {
         let now = 1_000_000_i64;
         let explain = format!(
