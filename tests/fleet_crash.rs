@@ -42,11 +42,11 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::PoisonError;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use call_result_webhook::store::Outbox;
-use dialer_support::{Dialer, Ended, Flaky, Rng, line, record, seed};
-use pg_support::Database;
+use dialer_support::{Dialer, Flaky, Rng, finish_all, fleet_args, record, seed, unacked_lines};
+use pg_support::{Claim, Claims, Database};
 use support::Receiver;
 
 /// Dialer processes sharing the outbox.
@@ -81,145 +81,18 @@ const PASSWORD: &str = "fleet-crash-pässword";
 /// outbox), and for a request the receiver reads just after its sender died.
 const TOLERANCE: Duration = Duration::from_millis(250);
 
-/// The test's own connection to the outbox's schema, to see the claims.
-struct Claims {
-    runtime: tokio::runtime::Runtime,
-    client: tokio_postgres::Client,
-    schema: String,
-}
-
-/// A claim seen in the outbox: delivery id, claim token, and when its lease runs out (as an
-/// instant of this process).
-#[derive(Debug, Clone)]
-struct Claim {
-    id: String,
-    token: i64,
-    lease_until: Instant,
-}
-
-impl Claims {
-    fn connect(db: &Database) -> Claims {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        let client = runtime.block_on(async {
-            let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-                .await
-                .expect("connect to the test server");
-            tokio::spawn(connection);
-            client
-        });
-        Claims {
-            runtime,
-            client,
-            schema: format!("\"{}\"", db.schema),
-        }
-    }
-
-    fn query(&self, sql: &str, ids: Option<&[String]>) -> Vec<tokio_postgres::Row> {
-        self.runtime.block_on(async {
-            match ids {
-                Some(ids) => self.client.query(sql, &[&ids]).await,
-                None => self.client.query(sql, &[]).await,
-            }
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        })
-    }
-
-    /// Every claim held now (pending rows with a claim token), whoever holds it.
-    fn held(&self) -> Vec<Claim> {
-        let sql = format!(
-            "SELECT id, claim_token, lease_until FROM {}.deliveries \
-             WHERE state = 'pending' AND claim_token IS NOT NULL",
-            self.schema
-        );
-        let rows = self.query(&sql, None);
-        let (instant, wall) = (Instant::now(), wall_nanos(SystemTime::now()));
-        rows.iter()
-            .map(|row| {
-                let lease_until: i64 = row.get(2);
-                let ahead = lease_until - wall;
-                let lease_until = if ahead >= 0 {
-                    instant + Duration::from_nanos(ahead as u64)
-                } else {
-                    instant
-                        .checked_sub(Duration::from_nanos(ahead.unsigned_abs()))
-                        .unwrap_or(instant)
-                };
-                Claim {
-                    id: row.get(0),
-                    token: row.get(1),
-                    lease_until,
-                }
-            })
-            .collect()
-    }
-
-    /// Of `claims`, those still held under the same token.
-    fn still_held(&self, claims: &[Claim]) -> Vec<Claim> {
-        if claims.is_empty() {
-            return Vec::new();
-        }
-        let ids: Vec<String> = claims.iter().map(|c| c.id.clone()).collect();
-        let sql = format!(
-            "SELECT id, claim_token FROM {}.deliveries \
-             WHERE id = ANY($1::text[]) AND state = 'pending' AND claim_token IS NOT NULL",
-            self.schema
-        );
-        let now: HashMap<String, i64> = self
-            .query(&sql, Some(&ids))
-            .iter()
-            .map(|row| (row.get(0), row.get(1)))
-            .collect();
-        claims
-            .iter()
-            .filter(|c| now.get(&c.id) == Some(&c.token))
-            .cloned()
-            .collect()
-    }
-
-    /// Rows of `schema_version`, and the highest version.
-    fn schema_versions(&self) -> (i64, i64) {
-        let sql = format!(
-            "SELECT count(*)::bigint, coalesce(max(version), 0)::bigint FROM {}.schema_version",
-            self.schema
-        );
-        let rows = self.query(&sql, None);
-        (rows[0].get(0), rows[0].get(1))
-    }
-}
-
-fn wall_nanos(at: SystemTime) -> i64 {
-    at.duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_nanos() as i64
-}
-
 /// Starts a dialer process on the shared schema and feeds it `lines`, one every `FEED_PAUSE`;
 /// its input is held open until [`Dialer::end_input`].
 fn start(db: &Database, url: &str, lines: Vec<String>) -> Dialer {
-    let timeout_ms = TIMEOUT_MS.to_string();
-    let args = [
-        "--database-url",
+    let mut args = fleet_args(
         &db.url,
-        "--database-schema",
         &db.schema,
-        "--url",
         url,
-        "--username",
-        "dialer",
-        "--password",
         PASSWORD,
-        "--timeout-ms",
-        &timeout_ms,
-        "--retry-delays-ms",
+        TIMEOUT_MS,
         RETRY_DELAYS_MS,
-        "--allow-http",
-        "--allow-private",
-        "--time-zone",
-        "Australia/Brisbane",
-    ];
+    );
+    args.extend(["--time-zone".into(), "Australia/Brisbane".into()]);
     let input = lines.into_iter().map(String::into_bytes).collect();
     Dialer::start(args, input, FEED_PAUSE, false)
 }
@@ -257,12 +130,8 @@ fn a_fleet_delivers_every_acknowledged_result_across_sigkills_and_restarts() {
     // Reference -> webhook-id, for every acknowledgement.
     let mut acked: BTreeMap<String, String> = BTreeMap::new();
     let mut outputs = String::new();
-    let unacked_lines = |share: &[String], acked: &BTreeMap<String, String>| -> Vec<String> {
-        share
-            .iter()
-            .filter(|r| !acked.contains_key(*r))
-            .map(|r| line("Fleet Crash Test", r))
-            .collect()
+    let unacked_lines = |share: &[String], acked: &BTreeMap<String, String>| {
+        unacked_lines(share, acked, "Fleet Crash Test")
     };
 
     // All three at once, on an empty schema.
@@ -327,33 +196,13 @@ fn a_fleet_delivers_every_acknowledged_result_across_sigkills_and_restarts() {
     }
 
     // The end of every input; each must then exit 0 once nothing is pending in the outbox.
-    for run in runs.iter_mut().flatten() {
-        run.end_input();
-    }
     // Its last lines are still fed at FEED_PAUSE each: the deadline allows for them.
     let left_to_feed = (0..PROCESSES)
         .map(|p| unacked_lines(&shares[p], &acked).len())
         .max()
         .unwrap_or(0) as u32;
-    let deadline = Instant::now() + FINISH_WITHIN + FEED_PAUSE * left_to_feed;
-    let mut failures = Vec::new();
-    for (p, run) in runs.iter_mut().enumerate() {
-        let Ended {
-            status,
-            acks,
-            stderr,
-            ..
-        } = run.take().expect("running").wait(deadline);
-        record(acks, &mut acked);
-        outputs.push_str(&stderr);
-        match status {
-            Some(status) if status.success() => {}
-            Some(status) => failures.push(format!("dialer {p} exited with {status}:\n{stderr}")),
-            None => failures.push(format!(
-                "dialer {p} did not exit within {FINISH_WITHIN:?} of the end of its input:\n{stderr}"
-            )),
-        }
-    }
+    let within = FINISH_WITHIN + FEED_PAUSE * left_to_feed;
+    let failures = finish_all(&mut runs, within, &mut acked, &mut outputs);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     println!("end: every dialer exited 0");
 

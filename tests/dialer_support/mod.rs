@@ -69,6 +69,39 @@ pub fn example_binary(name: &str) -> PathBuf {
     binary
 }
 
+/// The arguments of a dialer in a fleet test: the PostgreSQL outbox at `database_url` in
+/// `schema`, delivering to `url` (plain HTTP on loopback allowed) as user `dialer` with
+/// `password`, the attempt time limit and the retry delays given.
+pub fn fleet_args(
+    database_url: &str,
+    schema: &str,
+    url: &str,
+    password: &str,
+    timeout_ms: u64,
+    retry_delays_ms: &str,
+) -> Vec<String> {
+    [
+        "--database-url",
+        database_url,
+        "--database-schema",
+        schema,
+        "--url",
+        url,
+        "--username",
+        "dialer",
+        "--password",
+        password,
+        "--timeout-ms",
+        &timeout_ms.to_string(),
+        "--retry-delays-ms",
+        retry_delays_ms,
+        "--allow-http",
+        "--allow-private",
+    ]
+    .map(str::to_owned)
+    .into()
+}
+
 /// One call result as a JSON line of the dialer's input, in the page's formats.
 pub fn line(campaign: &str, reference: &str) -> String {
     let call = serde_json::json!({
@@ -84,6 +117,20 @@ pub fn line(campaign: &str, reference: &str) -> String {
         "WrapUpReasonName": "Payment Taken",
     });
     format!("{call}\n")
+}
+
+/// The lines of `share` (References) not acknowledged yet (in `acked`, Reference ->
+/// webhook-id), as call results of `campaign`: what a dialer started again is fed.
+pub fn unacked_lines(
+    share: &[String],
+    acked: &BTreeMap<String, String>,
+    campaign: &str,
+) -> Vec<String> {
+    share
+        .iter()
+        .filter(|r| !acked.contains_key(*r))
+        .map(|r| line(campaign, r))
+        .collect()
 }
 
 /// Reads `accepted <webhook-id> <Reference>` lines; a line cut short by a kill is not an
@@ -115,6 +162,42 @@ pub fn record(acks: Vec<(String, String)>, acked: &mut BTreeMap<String, String>)
         let previous = acked.insert(reference.clone(), id);
         assert!(previous.is_none(), "{reference} acknowledged twice");
     }
+}
+
+/// Ends the input of every run and waits for each to exit on its own by `within` after that
+/// (each killed after it), adding its acknowledgements to `acked` and its stderr to
+/// `outputs`. Answers what went wrong: a run that exited other than 0 or did not exit in time.
+pub fn finish_all(
+    runs: &mut [Option<Dialer>],
+    within: Duration,
+    acked: &mut BTreeMap<String, String>,
+    outputs: &mut String,
+) -> Vec<String> {
+    for run in runs.iter_mut().flatten() {
+        run.end_input();
+    }
+    let deadline = Instant::now() + within;
+    let mut failures = Vec::new();
+    for (p, run) in runs.iter_mut().enumerate() {
+        let Some(run) = run.take() else { continue };
+        let Ended {
+            status,
+            acks,
+            stderr,
+            ..
+        } = run.wait(deadline);
+        record(acks, acked);
+        outputs.push_str(&stderr);
+        match status {
+            Some(status) if status.success() => {}
+            Some(status) => failures.push(format!("dialer {p} exited with {status}:\n{stderr}")),
+            None => failures.push(format!(
+                "dialer {p} did not exit within {within:?} of the end of its input (rows stuck \
+                 in the outbox?):\n{stderr}"
+            )),
+        }
+    }
+    failures
 }
 
 /// One run of the dialer example: its stdin fed from a thread (each chunk, then `pause`),
@@ -149,8 +232,20 @@ impl Dialer {
         pause: Duration,
         close_stdin: bool,
     ) -> Dialer {
+        Dialer::start_env(args, Vec::<(&str, &str)>::new(), input, pause, close_stdin)
+    }
+
+    /// [`Dialer::start`] with these variables added to its environment.
+    pub fn start_env<A: AsRef<OsStr>, K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        args: impl IntoIterator<Item = A>,
+        env: impl IntoIterator<Item = (K, V)>,
+        input: Vec<Vec<u8>>,
+        pause: Duration,
+        close_stdin: bool,
+    ) -> Dialer {
         let mut child = Command::new(dialer_binary())
             .args(args)
+            .envs(env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -207,6 +302,11 @@ impl Dialer {
             stderr: Some(stderr),
             reaped: false,
         }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// How many results it has acknowledged so far.

@@ -7,7 +7,8 @@
 //! is kept at the end (its name is printed), for a post-mortem.
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
 
 use call_result_webhook::store::{PostgresStore, PostgresStoreBuilder};
 
@@ -186,6 +187,121 @@ impl Instance {
             _runtime: runtime,
         }
     }
+}
+
+/// A test's own connection to the outbox's schema, to see the claims.
+pub struct Claims {
+    runtime: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    schema: String,
+}
+
+/// A claim seen in the outbox: delivery id, claim token, and when its lease runs out (as an
+/// instant of this process).
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub id: String,
+    pub token: i64,
+    pub lease_until: Instant,
+}
+
+impl Claims {
+    pub fn connect(db: &Database) -> Claims {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let client = runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test server");
+            tokio::spawn(connection);
+            client
+        });
+        Claims {
+            runtime,
+            client,
+            schema: format!("\"{}\"", db.schema),
+        }
+    }
+
+    fn query(&self, sql: &str, ids: Option<&[String]>) -> Vec<tokio_postgres::Row> {
+        self.runtime.block_on(async {
+            match ids {
+                Some(ids) => self.client.query(sql, &[&ids]).await,
+                None => self.client.query(sql, &[]).await,
+            }
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        })
+    }
+
+    /// Every claim held now (pending rows with a claim token), whoever holds it.
+    pub fn held(&self) -> Vec<Claim> {
+        let sql = format!(
+            "SELECT id, claim_token, lease_until FROM {}.deliveries \
+             WHERE state = 'pending' AND claim_token IS NOT NULL",
+            self.schema
+        );
+        let rows = self.query(&sql, None);
+        let (instant, wall) = (Instant::now(), wall_nanos(SystemTime::now()));
+        rows.iter()
+            .map(|row| {
+                let lease_until: i64 = row.get(2);
+                let ahead = lease_until - wall;
+                let lease_until = if ahead >= 0 {
+                    instant + Duration::from_nanos(ahead as u64)
+                } else {
+                    instant
+                        .checked_sub(Duration::from_nanos(ahead.unsigned_abs()))
+                        .unwrap_or(instant)
+                };
+                Claim {
+                    id: row.get(0),
+                    token: row.get(1),
+                    lease_until,
+                }
+            })
+            .collect()
+    }
+
+    /// Of `claims`, those still held under the same token.
+    pub fn still_held(&self, claims: &[Claim]) -> Vec<Claim> {
+        if claims.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<String> = claims.iter().map(|c| c.id.clone()).collect();
+        let sql = format!(
+            "SELECT id, claim_token FROM {}.deliveries \
+             WHERE id = ANY($1::text[]) AND state = 'pending' AND claim_token IS NOT NULL",
+            self.schema
+        );
+        let now: HashMap<String, i64> = self
+            .query(&sql, Some(&ids))
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        claims
+            .iter()
+            .filter(|c| now.get(&c.id) == Some(&c.token))
+            .cloned()
+            .collect()
+    }
+
+    /// Rows of `schema_version`, and the highest version.
+    pub fn schema_versions(&self) -> (i64, i64) {
+        let sql = format!(
+            "SELECT count(*)::bigint, coalesce(max(version), 0)::bigint FROM {}.schema_version",
+            self.schema
+        );
+        let rows = self.query(&sql, None);
+        (rows[0].get(0), rows[0].get(1))
+    }
+}
+
+fn wall_nanos(at: SystemTime) -> i64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos() as i64
 }
 
 impl Drop for Database {

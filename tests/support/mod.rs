@@ -67,6 +67,8 @@ pub struct Recorded {
     pub at: Instant,
     /// Which connection carried it: 1 for the first accepted, 2 for the next, ...
     pub connection: u64,
+    /// The sender's end of that connection.
+    pub peer: SocketAddr,
 }
 
 impl Recorded {
@@ -402,7 +404,7 @@ pub fn unused_url() -> String {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             // Out of file descriptors, for example: wait rather than spin.
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
@@ -423,7 +425,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn({
                 let abort = abort.clone();
-                move |request| answer(request, shared.clone(), connection, abort.clone())
+                move |request| answer(request, shared.clone(), (connection, peer), abort.clone())
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -449,7 +451,7 @@ impl Abort {
 async fn answer(
     request: hyper::Request<Incoming>,
     shared: Arc<Shared>,
-    connection: u64,
+    (connection, peer): (u64, SocketAddr),
     abort: Abort,
 ) -> Result<hyper::Response<ReplyBody>, io::Error> {
     let at = Instant::now();
@@ -467,6 +469,7 @@ async fn answer(
             body,
             at,
             connection,
+            peer,
         };
         let reply = match (state.script.pop_front(), &state.responder) {
             (Some(scripted), _) => scripted,
