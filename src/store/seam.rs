@@ -14,6 +14,13 @@
 //! - **Wake-ups.** A store shared by several processes tells each of them about new due work
 //!   ([`Notice::DueWork`]) so that an idle fleet starts a submit's first attempt at once, not at
 //!   the next poll.
+//! - **Clocks.** Every time that crosses the seam ([`ClaimRequest::now`], a delivery's and an
+//!   attempt's times, [`Claim::lease_until`], [`Outbox::next_due`]'s answer) is on the
+//!   caller's clock. A store shared by processes on several hosts compares times on one clock
+//!   of its own and translates at its boundary: the PostgreSQL store keeps every time on the
+//!   database server's clock and moves each by this process's measured offset from it, so a
+//!   process's own clock only measures durations from its now. A store on one host (SQLite,
+//!   memory) keeps the caller's clock: one host, one clock.
 //!
 //! Nothing above the seam knows how many processes there are.
 

@@ -55,9 +55,13 @@ pub struct EnqueueParams<'a> {
     pub body: &'a [u8],
     /// `$5` (text): the body's encoding, `form` or `json`.
     pub encoding: &'a str,
-    /// `$6` (bigint): when it was submitted, in nanoseconds since the Unix epoch.
+    /// `$6` (bigint): when it was submitted, in nanoseconds since the Unix epoch, on the
+    /// dialer's clock. The outbox keeps its times on the database's clock (see
+    /// [`PostgresStore`](super::PostgresStore)): the statement stores the database's
+    /// `clock_timestamp()` instead.
     pub created_at: i64,
-    /// `$7` (bigint): when the first attempt is due, in nanoseconds since the Unix epoch.
+    /// `$7` (bigint): when the first attempt is due, in nanoseconds since the Unix epoch, on
+    /// the dialer's clock: stored as far from the database's clock as it is from `$6`.
     pub next_attempt_at: i64,
 }
 

@@ -151,7 +151,7 @@ async fn try_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Result<Vec<Result<()>>> {
             rows.push(d);
         }
     }
-    let columns = ops::Columns::new(&rows)?;
+    let columns = ops::Columns::new(&rows, &ctx.clock)?;
     // In id order, as every insert takes its rows: no two groups wait on each other.
     rows.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
     let failed = failure::failed("storing a group of deliveries");

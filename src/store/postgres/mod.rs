@@ -11,6 +11,7 @@
 //! `LISTEN` connections; each method hands its work there and waits for the answer, so it may
 //! be called from any thread, a tokio runtime's included, and never nests a runtime.
 
+mod clock;
 mod driver;
 mod enqueue;
 mod failure;
@@ -219,6 +220,9 @@ impl PostgresStoreBuilder {
 ///   process about new due work and changed settings ([`Settings::subscribe`]).
 /// - Transactional enqueue: a dialer can store a delivery inside its own transaction with
 ///   [`enqueue_statement`] or [`enqueue_in`].
+/// - One clock, the database's: every time is stored and compared on the server's clock; the
+///   store measures this process's offset from it (at open, then every 10 s) and translates
+///   the times it takes and answers, so hosts whose clocks differ share leases and due times.
 ///
 /// Dropping the store stops its runtime and closes its connections.
 pub struct PostgresStore {
@@ -416,6 +420,7 @@ impl PostgresStore {
             sql: sql::Statements::new(&schema, synchronous_progress),
             max_pending,
             bounds,
+            clock: clock::ServerClock::default(),
             pruning: std::sync::atomic::AtomicBool::new(false),
             pending_counted: std::sync::atomic::AtomicI64::new(0),
             stored_since: std::sync::atomic::AtomicI64::new(0),
@@ -429,13 +434,17 @@ impl PostgresStore {
                 message: connecting,
                 source: Some(e.into()),
             })?;
-            schema::migrate(&client, &own_config, own_tls, &migrating.sql.schema).await
+            schema::migrate(&client, &own_config, own_tls, &migrating.sql.schema).await?;
+            drop(client);
+            clock::measure(&migrating).await
         })?;
         // The counts' deltas are folded in the background for as long as the store is open;
         // the first fold also counts the pending deliveries for the group commit's estimate.
         driver.spawn(ops::fold_forever(Arc::clone(&ctx)));
         // Statistics and vacuums where the server's autovacuum has not (see `upkeep`).
         driver.spawn(upkeep::forever(Arc::clone(&ctx)));
+        // This process's offset from the database's clock, measured again every 10 s.
+        driver.spawn(clock::follow(Arc::clone(&ctx)));
         Ok(PostgresStore {
             ctx,
             groups: Arc::default(),

@@ -17,10 +17,9 @@ use crate::store::{
     NewDelivery, NextStep,
 };
 
+use super::clock::ServerClock;
 use super::failure::{self, Kind, Shared, failed};
-use super::sql::{
-    Statements, clamp_nanos, delivery_from_row, from_nanos, get, stats_from_rows, to_nanos,
-};
+use super::sql::{Statements, delivery_from_row, get, stats_from_rows};
 
 /// How long a delivered id is remembered, so that a resubmission is not sent again.
 use crate::limits::DELIVERED_ID_RETENTION;
@@ -36,6 +35,8 @@ pub(super) struct Ctx {
     pub(super) max_pending: usize,
     /// The time bounds of every operation.
     pub(super) bounds: Bounds,
+    /// The database's clock, which every stored time is on (see [`super::clock`]).
+    pub(super) clock: ServerClock,
     /// A prune of old delivered ids is under way (one at a time, off the recording path).
     pub(super) pruning: std::sync::atomic::AtomicBool,
     /// The schema's pending deliveries as last counted (by the fold, see [`fold`])...
@@ -271,7 +272,7 @@ async fn insert_once(ctx: &Ctx, deliveries: &[NewDelivery]) -> Result<()> {
             _ => kept.push(d),
         }
     }
-    let columns = Columns::new(&kept)?;
+    let columns = Columns::new(&kept, &ctx.clock)?;
     let ids = &columns.ids;
 
     let store_failed = failed("storing deliveries");
@@ -320,7 +321,7 @@ async fn insert_once(ctx: &Ctx, deliveries: &[NewDelivery]) -> Result<()> {
             .iter()
             .filter_map(|id| by_id.get(id).copied())
             .collect();
-        let others = Columns::new(&rows)?;
+        let others = Columns::new(&rows, &ctx.clock)?;
         let stmt = tx
             .prepare_cached(&ctx.sql.delivered_otherwise)
             .await
@@ -370,7 +371,8 @@ pub(super) struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
-    pub(super) fn new(rows: &[&'a NewDelivery]) -> Result<Self> {
+    /// The columns of `rows`, their times on the server's clock.
+    pub(super) fn new(rows: &[&'a NewDelivery], clock: &ServerClock) -> Result<Self> {
         Ok(Columns {
             ids: rows.iter().map(|d| d.id.as_str()).collect(),
             accounts: rows.iter().map(|d| d.account.as_str()).collect(),
@@ -379,11 +381,11 @@ impl<'a> Columns<'a> {
             encodings: rows.iter().map(|d| d.body.encoding().as_str()).collect(),
             created: rows
                 .iter()
-                .map(|d| to_nanos(d.created_at))
+                .map(|d| clock.to_server(d.created_at))
                 .collect::<Result<_>>()?,
             due: rows
                 .iter()
-                .map(|d| to_nanos(d.next_attempt_at))
+                .map(|d| clock.to_server(d.next_attempt_at))
                 .collect::<Result<_>>()?,
         })
     }
@@ -448,11 +450,11 @@ impl ClaimParams {
 }
 
 /// A claimed row (the lease's columns after the delivery's).
-fn claim_from_row(row: &tokio_postgres::Row) -> Result<Claim> {
+fn claim_from_row(row: &tokio_postgres::Row, clock: &ServerClock) -> Result<Claim> {
     Ok(Claim {
-        delivery: delivery_from_row(row)?,
+        delivery: delivery_from_row(row, clock)?,
         token: ClaimToken::new(u64::try_from(get::<i64>(row, 12)?).unwrap_or(0)),
-        lease_until: from_nanos(get(row, 13)?)?,
+        lease_until: clock.read_stored(get(row, 13)?)?,
     })
 }
 
@@ -476,7 +478,7 @@ async fn claim_once(ctx: &Ctx, ask: &ClaimAsk) -> Result<Vec<Claim>> {
     if ask.limit == 0 {
         return Ok(Vec::new());
     }
-    let now = clamp_nanos(ask.now);
+    let now = ctx.clock.to_server_clamped(ask.now);
     let lease = i64::try_from(ask.lease.as_nanos()).unwrap_or(i64::MAX);
     let limit = i64::try_from(ask.limit).unwrap_or(i64::MAX);
     let mut params = ClaimParams {
@@ -507,7 +509,7 @@ async fn claim_once(ctx: &Ctx, ask: &ClaimAsk) -> Result<Vec<Claim>> {
     let mut claims = rows
         .iter()
         .filter(|row| matches!(row.try_get::<_, Option<&str>>(0), Ok(Some(_))))
-        .map(claim_from_row)
+        .map(|row| claim_from_row(row, &ctx.clock))
         .collect::<Result<Vec<_>>>()?;
     let wanted = limit - claims.len() as i64;
     if wanted > 0 && head_rows >= budget {
@@ -521,7 +523,7 @@ async fn claim_once(ctx: &Ctx, ask: &ClaimAsk) -> Result<Vec<Claim>> {
             .await
             .map_err(&claim_failed)?;
         for row in &more {
-            claims.push(claim_from_row(row)?);
+            claims.push(claim_from_row(row, &ctx.clock)?);
         }
     }
     // UPDATE ... RETURNING keeps no order: earliest due first, as claimed.
@@ -548,7 +550,7 @@ async fn next_due_once(ctx: &Ctx, now: Timestamp, skip: &[String]) -> Result<Opt
         .prepare_cached(&ctx.sql.next_due_head)
         .await
         .map_err(&due_failed)?;
-    let now = clamp_nanos(now);
+    let now = ctx.clock.to_server_clamped(now);
     // As many rows as a full claim's head reads.
     let budget = head_budget(64);
     let row = client
@@ -567,7 +569,7 @@ async fn next_due_once(ctx: &Ctx, now: Timestamp, skip: &[String]) -> Result<Opt
             .map_err(&due_failed)?;
         earliest = get(&row, 0)?;
     }
-    earliest.map(from_nanos).transpose()
+    earliest.map(|n| ctx.clock.read_stored(n)).transpose()
 }
 
 /// One outcome, its times checked before anything is written.
@@ -580,11 +582,17 @@ struct Outcome {
     next: Result<(Option<&'static str>, Option<i64>), Shared>,
 }
 
-fn outcome(id: &DeliveryId, token: ClaimToken, record: &AttemptRecord) -> Outcome {
-    let at = to_nanos(record.at);
+/// The outcome of `record`, its times on the server's clock.
+fn outcome(
+    id: &DeliveryId,
+    token: ClaimToken,
+    record: &AttemptRecord,
+    clock: &ServerClock,
+) -> Outcome {
+    let at = clock.to_server(record.at);
     let next = match record.next {
         NextStep::Delivered => Ok((None, None)),
-        NextStep::RetryAt(next) => to_nanos(next).map(|n| (Some("pending"), Some(n))),
+        NextStep::RetryAt(next) => clock.to_server(next).map(|n| (Some("pending"), Some(n))),
         NextStep::Failed => Ok((Some("failed"), None)),
     };
     let (at, next) = match at {
@@ -670,7 +678,7 @@ pub(super) async fn record_attempts(
 ) -> Vec<Result<()>> {
     let outcomes: Vec<Outcome> = outcomes
         .iter()
-        .map(|(id, token, record)| outcome(id, *token, record))
+        .map(|(id, token, record)| outcome(id, *token, record, &ctx.clock))
         .collect();
     match retrying(&ctx, || record_in_one_transaction(&ctx, &outcomes)).await {
         Ok(answers) => {
@@ -781,7 +789,8 @@ async fn record_in_one_transaction(ctx: &Ctx, outcomes: &[Outcome]) -> Result<Ve
 }
 
 /// Forgets at most [`PRUNE_BATCH`] ids delivered more than the retention before `newest`. The
-/// store has no clock of its own: the newest delivery time it was told stands for now.
+/// store has no clock of its own: the newest delivery time it was told (on the server's
+/// clock) stands for now.
 async fn prune_delivered(ctx: &Ctx, newest: i64) {
     let retention = i64::try_from(DELIVERED_ID_RETENTION.as_nanos()).unwrap_or(i64::MAX);
     let before = newest.saturating_sub(retention);
@@ -816,7 +825,7 @@ pub(super) async fn extend(
     claims: Vec<(DeliveryId, ClaimToken)>,
     until: Timestamp,
 ) -> Result<()> {
-    let until = clamp_nanos(until);
+    let until = ctx.clock.to_server_clamped(until);
     retrying(&ctx, || {
         on_claims(
             &ctx,
@@ -983,7 +992,9 @@ async fn list_once(ctx: &Ctx, filter: &DeliveryFilter, limit: usize) -> Result<V
     let client = ctx.client().await?;
     let stmt = client.prepare_cached(&sql).await.map_err(&list_failed)?;
     let rows = client.query(&stmt, &bound).await.map_err(&list_failed)?;
-    rows.iter().map(delivery_from_row).collect()
+    rows.iter()
+        .map(|row| delivery_from_row(row, &ctx.clock))
+        .collect()
 }
 
 pub(super) async fn requeue_failed(
@@ -995,7 +1006,7 @@ pub(super) async fn requeue_failed(
 }
 
 async fn requeue_failed_once(ctx: &Ctx, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {
-    let now = to_nanos(now)?;
+    let now = ctx.clock.to_server(now)?;
     let s = ctx.sql.s();
     let mut params = vec![filter.account.as_str()];
     let mut matching = String::from("account = $1 AND state = 'failed'");
@@ -1093,5 +1104,5 @@ async fn stats_once(
         }
     }
     .map_err(&stats_failed)?;
-    stats_from_rows(&rows)
+    stats_from_rows(&rows, &ctx.clock)
 }

@@ -11,6 +11,8 @@ use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::request::EncodedBody;
 use crate::store::{Delivery, DeliveryState};
 
+use super::clock::ServerClock;
+
 /// `name` as a quoted SQL identifier.
 pub(super) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -89,13 +91,30 @@ macro_rules! fingerprint {
     };
 }
 
+/// The server's clock now, in nanoseconds since the Unix epoch (whole microseconds;
+/// `clock_timestamp()` moves during a statement, unlike `now()`).
+macro_rules! server_now {
+    () => {
+        "((extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000)"
+    };
+}
+
+/// Reads the server's clock (see [`super::clock`]).
+pub(super) const READ_CLOCK: &str = concat!("SELECT ", server_now!());
+
 /// Inserts one delivery unless its id is stored or was delivered within the retention; counts
-/// it; announces it. Answers one row, one text column: see [`super::enqueue_statement`].
+/// it; announces it. Answers one row, one text column: see [`super::enqueue_statement`]. The
+/// dialer's times are on its own clock; they are stored on the server's: the submit time as
+/// the server's now, the due time as far from it as `$7` is from `$6`.
 const ENQUEUE: &str = concat!(
     "WITH ins AS ( \
     INSERT INTO {s}.deliveries \
         (id, account, campaign, body, encoding, created_at, next_attempt_at, attempts, state) \
-    SELECT $1::text, $2::text, $3::text, $4::bytea, $5::text, $6::bigint, $7::bigint, 0, 'pending' \
+    SELECT $1::text, $2::text, $3::text, $4::bytea, $5::text, c.now, \
+        c.now + ($7::bigint - $6::bigint), 0, 'pending' \
+    FROM (SELECT ",
+    server_now!(),
+    " AS now) c \
     WHERE NOT EXISTS (SELECT 1 FROM {s}.delivered_ids WHERE id = $1::text) \
     ON CONFLICT (id) DO NOTHING \
     RETURNING account, campaign), \
@@ -567,10 +586,6 @@ pub(super) fn from_nanos(nanos: i64) -> Result<Timestamp> {
     Timestamp::from_nanosecond(nanos.into()).map_err(|e| Error::store("reading a stored time", e))
 }
 
-fn optional_time(nanos: Option<i64>) -> Result<Option<Timestamp>> {
-    nanos.map(from_nanos).transpose()
-}
-
 pub(super) fn state_from_str(state: &str) -> Result<DeliveryState> {
     DeliveryState::of_outbox_row(state).ok_or_else(|| Error::Store {
         message: format!("unknown delivery state {state:?} in the outbox"),
@@ -588,8 +603,8 @@ pub(super) fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
     )))
 }
 
-/// A row starting with [`DELIVERY_COLUMNS`].
-pub(super) fn delivery_from_row(row: &Row) -> Result<Delivery> {
+/// A row starting with [`DELIVERY_COLUMNS`], its times on this process's clock.
+pub(super) fn delivery_from_row(row: &Row, clock: &ServerClock) -> Result<Delivery> {
     let encoding: Encoding = get::<&str>(row, 4)?.parse()?;
     let status: Option<i32> = get(row, 9)?;
     let attempts: i32 = get(row, 7)?;
@@ -598,18 +613,22 @@ pub(super) fn delivery_from_row(row: &Row) -> Result<Delivery> {
         account: AccountId::new(get::<String>(row, 1)?),
         campaign: CampaignId::new(get::<String>(row, 2)?),
         body: EncodedBody::from_parts(Bytes::copy_from_slice(get::<&[u8]>(row, 3)?), encoding),
-        created_at: from_nanos(get(row, 5)?)?,
-        next_attempt_at: from_nanos(get(row, 6)?)?,
+        created_at: clock.read_stored(get(row, 5)?)?,
+        next_attempt_at: clock.read_stored(get(row, 6)?)?,
         attempts: u32::try_from(attempts).unwrap_or(0),
         state: state_from_str(get(row, 8)?)?,
         last_status: status.and_then(|s| u16::try_from(s).ok()),
         last_error: get(row, 10)?,
-        last_attempt_at: optional_time(get(row, 11)?)?,
+        last_attempt_at: clock.read_stored_opt(get(row, 11)?)?,
     })
 }
 
-/// Sums the rows of [`STATS_ACCOUNT`] or [`STATS_CAMPAIGN`].
-pub(super) fn stats_from_rows(rows: &[Row]) -> Result<crate::store::DeliveryStats> {
+/// Sums the rows of [`STATS_ACCOUNT`] or [`STATS_CAMPAIGN`], their times on this process's
+/// clock.
+pub(super) fn stats_from_rows(
+    rows: &[Row],
+    clock: &ServerClock,
+) -> Result<crate::store::DeliveryStats> {
     let mut total = crate::store::DeliveryStats::default();
     // Deltas may be negative (a delivery leaves `pending`): summed signed, then counted.
     let (mut pending, mut delivered, mut failed) = (0i64, 0i64, 0i64);
@@ -617,9 +636,9 @@ pub(super) fn stats_from_rows(rows: &[Row]) -> Result<crate::store::DeliveryStat
         pending = pending.saturating_add(get::<i64>(row, 0)?);
         delivered = delivered.saturating_add(get::<i64>(row, 1)?);
         failed = failed.saturating_add(get::<i64>(row, 2)?);
-        let success = optional_time(get(row, 3)?)?;
+        let success = clock.read_stored_opt(get(row, 3)?)?;
         total.last_success_at = total.last_success_at.max(success);
-        let failure = optional_time(get(row, 4)?)?;
+        let failure = clock.read_stored_opt(get(row, 4)?)?;
         if failure > total.last_failure_at {
             total.last_failure_at = failure;
             total.last_failure_reason = get(row, 5)?;
