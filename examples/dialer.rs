@@ -1045,11 +1045,18 @@ fn main() -> ExitCode {
 }
 
 /// Installs a Prometheus recorder for the crate's metrics and serves them, as Prometheus text,
-/// on `addr` from a thread of its own: a few lines of std, one request per connection.
+/// on `addr` from a thread of its own: a few lines of std, one request per connection. The
+/// attempt duration gets buckets, as in the README: a histogram, which Prometheus can aggregate
+/// over a fleet's processes (without buckets the exporter renders a summary, which it cannot).
 #[cfg(feature = "metrics")]
 fn serve_metrics(addr: &str) -> Result<(), String> {
+    use call_result_webhook::delivery::metrics::ATTEMPT_DURATION_SECONDS;
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     use std::io::Read;
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+    let buckets = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(ATTEMPT_DURATION_SECONDS.into()), &buckets)
+        .map_err(|e| format!("--metrics-addr: cannot set the attempt duration's buckets: {e}"))?
         .install_recorder()
         .map_err(|e| format!("--metrics-addr: cannot install the metrics recorder: {e}"))?;
     let listener = std::net::TcpListener::bind(addr)

@@ -1,6 +1,7 @@
 //! `dialer --metrics-addr`: the crate's metrics served in the Prometheus text format, scraped
 //! over HTTP while the dialer runs and read by Prometheus's own Python parser
-//! (`prometheus_client`): the counters equal the outcomes.
+//! (`prometheus_client`): the counters equal the outcomes, and the attempt duration is a
+//! histogram with buckets.
 //!
 //! Uses the dialer binary `cargo test` builds beside the test binary. Without the parser the
 //! test says it did not run, unless `CALL_RESULT_WEBHOOK_REQUIRE_PROMETHEUS_PARSER` is set.
@@ -113,7 +114,7 @@ fn the_dialer_serves_metrics_that_equal_its_outcomes() {
 
     // The last outcome is recorded a moment after the receiver answers: scrape until it is.
     let started = Instant::now();
-    let samples = loop {
+    let (text, samples) = loop {
         let text = scrape(&addr);
         let Some(samples) = parse_with_prometheus(&text) else {
             eprintln!(
@@ -127,16 +128,23 @@ fn the_dialer_serves_metrics_that_equal_its_outcomes() {
             .iter()
             .any(|s| s == "call_result_webhook_deliveries_total{result=delivered} 3.0");
         if done || started.elapsed() > Duration::from_secs(10) {
-            break samples;
+            break (text, samples);
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     println!("{}", samples.join("\n"));
+    // The attempt duration is a histogram, with buckets (a summary cannot be aggregated over a
+    // fleet's processes), and every attempt is in it.
+    assert!(
+        text.contains("# TYPE call_result_webhook_attempt_duration_seconds histogram"),
+        "the attempt duration is not a histogram:\n{text}"
+    );
     for want in [
         "call_result_webhook_deliveries_total{result=delivered} 3.0",
         "call_result_webhook_attempts_total{outcome=delivered} 3.0",
         "call_result_webhook_attempts_total{outcome=retry} 1.0",
         "call_result_webhook_attempt_duration_seconds_count{} 4.0",
+        "call_result_webhook_attempt_duration_seconds_bucket{le=+Inf} 4.0",
         "call_result_webhook_in_flight{} 0.0",
     ] {
         assert!(
