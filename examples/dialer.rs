@@ -99,6 +99,8 @@ OPTIONS:
     --shutdown-ms N            when stopping, how long attempts in flight may take to
                                finish (default 5000); those still running then are released
                                and sent again by the next start
+    --per-endpoint N           the most attempts in flight at once to the endpoint, over
+                               every process on the outbox (default 4)
     --metrics-addr HOST:PORT   serve the crate's metrics in the Prometheus text format at
                                http://HOST:PORT/metrics (needs the `metrics` feature; port 0
                                picks a free one, printed on stderr)
@@ -171,6 +173,7 @@ const OPTIONS: &[Opt] = &[
     Opt { name: "--allow-private",     value: false },
     Opt { name: "--max-line-bytes",    value: true },
     Opt { name: "--shutdown-ms",       value: true },
+    Opt { name: "--per-endpoint",      value: true },
     Opt { name: "--metrics-addr",      value: true },
 ];
 
@@ -869,6 +872,15 @@ fn run(given: &Given, signals: &Signals) -> ExitCode {
         ),
         Err(Usage(message)) => return fail(message),
     };
+    let per_endpoint = match number(
+        given,
+        "--per-endpoint",
+        call_result_webhook::limits::DEFAULT_PER_ENDPOINT_CONCURRENCY as u64,
+        1,
+    ) {
+        Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        Err(Usage(message)) => return fail(message),
+    };
     if let Some(addr) = given.value("--metrics-addr")
         && let Err(message) = serve_metrics(addr)
     {
@@ -885,6 +897,7 @@ fn run(given: &Given, signals: &Signals) -> ExitCode {
     let webhooks = match Webhooks::builder()
         .store(store)
         .policy(policy)
+        .per_endpoint_concurrency(per_endpoint)
         .on_event(move |event| report(event, &events))
         .build()
     {

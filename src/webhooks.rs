@@ -245,9 +245,11 @@ impl WebhooksBuilder {
     /// [`DEFAULT_PER_ENDPOINT_CONCURRENCY`]), so a slow or dead endpoint ties up only its own
     /// share. One endpoint never gets more than half the total bound (at least 1).
     ///
-    /// The bound is this process's: on a fleet of N processes sharing one store, one endpoint
-    /// has at most N × `n` attempts in flight (the fleet test measures exactly that), while
-    /// one process holding a dead endpoint's places never slows the other accounts.
+    /// The bound is the fleet's: every process on one store counts against it. On PostgreSQL
+    /// a claim takes one of the endpoint's `n` slots (a table of the schema) for each
+    /// delivery it leases; the outcome, a release or the lease's end frees it, so a dead
+    /// process's places come back with its leases. One endpoint whose places are all taken
+    /// (a slow or dead one) never slows the other accounts, in this process or another.
     pub fn per_endpoint_concurrency(mut self, n: usize) -> Self {
         if n == 0 {
             self.keep(Error::config(

@@ -223,11 +223,17 @@ impl Slow {
     }
 }
 
+/// The fleet's bound on attempts in flight to the receiver.
+const PER_ENDPOINT: usize = 16;
+
 /// Starts dialer `p` on the shared schema with its clock, fed `lines` one every
 /// `FEED_PAUSE`; its input is held open until [`Dialer::end_input`].
 fn start(db: &Database, lib: &std::path::Path, p: usize, url: &str, lines: Vec<String>) -> Dialer {
     let retries = vec![RETRY_MS.to_string(); 4].join(",");
-    let args = fleet_args(&db.url, &db.schema, url, PASSWORD, TIMEOUT_MS, &retries);
+    let mut args = fleet_args(&db.url, &db.schema, url, PASSWORD, TIMEOUT_MS, &retries);
+    // Room for every attempt the slow receiver holds at once over the fleet, so that a retry
+    // starts when it is due and does not wait for a place (the bound is the fleet's).
+    args.extend(["--per-endpoint".to_owned(), PER_ENDPOINT.to_string()]);
     let env = CLOCKS[p].1.map(|f| faked(lib, f)).unwrap_or_default();
     let input = lines.into_iter().map(String::into_bytes).collect();
     Dialer::start_env(args, env, input, FEED_PAUSE, false)

@@ -305,13 +305,13 @@ fn a_pause_saved_by_one_instance_is_not_undone_by_the_others_stale_copy() {
             Reply::status(503).delay(answer_at.saturating_duration_since(request.at))
         });
     }
-    // One attempt in flight per endpoint per instance: two requests in flight at once to one
-    // endpoint come from the two instances.
+    // Two places per endpoint over the fleet (the bound holds across instances): the two
+    // submits' attempts may be in flight at once, each instance's own started by its submit.
     let paused_by: Arc<Mutex<HashMap<AccountId, Vec<&'static str>>>> = Arc::default();
     let start = |name: &'static str| {
         let paused_by = paused_by.clone();
         Instance::start_with(&db, move |builder| {
-            builder.per_endpoint_concurrency(1).on_event(move |event| {
+            builder.per_endpoint_concurrency(2).on_event(move |event| {
                 if let Event::EndpointPaused { account, .. } = event {
                     paused_by
                         .lock()

@@ -411,19 +411,20 @@ fn head_budget(limit: i64) -> i64 {
     limit.saturating_mul(4).saturating_add(64)
 }
 
-/// What a claim binds: `$1`..`$7` (and `$8`, the head's budget, for the first walk).
+/// What both walks of a claim bind (`$1`-`$7`).
 struct ClaimParams {
     now: i64,
     until: i64,
     skip: Vec<String>,
-    per_account: i64,
+    /// Slots per endpoint over the fleet; `None`: no bound.
+    per_account: Option<i64>,
     busy_accounts: Vec<String>,
     busy_counts: Vec<i64>,
 }
 
 impl ClaimParams {
-    fn bind<'a>(&'a self, limit: &'a i64) -> [&'a (dyn ToSql + Sync); 7] {
-        [
+    fn bind<'a>(&'a self, limit: &'a i64) -> Vec<&'a (dyn ToSql + Sync)> {
+        vec![
             &self.now,
             &self.until,
             &self.skip,
@@ -447,6 +448,88 @@ impl ClaimParams {
             }
         }
     }
+}
+
+/// The most slots one endpoint gets in the schema: a larger per-account bound is no bound
+/// (the worker's own bound is far smaller; this keeps a stray bound from making millions of
+/// rows).
+const MAX_ENDPOINT_SLOTS: usize = 4_096;
+
+/// What one walk of a claim answered.
+struct Walked {
+    claims: Vec<Claim>,
+    /// How many rows the head read (the first walk only).
+    head_rows: i64,
+    /// Accounts among the candidates with no endpoint slots yet.
+    missing: Vec<String>,
+}
+
+/// Runs one walk of a claim (`budget`: the head's size, for the first walk) for at most
+/// `limit` deliveries.
+async fn walk(
+    ctx: &Ctx,
+    client: &Object,
+    sql: &str,
+    params: &ClaimParams,
+    limit: i64,
+    budget: Option<i64>,
+) -> Result<Walked> {
+    let claim_failed = failed("claiming deliveries");
+    let stmt = client.prepare_cached(sql).await.map_err(&claim_failed)?;
+    let mut bound = params.bind(&limit);
+    if let Some(budget) = &budget {
+        bound.push(budget);
+    }
+    let rows = client.query(&stmt, &bound).await.map_err(&claim_failed)?;
+    // The claimed rows' 14 columns, then the head's size (first walk), then the accounts.
+    let missing_at = if budget.is_some() { 15 } else { 14 };
+    let first = rows.first();
+    Ok(Walked {
+        head_rows: match (first, budget) {
+            (Some(row), Some(_)) => get(row, 14)?,
+            _ => 0,
+        },
+        missing: first
+            .map(|row| get::<Option<Vec<String>>>(row, missing_at))
+            .transpose()?
+            .flatten()
+            .unwrap_or_default(),
+        claims: rows
+            .iter()
+            .filter(|row| matches!(row.try_get::<_, Option<&str>>(0), Ok(Some(_))))
+            .map(|row| claim_from_row(row, &ctx.clock))
+            .collect::<Result<Vec<_>>>()?,
+    })
+}
+
+/// Runs a walk, and once more after making the endpoint slots it found missing.
+async fn walk_making_slots(
+    ctx: &Ctx,
+    client: &Object,
+    sql: &str,
+    params: &ClaimParams,
+    limit: i64,
+    budget: Option<i64>,
+) -> Result<Walked> {
+    let mut walked = walk(ctx, client, sql, params, limit, budget).await?;
+    if let (false, Some(slots)) = (walked.missing.is_empty(), params.per_account) {
+        let stmt = client
+            .prepare_cached(&ctx.sql.ensure_slots)
+            .await
+            .map_err(failed("making endpoint slots"))?;
+        let slots = i32::try_from(slots).unwrap_or(i32::MAX);
+        client
+            .execute(&stmt, &[&walked.missing, &slots])
+            .await
+            .map_err(failed("making endpoint slots"))?;
+        let wanted = limit - walked.claims.len() as i64;
+        if wanted > 0 {
+            let again = walk(ctx, client, sql, params, wanted, budget).await?;
+            walked.claims.extend(again.claims);
+            walked.head_rows = walked.head_rows.max(again.head_rows);
+        }
+    }
+    Ok(walked)
 }
 
 /// A claimed row (the lease's columns after the delivery's).
@@ -481,13 +564,16 @@ async fn claim_once(ctx: &Ctx, ask: &ClaimAsk) -> Result<Vec<Claim>> {
     let now = ctx.clock.to_server_clamped(ask.now);
     let lease = i64::try_from(ask.lease.as_nanos()).unwrap_or(i64::MAX);
     let limit = i64::try_from(ask.limit).unwrap_or(i64::MAX);
+    // The fleet's slots count every process's attempts, this one's included; the process's
+    // own count (`in_flight`) bounds it too, as in a store of one process.
     let mut params = ClaimParams {
         now,
         until: now.saturating_add(lease),
         skip: ask.skip.clone(),
         per_account: ask
             .per_account
-            .map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+            .filter(|n| *n <= MAX_ENDPOINT_SLOTS)
+            .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
         busy_accounts: ask.in_flight.iter().map(|(a, _)| a.clone()).collect(),
         busy_counts: ask
             .in_flight
@@ -495,36 +581,31 @@ async fn claim_once(ctx: &Ctx, ask: &ClaimAsk) -> Result<Vec<Claim>> {
             .map(|(_, n)| i64::try_from(*n).unwrap_or(i64::MAX))
             .collect(),
     };
-    let claim_failed = failed("claiming deliveries");
     let client = ctx.client().await?;
-    let head = client
-        .prepare_cached(&ctx.sql.claim_head)
-        .await
-        .map_err(&claim_failed)?;
     let budget = head_budget(limit);
-    let mut bound = params.bind(&limit).to_vec();
-    bound.push(&budget);
-    let rows = client.query(&head, &bound).await.map_err(&claim_failed)?;
-    let head_rows: i64 = rows.first().map(|r| get(r, 14)).transpose()?.unwrap_or(0);
-    let mut claims = rows
-        .iter()
-        .filter(|row| matches!(row.try_get::<_, Option<&str>>(0), Ok(Some(_))))
-        .map(|row| claim_from_row(row, &ctx.clock))
-        .collect::<Result<Vec<_>>>()?;
+    let head = walk_making_slots(
+        ctx,
+        &client,
+        &ctx.sql.claim_head,
+        &params,
+        limit,
+        Some(budget),
+    )
+    .await?;
+    let mut claims = head.claims;
     let wanted = limit - claims.len() as i64;
-    if wanted > 0 && head_rows >= budget {
+    if wanted > 0 && head.head_rows >= budget {
         params.take(&claims);
-        let by_account = client
-            .prepare_cached(&ctx.sql.claim_by_account)
-            .await
-            .map_err(&claim_failed)?;
-        let more = client
-            .query(&by_account, &params.bind(&wanted))
-            .await
-            .map_err(&claim_failed)?;
-        for row in &more {
-            claims.push(claim_from_row(row, &ctx.clock)?);
-        }
+        let more = walk_making_slots(
+            ctx,
+            &client,
+            &ctx.sql.claim_by_account,
+            &params,
+            wanted,
+            None,
+        )
+        .await?;
+        claims.extend(more.claims);
     }
     // UPDATE ... RETURNING keeps no order: earliest due first, as claimed.
     claims.sort_by(|a, b| {

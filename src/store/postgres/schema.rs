@@ -24,7 +24,7 @@ pub(super) const FOLD_LOCK_SPACE: i32 = LOCK_SPACE + 2;
 /// The schema, one step per version: step `i` takes a schema from version `i` to `i + 1`.
 /// Steps are only ever appended; a released step never changes. `{s}` stands for the quoted
 /// schema name.
-pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 /// Times are `bigint` nanoseconds since the Unix epoch, as the SQLite outbox keeps them:
 /// `jiff::Timestamp` round-trips exactly (timestamptz keeps only microseconds).
@@ -111,6 +111,22 @@ CREATE INDEX deliveries_account_due ON {s}.deliveries (account, next_attempt_at)
     WHERE state = 'pending';
 ALTER TABLE {s}.deliveries SET (fillfactor = 70);
 ALTER TABLE {s}.delivered_ids ADD COLUMN fingerprint bytea;
+";
+
+/// Version 3: `endpoint_slots`, the places of each account's endpoint over the fleet. A
+/// claim takes a free slot for each delivery it leases (and writes the claim's token and
+/// lease into it); the outcome, a release or the lease's end frees it. So
+/// `per_endpoint_concurrency` bounds the attempts in flight to one endpoint across every
+/// process, and a dead process's places come back with its leases. Slots are made on demand,
+/// 1 to the bound, by the first claim that needs them; updated in place (`fillfactor`).
+const SCHEMA_V3: &str = "
+CREATE TABLE {s}.endpoint_slots (
+    account     text NOT NULL,
+    slot        integer NOT NULL,
+    lease_until bigint,
+    claim_token bigint,
+    PRIMARY KEY (account, slot)
+) WITH (fillfactor = 50);
 ";
 
 /// The schema version this release writes.

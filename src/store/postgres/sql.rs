@@ -308,16 +308,70 @@ u AS ( \
 /// wait on.
 const PROGRESS_COMMIT: &str = "set_config('synchronous_commit', 'off', true)";
 
+/// Whether account `a` may have one more attempt in flight at `$now` on some process: it has
+/// no endpoint slots yet, or one of them is free. For `next_due`, which knows no bound.
+macro_rules! endpoint_room {
+    ($a:literal, $now:literal) => {
+        concat!(
+            "(NOT EXISTS (SELECT 1 FROM {s}.endpoint_slots e WHERE e.account = ",
+            $a,
+            ".account) OR EXISTS (SELECT 1 FROM {s}.endpoint_slots e WHERE e.account = ",
+            $a,
+            ".account AND (e.lease_until IS NULL OR e.lease_until <= ",
+            $now,
+            "::bigint)))"
+        )
+    };
+}
+
+/// The fleet's bound per endpoint, shared by the claim's two walks. From `picked0` (the
+/// walk's candidates: `id`, `account`, `next_attempt_at`), takes free slots of each account's
+/// endpoint (`$5` slots per endpoint, NULL for no bound; free: never leased, or its lease
+/// ran out before `$1`), at most one per candidate, locking them (`SKIP LOCKED`: a slot
+/// another claim is taking is not free), keeps as many of each account's candidates as it got
+/// slots, leases those rows ([`LEASE_PICKED`]) and writes each leased row's token and lease
+/// into one slot. An outcome, a release or a lease's end frees the slot. Also answers the
+/// candidates' accounts that have no slots yet (`missing`): the store makes them and claims
+/// again.
+const ENDPOINT_SLOTS: &str = "need AS (SELECT account, count(*) AS k FROM picked0 GROUP BY account), \
+slots AS MATERIALIZED ( \
+    SELECT x.account, x.slot FROM need n CROSS JOIN LATERAL ( \
+        SELECT e.account, e.slot FROM {s}.endpoint_slots e \
+        WHERE e.account = n.account AND e.slot <= $5::bigint \
+            AND (e.lease_until IS NULL OR e.lease_until <= $1::bigint) \
+        ORDER BY e.slot LIMIT n.k FOR UPDATE SKIP LOCKED) x \
+    WHERE $5::bigint IS NOT NULL), \
+room AS (SELECT account, count(*) AS n FROM slots GROUP BY account), \
+picked AS ( \
+    SELECT p.id FROM (SELECT p.id, p.account, row_number() OVER (PARTITION BY p.account \
+        ORDER BY p.next_attempt_at, p.id) AS r FROM picked0 p) p \
+    LEFT JOIN room m ON m.account = p.account \
+    WHERE $5::bigint IS NULL OR p.r <= coalesce(m.n, 0)), \
+LEASE_PICKED, \
+numbered AS (SELECT account, claim_token, lease_until, \
+    row_number() OVER (PARTITION BY account ORDER BY claim_token) AS k FROM u), \
+slotted AS (SELECT account, slot, row_number() OVER (PARTITION BY account ORDER BY slot) AS k \
+    FROM slots), \
+took AS ( \
+    UPDATE {s}.endpoint_slots e SET lease_until = n.lease_until, claim_token = n.claim_token \
+    FROM numbered n JOIN slotted f ON f.account = n.account AND f.k = n.k \
+    WHERE e.account = f.account AND e.slot = f.slot RETURNING 1), \
+missing AS (SELECT array_agg(n.account) AS accounts FROM need n WHERE $5::bigint IS NOT NULL \
+    AND NOT EXISTS (SELECT 1 FROM {s}.endpoint_slots e \
+        WHERE e.account = n.account AND e.slot = $5::bigint))";
+
 /// The claim's first walk: the head of the due order, at most `$8` rows read whatever they
-/// are, of which the earliest claimable are taken, at most `$4` in all and at most `$5` less
-/// those in flight (`$6` accounts, `$7` counts) of one account. `$1` now, `$2` the lease's
-/// end, `$3` accounts to leave out.
+/// are, of which the earliest claimable are taken, at most `$4` in all, at most `$5` less
+/// those in this process's flight (`$6` accounts, `$7` counts) of one account, and no more
+/// than its endpoint has free slots over the fleet ([`ENDPOINT_SLOTS`]). `$1` now, `$2` the
+/// lease's end, `$3` accounts to leave out.
 ///
 /// Reading a bounded head keeps the walk's cost off the backlog of the accounts it leaves
 /// out: a filter inside the index scan would read past every one of their rows. Answers the
 /// claimed rows and, on every row (one row of NULLs when nothing was claimed), how many rows
-/// the head read: fewer than `$8` means the head was every due row, so there is nothing more
-/// to find; `$8` means the account-by-account walk ([`CLAIM_BY_ACCOUNT`]) may find more.
+/// the head read and the accounts without slots: fewer than `$8` rows means the head was
+/// every due row, so there is nothing more to find; `$8` means the account-by-account walk
+/// ([`CLAIM_BY_ACCOUNT`]) may find more.
 const CLAIM_HEAD: &str = concat!(
     "WITH head AS MATERIALIZED ( \
     SELECT id, account, next_attempt_at, lease_until FROM {s}.deliveries \
@@ -325,41 +379,54 @@ const CLAIM_HEAD: &str = concat!(
     ORDER BY next_attempt_at LIMIT $8::bigint), \
 busy AS (SELECT * FROM unnest($6::text[], $7::bigint[]) AS b(account, n)), \
 ranked AS ( \
-    SELECT h.id, h.next_attempt_at, coalesce(b.n, 0) AS busy, \
+    SELECT h.id, h.account, h.next_attempt_at, coalesce(b.n, 0) AS busy, \
         row_number() OVER (PARTITION BY h.account ORDER BY h.next_attempt_at, h.id) AS rn \
     FROM head h LEFT JOIN busy b ON b.account = h.account WHERE ",
     open_at!("h", "$1", "$3"),
     "), \
-picked AS ( \
-    SELECT id FROM ranked WHERE rn + busy <= $5::bigint \
+picked0 AS MATERIALIZED ( \
+    SELECT id, account, next_attempt_at FROM ranked \
+    WHERE $5::bigint IS NULL OR rn + busy <= $5::bigint \
     ORDER BY next_attempt_at, id LIMIT $4::bigint), ",
-    "LEASE_PICKED \
-SELECT u.*, (SELECT count(*) FROM head) AS head_rows FROM (SELECT PROGRESS_COMMIT) one \
-LEFT JOIN u ON true"
+    "ENDPOINT_SLOTS \
+SELECT u.*, (SELECT count(*) FROM head) AS head_rows, (SELECT accounts FROM missing) AS missing \
+FROM (SELECT PROGRESS_COMMIT) one LEFT JOIN u ON true"
 );
 
 /// The claim's second walk, when the head was full of rows it could not take: account by
-/// account ([`ACCOUNTS_WITH_PENDING`]), leaving out `$3` without reading their rows, each
-/// account's earliest claimable rows up to its room (`$5` less `$6`/`$7`), the earliest `$4`
-/// of them. Costs one probe per account with pending deliveries, not one per row.
+/// account ([`ACCOUNTS_WITH_PENDING`]), leaving out `$3` and accounts whose every endpoint
+/// slot is taken without reading their rows, each account's earliest claimable rows up to
+/// its room (`$5` less `$6`/`$7`), the earliest `$4` of them, then as the first walk ([`ENDPOINT_SLOTS`]). Costs a few
+/// probes per account with pending deliveries, not one per row. Answers the claimed rows
+/// (one row of NULLs when none) and the accounts without slots.
 const CLAIM_BY_ACCOUNT: &str = concat!(
     "WITH RECURSIVE ACCOUNTS_WITH_PENDING, \
 busy AS (SELECT * FROM unnest($6::text[], $7::bigint[]) AS b(account, n)), \
-picked AS ( \
-    SELECT x.id FROM accts a LEFT JOIN busy b ON b.account = a.account \
+picked0 AS MATERIALIZED ( \
+    SELECT x.id, a.account, x.next_attempt_at FROM accts a \
+    LEFT JOIN busy b ON b.account = a.account \
     CROSS JOIN LATERAL ( \
         SELECT h.id, h.next_attempt_at FROM {s}.deliveries h \
         WHERE h.account = a.account AND h.state = 'pending' \
             AND h.next_attempt_at <= $1::bigint AND ",
     unleased!("h", "$1"),
-    " ORDER BY h.next_attempt_at LIMIT greatest($5::bigint - coalesce(b.n, 0), 0)) x \
+    " ORDER BY h.next_attempt_at \
+        LIMIT CASE WHEN $5::bigint IS NOT NULL THEN greatest($5::bigint - coalesce(b.n, 0), 0) END) x \
     WHERE a.account IS NOT NULL AND ",
     account_open!("a", "$3"),
+    " AND ",
+    endpoint_room!("a", "$1"),
     " \
     ORDER BY x.next_attempt_at, x.id LIMIT $4::bigint), ",
-    "LEASE_PICKED \
-SELECT u.* FROM (SELECT PROGRESS_COMMIT) one CROSS JOIN u"
+    "ENDPOINT_SLOTS \
+SELECT u.*, (SELECT accounts FROM missing) AS missing \
+FROM (SELECT PROGRESS_COMMIT) one LEFT JOIN u ON true"
 );
+
+/// Makes endpoint slots 1 to `$2` of accounts `$1` where missing.
+const ENSURE_SLOTS: &str = "INSERT INTO {s}.endpoint_slots (account, slot) \
+    SELECT a, g FROM unnest($1::text[]) a, generate_series(1, $2::integer) g ORDER BY 1, 2 \
+    ON CONFLICT DO NOTHING";
 
 /// When the earliest claimable delivery is due (`$1` now, `$2` accounts to leave out), from
 /// a head of at most `$3` rows of the due order: answers that time (NULL if none in the head)
@@ -367,10 +434,13 @@ SELECT u.* FROM (SELECT PROGRESS_COMMIT) one CROSS JOIN u"
 const NEXT_DUE_HEAD: &str = concat!(
     "WITH head AS MATERIALIZED ( \
     SELECT account, next_attempt_at, lease_until FROM {s}.deliveries \
-    WHERE state = 'pending' ORDER BY next_attempt_at LIMIT $3::bigint) \
+    WHERE state = 'pending' ORDER BY next_attempt_at LIMIT $3::bigint), \
+roomy AS (SELECT a.account FROM (SELECT DISTINCT account FROM head) a WHERE ",
+    endpoint_room!("a", "$1"),
+    ") \
 SELECT (SELECT min(h.next_attempt_at) FROM head h WHERE ",
     open_at!("h", "$1", "$2"),
-    "), (SELECT count(*) FROM head)"
+    " AND h.account IN (SELECT account FROM roomy)), (SELECT count(*) FROM head)"
 );
 
 /// [`NEXT_DUE_HEAD`]'s second walk, account by account: each account's earliest claimable
@@ -382,7 +452,9 @@ SELECT min(x.next_attempt_at) FROM accts a CROSS JOIN LATERAL ( \
     WHERE h.account = a.account AND h.state = 'pending' AND ",
     unleased!("h", "$1"),
     " ORDER BY h.next_attempt_at LIMIT 1) x WHERE a.account IS NOT NULL AND ",
-    account_open!("a", "$2")
+    account_open!("a", "$2"),
+    " AND ",
+    endpoint_room!("a", "$1")
 );
 
 /// The outcomes of a batch, one row each (`$1` ids, none twice, `$2` their claims' tokens),
@@ -405,7 +477,10 @@ u AS ( \
         lease_until = NULL, claim_token = NULL \
     FROM o WHERE d.id = ANY ($1::text[]) AND d.id = o.id AND d.claim_token = o.token \
         AND d.state <> 'failed' \
-    RETURNING d.id, d.account, d.campaign, o.state, o.error, o.at), \
+    RETURNING d.id, d.account, d.campaign, o.state, o.error, o.at, o.token), \
+fr AS ( \
+    UPDATE {s}.endpoint_slots e SET lease_until = NULL, claim_token = NULL \
+    FROM u WHERE e.account = u.account AND e.claim_token = u.token), \
 st AS ( \
     INSERT INTO {s}.stats_deltas (account, campaign, pending, failed, last_failure_at, \
         last_failure_reason) \
@@ -426,7 +501,10 @@ d AS ( \
     DELETE FROM {s}.deliveries x USING o \
     WHERE x.id = ANY ($1::text[]) AND x.id = o.id AND x.claim_token = o.token \
         AND x.state <> 'failed' \
-    RETURNING x.id, x.account, x.campaign, x.body, x.encoding, o.at, o.error), \
+    RETURNING x.id, x.account, x.campaign, x.body, x.encoding, o.at, o.error, o.token), \
+fr AS ( \
+    UPDATE {s}.endpoint_slots e SET lease_until = NULL, claim_token = NULL \
+    FROM d WHERE e.account = d.account AND e.claim_token = d.token), \
 r AS ( \
     INSERT INTO {s}.delivered_ids AS x (id, delivered_at, fingerprint) \
     SELECT id, at, ",
@@ -451,7 +529,10 @@ const EXTEND: &str = "WITH u AS ( \
     UPDATE {s}.deliveries d SET lease_until = greatest(d.lease_until, $3::bigint) \
     FROM unnest($1::text[], $2::bigint[]) AS r(id, token) \
     WHERE d.id = r.id AND d.claim_token = r.token AND d.state <> 'failed' \
-    RETURNING 1) \
+    RETURNING d.account, r.token), \
+xs AS ( \
+    UPDATE {s}.endpoint_slots e SET lease_until = greatest(e.lease_until, $3::bigint) \
+    FROM u WHERE e.account = u.account AND e.claim_token = u.token) \
 SELECT count(*) FROM u";
 
 /// Whether delivery `$1` is still known (stored, or delivered within the retention).
@@ -469,7 +550,10 @@ const RELEASE: &str = "WITH u AS ( \
     UPDATE {s}.deliveries d SET lease_until = NULL, claim_token = NULL \
     FROM unnest($1::text[], $2::bigint[]) AS r(id, token) \
     WHERE d.id = r.id AND d.claim_token = r.token AND d.state <> 'failed' \
-    RETURNING 1) \
+    RETURNING d.account, r.token), \
+fr AS ( \
+    UPDATE {s}.endpoint_slots e SET lease_until = NULL, claim_token = NULL \
+    FROM u WHERE e.account = u.account AND e.claim_token = u.token) \
 SELECT n, CASE WHEN n > 0 THEN pg_notify({ch}, 'due')::text END \
 FROM (SELECT count(*) AS n FROM u) c";
 
@@ -504,6 +588,7 @@ pub(super) struct Statements {
     pub(super) notify_due: String,
     pub(super) claim_head: String,
     pub(super) claim_by_account: String,
+    pub(super) ensure_slots: String,
     pub(super) next_due_head: String,
     pub(super) next_due_by_account: String,
     pub(super) record_kept: String,
@@ -529,6 +614,7 @@ impl Statements {
         let sql = |text: &str| {
             let text = text
                 .replace("PROGRESS_COMMIT", &progress)
+                .replace("ENDPOINT_SLOTS", ENDPOINT_SLOTS)
                 .replace("MERGE_STATS", MERGE_STATS)
                 .replace("ACCOUNTS_WITH_PENDING", ACCOUNTS_WITH_PENDING)
                 .replace("LEASE_PICKED", LEASE_PICKED)
@@ -547,6 +633,7 @@ impl Statements {
             notify_due: sql(NOTIFY_DUE),
             claim_head: sql(CLAIM_HEAD),
             claim_by_account: sql(CLAIM_BY_ACCOUNT),
+            ensure_slots: sql(ENSURE_SLOTS),
             next_due_head: sql(NEXT_DUE_HEAD),
             next_due_by_account: sql(NEXT_DUE_BY_ACCOUNT),
             record_kept: sql(RECORD_KEPT),

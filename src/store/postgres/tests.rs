@@ -190,7 +190,7 @@ fn migrates_on_open_and_reopens() {
         db.scalar(&format!(
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM {s}.schema_version"
         )),
-        "1,2"
+        "1,2,3"
     );
     store.insert(&[new("a", "acme", "x=1", t(0))]).unwrap();
     drop(store);
@@ -201,7 +201,7 @@ fn migrates_on_open_and_reopens() {
     assert_eq!(listed[0].created_at, t(0));
     assert_eq!(
         db.scalar(&format!("SELECT count(*) FROM {s}.schema_version")),
-        "2"
+        "3"
     );
 }
 
@@ -219,7 +219,7 @@ fn stores_opening_at_once_migrate_once() {
     }
     assert_eq!(
         db.scalar(&format!("SELECT count(*) FROM {}.schema_version", db.s())),
-        "2"
+        "3"
     );
 }
 
@@ -652,6 +652,88 @@ fn claims_and_outcomes_commit_without_waiting_for_the_flush_unless_asked() {
         record(t(1), NextStep::Delivered, None),
     )]);
     assert!(answers[0].is_ok(), "{answers:?}");
+}
+
+/// `per_account` bounds one endpoint's attempts over every process on the schema: a slot
+/// taken by one store's claim is not another's until its outcome, its release or its
+/// lease's end; an extended lease keeps its slot.
+#[test]
+fn the_bound_per_endpoint_holds_across_stores() {
+    let db = db!();
+    let (one, two) = (db.open(), db.open());
+    let batch: Vec<NewDelivery> = (0..8)
+        .map(|i| new(&format!("d{i}"), "acme", &i.to_string(), t(0)))
+        .chain([new("other", "globex", "x", t(0))])
+        .collect();
+    one.insert(&batch).unwrap();
+    let bounded = |store: &PostgresStore, now: Timestamp| {
+        store
+            .claim(&ClaimRequest {
+                now,
+                limit: 10,
+                lease: Duration::from_secs(30),
+                per_account: Some(2),
+                ..ClaimRequest::default()
+            })
+            .unwrap()
+    };
+    let accounts = |claims: &[Claim]| -> Vec<String> {
+        claims
+            .iter()
+            .map(|c| c.delivery.account.as_str().to_owned())
+            .collect()
+    };
+    let first = bounded(&one, t(0));
+    assert_eq!(accounts(&first), ["acme", "acme", "globex"]);
+    // The other process finds acme's two places taken.
+    assert!(bounded(&two, t(1)).is_empty());
+    // An outcome frees one place, for any process.
+    let answers = one.record_attempts(&[(
+        first[0].delivery.id.clone(),
+        first[0].token,
+        record(t(2), NextStep::Delivered, None),
+    )]);
+    assert!(answers[0].is_ok(), "{answers:?}");
+    let second = bounded(&two, t(3));
+    assert_eq!(accounts(&second), ["acme"]);
+    // A release frees its place at once.
+    one.release(&[(first[1].delivery.id.clone(), first[1].token)])
+        .unwrap();
+    let third = bounded(&two, t(4));
+    assert_eq!(accounts(&third), ["acme"]);
+    assert!(bounded(&one, t(5)).is_empty());
+    // An extended lease keeps its place past its old end; a lease that ran out frees it.
+    two.extend_leases(&[(third[0].delivery.id.clone(), third[0].token)], t(100))
+        .unwrap();
+    // (globex's lease from t(0) ran out too.)
+    let later = bounded(&one, t(40));
+    assert_eq!(
+        accounts(&later),
+        ["acme", "globex"],
+        "acme: only the place of the lease that ran out"
+    );
+    assert!(bounded(&two, t(41)).is_empty());
+    // Without a bound, nothing is held back.
+    let unbounded = one
+        .claim(&ClaimRequest {
+            now: t(200),
+            limit: 10,
+            lease: Duration::from_secs(30),
+            ..ClaimRequest::default()
+        })
+        .unwrap();
+    assert_eq!(unbounded.len(), 8, "{:?}", accounts(&unbounded));
+    // next_due leaves out an endpoint whose every place is taken.
+    let three = db.open();
+    let s = db.s();
+    db.sql(&format!(
+        "UPDATE {s}.endpoint_slots SET lease_until = 9223372036854775000, claim_token = 1"
+    ));
+    assert_eq!(three.next_due(t(300), &[]).unwrap(), None);
+    db.sql(&format!(
+        "UPDATE {s}.endpoint_slots SET lease_until = NULL, claim_token = NULL WHERE slot = 1"
+    ));
+    assert!(three.next_due(t(300), &[]).unwrap().is_some());
 }
 
 #[test]
@@ -1363,7 +1445,7 @@ fn a_version_1_schema_with_work_in_it_is_migrated_and_keeps_it() {
         db.scalar(&format!(
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM {s}.schema_version"
         )),
-        "1,2"
+        "1,2,3"
     );
     let stats = store.stats(&AccountId::new("acme"), None).unwrap();
     assert_eq!((stats.pending, stats.delivered), (1, 5));
