@@ -232,6 +232,30 @@ struct State {
     default: Reply,
     responder: Option<Responder>,
     requests: Vec<Recorded>,
+    /// Requests read and not answered yet (nor given up by their client), and the most at once.
+    in_flight: usize,
+    most_in_flight: usize,
+    answers: Vec<Answered>,
+}
+
+/// One answer the receiver handed back: which request (its index in
+/// [`Receiver::requests`]), with what status, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Answered {
+    pub request: usize,
+    pub status: u16,
+    pub at: Instant,
+}
+
+/// Counts a request in flight from the moment it is read until it is answered, reset, or
+/// dropped with its connection.
+struct InFlight(Arc<Shared>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.in_flight = state.in_flight.saturating_sub(1);
+    }
 }
 
 impl Shared {
@@ -252,6 +276,9 @@ impl Receiver {
                 default: Reply::ok(),
                 responder: None,
                 requests: Vec::new(),
+                in_flight: 0,
+                most_in_flight: 0,
+                answers: Vec::new(),
             }),
             arrived: Condvar::new(),
             connections: AtomicU64::new(0),
@@ -341,6 +368,25 @@ impl Receiver {
     /// How many connections have been accepted.
     pub fn connections(&self) -> u64 {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Requests in flight now: read, and neither answered nor reset nor dropped with their
+    /// connection yet.
+    pub fn in_flight(&self) -> usize {
+        self.shared.lock().in_flight
+    }
+
+    /// The most requests that were in flight at any one moment so far. A request counts from
+    /// the moment its body has been read until its answer is handed back, so the client had it
+    /// in flight for longer: this is never more than the client's own count.
+    pub fn most_in_flight(&self) -> usize {
+        self.shared.lock().most_in_flight
+    }
+
+    /// Every answer handed back so far (a status line sent), in order: not the resets before
+    /// an answer, nor the requests never answered.
+    pub fn answers(&self) -> Vec<Answered> {
+        self.shared.lock().answers.clone()
     }
 
     /// Blocks until at least `n` requests are recorded and returns them all; panics after
@@ -477,9 +523,13 @@ async fn answer(
             (None, None) => state.default.clone(),
         };
         state.requests.push(recorded);
+        state.in_flight += 1;
+        state.most_in_flight = state.most_in_flight.max(state.in_flight);
         shared.arrived.notify_all();
-        reply
+        (reply, state.requests.len() - 1)
     };
+    let (reply, index) = reply;
+    let in_flight = InFlight(shared.clone());
     if reply.action == Action::Hang {
         std::future::pending::<()>().await;
     }
@@ -491,6 +541,12 @@ async fn answer(
             "reset by script",
         ));
     }
+    shared.lock().answers.push(Answered {
+        request: index,
+        status: reply.status.as_u16(),
+        at: Instant::now(),
+    });
+    drop(in_flight);
     let mut response = hyper::Response::builder().status(reply.status);
     for (name, value) in &reply.headers {
         response = response.header(name, value);
