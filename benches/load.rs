@@ -7,13 +7,16 @@
 //! cargo bench --bench load -- --quick --only p10sqlite   # p10 on SQLite too: minutes
 //! cargo bench --bench load --features postgres -- --quick   # and p7-p9, p12 on PostgreSQL
 //! cargo bench --bench load --features postgres -- --only p12pg   # p12 on PostgreSQL only
+//! cargo bench --bench load --features postgres -- --only p5pg    # p5 on a PostgreSQL fleet
 //! ```
 //!
-//! p7, p8, p9 and the `p12_pg_*` figures (feature `postgres`) measure the shared outbox on the
+//! `p5_pg_fleet_blackhole_vs_clean`, p7, p8, p9 and the `p12_pg_*` figures (feature `postgres`) measure the shared outbox on the
 //! PostgreSQL server named by `CALL_RESULT_WEBHOOK_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), each round on a fresh schema dropped after
 //! it; with no server answering they print `not run: no PostgreSQL at ...`. `--only p12`
 //! runs p12 on SQLite and, with the feature, on PostgreSQL; `p12sqlite` and `p12pg` one each.
+//! `--only p5` runs p5 on SQLite and, with the feature, its fleet version on PostgreSQL (three
+//! instances on one schema); `p5pg` the fleet version alone.
 //!
 //! Every receiver is a hyper server on 127.0.0.1 started by this program (`support`); nothing
 //! leaves the machine. Where a figure has a baseline, ours and the baseline alternate, three
@@ -273,7 +276,10 @@ fn main() {
     }
 
     #[cfg(feature = "postgres")]
-    if ["p7", "p8", "p9", "p12", "p12pg"].iter().any(|f| wanted(f)) {
+    if ["p5", "p5pg", "p7", "p8", "p9", "p12", "p12pg"]
+        .iter()
+        .any(|f| wanted(f))
+    {
         pg::run(&wanted, &scratch, scale, &mut figures);
     }
 
@@ -1121,6 +1127,33 @@ fn sample_body() -> EncodedBody {
     EncodedBody::encode(&sample_call(1), account.preferences()).expect("encodes")
 }
 
+/// The last of the isolation run's accounts: the one whose listener may never answer.
+fn isolation_last() -> AccountId {
+    AccountId::new(format!("account-{:03}", ACCOUNTS - 1))
+}
+
+/// The isolation run's set-up: `ACCOUNTS` accounts configured through `webhooks`, account `i`
+/// sending to listener `i` but the last, which sends to `last_listener`, and
+/// `scale.per_account` results pending for each in `store`. Answers how many results the
+/// accounts but the last have pending.
+fn isolation_setup(
+    webhooks: &Webhooks,
+    store: &dyn Outbox,
+    receivers: &Receivers,
+    last_listener: usize,
+    scale: Scale,
+) -> u64 {
+    let accounts: Vec<AccountId> = (0..ACCOUNTS)
+        .map(|i| AccountId::new(format!("account-{i:03}")))
+        .collect();
+    for (i, account) in accounts.iter().enumerate() {
+        let listener = if i == ACCOUNTS - 1 { last_listener } else { i };
+        configure(webhooks, account, &receivers.url(listener));
+    }
+    fill(store, &accounts, scale.per_account, &sample_body());
+    ((ACCOUNTS - 1) * scale.per_account) as u64
+}
+
 /// One isolation round: deliveries per second of accounts `0..99` while account 99 sends to
 /// `last_url`.
 fn isolation_round(
@@ -1132,22 +1165,13 @@ fn isolation_round(
     let path = scratch.outbox("p5");
     let store = Arc::new(SqliteStore::builder(&path).open().expect("open the outbox"));
     let delivered = Delivered::default();
-    let last = AccountId::new(format!("account-{:03}", ACCOUNTS - 1));
     let webhooks = Webhooks::builder()
         .store(store.clone())
         .policy(loopback_policy())
-        .on_event(delivered.sink(Some(last.clone())))
+        .on_event(delivered.sink(Some(isolation_last())))
         .build()
         .expect("webhooks");
-    let accounts: Vec<AccountId> = (0..ACCOUNTS)
-        .map(|i| AccountId::new(format!("account-{i:03}")))
-        .collect();
-    for (i, account) in accounts.iter().enumerate() {
-        let listener = if i == ACCOUNTS - 1 { last_listener } else { i };
-        configure(&webhooks, account, &receivers.url(listener));
-    }
-    fill(&*store, &accounts, scale.per_account, &sample_body());
-    let want = ((ACCOUNTS - 1) * scale.per_account) as u64;
+    let want = isolation_setup(&webhooks, &*store, receivers, last_listener, scale);
 
     let rt = runtime(2);
     let dispatcher = HyperDispatcher::builder().policy(loopback_policy()).build();
@@ -1172,14 +1196,17 @@ fn isolation_round(
     got as f64 / elapsed.as_secs_f64()
 }
 
-fn p5_isolation(scratch: &Scratch, scale: Scale) -> f64 {
-    // Listeners 0..100 answer at once; listener 100 accepts, reads and never answers. Every
-    // account has its own port; account 99 uses port 99 in the healthy run and the hanging
-    // port in the faulty one.
+/// The isolation run's listeners: 0..100 answer at once; listener 100 (the second value)
+/// accepts, reads and never answers. Every account has its own port; account 99 uses port 99
+/// in the healthy run and the hanging port in the faulty one.
+fn isolation_receivers() -> (Receivers, usize) {
     let mut behaviours = vec![Behaviour::Answer; ACCOUNTS];
     behaviours.push(Behaviour::Hang);
-    let receivers = Receivers::start(&behaviours, 2);
-    let hang = ACCOUNTS;
+    (Receivers::start(&behaviours, 2), ACCOUNTS)
+}
+
+fn p5_isolation(scratch: &Scratch, scale: Scale) -> f64 {
+    let (receivers, hang) = isolation_receivers();
     let mut ratios = Vec::new();
     for round in 1..=ROUNDS {
         let faulty = isolation_round(scratch, &receivers, hang, scale);
@@ -1800,7 +1827,8 @@ mod pg {
     const FLEET: usize = 3;
 
     /// The figures' names, in the order they are printed.
-    const NAMES: [(&str, &str); 9] = [
+    const NAMES: [(&str, &str); 10] = [
+        ("p5pg", "p5_pg_fleet_blackhole_vs_clean"),
         ("p7", "p7_pg_submit_per_s"),
         ("p7", "p7_pg_submit_p99_ms"),
         ("p7", "p7_pg_insert_batch_per_s"),
@@ -1827,7 +1855,10 @@ mod pg {
                 shown(&url)
             );
             for (figure, name) in NAMES {
-                if wanted(figure) || (figure == "p12pg" && wanted("p12")) {
+                if wanted(figure)
+                    || (figure == "p12pg" && wanted("p12"))
+                    || (figure == "p5pg" && wanted("p5"))
+                {
                     figures.push((name, format!("not run: no PostgreSQL at {}", shown(&url))));
                 }
             }
@@ -1849,6 +1880,10 @@ mod pg {
                 row[3],
                 row[4]
             );
+        }
+        if wanted("p5") || wanted("p5pg") {
+            let ratio = p5_fleet(&url, scale);
+            figures.push(("p5_pg_fleet_blackhole_vs_clean", format!("{ratio:.2}")));
         }
         if wanted("p7") {
             let submit = p7_submit(&url, scratch, scale);
@@ -2197,15 +2232,22 @@ mod pg {
     // -----------------------------------------------------------------------------------------
     // p8: delivering from the shared outbox, one instance and three
 
-    /// Stores `n` results for `account` in a fresh schema, configured to send to `url`, in
-    /// batches of a thousand, before any worker starts.
-    fn prefill(schema: &Schema, account: &AccountId, url: &str, n: usize) {
+    /// A store on `schema` and a `Webhooks` on it without a worker, to configure accounts and
+    /// store results before a round starts.
+    fn setup_view(schema: &Schema) -> (Arc<PostgresStore>, Webhooks) {
         let store = Arc::new(schema.store());
         let webhooks = Webhooks::builder()
             .store(store.clone())
             .policy(loopback_policy())
             .build()
             .expect("webhooks");
+        (store, webhooks)
+    }
+
+    /// Stores `n` results for `account` in a fresh schema, configured to send to `url`, in
+    /// batches of a thousand, before any worker starts.
+    fn prefill(schema: &Schema, account: &AccountId, url: &str, n: usize) {
+        let (store, webhooks) = setup_view(schema);
         configure(&webhooks, account, url);
         let body = sample_body();
         let now = Timestamp::now();
@@ -2236,13 +2278,23 @@ mod pg {
 
     impl Instance {
         fn new(schema: &Schema, sink: impl Fn(&Event) + Send + Sync + 'static) -> Instance {
-            let webhooks = Webhooks::builder()
+            Instance::with_bound(schema, sink, Some(P4_PER_ENDPOINT))
+        }
+
+        /// With `per_endpoint_concurrency(bound)`, or the default bound when `None`.
+        fn with_bound(
+            schema: &Schema,
+            sink: impl Fn(&Event) + Send + Sync + 'static,
+            bound: Option<usize>,
+        ) -> Instance {
+            let mut builder = Webhooks::builder()
                 .store(schema.store())
                 .policy(loopback_policy())
-                .per_endpoint_concurrency(P4_PER_ENDPOINT)
-                .on_event(sink)
-                .build()
-                .expect("webhooks");
+                .on_event(sink);
+            if let Some(bound) = bound {
+                builder = builder.per_endpoint_concurrency(bound);
+            }
+            let webhooks = builder.build().expect("webhooks");
             Instance {
                 webhooks,
                 runtime: runtime(2),
@@ -2259,11 +2311,14 @@ mod pg {
             );
         }
 
-        fn stop(mut self) {
+        fn stop(self) {
+            self.stop_within(Duration::from_secs(5));
+        }
+
+        /// Stops, letting the attempts in flight finish within `grace`.
+        fn stop_within(mut self, grace: Duration) {
             if let Some(worker) = self.worker.take() {
-                worker
-                    .shutdown_blocking(Duration::from_secs(5))
-                    .expect("shutdown");
+                worker.shutdown_blocking(grace).expect("shutdown");
             }
             drop(self.webhooks);
             self.runtime.shutdown_timeout(Duration::from_secs(1));
@@ -2334,6 +2389,65 @@ mod pg {
             ratios.push(three / one);
         }
         (median(&singles), median(&ratios))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // p5 on PostgreSQL: one endpoint that never answers among a hundred, in a fleet
+
+    /// One fleet isolation round on a fresh schema: deliveries per second of accounts `0..99`
+    /// through `FLEET` instances with the default per-endpoint bound, while account 99 sends
+    /// to `last_listener`; from the first worker's start to the last of them delivered.
+    fn p5_round(url: &str, receivers: &Receivers, last_listener: usize, scale: Scale) -> f64 {
+        let schema = Schema::new(url, "p5");
+        let want = {
+            let (store, webhooks) = setup_view(&schema);
+            isolation_setup(&webhooks, &*store, receivers, last_listener, scale)
+        };
+        let delivered = Delivered::default();
+        let mut fleet: Vec<Instance> = (0..FLEET)
+            .map(|_| Instance::with_bound(&schema, delivered.sink(Some(isolation_last())), None))
+            .collect();
+        settle();
+        // A fleet on a shared server is slower than one process on a file: room for it.
+        let limit = scale.isolation_time * 4;
+        let start = Instant::now();
+        for instance in &mut fleet {
+            instance.start();
+        }
+        let end = delivered.wait_for(want, limit);
+        let got = delivered.get();
+        let elapsed = end.duration_since(start);
+        for instance in fleet {
+            instance.stop_within(Duration::ZERO);
+        }
+        if got < want {
+            eprintln!("p5 pg: only {got} of {want} delivered within {limit:?}");
+        }
+        got as f64 / elapsed.as_secs_f64()
+    }
+
+    /// `FLEET` instances on one schema, a hundred accounts: the other 99's rate beside one
+    /// endpoint that never answers over their rate beside a healthy one, the two alternating;
+    /// the median of the rounds' ratios.
+    fn p5_fleet(url: &str, scale: Scale) -> f64 {
+        let (receivers, hang) = isolation_receivers();
+        let rounds = if scale.quick { 1 } else { ROUNDS };
+        let mut ratios = Vec::new();
+        for round in 1..=rounds {
+            let faulty = p5_round(url, &receivers, hang, scale);
+            let healthy = p5_round(url, &receivers, ACCOUNTS - 1, scale);
+            eprintln!(
+                "p5 pg round {round}: {FLEET} instances, 99 accounts {faulty:.0}/s beside one \
+                 that never answers, {healthy:.0}/s beside a healthy one, ratio {:.2}",
+                faulty / healthy
+            );
+            ratios.push(faulty / healthy);
+        }
+        eprintln!(
+            "p5 pg: the never-answering listener read {} requests",
+            receivers.count(hang)
+        );
+        median(&ratios)
     }
 
     // -----------------------------------------------------------------------------------------
