@@ -27,7 +27,7 @@ use call_result_webhook::campaign::WebhookIndicator;
 use call_result_webhook::delivery::RetrySchedule;
 use call_result_webhook::limits::DEFAULT_PER_ENDPOINT_CONCURRENCY;
 use call_result_webhook::{AccountId, CallResult, CampaignId, PreferencesUpdate, Principal};
-use dialer_support::{Dialer, line};
+use dialer_support::{Dialer, fleet_args, line};
 use pg_support::{Database, Instance};
 use support::{Receiver, Reply, switch_on, within};
 
@@ -374,26 +374,14 @@ fn the_slots_of_a_process_killed_mid_attempt_come_back_with_its_leases() {
             Reply::ok()
         }
     });
-    let timeout_ms = TIMEOUT_MS.to_string();
-    let url = receiver.url_for("/calls");
-    let args = [
-        "--database-url",
+    let args = fleet_args(
         &db.url,
-        "--database-schema",
         &db.schema,
-        "--url",
-        &url,
-        "--username",
-        "dialer",
-        "--password",
+        &receiver.url_for("/calls"),
         "fleet-bound-password",
-        "--timeout-ms",
-        &timeout_ms,
-        "--retry-delays-ms",
+        TIMEOUT_MS,
         "100,100,100,100,100,100,100,100",
-        "--allow-http",
-        "--allow-private",
-    ];
+    );
     let input = (0..RESULTS)
         .map(|n| line("Fleet Bound Test", &format!("bound-{n:02}")).into_bytes())
         .collect();
