@@ -80,7 +80,9 @@ pub struct ClaimRequest<'a> {
     /// At most this many of one account's deliveries in flight at once, counting those in
     /// [`in_flight`](ClaimRequest::in_flight): a claim takes at most the difference of any
     /// account, so that a process never claims more of one endpoint than it may start (and
-    /// gives none back). `None`: no bound per account.
+    /// gives none back). A store shared by several processes applies it over all of them:
+    /// every process's claims count, until their outcome, their release or their lease's
+    /// end. `None`: no bound per account.
     pub per_account: Option<usize>,
     /// How many deliveries of each account are in flight in this process now (accounts not
     /// listed: none), for [`per_account`](ClaimRequest::per_account).
@@ -262,7 +264,8 @@ pub trait Outbox: Send + Sync + 'static {
     fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claim>>;
 
     /// When the earliest pending delivery not under a live lease (at `now`) is due, leaving out
-    /// `skip`'s accounts; `None` when there is none.
+    /// `skip`'s accounts (and, in a store that bounds accounts over several processes, those
+    /// whose every place is taken); `None` when there is none.
     ///
     /// # Errors
     ///

@@ -481,12 +481,13 @@ async fn walk(
         bound.push(budget);
     }
     let rows = client.query(&stmt, &bound).await.map_err(&claim_failed)?;
-    // The claimed rows' 14 columns, then the head's size (first walk), then the accounts.
-    let missing_at = if budget.is_some() { 15 } else { 14 };
+    // The claimed rows' 14 columns and their slot, then the head's size (first walk), then
+    // the accounts.
+    let missing_at = if budget.is_some() { 16 } else { 15 };
     let first = rows.first();
     Ok(Walked {
         head_rows: match (first, budget) {
-            (Some(row), Some(_)) => get(row, 14)?,
+            (Some(row), Some(_)) => get(row, 15)?,
             _ => 0,
         },
         missing: first

@@ -127,6 +127,7 @@ CREATE TABLE {s}.endpoint_slots (
     claim_token bigint,
     PRIMARY KEY (account, slot)
 ) WITH (fillfactor = 50);
+ALTER TABLE {s}.deliveries ADD COLUMN slot integer;
 ";
 
 /// The schema version this release writes.

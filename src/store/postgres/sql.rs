@@ -293,11 +293,12 @@ const LEASE_PICKED: &str = "c AS MATERIALIZED ( \
         AND state <> 'failed' AND (lease_until IS NULL OR lease_until <= $1::bigint) \
     FOR UPDATE SKIP LOCKED), \
 u AS ( \
-    UPDATE {s}.deliveries d SET lease_until = $2::bigint, claim_token = nextval({tokens}) \
+    UPDATE {s}.deliveries d SET lease_until = $2::bigint, claim_token = nextval({tokens}), \
+        slot = (SELECT p.slot FROM picked p WHERE p.id = d.id) \
     WHERE d.id = ANY (ARRAY (SELECT id FROM c)) \
     RETURNING d.id, d.account, d.campaign, d.body, d.encoding, d.created_at, \
         d.next_attempt_at, d.attempts, d.state, d.last_status, d.last_error, \
-        d.last_attempt_at, d.claim_token, d.lease_until)";
+        d.last_attempt_at, d.claim_token, d.lease_until, d.slot)";
 
 /// How a claim's or a batch of outcomes' commit waits for the server: by default it does not
 /// wait for the flush of its WAL (`synchronous_commit` off for that transaction alone). Every
@@ -328,9 +329,9 @@ macro_rules! endpoint_room {
 /// walk's candidates: `id`, `account`, `next_attempt_at`), takes free slots of each account's
 /// endpoint (`$5` slots per endpoint, NULL for no bound; free: never leased, or its lease
 /// ran out before `$1`), at most one per candidate, locking them (`SKIP LOCKED`: a slot
-/// another claim is taking is not free), keeps as many of each account's candidates as it got
-/// slots, leases those rows ([`LEASE_PICKED`]) and writes each leased row's token and lease
-/// into one slot. An outcome, a release or a lease's end frees the slot. Also answers the
+/// another claim is taking is not free), pairs each account's earliest candidates with its
+/// slots, leases those rows ([`LEASE_PICKED`], which keeps the slot's number in the row) and
+/// writes each leased row's token and lease into its slot. An outcome, a release or a lease's end frees the slot. Also answers the
 /// candidates' accounts that have no slots yet (`missing`): the store makes them and claims
 /// again.
 const ENDPOINT_SLOTS: &str = "need AS (SELECT account, count(*) AS k FROM picked0 GROUP BY account), \
@@ -341,21 +342,16 @@ slots AS MATERIALIZED ( \
             AND (e.lease_until IS NULL OR e.lease_until <= $1::bigint) \
         ORDER BY e.slot LIMIT n.k FOR UPDATE SKIP LOCKED) x \
     WHERE $5::bigint IS NOT NULL), \
-room AS (SELECT account, count(*) AS n FROM slots GROUP BY account), \
-picked AS ( \
-    SELECT p.id FROM (SELECT p.id, p.account, row_number() OVER (PARTITION BY p.account \
-        ORDER BY p.next_attempt_at, p.id) AS r FROM picked0 p) p \
-    LEFT JOIN room m ON m.account = p.account \
-    WHERE $5::bigint IS NULL OR p.r <= coalesce(m.n, 0)), \
+picked AS MATERIALIZED ( \
+    SELECT p.id, f.slot FROM (SELECT p.id, p.account, row_number() OVER (PARTITION BY \
+        p.account ORDER BY p.next_attempt_at, p.id) AS r FROM picked0 p) p \
+    JOIN (SELECT account, slot, row_number() OVER (PARTITION BY account ORDER BY slot) AS r \
+        FROM slots) f ON f.account = p.account AND f.r = p.r \
+    UNION ALL SELECT id, NULL FROM picked0 WHERE $5::bigint IS NULL), \
 LEASE_PICKED, \
-numbered AS (SELECT account, claim_token, lease_until, \
-    row_number() OVER (PARTITION BY account ORDER BY claim_token) AS k FROM u), \
-slotted AS (SELECT account, slot, row_number() OVER (PARTITION BY account ORDER BY slot) AS k \
-    FROM slots), \
 took AS ( \
-    UPDATE {s}.endpoint_slots e SET lease_until = n.lease_until, claim_token = n.claim_token \
-    FROM numbered n JOIN slotted f ON f.account = n.account AND f.k = n.k \
-    WHERE e.account = f.account AND e.slot = f.slot RETURNING 1), \
+    UPDATE {s}.endpoint_slots e SET lease_until = u.lease_until, claim_token = u.claim_token \
+    FROM u WHERE e.account = u.account AND e.slot = u.slot RETURNING 1), \
 missing AS (SELECT array_agg(n.account) AS accounts FROM need n WHERE $5::bigint IS NOT NULL \
     AND NOT EXISTS (SELECT 1 FROM {s}.endpoint_slots e \
         WHERE e.account = n.account AND e.slot = $5::bigint))";
@@ -477,10 +473,10 @@ u AS ( \
         lease_until = NULL, claim_token = NULL \
     FROM o WHERE d.id = ANY ($1::text[]) AND d.id = o.id AND d.claim_token = o.token \
         AND d.state <> 'failed' \
-    RETURNING d.id, d.account, d.campaign, o.state, o.error, o.at, o.token), \
+    RETURNING d.id, d.account, d.campaign, o.state, o.error, o.at, o.token, d.slot), \
 fr AS ( \
     UPDATE {s}.endpoint_slots e SET lease_until = NULL, claim_token = NULL \
-    FROM u WHERE e.account = u.account AND e.claim_token = u.token), \
+    FROM u WHERE e.account = u.account AND e.slot = u.slot AND e.claim_token = u.token), \
 st AS ( \
     INSERT INTO {s}.stats_deltas (account, campaign, pending, failed, last_failure_at, \
         last_failure_reason) \
@@ -501,10 +497,11 @@ d AS ( \
     DELETE FROM {s}.deliveries x USING o \
     WHERE x.id = ANY ($1::text[]) AND x.id = o.id AND x.claim_token = o.token \
         AND x.state <> 'failed' \
-    RETURNING x.id, x.account, x.campaign, x.body, x.encoding, o.at, o.error, o.token), \
+    RETURNING x.id, x.account, x.campaign, x.body, x.encoding, o.at, o.error, o.token, \
+        x.slot), \
 fr AS ( \
     UPDATE {s}.endpoint_slots e SET lease_until = NULL, claim_token = NULL \
-    FROM d WHERE e.account = d.account AND e.claim_token = d.token), \
+    FROM d WHERE e.account = d.account AND e.slot = d.slot AND e.claim_token = d.token), \
 r AS ( \
     INSERT INTO {s}.delivered_ids AS x (id, delivered_at, fingerprint) \
     SELECT id, at, ",
@@ -529,10 +526,10 @@ const EXTEND: &str = "WITH u AS ( \
     UPDATE {s}.deliveries d SET lease_until = greatest(d.lease_until, $3::bigint) \
     FROM unnest($1::text[], $2::bigint[]) AS r(id, token) \
     WHERE d.id = r.id AND d.claim_token = r.token AND d.state <> 'failed' \
-    RETURNING d.account, r.token), \
+    RETURNING d.account, d.slot, r.token), \
 xs AS ( \
     UPDATE {s}.endpoint_slots e SET lease_until = greatest(e.lease_until, $3::bigint) \
-    FROM u WHERE e.account = u.account AND e.claim_token = u.token) \
+    FROM u WHERE e.account = u.account AND e.slot = u.slot AND e.claim_token = u.token) \
 SELECT count(*) FROM u";
 
 /// Whether delivery `$1` is still known (stored, or delivered within the retention).
@@ -550,10 +547,10 @@ const RELEASE: &str = "WITH u AS ( \
     UPDATE {s}.deliveries d SET lease_until = NULL, claim_token = NULL \
     FROM unnest($1::text[], $2::bigint[]) AS r(id, token) \
     WHERE d.id = r.id AND d.claim_token = r.token AND d.state <> 'failed' \
-    RETURNING d.account, r.token), \
+    RETURNING d.account, d.slot, r.token), \
 fr AS ( \
     UPDATE {s}.endpoint_slots e SET lease_until = NULL, claim_token = NULL \
-    FROM u WHERE e.account = u.account AND e.claim_token = u.token) \
+    FROM u WHERE e.account = u.account AND e.slot = u.slot AND e.claim_token = u.token) \
 SELECT n, CASE WHEN n > 0 THEN pg_notify({ch}, 'due')::text END \
 FROM (SELECT count(*) AS n FROM u) c";
 
