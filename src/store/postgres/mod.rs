@@ -1,15 +1,4 @@
-//! A durable outbox shared by a fleet of processes on one PostgreSQL database (feature
-//! `postgres`).
-//!
-//! Every process opens a [`PostgresStore`] on the same database and schema. Due deliveries
-//! are claimed with `FOR UPDATE SKIP LOCKED` under a lease and a fencing token, so each is
-//! attempted by one process at a time; settings are read by every process from one table,
-//! followed by a version cursor; `LISTEN`/`NOTIFY` wakes idle processes at once.
-//!
-//! The store's trait methods are synchronous. The store owns a small tokio runtime on its
-//! own thread, which runs the connection pool (deadpool-postgres over tokio-postgres) and the
-//! `LISTEN` connections; each method hands its work there and waits for the answer, so it may
-//! be called from any thread, a tokio runtime's included, and never nests a runtime.
+#![doc = include_str!("README.md")]
 
 mod clock;
 mod driver;
