@@ -17,6 +17,7 @@ mod health;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
+mod recorder;
 mod runner;
 pub(crate) mod schedule;
 mod status;

@@ -4,8 +4,12 @@
 //! runs on an async executor thread. Each pass it claims due deliveries from the store
 //! ([`Outbox::claim`](crate::store::Outbox::claim): earliest due first, each under a lease and a
 //! fencing token), within the global bound and each endpoint's share, leaving out held
-//! accounts; hands them to a [`Runner`] (tokio tasks, or plain threads); and records their
-//! outcomes, taken back through the engine's signal, with the tokens they were claimed under.
+//! accounts; hands them to a [`Runner`] (tokio tasks, or plain threads); and has their
+//! outcomes, taken back through the engine's signal, recorded with the tokens they were
+//! claimed under, by a recorder thread (`recorder`) while it goes on claiming: a finished
+//! request's place at its endpoint goes to the next attempt at once, and the attempt stays in
+//! flight (claimed, counted in the global bound, waited for by a shutdown) until its outcome
+//! is recorded.
 //! Several processes may claim from one store at once: the store's claims keep them apart.
 
 use std::collections::{HashMap, HashSet};
@@ -21,6 +25,7 @@ use jiff::Timestamp;
 use crate::blocking::{Runtime, refuse_on, unblock};
 use crate::delivery::engine::{Attempt, Completed, Completion, Engine, Outcome};
 use crate::delivery::events::Event;
+use crate::delivery::recorder::Recorder;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, DeliveryId};
 use crate::store::{Claim, ClaimRequest, ClaimToken};
@@ -361,10 +366,14 @@ struct Scheduler {
     runner: Arc<dyn Runner>,
     global: usize,
     per_endpoint: usize,
-    /// Attempts in flight: the claim each was made under.
-    in_flight: HashMap<DeliveryId, (AccountId, ClaimToken)>,
-    /// Attempts in flight per account.
+    /// Attempts in flight, from their claim until their outcome is recorded: the claim each
+    /// was made under.
+    in_flight: HashMap<DeliveryId, InFlight>,
+    /// Requests in flight per account: an attempt's place at its endpoint is free once its
+    /// request has finished, while its outcome is still being recorded.
     per_account: HashMap<AccountId, usize>,
+    /// Records outcomes on a thread of its own while this one claims and starts attempts.
+    recorder: Option<Recorder>,
     /// The held accounts, as of `held_version`.
     held: Vec<AccountId>,
     held_version: u64,
@@ -381,6 +390,15 @@ struct Scheduler {
     /// The `store_pending` gauge's readings.
     #[cfg(feature = "metrics")]
     pending: crate::delivery::metrics::PendingReadings,
+}
+
+/// An attempt the scheduler holds: the claim it was made under, and whether its request still
+/// takes a place at its endpoint.
+#[derive(Debug)]
+struct InFlight {
+    account: AccountId,
+    token: ClaimToken,
+    sending: bool,
 }
 
 /// A store that is failing, as the scheduler sees it.
@@ -404,6 +422,7 @@ impl Scheduler {
             per_endpoint,
             in_flight: HashMap::new(),
             per_account: HashMap::new(),
+            recorder: None,
             held: Vec::new(),
             held_version: u64::MAX,
             closed: HashSet::new(),
@@ -417,6 +436,7 @@ impl Scheduler {
 
     fn run(mut self) -> Stopped {
         self.runner.started(&self.engine);
+        self.recorder = Recorder::start(self.engine.clone());
         #[cfg(feature = "metrics")]
         self.engine
             .metrics()
@@ -445,7 +465,13 @@ impl Scheduler {
             self.engine.set_in_flight(self.in_flight.len());
             #[cfg(feature = "metrics")]
             let pending_in = self.read_pending(stalled);
-            self.engine.signal().pass_done(requested);
+            // A settle request is answered once what was handed to the recorder before it
+            // has come back recorded.
+            let answered = match &mut self.recorder {
+                Some(recorder) => recorder.answerable(requested),
+                None => requested,
+            };
+            self.engine.signal().pass_done(answered);
 
             let mut wait = if deadline.is_some() || stalled {
                 None
@@ -488,13 +514,9 @@ impl Scheduler {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            // Recorded together: a durable store makes them durable in one write.
-            let outcomes = self.engine.complete_all(&batch.completions);
-            for (c, outcome) in batch.completions.into_iter().zip(outcomes) {
-                self.completed(c, outcome);
-                if deadline.is_some() {
-                    report.finished += 1;
-                }
+            let recorded = self.take_completions(batch.completions, batch.recorded);
+            if deadline.is_some() {
+                report.finished += recorded;
             }
             if batch.settings_changed {
                 self.closed.clear();
@@ -503,6 +525,15 @@ impl Scheduler {
                 because =
                     Some("the tokio runtime the worker's attempts ran on has shut down".to_owned());
                 break;
+            }
+        }
+        if let Some(recorder) = self.recorder.take() {
+            // What it holds is recorded before it stops; a shutdown's deadline does not cut
+            // a write short (the outcome is known: recording it spares a second request).
+            recorder.stop();
+            let recorded = self.take_completions(Vec::new(), self.engine.signal().take_recorded());
+            if deadline.is_some() {
+                report.finished += recorded;
             }
         }
         if !self.unrecorded.is_empty() {
@@ -577,6 +608,12 @@ impl Scheduler {
                 .iter()
                 .map(|(account, n)| (account.clone(), *n))
                 .collect();
+            let finished: Vec<ClaimToken> = self
+                .in_flight
+                .values()
+                .filter(|held| !held.sending)
+                .map(|held| held.token)
+                .collect();
             let request = ClaimRequest {
                 now,
                 limit: room,
@@ -584,6 +621,7 @@ impl Scheduler {
                 skip: &skip,
                 per_account: Some(self.per_endpoint),
                 in_flight: &in_flight,
+                finished: &finished,
             };
             let claims = self.engine.store().claim(&request)?;
             let full = claims.len() == room;
@@ -603,8 +641,14 @@ impl Scheduler {
                     #[cfg(feature = "metrics")]
                     self.pending.touch(&account);
                     *self.per_account.entry(account.clone()).or_default() += 1;
-                    self.in_flight
-                        .insert(claim.delivery.id.clone(), (account, claim.token));
+                    self.in_flight.insert(
+                        claim.delivery.id.clone(),
+                        InFlight {
+                            account,
+                            token: claim.token,
+                            sending: true,
+                        },
+                    );
                     self.start(claim);
                     started += 1;
                 }
@@ -728,9 +772,7 @@ impl Scheduler {
             .iter()
             .filter_map(|c| {
                 let id = &c.attempt.delivery;
-                self.in_flight
-                    .get(id)
-                    .map(|(_, token)| (id.clone(), *token))
+                self.in_flight.get(id).map(|held| (id.clone(), held.token))
             })
             .collect();
         if claims.is_empty() {
@@ -762,11 +804,56 @@ impl Scheduler {
         }
     }
 
-    /// Frees the attempt's place once its outcome is recorded; keeps it (and the outcome)
-    /// when the store could not record it.
+    /// Takes a pass's new completions and the recorder's results: frees each finished
+    /// request's place at its endpoint, hands the outcomes to the recorder (or records them
+    /// here when there is none), and finishes each recorded one. Returns how many were
+    /// recorded or kept as unrecorded in this pass.
+    fn take_completions(
+        &mut self,
+        completions: Vec<Completion>,
+        recorded: Vec<(Completion, Completed)>,
+    ) -> usize {
+        for c in &completions {
+            self.runner.finished(&c.attempt.delivery);
+            self.request_done(&c.attempt.delivery);
+        }
+        let mut results = recorded;
+        if let Some(recorder) = &mut self.recorder {
+            recorder.came_back(results.len());
+            recorder.record(completions);
+        } else {
+            // Recorded together: a durable store makes them durable in one write.
+            let outcomes = self.engine.complete_all(&completions);
+            results.extend(completions.into_iter().zip(outcomes));
+        }
+        let n = results.len();
+        for (c, outcome) in results {
+            self.completed(c, outcome);
+        }
+        n
+    }
+
+    /// The attempt's request has finished: its place at the endpoint is free for the next,
+    /// while the attempt stays in flight until its outcome is recorded.
+    fn request_done(&mut self, id: &DeliveryId) {
+        let Some(held) = self.in_flight.get_mut(id) else {
+            return;
+        };
+        if std::mem::replace(&mut held.sending, false)
+            && let Some(n) = self.per_account.get_mut(&held.account)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_account.remove(&held.account);
+            }
+        }
+    }
+
+    /// Forgets the attempt once its outcome is recorded; keeps it (and the outcome) when the
+    /// store could not record it.
     fn completed(&mut self, c: Completion, result: Completed) {
         let id = &c.attempt.delivery;
-        self.runner.finished(id);
+        self.request_done(id);
         if let Completed::NotRecorded(why) = result {
             self.unrecorded.push(c);
             self.store_failed_because(why, false);
@@ -774,14 +861,7 @@ impl Scheduler {
         }
         #[cfg(feature = "metrics")]
         self.pending.touch(&c.attempt.account);
-        if let Some((account, _)) = self.in_flight.remove(id)
-            && let Some(n) = self.per_account.get_mut(&account)
-        {
-            *n -= 1;
-            if *n == 0 {
-                self.per_account.remove(&account);
-            }
-        }
+        self.in_flight.remove(id);
     }
 
     /// Reads the store's pending counts for the `store_pending` gauge when a reading is due,
@@ -808,7 +888,7 @@ impl Scheduler {
         let claims: Vec<(DeliveryId, ClaimToken)> = self
             .in_flight
             .drain()
-            .map(|(id, (_, token))| (id, token))
+            .map(|(id, held)| (id, held.token))
             .collect();
         self.per_account.clear();
         if !claims.is_empty()

@@ -87,6 +87,12 @@ pub struct ClaimRequest<'a> {
     /// How many deliveries of each account are in flight in this process now (accounts not
     /// listed: none), for [`per_account`](ClaimRequest::per_account).
     pub in_flight: &'a [(AccountId, usize)],
+    /// Claims of this process whose requests have finished while their outcomes are still
+    /// being recorded (not counted in [`in_flight`](ClaimRequest::in_flight)). A store that
+    /// applies [`per_account`](ClaimRequest::per_account) over a fleet may give their places
+    /// at the endpoint to this claim's deliveries: the outcome recorded later frees nothing
+    /// that was given on. The deliveries themselves stay claimed until their outcomes.
+    pub finished: &'a [ClaimToken],
 }
 
 impl ClaimRequest<'_> {

@@ -4,7 +4,7 @@
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::delivery::engine::Completion;
+use crate::delivery::engine::{Completed, Completion};
 use crate::sync::lock;
 
 /// How the facade, runners and the clock wake the scheduler, and how the scheduler tells
@@ -25,6 +25,8 @@ pub(crate) struct SignalState {
     /// Settings or health changed: what is held may have changed.
     pub(crate) settings_changed: bool,
     pub(crate) completions: Vec<Completion>,
+    /// Completions the recorder thread recorded, with what recording them gave.
+    pub(crate) recorded: Vec<(Completion, Completed)>,
     pub(crate) clock_moved: bool,
     pub(crate) shutdown: Option<Instant>,
     /// Settle requests made and answered.
@@ -44,6 +46,7 @@ impl SignalState {
         self.poked
             || self.settings_changed
             || !self.completions.is_empty()
+            || !self.recorded.is_empty()
             || self.clock_moved
             || self.shutdown.is_some()
             || self.runtime_gone
@@ -56,6 +59,7 @@ impl SignalState {
 pub(crate) struct Batch {
     pub(crate) settings_changed: bool,
     pub(crate) completions: Vec<Completion>,
+    pub(crate) recorded: Vec<(Completion, Completed)>,
     pub(crate) shutdown: Option<Instant>,
     pub(crate) runtime_gone: bool,
     pub(crate) requested: u64,
@@ -89,6 +93,16 @@ impl Signal {
 
     pub(crate) fn complete(&self, c: Completion) {
         self.with(|s| s.completions.push(c));
+    }
+
+    /// The recorder thread recorded these completions.
+    pub(crate) fn recorded(&self, results: Vec<(Completion, Completed)>) {
+        self.with(|s| s.recorded.extend(results));
+    }
+
+    /// What the recorder thread recorded and the scheduler has not taken yet, without waiting.
+    pub(crate) fn take_recorded(&self) -> Vec<(Completion, Completed)> {
+        std::mem::take(&mut lock(&self.state).recorded)
     }
 
     pub(crate) fn clock_moved(&self) {
@@ -142,6 +156,7 @@ impl Signal {
         Batch {
             settings_changed: std::mem::take(&mut s.settings_changed),
             completions: std::mem::take(&mut s.completions),
+            recorded: std::mem::take(&mut s.recorded),
             shutdown: s.shutdown.take(),
             runtime_gone: s.runtime_gone,
             requested: s.requested,

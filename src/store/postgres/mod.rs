@@ -488,6 +488,7 @@ impl Outbox for PostgresStore {
                 .iter()
                 .map(|(a, n)| (a.as_str().to_owned(), *n))
                 .collect(),
+            finished: request.finished.to_vec(),
         };
         self.run(|ctx| ops::claim(ctx, ask))
     }

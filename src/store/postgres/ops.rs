@@ -420,6 +420,8 @@ struct ClaimParams {
     per_account: Option<i64>,
     busy_accounts: Vec<String>,
     busy_counts: Vec<i64>,
+    /// Tokens of this process's claims whose requests finished: their slots are free here.
+    finished: Vec<i64>,
 }
 
 impl ClaimParams {
@@ -432,6 +434,7 @@ impl ClaimParams {
             &self.per_account,
             &self.busy_accounts,
             &self.busy_counts,
+            &self.finished,
         ]
     }
 
@@ -550,6 +553,7 @@ pub(super) struct ClaimAsk {
     pub(super) skip: Vec<String>,
     pub(super) per_account: Option<usize>,
     pub(super) in_flight: Vec<(String, usize)>,
+    pub(super) finished: Vec<ClaimToken>,
 }
 
 /// Claims in two walks: the head of the due order ([`CLAIM_HEAD`](super::sql)); then, only
@@ -580,6 +584,11 @@ async fn claim_once(ctx: &Ctx, ask: &ClaimAsk) -> Result<Vec<Claim>> {
             .in_flight
             .iter()
             .map(|(_, n)| i64::try_from(*n).unwrap_or(i64::MAX))
+            .collect(),
+        finished: ask
+            .finished
+            .iter()
+            .filter_map(|t| i64::try_from(t.get()).ok())
             .collect(),
     };
     let client = ctx.client().await?;

@@ -313,6 +313,9 @@ const PROGRESS_COMMIT: &str = "set_config('synchronous_commit', 'off', true)";
 /// no endpoint slots yet, or one of them is free. For `next_due`, which knows no bound.
 macro_rules! endpoint_room {
     ($a:literal, $now:literal) => {
+        endpoint_room!($a, $now, "")
+    };
+    ($a:literal, $now:literal, $also_free:literal) => {
         concat!(
             "(NOT EXISTS (SELECT 1 FROM {s}.endpoint_slots e WHERE e.account = ",
             $a,
@@ -320,15 +323,17 @@ macro_rules! endpoint_room {
             $a,
             ".account AND (e.lease_until IS NULL OR e.lease_until <= ",
             $now,
-            "::bigint)))"
+            "::bigint",
+            $also_free,
+            ")))"
         )
     };
 }
 
 /// The fleet's bound per endpoint, shared by the claim's two walks. From `picked0` (the
 /// walk's candidates: `id`, `account`, `next_attempt_at`), takes free slots of each account's
-/// endpoint (`$5` slots per endpoint, NULL for no bound; free: never leased, or its lease
-/// ran out before `$1`), at most one per candidate, locking them (`SKIP LOCKED`: a slot
+/// endpoint (`$5` slots per endpoint, NULL for no bound; free: never leased, its lease ran
+/// out before `$1`, or held by a claim of this process whose request finished, `$8`), at most one per candidate, locking them (`SKIP LOCKED`: a slot
 /// another claim is taking is not free), pairs each account's earliest candidates with its
 /// slots, leases those rows ([`LEASE_PICKED`], which keeps the slot's number in the row) and
 /// writes each leased row's token and lease into its slot. An outcome, a release or a lease's end frees the slot. Also answers the
@@ -339,7 +344,8 @@ slots AS MATERIALIZED ( \
     SELECT x.account, x.slot FROM need n CROSS JOIN LATERAL ( \
         SELECT e.account, e.slot FROM {s}.endpoint_slots e \
         WHERE e.account = n.account AND e.slot <= $5::bigint \
-            AND (e.lease_until IS NULL OR e.lease_until <= $1::bigint) \
+            AND (e.lease_until IS NULL OR e.lease_until <= $1::bigint \
+                OR e.claim_token = ANY($8::bigint[])) \
         ORDER BY e.slot LIMIT n.k FOR UPDATE SKIP LOCKED) x \
     WHERE $5::bigint IS NOT NULL), \
 picked AS MATERIALIZED ( \
@@ -356,7 +362,7 @@ missing AS (SELECT array_agg(n.account) AS accounts FROM need n WHERE $5::bigint
     AND NOT EXISTS (SELECT 1 FROM {s}.endpoint_slots e \
         WHERE e.account = n.account AND e.slot = $5::bigint))";
 
-/// The claim's first walk: the head of the due order, at most `$8` rows read whatever they
+/// The claim's first walk: the head of the due order, at most `$9` rows read whatever they
 /// are, of which the earliest claimable are taken, at most `$4` in all, at most `$5` less
 /// those in this process's flight (`$6` accounts, `$7` counts) of one account, and no more
 /// than its endpoint has free slots over the fleet ([`ENDPOINT_SLOTS`]). `$1` now, `$2` the
@@ -365,14 +371,14 @@ missing AS (SELECT array_agg(n.account) AS accounts FROM need n WHERE $5::bigint
 /// Reading a bounded head keeps the walk's cost off the backlog of the accounts it leaves
 /// out: a filter inside the index scan would read past every one of their rows. Answers the
 /// claimed rows and, on every row (one row of NULLs when nothing was claimed), how many rows
-/// the head read and the accounts without slots: fewer than `$8` rows means the head was
-/// every due row, so there is nothing more to find; `$8` means the account-by-account walk
+/// the head read and the accounts without slots: fewer than `$9` rows means the head was
+/// every due row, so there is nothing more to find; `$9` means the account-by-account walk
 /// ([`CLAIM_BY_ACCOUNT`]) may find more.
 const CLAIM_HEAD: &str = concat!(
     "WITH head AS MATERIALIZED ( \
     SELECT id, account, next_attempt_at, lease_until FROM {s}.deliveries \
     WHERE state = 'pending' AND next_attempt_at <= $1::bigint \
-    ORDER BY next_attempt_at LIMIT $8::bigint), \
+    ORDER BY next_attempt_at LIMIT $9::bigint), \
 busy AS (SELECT * FROM unnest($6::text[], $7::bigint[]) AS b(account, n)), \
 ranked AS ( \
     SELECT h.id, h.account, h.next_attempt_at, coalesce(b.n, 0) AS busy, \
@@ -411,7 +417,9 @@ picked0 AS MATERIALIZED ( \
     WHERE a.account IS NOT NULL AND ",
     account_open!("a", "$3"),
     " AND ",
-    endpoint_room!("a", "$1"),
+    // A slot held by a claim of this process whose request finished (`$8` their tokens) is
+    // free for the claim too: the outcome recorded later finds another token in it.
+    endpoint_room!("a", "$1", " OR e.claim_token = ANY($8::bigint[])"),
     " \
     ORDER BY x.next_attempt_at, x.id LIMIT $4::bigint), ",
     "ENDPOINT_SLOTS \

@@ -618,11 +618,13 @@ fn claims_and_outcomes_commit_without_waiting_for_the_flush_unless_asked() {
         let walks = [
             (
                 &sql.claim_head,
-                "(1, 2, ARRAY[]::text[], 10, 10, ARRAY[]::text[], ARRAY[]::bigint[], 100)",
+                "(1, 2, ARRAY[]::text[], 10, 10, ARRAY[]::text[], ARRAY[]::bigint[], \
+                 ARRAY[]::bigint[], 100)",
             ),
             (
                 &sql.claim_by_account,
-                "(1, 2, ARRAY[]::text[], 10, 10, ARRAY[]::text[], ARRAY[]::bigint[])",
+                "(1, 2, ARRAY[]::text[], 10, 10, ARRAY[]::text[], ARRAY[]::bigint[], \
+                 ARRAY[]::bigint[])",
             ),
         ];
         for (statement, args) in walks {
@@ -657,6 +659,62 @@ fn claims_and_outcomes_commit_without_waiting_for_the_flush_unless_asked() {
 /// `per_account` bounds one endpoint's attempts over every process on the schema: a slot
 /// taken by one store's claim is not another's until its outcome, its release or its
 /// lease's end; an extended lease keeps its slot.
+/// A claim may give the endpoint slot of one of its process's finished requests (its outcome
+/// still being written) to a new delivery; the outcome written later then frees nothing, so
+/// the bound still counts requests in flight over the fleet.
+#[test]
+fn a_finished_requests_slot_goes_to_the_next_claim_and_its_outcome_frees_nothing() {
+    let db = db!();
+    let (one, two) = (db.open(), db.open());
+    let batch: Vec<NewDelivery> = (0..4)
+        .map(|i| new(&format!("d{i}"), "acme", &i.to_string(), t(0)))
+        .collect();
+    one.insert(&batch).unwrap();
+    let claim = |store: &PostgresStore, now: Timestamp, finished: &[ClaimToken]| {
+        store
+            .claim(&ClaimRequest {
+                now,
+                limit: 10,
+                lease: Duration::from_secs(30),
+                per_account: Some(1),
+                finished,
+                ..ClaimRequest::default()
+            })
+            .unwrap()
+    };
+    let first = claim(&one, t(0), &[]);
+    assert_eq!(first.len(), 1);
+    assert!(claim(&one, t(1), &[]).is_empty(), "the one slot is taken");
+    // Another process's finished token frees nothing here, and a token of no slot neither.
+    assert!(claim(&two, t(1), &[ClaimToken::new(u64::MAX / 4)]).is_empty());
+    // Its request over, the first claim's slot goes to the next delivery.
+    let second = claim(&one, t(2), &[first[0].token]);
+    assert_eq!(second.len(), 1);
+    assert_ne!(second[0].delivery.id, first[0].delivery.id);
+    // Its outcome, written now, leaves the slot to the second (no process finds room).
+    let answers = one.record_attempts(&[(
+        first[0].delivery.id.clone(),
+        first[0].token,
+        record(t(4), NextStep::Delivered, None),
+    )]);
+    assert!(answers[0].is_ok(), "{answers:?}");
+    assert!(
+        claim(&two, t(5), &[]).is_empty(),
+        "the second holds the slot"
+    );
+    let answers = one.record_attempts(&[(
+        second[0].delivery.id.clone(),
+        second[0].token,
+        record(t(6), NextStep::Delivered, None),
+    )]);
+    assert!(answers[0].is_ok(), "{answers:?}");
+    assert_eq!(
+        claim(&two, t(7), &[]).len(),
+        1,
+        "free again once the second's outcome is in"
+    );
+}
+
 #[test]
 fn the_bound_per_endpoint_holds_across_stores() {
     let db = db!();
@@ -1132,14 +1190,14 @@ fn explain_claim_and_next_due_on_a_million_pending() {
                 "claim, head",
                 &sql.claim_head,
                 "($NOW, $NOW + 30000000000, ARRAY['acct1','acct2']::text[], 64, 4, \
-                 ARRAY['acct3']::text[], ARRAY[2]::bigint[], 320)",
+                 ARRAY['acct3']::text[], ARRAY[2]::bigint[], ARRAY[]::bigint[], 320)",
                 "deliveries_due",
             ),
             (
                 "claim, account by account",
                 &sql.claim_by_account,
                 "($NOW, $NOW + 30000000000, ARRAY['acct1','acct2']::text[], 64, 4, \
-                 ARRAY['acct3']::text[], ARRAY[2]::bigint[])",
+                 ARRAY['acct3']::text[], ARRAY[2]::bigint[], ARRAY[]::bigint[])",
                 "deliveries_account_due",
             ),
             (
@@ -1363,7 +1421,7 @@ fn the_claim_walks_the_due_index_of_a_table_without_statistics() {
         let explain = format!(
             "BEGIN; {setup}; PREPARE q AS {}; \
              EXPLAIN EXECUTE q({now}, {now} + 1000, ARRAY[]::text[], 64, 4, \
-                 ARRAY[]::text[], ARRAY[]::bigint[], 320); ROLLBACK",
+                 ARRAY[]::text[], ARRAY[]::bigint[], ARRAY[]::bigint[], 320); ROLLBACK",
             sql.claim_head
         );
         db.sql(&explain)

@@ -2,8 +2,10 @@
 //!
 //! One writer thread owns the only write connection. Every write ([`Outbox::insert`](crate::store::Outbox::insert),
 //! [`Outbox::record_attempts`](crate::store::Outbox::record_attempts), ...) is sent to it over a channel; it takes what is queued, applies
-//! each operation inside its own savepoint, commits the lot in one transaction with one fsync
-//! (`synchronous = FULL` in WAL mode) and only then answers each caller with its own result.
+//! each operation inside its own savepoint and commits the lot in one transaction. A second
+//! thread fsyncs the write-ahead log after the commit, while the writer applies the next batch,
+//! and only then answers each caller with its own result (see `syncer`: one fsync for every
+//! batch committed meanwhile; [`CommitMode::PerSubmit`] fsyncs in each commit instead).
 //! Reads use a small pool of separate connections, which WAL lets run beside the writer. A
 //! third connection copies the WAL into the file in the background (passive checkpoints), and
 //! the writer keeps the WAL under [`SqliteStoreBuilder::wal_limit`]: once the `-wal` file has
@@ -15,6 +17,7 @@ mod due;
 mod outbox;
 mod rows;
 mod schema;
+mod syncer;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -170,7 +173,9 @@ impl SqliteStoreBuilder {
 /// The outbox in one SQLite file: survives crashes and restarts of the dialer.
 ///
 /// - Durable: [`insert`](crate::store::Outbox::insert) returns once the deliveries are fsynced to the file's
-///   write-ahead log (`journal_mode = WAL`, `synchronous = FULL`).
+///   write-ahead log (`journal_mode = WAL`; the log is fsynced after each group commit, beside
+///   the next batch's work, and every caller is answered only after the fsync that covers
+///   its write).
 /// - Group commit: concurrent writes share one transaction and one fsync (see
 ///   [`CommitMode`]); a write that fails (an id stored for another call result, an unknown
 ///   delivery) fails alone.
@@ -392,6 +397,23 @@ impl SqliteStore {
             .spawn(move || checkpoint_loop(checkpoint_conn, wake_rx, &background))
             .map_err(|e| Error::store("starting the checkpoint thread", e))?;
 
+        // Group commit fsyncs on a thread of its own (see `syncer`): the write connection's
+        // commits only append to the log. One write per commit fsyncs as it commits.
+        let broken = syncer::Broken::default();
+        let syncer = match commit {
+            CommitMode::Group { .. } => {
+                conn.pragma_update(None, "synchronous", "NORMAL")
+                    .map_err(|e| Error::store("configuring the write connection", e))?;
+                let (answers_tx, answers_rx) = mpsc::channel();
+                let (db, theirs) = (path.clone(), broken.clone());
+                let thread = std::thread::Builder::new()
+                    .name("outbox-sync".into())
+                    .spawn(move || syncer::sync_loop(&db, &answers_rx, &theirs))
+                    .map_err(|e| Error::store("starting the fsync thread", e))?;
+                Some((answers_tx, thread))
+            }
+            CommitMode::PerSubmit => None,
+        };
         let commits = Arc::new(AtomicU64::new(0));
         let (jobs_tx, jobs_rx) = mpsc::channel();
         let writer = Writer {
@@ -407,6 +429,8 @@ impl SqliteStore {
             expected: max_batch,
             commits: Arc::clone(&commits),
             wal: WalBound::new(&path, wal_limit, checkpointing),
+            syncer,
+            broken,
         };
         let writer = std::thread::Builder::new()
             .name("outbox-writer".into())

@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -23,6 +24,7 @@ use super::rows::{
     REMEMBER_DELIVERED, SAME_DELIVERY, UPDATE_ACCOUNT, UPDATE_HEALTH, bind_filter, push_filter,
     state_from_sql, stored_states, to_nanos,
 };
+use super::syncer::{Answers, Broken, broken_error};
 
 /// The writer wakes the checkpointer after this many commits.
 const CHECKPOINT_EVERY: u32 = 64;
@@ -95,6 +97,11 @@ pub(super) struct Writer {
     pub(super) expected: usize,
     pub(super) commits: Arc<AtomicU64>,
     pub(super) wal: WalBound,
+    /// Where committed batches go to be fsynced and answered (group commit); `None` answers
+    /// at once, the commit having fsynced (`synchronous = FULL`).
+    pub(super) syncer: Option<(Sender<Answers>, JoinHandle<()>)>,
+    /// Set once an fsync of the log failed: every write is refused from then on.
+    pub(super) broken: Broken,
 }
 
 /// What the writer needs to keep the write-ahead log under its limit.
@@ -136,15 +143,45 @@ impl Writer {
             batch.push(first);
             self.gather(&jobs, &mut batch);
             self.expected = batch.len();
-            self.commit_batch(&batch, &mut results);
-            for (job, result) in batch.drain(..).zip(results.drain(..)) {
-                // The caller always waits for its answer; nothing to do if it is gone.
-                let _ = job.reply.send(result);
+            if let Some(why) = self.broken.get() {
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(broken_error(why)));
+                }
+                continue;
+            }
+            let committed = self.commit_batch(&batch, &mut results);
+            let answers: Answers = batch
+                .drain(..)
+                .map(|job| job.reply)
+                .zip(results.drain(..))
+                .collect();
+            match &self.syncer {
+                // Answered once the log is fsynced, while the next batch is applied.
+                Some((syncer, _)) if committed => {
+                    if let Err(returned) = syncer.send(answers) {
+                        // The syncer is gone (it cannot be, short of a panic): nothing
+                        // committed may be answered as durable.
+                        for (reply, _) in returned.0 {
+                            let _ = reply.send(Err(broken_error("the fsync thread stopped")));
+                        }
+                    }
+                }
+                _ => {
+                    for (reply, answer) in answers {
+                        // The caller always waits for its answer; nothing to do if it is gone.
+                        let _ = reply.send(answer);
+                    }
+                }
             }
             if self.since_prune >= PRUNE_EVERY {
                 self.prune();
             }
             self.bound_wal();
+        }
+        // The syncer answers what it was handed, then ends.
+        if let Some((syncer, thread)) = self.syncer.take() {
+            drop(syncer);
+            let _ = thread.join();
         }
     }
 
@@ -246,8 +283,8 @@ impl Writer {
     }
 
     /// Applies each job in its own savepoint and commits them all in one transaction,
-    /// leaving one result per job in `results`.
-    fn commit_batch(&mut self, batch: &[Job], results: &mut Vec<Result<u64>>) {
+    /// leaving one result per job in `results`. Returns whether a transaction committed.
+    fn commit_batch(&mut self, batch: &[Job], results: &mut Vec<Result<u64>>) -> bool {
         let mut in_tx = false;
         let mut tx_start = 0;
         let mut pending_at_start = self.pending;
@@ -274,7 +311,7 @@ impl Writer {
             }
         }
         if !in_tx {
-            return;
+            return false;
         }
         match self.exec("COMMIT") {
             Ok(()) => {
@@ -286,6 +323,7 @@ impl Writer {
                     // A wake-up already waiting is as good as a new one.
                     let _ = self.wake_checkpointer.try_send(());
                 }
+                true
             }
             Err(e) => {
                 if !self.conn.is_autocommit() {
@@ -293,6 +331,7 @@ impl Writer {
                 }
                 abort(&mut results[tx_start..], &e.to_string());
                 self.pending = pending_at_start;
+                false
             }
         }
     }
