@@ -56,7 +56,17 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// How long the id of a delivered call result is remembered, so that a resubmission with the
 /// same id is not sent again: 7 days.
+///
+/// A store has no clock: it measures the retention on the times its writes carry (a submit's
+/// `created_at`, an attempt's time, a replay's now). An id delivered at most this long before
+/// the newest of them is remembered; an older one is forgotten, [`PRUNE_BATCH`] at a time,
+/// and a submit under it is new again. See [`Outbox::insert`](crate::store::Outbox::insert).
 pub const DELIVERED_ID_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// The most delivered ids a store forgets in one step once their [`DELIVERED_ID_RETENTION`]
+/// is over, so that no write waits long behind the forgetting: 1000. A store may take fewer
+/// (the PostgreSQL store takes 256, in the background) and steps again until none is left.
+pub const PRUNE_BATCH: usize = 1_000;
 
 /// The most custom headers an account may send.
 pub const MAX_CUSTOM_HEADERS: usize = 16;

@@ -572,6 +572,8 @@ impl Outbox for FullDisk {
     }
 }
 
+impl call_result_webhook::store::Notices for FullDisk {}
+
 impl Settings for FullDisk {
     fn load_account(&self, account: &AccountId) -> call_result_webhook::Result<Option<Versioned>> {
         self.inner.load_account(account)

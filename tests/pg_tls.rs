@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use call_result_webhook::Error;
 use call_result_webhook::dispatch::Certificate;
 use call_result_webhook::store::conformance::{new_deliveries, t};
-use call_result_webhook::store::{ClaimRequest, Notice, Outbox, PostgresStore, Settings};
+use call_result_webhook::store::{ClaimRequest, Notice, Notices, Outbox, PostgresStore};
 use pg_cluster::Cluster;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use call_result_webhook::jiff::Timestamp;
 use call_result_webhook::store::{
     AccountRecords, AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter,
-    DeliveryStats, NewDelivery, NoticeSink, Outbox, SaveOutcome, Settings, SettingsSnapshot,
-    Versioned,
+    DeliveryStats, NewDelivery, Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned,
 };
 use call_result_webhook::{
     AccountId, CallResult, CampaignId, DeliveryId, Error, Event, HyperDispatcher, MemoryStore,
@@ -147,10 +146,9 @@ impl Settings for Faulty {
     fn changes_since(&self, cursor: u64) -> Result<SettingsSnapshot> {
         self.inner.changes_since(cursor)
     }
-    fn subscribe(&self, sink: NoticeSink) {
-        self.inner.subscribe(sink)
-    }
 }
+
+impl call_result_webhook::store::Notices for Faulty {}
 
 struct Setup {
     store: Arc<Faulty>,

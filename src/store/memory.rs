@@ -7,11 +7,11 @@ use jiff::Timestamp;
 
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
-use crate::limits::DELIVERED_ID_RETENTION;
+use crate::limits::{DELIVERED_ID_RETENTION, PRUNE_BATCH};
 use crate::store::{
     AccountRecords, AccountSave, AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery,
-    DeliveryFilter, DeliveryState, DeliveryStats, Fingerprint, NewDelivery, NextStep, Outbox,
-    PRUNE_BATCH, SaveOutcome, Settings, SettingsSnapshot, Versioned,
+    DeliveryFilter, DeliveryState, DeliveryStats, Fingerprint, NewDelivery, NextStep, Notices,
+    Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned,
 };
 
 /// Keeps the outbox in the process's memory. Nothing survives a restart.
@@ -65,12 +65,6 @@ struct Inner {
     /// The newest time a write has carried (a submit's creation, an attempt, a replay's now).
     /// The store has no clock: delivered ids are kept for the retention before this.
     newest: Option<Timestamp>,
-}
-
-/// Whether a stored delivery and a new one are the same call result: same account, campaign
-/// and body (bytes and encoding).
-fn same_call_result(stored: &Delivery, new: &NewDelivery) -> bool {
-    stored.account == new.account && stored.campaign == new.campaign && stored.body == new.body
 }
 
 impl MemoryStore {
@@ -274,7 +268,7 @@ impl Inner {
                 stats.last_success_at = Some(record.at);
                 // Delivered deliveries are only counted, not kept; their ids are remembered
                 // for a while, so a resubmission is not sent again.
-                let what = Fingerprint::of(&d.account, &d.campaign, &d.body);
+                let what = d.fingerprint();
                 self.remember_delivered(id.clone(), record.at, what);
             }
             NextStep::RetryAt(at) => {
@@ -360,7 +354,7 @@ impl Outbox for MemoryStore {
                 continue;
             }
             if let Some(stored) = inner.deliveries.get(&new.id) {
-                if !same_call_result(stored, new) {
+                if !stored.is_same_call_result(new) {
                     return Err(Error::IdConflict {
                         id: new.id.to_string(),
                     });
@@ -723,6 +717,9 @@ impl Settings for MemoryStore {
         })
     }
 }
+
+/// One process only: no notices, no polling.
+impl Notices for MemoryStore {}
 
 /// `now + lease`, saturating at the largest time jiff holds.
 fn add_lease(now: Timestamp, lease: std::time::Duration) -> Timestamp {

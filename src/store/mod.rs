@@ -1,11 +1,35 @@
 //! The outbox: where accepted call results wait until a receiver answers 2xx or an administrator
 //! gives up on them.
 //!
-//! A [`Store`] is an [`Outbox`] (the queue) and [`Settings`] (accounts and endpoints' health).
-//! Both are synchronous and object-safe; the crate keeps a store as `Arc<dyn Store>`. The
-//! delivery worker calls it from its own thread and the facade from tokio's blocking pool, never
-//! from an async task. Several processes may share one store (PostgreSQL): they meet at claims
+//! A [`Store`] is an [`Outbox`] (the queue), [`Settings`] (accounts and endpoints' health) and
+//! [`Notices`] (how processes sharing the store hear of each other's writes). All three are
+//! synchronous and object-safe; the crate keeps a store as `Arc<dyn Store>`. The delivery
+//! worker calls it from its own thread and the facade from tokio's blocking pool, never from
+//! an async task. Several processes may share one store (PostgreSQL): they meet at claims
 //! with leases and fencing tokens (see [`Outbox`]).
+//!
+//! # Writing a store
+//!
+//! The three traits' docs are the specification, method by method; [`conformance`] (feature
+//! `test-util`) checks it, and every store of this crate passes it. A store written outside
+//! the crate follows the same rules with the same public pieces:
+//!
+//! - **Idempotent insert.** An id already stored is a repeat when it carries the same call
+//!   result ([`NewDelivery::is_same_call_result`], [`Delivery::is_same_call_result`]) and
+//!   [`Error::IdConflict`](crate::Error::IdConflict) when not.
+//! - **Retention.** A delivered delivery keeps only its id and its [`Fingerprint`] for
+//!   [`DELIVERED_ID_RETENTION`](crate::limits::DELIVERED_ID_RETENTION), measured on the times
+//!   its writes carry (a store has no clock), and is forgotten afterwards, at most
+//!   [`PRUNE_BATCH`](crate::limits::PRUNE_BATCH) at a time.
+//! - **Bounded.** Past its most pending deliveries, an insert is
+//!   [`Error::StoreFull`](crate::Error::StoreFull) and stores nothing.
+//! - **Claims.** Due first, leased, fenced by a [`ClaimToken`]; accounts paused by
+//!   [`Settings::save_health`], skipped or at their [`ClaimRequest::room_for`] are left out.
+//! - **Compare-and-set settings** from one version counter ([`SaveOutcome`]).
+//! - **Times** cross the seam as [`Timestamp`]s; a store that keeps integers uses
+//!   [`to_nanos`], [`from_nanos`] and [`clamp_nanos`], as the SQLite and PostgreSQL stores do.
+//!
+//! A store that one process uses alone writes `impl Notices for MyStore {}`.
 
 #[cfg(any(test, feature = "test-util"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
@@ -24,8 +48,8 @@ pub use memory::MemoryStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresStore, PostgresStoreBuilder};
 pub use seam::{
-    AccountRecords, AccountSave, Claim, ClaimRequest, ClaimToken, Notice, NoticeSink, Outbox,
-    SaveOutcome, Settings, SettingsSnapshot, Versioned,
+    AccountRecords, AccountSave, Claim, ClaimRequest, ClaimToken, Notice, NoticeSink, Notices,
+    Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned,
 };
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
@@ -36,11 +60,6 @@ use jiff::Timestamp;
 use crate::error::Result;
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::request::EncodedBody;
-
-/// The most delivered ids a store forgets in one step once their
-/// [`DELIVERED_ID_RETENTION`](crate::limits::DELIVERED_ID_RETENTION) is over, so that no write
-/// waits long behind the forgetting.
-pub(crate) const PRUNE_BATCH: usize = 1_000;
 
 /// A delivery as it is first stored, at submit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,15 +78,28 @@ pub struct NewDelivery {
     pub next_attempt_at: Timestamp,
 }
 
-impl NewDelivery {
-    /// Whether `other` is the same call result: same account, campaign and body (bytes and
-    /// encoding). A submit repeated under its id must be; its times may differ.
-    pub(crate) fn is_same_call_result(&self, other: &NewDelivery) -> bool {
-        self.account == other.account && self.campaign == other.campaign && self.body == other.body
-    }
+/// Whether two call results are the same: same account, campaign and body (bytes and
+/// encoding). Their ids and times do not count.
+fn same_call_result(
+    (account, campaign, body): (&AccountId, &CampaignId, &EncodedBody),
+    other: &NewDelivery,
+) -> bool {
+    *account == other.account && *campaign == other.campaign && *body == other.body
 }
 
 impl NewDelivery {
+    /// Whether `other` is the same call result: same account, campaign and body (bytes and
+    /// encoding); ids and times do not count.
+    ///
+    /// A store's [`Outbox::insert`] answers with it: an element whose id is stored already,
+    /// or appears earlier in the batch, is a repeat (stored once, a no-op) when this holds,
+    /// and [`Error::IdConflict`](crate::Error::IdConflict) when not. For an id delivered
+    /// within the retention, of which only the [`Fingerprint`] is kept, compare
+    /// [`fingerprint`](NewDelivery::fingerprint)s instead.
+    pub fn is_same_call_result(&self, other: &NewDelivery) -> bool {
+        same_call_result((&self.account, &self.campaign, &self.body), other)
+    }
+
     /// What a store keeps of a delivered call result, beside its id, to tell a repeat from
     /// another call result reusing the id: see [`Fingerprint`].
     pub fn fingerprint(&self) -> Fingerprint {
@@ -144,20 +176,57 @@ impl DeliveryState {
     }
 }
 
-/// Times are stored as integer nanoseconds since the Unix epoch (years 1678 to 2261).
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) fn to_nanos(at: Timestamp) -> Result<i64> {
+impl std::str::FromStr for DeliveryState {
+    type Err = crate::error::Error;
+
+    /// The state [`DeliveryState::as_str`] names.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store) for any other text: not a store's writing.
+    fn from_str(name: &str) -> Result<DeliveryState> {
+        match name {
+            "pending" => Ok(DeliveryState::Pending),
+            "delivered" => Ok(DeliveryState::Delivered),
+            "failed" => Ok(DeliveryState::Failed),
+            _ => Err(crate::error::Error::Store {
+                message: format!("unknown delivery state {name:?}"),
+                source: None,
+            }),
+        }
+    }
+}
+
+/// A time as the SQLite and PostgreSQL stores keep it: integer nanoseconds since the Unix
+/// epoch, which holds the years 1678 to 2261. [`from_nanos`] reads it back.
+///
+/// # Errors
+///
+/// [`Error::Store`](crate::Error::Store) for a time outside those years: the write that
+/// carries it stores nothing.
+pub fn to_nanos(at: Timestamp) -> Result<i64> {
     i64::try_from(at.as_nanosecond()).map_err(|_| crate::error::Error::Store {
         message: format!("time {at} is outside the years 1678 to 2261 that the outbox stores"),
         source: None,
     })
 }
 
-/// Like [`to_nanos`], for a bound in a query: a time past the range means "everything".
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) fn clamp_nanos(at: Timestamp) -> i64 {
+/// Like [`to_nanos`], for a bound in a query (due by, leased until): a time past the range
+/// stands for everything before or after it.
+pub fn clamp_nanos(at: Timestamp) -> i64 {
     let nanos = at.as_nanosecond();
     nanos.clamp(i64::MIN.into(), i64::MAX.into()) as i64
+}
+
+/// The time [`to_nanos`] wrote.
+///
+/// # Errors
+///
+/// [`Error::Store`](crate::Error::Store) if `nanos` is past the times a [`Timestamp`] holds
+/// (not a time [`to_nanos`] wrote).
+pub fn from_nanos(nanos: i64) -> Result<Timestamp> {
+    Timestamp::from_nanosecond(nanos.into())
+        .map_err(|e| crate::error::Error::store("reading a stored time", e))
 }
 
 /// A stored delivery with its progress so far.
@@ -185,6 +254,19 @@ pub struct Delivery {
     pub last_error: Option<String>,
     /// When the last attempt was made.
     pub last_attempt_at: Option<Timestamp>,
+}
+
+impl Delivery {
+    /// Whether `new` is the call result stored here: same account, campaign and body (bytes
+    /// and encoding). See [`NewDelivery::is_same_call_result`].
+    pub fn is_same_call_result(&self, new: &NewDelivery) -> bool {
+        same_call_result((&self.account, &self.campaign, &self.body), new)
+    }
+
+    /// What a store keeps of this call result once it is delivered: see [`Fingerprint`].
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&self.account, &self.campaign, &self.body)
+    }
 }
 
 /// What the worker learned from one attempt, and what happens next.
@@ -279,13 +361,14 @@ pub struct DeliveryStats {
     pub last_failure_reason: Option<String>,
 }
 
-/// A whole store: the [`Outbox`] and the [`Settings`] of one backend, which is what
-/// [`WebhooksBuilder::store`](crate::WebhooksBuilder::store) takes. Implemented for every type
-/// that implements both: [`MemoryStore`], `SqliteStore` (feature `sqlite`) and
-/// `PostgresStore` (feature `postgres`), and a dialer's own store.
-pub trait Store: Outbox + Settings {}
+/// A whole store: the [`Outbox`], the [`Settings`] and the [`Notices`] of one backend, which
+/// is what [`WebhooksBuilder::store`](crate::WebhooksBuilder::store) takes. Implemented for
+/// every type that implements the three: [`MemoryStore`], `SqliteStore` (feature `sqlite`)
+/// and `PostgresStore` (feature `postgres`), and a dialer's own store (one that no other
+/// process writes to adds `impl Notices for MyStore {}`).
+pub trait Store: Outbox + Settings + Notices {}
 
-impl<T: Outbox + Settings + ?Sized> Store for T {}
+impl<T: Outbox + Settings + Notices + ?Sized> Store for T {}
 
 impl<S: Outbox + ?Sized> Outbox for std::sync::Arc<S> {
     fn insert(&self, deliveries: &[NewDelivery]) -> Result<()> {
@@ -367,7 +450,10 @@ impl<S: Settings + ?Sized> Settings for std::sync::Arc<S> {
     fn changes_since(&self, cursor: u64) -> Result<SettingsSnapshot> {
         (**self).changes_since(cursor)
     }
-    fn subscribe(&self, sink: NoticeSink) {
+}
+
+impl<S: Notices + ?Sized> Notices for std::sync::Arc<S> {
+    fn subscribe(&self, sink: NoticeSink) -> bool {
         (**self).subscribe(sink)
     }
     fn poll_interval(&self) -> Option<std::time::Duration> {

@@ -1,5 +1,6 @@
 //! The store seam for a fleet: an [`Outbox`] (the queue: insert, claim, record, admin queries,
-//! counts) and [`Settings`] (accounts' settings and endpoints' health, shared by every process).
+//! counts), [`Settings`] (accounts' settings and endpoints' health, shared by every process)
+//! and [`Notices`] (how the processes sharing a store hear of each other's writes).
 //!
 //! Several processes may share one store (PostgreSQL). They meet here:
 //!
@@ -9,8 +10,8 @@
 //!   claim: a process presumed dead, whose lease ran out and whose delivery was claimed again,
 //!   cannot overwrite the newer attempt ([`Error::LeaseLost`](crate::Error::LeaseLost)).
 //! - **Settings.** A change saved through any process is read by every other one from
-//!   [`Settings::changes_since`], polled and, where the store can, announced at once through
-//!   [`Notice::SettingsChanged`].
+//!   [`Settings::changes_since`], polled at the store's [`Notices::poll_interval`] and, where
+//!   the store can, announced at once through [`Notice::SettingsChanged`] ([`Notices`]).
 //! - **Wake-ups.** A store shared by several processes tells each of them about new due work
 //!   ([`Notice::DueWork`]) so that an idle fleet starts a submit's first attempt at once, not at
 //!   the next poll.
@@ -212,46 +213,59 @@ impl std::fmt::Debug for AccountSave<'_> {
 
 /// The queue part of a store.
 ///
-/// Contract (checked for every store by the conformance suite):
+/// Contract (checked for every store by the conformance suite, [`crate::store::conformance`];
+/// each method's docs say the rest):
 /// - [`insert`](Outbox::insert) returns once the deliveries are durable (for a durable store),
-///   all or none; it is idempotent on the id.
+///   all or none; it is idempotent on the id
+///   ([`NewDelivery::is_same_call_result`](crate::store::NewDelivery::is_same_call_result)),
+///   and refuses another call result under a known id
+///   ([`Error::IdConflict`](crate::Error::IdConflict)).
+/// - Bounded: a store holds at most its own number of pending deliveries; an insert past it
+///   is [`Error::StoreFull`](crate::Error::StoreFull) and stores nothing. Failed deliveries
+///   and remembered ids do not count.
 /// - A delivery's body bytes never change after insert.
 /// - A claimed delivery is not claimed again until its lease runs out (or it is released);
-///   no two live claims of one delivery exist.
-/// - An outcome is recorded only with the delivery's current [`ClaimToken`].
-/// - A delivered delivery may be forgotten (only counted) right away; its id is remembered for
-///   [`DELIVERED_ID_RETENTION`](crate::limits::DELIVERED_ID_RETENTION); a failed one is kept
-///   until an administrator replays or removes it.
+///   no two live claims of one delivery exist. Claims leave out accounts whose endpoint was
+///   last saved paused ([`Settings::save_health`]).
+/// - An outcome is recorded only with the delivery's current [`ClaimToken`] (fencing).
+/// - A delivered delivery may be forgotten (only counted) right away; its id is remembered,
+///   with its [`Fingerprint`](crate::store::Fingerprint), while it was delivered at most
+///   [`DELIVERED_ID_RETENTION`](crate::limits::DELIVERED_ID_RETENTION) before the newest time
+///   the store's writes carried (a store has no clock), and forgotten after that, at most
+///   [`PRUNE_BATCH`](crate::limits::PRUNE_BATCH) in one step, at the store's own pace; a failed
+///   delivery is kept until an administrator replays or removes it.
 pub trait Outbox: Send + Sync + 'static {
     /// Stores new deliveries durably, all or none, idempotent on each delivery's id.
     ///
-    /// An element whose id is already stored is a no-op when it is the same call result: the
-    /// same account, campaign and body (bytes and encoding), whether the stored delivery is
-    /// pending or failed. The stored delivery is left as it is (its times, attempts and state;
-    /// a failed one is not replayed), the counts of [`stats`](Outbox::stats) do not change for
-    /// it, and the rest of the batch is stored. An element whose id was delivered within the
-    /// last [`DELIVERED_ID_RETENTION`](crate::limits::DELIVERED_ID_RETENTION) is a no-op too, whatever it carries: only the id of a
-    /// delivered delivery is remembered, so it is never sent again. The same id twice in one
-    /// batch is stored once. So a dialer may retry a submit (after a dropped future or a
-    /// retried transaction) as often as it likes.
+    /// An element whose id is already stored is a repeat when it is the same call result
+    /// ([`NewDelivery::is_same_call_result`]: the same account, campaign and body, bytes and
+    /// encoding), whether the stored delivery is pending or failed. A repeat is a no-op: the
+    /// stored delivery is left as it is (its times, attempts and state; a failed one is not
+    /// replayed), the counts of [`stats`](Outbox::stats) do not change for it, and the rest of
+    /// the batch is stored. An element whose id was delivered within the retention (see
+    /// below) is a repeat too when its [`NewDelivery::fingerprint`] is the one kept with the
+    /// id, and is never sent again. The same id twice in one batch is stored once. So a
+    /// dialer may retry a submit (after a dropped future or a retried transaction) as often
+    /// as it likes.
     ///
     /// Repeats take no room: a full store still accepts a batch of them.
+    ///
+    /// The store has no clock: the newest [`created_at`](NewDelivery::created_at) it was
+    /// given (with the other times its writes carry) is what it measures the
+    /// [`DELIVERED_ID_RETENTION`](crate::limits::DELIVERED_ID_RETENTION) against. An id
+    /// delivered at most that long before it is remembered; an older one may be forgotten,
+    /// and a submit under it is then a new delivery.
     ///
     /// # Errors
     ///
     /// Each error means that nothing of the batch was stored:
-    /// - [`Error::IdConflict`](crate::Error::IdConflict) if an id is already stored for a different call result
-    ///   (another account, campaign or body), or appears twice in the batch with different
-    ///   ones.
-    /// - [`Error::StoreFull`](crate::Error::StoreFull) if the new elements would take the pending deliveries past the
-    ///   store's limit.
-    /// - [`Error::Store`](crate::Error::Store) if the storage failed: a time the store cannot hold, a write or an
-    ///   fsync that failed, a writer that has stopped.
-    ///
-    /// [`DELIVERED_ID_RETENTION`](crate::limits::DELIVERED_ID_RETENTION): crate::limits::DELIVERED_ID_RETENTION
-    /// [`Error::IdConflict`](crate::Error::IdConflict): crate::Error::IdConflict
-    /// [`Error::StoreFull`](crate::Error::StoreFull): crate::Error::StoreFull
-    /// [`Error::Store`](crate::Error::Store): crate::Error::Store
+    /// - [`Error::IdConflict`](crate::Error::IdConflict) if an id is stored, or was delivered
+    ///   within the retention, for a different call result (another account, campaign or
+    ///   body), or appears twice in the batch with different ones.
+    /// - [`Error::StoreFull`](crate::Error::StoreFull) if the new elements (repeats do not
+    ///   count) would take the pending deliveries past the store's limit; it names the limit.
+    /// - [`Error::Store`](crate::Error::Store) if the storage failed: a time the store cannot
+    ///   hold, a write or an fsync that failed, a writer that has stopped.
     fn insert(&self, deliveries: &[NewDelivery]) -> Result<()>;
 
     /// Claims at most `request.limit` pending deliveries that are due and not under a live
@@ -269,9 +283,10 @@ pub trait Outbox: Send + Sync + 'static {
     /// [`Error::Store`](crate::Error::Store); nothing is claimed on error.
     fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claim>>;
 
-    /// When the earliest pending delivery not under a live lease (at `now`) is due, leaving out
-    /// `skip`'s accounts (and, in a store that bounds accounts over several processes, those
-    /// whose every place is taken); `None` when there is none.
+    /// When the earliest pending delivery not under a live lease (at `now`) is due, due yet or
+    /// not, leaving out `skip`'s accounts, accounts whose endpoint was last saved paused (as
+    /// [`claim`](Outbox::claim) does) and, in a store that bounds accounts over several
+    /// processes, those whose every place is taken; `None` when there is none.
     ///
     /// # Errors
     ///
@@ -283,9 +298,15 @@ pub trait Outbox: Send + Sync + 'static {
     /// makes them durable together.
     ///
     /// Each answer: `Ok(())`, or [`Error::LeaseLost`](crate::Error::LeaseLost) when the token
-    /// is no longer the delivery's current one (nothing recorded),
-    /// [`Error::UnknownDelivery`](crate::Error::UnknownDelivery) when it was removed, or
+    /// is no longer the delivery's current one, nothing recorded (its lease ran out and it was
+    /// claimed again, or its claim ended with an outcome: an earlier one of the same batch,
+    /// or a delivery whose id is still remembered);
+    /// [`Error::UnknownDelivery`](crate::Error::UnknownDelivery) when the store does not know
+    /// the id (never stored, or removed by an administrator); or
     /// [`Error::Store`](crate::Error::Store).
+    ///
+    /// An attempt's time ([`AttemptRecord::at`]) is a time the store has seen, for the
+    /// retention of delivered ids.
     fn record_attempts(
         &self,
         outcomes: &[(DeliveryId, ClaimToken, AttemptRecord)],
@@ -457,13 +478,43 @@ pub trait Settings: Send + Sync + 'static {
     ///
     /// [`Error::Store`](crate::Error::Store).
     fn changes_since(&self, cursor: u64) -> Result<SettingsSnapshot>;
+}
 
-    /// Starts telling `sink` about [`Notice`]s from other processes, where the store can. A
-    /// store used by one process only needs nothing: the default does nothing.
-    fn subscribe(&self, _sink: NoticeSink) {}
+/// The notices part of a store: how the processes that share a store hear of each other's
+/// writes, as River's driver has a listener beside its executor.
+///
+/// A store that one process uses alone needs none of it, and says so with an empty
+/// `impl Notices for MyStore {}`: the defaults announce nothing and poll nothing.
+///
+/// Contract (checked for every store by the conformance suite,
+/// [`notices_follow_writes`](crate::store::conformance::notices_follow_writes)):
+/// - A store that other processes write to answers [`poll_interval`](Notices::poll_interval)
+///   with `Some`: each process then reads [`Settings::changes_since`] and looks for due work
+///   at least that often, notices or not.
+/// - A store that announces writes says so: [`subscribe`](Notices::subscribe) returns `true`,
+///   and it has a poll interval (a notice may be lost; polling is what finds it). From then
+///   on every process subscribed, the writer's own included, hears [`Notice::DueWork`] after
+///   a write that makes work due ([`Outbox::insert`] of a new delivery,
+///   [`Outbox::requeue_failed`] that replays one, [`Outbox::release`] that gives one back)
+///   and [`Notice::SettingsChanged`] after a save that writes ([`Settings::save_account`],
+///   [`Settings::save_health`], [`Settings::save_accounts`]), within seconds. A notice is a
+///   hint: one more than needed costs a read.
+/// - A store that announces nothing returns `false` and never calls the sink; a store that
+///   other processes write to and announces nothing is followed by polling alone.
+pub trait Notices: Send + Sync + 'static {
+    /// Starts telling `sink` about [`Notice`]s, where the store can, and returns whether it
+    /// will (`true`), or whether it announces nothing (`false`: the default, which keeps
+    /// nothing of `sink`).
+    ///
+    /// The delivery engine subscribes when it starts following a store that has a
+    /// [`poll_interval`](Notices::poll_interval). The store may call `sink` from any thread
+    /// of its own; `sink` returns at once.
+    fn subscribe(&self, _sink: NoticeSink) -> bool {
+        false
+    }
 
-    /// How often to read [`changes_since`](Settings::changes_since) and look for due work in
-    /// case a notice was lost; `None` for a store no other process writes to.
+    /// How often to read [`Settings::changes_since`] and look for due work in case a notice
+    /// was lost; `None` (the default) for a store no other process writes to.
     fn poll_interval(&self) -> Option<Duration> {
         None
     }

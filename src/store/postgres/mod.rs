@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::store::{
     AccountRecords, AccountSave, AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery,
-    DeliveryFilter, DeliveryStats, NewDelivery, NoticeSink, Outbox, SaveOutcome, Settings,
+    DeliveryFilter, DeliveryStats, NewDelivery, NoticeSink, Notices, Outbox, SaveOutcome, Settings,
     SettingsSnapshot, Versioned,
 };
 
@@ -72,7 +72,7 @@ impl fmt::Debug for PostgresStoreBuilder {
 
 impl PostgresStoreBuilder {
     /// The most connections the store keeps open for its statements (one more is opened per
-    /// [`Settings::subscribe`]); [`PostgresStore::DEFAULT_POOL_SIZE`] unless set.
+    /// [`Notices::subscribe`]); [`PostgresStore::DEFAULT_POOL_SIZE`] unless set.
     pub fn pool_size(mut self, pool_size: usize) -> Self {
         self.pool_size = pool_size;
         self
@@ -206,7 +206,7 @@ impl PostgresStoreBuilder {
 /// - Durable: [`insert`](Outbox::insert) returns once its transaction committed.
 /// - Shared: deliveries are claimed with leases and fencing tokens ([`Outbox::claim`]),
 ///   settings and counts are the fleet's, and `LISTEN`/`NOTIFY` tells every subscribed
-///   process about new due work and changed settings ([`Settings::subscribe`]).
+///   process about new due work and changed settings ([`Notices::subscribe`]).
 /// - Transactional enqueue: a dialer can store a delivery inside its own transaction with
 ///   [`enqueue_statement`] or [`enqueue_in`].
 /// - One clock, the database's: every time is stored and compared on the server's clock; the
@@ -607,13 +607,17 @@ impl Settings for PostgresStore {
     fn changes_since(&self, cursor: u64) -> Result<SettingsSnapshot> {
         self.run(move |ctx| settings::since(ctx, cursor))
     }
+}
 
+/// `LISTEN`/`NOTIFY` on the schema's channel, and polling every second in case a notice is
+/// lost.
+impl Notices for PostgresStore {
     /// Opens a dedicated connection that `LISTEN`s on the schema's channel and calls `sink`
     /// with each notice, from the store's runtime thread; reconnects with backoff if it
     /// breaks, and then announces both notices, since some may have been missed.
-    /// Listens for the other processes' notices; returns once listening (or after 5 s, if
-    /// the server does not answer: the listener keeps trying, and polling covers the gap).
-    fn subscribe(&self, sink: NoticeSink) {
+    /// Returns `true` once listening (or after 5 s, if the server does not answer: the
+    /// listener keeps trying, and polling covers the gap).
+    fn subscribe(&self, sink: NoticeSink) -> bool {
         let config = self.config.clone();
         let tls = self.tls.clone();
         let schema = self.ctx.sql.schema.clone();
@@ -623,6 +627,7 @@ impl Settings for PostgresStore {
         if listening.recv_timeout(LISTEN_READY_WITHIN).is_err() {
             tracing::warn!("outbox: not listening for notices yet; polling until then");
         }
+        true
     }
 
     /// Other processes write to the same tables: one second.

@@ -24,8 +24,9 @@ use super::sql::{Statements, delivery_from_row, get, stats_from_rows};
 /// How long a delivered id is remembered, so that a resubmission is not sent again.
 use crate::limits::DELIVERED_ID_RETENTION;
 
-/// The most delivered ids one prune forgets.
+/// The most delivered ids one prune forgets: under [`limits::PRUNE_BATCH`](crate::limits::PRUNE_BATCH).
 const PRUNE_BATCH: i64 = 256;
+const _: () = assert!(PRUNE_BATCH as usize <= crate::limits::PRUNE_BATCH);
 
 /// What every operation needs: the pool, the statements, the limits.
 #[derive(Debug)]

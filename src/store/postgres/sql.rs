@@ -2,7 +2,6 @@
 //! the store's types.
 
 use bytes::Bytes;
-use jiff::Timestamp;
 use tokio_postgres::Row;
 
 use crate::encoding::Encoding;
@@ -672,11 +671,7 @@ pub(super) fn enqueue_sql(schema: &str) -> String {
     with_schema(ENQUEUE, schema)
 }
 
-pub(super) use crate::store::{clamp_nanos, to_nanos};
-
-pub(super) fn from_nanos(nanos: i64) -> Result<Timestamp> {
-    Timestamp::from_nanosecond(nanos.into()).map_err(|e| Error::store("reading a stored time", e))
-}
+pub(super) use crate::store::{clamp_nanos, from_nanos, to_nanos};
 
 pub(super) fn state_from_str(state: &str) -> Result<DeliveryState> {
     DeliveryState::of_outbox_row(state).ok_or_else(|| Error::Store {

@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::store::{
     AccountRecords, AccountSave, AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery,
-    DeliveryFilter, DeliveryStats, NewDelivery, Outbox, SaveOutcome, Settings, SettingsSnapshot,
-    Versioned,
+    DeliveryFilter, DeliveryStats, NewDelivery, Notices, Outbox, SaveOutcome, Settings,
+    SettingsSnapshot, Versioned,
 };
 
 use super::claims::NotCurrent;
@@ -188,9 +188,8 @@ impl Outbox for SqliteStore {
     }
 }
 
-/// One process uses the file, so nothing changes behind this store's back: no notices, no
-/// polling. Every save still takes a version from one counter, so
-/// [`changes_since`](Settings::changes_since) answers exactly.
+/// Every save takes a version from one counter, so [`changes_since`](Settings::changes_since)
+/// answers exactly.
 impl Settings for SqliteStore {
     fn load_account(&self, account: &AccountId) -> Result<Option<Versioned>> {
         self.read("loading account settings", |conn| {
@@ -304,3 +303,7 @@ impl Settings for SqliteStore {
         self.settings_since(i64::try_from(cursor).unwrap_or(i64::MAX))
     }
 }
+
+/// One process uses the file, so nothing changes behind this store's back: no notices, no
+/// polling.
+impl Notices for SqliteStore {}

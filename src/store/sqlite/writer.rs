@@ -13,9 +13,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, DeliveryId};
-use crate::limits::DELIVERED_ID_RETENTION;
+use crate::limits::{DELIVERED_ID_RETENTION, PRUNE_BATCH};
 use crate::store::{
-    AttemptRecord, DeliveryFilter, DeliveryState, Fingerprint, NewDelivery, NextStep, PRUNE_BATCH,
+    AttemptRecord, DeliveryFilter, DeliveryState, Fingerprint, NewDelivery, NextStep,
 };
 
 use super::rows::{

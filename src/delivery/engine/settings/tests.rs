@@ -120,6 +120,8 @@ impl Outbox for Meddling {
     }
 }
 
+impl crate::store::Notices for Meddling {}
+
 impl Settings for Meddling {
     fn load_account(&self, account: &AccountId) -> Result<Option<Versioned>> {
         self.inner.load_account(account)
