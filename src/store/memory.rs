@@ -456,6 +456,11 @@ impl Outbox for MemoryStore {
             .iter()
             .map(|(id, token, record)| {
                 if !inner.deliveries.contains_key(id) {
+                    // Delivered under another claim (an earlier outcome of the batch, or a
+                    // newer claim's): that outcome stands, as in every store.
+                    if inner.delivered.contains_key(id) {
+                        return Err(Error::LeaseLost { id: id.to_string() });
+                    }
                     return Err(Error::UnknownDelivery(id.to_string()));
                 }
                 match inner.claims.get(id) {
