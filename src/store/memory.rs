@@ -774,7 +774,7 @@ mod tests {
 
     #[test]
     fn conforms() {
-        crate::store::conformance::run_all(&MemoryStore::new);
+        crate::store::conformance::run_all(&MemoryStore::with_max_pending);
     }
 
     #[test]

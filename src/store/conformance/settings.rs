@@ -1,13 +1,12 @@
 //! The checks of [`Settings`]: versions from one counter, compare-and-set saves, the cursor
-//! to follow changes from, and pauses that hold claims.
+//! to follow changes from, pages of accounts and batches of saves. (Pauses that hold claims
+//! are checked with the claims.)
 
 use crate::ids::AccountId;
-use crate::store::{AccountSave, Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned};
-
-use super::{claim, ids, new_deliveries, t};
+use crate::store::{AccountSave, SaveOutcome, Settings, SettingsSnapshot, Versioned};
 
 /// The version a save that must go through was written at.
-fn saved(outcome: SaveOutcome) -> u64 {
+pub(super) fn saved(outcome: SaveOutcome) -> u64 {
     match outcome {
         SaveOutcome::Saved { version } => version,
         SaveOutcome::Stale => panic!("a save at the stored version was refused as stale"),
@@ -32,7 +31,7 @@ fn health(snapshot: &SettingsSnapshot) -> Vec<(&str, &str)> {
     all
 }
 
-fn versioned(json: &str, version: u64) -> Versioned {
+pub(super) fn versioned(json: &str, version: u64) -> Versioned {
     Versioned {
         json: json.to_owned(),
         version,
@@ -178,42 +177,6 @@ pub fn a_stale_health_save_writes_nothing<S: Settings + ?Sized>(store: &S) {
     assert_eq!(store.load_health(&acme).unwrap(), Some(versioned("h2", h2)));
     let none = store.changes_since(cursor).unwrap();
     assert!(none.accounts.is_empty() && none.health.is_empty());
-}
-
-/// A pause saved with an endpoint's health leaves its account out of claims and of
-/// `next_due` until the health is saved unpaused; a stale save neither pauses nor resumes.
-pub fn a_pause_holds_claims_until_saved_unpaused<S: Outbox + Settings + ?Sized>(store: &S) {
-    let acme: AccountId = "acme".into();
-    store.insert(&new_deliveries("acme", "c1", 1)).unwrap();
-    let h1 = saved(store.save_health(&acme, "unpaused", false, None).unwrap());
-    let h2 = saved(store.save_health(&acme, "paused", true, Some(h1)).unwrap());
-    assert!(claim(store, t(10), 10, &[]).is_empty(), "a paused account");
-    assert_eq!(store.next_due(t(10), &[]).unwrap(), None);
-    // An older copy, unpaused, cannot undo the pause.
-    assert_eq!(
-        store
-            .save_health(&acme, "unpaused", false, Some(h1))
-            .unwrap(),
-        SaveOutcome::Stale
-    );
-    assert!(claim(store, t(10), 10, &[]).is_empty(), "still paused");
-    let h3 = saved(
-        store
-            .save_health(&acme, "resumed", false, Some(h2))
-            .unwrap(),
-    );
-    assert_eq!(ids(&claim(store, t(10), 10, &[])), ["msg_acme_c1_0"]);
-    // A stale pause holds nothing either.
-    store.insert(&new_deliveries("acme", "c2", 1)).unwrap();
-    assert_eq!(
-        store.save_health(&acme, "paused", true, Some(h2)).unwrap(),
-        SaveOutcome::Stale
-    );
-    assert_eq!(ids(&claim(store, t(10), 10, &[])), ["msg_acme_c2_0"]);
-    assert_eq!(
-        store.load_health(&acme).unwrap(),
-        Some(versioned("resumed", h3))
-    );
 }
 
 /// The ids, versions and health of one page of [`Settings::accounts_after`].

@@ -1245,11 +1245,30 @@ fn conforms() {
     drop(probe);
     // Each check on a fresh schema; the schemas are dropped once the suite is done.
     let schemas = Mutex::new(Vec::new());
-    crate::store::conformance::run_all(&|| {
+    crate::store::conformance::run_all(&|max_pending| {
         let db = Db::new().expect("the server answered a moment ago");
-        let store = db.open();
+        let store = db
+            .builder()
+            .max_pending(max_pending)
+            .open_blocking()
+            .expect("open the store");
         schemas.lock().unwrap().push(db);
         store
+    });
+}
+
+/// The fleet's checks with two processes on one schema: claims and saves at once, a save
+/// seen by the other, and notices heard by both.
+#[test]
+fn two_stores_on_one_schema_conform_as_a_fleet() {
+    let Some(probe) = Db::new() else { return };
+    drop(probe);
+    let schemas = Mutex::new(Vec::new());
+    crate::store::conformance::run_fleet(&|| {
+        let db = Db::new().expect("the server answered a moment ago");
+        let stores = vec![db.open(), db.open()];
+        schemas.lock().unwrap().push(db);
+        stores
     });
 }
 

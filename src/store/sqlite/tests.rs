@@ -146,9 +146,12 @@ fn attempt(at: Timestamp, status: u16, next: NextStep) -> AttemptRecord {
 #[test]
 fn conforms_with_group_commit() {
     let dirs = RefCell::new(Vec::new());
-    conformance::run_all(&|| {
+    conformance::run_all(&|max_pending| {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(in_dir(&dir)).unwrap();
+        let store = SqliteStore::builder(in_dir(&dir))
+            .max_pending(max_pending)
+            .open()
+            .unwrap();
         dirs.borrow_mut().push(dir);
         store
     });
@@ -157,10 +160,11 @@ fn conforms_with_group_commit() {
 #[test]
 fn conforms_with_one_commit_per_write() {
     let dirs = RefCell::new(Vec::new());
-    conformance::run_all(&|| {
+    conformance::run_all(&|max_pending| {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::builder(in_dir(&dir))
             .commit(CommitMode::PerSubmit)
+            .max_pending(max_pending)
             .open()
             .unwrap();
         dirs.borrow_mut().push(dir);
