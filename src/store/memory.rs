@@ -777,105 +777,10 @@ mod tests {
         crate::store::conformance::run_all(&MemoryStore::with_max_pending);
     }
 
+    /// The retention itself is the conformance suite's; here, the two indexes of delivered
+    /// ids stay in step.
     #[test]
-    fn full_store_refuses_and_keeps_what_it_has() {
-        let store = MemoryStore::with_max_pending(2);
-        let batch = new_deliveries("acme", 3);
-        assert!(matches!(
-            store.insert(&batch),
-            Err(Error::StoreFull { max_pending: 2 })
-        ));
-        store.insert(&batch[..2]).unwrap();
-        assert!(matches!(
-            store.insert(&batch[2..]),
-            Err(Error::StoreFull { .. })
-        ));
-        assert_eq!(store.stats(&"acme".into(), None).unwrap().pending, 2);
-        // A full store still takes a resubmission: it needs no room.
-        store.insert(&batch[..2]).unwrap();
-        assert_eq!(store.stats(&"acme".into(), None).unwrap().pending, 2);
-    }
-
-    #[test]
-    fn claims_follow_due_order_across_accounts_and_step_over_skipped_ones() {
-        let store = MemoryStore::new();
-        let mut all = new_deliveries("acme", 3);
-        all.extend(new_deliveries("beta", 3));
-        store.insert(&all).unwrap();
-        let ids = |claims: &[Claim]| -> Vec<String> {
-            claims.iter().map(|c| c.delivery.id.to_string()).collect()
-        };
-        let first = claim(&store, t(1), 3, &[]);
-        assert_eq!(ids(&first), ["msg_acme_0", "msg_beta_0", "msg_acme_1"]);
-        let skipped = claim(&store, t(10), 10, &["acme".into()]);
-        assert_eq!(ids(&skipped), ["msg_beta_1", "msg_beta_2"]);
-        assert!(first[0].token < first[1].token);
-        // Claimed ones are not claimed again while their lease holds; the due one left is.
-        assert_eq!(ids(&claim(&store, t(10), 10, &[])), ["msg_acme_2"]);
-        assert!(claim(&store, t(10), 10, &[]).is_empty());
-        // Leases run out 30 s after their claim: then they are claimable, with new tokens.
-        let again = claim(&store, t(45), 10, &[]);
-        assert_eq!(again.len(), 6);
-        assert!(again.iter().all(|c| c.token > first[2].token));
-    }
-
-    #[test]
-    fn an_old_token_records_nothing_and_release_frees_at_once() {
-        let store = MemoryStore::new();
-        store.insert(&new_deliveries("acme", 1)).unwrap();
-        let old = claim(&store, t(0), 1, &[]).remove(0);
-        let new = claim(&store, t(100), 1, &[]).remove(0);
-        let record = AttemptRecord {
-            at: t(100),
-            status: Some(204),
-            error: None,
-            next: NextStep::Delivered,
-        };
-        let id = old.delivery.id.clone();
-        let answers = store.record_attempts(&[(id.clone(), old.token, record.clone())]);
-        assert!(matches!(&answers[0], Err(Error::LeaseLost { .. })));
-        assert_eq!(store.stats(&"acme".into(), None).unwrap().pending, 1);
-        store.release(&[(id.clone(), new.token)]).unwrap();
-        let third = claim(&store, t(100), 1, &[]).remove(0);
-        assert!(third.token > new.token);
-        assert!(store.record_attempts(&[(id, third.token, record)])[0].is_ok());
-        let stats = store.stats(&"acme".into(), None).unwrap();
-        assert_eq!((stats.pending, stats.delivered), (0, 1));
-        assert!(!store.has_pending().unwrap());
-        assert_eq!(store.next_due(t(100), &[]).unwrap(), None);
-    }
-
-    #[test]
-    fn settings_changes_are_read_from_a_cursor() {
-        let store = MemoryStore::new();
-        let saved = store.save_account(&"acme".into(), "{1}", None).unwrap();
-        assert_eq!(saved, SaveOutcome::Saved { version: 1 });
-        let first = store.load_settings().unwrap();
-        assert_eq!(
-            first.accounts,
-            [Versioned {
-                json: "{1}".into(),
-                version: 1
-            }]
-        );
-        let _ = store
-            .save_health(&"acme".into(), "{h}", false, None)
-            .unwrap();
-        let changes = store.changes_since(first.cursor).unwrap();
-        assert!(changes.accounts.is_empty());
-        assert_eq!(changes.health.len(), 1);
-        assert_eq!(changes.health[0].1.json, "{h}");
-        assert!(
-            store
-                .changes_since(changes.cursor)
-                .unwrap()
-                .health
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn a_delivered_id_is_forgotten_after_the_retention() {
+    fn forgetting_a_delivered_id_empties_both_of_its_indexes() {
         use crate::limits::DELIVERED_ID_RETENTION;
 
         let store = MemoryStore::new();

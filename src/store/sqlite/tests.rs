@@ -442,39 +442,15 @@ fn a_lone_caller_is_not_kept_waiting_for_company() {
     assert_eq!(store.transactions_committed(), 11);
 }
 
+/// A full store's refusals are the conformance suite's; here, the count of pending
+/// deliveries it refuses by outlives a restart.
 #[test]
-fn full_store_refuses_and_keeps_what_it_has() {
+fn the_pending_count_outlives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = in_dir(&dir);
     let store = SqliteStore::builder(&path).max_pending(3).open().unwrap();
     let batch = new_deliveries("acme", "c1", 5);
-    store.insert(&batch[..2]).unwrap();
-    assert!(matches!(
-        store.insert(&batch[2..4]),
-        Err(Error::StoreFull { max_pending: 3 })
-    ));
-    store.insert(&batch[2..3]).unwrap();
-    assert!(matches!(
-        store.insert(&batch[3..4]),
-        Err(Error::StoreFull { .. })
-    ));
-    let kept = store.list(&DeliveryFilter::account("acme"), 10).unwrap();
-    let ids: Vec<_> = kept.iter().map(|d| d.id.clone()).collect();
-    assert_eq!(
-        ids,
-        [
-            batch[0].id.clone(),
-            batch[1].id.clone(),
-            batch[2].id.clone()
-        ]
-    );
-    assert!(kept.iter().zip(&batch).all(|(d, n)| d.body == n.body));
-    assert_eq!(store.stats(&"acme".into(), None).unwrap().pending, 3);
-    // A full store still takes a resubmission: it needs no room.
     store.insert(&batch[..3]).unwrap();
-    assert_eq!(store.stats(&"acme".into(), None).unwrap().pending, 3);
-
-    // A delivered one frees its place, and the count outlives a restart.
     store
         .record_attempt(&batch[0].id, &attempt(t(9), 200, NextStep::Delivered))
         .unwrap();
@@ -483,7 +459,7 @@ fn full_store_refuses_and_keeps_what_it_has() {
     let store = SqliteStore::builder(&path).max_pending(3).open().unwrap();
     assert!(matches!(
         store.insert(&batch[4..]),
-        Err(Error::StoreFull { .. })
+        Err(Error::StoreFull { max_pending: 3 })
     ));
     assert_eq!(store.stats(&"acme".into(), None).unwrap().pending, 3);
 }
@@ -664,8 +640,10 @@ fn an_older_file_is_migrated() {
     assert!(SqliteStore::open(&path).is_err());
 }
 
+/// The retention itself is the conformance suite's; here, forgetting deletes the id's row
+/// (every [`PRUNE_EVERY`] commits), and a remembered id outlives a restart.
 #[test]
-fn a_delivered_id_older_than_the_retention_is_pruned() {
+fn a_delivered_id_is_pruned_from_the_file_and_remembered_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = in_dir(&dir);
     let store = SqliteStore::builder(&path)
@@ -683,12 +661,10 @@ fn a_delivered_id_older_than_the_retention_is_pruned() {
     store
         .record_attempt(&old[0].id, &attempt(t(10), 204, NextStep::Delivered))
         .unwrap();
-    store.insert(&old).unwrap();
-    assert_eq!(store.stats(&"acme".into(), None).unwrap().pending, 0);
     assert_eq!(remembered(), 1);
 
-    // The store's clock moves with the times it is given; the writer prunes every
-    // PRUNE_EVERY commits, so this many lone submits past the retention bring one prune.
+    // The writer prunes every PRUNE_EVERY commits, so this many lone submits past the
+    // retention bring one prune.
     let later = t(11) + DELIVERED_ID_RETENTION;
     for mut d in new_deliveries("acme", "c2", PRUNE_EVERY as usize) {
         d.created_at = later;
@@ -698,10 +674,6 @@ fn a_delivered_id_older_than_the_retention_is_pruned() {
     // The writer pruned before it took this write.
     store.insert(&old).unwrap();
     assert_eq!(remembered(), 0);
-    let stats = store.stats(&"acme".into(), Some(&"c1".into())).unwrap();
-    assert_eq!((stats.pending, stats.delivered), (1, 1));
-    let due = store.due(&"acme".into(), t(100), 10, &[]).unwrap();
-    assert_eq!(due[0].id, old[0].id);
 
     // Delivered again: remembered again, and across a restart.
     store
