@@ -319,7 +319,9 @@ impl WorkerInner {
                     source: None,
                 });
             }
-            if !self.engine.store().has_pending()? {
+            // Nothing pending, and every outcome of this worker recorded and reported (an
+            // outcome is visible in the store a moment before its events are sent).
+            if self.engine.in_flight() == 0 && !self.engine.store().has_pending()? {
                 return Ok(true);
             }
             let left = until.saturating_duration_since(Instant::now());
