@@ -260,3 +260,15 @@ impl Error {
         }
     }
 }
+
+/// An error and its causes, on one line: what a store failure is reported with.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -89,6 +89,7 @@ pub mod campaign;
 pub mod delivery;
 pub mod dispatch;
 pub mod encoding;
+mod engine;
 pub mod error;
 pub mod ids;
 pub mod limits;

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use crate::account::Account;
 use crate::blocking::{Runtime, refuse_on, unblock};
-use crate::campaign::{OffReason, WebhookIndicator};
-use crate::delivery::engine::{Engine, EventSink, Limits};
+use crate::campaign::WebhookIndicator;
 use crate::delivery::{Clock, DeadLetter, Event, Status, SystemClock, ThreadRunner, Worker};
 use crate::dispatch::BlockingDispatcher;
+use crate::engine::{Engine, EventSink, Limits};
+pub use crate::engine::{Prepared, Submitted};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::limits::{
@@ -19,44 +20,8 @@ use crate::limits::{
 use crate::payload::CallResult;
 use crate::policy::UrlPolicy;
 use crate::preferences::{AuditRecord, PreferencesUpdate, Principal};
-use crate::store::{DeliveryFilter, NewDelivery, Store};
+use crate::store::{DeliveryFilter, Store};
 use crate::sync::lock;
-
-/// What [`Webhooks::submit`] did with a call result.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[must_use = "a skipped call result was not stored"]
-pub enum Submitted {
-    /// Stored durably; it will be delivered with this `webhook-id`.
-    Accepted(DeliveryId),
-    /// Not sent and not stored: a switch was off when it was submitted.
-    Skipped(OffReason),
-}
-
-impl Submitted {
-    /// The delivery's id, if it was accepted.
-    pub fn id(&self) -> Option<&DeliveryId> {
-        match self {
-            Submitted::Accepted(id) => Some(id),
-            Submitted::Skipped(_) => None,
-        }
-    }
-
-    /// Whether it was accepted.
-    pub fn is_accepted(&self) -> bool {
-        matches!(self, Submitted::Accepted(_))
-    }
-}
-
-/// What [`Webhooks::prepare`] made of a call result: the delivery to store, or why there is none.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[must_use = "a prepared delivery is stored only when you insert it"]
-pub enum Prepared {
-    /// Both switches are on: store this delivery (in the dialer's own transaction, with
-    /// `store::postgres`'s enqueue, or with [`Outbox::insert`](crate::store::Outbox::insert)).
-    Ready(NewDelivery),
-    /// Not to be sent, and nothing to store: a switch was off.
-    Skipped(OffReason),
-}
 
 /// Sends every call result to the URL its customer account chose, reliably.
 ///
@@ -306,7 +271,7 @@ impl WebhooksBuilder {
             #[cfg(feature = "metrics")]
             crate::delivery::metrics::Metrics::new(self.metrics_by_account),
         )?);
-        crate::delivery::follow(&engine)?;
+        crate::engine::follow(&engine)?;
         Ok(Webhooks {
             engine,
             worker_runtime: Arc::default(),

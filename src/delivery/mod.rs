@@ -8,19 +8,20 @@
 //! With the `metrics` feature, `metrics` names what the worker records through the `metrics`
 //! facade.
 
-mod classify;
+pub(crate) mod attempt;
+pub(crate) mod classify;
 pub(crate) mod clock;
-pub(crate) mod engine;
-mod events;
-mod follow;
-mod health;
+pub(crate) mod core;
+pub(crate) mod events;
+pub(crate) mod health;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 mod recorder;
 mod runner;
 pub(crate) mod schedule;
-mod status;
+pub(crate) mod signal;
+pub(crate) mod status;
 mod worker;
 
 #[cfg(test)]
@@ -33,7 +34,6 @@ pub use schedule::RetrySchedule;
 pub use status::{DeadLetter, Status};
 pub use worker::{ShutdownReport, Worker};
 
-pub(crate) use follow::follow;
 pub(crate) use runner::ThreadRunner;
 #[cfg(feature = "tokio")]
 pub(crate) use runner::TokioRunner;

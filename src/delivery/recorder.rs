@@ -18,7 +18,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use crate::delivery::engine::{Completed, Completion, Engine};
+use crate::delivery::attempt::{Completed, Completion};
+use crate::delivery::core::Core;
 use crate::sync::lock;
 
 /// The handle the scheduler keeps: hands completions over, and stops the thread.
@@ -48,12 +49,12 @@ struct QueueState {
 impl Recorder {
     /// Starts the recorder thread; `None` when the system refuses a thread, and the scheduler
     /// then records on its own thread, as before.
-    pub(super) fn start(engine: Arc<Engine>) -> Option<Recorder> {
+    pub(super) fn start(engine: Arc<dyn Core>) -> Option<Recorder> {
         let queue = Arc::new(Queue::default());
         let theirs = queue.clone();
         let thread = std::thread::Builder::new()
             .name("webhook-recorder".into())
-            .spawn(move || record_until_stopped(&engine, &theirs))
+            .spawn(move || record_until_stopped(&*engine, &theirs))
             .inspect_err(|e| {
                 tracing::warn!(error = %e, "no recorder thread; the scheduler records outcomes itself");
             })
@@ -122,7 +123,7 @@ impl Drop for Recorder {
 
 /// The thread: waits for completions, records all that are queued at once, hands the results
 /// back; after a stop, records what is left and ends.
-fn record_until_stopped(engine: &Engine, queue: &Queue) {
+fn record_until_stopped(engine: &dyn Core, queue: &Queue) {
     loop {
         let completions = {
             let mut state = lock(&queue.state);

@@ -8,7 +8,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::Request;
 
-use crate::delivery::engine::{Attempt, Completion, Engine, Outcome};
+use crate::delivery::attempt::{Attempt, Completion, Outcome};
+use crate::delivery::core::Core;
 use crate::delivery::worker::Runner;
 use crate::dispatch::BlockingDispatcher;
 use crate::sync::lock;
@@ -24,7 +25,7 @@ struct Queue {
 }
 
 struct Job {
-    engine: Arc<Engine>,
+    engine: Arc<dyn Core>,
     attempt: Attempt,
     request: Request<Bytes>,
 }
@@ -94,7 +95,7 @@ fn stop(queue: &Queue) {
 }
 
 impl Runner for ThreadRunner {
-    fn run(&self, engine: &Arc<Engine>, attempt: Attempt, request: Request<Bytes>) {
+    fn run(&self, engine: &Arc<dyn Core>, attempt: Attempt, request: Request<Bytes>) {
         lock(&self.queue.jobs).0.push_back(Job {
             engine: engine.clone(),
             attempt,
@@ -123,7 +124,8 @@ mod tokio_runner {
     use http::Request;
     use tracing::Instrument;
 
-    use crate::delivery::engine::{Attempt, Completion, Engine, Outcome};
+    use crate::delivery::attempt::{Attempt, Completion, Outcome};
+    use crate::delivery::core::Core;
     use crate::delivery::worker::Runner;
     use crate::dispatch::Dispatcher;
     use crate::ids::DeliveryId;
@@ -152,7 +154,7 @@ mod tokio_runner {
 
     /// Tells the scheduler the runtime is gone when dropped while armed.
     struct RuntimeWatch {
-        engine: Arc<Engine>,
+        engine: Arc<dyn Core>,
         armed: Arc<AtomicBool>,
     }
 
@@ -165,7 +167,7 @@ mod tokio_runner {
     }
 
     impl Runner for TokioRunner {
-        fn started(&self, engine: &Arc<Engine>) {
+        fn started(&self, engine: &Arc<dyn Core>) {
             let armed = Arc::new(AtomicBool::new(true));
             let guard = RuntimeWatch {
                 engine: engine.clone(),
@@ -179,7 +181,7 @@ mod tokio_runner {
             *lock(&self.watch) = Some((task.abort_handle(), armed));
         }
 
-        fn run(&self, engine: &Arc<Engine>, attempt: Attempt, request: Request<Bytes>) {
+        fn run(&self, engine: &Arc<dyn Core>, attempt: Attempt, request: Request<Bytes>) {
             let dispatcher = self.dispatcher.clone();
             let engine = engine.clone();
             let id = attempt.delivery.clone();

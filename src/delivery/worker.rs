@@ -23,10 +23,11 @@ use http::Request;
 use jiff::Timestamp;
 
 use crate::blocking::{Runtime, refuse_on, unblock};
-use crate::delivery::engine::{Attempt, Completed, Completion, Engine, Outcome};
+use crate::delivery::attempt::{Attempt, Completed, Completion, Outcome};
+use crate::delivery::core::{Core, StoreProblem};
 use crate::delivery::events::Event;
 use crate::delivery::recorder::Recorder;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, error_chain};
 use crate::ids::{AccountId, DeliveryId};
 use crate::store::{Claim, ClaimRequest, ClaimToken};
 use crate::sync::lock;
@@ -46,9 +47,9 @@ const REPORT_AFTER: u32 = 5;
 /// Sends the attempts the scheduler hands it and reports each completion through the engine.
 pub(crate) trait Runner: Send + Sync + 'static {
     /// The scheduler is starting: watch whatever the attempts depend on (the async runtime).
-    fn started(&self, _engine: &Arc<Engine>) {}
+    fn started(&self, _engine: &Arc<dyn Core>) {}
     /// Starts one attempt; its completion is reported with `Signal::complete`.
-    fn run(&self, engine: &Arc<Engine>, attempt: Attempt, request: Request<Bytes>);
+    fn run(&self, engine: &Arc<dyn Core>, attempt: Attempt, request: Request<Bytes>);
     /// The scheduler has taken this attempt's completion.
     fn finished(&self, _delivery: &DeliveryId) {}
     /// The scheduler is stopping: stop what is still running where possible.
@@ -110,7 +111,7 @@ pub struct Worker {
 }
 
 struct WorkerInner {
-    engine: Arc<Engine>,
+    engine: Arc<dyn Core>,
     /// The scheduler thread until it is joined, then what it reported.
     scheduler: Mutex<Scheduled>,
     /// The runtime the attempts run on, where blocking waits are refused.
@@ -145,7 +146,7 @@ pub struct ShutdownReport {
 
 impl Worker {
     pub(crate) fn start(
-        engine: Arc<Engine>,
+        engine: Arc<dyn Core>,
         runner: Arc<dyn Runner>,
         global: usize,
         runtime: Option<Runtime>,
@@ -364,7 +365,7 @@ impl fmt::Debug for Worker {
 }
 
 struct Scheduler {
-    engine: Arc<Engine>,
+    engine: Arc<dyn Core>,
     runner: Arc<dyn Runner>,
     global: usize,
     per_endpoint: usize,
@@ -415,8 +416,8 @@ struct Failing {
 }
 
 impl Scheduler {
-    fn new(engine: Arc<Engine>, runner: Arc<dyn Runner>, global: usize) -> Self {
-        let per_endpoint = engine.limits().per_endpoint.min((global / 2).max(1));
+    fn new(engine: Arc<dyn Core>, runner: Arc<dyn Runner>, global: usize) -> Self {
+        let per_endpoint = engine.per_endpoint().min((global / 2).max(1));
         Scheduler {
             engine,
             runner,
@@ -672,7 +673,7 @@ impl Scheduler {
     /// The store failed (a read when `read`): stop making attempts, try again later, and
     /// after a few tries say so once.
     fn store_failed(&mut self, e: &Error, read: bool) {
-        self.store_failed_because(crate::delivery::engine::error_chain(e), read);
+        self.store_failed_because(error_chain(e), read);
     }
 
     /// [`store_failed`](Self::store_failed) with the failure already put in words.
@@ -696,11 +697,10 @@ impl Scheduler {
             let first = !failing.reported;
             failing.reported = true;
             // Once reported, kept current: a write failure may have become a read failure.
-            self.engine
-                .set_store_problem(Some(crate::delivery::engine::StoreProblem {
-                    cause: failing.cause.clone(),
-                    reads: failing.reads,
-                }));
+            self.engine.set_store_problem(Some(StoreProblem {
+                cause: failing.cause.clone(),
+                reads: failing.reads,
+            }));
             if first {
                 self.engine.emit(Event::StoreFailing {
                     reason: failing.cause.clone(),

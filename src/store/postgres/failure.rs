@@ -239,7 +239,7 @@ mod tests {
         assert_eq!(kind(&e), Kind::Broken);
         let wrapped = Error::store("the transaction failed", Shared(Arc::new(e)));
         assert_eq!(kind(&wrapped), Kind::Broken);
-        let text = crate::delivery::engine::error_chain(&wrapped);
+        let text = crate::error::error_chain(&wrapped);
         assert!(text.contains("57P01"), "{text}");
         assert!(text.contains("administrator command"), "{text}");
         assert_eq!(

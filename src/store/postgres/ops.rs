@@ -183,7 +183,7 @@ where
                 pause.min(left)
             }
             Kind::StatementTimeout => {
-                tracing::debug!(error = %crate::delivery::engine::error_chain(&e), "outbox: statement cancelled by statement_timeout");
+                tracing::debug!(error = %crate::error::error_chain(&e), "outbox: statement cancelled by statement_timeout");
                 return Err(Error::StoreTimeout {
                     bound: "statement_timeout",
                     limit: ctx.bounds.statement_timeout,
@@ -191,7 +191,7 @@ where
             }
             _ => return Err(e),
         };
-        tracing::debug!(error = %crate::delivery::engine::error_chain(&e), transient_tries, broken_tries, "outbox: running the operation again");
+        tracing::debug!(error = %crate::error::error_chain(&e), transient_tries, broken_tries, "outbox: running the operation again");
         tokio::time::sleep(pause).await;
     }
 }

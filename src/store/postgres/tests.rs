@@ -1011,7 +1011,7 @@ fn a_failed_recording_keeps_the_servers_sqlstate_message_and_detail_for_each_out
         .collect();
     for answer in store.record_attempts(&outcomes) {
         let e = answer.expect_err("refused by the trigger");
-        let chain = crate::delivery::engine::error_chain(&e);
+        let chain = crate::error::error_chain(&e);
         assert!(
             chain.contains("ERROR P0001: no outcomes today (detail: a test trigger)"),
             "{chain}"

@@ -1,22 +1,254 @@
 //! Settings the dialer owns: every account listed from the store page by page, and accounts'
-//! whole settings put at once, one store transaction per batch.
+//! whole settings put at once, one store transaction per batch; the types of both, public
+//! at [`crate::owned_settings`].
 
 use std::collections::{BTreeMap, HashSet};
 
 use crate::account::Account;
-use crate::delivery::engine::Engine;
+use crate::campaign::WebhookIndicator;
 use crate::delivery::health::EndpointHealth;
 use crate::delivery::status::indicator;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId};
-use crate::owned_settings::{
-    AccountListing, AccountPage, AccountQuery, CampaignListing, Expected, PutOutcome, SettingsPut,
-};
-use crate::preferences::{AuditRecord, Preferences, Principal};
-use crate::store::{AccountSave, SaveOutcome};
+use crate::preferences::{AuditRecord, Preferences, PreferencesUpdate, Principal};
+use crate::store::{AccountSave, DeliveryStats, SaveOutcome};
 use crate::sync::lock;
 
 use super::{SAVE_ATTEMPTS, after_stale};
+
+/// The most accounts one page of [`Webhooks::list_accounts`](crate::Webhooks::list_accounts) holds.
+pub const MAX_PAGE: usize = 1_000;
+
+/// The accounts a page holds unless [`AccountQuery::limit`] says otherwise.
+pub const DEFAULT_PAGE: usize = 100;
+
+/// One account's whole settings, as [`Webhooks::put_settings`](crate::Webhooks::put_settings) stores them: the preferences
+/// ([`PreferencesUpdate`](crate::PreferencesUpdate) applied to the defaults, so anything it does not set is the
+/// default) and every campaign switch (a campaign not named has no switch of its own, and
+/// follows [`PreferencesUpdate::new_campaigns_enabled`](crate::PreferencesUpdate::new_campaigns_enabled), off by default).
+///
+/// Its `Debug` never shows a password, token or secret.
+#[derive(Debug, Default)]
+#[must_use = "settings do nothing until they are put"]
+pub struct AccountSettings {
+    preferences: PreferencesUpdate,
+    campaigns: BTreeMap<CampaignId, bool>,
+}
+
+impl AccountSettings {
+    /// These preferences (applied to the defaults) and no campaign switch.
+    pub fn new(preferences: PreferencesUpdate) -> Self {
+        AccountSettings {
+            preferences,
+            campaigns: BTreeMap::new(),
+        }
+    }
+
+    /// The campaign's "Enable WebHook" switch, on or off.
+    pub fn campaign(mut self, campaign: impl Into<CampaignId>, enabled: bool) -> Self {
+        self.campaigns.insert(campaign.into(), enabled);
+        self
+    }
+
+    pub(crate) fn into_parts(self) -> (PreferencesUpdate, BTreeMap<CampaignId, bool>) {
+        (self.preferences, self.campaigns)
+    }
+}
+
+/// Which stored settings a put may replace: the compare of its compare-and-set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// None: the account has no settings stored yet.
+    New,
+    /// Those at this version, as read (from [`AccountListing::version`] or a
+    /// [`PutOutcome::version`]).
+    Version(u64),
+    /// Whatever is stored: the caller's settings win. For a dialer whose own database is the
+    /// source of truth, reconciling at start-up.
+    Any,
+}
+
+/// What a put did with one account's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PutOutcome {
+    /// Saved, at this version; every process follows it within its poll.
+    Saved {
+        /// The settings' new version.
+        version: u64,
+        /// The change as audited: who, when, which fields and campaigns.
+        audit: AuditRecord,
+    },
+    /// The settings stored already were those put: nothing written, no new version.
+    Unchanged {
+        /// The version of the settings stored.
+        version: u64,
+    },
+}
+
+impl PutOutcome {
+    /// The version the account's settings are at now: the one to put against next.
+    pub fn version(&self) -> u64 {
+        match self {
+            PutOutcome::Saved { version, .. } | PutOutcome::Unchanged { version } => *version,
+        }
+    }
+
+    /// Whether anything was written.
+    pub fn is_saved(&self) -> bool {
+        matches!(self, PutOutcome::Saved { .. })
+    }
+}
+
+/// One put of [`Webhooks::put_settings_batch`](crate::Webhooks::put_settings_batch).
+#[derive(Debug)]
+pub struct SettingsPut {
+    account: AccountId,
+    settings: AccountSettings,
+    expected: Expected,
+}
+
+impl SettingsPut {
+    /// Puts `settings` as `account`'s whole settings, whatever is stored ([`Expected::Any`]).
+    pub fn new(account: impl Into<AccountId>, settings: AccountSettings) -> Self {
+        SettingsPut {
+            account: account.into(),
+            settings,
+            expected: Expected::Any,
+        }
+    }
+
+    /// Puts them only over the stored settings `expected` names.
+    pub fn expected(mut self, expected: Expected) -> Self {
+        self.expected = expected;
+        self
+    }
+
+    pub(crate) fn into_parts(self) -> (AccountId, AccountSettings, Expected) {
+        (self.account, self.settings, self.expected)
+    }
+}
+
+/// Which accounts [`Webhooks::list_accounts`](crate::Webhooks::list_accounts) returns: a page of at most
+/// [`limit`](AccountQuery::limit) accounts in the order of their ids, after a cursor,
+/// optionally only those whose indicator is one of some.
+#[derive(Debug, Clone)]
+#[must_use = "a query does nothing until it is listed"]
+pub struct AccountQuery {
+    after: Option<AccountId>,
+    limit: usize,
+    indicators: Vec<WebhookIndicator>,
+    counts: bool,
+}
+
+impl Default for AccountQuery {
+    fn default() -> Self {
+        AccountQuery {
+            after: None,
+            limit: DEFAULT_PAGE,
+            indicators: Vec::new(),
+            counts: false,
+        }
+    }
+}
+
+impl AccountQuery {
+    /// The first page of every account, [`DEFAULT_PAGE`] at most, without counts.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts after this account: the [`AccountPage::next`] of the page before.
+    pub fn after(mut self, cursor: AccountId) -> Self {
+        self.after = Some(cursor);
+        self
+    }
+
+    /// At most this many accounts (1 to [`MAX_PAGE`]; beyond, the nearest of those).
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit.clamp(1, MAX_PAGE);
+        self
+    }
+
+    /// Only accounts whose account-wide indicator is this one, or one of the others asked
+    /// for: `Failing`, `Paused`, `Active`, or `Off` with a given reason.
+    pub fn indicator(mut self, indicator: WebhookIndicator) -> Self {
+        if !self.indicators.contains(&indicator) {
+            self.indicators.push(indicator);
+        }
+        self
+    }
+
+    /// With each account's delivery counts ([`AccountListing::stats`]): one more store read
+    /// per account listed.
+    pub fn with_counts(mut self, counts: bool) -> Self {
+        self.counts = counts;
+        self
+    }
+
+    pub(crate) fn cursor(&self) -> Option<&AccountId> {
+        self.after.as_ref()
+    }
+
+    pub(crate) fn page_limit(&self) -> usize {
+        self.limit
+    }
+
+    pub(crate) fn indicators(&self) -> &[WebhookIndicator] {
+        &self.indicators
+    }
+
+    pub(crate) fn wants_counts(&self) -> bool {
+        self.counts
+    }
+}
+
+/// One page of accounts.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AccountPage {
+    /// The accounts, in the order of their ids.
+    pub accounts: Vec<AccountListing>,
+    /// Where the next page starts ([`AccountQuery::after`]); `None` once every account was
+    /// read. A filtered page may hold fewer accounts than asked, even none, with a `next`:
+    /// one call reads a bounded number of accounts.
+    pub next: Option<AccountId>,
+}
+
+/// One account as [`Webhooks::list_accounts`](crate::Webhooks::list_accounts) lists it: its settings as stored, their
+/// version, and its status. Never a password: [`Account`]'s `Debug` and accessors do not
+/// show one.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AccountListing {
+    /// The account's settings, as stored.
+    pub settings: Account,
+    /// Their version: what a put of this account's settings expects
+    /// ([`Expected::Version`]).
+    pub version: u64,
+    /// The account-wide indicator: `Off` with the reason while the webhook is off or has no
+    /// URL, else the endpoint's `Paused`, `Failing` or `Active`.
+    pub indicator: WebhookIndicator,
+    /// The endpoint's health, as stored.
+    pub endpoint: EndpointHealth,
+    /// Each campaign with a switch of its own, and its indicator.
+    pub campaigns: Vec<CampaignListing>,
+    /// The account's counts, when asked for ([`AccountQuery::with_counts`]).
+    pub stats: Option<DeliveryStats>,
+}
+
+/// One campaign of an [`AccountListing`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CampaignListing {
+    /// The campaign.
+    pub campaign: CampaignId,
+    /// Its "Enable WebHook" switch.
+    pub enabled: bool,
+    /// Its indicator: the icon beside it.
+    pub indicator: WebhookIndicator,
+}
 
 /// How many accounts one call to [`Engine::list_accounts`] reads at most when a filter
 /// leaves most of them out: the call returns what it found with the cursor to go on from.

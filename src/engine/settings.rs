@@ -9,18 +9,24 @@
 //! force here only ever moves to a newer version, whichever of a save, a re-read or a follow
 //! brings it.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use crate::account::Account;
-use crate::delivery::engine::Engine;
+use crate::delivery::events::Event;
 use crate::delivery::health::{Change, EndpointHealth};
+use crate::engine::{Engine, Versions};
 use crate::error::{Error, Result};
-use crate::ids::AccountId;
+use crate::ids::{AccountId, CampaignId};
+use crate::preferences::{AuditRecord, PreferencesUpdate, Principal};
 use crate::store::SaveOutcome;
 use crate::sync::lock;
 
 mod owned;
+
+pub use owned::{
+    AccountListing, AccountPage, AccountQuery, AccountSettings, CampaignListing, DEFAULT_PAGE,
+    Expected, MAX_PAGE, PutOutcome, SettingsPut,
+};
 
 /// How many times a change is applied to a stored record that other processes keep saving
 /// before it fails with [`Error::SettingsConflict`]. Each round re-reads the record just
@@ -35,9 +41,6 @@ fn after_stale(round: u32) {
     let micros = getrandom::u64().unwrap_or(0) % most;
     std::thread::sleep(std::time::Duration::from_micros(micros));
 }
-
-/// The version of each record in force here, by account.
-pub(super) type Versions = HashMap<AccountId, u64>;
 
 /// A change to an endpoint's health, applied and (if it asked) saved.
 struct Applied {
@@ -320,6 +323,85 @@ impl Engine {
             self.account_changed(account);
         }
         Ok(changed.len())
+    }
+}
+
+/// The administrators' changes, each saved before it is put in force here.
+impl Engine {
+    /// A copy of the account's settings, if any were ever saved.
+    pub(crate) fn account(&self, id: &AccountId) -> Option<Account> {
+        self.accounts().get(id).cloned()
+    }
+
+    pub(crate) fn update_preferences(
+        &self,
+        who: &Principal,
+        account: &AccountId,
+        update: PreferencesUpdate,
+    ) -> Result<AuditRecord> {
+        let now = self.clock.now();
+        let mut update = update;
+        let (record, url_changed) = self.change_account(account, |next| {
+            let old_url = next.preferences().url().cloned();
+            let record = next.update_preferences_at(who, update.take_copy(), now)?;
+            let url_changed = next.preferences().url() != old_url.as_ref();
+            if url_changed && let Some(url) = next.preferences().url() {
+                self.policy.check_url(url.as_url())?;
+            }
+            Ok((record, url_changed))
+        })?;
+        if url_changed {
+            self.end_failure_streak(account);
+        }
+        self.account_changed(account);
+        Ok(record)
+    }
+
+    /// A new URL is a new endpoint: the old one's failure streak no longer says anything.
+    fn end_failure_streak(&self, account: &AccountId) {
+        let ended = self.change_stored_health(account, |health| Change {
+            persist: health.url_changed(),
+            paused: None,
+        });
+        if let Err(e) = ended {
+            tracing::error!(account = %account, error = %e, "could not save endpoint health");
+        }
+    }
+
+    pub(crate) fn set_campaign_webhook(
+        &self,
+        who: &Principal,
+        account: &AccountId,
+        campaign: &CampaignId,
+        enabled: bool,
+    ) -> Result<AuditRecord> {
+        let now = self.clock.now();
+        self.change_account(account, |next| {
+            next.set_campaign_webhook_at(who, campaign.clone(), enabled, now)
+        })
+    }
+
+    pub(crate) fn resume_endpoint(&self, who: &Principal, account: &AccountId) -> Result<bool> {
+        who.require_admin("resume a webhook endpoint")?;
+        let mut was_paused = false;
+        self.change_stored_health(account, |health| {
+            let persist = *health != EndpointHealth::default();
+            was_paused = health.resume();
+            Change {
+                persist,
+                paused: None,
+            }
+        })?;
+        if was_paused {
+            tracing::info!(account = %account, by = who.name(), "webhook endpoint resumed");
+            self.emit(Event::EndpointResumed {
+                account: account.clone(),
+                by: who.name().to_owned(),
+                at: self.clock.now(),
+            });
+        }
+        self.account_changed(account);
+        Ok(was_paused)
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::delivery::engine::{Completed, Completion};
+use crate::delivery::attempt::{Completed, Completion};
 use crate::sync::lock;
 
 /// How the facade, runners and the clock wake the scheduler, and how the scheduler tells

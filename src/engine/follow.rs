@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Condvar, Mutex, Weak};
 
-use crate::delivery::engine::Engine;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::store::Notice;
 use crate::sync::lock;

@@ -1,0 +1,288 @@
+//! What happens when an attempt is prepared and when it completes: the request built from
+//! the account's current preferences, the verdict on the outcome, the record stored, the
+//! endpoint's health, the events, and what the scheduler learns.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use jiff::Timestamp;
+
+use crate::delivery::attempt::{Completed, Completion, Outcome};
+use crate::delivery::classify::{Verdict, classify};
+use crate::delivery::events::{Event, FailureKind, PauseReason};
+use crate::delivery::schedule::{RetrySchedule, random_unit};
+use crate::engine::Engine;
+use crate::error::{Error, error_chain};
+use crate::ids::{AccountId, DeliveryId};
+use crate::request::build_request_at;
+use crate::store::{AttemptRecord, ClaimToken, Delivery, NextStep};
+
+impl Engine {
+    /// The request for one attempt, built from the account's *current* preferences at the
+    /// clock's current time; or, when
+    /// the URL is refused by the policy or the request cannot be built, the failure to record
+    /// without sending anything.
+    pub(super) fn prepare_attempt(&self, d: &Delivery) -> Result<Request<Bytes>, Verdict> {
+        let accounts = self.accounts();
+        let refuse = |reason: String| Verdict::Fail {
+            status: None,
+            reason,
+            kind: FailureKind::Refused,
+        };
+        let Some(account) = accounts.get(&d.account) else {
+            return Err(refuse("the account is unknown".into()));
+        };
+        let prefs = account.preferences();
+        if let Some(url) = prefs.url()
+            && let Err(e) = self.policy.check_url(url.as_url())
+        {
+            return Err(refuse(format!("refused by address policy: {e}")));
+        }
+        // The attempt's time comes from the engine's clock: it is the signed webhook-timestamp.
+        build_request_at(prefs, &d.id, &d.body, self.clock.now()).map_err(|e| refuse(e.to_string()))
+    }
+
+    /// Records the outcomes of `completions` in one store call, so that a durable store makes
+    /// them durable together, then, in order, updates each endpoint's health and tells the
+    /// dialer. Returns, for each completion, what the scheduler needs to know.
+    pub(super) fn record_outcomes(&self, completions: &[Completion]) -> Vec<Completed> {
+        if completions.is_empty() {
+            return Vec::new();
+        }
+        let now = self.clock.now();
+        let decided: Vec<Decided> = completions.iter().map(|c| self.decide(c, now)).collect();
+        let writes: Vec<(DeliveryId, ClaimToken, AttemptRecord)> = completions
+            .iter()
+            .zip(&decided)
+            .map(|(c, d)| {
+                (
+                    c.attempt.delivery.clone(),
+                    c.attempt.token,
+                    d.record.clone(),
+                )
+            })
+            .collect();
+        let mut recorded = self.store.record_attempts(&writes);
+        // A store answers once per attempt; one that does not has recorded nothing it did not
+        // answer for.
+        recorded.truncate(completions.len());
+        recorded.resize_with(completions.len(), || {
+            Err(Error::Store {
+                message: "the store gave no answer for this attempt".into(),
+                source: None,
+            })
+        });
+        completions
+            .iter()
+            .zip(decided)
+            .zip(recorded)
+            .map(|((c, d), r)| self.finish(c, d, r, now))
+            .collect()
+    }
+
+    /// When the attempt after attempt `number` of a delivery of `account` is due under its retry
+    /// schedule (the default one if the account is gone), or `None` when none is left.
+    fn next_attempt_at(
+        &self,
+        account: &AccountId,
+        number: u32,
+        now: Timestamp,
+        retry_after: Option<Duration>,
+    ) -> Option<Timestamp> {
+        let accounts = self.accounts();
+        let default;
+        let schedule = match accounts.get(account) {
+            Some(acc) => acc.preferences().retry_schedule(),
+            None => {
+                default = RetrySchedule::default();
+                &default
+            }
+        };
+        schedule.next_attempt_at(number, now, retry_after, random_unit())
+    }
+
+    /// What an attempt's outcome means: the verdict, and the record to store.
+    fn decide(&self, c: &Completion, now: Timestamp) -> Decided {
+        let a = &c.attempt;
+        let verdict = match &c.outcome {
+            Outcome::Sent(result) => classify(result, now),
+            Outcome::NotSent(verdict) => verdict.clone(),
+        };
+        let mut failed_for_good = None;
+        let (next, error) = match &verdict {
+            Verdict::Delivered { .. } => (NextStep::Delivered, None),
+            Verdict::Retry {
+                reason,
+                retry_after,
+                ..
+            } => match self.next_attempt_at(&a.account, a.number, now, *retry_after) {
+                Some(at) => (NextStep::RetryAt(at), Some(reason.clone())),
+                None => {
+                    let reason = format!("{reason}; no retries left");
+                    failed_for_good = Some((FailureKind::Expired, reason.clone()));
+                    (NextStep::Failed, Some(reason))
+                }
+            },
+            Verdict::Fail { reason, kind, .. } => {
+                failed_for_good = Some((*kind, reason.clone()));
+                (NextStep::Failed, Some(reason.clone()))
+            }
+            // The delivery waits, due at once, for the endpoint to be resumed.
+            Verdict::Gone { reason } => (NextStep::RetryAt(now), Some(reason.clone())),
+        };
+        let record = AttemptRecord {
+            at: now,
+            status: verdict.status(),
+            error,
+            next,
+        };
+        a.span.record("status", verdict.status());
+        a.span.record("latency_ms", c.latency.as_millis() as u64);
+        let paused_first = matches!(verdict, Verdict::Gone { .. })
+            .then(|| self.update_health(&a.account, &verdict, now));
+        Decided {
+            paused_first,
+            verdict,
+            record,
+            failed_for_good,
+        }
+    }
+
+    /// After the store's answer: the endpoint's health, the events, and the scheduler's next
+    /// step.
+    fn finish(
+        &self,
+        c: &Completion,
+        decided: Decided,
+        recorded: crate::error::Result<()>,
+        now: Timestamp,
+    ) -> Completed {
+        let a = &c.attempt;
+        let span = &a.span;
+        let Decided {
+            verdict,
+            record,
+            failed_for_good,
+            paused_first,
+        } = decided;
+        let (next, error) = (record.next, record.error);
+        match recorded {
+            Ok(()) => {}
+            Err(Error::UnknownDelivery(_)) => {
+                tracing::debug!(parent: span, "delivery removed while in flight");
+                return Completed::Forgotten;
+            }
+            Err(Error::LeaseLost { .. }) => {
+                // Its lease ran out and another claim took it: that claim's outcome stands.
+                tracing::warn!(parent: span, "the claim's lease ran out before its outcome was recorded; not recorded");
+                return Completed::Forgotten;
+            }
+            Err(e) => {
+                tracing::error!(parent: span, error = %e, "could not record the attempt's outcome; it is kept and recorded when the store recovers");
+                return Completed::NotRecorded(error_chain(&e));
+            }
+        }
+
+        let paused = match paused_first {
+            Some(paused) => paused,
+            None => self.update_health(&a.account, &verdict, now),
+        };
+
+        // Recorded: counted, as the events below report it.
+        #[cfg(feature = "metrics")]
+        {
+            self.metrics.attempt(&a.account, &verdict, c.latency);
+            if matches!(verdict, Verdict::Delivered { .. }) {
+                self.metrics.delivery(&a.account, "delivered");
+            } else if failed_for_good.is_some() {
+                self.metrics.delivery(&a.account, "failed");
+            }
+        }
+
+        match &verdict {
+            Verdict::Delivered { status } => {
+                tracing::info!(parent: span, outcome = "delivered", "webhook delivered");
+                self.emit(Event::AttemptSucceeded {
+                    delivery: a.delivery.clone(),
+                    account: a.account.clone(),
+                    campaign: a.campaign.clone(),
+                    attempt: a.number,
+                    status: *status,
+                    latency: c.latency,
+                });
+            }
+            _ => {
+                let next_attempt_at = match next {
+                    NextStep::RetryAt(at) if !matches!(verdict, Verdict::Gone { .. }) => Some(at),
+                    _ => None,
+                };
+                let reason = error.clone().unwrap_or_default();
+                tracing::warn!(parent: span, outcome = "failed", reason = %reason, next_attempt_at = ?next_attempt_at, "webhook attempt failed");
+                self.emit(Event::AttemptFailed {
+                    delivery: a.delivery.clone(),
+                    account: a.account.clone(),
+                    campaign: a.campaign.clone(),
+                    attempt: a.number,
+                    status: verdict.status(),
+                    reason,
+                    next_attempt_at,
+                });
+            }
+        }
+        if let Some((kind, reason)) = failed_for_good {
+            tracing::warn!(parent: span, kind = kind.as_str(), "webhook delivery failed for good");
+            self.emit(Event::DeliveryFailed {
+                delivery: a.delivery.clone(),
+                account: a.account.clone(),
+                campaign: a.campaign.clone(),
+                attempts: a.number,
+                kind,
+                reason,
+            });
+        }
+        if let Some(reason) = paused {
+            tracing::warn!(account = %a.account, reason = reason.describe(), "webhook endpoint paused");
+            self.emit(Event::EndpointPaused {
+                account: a.account.clone(),
+                reason,
+                at: now,
+            });
+        }
+        match next {
+            NextStep::RetryAt(at) => Completed::RetryAt(at),
+            _ => Completed::Done,
+        }
+    }
+
+    /// Updates the endpoint's health with an attempt's outcome and saves it when that matters
+    /// (see [`Engine::change_health_in_force`]). Returns the reason if this outcome paused the
+    /// endpoint.
+    pub(super) fn update_health(
+        &self,
+        account: &AccountId,
+        verdict: &Verdict,
+        now: Timestamp,
+    ) -> Option<PauseReason> {
+        let pause_after = self.limits.pause_after;
+        let change = self.change_health_in_force(account, |health| match verdict {
+            Verdict::Delivered { .. } => health.on_success(),
+            Verdict::Gone { .. } => {
+                health.on_failure(now, pause_after);
+                health.pause(now, PauseReason::Gone)
+            }
+            _ => health.on_failure(now, pause_after),
+        });
+        change.paused
+    }
+}
+
+/// An attempt's outcome, decided and not yet recorded.
+struct Decided {
+    verdict: Verdict,
+    record: AttemptRecord,
+    failed_for_good: Option<(FailureKind, String)>,
+    /// A 410's pause, saved before the outcome is recorded: once the delivery is pending
+    /// again, no process may claim it, since the store already leaves the account out.
+    paused_first: Option<Option<PauseReason>>,
+}
