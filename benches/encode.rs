@@ -10,9 +10,9 @@
 use std::hint::black_box;
 
 use call_result_webhook::{
-    CallResult, DeliveryId, PreferencesUpdate, Principal,
-    account::Account,
+    CallResult, DeliveryId, PreferencesUpdate,
     encoding::Encoding,
+    preferences::Preferences,
     request::{EncodedBody, build_request},
 };
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -63,31 +63,28 @@ fn plain_page() -> PlainPage {
     }
 }
 
-fn account(encoding: Encoding) -> Account {
-    let mut account = Account::new("acme");
-    account
-        .update_preferences(
-            &Principal::administrator("alice"),
-            PreferencesUpdate::new()
-                .enabled(true)
-                .url("https://crm.acme.example/hooks/calls")
-                .credentials("dialer", "s3cret")
-                .time_zone("Australia/Brisbane")
-                .encoding(encoding),
-        )
-        .expect("valid preferences");
-    account
+fn update(encoding: Encoding) -> PreferencesUpdate {
+    PreferencesUpdate::new()
+        .enabled(true)
+        .url("https://crm.acme.example/hooks/calls")
+        .credentials("dialer", "s3cret")
+        .time_zone("Australia/Brisbane")
+        .encoding(encoding)
+}
+
+fn preferences(encoding: Encoding) -> Preferences {
+    Preferences::from_update(update(encoding)).expect("valid preferences")
 }
 
 fn build(c: &mut Criterion) {
     let call = sample_call();
     let id = DeliveryId::new("msg_01J9Z3K7Q8X4N2M5P6R7S8T9VW").expect("a valid id");
-    let form = account(Encoding::Form);
-    let json = account(Encoding::Json);
+    let form = preferences(Encoding::Form);
+    let json = preferences(Encoding::Json);
     let page = plain_page();
 
     // The two must carry the same bytes, or the comparison means nothing.
-    let ours = EncodedBody::encode(&call, form.preferences()).expect("encodes");
+    let ours = EncodedBody::encode(&call, &form).expect("encodes");
     let theirs = serde_urlencoded::to_string(&page).expect("encodes");
     assert_eq!(ours.bytes().as_ref(), theirs.as_bytes());
 
@@ -97,14 +94,14 @@ fn build(c: &mut Criterion) {
     });
     group.bench_function("form", |b| {
         b.iter(|| {
-            let prefs = form.preferences();
+            let prefs = &form;
             let body = EncodedBody::encode(black_box(&call), prefs).expect("encodes");
             build_request(prefs, black_box(&id), &body).expect("builds")
         })
     });
     group.bench_function("json", |b| {
         b.iter(|| {
-            let prefs = json.preferences();
+            let prefs = &json;
             let body = EncodedBody::encode(black_box(&call), prefs).expect("encodes");
             build_request(prefs, black_box(&id), &body).expect("builds")
         })
@@ -115,16 +112,11 @@ fn build(c: &mut Criterion) {
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
                 .parse()
                 .expect("a valid secret");
-        let mut signed = account(Encoding::Form);
-        signed
-            .update_preferences(
-                &Principal::administrator("alice"),
-                PreferencesUpdate::new().signing_secret(secret),
-            )
+        let signed = Preferences::from_update(update(Encoding::Form).signing_secret(secret))
             .expect("valid preferences");
         group.bench_function("form_signed", |b| {
             b.iter(|| {
-                let prefs = signed.preferences();
+                let prefs = &signed;
                 let body = EncodedBody::encode(black_box(&call), prefs).expect("encodes");
                 build_request(prefs, black_box(&id), &body).expect("builds")
             })

@@ -327,6 +327,12 @@ fn account_settings(url: &str) -> PreferencesUpdate {
         .time_zone("Australia/Brisbane")
 }
 
+/// Those preferences as a value, for the runs that encode and build requests themselves.
+fn preferences(url: &str) -> call_result_webhook::preferences::Preferences {
+    call_result_webhook::preferences::Preferences::from_update(account_settings(url))
+        .expect("preferences")
+}
+
 const CAMPAIGN: &str = "winter-sale";
 
 /// Sets up `account` on `webhooks` to send to `url`, with the campaign switched on.
@@ -421,14 +427,7 @@ struct PlainPage {
 }
 
 fn p1_build(scale: Scale) -> f64 {
-    let mut account = call_result_webhook::account::Account::new("acme");
-    account
-        .update_preferences(
-            &admin(),
-            account_settings("https://crm.acme.example/hooks/calls"),
-        )
-        .expect("preferences");
-    let prefs = account.preferences();
+    let prefs = &preferences("https://crm.acme.example/hooks/calls");
     let call = sample_call(123);
     let id = DeliveryId::new("msg_01J9Z3K7Q8X4N2M5P6R7S8T9VW").expect("an id");
     let page = PlainPage {
@@ -497,11 +496,7 @@ fn p1_build(scale: Scale) -> f64 {
 
 /// `count` copies of one request to `url`, built the way the worker builds them.
 fn prebuilt(url: &str, count: usize) -> Vec<Request<Bytes>> {
-    let mut account = call_result_webhook::account::Account::new("acme");
-    account
-        .update_preferences(&admin(), account_settings(url))
-        .expect("preferences");
-    let prefs = account.preferences();
+    let prefs = &preferences(url);
     let body = EncodedBody::encode(&sample_call(1), prefs).expect("encodes");
     (0..count)
         .map(|_| build_request(prefs, &DeliveryId::generate(), &body).expect("builds"))
@@ -1120,11 +1115,8 @@ fn fill(store: &dyn Outbox, accounts: &[AccountId], per_account: usize, body: &E
 }
 
 fn sample_body() -> EncodedBody {
-    let mut account = call_result_webhook::account::Account::new("acme");
-    account
-        .update_preferences(&admin(), account_settings("https://crm.acme.example/calls"))
-        .expect("preferences");
-    EncodedBody::encode(&sample_call(1), account.preferences()).expect("encodes")
+    let preferences = preferences("https://crm.acme.example/calls");
+    EncodedBody::encode(&sample_call(1), &preferences).expect("encodes")
 }
 
 /// The last of the isolation run's accounts: the one whose listener may never answer.

@@ -20,12 +20,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use call_result_webhook::{
-    BlockingDispatcher, CallResult, DeliveryId, PreferencesUpdate, Principal, UreqDispatcher,
-    UrlPolicy,
-    account::Account,
+    BlockingDispatcher, CallResult, DeliveryId, PreferencesUpdate, UreqDispatcher, UrlPolicy,
     auth::AuthScheme,
     dispatch::{AttemptTimeout, Proxy},
     encoding::Encoding,
+    preferences::Preferences,
     request::{EncodedBody, Method, build_request},
 };
 
@@ -260,12 +259,9 @@ fn plan(given: &Given) -> Result<Plan, Usage> {
         },
     };
 
-    // Configured as the account's administrator would, in Settings > Preferences > WebHook.
-    let mut account = Account::new("send");
-    account
-        .update_preferences(&Principal::administrator("send"), update)
-        .map_err(|e| Usage(e.to_string()))?;
-    let preferences = account.preferences();
+    // The preferences an administrator would set in Settings > Preferences > WebHook, as a
+    // value for this one send (nothing is saved).
+    let preferences = &Preferences::from_update(update).map_err(|e| Usage(e.to_string()))?;
     let webhook_url = preferences.url().expect("the URL was just set");
     policy
         .check_url(webhook_url.as_url())

@@ -13,19 +13,18 @@ use std::net::TcpListener;
 use std::time::Instant;
 
 use call_result_webhook::{
-    BlockingDispatcher, CallResult, DeliveryId, PreferencesUpdate, Principal, UreqDispatcher,
-    UrlPolicy,
-    account::Account,
+    BlockingDispatcher, CallResult, DeliveryId, PreferencesUpdate, UreqDispatcher, UrlPolicy,
+    preferences::Preferences,
     request::{EncodedBody, build_request},
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = start_receiver()?;
 
-    // The account's webhook preferences, changed by a full administrator.
-    let mut account = Account::new("acme");
-    account.update_preferences(
-        &Principal::administrator("alice@acme.example"),
+    // The account's webhook preferences, as its administrator would set them in Settings >
+    // Preferences > WebHook. Here they are a value for this one send; a dialer that delivers
+    // with `Webhooks` saves them with `Webhooks::update_preferences` instead.
+    let preferences = Preferences::from_update(
         PreferencesUpdate::new()
             .enabled(true)
             .url(&url)
@@ -47,9 +46,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build();
 
     // The exact bytes every attempt sends, and the request for this attempt.
-    let body = EncodedBody::encode(&call, account.preferences())?;
+    let body = EncodedBody::encode(&call, &preferences)?;
     let id = DeliveryId::generate();
-    let request = build_request(account.preferences(), &id, &body)?;
+    let request = build_request(&preferences, &id, &body)?;
 
     // One dispatcher for the whole dialer: clones share its connection pool. The default policy
     // accepts only https to public addresses; this example's receiver is http on loopback.

@@ -13,29 +13,39 @@ use crate::preferences::{
     AuditRecord, Preferences, PreferencesUpdate, Principal, StoredPreferences,
 };
 
-/// A customer account's webhook settings: preferences, campaign switches and audit log.
+/// A copy of a customer account's saved webhook settings: preferences, campaign switches and
+/// audit log, as [`Webhooks::account`](crate::Webhooks::account) and
+/// [`Webhooks::list_accounts`](crate::Webhooks::list_accounts) give them. Read only.
 ///
-/// Every change takes the [`Principal`] asking for it; only a full administrator may make one,
-/// anyone else gets [`Error::PermissionDenied`] and nothing changes.
+/// Settings change one way, saved before the call returns:
+/// [`Webhooks::update_preferences`](crate::Webhooks::update_preferences) and
+/// [`Webhooks::set_campaign_webhook`](crate::Webhooks::set_campaign_webhook) (or
+/// [`Webhooks::put_settings`](crate::Webhooks::put_settings) for a dialer that keeps its
+/// accounts itself). Each takes the [`Principal`] asking; only a full administrator may make
+/// a change, anyone else gets [`Error::PermissionDenied`] and nothing changes.
 ///
 /// # Examples
 ///
 /// ```
 /// use call_result_webhook::{
-///     PreferencesUpdate, Principal, account::Account, campaign::{OffReason, SendDecision},
+///     MemoryStore, PreferencesUpdate, Principal, Webhooks, campaign::{OffReason, SendDecision},
 /// };
 ///
-/// let admin = Principal::administrator("alice");
-/// let mut account = Account::new("acme");
-/// account.update_preferences(&admin, PreferencesUpdate::new().enabled(true).url("https://crm.example/hook"))?;
-/// account.set_campaign_webhook(&admin, "winter-sale", true)?;
+/// let webhooks = Webhooks::builder().store(MemoryStore::new()).build()?;
+/// let (admin, acme) = (Principal::administrator("alice"), "acme".into());
+/// let update = PreferencesUpdate::new().enabled(true).url("https://crm.example/hook");
+/// webhooks.update_preferences_blocking(&admin, &acme, update)?;
+/// webhooks.set_campaign_webhook_blocking(&admin, &acme, &"winter-sale".into(), true)?;
 ///
+/// let account = webhooks.account(&acme).expect("saved");
 /// assert_eq!(account.decide(&"winter-sale".into()), SendDecision::Send);
 /// assert_eq!(account.decide(&"spring".into()), SendDecision::Skip(OffReason::CampaignDisabled));
+/// assert_eq!(account.audit_log().len(), 2);
 ///
 /// let agent = Principal::user("bob");
-/// assert!(account.update_preferences(&agent, PreferencesUpdate::new().enabled(false)).is_err());
-/// assert!(account.preferences().enabled());
+/// let refused = webhooks.update_preferences_blocking(&agent, &acme, PreferencesUpdate::new().enabled(false));
+/// assert!(refused.is_err());
+/// assert!(webhooks.account(&acme).expect("saved").preferences().enabled());
 /// # Ok::<(), call_result_webhook::Error>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -48,7 +58,7 @@ pub struct Account {
 
 impl Account {
     /// A new account: webhook off, no URL, no campaign switched on.
-    pub fn new(id: impl Into<AccountId>) -> Self {
+    pub(crate) fn new(id: impl Into<AccountId>) -> Self {
         Account {
             id: id.into(),
             preferences: Preferences::default(),
@@ -67,14 +77,9 @@ impl Account {
         &self.preferences
     }
 
-    /// Applies `update` if `who` is a full administrator and every value is valid; records who
-    /// changed which fields, and when. On any error nothing changes.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::PermissionDenied`] for anyone but a full administrator; the first invalid value
-    /// as [`Error::InvalidConfig`] or [`Error::InvalidUrl`].
-    pub fn update_preferences(
+    /// [`update_preferences_at`](Self::update_preferences_at) now, for the unit tests.
+    #[cfg(test)]
+    pub(crate) fn update_preferences(
         &mut self,
         who: &Principal,
         update: PreferencesUpdate,
@@ -82,6 +87,14 @@ impl Account {
         self.update_preferences_at(who, update, Timestamp::now())
     }
 
+    /// Applies `update` if `who` is a full administrator and every value is valid; records who
+    /// changed which fields, and when. On any error nothing changes. Not saved: the engine
+    /// saves the account this returns on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`] for anyone but a full administrator; the first invalid value
+    /// as [`Error::InvalidConfig`] or [`Error::InvalidUrl`].
     pub(crate) fn update_preferences_at(
         &mut self,
         who: &Principal,
@@ -95,12 +108,9 @@ impl Account {
         Ok(self.record(who, at, fields))
     }
 
-    /// Switches "Enable WebHook" on or off for one campaign (full administrators only).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::PermissionDenied`] for anyone but a full administrator.
-    pub fn set_campaign_webhook(
+    /// [`set_campaign_webhook_at`](Self::set_campaign_webhook_at) now, for the unit tests.
+    #[cfg(test)]
+    pub(crate) fn set_campaign_webhook(
         &mut self,
         who: &Principal,
         campaign: impl Into<CampaignId>,
@@ -109,6 +119,12 @@ impl Account {
         self.set_campaign_webhook_at(who, campaign.into(), enabled, Timestamp::now())
     }
 
+    /// Switches "Enable WebHook" on or off for one campaign (full administrators only). Not
+    /// saved, as [`update_preferences_at`](Self::update_preferences_at).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`] for anyone but a full administrator.
     pub(crate) fn set_campaign_webhook_at(
         &mut self,
         who: &Principal,

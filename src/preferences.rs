@@ -221,6 +221,38 @@ impl Default for Preferences {
 }
 
 impl Preferences {
+    /// The defaults with `update` applied: a value to encode a body with
+    /// ([`EncodedBody::encode`](crate::request::EncodedBody::encode)) and build one request
+    /// from ([`build_request`](crate::request::build_request)), for a program that sends
+    /// without [`Webhooks`](crate::Webhooks).
+    ///
+    /// Nothing is saved, audited or permission-checked: these are not an account's settings.
+    /// To change an account's settings, which are saved and which every delivery uses, call
+    /// [`Webhooks::update_preferences`](crate::Webhooks::update_preferences).
+    ///
+    /// # Errors
+    ///
+    /// The first invalid value of `update`: [`Error::InvalidConfig`], [`Error::InvalidUrl`]
+    /// or [`Error::InvalidHeader`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use call_result_webhook::{PreferencesUpdate, preferences::Preferences};
+    ///
+    /// let preferences = Preferences::from_update(
+    ///     PreferencesUpdate::new().enabled(true).url("https://crm.example/hook").credentials("dialer", "s3cret"),
+    /// )?;
+    /// assert!(preferences.is_configured() && preferences.has_password());
+    /// assert!(!format!("{preferences:?}").contains("s3cret"));
+    /// # Ok::<(), call_result_webhook::Error>(())
+    /// ```
+    pub fn from_update(update: PreferencesUpdate) -> Result<Preferences> {
+        Preferences::default()
+            .with_update(update)
+            .map(|(preferences, _)| preferences)
+    }
+
     /// "Enable Web Hook".
     pub fn enabled(&self) -> bool {
         self.enabled
@@ -776,17 +808,25 @@ enum SigningChange {
 /// A change to an account's preferences. Set only what changes; the first invalid value is
 /// kept and returned when the change is applied, and then nothing changes.
 ///
+/// An administrator's change is applied and saved by
+/// [`Webhooks::update_preferences`](crate::Webhooks::update_preferences) (or, for a dialer that
+/// keeps its accounts itself, [`Webhooks::put_settings`](crate::Webhooks::put_settings)).
+/// [`Preferences::from_update`] makes a value of one, saved nowhere, for a program that builds
+/// its requests without [`Webhooks`](crate::Webhooks).
+///
 /// # Examples
 ///
 /// ```
 /// use call_result_webhook::{
-///     PreferencesUpdate, Principal, account::Account, auth::AuthScheme, encoding::Encoding,
+///     MemoryStore, PreferencesUpdate, Principal, Webhooks, auth::AuthScheme, encoding::Encoding,
 /// };
 ///
-/// let mut account = Account::new("acme");
-/// let admin = Principal::administrator("alice@acme.example");
-/// account.update_preferences(
+/// let webhooks = Webhooks::builder().store(MemoryStore::new()).build()?;
+/// let (admin, acme) = (Principal::administrator("alice@acme.example"), "acme".into());
+/// // Saved before it returns; `update_preferences(..).await` on an async runtime.
+/// webhooks.update_preferences_blocking(
 ///     &admin,
+///     &acme,
 ///     PreferencesUpdate::new()
 ///         .enabled(true)
 ///         .url("https://crm.acme.example/hooks/calls")
@@ -795,6 +835,7 @@ enum SigningChange {
 ///         .encoding(Encoding::Form)
 ///         .time_zone("Australia/Brisbane"),
 /// )?;
+/// let account = webhooks.account(&acme).expect("saved");
 /// assert!(account.preferences().has_password());
 /// assert!(!format!("{:?}", account.preferences()).contains("correct horse"));
 /// # Ok::<(), call_result_webhook::Error>(())
@@ -941,14 +982,16 @@ impl PreferencesUpdate {
     /// # Examples
     ///
     /// ```
-    /// use call_result_webhook::{PreferencesUpdate, Principal, account::Account, auth::AuthScheme};
+    /// use call_result_webhook::{MemoryStore, PreferencesUpdate, Principal, Webhooks, auth::AuthScheme};
     ///
-    /// let mut account = Account::new("acme");
-    /// let record = account.update_preferences(
+    /// let webhooks = Webhooks::builder().store(MemoryStore::new()).build()?;
+    /// let record = webhooks.update_preferences_blocking(
     ///     &Principal::administrator("alice"),
+    ///     &"acme".into(),
     ///     PreferencesUpdate::new().url("https://crm.example/hook").bearer_token("eyJhbGciOi.x.y"),
     /// )?;
     /// assert_eq!(record.fields, ["url", "auth_scheme", "token"]);
+    /// let account = webhooks.account(&"acme".into()).expect("saved");
     /// assert_eq!(account.preferences().auth_scheme(), AuthScheme::Bearer);
     /// assert!(!format!("{:?}", account.preferences()).contains("eyJhbGciOi"));
     /// # Ok::<(), call_result_webhook::Error>(())
@@ -979,13 +1022,15 @@ impl PreferencesUpdate {
     /// # Examples
     ///
     /// ```
-    /// use call_result_webhook::{PreferencesUpdate, Principal, account::Account};
+    /// use call_result_webhook::{MemoryStore, PreferencesUpdate, Principal, Webhooks};
     ///
-    /// let mut account = Account::new("acme");
-    /// account.update_preferences(
+    /// let webhooks = Webhooks::builder().store(MemoryStore::new()).build()?;
+    /// webhooks.update_preferences_blocking(
     ///     &Principal::administrator("alice"),
+    ///     &"acme".into(),
     ///     PreferencesUpdate::new().url("https://crm.example/hook").api_key("X-Api-Key", "k-123"),
     /// )?;
+    /// let account = webhooks.account(&"acme".into()).expect("saved");
     /// assert_eq!(account.preferences().api_key_header(), Some("x-api-key"));
     /// # Ok::<(), call_result_webhook::Error>(())
     /// ```
@@ -1012,21 +1057,23 @@ impl PreferencesUpdate {
     /// # Examples
     ///
     /// ```
-    /// use call_result_webhook::{Error, PreferencesUpdate, Principal, account::Account};
+    /// use call_result_webhook::{Error, MemoryStore, PreferencesUpdate, Principal, Webhooks};
     ///
-    /// let mut account = Account::new("acme");
-    /// let admin = Principal::administrator("alice");
-    /// account.update_preferences(
+    /// let webhooks = Webhooks::builder().store(MemoryStore::new()).build()?;
+    /// let (admin, acme) = (Principal::administrator("alice"), "acme".into());
+    /// webhooks.update_preferences_blocking(
     ///     &admin,
+    ///     &acme,
     ///     PreferencesUpdate::new().header("X-Tenant", "acme").secret_header("X-Shared-Key", "k3y"),
     /// )?;
-    /// assert_eq!(account.preferences().headers().len(), 2);
+    /// assert_eq!(webhooks.account(&acme).expect("saved").preferences().headers().len(), 2);
     ///
     /// // A header the crate sets itself is refused, and nothing changes.
-    /// let err = account
-    ///     .update_preferences(&admin, PreferencesUpdate::new().header("host", "evil.example"))
+    /// let err = webhooks
+    ///     .update_preferences_blocking(&admin, &acme, PreferencesUpdate::new().header("host", "evil.example"))
     ///     .unwrap_err();
     /// assert!(matches!(err, Error::InvalidHeader { .. }));
+    /// assert_eq!(webhooks.account(&acme).expect("saved").preferences().headers().len(), 2);
     /// # Ok::<(), Error>(())
     /// ```
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
@@ -1071,13 +1118,15 @@ impl PreferencesUpdate {
     /// # Examples
     ///
     /// ```
-    /// use call_result_webhook::{PreferencesUpdate, Principal, account::Account};
+    /// use call_result_webhook::{MemoryStore, PreferencesUpdate, Principal, Webhooks};
     ///
-    /// let mut account = Account::new("acme");
-    /// account.update_preferences(
+    /// let webhooks = Webhooks::builder().store(MemoryStore::new()).build()?;
+    /// webhooks.update_preferences_blocking(
     ///     &Principal::administrator("alice"),
+    ///     &"acme".into(),
     ///     PreferencesUpdate::new().key_name("PhoneCalled", "phone").key_name("Reference", "ref"),
     /// )?;
+    /// let account = webhooks.account(&"acme".into()).expect("saved");
     /// assert_eq!(account.preferences().key_names().name("PhoneCalled"), Some("phone"));
     /// # Ok::<(), call_result_webhook::Error>(())
     /// ```
@@ -1144,20 +1193,24 @@ impl PreferencesUpdate {
     ///
     /// ```
     /// use call_result_webhook::{
-    ///     PreferencesUpdate, Principal, account::Account, signing::SigningSecret,
+    ///     MemoryStore, PreferencesUpdate, Principal, Webhooks, signing::SigningSecret,
     /// };
     ///
-    /// let mut account = Account::new("acme");
-    /// let admin = Principal::administrator("alice");
+    /// let webhooks = Webhooks::builder().store(MemoryStore::new()).build()?;
+    /// let (admin, acme) = (Principal::administrator("alice"), "acme".into());
     /// let first = SigningSecret::generate()?;
-    /// account.update_preferences(&admin, PreferencesUpdate::new().signing_secret(first))?;
+    /// webhooks.update_preferences_blocking(&admin, &acme, PreferencesUpdate::new().signing_secret(first))?;
     ///
     /// // Rotation: the new secret signs, and so does the previous one until it is cleared, so
     /// // the receiver can switch over at its own pace.
     /// let second = SigningSecret::generate()?;
-    /// let record = account.update_preferences(&admin, PreferencesUpdate::new().rotate_signing_secret(second))?;
+    /// let record = webhooks.update_preferences_blocking(
+    ///     &admin,
+    ///     &acme,
+    ///     PreferencesUpdate::new().rotate_signing_secret(second),
+    /// )?;
     /// assert_eq!(record.fields, ["signing_secret"]);
-    /// assert_eq!(account.preferences().signing_secret_count(), 2);
+    /// assert_eq!(webhooks.account(&acme).expect("saved").preferences().signing_secret_count(), 2);
     /// # Ok::<(), call_result_webhook::Error>(())
     /// ```
     pub fn signing_secret(mut self, secret: SigningSecret) -> Self {

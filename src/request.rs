@@ -138,19 +138,17 @@ impl EncodedBody {
 ///
 /// ```
 /// use call_result_webhook::{
-///     CallResult, DeliveryId, PreferencesUpdate, Principal, account::Account,
+///     CallResult, DeliveryId, PreferencesUpdate, preferences::Preferences,
 ///     request::{EncodedBody, build_request},
 /// };
 ///
-/// let mut account = Account::new("acme");
-/// account.update_preferences(
-///     &Principal::administrator("alice"),
+/// let preferences = Preferences::from_update(
 ///     PreferencesUpdate::new().enabled(true).url("https://crm.example/hook").credentials("user", "passwd"),
 /// )?;
 /// let call = CallResult::builder().reference("123").build();
-/// let body = EncodedBody::encode(&call, account.preferences())?;
+/// let body = EncodedBody::encode(&call, &preferences)?;
 /// let id = DeliveryId::new("msg_example")?;
-/// let request = build_request(account.preferences(), &id, &body)?;
+/// let request = build_request(&preferences, &id, &body)?;
 ///
 /// assert_eq!(request.method(), "POST");
 /// assert_eq!(request.uri(), "https://crm.example/hook");
@@ -201,21 +199,19 @@ pub fn build_request(
 
 ```
 use call_result_webhook::{
-    CallResult, DeliveryId, PreferencesUpdate, Principal, account::Account,
+    CallResult, DeliveryId, PreferencesUpdate, preferences::Preferences,
     limits::DEFAULT_SIGNATURE_TOLERANCE, request::{EncodedBody, build_request_at},
     signing::{SigningSecret, verify},
 };
 use jiff::Timestamp;
 
 let secret = SigningSecret::generate()?;
-let mut account = Account::new("acme");
-account.update_preferences(
-    &Principal::administrator("alice"),
+let preferences = Preferences::from_update(
     PreferencesUpdate::new().url("https://crm.example/hook").signing_secret(secret.clone()),
 )?;
-let body = EncodedBody::encode(&CallResult::builder().build(), account.preferences())?;
+let body = EncodedBody::encode(&CallResult::builder().build(), &preferences)?;
 let at = Timestamp::from_second(1_700_000_000)?;
-let request = build_request_at(account.preferences(), &DeliveryId::new("msg_1")?, &body, at)?;
+let request = build_request_at(&preferences, &DeliveryId::new("msg_1")?, &body, at)?;
 
 assert_eq!(request.headers()["webhook-timestamp"], "1700000000");
 // The receiver's side: the headers and the raw body verify with the same secret.
@@ -317,18 +313,16 @@ fn get_url_separator(url: &WebhookUrl, query_len: usize) -> Result<&'static str>
 ///
 /// ```
 /// use call_result_webhook::{
-///     CallResult, DeliveryId, PreferencesUpdate, Principal, account::Account,
+///     CallResult, DeliveryId, PreferencesUpdate, preferences::Preferences,
 ///     request::{EncodedBody, Method, build_request},
 /// };
 ///
-/// let mut account = Account::new("acme");
-/// account.update_preferences(
-///     &Principal::administrator("alice"),
+/// let preferences = Preferences::from_update(
 ///     PreferencesUpdate::new().url("https://crm.example/hook?source=dialer").method(Method::Get),
 /// )?;
 /// let call = CallResult::builder().reference("123").logged_at("2019-06-19T16:11:07Z".parse()?).build();
-/// let body = EncodedBody::encode(&call, account.preferences())?;
-/// let request = build_request(account.preferences(), &DeliveryId::new("msg_1")?, &body)?;
+/// let body = EncodedBody::encode(&call, &preferences)?;
+/// let request = build_request(&preferences, &DeliveryId::new("msg_1")?, &body)?;
 ///
 /// assert_eq!(request.method(), "GET");
 /// assert!(request.uri().to_string().starts_with(

@@ -488,7 +488,11 @@ impl Webhooks {
         self.engine.account(id)
     }
 
-    /// Changes an account's preferences (creating its settings on first use). Only a full
+    /// Changes an account's preferences (creating its settings on first use): the way to
+    /// change them. [`account`](Self::account) reads them back; an
+    /// [`Account`] is a read-only copy, and
+    /// [`Preferences::from_update`](crate::preferences::Preferences::from_update) makes a value
+    /// saved nowhere, for sending without `Webhooks`. Only a full
     /// administrator may; anyone else gets [`Error::PermissionDenied`] and nothing changes. A
     /// new URL is also checked against the [`UrlPolicy`]. The change is saved in the store
     /// before this returns, and applies to pending deliveries from their next attempt on (their

@@ -10,12 +10,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use call_result_webhook::{
-    CallResult, DeliveryId, PreferencesUpdate, Principal, UrlPolicy,
-    account::Account,
+    CallResult, DeliveryId, PreferencesUpdate, UrlPolicy,
     auth::AuthScheme,
     dispatch::{AttemptTimeout, BodyOutcome, ReceiverResponse, TransportError, TransportErrorKind},
     encoding::Encoding,
     payload::PAYLOAD_KEYS,
+    preferences::Preferences,
     request::{EncodedBody, USER_AGENT, build_request},
 };
 use http::Request;
@@ -200,24 +200,17 @@ const TRICKY_EXPECTED: [(&str, &str); 10] = [
     ("WrapUpReasonName", "Payment Taken"),
 ];
 
-fn account(update: PreferencesUpdate) -> Account {
-    let mut account = Account::new("acme");
-    account
-        .update_preferences(&Principal::administrator("alice"), update)
-        .unwrap();
-    account
-}
-
 /// The request for `call` to `url` under `update`, with delivery id `id`.
 fn request_to(url: &str, update: PreferencesUpdate, id: &str) -> Request<Bytes> {
-    let account = account(
+    let preferences = Preferences::from_update(
         update
             .enabled(true)
             .url(url)
             .time_zone("Australia/Brisbane"),
-    );
-    let body = EncodedBody::encode(&tricky_call(), account.preferences()).unwrap();
-    build_request(account.preferences(), &DeliveryId::new(id).unwrap(), &body).unwrap()
+    )
+    .unwrap();
+    let body = EncodedBody::encode(&tricky_call(), &preferences).unwrap();
+    build_request(&preferences, &DeliveryId::new(id).unwrap(), &body).unwrap()
 }
 
 fn simple_request(url: &str) -> Request<Bytes> {

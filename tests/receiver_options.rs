@@ -22,7 +22,7 @@ use call_result_webhook::{
     request::{CustomHeader, EncodedBody, Method, build_request},
 };
 use http::Request;
-use support::{Receiver, Recorded, switch_on};
+use support::{Receiver, Recorded, Saved, switch_on};
 
 const TOKEN: &str = "tok-Bearer-7f3a9c-SECRET";
 const API_KEY: &str = "key-ApiKey-51bd02-SECRET";
@@ -76,9 +76,7 @@ fn admin() -> Principal {
 }
 
 fn account(update: PreferencesUpdate) -> Account {
-    let mut account = Account::new("acme");
-    account.update_preferences(&admin(), update).unwrap();
-    account
+    Saved::new(update).account()
 }
 
 fn call() -> CallResult {
@@ -277,13 +275,12 @@ fn renamed_keys_arrive_in_order_in_form_and_json_bodies() {
     for (key, name) in renames {
         update = update.key_name(key, name);
     }
-    let form = account(update);
-    let json = {
-        let mut a = form.clone();
-        a.update_preferences(&admin(), PreferencesUpdate::new().encoding(Encoding::Json))
-            .unwrap();
-        a
-    };
+    let saved = Saved::new(update);
+    let form = saved.account();
+    saved
+        .update(&admin(), PreferencesUpdate::new().encoding(Encoding::Json))
+        .unwrap();
+    let json = saved.account();
     let expected: Vec<(String, String)> = sent_names
         .iter()
         .cloned()
@@ -314,13 +311,12 @@ fn a_signature_is_over_the_exact_bytes_sent_with_renamed_keys_and_over_nothing_f
         .url(&receiver.url_for("/hook?x=1"))
         .key_name("PhoneCalled", "phone")
         .signing_secret(secret.clone());
-    let post = account(base);
-    let get = {
-        let mut a = post.clone();
-        a.update_preferences(&admin(), PreferencesUpdate::new().method(Method::Get))
-            .unwrap();
-        a
-    };
+    let saved = Saved::new(base);
+    let post = saved.account();
+    saved
+        .update(&admin(), PreferencesUpdate::new().method(Method::Get))
+        .unwrap();
+    let get = saved.account();
     let now = jiff::Timestamp::now().as_second();
     for backend in BACKENDS {
         let seen = harness.send(backend, &receiver, request_for(&post));
@@ -397,8 +393,8 @@ fn get_sends_the_keys_after_the_urls_own_query_with_no_body() {
 fn refused_headers_are_refused_when_set_and_nothing_is_sent() {
     let receiver = Receiver::start();
     let url = receiver.url_for("/hook");
-    let mut account = account(PreferencesUpdate::new().url(&url).enabled(true));
-    let before = format!("{:?}", account.preferences());
+    let saved = Saved::new(PreferencesUpdate::new().url(&url).enabled(true));
+    let before = format!("{:?}", saved.account().preferences());
     let refused: Vec<(&str, PreferencesUpdate)> = vec![
         (
             "Authorization",
@@ -451,7 +447,7 @@ fn refused_headers_are_refused_when_set_and_nothing_is_sent() {
         ("Host", PreferencesUpdate::new().api_key("Host", API_KEY)),
     ];
     for (name, update) in refused {
-        let err = account.update_preferences(&admin(), update).unwrap_err();
+        let err = saved.update(&admin(), update).unwrap_err();
         match &err {
             Error::InvalidHeader { name: n, .. } => assert_eq!(n, name),
             other => panic!("{name}: {other:?}"),
@@ -463,6 +459,7 @@ fn refused_headers_are_refused_when_set_and_nothing_is_sent() {
         );
     }
     // Nothing changed, nothing was audited, nothing was sent.
+    let account = saved.account();
     assert_eq!(format!("{:?}", account.preferences()), before);
     assert_eq!(account.audit_log().len(), 1);
     assert!(CustomHeader::new("X-Api-Key", "fine").is_ok());
@@ -561,17 +558,17 @@ fn no_debug_or_error_shows_a_token_key_or_secret_header_value() {
         format!("{:?}", request_for(&keyed)),
     ];
     let errors = [
-        Account::new("acme")
-            .update_preferences(&Principal::user("mallory"), update())
+        Saved::new(PreferencesUpdate::new())
+            .update(&Principal::user("mallory"), update())
             .unwrap_err(),
-        account(PreferencesUpdate::new())
-            .update_preferences(
+        Saved::new(PreferencesUpdate::new())
+            .update(
                 &admin(),
                 PreferencesUpdate::new().bearer_token(format!("{TOKEN}\r\n")),
             )
             .unwrap_err(),
-        account(PreferencesUpdate::new())
-            .update_preferences(
+        Saved::new(PreferencesUpdate::new())
+            .update(
                 &admin(),
                 PreferencesUpdate::new().api_key("X-Api-Key", format!("{API_KEY}\0")),
             )

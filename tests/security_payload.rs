@@ -10,17 +10,17 @@ use std::time::Duration;
 
 use call_result_webhook::{
     AccountId, CallResult, DeliveryId, Error, Event, PreferencesUpdate, Principal, UrlPolicy,
-    account::Account,
     auth::Credentials,
     delivery::SystemClock,
     limits::{MAX_BODY_BYTES, MAX_FIELD_BYTES, MAX_NOTES_BYTES},
+    preferences::Preferences,
     request::{EncodedBody, build_request},
     store::{DeliveryFilter, Outbox},
 };
 use proptest::prelude::*;
 use security_support::engine::Engine;
-use security_support::{BACKENDS, Setup, account, call};
-use support::Receiver;
+use security_support::{BACKENDS, Setup, call, preferences};
+use support::{Receiver, Saved};
 
 const CONTROL: [&str; 3] = ["\r", "\n", "\0"];
 
@@ -39,11 +39,13 @@ fn assert_headers_clean(request: &http::Request<bytes::Bytes>) {
 #[test]
 fn cr_lf_and_nul_are_refused_in_credentials_and_nothing_changes() {
     let admin = Principal::administrator("alice");
-    let mut acme = account(
-        "https://crm.example/hook",
-        PreferencesUpdate::new().credentials("dialer", "good-pw"),
+    let acme = Saved::new(
+        PreferencesUpdate::new()
+            .enabled(true)
+            .url("https://crm.example/hook")
+            .credentials("dialer", "good-pw"),
     );
-    let before = format!("{:?}", acme.preferences());
+    let before = format!("{:?}", acme.account().preferences());
     for c in CONTROL {
         for (user, pass, field) in [
             (format!("dia{c}ler"), "pw".to_owned(), "username"),
@@ -65,13 +67,13 @@ fn cr_lf_and_nul_are_refused_in_credentials_and_nothing_changes() {
                 "{err:?}"
             );
             let err = acme
-                .update_preferences(&admin, PreferencesUpdate::new().credentials(user, pass))
+                .update(&admin, PreferencesUpdate::new().credentials(user, pass))
                 .unwrap_err();
             assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
             assert!(!format!("{err} {err:?}").contains("X-Injected"));
         }
     }
-    assert_eq!(format!("{:?}", acme.preferences()), before);
+    assert_eq!(format!("{:?}", acme.account().preferences()), before);
 }
 
 #[test]
@@ -124,12 +126,12 @@ fn cr_lf_and_nul_are_refused_in_every_signing_input() {
         assert!(broken.parse::<SigningSecret>().is_err(), "{c:?}");
     }
     // The timestamp is a number and the signature base64: the built values are clean.
-    let acme = account(
+    let acme = preferences(
         "https://crm.example/hook",
         PreferencesUpdate::new().signing_secret(secret),
     );
-    let body = EncodedBody::encode(&call(), acme.preferences()).unwrap();
-    let request = build_request(acme.preferences(), &DeliveryId::generate(), &body).unwrap();
+    let body = EncodedBody::encode(&call(), &acme).unwrap();
+    let request = build_request(&acme, &DeliveryId::generate(), &body).unwrap();
     assert_headers_clean(&request);
     assert!(request.headers().contains_key("webhook-signature"));
 }
@@ -142,16 +144,11 @@ fn control_characters_in_a_url_never_reach_the_request_line_or_a_header() {
         "https://crm.example/hook?token=a\0b",
         "https://crm.example/hook#\r\n",
     ] {
-        let mut acme = Account::new("acme");
-        let applied = acme.update_preferences(
-            &Principal::administrator("alice"),
-            PreferencesUpdate::new().url(url),
-        );
-        if applied.is_err() {
+        let Ok(acme) = Preferences::from_update(PreferencesUpdate::new().url(url)) else {
             continue; // refused outright (the fragment): fine
-        }
-        let body = EncodedBody::encode(&call(), acme.preferences()).unwrap();
-        let request = build_request(acme.preferences(), &DeliveryId::generate(), &body).unwrap();
+        };
+        let body = EncodedBody::encode(&call(), &acme).unwrap();
+        let request = build_request(&acme, &DeliveryId::generate(), &body).unwrap();
         assert_headers_clean(&request);
     }
 }
@@ -172,18 +169,14 @@ proptest! {
             } else {
                 call_result_webhook::auth::AuthScheme::Basic
             });
-        let mut acme = Account::new("acme");
-        let applied = acme.update_preferences(
-            &Principal::administrator("alice"),
-            update.url("https://crm.example/hook"),
-        );
+        let applied = Preferences::from_update(update.url("https://crm.example/hook"));
         if has_control(&user) || has_control(&pass) {
             prop_assert!(applied.is_err());
         }
-        if applied.is_ok() {
+        if let Ok(acme) = applied {
             let call = CallResult::builder().reference(reference).build();
-            let body = EncodedBody::encode(&call, acme.preferences()).unwrap();
-            let request = build_request(acme.preferences(), &DeliveryId::generate(), &body).unwrap();
+            let body = EncodedBody::encode(&call, &acme).unwrap();
+            let request = build_request(&acme, &DeliveryId::generate(), &body).unwrap();
             assert_headers_clean(&request);
         }
     }

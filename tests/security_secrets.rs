@@ -11,7 +11,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use call_result_webhook::{
     Error, PreferencesUpdate, Principal, UrlPolicy, Webhooks,
-    account::Account,
     auth::{AuthScheme, Credentials, Secret},
     delivery::SystemClock,
 };
@@ -70,8 +69,12 @@ fn assert_hidden(what: &str, shown: &str) {
 #[test]
 fn no_public_type_that_holds_a_secret_shows_it() {
     let admin = Principal::administrator("alice");
-    let mut account = Account::new("acme");
-    account.update_preferences(&admin, secret_update()).unwrap();
+    let engine = Engine::new(UrlPolicy::new(), SystemClock);
+    engine
+        .webhooks
+        .update_preferences_blocking(&admin, &"acme".into(), secret_update())
+        .unwrap();
+    let account = engine.webhooks.account(&"acme".into()).unwrap();
     let preferences = account.preferences().clone();
     let credentials = Credentials::new(USER, PASSWORD).unwrap();
     let secret = Secret::new(PASSWORD);
@@ -106,9 +109,11 @@ fn no_public_type_that_holds_a_secret_shows_it() {
             .unwrap()
             .authorization(AuthScheme::Basic)
             .unwrap_err(),
-        Account::new("acme")
-            .update_preferences(
+        engine
+            .webhooks
+            .update_preferences_blocking(
                 &Principal::user("mallory"),
+                &"acme".into(),
                 PreferencesUpdate::new().credentials(USER, PASSWORD),
             )
             .unwrap_err(),
@@ -148,11 +153,6 @@ fn no_public_type_that_holds_a_secret_shows_it() {
     shown.push(("HyperDispatcher", format!("{:?}", setup.hyper())));
     #[cfg(feature = "ureq")]
     shown.push(("UreqDispatcher", format!("{:?}", setup.ureq())));
-    let engine = Engine::new(UrlPolicy::new(), SystemClock);
-    engine
-        .webhooks
-        .update_preferences_blocking(&admin, &"acme".into(), secret_update())
-        .unwrap();
     let webhooks: &Webhooks = &engine.webhooks;
     shown.push(("Webhooks", format!("{webhooks:?} {webhooks:#?}")));
     shown.push((

@@ -18,8 +18,8 @@ use call_result_webhook::{
 };
 use jiff::Timestamp;
 use security_support::engine::Engine;
-use security_support::{BACKENDS, Setup, account, call};
-use support::{Receiver, Reply};
+use security_support::{BACKENDS, Setup, call, preferences};
+use support::{Receiver, Reply, Saved};
 
 const AT: i64 = 1_750_000_000;
 
@@ -39,13 +39,13 @@ fn signatures(value: &str) -> Vec<&str> {
 #[test]
 fn a_request_built_by_the_crate_verifies_with_the_crates_verify() {
     let secret = SigningSecret::generate().unwrap();
-    let account = account(
+    let preferences = preferences(
         "https://crm.example/hook",
         PreferencesUpdate::new().signing_secret(secret.clone()),
     );
-    let body = EncodedBody::encode(&call(), account.preferences()).unwrap();
+    let body = EncodedBody::encode(&call(), &preferences).unwrap();
     let id = DeliveryId::generate();
-    let request = build_request_at(account.preferences(), &id, &body, at(AT)).unwrap();
+    let request = build_request_at(&preferences, &id, &body, at(AT)).unwrap();
     let headers = request.headers();
     assert_eq!(headers["webhook-id"], id.as_str());
     assert_eq!(headers["webhook-timestamp"], AT.to_string().as_str());
@@ -105,7 +105,7 @@ fn a_request_built_by_the_crate_verifies_with_the_crates_verify() {
 
     // build_request signs at the system clock's time.
     let now = Timestamp::now().as_second();
-    let request = build_request(account.preferences(), &id, &body).unwrap();
+    let request = build_request(&preferences, &id, &body).unwrap();
     let sent: i64 = request.headers()["webhook-timestamp"]
         .to_str()
         .unwrap()
@@ -120,16 +120,19 @@ fn both_secrets_verify_during_a_rotation_and_only_they_do() {
         SigningSecret::generate().unwrap(),
         SigningSecret::generate().unwrap(),
     );
-    let mut account = account(
-        "https://crm.example/hook",
-        PreferencesUpdate::new().signing_secret(old.clone()),
+    let admin = call_result_webhook::Principal::administrator("alice");
+    let saved = Saved::new(
+        PreferencesUpdate::new()
+            .url("https://crm.example/hook")
+            .signing_secret(old.clone()),
     );
-    account
-        .update_preferences(
-            &call_result_webhook::Principal::administrator("alice"),
+    saved
+        .update(
+            &admin,
             PreferencesUpdate::new().rotate_signing_secret(new.clone()),
         )
         .unwrap();
+    let account = saved.account();
     let body = EncodedBody::encode(&call(), account.preferences()).unwrap();
     let id = DeliveryId::generate();
     let request = build_request_at(account.preferences(), &id, &body, at(AT)).unwrap();
@@ -165,15 +168,15 @@ fn both_secrets_verify_during_a_rotation_and_only_they_do() {
     assert!(verify(request.headers(), request.body(), &[stranger], t, AT).is_err());
 
     // Ending the rotation: the old secret no longer verifies.
-    account
-        .update_preferences(
-            &call_result_webhook::Principal::administrator("alice"),
+    saved
+        .update(
+            &admin,
             PreferencesUpdate::new()
                 .clear_signing_secrets()
                 .signing_secret(new.clone()),
         )
         .unwrap();
-    let request = build_request_at(account.preferences(), &id, &body, at(AT)).unwrap();
+    let request = build_request_at(saved.account().preferences(), &id, &body, at(AT)).unwrap();
     verify(request.headers(), request.body(), &[new], t, AT).unwrap();
     assert!(verify(request.headers(), request.body(), &[old], t, AT).is_err());
 }
@@ -189,9 +192,9 @@ fn a_receiver_on_loopback_verifies_what_each_backend_sent() {
         let receiver = Receiver::start();
         let mut update = PreferencesUpdate::new().signing_secret(old.clone());
         update = update.rotate_signing_secret(new.clone());
-        let account = account(&receiver.url_for("/hook"), update);
-        let body = EncodedBody::encode(&call(), account.preferences()).unwrap();
-        let request = build_request(account.preferences(), &DeliveryId::generate(), &body).unwrap();
+        let preferences = preferences(&receiver.url_for("/hook"), update);
+        let body = EncodedBody::encode(&call(), &preferences).unwrap();
+        let request = build_request(&preferences, &DeliveryId::generate(), &body).unwrap();
         d.send(backend, request).unwrap();
         let seen = &receiver.wait_for(1, Duration::from_secs(5))[0];
         // The receiver's side: the headers and raw body it recorded, checked on its own clock.

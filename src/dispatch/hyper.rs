@@ -83,8 +83,8 @@ type HttpsClient = Client<SharedConnector, Full<Bytes>>;
 /// ```no_run
 /// use std::time::Duration;
 /// use call_result_webhook::{
-///     CallResult, DeliveryId, Dispatcher, HyperDispatcher, PreferencesUpdate, Principal,
-///     account::Account, request::{EncodedBody, build_request},
+///     CallResult, DeliveryId, Dispatcher, HyperDispatcher, PreferencesUpdate,
+///     preferences::Preferences, request::{EncodedBody, build_request},
 /// };
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -93,14 +93,12 @@ type HttpsClient = Client<SharedConnector, Full<Bytes>>;
 ///     .timeout(Duration::from_secs(15))
 ///     .build();
 ///
-/// let mut account = Account::new("acme");
-/// account.update_preferences(
-///     &Principal::administrator("alice"),
+/// let preferences = Preferences::from_update(
 ///     PreferencesUpdate::new().enabled(true).url("https://crm.example/hook").credentials("user", "passwd"),
 /// )?;
 /// let call = CallResult::builder().reference("123").build();
-/// let body = EncodedBody::encode(&call, account.preferences())?;
-/// let request = build_request(account.preferences(), &DeliveryId::generate(), &body)?;
+/// let body = EncodedBody::encode(&call, &preferences)?;
+/// let request = build_request(&preferences, &DeliveryId::generate(), &body)?;
 ///
 /// let response = dispatcher.dispatch(request).await?;
 /// println!("{}", response.status());

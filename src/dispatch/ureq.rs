@@ -84,8 +84,8 @@ const IDLE_IN_ALL: usize = 4 * DEFAULT_MAX_CONCURRENCY;
 /// ```no_run
 /// use std::time::Duration;
 /// use call_result_webhook::{
-///     BlockingDispatcher, CallResult, DeliveryId, PreferencesUpdate, Principal, UreqDispatcher,
-///     account::Account, request::{EncodedBody, build_request},
+///     BlockingDispatcher, CallResult, DeliveryId, PreferencesUpdate, UreqDispatcher,
+///     preferences::Preferences, request::{EncodedBody, build_request},
 /// };
 ///
 /// let dispatcher = UreqDispatcher::builder()
@@ -93,14 +93,12 @@ const IDLE_IN_ALL: usize = 4 * DEFAULT_MAX_CONCURRENCY;
 ///     .timeout(Duration::from_secs(15))
 ///     .build();
 ///
-/// let mut account = Account::new("acme");
-/// account.update_preferences(
-///     &Principal::administrator("alice"),
+/// let preferences = Preferences::from_update(
 ///     PreferencesUpdate::new().enabled(true).url("https://crm.example/hook").credentials("user", "passwd"),
 /// )?;
 /// let call = CallResult::builder().reference("123").build();
-/// let body = EncodedBody::encode(&call, account.preferences())?;
-/// let request = build_request(account.preferences(), &DeliveryId::generate(), &body)?;
+/// let body = EncodedBody::encode(&call, &preferences)?;
+/// let request = build_request(&preferences, &DeliveryId::generate(), &body)?;
 ///
 /// let response = dispatcher.dispatch_blocking(request)?;
 /// println!("{}", response.status());

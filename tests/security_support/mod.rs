@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use call_result_webhook::{
-    CallResult, DeliveryId, PreferencesUpdate, Principal, UrlPolicy,
-    account::Account,
+    CallResult, DeliveryId, PreferencesUpdate, UrlPolicy,
     dispatch::{Certificate, ReceiverResponse, TransportError, TransportErrorKind},
+    preferences::Preferences,
     request::{EncodedBody, build_request},
 };
 use http::Request;
@@ -272,16 +272,9 @@ impl Drop for Tap {
     }
 }
 
-/// An account configured by an administrator with `update` and the URL.
-pub fn account(url: &str, update: PreferencesUpdate) -> Account {
-    let mut account = Account::new("acme");
-    account
-        .update_preferences(
-            &Principal::administrator("alice"),
-            update.enabled(true).url(url),
-        )
-        .unwrap();
-    account
+/// The preferences `update` makes, switched on and sending to `url`.
+pub fn preferences(url: &str, update: PreferencesUpdate) -> Preferences {
+    Preferences::from_update(update.enabled(true).url(url)).unwrap()
 }
 
 /// A call result with a little of everything.
@@ -303,14 +296,9 @@ pub fn request_to(url: &str) -> Request<Bytes> {
 
 /// The request for [`call`] to `url` under `update`.
 pub fn request_with(url: &str, update: PreferencesUpdate) -> Request<Bytes> {
-    let account = account(url, update);
-    let body = EncodedBody::encode(&call(), account.preferences()).unwrap();
-    build_request(
-        account.preferences(),
-        &DeliveryId::new("msg_test").unwrap(),
-        &body,
-    )
-    .unwrap()
+    let preferences = preferences(url, update);
+    let body = EncodedBody::encode(&call(), &preferences).unwrap();
+    build_request(&preferences, &DeliveryId::new("msg_test").unwrap(), &body).unwrap()
 }
 
 /// The transport error, or a panic naming the status that came back instead.

@@ -32,7 +32,10 @@
 //! a megabyte of headers, a status line cut in half.
 #![allow(dead_code)]
 
-use call_result_webhook::{AccountId, CampaignId, PreferencesUpdate, Principal, Webhooks};
+use call_result_webhook::{
+    AccountId, CampaignId, MemoryStore, PreferencesUpdate, Principal, UrlPolicy, Webhooks,
+    account::Account, preferences::AuditRecord,
+};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
@@ -854,4 +857,40 @@ pub fn switch_on(
     webhooks
         .set_campaign_webhook_blocking(&admin, account, campaign, true)
         .expect("campaign switch");
+}
+
+/// Account `acme`'s settings, changed the one way an administrator changes them (saved through
+/// [`Webhooks`], on a [`MemoryStore`] of their own, with a URL policy that lets loopback and
+/// plain http through), for tests that build requests from them.
+pub struct Saved(Webhooks);
+
+impl Saved {
+    /// `acme` with `update` saved by an administrator.
+    pub fn new(update: PreferencesUpdate) -> Self {
+        let webhooks = Webhooks::builder()
+            .store(MemoryStore::new())
+            .policy(UrlPolicy::new().allow_http(true).allow_private())
+            .build()
+            .expect("webhooks");
+        let saved = Saved(webhooks);
+        saved
+            .update(&Principal::administrator("alice"), update)
+            .expect("preferences");
+        saved
+    }
+
+    /// Applies and saves `update` as `who`.
+    pub fn update(
+        &self,
+        who: &Principal,
+        update: PreferencesUpdate,
+    ) -> call_result_webhook::Result<AuditRecord> {
+        self.0
+            .update_preferences_blocking(who, &"acme".into(), update)
+    }
+
+    /// `acme` as saved.
+    pub fn account(&self) -> Account {
+        self.0.account(&"acme".into()).expect("saved")
+    }
 }
