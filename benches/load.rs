@@ -2465,7 +2465,7 @@ mod pg {
             .collect();
         for w in &mut workers {
             assert_eq!(
-                w.webhooks.indicator(&account, &campaign),
+                w.webhooks.indicator(&account, Some(&campaign)),
                 WebhookIndicator::Active,
                 "an instance built after the settings were saved has them"
             );

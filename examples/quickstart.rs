@@ -83,11 +83,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("   campaign {winter}: Enable WebHook on; campaign {spring}: off");
     show_status(
         "   status before:",
+        webhooks.indicator(&acme, Some(&winter)),
         &webhooks.status(&acme, Some(&winter)).await?,
         &winter,
     );
     show_status(
         "                 ",
+        webhooks.indicator(&acme, Some(&spring)),
         &webhooks.status(&acme, Some(&spring)).await?,
         &spring,
     );
@@ -171,11 +173,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     show_status(
         "   status after: ",
+        webhooks.indicator(&acme, Some(&winter)),
         &webhooks.status(&acme, Some(&winter)).await?,
         &winter,
     );
     show_status(
         "                 ",
+        webhooks.indicator(&acme, Some(&spring)),
         &webhooks.status(&acme, Some(&spring)).await?,
         &spring,
     );
@@ -211,10 +215,10 @@ fn print_event(event: &Event) {
     }
 }
 
-/// A campaign's status as the UI would show it next to the campaign.
-fn show_status(label: &str, status: &Status, campaign: &CampaignId) {
+/// A campaign's indicator and status as the UI would show them next to the campaign.
+fn show_status(label: &str, indicator: WebhookIndicator, status: &Status, campaign: &CampaignId) {
     let s = &status.stats;
-    let indicator = match status.indicator {
+    let indicator = match indicator {
         WebhookIndicator::Off(reason) => format!("Off ({})", reason.describe()),
         other => format!("{other:?}"),
     };

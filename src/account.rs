@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
-use crate::campaign::{SendDecision, WebhookIndicator, decide};
+use crate::campaign::{SendDecision, decide};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId};
 use crate::preferences::{
@@ -202,12 +202,6 @@ impl Account {
         )
     }
 
-    /// The campaign's indicator from the switches alone (`Active` or `Off` with a reason);
-    /// delivery status refines `Active` into `Failing` or `Paused`.
-    pub fn indicator(&self, campaign: &CampaignId) -> WebhookIndicator {
-        self.decide(campaign).into()
-    }
-
     /// The most recent changes, oldest first.
     pub fn audit_log(&self) -> &[AuditRecord] {
         &self.audit
@@ -358,13 +352,9 @@ mod tests {
         );
         a.set_campaign_webhook(&admin, c.clone(), true).unwrap();
         assert_eq!(a.decide(&c), SendDecision::Send);
-        assert_eq!(a.indicator(&c), WebhookIndicator::Active);
         a.update_preferences(&admin, PreferencesUpdate::new().enabled(false))
             .unwrap();
-        assert_eq!(
-            a.indicator(&c),
-            WebhookIndicator::Off(OffReason::AccountDisabled)
-        );
+        assert_eq!(a.decide(&c), SendDecision::Skip(OffReason::AccountDisabled));
         a.update_preferences(&admin, PreferencesUpdate::new().enabled(true).clear_url())
             .unwrap();
         assert_eq!(

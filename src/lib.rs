@@ -34,8 +34,9 @@
 //! - **Held, never dropped**: deliveries of an account switched off, or of a paused endpoint,
 //!   wait; only an administrator's [`Webhooks::remove`] drops them.
 //! - **Health and status**: an endpoint failing every attempt for 5 days (configurable) is
-//!   paused until an administrator resumes it; [`Webhooks::status`] gives the UI its
-//!   indicator, counts and last outcomes; [`Event`]s tell the dialer what happened.
+//!   paused until an administrator resumes it; [`Webhooks::indicator`] gives the UI its
+//!   icon and [`Webhooks::status`] its counts and last outcomes; [`Event`]s tell the dialer
+//!   what happened.
 //!
 //! # Features
 //!

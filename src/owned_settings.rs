@@ -484,7 +484,7 @@ mod tests {
         let skipped = w.submit_blocking(&acme, &fresh, call.clone()).unwrap();
         assert_eq!(skipped, Submitted::Skipped(OffReason::CampaignDisabled));
         assert_eq!(
-            w.indicator(&acme, &fresh),
+            w.indicator(&acme, Some(&fresh)),
             WebhookIndicator::Off(OffReason::CampaignDisabled)
         );
 
@@ -501,7 +501,7 @@ mod tests {
                 .unwrap()
                 .is_accepted()
         );
-        assert_eq!(w.indicator(&acme, &fresh), WebhookIndicator::Active);
+        assert_eq!(w.indicator(&acme, Some(&fresh)), WebhookIndicator::Active);
         // A campaign switched off keeps its own switch.
         assert!(!w.submit_blocking(&acme, &off, call).unwrap().is_accepted());
         // The same holds through the one-field update.
@@ -512,7 +512,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            w.indicator(&acme, &fresh),
+            w.indicator(&acme, Some(&fresh)),
             WebhookIndicator::Off(OffReason::CampaignDisabled)
         );
     }

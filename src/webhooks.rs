@@ -39,7 +39,8 @@ use crate::sync::lock;
 /// - Administrators change preferences and campaign switches, resume paused endpoints, replay
 ///   and remove dead letters; every such change needs full administrative permission and is
 ///   saved in the store before it returns.
-/// - [`status`](Self::status) gives the UI its indicator and counts.
+/// - [`indicator`](Self::indicator) gives the UI its icon, [`status`](Self::status) its
+///   counts and last outcomes.
 ///
 /// # Async and blocking
 ///
@@ -120,8 +121,8 @@ use crate::sync::lock;
 ///
 /// // Failed once, retried, delivered.
 /// assert!(worker.wait_idle(Duration::from_secs(10)).await?);
+/// assert_eq!(webhooks.indicator(&acme, Some(&winter)), WebhookIndicator::Active);
 /// let status = webhooks.status(&acme, Some(&winter)).await?;
-/// assert_eq!(status.indicator, WebhookIndicator::Active);
 /// assert_eq!((status.stats.pending, status.stats.delivered), (0, 1));
 /// assert!(status.stats.last_failure_reason.unwrap().contains("503"));
 /// assert!(!status.failure_is_current, "the 503 is history: the retry succeeded");
@@ -726,10 +727,10 @@ impl Webhooks {
         self.engine.dead_letters(who, filter, limit)
     }
 
-    /// The webhook's status for one campaign (`Some`) or the whole account (`None`): the
-    /// indicator, counts, last success and failure (and which came last), whether deliveries
-    /// are held, the endpoint's health, and whether the worker stopped on its own. Reads the
-    /// store; dropping the future loses nothing.
+    /// The webhook's status for one campaign (`Some`) or the whole account (`None`): counts,
+    /// last success and failure (and which came last), whether deliveries are held, the
+    /// endpoint's health, and whether the worker stopped on its own. Reads the store; dropping
+    /// the future loses nothing. The icon beside them is [`indicator`](Self::indicator)'s.
     ///
     /// # Errors
     ///
@@ -762,9 +763,18 @@ impl Webhooks {
         self.engine.status(account, campaign)
     }
 
-    /// The indicator alone, from memory (no store read, never blocks): cheap enough for every
-    /// row of a campaign list.
-    pub fn indicator(&self, account: &AccountId, campaign: &CampaignId) -> WebhookIndicator {
+    /// The webhook's indicator for one campaign (`Some`) or the whole account (`None`): the
+    /// icon the dialer draws next to it. `Off` with the reason when a switch is off or the
+    /// account has no URL, else `Paused`, `Failing` or `Active` as the endpoint's health says.
+    ///
+    /// The one way to read it: from memory (no store read, never blocks, never fails), cheap
+    /// enough for every row of a campaign list. [`status`](Self::status) adds what needs the
+    /// store: counts, last outcomes, whether deliveries are held.
+    pub fn indicator(
+        &self,
+        account: &AccountId,
+        campaign: Option<&CampaignId>,
+    ) -> WebhookIndicator {
         self.engine.indicator(account, campaign)
     }
 }

@@ -96,7 +96,7 @@ fn settings_made_through_one_instance_hold_on_the_other_within_a_second() {
             .retry_schedule(RetrySchedule::new([Duration::from_millis(100)]).unwrap()),
     );
     let seen = within("B sees the campaign switched on", IN_FORCE_WITHIN, || {
-        b.webhooks.indicator(&acme, &winter) == WebhookIndicator::Active
+        b.webhooks.indicator(&acme, Some(&winter)) == WebhookIndicator::Active
     });
     println!("switched on through A: in force on B after {seen:?}");
     assert!(
@@ -117,7 +117,7 @@ fn settings_made_through_one_instance_hold_on_the_other_within_a_second() {
         .set_campaign_webhook_blocking(&admin(), &acme, &winter, false)
         .unwrap();
     let seen = within("B sees the campaign switched off", IN_FORCE_WITHIN, || {
-        b.webhooks.indicator(&acme, &winter) != WebhookIndicator::Active
+        b.webhooks.indicator(&acme, Some(&winter)) != WebhookIndicator::Active
     });
     println!("switched off through A: in force on B after {seen:?}");
     assert!(matches!(
@@ -154,7 +154,7 @@ fn a_pause_through_one_instance_holds_the_whole_fleet() {
         PreferencesUpdate::new().url(&receiver.url_for("/hook")),
     );
     within("B sees the account", IN_FORCE_WITHIN, || {
-        b.webhooks.indicator(&acme, &winter) == WebhookIndicator::Active
+        b.webhooks.indicator(&acme, Some(&winter)) == WebhookIndicator::Active
     });
 
     // Whichever instance makes the attempt, the 410 pauses the endpoint for both.
@@ -234,7 +234,7 @@ fn an_idle_fleet_starts_a_submit_made_elsewhere_at_once() {
     within(
         "the worker's instance sees the account",
         IN_FORCE_WITHIN,
-        || worker.webhooks.indicator(&acme, &winter) == WebhookIndicator::Active,
+        || worker.webhooks.indicator(&acme, Some(&winter)) == WebhookIndicator::Active,
     );
     const SUBMITS: usize = 20;
     let mut latencies = Vec::new();

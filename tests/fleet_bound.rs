@@ -74,7 +74,7 @@ fn fleet(db: &Database, bound: Option<usize>, url: &str) -> Vec<Instance> {
     );
     for instance in &fleet[1..] {
         within("every instance sees the account", IN_FORCE_WITHIN, || {
-            instance.webhooks.indicator(&acme, &winter) == WebhookIndicator::Active
+            instance.webhooks.indicator(&acme, Some(&winter)) == WebhookIndicator::Active
         });
     }
     fleet
@@ -400,7 +400,7 @@ fn the_slots_of_a_process_killed_mid_attempt_come_back_with_its_leases() {
     let (account, campaign) = (AccountId::from("dialer"), CampaignId::from("calls"));
     for instance in &fleet {
         within("every instance sees the account", IN_FORCE_WITHIN, || {
-            instance.webhooks.indicator(&account, &campaign) == WebhookIndicator::Active
+            instance.webhooks.indicator(&account, Some(&campaign)) == WebhookIndicator::Active
         });
     }
     std::thread::sleep(IN_FORCE_WITHIN);

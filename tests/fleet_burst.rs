@@ -121,7 +121,7 @@ fn a_fleet_at_burst_delivers_everything_once_without_deadlocks_or_store_failures
             IN_FORCE_WITHIN * 5,
             || {
                 (0..ACCOUNTS).all(|n| {
-                    instance.webhooks.indicator(&account(n), &campaign())
+                    instance.webhooks.indicator(&account(n), Some(&campaign()))
                         == WebhookIndicator::Active
                 })
             },

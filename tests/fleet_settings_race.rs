@@ -183,7 +183,7 @@ fn two_administrators_changing_different_fields_through_two_instances_keep_both(
         PreferencesUpdate::new().url(&receiver.url_for("/hook")),
     );
     within("B sees the account", IN_FORCE_WITHIN, || {
-        b.webhooks.indicator(&acme, &winter) == WebhookIndicator::Active
+        b.webhooks.indicator(&acme, Some(&winter)) == WebhookIndicator::Active
     });
 
     let started = Instant::now();
@@ -343,7 +343,7 @@ fn a_pause_saved_by_one_instance_is_not_undone_by_the_others_stale_copy() {
                 .retry_schedule(schedule.clone()),
         );
         within("B sees the account", IN_FORCE_WITHIN, || {
-            b.webhooks.indicator(&account, &campaign) == WebhookIndicator::Active
+            b.webhooks.indicator(&account, Some(&campaign)) == WebhookIndicator::Active
         });
         for (n, instance) in [&a, &b].into_iter().enumerate() {
             let call = CallResult::builder()

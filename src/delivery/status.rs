@@ -1,5 +1,5 @@
-//! What the UI shows: a campaign's (or account's) indicator, counts and last outcomes, and the
-//! dead letters an administrator may replay.
+//! What the UI shows: a campaign's (or account's) counts and last outcomes, the indicator
+//! they refine, and the dead letters an administrator may replay.
 
 use jiff::Timestamp;
 
@@ -10,14 +10,13 @@ use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::store::{Delivery, DeliveryStats};
 
 /// The webhook's status for one campaign, or for a whole account: what the dialer shows next
-/// to the campaign and on Campaign Management.
+/// to the campaign and on Campaign Management, beside the icon
+/// ([`Webhooks::indicator`](crate::Webhooks::indicator)).
 ///
 /// Never a secret, never a body.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Status {
-    /// The icon's state: `Active`, `Failing`, `Paused` or `Off` with its reason.
-    pub indicator: WebhookIndicator,
     /// Pending, delivered and failed counts, last success, last failure and its reason.
     pub stats: DeliveryStats,
     /// Whether pending deliveries are being held: the account's webhook is switched off or
@@ -41,7 +40,6 @@ pub struct Status {
 
 impl Status {
     pub(crate) fn new(
-        indicator: WebhookIndicator,
         stats: DeliveryStats,
         held: bool,
         endpoint: EndpointHealth,
@@ -54,7 +52,6 @@ impl Status {
             (None, _) => false,
         };
         Status {
-            indicator,
             stats,
             held,
             endpoint,

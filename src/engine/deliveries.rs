@@ -51,10 +51,8 @@ impl Engine {
         let endpoint = self.health_of(account);
         let accounts = self.accounts();
         let acc = accounts.get(account);
-        let indicator = indicator(acc, campaign, &endpoint);
         let held = stats.pending > 0 && !super::open(acc, Some(&endpoint));
         Ok(Status::new(
-            indicator,
             stats,
             held,
             endpoint,
@@ -63,8 +61,12 @@ impl Engine {
         ))
     }
 
-    pub(crate) fn indicator(&self, account: &AccountId, campaign: &CampaignId) -> WebhookIndicator {
+    pub(crate) fn indicator(
+        &self,
+        account: &AccountId,
+        campaign: Option<&CampaignId>,
+    ) -> WebhookIndicator {
         let endpoint = self.health_of(account);
-        indicator(self.accounts().get(account), Some(campaign), &endpoint)
+        indicator(self.accounts().get(account), campaign, &endpoint)
     }
 }
