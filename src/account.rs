@@ -224,9 +224,11 @@ impl Account {
         record
     }
 
-    /// Serializes the account for storage, **password included**. This is the one explicit way
-    /// a password leaves the crate; the outbox uses it to keep preferences across restarts.
-    pub fn to_storage_json(&self) -> String {
+    /// Serializes the account for storage, **password included**. This is the one way a
+    /// password leaves the crate: the engine hands it to the store
+    /// ([`Settings::save_account`](crate::store::Settings::save_account)), which keeps it as
+    /// given. The form is the crate's own, not public API.
+    pub(crate) fn to_storage_json(&self) -> String {
         let stored = StoredAccount {
             id: self.id.clone(),
             preferences: self.preferences.to_stored(),
@@ -242,7 +244,7 @@ impl Account {
     ///
     /// [`Error::Store`] when the JSON is not a stored account, or a stored value no longer
     /// passes its checks.
-    pub fn from_storage_json(json: &str) -> Result<Account> {
+    pub(crate) fn from_storage_json(json: &str) -> Result<Account> {
         let stored: StoredAccount = serde_json::from_str(json)
             .map_err(|e| Error::store("stored account is not valid", e))?;
         Ok(Account {

@@ -590,9 +590,10 @@ fn no_debug_or_error_shows_a_token_key_or_secret_header_value() {
         ["url", "auth_scheme", "headers", "token", "api_key_header"]
     );
     // The one way out, storage, does hold them: the search looked for text that is there.
-    let stored = keyed.to_storage_json();
+    let keyed = Saved::new(update());
+    let stored = keyed.stored_json();
     assert!(stored.contains(API_KEY) && stored.contains(SHARED));
-    let back = Account::from_storage_json(&stored).unwrap();
+    let (back, keyed) = (keyed.reopened(), keyed.account());
     assert_eq!(
         request_for(&back).headers()["x-api-key"],
         request_for(&keyed).headers()["x-api-key"]

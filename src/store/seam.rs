@@ -131,7 +131,8 @@ pub type NoticeSink = Arc<dyn Fn(Notice) + Send + Sync + 'static>;
 /// Its `Debug` never shows the JSON: an account's settings hold its password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Versioned {
-    /// The record as saved (JSON).
+    /// The record as the crate serialized it (JSON): a store keeps it as given and hands it
+    /// back unchanged. Its form is the crate's own, not public API.
     pub json: String,
     /// The version it was saved at: greater than that of every save before it in the store.
     pub version: u64,
@@ -165,7 +166,7 @@ pub enum SaveOutcome {
 /// to follow changes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SettingsSnapshot {
-    /// Every account's settings (JSON from `Account::to_storage_json`).
+    /// Every account's settings (the crate's JSON, kept as given).
     pub accounts: Vec<Versioned>,
     /// Every endpoint's health record (JSON), by account.
     pub health: Vec<(AccountId, Versioned)>,
@@ -178,7 +179,7 @@ pub struct SettingsSnapshot {
 pub struct AccountRecords {
     /// The account.
     pub account: AccountId,
-    /// Its settings (JSON from `Account::to_storage_json`) and their version.
+    /// Its settings (the crate's JSON, kept as given) and their version.
     pub settings: Versioned,
     /// Its endpoint's health and its version, if any was ever saved.
     pub health: Option<Versioned>,
@@ -192,7 +193,7 @@ pub struct AccountRecords {
 pub struct AccountSave<'a> {
     /// The account.
     pub account: &'a AccountId,
-    /// Its settings (JSON from `Account::to_storage_json`).
+    /// Its settings (the crate's JSON, kept as given).
     pub settings_json: &'a str,
     /// The version the settings were read at; `None`: none were stored.
     pub expected: Option<u64>,

@@ -34,7 +34,7 @@
 
 use call_result_webhook::{
     AccountId, CampaignId, MemoryStore, PreferencesUpdate, Principal, UrlPolicy, Webhooks,
-    account::Account, preferences::AuditRecord,
+    account::Account, preferences::AuditRecord, store::Settings as _,
 };
 use std::collections::VecDeque;
 use std::future::Future;
@@ -862,17 +862,19 @@ pub fn switch_on(
 /// Account `acme`'s settings, changed the one way an administrator changes them (saved through
 /// [`Webhooks`], on a [`MemoryStore`] of their own, with a URL policy that lets loopback and
 /// plain http through), for tests that build requests from them.
-pub struct Saved(Webhooks);
+pub struct Saved {
+    webhooks: Webhooks,
+    store: Arc<MemoryStore>,
+}
 
 impl Saved {
     /// `acme` with `update` saved by an administrator.
     pub fn new(update: PreferencesUpdate) -> Self {
-        let webhooks = Webhooks::builder()
-            .store(MemoryStore::new())
-            .policy(UrlPolicy::new().allow_http(true).allow_private())
-            .build()
-            .expect("webhooks");
-        let saved = Saved(webhooks);
+        let store = Arc::new(MemoryStore::new());
+        let saved = Saved {
+            webhooks: Self::open(&store),
+            store,
+        };
         saved
             .update(&Principal::administrator("alice"), update)
             .expect("preferences");
@@ -885,12 +887,36 @@ impl Saved {
         who: &Principal,
         update: PreferencesUpdate,
     ) -> call_result_webhook::Result<AuditRecord> {
-        self.0
+        self.webhooks
             .update_preferences_blocking(who, &"acme".into(), update)
     }
 
     /// `acme` as saved.
     pub fn account(&self) -> Account {
-        self.0.account(&"acme".into()).expect("saved")
+        self.webhooks.account(&"acme".into()).expect("saved")
+    }
+
+    /// `acme`'s settings as the store was handed them.
+    pub fn stored_json(&self) -> String {
+        self.store
+            .load_account(&"acme".into())
+            .expect("load")
+            .expect("saved")
+            .json
+    }
+
+    /// `acme` as another `Webhooks` on the same store reads it back.
+    pub fn reopened(&self) -> Account {
+        Self::open(&self.store)
+            .account(&"acme".into())
+            .expect("saved")
+    }
+
+    fn open(store: &Arc<MemoryStore>) -> Webhooks {
+        Webhooks::builder()
+            .store(store.clone())
+            .policy(UrlPolicy::new().allow_http(true).allow_private())
+            .build()
+            .expect("webhooks")
     }
 }
