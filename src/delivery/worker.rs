@@ -322,7 +322,9 @@ impl WorkerInner {
             }
             // Nothing pending, and every outcome of this worker recorded and reported (an
             // outcome is visible in the store a moment before its events are sent).
-            if self.engine.in_flight() == 0 && !self.engine.store().has_pending()? {
+            // (The store is asked first: a store that cannot answer is an error, whatever is
+            // in flight.)
+            if !self.engine.store().has_pending()? && self.engine.in_flight() == 0 {
                 return Ok(true);
             }
             let left = until.saturating_duration_since(Instant::now());

@@ -7,11 +7,11 @@ use jiff::SignedDuration;
 
 use crate::ids::{AccountId, DeliveryId};
 use crate::store::{
-    ClaimRequest, ClaimToken, DeliveryState, NewDelivery, Outbox, SaveOutcome, Settings,
+    ClaimRequest, ClaimToken, DeliveryState, NewDelivery, NextStep, Outbox, SaveOutcome, Settings,
 };
 
 use super::settings::{saved, versioned};
-use super::{LEASE, claim, due_at, ids, new_deliveries, t};
+use super::{LEASE, claim, due_at, ids, new_deliveries, record, t};
 
 /// A claim takes the earliest due deliveries over every account, at most `limit`, leaving out
 /// skipped accounts; each with a distinct token and a lease until `now + lease`.
@@ -226,6 +226,40 @@ pub fn a_claim_takes_at_most_the_room_of_each_account<S: Outbox + ?Sized>(store:
         big,
         ["msg_big_c_0", "msg_big_c_1", "msg_big_c_2", "msg_big_c_3"]
     );
+}
+
+/// A claim naming a finished request of this process ([`ClaimRequest::finished`]: its
+/// outcome not recorded yet) may give that request's place at the endpoint to another
+/// delivery, never the finished request's own delivery: it stays claimed, and its outcome is
+/// still recorded under its token.
+pub fn a_finished_request_keeps_its_claim<S: Outbox + ?Sized>(store: &S) {
+    store.insert(&new_deliveries("acme", "c1", 3)).unwrap();
+    let bounded = |now, finished: &[ClaimToken]| {
+        store
+            .claim(&ClaimRequest {
+                now,
+                limit: 10,
+                lease: LEASE,
+                per_account: Some(1),
+                finished,
+                ..ClaimRequest::default()
+            })
+            .expect("claim")
+    };
+    let first = bounded(t(1), &[]);
+    assert_eq!(first.len(), 1, "one place");
+    let second = bounded(t(2), &[first[0].token]);
+    assert!(second.len() <= 1, "still one place: {:?}", ids(&second));
+    assert!(
+        second.iter().all(|c| c.delivery.id != first[0].delivery.id),
+        "the finished request's delivery stays claimed"
+    );
+    let answers = store.record_attempts(&[(
+        first[0].delivery.id.clone(),
+        first[0].token,
+        record(t(3), Some(200), NextStep::Delivered),
+    )]);
+    assert!(answers[0].is_ok(), "recorded under its token: {answers:?}");
 }
 
 /// Deliveries due after a long backlog of an account the claim leaves out (at its bound, or
