@@ -60,7 +60,8 @@
 //!   which the fleet's); the dialer installs whatever exporter it wants, none is brought in.
 //!   Labelled by account only with `WebhooksBuilder::metrics_by_account(true)`.
 //! - `test-util` (off by default): `store::conformance`, the suite every store passes, for a
-//!   dialer that writes a store of its own.
+//!   dialer that writes a store of its own, and `delivery::ManualClock`, a clock that moves
+//!   only when told to, for tests that play days of retries in milliseconds.
 //!
 //! TLS (`hyper`, `ureq`, `postgres`) goes through rustls with the process's default crypto
 //! provider when the dialer installed one (`rustls::crypto::CryptoProvider::install_default`,

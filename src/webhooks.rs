@@ -181,7 +181,7 @@ impl WebhooksBuilder {
         self
     }
 
-    /// The clock (default: [`SystemClock`]). Tests pass a [`ManualClock`](crate::delivery::ManualClock).
+    /// The clock (default: [`SystemClock`]). Tests pass a `ManualClock` (feature `test-util`).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self

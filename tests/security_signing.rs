@@ -6,20 +6,17 @@
 mod security_support;
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use call_result_webhook::{
-    DeliveryId, Event, PreferencesUpdate, UrlPolicy,
-    delivery::ManualClock,
+    DeliveryId, PreferencesUpdate, UrlPolicy,
     limits::DEFAULT_SIGNATURE_TOLERANCE,
     request::{EncodedBody, build_request, build_request_at},
     signing::{SigningSecret, verify, verify_now},
 };
 use jiff::Timestamp;
-use security_support::engine::Engine;
 use security_support::{BACKENDS, Setup, call, preferences};
-use support::{Receiver, Reply, Saved};
+use support::{Receiver, Saved};
 
 const AT: i64 = 1_750_000_000;
 
@@ -222,13 +219,17 @@ fn a_receiver_on_loopback_verifies_what_each_backend_sent() {
     }
 }
 
+#[cfg(feature = "test-util")]
 #[test]
 fn the_engine_signs_every_attempt_at_its_clock_time_with_the_current_secrets() {
+    use call_result_webhook::{Event, delivery::ManualClock};
+    use security_support::engine::Engine;
+    use support::Reply;
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         receiver.script([Reply::status(503)]);
         let start = at(AT);
-        let clock = Arc::new(ManualClock::new(start));
+        let clock = std::sync::Arc::new(ManualClock::new(start));
         let engine = Engine::new(policy(), clock.clone());
         let first = SigningSecret::generate().unwrap();
         engine.configure(

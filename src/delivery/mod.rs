@@ -27,7 +27,10 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
-pub use clock::{Clock, ClockWaker, ManualClock, SystemClock};
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub use clock::ManualClock;
+pub use clock::{Clock, ClockWaker, SystemClock};
 pub use events::{Event, FailureKind, PauseReason};
 pub use health::{EndpointHealth, Pause};
 pub use schedule::RetrySchedule;
