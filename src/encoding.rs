@@ -21,7 +21,7 @@ pub enum Encoding {
     /// `application/json`, shaped like the page's sample body. Unknown values are `null`.
     Json,
     /// The form encoding, sent as the query string of a `GET` with no body (the account chose
-    /// [`Method::Get`](crate::request::Method::Get)). Unknown values are empty strings. Not
+    /// [`Method::Get`](crate::preferences::Method::Get)). Unknown values are empty strings. Not
     /// chosen with [`PreferencesUpdate::encoding`](crate::PreferencesUpdate::encoding): a body
     /// encoded for a `GET` is marked with it so that every attempt sends it the same way.
     Query,
@@ -196,6 +196,33 @@ impl serde::Serialize for JsonFields<'_, '_> {
             map.serialize_entry(key, &value)?;
         }
         map.end()
+    }
+}
+
+/// The body of one delivery: the exact bytes every attempt sends, fixed when the call result
+/// is submitted, and the encoding that made them. Made by [`EncodedBody::encode`] from a call
+/// result and an account's preferences, or restored from storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedBody {
+    bytes: Bytes,
+    encoding: Encoding,
+}
+
+impl EncodedBody {
+    /// A body restored from storage.
+    pub fn from_parts(bytes: Bytes, encoding: Encoding) -> EncodedBody {
+        EncodedBody { bytes, encoding }
+    }
+
+    /// The bytes sent: the body of a `POST`, or the query a `GET` appends to the URL
+    /// ([`Encoding::Query`]).
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The encoding that made them.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
     }
 }
 

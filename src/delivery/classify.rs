@@ -2,12 +2,11 @@
 
 use std::time::Duration;
 
-use http::StatusCode;
 use http::header::RETRY_AFTER;
+use http::{HeaderValue, StatusCode};
 use jiff::Timestamp;
 
 use crate::delivery::events::FailureKind;
-use crate::delivery::schedule::parse_retry_after;
 use crate::dispatch::{ReceiverResponse, TransportError};
 
 /// The meaning of one attempt's outcome.
@@ -119,6 +118,41 @@ fn describe(status: StatusCode) -> String {
         Some(text) => format!("HTTP {} {text}", status.as_u16()),
         None => format!("HTTP {}", status.as_u16()),
     }
+}
+
+/// Reads a `Retry-After` value: delay-seconds (`120`) or an HTTP date (`Wed, 21 Oct 2015
+/// 07:28:00 GMT`, and the obsolete RFC 850 and asctime forms), as the time to wait from `now`.
+/// A date in the past is no wait. An unreadable value is `None`.
+pub(crate) fn parse_retry_after(value: &HeaderValue, now: Timestamp) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        // A number too large for u64 is still "a long time".
+        let secs = text.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(secs.min(u64::MAX / 2)));
+    }
+    let at = parse_http_date(text)?;
+    let wait = at.duration_since(now);
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+fn parse_http_date(text: &str) -> Option<Timestamp> {
+    if let Ok(at) = jiff::fmt::rfc2822::DateTimeParser::new().parse_timestamp(text) {
+        return Some(at);
+    }
+    // RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime (`Sun Nov  6 08:49:37 1994`),
+    // which RFC 9110 says a recipient must still accept.
+    let rfc850 = text
+        .strip_suffix(" GMT")
+        .and_then(|t| jiff::civil::DateTime::strptime("%A, %d-%b-%y %H:%M:%S", t).ok());
+    let asctime = || {
+        let squeezed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        jiff::civil::DateTime::strptime("%a %b %d %H:%M:%S %Y", &squeezed).ok()
+    };
+    let civil = rfc850.or_else(asctime)?;
+    civil
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
 }
 
 #[cfg(test)]
@@ -266,5 +300,43 @@ mod tests {
         );
         let v = classify(&Err(err), now());
         assert!(!format!("{v:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        assert_eq!(
+            parse_retry_after(&v("2"), now()),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            parse_retry_after(&v(" 120 "), now()),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_retry_after(&v("0"), now()), Some(Duration::ZERO));
+        let huge = parse_retry_after(&v("99999999999999999999999"), now()).unwrap();
+        assert!(huge > crate::limits::RETRY_AFTER_CAP);
+        // IMF-fixdate, 90 s after t0.
+        assert_eq!(
+            parse_retry_after(&v("Fri, 01 Mar 2024 00:01:30 GMT"), now()),
+            Some(Duration::from_secs(90))
+        );
+        // Obsolete forms a recipient must still read.
+        assert_eq!(
+            parse_retry_after(&v("Friday, 01-Mar-24 00:01:30 GMT"), now()),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_retry_after(&v("Fri Mar  1 00:01:30 2024"), now()),
+            Some(Duration::from_secs(90))
+        );
+        // A date in the past is no wait.
+        assert_eq!(
+            parse_retry_after(&v("Thu, 29 Feb 2024 00:00:00 GMT"), now()),
+            Some(Duration::ZERO)
+        );
+        for bad in ["", "-5", "1.5", "soon", "Fri, 32 Mar 2024 00:00:00 GMT"] {
+            assert_eq!(parse_retry_after(&v(bad), now()), None, "{bad:?}");
+        }
     }
 }

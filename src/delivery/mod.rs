@@ -19,7 +19,6 @@ pub(crate) mod health;
 pub mod metrics;
 mod recorder;
 mod runner;
-pub(crate) mod schedule;
 pub(crate) mod signal;
 pub(crate) mod status;
 mod worker;
@@ -27,13 +26,15 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
+/// An account's retry schedule, set with its preferences; kept here too, where it was first.
+#[doc(no_inline)]
+pub use crate::preferences::RetrySchedule;
 #[cfg(any(test, feature = "test-util"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use clock::ManualClock;
 pub use clock::{Clock, ClockWaker, SystemClock};
 pub use events::{Event, FailureKind, PauseReason};
 pub use health::{EndpointHealth, Pause};
-pub use schedule::RetrySchedule;
 pub use status::{DeadLetter, Status};
 pub use worker::{ShutdownReport, Worker};
 

@@ -12,7 +12,6 @@ use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use http::Uri;
 use url::Url;
 
-use crate::dispatch::proxy::ProxyError;
 use crate::dispatch::resolve::SharedResolver;
 use crate::dispatch::{TransportError, TransportErrorKind};
 use crate::policy::UrlPolicy;
@@ -313,11 +312,6 @@ pub(crate) fn refusal_in(chain: &[&(dyn StdError + 'static)]) -> Option<Transpor
         _ => return None,
     };
     Some(TransportError::from(refusal))
-}
-
-/// Whether the egress proxy's failure is somewhere in the chain.
-pub(crate) fn is_proxy(chain: &[&(dyn StdError + 'static)]) -> bool {
-    chain.iter().any(|e| e.is::<ProxyError>())
 }
 
 /// Whether a failed lookup or a TLS failure is somewhere in the chain.

@@ -30,10 +30,10 @@ use tower_service::Service;
 
 use crate::dispatch::body::{BodyEnd, Prefix, settle};
 use crate::dispatch::guard::{
-    DnsError, Guard, bare_host, candidates, check_target, error_chain, io_kind_in, is_dns,
-    is_proxy, port_of, refusal_in, tls_kind,
+    DnsError, Guard, bare_host, candidates, check_target, error_chain, io_kind_in, is_dns, port_of,
+    refusal_in, tls_kind,
 };
-use crate::dispatch::proxy::{Proxy, open_tunnel};
+use crate::dispatch::proxy::{Proxy, is_proxy, open_tunnel};
 use crate::dispatch::resolve::{Resolve, SharedResolver};
 use crate::dispatch::tls::{Certificate, client_config};
 use crate::dispatch::{

@@ -5,7 +5,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
@@ -96,6 +95,9 @@ pub use proxy::Proxy;
 pub use resolve::{Resolve, SystemResolver};
 #[cfg(any(feature = "hyper", feature = "ureq", feature = "postgres"))]
 pub use tls::Certificate;
+
+/// Set by the request builder, read by every backend.
+pub use crate::request::AttemptTimeout;
 
 /// Sends one webhook request. Small, object-safe, and the crate's extension point.
 ///
@@ -217,12 +219,6 @@ impl<D: BlockingDispatcher + ?Sized> BlockingDispatcher for Box<D> {
         (**self).adopt_policy(policy)
     }
 }
-
-/// A request extension: the whole-attempt time limit for this one request.
-///
-/// Backends use it in place of their configured default when present.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttemptTimeout(pub Duration);
 
 /// What the receiver answered: status, headers, at most a bounded prefix of the body, and what
 /// became of the body read ([`BodyOutcome`]).

@@ -28,10 +28,10 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::dispatch::body::{BodyEnd, Prefix, settle};
 use crate::dispatch::guard::{
-    DnsError, Guard, bare_host, candidates, check_target, error_chain, io_kind_in, is_dns,
-    is_proxy, port_of, refusal_in, tls_error_kind, tls_kind,
+    DnsError, Guard, bare_host, candidates, check_target, error_chain, io_kind_in, is_dns, port_of,
+    refusal_in, tls_error_kind, tls_kind,
 };
-use crate::dispatch::proxy::{Proxy, open_tunnel_blocking};
+use crate::dispatch::proxy::{Proxy, is_proxy, open_tunnel_blocking};
 use crate::dispatch::resolve::{Resolve, SharedResolver};
 use crate::dispatch::tls::{Certificate, client_config};
 use crate::dispatch::{

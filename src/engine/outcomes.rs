@@ -11,10 +11,10 @@ use jiff::Timestamp;
 use crate::delivery::attempt::{Completed, Completion, Outcome};
 use crate::delivery::classify::{Verdict, classify};
 use crate::delivery::events::{Event, FailureKind, PauseReason};
-use crate::delivery::schedule::{RetrySchedule, random_unit};
 use crate::engine::Engine;
 use crate::error::{Error, error_chain};
 use crate::ids::{AccountId, DeliveryId};
+use crate::preferences::{RetrySchedule, random_unit};
 use crate::request::build_request_at;
 use crate::store::{AttemptRecord, ClaimToken, Delivery, NextStep};
 

@@ -2,11 +2,11 @@
 //! bytes every attempt sends, and stored (or handed back for the dialer's own transaction).
 
 use crate::campaign::{OffReason, SendDecision};
+use crate::encoding::EncodedBody;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::payload::CallResult;
-use crate::request::EncodedBody;
 use crate::store::NewDelivery;
 
 /// What [`Webhooks::submit`](crate::Webhooks::submit) did with a call result.

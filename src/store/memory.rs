@@ -737,8 +737,7 @@ fn add_lease(now: Timestamp, lease: std::time::Duration) -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encoding::Encoding;
-    use crate::request::EncodedBody;
+    use crate::encoding::{EncodedBody, Encoding};
 
     fn t(secs: i64) -> Timestamp {
         Timestamp::from_second(1_700_000_000 + secs).unwrap()

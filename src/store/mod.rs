@@ -57,9 +57,9 @@ pub use sqlite::{CommitMode, SqliteStore, SqliteStoreBuilder};
 
 use jiff::Timestamp;
 
+use crate::encoding::EncodedBody;
 use crate::error::Result;
 use crate::ids::{AccountId, CampaignId, DeliveryId};
-use crate::request::EncodedBody;
 
 /// A delivery as it is first stored, at submit.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -44,7 +44,7 @@ impl ManualClock {
     pub fn advance(&self, by: Duration) {
         {
             let mut now = lock(&self.now);
-            *now = crate::delivery::schedule::add(*now, by);
+            *now = crate::preferences::schedule::add(*now, by);
         }
         self.wake_all();
     }

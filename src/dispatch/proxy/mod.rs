@@ -20,7 +20,7 @@ use crate::auth::{AuthScheme, Credentials, Secret};
 use crate::dispatch::guard::bare_host;
 use crate::error::{Error, Result};
 
-pub(crate) use tunnel::ProxyError;
+pub(crate) use tunnel::is_proxy;
 #[cfg(feature = "hyper")]
 pub(crate) use tunnel::open_tunnel;
 #[cfg(feature = "ureq")]

@@ -113,6 +113,11 @@ impl StdError for ProxyError {
     }
 }
 
+/// Whether the egress proxy's failure is somewhere in the chain.
+pub(crate) fn is_proxy(chain: &[&(dyn StdError + 'static)]) -> bool {
+    chain.iter().any(|e| e.is::<ProxyError>())
+}
+
 /// How far the proxy's answer has come.
 #[derive(Debug, PartialEq, Eq)]
 enum Answer {

@@ -5,11 +5,10 @@ use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::encoding::Encoding;
+use crate::encoding::{EncodedBody, Encoding};
 use crate::error::Error;
 use crate::ids::DeliveryId;
 use crate::limits::DELIVERED_ID_RETENTION;
-use crate::request::EncodedBody;
 use crate::store::{DeliveryFilter, NewDelivery, NextStep, Outbox};
 
 use super::{claim, ids, new_deliveries, other_body, pending_and_delivered, record, record_one, t};

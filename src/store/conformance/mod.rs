@@ -48,9 +48,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use jiff::Timestamp;
 
-use crate::encoding::Encoding;
+use crate::encoding::{EncodedBody, Encoding};
 use crate::ids::{AccountId, DeliveryId};
-use crate::request::EncodedBody;
 use crate::store::{
     AttemptRecord, Claim, ClaimRequest, NewDelivery, NextStep, Outbox, Settings, Store,
 };

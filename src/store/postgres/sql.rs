@@ -4,10 +4,9 @@
 use bytes::Bytes;
 use tokio_postgres::Row;
 
-use crate::encoding::Encoding;
+use crate::encoding::{EncodedBody, Encoding};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
-use crate::request::EncodedBody;
 use crate::store::{Delivery, DeliveryState};
 
 use super::clock::ServerClock;

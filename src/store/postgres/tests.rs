@@ -11,8 +11,7 @@ use jiff::Timestamp;
 use tokio_postgres::NoTls;
 
 use super::*;
-use crate::encoding::Encoding;
-use crate::request::EncodedBody;
+use crate::encoding::{EncodedBody, Encoding};
 use crate::store::{NextStep, Notice};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";

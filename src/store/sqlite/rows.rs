@@ -5,10 +5,9 @@ use jiff::Timestamp;
 use rusqlite::types::Type;
 use rusqlite::{Row, Statement};
 
-use crate::encoding::Encoding;
+use crate::encoding::{EncodedBody, Encoding};
 use crate::error::Error;
 use crate::ids::{AccountId, CampaignId, DeliveryId};
-use crate::request::EncodedBody;
 use crate::store::{Delivery, DeliveryFilter, DeliveryState};
 
 macro_rules! delivery_columns {

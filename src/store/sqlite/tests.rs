@@ -19,11 +19,10 @@ use super::rows::{
 use super::schema::{MIGRATIONS, migrate};
 use super::writer::PRUNE_EVERY;
 use super::{CommitMode, SqliteStore};
-use crate::encoding::Encoding;
+use crate::encoding::{EncodedBody, Encoding};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, DeliveryId};
 use crate::limits::DELIVERED_ID_RETENTION;
-use crate::request::EncodedBody;
 use crate::store::conformance::{self, new_deliveries, t};
 use crate::store::{
     AttemptRecord, ClaimRequest, Delivery, DeliveryFilter, DeliveryState, DeliveryStats,

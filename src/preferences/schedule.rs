@@ -4,7 +4,6 @@ use crate::limits::{MAX_RETRIES, MAX_RETRY_DELAY, RETRY_AFTER_CAP, RETRY_JITTER}
 use std::fmt;
 use std::time::Duration;
 
-use http::HeaderValue;
 use jiff::Timestamp;
 
 use crate::error::{Error, Result};
@@ -174,41 +173,6 @@ pub(crate) fn add(at: Timestamp, wait: Duration) -> Timestamp {
         .expect("adding a non-negative duration saturates")
 }
 
-/// Reads a `Retry-After` value: delay-seconds (`120`) or an HTTP date (`Wed, 21 Oct 2015
-/// 07:28:00 GMT`, and the obsolete RFC 850 and asctime forms), as the time to wait from `now`.
-/// A date in the past is no wait. An unreadable value is `None`.
-pub(crate) fn parse_retry_after(value: &HeaderValue, now: Timestamp) -> Option<Duration> {
-    let text = value.to_str().ok()?.trim();
-    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        // A number too large for u64 is still "a long time".
-        let secs = text.parse::<u64>().unwrap_or(u64::MAX);
-        return Some(Duration::from_secs(secs.min(u64::MAX / 2)));
-    }
-    let at = parse_http_date(text)?;
-    let wait = at.duration_since(now);
-    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
-}
-
-fn parse_http_date(text: &str) -> Option<Timestamp> {
-    if let Ok(at) = jiff::fmt::rfc2822::DateTimeParser::new().parse_timestamp(text) {
-        return Some(at);
-    }
-    // RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime (`Sun Nov  6 08:49:37 1994`),
-    // which RFC 9110 says a recipient must still accept.
-    let rfc850 = text
-        .strip_suffix(" GMT")
-        .and_then(|t| jiff::civil::DateTime::strptime("%A, %d-%b-%y %H:%M:%S", t).ok());
-    let asctime = || {
-        let squeezed = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        jiff::civil::DateTime::strptime("%a %b %d %H:%M:%S %Y", &squeezed).ok()
-    };
-    let civil = rfc850.or_else(asctime)?;
-    civil
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,44 +254,6 @@ mod tests {
             jittered(Duration::from_secs(100), 0.5),
             Duration::from_secs(100)
         );
-    }
-
-    #[test]
-    fn retry_after_seconds_and_dates() {
-        let v = |s: &'static str| HeaderValue::from_static(s);
-        assert_eq!(
-            parse_retry_after(&v("2"), t0()),
-            Some(Duration::from_secs(2))
-        );
-        assert_eq!(
-            parse_retry_after(&v(" 120 "), t0()),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(parse_retry_after(&v("0"), t0()), Some(Duration::ZERO));
-        let huge = parse_retry_after(&v("99999999999999999999999"), t0()).unwrap();
-        assert!(huge > RETRY_AFTER_CAP);
-        // IMF-fixdate, 90 s after t0.
-        assert_eq!(
-            parse_retry_after(&v("Fri, 01 Mar 2024 00:01:30 GMT"), t0()),
-            Some(Duration::from_secs(90))
-        );
-        // Obsolete forms a recipient must still read.
-        assert_eq!(
-            parse_retry_after(&v("Friday, 01-Mar-24 00:01:30 GMT"), t0()),
-            Some(Duration::from_secs(90))
-        );
-        assert_eq!(
-            parse_retry_after(&v("Fri Mar  1 00:01:30 2024"), t0()),
-            Some(Duration::from_secs(90))
-        );
-        // A date in the past is no wait.
-        assert_eq!(
-            parse_retry_after(&v("Thu, 29 Feb 2024 00:00:00 GMT"), t0()),
-            Some(Duration::ZERO)
-        );
-        for bad in ["", "-5", "1.5", "soon", "Fri, 32 Mar 2024 00:00:00 GMT"] {
-            assert_eq!(parse_retry_after(&v(bad), t0()), None, "{bad:?}");
-        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Account-wide webhook preferences ("Settings > Preferences > WebHook"), who may change them,
 //! and the audit record of every change.
 
-use crate::limits::{DEFAULT_ATTEMPT_TIMEOUT, MAX_URL_LEN};
+use crate::limits::{DEFAULT_ATTEMPT_TIMEOUT, MAX_GET_URL_LEN, MAX_URL_LEN};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -12,12 +12,20 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use crate::auth::{self, AuthScheme, Credentials, Secret};
-use crate::delivery::RetrySchedule;
 use crate::encoding::Encoding;
 use crate::error::{Error, Result};
 use crate::payload::KeyNames;
-use crate::request::{self, CustomHeader, Method};
 use crate::signing::SigningSecret;
+
+mod header;
+mod method;
+pub(crate) mod schedule;
+
+pub use header::{CustomHeader, is_reserved_header};
+pub(crate) use header::{check_header_count, check_header_name};
+pub use method::Method;
+pub use schedule::RetrySchedule;
+pub(crate) use schedule::random_unit;
 
 /// The most signing secrets an account holds: the current one and, during a rotation, the
 /// previous one.
@@ -79,6 +87,24 @@ impl WebhookUrl {
     /// The host as written after normalisation (`http://2130706433/` has host `127.0.0.1`).
     pub fn host_str(&self) -> &str {
         self.0.host_str().unwrap_or_default()
+    }
+
+    /// What goes between this URL and a query of `query_len` bytes appended after its own
+    /// (`?`, `&` or nothing), once the whole is known to fit [`MAX_GET_URL_LEN`].
+    pub(crate) fn query_separator(&self, query_len: usize) -> Result<&'static str> {
+        let separator = match self.0.query() {
+            None => "?",
+            Some("") => "",
+            Some(_) => "&",
+        };
+        let size = self.as_str().len() + separator.len() + query_len;
+        if size > MAX_GET_URL_LEN {
+            return Err(Error::UrlTooLong {
+                size,
+                limit: MAX_GET_URL_LEN,
+            });
+        }
+        Ok(separator)
     }
 }
 
@@ -491,7 +517,7 @@ impl Preferences {
                     HeaderChange::Clear => next.headers.clear(),
                 }
             }
-            request::check_header_count(next.headers.len())?;
+            check_header_count(next.headers.len())?;
             if next.headers != before {
                 changed.push("headers");
             }
@@ -621,7 +647,7 @@ impl Preferences {
                 .keep(auth::check_token("token", token).map(|()| Secret::new(token.as_str())));
         }
         if let Some(name) = &stored.api_key_header {
-            update.api_key_header = update.keep(request::check_header_name(name));
+            update.api_key_header = update.keep(check_header_name(name));
         }
         if let Some(url) = &stored.url {
             update = update.url(url);
@@ -1015,7 +1041,7 @@ impl PreferencesUpdate {
     /// The first error is kept and returned when the update is applied:
     /// [`Error::InvalidHeader`] naming the header when it is not an HTTP token, is longer than
     /// [`MAX_HEADER_NAME_BYTES`](crate::limits::MAX_HEADER_NAME_BYTES) or is one the crate sets
-    /// itself ([`is_reserved_header`](crate::request::is_reserved_header)), or is also a
+    /// itself ([`is_reserved_header`]), or is also a
     /// custom header; [`Error::InvalidConfig`] (field `api_key`) when the key is empty, too
     /// long or holds a control character.
     ///
@@ -1036,7 +1062,7 @@ impl PreferencesUpdate {
     /// ```
     pub fn api_key(mut self, header: &str, key: impl Into<String>) -> Self {
         let key = Secret::new(key);
-        let name = self.keep(request::check_header_name(header));
+        let name = self.keep(check_header_name(header));
         let checked = self.keep(auth::check_token("api_key", key.expose_secret()));
         if let (Some(name), Some(())) = (name, checked) {
             self.api_key_header = Some(name);
