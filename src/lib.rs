@@ -97,6 +97,7 @@ pub mod ids;
 pub mod limits;
 pub mod owned_settings;
 pub mod payload;
+mod permissions;
 pub mod policy;
 pub mod preferences;
 pub mod receiver;
@@ -118,8 +119,9 @@ pub use dispatch::{BlockingDispatcher, Dispatcher};
 pub use error::{Error, Result};
 pub use ids::{AccountId, CampaignId, DeliveryId};
 pub use payload::CallResult;
+pub use permissions::Principal;
 pub use policy::UrlPolicy;
-pub use preferences::{PreferencesUpdate, Principal};
+pub use preferences::PreferencesUpdate;
 pub use store::MemoryStore;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]

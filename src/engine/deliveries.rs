@@ -8,7 +8,7 @@ use crate::delivery::status::{DeadLetter, Status, indicator};
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::ids::{AccountId, CampaignId};
-use crate::preferences::Principal;
+use crate::permissions::Principal;
 use crate::store::{DeliveryFilter, DeliveryState};
 
 impl Engine {

@@ -17,7 +17,8 @@ use crate::delivery::health::{Change, EndpointHealth};
 use crate::engine::{Engine, Versions};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId};
-use crate::preferences::{AuditRecord, PreferencesUpdate, Principal};
+use crate::permissions::Principal;
+use crate::preferences::{AuditRecord, PreferencesUpdate};
 use crate::store::SaveOutcome;
 use crate::sync::lock;
 

@@ -11,7 +11,8 @@ use crate::delivery::status::indicator;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId};
-use crate::preferences::{AuditRecord, Preferences, PreferencesUpdate, Principal};
+use crate::permissions::Principal;
+use crate::preferences::{AuditRecord, Preferences, PreferencesUpdate};
 use crate::store::{AccountSave, DeliveryStats, SaveOutcome};
 use crate::sync::lock;
 
