@@ -41,6 +41,85 @@ where
     }
 }
 
+/// Writes an operation once and makes both of its public forms from that one definition:
+///
+/// - the `async fn`, which runs the work on a blocking thread ([`unblock`]), so the caller's
+///   runtime only awaits;
+/// - its `_blocking` twin, which first refuses a thread of the worker's runtime (the owner's
+///   `refuse_blocking`, made with [`refuse_on`]) with [`Error::BlockingInRuntime`] naming the
+///   async form, then runs the same work on the calling thread.
+///
+/// The body is the one definition of the work: it checks what it is given (a `?` there returns
+/// from the method, before any work) and ends in a `move` closure that owns what the work
+/// needs and returns its `Result`. The twin's docs are written here once for all: a link to
+/// the async form, whose docs say the rest, and its `# Errors`. Doc lines given after
+/// `pub fn name_blocking` replace the first line.
+///
+/// ```ignore
+/// twins! {
+///     "Webhooks";
+///
+///     /// Puts the failed deliveries matching `filter` back to pending, ...
+///     pub async fn replay(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64>;
+///     pub fn replay_blocking;
+///     {
+///         check_filter(filter)?;
+///         let (engine, who, filter) = (self.engine.clone(), who.clone(), filter.clone());
+///         move || engine.replay(&who, &filter)
+///     }
+/// }
+/// ```
+macro_rules! twins {
+    (@blocking $owner:literal [] $name:ident $($rest:tt)*) => {
+        $crate::blocking::twins!(@blocking $owner [
+            #[doc = concat!(
+                "[`", stringify!($name), "`](Self::", stringify!($name),
+                ") for callers without an async runtime."
+            )]
+        ] $name $($rest)*);
+    };
+    (@blocking $owner:literal [$(#[$first:meta])+] $name:ident $blocking:ident
+        (&$self:ident $(, $arg:ident: $arg_ty:ty)*) -> $ret:ty; $work:block) => {
+        $(#[$first])+
+        ///
+        /// # Errors
+        ///
+        /// [`Error::BlockingInRuntime`](crate::Error::BlockingInRuntime) at once, with nothing
+        /// done, on a thread of the runtime the worker's attempts run on (see
+        /// ["Async and blocking"](crate::Webhooks#async-and-blocking));
+        #[doc = concat!(
+            "otherwise as [`", stringify!($name), "`](Self::", stringify!($name),
+            "), but for [`Error::RuntimeShuttingDown`](crate::Error::RuntimeShuttingDown)."
+        )]
+        pub fn $blocking(&$self $(, $arg: $arg_ty)*) -> $crate::error::Result<$ret> {
+            $self.refuse_blocking(
+                concat!($owner, "::", stringify!($blocking)),
+                concat!($owner, "::", stringify!($name), "(..).await"),
+            )?;
+            let work = $work;
+            work()
+        }
+    };
+    ($owner:literal; $(
+        $(#[$doc:meta])*
+        pub async fn $name:ident(&$self:ident $(, $arg:ident: $arg_ty:ty)* $(,)?)
+            -> Result<$ret:ty>;
+        $(#[$blocking_doc:meta])*
+        pub fn $blocking:ident;
+        $work:block
+    )*) => {$(
+        $(#[$doc])*
+        pub async fn $name(&$self $(, $arg: $arg_ty)*) -> $crate::error::Result<$ret> {
+            let work = $work;
+            $crate::blocking::unblock(work).await?
+        }
+
+        $crate::blocking::twins!(@blocking $owner [$(#[$blocking_doc])*] $name $blocking
+            (&$self $(, $arg: $arg_ty)*) -> $ret; $work);
+    )*};
+}
+pub(crate) use twins;
+
 /// The runtime a worker's attempts run on: a tokio runtime's handle, or nothing at all without
 /// the `tokio` feature.
 #[cfg(feature = "tokio")]

@@ -41,7 +41,7 @@
 //! # Ok::<(), call_result_webhook::Error>(())
 //! ```
 
-use crate::blocking::unblock;
+use crate::blocking::twins;
 use crate::error::{Error, Result};
 use crate::ids::AccountId;
 use crate::preferences::Principal;
@@ -53,141 +53,93 @@ pub use crate::engine::{
 };
 
 impl Webhooks {
-    /// One page of the store's accounts (every process's, read from the store), in the order
-    /// of their ids, each with its settings, their version, its campaigns and status; only
-    /// those whose indicator the query asks for, if it names any. Walk every account by
-    /// passing each page's [`next`](AccountPage::next) to [`AccountQuery::after`] until it is
-    /// `None`: each account stored throughout the walk is listed exactly once, however often
-    /// it is saved meanwhile. The cost of a page does not grow with the pages before it.
-    /// Read only: dropping the future loses nothing.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Store`] when the store cannot be read or holds an account that no longer
-    /// passes its checks, [`Error::RuntimeShuttingDown`].
-    pub async fn list_accounts(&self, query: &AccountQuery) -> Result<AccountPage> {
-        let (engine, query) = (self.engine.clone(), query.clone());
-        unblock(move || engine.list_accounts(&query)).await?
-    }
+    twins! {
+        "Webhooks";
 
-    /// [`list_accounts`](Self::list_accounts) for callers without an async runtime.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
-    /// worker's attempts run on (see ["Async and blocking"](Webhooks#async-and-blocking));
-    /// otherwise as [`list_accounts`](Self::list_accounts), but for [`Error::RuntimeShuttingDown`].
-    pub fn list_accounts_blocking(&self, query: &AccountQuery) -> Result<AccountPage> {
-        self.refuse_blocking(
-            "Webhooks::list_accounts_blocking",
-            "Webhooks::list_accounts(..).await",
-        )?;
-        self.engine.list_accounts(query)
-    }
+        /// One page of the store's accounts (every process's, read from the store), in the order
+        /// of their ids, each with its settings, their version, its campaigns and status; only
+        /// those whose indicator the query asks for, if it names any. Walk every account by
+        /// passing each page's [`next`](AccountPage::next) to [`AccountQuery::after`] until it is
+        /// `None`: each account stored throughout the walk is listed exactly once, however often
+        /// it is saved meanwhile. The cost of a page does not grow with the pages before it.
+        /// Read only: dropping the future loses nothing.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::Store`] when the store cannot be read or holds an account that no longer
+        /// passes its checks, [`Error::RuntimeShuttingDown`].
+        pub async fn list_accounts(&self, query: &AccountQuery) -> Result<AccountPage>;
+        pub fn list_accounts_blocking;
+        {
+            let (engine, query) = (self.engine.clone(), query.clone());
+            move || engine.list_accounts(&query)
+        }
 
-    /// Puts one account's whole settings (full administrators only): what `settings` gives is
-    /// what is stored, preferences and campaign switches, if what is stored is what
-    /// `expected` names. Settings equal to those stored are left alone
-    /// ([`PutOutcome::Unchanged`], whatever `expected` says). Saved before this returns; every
-    /// process follows within its poll, and pending deliveries use the new settings from
-    /// their next attempt.
-    ///
-    /// **Dropped before it completes**, the put still runs to its end; putting the same
-    /// settings again is harmless (it finds them stored).
-    ///
-    /// # Errors
-    ///
-    /// Nothing was written when this returns an error:
-    /// [`Error::InvalidId`] for an account or campaign id that may not be stored;
-    /// [`Error::PermissionDenied`] for a non-administrator; [`Error::InvalidConfig`] or
-    /// [`Error::InvalidUrl`] for an invalid setting; an [`Error::AddressRefused`] or
-    /// [`Error::InvalidUrl`] from the URL policy; [`Error::SettingsStale`] when the stored
-    /// settings are not those `expected` names; [`Error::SettingsConflict`] when other
-    /// processes kept saving the account first; [`Error::Store`];
-    /// [`Error::RuntimeShuttingDown`].
-    pub async fn put_settings(
-        &self,
-        who: &Principal,
-        account: &AccountId,
-        settings: AccountSettings,
-        expected: Expected,
-    ) -> Result<PutOutcome> {
-        account.check()?;
-        let (engine, who) = (self.engine.clone(), who.clone());
-        let put = SettingsPut::new(account.clone(), settings).expected(expected);
-        unblock(move || one(engine.put_settings(&who, vec![put]))).await?
-    }
+        /// Puts one account's whole settings (full administrators only): what `settings` gives is
+        /// what is stored, preferences and campaign switches, if what is stored is what
+        /// `expected` names. Settings equal to those stored are left alone
+        /// ([`PutOutcome::Unchanged`], whatever `expected` says). Saved before this returns; every
+        /// process follows within its poll, and pending deliveries use the new settings from
+        /// their next attempt.
+        ///
+        /// **Dropped before it completes**, the put still runs to its end; putting the same
+        /// settings again is harmless (it finds them stored).
+        ///
+        /// # Errors
+        ///
+        /// Nothing was written when this returns an error:
+        /// [`Error::InvalidId`] for an account or campaign id that may not be stored;
+        /// [`Error::PermissionDenied`] for a non-administrator; [`Error::InvalidConfig`] or
+        /// [`Error::InvalidUrl`] for an invalid setting; an [`Error::AddressRefused`] or
+        /// [`Error::InvalidUrl`] from the URL policy; [`Error::SettingsStale`] when the stored
+        /// settings are not those `expected` names; [`Error::SettingsConflict`] when other
+        /// processes kept saving the account first; [`Error::Store`];
+        /// [`Error::RuntimeShuttingDown`].
+        pub async fn put_settings(
+            &self,
+            who: &Principal,
+            account: &AccountId,
+            settings: AccountSettings,
+            expected: Expected,
+        ) -> Result<PutOutcome>;
+        pub fn put_settings_blocking;
+        {
+            account.check()?;
+            let (engine, who) = (self.engine.clone(), who.clone());
+            let put = SettingsPut::new(account.clone(), settings).expected(expected);
+            move || one(engine.put_settings(&who, vec![put]))
+        }
 
-    /// [`put_settings`](Self::put_settings) for callers without an async runtime.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
-    /// worker's attempts run on (see ["Async and blocking"](Webhooks#async-and-blocking));
-    /// otherwise as [`put_settings`](Self::put_settings), but for [`Error::RuntimeShuttingDown`].
-    pub fn put_settings_blocking(
-        &self,
-        who: &Principal,
-        account: &AccountId,
-        settings: AccountSettings,
-        expected: Expected,
-    ) -> Result<PutOutcome> {
-        self.refuse_blocking(
-            "Webhooks::put_settings_blocking",
-            "Webhooks::put_settings(..).await",
-        )?;
-        account.check()?;
-        let put = SettingsPut::new(account.clone(), settings).expected(expected);
-        one(self.engine.put_settings(who, vec![put]))
-    }
-
-    /// Puts many accounts' whole settings, each as [`put_settings`](Self::put_settings)
-    /// would, and answers for each, in order: for reconciling every account at start-up.
-    ///
-    /// Idempotent: a put of what is stored writes nothing ([`PutOutcome::Unchanged`]). Each
-    /// put is checked on its own: one that fails its checks (an id, a value, the URL policy,
-    /// a stale [`Expected`], the same account twice) answers its error and is not stored,
-    /// and the others are. Those to write are saved in one store transaction (SQLite,
-    /// PostgreSQL): all of them or, on a store error, none. Only a put met by another
-    /// process's save of the same account is read and saved again, in a transaction of its
-    /// own. A few thousand puts make a reasonable batch.
-    ///
-    /// **Dropped before it completes**, the batch still runs to its end; putting it again is
-    /// harmless.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::PermissionDenied`] for a non-administrator (nothing is read or written);
-    /// [`Error::Store`] when the store failed (a batch that failed wrote nothing; one saved
-    /// in an earlier round, after another process's save, stays saved);
-    /// [`Error::RuntimeShuttingDown`].
-    pub async fn put_settings_batch(
-        &self,
-        who: &Principal,
-        puts: Vec<SettingsPut>,
-    ) -> Result<Vec<Result<PutOutcome>>> {
-        let (engine, who) = (self.engine.clone(), who.clone());
-        unblock(move || engine.put_settings(&who, puts)).await?
-    }
-
-    /// [`put_settings_batch`](Self::put_settings_batch) for callers without an async runtime.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
-    /// worker's attempts run on (see ["Async and blocking"](Webhooks#async-and-blocking));
-    /// otherwise as [`put_settings_batch`](Self::put_settings_batch), but for
-    /// [`Error::RuntimeShuttingDown`].
-    pub fn put_settings_batch_blocking(
-        &self,
-        who: &Principal,
-        puts: Vec<SettingsPut>,
-    ) -> Result<Vec<Result<PutOutcome>>> {
-        self.refuse_blocking(
-            "Webhooks::put_settings_batch_blocking",
-            "Webhooks::put_settings_batch(..).await",
-        )?;
-        self.engine.put_settings(who, puts)
+        /// Puts many accounts' whole settings, each as [`put_settings`](Self::put_settings)
+        /// would, and answers for each, in order: for reconciling every account at start-up.
+        ///
+        /// Idempotent: a put of what is stored writes nothing ([`PutOutcome::Unchanged`]). Each
+        /// put is checked on its own: one that fails its checks (an id, a value, the URL policy,
+        /// a stale [`Expected`], the same account twice) answers its error and is not stored,
+        /// and the others are. Those to write are saved in one store transaction (SQLite,
+        /// PostgreSQL): all of them or, on a store error, none. Only a put met by another
+        /// process's save of the same account is read and saved again, in a transaction of its
+        /// own. A few thousand puts make a reasonable batch.
+        ///
+        /// **Dropped before it completes**, the batch still runs to its end; putting it again is
+        /// harmless.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::PermissionDenied`] for a non-administrator (nothing is read or written);
+        /// [`Error::Store`] when the store failed (a batch that failed wrote nothing; one saved
+        /// in an earlier round, after another process's save, stays saved);
+        /// [`Error::RuntimeShuttingDown`].
+        pub async fn put_settings_batch(
+            &self,
+            who: &Principal,
+            puts: Vec<SettingsPut>,
+        ) -> Result<Vec<Result<PutOutcome>>>;
+        pub fn put_settings_batch_blocking;
+        {
+            let (engine, who) = (self.engine.clone(), who.clone());
+            move || engine.put_settings(&who, puts)
+        }
     }
 }
 

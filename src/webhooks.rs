@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::account::Account;
-use crate::blocking::{Runtime, refuse_on, unblock};
+use crate::blocking::{Runtime, refuse_on, twins};
 use crate::campaign::WebhookIndicator;
 use crate::delivery::{Clock, DeadLetter, Event, Status, SystemClock, ThreadRunner, Worker};
 use crate::dispatch::BlockingDispatcher;
@@ -299,108 +299,74 @@ impl Webhooks {
         }
     }
 
-    /// Hands over one finished call's result, with a fresh `webhook-id`.
-    ///
-    /// If the account was never configured, its webhook is off or has no URL, or the
-    /// campaign's switch is off, returns [`Submitted::Skipped`] and stores nothing. Otherwise
-    /// encodes the body once (the account's current encoding and time zone: these bytes are
-    /// what every attempt sends), stores it durably and returns [`Submitted::Accepted`] without
-    /// waiting for any receiver.
-    ///
-    /// The store's work runs on a blocking thread; with a durable store this waits for the data
-    /// to reach the disk (a group commit may share that wait with other submits).
-    ///
-    /// **Dropped before it completes**, the submit still runs to its end: the call result may
-    /// or may not be stored, and if it is, it will be delivered under an id the caller never
-    /// learned. A caller that retries after a timeout uses
-    /// [`submit_with_id`](Self::submit_with_id) with the same id each time, so that a retry never
-    /// creates a second delivery.
-    ///
-    /// # Errors
-    ///
-    /// The call result was **not** accepted when this returns an error:
-    /// [`Error::InvalidId`] for an account or campaign id that may not be stored,
-    /// [`Error::InvalidCallResult`] or [`Error::BodyTooLarge`] for the call result itself,
-    /// [`Error::StoreFull`] when the outbox holds its most pending deliveries,
-    /// [`Error::Store`] when the store failed, and [`Error::RuntimeShuttingDown`] when the
-    /// tokio runtime is shutting down.
-    pub async fn submit(
-        &self,
-        account: &AccountId,
-        campaign: &CampaignId,
-        call: CallResult,
-    ) -> Result<Submitted> {
-        self.submit_with_id(account, campaign, call, DeliveryId::generate())
-            .await
-    }
+    twins! {
+        "Webhooks";
 
-    /// [`submit`](Self::submit) for callers without an async runtime: blocks the calling thread
-    /// until the delivery is stored.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
-    /// worker's attempts run on (see ["Async and blocking"](Self#async-and-blocking));
-    /// otherwise as [`submit`](Self::submit), but for [`Error::RuntimeShuttingDown`].
-    pub fn submit_blocking(
-        &self,
-        account: &AccountId,
-        campaign: &CampaignId,
-        call: CallResult,
-    ) -> Result<Submitted> {
-        self.refuse_blocking("Webhooks::submit_blocking", "Webhooks::submit(..).await")?;
-        check_ids(account, Some(campaign))?;
-        self.engine
-            .submit(account, campaign, &call, DeliveryId::generate())
-    }
+        /// Hands over one finished call's result, with a fresh `webhook-id`.
+        ///
+        /// If the account was never configured, its webhook is off or has no URL, or the
+        /// campaign's switch is off, returns [`Submitted::Skipped`] and stores nothing. Otherwise
+        /// encodes the body once (the account's current encoding and time zone: these bytes are
+        /// what every attempt sends), stores it durably and returns [`Submitted::Accepted`] without
+        /// waiting for any receiver.
+        ///
+        /// The store's work runs on a blocking thread; with a durable store this waits for the data
+        /// to reach the disk (a group commit may share that wait with other submits).
+        ///
+        /// **Dropped before it completes**, the submit still runs to its end: the call result may
+        /// or may not be stored, and if it is, it will be delivered under an id the caller never
+        /// learned. A caller that retries after a timeout uses
+        /// [`submit_with_id`](Self::submit_with_id) with the same id each time, so that a retry
+        /// never creates a second delivery.
+        ///
+        /// # Errors
+        ///
+        /// The call result was **not** accepted when this returns an error:
+        /// [`Error::InvalidId`] for an account or campaign id that may not be stored,
+        /// [`Error::InvalidCallResult`] or [`Error::BodyTooLarge`] for the call result itself,
+        /// [`Error::StoreFull`] when the outbox holds its most pending deliveries,
+        /// [`Error::Store`] when the store failed, and [`Error::RuntimeShuttingDown`] when the
+        /// tokio runtime is shutting down.
+        pub async fn submit(
+            &self,
+            account: &AccountId,
+            campaign: &CampaignId,
+            call: CallResult,
+        ) -> Result<Submitted>;
+        /// [`submit`](Self::submit) for callers without an async runtime: blocks the calling thread
+        /// until the delivery is stored.
+        pub fn submit_blocking;
+        {
+            self.submit_work(account, campaign, call, DeliveryId::generate())?
+        }
 
-    /// [`submit`](Self::submit) with the dialer's own `webhook-id` (for example one derived from
-    /// its call id).
-    ///
-    /// Idempotent on the id: submitting the same call result again under the same id (a retry
-    /// after a timeout, a dropped future, a dialer restarted mid-submit) stores it once and
-    /// answers [`Submitted::Accepted`] again, even after it was delivered (ids of delivered call
-    /// results are remembered for [`DELIVERED_ID_RETENTION`](crate::limits::DELIVERED_ID_RETENTION)).
-    ///
-    /// **Dropped before it completes**, the submit still runs to its end: the call result may
-    /// or may not be stored. Submit it again with the same id: either way it is delivered once.
-    ///
-    /// # Errors
-    ///
-    /// As [`submit`](Self::submit), and [`Error::IdConflict`] when the id is already stored
-    /// for a different call result (another account, campaign or body).
-    pub async fn submit_with_id(
-        &self,
-        account: &AccountId,
-        campaign: &CampaignId,
-        call: CallResult,
-        id: DeliveryId,
-    ) -> Result<Submitted> {
-        check_ids(account, Some(campaign))?;
-        let (engine, account, campaign) = (self.engine.clone(), account.clone(), campaign.clone());
-        unblock(move || engine.submit(&account, &campaign, &call, id)).await?
-    }
-
-    /// [`submit_with_id`](Self::submit_with_id) for callers without an async runtime.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
-    /// worker's attempts run on (see ["Async and blocking"](Self#async-and-blocking));
-    /// otherwise as [`submit_with_id`](Self::submit_with_id), but for [`Error::RuntimeShuttingDown`].
-    pub fn submit_with_id_blocking(
-        &self,
-        account: &AccountId,
-        campaign: &CampaignId,
-        call: CallResult,
-        id: DeliveryId,
-    ) -> Result<Submitted> {
-        self.refuse_blocking(
-            "Webhooks::submit_with_id_blocking",
-            "Webhooks::submit_with_id(..).await",
-        )?;
-        check_ids(account, Some(campaign))?;
-        self.engine.submit(account, campaign, &call, id)
+        /// [`submit`](Self::submit) with the dialer's own `webhook-id` (for example one derived
+        /// from its call id).
+        ///
+        /// Idempotent on the id: submitting the same call result again under the same id (a retry
+        /// after a timeout, a dropped future, a dialer restarted mid-submit) stores it once and
+        /// answers [`Submitted::Accepted`] again, even after it was delivered (ids of delivered
+        /// call results are remembered for
+        /// [`DELIVERED_ID_RETENTION`](crate::limits::DELIVERED_ID_RETENTION)).
+        ///
+        /// **Dropped before it completes**, the submit still runs to its end: the call result may
+        /// or may not be stored. Submit it again with the same id: either way it is delivered once.
+        ///
+        /// # Errors
+        ///
+        /// As [`submit`](Self::submit), and [`Error::IdConflict`] when the id is already stored
+        /// for a different call result (another account, campaign or body).
+        pub async fn submit_with_id(
+            &self,
+            account: &AccountId,
+            campaign: &CampaignId,
+            call: CallResult,
+            id: DeliveryId,
+        ) -> Result<Submitted>;
+        pub fn submit_with_id_blocking;
+        {
+            self.submit_work(account, campaign, call, id)?
+        }
     }
 
     /// Everything [`submit_with_id`](Self::submit_with_id) does before it stores: checks both
@@ -489,278 +455,174 @@ impl Webhooks {
         self.engine.account(id)
     }
 
-    /// Changes an account's preferences (creating its settings on first use): the way to
-    /// change them. [`account`](Self::account) reads them back; an
-    /// [`Account`] is a read-only copy, and
-    /// [`Preferences::from_update`](crate::preferences::Preferences::from_update) makes a value
-    /// saved nowhere, for sending without `Webhooks`. Only a full
-    /// administrator may; anyone else gets [`Error::PermissionDenied`] and nothing changes. A
-    /// new URL is also checked against the [`UrlPolicy`]. The change is saved in the store
-    /// before this returns, and applies to pending deliveries from their next attempt on (their
-    /// bodies stay as they were).
-    ///
-    /// **Dropped before it completes**, the change still runs to its end and may or may not be
-    /// saved; calling it again with the same update is harmless.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidId`] for an account id that may not be stored;
-    /// [`Error::PermissionDenied`] for a non-administrator; [`Error::InvalidConfig`] or
-    /// [`Error::InvalidUrl`] for an invalid setting (the first one found); an
-    /// [`Error::AddressRefused`] or [`Error::InvalidUrl`] from the URL policy; [`Error::Store`]
-    /// when it could not be read or saved; [`Error::SettingsConflict`] when other processes
-    /// kept saving the account first; [`Error::RuntimeShuttingDown`]. Nothing changed on
-    /// error.
-    pub async fn update_preferences(
-        &self,
-        who: &Principal,
-        account: &AccountId,
-        update: PreferencesUpdate,
-    ) -> Result<AuditRecord> {
-        check_ids(account, None)?;
-        let (engine, who, account) = (self.engine.clone(), who.clone(), account.clone());
-        unblock(move || engine.update_preferences(&who, &account, update)).await?
-    }
+    twins! {
+        "Webhooks";
 
-    /// [`update_preferences`](Self::update_preferences) for callers without an async runtime.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
-    /// worker's attempts run on (see ["Async and blocking"](Self#async-and-blocking));
-    /// otherwise as [`update_preferences`](Self::update_preferences), but for [`Error::RuntimeShuttingDown`].
-    pub fn update_preferences_blocking(
-        &self,
-        who: &Principal,
-        account: &AccountId,
-        update: PreferencesUpdate,
-    ) -> Result<AuditRecord> {
-        self.refuse_blocking(
-            "Webhooks::update_preferences_blocking",
-            "Webhooks::update_preferences(..).await",
-        )?;
-        check_ids(account, None)?;
-        self.engine.update_preferences(who, account, update)
-    }
+        /// Changes an account's preferences (creating its settings on first use): the way to
+        /// change them. [`account`](Self::account) reads them back; an
+        /// [`Account`] is a read-only copy, and
+        /// [`Preferences::from_update`](crate::preferences::Preferences::from_update) makes a value
+        /// saved nowhere, for sending without `Webhooks`. Only a full
+        /// administrator may; anyone else gets [`Error::PermissionDenied`] and nothing changes. A
+        /// new URL is also checked against the [`UrlPolicy`]. The change is saved in the store
+        /// before this returns, and applies to pending deliveries from their next attempt on (their
+        /// bodies stay as they were).
+        ///
+        /// **Dropped before it completes**, the change still runs to its end and may or may not be
+        /// saved; calling it again with the same update is harmless.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidId`] for an account id that may not be stored;
+        /// [`Error::PermissionDenied`] for a non-administrator; [`Error::InvalidConfig`] or
+        /// [`Error::InvalidUrl`] for an invalid setting (the first one found); an
+        /// [`Error::AddressRefused`] or [`Error::InvalidUrl`] from the URL policy; [`Error::Store`]
+        /// when it could not be read or saved; [`Error::SettingsConflict`] when other processes
+        /// kept saving the account first; [`Error::RuntimeShuttingDown`]. Nothing changed on
+        /// error.
+        pub async fn update_preferences(
+            &self,
+            who: &Principal,
+            account: &AccountId,
+            update: PreferencesUpdate,
+        ) -> Result<AuditRecord>;
+        pub fn update_preferences_blocking;
+        {
+            check_ids(account, None)?;
+            let (engine, who, account) = (self.engine.clone(), who.clone(), account.clone());
+            move || engine.update_preferences(&who, &account, update)
+        }
 
-    /// Switches a campaign's "Enable WebHook" on or off (full administrators only; saved
-    /// before this returns). It decides for call results submitted from now on; deliveries
-    /// already accepted are still sent.
-    ///
-    /// **Dropped before it completes**, the change still runs to its end and may or may not be
-    /// saved; calling it again is harmless.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidId`] for an account or campaign id that may not be stored,
-    /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`] when it could not
-    /// be read or saved, [`Error::SettingsConflict`] when other processes kept saving the
-    /// account first, [`Error::RuntimeShuttingDown`]. Nothing changed on error.
-    pub async fn set_campaign_webhook(
-        &self,
-        who: &Principal,
-        account: &AccountId,
-        campaign: &CampaignId,
-        enabled: bool,
-    ) -> Result<AuditRecord> {
-        check_ids(account, Some(campaign))?;
-        let (engine, who) = (self.engine.clone(), who.clone());
-        let (account, campaign) = (account.clone(), campaign.clone());
-        unblock(move || engine.set_campaign_webhook(&who, &account, &campaign, enabled)).await?
-    }
+        /// Switches a campaign's "Enable WebHook" on or off (full administrators only; saved
+        /// before this returns). It decides for call results submitted from now on; deliveries
+        /// already accepted are still sent.
+        ///
+        /// **Dropped before it completes**, the change still runs to its end and may or may not be
+        /// saved; calling it again is harmless.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidId`] for an account or campaign id that may not be stored,
+        /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`] when it could not
+        /// be read or saved, [`Error::SettingsConflict`] when other processes kept saving the
+        /// account first, [`Error::RuntimeShuttingDown`]. Nothing changed on error.
+        pub async fn set_campaign_webhook(
+            &self,
+            who: &Principal,
+            account: &AccountId,
+            campaign: &CampaignId,
+            enabled: bool,
+        ) -> Result<AuditRecord>;
+        /// [`set_campaign_webhook`](Self::set_campaign_webhook) for callers without an async
+        /// runtime.
+        pub fn set_campaign_webhook_blocking;
+        {
+            check_ids(account, Some(campaign))?;
+            let (engine, who) = (self.engine.clone(), who.clone());
+            let (account, campaign) = (account.clone(), campaign.clone());
+            move || engine.set_campaign_webhook(&who, &account, &campaign, enabled)
+        }
 
-    /// [`set_campaign_webhook`](Self::set_campaign_webhook) for callers without an async
-    /// runtime.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
-    /// worker's attempts run on (see ["Async and blocking"](Self#async-and-blocking));
-    /// otherwise as [`set_campaign_webhook`](Self::set_campaign_webhook), but for [`Error::RuntimeShuttingDown`].
-    pub fn set_campaign_webhook_blocking(
-        &self,
-        who: &Principal,
-        account: &AccountId,
-        campaign: &CampaignId,
-        enabled: bool,
-    ) -> Result<AuditRecord> {
-        self.refuse_blocking(
-            "Webhooks::set_campaign_webhook_blocking",
-            "Webhooks::set_campaign_webhook(..).await",
-        )?;
-        check_ids(account, Some(campaign))?;
-        self.engine
-            .set_campaign_webhook(who, account, campaign, enabled)
-    }
+        /// Resumes a paused endpoint (full administrators only; saved before this returns): the
+        /// deliveries that waited are sent. Returns whether it was paused.
+        ///
+        /// **Dropped before it completes**, the resume still runs to its end.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidId`] for an account id that may not be stored,
+        /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`] when it could not
+        /// be read or saved, or [`Error::SettingsConflict`] when other processes kept saving the
+        /// endpoint's health first (the endpoint stays paused), [`Error::RuntimeShuttingDown`].
+        pub async fn resume_endpoint(&self, who: &Principal, account: &AccountId) -> Result<bool>;
+        pub fn resume_endpoint_blocking;
+        {
+            check_ids(account, None)?;
+            let (engine, who, account) = (self.engine.clone(), who.clone(), account.clone());
+            move || engine.resume_endpoint(&who, &account)
+        }
 
-    /// Resumes a paused endpoint (full administrators only; saved before this returns): the
-    /// deliveries that waited are sent. Returns whether it was paused.
-    ///
-    /// **Dropped before it completes**, the resume still runs to its end.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidId`] for an account id that may not be stored,
-    /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`] when it could not
-    /// be read or saved, or [`Error::SettingsConflict`] when other processes kept saving the
-    /// endpoint's health first (the endpoint stays paused), [`Error::RuntimeShuttingDown`].
-    pub async fn resume_endpoint(&self, who: &Principal, account: &AccountId) -> Result<bool> {
-        check_ids(account, None)?;
-        let (engine, who, account) = (self.engine.clone(), who.clone(), account.clone());
-        unblock(move || engine.resume_endpoint(&who, &account)).await?
-    }
+        /// Puts the failed deliveries matching `filter` back to pending, due now, with their
+        /// `webhook-id` and bytes unchanged, and returns how many (full administrators only). One
+        /// delivery ([`DeliveryFilter::id`]), a campaign's, or all of an account's.
+        ///
+        /// **Dropped before it completes**, the replay still runs to its end; calling it again
+        /// finds nothing more to replay.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidId`] for an account or campaign id in `filter` that may not be stored,
+        /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`],
+        /// [`Error::RuntimeShuttingDown`].
+        pub async fn replay(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64>;
+        pub fn replay_blocking;
+        {
+            check_filter(filter)?;
+            let (engine, who, filter) = (self.engine.clone(), who.clone(), filter.clone());
+            move || engine.replay(&who, &filter)
+        }
 
-    /// [`resume_endpoint`](Self::resume_endpoint) for callers without an async runtime.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
-    /// worker's attempts run on (see ["Async and blocking"](Self#async-and-blocking));
-    /// otherwise as [`resume_endpoint`](Self::resume_endpoint), but for [`Error::RuntimeShuttingDown`].
-    pub fn resume_endpoint_blocking(&self, who: &Principal, account: &AccountId) -> Result<bool> {
-        self.refuse_blocking(
-            "Webhooks::resume_endpoint_blocking",
-            "Webhooks::resume_endpoint(..).await",
-        )?;
-        check_ids(account, None)?;
-        self.engine.resume_endpoint(who, account)
-    }
+        /// Removes the deliveries matching `filter`, pending or failed, and returns how many (full
+        /// administrators only). This is the one way an accepted delivery is dropped.
+        ///
+        /// **Dropped before it completes**, the removal still runs to its end.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidId`] for an account or campaign id in `filter` that may not be stored,
+        /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`],
+        /// [`Error::RuntimeShuttingDown`].
+        pub async fn remove(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64>;
+        pub fn remove_blocking;
+        {
+            check_filter(filter)?;
+            let (engine, who, filter) = (self.engine.clone(), who.clone(), filter.clone());
+            move || engine.remove(&who, &filter)
+        }
 
-    /// Puts the failed deliveries matching `filter` back to pending, due now, with their
-    /// `webhook-id` and bytes unchanged, and returns how many (full administrators only). One
-    /// delivery ([`DeliveryFilter::id`]), a campaign's, or all of an account's.
-    ///
-    /// **Dropped before it completes**, the replay still runs to its end; calling it again
-    /// finds nothing more to replay.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidId`] for an account or campaign id in `filter` that may not be stored,
-    /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`],
-    /// [`Error::RuntimeShuttingDown`].
-    pub async fn replay(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64> {
-        check_filter(filter)?;
-        let (engine, who, filter) = (self.engine.clone(), who.clone(), filter.clone());
-        unblock(move || engine.replay(&who, &filter)).await?
-    }
+        /// The deliveries that failed for good among those matching `filter`, oldest first, at most
+        /// `limit` (full administrators only). No bodies. Read only: dropping the future loses
+        /// nothing.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidId`] for an account or campaign id in `filter` that may not be stored,
+        /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`],
+        /// [`Error::RuntimeShuttingDown`].
+        pub async fn dead_letters(
+            &self,
+            who: &Principal,
+            filter: &DeliveryFilter,
+            limit: usize,
+        ) -> Result<Vec<DeadLetter>>;
+        pub fn dead_letters_blocking;
+        {
+            check_filter(filter)?;
+            let (engine, who, filter) = (self.engine.clone(), who.clone(), filter.clone());
+            move || engine.dead_letters(&who, &filter, limit)
+        }
 
-    /// [`replay`](Self::replay) for callers without an async runtime.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
-    /// worker's attempts run on (see ["Async and blocking"](Self#async-and-blocking));
-    /// otherwise as [`replay`](Self::replay), but for [`Error::RuntimeShuttingDown`].
-    pub fn replay_blocking(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64> {
-        self.refuse_blocking("Webhooks::replay_blocking", "Webhooks::replay(..).await")?;
-        check_filter(filter)?;
-        self.engine.replay(who, filter)
-    }
-
-    /// Removes the deliveries matching `filter`, pending or failed, and returns how many (full
-    /// administrators only). This is the one way an accepted delivery is dropped.
-    ///
-    /// **Dropped before it completes**, the removal still runs to its end.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidId`] for an account or campaign id in `filter` that may not be stored,
-    /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`],
-    /// [`Error::RuntimeShuttingDown`].
-    pub async fn remove(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64> {
-        check_filter(filter)?;
-        let (engine, who, filter) = (self.engine.clone(), who.clone(), filter.clone());
-        unblock(move || engine.remove(&who, &filter)).await?
-    }
-
-    /// [`remove`](Self::remove) for callers without an async runtime.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
-    /// worker's attempts run on (see ["Async and blocking"](Self#async-and-blocking));
-    /// otherwise as [`remove`](Self::remove), but for [`Error::RuntimeShuttingDown`].
-    pub fn remove_blocking(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64> {
-        self.refuse_blocking("Webhooks::remove_blocking", "Webhooks::remove(..).await")?;
-        check_filter(filter)?;
-        self.engine.remove(who, filter)
-    }
-
-    /// The deliveries that failed for good among those matching `filter`, oldest first, at most
-    /// `limit` (full administrators only). No bodies. Read only: dropping the future loses
-    /// nothing.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidId`] for an account or campaign id in `filter` that may not be stored,
-    /// [`Error::PermissionDenied`] for a non-administrator, [`Error::Store`],
-    /// [`Error::RuntimeShuttingDown`].
-    pub async fn dead_letters(
-        &self,
-        who: &Principal,
-        filter: &DeliveryFilter,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>> {
-        check_filter(filter)?;
-        let (engine, who, filter) = (self.engine.clone(), who.clone(), filter.clone());
-        unblock(move || engine.dead_letters(&who, &filter, limit)).await?
-    }
-
-    /// [`dead_letters`](Self::dead_letters) for callers without an async runtime.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
-    /// worker's attempts run on (see ["Async and blocking"](Self#async-and-blocking));
-    /// otherwise as [`dead_letters`](Self::dead_letters), but for [`Error::RuntimeShuttingDown`].
-    pub fn dead_letters_blocking(
-        &self,
-        who: &Principal,
-        filter: &DeliveryFilter,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>> {
-        self.refuse_blocking(
-            "Webhooks::dead_letters_blocking",
-            "Webhooks::dead_letters(..).await",
-        )?;
-        check_filter(filter)?;
-        self.engine.dead_letters(who, filter, limit)
-    }
-
-    /// The webhook's status for one campaign (`Some`) or the whole account (`None`): counts,
-    /// last success and failure (and which came last), whether deliveries are held, the
-    /// endpoint's health, and whether the worker stopped on its own. Reads the store; dropping
-    /// the future loses nothing. The icon beside them is [`indicator`](Self::indicator)'s.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidId`] for an account or campaign id that may not be stored,
-    /// [`Error::Store`] when the counts cannot be read, [`Error::RuntimeShuttingDown`].
-    pub async fn status(
-        &self,
-        account: &AccountId,
-        campaign: Option<&CampaignId>,
-    ) -> Result<Status> {
-        check_ids(account, campaign)?;
-        let (engine, account, campaign) = (self.engine.clone(), account.clone(), campaign.cloned());
-        unblock(move || engine.status(&account, campaign.as_ref())).await?
-    }
-
-    /// [`status`](Self::status) for callers without an async runtime.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BlockingInRuntime`] at once, with nothing done, on a thread of the runtime the
-    /// worker's attempts run on (see ["Async and blocking"](Self#async-and-blocking));
-    /// otherwise as [`status`](Self::status), but for [`Error::RuntimeShuttingDown`].
-    pub fn status_blocking(
-        &self,
-        account: &AccountId,
-        campaign: Option<&CampaignId>,
-    ) -> Result<Status> {
-        self.refuse_blocking("Webhooks::status_blocking", "Webhooks::status(..).await")?;
-        check_ids(account, campaign)?;
-        self.engine.status(account, campaign)
+        /// The webhook's status for one campaign (`Some`) or the whole account (`None`): counts,
+        /// last success and failure (and which came last), whether deliveries are held, the
+        /// endpoint's health, and whether the worker stopped on its own. Reads the store; dropping
+        /// the future loses nothing. The icon beside them is [`indicator`](Self::indicator)'s.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidId`] for an account or campaign id that may not be stored,
+        /// [`Error::Store`] when the counts cannot be read, [`Error::RuntimeShuttingDown`].
+        pub async fn status(
+            &self,
+            account: &AccountId,
+            campaign: Option<&CampaignId>,
+        ) -> Result<Status>;
+        pub fn status_blocking;
+        {
+            check_ids(account, campaign)?;
+            let (engine, account) = (self.engine.clone(), account.clone());
+            let campaign = campaign.cloned();
+            move || engine.status(&account, campaign.as_ref())
+        }
     }
 
     /// The webhook's indicator for one campaign (`Some`) or the whole account (`None`): the
@@ -780,6 +642,19 @@ impl Webhooks {
 }
 
 impl Webhooks {
+    /// The work of [`submit_with_id`](Self::submit_with_id), the ids checked first.
+    fn submit_work(
+        &self,
+        account: &AccountId,
+        campaign: &CampaignId,
+        call: CallResult,
+        id: DeliveryId,
+    ) -> Result<impl FnOnce() -> Result<Submitted> + Send + 'static> {
+        check_ids(account, Some(campaign))?;
+        let (engine, account, campaign) = (self.engine.clone(), account.clone(), campaign.clone());
+        Ok(move || engine.submit(&account, &campaign, &call, id))
+    }
+
     /// The check every `_blocking` method makes first: refused on a thread of the runtime the
     /// worker's attempts run on (see [`refuse_on`]).
     pub(crate) fn refuse_blocking(

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http::Request;
 use jiff::Timestamp;
 
-use crate::blocking::{Runtime, refuse_on, unblock};
+use crate::blocking::{Runtime, refuse_on, twins};
 use crate::delivery::attempt::{Attempt, Completed, Completion, Outcome};
 use crate::delivery::core::{Core, StoreProblem};
 use crate::delivery::events::Event;
@@ -181,78 +181,57 @@ impl Worker {
         }
     }
 
-    /// Stops gracefully: takes no new attempts, waits up to `deadline` for the attempts in
-    /// flight and records their outcomes, then releases the rest. Released deliveries stay
-    /// pending in the store and are sent again, with the same `webhook-id`, by the next worker
-    /// (after a restart, on the same store). Nothing is lost.
-    ///
-    /// Every handle may call it; the first does the work, the others wait for it and get the
-    /// same report. Calling it again after the worker stopped returns that report at once.
-    ///
-    /// **Dropped before it completes**, the shutdown still goes on: the worker stops by the
-    /// deadline all the same.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::WorkerStopped`] when the worker had already stopped on its own (its runtime
-    /// shut down; the reason says so): nothing was in flight to finish.
-    /// [`Error::RuntimeShuttingDown`] when the caller's runtime is shutting down.
-    pub async fn shutdown(&self, deadline: Duration) -> Result<ShutdownReport> {
-        let inner = self.inner.clone();
-        inner.engine.signal().shutdown(Instant::now() + deadline);
-        unblock(move || inner.join()).await?
-    }
+    twins! {
+        "Worker";
 
-    /// [`shutdown`](Self::shutdown) for threads: blocks for at most about `deadline`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BlockingInRuntime`] at once, without stopping anything, when called on a thread
-    /// of the tokio runtime the worker's attempts run on (call `shutdown(..).await` there);
-    /// otherwise as [`shutdown`](Self::shutdown).
-    pub fn shutdown_blocking(&self, deadline: Duration) -> Result<ShutdownReport> {
-        self.inner
-            .refuse_blocking("Worker::shutdown_blocking", "Worker::shutdown(..).await")?;
-        self.inner
-            .engine
-            .signal()
-            .shutdown(Instant::now() + deadline);
-        self.inner.join()
-    }
+        /// Stops gracefully: takes no new attempts, waits up to `deadline` for the attempts in
+        /// flight and records their outcomes, then releases the rest. Released deliveries stay
+        /// pending in the store and are sent again, with the same `webhook-id`, by the next worker
+        /// (after a restart, on the same store). Nothing is lost.
+        ///
+        /// Every handle may call it; the first does the work, the others wait for it and get the
+        /// same report. Calling it again after the worker stopped returns that report at once.
+        ///
+        /// **Dropped before it completes**, the shutdown still goes on: the worker stops by the
+        /// deadline all the same.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::WorkerStopped`] when the worker had already stopped on its own (its runtime
+        /// shut down; the reason says so): nothing was in flight to finish.
+        /// [`Error::RuntimeShuttingDown`] when the caller's runtime is shutting down.
+        pub async fn shutdown(&self, deadline: Duration) -> Result<ShutdownReport>;
+        /// [`shutdown`](Self::shutdown) for threads: blocks for at most about `deadline`.
+        pub fn shutdown_blocking;
+        {
+            let inner = self.inner.clone();
+            inner.engine.signal().shutdown(Instant::now() + deadline);
+            move || inner.join()
+        }
 
-    /// Waits until no delivery is pending in the store, at most `timeout`. Returns `true` when
-    /// none is, `false` at the timeout (or when the worker was shut down meanwhile).
-    ///
-    /// Deliveries that failed for good are not pending: they are reported by
-    /// [`Event::DeliveryFailed`](crate::Event::DeliveryFailed), not waited on. Deliveries held
-    /// because the account's webhook is off or its endpoint is paused are pending, and keep
-    /// this waiting until the timeout. Read only: dropping the future loses nothing.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::WorkerStopped`] as soon as the worker stops on its own (its runtime shut
-    /// down), since nothing pending would be delivered; [`Error::Store`] or
-    /// [`Error::StoreTimeout`] when the store cannot be read (a
-    /// `PostgresStore` first tries for its `retry_for` on fresh
-    /// connections), or when the worker reported that it cannot read from it; a caller that
-    /// gives a failing store a while, as the `dialer` example gives it 30 s, calls again;
-    /// [`Error::RuntimeShuttingDown`].
-    pub async fn wait_idle(&self, timeout: Duration) -> Result<bool> {
-        let inner = self.inner.clone();
-        unblock(move || inner.wait_idle(timeout)).await?
-    }
-
-    /// [`wait_idle`](Self::wait_idle) for threads.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BlockingInRuntime`] at once when called on a thread of the tokio runtime the
-    /// worker's attempts run on (call `wait_idle(..).await` there); otherwise as
-    /// [`wait_idle`](Self::wait_idle).
-    pub fn wait_idle_blocking(&self, timeout: Duration) -> Result<bool> {
-        self.inner
-            .refuse_blocking("Worker::wait_idle_blocking", "Worker::wait_idle(..).await")?;
-        self.inner.wait_idle(timeout)
+        /// Waits until no delivery is pending in the store, at most `timeout`. Returns `true` when
+        /// none is, `false` at the timeout (or when the worker was shut down meanwhile).
+        ///
+        /// Deliveries that failed for good are not pending: they are reported by
+        /// [`Event::DeliveryFailed`](crate::Event::DeliveryFailed), not waited on. Deliveries held
+        /// because the account's webhook is off or its endpoint is paused are pending, and keep
+        /// this waiting until the timeout. Read only: dropping the future loses nothing.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::WorkerStopped`] as soon as the worker stops on its own (its runtime shut
+        /// down), since nothing pending would be delivered; [`Error::Store`] or
+        /// [`Error::StoreTimeout`] when the store cannot be read (a
+        /// `PostgresStore` first tries for its `retry_for` on fresh
+        /// connections), or when the worker reported that it cannot read from it; a caller that
+        /// gives a failing store a while, as the `dialer` example gives it 30 s, calls again;
+        /// [`Error::RuntimeShuttingDown`].
+        pub async fn wait_idle(&self, timeout: Duration) -> Result<bool>;
+        pub fn wait_idle_blocking;
+        {
+            let inner = self.inner.clone();
+            move || inner.wait_idle(timeout)
+        }
     }
 
     /// How many attempts are in flight now.
@@ -263,6 +242,12 @@ impl Worker {
     /// Whether the scheduler is running (not shut down, not stopped on its own).
     pub fn is_running(&self) -> bool {
         self.inner.engine.signal().passes().1
+    }
+
+    /// The check every `_blocking` method makes first: refused on a thread of the runtime the
+    /// attempts run on (see [`refuse_on`]).
+    fn refuse_blocking(&self, method: &'static str, instead: &'static str) -> Result<()> {
+        refuse_on(self.inner.runtime.as_ref(), method, instead)
     }
 
     /// Waits until the scheduler has handled everything signalled so far.
@@ -276,10 +261,6 @@ impl Worker {
 }
 
 impl WorkerInner {
-    fn refuse_blocking(&self, method: &'static str, instead: &'static str) -> Result<()> {
-        refuse_on(self.runtime.as_ref(), method, instead)
-    }
-
     /// Joins the scheduler (once) and answers with what it reported.
     fn join(&self) -> Result<ShutdownReport> {
         let mut scheduled = lock(&self.scheduler);
