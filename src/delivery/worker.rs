@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ use crate::delivery::attempt::{Attempt, Completed, Completion, Outcome};
 use crate::delivery::core::{Core, StoreProblem};
 use crate::delivery::events::Event;
 use crate::delivery::recorder::Recorder;
+use crate::delivery::signal::Batch;
 use crate::error::{Error, Result, error_chain};
 use crate::ids::{AccountId, DeliveryId};
 use crate::store::{Claim, ClaimRequest, ClaimToken};
@@ -398,6 +400,18 @@ struct Failing {
     reported: bool,
 }
 
+/// Where the scheduler's loop stands between passes.
+#[derive(Default)]
+struct Running {
+    /// Set by a shutdown: when to stop waiting for what is in flight.
+    deadline: Option<Instant>,
+    /// The settle requests made up to the last batch taken.
+    requested: u64,
+    report: ShutdownReport,
+    /// Why the worker stops on its own, if it does.
+    because: Option<String>,
+}
+
 impl Scheduler {
     fn new(engine: Arc<dyn Core>, runner: Arc<dyn Runner>, global: usize) -> Self {
         let per_endpoint = engine.per_endpoint().min((global / 2).max(1));
@@ -427,92 +441,119 @@ impl Scheduler {
         self.engine
             .metrics()
             .store_failing(self.engine.store_problem().is_some());
-        let mut report = ShutdownReport::default();
-        let mut because = None;
-        let mut deadline: Option<Instant> = None;
-        let mut requested = 0;
         let poll = self.engine.store().poll_interval();
+        let mut run = Running::default();
         loop {
-            let stalled = self
-                .failing
-                .as_ref()
-                .is_some_and(|f| Instant::now() < f.retry_at);
-            if self.failing.is_some() && !stalled {
-                self.retry_store();
-            }
-            let now = self.engine.clock().now();
-            if deadline.is_none()
-                && self.failing.is_none()
-                && let Err(e) = self.fill(now)
-            {
-                self.store_failed(&e, true);
-            }
-            let stalled = self.failing.is_some();
-            self.engine.set_in_flight(self.in_flight.len());
-            #[cfg(feature = "metrics")]
-            let pending_in = self.read_pending(stalled);
-            // A settle request is answered once what was handed to the recorder before it
-            // has come back recorded.
-            let answered = match &mut self.recorder {
-                Some(recorder) => recorder.answerable(requested),
-                None => requested,
+            let ControlFlow::Continue(wait) = self.pass(&run, poll) else {
+                break;
             };
-            self.engine.signal().pass_done(answered);
-
-            let mut wait = if deadline.is_some() || stalled {
-                None
-            } else {
-                self.wait(now)
-            };
-            if let Some(poll) = poll
-                && deadline.is_none()
-            {
-                // A notice from another process may be lost: look again at least this often.
-                wait = min_wait(wait, poll);
-            }
-            if let Some(f) = &self.failing {
-                wait = min_wait(wait, f.retry_at.saturating_duration_since(Instant::now()));
-            }
-            #[cfg(feature = "metrics")]
-            if let Some(next) = pending_in
-                && deadline.is_none()
-            {
-                wait = min_wait(wait, next);
-            }
-
-            if let Some(d) = deadline {
-                // What is left in flight only waits for the store: nothing more to finish.
-                if self.in_flight.len() == self.unrecorded.len() || Instant::now() >= d {
-                    break;
-                }
-                wait = min_wait(wait, d.saturating_duration_since(Instant::now()));
-            }
-
             let batch = self.engine.signal().take(wait);
-            requested = batch.requested;
-            if deadline.is_none() && batch.shutdown.is_some() {
-                tracing::info!(
-                    in_flight = self.in_flight.len(),
-                    "webhook worker shutting down"
-                );
-            }
-            deadline = match (deadline, batch.shutdown) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let recorded = self.take_completions(batch.completions, batch.recorded);
-            if deadline.is_some() {
-                report.finished += recorded;
-            }
-            if batch.settings_changed {
-                self.closed.clear();
-            }
-            if batch.runtime_gone {
-                because =
-                    Some("the tokio runtime the worker's attempts ran on has shut down".to_owned());
+            if self.take_batch(batch, &mut run).is_break() {
                 break;
             }
         }
+        self.stop(run)
+    }
+
+    /// One pass: tries a failing store again when due, claims and starts what is due and
+    /// fits, publishes its progress, and says how long to wait for the signal; or breaks once
+    /// a shutdown has nothing more to finish.
+    fn pass(&mut self, run: &Running, poll: Option<Duration>) -> ControlFlow<(), Option<Duration>> {
+        let stalled = self
+            .failing
+            .as_ref()
+            .is_some_and(|f| Instant::now() < f.retry_at);
+        if self.failing.is_some() && !stalled {
+            self.retry_store();
+        }
+        let now = self.engine.clock().now();
+        if run.deadline.is_none()
+            && self.failing.is_none()
+            && let Err(e) = self.fill(now)
+        {
+            self.store_failed(&e, true);
+        }
+        let stalled = self.failing.is_some();
+        self.engine.set_in_flight(self.in_flight.len());
+        #[cfg(feature = "metrics")]
+        let pending_in = self.read_pending(stalled);
+        // A settle request is answered once what was handed to the recorder before it
+        // has come back recorded.
+        let answered = match &mut self.recorder {
+            Some(recorder) => recorder.answerable(run.requested),
+            None => run.requested,
+        };
+        self.engine.signal().pass_done(answered);
+
+        let mut wait = if run.deadline.is_some() || stalled {
+            None
+        } else {
+            self.wait(now)
+        };
+        if let Some(poll) = poll
+            && run.deadline.is_none()
+        {
+            // A notice from another process may be lost: look again at least this often.
+            wait = min_wait(wait, poll);
+        }
+        if let Some(f) = &self.failing {
+            wait = min_wait(wait, f.retry_at.saturating_duration_since(Instant::now()));
+        }
+        #[cfg(feature = "metrics")]
+        if let Some(next) = pending_in
+            && run.deadline.is_none()
+        {
+            wait = min_wait(wait, next);
+        }
+
+        if let Some(d) = run.deadline {
+            // What is left in flight only waits for the store: nothing more to finish.
+            if self.in_flight.len() == self.unrecorded.len() || Instant::now() >= d {
+                return ControlFlow::Break(());
+            }
+            wait = min_wait(wait, d.saturating_duration_since(Instant::now()));
+        }
+        ControlFlow::Continue(wait)
+    }
+
+    /// Takes what the signal brought: a shutdown's deadline, completions and recorded
+    /// outcomes, changed settings; breaks when the runtime the attempts ran on is gone.
+    fn take_batch(&mut self, batch: Batch, run: &mut Running) -> ControlFlow<()> {
+        run.requested = batch.requested;
+        if run.deadline.is_none() && batch.shutdown.is_some() {
+            tracing::info!(
+                in_flight = self.in_flight.len(),
+                "webhook worker shutting down"
+            );
+        }
+        run.deadline = match (run.deadline, batch.shutdown) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let recorded = self.take_completions(batch.completions, batch.recorded);
+        if run.deadline.is_some() {
+            run.report.finished += recorded;
+        }
+        if batch.settings_changed {
+            self.closed.clear();
+        }
+        if batch.runtime_gone {
+            run.because =
+                Some("the tokio runtime the worker's attempts ran on has shut down".to_owned());
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The loop is over: records what the recorder holds, tries a failing store a last time,
+    /// releases what is left in flight and reports.
+    fn stop(mut self, run: Running) -> Stopped {
+        let Running {
+            mut report,
+            because,
+            deadline,
+            ..
+        } = run;
         if let Some(recorder) = self.recorder.take() {
             // What it holds is recorded before it stops; a shutdown's deadline does not cut
             // a write short (the outcome is known: recording it spares a second request).

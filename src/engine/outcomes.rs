@@ -159,31 +159,15 @@ impl Engine {
         now: Timestamp,
     ) -> Completed {
         let a = &c.attempt;
-        let span = &a.span;
+        if let Err(e) = recorded {
+            return unrecorded(&a.span, e);
+        }
         let Decided {
             verdict,
             record,
             failed_for_good,
             paused_first,
         } = decided;
-        let (next, error) = (record.next, record.error);
-        match recorded {
-            Ok(()) => {}
-            Err(Error::UnknownDelivery(_)) => {
-                tracing::debug!(parent: span, "delivery removed while in flight");
-                return Completed::Forgotten;
-            }
-            Err(Error::LeaseLost { .. }) => {
-                // Its lease ran out and another claim took it: that claim's outcome stands.
-                tracing::warn!(parent: span, "the claim's lease ran out before its outcome was recorded; not recorded");
-                return Completed::Forgotten;
-            }
-            Err(e) => {
-                tracing::error!(parent: span, error = %e, "could not record the attempt's outcome; it is kept and recorded when the store recovers");
-                return Completed::NotRecorded(error_chain(&e));
-            }
-        }
-
         let paused = match paused_first {
             Some(paused) => paused,
             None => self.update_health(&a.account, &verdict, now),
@@ -200,38 +184,9 @@ impl Engine {
             }
         }
 
-        match &verdict {
-            Verdict::Delivered { status } => {
-                tracing::info!(parent: span, outcome = "delivered", "webhook delivered");
-                self.emit(Event::AttemptSucceeded {
-                    delivery: a.delivery.clone(),
-                    account: a.account.clone(),
-                    campaign: a.campaign.clone(),
-                    attempt: a.number,
-                    status: *status,
-                    latency: c.latency,
-                });
-            }
-            _ => {
-                let next_attempt_at = match next {
-                    NextStep::RetryAt(at) if !matches!(verdict, Verdict::Gone { .. }) => Some(at),
-                    _ => None,
-                };
-                let reason = error.clone().unwrap_or_default();
-                tracing::warn!(parent: span, outcome = "failed", reason = %reason, next_attempt_at = ?next_attempt_at, "webhook attempt failed");
-                self.emit(Event::AttemptFailed {
-                    delivery: a.delivery.clone(),
-                    account: a.account.clone(),
-                    campaign: a.campaign.clone(),
-                    attempt: a.number,
-                    status: verdict.status(),
-                    reason,
-                    next_attempt_at,
-                });
-            }
-        }
+        self.report_attempt(c, &verdict, &record);
         if let Some((kind, reason)) = failed_for_good {
-            tracing::warn!(parent: span, kind = kind.as_str(), "webhook delivery failed for good");
+            tracing::warn!(parent: &a.span, kind = kind.as_str(), "webhook delivery failed for good");
             self.emit(Event::DeliveryFailed {
                 delivery: a.delivery.clone(),
                 account: a.account.clone(),
@@ -249,10 +204,42 @@ impl Engine {
                 at: now,
             });
         }
-        match next {
+        match record.next {
             NextStep::RetryAt(at) => Completed::RetryAt(at),
             _ => Completed::Done,
         }
+    }
+
+    /// Tells the dialer how the attempt went: delivered, or failed (and when it is tried again).
+    fn report_attempt(&self, c: &Completion, verdict: &Verdict, record: &AttemptRecord) {
+        let a = &c.attempt;
+        if let Verdict::Delivered { status } = verdict {
+            tracing::info!(parent: &a.span, outcome = "delivered", "webhook delivered");
+            self.emit(Event::AttemptSucceeded {
+                delivery: a.delivery.clone(),
+                account: a.account.clone(),
+                campaign: a.campaign.clone(),
+                attempt: a.number,
+                status: *status,
+                latency: c.latency,
+            });
+            return;
+        }
+        let next_attempt_at = match record.next {
+            NextStep::RetryAt(at) if !matches!(verdict, Verdict::Gone { .. }) => Some(at),
+            _ => None,
+        };
+        let reason = record.error.clone().unwrap_or_default();
+        tracing::warn!(parent: &a.span, outcome = "failed", reason = %reason, next_attempt_at = ?next_attempt_at, "webhook attempt failed");
+        self.emit(Event::AttemptFailed {
+            delivery: a.delivery.clone(),
+            account: a.account.clone(),
+            campaign: a.campaign.clone(),
+            attempt: a.number,
+            status: verdict.status(),
+            reason,
+            next_attempt_at,
+        });
     }
 
     /// Updates the endpoint's health with an attempt's outcome and saves it when that matters
@@ -274,6 +261,25 @@ impl Engine {
             _ => health.on_failure(now, pause_after),
         });
         change.paused
+    }
+}
+
+/// What the scheduler learns of an attempt whose outcome the store did not record.
+fn unrecorded(span: &tracing::Span, e: Error) -> Completed {
+    match e {
+        Error::UnknownDelivery(_) => {
+            tracing::debug!(parent: span, "delivery removed while in flight");
+            Completed::Forgotten
+        }
+        Error::LeaseLost { .. } => {
+            // Its lease ran out and another claim took it: that claim's outcome stands.
+            tracing::warn!(parent: span, "the claim's lease ran out before its outcome was recorded; not recorded");
+            Completed::Forgotten
+        }
+        e => {
+            tracing::error!(parent: span, error = %e, "could not record the attempt's outcome; it is kept and recorded when the store recovers");
+            Completed::NotRecorded(error_chain(&e))
+        }
     }
 }
 

@@ -285,98 +285,135 @@ pub(crate) fn open_tunnel_blocking(
     targets: &[SocketAddr],
     timeout: Option<Duration>,
 ) -> std::result::Result<std::net::TcpStream, ProxyError> {
-    use std::io::{Read as _, Write as _};
-    use std::net::{TcpStream, ToSocketAddrs as _};
-    use std::time::Instant;
+    use std::net::ToSocketAddrs as _;
 
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
     let first = *targets.first().expect("the guard admitted an address");
-    let unreachable = |target, e| endpoint.error(target, Failure::Unreachable).with(e);
     let proxies: Vec<SocketAddr> = (endpoint.host.as_str(), endpoint.port)
         .to_socket_addrs()
-        .map_err(|e| unreachable(first, e))?
+        .map_err(|e| endpoint.error(first, Failure::Unreachable).with(e))?
         .collect();
-    // What is left of the time limit, never zero (a zero timeout means none to std).
-    let left = |target| match deadline {
-        None => Ok(None),
-        Some(d) => match d.checked_duration_since(Instant::now()) {
-            Some(left) if !left.is_zero() => Ok(Some(left)),
-            _ => Err(endpoint.error(target, Failure::TimedOut)),
-        },
-    };
-    let timed_out = |e: &io::Error| {
-        matches!(
-            e.kind(),
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-        )
+    let tunnel = BlockingTunnel {
+        endpoint,
+        proxies,
+        deadline,
     };
     let mut last = None;
     for &target in targets {
-        let attempt = || {
-            let mut stream = None;
-            let mut failure = None;
-            for addr in &proxies {
-                let tried = match left(target)? {
-                    Some(limit) => TcpStream::connect_timeout(addr, limit),
-                    None => TcpStream::connect(addr),
-                };
-                match tried {
-                    Ok(s) => {
-                        stream = Some(s);
-                        break;
-                    }
-                    Err(e) if timed_out(&e) => {
-                        return Err(endpoint.error(target, Failure::TimedOut).with(e));
-                    }
-                    Err(e) => failure = Some(e),
-                }
-            }
-            let mut stream = stream.ok_or_else(|| {
-                unreachable(
-                    target,
-                    failure.unwrap_or_else(|| io::Error::other("the proxy's name has no address")),
-                )
-            })?;
-            let failed = |e: io::Error| {
-                let what = if timed_out(&e) {
-                    Failure::TimedOut
-                } else {
-                    Failure::Closed
-                };
-                endpoint.error(target, what).with(e)
-            };
-            stream.set_write_timeout(left(target)?).map_err(failed)?;
-            stream
-                .write_all(&endpoint.connect_request(target))
-                .map_err(failed)?;
-            let mut answer = Vec::with_capacity(256);
-            let mut chunk = [0u8; 1024];
-            loop {
-                stream.set_read_timeout(left(target)?).map_err(failed)?;
-                let n = match stream.read(&mut chunk) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(failed(e)),
-                };
-                match read_more(&mut answer, &chunk[..n]) {
-                    Ok(Some(())) => {
-                        stream.set_read_timeout(None).map_err(failed)?;
-                        stream.set_write_timeout(None).map_err(failed)?;
-                        let _ = stream.set_nodelay(true);
-                        return Ok(stream);
-                    }
-                    Ok(None) => {}
-                    Err(what) => return Err(endpoint.error(target, what)),
-                }
-            }
-        };
-        match attempt() {
+        match tunnel.open(target) {
             Ok(stream) => return Ok(stream),
             Err(e) if e.tries_next_target() => last = Some(e),
             Err(e) => return Err(e),
         }
     }
     Err(last.unwrap_or_else(|| endpoint.error(first, Failure::Unreachable)))
+}
+
+/// The proxy and the time limit of one [`open_tunnel_blocking`].
+#[cfg(feature = "ureq")]
+struct BlockingTunnel<'a> {
+    endpoint: &'a Endpoint,
+    /// The proxy's addresses.
+    proxies: Vec<SocketAddr>,
+    deadline: Option<std::time::Instant>,
+}
+
+#[cfg(feature = "ureq")]
+impl BlockingTunnel<'_> {
+    /// The tunnel to `target`: a connection to the proxy, and its answer to `CONNECT`.
+    fn open(&self, target: SocketAddr) -> std::result::Result<std::net::TcpStream, ProxyError> {
+        let stream = self.connect(target)?;
+        self.handshake(stream, target)
+    }
+
+    /// What is left of the time limit, never zero (a zero timeout means none to std).
+    fn left(&self, target: SocketAddr) -> std::result::Result<Option<Duration>, ProxyError> {
+        match self.deadline {
+            None => Ok(None),
+            Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
+                Some(left) if !left.is_zero() => Ok(Some(left)),
+                _ => Err(self.endpoint.error(target, Failure::TimedOut)),
+            },
+        }
+    }
+
+    /// A connection to the first of the proxy's addresses that accepts one.
+    fn connect(&self, target: SocketAddr) -> std::result::Result<std::net::TcpStream, ProxyError> {
+        use std::net::TcpStream;
+
+        let mut failure = None;
+        for addr in &self.proxies {
+            let tried = match self.left(target)? {
+                Some(limit) => TcpStream::connect_timeout(addr, limit),
+                None => TcpStream::connect(addr),
+            };
+            match tried {
+                Ok(stream) => return Ok(stream),
+                Err(e) if timed_out(&e) => {
+                    return Err(self.endpoint.error(target, Failure::TimedOut).with(e));
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        let e = failure.unwrap_or_else(|| io::Error::other("the proxy's name has no address"));
+        Err(self.endpoint.error(target, Failure::Unreachable).with(e))
+    }
+
+    /// Asks the proxy for the tunnel and reads its answer, within the time limit; the
+    /// stream's timeouts are cleared once it is open.
+    fn handshake(
+        &self,
+        mut stream: std::net::TcpStream,
+        target: SocketAddr,
+    ) -> std::result::Result<std::net::TcpStream, ProxyError> {
+        use std::io::{Read as _, Write as _};
+
+        let failed = |e: io::Error| {
+            let what = if timed_out(&e) {
+                Failure::TimedOut
+            } else {
+                Failure::Closed
+            };
+            self.endpoint.error(target, what).with(e)
+        };
+        stream
+            .set_write_timeout(self.left(target)?)
+            .map_err(failed)?;
+        stream
+            .write_all(&self.endpoint.connect_request(target))
+            .map_err(failed)?;
+        let mut answer = Vec::with_capacity(256);
+        let mut chunk = [0u8; 1024];
+        loop {
+            stream
+                .set_read_timeout(self.left(target)?)
+                .map_err(failed)?;
+            let n = match stream.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(failed(e)),
+            };
+            match read_more(&mut answer, &chunk[..n]) {
+                Ok(Some(())) => {
+                    stream.set_read_timeout(None).map_err(failed)?;
+                    stream.set_write_timeout(None).map_err(failed)?;
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Ok(None) => {}
+                Err(what) => return Err(self.endpoint.error(target, what)),
+            }
+        }
+    }
+}
+
+/// Whether a blocking socket call ran out of its time.
+#[cfg(feature = "ureq")]
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use crate::account::Account;
 use crate::campaign::WebhookIndicator;
 use crate::delivery::health::EndpointHealth;
 use crate::delivery::status::indicator;
-use crate::engine::Engine;
+use crate::engine::{Engine, Versions};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId};
 use crate::permissions::Principal;
@@ -352,31 +352,9 @@ impl Engine {
     ) -> Result<Vec<Result<PutOutcome>>> {
         who.require_admin("replace webhook settings")?;
         let now = self.clock.now();
-        let mut seen = HashSet::new();
-        let mut entries: Vec<Entry> = puts
-            .into_iter()
-            .map(|put| {
-                let (account, settings, expected) = put.into_parts();
-                let (update, campaigns) = settings.into_parts();
-                let checked = check_put(&account, &campaigns, &mut seen)
-                    .and_then(|()| Ok(Preferences::default().with_update(update)?.0));
-                let (preferences, outcome) = match checked {
-                    Ok(preferences) => (preferences, None),
-                    Err(e) => (Preferences::default(), Some(Err(e))),
-                };
-                Entry {
-                    account,
-                    preferences,
-                    campaigns,
-                    expected,
-                    outcome,
-                }
-            })
-            .collect();
-
+        let mut entries = check_puts(puts);
         let mut versions = lock(&self.admin);
-        let mut changed = Vec::new();
-        let mut new_url = Vec::new();
+        let mut made = Made::default();
         let result = (|| {
             for round in 0..SAVE_ATTEMPTS {
                 if entries.iter().all(|e| e.outcome.is_some()) {
@@ -385,65 +363,16 @@ impl Engine {
                 if round > 0 {
                     after_stale(round);
                 }
-                let mut saving = Vec::new();
-                for (i, entry) in entries.iter_mut().enumerate() {
-                    if entry.outcome.is_some() {
-                        continue;
-                    }
-                    match self.decide_put(who, entry, now)? {
-                        Decided::Unchanged(stored, version) => {
-                            // What is stored stands, and is what is in force here.
-                            if self.put_account_in_force(&mut versions, stored, version) {
-                                changed.push(entry.account.clone());
-                            }
-                            entry.outcome = Some(Ok(PutOutcome::Unchanged { version }));
-                        }
-                        Decided::Refused(e) => entry.outcome = Some(Err(e)),
-                        Decided::Save(save) => saving.push((i, save)),
-                    }
-                }
-                if saving.is_empty() {
-                    continue;
-                }
-                let json: Vec<String> = saving
-                    .iter()
-                    .map(|(_, save)| save.next.to_storage_json())
-                    .collect();
-                let saves: Vec<AccountSave<'_>> = saving
-                    .iter()
-                    .zip(&json)
-                    .map(|((_, save), json)| AccountSave {
-                        account: save.next.id(),
-                        settings_json: json,
-                        expected: save.expected,
-                    })
-                    .collect();
-                let outcomes = self.store.save_accounts(&saves)?;
-                drop(saves);
-                for ((i, save), outcome) in saving.into_iter().zip(outcomes) {
-                    // Stale: saved by another process meanwhile; read and decided again.
-                    let SaveOutcome::Saved { version } = outcome else {
-                        continue;
-                    };
-                    let account = save.next.id().clone();
-                    self.put_account_in_force(&mut versions, save.next, version);
-                    if save.url_changed {
-                        new_url.push(account.clone());
-                    }
-                    changed.push(account);
-                    entries[i].outcome = Some(Ok(PutOutcome::Saved {
-                        version,
-                        audit: save.audit,
-                    }));
-                }
+                let saving = self.decide_puts(who, &mut entries, &mut versions, &mut made, now)?;
+                self.save_puts(saving, &mut entries, &mut versions, &mut made)?;
             }
             Ok(())
         })();
         drop(versions);
-        for account in &changed {
+        for account in &made.changed {
             self.account_changed(account);
         }
-        for account in &new_url {
+        for account in &made.new_url {
             self.end_failure_streak(account);
         }
         result?;
@@ -459,6 +388,82 @@ impl Engine {
                 })
             })
             .collect())
+    }
+
+    /// One round's decisions on the puts still open: those unchanged are put in force here
+    /// and answered, those refused answered; the rest are returned, to be saved.
+    fn decide_puts(
+        &self,
+        who: &Principal,
+        entries: &mut [Entry],
+        versions: &mut Versions,
+        made: &mut Made,
+        now: jiff::Timestamp,
+    ) -> Result<Vec<(usize, Save)>> {
+        let mut saving = Vec::new();
+        for (i, entry) in entries.iter_mut().enumerate() {
+            if entry.outcome.is_some() {
+                continue;
+            }
+            match self.decide_put(who, entry, now)? {
+                Decided::Unchanged(stored, version) => {
+                    // What is stored stands, and is what is in force here.
+                    if self.put_account_in_force(versions, stored, version) {
+                        made.changed.push(entry.account.clone());
+                    }
+                    entry.outcome = Some(Ok(PutOutcome::Unchanged { version }));
+                }
+                Decided::Refused(e) => entry.outcome = Some(Err(e)),
+                Decided::Save(save) => saving.push((i, save)),
+            }
+        }
+        Ok(saving)
+    }
+
+    /// Saves one round's accounts in one store transaction and puts those saved in force
+    /// here; those another process saved meanwhile stay open, to be decided again.
+    fn save_puts(
+        &self,
+        saving: Vec<(usize, Save)>,
+        entries: &mut [Entry],
+        versions: &mut Versions,
+        made: &mut Made,
+    ) -> Result<()> {
+        if saving.is_empty() {
+            return Ok(());
+        }
+        let json: Vec<String> = saving
+            .iter()
+            .map(|(_, save)| save.next.to_storage_json())
+            .collect();
+        let saves: Vec<AccountSave<'_>> = saving
+            .iter()
+            .zip(&json)
+            .map(|((_, save), json)| AccountSave {
+                account: save.next.id(),
+                settings_json: json,
+                expected: save.expected,
+            })
+            .collect();
+        let outcomes = self.store.save_accounts(&saves)?;
+        drop(saves);
+        for ((i, save), outcome) in saving.into_iter().zip(outcomes) {
+            // Stale: saved by another process meanwhile; read and decided again.
+            let SaveOutcome::Saved { version } = outcome else {
+                continue;
+            };
+            let account = save.next.id().clone();
+            self.put_account_in_force(versions, save.next, version);
+            if save.url_changed {
+                made.new_url.push(account.clone());
+            }
+            made.changed.push(account);
+            entries[i].outcome = Some(Ok(PutOutcome::Saved {
+                version,
+                audit: save.audit,
+            }));
+        }
+        Ok(())
     }
 
     /// What a put comes to against what is stored now: unchanged, refused (stale, or its URL
@@ -526,6 +531,40 @@ struct Save {
     url_changed: bool,
     /// The change, as audited in `next`.
     audit: AuditRecord,
+}
+
+/// What a batch of puts changed here, to tell once the administrators' lock is released.
+#[derive(Default)]
+struct Made {
+    /// Accounts whose settings in force here changed.
+    changed: Vec<AccountId>,
+    /// Accounts saved with a new URL: a new endpoint.
+    new_url: Vec<AccountId>,
+}
+
+/// Each put checked on its own (ids, no account twice, the preferences valid), before any
+/// store read: one that fails is answered at once.
+fn check_puts(puts: Vec<SettingsPut>) -> Vec<Entry> {
+    let mut seen = HashSet::new();
+    puts.into_iter()
+        .map(|put| {
+            let (account, settings, expected) = put.into_parts();
+            let (update, campaigns) = settings.into_parts();
+            let checked = check_put(&account, &campaigns, &mut seen)
+                .and_then(|()| Ok(Preferences::default().with_update(update)?.0));
+            let (preferences, outcome) = match checked {
+                Ok(preferences) => (preferences, None),
+                Err(e) => (Preferences::default(), Some(Err(e))),
+            };
+            Entry {
+                account,
+                preferences,
+                campaigns,
+                expected,
+                outcome,
+            }
+        })
+        .collect()
 }
 
 /// The checks of a put's ids, and that its account is not put twice in one batch.
