@@ -300,67 +300,22 @@ impl Inner {
     }
 }
 
-impl Outbox for MemoryStore {
-    fn insert(&self, deliveries: &[NewDelivery]) -> Result<()> {
-        // Everything that allocates is done before the lock is taken: a submitter holds it
-        // only to update the maps, so concurrent submitters rarely have to wait for it.
-        //
-        // An id twice in the batch: the second must be the same call result, and is a repeat.
-        let mut repeated = vec![false; deliveries.len()];
-        if deliveries.len() > 1 {
-            let mut first: HashMap<&DeliveryId, &NewDelivery> = HashMap::new();
-            for (new, repeated) in deliveries.iter().zip(&mut repeated) {
-                match first.get(&new.id) {
-                    Some(earlier) if earlier.is_same_call_result(new) => {
-                        *repeated = true;
-                    }
-                    Some(_) => {
-                        return Err(Error::IdConflict {
-                            id: new.id.to_string(),
-                        });
-                    }
-                    None => {
-                        first.insert(&new.id, new);
-                    }
-                }
-            }
-        }
-        let prepared: Vec<(DeliveryId, Arc<Delivery>, (Timestamp, DeliveryId))> = deliveries
-            .iter()
-            .map(|new| {
-                let d = Delivery {
-                    id: new.id.clone(),
-                    account: new.account.clone(),
-                    campaign: new.campaign.clone(),
-                    body: new.body.clone(),
-                    created_at: new.created_at,
-                    attempts: 0,
-                    next_attempt_at: new.next_attempt_at,
-                    state: DeliveryState::Pending,
-                    last_status: None,
-                    last_error: None,
-                    last_attempt_at: None,
-                };
-                let key = (new.next_attempt_at, new.id.clone());
-                (new.id.clone(), Arc::new(d), key)
-            })
-            .collect();
-        let newest = deliveries.iter().map(|d| d.created_at).max();
-        let mut inner = self.lock();
-        // A repeat of a stored or recently delivered id is left as it is; another call result
-        // under a stored id refuses the batch.
-        for (new, repeated) in deliveries.iter().zip(&mut repeated) {
+impl Inner {
+    /// Marks in `repeated` each delivery whose id is stored or was delivered lately: a repeat,
+    /// left as it is. Another call result under a stored id refuses the batch.
+    fn find_repeats(&self, deliveries: &[NewDelivery], repeated: &mut [bool]) -> Result<()> {
+        for (new, repeated) in deliveries.iter().zip(repeated) {
             if *repeated {
                 continue;
             }
-            if let Some(stored) = inner.deliveries.get(&new.id) {
+            if let Some(stored) = self.deliveries.get(&new.id) {
                 if !stored.is_same_call_result(new) {
                     return Err(Error::IdConflict {
                         id: new.id.to_string(),
                     });
                 }
                 *repeated = true;
-            } else if let Some((_, what)) = inner.delivered.get(&new.id) {
+            } else if let Some((_, what)) = self.delivered.get(&new.id) {
                 if *what != new.fingerprint() {
                     return Err(Error::IdConflict {
                         id: new.id.to_string(),
@@ -369,6 +324,63 @@ impl Outbox for MemoryStore {
                 *repeated = true;
             }
         }
+        Ok(())
+    }
+}
+
+/// Which deliveries of a batch repeat an id earlier in it: each must be the same call result.
+fn repeats_within(deliveries: &[NewDelivery]) -> Result<Vec<bool>> {
+    let mut repeated = vec![false; deliveries.len()];
+    if deliveries.len() > 1 {
+        let mut first: HashMap<&DeliveryId, &NewDelivery> = HashMap::new();
+        for (new, repeated) in deliveries.iter().zip(&mut repeated) {
+            match first.get(&new.id) {
+                Some(earlier) if earlier.is_same_call_result(new) => {
+                    *repeated = true;
+                }
+                Some(_) => {
+                    return Err(Error::IdConflict {
+                        id: new.id.to_string(),
+                    });
+                }
+                None => {
+                    first.insert(&new.id, new);
+                }
+            }
+        }
+    }
+    Ok(repeated)
+}
+
+/// A new delivery as stored: pending, never attempted; with its key in the due order.
+fn pending_delivery(new: &NewDelivery) -> (DeliveryId, Arc<Delivery>, (Timestamp, DeliveryId)) {
+    let d = Delivery {
+        id: new.id.clone(),
+        account: new.account.clone(),
+        campaign: new.campaign.clone(),
+        body: new.body.clone(),
+        created_at: new.created_at,
+        attempts: 0,
+        next_attempt_at: new.next_attempt_at,
+        state: DeliveryState::Pending,
+        last_status: None,
+        last_error: None,
+        last_attempt_at: None,
+    };
+    let key = (new.next_attempt_at, new.id.clone());
+    (new.id.clone(), Arc::new(d), key)
+}
+
+impl Outbox for MemoryStore {
+    fn insert(&self, deliveries: &[NewDelivery]) -> Result<()> {
+        // Everything that allocates is done before the lock is taken: a submitter holds it
+        // only to update the maps, so concurrent submitters rarely have to wait for it.
+        let mut repeated = repeats_within(deliveries)?;
+        let prepared: Vec<(DeliveryId, Arc<Delivery>, (Timestamp, DeliveryId))> =
+            deliveries.iter().map(pending_delivery).collect();
+        let newest = deliveries.iter().map(|d| d.created_at).max();
+        let mut inner = self.lock();
+        inner.find_repeats(deliveries, &mut repeated)?;
         let added = repeated.iter().filter(|r| !**r).count();
         if inner.pending + added > self.max_pending {
             return Err(Error::StoreFull {

@@ -216,9 +216,19 @@ fn page<S: Settings + ?Sized>(
 /// ones and those at their stored version, each at a version of its own from the one
 /// counter; a stale one writes nothing.
 pub fn accounts_page_by_id_and_save_in_batches<S: Settings + ?Sized>(store: &S) {
+    let versions = save_two_dozen_accounts(store);
+    pages_list_every_account_once(store, &versions);
+    a_batch_saves_each_against_its_version(store, &versions);
+}
+
+/// Versions of saved accounts, by id.
+type Versions = std::collections::BTreeMap<String, u64>;
+
+/// 24 accounts saved out of order, a health record for two of them and one for no account.
+fn save_two_dozen_accounts<S: Settings + ?Sized>(store: &S) -> Versions {
     assert!(store.accounts_after(None, 10).unwrap().is_empty());
     // Saved out of order; ids that sort the same in any collation.
-    let mut versions = std::collections::BTreeMap::new();
+    let mut versions = Versions::new();
     for i in [
         7, 3, 19, 0, 11, 23, 5, 14, 1, 9, 20, 16, 2, 22, 8, 4, 13, 6, 18, 10, 21, 12, 15, 17,
     ] {
@@ -246,7 +256,12 @@ pub fn accounts_page_by_id_and_save_in_batches<S: Settings + ?Sized>(store: &S) 
             .save_health(&"zz-health-only".into(), "h", false, None)
             .unwrap(),
     );
+    versions
+}
 
+/// Three pages of 10 list every account once, in the order of ids, while accounts are saved
+/// between the pages.
+fn pages_list_every_account_once<S: Settings + ?Sized>(store: &S, versions: &Versions) {
     let first = page(store, None, 10);
     assert_eq!(first.len(), 10);
     // Between the pages: one account already listed and one not yet listed are saved again.
@@ -299,8 +314,10 @@ pub fn accounts_page_by_id_and_save_in_batches<S: Settings + ?Sized>(store: &S) 
     assert_eq!(json_of("acct15").1.as_deref(), Some("h15"));
     assert_eq!(json_of("acct04").1, None);
     assert_eq!(page(store, None, 3).len(), 3, "at most the limit");
+}
 
-    // Saves in one batch: a new account, one at its stored version, one stale.
+/// Saves in one batch: a new account, one at its stored version, one stale.
+fn a_batch_saves_each_against_its_version<S: Settings + ?Sized>(store: &S, versions: &Versions) {
     let cursor = store.load_settings().unwrap().cursor;
     let (new, current, stale) = (
         AccountId::from("batch-new"),

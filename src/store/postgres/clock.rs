@@ -11,13 +11,12 @@
 //!
 //! The skew is measured at open (the best of a few samples of `clock_timestamp()`, each taken
 //! between two readings of this process's clock, the one with the shortest round trip kept)
-//! and again every [`FOLLOW_EVERY`]. A host whose clock is within [`MARGIN`] of the server's
+//! and again every [`FOLLOW_EVERY`] (by `skew`). A host whose clock is within [`MARGIN`] of the server's
 //! (as NTP keeps it) translates nothing. The skew changes only when a new sample with a short
 //! round trip shows it off by more than [`MARGIN`] beyond the sample's own uncertainty, so it
 //! stays the same from one call to the next (a step of this host's clock is followed within
 //! [`FOLLOW_EVERY`]).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -25,12 +24,8 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::error::Result;
 
-use super::failure::failed;
-use super::ops::{Ctx, retrying};
-use super::sql::{READ_CLOCK, clamp_nanos, from_nanos, get, to_nanos};
+use crate::store::{clamp_nanos, from_nanos, to_nanos};
 
-/// Samples taken at open; the one with the shortest round trip is kept.
-const OPEN_SAMPLES: usize = 5;
 /// How often the skew is measured again.
 pub(super) const FOLLOW_EVERY: Duration = Duration::from_secs(10);
 /// A later sample counts only if its round trip is this short (or no longer than the kept
@@ -108,7 +103,7 @@ fn revise(kept: Option<Kept>, sample: &Sample) -> Option<Kept> {
 }
 
 /// The best of samples taken at once: the shortest round trip.
-fn best(samples: &[Sample]) -> Option<&Sample> {
+pub(super) fn best(samples: &[Sample]) -> Option<&Sample> {
     samples.iter().min_by_key(|s| s.round_trip)
 }
 
@@ -168,7 +163,7 @@ impl ServerClock {
     }
 
     /// Takes `sample` into account (see [`revise`]); answers whether the skew changed.
-    fn consider(&self, sample: &Sample) -> bool {
+    pub(super) fn consider(&self, sample: &Sample) -> bool {
         #[cfg(test)]
         if self.pinned.load(Ordering::Acquire) {
             return false;
@@ -227,66 +222,6 @@ impl ServerClock {
     /// [`read_stored`](Self::read_stored) for a column that may be NULL.
     pub(super) fn read_stored_opt(&self, nanos: Option<i64>) -> Result<Option<Timestamp>> {
         nanos.map(|n| self.read_stored(n)).transpose()
-    }
-}
-
-/// Reads the server's clock once through a pooled connection.
-async fn sample(ctx: &Ctx) -> Result<Sample> {
-    let reading_failed = failed("reading the database's clock");
-    let client = ctx.client().await?;
-    let stmt = client
-        .prepare_cached(READ_CLOCK)
-        .await
-        .map_err(&reading_failed)?;
-    let (before, started) = (Timestamp::now(), std::time::Instant::now());
-    let row = client
-        .query_one(&stmt, &[])
-        .await
-        .map_err(&reading_failed)?;
-    let round_trip = started.elapsed();
-    Ok(Sample {
-        before,
-        round_trip,
-        server: from_nanos(get(&row, 0)?)?,
-    })
-}
-
-/// Measures the skew at open: the best of [`OPEN_SAMPLES`] (each tried again on a fresh
-/// connection as any store call is, see [`retrying`]).
-///
-/// # Errors
-///
-/// [`Error::Store`](crate::Error::Store) when the server's clock cannot be read.
-pub(super) async fn measure(ctx: &Ctx) -> Result<()> {
-    let mut samples = Vec::with_capacity(OPEN_SAMPLES);
-    for _ in 0..OPEN_SAMPLES {
-        samples.push(retrying(ctx, || sample(ctx)).await?);
-    }
-    if let Some(best) = best(&samples) {
-        ctx.clock.consider(best);
-    }
-    Ok(())
-}
-
-/// Measures the skew again every [`FOLLOW_EVERY`], for as long as the store's runtime runs.
-pub(super) async fn follow(ctx: Arc<Ctx>) {
-    let mut every = tokio::time::interval(FOLLOW_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick is at once: measured at open already.
-    every.tick().await;
-    loop {
-        every.tick().await;
-        // A server that does not answer holds a pooled connection no longer than a period.
-        match tokio::time::timeout(FOLLOW_EVERY, sample(&ctx)).await {
-            Ok(Ok(sample)) => {
-                ctx.clock.consider(&sample);
-            }
-            // The skew kept stands until the next sample.
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "outbox: reading the database's clock failed");
-            }
-            Err(_) => tracing::debug!("outbox: the database's clock did not answer in time"),
-        }
     }
 }
 

@@ -6,9 +6,9 @@ use std::fmt;
 use tokio_postgres::types::ToSql;
 
 use crate::error::{Error, Result};
-use crate::store::NewDelivery;
+use crate::store::{NewDelivery, to_nanos};
 
-use super::sql::{enqueue_sql, to_nanos, with_schema};
+use super::sql::{enqueue_sql, with_schema};
 
 /// The SQL text of one statement that stores one delivery in the outbox of `schema`, for a
 /// dialer to run inside its own transaction, beside its own writes: committed, the delivery is

@@ -17,6 +17,7 @@ use crate::store::NewDelivery;
 use crate::sync::lock;
 
 use super::failure;
+use super::insert::{self, Columns, same_parts};
 use super::ops::{self, Ctx};
 use super::sql::get;
 
@@ -132,7 +133,7 @@ async fn commit_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Vec<Result<()>> {
     }
     let mut answers = Vec::with_capacity(jobs.len());
     for job in jobs {
-        answers.push(ops::insert(Arc::clone(ctx), vec![job.delivery.clone()]).await);
+        answers.push(insert::insert(Arc::clone(ctx), vec![job.delivery.clone()]).await);
     }
     answers
 }
@@ -151,7 +152,7 @@ async fn try_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Result<Vec<Result<()>>> {
             rows.push(d);
         }
     }
-    let columns = ops::Columns::new(&rows, &ctx.clock)?;
+    let columns = Columns::new(&rows, &ctx.clock)?;
     // In id order, as every insert takes its rows: no two groups wait on each other.
     rows.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
     let failed = failure::failed("storing a group of deliveries");
@@ -209,7 +210,7 @@ async fn try_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Result<Vec<Result<()>>> {
             }
             Some(Found::Inserted) => conflict(),
             Some(Found::Stored(account, campaign, body, encoding)) => {
-                if ops::same_parts(d, account, campaign, body, encoding) {
+                if same_parts(d, account, campaign, body, encoding) {
                     Ok(())
                 } else {
                     conflict()
@@ -218,7 +219,7 @@ async fn try_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Result<Vec<Result<()>>> {
             Some(Found::Delivered(true)) => Ok(()),
             Some(Found::Delivered(false)) => conflict(),
             // Asked again alone: the row is committed by now.
-            Some(Found::Raced) | None => ops::insert(Arc::clone(ctx), vec![d.clone()]).await,
+            Some(Found::Raced) | None => insert::insert(Arc::clone(ctx), vec![d.clone()]).await,
         });
     }
     Ok(answers)

@@ -5,11 +5,14 @@ mod driver;
 mod enqueue;
 mod failure;
 mod group;
+mod insert;
 mod listen;
 mod ops;
 mod password;
+mod record;
 mod schema;
 mod settings;
+mod skew;
 mod sql;
 #[cfg(test)]
 mod tests;
@@ -425,7 +428,7 @@ impl PostgresStore {
             })?;
             schema::migrate(&client, &own_config, own_tls, &migrating.sql.schema).await?;
             drop(client);
-            clock::measure(&migrating).await
+            skew::measure(&migrating).await
         })?;
         // The counts' deltas are folded in the background for as long as the store is open;
         // the first fold also counts the pending deliveries for the group commit's estimate.
@@ -433,7 +436,7 @@ impl PostgresStore {
         // Statistics and vacuums where the server's autovacuum has not (see `upkeep`).
         driver.spawn(upkeep::forever(Arc::clone(&ctx)));
         // This process's offset from the database's clock, measured again every 10 s.
-        driver.spawn(clock::follow(Arc::clone(&ctx)));
+        driver.spawn(skew::follow(Arc::clone(&ctx)));
         Ok(PostgresStore {
             ctx,
             groups: Arc::default(),
@@ -473,7 +476,7 @@ impl Outbox for PostgresStore {
             return driver::answer_within(answered, self.ctx.bounds.call_timeout);
         }
         let deliveries = deliveries.to_vec();
-        self.run(|ctx| ops::insert(ctx, deliveries))
+        self.run(|ctx| insert::insert(ctx, deliveries))
     }
 
     fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claim>> {
@@ -506,7 +509,7 @@ impl Outbox for PostgresStore {
             return Vec::new();
         }
         let owned = outcomes.to_vec();
-        let answers = self.run(|ctx| async move { Ok(ops::record_attempts(ctx, owned).await) });
+        let answers = self.run(|ctx| async move { Ok(record::record_attempts(ctx, owned).await) });
         answers.unwrap_or_else(|e| ops::each_failed(e, outcomes.len(), "recording attempts"))
     }
 

@@ -670,8 +670,6 @@ pub(super) fn enqueue_sql(schema: &str) -> String {
     with_schema(ENQUEUE, schema)
 }
 
-pub(super) use crate::store::{clamp_nanos, from_nanos, to_nanos};
-
 pub(super) fn state_from_str(state: &str) -> Result<DeliveryState> {
     DeliveryState::of_outbox_row(state).ok_or_else(|| Error::Store {
         message: format!("unknown delivery state {state:?} in the outbox"),

@@ -331,59 +331,11 @@ impl SqliteStore {
             wal_limit,
         } = options;
         let (max_batch, max_wait) = commit.limits();
-        if max_batch == 0 {
-            return Err(Error::config("max_batch", "must be at least 1"));
-        }
-        if wal_limit < Self::MIN_WAL_LIMIT {
-            return Err(Error::config(
-                "wal_limit",
-                format_args!("must be at least {} bytes (4 MiB)", Self::MIN_WAL_LIMIT),
-            ));
-        }
-        // SQLite reads these as private, in-memory databases: nothing would be durable.
-        if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
-            return Err(Error::config("path", "the outbox needs a file path"));
-        }
+        check_options(&path, max_batch, wal_limit)?;
         create_private_file(&path)?;
         let exclusive = lock_exclusively(&path)?;
-
-        let mut conn = open_connection(&path, true)
-            .map_err(|e| Error::store(format!("opening outbox file {}", path.display()), e))?;
-        // Refuse a newer or foreign file before changing anything in it.
-        check_schema(&conn, &path, MIGRATIONS.len())?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(|e| Error::store("switching to WAL", e))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Store {
-                message: format!("the file system refused WAL mode (journal_mode is {mode})"),
-                source: None,
-            });
-        }
-        // Passive checkpoints run on their own connection, off the commit path; the writer
-        // truncates the log itself when it passes half the limit (`WalBound`).
-        let journal_size_limit = i64::try_from(wal_limit).unwrap_or(i64::MAX);
-        conn.pragma_update(None, "wal_autocheckpoint", 0)
-            .and_then(|()| conn.pragma_update(None, "journal_size_limit", journal_size_limit))
-            .map_err(|e| Error::store("configuring the write connection", e))?;
-        migrate(&mut conn, &path, MIGRATIONS)?;
-        let pending: i64 = conn
-            .query_row("SELECT coalesce(sum(pending), 0) FROM stats", [], |r| {
-                r.get(0)
-            })
-            .map_err(|e| Error::store("counting pending deliveries", e))?;
-        let newest: Option<i64> = conn
-            .query_row(NEWEST_DELIVERED, [], |r| r.get(0))
-            .map_err(|e| Error::store("reading the newest delivery time", e))?;
-
-        let paused = conn
-            .prepare("SELECT account FROM health WHERE paused")
-            .and_then(|mut stmt| {
-                stmt.query_map([], |row| row.get::<_, String>(0))?
-                    .map(|account| account.map(|a| AccountId::new(a.as_str())))
-                    .collect::<rusqlite::Result<std::collections::HashSet<_>>>()
-            })
-            .map_err(|e| Error::store("reading paused endpoints", e))?;
+        let conn = open_write_connection(&path, wal_limit)?;
+        let found = Found::read(&conn)?;
         let reader = open_reader(&path)?;
         let checkpoint_conn = open_connection(&path, false)
             .map_err(|e| Error::store("opening the checkpoint connection", e))?;
@@ -397,34 +349,19 @@ impl SqliteStore {
             .spawn(move || checkpoint_loop(checkpoint_conn, wake_rx, &background))
             .map_err(|e| Error::store("starting the checkpoint thread", e))?;
 
-        // Group commit fsyncs on a thread of its own (see `syncer`): the write connection's
-        // commits only append to the log. One write per commit fsyncs as it commits.
         let broken = syncer::Broken::default();
-        let syncer = match commit {
-            CommitMode::Group { .. } => {
-                conn.pragma_update(None, "synchronous", "NORMAL")
-                    .map_err(|e| Error::store("configuring the write connection", e))?;
-                let (answers_tx, answers_rx) = mpsc::channel();
-                let (db, theirs) = (path.clone(), broken.clone());
-                let thread = std::thread::Builder::new()
-                    .name("outbox-sync".into())
-                    .spawn(move || syncer::sync_loop(&db, &answers_rx, &theirs))
-                    .map_err(|e| Error::store("starting the fsync thread", e))?;
-                Some((answers_tx, thread))
-            }
-            CommitMode::PerSubmit => None,
-        };
+        let syncer = start_syncer(&conn, commit, &path, &broken)?;
         let commits = Arc::new(AtomicU64::new(0));
         let (jobs_tx, jobs_rx) = mpsc::channel();
         let writer = Writer {
             conn,
             max_pending: max_pending as u64,
-            pending: pending.max(0) as u64,
+            pending: found.pending.max(0) as u64,
             max_batch,
             max_wait,
             wake_checkpointer: wake_tx,
             since_checkpoint: 0,
-            newest: newest.unwrap_or(i64::MIN),
+            newest: found.newest.unwrap_or(i64::MIN),
             since_prune: 0,
             expected: max_batch,
             commits: Arc::clone(&commits),
@@ -449,7 +386,7 @@ impl SqliteStore {
             commits,
             claims: Mutex::new(Claims::default()),
             _exclusive: exclusive,
-            paused: Mutex::new(paused),
+            paused: Mutex::new(found.paused),
             search_hints: due::Hints::default(),
         })
     }
@@ -670,6 +607,110 @@ impl Drop for SqliteStore {
         if let Some(checkpointer) = self.checkpointer.take() {
             let _ = checkpointer.join();
         }
+    }
+}
+
+/// The builder's options, checked before any file is touched.
+fn check_options(path: &Path, max_batch: usize, wal_limit: u64) -> Result<()> {
+    if max_batch == 0 {
+        return Err(Error::config("max_batch", "must be at least 1"));
+    }
+    if wal_limit < SqliteStore::MIN_WAL_LIMIT {
+        return Err(Error::config(
+            "wal_limit",
+            format_args!(
+                "must be at least {} bytes (4 MiB)",
+                SqliteStore::MIN_WAL_LIMIT
+            ),
+        ));
+    }
+    // SQLite reads these as private, in-memory databases: nothing would be durable.
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+        return Err(Error::config("path", "the outbox needs a file path"));
+    }
+    Ok(())
+}
+
+/// The write connection: the file's schema checked (a newer or foreign file is refused
+/// before anything in it changes), WAL mode, the log's bounds, the migrations run.
+fn open_write_connection(path: &Path, wal_limit: u64) -> Result<Connection> {
+    let mut conn = open_connection(path, true)
+        .map_err(|e| Error::store(format!("opening outbox file {}", path.display()), e))?;
+    check_schema(&conn, path, MIGRATIONS.len())?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(|e| Error::store("switching to WAL", e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Store {
+            message: format!("the file system refused WAL mode (journal_mode is {mode})"),
+            source: None,
+        });
+    }
+    // Passive checkpoints run on their own connection, off the commit path; the writer
+    // truncates the log itself when it passes half the limit (`WalBound`).
+    let journal_size_limit = i64::try_from(wal_limit).unwrap_or(i64::MAX);
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .and_then(|()| conn.pragma_update(None, "journal_size_limit", journal_size_limit))
+        .map_err(|e| Error::store("configuring the write connection", e))?;
+    migrate(&mut conn, path, MIGRATIONS)?;
+    Ok(conn)
+}
+
+/// What an opened file already holds that the store keeps count of.
+struct Found {
+    pending: i64,
+    /// When the newest delivery was delivered, if any was.
+    newest: Option<i64>,
+    paused: std::collections::HashSet<AccountId>,
+}
+
+impl Found {
+    fn read(conn: &Connection) -> Result<Found> {
+        let pending: i64 = conn
+            .query_row("SELECT coalesce(sum(pending), 0) FROM stats", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| Error::store("counting pending deliveries", e))?;
+        let newest: Option<i64> = conn
+            .query_row(NEWEST_DELIVERED, [], |r| r.get(0))
+            .map_err(|e| Error::store("reading the newest delivery time", e))?;
+        let paused = conn
+            .prepare("SELECT account FROM health WHERE paused")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| row.get::<_, String>(0))?
+                    .map(|account| account.map(|a| AccountId::new(a.as_str())))
+                    .collect::<rusqlite::Result<std::collections::HashSet<_>>>()
+            })
+            .map_err(|e| Error::store("reading paused endpoints", e))?;
+        Ok(Found {
+            pending,
+            newest,
+            paused,
+        })
+    }
+}
+
+/// Group commit fsyncs on a thread of its own (see `syncer`): the write connection's commits
+/// only append to the log. One write per commit fsyncs as it commits, and has no such thread.
+fn start_syncer(
+    conn: &Connection,
+    commit: CommitMode,
+    path: &Path,
+    broken: &syncer::Broken,
+) -> Result<Option<(Sender<syncer::Answers>, JoinHandle<()>)>> {
+    match commit {
+        CommitMode::Group { .. } => {
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(|e| Error::store("configuring the write connection", e))?;
+            let (answers_tx, answers_rx) = mpsc::channel();
+            let (db, theirs) = (path.to_path_buf(), broken.clone());
+            let thread = std::thread::Builder::new()
+                .name("outbox-sync".into())
+                .spawn(move || syncer::sync_loop(&db, &answers_rx, &theirs))
+                .map_err(|e| Error::store("starting the fsync thread", e))?;
+            Ok(Some((answers_tx, thread)))
+        }
+        CommitMode::PerSubmit => Ok(None),
     }
 }
 
