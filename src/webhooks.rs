@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::account::Account;
 use crate::blocking::{Runtime, refuse_on, twins};
 use crate::campaign::WebhookIndicator;
+use crate::delivery::observer::observer;
 use crate::delivery::{Clock, DeadLetter, Event, Status, SystemClock, ThreadRunner, Worker};
 use crate::dispatch::BlockingDispatcher;
 use crate::engine::{Engine, EventSink, Limits};
@@ -146,7 +147,7 @@ pub struct WebhooksBuilder {
     clock: Arc<dyn Clock>,
     on_event: Option<EventSink>,
     limits: Limits,
-    #[cfg(feature = "metrics")]
+    /// Each account as a label of the metrics (feature `metrics`).
     metrics_by_account: bool,
     error: Option<Error>,
 }
@@ -269,8 +270,7 @@ impl WebhooksBuilder {
             self.clock,
             self.on_event,
             self.limits,
-            #[cfg(feature = "metrics")]
-            crate::delivery::metrics::Metrics::new(self.metrics_by_account),
+            observer(self.metrics_by_account),
         )?);
         crate::engine::follow(&engine)?;
         Ok(Webhooks {
@@ -293,7 +293,6 @@ impl Webhooks {
                 per_endpoint: DEFAULT_PER_ENDPOINT_CONCURRENCY,
                 pause_after: DEFAULT_PAUSE_AFTER,
             },
-            #[cfg(feature = "metrics")]
             metrics_by_account: false,
             error: None,
         }

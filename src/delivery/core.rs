@@ -11,6 +11,7 @@ use crate::delivery::attempt::{Completed, Completion};
 use crate::delivery::classify::Verdict;
 use crate::delivery::clock::Clock;
 use crate::delivery::events::Event;
+use crate::delivery::observer::Observer;
 use crate::delivery::signal::Signal;
 use crate::ids::AccountId;
 use crate::store::{Delivery, Store};
@@ -67,13 +68,12 @@ pub(crate) trait Core: Send + Sync + 'static {
     /// Records the outcomes of `completions` together; for each, what the scheduler learns.
     fn complete_all(&self, completions: &[Completion]) -> Vec<Completed>;
 
-    /// What the metrics are recorded with.
-    #[cfg(feature = "metrics")]
-    fn metrics(&self) -> &crate::delivery::metrics::Metrics;
+    // What is counted.
+
+    /// What the metrics are recorded through.
+    fn observer(&self) -> &dyn Observer;
     /// Every account this process has settings for.
-    #[cfg(feature = "metrics")]
     fn account_ids(&self) -> Vec<AccountId>;
     /// How many accounts this process has settings for.
-    #[cfg(feature = "metrics")]
     fn account_count(&self) -> usize;
 }

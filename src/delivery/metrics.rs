@@ -79,14 +79,17 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ::metrics::{Label, Unit, counter, describe_counter, describe_gauge, describe_histogram};
 
 use crate::delivery::classify::Verdict;
 use crate::delivery::events::FailureKind;
+use crate::delivery::observer::Observer;
 use crate::ids::AccountId;
 use crate::store::Outbox;
+use crate::sync::lock;
 
 /// Attempts whose outcome was recorded, by `outcome`: a counter.
 pub const ATTEMPTS_TOTAL: &str = "call_result_webhook_attempts_total";
@@ -309,6 +312,68 @@ impl PendingReadings {
             }
         }
         picked
+    }
+}
+
+/// The [`Observer`] with the `metrics` feature: every reading goes to the `metrics` facade.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    metrics: Metrics,
+    /// The `store_pending` gauge's readings, by the running worker.
+    pending: Mutex<PendingReadings>,
+}
+
+impl Recorder {
+    pub(crate) fn new(by_account: bool) -> Self {
+        Recorder {
+            metrics: Metrics::new(by_account),
+            pending: Mutex::new(PendingReadings::default()),
+        }
+    }
+}
+
+impl Observer for Recorder {
+    fn worker_started(&self, store_failing: bool) {
+        *lock(&self.pending) = PendingReadings::default();
+        self.metrics.store_failing(store_failing);
+    }
+
+    fn recorded(
+        &self,
+        account: &AccountId,
+        verdict: &Verdict,
+        failed_for_good: bool,
+        took: Duration,
+    ) {
+        self.metrics.attempt(account, verdict, took);
+        if matches!(verdict, Verdict::Delivered { .. }) {
+            self.metrics.delivery(account, "delivered");
+        } else if failed_for_good {
+            self.metrics.delivery(account, "failed");
+        }
+    }
+
+    fn in_flight(&self, n: usize) {
+        self.metrics.in_flight(n);
+    }
+
+    fn store_failing(&self, failing: bool) {
+        self.metrics.store_failing(failing);
+    }
+
+    fn touched(&self, account: &AccountId) {
+        lock(&self.pending).touch(account);
+    }
+
+    fn read_pending(
+        &self,
+        store: &dyn Outbox,
+        accounts: &dyn Fn() -> Vec<AccountId>,
+        account_count: usize,
+    ) -> Option<Duration> {
+        let mut pending = lock(&self.pending);
+        pending.read(&self.metrics, store, accounts, Instant::now());
+        pending.wanted_in(account_count, Instant::now())
     }
 }
 

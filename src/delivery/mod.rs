@@ -17,6 +17,7 @@ pub(crate) mod health;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
+pub(crate) mod observer;
 mod recorder;
 mod runner;
 pub(crate) mod signal;

@@ -375,9 +375,6 @@ struct Scheduler {
     failing: Option<Failing>,
     /// Claims the store could not take back (a failing write): given back once it works.
     unreleased: Vec<(DeliveryId, ClaimToken)>,
-    /// The `store_pending` gauge's readings.
-    #[cfg(feature = "metrics")]
-    pending: crate::delivery::metrics::PendingReadings,
 }
 
 /// An attempt the scheduler holds: the claim it was made under, and whether its request still
@@ -429,24 +426,18 @@ impl Scheduler {
             unrecorded: Vec::new(),
             failing: None,
             unreleased: Vec::new(),
-            #[cfg(feature = "metrics")]
-            pending: Default::default(),
         }
     }
 
     fn run(mut self) -> Stopped {
         self.runner.started(&self.engine);
         self.recorder = Recorder::start(self.engine.clone());
-        #[cfg(feature = "metrics")]
         self.engine
-            .metrics()
-            .store_failing(self.engine.store_problem().is_some());
+            .observer()
+            .worker_started(self.engine.store_problem().is_some());
         let poll = self.engine.store().poll_interval();
         let mut run = Running::default();
-        loop {
-            let ControlFlow::Continue(wait) = self.pass(&run, poll) else {
-                break;
-            };
+        while let ControlFlow::Continue(wait) = self.pass(&run, poll) {
             let batch = self.engine.signal().take(wait);
             if self.take_batch(batch, &mut run).is_break() {
                 break;
@@ -475,7 +466,6 @@ impl Scheduler {
         }
         let stalled = self.failing.is_some();
         self.engine.set_in_flight(self.in_flight.len());
-        #[cfg(feature = "metrics")]
         let pending_in = self.read_pending(stalled);
         // A settle request is answered once what was handed to the recorder before it
         // has come back recorded.
@@ -499,7 +489,6 @@ impl Scheduler {
         if let Some(f) = &self.failing {
             wait = min_wait(wait, f.retry_at.saturating_duration_since(Instant::now()));
         }
-        #[cfg(feature = "metrics")]
         if let Some(next) = pending_in
             && run.deadline.is_none()
         {
@@ -665,8 +654,7 @@ impl Scheduler {
                     self.closed.insert(account);
                     give_back.push((claim.delivery.id, claim.token));
                 } else {
-                    #[cfg(feature = "metrics")]
-                    self.pending.touch(&account);
+                    self.engine.observer().touched(&account);
                     *self.per_account.entry(account.clone()).or_default() += 1;
                     self.in_flight.insert(
                         claim.delivery.id.clone(),
@@ -885,28 +873,23 @@ impl Scheduler {
             self.store_failed_because(why, false);
             return;
         }
-        #[cfg(feature = "metrics")]
-        self.pending.touch(&c.attempt.account);
+        self.engine.observer().touched(&c.attempt.account);
         self.in_flight.remove(id);
     }
 
     /// Reads the store's pending counts for the `store_pending` gauge when a reading is due,
     /// unless the store is failing. Returns how long until the next reading is wanted, if one
     /// is.
-    #[cfg(feature = "metrics")]
-    fn read_pending(&mut self, stalled: bool) -> Option<Duration> {
+    fn read_pending(&self, stalled: bool) -> Option<Duration> {
         if stalled {
             return None;
         }
         let engine = &self.engine;
-        self.pending.read(
-            engine.metrics(),
+        engine.observer().read_pending(
             engine.store(),
-            || engine.account_ids(),
-            Instant::now(),
-        );
-        self.pending
-            .wanted_in(self.engine.account_count(), Instant::now())
+            &|| engine.account_ids(),
+            engine.account_count(),
+        )
     }
 
     /// Gives the claims of released attempts back, so the next worker takes them at once.

@@ -33,6 +33,7 @@ use crate::delivery::clock::{Clock, ClockWaker};
 use crate::delivery::core::{Core, StoreProblem};
 use crate::delivery::events::Event;
 use crate::delivery::health::EndpointHealth;
+use crate::delivery::observer::Observer;
 use crate::delivery::signal::Signal;
 use crate::delivery::status::account_on;
 use crate::error::Result;
@@ -94,8 +95,8 @@ pub(crate) struct Engine {
     settings_cursor: AtomicU64,
     /// The store failure the worker reported and has not seen recover from, if any.
     store_problem: Mutex<Option<StoreProblem>>,
-    #[cfg(feature = "metrics")]
-    metrics: crate::delivery::metrics::Metrics,
+    /// What the metrics are recorded through.
+    observer: Arc<dyn Observer>,
 }
 
 /// How much longer than the longest attempt time limit a claim's lease lasts: the time to
@@ -110,7 +111,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
         on_event: Option<EventSink>,
         limits: Limits,
-        #[cfg(feature = "metrics")] metrics: crate::delivery::metrics::Metrics,
+        observer: Arc<dyn Observer>,
     ) -> Result<Self> {
         // Every account's settings and every endpoint's health, as saved: preferences,
         // campaign switches and pauses outlive a restart (and are the fleet's).
@@ -151,8 +152,7 @@ impl Engine {
             longest_timeout: AtomicU64::new(0),
             settings_cursor: AtomicU64::new(snapshot.cursor),
             store_problem: Mutex::new(None),
-            #[cfg(feature = "metrics")]
-            metrics,
+            observer,
         };
         engine.refresh_all();
         Ok(engine)
@@ -286,8 +286,7 @@ impl Core for Engine {
 
     fn set_in_flight(&self, n: usize) {
         self.in_flight.store(n, Ordering::Relaxed);
-        #[cfg(feature = "metrics")]
-        self.metrics.in_flight(n);
+        self.observer.in_flight(n);
     }
 
     fn store_problem(&self) -> Option<StoreProblem> {
@@ -295,8 +294,7 @@ impl Core for Engine {
     }
 
     fn set_store_problem(&self, problem: Option<StoreProblem>) {
-        #[cfg(feature = "metrics")]
-        self.metrics.store_failing(problem.is_some());
+        self.observer.store_failing(problem.is_some());
         *lock(&self.store_problem) = problem;
     }
 
@@ -334,17 +332,14 @@ impl Core for Engine {
         self.record_outcomes(completions)
     }
 
-    #[cfg(feature = "metrics")]
-    fn metrics(&self) -> &crate::delivery::metrics::Metrics {
-        &self.metrics
+    fn observer(&self) -> &dyn Observer {
+        &*self.observer
     }
 
-    #[cfg(feature = "metrics")]
     fn account_ids(&self) -> Vec<AccountId> {
         self.accounts().keys().cloned().collect()
     }
 
-    #[cfg(feature = "metrics")]
     fn account_count(&self) -> usize {
         self.accounts().len()
     }

@@ -174,15 +174,8 @@ impl Engine {
         };
 
         // Recorded: counted, as the events below report it.
-        #[cfg(feature = "metrics")]
-        {
-            self.metrics.attempt(&a.account, &verdict, c.latency);
-            if matches!(verdict, Verdict::Delivered { .. }) {
-                self.metrics.delivery(&a.account, "delivered");
-            } else if failed_for_good.is_some() {
-                self.metrics.delivery(&a.account, "failed");
-            }
-        }
+        self.observer
+            .recorded(&a.account, &verdict, failed_for_good.is_some(), c.latency);
 
         self.report_attempt(c, &verdict, &record);
         if let Some((kind, reason)) = failed_for_good {

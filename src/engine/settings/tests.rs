@@ -38,18 +38,7 @@ fn engine(store: Arc<dyn Store>) -> Arc<Engine> {
         per_endpoint: 2,
         pause_after: DEFAULT_PAUSE_AFTER,
     };
-    Arc::new(
-        Engine::new(
-            store,
-            UrlPolicy::new(),
-            clock,
-            None,
-            limits,
-            #[cfg(feature = "metrics")]
-            crate::delivery::metrics::Metrics::new(false),
-        )
-        .unwrap(),
-    )
+    Arc::new(Engine::new(store, UrlPolicy::new(), clock, None, limits, Arc::new(())).unwrap())
 }
 
 type Meddle = Box<dyn FnOnce() + Send>;
