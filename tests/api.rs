@@ -12,29 +12,13 @@ use std::time::{Duration, Instant};
 
 use call_result_webhook::delivery::RetrySchedule;
 use call_result_webhook::{
-    AccountId, CallResult, CampaignId, DeliveryId, Error, Event, HyperDispatcher,
-    PreferencesUpdate, Principal, SqliteStore, Submitted, UrlPolicy, Webhooks, WebhooksBuilder,
+    DeliveryId, Error, Event, HyperDispatcher, PreferencesUpdate, SqliteStore, Submitted,
+    UrlPolicy, Webhooks, WebhooksBuilder,
 };
-use support::{Receiver, Reply};
+use support::{Receiver, Reply, admin, call, ids, loopback_policy};
 
 /// How long a stall may take to surface.
 const SURFACES_WITHIN: Duration = Duration::from_secs(1);
-
-fn policy() -> UrlPolicy {
-    UrlPolicy::new().allow_http(true).allow_private()
-}
-
-fn admin() -> Principal {
-    Principal::administrator("alice")
-}
-
-fn ids() -> (AccountId, CampaignId) {
-    ("acme".into(), "winter".into())
-}
-
-fn call(reference: &str) -> CallResult {
-    CallResult::builder().reference(reference).build()
-}
 
 /// Events as they arrive, with the moment each did.
 #[derive(Clone, Default)]
@@ -58,7 +42,7 @@ impl Events {
 async fn webhooks(dir: &tempfile::TempDir, url: &str, events: &Events) -> Webhooks {
     let store = SqliteStore::open(dir.path().join("outbox.db")).expect("open the outbox");
     let webhooks = events
-        .sink(Webhooks::builder().store(store).policy(policy()))
+        .sink(Webhooks::builder().store(store).policy(loopback_policy()))
         .build()
         .expect("build");
     let (acme, winter) = ids();
@@ -400,7 +384,7 @@ async fn a_dispatcher_with_a_different_policy_is_refused_at_start() {
     // Nothing is left running: a worker with an agreeing dispatcher starts.
     let worker = webhooks
         .start_tokio(
-            HyperDispatcher::builder().policy(policy()).build(),
+            HyperDispatcher::builder().policy(loopback_policy()).build(),
             &tokio::runtime::Handle::current(),
         )
         .unwrap();

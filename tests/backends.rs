@@ -19,7 +19,7 @@ use call_result_webhook::{
     request::{EncodedBody, USER_AGENT, build_request},
 };
 use http::Request;
-use support::{AfterReply, RawReceiver, Receiver, Reply, unused_url};
+use support::{AfterReply, RawReceiver, Receiver, Reply, loopback_policy, unused_url};
 
 #[cfg(feature = "hyper")]
 use call_result_webhook::HyperDispatcher;
@@ -53,11 +53,6 @@ struct Harness {
     hyper: HyperDispatcher,
     #[cfg(feature = "ureq")]
     ureq: UreqDispatcher,
-}
-
-/// The receivers in these tests are plain http on loopback, which the default policy refuses.
-fn loopback_policy() -> UrlPolicy {
-    UrlPolicy::new().allow_http(true).allow_private()
 }
 
 impl Harness {

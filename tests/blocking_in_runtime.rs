@@ -6,6 +6,8 @@
 //! facade and the worker, not a transport.
 #![cfg(feature = "tokio")]
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -15,10 +17,11 @@ use call_result_webhook::dispatch::{ReceiverResponse, TransportError};
 use call_result_webhook::owned_settings::{AccountQuery, AccountSettings, Expected, SettingsPut};
 use call_result_webhook::store::DeliveryFilter;
 use call_result_webhook::{
-    AccountId, CallResult, CampaignId, DeliveryId, Dispatcher, Error, MemoryStore,
-    PreferencesUpdate, Principal, UrlPolicy, Webhooks, Worker,
+    AccountId, CampaignId, DeliveryId, Dispatcher, Error, MemoryStore, PreferencesUpdate,
+    UrlPolicy, Webhooks, Worker,
 };
 use http::{HeaderMap, Request, StatusCode};
+use support::{admin, call, switch_on};
 
 /// Well under this, for "at once".
 const AT_ONCE: Duration = Duration::from_secs(1);
@@ -38,10 +41,6 @@ impl Dispatcher for Accept {
     }
 }
 
-fn admin() -> Principal {
-    Principal::administrator("alice")
-}
-
 fn acme() -> AccountId {
     "acme".into()
 }
@@ -59,16 +58,12 @@ fn webhooks() -> Webhooks {
         .policy(UrlPolicy::new())
         .build()
         .unwrap();
-    webhooks
-        .update_preferences_blocking(
-            &admin(),
-            &acme(),
-            PreferencesUpdate::new().enabled(true).url(URL),
-        )
-        .unwrap();
-    webhooks
-        .set_campaign_webhook_blocking(&admin(), &acme(), &winter(), true)
-        .unwrap();
+    switch_on(
+        &webhooks,
+        &acme(),
+        &winter(),
+        PreferencesUpdate::new().url(URL),
+    );
     webhooks
 }
 
@@ -87,7 +82,7 @@ fn every_blocking_method() -> Vec<(&'static str, &'static str, Call)> {
             "Webhooks::submit_blocking",
             "Webhooks::submit(..).await",
             |w, _| {
-                let call = CallResult::builder().reference("1").build();
+                let call = call("1");
                 w.submit_blocking(&acme(), &winter(), call).map(drop)
             },
         ),
@@ -95,7 +90,7 @@ fn every_blocking_method() -> Vec<(&'static str, &'static str, Call)> {
             "Webhooks::submit_with_id_blocking",
             "Webhooks::submit_with_id(..).await",
             |w, _| {
-                let call = CallResult::builder().reference("2").build();
+                let call = call("2");
                 let id = DeliveryId::generate();
                 w.submit_with_id_blocking(&acme(), &winter(), call, id)
                     .map(drop)
@@ -339,7 +334,7 @@ fn with_a_thread_worker_nothing_is_refused() {
         .unwrap();
     let worker = webhooks.start_threads(Blocking, 2).unwrap();
     runtime.block_on(async {
-        let call = CallResult::builder().reference("1").build();
+        let call = call("1");
         let submitted = webhooks.submit_blocking(&acme(), &winter(), call).unwrap();
         assert!(submitted.is_accepted());
         assert!(worker.wait_idle_blocking(Duration::from_secs(10)).unwrap());

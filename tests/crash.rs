@@ -14,13 +14,12 @@ mod dialer_support;
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::OsString;
 use std::path::Path;
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use call_result_webhook::{SqliteStore, store::Outbox};
-use dialer_support::{Dialer, Ended, Flaky, Rng, line, record, seed};
+use dialer_support::{Dialer, Ended, Flaky, Rng, line, record, seed, store_args};
 use support::Receiver;
 
 /// Call results fed to the dialer, each with a unique Reference.
@@ -44,24 +43,8 @@ const PASSWORD: &str = "crash-test-pässword";
 /// Starts the dialer on `store` and feeds it `lines`, one every `FEED_PAUSE`; stdin is closed
 /// after them if `close_stdin`, held open (so the input never ends) otherwise.
 fn start(store: &Path, url: &str, lines: Vec<String>, close_stdin: bool) -> Dialer {
-    let mut args: Vec<OsString> = vec!["--store".into(), store.into()];
-    args.extend(
-        [
-            "--url",
-            url,
-            "--username",
-            "dialer",
-            "--password",
-            PASSWORD,
-            "--retry-delays-ms",
-            RETRY_DELAYS_MS,
-            "--allow-http",
-            "--allow-private",
-            "--time-zone",
-            "Australia/Brisbane",
-        ]
-        .map(OsString::from),
-    );
+    let mut args = store_args(store, url, PASSWORD, RETRY_DELAYS_MS);
+    args.extend(["--time-zone", "Australia/Brisbane"].map(str::to_owned));
     let input = lines.into_iter().map(String::into_bytes).collect();
     Dialer::start(args, input, FEED_PAUSE, close_stdin)
 }

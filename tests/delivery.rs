@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use call_result_webhook::{
     AccountId, CallResult, CampaignId, DeliveryId, Error, Event, MemoryStore, PreferencesUpdate,
-    Principal, Status, Submitted, UrlPolicy, Webhooks, Worker,
+    Principal, Status, Submitted, Webhooks, Worker,
     campaign::WebhookIndicator,
     delivery::{FailureKind, PauseReason, RetrySchedule},
     store::{DeliveryFilter, Store},
 };
-use support::{Receiver, Recorded, Reply};
+use support::{Receiver, Recorded, Reply, admin, loopback_policy, within};
 
 /// A generous bound for "this happens": only a broken or hung test waits this long.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -28,23 +28,14 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// The campaign every test account switches on.
 const CAMPAIGN: &str = "winter-sale";
 
-/// The receivers are plain http on loopback, which the default policy refuses.
-fn loopback_policy() -> UrlPolicy {
-    UrlPolicy::new().allow_http(true).allow_private()
-}
-
-fn admin() -> Principal {
-    Principal::administrator("alice@acme.example")
-}
-
 /// A short retry schedule, in milliseconds.
 fn schedule(delays_ms: &[u64]) -> RetrySchedule {
     RetrySchedule::new(delays_ms.iter().map(|ms| Duration::from_millis(*ms)))
         .expect("a valid schedule")
 }
 
-/// A call result with a unique reference and notes that exercise the encoder.
-fn call(reference: &str) -> CallResult {
+/// A call result with a unique reference, every field set, and notes that exercise the encoder.
+fn full_call(reference: &str) -> CallResult {
     CallResult::builder()
         .campaign_name("Winter Sale")
         .logged_at("2019-06-19T16:11:07Z".parse().unwrap())
@@ -57,15 +48,6 @@ fn call(reference: &str) -> CallResult {
         .wrap_up_by_name("agent@pinetree.net.au")
         .wrap_up_reason_name("Payment Taken")
         .build()
-}
-
-/// Polls `done` every 10 ms until it holds; panics after [`PATIENCE`].
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "waited {PATIENCE:?} for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Every request carries `id` as `webhook-id` and the same body bytes as the first.
@@ -243,7 +225,7 @@ impl Harness {
     fn submit(&self, account: &AccountId, reference: &str) -> DeliveryId {
         match self
             .webhooks
-            .submit_blocking(account, &CampaignId::from(CAMPAIGN), call(reference))
+            .submit_blocking(account, &CampaignId::from(CAMPAIGN), full_call(reference))
             .expect("submit")
         {
             Submitted::Accepted(id) => id,
@@ -671,18 +653,22 @@ fn a_dead_endpoint_never_delays_another_accounts_deliveries(backend: Backend) {
         h.submit(&stuck, &format!("stuck-{n}"));
     }
     dead.wait_for(1, PATIENCE);
-    eventually("the stuck account's attempts to be in flight", || {
-        h.worker().in_flight() >= 1
-    });
+    within(
+        "the stuck account's attempts to be in flight",
+        PATIENCE,
+        || h.worker().in_flight() >= 1,
+    );
 
     let mut expected = Vec::new();
     for n in 0..20 {
         expected.push(h.submit(&fine, &format!("fine-{n}")).as_str().to_owned());
     }
     let requests = alive.wait_for(expected.len(), PATIENCE);
-    eventually("every delivery of the other account to be recorded", || {
-        h.status(&fine).stats.delivered == expected.len() as u64
-    });
+    within(
+        "every delivery of the other account to be recorded",
+        PATIENCE,
+        || h.status(&fine).stats.delivered == expected.len() as u64,
+    );
 
     let mut arrived: Vec<_> = requests
         .iter()
@@ -742,7 +728,7 @@ fn in_flight_deliveries_survive_a_graceful_shutdown_and_a_restart_on_the_same_fi
         .map(|n| before.submit(&acme, &format!("ref-shutdown-{n}")))
         .collect();
     let first = receiver.wait_for(IN_FLIGHT, PATIENCE);
-    eventually("every attempt to be in flight", || {
+    within("every attempt to be in flight", PATIENCE, || {
         before.worker().in_flight() == IN_FLIGHT
     });
 

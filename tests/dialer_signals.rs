@@ -13,14 +13,13 @@ mod dialer_support;
 mod support;
 
 use std::collections::HashSet;
-use std::ffi::OsString;
 use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use call_result_webhook::{SqliteStore, store::Outbox};
-use dialer_support::{Dialer, dialer_binary, line};
+use dialer_support::{Dialer, dialer_binary, line, store_args};
 use support::Receiver;
 
 const PASSWORD: &str = "signals-test-pässword";
@@ -32,24 +31,8 @@ const EXIT_MARGIN: Duration = Duration::from_secs(3);
 /// Starts the dialer on `store` with `extra` options and feeds it `input` at once; stdin is
 /// closed after it if `close_stdin`, held open otherwise.
 fn start(store: &Path, url: &str, extra: &[&str], input: Vec<u8>, close_stdin: bool) -> Dialer {
-    let mut args: Vec<OsString> = vec!["--store".into(), store.into()];
-    args.extend(
-        [
-            "--url",
-            url,
-            "--username",
-            "dialer",
-            "--password",
-            PASSWORD,
-            "--retry-delays-ms",
-            "50,100,200",
-            "--allow-http",
-            "--allow-private",
-        ]
-        .iter()
-        .chain(extra)
-        .map(OsString::from),
-    );
+    let mut args = store_args(store, url, PASSWORD, "50,100,200");
+    args.extend(extra.iter().map(|arg| arg.to_string()));
     Dialer::start(args, vec![input], Duration::ZERO, close_stdin)
 }
 

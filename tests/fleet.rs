@@ -10,71 +10,12 @@ use std::time::{Duration, Instant};
 
 use call_result_webhook::campaign::WebhookIndicator;
 use call_result_webhook::delivery::RetrySchedule;
-use call_result_webhook::{
-    AccountId, CallResult, CampaignId, HyperDispatcher, PreferencesUpdate, Principal, Submitted,
-    UrlPolicy, Webhooks, Worker,
-};
+use call_result_webhook::{PreferencesUpdate, Submitted, Webhooks};
 use pg_support::Database;
-use support::{Receiver, Reply, switch_on};
+use support::{Instance, Receiver, Reply, admin, call, ids, loopback_policy, switch_on, within};
 
 /// How soon a change made through one instance must hold on another.
 const IN_FORCE_WITHIN: Duration = Duration::from_secs(1);
-
-fn admin() -> Principal {
-    Principal::administrator("alice")
-}
-
-fn ids() -> (AccountId, CampaignId) {
-    ("acme".into(), "winter".into())
-}
-
-fn call(reference: &str) -> CallResult {
-    CallResult::builder().reference(reference).build()
-}
-
-/// One dialer process's share: its own store on the shared schema, its facade, its worker.
-struct Instance {
-    webhooks: Webhooks,
-    worker: Worker,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl Instance {
-    fn start(db: &Database) -> Instance {
-        let webhooks = Webhooks::builder()
-            .store(db.store())
-            .policy(UrlPolicy::new().allow_http(true).allow_private())
-            .build()
-            .expect("build");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let worker = webhooks
-            .start_tokio(HyperDispatcher::builder().build(), runtime.handle())
-            .expect("start");
-        Instance {
-            webhooks,
-            worker,
-            _runtime: runtime,
-        }
-    }
-}
-
-/// Waits until `done` holds, at most `within`; returns how long it took.
-fn within(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < within,
-            "{what}: not after {:?}",
-            started.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    started.elapsed()
-}
 
 #[test]
 fn settings_made_through_one_instance_hold_on_the_other_within_a_second() {
@@ -82,8 +23,8 @@ fn settings_made_through_one_instance_hold_on_the_other_within_a_second() {
         return;
     };
     let receiver = Receiver::start();
-    let a = Instance::start(&db);
-    let b = Instance::start(&db);
+    let a = Instance::start(db.store());
+    let b = Instance::start(db.store());
     let (acme, winter) = ids();
 
     // Configured through A: B accepts call results within a second.
@@ -144,8 +85,8 @@ fn a_pause_through_one_instance_holds_the_whole_fleet() {
     let receiver = Receiver::start();
     // The endpoint is gone: the first attempt pauses it.
     receiver.script([Reply::status(410)]);
-    let a = Instance::start(&db);
-    let b = Instance::start(&db);
+    let a = Instance::start(db.store());
+    let b = Instance::start(db.store());
     let (acme, winter) = ids();
     switch_on(
         &a.webhooks,
@@ -217,11 +158,11 @@ fn an_idle_fleet_starts_a_submit_made_elsewhere_at_once() {
         return;
     };
     let receiver = Receiver::start();
-    let worker = Instance::start(&db);
+    let worker = Instance::start(db.store());
     // The submitting instance: no worker of its own.
     let submitter = Webhooks::builder()
         .store(db.store())
-        .policy(UrlPolicy::new().allow_http(true).allow_private())
+        .policy(loopback_policy())
         .build()
         .unwrap();
     let (acme, winter) = ids();

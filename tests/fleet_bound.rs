@@ -26,10 +26,10 @@ use std::time::{Duration, Instant};
 use call_result_webhook::campaign::WebhookIndicator;
 use call_result_webhook::delivery::RetrySchedule;
 use call_result_webhook::limits::DEFAULT_PER_ENDPOINT_CONCURRENCY;
-use call_result_webhook::{AccountId, CallResult, CampaignId, PreferencesUpdate, Principal};
+use call_result_webhook::{AccountId, CampaignId, PreferencesUpdate};
 use dialer_support::{Dialer, fleet_args, line};
-use pg_support::{Database, Instance};
-use support::{Receiver, Reply, switch_on, within};
+use pg_support::Database;
+use support::{Instance, Receiver, Reply, admin, call, ids, switch_on, within};
 
 /// Instances on the shared schema.
 const INSTANCES: usize = 3;
@@ -40,24 +40,12 @@ const IN_FORCE_WITHIN: Duration = Duration::from_secs(1);
 /// After a pause, how long the receiver is watched for requests that should not come.
 const WATCH: Duration = Duration::from_millis(1500);
 
-fn admin() -> Principal {
-    Principal::administrator("alice")
-}
-
-fn ids() -> (AccountId, CampaignId) {
-    ("acme".into(), "winter".into())
-}
-
-fn call(reference: &str) -> CallResult {
-    CallResult::builder().reference(reference).build()
-}
-
 /// `INSTANCES` instances on `db`, with `per_endpoint_concurrency(bound)` (the default when
 /// `None`), all seeing `acme` switched on to `url`.
 fn fleet(db: &Database, bound: Option<usize>, url: &str) -> Vec<Instance> {
     let fleet: Vec<Instance> = (0..INSTANCES)
         .map(|_| {
-            Instance::start_with(db, |builder| match bound {
+            Instance::start_with(db.store(), |builder| match bound {
                 Some(n) => builder.per_endpoint_concurrency(n),
                 None => builder,
             })
@@ -396,7 +384,9 @@ fn the_slots_of_a_process_killed_mid_attempt_come_back_with_its_leases() {
         || dialer.acked() == RESULTS,
     );
     // The rest of the fleet, with the same (default) bound.
-    let fleet: Vec<Instance> = (0..INSTANCES - 1).map(|_| Instance::start(&db)).collect();
+    let fleet: Vec<Instance> = (0..INSTANCES - 1)
+        .map(|_| Instance::start(db.store()))
+        .collect();
     let (account, campaign) = (AccountId::from("dialer"), CampaignId::from("calls"));
     for instance in &fleet {
         within("every instance sees the account", IN_FORCE_WITHIN, || {

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use call_result_webhook::campaign::WebhookIndicator;
 use call_result_webhook::delivery::RetrySchedule;
 use call_result_webhook::{AccountId, CallResult, CampaignId, Event, PreferencesUpdate, Submitted};
-use pg_support::{Database, Instance};
-use support::{Receiver, switch_on, within};
+use pg_support::Database;
+use support::{Instance, Receiver, switch_on, within};
 
 const INSTANCES: usize = 3;
 /// Submitting threads per instance.
@@ -97,7 +97,7 @@ fn a_fleet_at_burst_delivers_everything_once_without_deadlocks_or_store_failures
     let fleet: Vec<Instance> = (0..INSTANCES)
         .map(|i| {
             let seen = seen.clone();
-            Instance::start_with(&db, move |builder| {
+            Instance::start_with(db.store(), move |builder| {
                 builder.on_event(move |event| seen.note(i, event))
             })
         })

@@ -26,11 +26,10 @@ use call_result_webhook::campaign::WebhookIndicator;
 use call_result_webhook::delivery::{EndpointHealth, RetrySchedule};
 use call_result_webhook::store::SqliteStore;
 use call_result_webhook::{
-    AccountId, CallResult, CampaignId, Event, MemoryStore, PreferencesUpdate, Principal, UrlPolicy,
-    Webhooks,
+    AccountId, CallResult, CampaignId, Event, MemoryStore, PreferencesUpdate, Principal, Webhooks,
 };
-use pg_support::{Database, Instance};
-use support::{Receiver, Reply, switch_on, within};
+use pg_support::Database;
+use support::{Instance, Receiver, Reply, admin, ids, loopback_policy, switch_on, within};
 
 /// Rounds of two simultaneous changes.
 const ROUNDS: usize = 200;
@@ -46,10 +45,6 @@ const ZONES: [&str; 5] = [
     "Asia/Tokyo",
     "Pacific/Auckland",
 ];
-
-fn admin(name: &str) -> Principal {
-    Principal::administrator(name)
-}
 
 /// The account as the store holds it now: a third view, built afresh, neither instance's copy.
 fn stored_account(db: &Database, id: &AccountId) -> Option<Account> {
@@ -85,7 +80,7 @@ impl ChangeB {
             ChangeB::TimeZone(zone) => {
                 webhooks
                     .update_preferences_blocking(
-                        &admin("bob"),
+                        &Principal::administrator("bob"),
                         account,
                         PreferencesUpdate::new().time_zone(zone),
                     )
@@ -93,7 +88,12 @@ impl ChangeB {
             }
             ChangeB::Campaign(campaign) => {
                 webhooks
-                    .set_campaign_webhook_blocking(&admin("bob"), account, campaign, true)
+                    .set_campaign_webhook_blocking(
+                        &Principal::administrator("bob"),
+                        account,
+                        campaign,
+                        true,
+                    )
                     .expect("B's campaign switch");
             }
         }
@@ -173,9 +173,9 @@ fn two_administrators_changing_different_fields_through_two_instances_keep_both(
         return;
     };
     let receiver = Receiver::start();
-    let a = Instance::start(&db);
-    let b = Instance::start(&db);
-    let (acme, winter): (AccountId, CampaignId) = ("acme".into(), "winter".into());
+    let a = Instance::start(db.store());
+    let b = Instance::start(db.store());
+    let (acme, winter) = ids();
     switch_on(
         &a.webhooks,
         &acme,
@@ -197,7 +197,7 @@ fn two_administrators_changing_different_fields_through_two_instances_keep_both(
             scope.spawn(|| {
                 together.wait();
                 a.webhooks
-                    .update_preferences_blocking(&admin("alice"), &acme, update_a)
+                    .update_preferences_blocking(&admin(), &acme, update_a)
                     .expect("A's credentials");
             });
             scope.spawn(|| {
@@ -310,7 +310,7 @@ fn a_pause_saved_by_one_instance_is_not_undone_by_the_others_stale_copy() {
     let paused_by: Arc<Mutex<HashMap<AccountId, Vec<&'static str>>>> = Arc::default();
     let start = |name: &'static str| {
         let paused_by = paused_by.clone();
-        Instance::start_with(&db, move |builder| {
+        Instance::start_with(db.store(), move |builder| {
             builder.per_endpoint_concurrency(2).on_event(move |event| {
                 if let Event::EndpointPaused { account, .. } = event {
                     paused_by
@@ -452,7 +452,7 @@ fn two_administrators_changing_different_fields_on_one_process_keep_both() {
                 scope.spawn(|| {
                     together.wait();
                     webhooks
-                        .update_preferences_blocking(&admin("alice"), &acme, update_a)
+                        .update_preferences_blocking(&admin(), &acme, update_a)
                         .expect("A's credentials");
                 });
                 scope.spawn(|| {
@@ -480,7 +480,7 @@ fn two_administrators_changing_different_fields_on_one_process_keep_both() {
 fn build(store: impl call_result_webhook::store::Store) -> Webhooks {
     Webhooks::builder()
         .store(store)
-        .policy(UrlPolicy::new().allow_http(true).allow_private())
+        .policy(loopback_policy())
         .build()
         .expect("build")
 }

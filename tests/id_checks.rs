@@ -13,20 +13,12 @@ mod support;
 use std::time::Duration;
 
 use call_result_webhook::limits::MAX_ID_BYTES;
-use call_result_webhook::store::{DeliveryFilter, Store};
+use call_result_webhook::store::DeliveryFilter;
 use call_result_webhook::{
-    AccountId, CallResult, CampaignId, DeliveryId, Error, HyperDispatcher, MemoryStore,
-    PreferencesUpdate, Principal, SqliteStore, Submitted, UrlPolicy, Webhooks, Worker,
+    AccountId, CampaignId, DeliveryId, Error, MemoryStore, PreferencesUpdate, SqliteStore,
+    Submitted, Webhooks, Worker,
 };
-use support::{Receiver, switch_on};
-
-fn admin() -> Principal {
-    Principal::administrator("alice")
-}
-
-fn call(reference: &str) -> CallResult {
-    CallResult::builder().reference(reference).build()
-}
+use support::{Instance, Receiver, admin, call, ids, switch_on};
 
 /// The ids the check refuses, and what each is: a NUL (PostgreSQL refuses it in text), one
 /// byte over the cap, 9 KB (over PostgreSQL's index entry), empty, a line break, DEL.
@@ -67,24 +59,6 @@ fn assert_refused<T: std::fmt::Debug>(what: &str, field: &str, result: Result<T,
     }
 }
 
-/// Webhooks on `store` with a worker sending to 127.0.0.1.
-fn start(store: impl Store) -> (Webhooks, Worker, tokio::runtime::Runtime) {
-    let webhooks = Webhooks::builder()
-        .store(store)
-        .policy(UrlPolicy::new().allow_http(true).allow_private())
-        .build()
-        .expect("build");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let worker = webhooks
-        .start_tokio(HyperDispatcher::builder().build(), runtime.handle())
-        .expect("start");
-    (webhooks, worker, runtime)
-}
-
 /// Every way in refuses every bad id, before anything is stored; the good account configured
 /// beside them is untouched.
 fn bad_ids_are_refused_everywhere(
@@ -93,7 +67,7 @@ fn bad_ids_are_refused_everywhere(
     runtime: &tokio::runtime::Runtime,
     receiver: &Receiver,
 ) {
-    let (acme, winter): (AccountId, CampaignId) = ("acme".into(), "winter".into());
+    let (acme, winter) = ids();
     switch_on(
         webhooks,
         &acme,
@@ -258,7 +232,11 @@ fn longest_ids_are_delivered(
 #[test]
 fn memory_store_refuses_bad_ids_and_delivers_the_longest() {
     let receiver = Receiver::start();
-    let (webhooks, worker, runtime) = start(MemoryStore::new());
+    let Instance {
+        webhooks,
+        worker,
+        runtime,
+    } = Instance::start(MemoryStore::new());
     bad_ids_are_refused_everywhere("memory", &webhooks, &runtime, &receiver);
     longest_ids_are_delivered("memory", &webhooks, &worker, &receiver);
 }
@@ -269,7 +247,11 @@ fn sqlite_store_refuses_bad_ids_and_delivers_the_longest() {
     let path = dir.path().join("outbox.db");
     let receiver = Receiver::start();
     {
-        let (webhooks, worker, runtime) = start(SqliteStore::open(&path).unwrap());
+        let Instance {
+            webhooks,
+            worker,
+            runtime,
+        } = Instance::start(SqliteStore::open(&path).unwrap());
         bad_ids_are_refused_everywhere("sqlite", &webhooks, &runtime, &receiver);
         longest_ids_are_delivered("sqlite", &webhooks, &worker, &receiver);
         worker.shutdown_blocking(Duration::from_secs(5)).unwrap();
@@ -293,7 +275,11 @@ fn postgres_store_refuses_bad_ids_and_delivers_the_longest() {
         return;
     };
     let receiver = Receiver::start();
-    let (webhooks, worker, runtime) = start(db.store());
+    let Instance {
+        webhooks,
+        worker,
+        runtime,
+    } = Instance::start(db.store());
     bad_ids_are_refused_everywhere("postgres", &webhooks, &runtime, &receiver);
     longest_ids_are_delivered("postgres", &webhooks, &worker, &receiver);
     // Another process's view, read from the database: the longest account, its campaign

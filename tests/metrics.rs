@@ -26,11 +26,11 @@ use call_result_webhook::store::{
 };
 use call_result_webhook::{
     AccountId, CallResult, CampaignId, DeliveryId, Error, Event, HyperDispatcher, MemoryStore,
-    PreferencesUpdate, Principal, Submitted, UrlPolicy, Webhooks,
+    PreferencesUpdate, Submitted, Webhooks,
 };
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
-use support::{Receiver, Reply, switch_on};
+use support::{Receiver, Reply, admin, loopback_policy, switch_on};
 
 /// A generous bound for "this happens": only a broken or hung test waits this long.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -232,14 +232,6 @@ fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
 /// Attempts: 7 `delivered`, 2 `retry`, 1 `failed`, 10 in all. Deliveries: 7 `delivered`,
 /// 1 `failed`. Pending at the end: the 3 held.
 const HELD: u64 = 3;
-
-fn loopback_policy() -> UrlPolicy {
-    UrlPolicy::new().allow_http(true).allow_private()
-}
-
-fn admin() -> Principal {
-    Principal::administrator("alice@acme.example")
-}
 
 /// Runs the scenario and returns the rendered text once the pending gauge shows the held
 /// deliveries and the worker has stopped.

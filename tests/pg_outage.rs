@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 
 use call_result_webhook::store::PostgresStore;
 use call_result_webhook::{
-    AccountId, CallResult, CampaignId, Error, PreferencesUpdate, Submitted, UrlPolicy, Webhooks,
+    AccountId, CallResult, CampaignId, Error, PreferencesUpdate, Submitted, Webhooks,
 };
-use dialer_support::{Dialer, line};
+use dialer_support::{Dialer, fleet_args, line};
 use pg_cluster::Cluster;
-use support::{Receiver, switch_on};
+use support::{Receiver, loopback_policy, switch_on};
 
 /// Dialer processes sharing the outbox.
 const PROCESSES: usize = 3;
@@ -53,26 +53,15 @@ fn start(cluster: &Cluster, url: &str, share: usize) -> Dialer {
 }
 
 fn start_with(cluster: &Cluster, url: &str, share: usize, lines: usize) -> Dialer {
-    let args = [
-        "--database-url",
+    let mut args = fleet_args(
         &cluster.url,
-        "--database-schema",
         "outage",
-        "--url",
         url,
-        "--username",
-        "dialer",
-        "--password",
         PASSWORD,
-        "--timeout-ms",
-        "2000",
-        "--retry-delays-ms",
+        2000,
         "100,200,400,800,1000,1000,1000,1000,1000,1000",
-        "--allow-http",
-        "--allow-private",
-        "--time-zone",
-        "Australia/Brisbane",
-    ];
+    );
+    args.extend(["--time-zone".into(), "Australia/Brisbane".into()]);
     let input = (0..lines)
         .map(|n| line("Outage Test", &format!("outage-{share}-{n:04}")).into_bytes())
         .collect();
@@ -282,7 +271,7 @@ fn a_dialer_waiting_at_the_end_of_its_input_gives_up_after_30_s_of_a_stopped_ser
 fn webhooks_on(store: PostgresStore, url: &str) -> (Webhooks, AccountId, CampaignId) {
     let webhooks = Webhooks::builder()
         .store(store)
-        .policy(UrlPolicy::new().allow_http(true).allow_private())
+        .policy(loopback_policy())
         .build()
         .expect("build");
     let (account, campaign) = (AccountId::from("frozen"), CampaignId::from("calls"));

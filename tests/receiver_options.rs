@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use call_result_webhook::{
     BlockingDispatcher as _, CallResult, DeliveryId, Dispatcher as _, Error, HyperDispatcher,
-    MemoryStore, PreferencesUpdate, Principal, UreqDispatcher, UrlPolicy, Webhooks,
+    MemoryStore, PreferencesUpdate, Principal, UreqDispatcher, Webhooks,
     account::Account,
     auth::AuthScheme,
     encoding::Encoding,
@@ -22,7 +22,7 @@ use call_result_webhook::{
     request::{CustomHeader, EncodedBody, Method, build_request},
 };
 use http::Request;
-use support::{Receiver, Recorded, Saved, switch_on};
+use support::{Receiver, Recorded, Saved, account, admin, ids, loopback_policy, switch_on};
 
 const TOKEN: &str = "tok-Bearer-7f3a9c-SECRET";
 const API_KEY: &str = "key-ApiKey-51bd02-SECRET";
@@ -44,7 +44,7 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        let policy = UrlPolicy::new().allow_http(true).allow_private();
+        let policy = loopback_policy();
         Harness {
             rt: tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -69,14 +69,6 @@ impl Harness {
         assert_eq!(seen.len(), before + 1, "{backend:?}");
         seen[before].clone()
     }
-}
-
-fn admin() -> Principal {
-    Principal::administrator("alice")
-}
-
-fn account(update: PreferencesUpdate) -> Account {
-    Saved::new(update).account()
 }
 
 fn call() -> CallResult {
@@ -473,10 +465,10 @@ fn a_get_too_long_is_refused_at_submit_and_never_sent() {
     let receiver = Receiver::start();
     let webhooks = Webhooks::builder()
         .store(MemoryStore::new())
-        .policy(UrlPolicy::new().allow_http(true).allow_private())
+        .policy(loopback_policy())
         .build()
         .unwrap();
-    let (acme, winter) = ("acme".into(), "winter".into());
+    let (acme, winter) = ids();
     switch_on(
         &webhooks,
         &acme,

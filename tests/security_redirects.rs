@@ -10,23 +10,19 @@ mod security_support;
 mod support;
 
 use call_result_webhook::{
-    Event, PreferencesUpdate, UrlPolicy,
+    Event, PreferencesUpdate,
     delivery::{FailureKind, SystemClock},
 };
 use security_support::engine::Engine;
 use security_support::{BACKENDS, Names, Setup, call, request_to};
-use support::{Receiver, Reply};
-
-fn policy() -> UrlPolicy {
-    UrlPolicy::new().allow_http(true).allow_private()
-}
+use support::{Receiver, Reply, loopback_policy};
 
 #[test]
 fn a_redirect_to_an_internal_address_comes_back_and_is_not_followed() {
     let internal = Receiver::start();
     let names = Names::new();
     names.add("admin.internal.test", &["127.0.0.1"]);
-    let d = Setup::new(policy()).resolver(&names).build();
+    let d = Setup::new(loopback_policy()).resolver(&names).build();
     let locations = [
         internal.url_for("/admin/delete-everything"),
         format!(
@@ -61,9 +57,9 @@ fn through_the_engine_a_redirect_fails_for_good_and_is_not_followed() {
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         receiver.set_default(Reply::redirect(302, &internal.url_for("/admin")));
-        let engine = Engine::new(policy(), SystemClock);
+        let engine = Engine::new(loopback_policy(), SystemClock);
         engine.configure("acme", &receiver.url_for("/hook"), PreferencesUpdate::new());
-        let worker = engine.start(backend, &Setup::new(policy()));
+        let worker = engine.start(backend, &Setup::new(loopback_policy()));
         let id = engine.submit("acme", call());
         let failed = engine
             .events

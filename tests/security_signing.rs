@@ -9,23 +9,19 @@ mod support;
 use std::time::Duration;
 
 use call_result_webhook::{
-    DeliveryId, PreferencesUpdate, UrlPolicy,
+    DeliveryId, PreferencesUpdate,
     limits::DEFAULT_SIGNATURE_TOLERANCE,
     request::{EncodedBody, build_request, build_request_at},
     signing::{SigningSecret, verify, verify_now},
 };
 use jiff::Timestamp;
 use security_support::{BACKENDS, Setup, call, preferences};
-use support::{Receiver, Saved};
+use support::{Receiver, Saved, loopback_policy};
 
 const AT: i64 = 1_750_000_000;
 
 fn at(second: i64) -> Timestamp {
     Timestamp::from_second(second).unwrap()
-}
-
-fn policy() -> UrlPolicy {
-    UrlPolicy::new().allow_http(true).allow_private()
 }
 
 /// The `v1,` entries of a `webhook-signature` value.
@@ -184,7 +180,7 @@ fn a_receiver_on_loopback_verifies_what_each_backend_sent() {
         SigningSecret::generate().unwrap(),
         SigningSecret::generate().unwrap(),
     );
-    let d = Setup::new(policy()).build();
+    let d = Setup::new(loopback_policy()).build();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         let mut update = PreferencesUpdate::new().signing_secret(old.clone());
@@ -230,14 +226,14 @@ fn the_engine_signs_every_attempt_at_its_clock_time_with_the_current_secrets() {
         receiver.script([Reply::status(503)]);
         let start = at(AT);
         let clock = std::sync::Arc::new(ManualClock::new(start));
-        let engine = Engine::new(policy(), clock.clone());
+        let engine = Engine::new(loopback_policy(), clock.clone());
         let first = SigningSecret::generate().unwrap();
         engine.configure(
             "acme",
             &receiver.url_for("/hook"),
             PreferencesUpdate::new().signing_secret(first.clone()),
         );
-        let worker = engine.start(backend, &Setup::new(policy()));
+        let worker = engine.start(backend, &Setup::new(loopback_policy()));
         let id = engine.submit("acme", call());
         let failed = engine
             .events

@@ -13,13 +13,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use call_result_webhook::{
-    AccountId, CallResult, CampaignId, Error, Event, HyperDispatcher, PreferencesUpdate,
-    SqliteStore, UrlPolicy, Webhooks,
+    CallResult, Error, Event, HyperDispatcher, PreferencesUpdate, SqliteStore, Webhooks,
 };
-use support::{Receiver, Reply, switch_on};
+use support::{Receiver, Reply, ids, loopback_policy, switch_on, within};
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct SmallDisk {
@@ -65,14 +64,6 @@ impl Drop for SmallDisk {
     }
 }
 
-fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < within, "{what}: not after {within:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_full_file_system_makes_no_resend_and_delivers_everything_once_it_has_room() {
     let Some(disk) = SmallDisk::mount("1m") else {
@@ -85,13 +76,13 @@ fn a_full_file_system_makes_no_resend_and_delivers_everything_once_it_has_room()
     let log = events.clone();
     let webhooks = Webhooks::builder()
         .store(SqliteStore::open(&file).expect("open the outbox on the small disk"))
-        .policy(UrlPolicy::new().allow_http(true).allow_private())
+        .policy(loopback_policy())
         .max_concurrency(8)
         .per_endpoint_concurrency(4)
         .on_event(move |e| log.lock().unwrap().push(e.clone()))
         .build()
         .unwrap();
-    let (acme, winter): (AccountId, CampaignId) = ("acme".into(), "winter".into());
+    let (acme, winter) = ids();
     switch_on(
         &webhooks,
         &acme,
@@ -124,7 +115,7 @@ fn a_full_file_system_makes_no_resend_and_delivers_everything_once_it_has_room()
     let worker = webhooks
         .start_tokio(HyperDispatcher::builder().build(), runtime.handle())
         .unwrap();
-    eventually(
+    within(
         "the failure to be reported",
         Duration::from_secs(20),
         || {
@@ -153,7 +144,7 @@ fn a_full_file_system_makes_no_resend_and_delivers_everything_once_it_has_room()
 
     // Room again: every accepted result delivered, each exactly once.
     disk.grow("64m");
-    eventually("every accepted result", Duration::from_secs(60), || {
+    within("every accepted result", Duration::from_secs(60), || {
         webhooks
             .status_blocking(&acme, None)
             .is_ok_and(|s| s.stats.delivered == accepted.len() as u64)

@@ -18,9 +18,9 @@ use call_result_webhook::store::{
 };
 use call_result_webhook::{
     AccountId, CallResult, CampaignId, DeliveryId, Error, Event, HyperDispatcher, MemoryStore,
-    PreferencesUpdate, Principal, Result, UrlPolicy, Webhooks, Worker,
+    PreferencesUpdate, Result, Webhooks, Worker,
 };
-use support::{Receiver, Reply, switch_on};
+use support::{Receiver, Reply, admin, ids, loopback_policy, switch_on, within};
 
 /// A [`MemoryStore`] whose writes or reads fail while told to, as a full disk or a corrupt
 /// page would make them.
@@ -168,13 +168,13 @@ fn setup(n: usize) -> Setup {
     let log = events.clone();
     let webhooks = Webhooks::builder()
         .store(store.clone())
-        .policy(UrlPolicy::new().allow_http(true).allow_private())
+        .policy(loopback_policy())
         .max_concurrency(8)
         .per_endpoint_concurrency(4)
         .on_event(move |e| log.lock().unwrap().push(e.clone()))
         .build()
         .unwrap();
-    let (acme, winter): (AccountId, CampaignId) = ("acme".into(), "winter".into());
+    let (acme, winter) = ids();
     switch_on(
         &webhooks,
         &acme,
@@ -241,14 +241,6 @@ impl Setup {
     }
 }
 
-fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < within, "{what}: not after {within:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn outcomes_a_full_disk_cannot_record_are_kept_never_sent_again_and_recorded_on_recovery() {
     const N: usize = 20;
@@ -261,7 +253,7 @@ fn outcomes_a_full_disk_cannot_record_are_kept_never_sent_again_and_recorded_on_
     // take the next attempts (at most another share) until the failure is known. Then
     // nothing: no resend, no new attempt, for as long as it lasts.
     s.receiver.wait_for(4, Duration::from_secs(10));
-    eventually("the failure is reported", Duration::from_secs(10), || {
+    within("the failure is reported", Duration::from_secs(10), || {
         !s.failing_events().is_empty()
     });
     let at_report = s.receiver.requests().len();
@@ -335,7 +327,7 @@ fn a_store_that_cannot_be_read_is_reported_and_waiting_on_it_fails() {
     s.store.reads_fail.store(true, Ordering::SeqCst);
     let worker = s.start();
     let reported = Instant::now();
-    eventually("the failure is reported", Duration::from_secs(15), || {
+    within("the failure is reported", Duration::from_secs(15), || {
         !s.failing_events().is_empty()
     });
     println!("corrupt page: reported after {:?}", reported.elapsed());
@@ -351,7 +343,7 @@ fn a_store_that_cannot_be_read_is_reported_and_waiting_on_it_fails() {
 
     // Repaired: everything is delivered once.
     s.store.reads_fail.store(false, Ordering::SeqCst);
-    eventually("every delivery", Duration::from_secs(40), || {
+    within("every delivery", Duration::from_secs(40), || {
         s.receiver.requests().len() >= N
     });
     assert!(worker.wait_idle_blocking(Duration::from_secs(10)).unwrap());
@@ -366,8 +358,8 @@ fn a_store_that_cannot_be_read_is_reported_and_waiting_on_it_fails() {
 fn setting_the_same_preferences_again_writes_nothing() {
     let s = setup(3);
     s.store.writes_fail.store(true, Ordering::SeqCst);
-    let admin = Principal::administrator("alice");
-    let (acme, winter): (AccountId, CampaignId) = ("acme".into(), "winter".into());
+    let admin = admin();
+    let (acme, winter) = ids();
     s.webhooks
         .update_preferences_blocking(
             &admin,

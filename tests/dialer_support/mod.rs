@@ -80,26 +80,46 @@ pub fn fleet_args(
     timeout_ms: u64,
     retry_delays_ms: &str,
 ) -> Vec<String> {
-    [
-        "--database-url",
-        database_url,
-        "--database-schema",
-        schema,
-        "--url",
-        url,
-        "--username",
-        "dialer",
-        "--password",
-        password,
-        "--timeout-ms",
-        &timeout_ms.to_string(),
-        "--retry-delays-ms",
-        retry_delays_ms,
-        "--allow-http",
-        "--allow-private",
-    ]
-    .map(str::to_owned)
-    .into()
+    let mut args = ["--database-url", database_url, "--database-schema", schema]
+        .map(str::to_owned)
+        .to_vec();
+    args.extend(delivering(url, password, Some(timeout_ms), retry_delays_ms));
+    args
+}
+
+/// The arguments of a dialer on the SQLite outbox at `store`, delivering to `url` (plain HTTP
+/// on loopback allowed) as user `dialer` with `password` and the retry delays given.
+pub fn store_args(store: &Path, url: &str, password: &str, retry_delays_ms: &str) -> Vec<String> {
+    let store = store.to_str().expect("the outbox's path is UTF-8");
+    let mut args = ["--store", store].map(str::to_owned).to_vec();
+    args.extend(delivering(url, password, None, retry_delays_ms));
+    args
+}
+
+/// Where and how a dialer delivers: to `url` as user `dialer` with `password`, the attempt
+/// time limit when given, the retry delays, and plain HTTP on loopback allowed.
+fn delivering(
+    url: &str,
+    password: &str,
+    timeout_ms: Option<u64>,
+    retry_delays_ms: &str,
+) -> Vec<String> {
+    let mut args = ["--url", url, "--username", "dialer", "--password", password]
+        .map(str::to_owned)
+        .to_vec();
+    if let Some(ms) = timeout_ms {
+        args.extend(["--timeout-ms".to_owned(), ms.to_string()]);
+    }
+    args.extend(
+        [
+            "--retry-delays-ms",
+            retry_delays_ms,
+            "--allow-http",
+            "--allow-private",
+        ]
+        .map(str::to_owned),
+    );
+    args
 }
 
 /// One call result as a JSON line of the dialer's input, in the page's formats.

@@ -145,50 +145,6 @@ impl Database {
     }
 }
 
-/// One dialer process's share of a fleet, in a test process: its own `PostgresStore` on the
-/// shared schema, its `Webhooks` (plain HTTP and private addresses allowed, for a receiver on
-/// 127.0.0.1) and its own worker with a `HyperDispatcher` on a runtime of its own.
-#[cfg(feature = "hyper")]
-pub struct Instance {
-    pub webhooks: call_result_webhook::Webhooks,
-    pub worker: call_result_webhook::Worker,
-    _runtime: tokio::runtime::Runtime,
-}
-
-#[cfg(feature = "hyper")]
-impl Instance {
-    pub fn start(db: &Database) -> Instance {
-        Instance::start_with(db, |builder| builder)
-    }
-
-    /// With more settings on the builder (`on_event`, limits).
-    pub fn start_with(
-        db: &Database,
-        configure: impl FnOnce(
-            call_result_webhook::WebhooksBuilder,
-        ) -> call_result_webhook::WebhooksBuilder,
-    ) -> Instance {
-        use call_result_webhook::{HyperDispatcher, UrlPolicy, Webhooks};
-        let builder = Webhooks::builder()
-            .store(db.store())
-            .policy(UrlPolicy::new().allow_http(true).allow_private());
-        let webhooks = configure(builder).build().expect("build");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        let worker = webhooks
-            .start_tokio(HyperDispatcher::builder().build(), runtime.handle())
-            .expect("start the worker");
-        Instance {
-            webhooks,
-            worker,
-            _runtime: runtime,
-        }
-    }
-}
-
 /// A test's own connection to the outbox's schema, to see the claims.
 pub struct Claims {
     runtime: tokio::runtime::Runtime,

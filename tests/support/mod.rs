@@ -30,12 +30,22 @@
 //!
 //! [`RawReceiver`] answers with raw bytes instead, for what no HTTP server would send: garbage,
 //! a megabyte of headers, a status line cut in half.
+//!
+//! Beside the receivers, every helper more than one test file needs is here, once:
+//! - `fixtures`: an administrator, the test account and campaign, a call result, the loopback
+//!   policy, an account switched on, an account's saved settings ([`Saved`]), and [`Instance`]
+//!   (a `Webhooks` with its worker running); all re-exported here.
+//! - [`within`] waits for a condition; [`CpuHog`] loads the machine.
+//!
+//! Each test binary uses a part of this module, hence `dead_code` allowed for all of it.
 #![allow(dead_code)]
 
-use call_result_webhook::{
-    AccountId, CampaignId, MemoryStore, PreferencesUpdate, Principal, UrlPolicy, Webhooks,
-    account::Account, preferences::AuditRecord, store::Settings as _,
-};
+mod fixtures;
+
+// Unused in the test binaries that need no fixture.
+#[allow(unused_imports)]
+pub use fixtures::*;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
@@ -840,83 +850,4 @@ pub fn within(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Du
         std::thread::sleep(Duration::from_millis(5));
     }
     started.elapsed()
-}
-
-/// The set-up most tests begin with: an administrator switches `account`'s webhook on with
-/// `preferences` and turns `campaign` on.
-pub fn switch_on(
-    webhooks: &Webhooks,
-    account: &AccountId,
-    campaign: &CampaignId,
-    preferences: PreferencesUpdate,
-) {
-    let admin = Principal::administrator("alice");
-    webhooks
-        .update_preferences_blocking(&admin, account, preferences.enabled(true))
-        .expect("preferences");
-    webhooks
-        .set_campaign_webhook_blocking(&admin, account, campaign, true)
-        .expect("campaign switch");
-}
-
-/// Account `acme`'s settings, changed the one way an administrator changes them (saved through
-/// [`Webhooks`], on a [`MemoryStore`] of their own, with a URL policy that lets loopback and
-/// plain http through), for tests that build requests from them.
-pub struct Saved {
-    webhooks: Webhooks,
-    store: Arc<MemoryStore>,
-}
-
-impl Saved {
-    /// `acme` with `update` saved by an administrator.
-    pub fn new(update: PreferencesUpdate) -> Self {
-        let store = Arc::new(MemoryStore::new());
-        let saved = Saved {
-            webhooks: Self::open(&store),
-            store,
-        };
-        saved
-            .update(&Principal::administrator("alice"), update)
-            .expect("preferences");
-        saved
-    }
-
-    /// Applies and saves `update` as `who`.
-    pub fn update(
-        &self,
-        who: &Principal,
-        update: PreferencesUpdate,
-    ) -> call_result_webhook::Result<AuditRecord> {
-        self.webhooks
-            .update_preferences_blocking(who, &"acme".into(), update)
-    }
-
-    /// `acme` as saved.
-    pub fn account(&self) -> Account {
-        self.webhooks.account(&"acme".into()).expect("saved")
-    }
-
-    /// `acme`'s settings as the store was handed them.
-    pub fn stored_json(&self) -> String {
-        self.store
-            .load_account(&"acme".into())
-            .expect("load")
-            .expect("saved")
-            .json
-    }
-
-    /// `acme` as another `Webhooks` on the same store reads it back.
-    pub fn reopened(&self) -> Account {
-        Self::open(&self.store)
-            .account(&"acme".into())
-            .expect("saved")
-    }
-
-    fn open(store: &Arc<MemoryStore>) -> Webhooks {
-        Webhooks::builder()
-            .store(store.clone())
-            .policy(UrlPolicy::new().allow_http(true).allow_private())
-            .build()
-            .expect("webhooks")
-    }
 }
