@@ -19,6 +19,7 @@ use call_result_webhook::{
     request::{EncodedBody, USER_AGENT, build_request},
 };
 use http::Request;
+use support::backends::{BACKENDS, Backend, Dispatchers, Names, Setup, expect_err};
 use support::{AfterReply, RawReceiver, Receiver, Reply, loopback_policy, unused_url};
 
 #[cfg(feature = "hyper")]
@@ -26,136 +27,9 @@ use call_result_webhook::HyperDispatcher;
 #[cfg(feature = "ureq")]
 use call_result_webhook::{BlockingDispatcher, Dispatcher as _, UreqDispatcher};
 
-/// Every way a request can be sent in this build.
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    #[cfg(feature = "hyper")]
-    Hyper,
-    #[cfg(feature = "ureq")]
-    UreqBlocking,
-    #[cfg(feature = "ureq")]
-    UreqAsync,
-}
-
-const BACKENDS: &[Backend] = &[
-    #[cfg(feature = "hyper")]
-    Backend::Hyper,
-    #[cfg(feature = "ureq")]
-    Backend::UreqBlocking,
-    #[cfg(feature = "ureq")]
-    Backend::UreqAsync,
-];
-
-/// One dispatcher of each kind and a runtime to drive the async ones.
-struct Harness {
-    rt: tokio::runtime::Runtime,
-    #[cfg(feature = "hyper")]
-    hyper: HyperDispatcher,
-    #[cfg(feature = "ureq")]
-    ureq: UreqDispatcher,
-}
-
-impl Harness {
-    fn new() -> Harness {
-        Harness::with(
-            loopback_policy(),
-            call_result_webhook::limits::DEFAULT_BODY_PREFIX_LIMIT,
-        )
-    }
-
-    fn with_prefix_limit(limit: usize) -> Harness {
-        Harness::with(loopback_policy(), limit)
-    }
-
-    fn with(policy: UrlPolicy, limit: usize) -> Harness {
-        Harness::built(Some(policy), limit)
-    }
-
-    /// Dispatchers whose builders were given no policy, as a `Webhooks` engine wants them.
-    /// Names resolve through [`directory`], never through real DNS.
-    fn without_policy() -> Harness {
-        let limit = call_result_webhook::limits::DEFAULT_BODY_PREFIX_LIMIT;
-        Harness {
-            rt: tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap(),
-            #[cfg(feature = "hyper")]
-            hyper: HyperDispatcher::builder()
-                .body_prefix_limit(limit)
-                .resolver(directory)
-                .build(),
-            #[cfg(feature = "ureq")]
-            ureq: UreqDispatcher::builder()
-                .body_prefix_limit(limit)
-                .resolver(directory)
-                .build(),
-        }
-    }
-
-    fn built(policy: Option<UrlPolicy>, limit: usize) -> Harness {
-        #[cfg(feature = "hyper")]
-        let mut hyper = HyperDispatcher::builder().body_prefix_limit(limit);
-        #[cfg(feature = "ureq")]
-        let mut ureq = UreqDispatcher::builder().body_prefix_limit(limit);
-        if let Some(policy) = policy {
-            #[cfg(feature = "hyper")]
-            {
-                hyper = hyper.policy(policy.clone());
-            }
-            #[cfg(feature = "ureq")]
-            {
-                ureq = ureq.policy(policy);
-            }
-        }
-        Harness {
-            rt: tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap(),
-            #[cfg(feature = "hyper")]
-            hyper: hyper.build(),
-            #[cfg(feature = "ureq")]
-            ureq: ureq.build(),
-        }
-    }
-
-    /// Hands `policy` to the dispatcher through the trait `backend` is used through, as the
-    /// `Webhooks` engine does when a worker starts.
-    fn adopt(
-        &self,
-        backend: Backend,
-        policy: &UrlPolicy,
-    ) -> Result<(), call_result_webhook::Error> {
-        match backend {
-            #[cfg(feature = "hyper")]
-            Backend::Hyper => call_result_webhook::Dispatcher::adopt_policy(&self.hyper, policy),
-            #[cfg(feature = "ureq")]
-            Backend::UreqBlocking => BlockingDispatcher::adopt_policy(&self.ureq, policy),
-            #[cfg(feature = "ureq")]
-            Backend::UreqAsync => call_result_webhook::Dispatcher::adopt_policy(&self.ureq, policy),
-        }
-    }
-
-    fn send(
-        &self,
-        backend: Backend,
-        request: Request<Bytes>,
-    ) -> Result<ReceiverResponse, TransportError> {
-        match backend {
-            #[cfg(feature = "hyper")]
-            Backend::Hyper => {
-                use call_result_webhook::Dispatcher as _;
-                self.rt.block_on(self.hyper.dispatch(request))
-            }
-            #[cfg(feature = "ureq")]
-            Backend::UreqBlocking => self.ureq.dispatch_blocking(request),
-            #[cfg(feature = "ureq")]
-            Backend::UreqAsync => self.rt.block_on(self.ureq.dispatch(request)),
-        }
-    }
+/// One dispatcher of each backend under the loopback policy, the builders' defaults otherwise.
+fn loopback() -> Setup {
+    Setup::defaults().policy(loopback_policy())
 }
 
 fn ts(s: &str) -> jiff::Timestamp {
@@ -217,42 +91,27 @@ fn with_timeout(mut request: Request<Bytes>, timeout: Duration) -> Request<Bytes
     request
 }
 
-impl Harness {
-    /// Every backend, sent a request to a receiver that answers with the raw bytes `reply` and
-    /// closes, fails with `kind` and says `message`.
-    fn every_backend_fails_on(
-        &self,
-        reply: impl Into<Vec<u8>>,
-        kind: TransportErrorKind,
-        message: &str,
-        what: &str,
-    ) {
-        let receiver = RawReceiver::start(reply, AfterReply::Close);
-        for &backend in BACKENDS {
-            let request = with_timeout(simple_request(&receiver.url()), Duration::from_secs(5));
-            let err = expect_err(self.send(backend, request), backend);
-            assert_eq!(err.kind(), kind, "{backend:?} {what}: {err} ({err:?})");
-            assert_eq!(err.to_string(), message, "{backend:?} {what}");
-        }
-    }
-}
-
-fn expect_err(
-    outcome: Result<ReceiverResponse, TransportError>,
-    backend: Backend,
-) -> TransportError {
-    match outcome {
-        Ok(r) => panic!(
-            "{backend:?}: expected a transport error, got status {}",
-            r.status()
-        ),
-        Err(e) => e,
+/// Every backend of `h`, sent a request to a receiver that answers with the raw bytes `reply`
+/// and closes, fails with `kind` and says `message`.
+fn every_backend_fails_on(
+    h: &Dispatchers,
+    reply: impl Into<Vec<u8>>,
+    kind: TransportErrorKind,
+    message: &str,
+    what: &str,
+) {
+    let receiver = RawReceiver::start(reply, AfterReply::Close);
+    for &backend in BACKENDS {
+        let request = with_timeout(simple_request(&receiver.url()), Duration::from_secs(5));
+        let err = expect_err(h.send(backend, request), backend);
+        assert_eq!(err.kind(), kind, "{backend:?} {what}: {err} ({err:?})");
+        assert_eq!(err.to_string(), message, "{backend:?} {what}");
     }
 }
 
 #[test]
 fn form_body_basic_auth_and_every_header_exactly() {
-    let h = Harness::new();
+    let h = loopback().build();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         let request = request_to(
@@ -308,7 +167,7 @@ fn form_body_basic_auth_and_every_header_exactly() {
 
 #[test]
 fn json_body_slash_auth() {
-    let h = Harness::new();
+    let h = loopback().build();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         let request = request_to(
@@ -347,7 +206,7 @@ fn json_body_slash_auth() {
 
 #[test]
 fn no_credentials_no_authorization_header() {
-    let h = Harness::new();
+    let h = loopback().build();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         h.send(backend, simple_request(&receiver.url())).unwrap();
@@ -369,7 +228,7 @@ fn no_credentials_no_authorization_header() {
 
 #[test]
 fn a_redirect_is_returned_and_never_followed() {
-    let h = Harness::new();
+    let h = loopback().build();
     for &backend in BACKENDS {
         for code in [301, 302, 303, 307, 308] {
             let target = Receiver::start();
@@ -392,7 +251,7 @@ fn a_redirect_is_returned_and_never_followed() {
 
 #[test]
 fn status_codes_come_back_as_responses_with_headers_and_body() {
-    let h = Harness::new();
+    let h = loopback().build();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         receiver.script([
@@ -425,7 +284,7 @@ fn status_codes_come_back_as_responses_with_headers_and_body() {
 
 #[test]
 fn a_receiver_that_never_answers_hits_the_attempt_timeout() {
-    let h = Harness::new();
+    let h = loopback().build();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         receiver.set_default(Reply::hang());
@@ -494,7 +353,7 @@ fn expect_ok(
 
 #[test]
 fn a_2xx_whose_body_stalls_is_delivered_at_the_time_limit_and_noted() {
-    let h = Harness::new();
+    let h = loopback().build();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         // The head and 16 bytes arrive at once; the other 1008 announced bytes never do.
@@ -517,7 +376,7 @@ fn a_2xx_whose_body_stalls_is_delivered_at_the_time_limit_and_noted() {
 
 #[test]
 fn a_non_2xx_whose_body_stalls_is_a_timeout_within_the_time_limit() {
-    let h = Harness::new();
+    let h = loopback().build();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         receiver.set_default(Reply::status(503).body("overloaded").then_stall());
@@ -536,7 +395,7 @@ fn a_non_2xx_whose_body_stalls_is_a_timeout_within_the_time_limit() {
 
 #[test]
 fn a_2xx_reset_mid_body_is_delivered_and_noted() {
-    let h = Harness::new();
+    let h = loopback().build();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         receiver.set_default(Reply::reset_mid_body());
@@ -556,7 +415,7 @@ fn a_2xx_reset_mid_body_is_delivered_and_noted() {
 
 #[test]
 fn a_non_2xx_reset_mid_body_is_still_io() {
-    let h = Harness::new();
+    let h = loopback().build();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         receiver.set_default(Reply::status(500).body("partial").then_reset());
@@ -569,7 +428,7 @@ fn a_non_2xx_reset_mid_body_is_still_io() {
 #[test]
 fn a_2xx_longer_than_the_prefix_is_delivered_truncated() {
     let long: Vec<u8> = (0..20_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-    let h = Harness::with_prefix_limit(100);
+    let h = loopback().body_prefix_limit(100).build();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         receiver.script([
@@ -605,7 +464,7 @@ fn head_with(headers: &str) -> Vec<u8> {
 
 #[test]
 fn a_megabyte_of_headers_is_headers_too_large() {
-    let h = Harness::new();
+    let h = loopback().build();
     let big_values: String = (0..16)
         .map(|i| format!("x-big-{i}: {}\r\n", "v".repeat(64 * 1024)))
         .collect();
@@ -617,7 +476,8 @@ fn a_megabyte_of_headers_is_headers_too_large() {
         ("10,000 headers", many_names),
     ] {
         assert!(headers.len() >= 1_000_000, "{what}");
-        h.every_backend_fails_on(
+        every_backend_fails_on(
+            &h,
             head_with(&headers),
             TransportErrorKind::HeadersTooLarge,
             "response headers too large",
@@ -628,14 +488,15 @@ fn a_megabyte_of_headers_is_headers_too_large() {
 
 #[test]
 fn garbage_is_not_http() {
-    let h = Harness::new();
+    let h = loopback().build();
     for (what, reply) in [
         ("HTTP/0.9-style garbage", &b"garbage\r\n\r\n"[..]),
         ("garbage, then close", &b"garbage"[..]),
         ("a status line with no code", &b"HTTP/1.1 OK\r\n\r\n"[..]),
         ("a status code of letters", &b"HTTP/1.1 2x0 OK\r\n\r\n"[..]),
     ] {
-        h.every_backend_fails_on(
+        every_backend_fails_on(
+            &h,
             reply,
             TransportErrorKind::NotHttp,
             "not an HTTP response",
@@ -646,13 +507,14 @@ fn garbage_is_not_http() {
 
 #[test]
 fn a_connection_closed_before_the_headers_are_complete_says_so() {
-    let h = Harness::new();
+    let h = loopback().build();
     for (what, reply) in [
         ("half a status line", &b"HTTP/1.1 20"[..]),
         ("no byte at all", &b""[..]),
         ("part of the headers", &b"HTTP/1.1 200 OK\r\ncontent-le"[..]),
     ] {
-        h.every_backend_fails_on(
+        every_backend_fails_on(
+            &h,
             reply,
             TransportErrorKind::ClosedBeforeHeaders,
             "connection closed before the response headers",
@@ -663,7 +525,7 @@ fn a_connection_closed_before_the_headers_are_complete_says_so() {
 
 #[test]
 fn headers_that_never_finish_time_out() {
-    let h = Harness::new();
+    let h = loopback().build();
     let receiver = RawReceiver::start(
         &b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n"[..],
         AfterReply::Hold,
@@ -683,7 +545,7 @@ fn headers_that_never_finish_time_out() {
 
 #[test]
 fn connection_refused_is_connect() {
-    let h = Harness::new();
+    let h = loopback().build();
     let url = unused_url();
     for &backend in BACKENDS {
         let err = expect_err(h.send(backend, simple_request(&url)), backend);
@@ -698,7 +560,7 @@ fn connection_refused_is_connect() {
 
 #[test]
 fn a_reset_before_the_answer_is_reset() {
-    let h = Harness::new();
+    let h = loopback().build();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         receiver.script([Reply::reset()]);
@@ -711,7 +573,7 @@ fn a_reset_before_the_answer_is_reset() {
 
 #[test]
 fn https_to_a_plain_http_receiver_is_a_tls_handshake_failure() {
-    let h = Harness::new();
+    let h = loopback().build();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         let url = format!("https://{}/", receiver.addr());
@@ -729,8 +591,8 @@ fn https_to_a_plain_http_receiver_is_a_tls_handshake_failure() {
 #[test]
 fn the_body_prefix_is_capped() {
     let long: Vec<u8> = (0..20_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-    let h = Harness::with_prefix_limit(100);
-    let default = Harness::new();
+    let h = loopback().body_prefix_limit(100).build();
+    let default = loopback().build();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         receiver.set_default(Reply::status(500).body(long.clone()));
@@ -748,7 +610,7 @@ fn the_body_prefix_is_capped() {
 
 #[test]
 fn connections_are_reused() {
-    let h = Harness::new();
+    let h = loopback().build();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         receiver.set_default(Reply::status(200).body("ok"));
@@ -766,7 +628,7 @@ fn connections_are_reused() {
 
 #[test]
 fn a_host_name_goes_through_the_resolver() {
-    let h = Harness::new();
+    let h = loopback().build();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         let url = format!("http://localhost:{}/by-name", receiver.addr().port());
@@ -779,7 +641,7 @@ fn a_host_name_goes_through_the_resolver() {
 
 #[test]
 fn a_request_that_is_not_an_absolute_http_url_is_invalid() {
-    let h = Harness::new();
+    let h = loopback().build();
     for &backend in BACKENDS {
         let mut request = simple_request("http://127.0.0.1:9/");
         *request.uri_mut() = "/relative/only".parse().unwrap();
@@ -795,7 +657,7 @@ fn a_request_that_is_not_an_absolute_http_url_is_invalid() {
 
 #[test]
 fn errors_never_show_the_password() {
-    let h = Harness::new();
+    let h = loopback().build();
     let url = unused_url();
     for &backend in BACKENDS {
         let request = request_to(
@@ -816,7 +678,10 @@ fn errors_never_show_the_password() {
 
 #[test]
 fn the_default_policy_refuses_http_and_internal_addresses_before_connecting() {
-    let h = Harness::with(UrlPolicy::default(), 1024);
+    let h = Setup::defaults()
+        .policy(UrlPolicy::default())
+        .body_prefix_limit(1024)
+        .build();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         // Plain http: https is required.
@@ -851,7 +716,10 @@ fn the_default_policy_refuses_http_and_internal_addresses_before_connecting() {
 #[test]
 fn a_name_that_resolves_to_a_refused_address_is_never_connected_to() {
     // http allowed, loopback not: `localhost` passes the URL check and is refused once resolved.
-    let h = Harness::with(UrlPolicy::new().allow_http(true), 1024);
+    let h = Setup::defaults()
+        .policy(UrlPolicy::new().allow_http(true))
+        .body_prefix_limit(1024)
+        .build();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         let url = format!("http://localhost:{}/", receiver.addr().port());
@@ -878,7 +746,10 @@ fn an_allowlisted_address_is_connected_to() {
     let policy = UrlPolicy::new()
         .allow_http(true)
         .allow_net("127.0.0.1/32".parse().unwrap());
-    let h = Harness::with(policy, 1024);
+    let h = Setup::defaults()
+        .policy(policy)
+        .body_prefix_limit(1024)
+        .build();
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         // `localhost` may also resolve to ::1, which is not allowlisted: only 127.0.0.1 is used.
@@ -890,16 +761,15 @@ fn an_allowlisted_address_is_connected_to() {
 
 /// Host names for the adoption tests: a name is judged by the address it resolves to, in the
 /// resolver or connector, after the URL check.
-fn directory(host: &str, port: u16) -> std::io::Result<Vec<std::net::SocketAddr>> {
-    let ip: [u8; 4] = match host {
-        "receiver.test" => [127, 0, 0, 1],
-        "loopback2.test" => [127, 0, 0, 2],
-        "private.test" => [10, 0, 0, 1],
-        "home.test" => [192, 168, 1, 20],
-        "metadata.test" => [169, 254, 169, 254],
-        _ => return Err(std::io::Error::other("unknown test host")),
-    };
-    Ok(vec![std::net::SocketAddr::from((ip, port))])
+fn directory() -> Names {
+    let names = Names::new();
+    names
+        .add("receiver.test", &["127.0.0.1"])
+        .add("loopback2.test", &["127.0.0.2"])
+        .add("private.test", &["10.0.0.1"])
+        .add("home.test", &["192.168.1.20"])
+        .add("metadata.test", &["169.254.169.254"]);
+    names
 }
 
 /// The policy a `Webhooks` engine would hand its dispatcher: http, and 127.0.0.1 only.
@@ -912,7 +782,7 @@ fn engine_policy() -> UrlPolicy {
 #[test]
 fn a_dispatcher_built_without_a_policy_refuses_http_loopback_by_default() {
     for &backend in BACKENDS {
-        let h = Harness::without_policy();
+        let h = Setup::defaults().resolver(&directory()).build();
         let receiver = Receiver::start();
         let err = expect_err(h.send(backend, simple_request(&receiver.url())), backend);
         assert_eq!(
@@ -947,7 +817,7 @@ fn a_dispatcher_built_without_a_policy_refuses_http_loopback_by_default() {
 #[test]
 fn an_adopted_policy_reaches_a_loopback_receiver() {
     for &backend in BACKENDS {
-        let h = Harness::without_policy();
+        let h = Setup::defaults().resolver(&directory()).build();
         let receiver = Receiver::start();
         h.adopt(backend, &engine_policy()).unwrap();
         // The URL check and the address check (resolver or connector) both hold to it: the
@@ -968,7 +838,7 @@ fn an_adopted_policy_reaches_a_loopback_receiver() {
 #[test]
 fn an_adopted_policy_still_refuses_a_private_address_off_its_allowlist() {
     for &backend in BACKENDS {
-        let h = Harness::without_policy();
+        let h = Setup::defaults().resolver(&directory()).build();
         h.adopt(backend, &engine_policy()).unwrap();
         let receiver = Receiver::start();
         // Written as literals (refused by the URL check) and as names (refused where the
@@ -1018,7 +888,7 @@ fn an_adopted_policy_still_refuses_a_private_address_off_its_allowlist() {
 fn a_dispatcher_built_with_a_different_policy_refuses_to_adopt() {
     for &backend in BACKENDS {
         // Built for loopback and private ranges; the engine's policy admits 127.0.0.1 only.
-        let h = Harness::new();
+        let h = loopback().build();
         let err = h.adopt(backend, &engine_policy()).unwrap_err();
         match &err {
             call_result_webhook::Error::InvalidConfig { field, reason } => {
@@ -1040,7 +910,7 @@ fn a_dispatcher_built_with_a_different_policy_refuses_to_adopt() {
 #[test]
 fn a_second_different_policy_is_refused_after_an_adoption() {
     for &backend in BACKENDS {
-        let h = Harness::without_policy();
+        let h = Setup::defaults().resolver(&directory()).build();
         h.adopt(backend, &engine_policy()).unwrap();
         let err = h.adopt(backend, &UrlPolicy::new()).unwrap_err();
         assert!(
@@ -1063,7 +933,7 @@ fn a_second_different_policy_is_refused_after_an_adoption() {
 #[cfg(feature = "ureq")]
 #[test]
 fn ureq_adopts_one_policy_for_both_of_its_traits() {
-    let h = Harness::without_policy();
+    let h = Setup::defaults().resolver(&directory()).build();
     BlockingDispatcher::adopt_policy(&h.ureq, &engine_policy()).unwrap();
     let receiver = Receiver::start();
     let r = h

@@ -24,13 +24,9 @@ use call_result_webhook::{
     dispatch::{Certificate, Proxy, ReceiverResponse, TransportError, TransportErrorKind},
 };
 use security_support::tls::{TestCa, TlsReceiver};
-use security_support::{BACKENDS, Dispatchers, Names, Tap, expect_err, expect_refused, request_to};
+use security_support::{Tap, expect_refused, request_to};
 use support::Receiver;
-
-#[cfg(feature = "hyper")]
-use call_result_webhook::HyperDispatcher;
-#[cfg(feature = "ureq")]
-use call_result_webhook::UreqDispatcher;
+use support::backends::{BACKENDS, Dispatchers, Names, Setup, expect_err};
 
 const REQUIRE: &str = "CALL_RESULT_WEBHOOK_REQUIRE_PROXY";
 const PRIVATE: &str = "private (RFC 1918)";
@@ -56,36 +52,12 @@ fn names() -> Names {
 
 /// One dispatcher of each backend, under [`policy`] and [`names`], sending through `proxy`.
 fn through(proxy: &Proxy, roots: &[Certificate]) -> Dispatchers {
-    let names = names();
-    Dispatchers {
-        rt: tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap(),
-        #[cfg(feature = "hyper")]
-        hyper: roots
-            .iter()
-            .fold(HyperDispatcher::builder(), |b, root| {
-                b.add_root_certificate(root.clone())
-            })
-            .timeout(Duration::from_secs(5))
-            .policy(policy())
-            .resolver(names.clone())
-            .proxy(proxy.clone())
-            .build(),
-        #[cfg(feature = "ureq")]
-        ureq: roots
-            .iter()
-            .fold(UreqDispatcher::builder(), |b, root| {
-                b.add_root_certificate(root.clone())
-            })
-            .timeout(Duration::from_secs(5))
-            .policy(policy())
-            .resolver(names)
-            .proxy(proxy.clone())
-            .build(),
-    }
+    roots
+        .iter()
+        .fold(Setup::new(policy()), |setup, root| setup.root(root.clone()))
+        .resolver(&names())
+        .proxy(proxy)
+        .build()
 }
 
 /// A tinyproxy running as a child of the test.

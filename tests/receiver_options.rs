@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use call_result_webhook::{
-    BlockingDispatcher as _, CallResult, DeliveryId, Dispatcher as _, Error, HyperDispatcher,
-    MemoryStore, PreferencesUpdate, Principal, UreqDispatcher, Webhooks,
+    CallResult, DeliveryId, Error, MemoryStore, PreferencesUpdate, Principal, UreqDispatcher,
+    Webhooks,
     account::Account,
     auth::AuthScheme,
     encoding::Encoding,
@@ -22,53 +22,28 @@ use call_result_webhook::{
     request::{CustomHeader, EncodedBody, Method, build_request},
 };
 use http::Request;
+use support::backends::{BACKENDS, Backend, Dispatchers, Setup};
 use support::{Receiver, Recorded, Saved, account, admin, ids, loopback_policy, switch_on};
 
 const TOKEN: &str = "tok-Bearer-7f3a9c-SECRET";
 const API_KEY: &str = "key-ApiKey-51bd02-SECRET";
 const SHARED: &str = "shared-Header-e4c8-SECRET";
 
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Hyper,
-    Ureq,
-}
-
-const BACKENDS: [Backend; 2] = [Backend::Hyper, Backend::Ureq];
-
-struct Harness {
-    rt: tokio::runtime::Runtime,
-    hyper: HyperDispatcher,
-    ureq: UreqDispatcher,
-}
-
-impl Harness {
-    fn new() -> Harness {
-        let policy = loopback_policy();
-        Harness {
-            rt: tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap(),
-            hyper: HyperDispatcher::builder().policy(policy.clone()).build(),
-            ureq: UreqDispatcher::builder().policy(policy).build(),
-        }
-    }
-
-    /// Sends `request` through `backend` and returns what the receiver saw of it.
-    fn send(&self, backend: Backend, receiver: &Receiver, request: Request<Bytes>) -> Recorded {
-        let before = receiver.requests().len();
-        let response = match backend {
-            Backend::Hyper => self.rt.block_on(self.hyper.dispatch(request)),
-            Backend::Ureq => self.ureq.dispatch_blocking(request),
-        }
+/// Sends `request` through `backend` and returns what the receiver saw of it.
+fn send(
+    dispatchers: &Dispatchers,
+    backend: Backend,
+    receiver: &Receiver,
+    request: Request<Bytes>,
+) -> Recorded {
+    let before = receiver.requests().len();
+    let response = dispatchers
+        .send(backend, request)
         .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
-        assert_eq!(response.status(), 200, "{backend:?}");
-        let seen = receiver.wait_for(before + 1, Duration::from_secs(5));
-        assert_eq!(seen.len(), before + 1, "{backend:?}");
-        seen[before].clone()
-    }
+    assert_eq!(response.status(), 200, "{backend:?}");
+    let seen = receiver.wait_for(before + 1, Duration::from_secs(5));
+    assert_eq!(seen.len(), before + 1, "{backend:?}");
+    seen[before].clone()
 }
 
 fn call() -> CallResult {
@@ -132,7 +107,7 @@ impl<'de> serde::Deserialize<'de> for Ordered {
 #[test]
 fn each_auth_kind_arrives_exactly() {
     let receiver = Receiver::start();
-    let harness = Harness::new();
+    let harness = Setup::defaults().policy(loopback_policy()).build();
     let url = receiver.url_for("/hook");
     /// What the receiver must see: the header's name and its exact value, or no auth header.
     type Expected = Option<(&'static str, String)>;
@@ -171,12 +146,12 @@ fn each_auth_kind_arrives_exactly() {
     ];
     for (what, update, expected) in cases {
         let account = account(update.url(&url));
-        for backend in BACKENDS {
+        for &backend in BACKENDS {
             let request = request_for(&account);
             if let Some((name, _)) = &expected {
                 assert!(request.headers()[*name].is_sensitive(), "{what}");
             }
-            let seen = harness.send(backend, &receiver, request);
+            let seen = send(&harness, backend, &receiver, request);
             match &expected {
                 Some((name, value)) => {
                     assert_eq!(
@@ -203,7 +178,7 @@ fn each_auth_kind_arrives_exactly() {
 #[test]
 fn custom_headers_arrive_exactly() {
     let receiver = Receiver::start();
-    let harness = Harness::new();
+    let harness = Setup::defaults().policy(loopback_policy()).build();
     let tenant = account(
         PreferencesUpdate::new()
             .url(&receiver.url_for("/hook"))
@@ -213,11 +188,11 @@ fn custom_headers_arrive_exactly() {
             .secret_header("X-Shared-Key", SHARED)
             .header("x-tenant", "acme-2; region=au"),
     );
-    for backend in BACKENDS {
+    for &backend in BACKENDS {
         let request = request_for(&tenant);
         assert!(request.headers()["x-shared-key"].is_sensitive());
         assert!(!request.headers()["x-tenant"].is_sensitive());
-        let seen = harness.send(backend, &receiver, request);
+        let seen = send(&harness, backend, &receiver, request);
         assert_eq!(
             seen.header("x-tenant"),
             Some("acme-2; region=au"),
@@ -237,8 +212,8 @@ fn custom_headers_arrive_exactly() {
             .url(&receiver.url_for("/hook"))
             .header("X-Tenant", "café ✓"),
     );
-    for backend in BACKENDS {
-        let seen = harness.send(backend, &receiver, request_for(&unicode));
+    for &backend in BACKENDS {
+        let seen = send(&harness, backend, &receiver, request_for(&unicode));
         assert_eq!(seen.headers["x-tenant"].as_bytes(), "café ✓".as_bytes());
     }
 }
@@ -246,7 +221,7 @@ fn custom_headers_arrive_exactly() {
 #[test]
 fn renamed_keys_arrive_in_order_in_form_and_json_bodies() {
     let receiver = Receiver::start();
-    let harness = Harness::new();
+    let harness = Setup::defaults().policy(loopback_policy()).build();
     let renames = [
         ("CampaignName", "campaign"),
         ("PhoneCalled", "phone"),
@@ -278,11 +253,11 @@ fn renamed_keys_arrive_in_order_in_form_and_json_bodies() {
         .cloned()
         .zip(expected_values().map(str::to_owned))
         .collect();
-    for backend in BACKENDS {
-        let seen = harness.send(backend, &receiver, request_for(&form));
+    for &backend in BACKENDS {
+        let seen = send(&harness, backend, &receiver, request_for(&form));
         assert_eq!(seen.form(), expected, "{backend:?}");
 
-        let seen = harness.send(backend, &receiver, request_for(&json));
+        let seen = send(&harness, backend, &receiver, request_for(&json));
         let Ordered(pairs) = serde_json::from_slice(&seen.body).unwrap();
         let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, sent_names, "{backend:?}");
@@ -297,7 +272,7 @@ fn a_signature_is_over_the_exact_bytes_sent_with_renamed_keys_and_over_nothing_f
     use call_result_webhook::{limits::DEFAULT_SIGNATURE_TOLERANCE, signing};
 
     let receiver = Receiver::start();
-    let harness = Harness::new();
+    let harness = Setup::defaults().policy(loopback_policy()).build();
     let secret = signing::SigningSecret::generate().unwrap();
     let base = PreferencesUpdate::new()
         .url(&receiver.url_for("/hook?x=1"))
@@ -310,8 +285,8 @@ fn a_signature_is_over_the_exact_bytes_sent_with_renamed_keys_and_over_nothing_f
         .unwrap();
     let get = saved.account();
     let now = jiff::Timestamp::now().as_second();
-    for backend in BACKENDS {
-        let seen = harness.send(backend, &receiver, request_for(&post));
+    for &backend in BACKENDS {
+        let seen = send(&harness, backend, &receiver, request_for(&post));
         assert!(seen.text().contains("&phone=%2B61+7+3105+1xxx&"));
         signing::verify(
             &seen.headers,
@@ -322,7 +297,7 @@ fn a_signature_is_over_the_exact_bytes_sent_with_renamed_keys_and_over_nothing_f
         )
         .unwrap();
 
-        let seen = harness.send(backend, &receiver, request_for(&get));
+        let seen = send(&harness, backend, &receiver, request_for(&get));
         assert!(seen.body.is_empty());
         signing::verify(
             &seen.headers,
@@ -338,7 +313,7 @@ fn a_signature_is_over_the_exact_bytes_sent_with_renamed_keys_and_over_nothing_f
 #[test]
 fn get_sends_the_keys_after_the_urls_own_query_with_no_body() {
     let receiver = Receiver::start();
-    let harness = Harness::new();
+    let harness = Setup::defaults().policy(loopback_policy()).build();
     let account = account(
         PreferencesUpdate::new()
             .url(&receiver.url_for("/hook?x=1&source=dialer%20one"))
@@ -358,8 +333,8 @@ fn get_sends_the_keys_after_the_urls_own_query_with_no_body() {
             .zip(expected_values())
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
-    for backend in BACKENDS {
-        let seen = harness.send(backend, &receiver, request_for(&account));
+    for &backend in BACKENDS {
+        let seen = send(&harness, backend, &receiver, request_for(&account));
         assert_eq!(seen.method, http::Method::GET, "{backend:?}");
         let (path, query) = seen.target.split_once('?').expect("a query");
         assert_eq!(path, "/hook");

@@ -18,7 +18,8 @@ use call_result_webhook::{
     Error, UrlPolicy,
     dispatch::{ReceiverResponse, TransportError, TransportErrorKind},
 };
-use security_support::{BACKENDS, Names, Setup, Tap, expect_refused, request_to};
+use security_support::{Tap, expect_refused, request_to};
+use support::backends::{BACKENDS, Names, Setup};
 use support::{Receiver, Reply};
 
 const LOOPBACK: &str = "loopback";

@@ -19,7 +19,8 @@ use call_result_webhook::{
 };
 use proptest::prelude::*;
 use security_support::engine::Engine;
-use security_support::{BACKENDS, Setup, call, preferences};
+use security_support::{call, preferences};
+use support::backends::{BACKENDS, Setup};
 use support::{Receiver, Saved};
 
 const CONTROL: [&str; 3] = ["\r", "\n", "\0"];

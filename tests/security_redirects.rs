@@ -14,7 +14,8 @@ use call_result_webhook::{
     delivery::{FailureKind, SystemClock},
 };
 use security_support::engine::Engine;
-use security_support::{BACKENDS, Names, Setup, call, request_to};
+use security_support::{call, request_to};
+use support::backends::{BACKENDS, Names, Setup};
 use support::{Receiver, Reply, loopback_policy};
 
 #[test]

@@ -6,6 +6,7 @@
 #![cfg(any(feature = "hyper", feature = "ureq"))]
 
 mod security_support;
+mod support;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -16,7 +17,8 @@ use call_result_webhook::{
     store::Settings as _,
 };
 use security_support::engine::Engine;
-use security_support::{BACKENDS, Setup, expect_err, request_with};
+use security_support::request_with;
+use support::backends::{BACKENDS, Setup, expect_err};
 
 const PASSWORD: &str = "Pa55w0rd-Hunter2-XYZZY";
 const USER: &str = "dialer";

@@ -15,7 +15,8 @@ use call_result_webhook::{
     signing::{SigningSecret, verify, verify_now},
 };
 use jiff::Timestamp;
-use security_support::{BACKENDS, Setup, call, preferences};
+use security_support::{call, preferences};
+use support::backends::{BACKENDS, Setup};
 use support::{Receiver, Saved, loopback_policy};
 
 const AT: i64 = 1_750_000_000;

@@ -4,13 +4,15 @@
 #![cfg(any(feature = "hyper", feature = "ureq"))]
 
 mod security_support;
+mod support;
 
 use call_result_webhook::{
     UrlPolicy,
     dispatch::{Certificate, TransportErrorKind},
 };
+use security_support::request_to;
 use security_support::tls::{ServerCert, TestCa, TlsReceiver};
-use security_support::{BACKENDS, Names, Setup, expect_err, request_to};
+use support::backends::{BACKENDS, Names, Setup, expect_err};
 
 /// Only the receiver's address is allowlisted: the tests are about certificates, not addresses.
 fn policy() -> UrlPolicy {

@@ -1,10 +1,10 @@
-//! What the security tests share: one dispatcher of each kind built the same way, an injected
-//! resolver so names never reach real DNS, a listener that only counts connections, and a TLS
-//! receiver on 127.0.0.1 with certificates made in the test.
+//! What the security tests share beside tests/support (whose `backends` builds one dispatcher
+//! of each kind the same way, with an injected resolver so names never reach real DNS): a
+//! listener that only counts connections, the request for a call result, the checks of a
+//! refusal, a TLS receiver on 127.0.0.1 with certificates made in the test, and the `Webhooks`
+//! engine with a real backend.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
-use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,195 +20,7 @@ use call_result_webhook::{
 };
 use http::Request;
 
-#[cfg(feature = "hyper")]
-use call_result_webhook::HyperDispatcher;
-#[cfg(feature = "ureq")]
-use call_result_webhook::{BlockingDispatcher, UreqDispatcher};
-
-/// Every way a request can be sent in this build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    #[cfg(feature = "hyper")]
-    Hyper,
-    #[cfg(feature = "ureq")]
-    UreqBlocking,
-    #[cfg(feature = "ureq")]
-    UreqAsync,
-}
-
-pub const BACKENDS: &[Backend] = &[
-    #[cfg(feature = "hyper")]
-    Backend::Hyper,
-    #[cfg(feature = "ureq")]
-    Backend::UreqBlocking,
-    #[cfg(feature = "ureq")]
-    Backend::UreqAsync,
-];
-
-/// How to build the dispatchers: the same settings for both backends.
-#[derive(Clone)]
-pub struct Setup {
-    pub policy: UrlPolicy,
-    pub resolver: Option<Names>,
-    pub roots: Vec<Certificate>,
-    pub timeout: Duration,
-}
-
-impl Setup {
-    pub fn new(policy: UrlPolicy) -> Setup {
-        Setup {
-            policy,
-            resolver: None,
-            roots: Vec::new(),
-            timeout: Duration::from_secs(5),
-        }
-    }
-
-    pub fn resolver(mut self, names: &Names) -> Setup {
-        self.resolver = Some(names.clone());
-        self
-    }
-
-    pub fn root(mut self, root: Certificate) -> Setup {
-        self.roots.push(root);
-        self
-    }
-
-    pub fn build(&self) -> Dispatchers {
-        Dispatchers {
-            rt: tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap(),
-            #[cfg(feature = "hyper")]
-            hyper: self.hyper(),
-            #[cfg(feature = "ureq")]
-            ureq: self.ureq(),
-        }
-    }
-
-    #[cfg(feature = "hyper")]
-    pub fn hyper(&self) -> HyperDispatcher {
-        let mut b = HyperDispatcher::builder()
-            .timeout(self.timeout)
-            .policy(self.policy.clone());
-        if let Some(names) = &self.resolver {
-            b = b.resolver(names.clone());
-        }
-        for root in &self.roots {
-            b = b.add_root_certificate(root.clone());
-        }
-        b.build()
-    }
-
-    #[cfg(feature = "ureq")]
-    pub fn ureq(&self) -> UreqDispatcher {
-        let mut b = UreqDispatcher::builder()
-            .timeout(self.timeout)
-            .policy(self.policy.clone());
-        if let Some(names) = &self.resolver {
-            b = b.resolver(names.clone());
-        }
-        for root in &self.roots {
-            b = b.add_root_certificate(root.clone());
-        }
-        b.build()
-    }
-}
-
-/// One dispatcher of each kind and a runtime to drive the async ones.
-pub struct Dispatchers {
-    pub rt: tokio::runtime::Runtime,
-    #[cfg(feature = "hyper")]
-    pub hyper: HyperDispatcher,
-    #[cfg(feature = "ureq")]
-    pub ureq: UreqDispatcher,
-}
-
-impl Dispatchers {
-    pub fn send(
-        &self,
-        backend: Backend,
-        request: Request<Bytes>,
-    ) -> Result<ReceiverResponse, TransportError> {
-        match backend {
-            #[cfg(feature = "hyper")]
-            Backend::Hyper => {
-                use call_result_webhook::Dispatcher as _;
-                self.rt.block_on(self.hyper.dispatch(request))
-            }
-            #[cfg(feature = "ureq")]
-            Backend::UreqBlocking => self.ureq.dispatch_blocking(request),
-            #[cfg(feature = "ureq")]
-            Backend::UreqAsync => {
-                use call_result_webhook::Dispatcher as _;
-                self.rt.block_on(self.ureq.dispatch(request))
-            }
-        }
-    }
-}
-
-/// The addresses a name answers, each with its own port or the one asked for.
-type Answer = Vec<(IpAddr, Option<u16>)>;
-
-/// An injected resolver: a fixed table of names, each answering its addresses on the port it
-/// is asked for (or the port given with the address). A name not in the table is not found.
-/// It counts the questions, so a test can see that a name was resolved again.
-#[derive(Clone, Default)]
-pub struct Names {
-    table: Arc<Mutex<HashMap<String, Answer>>>,
-    asked: Arc<AtomicUsize>,
-}
-
-impl Names {
-    pub fn new() -> Names {
-        Names::default()
-    }
-
-    /// `name` answers `addrs`, on the port asked for.
-    pub fn add(&self, name: &str, addrs: &[&str]) -> &Names {
-        let parsed = addrs.iter().map(|a| (a.parse().unwrap(), None)).collect();
-        self.set(name, parsed);
-        self
-    }
-
-    /// `name` answers exactly `addrs` (addresses with their ports).
-    pub fn add_with_ports(&self, name: &str, addrs: &[SocketAddr]) -> &Names {
-        let parsed = addrs.iter().map(|a| (a.ip(), Some(a.port()))).collect();
-        self.set(name, parsed);
-        self
-    }
-
-    fn set(&self, name: &str, addrs: Answer) {
-        self.table
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(name.to_owned(), addrs);
-    }
-
-    /// How many questions were asked.
-    pub fn asked(&self) -> usize {
-        self.asked.load(Ordering::SeqCst)
-    }
-}
-
-impl call_result_webhook::dispatch::Resolve for Names {
-    fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
-        self.asked.fetch_add(1, Ordering::SeqCst);
-        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        match table.get(host) {
-            Some(addrs) => Ok(addrs
-                .iter()
-                .map(|&(ip, p)| SocketAddr::new(ip, p.unwrap_or(port)))
-                .collect()),
-            None => Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{host} is not in the test's table"),
-            )),
-        }
-    }
-}
+use super::support::backends::{Backend, Setup, expect_err};
 
 /// A listener on a loopback address that answers nothing and only counts the connections made
 /// to it: where a refused delivery would have gone.
@@ -299,18 +111,6 @@ pub fn request_with(url: &str, update: PreferencesUpdate) -> Request<Bytes> {
     let preferences = preferences(url, update);
     let body = EncodedBody::encode(&call(), &preferences).unwrap();
     build_request(&preferences, &DeliveryId::new("msg_test").unwrap(), &body).unwrap()
-}
-
-/// The transport error, or a panic naming the status that came back instead.
-#[track_caller]
-pub fn expect_err(outcome: Result<ReceiverResponse, TransportError>, what: &str) -> TransportError {
-    match outcome {
-        Ok(r) => panic!(
-            "{what}: expected a transport error, got status {}",
-            r.status()
-        ),
-        Err(e) => e,
-    }
 }
 
 /// Asserts a refusal by the address policy naming `rule`; returns the refused host and address.
@@ -628,7 +428,7 @@ pub mod engine {
                 webhooks,
                 store,
                 events,
-                admin: Principal::administrator("alice"),
+                admin: crate::support::admin(),
                 rt: tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .enable_all()

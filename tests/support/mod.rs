@@ -35,11 +35,14 @@
 //! - `fixtures`: an administrator, the test account and campaign, a call result, the loopback
 //!   policy, an account switched on, an account's saved settings ([`Saved`]), and [`Instance`]
 //!   (a `Webhooks` with its worker running); all re-exported here.
+//! - [`backends`]: every HTTP backend of the build, built the same way ([`backends::Setup`]),
+//!   and a resolver for test names ([`backends::Names`]).
 //! - [`within`] waits for a condition; [`CpuHog`] loads the machine.
 //!
 //! Each test binary uses a part of this module, hence `dead_code` allowed for all of it.
 #![allow(dead_code)]
 
+pub mod backends;
 mod fixtures;
 
 // Unused in the test binaries that need no fixture.
