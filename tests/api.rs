@@ -7,35 +7,25 @@
 mod support;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use call_result_webhook::delivery::RetrySchedule;
 use call_result_webhook::{
     DeliveryId, Error, Event, HyperDispatcher, PreferencesUpdate, SqliteStore, Submitted,
-    UrlPolicy, Webhooks, WebhooksBuilder,
+    UrlPolicy, Webhooks,
 };
+use support::events::Events;
 use support::{Receiver, Reply, admin, call, ids, loopback_policy};
 
 /// How long a stall may take to surface.
 const SURFACES_WITHIN: Duration = Duration::from_secs(1);
 
-/// Events as they arrive, with the moment each did.
-#[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<(Instant, Event)>>>);
-
-impl Events {
-    fn sink(&self, builder: WebhooksBuilder) -> WebhooksBuilder {
-        let log = self.0.clone();
-        builder.on_event(move |e| log.lock().unwrap().push((Instant::now(), e.clone())))
-    }
-
-    fn worker_stopped(&self) -> Option<(Instant, String, usize)> {
-        self.0.lock().unwrap().iter().find_map(|(at, e)| match e {
-            Event::WorkerStopped { reason, released } => Some((*at, reason.clone(), *released)),
-            _ => None,
-        })
-    }
+/// The first `WorkerStopped` event: when it came, its reason, and how many it released.
+fn worker_stopped(events: &Events) -> Option<(Instant, String, usize)> {
+    events.timed().into_iter().find_map(|(at, e)| match e {
+        Event::WorkerStopped { reason, released } => Some((at, reason, released)),
+        _ => None,
+    })
 }
 
 /// A configured account on a fresh SQLite outbox, the policy given once, to the builder.
@@ -202,7 +192,7 @@ fn a_worker_whose_runtime_is_gone_says_so_and_submits_are_still_kept() {
     );
     let noticed_in = dropped_at.elapsed();
     assert!(noticed_in < SURFACES_WITHIN, "noticed after {noticed_in:?}");
-    let (event_at, reason, released) = events.worker_stopped().expect("a WorkerStopped event");
+    let (event_at, reason, released) = worker_stopped(&events).expect("a WorkerStopped event");
     assert!(event_at.duration_since(dropped_at) < SURFACES_WITHIN);
     assert!(reason.contains("runtime"), "{reason}");
     assert_eq!(released, 4);

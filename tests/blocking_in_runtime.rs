@@ -2,44 +2,26 @@
 //! on, returns `Error::BlockingInRuntime` at once and does nothing; called anywhere else (a
 //! plain thread, another runtime) it works.
 //!
-//! The receiver is an in-process dispatcher that accepts everything, so what is checked is the
-//! facade and the worker, not a transport.
+//! The receiver is an in-process dispatcher that accepts everything (a `ScriptedReceiver`
+//! answering 204), so what is checked is the facade and the worker, not a transport.
 #![cfg(feature = "tokio")]
 
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use call_result_webhook::dispatch::{ReceiverResponse, TransportError};
 use call_result_webhook::owned_settings::{AccountQuery, AccountSettings, Expected, SettingsPut};
 use call_result_webhook::store::DeliveryFilter;
 use call_result_webhook::{
-    AccountId, CampaignId, DeliveryId, Dispatcher, Error, MemoryStore, PreferencesUpdate,
-    UrlPolicy, Webhooks, Worker,
+    AccountId, CampaignId, DeliveryId, Error, MemoryStore, PreferencesUpdate, UrlPolicy, Webhooks,
+    Worker,
 };
-use http::{HeaderMap, Request, StatusCode};
+use support::scripted::ScriptedReceiver;
 use support::{admin, call, switch_on};
 
 /// Well under this, for "at once".
 const AT_ONCE: Duration = Duration::from_secs(1);
-
-#[derive(Default)]
-struct Accept(AtomicUsize);
-
-#[async_trait::async_trait]
-impl Dispatcher for Accept {
-    async fn dispatch(&self, _: Request<Bytes>) -> Result<ReceiverResponse, TransportError> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(ReceiverResponse::new(
-            StatusCode::NO_CONTENT,
-            HeaderMap::new(),
-            Bytes::new(),
-        ))
-    }
-}
 
 fn acme() -> AccountId {
     "acme".into()
@@ -203,14 +185,14 @@ fn assert_each_refused(
 }
 
 /// Nothing the refused calls would have done was done.
-fn assert_nothing_done(webhooks: &Webhooks, worker: &Worker, dispatcher: &Accept) {
+fn assert_nothing_done(webhooks: &Webhooks, worker: &Worker, dispatcher: &ScriptedReceiver) {
     let status = webhooks.status_blocking(&acme(), None).unwrap();
     assert_eq!(
         (status.stats.pending, status.stats.delivered),
         (0, 0),
         "no submit was stored"
     );
-    assert_eq!(dispatcher.0.load(Ordering::SeqCst), 0);
+    assert_eq!(dispatcher.seen().len(), 0);
     let account = webhooks.account(&acme()).unwrap();
     assert_eq!(
         account.preferences().username(),
@@ -226,10 +208,10 @@ fn assert_nothing_done(webhooks: &Webhooks, worker: &Worker, dispatcher: &Accept
     assert!(worker.is_running(), "the refused shutdown stopped nothing");
 }
 
-/// [`webhooks`] with a worker on `runtime`, delivering to an [`Accept`].
-fn started_on(runtime: &tokio::runtime::Handle) -> (Webhooks, Arc<Accept>, Worker) {
+/// [`webhooks`] with a worker on `runtime`, delivering to a receiver that accepts everything.
+fn started_on(runtime: &tokio::runtime::Handle) -> (Webhooks, Arc<ScriptedReceiver>, Worker) {
     let webhooks = webhooks();
-    let dispatcher = Arc::new(Accept::default());
+    let dispatcher = ScriptedReceiver::always(204);
     let worker = webhooks.start_tokio(dispatcher.clone(), runtime).unwrap();
     (webhooks, dispatcher, worker)
 }
@@ -294,7 +276,7 @@ fn off_the_workers_runtime_every_blocking_method_works() {
             }
         }
         // Both submits delivered, the preferences changed, the worker stopped.
-        assert_eq!(dispatcher.0.load(Ordering::SeqCst), 2, "{place}");
+        assert_eq!(dispatcher.seen().len(), 2, "{place}");
         let status = webhooks.status_blocking(&acme(), None).unwrap();
         assert_eq!(status.stats.delivered, 2, "{place}");
         let account = webhooks.account(&acme()).unwrap();
@@ -310,16 +292,6 @@ fn off_the_workers_runtime_every_blocking_method_works() {
 /// A worker on plain threads has no runtime to stall: nothing is refused, even inside one.
 #[test]
 fn with_a_thread_worker_nothing_is_refused() {
-    struct Blocking;
-    impl call_result_webhook::BlockingDispatcher for Blocking {
-        fn dispatch_blocking(&self, _: Request<Bytes>) -> Result<ReceiverResponse, TransportError> {
-            Ok(ReceiverResponse::new(
-                StatusCode::OK,
-                HeaderMap::new(),
-                Bytes::new(),
-            ))
-        }
-    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -327,12 +299,14 @@ fn with_a_thread_worker_nothing_is_refused() {
     let webhooks = webhooks();
     // A tokio worker first, then a thread worker in its place.
     let tokio_worker = webhooks
-        .start_tokio(Accept::default(), runtime.handle())
+        .start_tokio(ScriptedReceiver::always(204), runtime.handle())
         .unwrap();
     tokio_worker
         .shutdown_blocking(Duration::from_secs(5))
         .unwrap();
-    let worker = webhooks.start_threads(Blocking, 2).unwrap();
+    let worker = webhooks
+        .start_threads(ScriptedReceiver::always(200), 2)
+        .unwrap();
     runtime.block_on(async {
         let call = call("1");
         let submitted = webhooks.submit_blocking(&acme(), &winter(), call).unwrap();

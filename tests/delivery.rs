@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use call_result_webhook::{
@@ -20,10 +19,8 @@ use call_result_webhook::{
     delivery::{FailureKind, PauseReason, RetrySchedule},
     store::{DeliveryFilter, Store},
 };
+use support::events::{Events, PATIENCE};
 use support::{Receiver, Recorded, Reply, admin, loopback_policy, within};
-
-/// A generous bound for "this happens": only a broken or hung test waits this long.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 /// The campaign every test account switches on.
 const CAMPAIGN: &str = "winter-sale";
@@ -90,51 +87,10 @@ enum Backend {
 #[cfg(feature = "ureq")]
 const UREQ_THREADS: usize = 4;
 
-/// The events the worker emitted, in order.
-#[derive(Default)]
-struct Events {
-    list: Mutex<Vec<Event>>,
-    arrived: Condvar,
-}
-
-impl Events {
-    fn push(&self, event: &Event) {
-        self.list
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(event.clone());
-        self.arrived.notify_all();
-    }
-
-    fn all(&self) -> Vec<Event> {
-        self.list
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Waits until `done` holds for the events so far and returns them; panics after
-    /// [`PATIENCE`].
-    fn wait_until(&self, what: &str, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
-        let deadline = Instant::now() + PATIENCE;
-        let mut list = self.list.lock().unwrap_or_else(PoisonError::into_inner);
-        while !done(&list) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "waited {PATIENCE:?} for {what}: {list:#?}");
-            list = self
-                .arrived
-                .wait_timeout(list, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        list.clone()
-    }
-}
-
 struct Harness {
     backend: Backend,
     webhooks: Webhooks,
-    events: Arc<Events>,
+    events: Events,
     worker: Option<Worker>,
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -149,12 +105,9 @@ impl Harness {
 
     /// `Webhooks` on `store`, with no worker yet.
     fn on_store(backend: Backend, store: impl Store) -> Harness {
-        let events = Arc::new(Events::default());
-        let sink = events.clone();
-        let webhooks = Webhooks::builder()
-            .store(store)
-            .policy(loopback_policy())
-            .on_event(move |e| sink.push(e))
+        let events = Events::default();
+        let webhooks = events
+            .sink(Webhooks::builder().store(store).policy(loopback_policy()))
             .build()
             .expect("webhooks build");
         Harness {
@@ -740,7 +693,7 @@ fn in_flight_deliveries_survive_a_graceful_shutdown_and_a_restart_on_the_same_fi
     // The restart: the account's preferences and the pending deliveries come from the file.
     // A sender thread still finishing its released attempt keeps the old store (and its lock
     // on the file) until it returns; a second store is refused until then, never shared.
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let store = loop {
         match SqliteStore::open(&path) {
             Ok(store) => break store,

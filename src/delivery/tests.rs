@@ -1,340 +1,32 @@
-//! Delivery end to end, in process: [`MemoryStore`], [`ManualClock`] and fake receivers that
-//! script their answers. No network, no sleeps for synchronisation.
+//! Delivery end to end, in process: [`MemoryStore`], [`ManualClock`] and a scripted receiver
+//! (tests/support/scripted.rs, shared with the tests in `tests/`). No network, no sleeps for
+//! synchronisation.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, StatusCode};
-use jiff::Timestamp;
-
-use crate::sync::lock;
 use crate::{
-    BlockingDispatcher, CallResult, CampaignId, DeliveryId, Dispatcher, Error, Event, MemoryStore,
-    PreferencesUpdate, Principal, Submitted, UrlPolicy, Webhooks, Worker,
+    CallResult, CampaignId, DeliveryId, Error, Event, MemoryStore, PreferencesUpdate, Principal,
+    Submitted, UrlPolicy, Webhooks, Worker,
     campaign::{OffReason, WebhookIndicator},
     delivery::{Clock, FailureKind, ManualClock, PauseReason, RetrySchedule},
-    dispatch::{ReceiverResponse, TransportError, TransportErrorKind},
+    dispatch::TransportErrorKind,
     store::{DeliveryFilter, Outbox, Settings},
 };
 
-/// A generous bound for "this happens": only a hung test ever waits this long.
-const PATIENCE: Duration = Duration::from_secs(20);
+/// The crate, by the name the shared test files use for it.
+use crate as under_test;
 
-fn t0() -> Timestamp {
-    "2024-03-01T00:00:00Z".parse().unwrap()
-}
+#[path = "../../tests/support/events.rs"]
+mod events;
+#[path = "../../tests/support/scripted.rs"]
+mod scripted;
 
-// ---------------------------------------------------------------------------------------------
-// A scripted receiver, usable as a blocking or an async dispatcher.
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Seen {
-    url: String,
-    id: String,
-    body: Bytes,
-    authorization: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-enum Answer {
-    Status(u16),
-    RetryAfter(u16, String),
-    Transport(TransportErrorKind),
-    Refused,
-    /// Never answers (until released, for the blocking dispatcher).
-    Hang,
-}
-
-type Rule = Box<dyn FnMut(&Seen, usize) -> Answer + Send>;
-
-struct Receiver {
-    seen: Mutex<Vec<Seen>>,
-    arrived: Condvar,
-    rule: Mutex<Rule>,
-    released: Mutex<bool>,
-    release: Condvar,
-}
-
-impl Receiver {
-    fn new(rule: impl FnMut(&Seen, usize) -> Answer + Send + 'static) -> Arc<Self> {
-        Arc::new(Receiver {
-            seen: Mutex::new(Vec::new()),
-            arrived: Condvar::new(),
-            rule: Mutex::new(Box::new(rule)),
-            released: Mutex::new(false),
-            release: Condvar::new(),
-        })
-    }
-
-    fn always(code: u16) -> Arc<Self> {
-        Receiver::new(move |_, _| Answer::Status(code))
-    }
-
-    fn set_rule(&self, rule: impl FnMut(&Seen, usize) -> Answer + Send + 'static) {
-        *lock(&self.rule) = Box::new(rule);
-    }
-
-    fn answer(&self, request: &Request<Bytes>) -> Answer {
-        let header = |name: &str| {
-            request
-                .headers()
-                .get(name)
-                .map(|v| v.to_str().unwrap().to_owned())
-        };
-        let seen = Seen {
-            url: request.uri().to_string(),
-            id: header("webhook-id").unwrap(),
-            body: request.body().clone(),
-            authorization: header("authorization"),
-        };
-        let n = {
-            let mut all = lock(&self.seen);
-            all.push(seen.clone());
-            all.len()
-        };
-        self.arrived.notify_all();
-        (lock(&self.rule))(&seen, n)
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        lock(&self.seen).clone()
-    }
-
-    /// Waits until at least `n` requests arrived.
-    fn wait_seen(&self, n: usize) -> Vec<Seen> {
-        let all = lock(&self.seen);
-        let (all, timeout) = self
-            .arrived
-            .wait_timeout_while(all, PATIENCE, |all| all.len() < n)
-            .unwrap();
-        assert!(
-            !timeout.timed_out(),
-            "waited for {n} requests, got {}",
-            all.len()
-        );
-        all.clone()
-    }
-
-    fn release_hung(&self) {
-        *lock(&self.released) = true;
-        self.release.notify_all();
-    }
-}
-
-fn respond(answer: Answer) -> Result<ReceiverResponse, TransportError> {
-    match answer {
-        Answer::Status(code) => Ok(ReceiverResponse::new(
-            StatusCode::from_u16(code).unwrap(),
-            HeaderMap::new(),
-            Bytes::new(),
-        )),
-        Answer::RetryAfter(code, value) => {
-            let mut headers = HeaderMap::new();
-            headers.insert("retry-after", HeaderValue::from_str(&value).unwrap());
-            Ok(ReceiverResponse::new(
-                StatusCode::from_u16(code).unwrap(),
-                headers,
-                Bytes::new(),
-            ))
-        }
-        Answer::Transport(kind) => Err(TransportError::from_kind(kind)),
-        Answer::Refused => Err(TransportError::from(Error::AddressRefused {
-            host: "crm.example".into(),
-            addr: "10.1.2.3".parse().unwrap(),
-            rule: "private (RFC 1918)",
-        })),
-        Answer::Hang => unreachable!("handled by the dispatcher"),
-    }
-}
-
-impl BlockingDispatcher for Receiver {
-    fn dispatch_blocking(
-        &self,
-        request: Request<Bytes>,
-    ) -> Result<ReceiverResponse, TransportError> {
-        match self.answer(&request) {
-            Answer::Hang => {
-                let released = lock(&self.released);
-                let _unused = self.release.wait_while(released, |r| !*r).unwrap();
-                Err(TransportError::from_kind(TransportErrorKind::Timeout))
-            }
-            other => respond(other),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Dispatcher for Receiver {
-    async fn dispatch(&self, request: Request<Bytes>) -> Result<ReceiverResponse, TransportError> {
-        match self.answer(&request) {
-            Answer::Hang => std::future::pending().await,
-            other => respond(other),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Events, collected for waiting on.
-
-#[derive(Default)]
-struct Events {
-    log: Mutex<Vec<Event>>,
-    added: Condvar,
-}
-
-impl Events {
-    fn push(&self, e: &Event) {
-        lock(&self.log).push(e.clone());
-        self.added.notify_all();
-    }
-
-    fn all(&self) -> Vec<Event> {
-        lock(&self.log).clone()
-    }
-
-    /// Waits until `n` events match `pred`; returns those.
-    fn wait(&self, n: usize, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
-        let log = lock(&self.log);
-        let (log, timeout) = self
-            .added
-            .wait_timeout_while(log, PATIENCE, |log| {
-                log.iter().filter(|e| pred(e)).count() < n
-            })
-            .unwrap();
-        assert!(!timeout.timed_out(), "waited for {n} events, have {log:#?}");
-        log.iter().filter(|e| pred(e)).cloned().collect()
-    }
-
-    fn failures(&self, n: usize) -> Vec<Event> {
-        self.wait(n, |e| matches!(e, Event::AttemptFailed { .. }))
-    }
-
-    fn successes(&self, n: usize) -> Vec<Event> {
-        self.wait(n, |e| matches!(e, Event::AttemptSucceeded { .. }))
-    }
-}
-
-fn next_attempt(e: &Event) -> Option<Timestamp> {
-    match e {
-        Event::AttemptFailed {
-            next_attempt_at, ..
-        } => *next_attempt_at,
-        other => panic!("not a failure: {other:?}"),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A dialer in miniature.
-
-struct Harness {
-    store: Arc<MemoryStore>,
-    clock: Arc<ManualClock>,
-    events: Arc<Events>,
-    webhooks: Webhooks,
-    admin: Principal,
-}
-
-const PASSWORD: &str = "pa55-w0rd!";
-
-impl Harness {
-    fn new() -> Self {
-        Harness::on(
-            Arc::new(MemoryStore::new()),
-            Arc::new(ManualClock::new(t0())),
-            |b| b,
-        )
-    }
-
-    fn with(configure: impl FnOnce(crate::WebhooksBuilder) -> crate::WebhooksBuilder) -> Self {
-        Harness::on(
-            Arc::new(MemoryStore::new()),
-            Arc::new(ManualClock::new(t0())),
-            configure,
-        )
-    }
-
-    /// A dialer (re)started on `store`.
-    fn on(
-        store: Arc<MemoryStore>,
-        clock: Arc<ManualClock>,
-        configure: impl FnOnce(crate::WebhooksBuilder) -> crate::WebhooksBuilder,
-    ) -> Self {
-        let events = Arc::new(Events::default());
-        let sink = events.clone();
-        let builder = Webhooks::builder()
-            .store(store.clone())
-            .clock(clock.clone())
-            .policy(UrlPolicy::new())
-            .on_event(move |e| sink.push(e));
-        let webhooks = configure(builder).build().unwrap();
-        Harness {
-            store,
-            clock,
-            events,
-            webhooks,
-            admin: Principal::administrator("alice"),
-        }
-    }
-
-    /// Webhook on, URL and credentials set, campaign `winter` on.
-    fn configure(&self, account: &str, url: &str) {
-        let id = account.into();
-        self.webhooks
-            .update_preferences_blocking(
-                &self.admin,
-                &id,
-                PreferencesUpdate::new()
-                    .enabled(true)
-                    .url(url)
-                    .credentials("dialer", PASSWORD),
-            )
-            .unwrap();
-        self.webhooks
-            .set_campaign_webhook_blocking(&self.admin, &id, &"winter".into(), true)
-            .unwrap();
-    }
-
-    fn submit(&self, account: &str, reference: &str) -> DeliveryId {
-        let call = CallResult::builder()
-            .campaign_name("Winter Sale")
-            .phone_called("0731051123")
-            .reference(reference)
-            .logged_at(t0())
-            .build();
-        match self
-            .webhooks
-            .submit_blocking(&account.into(), &"winter".into(), call)
-            .unwrap()
-        {
-            Submitted::Accepted(id) => id,
-            other => panic!("not accepted: {other:?}"),
-        }
-    }
-
-    fn threads(&self, receiver: &Arc<Receiver>) -> Worker {
-        self.webhooks.start_threads(receiver.clone(), 8).unwrap()
-    }
-
-    fn dead_letters(&self, account: &str) -> Vec<crate::delivery::DeadLetter> {
-        self.webhooks
-            .dead_letters_blocking(&self.admin, &DeliveryFilter::account(account), 100)
-            .unwrap()
-    }
-}
-
-fn delay_between(from: Timestamp, to: Timestamp) -> Duration {
-    Duration::try_from(to.duration_since(from)).unwrap()
-}
-
-fn assert_jittered(actual: Duration, scheduled: Duration) {
-    let (low, high) = (scheduled.mul_f64(0.8), scheduled.mul_f64(1.2));
-    assert!(
-        actual >= low && actual <= high,
-        "{actual:?} not within ±20% of {scheduled:?}"
-    );
-}
+use events::{PATIENCE, next_attempt};
+#[cfg(feature = "tokio")]
+use scripted::runtime;
+use scripted::{Answer, Harness, PASSWORD, ScriptedReceiver, assert_jittered, delay_between, t0};
 
 // ---------------------------------------------------------------------------------------------
 
@@ -342,7 +34,7 @@ fn assert_jittered(actual: Duration, scheduled: Duration) {
 fn always_503_is_tried_ten_times_on_schedule_then_expires_and_replays_with_the_same_bytes() {
     let h = Harness::new();
     h.configure("acme", "https://crm.example/hook");
-    let receiver = Receiver::always(503);
+    let receiver = ScriptedReceiver::always(503);
     let worker = h.threads(&receiver);
     let id = h.submit("acme", "123");
 
@@ -433,7 +125,7 @@ fn always_503_is_tried_ten_times_on_schedule_then_expires_and_replays_with_the_s
 fn two_503s_then_200_is_delivered_on_the_third_attempt_with_the_same_id_and_bytes() {
     let h = Harness::new();
     h.configure("acme", "https://crm.example/hook");
-    let receiver = Receiver::new(|_, n| Answer::Status(if n <= 2 { 503 } else { 200 }));
+    let receiver = ScriptedReceiver::new(|_, n| Answer::Status(if n <= 2 { 503 } else { 200 }));
     let worker = h.threads(&receiver);
     let id = h.submit("acme", "123");
     for n in 1..=2 {
@@ -472,7 +164,7 @@ fn two_503s_then_200_is_delivered_on_the_third_attempt_with_the_same_id_and_byte
 fn not_found_fails_after_one_attempt_and_only_an_administrator_replays_it() {
     let h = Harness::new();
     h.configure("acme", "https://crm.example/hook");
-    let receiver = Receiver::always(404);
+    let receiver = ScriptedReceiver::always(404);
     let worker = h.threads(&receiver);
     let id = h.submit("acme", "123");
     let failed = h
@@ -531,7 +223,7 @@ fn not_found_fails_after_one_attempt_and_only_an_administrator_replays_it() {
 fn gone_pauses_the_endpoint_until_an_administrator_resumes_it() {
     let h = Harness::new();
     h.configure("acme", "https://crm.example/hook");
-    let receiver = Receiver::always(410);
+    let receiver = ScriptedReceiver::always(410);
     let worker = h.threads(&receiver);
     let first = h.submit("acme", "1");
     let paused = h
@@ -603,7 +295,7 @@ fn gone_pauses_the_endpoint_until_an_administrator_resumes_it() {
 fn an_endpoint_failing_for_the_configured_time_is_paused() {
     let h = Harness::with(|b| b.pause_after(Duration::from_secs(3600)));
     h.configure("acme", "https://crm.example/hook");
-    let receiver = Receiver::always(500);
+    let receiver = ScriptedReceiver::always(500);
     let worker = h.threads(&receiver);
     h.submit("acme", "1");
     // Attempts at about 0, 5 s, 5 min, 35 min, 2.5 h: the last is past one hour of failing.
@@ -664,7 +356,7 @@ fn switching_the_account_off_holds_pending_deliveries_and_on_again_sends_them() 
         )
         .unwrap();
 
-    let receiver = Receiver::always(200);
+    let receiver = ScriptedReceiver::always(200);
     let worker = h.threads(&receiver);
     worker.settle();
     h.clock.advance(Duration::from_secs(7 * 86_400));
@@ -758,7 +450,7 @@ fn a_campaign_switched_off_later_still_sends_what_was_accepted() {
     h.webhooks
         .set_campaign_webhook_blocking(&h.admin, &"acme".into(), &"winter".into(), false)
         .unwrap();
-    let receiver = Receiver::always(200);
+    let receiver = ScriptedReceiver::always(200);
     let worker = h.threads(&receiver);
     h.events.successes(1);
     worker.shutdown_blocking(PATIENCE).unwrap();
@@ -768,7 +460,7 @@ fn a_campaign_switched_off_later_still_sends_what_was_accepted() {
 fn the_next_attempt_uses_the_new_url_and_credentials_with_the_same_bytes() {
     let h = Harness::new();
     h.configure("acme", "https://old.example/hook");
-    let receiver = Receiver::new(|seen, _| {
+    let receiver = ScriptedReceiver::new(|seen, _| {
         Answer::Status(if seen.url.starts_with("https://new.example/") {
             200
         } else {
@@ -822,7 +514,7 @@ fn retry_after_in_seconds_and_as_a_date_is_honoured_within_the_cap() {
     let date = jiff::fmt::rfc2822::DateTimePrinter::new()
         .timestamp_to_rfc9110_string(&(t0() + jiff::SignedDuration::from_hours(3)))
         .unwrap();
-    let receiver = Receiver::new(move |_, n| match n {
+    let receiver = ScriptedReceiver::new(move |_, n| match n {
         1 => Answer::RetryAfter(429, "120".into()),
         2 => Answer::RetryAfter(503, date.clone()),
         3 => Answer::RetryAfter(503, "999999".into()),
@@ -858,7 +550,7 @@ fn redirects_and_refused_addresses_fail_for_good_without_a_retry() {
     let h = Harness::new();
     h.configure("redirect", "https://crm.example/hook");
     h.configure("refused", "https://intranet.example/hook");
-    let receiver = Receiver::new(|seen, _| {
+    let receiver = ScriptedReceiver::new(|seen, _| {
         if seen.url.contains("intranet") {
             Answer::Refused
         } else {
@@ -907,7 +599,7 @@ fn redirects_and_refused_addresses_fail_for_good_without_a_retry() {
 fn transport_failures_are_retried() {
     let h = Harness::new();
     h.configure("acme", "https://crm.example/hook");
-    let receiver = Receiver::new(|_, n| match n {
+    let receiver = ScriptedReceiver::new(|_, n| match n {
         1 => Answer::Transport(TransportErrorKind::Timeout),
         2 => Answer::Transport(TransportErrorKind::Io),
         _ => Answer::Status(200),
@@ -941,7 +633,7 @@ fn a_black_holed_endpoint_ties_up_only_its_own_share_on_threads() {
     let h = Harness::with(|b| b.per_endpoint_concurrency(2));
     h.configure("stuck", "https://stuck.example/hook");
     h.configure("fine", "https://fine.example/hook");
-    let receiver = Receiver::new(|seen, _| {
+    let receiver = ScriptedReceiver::new(|seen, _| {
         if seen.url.contains("stuck") {
             Answer::Hang
         } else {
@@ -983,22 +675,13 @@ fn a_black_holed_endpoint_ties_up_only_its_own_share_on_threads() {
 }
 
 #[cfg(feature = "tokio")]
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-#[cfg(feature = "tokio")]
 #[test]
 fn a_black_holed_endpoint_never_delays_another_account_on_tokio() {
     let rt = runtime();
     let h = Harness::new();
     h.configure("stuck", "https://stuck.example/hook");
     h.configure("fine", "https://fine.example/hook");
-    let receiver = Receiver::new(|seen, _| {
+    let receiver = ScriptedReceiver::new(|seen, _| {
         if seen.url.contains("stuck") {
             Answer::Hang
         } else {
@@ -1047,7 +730,7 @@ fn a_graceful_shutdown_releases_what_did_not_finish_and_a_restart_sends_it_with_
     let clock = Arc::new(ManualClock::new(t0()));
     let h = Harness::on(store.clone(), clock.clone(), |b| b);
     h.configure("acme", "https://crm.example/hook");
-    let hanging = Receiver::new(|_, _| Answer::Hang);
+    let hanging = ScriptedReceiver::new(|_, _| Answer::Hang);
     let worker = h
         .webhooks
         .start_tokio(hanging.clone(), rt.handle())
@@ -1071,7 +754,7 @@ fn a_graceful_shutdown_releases_what_did_not_finish_and_a_restart_sends_it_with_
 
     // The dialer restarts on the same store.
     let h = Harness::on(store, clock, |b| b);
-    let receiver = Receiver::always(200);
+    let receiver = ScriptedReceiver::always(200);
     let worker = h
         .webhooks
         .start_tokio(receiver.clone(), rt.handle())
@@ -1087,7 +770,7 @@ fn a_graceful_shutdown_releases_what_did_not_finish_and_a_restart_sends_it_with_
 fn a_graceful_shutdown_waits_for_attempts_that_finish_in_time() {
     let h = Harness::new();
     h.configure("acme", "https://crm.example/hook");
-    let receiver = Receiver::new(|_, _| Answer::Hang);
+    let receiver = ScriptedReceiver::new(|_, _| Answer::Hang);
     let worker = h.threads(&receiver);
     h.submit("acme", "1");
     receiver.wait_seen(1);
@@ -1121,7 +804,7 @@ fn a_restart_sees_accounts_switches_and_pauses() {
                 .retry_schedule(RetrySchedule::new([Duration::from_secs(1)]).unwrap()),
         )
         .unwrap();
-    let receiver = Receiver::always(410);
+    let receiver = ScriptedReceiver::always(410);
     let worker = h.threads(&receiver);
     h.submit("acme", "1");
     h.events
@@ -1154,7 +837,7 @@ fn a_restart_sees_accounts_switches_and_pauses() {
         WebhookIndicator::Active
     );
     // Still held after the restart, until resumed.
-    let receiver = Receiver::always(200);
+    let receiver = ScriptedReceiver::always(200);
     let worker = h.threads(&receiver);
     worker.settle();
     assert_eq!(worker.in_flight(), 0);
@@ -1283,7 +966,7 @@ fn a_caller_chosen_id_is_sent_once_and_a_conflicting_reuse_is_refused() {
             .submit_with_id_blocking(&acme, &winter, other, id.clone()),
         Err(Error::IdConflict { .. })
     ));
-    let receiver = Receiver::always(200);
+    let receiver = ScriptedReceiver::always(200);
     let worker = h.threads(&receiver);
     h.events.successes(1);
     assert_eq!(receiver.seen()[0].id, "call-42");
@@ -1303,7 +986,7 @@ fn removal_is_explicit_and_for_administrators() {
             .unwrap(),
         2
     );
-    let receiver = Receiver::always(200);
+    let receiver = ScriptedReceiver::always(200);
     let worker = h.threads(&receiver);
     assert!(worker.wait_idle_blocking(PATIENCE).unwrap());
     worker.settle();
@@ -1315,7 +998,7 @@ fn removal_is_explicit_and_for_administrators() {
 #[test]
 fn one_worker_at_a_time_and_another_after_shutdown() {
     let h = Harness::new();
-    let receiver = Receiver::always(200);
+    let receiver = ScriptedReceiver::always(200);
     let worker = h.threads(&receiver);
     assert!(matches!(
         h.webhooks.start_threads(receiver.clone(), 1),
@@ -1373,7 +1056,7 @@ fn a_panicking_event_callback_does_not_stop_deliveries() {
     webhooks
         .set_campaign_webhook_blocking(&admin, &acme, &"c".into(), true)
         .unwrap();
-    let receiver = Receiver::always(200);
+    let receiver = ScriptedReceiver::always(200);
     let worker = webhooks.start_threads(receiver.clone(), 2).unwrap();
     for i in 0..3 {
         let call = CallResult::builder().reference(i.to_string()).build();
@@ -1388,7 +1071,7 @@ fn a_panicking_event_callback_does_not_stop_deliveries() {
 fn secrets_and_bodies_never_show_in_events_status_or_debug() {
     let h = Harness::new();
     h.configure("acme", "https://crm.example/hook?token=t0ken-secret");
-    let receiver = Receiver::new(|_, n| Answer::Status(if n == 1 { 401 } else { 200 }));
+    let receiver = ScriptedReceiver::new(|_, n| Answer::Status(if n == 1 { 401 } else { 200 }));
     let worker = h.threads(&receiver);
     h.submit("acme", "ref-1");
     h.events
@@ -1420,7 +1103,7 @@ fn many_accounts_many_deliveries_all_arrive_once_each() {
     for a in 0..5 {
         h.configure(&format!("acct{a}"), &format!("https://r{a}.example/hook"));
     }
-    let receiver = Receiver::always(200);
+    let receiver = ScriptedReceiver::always(200);
     let worker = h.webhooks.start_threads(receiver.clone(), 6).unwrap();
     let mut ids = HashSet::new();
     for i in 0..40 {
@@ -1557,7 +1240,7 @@ fn each_attempt_has_a_span_with_ids_status_and_latency_and_no_secret_is_traced()
     let capture = capture::install();
     let h = Harness::new();
     h.configure("traced", "https://crm.example/hook?token=t0ken-secret");
-    let receiver = Receiver::new(|_, n| Answer::Status(if n == 1 { 503 } else { 200 }));
+    let receiver = ScriptedReceiver::new(|_, n| Answer::Status(if n == 1 { 503 } else { 200 }));
     let worker = h.threads(&receiver);
     let id = h.submit("traced", "ref-1");
     let next = next_attempt(&h.events.failures(1)[0]).unwrap();

@@ -346,61 +346,12 @@ pub mod tls {
 pub mod engine {
     //! The `Webhooks` engine with a real backend: a worker per backend, events collected.
 
-    use std::sync::Condvar;
-    use std::time::Instant;
-
     use call_result_webhook::{
-        AccountId, CallResult, Event, MemoryStore, Principal, Submitted, Webhooks, Worker,
-        delivery::Clock,
+        AccountId, CallResult, MemoryStore, Principal, Webhooks, Worker, delivery::Clock,
     };
 
     use super::*;
-
-    /// Every event, with a way to wait for one.
-    #[derive(Clone, Default)]
-    pub struct Events(Arc<(Mutex<Vec<Event>>, Condvar)>);
-
-    impl Events {
-        fn push(&self, e: &Event) {
-            let (log, arrived) = &*self.0;
-            log.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(e.clone());
-            arrived.notify_all();
-        }
-
-        pub fn all(&self) -> Vec<Event> {
-            self.0
-                .0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-        }
-
-        /// Waits (at most 10 s) until `n` events match and returns them.
-        #[track_caller]
-        pub fn wait(&self, n: usize, matches: impl Fn(&Event) -> bool) -> Vec<Event> {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let (log, arrived) = &*self.0;
-            let mut events = log.lock().unwrap_or_else(PoisonError::into_inner);
-            loop {
-                let found: Vec<Event> = events.iter().filter(|e| matches(e)).cloned().collect();
-                if found.len() >= n {
-                    return found;
-                }
-                let left = deadline.saturating_duration_since(Instant::now());
-                assert!(
-                    !left.is_zero(),
-                    "waited for {n} events, have {:#?}",
-                    *events
-                );
-                events = arrived
-                    .wait_timeout(events, left)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
-            }
-        }
-    }
+    use crate::support::events::Events;
 
     /// A `Webhooks` over a memory store, the events it emits, and the runtime its tokio
     /// workers run on.
@@ -416,12 +367,13 @@ pub mod engine {
         pub fn new(policy: UrlPolicy, clock: impl Clock) -> Engine {
             let store = Arc::new(MemoryStore::new());
             let events = Events::default();
-            let sink = events.clone();
-            let webhooks = Webhooks::builder()
-                .store(store.clone())
-                .policy(policy)
-                .clock(clock)
-                .on_event(move |e| sink.push(e))
+            let webhooks = events
+                .sink(
+                    Webhooks::builder()
+                        .store(store.clone())
+                        .policy(policy)
+                        .clock(clock),
+                )
                 .build()
                 .unwrap();
             Engine {
@@ -450,14 +402,7 @@ pub mod engine {
 
         /// Submits `call` for campaign `winter`; panics unless it is accepted.
         pub fn submit(&self, account: &str, call: CallResult) -> call_result_webhook::DeliveryId {
-            match self
-                .webhooks
-                .submit_blocking(&account.into(), &"winter".into(), call)
-                .unwrap()
-            {
-                Submitted::Accepted(id) => id,
-                other => panic!("not accepted: {other:?}"),
-            }
+            crate::support::scripted::submit_accepted(&self.webhooks, account, call)
         }
 
         /// A worker sending through `backend`, built from `setup`.
