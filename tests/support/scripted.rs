@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use super::events::{Events, PATIENCE, lock};
 use super::under_test::{
     BlockingDispatcher, CallResult, DeliveryId, Dispatcher, Error, MemoryStore, PreferencesUpdate,
-    Principal, Submitted, UrlPolicy, Webhooks, WebhooksBuilder, Worker,
+    Principal, Status, Submitted, UrlPolicy, Webhooks, WebhooksBuilder, Worker,
     delivery::{DeadLetter, ManualClock},
     dispatch::{ReceiverResponse, TransportError, TransportErrorKind},
     jiff::Timestamp,
@@ -264,6 +264,13 @@ impl Harness {
     /// A worker on 8 threads, sending to `receiver`.
     pub(crate) fn threads(&self, receiver: &Arc<ScriptedReceiver>) -> Worker {
         self.webhooks.start_threads(receiver.clone(), 8).unwrap()
+    }
+
+    /// `account`'s status, over all its campaigns.
+    pub(crate) fn status(&self, account: &str) -> Status {
+        self.webhooks
+            .status_blocking(&account.into(), None)
+            .unwrap()
     }
 
     pub(crate) fn dead_letters(&self, account: &str) -> Vec<DeadLetter> {
