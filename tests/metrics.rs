@@ -30,10 +30,8 @@ use call_result_webhook::{
 };
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
+use support::events::{Events, PATIENCE};
 use support::{Receiver, Reply, admin, loopback_policy, switch_on};
-
-/// A generous bound for "this happens": only a broken or hung test waits this long.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 const CAMPAIGN: &str = "winter-sale";
 
@@ -613,19 +611,16 @@ fn an_outcome_the_store_cannot_record_is_counted_once_recorded() {
     let (_turn, recorder) = fresh_registry();
     let receiver = Receiver::start();
     let full = Arc::new(AtomicBool::new(true));
-    let events: Arc<Mutex<Vec<Event>>> = Arc::default();
-    let sink = events.clone();
-    let webhooks = Webhooks::builder()
-        .store(FullDisk {
-            inner: MemoryStore::new(),
-            full: full.clone(),
-        })
-        .policy(loopback_policy())
-        .on_event(move |e| {
-            sink.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(e.clone())
-        })
+    let events = Events::default();
+    let webhooks = events
+        .sink(
+            Webhooks::builder()
+                .store(FullDisk {
+                    inner: MemoryStore::new(),
+                    full: full.clone(),
+                })
+                .policy(loopback_policy()),
+        )
         .build()
         .expect("webhooks build");
     let (acme, campaign) = (AccountId::from("acme"), CampaignId::from(CAMPAIGN));
@@ -652,16 +647,7 @@ fn an_outcome_the_store_cannot_record_is_counted_once_recorded() {
         .start_tokio(dispatcher, runtime.handle())
         .expect("worker starts");
     let wait_for = |what: &str, done: &dyn Fn(&Event) -> bool| {
-        let deadline = Instant::now() + PATIENCE;
-        while !events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .any(done)
-        {
-            assert!(Instant::now() < deadline, "no {what}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        events.wait_until(what, |events| events.iter().any(done));
     };
 
     // Sent and answered 200, but not recorded: not counted, and the store is failing.

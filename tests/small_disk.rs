@@ -12,12 +12,12 @@ mod support;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use call_result_webhook::{
     CallResult, Error, Event, HyperDispatcher, PreferencesUpdate, SqliteStore, Webhooks,
 };
+use support::events::Events;
 use support::{Receiver, Reply, ids, loopback_policy, switch_on, within};
 
 /// A tmpfs mounted for the test, unmounted when dropped.
@@ -72,14 +72,15 @@ fn a_full_file_system_makes_no_resend_and_delivers_everything_once_it_has_room()
     let file: PathBuf = disk.path().join("outbox.sqlite");
     let receiver = Receiver::start();
     receiver.set_default(Reply::ok());
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let log = events.clone();
-    let webhooks = Webhooks::builder()
-        .store(SqliteStore::open(&file).expect("open the outbox on the small disk"))
-        .policy(loopback_policy())
-        .max_concurrency(8)
-        .per_endpoint_concurrency(4)
-        .on_event(move |e| log.lock().unwrap().push(e.clone()))
+    let events = Events::default();
+    let webhooks = events
+        .sink(
+            Webhooks::builder()
+                .store(SqliteStore::open(&file).expect("open the outbox on the small disk"))
+                .policy(loopback_policy())
+                .max_concurrency(8)
+                .per_endpoint_concurrency(4),
+        )
         .build()
         .unwrap();
     let (acme, winter) = ids();
@@ -120,8 +121,7 @@ fn a_full_file_system_makes_no_resend_and_delivers_everything_once_it_has_room()
         Duration::from_secs(20),
         || {
             events
-                .lock()
-                .unwrap()
+                .all()
                 .iter()
                 .any(|e| matches!(e, Event::StoreFailing { .. }))
         },
@@ -166,8 +166,7 @@ fn a_full_file_system_makes_no_resend_and_delivers_everything_once_it_has_room()
     assert!(per_id.values().all(|n| *n == 1), "sent twice: {per_id:?}");
     assert!(
         events
-            .lock()
-            .unwrap()
+            .all()
             .iter()
             .any(|e| matches!(e, Event::StoreRecovered { .. }))
     );

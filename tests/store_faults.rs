@@ -7,8 +7,8 @@
 mod support;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use call_result_webhook::jiff::Timestamp;
@@ -20,6 +20,7 @@ use call_result_webhook::{
     AccountId, CallResult, CampaignId, DeliveryId, Error, Event, HyperDispatcher, MemoryStore,
     PreferencesUpdate, Result, Webhooks, Worker,
 };
+use support::events::Events;
 use support::{Receiver, Reply, admin, ids, loopback_policy, switch_on, within};
 
 /// A [`MemoryStore`] whose writes or reads fail while told to, as a full disk or a corrupt
@@ -153,7 +154,7 @@ impl call_result_webhook::store::Notices for Faulty {}
 struct Setup {
     store: Arc<Faulty>,
     webhooks: Webhooks,
-    events: Arc<Mutex<Vec<Event>>>,
+    events: Events,
     receiver: Receiver,
     runtime: tokio::runtime::Runtime,
     ids: Vec<DeliveryId>,
@@ -164,14 +165,15 @@ fn setup(n: usize) -> Setup {
     let receiver = Receiver::start();
     receiver.set_default(Reply::ok());
     let store = Arc::new(Faulty::default());
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let log = events.clone();
-    let webhooks = Webhooks::builder()
-        .store(store.clone())
-        .policy(loopback_policy())
-        .max_concurrency(8)
-        .per_endpoint_concurrency(4)
-        .on_event(move |e| log.lock().unwrap().push(e.clone()))
+    let events = Events::default();
+    let webhooks = events
+        .sink(
+            Webhooks::builder()
+                .store(store.clone())
+                .policy(loopback_policy())
+                .max_concurrency(8)
+                .per_endpoint_concurrency(4),
+        )
         .build()
         .unwrap();
     let (acme, winter) = ids();
@@ -219,8 +221,7 @@ impl Setup {
 
     fn failing_events(&self) -> Vec<(String, bool, usize)> {
         self.events
-            .lock()
-            .unwrap()
+            .all()
             .iter()
             .filter_map(|e| match e {
                 Event::StoreFailing {
@@ -234,7 +235,7 @@ impl Setup {
     }
 
     fn recovered(&self) -> Option<usize> {
-        self.events.lock().unwrap().iter().find_map(|e| match e {
+        self.events.all().iter().find_map(|e| match e {
             Event::StoreRecovered { recorded } => Some(*recorded),
             _ => None,
         })
@@ -293,7 +294,7 @@ fn outcomes_a_full_disk_cannot_record_are_kept_never_sent_again_and_recorded_on_
     s.store.writes_fail.store(false, Ordering::SeqCst);
     let idle = worker.wait_idle_blocking(Duration::from_secs(30)).unwrap();
     if !idle {
-        eprintln!("events: {:?}", s.events.lock().unwrap());
+        eprintln!("events: {:?}", s.events.all());
         eprintln!("requests: {}", s.receiver.requests().len());
         eprintln!(
             "status: {:?}",
