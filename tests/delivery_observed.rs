@@ -2,17 +2,19 @@
 //! `Debug` carry no password, no URL token and no body; each attempt has a tracing span with
 //! its ids, status and latency, and nothing secret is traced.
 //!
-//! In process: `Webhooks` on a `MemoryStore` with a `ManualClock`, and a receiver that answers
-//! as a rule says (tests/support/scripted.rs). No network, no sleeps for synchronisation: a
-//! retry happens when the test moves the clock. The same scenarios over real HTTP, with real
+//! In process: `Webhooks` on a `MemoryStore` with a `ManualClock` (feature `test-util`), and a
+//! receiver that answers as a rule says (tests/support/harness.rs and scripted.rs). No network,
+//! no sleeps for synchronisation: a retry happens when the test moves the clock. The same scenarios over real HTTP, with real
 //! time, are in tests/delivery.rs; those that must see that nothing happens (which needs the
 //! crate-private `Worker::settle`) are unit tests in src/delivery/tests.rs.
+#![cfg(feature = "test-util")]
 
 mod support;
 
 use call_result_webhook::Event;
 use support::events::{PATIENCE, next_attempt};
-use support::scripted::{Answer, Harness, PASSWORD, ScriptedReceiver};
+use support::harness::{Harness, PASSWORD};
+use support::scripted::{Answer, ScriptedReceiver};
 
 #[test]
 fn secrets_and_bodies_never_show_in_events_status_or_debug() {

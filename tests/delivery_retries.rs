@@ -1,11 +1,12 @@
 //! Retries through the facade: the schedule, `Retry-After` (seconds, an HTTP date, the cap, a
 //! short one that never shortens the schedule), and transport failures retried like 5xx.
 //!
-//! In process: `Webhooks` on a `MemoryStore` with a `ManualClock`, and a receiver that answers
-//! as a rule says (tests/support/scripted.rs). No network, no sleeps for synchronisation: a
-//! retry happens when the test moves the clock. The same scenarios over real HTTP, with real
+//! In process: `Webhooks` on a `MemoryStore` with a `ManualClock` (feature `test-util`), and a
+//! receiver that answers as a rule says (tests/support/harness.rs and scripted.rs). No network,
+//! no sleeps for synchronisation: a retry happens when the test moves the clock. The same scenarios over real HTTP, with real
 //! time, are in tests/delivery.rs; those that must see that nothing happens (which needs the
 //! crate-private `Worker::settle`) are unit tests in src/delivery/tests.rs.
+#![cfg(feature = "test-util")]
 
 mod support;
 
@@ -15,7 +16,8 @@ use call_result_webhook::Event;
 use call_result_webhook::delivery::Clock as _;
 use call_result_webhook::dispatch::TransportErrorKind;
 use support::events::{PATIENCE, next_attempt};
-use support::scripted::{Answer, Harness, ScriptedReceiver, assert_jittered, delay_between, t0};
+use support::harness::{Harness, assert_jittered, delay_between, t0};
+use support::scripted::{Answer, ScriptedReceiver};
 
 #[test]
 fn two_503s_then_200_is_delivered_on_the_third_attempt_with_the_same_id_and_bytes() {

@@ -2,11 +2,12 @@
 //! switched off, an account not configured, the address policy, a full store, a caller's own
 //! delivery id, and settings only a full administrator changes.
 //!
-//! In process: `Webhooks` on a `MemoryStore` with a `ManualClock`, and a receiver that answers
-//! as a rule says (tests/support/scripted.rs). No network, no sleeps for synchronisation: a
-//! retry happens when the test moves the clock. The same scenarios over real HTTP, with real
+//! In process: `Webhooks` on a `MemoryStore` with a `ManualClock` (feature `test-util`), and a
+//! receiver that answers as a rule says (tests/support/harness.rs and scripted.rs). No network,
+//! no sleeps for synchronisation: a retry happens when the test moves the clock. The same scenarios over real HTTP, with real
 //! time, are in tests/delivery.rs; those that must see that nothing happens (which needs the
 //! crate-private `Worker::settle`) are unit tests in src/delivery/tests.rs.
+#![cfg(feature = "test-util")]
 
 mod support;
 
@@ -20,7 +21,8 @@ use call_result_webhook::{
     Submitted, UrlPolicy,
 };
 use support::events::PATIENCE;
-use support::scripted::{Harness, ScriptedReceiver, t0};
+use support::harness::{Harness, t0};
+use support::scripted::ScriptedReceiver;
 
 #[test]
 fn a_campaign_switched_off_at_submit_time_stores_nothing() {

@@ -2,11 +2,12 @@
 //! and releases what does not (sent again, same id, after a restart), a broken event callback,
 //! many accounts at once, and `Webhooks` and `Worker` shared across threads.
 //!
-//! In process: `Webhooks` on a `MemoryStore` with a `ManualClock`, and a receiver that answers
-//! as a rule says (tests/support/scripted.rs). No network, no sleeps for synchronisation: a
-//! retry happens when the test moves the clock. The same scenarios over real HTTP, with real
+//! In process: `Webhooks` on a `MemoryStore` with a `ManualClock` (feature `test-util`), and a
+//! receiver that answers as a rule says (tests/support/harness.rs and scripted.rs). No network,
+//! no sleeps for synchronisation: a retry happens when the test moves the clock. The same scenarios over real HTTP, with real
 //! time, are in tests/delivery.rs; those that must see that nothing happens (which needs the
 //! crate-private `Worker::settle`) are unit tests in src/delivery/tests.rs.
+#![cfg(feature = "test-util")]
 
 mod support;
 
@@ -20,9 +21,10 @@ use call_result_webhook::{
     CallResult, Error, MemoryStore, PreferencesUpdate, Principal, Webhooks, Worker,
 };
 use support::events::PATIENCE;
+use support::harness::{Harness, t0};
 #[cfg(feature = "tokio")]
 use support::scripted::runtime;
-use support::scripted::{Answer, Harness, ScriptedReceiver, t0};
+use support::scripted::{Answer, ScriptedReceiver};
 
 #[cfg(feature = "tokio")]
 #[test]

@@ -1,8 +1,8 @@
 //! Delivery end to end, in process, where a test must see that nothing happens: the scheduler
 //! is settled (`Worker::settle`, crate-private) before the test looks. `MemoryStore`,
-//! `ManualClock` and a scripted receiver (tests/support/scripted.rs, shared with the tests in
-//! `tests/`, which hold the facade scenarios that need no private hook: tests/delivery_*.rs).
-//! No network, no sleeps for synchronisation.
+//! `ManualClock` and a scripted receiver (tests/support/harness.rs and scripted.rs, shared with
+//! the tests in `tests/`, which hold the facade scenarios that need no private hook:
+//! tests/delivery_*.rs). No network, no sleeps for synchronisation.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,13 +20,16 @@ use crate as under_test;
 
 #[path = "../../tests/support/events.rs"]
 mod events;
+#[path = "../../tests/support/harness.rs"]
+mod harness;
 #[path = "../../tests/support/scripted.rs"]
 mod scripted;
 
 use events::{PATIENCE, next_attempt};
+use harness::{Harness, assert_jittered, delay_between, t0};
 #[cfg(feature = "tokio")]
 use scripted::runtime;
-use scripted::{Answer, Harness, ScriptedReceiver, assert_jittered, delay_between, t0};
+use scripted::{Answer, ScriptedReceiver};
 
 #[test]
 fn always_503_is_tried_ten_times_on_schedule_then_expires_and_replays_with_the_same_bytes() {

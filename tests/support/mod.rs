@@ -38,9 +38,10 @@
 //! - [`backends`]: every HTTP backend of the build, built the same way ([`backends::Setup`]),
 //!   and a resolver for test names ([`backends::Names`]).
 //! - [`events`]: the events a `Webhooks` emitted, to read and wait on.
-//! - [`scripted`]: a dialer in miniature, in process (a `MemoryStore`, a `ManualClock`, and a
-//!   receiver that answers as a rule says). `src/delivery/tests.rs` includes this and
-//!   `events` with `#[path]`, so the unit tests there and the tests here share one copy.
+//! - [`scripted`]: a receiver in process that answers as a rule says; `harness` (feature
+//!   `test-util`): a dialer in miniature around it, on a `MemoryStore` and a `ManualClock`.
+//!   `src/delivery/tests.rs` includes these and `events` with `#[path]`, so the unit tests
+//!   there and the tests here share one copy.
 //! - [`within`] waits for a condition; [`CpuHog`] loads the machine.
 //!
 //! Each test binary uses a part of this module, hence `dead_code` allowed for all of it.
@@ -49,10 +50,12 @@
 pub mod backends;
 pub mod events;
 mod fixtures;
+#[cfg(feature = "test-util")]
+pub mod harness;
 pub mod scripted;
 
-/// The crate, by the name `events.rs` and `scripted.rs` use for it (the unit tests of
-/// `src/delivery` include them too, and name `crate` so).
+/// The crate, by the name `events.rs`, `scripted.rs` and `harness.rs` use for it (the unit
+/// tests of `src/delivery` include them too, and name `crate` so).
 use call_result_webhook as under_test;
 
 // Unused in the test binaries that need no fixture.
