@@ -8,8 +8,9 @@ use std::time::Duration;
 use crate::account::Account;
 use crate::blocking::{Runtime, refuse_on, twins};
 use crate::campaign::WebhookIndicator;
-use crate::delivery::observer::observer;
-use crate::delivery::{Clock, DeadLetter, Event, Status, SystemClock, ThreadRunner, Worker};
+use crate::delivery::{
+    Clock, DeadLetter, Event, Status, SystemClock, ThreadRunner, Worker, new_observer,
+};
 use crate::dispatch::BlockingDispatcher;
 use crate::engine::{Engine, EventSink, Limits};
 pub use crate::engine::{Prepared, Submitted};
@@ -270,7 +271,7 @@ impl WebhooksBuilder {
             self.clock,
             self.on_event,
             self.limits,
-            observer(self.metrics_by_account),
+            new_observer(self.metrics_by_account),
         )?);
         crate::engine::follow(&engine)?;
         Ok(Webhooks {

@@ -42,3 +42,15 @@ pub use worker::{ShutdownReport, Worker};
 pub(crate) use runner::ThreadRunner;
 #[cfg(feature = "tokio")]
 pub(crate) use runner::TokioRunner;
+
+/// The observer the builder chose: the `metrics` facade's recorder (with each account as a
+/// label when `by_account`) with the `metrics` feature, `()` without.
+pub(crate) fn new_observer(by_account: bool) -> std::sync::Arc<dyn observer::Observer> {
+    #[cfg(feature = "metrics")]
+    return std::sync::Arc::new(metrics::Recorder::new(by_account));
+    #[cfg(not(feature = "metrics"))]
+    {
+        let _ = by_account;
+        std::sync::Arc::new(())
+    }
+}

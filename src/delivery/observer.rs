@@ -1,10 +1,9 @@
 //! What delivery records for metrics, through one [`Observer`]: the engine and the scheduler
 //! call it at every point worth counting, whatever the features. Without the `metrics`
 //! feature it is `()`, whose methods do nothing; with it, the `metrics` facade's recorder
-//! (`delivery::metrics`).
+//! (`delivery::metrics`). `delivery::new_observer` chooses.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::delivery::classify::Verdict;
@@ -46,15 +45,3 @@ pub(crate) trait Observer: Send + Sync + fmt::Debug + 'static {
 
 /// `()` records nothing: the observer without the `metrics` feature.
 impl Observer for () {}
-
-/// The observer the builder chose: the `metrics` facade's recorder (with each account as a
-/// label when `by_account`) with the `metrics` feature, `()` without.
-pub(crate) fn observer(by_account: bool) -> Arc<dyn Observer> {
-    #[cfg(feature = "metrics")]
-    return Arc::new(crate::delivery::metrics::Recorder::new(by_account));
-    #[cfg(not(feature = "metrics"))]
-    {
-        let _ = by_account;
-        Arc::new(())
-    }
-}
