@@ -1,5 +1,6 @@
-//! Reliable delivery: the retry schedule, outcome classification, endpoint health, events,
-//! status, the injectable clock, and the worker that ties them to a store and a dispatcher.
+//! Reliable delivery: outcome classification, endpoint health, events, status, the injectable
+//! clock, and the worker that ties them to a store and a dispatcher. (The retry schedule is
+//! an account's preference: [`RetrySchedule`] is re-exported here from `preferences`.)
 //!
 //! The core is runtime-free: one scheduler thread per [`Worker`] does every store call and
 //! decides what is due; a runner (plain threads, or tokio tasks with the `tokio` feature) only
