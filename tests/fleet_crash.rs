@@ -1,7 +1,8 @@
 //! Crash safety of a fleet, from outside: three `dialer` processes share one PostgreSQL outbox
 //! (a fresh schema), each fed its own call results on stdin while they deliver to one flaky
-//! receiver on 127.0.0.1. In each of several rounds one of them, chosen at random, is killed
-//! with SIGKILL at a random moment and started again on the same schema with the lines it had
+//! receiver on 127.0.0.1. In each of several rounds, at a random moment, one of them is killed
+//! with SIGKILL (one chosen at random among those with a request awaiting its answer, so that
+//! the kill leaves claims behind) and started again on the same schema with the lines it had
 //! not acknowledged. At the end every process gets the end of its input and must exit 0 once
 //! nothing is pending in the shared outbox.
 //!
@@ -41,11 +42,13 @@ mod pg_support;
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::PoisonError;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use call_result_webhook::store::Outbox;
-use dialer_support::{Dialer, Flaky, Rng, finish_all, fleet_args, record, seed, unacked_lines};
+use dialer_support::{
+    Dialer, Flaky, Rng, finish_all, fleet_args, owns_tcp_port, record, seed, unacked_lines,
+};
 use pg_support::{Claim, Claims, Database};
 use support::Receiver;
 
@@ -96,6 +99,42 @@ fn start(db: &Database, url: &str, lines: Vec<String>) -> Dialer {
     let input = lines.into_iter().map(String::into_bytes).collect();
     Dialer::start(args, input, FEED_PAUSE, false)
 }
+
+/// Whom to kill: at the chosen moment, wait up to [`AIM_WITHIN`] for a process with a request
+/// whose answer is still [`AIM_MARGIN`] away (it holds that delivery claimed until it has the
+/// answer and records it), and take one of those at random; if none comes, any process. So
+/// most kills leave claims for the others to take over, as the test needs, however loaded the
+/// machine: a kill at a purely random moment often found its process between deliveries.
+fn victim(runs: &[Option<Dialer>], flaky: &Mutex<Flaky>, rng: &mut Rng) -> usize {
+    let give_up = Instant::now() + AIM_WITHIN;
+    loop {
+        let ports = flaky
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .awaiting_answer(AIM_MARGIN);
+        let busy: Vec<usize> = runs
+            .iter()
+            .enumerate()
+            .filter(|(_, run)| {
+                let pid = run.as_ref().expect("running").pid();
+                ports.iter().any(|port| owns_tcp_port(pid, *port))
+            })
+            .map(|(p, _)| p)
+            .collect();
+        if !busy.is_empty() {
+            return busy[rng.below(busy.len() as u64) as usize];
+        }
+        if Instant::now() >= give_up {
+            return rng.below(runs.len() as u64) as usize;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How long [`victim`] waits for a process with a request in flight.
+const AIM_WITHIN: Duration = Duration::from_secs(3);
+/// How far off that request's answer must still be when the victim is chosen.
+const AIM_MARGIN: Duration = Duration::from_millis(80);
 
 /// One kill: which process, when it was dead, and the claims it left.
 struct Kill {
@@ -159,7 +198,7 @@ fn a_fleet_delivers_every_acknowledged_result_across_sigkills_and_restarts() {
             }
         }
 
-        let process = rng.below(PROCESSES as u64) as usize;
+        let process = victim(&runs, &flaky, &mut rng);
         let run = runs[process].take().expect("running");
         let acked_when_sent = run.acked();
         let ended = run.kill();

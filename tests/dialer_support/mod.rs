@@ -469,6 +469,9 @@ pub struct Flaky {
     max_delay_ms: u64,
     delay_resets: bool,
     pub answered_2xx: HashMap<String, Vec<Instant>>,
+    /// The sender's port of every request and when its answer is due, for
+    /// [`Flaky::awaiting_answer`].
+    due: Vec<(u16, Instant)>,
 }
 
 impl Flaky {
@@ -486,6 +489,7 @@ impl Flaky {
             max_delay_ms,
             delay_resets,
             answered_2xx: HashMap::new(),
+            due: Vec::new(),
         }));
         let choose = flaky.clone();
         receiver.respond_with(move |request| {
@@ -497,11 +501,25 @@ impl Flaky {
         flaky
     }
 
+    /// The senders' ports of the requests whose answer is still at least `margin` away: their
+    /// senders hold those deliveries claimed until then.
+    pub fn awaiting_answer(&self, margin: Duration) -> Vec<u16> {
+        let by = Instant::now() + margin;
+        self.due
+            .iter()
+            .filter(|(_, at)| *at > by)
+            .map(|(port, _)| *port)
+            .collect()
+    }
+
     fn reply(&mut self, request: &Recorded) -> Reply {
         let id = request.header("webhook-id").unwrap_or_default().to_owned();
         let failures = self.failures.entry(id.clone()).or_default();
         let roll = self.rng.below(100);
         let delay = Duration::from_millis(self.rng.below(self.max_delay_ms));
+        let now = Instant::now();
+        self.due.retain(|(_, at)| *at > now);
+        self.due.push((request.peer.port(), now + delay));
         if *failures < FAILURES_PER_DELIVERY && roll < 45 {
             *failures += 1;
             let reset_delay = if self.delay_resets {
@@ -521,4 +539,37 @@ impl Flaky {
         self.answered_2xx.entry(id).or_default().push(request.at);
         Reply::ok().delay(delay)
     }
+}
+
+/// Whether process `pid` holds a TCP socket (IPv4) whose own end is `port` on this machine:
+/// its inode from `/proc/net/tcp`, then a look through `/proc/<pid>/fd`. Linux only; elsewhere
+/// (no `/proc`) always false.
+pub fn owns_tcp_port(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    // Lines: "sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ..."
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields.get(1)?.rsplit(':').next()?;
+            (u16::from_str_radix(local_port, 16).ok()? == port)
+                .then(|| fields.get(9).map(|i| i.to_string()))?
+        })
+        .filter(|inode| inode != "0")
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| {
+            let target = target.to_string_lossy();
+            inodes.iter().any(|i| target == format!("socket:[{i}]"))
+        })
+    })
 }
