@@ -496,6 +496,44 @@ mod tests {
     }
 
     #[test]
+    fn searches_run_their_statements_as_compiled_once() {
+        // A read connection as the store opens it; pages of a walk by due time bind a new
+        // position and limit each time, which must not make SQLite compile them again.
+        let deliveries = new_deliveries("a", "c1", 600);
+        let (_dir, store, _conn) = stored(&deliveries);
+        let conn = crate::store::sqlite::schema::open_reader(store.path()).unwrap();
+        let claims = Claims::default();
+        let hints = Hints::default();
+        let search = Search::new(&conn, &claims, t(1_000), &[], &hints);
+        for limit in [1, 300, 7, 600] {
+            assert_eq!(search.claimable_by_account(limit).unwrap().len(), limit);
+            let ByTime::Found(found) = search.claimable_by_time(limit).unwrap() else {
+                panic!("nothing skipped, yet over budget");
+            };
+            assert_eq!(found.len(), limit);
+            assert!(matches!(
+                search.next_by_time().unwrap(),
+                ByTime::Found(Some(_))
+            ));
+        }
+        for sql in [
+            DUE_BY_TIME,
+            EARLIEST_BY_TIME,
+            FIRST_PENDING_ACCOUNT,
+            NEXT_PENDING_ACCOUNT,
+            PENDING_OF_ACCOUNT,
+        ] {
+            let stmt = conn.prepare_cached(sql).unwrap();
+            assert!(stmt.get_status(StatementStatus::Run) > 0, "{sql} never ran");
+            assert_eq!(
+                stmt.get_status(StatementStatus::RePrepare),
+                0,
+                "{sql} was compiled again"
+            );
+        }
+    }
+
+    #[test]
     fn the_walk_by_account_seeks_and_never_sorts() {
         let (_dir, _store, conn) = stored(&[]);
         for sql in [
