@@ -1529,6 +1529,15 @@ struct ThreadCpu {
     on_cpu: Duration,
 }
 
+/// Bytes this process has handed to `write`-like calls so far (`wchar` of `/proc/self/io`):
+/// files (the outbox's log and database) and sockets alike.
+fn written_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|line| line.strip_prefix("wchar:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 fn thread_cpu(task: &Path) -> Option<ThreadCpu> {
     let stat = std::fs::read_to_string(task.join("stat")).ok()?;
     // The fields after the command name, which is in parentheses and may hold spaces: the
@@ -1704,6 +1713,7 @@ fn backlog_run<S: call_result_webhook::store::Store>(
     let process = PathBuf::from("/proc/self");
     let writer = named_thread("outbox-writer");
     let process_before = thread_cpu(&process);
+    let written_before = written_bytes();
     let writer_before = writer.as_deref().and_then(thread_cpu);
 
     let rt = runtime(2);
@@ -1718,6 +1728,10 @@ fn backlog_run<S: call_result_webhook::store::Store>(
     let elapsed = end.duration_since(start);
     let all = delivered.get();
     let got = all.min(sample as u64);
+    let written = match (written_before, written_bytes()) {
+        (Some(before), Some(after)) => format!("{}", after.saturating_sub(before) / all.max(1)),
+        _ => "-".to_owned(),
+    };
     let per_delivery = |before: Option<ThreadCpu>, task: Option<&Path>, ticks: bool| {
         let after = task.and_then(thread_cpu);
         match (before, after) {
@@ -1733,7 +1747,8 @@ fn backlog_run<S: call_result_webhook::store::Store>(
         }
     };
     let cpu = format!(
-        "CPU per delivery: scheduler {} us, writer {} us, process {} us",
+        "CPU per delivery: scheduler {} us, writer {} us, process {} us; the process wrote {written} \
+         bytes per delivery",
         per_delivery(scheduler_before, scheduler.as_deref(), false),
         per_delivery(writer_before, writer.as_deref(), false),
         per_delivery(process_before, Some(&process), true),
