@@ -271,8 +271,10 @@ fn main() {
     }
 
     if wanted("p12") || wanted("p12sqlite") {
-        let p12 = p12_sqlite_backlog(&scratch, scale);
+        let p12 = p12_sqlite_backlog(&scratch, scale, Layout::Arrival);
         figures.push(("p12_sqlite_backlog_100k_vs_10k", format!("{p12:.2}")));
+        let blocks = p12_sqlite_backlog(&scratch, scale, Layout::Blocks);
+        figures.push(("p12_sqlite_blocks_100k_vs_10k", format!("{blocks:.2}")));
     }
 
     #[cfg(feature = "postgres")]
@@ -1114,6 +1116,43 @@ fn fill(store: &dyn Outbox, accounts: &[AccountId], per_account: usize, body: &E
     }
 }
 
+/// Stores `per_account` pending results for each account as a dialer's submits would have
+/// left them: in arrival order, the accounts' results interleaved (one from each in turn), each
+/// due a microsecond after the one before, committed a thousand at a time. The rows the worker
+/// has in flight at once (a few of many accounts, by the per-endpoint bound) then lie near each
+/// other in the file and its indexes, as they do in a backlog that built up while receivers
+/// were down.
+fn fill_in_arrival_order(
+    store: &dyn Outbox,
+    accounts: &[AccountId],
+    per_account: usize,
+    body: &EncodedBody,
+) {
+    const COMMIT: usize = 1000;
+    let total = accounts.len() * per_account;
+    let first = Timestamp::now()
+        .checked_sub(Duration::from_micros(total as u64))
+        .expect("a time");
+    let mut batch = Vec::with_capacity(COMMIT);
+    for i in 0..total {
+        let at = first
+            .checked_add(Duration::from_micros(i as u64))
+            .expect("a time");
+        batch.push(NewDelivery {
+            id: DeliveryId::generate(),
+            account: accounts[i % accounts.len()].clone(),
+            campaign: CampaignId::new(CAMPAIGN),
+            body: body.clone(),
+            created_at: at,
+            next_attempt_at: at,
+        });
+        if batch.len() == COMMIT || i + 1 == total {
+            store.insert(&batch).expect("fill the outbox");
+            batch.clear();
+        }
+    }
+}
+
 fn sample_body() -> EncodedBody {
     let preferences = preferences("https://crm.acme.example/calls");
     EncodedBody::encode(&sample_call(1), &preferences).expect("encodes")
@@ -1770,12 +1809,26 @@ fn backlog_run<S: call_result_webhook::store::Store>(
     rate
 }
 
+/// How a p12 backlog lies in the SQLite file.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// In arrival order, the accounts interleaved ([`fill_in_arrival_order`]): the figure.
+    Arrival,
+    /// Each account's results in one block, all due at one instant ([`fill`]): the worst case
+    /// for the file's locality, printed beside it.
+    Blocks,
+}
+
 /// The rate with `p12_large` results pending over the rate with `p12_small`, each timed over
 /// the first `p12_small` deliveries, on a fresh SQLite file each; the two alternate, three
 /// rounds even in the quick run (a quick round takes a few seconds).
-fn p12_sqlite_backlog(scratch: &Scratch, scale: Scale) -> f64 {
+fn p12_sqlite_backlog(scratch: &Scratch, scale: Scale, layout: Layout) -> f64 {
     let receivers = Receivers::start(&[Behaviour::Answer], 2);
     let body = sample_body();
+    let what = match layout {
+        Layout::Arrival => "p12 sqlite",
+        Layout::Blocks => "p12 sqlite blocks",
+    };
     let run = |backlog: usize| {
         let path = scratch.outbox("p12");
         let store = SqliteStore::builder(&path)
@@ -1783,13 +1836,16 @@ fn p12_sqlite_backlog(scratch: &Scratch, scale: Scale) -> f64 {
             .open()
             .expect("open the outbox");
         let rate = backlog_run(
-            "p12 sqlite",
+            what,
             Arc::new(store),
             &receivers,
             backlog,
             scale.p12_small,
             scale.p12_time,
-            |store, accounts, per_account| fill(store, accounts, per_account, &body),
+            |store, accounts, per_account| match layout {
+                Layout::Arrival => fill_in_arrival_order(store, accounts, per_account, &body),
+                Layout::Blocks => fill(store, accounts, per_account, &body),
+            },
         );
         remove_outbox(&path);
         rate
@@ -1799,8 +1855,7 @@ fn p12_sqlite_backlog(scratch: &Scratch, scale: Scale) -> f64 {
         let small = run(scale.p12_small);
         let large = run(scale.p12_large);
         eprintln!(
-            "p12 sqlite round {round}: {} pending {small:.0}/s, {} pending {large:.0}/s, ratio \
-             {:.2}",
+            "{what} round {round}: {} pending {small:.0}/s, {} pending {large:.0}/s, ratio {:.2}",
             scale.p12_small,
             scale.p12_large,
             large / small
