@@ -1103,14 +1103,7 @@ fn fill(store: &dyn Outbox, accounts: &[AccountId], per_account: usize, body: &E
     let now = Timestamp::now();
     for account in accounts {
         let batch: Vec<NewDelivery> = (0..per_account)
-            .map(|_| NewDelivery {
-                id: DeliveryId::generate(),
-                account: account.clone(),
-                campaign: CampaignId::new(CAMPAIGN),
-                body: body.clone(),
-                created_at: now,
-                next_attempt_at: now,
-            })
+            .map(|_| pending_result(account, body, now))
             .collect();
         store.insert(&batch).expect("fill the outbox");
     }
@@ -1138,18 +1131,23 @@ fn fill_in_arrival_order(
         let at = first
             .checked_add(Duration::from_micros(i as u64))
             .expect("a time");
-        batch.push(NewDelivery {
-            id: DeliveryId::generate(),
-            account: accounts[i % accounts.len()].clone(),
-            campaign: CampaignId::new(CAMPAIGN),
-            body: body.clone(),
-            created_at: at,
-            next_attempt_at: at,
-        });
+        batch.push(pending_result(&accounts[i % accounts.len()], body, at));
         if batch.len() == COMMIT || i + 1 == total {
             store.insert(&batch).expect("fill the outbox");
             batch.clear();
         }
+    }
+}
+
+/// A new pending result of `account` in the bench's campaign, due at `at`, under a fresh id.
+fn pending_result(account: &AccountId, body: &EncodedBody, at: Timestamp) -> NewDelivery {
+    NewDelivery {
+        id: DeliveryId::generate(),
+        account: account.clone(),
+        campaign: CampaignId::new(CAMPAIGN),
+        body: body.clone(),
+        created_at: at,
+        next_attempt_at: at,
     }
 }
 
@@ -2316,14 +2314,7 @@ mod pg {
         let mut left = n;
         while left > 0 {
             let batch: Vec<NewDelivery> = (0..left.min(1_000))
-                .map(|_| NewDelivery {
-                    id: DeliveryId::generate(),
-                    account: account.clone(),
-                    campaign: CampaignId::new(CAMPAIGN),
-                    body: body.clone(),
-                    created_at: now,
-                    next_attempt_at: now,
-                })
+                .map(|_| pending_result(account, &body, now))
                 .collect();
             store.insert(&batch).expect("prefill the outbox");
             left -= batch.len();
@@ -2634,14 +2625,7 @@ mod pg {
                         let mut left = per_account;
                         while left > 0 {
                             let batch: Vec<NewDelivery> = (0..left.min(FILL_BATCH))
-                                .map(|_| NewDelivery {
-                                    id: DeliveryId::generate(),
-                                    account: account.clone(),
-                                    campaign: CampaignId::new(CAMPAIGN),
-                                    body: body.clone(),
-                                    created_at: now,
-                                    next_attempt_at: now,
-                                })
+                                .map(|_| pending_result(account, body, now))
                                 .collect();
                             store.insert(&batch).expect("fill the outbox");
                             left -= batch.len();

@@ -47,7 +47,8 @@ use std::time::{Duration, Instant};
 
 use call_result_webhook::store::Outbox;
 use dialer_support::{
-    Dialer, Flaky, Rng, finish_all, fleet_args, owns_tcp_port, record, seed, unacked_lines,
+    Dialer, Flaky, Rng, finish_all, fleet_args, holds_any, record, seed, tcp_sockets_on,
+    unacked_lines,
 };
 use pg_support::{Claim, Claims, Database};
 use support::Receiver;
@@ -112,13 +113,11 @@ fn victim(runs: &[Option<Dialer>], flaky: &Mutex<Flaky>, rng: &mut Rng) -> usize
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .awaiting_answer(AIM_MARGIN);
+        let sockets = tcp_sockets_on(&ports);
         let busy: Vec<usize> = runs
             .iter()
             .enumerate()
-            .filter(|(_, run)| {
-                let pid = run.as_ref().expect("running").pid();
-                ports.iter().any(|port| owns_tcp_port(pid, *port))
-            })
+            .filter(|(_, run)| holds_any(run.as_ref().expect("running").pid(), &sockets))
             .map(|(p, _)| p)
             .collect();
         if !busy.is_empty() {

@@ -541,35 +541,36 @@ impl Flaky {
     }
 }
 
-/// Whether process `pid` holds a TCP socket (IPv4) whose own end is `port` on this machine:
-/// its inode from `/proc/net/tcp`, then a look through `/proc/<pid>/fd`. Linux only; elsewhere
-/// (no `/proc`) always false.
-pub fn owns_tcp_port(pid: u32, port: u16) -> bool {
+/// The inodes of this machine's TCP sockets (IPv4) whose own end is one of `ports`, from
+/// `/proc/net/tcp`, as `/proc/<pid>/fd` names them (`socket:[inode]`). Linux only; elsewhere
+/// (no `/proc`) none.
+pub fn tcp_sockets_on(ports: &[u16]) -> Vec<String> {
     let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
-        return false;
+        return Vec::new();
     };
     // Lines: "sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ..."
-    let inodes: Vec<String> = table
+    table
         .lines()
         .skip(1)
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let local_port = fields.get(1)?.rsplit(':').next()?;
-            (u16::from_str_radix(local_port, 16).ok()? == port)
-                .then(|| fields.get(9).map(|i| i.to_string()))?
+            let local_port = u16::from_str_radix(fields.get(1)?.rsplit(':').next()?, 16).ok()?;
+            let inode = *fields.get(9)?;
+            (ports.contains(&local_port) && inode != "0").then(|| format!("socket:[{inode}]"))
         })
-        .filter(|inode| inode != "0")
-        .collect();
-    if inodes.is_empty() {
+        .collect()
+}
+
+/// Whether process `pid` holds one of `sockets` (as [`tcp_sockets_on`] names them).
+pub fn holds_any(pid: u32, sockets: &[String]) -> bool {
+    if sockets.is_empty() {
         return false;
     }
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return false;
     };
     fds.flatten().any(|fd| {
-        std::fs::read_link(fd.path()).is_ok_and(|target| {
-            let target = target.to_string_lossy();
-            inodes.iter().any(|i| target == format!("socket:[{i}]"))
-        })
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| sockets.iter().any(|s| target.as_os_str() == s.as_str()))
     })
 }
