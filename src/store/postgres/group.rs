@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use tokio_postgres::Row;
+
 use crate::error::{Error, Result};
 use crate::store::NewDelivery;
 use crate::sync::lock;
@@ -166,36 +168,7 @@ async fn try_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Result<Vec<Result<()>>> {
         .query(&stmt, &columns.params())
         .await
         .map_err(&failed)?;
-
-    /// What the statement found for one id.
-    enum Found<'r> {
-        /// Inserted now, with the first insert's content.
-        Inserted,
-        /// Stored before, with this account, campaign, body and encoding.
-        Stored(&'r str, &'r str, &'r [u8], &'r str),
-        /// Delivered within the retention: only the id and a fingerprint are kept; `true` for
-        /// the same call result (or one delivered before fingerprints were kept).
-        Delivered(bool),
-        /// Neither: another transaction stored it at the same moment, unseen here.
-        Raced,
-    }
-    let mut found: HashMap<&str, Found<'_>> = HashMap::with_capacity(result.len());
-    let mut inserted = 0;
-    for row in &result {
-        let id: &str = get(row, 0)?;
-        if get::<bool>(row, 1)? {
-            found.insert(id, Found::Inserted);
-            inserted += 1;
-            continue;
-        }
-        let stored: Option<&str> = get(row, 2)?;
-        let what = match stored {
-            Some(account) => Found::Stored(account, get(row, 3)?, get(row, 4)?, get(row, 5)?),
-            None if get::<bool>(row, 6)? => Found::Delivered(get(row, 7)?),
-            None => Found::Raced,
-        };
-        found.insert(id, what);
-    }
+    let (found, inserted) = read_found(&result)?;
     ctx.stored(inserted);
     let mut answers = Vec::with_capacity(jobs.len());
     for (k, job) in jobs.iter().enumerate() {
@@ -223,4 +196,40 @@ async fn try_group(ctx: &Arc<Ctx>, jobs: &[Job]) -> Result<Vec<Result<()>>> {
         });
     }
     Ok(answers)
+}
+
+/// What the group's statement found for one id.
+enum Found<'r> {
+    /// Inserted now, with the first insert's content.
+    Inserted,
+    /// Stored before, with this account, campaign, body and encoding.
+    Stored(&'r str, &'r str, &'r [u8], &'r str),
+    /// Delivered within the retention: only the id and a fingerprint are kept; `true` for
+    /// the same call result (or one delivered before fingerprints were kept).
+    Delivered(bool),
+    /// Neither: another transaction stored it at the same moment, unseen here.
+    Raced,
+}
+
+/// Reads the group's statement's rows: what it found for each id, and how many rows it
+/// inserted.
+fn read_found(rows: &[Row]) -> Result<(HashMap<&str, Found<'_>>, usize)> {
+    let mut found = HashMap::with_capacity(rows.len());
+    let mut inserted = 0;
+    for row in rows {
+        let id: &str = get(row, 0)?;
+        if get::<bool>(row, 1)? {
+            found.insert(id, Found::Inserted);
+            inserted += 1;
+            continue;
+        }
+        let stored: Option<&str> = get(row, 2)?;
+        let what = match stored {
+            Some(account) => Found::Stored(account, get(row, 3)?, get(row, 4)?, get(row, 5)?),
+            None if get::<bool>(row, 6)? => Found::Delivered(get(row, 7)?),
+            None => Found::Raced,
+        };
+        found.insert(id, what);
+    }
+    Ok((found, inserted))
 }
