@@ -497,28 +497,28 @@ impl Browser {
         png
     }
 
-    /// Saves a screenshot of the whole page (the window made as tall as the page, up to 4000
-    /// pixels, and put back after) to `path` as PNG.
+    /// Saves a screenshot of the whole page to `path` as PNG: the window made as large as the
+    /// page (at least its current size, at most 4000 pixels each way) for the shot, and put
+    /// back after.
     pub fn save_screenshot(&self, path: &Path) {
-        let height = self
-            .execute(
-                "return Math.ceil(document.documentElement.scrollHeight);",
-                vec![],
-            )
-            .as_u64()
-            .unwrap_or(900)
-            .clamp(600, 4000) as u32;
-        // The window's outer height is larger than its viewport by the browser's frame, if any.
-        let inner = self
-            .execute("return window.innerHeight;", vec![])
-            .as_u64()
-            .unwrap_or(900) as u32;
+        let page = self.execute(
+            "const d = document.documentElement; \
+             return [Math.ceil(d.scrollWidth), Math.ceil(d.scrollHeight), \
+                     window.innerWidth, window.innerHeight];",
+            vec![],
+        );
+        let at = |i: usize| page[i].as_u64().unwrap_or(0) as u32;
+        let (page_width, page_height, inner_width, inner_height) = (at(0), at(1), at(2), at(3));
         let rect = self.command("GET", "/window/rect", None);
-        let outer = rect["height"].as_u64().unwrap_or(900) as u32;
         let width = rect["width"].as_u64().unwrap_or(1280) as u32;
-        self.set_window_size(width, height + outer.saturating_sub(inner));
+        let height = rect["height"].as_u64().unwrap_or(900) as u32;
+        // The window's outer size exceeds its viewport by the browser's frame, if any.
+        let shot_width = page_width.clamp(inner_width, 4000) + width.saturating_sub(inner_width);
+        let shot_height =
+            page_height.clamp(inner_height, 4000) + height.saturating_sub(inner_height);
+        self.set_window_size(shot_width, shot_height);
         let png = self.screenshot();
-        self.set_window_size(width, outer);
+        self.set_window_size(width, height);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).expect("screenshot directory");
         }
