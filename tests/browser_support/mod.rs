@@ -188,10 +188,11 @@ impl Browser {
             .map_err(|e| e.to_string())?
             .port();
         let log = profile.path().join("chromedriver.log");
+        // Without `--allowed-ips`, chromedriver listens on loopback only (with it, on every
+        // interface).
         let child = Command::new(driver_path)
             .arg(format!("--port={port}"))
             .arg(format!("--log-path={}", log.display()))
-            .arg("--allowed-ips=127.0.0.1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
