@@ -59,6 +59,10 @@
 //!   `metrics` facade (`delivery::metrics` names them, and says which are each process's and
 //!   which the fleet's); the dialer installs whatever exporter it wants, none is brought in.
 //!   Labelled by account only with `WebhooksBuilder::metrics_by_account(true)`.
+//! - `portal` (off by default): `portal::router`, the administrator's screens (Settings >
+//!   Preferences > WebHook, Campaign Management, Deliveries, Dead letters with replay, resume
+//!   and "Send test") as server-rendered HTML with a JSON API beside them: an axum 0.8
+//!   `Router` the dialer mounts under its own path and behind its own login.
 //! - `test-util` (off by default): `store::conformance`, the suite every store passes, for a
 //!   dialer that writes a store of its own, and `delivery::ManualClock`, a clock that moves
 //!   only when told to, for tests that play days of retries in milliseconds.
@@ -99,6 +103,9 @@ pub mod owned_settings;
 pub mod payload;
 mod permissions;
 pub mod policy;
+#[cfg(feature = "portal")]
+#[cfg_attr(docsrs, doc(cfg(feature = "portal")))]
+pub mod portal;
 pub mod preferences;
 pub mod receiver;
 pub mod request;

@@ -1,0 +1,101 @@
+//! Deliveries: what the store can tell of the account's deliveries today.
+//!
+//! The attempts log the issue asks for (every attempt, newest first, paged, filtered by state
+//! and campaign, delivered ones kept for a retention period) will be backed by an attempts
+//! table the store seam does not have yet. Until then this screen shows the account's counts
+//! and last outcomes, each campaign's, and the dead letters with their last attempt; the
+//! route and its JSON twin stay when the table arrives.
+
+use std::fmt::Write as _;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::Shared;
+use super::access::Signed;
+use super::campaigns;
+use super::dead_letters;
+use super::html::{self, Esc};
+use crate::delivery::Status;
+
+/// The screen's title.
+const TITLE: &str = "Deliveries";
+
+/// `GET /deliveries`.
+pub(super) async fn show(State(portal): State<Shared>, Signed(user): Signed) -> Response {
+    let status = match portal.webhooks.status(&user.account, None).await {
+        Ok(status) => status,
+        Err(e) => return super::access::Refusal::from(e).page(Some(&user)),
+    };
+    let rows = match campaigns::rows(&portal, &user).await {
+        Ok(rows) => rows,
+        Err(refusal) => return refusal.page(Some(&user)),
+    };
+    let letters = match dead_letters::list(&portal, &user).await {
+        Ok(letters) => letters,
+        Err(refusal) => return refusal.page(Some(&user)),
+    };
+    let mut out = String::new();
+    summary(&mut out, &status);
+    out.push_str(
+        "<h2>By campaign</h2><table><thead><tr><th>Campaign</th><th>Pending</th>\
+         <th>Delivered</th><th>Failed</th><th>Last success</th><th>Last failure</th></tr>\
+         </thead><tbody>",
+    );
+    for row in &rows {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            Esc(row.campaign.as_str()),
+            row.stats.pending,
+            row.stats.delivered,
+            row.stats.failed,
+            Esc(&html::time(row.stats.last_success_at)),
+            Esc(&html::time(row.stats.last_failure_at)),
+        );
+    }
+    out.push_str("</tbody></table><h2>Failed for good</h2>");
+    match letters {
+        None => out.push_str("<p>Dead letters are shown to full administrators only.</p>"),
+        Some(letters) => {
+            let _ = write!(
+                out,
+                "<p>{} dead letters; <a href=\"dead-letters\">replay or remove them</a>.</p>",
+                letters.len()
+            );
+        }
+    }
+    html::page(StatusCode::OK, TITLE, Some(&user), &out).into_response()
+}
+
+/// The account's counts and last outcomes.
+fn summary(out: &mut String, status: &Status) {
+    let s = &status.stats;
+    let _ = write!(
+        out,
+        "<table><tbody><tr><th>Pending</th><td>{}</td></tr><tr><th>Delivered</th><td>{}</td></tr>\
+         <tr><th>Failed</th><td>{}</td></tr><tr><th>Last success</th><td>{}</td></tr>\
+         <tr><th>Last failure</th><td>{}</td></tr><tr><th>Reason</th><td>{}</td></tr>\
+         </tbody></table>",
+        s.pending,
+        s.delivered,
+        s.failed,
+        Esc(&html::time(s.last_success_at)),
+        Esc(&html::time(s.last_failure_at)),
+        Esc(s.last_failure_reason.as_deref().unwrap_or("-")),
+    );
+    if status.held {
+        out.push_str(
+            "<p class=\"problem\">Pending deliveries are held: the webhook is off, has no URL, \
+             or the endpoint is paused. They are sent once it is on again.</p>",
+        );
+    }
+    if let Some(stopped) = &status.worker_stopped {
+        let _ = write!(
+            out,
+            "<p class=\"problem\">The delivery worker stopped: {}</p>",
+            Esc(stopped)
+        );
+    }
+}
