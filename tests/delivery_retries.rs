@@ -20,7 +20,7 @@ use support::harness::{Harness, assert_jittered, delay_between, t0};
 use support::scripted::{Answer, ScriptedReceiver};
 
 #[test]
-fn two_503s_then_200_is_delivered_on_the_third_attempt_with_the_same_id_and_bytes() {
+fn two_503s_then_200_is_delivered_on_the_third_attempt_with_the_same_id_and_bytes_in_process() {
     let h = Harness::new();
     h.configure("acme", "https://crm.example/hook");
     let receiver = ScriptedReceiver::new(|_, n| Answer::Status(if n <= 2 { 503 } else { 200 }));
