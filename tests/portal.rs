@@ -718,3 +718,75 @@ fn send_test_sends_the_sample_with_the_accounts_auth_and_shows_the_answer() {
         .unwrap();
     assert_eq!(status.stats.pending + status.stats.delivered, 0);
 }
+
+/// The example's program, built by `cargo test` beside this test (examples are).
+fn example_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?.join("examples");
+    let path = dir.join(format!("portal_axum{}", std::env::consts::EXE_SUFFIX));
+    path.exists().then_some(path)
+}
+
+/// Stops the example when the test ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_examples_login_sets_an_httponly_samesite_strict_cookie_the_portal_accepts() {
+    let Some(binary) = example_binary() else {
+        eprintln!("examples/portal_axum was not built beside this test (run `cargo test`)");
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let _child = Child(
+        std::process::Command::new(binary)
+            .arg(addr.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < until,
+            "the example did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let wrong = portal_support::exchange(addr, "POST", "/login", &form, b"user=alice&password=no");
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.header("set-cookie").is_none());
+    let signed =
+        portal_support::exchange(addr, "POST", "/login", &form, b"user=alice&password=demo");
+    assert_eq!(signed.status, 303);
+    assert_eq!(signed.header("location"), Some("/webhooks/settings"));
+    let cookie = signed.header("set-cookie").expect("a session cookie");
+    assert!(cookie.contains("; HttpOnly"), "{cookie}");
+    assert!(cookie.contains("; SameSite=Strict"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+
+    let anonymous = portal_support::exchange(addr, "GET", "/webhooks/settings", &[], b"");
+    assert_eq!(anonymous.status, 401);
+    let page = portal_support::exchange(
+        addr,
+        "GET",
+        "/webhooks/settings",
+        &[("cookie", session.as_str())],
+        b"",
+    );
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Enable Web Hook") && page.body.contains("<button"));
+}

@@ -206,7 +206,7 @@ impl Bench {
             .to_owned()
     }
 
-    /// One HTTP/1.1 exchange on a fresh connection.
+    /// One HTTP/1.1 exchange on a fresh connection, as `who`.
     pub fn send(
         &self,
         who: As,
@@ -215,25 +215,11 @@ impl Bench {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Answer {
-        let mut stream = TcpStream::connect(self.addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("timeout");
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\ncontent-length: {}\r\n",
-            self.addr,
-            body.len()
-        );
+        let mut all = headers.to_vec();
         if let Some(user) = who.header() {
-            head.push_str(&format!("x-test-user: {user}\r\n"));
+            all.push(("x-test-user", user));
         }
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).expect("write");
-        stream.write_all(body).expect("write");
-        read_answer(stream)
+        exchange(self.addr, method, path, &all, body)
     }
 
     /// Waits until `check` holds, for up to 10 s.
@@ -259,6 +245,31 @@ impl Drop for Bench {
                 .block_on(worker.shutdown(Duration::from_secs(5)));
         }
     }
+}
+
+/// One HTTP/1.1 exchange with `addr` on a fresh connection.
+pub fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("write");
+    stream.write_all(body).expect("write");
+    read_answer(stream)
 }
 
 fn read_answer(stream: TcpStream) -> Answer {
