@@ -68,6 +68,17 @@
 //! [`Webhooks::update_preferences`] with the principal: the crate's compare-and-set against
 //! the store, audited with the principal's name.
 //!
+//! # Choices where the crate decided first
+//!
+//! - Dead letters are listed to full administrators only, because
+//!   [`Webhooks::dead_letters`] is; a viewer sees the counts and the last failure on every
+//!   screen, and a note where the list would be.
+//! - A user name changed alone is refused until the password is typed again: the stored
+//!   password is never read back, and the crate's credentials are set as a pair.
+//! - [`router`] returns a `Result`: a short key, a malformed origin or a "Send test"
+//!   dispatcher holding another URL policy is refused when the portal is built, not at the
+//!   first request.
+//!
 //! # Examples
 //!
 //! ```
@@ -292,4 +303,20 @@ pub fn router(webhooks: Webhooks, options: PortalOptions) -> Result<Router> {
         .layer(axum::middleware::from_fn(access::security_headers))
         .with_state(portal);
     Ok(router)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_neither_the_session_nor_the_key() {
+        let user = PortalUser::new(Principal::administrator("alice"), "acme", "s3ss10n-id");
+        assert!(!format!("{user:?}").contains("s3ss10n-id"));
+        let key = [0x5a_u8; 32];
+        let options = PortalOptions::new().unwrap().key(&key);
+        let shown = format!("{options:?}");
+        assert!(shown.contains("[redacted]"));
+        assert!(!shown.contains("90, 90") && !shown.contains("5a5a"));
+    }
 }

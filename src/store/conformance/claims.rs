@@ -291,6 +291,64 @@ pub fn a_claim_finds_the_rest_past_a_skipped_backlog<S: Outbox + ?Sized>(store: 
     assert_eq!(ids(&claims), ["msg_held_c_0", "msg_held_c_1"]);
 }
 
+/// An account whose due deliveries are spread over another account's long backlog gets its
+/// whole room in one claim, each delivery once, earliest first, whichever of them sit early in
+/// the due order and whichever late: a store that reads the due order in a bounded window
+/// must still find the rest past it.
+pub fn a_claim_fills_an_accounts_room_across_a_backlog<S: Outbox + ?Sized>(store: &S) {
+    let spread = new_deliveries("spread", "c", 6);
+    // Two due first, then a long backlog of another account, then the other four.
+    let early: Vec<NewDelivery> = spread[..2].iter().map(|d| due_at(d, t(0))).collect();
+    store.insert(&early).unwrap();
+    let backlog: Vec<NewDelivery> = new_deliveries("held", "c", 600)
+        .iter()
+        .map(|d| due_at(d, t(10)))
+        .collect();
+    for chunk in backlog.chunks(200) {
+        store.insert(chunk).unwrap();
+    }
+    let late: Vec<NewDelivery> = spread[2..]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| due_at(d, t(1_000 + i as i64)))
+        .collect();
+    store.insert(&late).unwrap();
+    let claims = store
+        .claim(&ClaimRequest {
+            now: t(2_000),
+            limit: 64,
+            lease: LEASE,
+            per_account: Some(4),
+            ..ClaimRequest::default()
+        })
+        .expect("claim");
+    let mut spread_ids: Vec<&str> = claims
+        .iter()
+        .filter(|c| c.delivery.account.as_str() == "spread")
+        .map(|c| c.delivery.id.as_str())
+        .collect();
+    spread_ids.sort_unstable();
+    assert_eq!(
+        spread_ids,
+        [
+            "msg_spread_c_0",
+            "msg_spread_c_1",
+            "msg_spread_c_2",
+            "msg_spread_c_3"
+        ],
+        "the room of 4, the earliest first, each once"
+    );
+    let held = claims
+        .iter()
+        .filter(|c| c.delivery.account.as_str() == "held")
+        .count();
+    assert_eq!(held, 4, "the other account's room too");
+    let mut all: Vec<&str> = claims.iter().map(|c| c.delivery.id.as_str()).collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), claims.len(), "no delivery claimed twice");
+}
+
 /// A pause saved with an endpoint's health leaves its account out of claims and of
 /// `next_due`, whatever its deliveries' due times, until the health is saved unpaused; the
 /// other accounts are claimed as before, and their due times answered. A stale save neither

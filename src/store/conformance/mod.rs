@@ -63,11 +63,11 @@ mod settings;
 
 pub use admin::{has_pending_follows_deliveries, remove_and_filters, replay_keeps_id_and_bytes};
 pub use claims::{
-    a_claim_finds_the_rest_past_a_skipped_backlog, a_claim_holds_until_its_lease_runs_out,
-    a_claim_takes_at_most_the_room_of_each_account, a_finished_request_keeps_its_claim,
-    a_pause_holds_claims_until_saved_unpaused, a_released_claim_is_claimable_at_once,
-    an_extended_lease_holds_past_its_old_end, claim_order_limit_and_skip,
-    next_due_leaves_out_leases_and_skipped_accounts,
+    a_claim_fills_an_accounts_room_across_a_backlog, a_claim_finds_the_rest_past_a_skipped_backlog,
+    a_claim_holds_until_its_lease_runs_out, a_claim_takes_at_most_the_room_of_each_account,
+    a_finished_request_keeps_its_claim, a_pause_holds_claims_until_saved_unpaused,
+    a_released_claim_is_claimable_at_once, an_extended_lease_holds_past_its_old_end,
+    claim_order_limit_and_skip, next_due_leaves_out_leases_and_skipped_accounts,
 };
 pub use fleet::{
     a_save_through_one_process_holds_in_every_other, concurrent_claims_never_overlap,
@@ -139,6 +139,7 @@ pub fn run_claims<S: Outbox + Settings>(make: &dyn Fn(usize) -> S) {
     a_claim_takes_at_most_the_room_of_each_account(&make(ROOMY));
     a_finished_request_keeps_its_claim(&make(ROOMY));
     a_claim_finds_the_rest_past_a_skipped_backlog(&make(ROOMY));
+    a_claim_fills_an_accounts_room_across_a_backlog(&make(ROOMY));
     a_pause_holds_claims_until_saved_unpaused(&make(ROOMY));
 }
 

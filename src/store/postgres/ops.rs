@@ -233,7 +233,7 @@ fn head_budget(limit: i64) -> i64 {
     limit.saturating_mul(4).saturating_add(64)
 }
 
-/// What both walks of a claim bind (`$1`-`$7`).
+/// What a claim binds (`$1`-`$3`, `$5`-`$8`).
 struct ClaimParams {
     now: i64,
     until: i64,
@@ -260,7 +260,7 @@ impl ClaimParams {
         ]
     }
 
-    /// Counts `claims` as in flight, for the next walk.
+    /// Counts `claims` as in flight, for the next run.
     fn take(&mut self, claims: &[Claim]) {
         for claim in claims {
             let account = claim.delivery.account.as_str();
@@ -280,43 +280,29 @@ impl ClaimParams {
 /// rows).
 const MAX_ENDPOINT_SLOTS: usize = 4_096;
 
-/// What one walk of a claim answered.
+/// What one run of the claim statement answered.
 struct Walked {
     claims: Vec<Claim>,
-    /// How many rows the head read (the first walk only).
-    head_rows: i64,
     /// Accounts among the candidates with no endpoint slots yet.
     missing: Vec<String>,
 }
 
-/// Runs one walk of a claim (`budget`: the head's size, for the first walk) for at most
-/// `limit` deliveries.
-async fn walk(
-    ctx: &Ctx,
-    client: &Object,
-    sql: &str,
-    params: &ClaimParams,
-    limit: i64,
-    budget: Option<i64>,
-) -> Result<Walked> {
+/// Runs the claim statement once, for at most `limit` deliveries.
+async fn walk(ctx: &Ctx, client: &Object, params: &ClaimParams, limit: i64) -> Result<Walked> {
     let claim_failed = failed("claiming deliveries");
-    let stmt = client.prepare_cached(sql).await.map_err(&claim_failed)?;
+    let stmt = client
+        .prepare_cached(&ctx.sql.claim)
+        .await
+        .map_err(&claim_failed)?;
+    let budget = head_budget(limit);
     let mut bound = params.bind(&limit);
-    if let Some(budget) = &budget {
-        bound.push(budget);
-    }
+    bound.push(&budget);
     let rows = client.query(&stmt, &bound).await.map_err(&claim_failed)?;
-    // The claimed rows' 14 columns and their slot, then the head's size (first walk), then
-    // the accounts.
-    let missing_at = if budget.is_some() { 16 } else { 15 };
-    let first = rows.first();
+    // The claimed rows' 14 columns and their slot, then the accounts without slots.
     Ok(Walked {
-        head_rows: match (first, budget) {
-            (Some(row), Some(_)) => get(row, 15)?,
-            _ => 0,
-        },
-        missing: first
-            .map(|row| get::<Option<Vec<String>>>(row, missing_at))
+        missing: rows
+            .first()
+            .map(|row| get::<Option<Vec<String>>>(row, 15))
             .transpose()?
             .flatten()
             .unwrap_or_default(),
@@ -328,16 +314,14 @@ async fn walk(
     })
 }
 
-/// Runs a walk, and once more after making the endpoint slots it found missing.
+/// Runs the claim, and once more after making the endpoint slots it found missing.
 async fn walk_making_slots(
     ctx: &Ctx,
     client: &Object,
-    sql: &str,
-    params: &ClaimParams,
+    mut params: ClaimParams,
     limit: i64,
-    budget: Option<i64>,
-) -> Result<Walked> {
-    let mut walked = walk(ctx, client, sql, params, limit, budget).await?;
+) -> Result<Vec<Claim>> {
+    let mut walked = walk(ctx, client, &params, limit).await?;
     if let (false, Some(slots)) = (walked.missing.is_empty(), params.per_account) {
         let stmt = client
             .prepare_cached(&ctx.sql.ensure_slots)
@@ -350,12 +334,12 @@ async fn walk_making_slots(
             .map_err(failed("making endpoint slots"))?;
         let wanted = limit - walked.claims.len() as i64;
         if wanted > 0 {
-            let again = walk(ctx, client, sql, params, wanted, budget).await?;
+            params.take(&walked.claims);
+            let again = walk(ctx, client, &params, wanted).await?;
             walked.claims.extend(again.claims);
-            walked.head_rows = walked.head_rows.max(again.head_rows);
         }
     }
-    Ok(walked)
+    Ok(walked.claims)
 }
 
 /// A claimed row (the lease's columns after the delivery's).
@@ -378,8 +362,9 @@ pub(super) struct ClaimAsk {
     pub(super) finished: Vec<ClaimToken>,
 }
 
-/// Claims in two walks: the head of the due order ([`CLAIM_HEAD`](super::sql)); then, only
-/// when the head was full of rows it could not take and more are wanted, account by account.
+/// Claims in one statement of two walks ([`CLAIM`](super::sql)): the head of the due order,
+/// then, only when the head was full of rows it could not take and more are wanted, account
+/// by account.
 pub(super) async fn claim(ctx: Arc<Ctx>, ask: ClaimAsk) -> Result<Vec<Claim>> {
     retrying(&ctx, || claim_once(&ctx, &ask)).await
 }
@@ -393,7 +378,7 @@ async fn claim_once(ctx: &Ctx, ask: &ClaimAsk) -> Result<Vec<Claim>> {
     let limit = i64::try_from(ask.limit).unwrap_or(i64::MAX);
     // The fleet's slots count every process's attempts, this one's included; the process's
     // own count (`in_flight`) bounds it too, as in a store of one process.
-    let mut params = ClaimParams {
+    let params = ClaimParams {
         now,
         until: now.saturating_add(lease),
         skip: ask.skip.clone(),
@@ -414,31 +399,7 @@ async fn claim_once(ctx: &Ctx, ask: &ClaimAsk) -> Result<Vec<Claim>> {
             .collect(),
     };
     let client = ctx.client().await?;
-    let budget = head_budget(limit);
-    let head = walk_making_slots(
-        ctx,
-        &client,
-        &ctx.sql.claim_head,
-        &params,
-        limit,
-        Some(budget),
-    )
-    .await?;
-    let mut claims = head.claims;
-    let wanted = limit - claims.len() as i64;
-    if wanted > 0 && head.head_rows >= budget {
-        params.take(&claims);
-        let more = walk_making_slots(
-            ctx,
-            &client,
-            &ctx.sql.claim_by_account,
-            &params,
-            wanted,
-            None,
-        )
-        .await?;
-        claims.extend(more.claims);
-    }
+    let mut claims = walk_making_slots(ctx, &client, params, limit).await?;
     // UPDATE ... RETURNING keeps no order: earliest due first, as claimed.
     claims.sort_by(|a, b| {
         (a.delivery.next_attempt_at, a.delivery.id.as_str())
