@@ -790,3 +790,27 @@ fn the_examples_login_sets_an_httponly_samesite_strict_cookie_the_portal_accepts
     assert_eq!(page.status, 200);
     assert!(page.body.contains("Enable Web Hook") && page.body.contains("<button"));
 }
+
+#[test]
+fn deliveries_show_the_accounts_or_one_campaigns_counts_and_dead_letters() {
+    let bench = Bench::start();
+    let receiver = Receiver::start(&[(400, "bad")]);
+    configure(&bench, &receiver.url);
+    let id = submit(&bench, "winter");
+    wait_for_dead_letters(&bench, 1);
+    let all = bench.get(As::Admin, "/webhooks/api/deliveries").json();
+    assert_eq!(all["status"]["stats"]["failed"], 1);
+    assert_eq!(all["dead_letters"][0]["id"], id.as_str());
+    let spring = bench
+        .get(As::Admin, "/webhooks/api/deliveries?campaign=spring")
+        .json();
+    assert_eq!(spring["status"]["stats"]["failed"], 0);
+    assert_eq!(spring["dead_letters"].as_array().unwrap().len(), 0);
+    let page = bench.get(As::Admin, "/webhooks/deliveries?campaign=winter");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("<option value=\"winter\" selected>"));
+    assert!(page.body.contains("1 dead letters"));
+    let viewer = bench.get(As::Viewer, "/webhooks/api/deliveries").json();
+    assert!(viewer["dead_letters"].is_null());
+    assert_eq!(viewer["status"]["stats"]["failed"], 1);
+}

@@ -9,7 +9,7 @@
 //! | `POST /api/settings` | a body as the form's fields (`digest` required); `{settings, digest, audit}`, or `400 {error, field}`, or `409 {error}` |
 //! | `GET /api/campaigns` | `[{campaign, enabled, status, off_reason, stats}]` |
 //! | `POST /api/campaign-webhook` | `{campaign, enabled}`; `{campaign, enabled}` |
-//! | `GET /api/deliveries` | `{status, campaigns, dead_letters}` (`dead_letters` is `null` for a viewer) |
+//! | `GET /api/deliveries[?campaign=C]` | `{status, campaigns, dead_letters}`, `status` and `dead_letters` of one campaign with `campaign` (`dead_letters` is `null` for a viewer) |
 //! | `GET /api/dead-letters` | `[dead letter]`, `403` for a viewer |
 //! | `POST /api/replay`, `POST /api/remove` | `{id}` or `{}` for all; `{count}` |
 //! | `POST /api/resume` | `{was_paused}` |
@@ -18,7 +18,7 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::json;
@@ -26,6 +26,7 @@ use serde_json::json;
 use super::access::{CSRF_HEADER, Refusal, Signed, check_change, json};
 use super::campaigns::{self, Switch};
 use super::dead_letters::{self, Action, list};
+use super::deliveries::Filter;
 use super::settings::{NotSaved, STALE, apply, current};
 use super::settings_form::{SettingsInput, SettingsView, digest};
 use super::{Portal, PortalUser, Shared, send_test};
@@ -155,18 +156,22 @@ async fn campaign_switch(
     )
 }
 
-async fn deliveries(State(portal): State<Shared>, Signed(user): Signed) -> Response {
+async fn deliveries(State(portal): State<Shared>, Signed(user): Signed, uri: Uri) -> Response {
+    let query = Filter::of(&uri);
     let result = async {
-        let status = portal.webhooks.status(&user.account, None).await?;
+        let status = portal
+            .webhooks
+            .status(&user.account, query.campaign.as_ref())
+            .await?;
         let campaigns = campaigns::rows(&portal, &user).await?;
-        let letters = list(&portal, &user).await?;
+        let letters = list(&portal, &user, query.campaign.as_ref()).await?;
         Ok(json!({ "status": status, "campaigns": campaigns, "dead_letters": letters }))
     };
     answer(result.await)
 }
 
 async fn dead_letter_list(State(portal): State<Shared>, Signed(user): Signed) -> Response {
-    answer(list(&portal, &user).await.and_then(|letters| {
+    answer(list(&portal, &user, None).await.and_then(|letters| {
         letters.ok_or_else(|| {
             Refusal::new(
                 StatusCode::FORBIDDEN,

@@ -13,22 +13,27 @@ use super::html::{self, Esc};
 use super::send_test::{self, TestAnswer};
 use super::{Portal, PortalUser, Shared};
 use crate::delivery::DeadLetter;
-use crate::ids::DeliveryId;
+use crate::ids::{CampaignId, DeliveryId};
 use crate::store::{DeliveryFilter, DeliveryState};
 
 /// The screen's title.
 const TITLE: &str = "Dead letters";
 
-/// The account's dead letters, oldest first; `None` for a principal who may not see them
-/// (the crate shows them to full administrators only).
+/// The account's dead letters (one campaign's, with `Some`), oldest first, at most
+/// [`PortalOptions::dead_letters_shown`](super::PortalOptions::dead_letters_shown); `None`
+/// for a principal who may not see them (the crate shows them to full administrators only).
 pub(super) async fn list(
     portal: &Portal,
     user: &PortalUser,
+    campaign: Option<&CampaignId>,
 ) -> Result<Option<Vec<DeadLetter>>, Refusal> {
     if !user.principal.is_administrator() {
         return Ok(None);
     }
-    let filter = DeliveryFilter::account(user.account.clone());
+    let mut filter = DeliveryFilter::account(user.account.clone());
+    if let Some(campaign) = campaign {
+        filter = filter.campaign(campaign.clone());
+    }
     let letters = portal
         .webhooks
         .dead_letters(&user.principal, &filter, portal.options.dead_letters_shown)
@@ -67,7 +72,7 @@ async fn screen(
     notice: Option<&str>,
     test: Option<&TestAnswer>,
 ) -> Response {
-    let letters = match list(portal, user).await {
+    let letters = match list(portal, user, None).await {
         Ok(letters) => letters,
         Err(refusal) => return refusal.page(Some(user)),
     };
@@ -135,7 +140,15 @@ async fn screen(
                 button(&mut out, "remove", Some(d.id.as_str()), "Remove");
                 out.push_str("</td></tr>");
             }
-            out.push_str("</tbody></table><p>");
+            out.push_str("</tbody></table>");
+            if letters.len() == portal.options.dead_letters_shown {
+                let _ = write!(
+                    out,
+                    "<p>The oldest {} are shown; replay or remove them to see the rest.</p>",
+                    letters.len()
+                );
+            }
+            out.push_str("<p>");
             button(&mut out, "replay", None, "Replay all");
             button(&mut out, "remove", None, "Remove all");
             out.push_str("</p>");

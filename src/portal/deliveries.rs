@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::Shared;
@@ -18,13 +18,35 @@ use super::campaigns;
 use super::dead_letters;
 use super::html::{self, Esc};
 use crate::delivery::Status;
+use crate::ids::CampaignId;
 
 /// The screen's title.
 const TITLE: &str = "Deliveries";
 
-/// `GET /deliveries`.
-pub(super) async fn show(State(portal): State<Shared>, Signed(user): Signed) -> Response {
-    let status = match portal.webhooks.status(&user.account, None).await {
+/// What the screen shows: one campaign's deliveries, or the whole account's.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct Filter {
+    pub(super) campaign: Option<CampaignId>,
+}
+
+impl Filter {
+    /// The filter in the query (`?campaign=...`; empty or unreadable is the whole account).
+    pub(super) fn of(uri: &Uri) -> Filter {
+        let filter: Filter = uri
+            .query()
+            .and_then(|q| serde_urlencoded::from_str(q).ok())
+            .unwrap_or_default();
+        Filter {
+            campaign: filter.campaign.filter(|c| !c.as_str().is_empty()),
+        }
+    }
+}
+
+/// `GET /deliveries[?campaign=...]`.
+pub(super) async fn show(State(portal): State<Shared>, Signed(user): Signed, uri: Uri) -> Response {
+    let filter = Filter::of(&uri);
+    let campaign = filter.campaign.as_ref();
+    let status = match portal.webhooks.status(&user.account, campaign).await {
         Ok(status) => status,
         Err(e) => return super::access::Refusal::from(e).page(Some(&user)),
     };
@@ -32,11 +54,28 @@ pub(super) async fn show(State(portal): State<Shared>, Signed(user): Signed) -> 
         Ok(rows) => rows,
         Err(refusal) => return refusal.page(Some(&user)),
     };
-    let letters = match dead_letters::list(&portal, &user).await {
+    let letters = match dead_letters::list(&portal, &user, campaign).await {
         Ok(letters) => letters,
         Err(refusal) => return refusal.page(Some(&user)),
     };
     let mut out = String::new();
+    out.push_str(
+        "<form method=\"get\" action=\"deliveries\"><label for=\"campaign\">Campaign</label>\
+         <select id=\"campaign\" name=\"campaign\"><option value=\"\">All campaigns</option>",
+    );
+    for row in &rows {
+        let selected = if Some(&row.campaign) == campaign {
+            " selected"
+        } else {
+            ""
+        };
+        let _ = write!(
+            out,
+            "<option value=\"{0}\"{selected}>{0}</option>",
+            Esc(row.campaign.as_str())
+        );
+    }
+    out.push_str("</select> <button type=\"submit\">Show</button></form>");
     summary(&mut out, &status);
     out.push_str(
         "<h2>By campaign</h2><table><thead><tr><th>Campaign</th><th>Pending</th>\
