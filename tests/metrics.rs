@@ -19,18 +19,14 @@ use std::time::{Duration, Instant};
 
 use call_result_webhook::delivery::RetrySchedule;
 use call_result_webhook::delivery::metrics::ATTEMPT_DURATION_SECONDS;
-use call_result_webhook::jiff::Timestamp;
-use call_result_webhook::store::{
-    AccountRecords, AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter,
-    DeliveryStats, NewDelivery, Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned,
-};
 use call_result_webhook::{
-    AccountId, CallResult, CampaignId, DeliveryId, Error, Event, HyperDispatcher, MemoryStore,
+    AccountId, CallResult, CampaignId, Error, Event, HyperDispatcher, MemoryStore,
     PreferencesUpdate, Submitted, Webhooks,
 };
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use support::events::{Events, PATIENCE};
+use support::faulty_store::{Access, Failures, FaultyStore};
 use support::{Receiver, Reply, admin, loopback_policy, switch_on};
 
 const CAMPAIGN: &str = "winter-sale";
@@ -490,116 +486,19 @@ fn metrics_by_account_labels_each_account() {
 // ---------------------------------------------------------------------------------------------
 // An outcome the store cannot record is not counted until it is recorded.
 
-/// A [`MemoryStore`] whose writes of attempt outcomes fail while `full` is set (a full disk).
-struct FullDisk {
-    inner: MemoryStore,
-    full: Arc<AtomicBool>,
-}
+/// Attempt outcomes cannot be recorded while it is set (a full disk); everything else passes
+/// through to the memory store.
+struct FullDisk(Arc<AtomicBool>);
 
-impl Outbox for FullDisk {
-    fn insert(&self, deliveries: &[NewDelivery]) -> call_result_webhook::Result<()> {
-        self.inner.insert(deliveries)
+impl Failures for FullDisk {
+    fn fails(&self, method: &'static str, _: Access) -> bool {
+        method == "record_attempts" && self.0.load(Ordering::SeqCst)
     }
-    fn claim(&self, request: &ClaimRequest<'_>) -> call_result_webhook::Result<Vec<Claim>> {
-        self.inner.claim(request)
-    }
-    fn next_due(
-        &self,
-        now: Timestamp,
-        skip: &[AccountId],
-    ) -> call_result_webhook::Result<Option<Timestamp>> {
-        self.inner.next_due(now, skip)
-    }
-    fn record_attempts(
-        &self,
-        outcomes: &[(DeliveryId, ClaimToken, AttemptRecord)],
-    ) -> Vec<call_result_webhook::Result<()>> {
-        if self.full.load(Ordering::SeqCst) {
-            let full = || Error::Store {
-                message: "disk is full".into(),
-                source: None,
-            };
-            return outcomes.iter().map(|_| Err(full())).collect();
+    fn error(&self, _: &'static str, _: Access) -> Error {
+        Error::Store {
+            message: "disk is full".into(),
+            source: None,
         }
-        self.inner.record_attempts(outcomes)
-    }
-    fn release(&self, claims: &[(DeliveryId, ClaimToken)]) -> call_result_webhook::Result<()> {
-        self.inner.release(claims)
-    }
-    fn extend_leases(
-        &self,
-        claims: &[(DeliveryId, ClaimToken)],
-        until: Timestamp,
-    ) -> call_result_webhook::Result<()> {
-        self.inner.extend_leases(claims, until)
-    }
-    fn has_pending(&self) -> call_result_webhook::Result<bool> {
-        self.inner.has_pending()
-    }
-    fn list(
-        &self,
-        filter: &DeliveryFilter,
-        limit: usize,
-    ) -> call_result_webhook::Result<Vec<Delivery>> {
-        self.inner.list(filter, limit)
-    }
-    fn requeue_failed(
-        &self,
-        filter: &DeliveryFilter,
-        now: Timestamp,
-    ) -> call_result_webhook::Result<u64> {
-        self.inner.requeue_failed(filter, now)
-    }
-    fn remove(&self, filter: &DeliveryFilter) -> call_result_webhook::Result<u64> {
-        self.inner.remove(filter)
-    }
-    fn stats(
-        &self,
-        account: &AccountId,
-        campaign: Option<&CampaignId>,
-    ) -> call_result_webhook::Result<DeliveryStats> {
-        self.inner.stats(account, campaign)
-    }
-}
-
-impl call_result_webhook::store::Notices for FullDisk {}
-
-impl Settings for FullDisk {
-    fn load_account(&self, account: &AccountId) -> call_result_webhook::Result<Option<Versioned>> {
-        self.inner.load_account(account)
-    }
-    fn load_health(&self, account: &AccountId) -> call_result_webhook::Result<Option<Versioned>> {
-        self.inner.load_health(account)
-    }
-    fn save_account(
-        &self,
-        account: &AccountId,
-        json: &str,
-        expected: Option<u64>,
-    ) -> call_result_webhook::Result<SaveOutcome> {
-        self.inner.save_account(account, json, expected)
-    }
-    fn save_health(
-        &self,
-        account: &AccountId,
-        json: &str,
-        paused: bool,
-        expected: Option<u64>,
-    ) -> call_result_webhook::Result<SaveOutcome> {
-        self.inner.save_health(account, json, paused, expected)
-    }
-    fn accounts_after(
-        &self,
-        after: Option<&AccountId>,
-        limit: usize,
-    ) -> call_result_webhook::Result<Vec<AccountRecords>> {
-        self.inner.accounts_after(after, limit)
-    }
-    fn load_settings(&self) -> call_result_webhook::Result<SettingsSnapshot> {
-        self.inner.load_settings()
-    }
-    fn changes_since(&self, cursor: u64) -> call_result_webhook::Result<SettingsSnapshot> {
-        self.inner.changes_since(cursor)
     }
 }
 
@@ -615,10 +514,7 @@ fn an_outcome_the_store_cannot_record_is_counted_once_recorded() {
     let webhooks = events
         .sink(
             Webhooks::builder()
-                .store(FullDisk {
-                    inner: MemoryStore::new(),
-                    full: full.clone(),
-                })
+                .store(FaultyStore::new(FullDisk(full.clone())))
                 .policy(loopback_policy()),
         )
         .build()

@@ -11,7 +11,6 @@
 //! `CALL_RESULT_WEBHOOK_REQUIRE_PROXY=1` (set by `.ci/run`) they fail instead.
 #![cfg(any(feature = "hyper", feature = "ureq"))]
 
-mod security_support;
 mod support;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -23,10 +22,10 @@ use call_result_webhook::{
     UrlPolicy,
     dispatch::{Certificate, Proxy, ReceiverResponse, TransportError, TransportErrorKind},
 };
-use security_support::tls::{TestCa, TlsReceiver};
-use security_support::{Tap, expect_refused, request_to};
 use support::Receiver;
 use support::backends::{BACKENDS, Dispatchers, Names, Setup, expect_err};
+use support::security::tls::{TestCa, TlsReceiver};
+use support::security::{Tap, expect_refused, request_to};
 
 const REQUIRE: &str = "CALL_RESULT_WEBHOOK_REQUIRE_PROXY";
 const PRIVATE: &str = "private (RFC 1918)";

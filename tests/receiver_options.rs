@@ -46,7 +46,8 @@ fn send(
     seen[before].clone()
 }
 
-fn call() -> CallResult {
+/// A call result whose values exercise the encoders: reserved characters, non-ASCII, a newline.
+fn awkward_call() -> CallResult {
     CallResult::builder()
         .campaign_name("Winter Sale & Co = 100%")
         .logged_at("2019-06-19T16:11:07Z".parse().unwrap())
@@ -57,7 +58,7 @@ fn call() -> CallResult {
         .build()
 }
 
-/// The ten values of `call()` as a form body carries them, in order.
+/// The ten values of `awkward_call()` as a form body carries them, in order.
 fn expected_values() -> [&'static str; 10] {
     [
         "Winter Sale & Co = 100%",
@@ -74,7 +75,7 @@ fn expected_values() -> [&'static str; 10] {
 }
 
 fn request_for(account: &Account) -> Request<Bytes> {
-    let body = EncodedBody::encode(&call(), account.preferences()).unwrap();
+    let body = EncodedBody::encode(&awkward_call(), account.preferences()).unwrap();
     build_request(account.preferences(), &DeliveryId::generate(), &body).unwrap()
 }
 

@@ -8,7 +8,6 @@
 //! error is the policy's, never a connect error).
 #![cfg(any(feature = "hyper", feature = "ureq"))]
 
-mod security_support;
 mod support;
 
 use std::net::SocketAddr;
@@ -18,8 +17,8 @@ use call_result_webhook::{
     Error, UrlPolicy,
     dispatch::{ReceiverResponse, TransportError, TransportErrorKind},
 };
-use security_support::{Tap, expect_refused, request_to};
 use support::backends::{BACKENDS, Names, Setup};
+use support::security::{Tap, expect_refused, request_to};
 use support::{Receiver, Reply};
 
 const LOOPBACK: &str = "loopback";

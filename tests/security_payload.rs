@@ -3,7 +3,6 @@
 //! account's personal-data options change exactly what they say.
 #![cfg(any(feature = "hyper", feature = "ureq"))]
 
-mod security_support;
 mod support;
 
 use std::time::Duration;
@@ -18,9 +17,10 @@ use call_result_webhook::{
     store::{DeliveryFilter, Outbox},
 };
 use proptest::prelude::*;
-use security_support::engine::Engine;
-use security_support::{call, preferences};
 use support::backends::{BACKENDS, Setup};
+use support::sample_call;
+use support::security::engine::Engine;
+use support::security::preferences;
 use support::{Receiver, Saved};
 
 const CONTROL: [&str; 3] = ["\r", "\n", "\0"];
@@ -131,7 +131,7 @@ fn cr_lf_and_nul_are_refused_in_every_signing_input() {
         "https://crm.example/hook",
         PreferencesUpdate::new().signing_secret(secret),
     );
-    let body = EncodedBody::encode(&call(), &acme).unwrap();
+    let body = EncodedBody::encode(&sample_call(), &acme).unwrap();
     let request = build_request(&acme, &DeliveryId::generate(), &body).unwrap();
     assert_headers_clean(&request);
     assert!(request.headers().contains_key("webhook-signature"));
@@ -148,7 +148,7 @@ fn control_characters_in_a_url_never_reach_the_request_line_or_a_header() {
         let Ok(acme) = Preferences::from_update(PreferencesUpdate::new().url(url)) else {
             continue; // refused outright (the fragment): fine
         };
-        let body = EncodedBody::encode(&call(), &acme).unwrap();
+        let body = EncodedBody::encode(&sample_call(), &acme).unwrap();
         let request = build_request(&acme, &DeliveryId::generate(), &body).unwrap();
         assert_headers_clean(&request);
     }
@@ -290,7 +290,7 @@ fn pii_options_change_exactly_what_the_account_asked_for() {
                 .omit_result_notes(omit);
             engine.configure("acme", &receiver.url_for("/hook"), update);
             let worker = engine.start(backend, &Setup::new(policy.clone()));
-            engine.submit("acme", call());
+            engine.submit("acme", sample_call());
             engine
                 .events
                 .wait(1, |e| matches!(e, Event::AttemptSucceeded { .. }));

@@ -6,16 +6,16 @@
 //! between a redirect and it.
 #![cfg(any(feature = "hyper", feature = "ureq"))]
 
-mod security_support;
 mod support;
 
 use call_result_webhook::{
     Event, PreferencesUpdate,
     delivery::{FailureKind, SystemClock},
 };
-use security_support::engine::Engine;
-use security_support::{call, request_to};
 use support::backends::{BACKENDS, Names, Setup};
+use support::sample_call;
+use support::security::engine::Engine;
+use support::security::request_to;
 use support::{Receiver, Reply, loopback_policy};
 
 #[test]
@@ -61,7 +61,7 @@ fn through_the_engine_a_redirect_fails_for_good_and_is_not_followed() {
         let engine = Engine::new(loopback_policy(), SystemClock);
         engine.configure("acme", &receiver.url_for("/hook"), PreferencesUpdate::new());
         let worker = engine.start(backend, &Setup::new(loopback_policy()));
-        let id = engine.submit("acme", call());
+        let id = engine.submit("acme", sample_call());
         let failed = engine
             .events
             .wait(1, |e| matches!(e, Event::DeliveryFailed { .. }));

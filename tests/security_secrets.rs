@@ -5,7 +5,6 @@
 //! look for the right text.
 #![cfg(any(feature = "hyper", feature = "ureq"))]
 
-mod security_support;
 mod support;
 
 use base64::Engine as _;
@@ -16,9 +15,9 @@ use call_result_webhook::{
     delivery::SystemClock,
     store::Settings as _,
 };
-use security_support::engine::Engine;
-use security_support::request_with;
 use support::backends::{BACKENDS, Setup, expect_err};
+use support::security::engine::Engine;
+use support::security::request_with;
 
 const PASSWORD: &str = "Pa55w0rd-Hunter2-XYZZY";
 const USER: &str = "dialer";

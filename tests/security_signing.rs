@@ -3,7 +3,6 @@
 //! and the engine signs every attempt at its own clock's time with the account's current secrets.
 #![cfg(all(feature = "signing", any(feature = "hyper", feature = "ureq")))]
 
-mod security_support;
 mod support;
 
 use std::time::Duration;
@@ -15,8 +14,9 @@ use call_result_webhook::{
     signing::{SigningSecret, verify, verify_now},
 };
 use jiff::Timestamp;
-use security_support::{call, preferences};
 use support::backends::{BACKENDS, Setup};
+use support::sample_call;
+use support::security::preferences;
 use support::{Receiver, Saved, loopback_policy};
 
 const AT: i64 = 1_750_000_000;
@@ -37,7 +37,7 @@ fn a_request_built_by_the_crate_verifies_with_the_crates_verify() {
         "https://crm.example/hook",
         PreferencesUpdate::new().signing_secret(secret.clone()),
     );
-    let body = EncodedBody::encode(&call(), &preferences).unwrap();
+    let body = EncodedBody::encode(&sample_call(), &preferences).unwrap();
     let id = DeliveryId::generate();
     let request = build_request_at(&preferences, &id, &body, at(AT)).unwrap();
     let headers = request.headers();
@@ -127,7 +127,7 @@ fn both_secrets_verify_during_a_rotation_and_only_they_do() {
         )
         .unwrap();
     let account = saved.account();
-    let body = EncodedBody::encode(&call(), account.preferences()).unwrap();
+    let body = EncodedBody::encode(&sample_call(), account.preferences()).unwrap();
     let id = DeliveryId::generate();
     let request = build_request_at(account.preferences(), &id, &body, at(AT)).unwrap();
     let value = request.headers()["webhook-signature"].to_str().unwrap();
@@ -187,7 +187,7 @@ fn a_receiver_on_loopback_verifies_what_each_backend_sent() {
         let mut update = PreferencesUpdate::new().signing_secret(old.clone());
         update = update.rotate_signing_secret(new.clone());
         let preferences = preferences(&receiver.url_for("/hook"), update);
-        let body = EncodedBody::encode(&call(), &preferences).unwrap();
+        let body = EncodedBody::encode(&sample_call(), &preferences).unwrap();
         let request = build_request(&preferences, &DeliveryId::generate(), &body).unwrap();
         d.send(backend, request).unwrap();
         let seen = &receiver.wait_for(1, Duration::from_secs(5))[0];
@@ -220,8 +220,8 @@ fn a_receiver_on_loopback_verifies_what_each_backend_sent() {
 #[test]
 fn the_engine_signs_every_attempt_at_its_clock_time_with_the_current_secrets() {
     use call_result_webhook::{Event, delivery::ManualClock};
-    use security_support::engine::Engine;
     use support::Reply;
+    use support::security::engine::Engine;
     for &backend in BACKENDS {
         let receiver = Receiver::start();
         receiver.script([Reply::status(503)]);
@@ -235,7 +235,7 @@ fn the_engine_signs_every_attempt_at_its_clock_time_with_the_current_secrets() {
             PreferencesUpdate::new().signing_secret(first.clone()),
         );
         let worker = engine.start(backend, &Setup::new(loopback_policy()));
-        let id = engine.submit("acme", call());
+        let id = engine.submit("acme", sample_call());
         let failed = engine
             .events
             .wait(1, |e| matches!(e, Event::AttemptFailed { .. }));

@@ -3,16 +3,15 @@
 //! it never switches validation off (host name, validity, issuer still checked).
 #![cfg(any(feature = "hyper", feature = "ureq"))]
 
-mod security_support;
 mod support;
 
 use call_result_webhook::{
     UrlPolicy,
     dispatch::{Certificate, TransportErrorKind},
 };
-use security_support::request_to;
-use security_support::tls::{ServerCert, TestCa, TlsReceiver};
 use support::backends::{BACKENDS, Names, Setup, expect_err};
+use support::security::request_to;
+use support::security::tls::{ServerCert, TestCa, TlsReceiver};
 
 /// Only the receiver's address is allowlisted: the tests are about certificates, not addresses.
 fn policy() -> UrlPolicy {

@@ -11,145 +11,49 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use call_result_webhook::jiff::Timestamp;
-use call_result_webhook::store::{
-    AccountRecords, AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter,
-    DeliveryStats, NewDelivery, Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned,
-};
 use call_result_webhook::{
-    AccountId, CallResult, CampaignId, DeliveryId, Error, Event, HyperDispatcher, MemoryStore,
-    PreferencesUpdate, Result, Webhooks, Worker,
+    CallResult, DeliveryId, Error, Event, HyperDispatcher, PreferencesUpdate, Webhooks, Worker,
 };
 use support::events::Events;
+use support::faulty_store::{Access, Failures, FaultyStore};
 use support::{Receiver, Reply, admin, ids, loopback_policy, switch_on, within};
 
-/// A [`MemoryStore`] whose writes or reads fail while told to, as a full disk or a corrupt
+/// A `MemoryStore` whose writes or reads fail while told to, as a full disk or a corrupt
 /// page would make them.
+type Faulty = FaultyStore<Switches>;
+
+/// What fails in a [`Faulty`] store.
 #[derive(Default)]
-struct Faulty {
-    inner: MemoryStore,
+struct Switches {
     writes_fail: AtomicBool,
     reads_fail: AtomicBool,
 }
 
-impl Faulty {
-    fn write(&self) -> Result<()> {
-        if self.writes_fail.load(Ordering::SeqCst) {
-            return Err(Error::store(
+impl Failures for Switches {
+    fn fails(&self, _: &'static str, access: Access) -> bool {
+        match access {
+            Access::Write => self.writes_fail.load(Ordering::SeqCst),
+            Access::Read => self.reads_fail.load(Ordering::SeqCst),
+            // Counts stay readable: the dialer's status screen is how an operator sees the
+            // fault. Settings reads stay readable, as counts do: a full disk fails writes only.
+            Access::Look => false,
+        }
+    }
+
+    fn error(&self, _: &'static str, access: Access) -> Error {
+        if access == Access::Write {
+            Error::store(
                 "recording an attempt",
                 std::io::Error::other("database or disk is full"),
-            ));
-        }
-        Ok(())
-    }
-
-    fn read(&self) -> Result<()> {
-        if self.reads_fail.load(Ordering::SeqCst) {
-            return Err(Error::store(
+            )
+        } else {
+            Error::store(
                 "claiming due deliveries",
                 std::io::Error::other("database disk image is malformed"),
-            ));
+            )
         }
-        Ok(())
     }
 }
-
-impl Outbox for Faulty {
-    fn insert(&self, deliveries: &[NewDelivery]) -> Result<()> {
-        self.write()?;
-        self.inner.insert(deliveries)
-    }
-    fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claim>> {
-        self.read()?;
-        self.inner.claim(request)
-    }
-    fn next_due(&self, now: Timestamp, skip: &[AccountId]) -> Result<Option<Timestamp>> {
-        self.read()?;
-        self.inner.next_due(now, skip)
-    }
-    fn record_attempts(
-        &self,
-        outcomes: &[(DeliveryId, ClaimToken, AttemptRecord)],
-    ) -> Vec<Result<()>> {
-        if self.write().is_err() {
-            return outcomes.iter().map(|_| self.write()).collect();
-        }
-        self.inner.record_attempts(outcomes)
-    }
-    fn release(&self, claims: &[(DeliveryId, ClaimToken)]) -> Result<()> {
-        self.write()?;
-        self.inner.release(claims)
-    }
-    fn extend_leases(&self, claims: &[(DeliveryId, ClaimToken)], until: Timestamp) -> Result<()> {
-        self.write()?;
-        self.inner.extend_leases(claims, until)
-    }
-    fn has_pending(&self) -> Result<bool> {
-        self.read()?;
-        self.inner.has_pending()
-    }
-    fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>> {
-        self.read()?;
-        self.inner.list(filter, limit)
-    }
-    fn requeue_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {
-        self.write()?;
-        self.inner.requeue_failed(filter, now)
-    }
-    fn remove(&self, filter: &DeliveryFilter) -> Result<u64> {
-        self.write()?;
-        self.inner.remove(filter)
-    }
-    fn stats(&self, account: &AccountId, campaign: Option<&CampaignId>) -> Result<DeliveryStats> {
-        // Counts stay readable: the dialer's status screen is how an operator sees the fault.
-        self.inner.stats(account, campaign)
-    }
-}
-
-/// Settings reads stay readable, as counts do: a full disk fails writes only.
-impl Settings for Faulty {
-    fn load_account(&self, account: &AccountId) -> Result<Option<Versioned>> {
-        self.inner.load_account(account)
-    }
-    fn load_health(&self, account: &AccountId) -> Result<Option<Versioned>> {
-        self.inner.load_health(account)
-    }
-    fn save_account(
-        &self,
-        account: &AccountId,
-        settings_json: &str,
-        expected: Option<u64>,
-    ) -> Result<SaveOutcome> {
-        self.write()?;
-        self.inner.save_account(account, settings_json, expected)
-    }
-    fn save_health(
-        &self,
-        account: &AccountId,
-        health_json: &str,
-        paused: bool,
-        expected: Option<u64>,
-    ) -> Result<SaveOutcome> {
-        self.write()?;
-        self.inner
-            .save_health(account, health_json, paused, expected)
-    }
-    fn accounts_after(
-        &self,
-        after: Option<&AccountId>,
-        limit: usize,
-    ) -> Result<Vec<AccountRecords>> {
-        self.inner.accounts_after(after, limit)
-    }
-    fn load_settings(&self) -> Result<SettingsSnapshot> {
-        self.inner.load_settings()
-    }
-    fn changes_since(&self, cursor: u64) -> Result<SettingsSnapshot> {
-        self.inner.changes_since(cursor)
-    }
-}
-
-impl call_result_webhook::store::Notices for Faulty {}
 
 struct Setup {
     store: Arc<Faulty>,
@@ -246,7 +150,7 @@ impl Setup {
 fn outcomes_a_full_disk_cannot_record_are_kept_never_sent_again_and_recorded_on_recovery() {
     const N: usize = 20;
     let s = setup(N);
-    s.store.writes_fail.store(true, Ordering::SeqCst);
+    s.store.failures.writes_fail.store(true, Ordering::SeqCst);
     let worker = s.start();
 
     // The first attempts go out (4: the endpoint's share) and answer 200; their outcomes
@@ -291,7 +195,7 @@ fn outcomes_a_full_disk_cannot_record_are_kept_never_sent_again_and_recorded_on_
     ));
 
     // Room again: the held outcomes are recorded, then the rest is delivered, each once.
-    s.store.writes_fail.store(false, Ordering::SeqCst);
+    s.store.failures.writes_fail.store(false, Ordering::SeqCst);
     let idle = worker.wait_idle_blocking(Duration::from_secs(30)).unwrap();
     if !idle {
         eprintln!("events: {:?}", s.events.all());
@@ -325,7 +229,7 @@ fn outcomes_a_full_disk_cannot_record_are_kept_never_sent_again_and_recorded_on_
 fn a_store_that_cannot_be_read_is_reported_and_waiting_on_it_fails() {
     const N: usize = 5;
     let s = setup(N);
-    s.store.reads_fail.store(true, Ordering::SeqCst);
+    s.store.failures.reads_fail.store(true, Ordering::SeqCst);
     let worker = s.start();
     let reported = Instant::now();
     within("the failure is reported", Duration::from_secs(15), || {
@@ -343,7 +247,7 @@ fn a_store_that_cannot_be_read_is_reported_and_waiting_on_it_fails() {
     assert!(s.receiver.requests().is_empty());
 
     // Repaired: everything is delivered once.
-    s.store.reads_fail.store(false, Ordering::SeqCst);
+    s.store.failures.reads_fail.store(false, Ordering::SeqCst);
     within("every delivery", Duration::from_secs(40), || {
         s.receiver.requests().len() >= N
     });
@@ -358,7 +262,7 @@ fn a_store_that_cannot_be_read_is_reported_and_waiting_on_it_fails() {
 #[test]
 fn setting_the_same_preferences_again_writes_nothing() {
     let s = setup(3);
-    s.store.writes_fail.store(true, Ordering::SeqCst);
+    s.store.failures.writes_fail.store(true, Ordering::SeqCst);
     let admin = admin();
     let (acme, winter) = ids();
     s.webhooks

@@ -24,6 +24,18 @@ pub fn call(reference: &str) -> CallResult {
     CallResult::builder().reference(reference).build()
 }
 
+/// A call result with a little of everything.
+pub fn sample_call() -> CallResult {
+    CallResult::builder()
+        .campaign_name("Winter Sale")
+        .logged_at("2019-06-19T16:11:07Z".parse().unwrap())
+        .phone_called("0731051234")
+        .reference("123")
+        .result("Connected")
+        .result_notes("Paid by card, call back Tuesday")
+        .build()
+}
+
 /// The test receivers are plain http on loopback, which the default policy refuses: this one
 /// admits them.
 pub fn loopback_policy() -> UrlPolicy {

@@ -32,9 +32,10 @@
 //! a megabyte of headers, a status line cut in half.
 //!
 //! Beside the receivers, every helper more than one test file needs is here, once:
-//! - `fixtures`: an administrator, the test account and campaign, a call result, the loopback
-//!   policy, an account switched on, an account's saved settings ([`Saved`]), and [`Instance`]
-//!   (a `Webhooks` with its worker running); all re-exported here.
+//! - `fixtures`: an administrator, the test account and campaign, a call result (`call` with
+//!   a reference, `sample_call` with a little of everything), the loopback policy, an account
+//!   switched on, an account's saved settings ([`Saved`]), and [`Instance`] (a `Webhooks` with
+//!   its worker running); all re-exported here.
 //! - [`backends`]: every HTTP backend of the build, built the same way ([`backends::Setup`]),
 //!   and a resolver for test names ([`backends::Names`]).
 //! - [`events`]: the events a `Webhooks` emitted, to read and wait on.
@@ -42,6 +43,9 @@
 //!   `test-util`): a dialer in miniature around it, on a `MemoryStore` and a `ManualClock`.
 //!   `src/delivery/tests.rs` includes these and `events` with `#[path]`, so the unit tests
 //!   there and the tests here share one copy.
+//! - [`security`] (feature `hyper` or `ureq`): what the security tests share (a listener that
+//!   counts connections, refusal checks, a TLS receiver, an engine on a real backend).
+//! - [`faulty_store`]: a `MemoryStore` whose calls fail on demand.
 //! - [`within`] waits for a condition; [`CpuHog`] loads the machine.
 //!
 //! Each test binary uses a part of this module, hence `dead_code` allowed for all of it.
@@ -49,10 +53,13 @@
 
 pub mod backends;
 pub mod events;
+pub mod faulty_store;
 mod fixtures;
 #[cfg(feature = "test-util")]
 pub mod harness;
 pub mod scripted;
+#[cfg(any(feature = "hyper", feature = "ureq"))]
+pub mod security;
 
 /// The crate, by the name `events.rs`, `scripted.rs` and `harness.rs` use for it (the unit
 /// tests of `src/delivery` include them too, and name `crate` so).

@@ -1,9 +1,8 @@
-//! What the security tests share beside tests/support (whose `backends` builds one dispatcher
-//! of each kind the same way, with an injected resolver so names never reach real DNS): a
-//! listener that only counts connections, the request for a call result, the checks of a
-//! refusal, a TLS receiver on 127.0.0.1 with certificates made in the test, and the `Webhooks`
-//! engine with a real backend.
-#![allow(dead_code)]
+//! What the security tests share (feature `hyper` or `ureq`), beside [`super::backends`] (one
+//! dispatcher of each kind built the same way, with an injected resolver so names never reach
+//! real DNS): a listener that only counts connections, the request for a call result, the
+//! checks of a refusal, a TLS receiver on 127.0.0.1 with certificates made in the test, and the
+//! `Webhooks` engine with a real backend.
 
 use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,14 +12,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use call_result_webhook::{
-    CallResult, DeliveryId, PreferencesUpdate, UrlPolicy,
+    DeliveryId, PreferencesUpdate, UrlPolicy,
     dispatch::{Certificate, ReceiverResponse, TransportError, TransportErrorKind},
     preferences::Preferences,
     request::{EncodedBody, build_request},
 };
 use http::Request;
 
-use super::support::backends::{Backend, Setup, expect_err};
+use super::backends::{Backend, Setup, expect_err};
+use super::sample_call;
 
 /// A listener on a loopback address that answers nothing and only counts the connections made
 /// to it: where a refused delivery would have gone.
@@ -89,27 +89,15 @@ pub fn preferences(url: &str, update: PreferencesUpdate) -> Preferences {
     Preferences::from_update(update.enabled(true).url(url)).unwrap()
 }
 
-/// A call result with a little of everything.
-pub fn call() -> CallResult {
-    CallResult::builder()
-        .campaign_name("Winter Sale")
-        .logged_at("2019-06-19T16:11:07Z".parse().unwrap())
-        .phone_called("0731051234")
-        .reference("123")
-        .result("Connected")
-        .result_notes("Paid by card, call back Tuesday")
-        .build()
-}
-
-/// The request for [`call`] to `url`, as the crate builds it, with delivery id `msg_test`.
+/// The request for [`sample_call`] to `url`, as the crate builds it, with delivery id `msg_test`.
 pub fn request_to(url: &str) -> Request<Bytes> {
     request_with(url, PreferencesUpdate::new())
 }
 
-/// The request for [`call`] to `url` under `update`.
+/// The request for [`sample_call`] to `url` under `update`.
 pub fn request_with(url: &str, update: PreferencesUpdate) -> Request<Bytes> {
     let preferences = preferences(url, update);
-    let body = EncodedBody::encode(&call(), &preferences).unwrap();
+    let body = EncodedBody::encode(&sample_call(), &preferences).unwrap();
     build_request(&preferences, &DeliveryId::new("msg_test").unwrap(), &body).unwrap()
 }
 
