@@ -167,7 +167,8 @@ fn every_answer_carries_the_security_headers() {
             assert!(!csp.contains("script-src"), "no script at all: {csp}");
             assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
             assert_eq!(answer.header("x-frame-options"), Some("DENY"));
-            assert_eq!(answer.header("referrer-policy"), Some("no-referrer"));
+            // Not no-referrer: a browser then sends `Origin: null` on the portal's own posts.
+            assert_eq!(answer.header("referrer-policy"), Some("same-origin"));
             assert_eq!(answer.header("cache-control"), Some("no-store"));
             assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
         }

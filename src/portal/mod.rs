@@ -52,8 +52,11 @@
 //!   `POST`.
 //! - Every answer carries `Content-Security-Policy: default-src 'none'` with only the portal's
 //!   own stylesheet admitted by its hash (no script at all, inline or not), `frame-ancestors
-//!   'none'` and `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer`, `Cache-Control:
-//!   no-store` and `X-Content-Type-Options: nosniff`.
+//!   'none'` and `X-Frame-Options: DENY`, `Referrer-Policy: same-origin`, `Cache-Control:
+//!   no-store` and `X-Content-Type-Options: nosniff`. `same-origin`, not `no-referrer`: no
+//!   referrer ever leaves the portal's origin either way, but under `no-referrer` a browser
+//!   sends `Origin: null` on the portal's own form posts (the Fetch standard's rule for a
+//!   `POST`), and the `Origin` check would refuse them all.
 //! - No password, token, secret header value or signing secret is ever written to a page or a
 //!   JSON answer: a field says whether it is set, and an empty field keeps it.
 //!
