@@ -388,6 +388,61 @@ impl Browser {
         }
     }
 
+    /// Waits up to `timeout` until an element matching `css` shows a text for which `want`
+    /// holds, and returns that text. The page may be changing meanwhile (a form's answer
+    /// loading): an element of the page being left is looked for again, never an error.
+    pub fn wait_for_text(
+        &self,
+        css: &str,
+        timeout: Duration,
+        want: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            let found = self.try_command(
+                "POST",
+                "/element",
+                Some(&json!({ "using": "css selector", "value": css })),
+            );
+            if let Ok(found) = found
+                && let Some(id) = found[ELEMENT].as_str()
+                && let Ok(text) = self.try_command("GET", &format!("/element/{id}/text"), None)
+            {
+                let text = text.as_str().unwrap_or_default().to_string();
+                if want(&text) {
+                    return text;
+                }
+                last = Some(text);
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no element matching {css:?} showed the text wanted within {timeout:?} (last \
+                     seen: {last:?}) on {}; the page shows:\n{}",
+                    self.current_url(),
+                    self.try_find("body").map(|b| b.text()).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits up to `timeout` until the browser shows a URL for which `want` holds.
+    pub fn wait_for_url(&self, timeout: Duration, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let url = self.current_url();
+            if want(&url) {
+                return url;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the browser still shows {url} after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn element(&self, value: &Value) -> Element<'_> {
         let id = value[ELEMENT]
             .as_str()
