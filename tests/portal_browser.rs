@@ -927,6 +927,118 @@ fn no_secret_reaches_any_page_or_json_answer() {
     }
 }
 
+/// The example's program (`examples/portal_axum.rs`), built by `cargo test` beside this test.
+fn example_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe
+        .parent()?
+        .parent()?
+        .join("examples")
+        .join(format!("portal_axum{}", std::env::consts::EXE_SUFFIX));
+    path.exists().then_some(path)
+}
+
+/// The example, a child of the test, killed when the test ends however it ends.
+struct Example(std::process::Child);
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The compiled example (`examples/portal_axum.rs`, its origin configured) in the browser:
+/// alice signs in on its login form, gets an `HttpOnly; SameSite=Strict` session cookie,
+/// switches the webhook on with a URL and credentials, and "Send test" sends the page's sample
+/// there with them; victor signs in and has no enabled Save.
+#[test]
+fn the_example_in_the_browser_signs_in_saves_and_sends_a_test() {
+    let Some(browser) = Browser::start(TEST) else {
+        return;
+    };
+    let Some(binary) = example_binary() else {
+        // `cargo test` builds the examples; `cargo test --test portal_browser` alone does not.
+        eprintln!(
+            "{TEST}: examples/portal_axum was not built beside this test: this test DID NOT RUN \
+             (run `cargo test`, or build the example first)"
+        );
+        return;
+    };
+    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let _example = Example(
+        std::process::Command::new(binary)
+            .arg(addr.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the example"),
+    );
+    wait_until("the example to listen", WAIT, || {
+        TcpStream::connect(addr).is_ok()
+    });
+    let receiver = Receiver::start();
+    receiver.set_default(Reply::ok().body("thanks"));
+    let sign_in = |user: &str| {
+        browser.delete_cookies();
+        browser.goto(&format!("http://{addr}/login"));
+        browser
+            .find(&format!("select[name=user] option[value={user}]"))
+            .click();
+        browser.fill("input[name=password]", "demo");
+        browser.find("button[type=submit]").click();
+        browser.wait_for_url(WAIT, |url| url.ends_with("/webhooks/settings"));
+    };
+
+    sign_in("alice");
+    let cookie = browser.cookie("session").expect("the session cookie");
+    assert!(cookie.http_only, "{cookie:?}");
+    assert_eq!(cookie.same_site.as_deref(), Some("Strict"));
+    let enable = browser.find("input[type=checkbox][name=enabled]");
+    if !enable.is_selected() {
+        enable.click();
+    }
+    browser.fill("#url", &receiver.url_for("/example-hook"));
+    browser.fill("#username", "dialer");
+    browser.fill("#password", "ex4mple-pw");
+    browser
+        .find("form[action=settings] button[type=submit]")
+        .click();
+    browser.wait_for_text("p.notice", WAIT, |t| t == "Saved.");
+    assert_eq!(
+        browser.find("#url").value(),
+        receiver.url_for("/example-hook")
+    );
+
+    browser.goto(&format!("http://{addr}/webhooks/dead-letters"));
+    browser
+        .find("form[action=send-test] button[type=submit]")
+        .click();
+    let answer = browser.wait_for_text("#send-test-answer", WAIT, |t| !t.is_empty());
+    let sent = next_requests(&receiver, 0, 1).remove(0);
+    assert_eq!(sent.target, "/example-hook");
+    assert_eq!(
+        sent.header("authorization"),
+        Some(basic("dialer", "ex4mple-pw").as_str())
+    );
+    let id = sent.header("webhook-id").expect("a webhook-id");
+    assert!(answer.contains(id), "{answer}");
+    assert_eq!(browser.find("#send-test-answer pre").text(), "thanks");
+
+    sign_in("victor");
+    assert!(browser.body_text().contains("Read only"));
+    assert!(
+        browser
+            .find_all("button")
+            .iter()
+            .all(|b| b.text() != "Save" || !b.is_enabled()),
+        "victor has an enabled Save"
+    );
+}
+
 /// The screens with something on them, saved to `examples/screenshots/` when
 /// `CALL_RESULT_WEBHOOK_SCREENSHOTS=1`.
 #[test]
