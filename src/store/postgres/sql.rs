@@ -433,33 +433,35 @@ const ENSURE_SLOTS: &str = "INSERT INTO {s}.endpoint_slots (account, slot) \
     SELECT a, g FROM unnest($1::text[]) a, generate_series(1, $2::integer) g ORDER BY 1, 2 \
     ON CONFLICT DO NOTHING";
 
-/// When the earliest claimable delivery is due (`$1` now, `$2` accounts to leave out), from
-/// a head of at most `$3` rows of the due order: answers that time (NULL if none in the head)
-/// and how many rows the head read (see [`CLAIM`]).
-const NEXT_DUE_HEAD: &str = concat!(
-    "WITH head AS MATERIALIZED ( \
+/// When the earliest claimable delivery is due (`$1` now, `$2` accounts to leave out), in one
+/// statement of two walks, as [`CLAIM`]: the head of the due order, at most `$3` rows; then,
+/// only when the head was full and held no claimable row (every row past the head is due no
+/// earlier than the head's last), each account's earliest claimable delivery, account by
+/// account, leaving out `$2` without reading their rows. The second walk's condition reads
+/// only the first's results, so the server checks it once and skips its plan when false.
+const NEXT_DUE: &str = concat!(
+    "WITH RECURSIVE head AS MATERIALIZED ( \
     SELECT account, next_attempt_at, lease_until FROM {s}.deliveries \
     WHERE state = 'pending' ORDER BY next_attempt_at LIMIT $3::bigint), \
 roomy AS (SELECT a.account FROM (SELECT DISTINCT account FROM head) a WHERE ",
     endpoint_room!("a", "$1"),
-    ") \
-SELECT (SELECT min(h.next_attempt_at) FROM head h WHERE ",
+    "), \
+first AS MATERIALIZED (SELECT min(h.next_attempt_at) AS at FROM head h WHERE ",
     open_at!("h", "$1", "$2"),
-    " AND h.account IN (SELECT account FROM roomy)), (SELECT count(*) FROM head)"
-);
-
-/// [`NEXT_DUE_HEAD`]'s second walk, account by account: each account's earliest claimable
-/// delivery, leaving out `$2` without reading their rows.
-const NEXT_DUE_BY_ACCOUNT: &str = concat!(
-    "WITH RECURSIVE ACCOUNTS_WITH_PENDING \
-SELECT min(x.next_attempt_at) FROM accts a CROSS JOIN LATERAL ( \
+    " AND h.account IN (SELECT account FROM roomy)), \
+ACCOUNTS_WITH_PENDING, \
+more AS MATERIALIZED (SELECT min(x.next_attempt_at) AS at FROM accts a CROSS JOIN LATERAL ( \
     SELECT h.next_attempt_at FROM {s}.deliveries h \
     WHERE h.account = a.account AND h.state = 'pending' AND ",
     unleased!("h", "$1"),
-    " ORDER BY h.next_attempt_at LIMIT 1) x WHERE a.account IS NOT NULL AND ",
+    " ORDER BY h.next_attempt_at LIMIT 1) x \
+    WHERE (SELECT at FROM first) IS NULL AND (SELECT count(*) FROM head) >= $3::bigint \
+        AND a.account IS NOT NULL AND ",
     account_open!("a", "$2"),
     " AND ",
-    endpoint_room!("a", "$1")
+    endpoint_room!("a", "$1"),
+    ") \
+SELECT coalesce((SELECT at FROM first), (SELECT at FROM more))"
 );
 
 /// The outcomes of a batch, one row each (`$1` ids, none twice, `$2` their claims' tokens),
@@ -594,8 +596,7 @@ pub(super) struct Statements {
     pub(super) notify_due: String,
     pub(super) claim: String,
     pub(super) ensure_slots: String,
-    pub(super) next_due_head: String,
-    pub(super) next_due_by_account: String,
+    pub(super) next_due: String,
     pub(super) record_kept: String,
     pub(super) record_delivered: String,
     pub(super) extend: String,
@@ -638,8 +639,7 @@ impl Statements {
             notify_due: sql(NOTIFY_DUE),
             claim: sql(CLAIM),
             ensure_slots: sql(ENSURE_SLOTS),
-            next_due_head: sql(NEXT_DUE_HEAD),
-            next_due_by_account: sql(NEXT_DUE_BY_ACCOUNT),
+            next_due: sql(NEXT_DUE),
             record_kept: sql(RECORD_KEPT),
             record_delivered: sql(RECORD_DELIVERED),
             extend: sql(EXTEND),
