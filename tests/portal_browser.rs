@@ -345,6 +345,63 @@ fn the_script_detector_sees_a_script_that_runs() {
     assert!(ran.is_some(), "the planted script ran but was not seen");
 }
 
+/// What the page's own Content-Security-Policy lets run: a script element added to the page,
+/// and an inline event handler, each setting `window.__pwned`.
+const INJECT: &str = "const s = document.createElement('script'); \
+    s.textContent = 'window.__pwned = \"script element\"'; document.body.appendChild(s); \
+    const d = document.createElement('div'); \
+    d.innerHTML = '<img src=x onerror=\"window.__pwned = \\'inline handler\\'\">'; \
+    document.body.appendChild(d);";
+
+/// The Content-Security-Policy holds on every screen, in the browser: markup that got into the
+/// page anyway (a script element, an inline event handler) does not run, while on a page
+/// without the policy the same markup does; and the portal's own stylesheet, admitted by its
+/// hash, applies.
+#[test]
+fn the_content_security_policy_stops_inline_script_and_admits_the_stylesheet() {
+    let Some(browser) = Browser::start(TEST) else {
+        return;
+    };
+    let app = App::start();
+    let receiver = Receiver::start();
+    app.configure(&receiver.url_for("/hook"), "dialer", "s3cret", "winter");
+
+    // The control: no policy, and the injected markup runs.
+    let bare = Receiver::start();
+    bare.set_default(
+        Reply::ok()
+            .header("content-type", "text/html; charset=utf-8")
+            .body("<!doctype html><title>bare</title><p>no policy</p>"),
+    );
+    browser.goto(&bare.url_for("/bare"));
+    browser.execute(INJECT, vec![]);
+    assert!(
+        browser
+            .script_ran("__pwned", Duration::from_secs(5))
+            .is_some(),
+        "without a policy the injected markup should run"
+    );
+
+    app.sign_in(&browser, Role::Admin);
+    for screen in ["settings", "campaigns", "deliveries", "dead-letters"] {
+        browser.goto(&app.url(&format!("/webhooks/{screen}")));
+        let header = browser.execute(
+            "return getComputedStyle(document.querySelector('header')).backgroundColor;",
+            vec![],
+        );
+        assert_eq!(
+            header, "rgb(29, 53, 87)",
+            "the stylesheet does not apply on {screen}"
+        );
+        browser.execute(INJECT, vec![]);
+        assert_eq!(
+            browser.script_ran("__pwned", Duration::from_secs(1)),
+            None,
+            "on {screen}"
+        );
+    }
+}
+
 /// An administrator changes the URL and the credentials on Settings > Preferences > WebHook;
 /// the next delivery goes to the new URL with the new Authorization, and none to the old one.
 #[test]
