@@ -17,15 +17,16 @@
 //!
 //! # The client: a minimal W3C WebDriver client of our own
 //!
-//! WebDriver is JSON over HTTP/1.1 to a server on 127.0.0.1; the handful of commands the tests
-//! use (about twenty endpoints) fit in this file. Written over `std::net::TcpStream` with
-//! `serde_json` and `base64`, which the crate already depends on, it adds no dependency at all
-//! and nothing to build. A client crate would: `fantoccini` brings the `webdriver` crate (with
-//! its own `time`, `cookie`, `unicode-segmentation`, ...), `hyper-util`'s pooled client and a
-//! TLS stack choice for a connection that never leaves loopback; `thirtyfour` adds fantoccini
-//! and more on top. The client here is blocking (one request per connection, `Connection:
-//! close`), so the tests are plain `#[test]` functions and the servers under test run on
-//! runtimes of their own.
+//! WebDriver is JSON over HTTP/1.1 to a server on 127.0.0.1; the commands the tests use
+//! (about twenty endpoints) fit in this file. Written over `std::net::TcpStream` with
+//! `serde_json` and `base64`, which the crate already depends on, it adds no dependency, no
+//! line to `Cargo.toml` and nothing to build. A client crate would: `fantoccini` (0.22) brings
+//! Mozilla's `webdriver` protocol crate (MPL-2.0) and what it needs, a pooled `hyper-util`
+//! client, and by default native-tls with OpenSSL (rustls as an option) for a connection that
+//! never leaves loopback; `thirtyfour` is built on fantoccini and adds more. The client here
+//! is blocking (one request per connection; chromedriver keeps connections open, so the body
+//! is read to its `Content-Length`), so the tests are plain `#[test]` functions and the
+//! servers under test run on runtimes of their own.
 //!
 //! # The browser, kept off the network
 //!
