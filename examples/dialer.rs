@@ -26,6 +26,12 @@
 //! reading, shuts the worker down within `--shutdown-ms`, prints its summary and exits 4
 //! (`tests/dialer_signals.rs`).
 //!
+//! With `--portal-addr HOST:PORT` (feature `portal`) it also serves the administrator's portal
+//! for its account, under `/webhooks`, while it runs, and prints two lines on stderr,
+//! `portal: administrator link URL` and `portal: viewer link URL`: single-use links, valid 10
+//! minutes, each setting a session cookie (`HttpOnly; SameSite=Strict`) and opening Settings >
+//! Preferences > WebHook. They stand in for a dialer's own login (`tests/dialer_portal.rs`).
+//!
 //! Run `dialer --help` for every option and exit status. Every error is printed with its
 //! causes, on one line; the password is never printed.
 
@@ -104,6 +110,14 @@ OPTIONS:
     --metrics-addr HOST:PORT   serve the crate's metrics in the Prometheus text format at
                                http://HOST:PORT/metrics (needs the `metrics` feature; port 0
                                picks a free one, printed on stderr)
+    --portal-addr HOST:PORT    serve the administrator's portal for the account under
+                               http://HOST:PORT/webhooks while the dialer runs (needs the
+                               `portal` feature; port 0 picks a free one) and print two
+                               sign-in links on stderr, each usable once within 10 minutes:
+                               `portal: administrator link URL` (full administrative
+                               permissions) and `portal: viewer link URL` (read only); each
+                               sets a session cookie and opens Settings > Preferences >
+                               WebHook. A HOST of 0.0.0.0 or :: is printed as loopback
     -h, --help                 print this help
 
 The account and its campaign are configured as an administrator would, in the outbox file:
@@ -119,7 +133,8 @@ SIGNALS:
 OUTPUT:
     stdout  one `accepted` line per call result stored, flushed at once
     stderr  lines not accepted, deliveries that failed for good, the outbox failing and
-            recovering, a summary; every error with its causes, `: `-joined on one line
+            recovering, a summary; every error with its causes, `: `-joined on one line;
+            with --portal-addr, the portal's two sign-in links
 
 EXIT STATUS:
     0  end of input, and nothing is pending
@@ -175,6 +190,7 @@ const OPTIONS: &[Opt] = &[
     Opt { name: "--shutdown-ms",       value: true },
     Opt { name: "--per-endpoint",      value: true },
     Opt { name: "--metrics-addr",      value: true },
+    Opt { name: "--portal-addr",       value: true },
 ];
 
 /// The options given: name to value (`""` for a flag).
@@ -886,6 +902,10 @@ fn run(given: &Given, signals: &Signals) -> ExitCode {
     {
         return fail(message);
     }
+    let portal_listener = match given.value("--portal-addr").map(portal::bind).transpose() {
+        Ok(listener) => listener,
+        Err(message) => return fail(message),
+    };
     let (store, path) = match open_store(given) {
         Ok(opened) => opened,
         Err(message) => return fail(message),
@@ -945,6 +965,11 @@ fn run(given: &Given, signals: &Signals) -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(format!("cannot start a tokio runtime: {}", chain(&e))),
     };
+    if let Some(listener) = portal_listener
+        && let Err(message) = portal::serve(listener, &webhooks, &account, &campaign, &runtime)
+    {
+        return fail(message);
+    }
     // Built without a policy: it adopts the one given to the Webhooks builder.
     let dispatcher = HyperDispatcher::builder().build();
     let worker = match webhooks.start_tokio(dispatcher, runtime.handle()) {
@@ -1108,4 +1133,418 @@ fn serve_metrics(addr: &str) -> Result<(), String> {
 #[cfg(not(feature = "metrics"))]
 fn serve_metrics(_addr: &str) -> Result<(), String> {
     Err("--metrics-addr needs the `metrics` feature: cargo run --features metrics ...".into())
+}
+
+/// `--portal-addr`: the administrator's portal for the one account, under `/webhooks`, behind
+/// a stand-in for a dialer's own login: two single-use sign-in links, printed once on stderr,
+/// each opening a session held in memory (a cookie `HttpOnly; SameSite=Strict`).
+///
+/// Only SHA-256 digests of the links' tokens and of the session ids are kept, compared in
+/// constant time; neither a token nor a session id is printed or logged anywhere else.
+#[cfg(feature = "portal")]
+mod portal {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+    use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+    use std::time::{Duration, Instant};
+
+    use axum::Router;
+    use axum::extract::{Path, Request, State};
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::middleware::{self, Next};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::get;
+    use base64::Engine as _;
+    use call_result_webhook::portal::{self as webhook_portal, PortalOptions, PortalUser};
+    use call_result_webhook::{AccountId, CampaignId, HyperDispatcher, Principal, Webhooks};
+    use sha2::{Digest as _, Sha256};
+    use subtle::ConstantTimeEq as _;
+
+    use super::{chain, say};
+
+    /// How long a printed link may be used (once).
+    pub(super) const LINK_VALIDITY: Duration = Duration::from_secs(10 * 60);
+    /// Where the portal is mounted, and the page a link opens: Settings > Preferences > WebHook.
+    const MOUNT: &str = "/webhooks";
+    const SETTINGS: &str = "/webhooks/settings";
+    /// The session cookie's name.
+    const COOKIE: &str = "dialer_portal_session";
+
+    /// The portal's socket, bound before anything is read (a refusal is a usage error), and the
+    /// address the links name.
+    pub(super) struct Listener {
+        listener: TcpListener,
+        addr: SocketAddr,
+    }
+
+    pub(super) fn bind(addr: &str) -> Result<Listener, String> {
+        let listener = TcpListener::bind(addr)
+            .map_err(|e| format!("--portal-addr {addr}: cannot listen: {}", chain(&e)))?;
+        let mut local = listener
+            .local_addr()
+            .and_then(|local| listener.set_nonblocking(true).map(|()| local))
+            .map_err(|e| format!("--portal-addr {addr}: {}", chain(&e)))?;
+        // A link to 0.0.0.0 or :: opens nothing in some browsers; loopback reaches the same
+        // socket.
+        match local.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => local.set_ip(Ipv4Addr::LOCALHOST.into()),
+            IpAddr::V6(ip) if ip.is_unspecified() => local.set_ip(Ipv6Addr::LOCALHOST.into()),
+            _ => {}
+        }
+        Ok(Listener {
+            listener,
+            addr: local,
+        })
+    }
+
+    /// Serves the portal for `account` on `runtime` until the process ends, and prints the two
+    /// links.
+    pub(super) fn serve(
+        listener: Listener,
+        webhooks: &Webhooks,
+        account: &AccountId,
+        campaign: &CampaignId,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<(), String> {
+        let failed = |e: call_result_webhook::Error| format!("--portal-addr: {}", chain(&e));
+        // "Send test" through a dispatcher of its own, which adopts the same URL policy.
+        let options = PortalOptions::new()
+            .map_err(failed)?
+            .send_test(HyperDispatcher::builder().build());
+        let portal = webhook_portal::router(webhooks.clone(), options).map_err(failed)?;
+        let (logins, [administrator, viewer]) =
+            Logins::new(account.clone(), campaign.clone(), Instant::now())?;
+        let logins: Shared = Arc::new(Mutex::new(logins));
+        let app = Router::new()
+            .route("/login/{token}", get(login))
+            .with_state(logins.clone())
+            .nest(
+                MOUNT,
+                portal.layer(middleware::from_fn_with_state(logins, authenticate)),
+            );
+        let Listener { listener, addr } = listener;
+        let listener = {
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)
+                .map_err(|e| format!("--portal-addr: {}", chain(&e)))?
+        };
+        runtime.spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                say(format_args!("the portal stopped: {}", chain(&e)));
+            }
+        });
+        // The one place the tokens are ever shown: not through `say`, whose prefix these two
+        // lines do not have.
+        eprintln!("portal: administrator link http://{addr}/login/{administrator}");
+        eprintln!("portal: viewer link http://{addr}/login/{viewer}");
+        Ok(())
+    }
+
+    type Shared = Arc<Mutex<Logins>>;
+
+    fn lock(logins: &Shared) -> MutexGuard<'_, Logins> {
+        logins.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// 32 random bytes, base64url: a link's token or a session's id.
+    fn random_token() -> Result<String, String> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| format!("--portal-addr: the system's random source failed: {e}"))?;
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    fn digest(secret: &str) -> [u8; 32] {
+        Sha256::digest(secret.as_bytes()).into()
+    }
+
+    /// Whether a link issued at `issued` has expired at `now`.
+    fn expired(issued: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(issued) >= LINK_VALIDITY
+    }
+
+    /// One printed link: its token's digest, who it signs in, when it was made, whether it was
+    /// used (or tried once expired).
+    struct Link {
+        token: [u8; 32],
+        principal: Principal,
+        issued: Instant,
+        used: bool,
+    }
+
+    /// One session a link opened: its id's digest, who is signed in.
+    struct Session {
+        id: [u8; 32],
+        principal: Principal,
+    }
+
+    /// The links and the sessions they opened, for the one account.
+    struct Logins {
+        account: AccountId,
+        campaign: CampaignId,
+        links: Vec<Link>,
+        sessions: Vec<Session>,
+    }
+
+    /// Why a link opens no session.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Refused {
+        Unknown,
+        Used,
+        Expired,
+    }
+
+    impl Refused {
+        fn message(&self) -> &'static str {
+            match self {
+                Refused::Unknown => "This sign-in link is not valid.",
+                Refused::Used => {
+                    "This sign-in link was already used: each link opens one session. \
+                     Start the dialer again for new links."
+                }
+                Refused::Expired => {
+                    "This sign-in link has expired: links are valid for 10 minutes. \
+                     Start the dialer again for new links."
+                }
+            }
+        }
+    }
+
+    impl Logins {
+        /// The two links, issued at `issued`: the administrator's, then the viewer's tokens.
+        fn new(
+            account: AccountId,
+            campaign: CampaignId,
+            issued: Instant,
+        ) -> Result<(Logins, [String; 2]), String> {
+            let administrator = random_token()?;
+            let viewer = random_token()?;
+            let link = |token: &str, principal| Link {
+                token: digest(token),
+                principal,
+                issued,
+                used: false,
+            };
+            let links = vec![
+                link(
+                    &administrator,
+                    Principal::administrator("dialer administrator"),
+                ),
+                link(&viewer, Principal::user("dialer viewer")),
+            ];
+            let logins = Logins {
+                account,
+                campaign,
+                links,
+                sessions: Vec::new(),
+            };
+            Ok((logins, [administrator, viewer]))
+        }
+
+        /// Uses the link of `token` at `now`: who it signs in, once, within LINK_VALIDITY.
+        fn redeem(&mut self, token: &str, now: Instant) -> Result<Principal, Refused> {
+            let token = digest(token);
+            let link = self
+                .links
+                .iter_mut()
+                .find(|link| bool::from(link.token.ct_eq(&token)))
+                .ok_or(Refused::Unknown)?;
+            if link.used {
+                return Err(Refused::Used);
+            }
+            link.used = true;
+            if expired(link.issued, now) {
+                return Err(Refused::Expired);
+            }
+            Ok(link.principal.clone())
+        }
+
+        /// A new session for `principal`: its id, for the cookie.
+        fn open(&mut self, principal: Principal) -> Result<String, String> {
+            let id = random_token()?;
+            self.sessions.push(Session {
+                id: digest(&id),
+                principal,
+            });
+            Ok(id)
+        }
+
+        /// The signed-in user of the session `id`, for the portal.
+        fn user(&self, id: &str) -> Option<PortalUser> {
+            let id = digest(id);
+            let session = self
+                .sessions
+                .iter()
+                .find(|session| bool::from(session.id.ct_eq(&id)))?;
+            // The portal derives its CSRF tokens from this: the digest, not the id itself.
+            let session_key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id);
+            Some(
+                PortalUser::new(session.principal.clone(), self.account.clone(), session_key)
+                    .campaigns([self.campaign.clone()]),
+            )
+        }
+    }
+
+    /// A plain-text answer that no cache keeps.
+    fn plain(status: StatusCode, message: &'static str) -> Response {
+        (
+            status,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            message,
+        )
+            .into_response()
+    }
+
+    /// `GET /login/<token>`: a link opens a session and Settings > Preferences > WebHook.
+    async fn login(State(logins): State<Shared>, Path(token): Path<String>) -> Response {
+        let opened = {
+            let mut logins = lock(&logins);
+            match logins.redeem(&token, Instant::now()) {
+                Ok(principal) => logins.open(principal).map_err(|_| None),
+                Err(refused) => Err(Some(refused)),
+            }
+        };
+        match opened {
+            Ok(id) => (
+                StatusCode::SEE_OTHER,
+                [
+                    (
+                        header::SET_COOKIE,
+                        format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict"),
+                    ),
+                    (header::LOCATION, SETTINGS.to_owned()),
+                    (header::CACHE_CONTROL, "no-store".to_owned()),
+                    (header::REFERRER_POLICY, "no-referrer".to_owned()),
+                ],
+            )
+                .into_response(),
+            Err(Some(refused)) => plain(StatusCode::FORBIDDEN, refused.message()),
+            Err(None) => plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "No session could be opened (the system's random source failed).",
+            ),
+        }
+    }
+
+    /// The session id in the request's cookie.
+    fn session_cookie(headers: &HeaderMap) -> Option<String> {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| {
+                c.trim()
+                    .strip_prefix(COOKIE)
+                    .and_then(|rest| rest.strip_prefix('='))
+                    .map(str::to_owned)
+            })
+    }
+
+    /// In front of the portal: the session's principal, for the one account, as its
+    /// `PortalUser`. Without a session nothing is inserted, and the portal answers 401.
+    async fn authenticate(
+        State(logins): State<Shared>,
+        mut request: Request,
+        next: Next,
+    ) -> Response {
+        let user = session_cookie(request.headers()).and_then(|id| lock(&logins).user(&id));
+        if let Some(user) = user {
+            request.extensions_mut().insert(user);
+        }
+        next.run(request).await
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn logins(issued: Instant) -> (Logins, [String; 2]) {
+            Logins::new("dialer".into(), "calls".into(), issued).expect("random tokens")
+        }
+
+        #[test]
+        fn a_link_is_valid_for_ten_minutes() {
+            assert_eq!(LINK_VALIDITY, Duration::from_secs(600));
+            let issued = Instant::now();
+            assert!(!expired(issued, issued));
+            assert!(!expired(
+                issued,
+                issued + LINK_VALIDITY - Duration::from_millis(1)
+            ));
+            assert!(expired(issued, issued + LINK_VALIDITY));
+            assert!(expired(issued, issued + Duration::from_secs(3600)));
+
+            let (mut in_time, [administrator, _]) = logins(issued);
+            let late = issued + LINK_VALIDITY - Duration::from_secs(1);
+            assert!(in_time.redeem(&administrator, late).is_ok());
+
+            let (mut too_late, [administrator, viewer]) = logins(issued);
+            let after = issued + LINK_VALIDITY;
+            assert_eq!(
+                too_late.redeem(&administrator, after),
+                Err(Refused::Expired)
+            );
+            assert_eq!(too_late.redeem(&viewer, after), Err(Refused::Expired));
+            // Tried once expired, it stays refused.
+            assert_eq!(too_late.redeem(&viewer, issued), Err(Refused::Used));
+        }
+
+        #[test]
+        fn a_link_opens_one_session_for_its_principal() {
+            let issued = Instant::now();
+            let (mut logins, [administrator, viewer]) = logins(issued);
+            assert_ne!(administrator, viewer);
+            assert_eq!(administrator.len(), 43, "32 bytes, base64url");
+            let admin = logins.redeem(&administrator, issued).unwrap();
+            assert!(admin.is_administrator());
+            assert_eq!(logins.redeem(&administrator, issued), Err(Refused::Used));
+            assert!(!logins.redeem(&viewer, issued).unwrap().is_administrator());
+            assert_eq!(logins.redeem("not-a-token", issued), Err(Refused::Unknown));
+
+            let id = logins.open(admin).unwrap();
+            let user = logins.user(&id).expect("the session's user");
+            assert!(user.principal().is_administrator());
+            assert_eq!(user.account().as_str(), "dialer");
+            assert!(logins.user(&administrator).is_none());
+            assert!(logins.user("").is_none());
+            assert!(!format!("{:?}", user).contains(&id));
+        }
+
+        #[test]
+        fn the_cookie_is_read_by_its_name() {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::COOKIE,
+                format!("other=1; {COOKIE}x=2; {COOKIE}=abc")
+                    .parse()
+                    .unwrap(),
+            );
+            assert_eq!(session_cookie(&headers).as_deref(), Some("abc"));
+        }
+    }
+}
+
+/// Without the `portal` feature, `--portal-addr` is a usage error.
+#[cfg(not(feature = "portal"))]
+mod portal {
+    use call_result_webhook::{AccountId, CampaignId, Webhooks};
+
+    pub(super) enum Listener {}
+
+    pub(super) fn bind(_addr: &str) -> Result<Listener, String> {
+        Err("--portal-addr needs the `portal` feature: cargo run --features portal ...".into())
+    }
+
+    pub(super) fn serve(
+        listener: Listener,
+        _webhooks: &Webhooks,
+        _account: &AccountId,
+        _campaign: &CampaignId,
+        _runtime: &tokio::runtime::Runtime,
+    ) -> Result<(), String> {
+        match listener {}
+    }
 }
