@@ -455,6 +455,41 @@ fn an_administrator_changes_url_and_credentials_and_the_next_delivery_goes_there
     assert!(old.requests().is_empty(), "the old URL was sent to");
 }
 
+/// A URL the policy refuses, typed on Settings > Preferences > WebHook: nothing is saved, the
+/// policy's reason shows beside the field (and is the field's accessible description), and the
+/// field keeps what was typed.
+#[test]
+fn a_url_the_policy_refuses_is_refused_beside_the_field() {
+    let Some(browser) = Browser::start(TEST) else {
+        return;
+    };
+    let app = App::start();
+    let receiver = Receiver::start();
+    let original = receiver.url_for("/hook");
+    app.configure(&original, "dialer", "s3cret", "winter");
+    let audited = app.audited();
+
+    app.sign_in(&browser, Role::Admin);
+    for (refused, reason) in [
+        ("ftp://127.0.0.1/hook", "scheme `ftp` is not allowed"),
+        ("http://169.254.169.254/latest/meta-data", "link-local"),
+    ] {
+        browser.fill("#url", refused);
+        browser
+            .find("form[action=settings] button[type=submit]")
+            .click();
+        browser.wait_for_text("#url-error", WAIT, |t| t.contains(reason));
+        assert_eq!(browser.find("#url").value(), refused);
+        assert_eq!(
+            browser.find("#url").attr("aria-describedby").as_deref(),
+            Some("url-error")
+        );
+        assert_eq!(app.url_and_user().0, Some(original.clone()));
+        assert_eq!(app.audited(), audited);
+        browser.goto(&app.url("/webhooks/settings"));
+    }
+}
+
 /// A viewer sees the settings read-only with no enabled Save; a change forged with the viewer's
 /// own cookie (a POST by hand with the cookie read from the browser, the portal's own `Origin`
 /// and the viewer's CSRF token) is refused for want of permission and changes nothing.
@@ -984,15 +1019,24 @@ fn no_secret_reaches_any_page_or_json_answer() {
     }
 }
 
-/// The example's program (`examples/portal_axum.rs`), built by `cargo test` beside this test.
-fn example_binary() -> Option<PathBuf> {
+/// An example's program, built by `cargo test` beside this test; `None` (after saying that
+/// the test did not run) when it was not built, as with `cargo test --test portal_browser`.
+fn example_binary(name: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let path = exe
         .parent()?
         .parent()?
         .join("examples")
-        .join(format!("portal_axum{}", std::env::consts::EXE_SUFFIX));
-    path.exists().then_some(path)
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        eprintln!(
+            "{TEST}: examples/{name} was not built beside this test: this test DID NOT RUN \
+             (`cargo test` builds the examples; `cargo test --test portal_browser` alone does \
+             not: build them first)"
+        );
+        return None;
+    }
+    Some(path)
 }
 
 /// The example, a child of the test, killed when the test ends however it ends.
@@ -1014,12 +1058,7 @@ fn the_example_in_the_browser_signs_in_saves_and_sends_a_test() {
     let Some(browser) = Browser::start(TEST) else {
         return;
     };
-    let Some(binary) = example_binary() else {
-        // `cargo test` builds the examples; `cargo test --test portal_browser` alone does not.
-        eprintln!(
-            "{TEST}: examples/portal_axum was not built beside this test: this test DID NOT RUN \
-             (run `cargo test`, or build the example first)"
-        );
+    let Some(binary) = example_binary("portal_axum") else {
         return;
     };
     let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
@@ -1094,6 +1133,139 @@ fn the_example_in_the_browser_signs_in_saves_and_sends_a_test() {
             .all(|b| b.text() != "Save" || !b.is_enabled()),
         "victor has an enabled Save"
     );
+}
+
+/// The `dialer` example with `--portal-addr`, in the browser: its administrator's link opens
+/// Settings > Preferences > WebHook with an `HttpOnly; SameSite=Strict` session cookie, works
+/// once only, and a URL and credentials changed there are what the dialer's next call result
+/// is delivered to and with; its viewer's link opens the page read only.
+#[cfg(all(feature = "hyper", feature = "sqlite"))]
+#[test]
+fn the_dialers_links_open_the_portal_and_its_next_delivery_follows_the_page() {
+    use std::io::BufRead as _;
+
+    let Some(browser) = Browser::start(TEST) else {
+        return;
+    };
+    let Some(binary) = example_binary("dialer") else {
+        return;
+    };
+    let old = Receiver::start();
+    let new = Receiver::start();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut child = std::process::Command::new(binary)
+        .arg("--store")
+        .arg(dir.path().join("outbox.sqlite"))
+        .args([
+            "--url",
+            &old.url_for("/old"),
+            "--allow-http",
+            "--allow-private",
+        ])
+        .args(["--username", "dialer", "--password", "old-pw"])
+        .args(["--portal-addr", "127.0.0.1:0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the dialer");
+    let mut stdin = child.stdin.take().expect("its stdin");
+    let stderr = child.stderr.take().expect("its stderr");
+    let _dialer = Example(child);
+    let (lines, links) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(link) = line.strip_prefix("portal: ") {
+                let _ = lines.send(link.to_owned());
+            }
+        }
+    });
+    let link = |role: &str| {
+        let line = links
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the dialer printed its links");
+        line.strip_prefix(&format!("{role} link "))
+            .unwrap_or_else(|| panic!("not the {role} link: {line:?}"))
+            .to_owned()
+    };
+    let (admin_link, viewer_link) = (link("administrator"), link("viewer"));
+
+    browser.goto(&admin_link);
+    browser.wait_for_url(WAIT, |url| url.ends_with("/webhooks/settings"));
+    assert_eq!(
+        browser.find("h1").text(),
+        "Settings > Preferences > WebHook"
+    );
+    let cookies = browser.cookies();
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    assert!(cookies[0].http_only, "{cookies:?}");
+    assert_eq!(cookies[0].same_site.as_deref(), Some("Strict"));
+    assert_eq!(browser.find("#url").value(), old.url_for("/old"));
+    browser.fill("#url", &new.url_for("/new"));
+    browser.fill("#username", "newuser");
+    browser.fill("#password", "n3w-pw");
+    browser
+        .find("form[action=settings] button[type=submit]")
+        .click();
+    browser.wait_for_text("p.notice", WAIT, |t| t == "Saved.");
+
+    writeln!(
+        stdin,
+        "{}",
+        serde_json::json!({
+            "CampaignName": "Winter Sale",
+            "LogDateTime": "2019-06-19T16:11:07",
+            "CallStart": "2019-06-20 01:01:00",
+            "CallEnd": "2019-06-20 01:03:00",
+            "PhoneCalled": "0731051xxx",
+            "Reference": "after-the-page",
+            "Result": "Connected",
+            "ResultNotes": "",
+            "WrapUpByName": "agent@pinetree.net.au",
+            "WrapUpReasonName": "Payment Taken",
+        })
+    )
+    .expect("a call result to the dialer");
+    stdin.flush().expect("flush");
+    let got = next_requests(&new, 0, 1).remove(0);
+    assert_eq!(got.target, "/new");
+    assert_eq!(
+        got.header("authorization"),
+        Some(basic("newuser", "n3w-pw").as_str())
+    );
+    assert!(
+        got.text().contains("Reference=after-the-page"),
+        "{}",
+        got.text()
+    );
+    assert!(old.requests().is_empty(), "the old URL was sent to");
+
+    // The administrator's link a second time, in a browser with no session: refused.
+    browser.delete_cookies();
+    browser.goto(&admin_link);
+    assert!(
+        browser.body_text().contains("already used"),
+        "{}",
+        browser.body_text()
+    );
+    assert!(browser.try_find("#url").is_none());
+    assert!(browser.cookies().is_empty());
+
+    browser.goto(&viewer_link);
+    browser.wait_for_url(WAIT, |url| url.ends_with("/webhooks/settings"));
+    assert!(browser.body_text().contains("Read only"));
+    assert_eq!(browser.find("#url").value(), new.url_for("/new"));
+    assert!(
+        browser
+            .find_all("button")
+            .iter()
+            .all(|b| b.text() != "Save" || !b.is_enabled()),
+        "the viewer has an enabled Save"
+    );
+    drop(stdin);
 }
 
 /// The screens with something on them, saved to `examples/screenshots/` when
