@@ -490,6 +490,43 @@ fn a_url_the_policy_refuses_is_refused_beside_the_field() {
     }
 }
 
+/// A save over someone else's newer change: the administrator's page was loaded, then someone
+/// else saved another URL; the page's Save is refused and says so, their change stays, and the
+/// form shows it.
+#[test]
+fn a_save_over_someone_elses_newer_change_says_so_and_keeps_theirs() {
+    let Some(browser) = Browser::start(TEST) else {
+        return;
+    };
+    let app = App::start();
+    let receiver = Receiver::start();
+    app.configure(&receiver.url_for("/first"), "dialer", "s3cret", "winter");
+
+    app.sign_in(&browser, Role::Admin);
+    browser.fill("#url", &receiver.url_for("/mine"));
+    // Meanwhile, someone else saves.
+    app.webhooks
+        .update_preferences_blocking(
+            &Principal::administrator("bob"),
+            &acme(),
+            PreferencesUpdate::new().url(&receiver.url_for("/theirs")),
+        )
+        .expect("bob's save");
+    browser
+        .find("form[action=settings] button[type=submit]")
+        .click();
+
+    browser.wait_for_text("p.problem", WAIT, |t| {
+        t.starts_with("Someone else saved these settings")
+    });
+    assert_eq!(app.url_and_user().0, Some(receiver.url_for("/theirs")));
+    assert_eq!(browser.find("#url").value(), receiver.url_for("/theirs"));
+    assert!(
+        browser.body_text().contains("bob"),
+        "the change log names bob"
+    );
+}
+
 /// A viewer sees the settings read-only with no enabled Save; a change forged with the viewer's
 /// own cookie (a POST by hand with the cookie read from the browser, the portal's own `Origin`
 /// and the viewer's CSRF token) is refused for want of permission and changes nothing.
