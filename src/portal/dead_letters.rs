@@ -12,7 +12,7 @@ use super::access::{Refusal, Signed, check_change};
 use super::html::{self, Esc};
 use super::send_test::{self, TestAnswer};
 use super::{Portal, PortalUser, Shared};
-use crate::delivery::DeadLetter;
+use crate::delivery::{DeadLetter, Pause};
 use crate::ids::{CampaignId, DeliveryId};
 use crate::store::{DeliveryFilter, DeliveryState};
 
@@ -80,17 +80,54 @@ async fn screen(
         Ok(status) => status,
         Err(e) => return Refusal::from(e).page(Some(user)),
     };
-    let admin = user.principal.is_administrator();
-    let token = portal.options.key.csrf_token(user);
-    let button = |out: &mut String, action: &str, id: Option<&str>, label: &str| {
-        if !admin {
+    let buttons = Buttons {
+        admin: user.principal.is_administrator(),
+        token: portal.options.key.csrf_token(user),
+    };
+    let mut out = String::new();
+    if let Some(notice) = notice {
+        html::message(&mut out, "notice", notice);
+    }
+    if let Some(pause) = &status.endpoint.paused {
+        paused(&mut out, pause, &buttons);
+    }
+    match &letters {
+        None => out.push_str("<p>Dead letters are shown to full administrators only.</p>"),
+        Some(letters) if letters.is_empty() => out.push_str("<p>No dead letter.</p>"),
+        Some(letters) => {
+            table(&mut out, letters, &buttons);
+            actions(
+                &mut out,
+                letters.len(),
+                portal.options.dead_letters_shown,
+                &buttons,
+            );
+        }
+    }
+    if portal.options.dispatcher.is_some() {
+        send_test_section(&mut out, test, &buttons);
+    }
+    html::page(StatusCode::OK, TITLE, Some(user), &out).into_response()
+}
+
+/// The screen's buttons: each a form of its own with the session's CSRF token, for a full
+/// administrator only (none at all for a viewer).
+struct Buttons {
+    admin: bool,
+    token: String,
+}
+
+impl Buttons {
+    /// A button posting to `action`, for the dead letter `id` (all without one).
+    fn put(&self, out: &mut String, action: &str, id: Option<&str>, label: &str) {
+        if !self.admin {
             return;
         }
         let _ = write!(
             out,
             "<form method=\"post\" action=\"{action}\" class=\"inline\">"
         );
-        html::csrf_field(out, &token);
+        html::csrf_field(out, &self.token);
         if let Some(id) = id {
             let _ = write!(
                 out,
@@ -99,72 +136,77 @@ async fn screen(
             );
         }
         let _ = write!(out, "<button type=\"submit\">{label}</button></form>");
-    };
-    let mut out = String::new();
-    if let Some(notice) = notice {
-        html::message(&mut out, "notice", notice);
     }
-    if let Some(pause) = &status.endpoint.paused {
+}
+
+/// The paused endpoint: since when and why, and "Resume".
+fn paused(out: &mut String, pause: &Pause, buttons: &Buttons) {
+    let _ = write!(
+        out,
+        "<p class=\"problem\">The endpoint is paused since {} ({:?}): deliveries wait.</p>",
+        Esc(&pause.at.to_string()),
+        pause.reason
+    );
+    buttons.put(out, "resume", None, "Resume");
+}
+
+/// The dead letters' table, one row each.
+fn table(out: &mut String, letters: &[DeadLetter], buttons: &Buttons) {
+    out.push_str(
+        "<table><thead><tr><th>webhook-id</th><th>Campaign</th><th>Submitted</th>\
+         <th>Attempts</th><th>Last status</th><th>Last error</th><th>Last attempt</th>\
+         <th></th></tr></thead><tbody>",
+    );
+    for d in letters {
+        row(out, d, buttons);
+    }
+    out.push_str("</tbody></table>");
+}
+
+/// One dead letter, with its own "Replay" and "Remove".
+fn row(out: &mut String, d: &DeadLetter, buttons: &Buttons) {
+    let _ = write!(
+        out,
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+         <td>{}</td><td>",
+        Esc(d.id.as_str()),
+        Esc(d.campaign.as_str()),
+        Esc(&d.created_at.to_string()),
+        d.attempts,
+        d.last_status
+            .map_or_else(|| "-".to_owned(), |s| s.to_string()),
+        Esc(d.last_error.as_deref().unwrap_or("-")),
+        Esc(&html::time(d.last_attempt_at)),
+    );
+    buttons.put(out, "replay", Some(d.id.as_str()), "Replay");
+    buttons.put(out, "remove", Some(d.id.as_str()), "Remove");
+    out.push_str("</td></tr>");
+}
+
+/// Under the table: whether more are left unlisted, and "Replay all" and "Remove all".
+fn actions(out: &mut String, listed: usize, shown: usize, buttons: &Buttons) {
+    if listed == shown {
         let _ = write!(
             out,
-            "<p class=\"problem\">The endpoint is paused since {} ({:?}): deliveries wait.</p>",
-            Esc(&pause.at.to_string()),
-            pause.reason
+            "<p>The oldest {listed} are shown; replay or remove them to see the rest.</p>"
         );
-        button(&mut out, "resume", None, "Resume");
     }
-    match &letters {
-        None => out.push_str("<p>Dead letters are shown to full administrators only.</p>"),
-        Some(letters) if letters.is_empty() => out.push_str("<p>No dead letter.</p>"),
-        Some(letters) => {
-            out.push_str(
-                "<table><thead><tr><th>webhook-id</th><th>Campaign</th><th>Submitted</th>\
-                 <th>Attempts</th><th>Last status</th><th>Last error</th><th>Last attempt</th>\
-                 <th></th></tr></thead><tbody>",
-            );
-            for d in letters {
-                let _ = write!(
-                    out,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                     <td>{}</td><td>",
-                    Esc(d.id.as_str()),
-                    Esc(d.campaign.as_str()),
-                    Esc(&d.created_at.to_string()),
-                    d.attempts,
-                    d.last_status
-                        .map_or_else(|| "-".to_owned(), |s| s.to_string()),
-                    Esc(d.last_error.as_deref().unwrap_or("-")),
-                    Esc(&html::time(d.last_attempt_at)),
-                );
-                button(&mut out, "replay", Some(d.id.as_str()), "Replay");
-                button(&mut out, "remove", Some(d.id.as_str()), "Remove");
-                out.push_str("</td></tr>");
-            }
-            out.push_str("</tbody></table>");
-            if letters.len() == portal.options.dead_letters_shown {
-                let _ = write!(
-                    out,
-                    "<p>The oldest {} are shown; replay or remove them to see the rest.</p>",
-                    letters.len()
-                );
-            }
-            out.push_str("<p>");
-            button(&mut out, "replay", None, "Replay all");
-            button(&mut out, "remove", None, "Remove all");
-            out.push_str("</p>");
-        }
+    out.push_str("<p>");
+    buttons.put(out, "replay", None, "Replay all");
+    buttons.put(out, "remove", None, "Remove all");
+    out.push_str("</p>");
+}
+
+/// "Send test": what it does, its button, and the answer of the last one.
+fn send_test_section(out: &mut String, test: Option<&TestAnswer>, buttons: &Buttons) {
+    out.push_str(
+        "<h2>Send test</h2><p>Sends the product page's sample call result to the URL now, \
+         with the account's authentication and signing.</p>",
+    );
+    buttons.put(out, "send-test", None, "Send test");
+    if let Some(test) = test {
+        test_answer(out, test);
     }
-    if portal.options.dispatcher.is_some() {
-        out.push_str(
-            "<h2>Send test</h2><p>Sends the product page's sample call result to the URL now, \
-             with the account's authentication and signing.</p>",
-        );
-        button(&mut out, "send-test", None, "Send test");
-        if let Some(test) = test {
-            test_answer(&mut out, test);
-        }
-    }
-    html::page(StatusCode::OK, TITLE, Some(user), &out).into_response()
 }
 
 /// What the receiver answered a test send, escaped.

@@ -155,18 +155,36 @@ fn form(
     } else {
         out.push_str("<fieldset disabled>");
     }
-    let err = |out: &mut String, field: &str| {
-        if let Some(e) = error.filter(|e| e.field == field) {
-            let _ = write!(
-                out,
-                "<p class=\"error\" id=\"{field}-error\" role=\"alert\">{}</p>",
-                Esc(&e.message)
-            );
-        }
-    };
+    page_fields(out, v, error);
+    authorization(out, v, error);
+    request(out, v, error);
+    custom_headers(out, v, error);
+    keys_and_switches(out, v, error);
+    signing_secret(out, v, error);
+    err(out, error, "form");
+    out.push_str("</fieldset>");
+    if admin {
+        out.push_str("<p><button type=\"submit\">Save</button></p>");
+    }
+    out.push_str("</form>");
+}
+
+/// The message of `error`, if it belongs beside `field`.
+fn err(out: &mut String, error: Option<&FieldError>, field: &str) {
+    if let Some(e) = error.filter(|e| e.field == field) {
+        let _ = write!(
+            out,
+            "<p class=\"error\" id=\"{field}-error\" role=\"alert\">{}</p>",
+            Esc(&e.message)
+        );
+    }
+}
+
+/// The product page's own fields: Enable Web Hook, URL, User Name, Password.
+fn page_fields(out: &mut String, v: &SettingsView, error: Option<&FieldError>) {
     checkbox(out, "enabled", "Enable Web Hook", v.enabled);
     text(out, "url", "URL", v.url.as_deref().unwrap_or(""), "url");
-    err(out, "url");
+    err(out, error, "url");
     text(
         out,
         "username",
@@ -175,8 +193,11 @@ fn form(
         "text",
     );
     secret(out, "password", "Password", v.password_set);
-    err(out, "password");
+    err(out, error, "password");
+}
 
+/// Authorization: its kind, the token or API key, and the API key's header.
+fn authorization(out: &mut String, v: &SettingsView, error: Option<&FieldError>) {
     out.push_str("<h2>Authorization</h2>");
     select(
         out,
@@ -191,9 +212,9 @@ fn form(
             ("api-key", "API key in a header"),
         ],
     );
-    err(out, "auth_scheme");
+    err(out, error, "auth_scheme");
     secret(out, "token", "Bearer token or API key", v.token_set);
-    err(out, "token");
+    err(out, error, "token");
     text(
         out,
         "api_key_header",
@@ -201,8 +222,11 @@ fn form(
         v.api_key_header.as_deref().unwrap_or(""),
         "text",
     );
-    err(out, "api_key_header");
+    err(out, error, "api_key_header");
+}
 
+/// Request: method, body encoding, time zone, attempt timeout and retry schedule.
+fn request(out: &mut String, v: &SettingsView, error: Option<&FieldError>) {
     out.push_str("<h2>Request</h2>");
     select(
         out,
@@ -214,7 +238,7 @@ fn form(
             ("get", "GET (keys in the query)"),
         ],
     );
-    err(out, "method");
+    err(out, error, "method");
     select(
         out,
         "encoding",
@@ -225,9 +249,9 @@ fn form(
             ("json", "JSON"),
         ],
     );
-    err(out, "encoding");
+    err(out, error, "encoding");
     text(out, "time_zone", "Time zone", &v.time_zone, "text");
-    err(out, "time_zone");
+    err(out, error, "time_zone");
     text(
         out,
         "attempt_timeout_seconds",
@@ -235,7 +259,7 @@ fn form(
         &v.attempt_timeout_seconds.to_string(),
         "text",
     );
-    err(out, "attempt_timeout_seconds");
+    err(out, error, "attempt_timeout_seconds");
     text(
         out,
         "retry_schedule",
@@ -243,7 +267,12 @@ fn form(
         &v.retry_schedule,
         "text",
     );
-    err(out, "retry_schedule");
+    err(out, error, "retry_schedule");
+}
+
+/// Request, continued: the custom headers, the secret ones' removal (by name, never a value)
+/// and a secret header added.
+fn custom_headers(out: &mut String, v: &SettingsView, error: Option<&FieldError>) {
     textarea(
         out,
         "headers",
@@ -272,14 +301,18 @@ fn form(
         "Add a secret header: value",
         false,
     );
-    err(out, "headers");
+    err(out, error, "headers");
+}
+
+/// Request, continued: key names, and what is masked, left out or switched on.
+fn keys_and_switches(out: &mut String, v: &SettingsView, error: Option<&FieldError>) {
     textarea(
         out,
         "key_names",
         "Key names (one Key=name a line, e.g. PhoneCalled=phone)",
         &v.key_name_lines(),
     );
-    err(out, "key_names");
+    err(out, error, "key_names");
     checkbox(out, "mask_phone", "Mask PhoneCalled", v.mask_phone);
     checkbox(
         out,
@@ -293,7 +326,10 @@ fn form(
         "Enable WebHook on campaigns never set",
         v.new_campaigns_enabled,
     );
+}
 
+/// Signing secret: how many are set (never one of them), and a change.
+fn signing_secret(out: &mut String, v: &SettingsView, error: Option<&FieldError>) {
     out.push_str("<h2>Signing secret</h2>");
     let _ = write!(
         out,
@@ -325,13 +361,7 @@ fn form(
         "New signing secret (whsec_...)",
         false,
     );
-    err(out, "signing_secret");
-    err(out, "form");
-    out.push_str("</fieldset>");
-    if admin {
-        out.push_str("<p><button type=\"submit\">Save</button></p>");
-    }
-    out.push_str("</form>");
+    err(out, error, "signing_secret");
 }
 
 fn checkbox(out: &mut String, name: &str, label: &str, on: bool) {
