@@ -233,7 +233,7 @@ fn head_budget(limit: i64) -> i64 {
     limit.saturating_mul(4).saturating_add(64)
 }
 
-/// What a claim binds (`$1`-`$3`, `$5`-`$8`).
+/// What both walks of a claim bind (`$1`-`$7`).
 struct ClaimParams {
     now: i64,
     until: i64,
@@ -260,7 +260,7 @@ impl ClaimParams {
         ]
     }
 
-    /// Counts `claims` as in flight, for the next run.
+    /// Counts `claims` as in flight, for the next walk.
     fn take(&mut self, claims: &[Claim]) {
         for claim in claims {
             let account = claim.delivery.account.as_str();
@@ -280,29 +280,43 @@ impl ClaimParams {
 /// rows).
 const MAX_ENDPOINT_SLOTS: usize = 4_096;
 
-/// What one run of the claim statement answered.
+/// What one walk of a claim answered.
 struct Walked {
     claims: Vec<Claim>,
+    /// How many rows the head read (the first walk only).
+    head_rows: i64,
     /// Accounts among the candidates with no endpoint slots yet.
     missing: Vec<String>,
 }
 
-/// Runs the claim statement once, for at most `limit` deliveries.
-async fn walk(ctx: &Ctx, client: &Object, params: &ClaimParams, limit: i64) -> Result<Walked> {
+/// Runs one walk of a claim (`budget`: the head's size, for the first walk) for at most
+/// `limit` deliveries.
+async fn walk(
+    ctx: &Ctx,
+    client: &Object,
+    sql: &str,
+    params: &ClaimParams,
+    limit: i64,
+    budget: Option<i64>,
+) -> Result<Walked> {
     let claim_failed = failed("claiming deliveries");
-    let stmt = client
-        .prepare_cached(&ctx.sql.claim)
-        .await
-        .map_err(&claim_failed)?;
-    let budget = head_budget(limit);
+    let stmt = client.prepare_cached(sql).await.map_err(&claim_failed)?;
     let mut bound = params.bind(&limit);
-    bound.push(&budget);
+    if let Some(budget) = &budget {
+        bound.push(budget);
+    }
     let rows = client.query(&stmt, &bound).await.map_err(&claim_failed)?;
-    // The claimed rows' 14 columns and their slot, then the accounts without slots.
+    // The claimed rows' 14 columns and their slot, then the head's size (first walk), then
+    // the accounts.
+    let missing_at = if budget.is_some() { 16 } else { 15 };
+    let first = rows.first();
     Ok(Walked {
-        missing: rows
-            .first()
-            .map(|row| get::<Option<Vec<String>>>(row, 15))
+        head_rows: match (first, budget) {
+            (Some(row), Some(_)) => get(row, 15)?,
+            _ => 0,
+        },
+        missing: first
+            .map(|row| get::<Option<Vec<String>>>(row, missing_at))
             .transpose()?
             .flatten()
             .unwrap_or_default(),
@@ -314,14 +328,16 @@ async fn walk(ctx: &Ctx, client: &Object, params: &ClaimParams, limit: i64) -> R
     })
 }
 
-/// Runs the claim, and once more after making the endpoint slots it found missing.
+/// Runs a walk, and once more after making the endpoint slots it found missing.
 async fn walk_making_slots(
     ctx: &Ctx,
     client: &Object,
-    mut params: ClaimParams,
+    sql: &str,
+    params: &ClaimParams,
     limit: i64,
-) -> Result<Vec<Claim>> {
-    let mut walked = walk(ctx, client, &params, limit).await?;
+    budget: Option<i64>,
+) -> Result<Walked> {
+    let mut walked = walk(ctx, client, sql, params, limit, budget).await?;
     if let (false, Some(slots)) = (walked.missing.is_empty(), params.per_account) {
         let stmt = client
             .prepare_cached(&ctx.sql.ensure_slots)
@@ -334,12 +350,12 @@ async fn walk_making_slots(
             .map_err(failed("making endpoint slots"))?;
         let wanted = limit - walked.claims.len() as i64;
         if wanted > 0 {
-            params.take(&walked.claims);
-            let again = walk(ctx, client, &params, wanted).await?;
+            let again = walk(ctx, client, sql, params, wanted, budget).await?;
             walked.claims.extend(again.claims);
+            walked.head_rows = walked.head_rows.max(again.head_rows);
         }
     }
-    Ok(walked.claims)
+    Ok(walked)
 }
 
 /// A claimed row (the lease's columns after the delivery's).
@@ -362,9 +378,8 @@ pub(super) struct ClaimAsk {
     pub(super) finished: Vec<ClaimToken>,
 }
 
-/// Claims in one statement of two walks ([`CLAIM`](super::sql)): the head of the due order,
-/// then, only when the head was full of rows it could not take and more are wanted, account
-/// by account.
+/// Claims in two walks: the head of the due order ([`CLAIM_HEAD`](super::sql)); then, only
+/// when the head was full of rows it could not take and more are wanted, account by account.
 pub(super) async fn claim(ctx: Arc<Ctx>, ask: ClaimAsk) -> Result<Vec<Claim>> {
     retrying(&ctx, || claim_once(&ctx, &ask)).await
 }
@@ -378,7 +393,7 @@ async fn claim_once(ctx: &Ctx, ask: &ClaimAsk) -> Result<Vec<Claim>> {
     let limit = i64::try_from(ask.limit).unwrap_or(i64::MAX);
     // The fleet's slots count every process's attempts, this one's included; the process's
     // own count (`in_flight`) bounds it too, as in a store of one process.
-    let params = ClaimParams {
+    let mut params = ClaimParams {
         now,
         until: now.saturating_add(lease),
         skip: ask.skip.clone(),
@@ -399,7 +414,31 @@ async fn claim_once(ctx: &Ctx, ask: &ClaimAsk) -> Result<Vec<Claim>> {
             .collect(),
     };
     let client = ctx.client().await?;
-    let mut claims = walk_making_slots(ctx, &client, params, limit).await?;
+    let budget = head_budget(limit);
+    let head = walk_making_slots(
+        ctx,
+        &client,
+        &ctx.sql.claim_head,
+        &params,
+        limit,
+        Some(budget),
+    )
+    .await?;
+    let mut claims = head.claims;
+    let wanted = limit - claims.len() as i64;
+    if wanted > 0 && head.head_rows >= budget {
+        params.take(&claims);
+        let more = walk_making_slots(
+            ctx,
+            &client,
+            &ctx.sql.claim_by_account,
+            &params,
+            wanted,
+            None,
+        )
+        .await?;
+        claims.extend(more.claims);
+    }
     // UPDATE ... RETURNING keeps no order: earliest due first, as claimed.
     claims.sort_by(|a, b| {
         (a.delivery.next_attempt_at, a.delivery.id.as_str())

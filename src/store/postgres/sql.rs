@@ -360,30 +360,20 @@ missing AS (SELECT array_agg(n.account) AS accounts FROM need n WHERE $5::bigint
     AND NOT EXISTS (SELECT 1 FROM {s}.endpoint_slots e \
         WHERE e.account = n.account AND e.slot = $5::bigint))";
 
-/// A claim, in one statement and two walks. `$1` now, `$2` the lease's end, `$3` accounts to
-/// leave out, `$4` the most rows in all, `$5` the most of one account over the fleet (NULL for
-/// no bound), less those in this process's flight (`$6` accounts, `$7` counts), `$8` tokens
-/// of this process's claims whose requests finished (their slots are free here), `$9` the
-/// head's size.
+/// The claim's first walk: the head of the due order, at most `$9` rows read whatever they
+/// are, of which the earliest claimable are taken, at most `$4` in all, at most `$5` less
+/// those in this process's flight (`$6` accounts, `$7` counts) of one account, and no more
+/// than its endpoint has free slots over the fleet ([`ENDPOINT_SLOTS`]). `$1` now, `$2` the
+/// lease's end, `$3` accounts to leave out.
 ///
-/// The first walk reads the head of the due order, at most `$9` rows whatever they are, and
-/// takes the earliest claimable. Reading a bounded head keeps the walk's cost off the backlog
-/// of the accounts it leaves out: a filter inside the index scan would read past every one of
-/// their rows.
-///
-/// The second walk runs only when the head was full (`$9` rows: there may be more due rows
-/// past it) and left room: account by account ([`ACCOUNTS_WITH_PENDING`]), leaving out `$3`,
-/// paused accounts and accounts whose every endpoint slot is taken without reading their
-/// rows, each account's earliest claimable rows that the head did not take, up to its room.
-/// It costs a few index probes per account with pending deliveries, not one per row. Its
-/// condition reads only the first walk's results, so the server checks it once and skips the
-/// walk's whole plan when it is false.
-///
-/// Both walks' candidates then go through [`ENDPOINT_SLOTS`], the fleet's bound per endpoint.
-/// Answers the claimed rows and, on every row (one row of NULLs when nothing was claimed), the
-/// accounts without slots.
-const CLAIM: &str = concat!(
-    "WITH RECURSIVE head AS MATERIALIZED ( \
+/// Reading a bounded head keeps the walk's cost off the backlog of the accounts it leaves
+/// out: a filter inside the index scan would read past every one of their rows. Answers the
+/// claimed rows and, on every row (one row of NULLs when nothing was claimed), how many rows
+/// the head read and the accounts without slots: fewer than `$9` rows means the head was
+/// every due row, so there is nothing more to find; `$9` means the account-by-account walk
+/// ([`CLAIM_BY_ACCOUNT`]) may find more.
+const CLAIM_HEAD: &str = concat!(
+    "WITH head AS MATERIALIZED ( \
     SELECT id, account, next_attempt_at, lease_until FROM {s}.deliveries \
     WHERE state = 'pending' AND next_attempt_at <= $1::bigint \
     ORDER BY next_attempt_at LIMIT $9::bigint), \
@@ -394,35 +384,42 @@ ranked AS ( \
     FROM head h LEFT JOIN busy b ON b.account = h.account WHERE ",
     open_at!("h", "$1", "$3"),
     "), \
-first AS MATERIALIZED ( \
+picked0 AS MATERIALIZED ( \
     SELECT id, account, next_attempt_at FROM ranked \
     WHERE $5::bigint IS NULL OR rn + busy <= $5::bigint \
-    ORDER BY next_attempt_at, id LIMIT $4::bigint), \
-ACCOUNTS_WITH_PENDING, \
-taken AS (SELECT account, count(*) AS k FROM first GROUP BY account), \
-more AS MATERIALIZED ( \
+    ORDER BY next_attempt_at, id LIMIT $4::bigint), ",
+    "ENDPOINT_SLOTS \
+SELECT u.*, (SELECT count(*) FROM head) AS head_rows, (SELECT accounts FROM missing) AS missing \
+FROM (SELECT PROGRESS_COMMIT) one LEFT JOIN u ON true"
+);
+
+/// The claim's second walk, when the head was full of rows it could not take: account by
+/// account ([`ACCOUNTS_WITH_PENDING`]), leaving out `$3` and accounts whose every endpoint
+/// slot is taken without reading their rows, each account's earliest claimable rows up to
+/// its room (`$5` less `$6`/`$7`), the earliest `$4` of them, then as the first walk ([`ENDPOINT_SLOTS`]). Costs a few
+/// probes per account with pending deliveries, not one per row. Answers the claimed rows
+/// (one row of NULLs when none) and the accounts without slots.
+const CLAIM_BY_ACCOUNT: &str = concat!(
+    "WITH RECURSIVE ACCOUNTS_WITH_PENDING, \
+busy AS (SELECT * FROM unnest($6::text[], $7::bigint[]) AS b(account, n)), \
+picked0 AS MATERIALIZED ( \
     SELECT x.id, a.account, x.next_attempt_at FROM accts a \
     LEFT JOIN busy b ON b.account = a.account \
-    LEFT JOIN taken t ON t.account = a.account \
     CROSS JOIN LATERAL ( \
         SELECT h.id, h.next_attempt_at FROM {s}.deliveries h \
         WHERE h.account = a.account AND h.state = 'pending' \
             AND h.next_attempt_at <= $1::bigint AND ",
     unleased!("h", "$1"),
-    " AND h.id NOT IN (SELECT id FROM first) \
-        ORDER BY h.next_attempt_at \
-        LIMIT CASE WHEN $5::bigint IS NOT NULL \
-            THEN greatest($5::bigint - coalesce(b.n, 0) - coalesce(t.k, 0), 0) END) x \
-    WHERE (SELECT count(*) FROM head) >= $9::bigint \
-        AND (SELECT count(*) FROM first) < $4::bigint \
-        AND a.account IS NOT NULL AND ",
+    " ORDER BY h.next_attempt_at \
+        LIMIT CASE WHEN $5::bigint IS NOT NULL THEN greatest($5::bigint - coalesce(b.n, 0), 0) END) x \
+    WHERE a.account IS NOT NULL AND ",
     account_open!("a", "$3"),
     " AND ",
+    // A slot held by a claim of this process whose request finished (`$8` their tokens) is
+    // free for the claim too: the outcome recorded later finds another token in it.
     endpoint_room!("a", "$1", " OR e.claim_token = ANY($8::bigint[])"),
     " \
-    ORDER BY x.next_attempt_at, x.id \
-    LIMIT greatest($4::bigint - (SELECT count(*) FROM first), 0)), \
-picked0 AS MATERIALIZED (SELECT * FROM first UNION ALL SELECT * FROM more), ",
+    ORDER BY x.next_attempt_at, x.id LIMIT $4::bigint), ",
     "ENDPOINT_SLOTS \
 SELECT u.*, (SELECT accounts FROM missing) AS missing \
 FROM (SELECT PROGRESS_COMMIT) one LEFT JOIN u ON true"
@@ -434,7 +431,7 @@ const ENSURE_SLOTS: &str = "INSERT INTO {s}.endpoint_slots (account, slot) \
     ON CONFLICT DO NOTHING";
 
 /// When the earliest claimable delivery is due (`$1` now, `$2` accounts to leave out), in one
-/// statement of two walks, as [`CLAIM`]: the head of the due order, at most `$3` rows; then,
+/// statement of two walks (a claim's, [`CLAIM_HEAD`] and [`CLAIM_BY_ACCOUNT`]): the head of the due order, at most `$3` rows; then,
 /// only when the head was full and held no claimable row (every row past the head is due no
 /// earlier than the head's last), each account's earliest claimable delivery, account by
 /// account, leaving out `$2` without reading their rows. The second walk's condition reads
@@ -594,7 +591,8 @@ pub(super) struct Statements {
     pub(super) pending_total: String,
     pub(super) fold_stats: String,
     pub(super) notify_due: String,
-    pub(super) claim: String,
+    pub(super) claim_head: String,
+    pub(super) claim_by_account: String,
     pub(super) ensure_slots: String,
     pub(super) next_due: String,
     pub(super) record_kept: String,
@@ -637,7 +635,8 @@ impl Statements {
             pending_total: sql(PENDING_TOTAL),
             fold_stats: sql(FOLD_STATS),
             notify_due: sql(NOTIFY_DUE),
-            claim: sql(CLAIM),
+            claim_head: sql(CLAIM_HEAD),
+            claim_by_account: sql(CLAIM_BY_ACCOUNT),
             ensure_slots: sql(ENSURE_SLOTS),
             next_due: sql(NEXT_DUE),
             record_kept: sql(RECORD_KEPT),

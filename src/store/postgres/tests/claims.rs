@@ -76,15 +76,26 @@ fn claims_and_outcomes_commit_without_waiting_for_the_flush_unless_asked() {
     ));
     for (synchronous, expected) in [(false, "off"), (true, "on")] {
         let sql = sql::Statements::new(&db.schema, synchronous);
-        let args = "(1, 2, ARRAY[]::text[], 10, 10, ARRAY[]::text[], ARRAY[]::bigint[], \
-                    ARRAY[]::bigint[], 100)";
-        let rows = db.sql(&format!(
-            "BEGIN; SET LOCAL synchronous_commit = local; PREPARE q AS {}; \
-             EXECUTE q{args}; SHOW synchronous_commit; ROLLBACK",
-            sql.claim
-        ));
-        let shown = rows.last().and_then(|r| r[0].clone());
-        assert_eq!(shown.as_deref(), Some(expected), "{}", sql.claim);
+        let walks = [
+            (
+                &sql.claim_head,
+                "(1, 2, ARRAY[]::text[], 10, 10, ARRAY[]::text[], ARRAY[]::bigint[], \
+                 ARRAY[]::bigint[], 100)",
+            ),
+            (
+                &sql.claim_by_account,
+                "(1, 2, ARRAY[]::text[], 10, 10, ARRAY[]::text[], ARRAY[]::bigint[], \
+                 ARRAY[]::bigint[])",
+            ),
+        ];
+        for (statement, args) in walks {
+            let rows = db.sql(&format!(
+                "BEGIN; SET LOCAL synchronous_commit = local; PREPARE q AS {statement}; \
+                 EXECUTE q{args}; SHOW synchronous_commit; ROLLBACK"
+            ));
+            let shown = rows.last().and_then(|r| r[0].clone());
+            assert_eq!(shown.as_deref(), Some(expected), "{statement}");
+        }
         let rows = db.sql(&format!(
             "BEGIN; SET LOCAL synchronous_commit = local; {}; SHOW synchronous_commit; ROLLBACK",
             sql.progress_commit
