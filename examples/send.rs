@@ -24,6 +24,7 @@ use call_result_webhook::{
     auth::AuthScheme,
     dispatch::{AttemptTimeout, Proxy},
     encoding::Encoding,
+    payload::PAGE_SAMPLE_JSON,
     preferences::Preferences,
     request::{EncodedBody, Method, build_request},
 };
@@ -80,19 +81,6 @@ EXIT STATUS:
     1  any other outcome: another status, or no response (the error says why)
     2  bad arguments, URL, credentials, headers or result file: nothing was sent
 ";
-
-/// The page's sample values, plus a campaign name and a result.
-const SAMPLE: &str = r#"{
-    "CampaignName": "Winter Sale",
-    "LogDateTime": "2019-06-19T16:11:07",
-    "CallStart": "2019-06-20 01:01:00",
-    "CallEnd": "2019-06-20 01:03:00",
-    "PhoneCalled": "0731051xxx",
-    "Reference": "123",
-    "Result": "Connected",
-    "WrapUpByName": "agent@pinetree.net.au",
-    "WrapUpReasonName": "Payment Taken"
-}"#;
 
 /// One command-line option: its name, whether it takes a value (`--name VALUE` or
 /// `--name=VALUE`), and how many times it may be given. Add a line to `OPTIONS` (and to
@@ -268,7 +256,7 @@ fn plan(given: &Given) -> Result<Plan, Usage> {
         .map_err(|e| Usage(format!("{e}{}", policy_hint(given))))?;
 
     let call = match given.value("--result") {
-        None => CallResult::from_page_json(SAMPLE, preferences.time_zone())
+        None => CallResult::from_page_json(PAGE_SAMPLE_JSON, preferences.time_zone())
             .expect("the sample is a valid call result"),
         Some(path) => {
             let text = std::fs::read_to_string(path)

@@ -22,6 +22,20 @@ pub const PAYLOAD_KEYS: [&str; 10] = [
     "WrapUpReasonName",
 ];
 
+/// The product page's sample call result (its values, with a campaign name and a result), in
+/// the page's JSON shape, for [`CallResult::from_page_json`]: what a test send delivers.
+pub const PAGE_SAMPLE_JSON: &str = r#"{
+    "CampaignName": "Winter Sale",
+    "LogDateTime": "2019-06-19T16:11:07",
+    "CallStart": "2019-06-20 01:01:00",
+    "CallEnd": "2019-06-20 01:03:00",
+    "PhoneCalled": "0731051xxx",
+    "Reference": "123",
+    "Result": "Connected",
+    "WrapUpByName": "agent@pinetree.net.au",
+    "WrapUpReasonName": "Payment Taken"
+}"#;
+
 /// The result of one call, as the dialer hands it in: instants and strings.
 ///
 /// Every key is always sent. A value left unset is unknown: an empty string in a form body and

@@ -14,22 +14,9 @@ use super::access::Refusal;
 use super::{Portal, PortalUser};
 use crate::dispatch::AttemptTimeout;
 use crate::ids::DeliveryId;
-use crate::payload::CallResult;
+use crate::payload::{CallResult, PAGE_SAMPLE_JSON};
 use crate::request::{EncodedBody, build_request};
 use axum::http::StatusCode;
-
-/// The page's sample values, with a campaign name and a result.
-const SAMPLE: &str = r#"{
-    "CampaignName": "Winter Sale",
-    "LogDateTime": "2019-06-19T16:11:07",
-    "CallStart": "2019-06-20 01:01:00",
-    "CallEnd": "2019-06-20 01:03:00",
-    "PhoneCalled": "0731051xxx",
-    "Reference": "123",
-    "Result": "Connected",
-    "WrapUpByName": "agent@pinetree.net.au",
-    "WrapUpReasonName": "Payment Taken"
-}"#;
 
 /// How much of the receiver's answer is shown.
 const SHOWN_CHARS: usize = 500;
@@ -71,7 +58,7 @@ pub(super) async fn send(portal: &Portal, user: &PortalUser) -> Result<TestAnswe
         ));
     };
     portal.webhooks.engine.policy().check_url(url.as_url())?;
-    let call = CallResult::from_page_json(SAMPLE, preferences.time_zone())?;
+    let call = CallResult::from_page_json(PAGE_SAMPLE_JSON, preferences.time_zone())?;
     let body = EncodedBody::encode(&call, preferences)?;
     let id = DeliveryId::generate();
     let mut request = build_request(preferences, &id, &body)?;
