@@ -431,10 +431,11 @@ const ENSURE_SLOTS: &str = "INSERT INTO {s}.endpoint_slots (account, slot) \
     ON CONFLICT DO NOTHING";
 
 /// When the earliest claimable delivery is due (`$1` now, `$2` accounts to leave out), in one
-/// statement of two walks (a claim's, [`CLAIM_HEAD`] and [`CLAIM_BY_ACCOUNT`]): the head of the due order, at most `$3` rows; then,
-/// only when the head was full and held no claimable row (every row past the head is due no
-/// earlier than the head's last), each account's earliest claimable delivery, account by
-/// account, leaving out `$2` without reading their rows. The second walk's condition reads
+/// statement of the two walks a claim makes in two ([`CLAIM_HEAD`], [`CLAIM_BY_ACCOUNT`]): the
+/// head of the due order, at most `$3` rows; then, only when the head was full and held no
+/// claimable row (every row past the head is due no earlier than the head's last), each
+/// account's earliest claimable delivery, account by account, leaving out `$2` without
+/// reading their rows. The second walk's condition reads
 /// only the first's results, so the server checks it once and skips its plan when false.
 const NEXT_DUE: &str = concat!(
     "WITH RECURSIVE head AS MATERIALIZED ( \
