@@ -68,6 +68,19 @@ pub const DELIVERED_ID_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 6
 /// (the PostgreSQL store takes 256, in the background) and steps again until none is left.
 pub const PRUNE_BATCH: usize = 1_000;
 
+/// How long the attempts log keeps an attempt, by default: 7 days. The dialer sets its own
+/// with [`WebhooksBuilder::attempt_retention`](crate::WebhooksBuilder::attempt_retention).
+pub const DEFAULT_ATTEMPT_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// How many bytes of a receiver's answer the attempts log keeps with an attempt: 512.
+pub const ATTEMPT_ANSWER_BYTES: usize = 512;
+
+/// How many attempts a page of the attempts log holds, by default: 50.
+pub const ATTEMPT_PAGE: usize = 50;
+
+/// The most attempts one page of the attempts log may hold: 500.
+pub const MAX_ATTEMPT_PAGE: usize = 500;
+
 /// The most custom headers an account may send.
 pub const MAX_CUSTOM_HEADERS: usize = 16;
 

@@ -17,12 +17,13 @@ pub use crate::engine::{Prepared, Submitted};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::limits::{
-    DEFAULT_MAX_CONCURRENCY, DEFAULT_PAUSE_AFTER, DEFAULT_PER_ENDPOINT_CONCURRENCY,
+    DEFAULT_ATTEMPT_RETENTION, DEFAULT_MAX_CONCURRENCY, DEFAULT_PAUSE_AFTER,
+    DEFAULT_PER_ENDPOINT_CONCURRENCY,
 };
 use crate::payload::CallResult;
 use crate::policy::UrlPolicy;
 use crate::preferences::{AuditRecord, PreferencesUpdate, Principal};
-use crate::store::{DeliveryFilter, Store};
+use crate::store::{AttemptQuery, DeliveryFilter, LoggedAttempt, Store};
 use crate::sync::lock;
 
 /// Sends every call result to the URL its customer account chose, reliably.
@@ -237,6 +238,21 @@ impl WebhooksBuilder {
         self
     }
 
+    /// How long the attempts log ([`Webhooks::attempts`]) keeps an attempt (default
+    /// [`DEFAULT_ATTEMPT_RETENTION`], 7 days): older ones are forgotten as new outcomes are
+    /// recorded, a bounded batch at a time. At least one second.
+    pub fn attempt_retention(mut self, keep: Duration) -> Self {
+        if keep < Duration::from_secs(1) {
+            self.error.get_or_insert(Error::config(
+                "attempt_retention",
+                "must be at least one second",
+            ));
+        } else {
+            self.limits.attempt_retention = keep;
+        }
+        self
+    }
+
     /// Labels the per-delivery metrics with an `account` label, the account's id (default
     /// `false`): `attempts_total`, `deliveries_total`, `attempt_duration_seconds`, and
     /// `store_pending` as one series per account. Off by default because every account then
@@ -293,6 +309,7 @@ impl Webhooks {
                 max_concurrency: DEFAULT_MAX_CONCURRENCY,
                 per_endpoint: DEFAULT_PER_ENDPOINT_CONCURRENCY,
                 pause_after: DEFAULT_PAUSE_AFTER,
+                attempt_retention: DEFAULT_ATTEMPT_RETENTION,
             },
             metrics_by_account: false,
             error: None,
@@ -600,6 +617,34 @@ impl Webhooks {
             check_filter(filter)?;
             let (engine, who, filter) = (self.engine.clone(), who.clone(), filter.clone());
             move || engine.dead_letters(&who, &filter, limit)
+        }
+
+        /// The attempts log of `query`'s account: every attempt recorded (by any process sharing
+        /// the store) and kept for the [retention](WebhooksBuilder::attempt_retention), newest
+        /// first, narrowed to a campaign or an [`AttemptState`](crate::store::AttemptState),
+        /// at most `query.limit`; the next page is `query.before(last.cursor)`. Each attempt
+        /// says when, which delivery (its `webhook-id`), which attempt, what came of it (status
+        /// or failure), how long it took and how the receiver's answer began (the account's
+        /// own secrets blanked out). Reads the store; dropping the future loses nothing.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidId`] for an account or campaign id that may not be stored,
+        /// [`Error::InvalidConfig`] naming `limit` for a limit of 0 or over
+        /// [`MAX_ATTEMPT_PAGE`](crate::limits::MAX_ATTEMPT_PAGE), [`Error::Store`],
+        /// [`Error::RuntimeShuttingDown`].
+        pub async fn attempts(&self, query: &AttemptQuery) -> Result<Vec<LoggedAttempt>>;
+        pub fn attempts_blocking;
+        {
+            check_ids(&query.account, query.campaign.as_ref())?;
+            if query.limit == 0 || query.limit > crate::limits::MAX_ATTEMPT_PAGE {
+                return Err(Error::config(
+                    "limit",
+                    format!("must be 1 to {}", crate::limits::MAX_ATTEMPT_PAGE),
+                ));
+            }
+            let (engine, query) = (self.engine.clone(), query.clone());
+            move || engine.attempts(&query)
         }
 
         /// The webhook's status for one campaign (`Some`) or the whole account (`None`): counts,

@@ -14,9 +14,10 @@ use std::time::Duration;
 use call_result_webhook::jiff::{SignedDuration, Timestamp};
 use call_result_webhook::limits::DELIVERED_ID_RETENTION;
 use call_result_webhook::store::{
-    AccountRecords, AccountSave, AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery,
-    DeliveryFilter, DeliveryStats, Fingerprint, NewDelivery, NextStep, Notice, NoticeSink, Notices,
-    Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned, conformance,
+    AccountRecords, AccountSave, AttemptQuery, AttemptRecord, Claim, ClaimRequest, ClaimToken,
+    Delivery, DeliveryFilter, DeliveryStats, Fingerprint, LoggedAttempt, NewDelivery, NextStep,
+    Notice, NoticeSink, Notices, Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned,
+    conformance,
 };
 use call_result_webhook::{AccountId, CampaignId, DeliveryId, Error, MemoryStore, Result};
 
@@ -39,6 +40,8 @@ enum Flaw {
     NeverPolls,
     /// Saves settings whatever version the save expected: the last save wins, unseen.
     LastSaveWins,
+    /// Reads the attempts log oldest first.
+    LogsOldestFirst,
 }
 
 /// A store over a [`MemoryStore`], written as a dialer would write its own.
@@ -188,6 +191,18 @@ impl Outbox for Outside {
         self.inner.remove(filter)
     }
 
+    fn attempts(&self, query: &AttemptQuery) -> Result<Vec<LoggedAttempt>> {
+        let mut page = self.inner.attempts(query)?;
+        if self.flaw == Flaw::LogsOldestFirst {
+            page.reverse();
+        }
+        Ok(page)
+    }
+
+    fn prune_attempts(&self, before: Timestamp, limit: usize) -> Result<u64> {
+        self.inner.prune_attempts(before, limit)
+    }
+
     fn stats(&self, account: &AccountId, campaign: Option<&CampaignId>) -> Result<DeliveryStats> {
         self.inner.stats(account, campaign)
     }
@@ -297,6 +312,12 @@ fn shared_through_arcs_it_passes_the_fleet_checks() {
 #[should_panic(expected = "next_due leaves the paused account out")]
 fn the_suite_catches_a_store_that_claims_paused_accounts() {
     conformance::run_claims(&flawed(Flaw::ClaimsPaused));
+}
+
+#[test]
+#[should_panic(expected = "every recorded attempt of the account, newest first")]
+fn the_suite_catches_a_store_that_reads_its_attempts_log_oldest_first() {
+    conformance::run_log(&flawed(Flaw::LogsOldestFirst));
 }
 
 #[test]

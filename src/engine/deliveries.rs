@@ -9,7 +9,7 @@ use crate::engine::Engine;
 use crate::error::Result;
 use crate::ids::{AccountId, CampaignId};
 use crate::permissions::Principal;
-use crate::store::{DeliveryFilter, DeliveryState};
+use crate::store::{AttemptQuery, DeliveryFilter, DeliveryState, LoggedAttempt};
 
 impl Engine {
     pub(crate) fn replay(&self, who: &Principal, filter: &DeliveryFilter) -> Result<u64> {
@@ -40,6 +40,10 @@ impl Engine {
             .into_iter()
             .map(DeadLetter::from)
             .collect())
+    }
+
+    pub(crate) fn attempts(&self, query: &AttemptQuery) -> Result<Vec<LoggedAttempt>> {
+        self.store.attempts(query)
     }
 
     pub(crate) fn status(

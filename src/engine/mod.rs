@@ -61,6 +61,8 @@ pub(crate) struct Limits {
     pub(crate) max_concurrency: usize,
     pub(crate) per_endpoint: usize,
     pub(crate) pause_after: Duration,
+    /// How long the attempts log keeps an attempt.
+    pub(crate) attempt_retention: Duration,
 }
 
 /// Everything the facade, the scheduler and the runners share. Its fields are its own: the
@@ -97,6 +99,9 @@ pub(crate) struct Engine {
     store_problem: Mutex<Option<StoreProblem>>,
     /// What the metrics are recorded through.
     observer: Arc<dyn Observer>,
+    /// When the attempts log is next pruned (on the engine's clock); `None`: at the next
+    /// recording.
+    next_log_prune: Mutex<Option<jiff::Timestamp>>,
 }
 
 /// How much longer than the longest attempt time limit a claim's lease lasts: the time to
@@ -153,6 +158,7 @@ impl Engine {
             settings_cursor: AtomicU64::new(snapshot.cursor),
             store_problem: Mutex::new(None),
             observer,
+            next_log_prune: Mutex::new(None),
         };
         engine.refresh_all();
         Ok(engine)

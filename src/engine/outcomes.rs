@@ -14,9 +14,13 @@ use crate::delivery::events::{Event, FailureKind, PauseReason};
 use crate::engine::Engine;
 use crate::error::{Error, error_chain};
 use crate::ids::{AccountId, DeliveryId};
+use crate::limits::PRUNE_BATCH;
 use crate::preferences::{RetrySchedule, random_unit};
 use crate::request::build_request_at;
-use crate::store::{AttemptRecord, ClaimToken, Delivery, NextStep};
+use crate::store::{AttemptRecord, ClaimToken, Delivery, NextStep, answer_excerpt};
+
+/// How often the attempts log is pruned while a prune finds less than a full batch.
+const LOG_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Engine {
     /// The request for one attempt, built from the account's *current* preferences at the
@@ -73,12 +77,41 @@ impl Engine {
                 source: None,
             })
         });
-        completions
+        let completed = completions
             .iter()
             .zip(decided)
             .zip(recorded)
             .map(|((c, d), r)| self.finish(c, d, r, now))
-            .collect()
+            .collect();
+        self.prune_log(now);
+        completed
+    }
+
+    /// Forgets logged attempts older than the retention, at most
+    /// [`PRUNE_BATCH`](crate::limits::PRUNE_BATCH) at a time: after a recording, once every
+    /// [`LOG_PRUNE_INTERVAL`], or at once again while a prune finds a full batch to forget.
+    /// Off the recording's path: the outcomes are recorded and answered before it.
+    fn prune_log(&self, now: Timestamp) {
+        let Ok(mut next) = self.next_log_prune.try_lock() else {
+            return;
+        };
+        if next.is_some_and(|at| now < at) {
+            return;
+        }
+        let retention = jiff::SignedDuration::try_from(self.limits.attempt_retention)
+            .unwrap_or(jiff::SignedDuration::MAX);
+        let before = now.checked_sub(retention).unwrap_or(Timestamp::MIN);
+        let later = now
+            .checked_add(LOG_PRUNE_INTERVAL)
+            .unwrap_or(Timestamp::MAX);
+        *next = match self.store.prune_attempts(before, PRUNE_BATCH) {
+            Ok(n) if n >= PRUNE_BATCH as u64 => None,
+            Ok(_) => Some(later),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not forget old logged attempts; will try again");
+                Some(later)
+            }
+        };
     }
 
     /// When the attempt after attempt `number` of a delivery of `account` is due under its retry
@@ -136,6 +169,8 @@ impl Engine {
             status: verdict.status(),
             error,
             next,
+            duration: c.latency,
+            answer: self.answer_excerpt(c),
         };
         a.span.record("status", verdict.status());
         a.span.record("latency_ms", c.latency.as_millis() as u64);
@@ -147,6 +182,24 @@ impl Engine {
             record,
             failed_for_good,
         }
+    }
+
+    /// The start of the receiver's answer as the attempts log keeps it, the account's own
+    /// secrets blanked out (a receiver that echoes the request would show them).
+    fn answer_excerpt(&self, c: &Completion) -> String {
+        let Outcome::Sent(Ok(response)) = &c.outcome else {
+            return String::new();
+        };
+        let body = response.body_prefix();
+        if body.is_empty() {
+            return String::new();
+        }
+        let accounts = self.accounts();
+        let secrets = accounts
+            .get(&c.attempt.account)
+            .map(|a| a.preferences().secret_values())
+            .unwrap_or_default();
+        answer_excerpt(body, &secrets)
     }
 
     /// After the store's answer: the endpoint's health, the events, and the scheduler's next

@@ -252,6 +252,33 @@ impl Preferences {
     pub(crate) fn signing_secrets(&self) -> &[SigningSecret] {
         &self.signing_secrets
     }
+
+    /// Every secret value a request of this account carries, as a receiver could echo it back:
+    /// the authentication header's value and its credential alone (after the scheme word),
+    /// the password, the token, and the values of secret custom headers. What the attempts
+    /// log blanks out of a receiver's answer.
+    pub(crate) fn secret_values(&self) -> Vec<&[u8]> {
+        let mut secrets = Vec::new();
+        if let Some((_, value)) = &self.auth_header {
+            let value = value.as_bytes();
+            secrets.push(value);
+            if let Some(space) = value.iter().position(|b| *b == b' ') {
+                secrets.push(&value[space + 1..]);
+            }
+        }
+        if let Some(c) = &self.credentials {
+            secrets.push(c.password().expose_secret().as_bytes());
+        }
+        if let Some(token) = &self.token {
+            secrets.push(token.expose_secret().as_bytes());
+        }
+        for h in self.headers.iter().filter(|h| h.is_secret()) {
+            secrets.push(h.header_value().as_bytes());
+        }
+        // The longest first: a credential inside a longer header value goes with it.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets
+    }
 }
 
 impl fmt::Debug for Preferences {

@@ -8,10 +8,11 @@ use jiff::Timestamp;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::limits::{DELIVERED_ID_RETENTION, PRUNE_BATCH};
+use crate::store::attempt_log::MemoryLog;
 use crate::store::{
-    AccountRecords, AccountSave, AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery,
-    DeliveryFilter, DeliveryState, DeliveryStats, Fingerprint, NewDelivery, NextStep, Notices,
-    Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned,
+    AccountRecords, AccountSave, AttemptQuery, AttemptRecord, Claim, ClaimRequest, ClaimToken,
+    Delivery, DeliveryFilter, DeliveryState, DeliveryStats, Fingerprint, LoggedAttempt,
+    NewDelivery, NextStep, Notices, Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned,
 };
 
 /// Keeps the outbox in the process's memory. Nothing survives a restart.
@@ -25,7 +26,7 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     /// Every delivery kept, by id. A B-tree rather than a hash map: it grows a node at a time,
     /// where a hash map would now and then move every entry to a table twice the size while
@@ -65,12 +66,41 @@ struct Inner {
     /// The newest time a write has carried (a submit's creation, an attempt, a replay's now).
     /// The store has no clock: delivered ids are kept for the retention before this.
     newest: Option<Timestamp>,
+    /// The attempts log, at most [`MemoryStore::MAX_LOGGED_ATTEMPTS`].
+    log: MemoryLog,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            deliveries: BTreeMap::new(),
+            due: HashMap::new(),
+            heads: BTreeSet::new(),
+            claims: HashMap::new(),
+            leases: BTreeSet::new(),
+            last_token: 0,
+            stats: HashMap::new(),
+            accounts: BTreeMap::new(),
+            health: BTreeMap::new(),
+            version: 0,
+            paused: std::collections::HashSet::new(),
+            pending: 0,
+            delivered: BTreeMap::new(),
+            delivered_by_time: BTreeSet::new(),
+            newest: None,
+            log: MemoryLog::new(MemoryStore::MAX_LOGGED_ATTEMPTS),
+        }
+    }
 }
 
 impl MemoryStore {
     /// The default [`max_pending`](MemoryStore::max_pending): the most deliveries that may be
     /// pending at once.
     pub const DEFAULT_MAX_PENDING: usize = 1_000_000;
+
+    /// The most attempts the store's attempts log keeps: 100,000, the oldest forgotten first
+    /// past it (and, as in every store, once the retention is over).
+    pub const MAX_LOGGED_ATTEMPTS: usize = 100_000;
 
     /// An empty store with [`MemoryStore::DEFAULT_MAX_PENDING`].
     pub fn new() -> Self {
@@ -252,6 +282,7 @@ impl Inner {
             DeliveryState::Delivered => {}
         }
         d.attempts += 1;
+        self.log.log(d, record);
         d.last_status = record.status;
         d.last_error = record.error.clone();
         d.last_attempt_at = Some(record.at);
@@ -534,6 +565,14 @@ impl Outbox for MemoryStore {
         Ok(found.iter().map(|d| Delivery::clone(d)).collect())
     }
 
+    fn attempts(&self, query: &AttemptQuery) -> Result<Vec<LoggedAttempt>> {
+        Ok(self.lock().log.read(query))
+    }
+
+    fn prune_attempts(&self, before: Timestamp, limit: usize) -> Result<u64> {
+        Ok(self.lock().log.prune(before, limit))
+    }
+
     fn requeue_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {
         let mut inner = self.lock();
         let filter = DeliveryFilter {
@@ -803,6 +842,8 @@ mod tests {
             status: Some(204),
             error: None,
             next: NextStep::Delivered,
+            duration: std::time::Duration::from_millis(3),
+            answer: String::new(),
         };
         let answers = store.record_attempts(&[(batch[0].id.clone(), claimed.token, delivered)]);
         assert!(answers[0].is_ok());

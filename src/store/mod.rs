@@ -25,12 +25,16 @@
 //!   [`Error::StoreFull`](crate::Error::StoreFull) and stores nothing.
 //! - **Claims.** Due first, leased, fenced by a [`ClaimToken`]; accounts paused by
 //!   [`Settings::save_health`], skipped or at their [`ClaimRequest::room_for`] are left out.
+//! - **The attempts log.** Each outcome recorded is logged in the same write, read back newest
+//!   first by [`AttemptQuery`] and forgotten oldest first by
+//!   [`Outbox::prune_attempts`].
 //! - **Compare-and-set settings** from one version counter ([`SaveOutcome`]).
 //! - **Times** cross the seam as [`Timestamp`]s; a store that keeps integers uses
 //!   [`to_nanos`], [`from_nanos`] and [`clamp_nanos`], as the SQLite and PostgreSQL stores do.
 //!
 //! A store that one process uses alone writes `impl Notices for MyStore {}`.
 
+mod attempt_log;
 #[cfg(any(test, feature = "test-util"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod conformance;
@@ -43,6 +47,8 @@ mod seam;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 mod sqlite;
 
+pub(crate) use attempt_log::answer_excerpt;
+pub use attempt_log::{AttemptCursor, AttemptQuery, AttemptState, LoggedAttempt};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -280,6 +286,12 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     /// The delivery's next step.
     pub next: NextStep,
+    /// How long the attempt took, from the start of sending to the answer or the failure
+    /// (for the attempts log).
+    pub duration: std::time::Duration,
+    /// The start of the receiver's answer, as the attempts log keeps it
+    /// ([`LoggedAttempt::answer`]); empty when none came back.
+    pub answer: String,
 }
 
 /// A delivery's next step after an attempt.
@@ -404,6 +416,12 @@ impl<S: Outbox + ?Sized> Outbox for std::sync::Arc<S> {
     }
     fn remove(&self, filter: &DeliveryFilter) -> Result<u64> {
         (**self).remove(filter)
+    }
+    fn attempts(&self, query: &AttemptQuery) -> Result<Vec<LoggedAttempt>> {
+        (**self).attempts(query)
+    }
+    fn prune_attempts(&self, before: Timestamp, limit: usize) -> Result<u64> {
+        (**self).prune_attempts(before, limit)
     }
     fn stats(&self, account: &AccountId, campaign: Option<&CampaignId>) -> Result<DeliveryStats> {
         (**self).stats(account, campaign)

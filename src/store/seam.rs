@@ -32,7 +32,10 @@ use jiff::Timestamp;
 
 use crate::error::Result;
 use crate::ids::{AccountId, CampaignId, DeliveryId};
-use crate::store::{AttemptRecord, Delivery, DeliveryFilter, DeliveryStats, NewDelivery};
+use crate::store::{
+    AttemptQuery, AttemptRecord, Delivery, DeliveryFilter, DeliveryStats, LoggedAttempt,
+    NewDelivery,
+};
 
 /// A fencing token: names one claim of one delivery. Every claim of a delivery gets a token
 /// greater than any before it in the same store.
@@ -308,6 +311,14 @@ pub trait Outbox: Send + Sync + 'static {
     ///
     /// An attempt's time ([`AttemptRecord::at`]) is a time the store has seen, for the
     /// retention of delivered ids.
+    ///
+    /// Each outcome answered `Ok(())` is logged in the same write (durable with it) for
+    /// [`attempts`](Outbox::attempts): its time, delivery, account, campaign, number (the
+    /// delivery's attempts so far, this one included), [`AttemptState::of`] its next step,
+    /// status, error, duration and answer, with a cursor greater than that of every attempt
+    /// logged before it in the store. An outcome answered otherwise is not logged.
+    ///
+    /// [`AttemptState::of`]: crate::store::AttemptState::of
     fn record_attempts(
         &self,
         outcomes: &[(DeliveryId, ClaimToken, AttemptRecord)],
@@ -360,6 +371,35 @@ pub trait Outbox: Send + Sync + 'static {
     ///
     /// [`Error::Store`](crate::Error::Store); nothing changed on error.
     fn remove(&self, filter: &DeliveryFilter) -> Result<u64>;
+
+    /// The attempts logged for `query`'s account that match it
+    /// ([`AttemptQuery::matches`]: campaign, state, before the cursor), newest (highest
+    /// cursor) first, at most `query.limit`. Attempts of every process sharing the store are
+    /// listed; a delivery an administrator removed keeps its attempts. Paging by the last
+    /// cursor of each page lists every attempt logged before the first page was read exactly
+    /// once, whatever is logged or pruned meanwhile (a pruned one is simply gone).
+    ///
+    /// Its cost grows with the page, not with the log: a store keeps attempts indexed by
+    /// account and cursor.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store).
+    fn attempts(&self, query: &AttemptQuery) -> Result<Vec<LoggedAttempt>>;
+
+    /// Forgets at most `limit` logged attempts that finished before `before`, oldest first,
+    /// and answers how many it forgot. The engine calls it as outcomes are recorded, with its
+    /// clock's now less the dialer's retention; a store shared by several processes lets two
+    /// of them prune at once without waiting on each other or failing.
+    ///
+    /// A store may look at only the `limit` oldest attempts (by cursor) and forget those of
+    /// them that qualify, so that one call costs at most `limit` rows whatever the log holds:
+    /// an answer of `0` then means none of the oldest qualifies yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`](crate::Error::Store); nothing forgotten on error.
+    fn prune_attempts(&self, before: Timestamp, limit: usize) -> Result<u64>;
 
     /// Counts and last outcomes for `account`, or one campaign of it, over every process.
     ///

@@ -6,9 +6,9 @@
 
 use call_result_webhook::jiff::Timestamp;
 use call_result_webhook::store::{
-    AccountRecords, AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery, DeliveryFilter,
-    DeliveryStats, NewDelivery, Notices, Outbox, SaveOutcome, Settings, SettingsSnapshot,
-    Versioned,
+    AccountRecords, AttemptQuery, AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery,
+    DeliveryFilter, DeliveryStats, LoggedAttempt, NewDelivery, Notices, Outbox, SaveOutcome,
+    Settings, SettingsSnapshot, Versioned,
 };
 use call_result_webhook::{AccountId, CampaignId, DeliveryId, Error, MemoryStore, Result};
 
@@ -107,6 +107,14 @@ impl<F: Failures> Outbox for FaultyStore<F> {
     fn remove(&self, filter: &DeliveryFilter) -> Result<u64> {
         self.check("remove", Access::Write)?;
         self.inner.remove(filter)
+    }
+    fn attempts(&self, query: &AttemptQuery) -> Result<Vec<LoggedAttempt>> {
+        self.check("attempts", Access::Read)?;
+        self.inner.attempts(query)
+    }
+    fn prune_attempts(&self, before: Timestamp, limit: usize) -> Result<u64> {
+        self.check("prune_attempts", Access::Write)?;
+        self.inner.prune_attempts(before, limit)
     }
     fn stats(&self, account: &AccountId, campaign: Option<&CampaignId>) -> Result<DeliveryStats> {
         self.check("stats", Access::Look)?;

@@ -37,6 +37,7 @@ fn engine(store: Arc<dyn Store>) -> Arc<Engine> {
         max_concurrency: 4,
         per_endpoint: 2,
         pause_after: DEFAULT_PAUSE_AFTER,
+        attempt_retention: crate::limits::DEFAULT_ATTEMPT_RETENTION,
     };
     Arc::new(Engine::new(store, UrlPolicy::new(), clock, None, limits, Arc::new(())).unwrap())
 }
@@ -104,6 +105,15 @@ impl Outbox for Meddling {
     }
     fn remove(&self, filter: &DeliveryFilter) -> Result<u64> {
         self.inner.remove(filter)
+    }
+    fn attempts(
+        &self,
+        query: &crate::store::AttemptQuery,
+    ) -> Result<Vec<crate::store::LoggedAttempt>> {
+        self.inner.attempts(query)
+    }
+    fn prune_attempts(&self, before: Timestamp, limit: usize) -> Result<u64> {
+        self.inner.prune_attempts(before, limit)
     }
     fn stats(&self, account: &AccountId, campaign: Option<&CampaignId>) -> Result<DeliveryStats> {
         self.inner.stats(account, campaign)

@@ -4,8 +4,8 @@
 //!
 //! A dialer that writes its own store runs [`run_all`] from a test, with a function that makes
 //! a fresh, empty store holding at most the pending deliveries it is asked for; or runs one
-//! concern ([`run_insert`], [`run_claims`], [`run_outcomes`], [`run_admin`], [`run_settings`],
-//! [`run_fleet`]), or names single checks. A store that several processes share also runs
+//! concern ([`run_insert`], [`run_claims`], [`run_outcomes`], [`run_log`], [`run_admin`],
+//! [`run_settings`], [`run_fleet`]), or names single checks. A store that several processes share also runs
 //! [`run_fleet`] with several stores on the same, empty, backing data. Nothing here needs
 //! more than the crate's public API: `tests/outside_store.rs` runs the whole suite on a store
 //! written outside the crate.
@@ -15,6 +15,7 @@
 //! | [`insert`](run_insert) | all or nothing, idempotent on the id, [`Error::IdConflict`](crate::Error::IdConflict), [`Error::StoreFull`](crate::Error::StoreFull), the retention of delivered ids |
 //! | [`claims`](run_claims) | due order, limits, skips, leases, release, per-account room, paused accounts |
 //! | [`outcomes`](run_outcomes) | fencing tokens, delivered / retried / failed, unknown deliveries, batches |
+//! | [`log`](run_log) | every recorded attempt logged, newest first, paged, filtered, pruned oldest first |
 //! | [`admin`](run_admin) | pending, replay, removal, filters |
 //! | [`settings`](run_settings) | one version counter, compare-and-set saves, the cursor, pages |
 //! | [`fleet`](run_fleet) | concurrent claims and saves, a save seen by every process, notices |
@@ -58,6 +59,7 @@ mod admin;
 mod claims;
 mod fleet;
 mod insert;
+mod log;
 mod outcomes;
 mod settings;
 
@@ -79,6 +81,10 @@ pub use insert::{
     a_delivered_id_reused_for_another_call_result_is_refused, a_full_store_refuses_new_deliveries,
     a_repeat_beside_a_new_id_stores_the_new_one, insert_is_all_or_nothing,
     the_same_id_twice_is_one_delivery,
+};
+pub use log::{
+    every_recorded_attempt_is_logged_newest_first, pruning_forgets_the_oldest_attempts_only,
+    the_attempts_log_pages_and_filters,
 };
 pub use outcomes::{
     an_outdated_token_is_fenced_off, attempts_recorded_together_answer_each,
@@ -110,6 +116,7 @@ pub fn run_all<S: Store>(make: &dyn Fn(usize) -> S) {
     run_insert(make);
     run_claims(make);
     run_outcomes(make);
+    run_log(make);
     run_admin(make);
     run_settings(make);
     run_fleet(&|| vec![make(ROOMY)]);
@@ -150,6 +157,14 @@ pub fn run_outcomes<S: Outbox>(make: &dyn Fn(usize) -> S) {
     outcomes_move_deliveries(&make(ROOMY));
     unknown_delivery_is_an_error(&make(ROOMY));
     attempts_recorded_together_answer_each(&make(ROOMY));
+}
+
+/// The checks of the attempts log: [`Outbox::attempts`] after
+/// [`Outbox::record_attempts`], and [`Outbox::prune_attempts`]. See [`run_all`] for `make`.
+pub fn run_log<S: Outbox>(make: &dyn Fn(usize) -> S) {
+    every_recorded_attempt_is_logged_newest_first(&make(ROOMY));
+    the_attempts_log_pages_and_filters(&make(ROOMY));
+    pruning_forgets_the_oldest_attempts_only(&make(ROOMY));
 }
 
 /// The checks of an administrator's queries: [`Outbox::has_pending`], [`Outbox::list`],
@@ -223,6 +238,8 @@ pub(super) fn record(at: Timestamp, status: Option<u16>, next: NextStep) -> Atte
         status,
         error: status.filter(|s| *s >= 300).map(|s| format!("HTTP {s}")),
         next,
+        duration: std::time::Duration::from_millis(12),
+        answer: status.map_or(String::new(), |s| format!("answer {s}")),
     }
 }
 

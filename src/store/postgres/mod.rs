@@ -7,6 +7,7 @@ mod failure;
 mod group;
 mod insert;
 mod listen;
+mod log;
 mod ops;
 mod password;
 mod record;
@@ -31,9 +32,9 @@ use crate::dispatch::Certificate;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::store::{
-    AccountRecords, AccountSave, AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery,
-    DeliveryFilter, DeliveryStats, NewDelivery, NoticeSink, Notices, Outbox, SaveOutcome, Settings,
-    SettingsSnapshot, Versioned,
+    AccountRecords, AccountSave, AttemptQuery, AttemptRecord, Claim, ClaimRequest, ClaimToken,
+    Delivery, DeliveryFilter, DeliveryStats, LoggedAttempt, NewDelivery, NoticeSink, Notices,
+    Outbox, SaveOutcome, Settings, SettingsSnapshot, Versioned,
 };
 
 use driver::Driver;
@@ -530,6 +531,15 @@ impl Outbox for PostgresStore {
     fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>> {
         let filter = filter.clone();
         self.run(|ctx| ops::list(ctx, filter, limit))
+    }
+
+    fn attempts(&self, query: &AttemptQuery) -> Result<Vec<LoggedAttempt>> {
+        let query = query.clone();
+        self.run(|ctx| log::read(ctx, query))
+    }
+
+    fn prune_attempts(&self, before: Timestamp, limit: usize) -> Result<u64> {
+        self.run(move |ctx| log::prune(ctx, before, limit))
     }
 
     fn requeue_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {

@@ -27,6 +27,8 @@ struct Outcome {
     status: Option<i32>,
     error: Option<String>,
     next: Result<(Option<&'static str>, Option<i64>), Shared>,
+    duration_us: i64,
+    answer: String,
 }
 
 /// The outcome of `record`, its times on the server's clock.
@@ -54,6 +56,8 @@ fn outcome(
         status: record.status.map(i32::from),
         error: record.error.clone(),
         next,
+        duration_us: i64::try_from(record.duration.as_micros()).unwrap_or(i64::MAX),
+        answer: record.answer.clone(),
     }
 }
 
@@ -69,6 +73,8 @@ struct Batch {
     statuses: Vec<Option<i32>>,
     states: Vec<Option<&'static str>>,
     retry_at: Vec<Option<i64>>,
+    durations: Vec<i64>,
+    answers: Vec<String>,
 }
 
 impl Batch {
@@ -87,6 +93,8 @@ impl Batch {
         self.statuses.push(o.status);
         self.states.push(state);
         self.retry_at.push(retry_at);
+        self.durations.push(o.duration_us);
+        self.answers.push(o.answer.clone());
     }
 
     /// Runs `sql` over the batch in `tx`: the ids it changed.
@@ -111,6 +119,8 @@ impl Batch {
                     &self.statuses,
                     &self.states,
                     &self.retry_at,
+                    &self.durations,
+                    &self.answers,
                 ],
             )
             .await

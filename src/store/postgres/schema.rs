@@ -24,7 +24,7 @@ pub(super) const FOLD_LOCK_SPACE: i32 = LOCK_SPACE + 2;
 /// The schema, one step per version: step `i` takes a schema from version `i` to `i + 1`.
 /// Steps are only ever appended; a released step never changes. `{s}` stands for the quoted
 /// schema name.
-pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
 
 /// Times are `bigint` nanoseconds since the Unix epoch, as the SQLite outbox keeps them:
 /// `jiff::Timestamp` round-trips exactly (timestamptz keeps only microseconds).
@@ -128,6 +128,27 @@ CREATE TABLE {s}.endpoint_slots (
     PRIMARY KEY (account, slot)
 ) WITH (fillfactor = 50);
 ALTER TABLE {s}.deliveries ADD COLUMN slot integer;
+";
+
+/// Version 4: the attempts log, one row per attempt recorded (written by the statement that
+/// records it), numbered by an identity, read newest first by account (and campaign), pruned
+/// oldest first by number.
+const SCHEMA_V4: &str = "
+CREATE TABLE {s}.attempts (
+    seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account     text NOT NULL,
+    campaign    text NOT NULL,
+    delivery    text NOT NULL,
+    number      integer NOT NULL,
+    at          bigint NOT NULL,
+    state       text NOT NULL CHECK (state IN ('delivered', 'retrying', 'failed')),
+    status      integer,
+    error       text,
+    duration_us bigint NOT NULL,
+    answer      text NOT NULL
+);
+CREATE INDEX attempts_by_account ON {s}.attempts (account, seq);
+CREATE INDEX attempts_by_campaign ON {s}.attempts (account, campaign, seq);
 ";
 
 /// The schema version this release writes.

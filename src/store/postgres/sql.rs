@@ -467,14 +467,33 @@ SELECT coalesce((SELECT at FROM first), (SELECT at FROM more))"
 /// primary key with `id = ANY ($1)`, which locks them in id order (two transactions that
 /// touch the same rows lock them in the same order), then matched to their outcomes.
 const OUTCOMES: &str = "o AS MATERIALIZED (SELECT * FROM unnest($1::text[], $2::bigint[], \
-    $3::bigint[], $4::text[], $5::integer[], $6::text[], $7::bigint[]) \
-    AS o(id, token, at, error, status, state, retry_at))";
+    $3::bigint[], $4::text[], $5::integer[], $6::text[], $7::bigint[], $8::bigint[], \
+    $9::text[]) AS o(id, token, at, error, status, state, retry_at, duration_us, answer))";
 
-/// Retries and failures, a batch in one statement (`$1`..`$7`: ids, tokens, when each
-/// attempt finished, errors, statuses, new states, retry times; see [`OUTCOMES`]), each only
-/// under its claim. The counts' deltas go in one row per account and campaign. Answers the
-/// ids it changed.
-const RECORD_KEPT: &str = "WITH OUTCOMES, \
+/// Logs the attempts of CTE `{from}` (see the `attempts` table): each row has `id`,
+/// `account`, `campaign`, `number`, `at`, `state` (the attempt's), `status`, `error`,
+/// `duration_us` and `answer`.
+macro_rules! log_attempts {
+    ($from:literal, $state:literal) => {
+        concat!(
+            "lg AS ( \
+    INSERT INTO {s}.attempts (account, campaign, delivery, number, at, state, status, error, \
+        duration_us, answer) \
+    SELECT account, campaign, id, number, at, ",
+            $state,
+            ", status, error, duration_us, answer FROM ",
+            $from,
+            ")"
+        )
+    };
+}
+
+/// Retries and failures, a batch in one statement (`$1`..`$9`: ids, tokens, when each
+/// attempt finished, errors, statuses, new states, retry times, durations, answers; see
+/// [`OUTCOMES`]), each only under its claim, and logged. The counts' deltas go in one row per
+/// account and campaign. Answers the ids it changed.
+const RECORD_KEPT: &str = concat!(
+    "WITH OUTCOMES, \
 u AS ( \
     UPDATE {s}.deliveries d SET attempts = d.attempts + 1, last_status = o.status, \
         last_error = o.error, last_attempt_at = o.at, state = o.state, \
@@ -482,7 +501,8 @@ u AS ( \
         lease_until = NULL, claim_token = NULL \
     FROM o WHERE d.id = ANY ($1::text[]) AND d.id = o.id AND d.claim_token = o.token \
         AND d.state <> 'failed' \
-    RETURNING d.id, d.account, d.campaign, o.state, o.error, o.at, o.token, d.slot), \
+    RETURNING d.id, d.account, d.campaign, o.state, o.error, o.at, o.token, d.slot, \
+        d.attempts AS number, o.status, o.duration_us, o.answer), \
 fr AS ( \
     UPDATE {s}.endpoint_slots e SET lease_until = NULL, claim_token = NULL \
     FROM u WHERE e.account = u.account AND e.slot = u.slot AND e.claim_token = u.token), \
@@ -493,8 +513,13 @@ st AS ( \
         count(*) FILTER (WHERE state = 'failed'), \
         max(at) FILTER (WHERE error IS NOT NULL), \
         (array_agg(error ORDER BY at DESC) FILTER (WHERE error IS NOT NULL))[1] \
-    FROM u WHERE state = 'failed' OR error IS NOT NULL GROUP BY account, campaign) \
-SELECT id FROM u";
+    FROM u WHERE state = 'failed' OR error IS NOT NULL GROUP BY account, campaign), ",
+    log_attempts!(
+        "u",
+        "CASE WHEN state = 'failed' THEN 'failed' ELSE 'retrying' END"
+    ),
+    " SELECT id FROM u"
+);
 
 /// Deliveries delivered, a batch in one statement (as [`RECORD_KEPT`]; statuses, states and
 /// retry times unused): removed, each id kept with a fingerprint of what was delivered, the
@@ -507,7 +532,7 @@ d AS ( \
     WHERE x.id = ANY ($1::text[]) AND x.id = o.id AND x.claim_token = o.token \
         AND x.state <> 'failed' \
     RETURNING x.id, x.account, x.campaign, x.body, x.encoding, o.at, o.error, o.token, \
-        x.slot), \
+        x.slot, x.attempts + 1 AS number, o.status, o.duration_us, o.answer), \
 fr AS ( \
     UPDATE {s}.endpoint_slots e SET lease_until = NULL, claim_token = NULL \
     FROM d WHERE e.account = d.account AND e.slot = d.slot AND e.claim_token = d.token), \
@@ -524,8 +549,9 @@ st AS ( \
     SELECT account, campaign, -count(*), count(*), max(at), \
         max(at) FILTER (WHERE error IS NOT NULL), \
         (array_agg(error ORDER BY at DESC) FILTER (WHERE error IS NOT NULL))[1] \
-    FROM d GROUP BY account, campaign) \
-SELECT id FROM d"
+    FROM d GROUP BY account, campaign), ",
+    log_attempts!("d", "'delivered'"),
+    " SELECT id FROM d"
 );
 
 /// Extends the leases of claims (`$1` ids, `$2` their tokens) to `$3`: an attempt whose

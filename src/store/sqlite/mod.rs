@@ -14,6 +14,7 @@
 
 mod claims;
 mod due;
+mod log;
 mod outbox;
 mod rows;
 mod schema;

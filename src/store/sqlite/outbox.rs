@@ -9,9 +9,9 @@ use rusqlite::OptionalExtension;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, CampaignId, DeliveryId};
 use crate::store::{
-    AccountRecords, AccountSave, AttemptRecord, Claim, ClaimRequest, ClaimToken, Delivery,
-    DeliveryFilter, DeliveryStats, NewDelivery, Notices, Outbox, SaveOutcome, Settings,
-    SettingsSnapshot, Versioned,
+    AccountRecords, AccountSave, AttemptQuery, AttemptRecord, Claim, ClaimRequest, ClaimToken,
+    Delivery, DeliveryFilter, DeliveryStats, LoggedAttempt, NewDelivery, Notices, Outbox,
+    SaveOutcome, Settings, SettingsSnapshot, Versioned,
 };
 
 use super::claims::NotCurrent;
@@ -173,6 +173,14 @@ impl Outbox for SqliteStore {
 
     fn list(&self, filter: &DeliveryFilter, limit: usize) -> Result<Vec<Delivery>> {
         self.list_deliveries(filter, limit)
+    }
+
+    fn attempts(&self, query: &AttemptQuery) -> Result<Vec<LoggedAttempt>> {
+        self.read_attempts(query)
+    }
+
+    fn prune_attempts(&self, before: Timestamp, limit: usize) -> Result<u64> {
+        self.prune_logged(before, limit)
     }
 
     fn requeue_failed(&self, filter: &DeliveryFilter, now: Timestamp) -> Result<u64> {

@@ -49,8 +49,13 @@ pub(super) const PRUNE_DELIVERED: &str = "DELETE FROM delivered_ids WHERE id IN 
 /// The newest delivery time remembered: where the pruning clock starts after a restart.
 pub(super) const NEWEST_DELIVERED: &str = "SELECT max(delivered_at) FROM delivered_ids";
 
-pub(super) const FIND_DELIVERY: &str =
-    "SELECT rowid, account, campaign, state, encoding, body FROM deliveries WHERE id = ?1";
+pub(super) const FIND_DELIVERY: &str = "SELECT rowid, account, campaign, state, encoding, body, \
+    attempts FROM deliveries WHERE id = ?1";
+
+/// Logs one attempt (see the `attempts` table).
+pub(super) const LOG_ATTEMPT: &str = "INSERT INTO attempts (account, campaign, delivery, number, \
+    at, state, status, error, duration_us, answer) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 pub(super) const DELETE_BY_ROWID: &str = "DELETE FROM deliveries WHERE rowid = ?1";
 

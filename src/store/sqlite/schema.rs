@@ -20,7 +20,9 @@ const STATEMENT_CACHE: usize = 64;
 
 /// The schema, one step per version: step `i` takes a file from `user_version = i` to `i + 1`.
 /// Steps are only ever appended; a released step never changes.
-pub(super) const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+pub(super) const MIGRATIONS: &[&str] = &[
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE deliveries (
@@ -95,6 +97,27 @@ CREATE INDEX deliveries_by_due ON deliveries (next_attempt_at) WHERE state = 'pe
 /// under one of them stays a no-op.
 const SCHEMA_V5: &str = "
 ALTER TABLE delivered_ids ADD COLUMN fingerprint BLOB;
+";
+
+/// Version 6: the attempts log, one row per attempt recorded, numbered in the order logged
+/// (`AUTOINCREMENT`: a number is never given twice, even once the oldest are pruned), read
+/// newest first by account (and campaign), pruned oldest first by number.
+const SCHEMA_V6: &str = "
+CREATE TABLE attempts (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    account     TEXT NOT NULL,
+    campaign    TEXT NOT NULL,
+    delivery    TEXT NOT NULL,
+    number      INTEGER NOT NULL,
+    at          INTEGER NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('delivered', 'retrying', 'failed')),
+    status      INTEGER,
+    error       TEXT,
+    duration_us INTEGER NOT NULL,
+    answer      TEXT NOT NULL
+);
+CREATE INDEX attempts_by_account ON attempts (account, seq);
+CREATE INDEX attempts_by_campaign ON attempts (account, campaign, seq);
 ";
 
 /// Creates the file with mode 0600 if it does not exist yet, before SQLite opens it (SQLite

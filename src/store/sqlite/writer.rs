@@ -15,14 +15,14 @@ use crate::error::{Error, Result};
 use crate::ids::{AccountId, DeliveryId};
 use crate::limits::{DELIVERED_ID_RETENTION, PRUNE_BATCH};
 use crate::store::{
-    AttemptRecord, DeliveryFilter, DeliveryState, Fingerprint, NewDelivery, NextStep,
+    AttemptRecord, AttemptState, DeliveryFilter, DeliveryState, Fingerprint, NewDelivery, NextStep,
 };
 
 use super::rows::{
     BUMP_STATS, DELETE_BY_ROWID, DELIVERED_FINGERPRINT, FIND_DELIVERY, INSERT_ACCOUNT,
-    INSERT_DELIVERY, INSERT_HEALTH, NEXT_SETTINGS_VERSION, PRUNE_DELIVERED, RECORD_ATTEMPT,
-    REMEMBER_DELIVERED, SAME_DELIVERY, UPDATE_ACCOUNT, UPDATE_HEALTH, bind_filter, push_filter,
-    state_from_sql, stored_states, to_nanos,
+    INSERT_DELIVERY, INSERT_HEALTH, LOG_ATTEMPT, NEXT_SETTINGS_VERSION, PRUNE_DELIVERED,
+    RECORD_ATTEMPT, REMEMBER_DELIVERED, SAME_DELIVERY, UPDATE_ACCOUNT, UPDATE_HEALTH, bind_filter,
+    push_filter, sql_limit, state_from_sql, stored_states, to_nanos,
 };
 use super::syncer::{Answers, Broken, broken_error};
 
@@ -51,6 +51,9 @@ pub(super) enum Op {
     /// Several accounts' settings, each saved if still at the version expected, in one
     /// savepoint; the version each was saved at (0: stale) is left in the shared list.
     SaveAccounts(Vec<(AccountId, String, Option<u64>)>, SavedVersions),
+    /// Forgets, of the `.1` oldest logged attempts, those that finished before `.0`
+    /// (nanoseconds).
+    PruneAttempts(i64, usize),
 }
 
 /// The versions a [`Op::SaveAccounts`] saved its accounts at, in order (0: stale): filled by
@@ -65,7 +68,11 @@ impl Op {
             Op::Insert(deliveries) => deliveries.iter().map(|d| d.created_at).max()?,
             Op::Record(_, record) => record.at,
             Op::Requeue(_, now) => *now,
-            Op::Remove(_) | Op::SaveAccount(..) | Op::SaveHealth(..) | Op::SaveAccounts(..) => {
+            Op::Remove(_)
+            | Op::SaveAccount(..)
+            | Op::SaveHealth(..)
+            | Op::SaveAccounts(..)
+            | Op::PruneAttempts(..) => {
                 return None;
             }
         };
@@ -384,6 +391,12 @@ impl Writer {
             Op::SaveAccounts(saves, versions) => self
                 .save_accounts(saves, versions)
                 .map_err(|e| Error::store("saving accounts' settings", e)),
+            Op::PruneAttempts(before, limit) => self
+                .conn
+                .prepare_cached(super::log::PRUNE_ATTEMPTS)
+                .and_then(|mut stmt| stmt.execute(params![before, sql_limit(*limit)]))
+                .map(|n| (n as u64, 0))
+                .map_err(|e| Error::store("forgetting old logged attempts", e)),
         }
     }
 
@@ -511,12 +524,13 @@ impl Writer {
                         state_from_sql(row, 3)?,
                         row.get::<_, String>(4)?,
                         row.get::<_, Vec<u8>>(5)?,
+                        row.get::<_, u32>(6)?,
                     ))
                 })
                 .optional()
             })
             .map_err(failed)?;
-        let Some((rowid, account, campaign, was, encoding, body)) = found else {
+        let Some((rowid, account, campaign, was, encoding, body, attempts)) = found else {
             return Err(Error::UnknownDelivery(id.to_string()));
         };
         let at = to_nanos(record.at)?;
@@ -571,6 +585,23 @@ impl Writer {
                 .map_err(failed)?;
         }
         self.bump_stats(&account, &campaign, &delta)?;
+        self.conn
+            .prepare_cached(LOG_ATTEMPT)
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    account,
+                    campaign,
+                    id.as_str(),
+                    attempts.saturating_add(1),
+                    at,
+                    AttemptState::of(record.next).as_str(),
+                    record.status,
+                    record.error.as_deref(),
+                    i64::try_from(record.duration.as_micros()).unwrap_or(i64::MAX),
+                    record.answer,
+                ])
+            })
+            .map_err(failed)?;
         Ok((0, delta.pending))
     }
 

@@ -12,7 +12,7 @@ fn migrates_on_open_and_reopens() {
         db.scalar(&format!(
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM {s}.schema_version"
         )),
-        "1,2,3"
+        "1,2,3,4"
     );
     store.insert(&[new("a", "acme", "x=1", t(0))]).unwrap();
     drop(store);
@@ -23,7 +23,7 @@ fn migrates_on_open_and_reopens() {
     assert_eq!(listed[0].created_at, t(0));
     assert_eq!(
         db.scalar(&format!("SELECT count(*) FROM {s}.schema_version")),
-        "3"
+        "4"
     );
 }
 
@@ -41,7 +41,7 @@ fn stores_opening_at_once_migrate_once() {
     }
     assert_eq!(
         db.scalar(&format!("SELECT count(*) FROM {}.schema_version", db.s())),
-        "3"
+        "4"
     );
 }
 
@@ -137,7 +137,7 @@ fn a_version_1_schema_with_work_in_it_is_migrated_and_keeps_it() {
         db.scalar(&format!(
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM {s}.schema_version"
         )),
-        "1,2,3"
+        "1,2,3,4"
     );
     let stats = store.stats(&AccountId::new("acme"), None).unwrap();
     assert_eq!((stats.pending, stats.delivered), (1, 5));

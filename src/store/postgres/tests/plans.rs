@@ -190,13 +190,14 @@ fn the_claim_walks_the_due_index_of_a_table_without_statistics() {
             &sql.record_delivered,
             "(ARRAY['d1','d2'], ARRAY[1,2]::bigint[], ARRAY[1,1]::bigint[], \
              ARRAY[NULL,NULL]::text[], ARRAY[NULL,NULL]::integer[], ARRAY[NULL,NULL]::text[], \
-             ARRAY[NULL,NULL]::bigint[])",
+             ARRAY[NULL,NULL]::bigint[], ARRAY[5,7]::bigint[], ARRAY['','ok']::text[])",
         ),
         (
             &sql.record_kept,
             "(ARRAY['d1','d2'], ARRAY[1,2]::bigint[], ARRAY[1,1]::bigint[], \
              ARRAY['HTTP 503',NULL]::text[], ARRAY[503,NULL]::integer[], \
-             ARRAY['pending','failed']::text[], ARRAY[2,NULL]::bigint[])",
+             ARRAY['pending','failed']::text[], ARRAY[2,NULL]::bigint[], ARRAY[5,7]::bigint[], \
+             ARRAY['busy','']::text[])",
         ),
         (&sql.release, "(ARRAY['d1','d2'], ARRAY[1,2]::bigint[])"),
         (&sql.extend, "(ARRAY['d1','d2'], ARRAY[1,2]::bigint[], 5)"),

@@ -55,6 +55,8 @@ fn attempts_recorded_together_share_commits() {
                 status: Some(204),
                 error: None,
                 next: NextStep::Delivered,
+                duration: std::time::Duration::from_millis(5),
+                answer: String::new(),
             };
             (c.delivery.id.clone(), c.token, record)
         })

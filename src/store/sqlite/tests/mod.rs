@@ -140,6 +140,8 @@ fn attempt(at: Timestamp, status: u16, next: NextStep) -> AttemptRecord {
         status: Some(status),
         error: (status >= 300).then(|| format!("HTTP {status}")),
         next,
+        duration: std::time::Duration::from_millis(5),
+        answer: String::new(),
     }
 }
 
