@@ -793,7 +793,7 @@ fn the_examples_login_sets_an_httponly_samesite_strict_cookie_the_portal_accepts
 }
 
 #[test]
-fn deliveries_show_the_accounts_or_one_campaigns_counts_and_dead_letters() {
+fn deliveries_show_every_attempt_and_the_accounts_or_one_campaigns_counts() {
     let bench = Bench::start();
     let receiver = Receiver::start(&[(400, "bad")]);
     configure(&bench, &receiver.url);
@@ -814,4 +814,44 @@ fn deliveries_show_the_accounts_or_one_campaigns_counts_and_dead_letters() {
     let viewer = bench.get(As::Viewer, "/webhooks/api/deliveries").json();
     assert!(viewer["dead_letters"].is_null());
     assert_eq!(viewer["status"]["stats"]["failed"], 1);
+
+    // The attempts log, for the viewer too: the one attempt, its answer as the receiver sent it.
+    let attempts = viewer["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{viewer}");
+    let a = &attempts[0];
+    assert_eq!(a["webhook_id"], id.as_str());
+    assert_eq!(a["campaign"], "winter");
+    assert_eq!(a["attempt"], 1);
+    assert_eq!(a["state"], "failed");
+    assert_eq!(a["status"], 400);
+    assert_eq!(a["answer"], "bad");
+    assert!(a["outcome"].as_str().unwrap().contains("400"), "{a}");
+    assert!(a["duration_ms"].is_u64());
+    assert!(viewer["next"].is_null());
+    let before = a["cursor"].as_str().unwrap();
+    let older = bench
+        .get(
+            As::Admin,
+            &format!("/webhooks/api/deliveries?before={before}"),
+        )
+        .json();
+    assert_eq!(older["attempts"].as_array().unwrap().len(), 0);
+    let delivered = bench
+        .get(As::Admin, "/webhooks/api/deliveries?state=delivered")
+        .json();
+    assert_eq!(delivered["attempts"].as_array().unwrap().len(), 0);
+    let page = bench.get(As::Admin, "/webhooks/deliveries");
+    assert!(
+        page.body.contains("<table id=\"attempts\">"),
+        "{}",
+        page.body
+    );
+    // A query the screen cannot read is refused, with the reason.
+    for bad in ["state=pending", "before=x", "before=-1"] {
+        let refused = bench.get(As::Admin, &format!("/webhooks/api/deliveries?{bad}"));
+        assert_eq!(refused.status, 400, "{bad}");
+        assert!(refused.json()["error"].is_string());
+        let page = bench.get(As::Admin, &format!("/webhooks/deliveries?{bad}"));
+        assert_eq!(page.status, 400, "{bad}");
+    }
 }

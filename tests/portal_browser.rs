@@ -842,15 +842,21 @@ fn a_campaign_named_with_markup_shows_as_text_and_runs_no_script() {
     app.sign_in(&browser, Role::Admin);
     for screen in ["campaigns", "deliveries", "dead-letters"] {
         browser.goto(&app.url(&format!("/webhooks/{screen}")));
-        let shown = if screen == "dead-letters" {
-            row(&browser, id.as_str())
+        let shown = match screen {
+            "dead-letters" => row(&browser, id.as_str())
                 .find_all("td")
                 .into_iter()
                 .nth(1)
                 .expect("a campaign cell")
-                .text()
-        } else {
-            row(&browser, hostile).find("td").text()
+                .text(),
+            "deliveries" => browser
+                .find("#attempts tbody tr")
+                .find_all("td")
+                .into_iter()
+                .nth(2)
+                .expect("a campaign cell")
+                .text(),
+            _ => row(&browser, hostile).find("td").text(),
         };
         assert_eq!(shown, hostile, "on {screen}");
         assert!(
@@ -918,10 +924,12 @@ fn resume_and_remove_from_the_page() {
     assert_eq!(receiver.requests().len(), 3, "a removed delivery was sent");
 }
 
-/// The Deliveries screen's campaign filter (a GET form): each campaign's counts and dead
-/// letters, then the whole account's again.
+/// The Deliveries screen: every attempt, newest first, 50 a page with a link to the older
+/// ones; each row's time, webhook-id, campaign, attempt, state, outcome, duration and the start
+/// of the receiver's answer, shown as text (a receiver's markup runs no script); the filter
+/// form (a GET form) narrows the attempts and the counts to a campaign and a state.
 #[test]
-fn the_deliveries_screen_filters_by_campaign() {
+fn the_deliveries_screen_lists_every_attempt_with_paging_and_filters() {
     let Some(browser) = Browser::start(TEST) else {
         return;
     };
@@ -929,18 +937,107 @@ fn the_deliveries_screen_filters_by_campaign() {
     let receiver = Receiver::start();
     app.configure(&receiver.url_for("/hook"), "dialer", "s3cret", "winter");
     app.campaign("renewals", true);
-    receiver.script([Reply::status(422)]);
+    receiver.script([Reply::status(422).body(HOSTILE)]);
+    receiver.set_default(Reply::ok().body("ok"));
     let dead = app.submit("renewals", "refused").expect("accepted");
     wait_until("the dead letter", Duration::from_secs(10), || {
         app.dead_letters().contains(&dead)
     });
-    app.submit("winter", "w1").expect("accepted");
-    app.submit("winter", "w2").expect("accepted");
-    next_requests(&receiver, 1, 2);
+    let mut winter = Vec::new();
+    for n in 0..55 {
+        winter.push(app.submit("winter", &format!("w{n}")).expect("accepted"));
+    }
+    next_requests(&receiver, 1, 55);
+    wait_until("55 delivered", Duration::from_secs(20), || {
+        app.webhooks
+            .status_blocking(&acme(), None)
+            .expect("status")
+            .stats
+            .delivered
+            == 55
+    });
 
     app.sign_in(&browser, Role::Admin);
     browser.goto(&app.url("/webhooks/deliveries"));
     assert_eq!(browser.find("h1").text(), "Deliveries");
+    let headings: Vec<String> = browser
+        .find_all("#attempts thead th")
+        .iter()
+        .map(|th| th.text())
+        .collect();
+    assert_eq!(
+        headings,
+        [
+            "Time",
+            "webhook-id",
+            "Campaign",
+            "Attempt",
+            "State",
+            "Outcome",
+            "Duration",
+            "Answer"
+        ]
+    );
+    let rows = |browser: &Browser| -> Vec<Vec<String>> {
+        browser
+            .find_all("#attempts tbody tr")
+            .iter()
+            .map(|tr| tr.find_all("td").iter().map(|td| td.text()).collect())
+            .collect()
+    };
+    let cursors = |browser: &Browser| -> Vec<u64> {
+        browser
+            .find_all("#attempts tbody tr")
+            .iter()
+            .map(|tr| {
+                tr.attr("data-cursor")
+                    .expect("a cursor")
+                    .parse()
+                    .expect("a number")
+            })
+            .collect()
+    };
+    let first_page = rows(&browser);
+    assert_eq!(first_page.len(), 50, "a page of 50");
+    let first_cursors = cursors(&browser);
+    assert!(
+        first_cursors.windows(2).all(|w| w[0] > w[1]),
+        "newest first"
+    );
+    let newest = &first_page[0];
+    assert!(
+        winter.iter().any(|id| id.as_str() == newest[1]),
+        "{newest:?}"
+    );
+    assert_eq!(&newest[2..6], ["winter", "1", "Delivered", "HTTP 200"]);
+    assert!(newest[6].ends_with(" ms"), "{newest:?}");
+    assert_eq!(newest[7], "ok");
+    assert!(browser.try_find("#newest").is_none());
+
+    // The older page: the last five winter attempts and the refused one, oldest last.
+    browser.find("#older").click();
+    browser.wait_for_url(WAIT, |url| url.contains("before="));
+    let older = rows(&browser);
+    assert_eq!(older.len(), 6, "{older:?}");
+    assert!(cursors(&browser)[0] < *first_cursors.last().unwrap());
+    let refused = older.last().unwrap();
+    assert_eq!(refused[1], dead.as_str());
+    assert_eq!(&refused[2..5], ["renewals", "1", "Failed"]);
+    assert!(refused[5].contains("422"), "{refused:?}");
+    assert_eq!(refused[7], HOSTILE, "the receiver's answer, as text");
+    assert!(
+        browser.find_all("#attempts img").is_empty(),
+        "the answer became markup"
+    );
+    assert_eq!(browser.script_ran("__pwned", Duration::from_secs(2)), None);
+    assert!(
+        browser.try_find("#older").is_none(),
+        "no page after the last"
+    );
+    browser.find("#newest").click();
+    browser.wait_for_url(WAIT, |url| url.ends_with("/webhooks/deliveries"));
+    assert_eq!(rows(&browser).len(), 50);
+
     let summary = |browser: &Browser| -> (String, String) {
         let cell = |name: &str| {
             browser
@@ -956,24 +1053,40 @@ fn the_deliveries_screen_filters_by_campaign() {
         };
         (cell("Delivered"), cell("Failed"))
     };
-    assert_eq!(summary(&browser), ("2".to_owned(), "1".to_owned()));
-    for (campaign, delivered, failed, letters) in [
-        ("renewals", "0", "1", "1 dead letters"),
-        ("winter", "2", "0", "0 dead letters"),
-        ("", "2", "1", "1 dead letters"),
+    assert_eq!(summary(&browser), ("55".to_owned(), "1".to_owned()));
+    for (campaign, state, shown, delivered, failed, letters) in [
+        ("renewals", "", 1, "0", "1", "1 dead letters"),
+        ("", "failed", 1, "55", "1", "1 dead letters"),
+        ("winter", "failed", 0, "55", "0", "0 dead letters"),
+        ("winter", "delivered", 50, "55", "0", "0 dead letters"),
+        ("", "", 50, "55", "1", "1 dead letters"),
     ] {
         browser
             .find(&format!("#campaign option[value=\"{campaign}\"]"))
             .click();
         browser
+            .find(&format!("#state option[value=\"{state}\"]"))
+            .click();
+        browser
             .find("form[action=deliveries] button[type=submit]")
             .click();
-        let query = format!("?campaign={campaign}");
+        let query = format!("?campaign={campaign}&state={state}");
         browser.wait_for_url(WAIT, |url| url.ends_with(&query));
+        let got = rows(&browser);
+        assert_eq!(got.len(), shown, "{campaign:?} {state:?}: {got:?}");
+        if !campaign.is_empty() {
+            assert!(got.iter().all(|r| r[2] == campaign), "{got:?}");
+        }
+        if state == "failed" {
+            assert!(got.iter().all(|r| r[4] == "Failed"), "{got:?}");
+        }
+        if shown == 0 {
+            assert_eq!(browser.find("#no-attempts").text(), "No attempts to show.");
+        }
         assert_eq!(
             summary(&browser),
             (delivered.to_owned(), failed.to_owned()),
-            "{campaign:?}"
+            "{campaign:?} {state:?}"
         );
         assert!(
             browser.body_text().contains(letters),

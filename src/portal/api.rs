@@ -9,7 +9,7 @@
 //! | `POST /api/settings` | a body as the form's fields (`digest` required); `{settings, digest, audit}`, or `400 {error, field}`, or `409 {error}` |
 //! | `GET /api/campaigns` | `[{campaign, enabled, status, off_reason, stats}]` |
 //! | `POST /api/campaign-webhook` | `{campaign, enabled}`; `{campaign, enabled}` |
-//! | `GET /api/deliveries[?campaign=C]` | `{status, campaigns, dead_letters}`, `status` and `dead_letters` of one campaign with `campaign` (`dead_letters` is `null` for a viewer) |
+//! | `GET /api/deliveries[?campaign=C&state=S&before=N]` | `{status, campaigns, dead_letters, attempts, next}`: `status` and `dead_letters` of one campaign with `campaign` (`dead_letters` is `null` for a viewer); `attempts`, newest first, each `{cursor, at, webhook_id, campaign, attempt, state, status, outcome, duration_ms, answer}`; `next`, the `before` of the next page or `null` |
 //! | `GET /api/dead-letters` | `[dead letter]`, `403` for a viewer |
 //! | `POST /api/replay`, `POST /api/remove` | `{id}` or `{}` for all; `{count}` |
 //! | `POST /api/resume` | `{was_paused}` |
@@ -26,7 +26,7 @@ use serde_json::json;
 use super::access::{CSRF_HEADER, Refusal, Signed, check_change, json};
 use super::campaigns::{self, Switch};
 use super::dead_letters::{self, Action, list};
-use super::deliveries::Filter;
+use super::deliveries::{self, Filter};
 use super::settings::{NotSaved, STALE, apply, current};
 use super::settings_form::{SettingsInput, SettingsView, digest};
 use super::{Portal, PortalUser, Shared, send_test};
@@ -157,15 +157,40 @@ async fn campaign_switch(
 }
 
 async fn deliveries(State(portal): State<Shared>, Signed(user): Signed, uri: Uri) -> Response {
-    let query = Filter::of(&uri);
     let result = async {
+        let query = Filter::of(&uri)?;
         let status = portal
             .webhooks
             .status(&user.account, query.campaign.as_ref())
             .await?;
         let campaigns = campaigns::rows(&portal, &user).await?;
         let letters = list(&portal, &user, query.campaign.as_ref()).await?;
-        Ok(json!({ "status": status, "campaigns": campaigns, "dead_letters": letters }))
+        let page = deliveries::page(&portal, &user, &query).await?;
+        let attempts: Vec<serde_json::Value> = page
+            .attempts
+            .iter()
+            .map(|a| {
+                json!({
+                    "cursor": a.cursor.to_string(),
+                    "at": a.at,
+                    "webhook_id": a.delivery,
+                    "campaign": a.campaign,
+                    "attempt": a.number,
+                    "state": a.state,
+                    "status": a.status,
+                    "outcome": deliveries::outcome(a),
+                    "duration_ms": a.duration.as_millis() as u64,
+                    "answer": a.answer,
+                })
+            })
+            .collect();
+        Ok(json!({
+            "status": status,
+            "campaigns": campaigns,
+            "dead_letters": letters,
+            "attempts": attempts,
+            "next": page.next.map(|c| c.to_string()),
+        }))
     };
     answer(result.await)
 }

@@ -44,7 +44,10 @@ input[type=text],input[type=password],input[type=url],select,textarea{width:28em
 table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:left}\
 .error{color:#b00020}.notice{background:#e8f5e9;padding:.5em}.problem{background:#fdecea;padding:.5em}\
 .hint{color:#555;font-weight:400}.readonly{background:#fff8e1;padding:.5em}\
-svg.icon{vertical-align:middle}pre{white-space:pre-wrap;background:#f4f4f4;padding:.5em}";
+svg.icon{vertical-align:middle}pre{white-space:pre-wrap;background:#f4f4f4;padding:.5em}\
+.filters label{display:inline;margin:0 .4em 0 1em}.filters select{width:auto}\
+.nowrap{white-space:nowrap}td.id{font-family:monospace;font-size:.85em;word-break:break-all}\
+td.answer{font-family:monospace;font-size:.85em;white-space:pre-wrap;word-break:break-all;max-width:24em}";
 
 /// The navigation: each screen's relative link and name.
 const NAV: [(&str, &str); 4] = [

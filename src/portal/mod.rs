@@ -27,7 +27,7 @@
 //! |---|---|---|
 //! | `GET /settings`, `POST /settings` | `GET /api/settings`, `POST /api/settings` | Settings > Preferences > WebHook |
 //! | `GET /campaigns`, `POST /campaign-webhook` | `GET /api/campaigns`, `POST /api/campaign-webhook` | Campaign Management, each campaign's Additional Settings |
-//! | `GET /deliveries` | `GET /api/deliveries` | the account's counts and dead letters |
+//! | `GET /deliveries` | `GET /api/deliveries` | every attempt, newest first, paged and filtered; the account's counts |
 //! | `GET /dead-letters`, `POST /replay`, `POST /remove`, `POST /resume`, `POST /send-test` | the same under `/api/` | dead letters, resume, send test |
 //! | | `GET /api/session` | who is signed in, and the CSRF token for the API's changes |
 //!
@@ -35,10 +35,13 @@
 //! those the dialer names in [`PortalUser::campaigns`] (a campaign created since, whose
 //! "Enable WebHook" was never set).
 //!
-//! Deliveries: the attempts log (every attempt, newest first) needs an attempts table in the
-//! store, which the store seam does not have yet. Until it does, the screen shows what the
-//! store holds now: the account's and each campaign's counts, the last success and failure,
-//! and the dead letters; the attempts table will back it, with no change to its route.
+//! Deliveries: the attempts log ([`Webhooks::attempts`]), every attempt of the account kept
+//! for the dialer's retention
+//! ([`WebhooksBuilder::attempt_retention`](crate::WebhooksBuilder::attempt_retention), 7 days
+//! by default), newest first, [`ATTEMPT_PAGE`](crate::limits::ATTEMPT_PAGE) a page, filtered
+//! by campaign and state: time, `webhook-id`, campaign, attempt number, state, outcome (status or
+//! failure), duration and the start of the receiver's answer (escaped, like every value a
+//! receiver controls, and with the account's own secrets blanked out by the crate).
 //!
 //! # Protections
 //!
