@@ -472,6 +472,26 @@ impl Webhooks {
         self.engine.account(id)
     }
 
+    /// [`update_preferences`](Self::update_preferences), saved only while `still` holds for the
+    /// preferences as stored, checked inside the compare-and-set (the portal's check that the
+    /// form was rendered from the settings it would overwrite). [`Error::SettingsStale`] when
+    /// it does not.
+    #[cfg(feature = "portal")]
+    pub(crate) async fn update_preferences_if(
+        &self,
+        who: &Principal,
+        account: &AccountId,
+        update: PreferencesUpdate,
+        still: impl Fn(&crate::preferences::Preferences) -> bool + Send + Sync + 'static,
+    ) -> Result<AuditRecord> {
+        check_ids(account, None)?;
+        let (engine, who, account) = (self.engine.clone(), who.clone(), account.clone());
+        crate::blocking::unblock(move || {
+            engine.update_preferences_if(&who, &account, update, &still)
+        })
+        .await?
+    }
+
     twins! {
         "Webhooks";
 

@@ -792,6 +792,57 @@ fn the_examples_login_sets_an_httponly_samesite_strict_cookie_the_portal_accepts
     assert!(page.body.contains("Enable Web Hook") && page.body.contains("<button"));
 }
 
+/// A save whose form was rendered before another process saved the account (a `Webhooks` of
+/// its own on the same store, whose save this one's copy in force has not followed yet) is
+/// refused with 409 and the other process's change is kept: the form's digest is checked
+/// against the settings as stored, inside the compare-and-set, not only against the copy in
+/// force here.
+#[test]
+fn a_save_over_another_processs_newer_change_says_so_and_keeps_theirs() {
+    let store = std::sync::Arc::new(call_result_webhook::MemoryStore::new());
+    let bench = Bench::start_on(store.clone());
+    configure(&bench, "http://127.0.0.1:9/ours");
+    let page = bench.get(As::Admin, "/webhooks/settings");
+    let other = call_result_webhook::Webhooks::builder()
+        .store(store.clone())
+        .policy(portal_support::policy())
+        .build()
+        .unwrap();
+    other
+        .update_preferences_blocking(
+            &admin(),
+            &ACCOUNT.into(),
+            PreferencesUpdate::new().url("http://127.0.0.1:9/theirs"),
+        )
+        .unwrap();
+    assert_eq!(
+        url_of(&bench).as_deref(),
+        Some("http://127.0.0.1:9/ours"),
+        "this process has not followed the other's save (a memory store announces nothing)"
+    );
+    let fields = settings_fields(&page, &[("time_zone", "Europe/Paris")]);
+    let refused = bench.post_form(As::Admin, "/webhooks/settings", &as_pairs(&fields));
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert!(refused.body.contains("Someone else saved these settings"));
+    use call_result_webhook::store::Settings as _;
+    let stored = store.load_account(&ACCOUNT.into()).unwrap().unwrap().json;
+    assert!(stored.contains("/theirs"), "their URL is kept: {stored}");
+    assert!(
+        !stored.contains("Europe/Paris"),
+        "nothing of the stale save: {stored}"
+    );
+    let other_again = call_result_webhook::Webhooks::builder()
+        .store(store)
+        .policy(portal_support::policy())
+        .build()
+        .unwrap();
+    let account = other_again.account(&ACCOUNT.into()).unwrap();
+    assert_eq!(
+        account.preferences().url().map(|u| u.as_str()),
+        Some("http://127.0.0.1:9/theirs")
+    );
+}
+
 #[test]
 fn deliveries_show_every_attempt_and_the_accounts_or_one_campaigns_counts() {
     let bench = Bench::start();

@@ -340,9 +340,30 @@ impl Engine {
         account: &AccountId,
         update: PreferencesUpdate,
     ) -> Result<AuditRecord> {
+        self.update_preferences_if(who, account, update, &|_| true)
+    }
+
+    /// [`update_preferences`](Self::update_preferences), made only while `still` holds for
+    /// the preferences as stored: checked inside the compare-and-set, on each read of the
+    /// stored account, so a save by another process between the caller's look and this
+    /// save is seen. [`Error::SettingsStale`] when it does not hold; nothing changes then.
+    pub(crate) fn update_preferences_if(
+        &self,
+        who: &Principal,
+        account: &AccountId,
+        update: PreferencesUpdate,
+        still: &(dyn Fn(&crate::preferences::Preferences) -> bool + Sync),
+    ) -> Result<AuditRecord> {
         let now = self.clock.now();
         let mut update = update;
         let (record, url_changed) = self.change_account(account, |next| {
+            if !still(next.preferences()) {
+                return Err(Error::SettingsStale {
+                    account: account.to_string(),
+                    expected: None,
+                    stored: None,
+                });
+            }
             let old_url = next.preferences().url().cloned();
             let record = next.update_preferences_at(who, update.take_copy(), now)?;
             let url_changed = next.preferences().url() != old_url.as_ref();

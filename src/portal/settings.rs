@@ -11,7 +11,9 @@ use super::access::{Refusal, Signed, check_change};
 use super::html::{self, Esc};
 use super::settings_form::{FieldError, SettingsInput, SettingsView, digest, to_update};
 use super::{Portal, PortalUser, Shared};
+use crate::error::Error;
 use crate::preferences::{AuditRecord, Preferences};
+use std::sync::Arc;
 
 /// The screen's title, as the product page names it.
 pub(super) const TITLE: &str = "Settings > Preferences > WebHook";
@@ -40,31 +42,42 @@ pub(super) const STALE: &str = "Someone else saved these settings after this pag
      Nothing was saved: the form now shows their settings; make your change again.";
 
 /// Saves `input` over the account's preferences, if they are still those the input's digest
-/// names: through [`Webhooks::update_preferences`](crate::Webhooks::update_preferences), the
-/// crate's compare-and-set, audited with the principal's name.
+/// names: through the crate's compare-and-set (as
+/// [`Webhooks::update_preferences`](crate::Webhooks::update_preferences)), audited with the
+/// principal's name. The digest is checked twice: against the settings in force here, before
+/// the update is made from them, and against the settings as stored, inside the
+/// compare-and-set, so that a save made through another process in between is not
+/// overwritten unseen.
 pub(super) async fn apply(
-    portal: &Portal,
+    portal: &Shared,
     user: &PortalUser,
     input: &SettingsInput,
 ) -> Result<AuditRecord, NotSaved> {
     let (preferences, _) = current(portal, user);
-    let expected = digest(&portal.options.key, &preferences);
-    let fresh = input
-        .digest
-        .as_deref()
-        .is_some_and(|d| super::csrf::Key::same(&expected, d));
-    if !fresh {
+    let Some(given) = input.digest.clone() else {
+        return Err(NotSaved::Stale);
+    };
+    let fresh = |portal: &Portal, p: &Preferences, given: &str| {
+        super::csrf::Key::same(&digest(&portal.options.key, p), given)
+    };
+    if !fresh(portal, &preferences, &given) {
         return Err(NotSaved::Stale);
     }
     let update =
         to_update(input, &preferences, portal.webhooks.engine.policy()).map_err(NotSaved::Field)?;
+    let theirs = Arc::clone(portal);
     portal
         .webhooks
-        .update_preferences(&user.principal, &user.account, update)
+        .update_preferences_if(&user.principal, &user.account, update, move |stored| {
+            fresh(&theirs, stored, &given)
+        })
         .await
-        .map_err(|e| match FieldError::from_error(&e) {
-            Some(field) => NotSaved::Field(field),
-            None => NotSaved::Refused(Refusal::from(e)),
+        .map_err(|e| match e {
+            Error::SettingsStale { .. } => NotSaved::Stale,
+            e => match FieldError::from_error(&e) {
+                Some(field) => NotSaved::Field(field),
+                None => NotSaved::Refused(Refusal::from(e)),
+            },
         })
 }
 

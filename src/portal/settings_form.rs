@@ -106,20 +106,20 @@ impl SettingsView {
 }
 
 /// The digest of the preferences a form was rendered from: everything shown, and the secrets
-/// that are not (the authentication header's value, the signing secrets), under the portal's
-/// key. A change to any of them, by anyone, changes it.
+/// that are not (the password, token, Authorization value, secret header values and signing
+/// secrets), under the portal's key. A change to any of them, by anyone, changes it.
 pub(super) fn digest(key: &Key, p: &Preferences) -> String {
     let shown = serde_json::to_vec(&SettingsView::of(p)).unwrap_or_default();
-    let auth = p
-        .auth_header()
-        .map(|(name, value)| [name.as_str().as_bytes(), value.as_bytes()].concat())
-        .unwrap_or_default();
+    let auth_name = p.auth_header().map(|(name, _)| name.as_str().as_bytes());
     let secrets: Vec<String> = p
         .signing_secrets()
         .iter()
         .map(SigningSecret::to_whsec)
         .collect();
-    let mut parts: Vec<&[u8]> = vec![&shown, &auth];
+    // Every secret the form does not show (the password, the token, the Authorization value,
+    // secret header values, signing secrets): a change to any of them makes the form stale.
+    let mut parts: Vec<&[u8]> = vec![&shown, auth_name.unwrap_or_default()];
+    parts.extend(p.secret_values());
     parts.extend(secrets.iter().map(String::as_bytes));
     key.digest(&parts)
 }
@@ -654,6 +654,39 @@ mod tests {
         );
         assert!(parse_delays("5").is_err());
         assert!(parse_delays("5w").is_err());
+    }
+
+    #[test]
+    fn the_digest_follows_every_secret_the_form_does_not_show() {
+        let key = Key::random().unwrap();
+        let base = || {
+            PreferencesUpdate::new()
+                .enabled(true)
+                .url("https://crm.example/hook")
+                .credentials("dialer", "s3cret-one")
+                .bearer_token("tok-one-1234")
+                .secret_header("X-Shared-Key", "key-one-1234")
+        };
+        let of = |u: PreferencesUpdate| digest(&key, &Preferences::from_update(u).unwrap());
+        let first = of(base());
+        assert_eq!(of(base()), first, "the same settings, the same digest");
+        for (what, changed) in [
+            (
+                "the password, under bearer",
+                base().credentials("dialer", "s3cret-two"),
+            ),
+            ("the token", base().bearer_token("tok-two-1234")),
+            (
+                "a secret header's value",
+                base().secret_header("X-Shared-Key", "key-two-1234"),
+            ),
+        ] {
+            assert_ne!(of(changed), first, "{what} changed and the digest did not");
+        }
+        assert!(
+            !first.contains("s3cret"),
+            "the digest is an HMAC, not the secret"
+        );
     }
 
     #[test]

@@ -109,18 +109,28 @@ pub struct Bench {
     runtime: tokio::runtime::Runtime,
 }
 
+/// The policy of every bench: loopback receivers over http.
+pub fn policy() -> UrlPolicy {
+    UrlPolicy::new().allow_http(true).allow_private()
+}
+
 impl Bench {
     /// The portal with "Send test", and a worker delivering on the same runtime.
     pub fn start() -> Bench {
+        Bench::start_on(Arc::new(MemoryStore::new()))
+    }
+
+    /// The same on `store`, which another `Webhooks` (another process, in miniature) may
+    /// share.
+    pub fn start_on(store: Arc<MemoryStore>) -> Bench {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("a runtime");
-        let policy = UrlPolicy::new().allow_http(true).allow_private();
         let webhooks = Webhooks::builder()
-            .store(MemoryStore::new())
-            .policy(policy)
+            .store(store)
+            .policy(policy())
             .build()
             .expect("webhooks");
         let listener = runtime
