@@ -157,8 +157,14 @@ fn without_a_principal_every_route_is_401() {
 fn every_answer_carries_the_security_headers() {
     let bench = Bench::start();
     for who in [As::Admin, As::Viewer, As::Nobody] {
-        for path in PAGES.iter().chain(&API_READS) {
+        // A path the portal does not have is answered by the portal too (404), with the
+        // same headers.
+        let unknown = ["/webhooks/nope", "/webhooks/api/nope/deeper"];
+        for path in PAGES.iter().chain(&API_READS).chain(&unknown) {
             let answer = bench.get(who, path);
+            if unknown.contains(path) {
+                assert_eq!(answer.status, 404, "{path}");
+            }
             let csp = answer
                 .header("content-security-policy")
                 .unwrap_or_else(|| panic!("no CSP on {path}"));
@@ -718,6 +724,33 @@ fn send_test_sends_the_sample_with_the_accounts_auth_and_shows_the_answer() {
         .block_on(bench.webhooks.status(&ACCOUNT.into(), None))
         .unwrap();
     assert_eq!(status.stats.pending + status.stats.delivered, 0);
+}
+
+/// A receiver that echoes the request's Authorization header back: "Send test" shows its
+/// answer with the credential blanked out, as the attempts log keeps it.
+#[test]
+fn send_test_blanks_the_accounts_credential_out_of_an_echoing_answer() {
+    let bench = Bench::start();
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        "dialer:pa55-word-9f3",
+    );
+    let echo = format!("you sent: Authorization: Basic {basic}");
+    let receiver = Receiver::start(&[(200, echo.as_str())]);
+    configure(&bench, &receiver.url);
+    let csrf = bench.csrf(As::Admin);
+    let answer = bench.post_json(As::Admin, "/webhooks/api/send-test", Some(&csrf), "");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        answer.json()["body_start"],
+        "you sent: Authorization: [redacted]"
+    );
+    assert!(!answer.body.contains(&basic));
+    assert_eq!(
+        receiver.received()[0].header("authorization"),
+        Some(format!("Basic {basic}")),
+        "the receiver did get the credential"
+    );
 }
 
 /// The example's program, built by `cargo test` beside this test (examples are).

@@ -306,9 +306,23 @@ pub fn router(webhooks: Webhooks, options: PortalOptions) -> Result<Router> {
         .route("/resume", post(dead_letters::resume))
         .route("/send-test", post(dead_letters::send_test))
         .merge(api::routes())
+        // Any other path under the portal is the portal's own 404, with its headers (a nested
+        // router's fallback is not used under `Router::nest`; a catch-all route is).
+        .route("/{*rest}", axum::routing::any(not_found))
         .layer(axum::middleware::from_fn(access::security_headers))
         .with_state(portal);
     Ok(router)
+}
+
+/// A path the portal does not have.
+async fn not_found() -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    html::problem(
+        axum::http::StatusCode::NOT_FOUND,
+        None,
+        "There is no such page in the webhook portal.",
+    )
+    .into_response()
 }
 
 #[cfg(test)]

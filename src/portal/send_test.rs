@@ -16,6 +16,7 @@ use crate::dispatch::AttemptTimeout;
 use crate::ids::DeliveryId;
 use crate::payload::{CallResult, PAGE_SAMPLE_JSON};
 use crate::request::{EncodedBody, build_request};
+use crate::store::answer_excerpt;
 use axum::http::StatusCode;
 
 /// How much of the receiver's answer is shown.
@@ -72,7 +73,9 @@ pub(super) async fn send(portal: &Portal, user: &PortalUser) -> Result<TestAnswe
         Ok(response) => TestAnswer {
             webhook_id: id.to_string(),
             status: Some(response.status().as_u16()),
-            body_start: String::from_utf8_lossy(response.body_prefix())
+            // As the attempts log keeps it: the account's own secrets blanked out (a
+            // receiver that echoes the request would show them).
+            body_start: answer_excerpt(response.body_prefix(), &preferences.secret_values())
                 .chars()
                 .take(SHOWN_CHARS)
                 .collect(),
