@@ -238,7 +238,7 @@ fn attempts(out: &mut String, filter: &Filter, page: &Page) {
                  <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"nowrap\">{} ms</td>\
                  <td class=\"answer\">{}</td></tr>",
                 a.cursor,
-                Esc(&html::time(Some(a.at))),
+                Esc(&html::time_ms(a.at)),
                 Esc(a.delivery.as_str()),
                 Esc(a.campaign.as_str()),
                 a.number,

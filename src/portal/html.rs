@@ -47,7 +47,8 @@ table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:.3em .
 svg.icon{vertical-align:middle}pre{white-space:pre-wrap;background:#f4f4f4;padding:.5em}\
 .filters label{display:inline;margin:0 .4em 0 1em}.filters select{width:auto}\
 .nowrap{white-space:nowrap}td.id{font-family:monospace;font-size:.85em;word-break:break-all}\
-td.answer{font-family:monospace;font-size:.85em;white-space:pre-wrap;word-break:break-all;max-width:24em}";
+td.answer{font-family:monospace;font-size:.85em;white-space:pre-wrap;word-break:break-all;\
+min-width:16em;max-width:28em}";
 
 /// The navigation: each screen's relative link and name.
 const NAV: [(&str, &str); 4] = [
@@ -179,6 +180,11 @@ pub(super) fn icon(out: &mut String, indicator: WebhookIndicator) {
          <path d=\"M12 9l-4.5 6M9 17h6M13.5 8.5l3 6\" stroke=\"{colour}\" stroke-width=\"2\" \
          fill=\"none\"/></svg>"
     );
+}
+
+/// A time in UTC to the millisecond, for a table row: `2026-12-08 00:13:04.838 UTC`.
+pub(super) fn time_ms(at: jiff::Timestamp) -> String {
+    at.strftime("%Y-%m-%d %H:%M:%S%.3f UTC").to_string()
 }
 
 /// A time, as RFC 3339 in UTC, or a dash.
