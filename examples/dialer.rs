@@ -29,8 +29,8 @@
 //! With `--portal-addr HOST:PORT` (feature `portal`) it also serves the administrator's portal
 //! for its account, under `/webhooks`, while it runs, and prints two lines on stderr,
 //! `portal: administrator link URL` and `portal: viewer link URL`: single-use links, valid 10
-//! minutes, each setting a session cookie (`HttpOnly; SameSite=Strict`) and opening Settings >
-//! Preferences > WebHook. They stand in for a dialer's own login (`tests/dialer_portal.rs`).
+//! minutes, each setting a session cookie (`HttpOnly; SameSite=Strict`, for 8 hours) and
+//! opening Settings > Preferences > WebHook. They stand in for a dialer's own login (`tests/dialer_portal.rs`).
 //!
 //! Run `dialer --help` for every option and exit status. Every error is printed with its
 //! causes, on one line; the password is never printed.
@@ -116,8 +116,8 @@ OPTIONS:
                                sign-in links on stderr, each usable once within 10 minutes:
                                `portal: administrator link URL` (full administrative
                                permissions) and `portal: viewer link URL` (read only); each
-                               sets a session cookie and opens Settings > Preferences >
-                               WebHook. A HOST of 0.0.0.0 or :: is printed as loopback
+                               sets a session cookie (8 hours) and opens Settings >
+                               Preferences > WebHook. A HOST of 0.0.0.0 or :: is printed as loopback
     -h, --help                 print this help
 
 The account and its campaign are configured as an administrator would, in the outbox file:
@@ -1163,6 +1163,9 @@ mod portal {
 
     /// How long a printed link may be used (once).
     pub(super) const LINK_VALIDITY: Duration = Duration::from_secs(10 * 60);
+    /// How long a session a link opened lasts: 8 hours, then its cookie opens nothing (the
+    /// cookie's `Max-Age` says the same to the browser).
+    pub(super) const SESSION_VALIDITY: Duration = Duration::from_secs(8 * 60 * 60);
     /// Where the portal is mounted, and the page a link opens: Settings > Preferences > WebHook.
     const MOUNT: &str = "/webhooks";
     const SETTINGS: &str = "/webhooks/settings";
@@ -1275,6 +1278,7 @@ mod portal {
     struct Session {
         id: [u8; 32],
         principal: Principal,
+        opened: Instant,
     }
 
     /// The links and the sessions they opened, for the one account.
@@ -1358,18 +1362,22 @@ mod portal {
             Ok(link.principal.clone())
         }
 
-        /// A new session for `principal`: its id, for the cookie.
-        fn open(&mut self, principal: Principal) -> Result<String, String> {
+        /// A new session for `principal`, opened at `now`: its id, for the cookie.
+        fn open(&mut self, principal: Principal, now: Instant) -> Result<String, String> {
             let id = random_token()?;
             self.sessions.push(Session {
                 id: digest(&id),
                 principal,
+                opened: now,
             });
             Ok(id)
         }
 
-        /// The signed-in user of the session `id`, for the portal.
-        fn user(&self, id: &str) -> Option<PortalUser> {
+        /// The signed-in user of the session `id` at `now`, for the portal; none once the
+        /// session is [`SESSION_VALIDITY`] old (sessions that old are forgotten).
+        fn user(&mut self, id: &str, now: Instant) -> Option<PortalUser> {
+            self.sessions
+                .retain(|s| now.saturating_duration_since(s.opened) < SESSION_VALIDITY);
             let id = digest(id);
             let session = self
                 .sessions
@@ -1402,7 +1410,7 @@ mod portal {
         let opened = {
             let mut logins = lock(&logins);
             match logins.redeem(&token, Instant::now()) {
-                Ok(principal) => logins.open(principal).map_err(|_| None),
+                Ok(principal) => logins.open(principal, Instant::now()).map_err(|_| None),
                 Err(refused) => Err(Some(refused)),
             }
         };
@@ -1412,7 +1420,10 @@ mod portal {
                 [
                     (
                         header::SET_COOKIE,
-                        format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict"),
+                        format!(
+                            "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+                            SESSION_VALIDITY.as_secs()
+                        ),
                     ),
                     (header::LOCATION, SETTINGS.to_owned()),
                     (header::CACHE_CONTROL, "no-store".to_owned()),
@@ -1450,7 +1461,8 @@ mod portal {
         mut request: Request,
         next: Next,
     ) -> Response {
-        let user = session_cookie(request.headers()).and_then(|id| lock(&logins).user(&id));
+        let user = session_cookie(request.headers())
+            .and_then(|id| lock(&logins).user(&id, Instant::now()));
         if let Some(user) = user {
             request.extensions_mut().insert(user);
         }
@@ -1504,13 +1516,22 @@ mod portal {
             assert!(!logins.redeem(&viewer, issued).unwrap().is_administrator());
             assert_eq!(logins.redeem("not-a-token", issued), Err(Refused::Unknown));
 
-            let id = logins.open(admin).unwrap();
-            let user = logins.user(&id).expect("the session's user");
+            let id = logins.open(admin, issued).unwrap();
+            let user = logins.user(&id, issued).expect("the session's user");
             assert!(user.principal().is_administrator());
             assert_eq!(user.account().as_str(), "dialer");
-            assert!(logins.user(&administrator).is_none());
-            assert!(logins.user("").is_none());
+            assert!(logins.user(&administrator, issued).is_none());
+            assert!(logins.user("", issued).is_none());
             assert!(!format!("{:?}", user).contains(&id));
+
+            // A session lasts SESSION_VALIDITY, then opens nothing.
+            let late = issued + SESSION_VALIDITY - Duration::from_secs(1);
+            assert!(logins.user(&id, late).is_some());
+            assert!(logins.user(&id, issued + SESSION_VALIDITY).is_none());
+            assert!(
+                logins.user(&id, late).is_none(),
+                "an expired session is forgotten"
+            );
         }
 
         #[test]

@@ -2,7 +2,7 @@
 //! through the two single-use links the dialer prints on stderr, spoken to over HTTP/1.1 from
 //! std's `TcpStream` (`portal_support::exchange`).
 //!
-//! - The administrator's link sets a session cookie (`HttpOnly; SameSite=Strict; Path=/`) and
+//! - The administrator's link sets a session cookie (`HttpOnly; SameSite=Strict; Path=/`, 8 hours) and
 //!   redirects to Settings > Preferences > WebHook, which then loads with that cookie; the same
 //!   link a second time is refused (403).
 //! - The viewer's link opens the same page read only; a save posted by hand with the viewer's
@@ -165,7 +165,7 @@ impl Running {
         assert_eq!(answer.header("location"), Some(SETTINGS));
         let set = answer.header("set-cookie").expect("a session cookie");
         let attributes: Vec<&str> = set.split(';').map(str::trim).collect();
-        for wanted in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        for wanted in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=28800"] {
             assert!(attributes.contains(&wanted), "no {wanted} in {set:?}");
         }
         let cookie = attributes[0];
