@@ -394,7 +394,9 @@ pub trait Outbox: Send + Sync + 'static {
     ///
     /// A store may look at only the `limit` oldest attempts (by cursor) and forget those of
     /// them that qualify, so that one call costs at most `limit` rows whatever the log holds:
-    /// an answer of `0` then means none of the oldest qualifies yet.
+    /// an answer of `0` then means none of the oldest qualifies yet. A store may keep its
+    /// newest attempt whatever its age, where that is how it never gives a cursor twice (the
+    /// SQLite store numbers an attempt one more than the highest it holds).
     ///
     /// # Errors
     ///

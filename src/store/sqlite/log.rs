@@ -14,9 +14,12 @@ use super::SqliteStore;
 use super::rows::{clamp_nanos, from_nanos, sql_limit};
 use super::writer::Op;
 
-/// Forgets, of the `?2` oldest logged attempts, those that finished before `?1`.
+/// Forgets, of the `?2` oldest logged attempts, those that finished before `?1`, but the
+/// newest of all: the next attempt's number is one more than the highest held, so keeping it
+/// keeps numbers from being given twice.
 pub(super) const PRUNE_ATTEMPTS: &str = "DELETE FROM attempts WHERE seq IN \
-    (SELECT seq FROM (SELECT seq, at FROM attempts ORDER BY seq LIMIT ?2) WHERE at < ?1)";
+    (SELECT seq FROM (SELECT seq, at FROM attempts ORDER BY seq LIMIT ?2) WHERE at < ?1 \
+        AND seq < (SELECT max(seq) FROM attempts))";
 
 const COLUMNS: &str = "SELECT seq, at, delivery, account, campaign, number, state, status, \
     error, duration_us, answer FROM attempts WHERE account = ?1 AND seq < ?2";
