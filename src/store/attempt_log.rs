@@ -1,9 +1,9 @@
 //! The attempts log: every attempt a store recorded, newest first, for the administrator's
 //! Deliveries screen and its JSON twin.
 //!
-//! A store writes one [`LoggedAttempt`] with each outcome [`Outbox::record_attempts`] records
-//! (in the same write: an attempt recorded is an attempt logged, and one answered
-//! [`Error::LeaseLost`](crate::Error::LeaseLost) is neither), reads them back with
+//! A store writes one [`LoggedAttempt`] for each outcome [`Outbox::record_attempts`] records
+//! (with it, or gathered a moment later: an attempt recorded is an attempt logged, and one
+//! answered [`Error::LeaseLost`](crate::Error::LeaseLost) is neither), reads them back with
 //! [`Outbox::attempts`], newest first and paged by an [`AttemptCursor`], and forgets the oldest
 //! with [`Outbox::prune_attempts`] once the retention the dialer set
 //! ([`WebhooksBuilder::attempt_retention`](crate::WebhooksBuilder::attempt_retention), 7 days

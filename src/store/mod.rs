@@ -25,8 +25,8 @@
 //!   [`Error::StoreFull`](crate::Error::StoreFull) and stores nothing.
 //! - **Claims.** Due first, leased, fenced by a [`ClaimToken`]; accounts paused by
 //!   [`Settings::save_health`], skipped or at their [`ClaimRequest::room_for`] are left out.
-//! - **The attempts log.** Each outcome recorded is logged in the same write, read back newest
-//!   first by [`AttemptQuery`] and forgotten oldest first by
+//! - **The attempts log.** Each outcome recorded is logged (with it, or gathered a moment
+//!   later), read back newest first by [`AttemptQuery`] and forgotten oldest first by
 //!   [`Outbox::prune_attempts`].
 //! - **Compare-and-set settings** from one version counter ([`SaveOutcome`]).
 //! - **Times** cross the seam as [`Timestamp`]s; a store that keeps integers uses

@@ -312,11 +312,17 @@ pub trait Outbox: Send + Sync + 'static {
     /// An attempt's time ([`AttemptRecord::at`]) is a time the store has seen, for the
     /// retention of delivered ids.
     ///
-    /// Each outcome answered `Ok(())` is logged in the same write (durable with it) for
-    /// [`attempts`](Outbox::attempts): its time, delivery, account, campaign, number (the
-    /// delivery's attempts so far, this one included), [`AttemptState::of`] its next step,
-    /// status, error, duration and answer, with a cursor greater than that of every attempt
-    /// logged before it in the store. An outcome answered otherwise is not logged.
+    /// Each outcome answered `Ok(())` is logged for [`attempts`](Outbox::attempts): its time,
+    /// delivery, account, campaign, number (the delivery's attempts so far, this one
+    /// included), [`AttemptState::of`] its next step, status, error, duration and answer,
+    /// with a cursor greater than that of every attempt logged before it in the store. An
+    /// outcome answered otherwise is not logged. The log is the administrator's view, not the
+    /// outbox: a store may write it in the same write as the outcome (the PostgreSQL and
+    /// memory stores do) or a moment later, gathered (the SQLite store writes a few hundred
+    /// at a time, or a quarter of a second's, so that the log costs the recording of
+    /// outcomes next to nothing). Either way [`attempts`](Outbox::attempts) lists every
+    /// attempt recorded before it is called; a crash may lose the last moment of the log,
+    /// never an outcome.
     ///
     /// [`AttemptState::of`]: crate::store::AttemptState::of
     fn record_attempts(

@@ -52,11 +52,6 @@ pub(super) const NEWEST_DELIVERED: &str = "SELECT max(delivered_at) FROM deliver
 pub(super) const FIND_DELIVERY: &str = "SELECT rowid, account, campaign, state, encoding, body, \
     attempts FROM deliveries WHERE id = ?1";
 
-/// Logs one attempt (see the `attempts` table).
-pub(super) const LOG_ATTEMPT: &str = "INSERT INTO attempts (account, campaign, delivery, number, \
-    at, state, status, error, duration_us, answer) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
-
 pub(super) const DELETE_BY_ROWID: &str = "DELETE FROM deliveries WHERE rowid = ?1";
 
 pub(super) const RECORD_ATTEMPT: &str = "UPDATE deliveries SET attempts = attempts + 1, \

@@ -1,6 +1,7 @@
 //! The writer thread, which owns the only write connection, commits writes in groups and keeps
 //! the write-ahead log under its bound, and the checkpoint loop it wakes.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
@@ -18,11 +19,12 @@ use crate::store::{
     AttemptRecord, AttemptState, DeliveryFilter, DeliveryState, Fingerprint, NewDelivery, NextStep,
 };
 
+use super::log::{LogBuffer, LogRow};
 use super::rows::{
     BUMP_STATS, DELETE_BY_ROWID, DELIVERED_FINGERPRINT, FIND_DELIVERY, INSERT_ACCOUNT,
-    INSERT_DELIVERY, INSERT_HEALTH, LOG_ATTEMPT, NEXT_SETTINGS_VERSION, PRUNE_DELIVERED,
-    RECORD_ATTEMPT, REMEMBER_DELIVERED, SAME_DELIVERY, UPDATE_ACCOUNT, UPDATE_HEALTH, bind_filter,
-    push_filter, sql_limit, state_from_sql, stored_states, to_nanos,
+    INSERT_DELIVERY, INSERT_HEALTH, NEXT_SETTINGS_VERSION, PRUNE_DELIVERED, RECORD_ATTEMPT,
+    REMEMBER_DELIVERED, SAME_DELIVERY, UPDATE_ACCOUNT, UPDATE_HEALTH, bind_filter, push_filter,
+    sql_limit, state_from_sql, stored_states, to_nanos,
 };
 use super::syncer::{Answers, Broken, broken_error};
 
@@ -54,6 +56,8 @@ pub(super) enum Op {
     /// Forgets, of the `.1` oldest logged attempts, those that finished before `.0`
     /// (nanoseconds).
     PruneAttempts(i64, usize),
+    /// Writes the attempts the writer holds before answering (a read of the log comes next).
+    FlushLog,
 }
 
 /// The versions a [`Op::SaveAccounts`] saved its accounts at, in order (0: stale): filled by
@@ -72,7 +76,8 @@ impl Op {
             | Op::SaveAccount(..)
             | Op::SaveHealth(..)
             | Op::SaveAccounts(..)
-            | Op::PruneAttempts(..) => {
+            | Op::PruneAttempts(..)
+            | Op::FlushLog => {
                 return None;
             }
         };
@@ -109,6 +114,8 @@ pub(super) struct Writer {
     pub(super) syncer: Option<(Sender<Answers>, JoinHandle<()>)>,
     /// Set once an fsync of the log failed: every write is refused from then on.
     pub(super) broken: Broken,
+    /// The attempts log's rows not written yet (see [`super::log`]).
+    pub(super) log: RefCell<LogBuffer>,
 }
 
 /// What the writer needs to keep the write-ahead log under its limit.
@@ -146,7 +153,22 @@ impl Writer {
         let mut batch = Vec::with_capacity(self.max_batch.min(1024));
         let mut results = Vec::with_capacity(self.max_batch.min(1024));
         // `recv` fails only once the store is dropped and everything queued was taken.
-        while let Ok(first) = jobs.recv() {
+        loop {
+            let wait = self.log.borrow().wait();
+            let first = match wait {
+                Some(wait) => match jobs.recv_timeout(wait) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.log.borrow_mut().write(&self.conn);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                },
+            };
             batch.push(first);
             self.gather(&jobs, &mut batch);
             self.expected = batch.len();
@@ -157,6 +179,11 @@ impl Writer {
                 continue;
             }
             let committed = self.commit_batch(&batch, &mut results);
+            let due = self.log.borrow().due();
+            if due {
+                // Before the answers: a read of the log that asked waits for this.
+                self.log.borrow_mut().write(&self.conn);
+            }
             let answers: Answers = batch
                 .drain(..)
                 .map(|job| job.reply)
@@ -185,6 +212,8 @@ impl Writer {
             }
             self.bound_wal();
         }
+        // What the log holds is written before the syncer's last fsync.
+        self.log.borrow_mut().write(&self.conn);
         // The syncer answers what it was handed, then ends.
         if let Some((syncer, thread)) = self.syncer.take() {
             drop(syncer);
@@ -295,6 +324,7 @@ impl Writer {
         let mut in_tx = false;
         let mut tx_start = 0;
         let mut pending_at_start = self.pending;
+        let tx_log = self.log.borrow().mark();
         for (i, job) in batch.iter().enumerate() {
             if !in_tx {
                 if let Err(e) = self.exec("BEGIN IMMEDIATE") {
@@ -314,6 +344,7 @@ impl Writer {
                 let cause = results[i].as_ref().err().map(ToString::to_string);
                 abort(&mut results[tx_start..i], cause.as_deref().unwrap_or(""));
                 self.pending = pending_at_start;
+                self.log.borrow_mut().truncate(tx_log);
                 in_tx = false;
             }
         }
@@ -322,6 +353,7 @@ impl Writer {
         }
         match self.exec("COMMIT") {
             Ok(()) => {
+                self.log.borrow_mut().committed();
                 self.commits.fetch_add(1, Ordering::Relaxed);
                 self.since_prune = self.since_prune.saturating_add(1);
                 self.since_checkpoint += 1;
@@ -338,6 +370,7 @@ impl Writer {
                 }
                 abort(&mut results[tx_start..], &e.to_string());
                 self.pending = pending_at_start;
+                self.log.borrow_mut().truncate(tx_log);
                 false
             }
         }
@@ -352,6 +385,7 @@ impl Writer {
     fn apply_alone(&mut self, op: &Op) -> Result<u64> {
         self.exec("SAVEPOINT op")
             .map_err(|e| Error::store("starting a savepoint", e))?;
+        let log_mark = self.log.borrow().mark();
         let applied = self.apply(op).and_then(|done| {
             self.exec("RELEASE op")
                 .map_err(|e| Error::store("releasing a savepoint", e))?;
@@ -370,6 +404,7 @@ impl Writer {
                     let _ = self.exec("ROLLBACK TO op");
                     let _ = self.exec("RELEASE op");
                 }
+                self.log.borrow_mut().truncate(log_mark);
                 Err(e)
             }
         }
@@ -391,6 +426,10 @@ impl Writer {
             Op::SaveAccounts(saves, versions) => self
                 .save_accounts(saves, versions)
                 .map_err(|e| Error::store("saving accounts' settings", e)),
+            Op::FlushLog => {
+                self.log.borrow_mut().ask();
+                Ok((0, 0))
+            }
             Op::PruneAttempts(before, limit) => self
                 .conn
                 .prepare_cached(super::log::PRUNE_ATTEMPTS)
@@ -585,23 +624,18 @@ impl Writer {
                 .map_err(failed)?;
         }
         self.bump_stats(&account, &campaign, &delta)?;
-        self.conn
-            .prepare_cached(LOG_ATTEMPT)
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    account,
-                    campaign,
-                    id.as_str(),
-                    attempts.saturating_add(1),
-                    at,
-                    AttemptState::of(record.next).as_str(),
-                    record.status,
-                    record.error.as_deref(),
-                    i64::try_from(record.duration.as_micros()).unwrap_or(i64::MAX),
-                    record.answer,
-                ])
-            })
-            .map_err(failed)?;
+        self.log.borrow_mut().stage(LogRow {
+            account,
+            campaign,
+            delivery: id.as_str().to_owned(),
+            number: attempts.saturating_add(1),
+            at,
+            state: AttemptState::of(record.next),
+            status: record.status,
+            error: record.error.clone(),
+            duration_us: i64::try_from(record.duration.as_micros()).unwrap_or(i64::MAX),
+            answer: record.answer.clone(),
+        });
         Ok((0, delta.pending))
     }
 

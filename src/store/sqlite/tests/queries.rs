@@ -137,3 +137,55 @@ fn claims_page_past_leased_and_skipped_deliveries() {
         Some(t(260))
     );
 }
+
+/// The attempts log's rows are written apart from the outcomes, a moment later: without any
+/// read within `FLUSH_AFTER`, at once for a read, and at the latest when the store closes; and
+/// they are read back after a restart.
+#[test]
+fn the_attempts_log_is_written_a_moment_after_the_outcomes_and_kept_across_a_restart() {
+    use super::super::log::FLUSH_AFTER;
+    use crate::store::AttemptQuery;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = in_dir(&dir);
+    let rows_in_file = || -> i64 {
+        Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))
+            .unwrap()
+    };
+    let store = SqliteStore::open(&path).unwrap();
+    let batch = new_deliveries("acme", "c1", 3);
+    store.insert(&batch).unwrap();
+    store
+        .record_attempt(&batch[0].id, &attempt(t(10), 204, NextStep::Delivered))
+        .unwrap();
+    // Written within FLUSH_AFTER (and a margin for a loaded machine), with no read asking.
+    let deadline = Instant::now() + FLUSH_AFTER * 40;
+    while rows_in_file() < 1 {
+        assert!(Instant::now() < deadline, "the log's row was never written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A read writes what is held first.
+    store
+        .record_attempt(&batch[1].id, &attempt(t(11), 503, NextStep::RetryAt(t(99))))
+        .unwrap();
+    assert_eq!(
+        store
+            .attempts(&AttemptQuery::account("acme"))
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(rows_in_file(), 2);
+    // Closing writes what is held.
+    store
+        .record_attempt(&batch[2].id, &attempt(t(12), 404, NextStep::Failed))
+        .unwrap();
+    drop(store);
+    assert_eq!(rows_in_file(), 3);
+    let store = SqliteStore::open(&path).unwrap();
+    let log = store.attempts(&AttemptQuery::account("acme")).unwrap();
+    let statuses: Vec<Option<u16>> = log.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [Some(404), Some(503), Some(204)]);
+}
