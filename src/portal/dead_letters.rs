@@ -153,7 +153,9 @@ fn paused(out: &mut String, pause: &Pause, buttons: &Buttons) {
 /// The dead letters' table, one row each.
 fn table(out: &mut String, letters: &[DeadLetter], buttons: &Buttons) {
     out.push_str(
-        "<table><thead><tr><th>webhook-id</th><th>Campaign</th><th>Submitted</th>\
+        "<p>What the receiver answered to each attempt: \
+         <a href=\"deliveries?state=failed\">Deliveries, failed</a>.</p>\
+         <table><thead><tr><th>webhook-id</th><th>Campaign</th><th>Submitted</th>\
          <th>Attempts</th><th>Last status</th><th>Last error</th><th>Last attempt</th>\
          <th></th></tr></thead><tbody>",
     );
@@ -167,16 +169,18 @@ fn table(out: &mut String, letters: &[DeadLetter], buttons: &Buttons) {
 fn row(out: &mut String, d: &DeadLetter, buttons: &Buttons) {
     let _ = write!(
         out,
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-         <td>{}</td><td>",
+        "<tr><td class=\"id\">{}</td><td>{}</td><td class=\"nowrap\">{}</td><td>{}</td>\
+         <td>{}</td><td>{}</td><td class=\"nowrap\">{}</td><td class=\"nowrap\">",
         Esc(d.id.as_str()),
         Esc(d.campaign.as_str()),
-        Esc(&d.created_at.to_string()),
+        Esc(&html::time_ms(d.created_at)),
         d.attempts,
         d.last_status
             .map_or_else(|| "-".to_owned(), |s| s.to_string()),
         Esc(d.last_error.as_deref().unwrap_or("-")),
-        Esc(&html::time(d.last_attempt_at)),
+        Esc(&d
+            .last_attempt_at
+            .map_or_else(|| "-".to_owned(), html::time_ms)),
     );
     buttons.put(out, "replay", Some(d.id.as_str()), "Replay");
     buttons.put(out, "remove", Some(d.id.as_str()), "Remove");
