@@ -77,20 +77,28 @@ impl Engine {
                 source: None,
             })
         });
+        // Pruning only follows a store that just answered every outcome: during an outage
+        // it would only add its own failing call to the recorder's (and a shutdown's) wait.
+        let store_answered = recorded
+            .iter()
+            .all(|r| !matches!(r, Err(Error::Store { .. } | Error::StoreTimeout { .. })));
         let completed = completions
             .iter()
             .zip(decided)
             .zip(recorded)
             .map(|((c, d), r)| self.finish(c, d, r, now))
             .collect();
-        self.prune_log(now);
+        if store_answered {
+            self.prune_log(now);
+        }
         completed
     }
 
     /// Forgets logged attempts older than the retention, at most
     /// [`PRUNE_BATCH`](crate::limits::PRUNE_BATCH) at a time: after a recording, once every
     /// [`LOG_PRUNE_INTERVAL`], or at once again while a prune finds a full batch to forget.
-    /// Off the recording's path: the outcomes are recorded and answered before it.
+    /// Off the recording's path: the outcomes are recorded before it, and it is skipped after a
+    /// recording the store failed.
     fn prune_log(&self, now: Timestamp) {
         let Ok(mut next) = self.next_log_prune.try_lock() else {
             return;

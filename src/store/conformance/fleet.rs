@@ -276,6 +276,66 @@ impl Heard {
     }
 }
 
+/// Four threads prune one old attempts log at once (thread `i` through `stores[i %
+/// stores.len()]`), a few rows a call: no call fails or waits on another for long, each
+/// attempt is forgotten once, and all go (but the newest, which a store may keep).
+///
+/// # Panics
+///
+/// If `stores` is empty, a prune fails, the counts disagree, or the log is not pruned within
+/// 60 seconds.
+pub fn concurrent_prunes_forget_each_attempt_once<S: Outbox + ?Sized>(stores: &[&S]) {
+    const THREADS: usize = 4;
+    const ATTEMPTS: usize = 120;
+    let first = stores[0];
+    first
+        .insert(&new_deliveries("acme", "prune", ATTEMPTS))
+        .expect("insert");
+    let claims = claim(first, t(ATTEMPTS as i64), ATTEMPTS, &[]);
+    assert_eq!(claims.len(), ATTEMPTS);
+    let outcomes: Vec<_> = claims
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let at = t(ATTEMPTS as i64 + i as i64);
+            (
+                c.delivery.id.clone(),
+                c.token,
+                record(at, Some(204), NextStep::Delivered),
+            )
+        })
+        .collect();
+    for answer in first.record_attempts(&outcomes) {
+        answer.expect("recorded");
+    }
+    let all = crate::store::AttemptQuery::account("acme").limit(ATTEMPTS + 1);
+    assert_eq!(first.attempts(&all).expect("read").len(), ATTEMPTS);
+
+    let forgotten = std::sync::atomic::AtomicU64::new(0);
+    let start = Barrier::new(THREADS);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    std::thread::scope(|scope| {
+        for i in 0..THREADS {
+            let (store, forgotten, start) = (stores[i % stores.len()], &forgotten, &start);
+            scope.spawn(move || {
+                start.wait();
+                let mut idle = 0;
+                while idle < 20 && Instant::now() < deadline {
+                    let n = store
+                        .prune_attempts(t(1_000_000), 7)
+                        .expect("a prune beside others");
+                    forgotten.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    idle = if n == 0 { idle + 1 } else { 0 };
+                }
+            });
+        }
+    });
+    let left = first.attempts(&all).expect("read").len();
+    let forgotten = forgotten.into_inner() as usize;
+    assert!(left <= 1, "{left} attempts left after the prunes");
+    assert_eq!(forgotten + left, ATTEMPTS, "each attempt forgotten once");
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }

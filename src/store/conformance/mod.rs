@@ -18,7 +18,7 @@
 //! | [`log`](run_log) | every recorded attempt logged, newest first, paged, filtered, pruned oldest first |
 //! | [`admin`](run_admin) | pending, replay, removal, filters |
 //! | [`settings`](run_settings) | one version counter, compare-and-set saves, the cursor, pages |
-//! | [`fleet`](run_fleet) | concurrent claims and saves, a save seen by every process, notices |
+//! | [`fleet`](run_fleet) | concurrent claims, saves and prunes of the attempts log, a save seen by every process, notices |
 //!
 //! Stores have no clock: every check passes its times explicitly, fixed ones from [`t`]. Each
 //! panics, with the failed assertion, when the store does not behave.
@@ -73,7 +73,8 @@ pub use claims::{
 };
 pub use fleet::{
     a_save_through_one_process_holds_in_every_other, concurrent_claims_never_overlap,
-    concurrent_saves_at_one_version_one_wins, notices_follow_writes,
+    concurrent_prunes_forget_each_attempt_once, concurrent_saves_at_one_version_one_wins,
+    notices_follow_writes,
 };
 pub use insert::{
     a_conflicting_id_is_refused_and_nothing_stored,
@@ -206,6 +207,7 @@ pub fn run_fleet<S: Store>(make: &dyn Fn() -> Vec<S>) {
     check(&|s| concurrent_saves_at_one_version_one_wins(s));
     check(&|s| a_save_through_one_process_holds_in_every_other(s));
     check(&|s| notices_follow_writes(s));
+    check(&|s| concurrent_prunes_forget_each_attempt_once(s));
 }
 
 /// The fixed time `secs` seconds after the checks' epoch (2023-11-14T22:13:20Z).
