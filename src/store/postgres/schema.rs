@@ -131,11 +131,13 @@ ALTER TABLE {s}.deliveries ADD COLUMN slot integer;
 ";
 
 /// Version 4: the attempts log, one row per attempt recorded (written by the statement that
-/// records it), numbered by an identity, read newest first by account (and campaign), pruned
-/// oldest first by number.
+/// records it), numbered by an identity, read newest first by account (its key) or campaign,
+/// pruned oldest first by time. No index on the number alone: the statements' generic plans
+/// would walk it backward for an account's page, filtering the whole log (60 ms for a small
+/// account among 500,000 rows, 0.15 ms through the key).
 const SCHEMA_V4: &str = "
 CREATE TABLE {s}.attempts (
-    seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    seq         bigint GENERATED ALWAYS AS IDENTITY,
     account     text NOT NULL,
     campaign    text NOT NULL,
     delivery    text NOT NULL,
@@ -145,10 +147,11 @@ CREATE TABLE {s}.attempts (
     status      integer,
     error       text,
     duration_us bigint NOT NULL,
-    answer      text NOT NULL
+    answer      text NOT NULL,
+    PRIMARY KEY (account, seq)
 );
-CREATE INDEX attempts_by_account ON {s}.attempts (account, seq);
 CREATE INDEX attempts_by_campaign ON {s}.attempts (account, campaign, seq);
+CREATE INDEX attempts_by_time ON {s}.attempts (at);
 ";
 
 /// The schema version this release writes.
