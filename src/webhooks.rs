@@ -243,7 +243,7 @@ impl WebhooksBuilder {
     /// recorded, a bounded batch at a time. At least one second.
     pub fn attempt_retention(mut self, keep: Duration) -> Self {
         if keep < Duration::from_secs(1) {
-            self.error.get_or_insert(Error::config(
+            self.keep(Error::config(
                 "attempt_retention",
                 "must be at least one second",
             ));

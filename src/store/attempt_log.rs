@@ -229,7 +229,9 @@ impl AttemptQuery {
 pub(crate) fn answer_excerpt(body: &[u8], secrets: &[&[u8]]) -> String {
     let mut text = String::from_utf8_lossy(body).into_owned();
     for secret in secrets.iter().filter(|s| s.len() >= 4) {
-        if let Ok(secret) = std::str::from_utf8(secret) {
+        if let Ok(secret) = std::str::from_utf8(secret)
+            && text.contains(secret)
+        {
             text = text.replace(secret, "[redacted]");
         }
     }

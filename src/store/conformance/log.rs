@@ -74,7 +74,7 @@ pub fn every_recorded_attempt_is_logged_newest_first<S: Outbox + ?Sized>(store: 
     .unwrap();
     record_one(store, c, record(t(12), Some(404), NextStep::Failed)).unwrap();
     record_one(store, z, record(t(13), None, NextStep::RetryAt(t(100)))).unwrap();
-    // Refused outcomes: an outdated token, and the same claim's outcome again.
+    // Refused: outcomes again under claims whose outcomes ended them (tokens no longer current).
     assert!(record_one(store, b, record(t(14), Some(204), NextStep::Delivered)).is_err());
     assert!(record_one(store, a, record(t(15), Some(204), NextStep::Delivered)).is_err());
 

@@ -112,35 +112,9 @@ impl LogBuffer {
         if self.ready.is_empty() {
             return;
         }
-        let written = (|| {
-            conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-            let inserted = (|| {
-                let mut stmt = conn.prepare_cached(LOG_ATTEMPT)?;
-                for r in &self.ready {
-                    stmt.execute(params![
-                        r.account,
-                        r.campaign,
-                        r.delivery,
-                        r.number,
-                        r.at,
-                        r.state.as_str(),
-                        r.status,
-                        r.error,
-                        r.duration_us,
-                        r.answer,
-                    ])?;
-                }
-                conn.prepare_cached("COMMIT")?.execute([])
-            })();
-            if inserted.is_err() && !conn.is_autocommit() {
-                let _ = conn
-                    .prepare_cached("ROLLBACK")
-                    .and_then(|mut s| s.execute([]));
-            }
-            inserted
-        })();
+        let written = write_rows(conn, &self.ready);
         match written {
-            Ok(_) => {
+            Ok(()) => {
                 self.ready.clear();
                 self.since = None;
             }
@@ -153,6 +127,35 @@ impl LogBuffer {
             }
         }
     }
+}
+
+/// Inserts `rows` in one transaction of their own; rolled back on error.
+fn write_rows(conn: &Connection, rows: &[LogRow]) -> rusqlite::Result<()> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    let inserted = (|| {
+        let mut stmt = conn.prepare_cached(LOG_ATTEMPT)?;
+        for r in rows {
+            stmt.execute(params![
+                r.account,
+                r.campaign,
+                r.delivery,
+                r.number,
+                r.at,
+                r.state.as_str(),
+                r.status,
+                r.error,
+                r.duration_us,
+                r.answer,
+            ])?;
+        }
+        conn.prepare_cached("COMMIT")?.execute([]).map(drop)
+    })();
+    if inserted.is_err() && !conn.is_autocommit() {
+        let _ = conn
+            .prepare_cached("ROLLBACK")
+            .and_then(|mut s| s.execute([]));
+    }
+    inserted
 }
 
 /// Forgets, of the `?2` oldest logged attempts, those that finished before `?1`, but the

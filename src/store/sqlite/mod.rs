@@ -369,7 +369,7 @@ impl SqliteStore {
             wal: WalBound::new(&path, wal_limit, checkpointing),
             syncer,
             broken,
-            log: std::cell::RefCell::default(),
+            log: log::LogBuffer::default(),
         };
         let writer = std::thread::Builder::new()
             .name("outbox-writer".into())

@@ -1,7 +1,6 @@
 //! The writer thread, which owns the only write connection, commits writes in groups and keeps
 //! the write-ahead log under its bound, and the checkpoint loop it wakes.
 
-use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
@@ -115,7 +114,7 @@ pub(super) struct Writer {
     /// Set once an fsync of the log failed: every write is refused from then on.
     pub(super) broken: Broken,
     /// The attempts log's rows not written yet (see [`super::log`]).
-    pub(super) log: RefCell<LogBuffer>,
+    pub(super) log: LogBuffer,
 }
 
 /// What the writer needs to keep the write-ahead log under its limit.
@@ -154,12 +153,11 @@ impl Writer {
         let mut results = Vec::with_capacity(self.max_batch.min(1024));
         // `recv` fails only once the store is dropped and everything queued was taken.
         loop {
-            let wait = self.log.borrow().wait();
-            let first = match wait {
+            let first = match self.log.wait() {
                 Some(wait) => match jobs.recv_timeout(wait) {
                     Ok(job) => job,
                     Err(RecvTimeoutError::Timeout) => {
-                        self.log.borrow_mut().write(&self.conn);
+                        self.log.write(&self.conn);
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -179,10 +177,9 @@ impl Writer {
                 continue;
             }
             let committed = self.commit_batch(&batch, &mut results);
-            let due = self.log.borrow().due();
-            if due {
+            if self.log.due() {
                 // Before the answers: a read of the log that asked waits for this.
-                self.log.borrow_mut().write(&self.conn);
+                self.log.write(&self.conn);
             }
             let answers: Answers = batch
                 .drain(..)
@@ -213,7 +210,7 @@ impl Writer {
             self.bound_wal();
         }
         // What the log holds is written before the syncer's last fsync.
-        self.log.borrow_mut().write(&self.conn);
+        self.log.write(&self.conn);
         // The syncer answers what it was handed, then ends.
         if let Some((syncer, thread)) = self.syncer.take() {
             drop(syncer);
@@ -324,7 +321,7 @@ impl Writer {
         let mut in_tx = false;
         let mut tx_start = 0;
         let mut pending_at_start = self.pending;
-        let tx_log = self.log.borrow().mark();
+        let mut tx_log = self.log.mark();
         for (i, job) in batch.iter().enumerate() {
             if !in_tx {
                 if let Err(e) = self.exec("BEGIN IMMEDIATE") {
@@ -334,6 +331,7 @@ impl Writer {
                 in_tx = true;
                 tx_start = i;
                 pending_at_start = self.pending;
+                tx_log = self.log.mark();
             }
             let result = self.apply_alone(&job.op);
             let aborted = result.is_err() && self.conn.is_autocommit();
@@ -344,7 +342,7 @@ impl Writer {
                 let cause = results[i].as_ref().err().map(ToString::to_string);
                 abort(&mut results[tx_start..i], cause.as_deref().unwrap_or(""));
                 self.pending = pending_at_start;
-                self.log.borrow_mut().truncate(tx_log);
+                self.log.truncate(tx_log);
                 in_tx = false;
             }
         }
@@ -353,7 +351,7 @@ impl Writer {
         }
         match self.exec("COMMIT") {
             Ok(()) => {
-                self.log.borrow_mut().committed();
+                self.log.committed();
                 self.commits.fetch_add(1, Ordering::Relaxed);
                 self.since_prune = self.since_prune.saturating_add(1);
                 self.since_checkpoint += 1;
@@ -370,7 +368,7 @@ impl Writer {
                 }
                 abort(&mut results[tx_start..], &e.to_string());
                 self.pending = pending_at_start;
-                self.log.borrow_mut().truncate(tx_log);
+                self.log.truncate(tx_log);
                 false
             }
         }
@@ -385,7 +383,7 @@ impl Writer {
     fn apply_alone(&mut self, op: &Op) -> Result<u64> {
         self.exec("SAVEPOINT op")
             .map_err(|e| Error::store("starting a savepoint", e))?;
-        let log_mark = self.log.borrow().mark();
+        let log_mark = self.log.mark();
         let applied = self.apply(op).and_then(|done| {
             self.exec("RELEASE op")
                 .map_err(|e| Error::store("releasing a savepoint", e))?;
@@ -404,14 +402,14 @@ impl Writer {
                     let _ = self.exec("ROLLBACK TO op");
                     let _ = self.exec("RELEASE op");
                 }
-                self.log.borrow_mut().truncate(log_mark);
+                self.log.truncate(log_mark);
                 Err(e)
             }
         }
     }
 
     /// Applies one write; returns its answer and how it changed the pending count.
-    fn apply(&self, op: &Op) -> Result<(u64, i64)> {
+    fn apply(&mut self, op: &Op) -> Result<(u64, i64)> {
         match op {
             Op::Insert(deliveries) => self.insert(deliveries),
             Op::Record(id, record) => self.record_attempt(id, record),
@@ -427,7 +425,7 @@ impl Writer {
                 .save_accounts(saves, versions)
                 .map_err(|e| Error::store("saving accounts' settings", e)),
             Op::FlushLog => {
-                self.log.borrow_mut().ask();
+                self.log.ask();
                 Ok((0, 0))
             }
             Op::PruneAttempts(before, limit) => self
@@ -549,7 +547,7 @@ impl Writer {
         }
     }
 
-    fn record_attempt(&self, id: &DeliveryId, record: &AttemptRecord) -> Result<(u64, i64)> {
+    fn record_attempt(&mut self, id: &DeliveryId, record: &AttemptRecord) -> Result<(u64, i64)> {
         let failed = |e| Error::store("recording an attempt", e);
         let found = self
             .conn
@@ -624,7 +622,7 @@ impl Writer {
                 .map_err(failed)?;
         }
         self.bump_stats(&account, &campaign, &delta)?;
-        self.log.borrow_mut().stage(LogRow {
+        self.log.stage(LogRow {
             account,
             campaign,
             delivery: id.as_str().to_owned(),
