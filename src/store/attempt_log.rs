@@ -277,16 +277,19 @@ pub(crate) struct MemoryLog {
     cap: usize,
 }
 
-impl MemoryLog {
-    pub(crate) fn new(cap: usize) -> Self {
+impl Default for MemoryLog {
+    /// Empty, holding at most [`MemoryStore::MAX_LOGGED_ATTEMPTS`](crate::MemoryStore::MAX_LOGGED_ATTEMPTS).
+    fn default() -> Self {
         MemoryLog {
             by_account: std::collections::HashMap::new(),
             oldest: std::collections::BTreeMap::new(),
             last: 0,
-            cap,
+            cap: crate::store::MemoryStore::MAX_LOGGED_ATTEMPTS,
         }
     }
+}
 
+impl MemoryLog {
     /// Logs an attempt recorded for `d` (its attempts counted with this one).
     pub(crate) fn log(&mut self, d: &crate::store::Delivery, record: &crate::store::AttemptRecord) {
         self.last += 1;

@@ -26,7 +26,7 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Inner {
     /// Every delivery kept, by id. A B-tree rather than a hash map: it grows a node at a time,
     /// where a hash map would now and then move every entry to a table twice the size while
@@ -68,29 +68,6 @@ struct Inner {
     newest: Option<Timestamp>,
     /// The attempts log, at most [`MemoryStore::MAX_LOGGED_ATTEMPTS`].
     log: MemoryLog,
-}
-
-impl Default for Inner {
-    fn default() -> Self {
-        Inner {
-            deliveries: BTreeMap::new(),
-            due: HashMap::new(),
-            heads: BTreeSet::new(),
-            claims: HashMap::new(),
-            leases: BTreeSet::new(),
-            last_token: 0,
-            stats: HashMap::new(),
-            accounts: BTreeMap::new(),
-            health: BTreeMap::new(),
-            version: 0,
-            paused: std::collections::HashSet::new(),
-            pending: 0,
-            delivered: BTreeMap::new(),
-            delivered_by_time: BTreeSet::new(),
-            newest: None,
-            log: MemoryLog::new(MemoryStore::MAX_LOGGED_ATTEMPTS),
-        }
-    }
 }
 
 impl MemoryStore {
